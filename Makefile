@@ -1,0 +1,107 @@
+# bulkhead: build, run, test, benchmark.
+#
+#   make            build build/bulkhead (installing missing build packages first)
+#   make run        start a private PostgreSQL in .run/ and serve on API_PORT (default 8080);
+#                   with DATABASE_URL set, use that database instead
+#   make test       every test (unit, integration, sanitizers, fuzz smoke); ends "N passed, N failed"
+#   make bench      the benchmark suite; writes bench/results/
+#   make fuzz       run every fuzz target for FUZZ_SECONDS (default 60) each
+#   make format     clang-format every C file
+#
+# Variables: BUILD (output dir), SAN (address,undefined | thread), CC.
+
+VERSION := 0.1.0
+BUILD ?= build
+SAN ?=
+CC ?= cc
+ROOT := $(CURDIR)
+
+PKGS := libmicrohttpd libpq jansson hiredis libcrypto
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN := -Wall -Wextra -Wshadow -Wconversion -Wno-sign-conversion -Wstrict-prototypes \
+        -Wmissing-prototypes -Wformat=2 -Wundef -Werror
+OPT ?= -O2
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) -pthread -MMD -MP \
+             -DBULKHEAD_VERSION='"$(VERSION)"' -DASSET_ROOT='"$(ROOT)"' $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+ifneq ($(SAN),)
+CFLAGS_ALL += -fsanitize=$(SAN) -fno-omit-frame-pointer
+LDSAN = -fsanitize=$(SAN)
+endif
+LDLIBS_ALL = $(PKG_LIBS) -pthread $(LDSAN)
+
+SRCS := $(wildcard src/*.c)
+LIB_SRCS := $(filter-out src/main.c,$(SRCS))
+OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
+LIB_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
+
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRCS))
+INTEG_SRCS := $(wildcard tests/integration/test_*.c)
+INTEG_BINS := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(INTEG_SRCS))
+HARNESS_OBJS := $(BUILD)/tests/harness.o
+TEST_LIBS = $(shell pkg-config --libs cmocka libcurl 2>/dev/null)
+
+.PHONY: all deps run test test-build bench fuzz format format-check clean
+all: deps
+	@$(MAKE) --no-print-directory $(BUILD)/bulkhead
+
+deps:
+	@scripts/deps.sh build
+
+$(BUILD)/bulkhead: $(OBJS)
+	@echo "  LINK    $@"
+	@$(CC) -o $@ $(OBJS) $(LDLIBS_ALL)
+
+$(BUILD)/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS_ALL) -c -o $@ $<
+
+# The embedded files are not seen by -MMD.
+$(BUILD)/obj/assets.o: config/tiers.json web/dashboard.html
+
+$(BUILD)/tests/harness.o: tests/integration/harness.c tests/integration/harness.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Isrc -c -o $@ $<
+
+$(BUILD)/tests/unit/%: tests/unit/%.c $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Isrc -o $@ $< $(LIB_OBJS) $(LDLIBS_ALL) $(TEST_LIBS)
+
+$(BUILD)/tests/integration/%: tests/integration/%.c $(HARNESS_OBJS) $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Isrc -Itests/integration -o $@ $< $(HARNESS_OBJS) $(LIB_OBJS) \
+	    $(LDLIBS_ALL) $(TEST_LIBS)
+
+test-build: $(BUILD)/bulkhead $(UNIT_BINS) $(INTEG_BINS)
+
+run: 
+	@scripts/deps.sh build run
+	@$(MAKE) --no-print-directory $(BUILD)/bulkhead
+	@scripts/run.sh
+
+test:
+	@scripts/deps.sh build test
+	@scripts/test.sh
+
+bench:
+	@scripts/deps.sh build bench
+	@$(MAKE) --no-print-directory $(BUILD)/bulkhead
+	@bench/run.sh
+
+fuzz:
+	@scripts/deps.sh build test
+	@scripts/fuzz.sh $${FUZZ_SECONDS:-60}
+
+format:
+	clang-format -i src/*.c src/*.h tests/*/*.c tests/*/*.h
+
+format-check:
+	clang-format --dry-run --Werror src/*.c src/*.h tests/*/*.c tests/*/*.h
+
+clean:
+	rm -rf build
+
+-include $(wildcard $(BUILD)/obj/*.d $(BUILD)/tests/*.d $(BUILD)/tests/*/*.d)

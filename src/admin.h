@@ -1,0 +1,20 @@
+/*
+ * admin: operator actions, off unless ADMIN_TOKEN is set.
+ *
+ *   POST /admin/breaker/<tier>/open     force the tier's breaker OPEN (every call refused)
+ *   POST /admin/breaker/<tier>/disable  force it closed: calls always pass, nothing trips it
+ *   POST /admin/breaker/<tier>/reset    back to automatic, CLOSED, window cleared
+ *
+ * Requests must carry "Authorization: Bearer <ADMIN_TOKEN>" (compared in constant time).
+ * The answer is the breaker's new state.
+ */
+#ifndef BULKHEAD_ADMIN_H
+#define BULKHEAD_ADMIN_H
+
+struct server;
+struct request;
+
+/* HTTP thread. */
+void admin_handle(struct server *srv, struct request *r);
+
+#endif

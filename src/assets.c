@@ -1,0 +1,28 @@
+/*
+ * assets: embed config/tiers.json and web/dashboard.html (see assets.h).
+ *
+ * ASSET_ROOT is the checkout's root, passed by the Makefile, so the paths do not depend on the
+ * directory the compiler runs in. The assembler also records each blob's length, so no code runs
+ * to find it.
+ */
+#include "assets.h"
+
+#ifndef ASSET_ROOT
+#error "ASSET_ROOT must be defined by the build"
+#endif
+
+#define ASSETS_EMBED(sym, file)                                                                    \
+    __asm__(".section .rodata\n"                                                                   \
+            ".global " #sym "\n"                                                                   \
+            ".type " #sym ", @object\n"                                                            \
+            ".balign 16\n" #sym ":\n"                                                              \
+            ".incbin \"" ASSET_ROOT "/" file "\"\n" #sym "_end:\n"                                 \
+            ".byte 0\n"                                                                            \
+            ".balign 8\n"                                                                          \
+            ".global " #sym "_len\n"                                                               \
+            ".type " #sym "_len, @object\n" #sym "_len:\n"                                         \
+            ".quad " #sym "_end - " #sym "\n"                                                      \
+            ".previous\n")
+
+ASSETS_EMBED(assets_tiers_json, "config/tiers.json");
+ASSETS_EMBED(assets_dashboard_html, "web/dashboard.html");

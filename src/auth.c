@@ -1,0 +1,345 @@
+/*
+ * auth: the key table and its refresher thread (see auth.h).
+ *
+ * The table is open addressing over the binary SHA-256 of each key; the hash is uniformly
+ * distributed, so its first bytes are the slot and no seed is needed. The refresher holds one
+ * connection that LISTENs on AUTH_NOTIFY_CHANNEL and waits on it with poll(), bounded by the
+ * TTL; a self-pipe ends the wait at shutdown. If the database cannot be read, the last table
+ * stays in force (availability over freshness) and the failure is logged and counted.
+ */
+#include "auth.h"
+#include "log.h"
+#include "mclock.h"
+#include "params.h"
+#include "xalloc.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <openssl/evp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+struct auth_entry {
+    unsigned char hash[32]; /* SHA-256 of the key; all zero = empty slot */
+    char tenant[AUTH_TENANT_MAX + 1];
+    char tier[33];
+};
+
+struct auth_table {
+    struct auth_entry *slots; /* owned */
+    size_t nslots;            /* power of two, at least twice the keys */
+    size_t keys;
+};
+
+struct auth {
+    char *conninfo; /* owned */
+    int64_t ttl_us;
+    pthread_t thread;
+    int stop_pipe[2]; /* writing to [1] ends the refresher */
+    PGconn *listen;   /* refresher thread only */
+
+    pthread_rwlock_t lock;    /* guards table */
+    struct auth_table *table; /* owned; NULL until the first load */
+
+    atomic_uint_least64_t reloads, reload_failures, accepted, rejected;
+    atomic_int_least64_t loaded_wall_us;
+};
+
+void auth_hash_key(const char *key, char out[65])
+{
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    EVP_Digest(key, strlen(key), md, &mdlen, EVP_sha256(), NULL);
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[64] = '\0';
+}
+
+int auth_new_key(char out[AUTH_KEY_LEN + 1])
+{
+    unsigned char raw[32];
+    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
+        return -EIO;
+    unsigned char b64[48];
+    EVP_EncodeBlock(b64, raw, sizeof(raw)); /* 44 chars with one '=' of padding */
+    memcpy(out, "bh_", 3);
+    size_t n = 3;
+    for (size_t i = 0; i < 44 && b64[i] != '=' && n < AUTH_KEY_LEN; i++) {
+        char c = (char)b64[i];
+        out[n++] = c == '+' ? '-' : c == '/' ? '_' : c;
+    }
+    out[n] = '\0';
+    return n == AUTH_KEY_LEN ? 0 : -EIO;
+}
+
+static int auth_hex_to_bin(const char *hex, unsigned char out[32])
+{
+    if (strlen(hex) != 64)
+        return -EINVAL;
+    for (int i = 0; i < 32; i++) {
+        unsigned v = 0;
+        for (int j = 0; j < 2; j++) {
+            char c = hex[2 * i + j];
+            v <<= 4;
+            if (c >= '0' && c <= '9')
+                v |= (unsigned)(c - '0');
+            else if (c >= 'a' && c <= 'f')
+                v |= (unsigned)(c - 'a' + 10);
+            else
+                return -EINVAL;
+        }
+        out[i] = (unsigned char)v;
+    }
+    return 0;
+}
+
+static size_t auth_slot(const struct auth_table *t, const unsigned char hash[32])
+{
+    uint64_t h;
+    memcpy(&h, hash, sizeof(h));
+    return (size_t)h & (t->nslots - 1);
+}
+
+static void auth_table_free(struct auth_table *t)
+{
+    if (!t)
+        return;
+    free(t->slots);
+    free(t);
+}
+
+/* Read every live key. NULL on failure (err says why). */
+static struct auth_table *auth_load(PGconn *pg, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(pg, "SELECT key_hash, name, tier FROM tenants WHERE revoked_at IS NULL");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        snprintf(err, errlen, "%s", PQresultErrorMessage(res));
+        PQclear(res);
+        return NULL;
+    }
+    int rows = PQntuples(res);
+    struct auth_table *t = xcalloc(1, sizeof(*t));
+    t->nslots = 16;
+    while (t->nslots < (size_t)rows * 2)
+        t->nslots *= 2;
+    t->slots = xcalloc(t->nslots, sizeof(*t->slots));
+    for (int i = 0; i < rows; i++) {
+        unsigned char hash[32];
+        if (auth_hex_to_bin(PQgetvalue(res, i, 0), hash))
+            continue; /* not a hash this server wrote: such a row can match no key */
+        size_t s = auth_slot(t, hash);
+        while (t->slots[s].tenant[0])
+            s = (s + 1) & (t->nslots - 1);
+        struct auth_entry *e = &t->slots[s];
+        memcpy(e->hash, hash, 32);
+        snprintf(e->tenant, sizeof(e->tenant), "%s", PQgetvalue(res, i, 1));
+        snprintf(e->tier, sizeof(e->tier), "%s", PQgetvalue(res, i, 2));
+        t->keys++;
+    }
+    PQclear(res);
+    return t;
+}
+
+static PGconn *auth_connect(const char *conninfo, char *err, size_t errlen)
+{
+    const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
+    const char *vals[] = {conninfo, "bulkhead-auth", "5", NULL};
+    PGconn *pg = PQconnectdbParams(keys, vals, 1);
+    if (PQstatus(pg) != CONNECTION_OK) {
+        snprintf(err, errlen, "%s", PQerrorMessage(pg));
+        PQfinish(pg);
+        return NULL;
+    }
+    PGresult *res = PQexec(pg, "LISTEN " AUTH_NOTIFY_CHANNEL);
+    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
+    if (!ok) {
+        snprintf(err, errlen, "%s", PQerrorMessage(pg));
+        PQfinish(pg);
+        return NULL;
+    }
+    return pg;
+}
+
+/* Refresher thread (and start-up): rebuild the table. */
+static int auth_reload(struct auth *a)
+{
+    char err[300] = "";
+    if (!a->listen)
+        a->listen = auth_connect(a->conninfo, err, sizeof(err));
+    struct auth_table *t = a->listen ? auth_load(a->listen, err, sizeof(err)) : NULL;
+    if (!t) {
+        if (a->listen && PQstatus(a->listen) != CONNECTION_OK) {
+            PQfinish(a->listen);
+            a->listen = NULL;
+        }
+        size_t n = strlen(err);
+        while (n && err[n - 1] == '\n')
+            err[--n] = '\0';
+        atomic_fetch_add(&a->reload_failures, 1);
+        log_warn("auth_reload", "cannot reload API keys (keeping the previous table): %s", err);
+        return -EIO;
+    }
+    pthread_rwlock_wrlock(&a->lock);
+    struct auth_table *old = a->table;
+    a->table = t;
+    pthread_rwlock_unlock(&a->lock);
+    auth_table_free(old);
+    atomic_fetch_add(&a->reloads, 1);
+    atomic_store(&a->loaded_wall_us, mclock_wall_us());
+    log_debug("auth_reload", "%zu API keys loaded", t->keys);
+    return 0;
+}
+
+static void *auth_main(void *arg)
+{
+    struct auth *a = arg;
+    int64_t next = mclock_now_us() + a->ttl_us;
+    for (;;) {
+        struct pollfd pfd[2] = {{.fd = a->stop_pipe[0], .events = POLLIN},
+                                {.fd = a->listen ? PQsocket(a->listen) : -1, .events = POLLIN}};
+        int64_t left = next - mclock_now_us();
+        int ms = left > 0 ? (int)((left + 999) / 1000) : 0;
+        int r = poll(pfd, 2, ms);
+        if (r > 0 && pfd[0].revents)
+            break;
+        bool notified = false;
+        if (r > 0 && pfd[1].revents && a->listen) {
+            PQconsumeInput(a->listen);
+            PGnotify *n;
+            while ((n = PQnotifies(a->listen))) {
+                notified = true;
+                PQfreemem(n);
+            }
+            if (PQstatus(a->listen) != CONNECTION_OK) {
+                PQfinish(a->listen);
+                a->listen = NULL;
+                notified = true; /* reconnect and reload now */
+            }
+        }
+        if (notified || mclock_now_us() >= next) {
+            auth_reload(a);
+            next = mclock_now_us() + a->ttl_us;
+        }
+    }
+    return NULL;
+}
+
+int auth_start(const char *conninfo, int64_t ttl_ms, struct auth **out, char *err, size_t errlen)
+{
+    struct auth *a = xcalloc(1, sizeof(*a));
+    a->conninfo = xstrdup(conninfo);
+    a->ttl_us = (ttl_ms > 0 ? ttl_ms : 1) * 1000;
+    pthread_rwlock_init(&a->lock, NULL);
+    if (pipe(a->stop_pipe)) {
+        snprintf(err, errlen, "pipe: %s", strerror(errno));
+        goto fail;
+    }
+    if (auth_reload(a)) {
+        snprintf(err, errlen,
+                 "AUTH_MODE=apikey: cannot read the tenants table (is init-db.sql "
+                 "applied?)");
+        goto fail_pipe;
+    }
+    if (pthread_create(&a->thread, NULL, auth_main, a)) {
+        snprintf(err, errlen, "cannot start the API-key refresher thread");
+        goto fail_pipe;
+    }
+    pthread_setname_np(a->thread, "auth");
+    *out = a;
+    return 0;
+fail_pipe:
+    close(a->stop_pipe[0]);
+    close(a->stop_pipe[1]);
+fail:
+    if (a->listen)
+        PQfinish(a->listen);
+    auth_table_free(a->table);
+    pthread_rwlock_destroy(&a->lock);
+    free(a->conninfo);
+    free(a);
+    return -EIO;
+}
+
+void auth_stop(struct auth *a)
+{
+    if (!a)
+        return;
+    ssize_t w = write(a->stop_pipe[1], "x", 1);
+    (void)w;
+    pthread_join(a->thread, NULL);
+    close(a->stop_pipe[0]);
+    close(a->stop_pipe[1]);
+    if (a->listen)
+        PQfinish(a->listen);
+    auth_table_free(a->table);
+    pthread_rwlock_destroy(&a->lock);
+    free(a->conninfo);
+    free(a);
+}
+
+/* Constant-time equality of two 32-byte hashes. */
+static bool auth_hash_equal(const unsigned char *x, const unsigned char *y)
+{
+    unsigned char d = 0;
+    for (int i = 0; i < 32; i++)
+        d |= (unsigned char)(x[i] ^ y[i]);
+    return d == 0;
+}
+
+int auth_identify(struct auth *a, const char *authorization, const char *x_api_key,
+                  struct auth_identity *out)
+{
+    const char *key = params_bearer(authorization);
+    if (!key)
+        key = x_api_key;
+    /* Anything that is not shaped like a key cannot be one; hashing it would be wasted. */
+    if (!key || strlen(key) != AUTH_KEY_LEN || strncmp(key, "bh_", 3) != 0) {
+        atomic_fetch_add_explicit(&a->rejected, 1, memory_order_relaxed);
+        return -EACCES;
+    }
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    EVP_Digest(key, AUTH_KEY_LEN, md, &mdlen, EVP_sha256(), NULL);
+    int rc = -EACCES;
+    pthread_rwlock_rdlock(&a->lock);
+    const struct auth_table *t = a->table;
+    if (!t) {
+        rc = -EAGAIN;
+    } else {
+        size_t s = auth_slot(t, md);
+        while (t->slots[s].tenant[0]) {
+            if (auth_hash_equal(t->slots[s].hash, md)) {
+                memcpy(out->tenant, t->slots[s].tenant, sizeof(out->tenant));
+                memcpy(out->tier, t->slots[s].tier, sizeof(out->tier));
+                rc = 0;
+                break;
+            }
+            s = (s + 1) & (t->nslots - 1);
+        }
+    }
+    pthread_rwlock_unlock(&a->lock);
+    atomic_fetch_add_explicit(rc == 0 ? &a->accepted : &a->rejected, 1, memory_order_relaxed);
+    return rc;
+}
+
+void auth_stats(struct auth *a, struct auth_stats *out)
+{
+    pthread_rwlock_rdlock(&a->lock);
+    out->keys = a->table ? a->table->keys : 0;
+    pthread_rwlock_unlock(&a->lock);
+    out->reloads = atomic_load(&a->reloads);
+    out->reload_failures = atomic_load(&a->reload_failures);
+    out->accepted = atomic_load(&a->accepted);
+    out->rejected = atomic_load(&a->rejected);
+    out->loaded_wall_us = atomic_load(&a->loaded_wall_us);
+}

@@ -1,0 +1,60 @@
+/*
+ * auth: API keys (AUTH_MODE=apikey). A key identifies a tenant; the tenant's tier comes from
+ * the database, never from a request header.
+ *
+ * Keys are 256 random bits from the OS, shown once at creation; only their SHA-256 is stored
+ * (tenants.key_hash). The server keeps an in-memory table of every live key's hash, rebuilt by
+ * a background thread from the database every AUTH_CACHE_TTL_MS and at once when the tenant
+ * CLI signals a change (LISTEN/NOTIFY). A request costs one SHA-256 and one hash lookup on the
+ * HTTP thread: no query per request, so a flood of bad keys cannot reach the database, and the
+ * lookup's timing depends only on the key's hash, never on how much of a real key it matches.
+ *
+ * DESIGN: the refresher thread builds a new table and swaps it in under a write lock; HTTP
+ * threads look up under the read lock.
+ */
+#ifndef BULKHEAD_AUTH_H
+#define BULKHEAD_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define AUTH_KEY_LEN    46 /* "bh_" + 43 base64url characters */
+#define AUTH_TENANT_MAX 64
+
+struct auth;
+
+struct auth_identity {
+    char tenant[AUTH_TENANT_MAX + 1];
+    char tier[33];
+};
+
+struct auth_stats {
+    size_t keys; /* live keys in the table */
+    uint64_t reloads, reload_failures, accepted, rejected;
+    int64_t loaded_wall_us; /* when the table was last loaded */
+};
+
+/* Load the table once (failing start-up if the database cannot be read), then start the
+ * refresher. */
+int auth_start(const char *conninfo, int64_t ttl_ms, struct auth **out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+void auth_stop(struct auth *a);
+
+/* HTTP thread: 0 and *out for a live key, -EACCES for a missing or unknown key, -EAGAIN when
+ * no table could be loaded yet. */
+int auth_identify(struct auth *a, const char *authorization, const char *x_api_key,
+                  struct auth_identity *out) __attribute__((warn_unused_result));
+
+void auth_stats(struct auth *a, struct auth_stats *out);
+
+/* A new key ("bh_..."), from getrandom(2). 0 or a negative errno. */
+int auth_new_key(char out[AUTH_KEY_LEN + 1]) __attribute__((warn_unused_result));
+
+/* Lowercase hex SHA-256 of key. */
+void auth_hash_key(const char *key, char out[65]);
+
+/* The channel the tenant CLI notifies after a change. */
+#define AUTH_NOTIFY_CHANNEL "bulkhead_tenants"
+
+#endif

@@ -1,0 +1,373 @@
+/*
+ * config: one declarative table of environment settings, and the code that reads it.
+ *
+ * Each row gives the variable's name, type, default, bounds or choices, help text and where the
+ * parsed value goes in struct config. Loading walks the table once; a bad value is refused with
+ * the variable's name and the reason, and nothing else is started.
+ */
+#include "config.h"
+#include "xalloc.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum cfg_type { CFG_STR, CFG_INT, CFG_ENUM, CFG_BOOL };
+
+struct cfg_def {
+    const char *name;    /* environment variable */
+    enum cfg_type type;  /* how the value is parsed */
+    const char *def;     /* default, as it would be written in the environment */
+    int64_t min, max;    /* CFG_INT bounds, inclusive */
+    const char *choices; /* CFG_ENUM: values separated by '|', in enum order */
+    const char *help;    /* one line for --help and the README */
+    size_t offset;       /* where the value lives in struct config */
+};
+
+#define OFF(field) offsetof(struct config, field)
+
+static const struct cfg_def cfg_table[] = {
+    {"DATABASE_URL", CFG_STR, "", 0, 0, NULL,
+     "PostgreSQL connection URL or libpq string (empty: libpq defaults, PG* variables)",
+     OFF(database_url)},
+    {"API_PORT", CFG_INT, "8080", 1, 65535, NULL, "TCP port the API listens on", OFF(api_port)},
+    {"API_BIND", CFG_STR, "0.0.0.0", 0, 0, NULL, "address the API listens on (IPv4 or IPv6)",
+     OFF(api_bind)},
+    {"TIERS_FILE", CFG_STR, "", 0, 0, NULL,
+     "JSON tier table replacing the built-in one (see config/tiers.json)", OFF(tiers_file)},
+    {"HTTP_THREADS", CFG_INT, "0", 0, 64, NULL, "HTTP event threads (0: one per CPU)",
+     OFF(http_threads)},
+    {"HTTP_MAX_CONNECTIONS", CFG_INT, "4096", 1, 1000000, NULL,
+     "client connections served at once; more are refused at accept", OFF(http_max_conns)},
+    {"HTTP_IDLE_TIMEOUT_S", CFG_INT, "30", 1, 3600, NULL,
+     "seconds an idle or slow client may hold a connection", OFF(http_idle_timeout)},
+    {"HTTP_CONNECTION_MEMORY", CFG_INT, "16384", 4096, 1048576, NULL,
+     "bytes per connection for the request line and headers (431 above)", OFF(http_conn_memory)},
+    {"HTTP_MAX_BODY_BYTES", CFG_INT, "65536", 256, 16777216, NULL,
+     "largest request body accepted; larger ones get 413 before they are read", OFF(http_max_body)},
+    {"SHUTDOWN_TIMEOUT_MS", CFG_INT, "10000", 0, 600000, NULL,
+     "time in-flight requests get to finish after SIGTERM/SIGINT", OFF(shutdown_timeout)},
+    {"HEALTH_INTERVAL_MS", CFG_INT, "1000", 50, 60000, NULL,
+     "how often the database is probed for /health", OFF(health_interval)},
+    {"RATE_LIMIT_BACKEND", CFG_ENUM, "memory", 0, 0, "memory|redis",
+     "where rate-limit counters live: this process, or Redis shared by all instances",
+     OFF(rl_backend)},
+    {"REDIS_URL", CFG_STR, "redis://127.0.0.1:6379", 0, 0, NULL,
+     "Redis for RATE_LIMIT_BACKEND=redis: redis://host:port[/db]", OFF(redis_url)},
+    {"REDIS_TIMEOUT_MS", CFG_INT, "50", 1, 10000, NULL,
+     "timeout of every Redis connect and call; past it the local limiter takes over",
+     OFF(redis_timeout)},
+    {"RATE_LIMIT_MAX_KEYS", CFG_INT, "100000", 16, 100000000, NULL,
+     "rate-limit keys tracked per tier; new keys past it share one overflow bucket",
+     OFF(rl_max_keys)},
+    {"AUTH_MODE", CFG_ENUM, "header", 0, 0, "header|apikey",
+     "header: trust X-Tenant-Tier (behind a trusted gateway); apikey: tier from the API key",
+     OFF(auth_mode)},
+    {"AUTH_CACHE_TTL_MS", CFG_INT, "5000", 0, 3600000, NULL,
+     "how long an API-key lookup is cached (revocations take effect within it)",
+     OFF(auth_cache_ttl)},
+    {"ADMIN_TOKEN", CFG_STR, "", 0, 0, NULL,
+     "bearer token for /admin endpoints (empty: admin endpoints are off)", OFF(admin_token)},
+    {"LOG_FORMAT", CFG_ENUM, "json", 0, 0, "json|text", "log line format on stdout/stderr",
+     OFF(log_format)},
+    {"LOG_LEVEL", CFG_ENUM, "info", 0, 0, "debug|info|warn|error",
+     "least severe event logged (access lines are info)", OFF(log_level)},
+    {"ACCESS_LOG", CFG_BOOL, "true", 0, 0, NULL, "one access line per request on stdout",
+     OFF(access_log)},
+    {"DB_READ_RETRIES", CFG_INT, "1", 0, 3, NULL,
+     "times an idempotent read is retried on a fresh connection after a dead one",
+     OFF(retry_reads)},
+};
+
+#define CFG_COUNT (sizeof(cfg_table) / sizeof(cfg_table[0]))
+
+/* Index of value in a '|'-separated choice list, or -1. */
+static int cfg_choice_index(const char *choices, const char *value)
+{
+    size_t vlen = strlen(value);
+    int idx = 0;
+    for (const char *p = choices; *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == vlen && strncmp(p, value, len) == 0)
+            return idx;
+        idx++;
+        if (!bar)
+            break;
+        p = bar + 1;
+    }
+    return -1;
+}
+
+/* Strict decimal integer: optional '-', digits only, no overflow. */
+static int cfg_parse_int(const char *s, int64_t *out)
+{
+    if (!*s || (!isdigit((unsigned char)*s) && *s != '-'))
+        return -EINVAL;
+    errno = 0;
+    char *end = NULL;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || end == s)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+static int cfg_set(struct config *cfg, const struct cfg_def *d, const char *value, char *err,
+                   size_t errlen)
+{
+    char *base = (char *)cfg;
+    switch (d->type) {
+    case CFG_STR: {
+        char **slot = (char **)(void *)(base + d->offset);
+        free(*slot);
+        *slot = xstrdup(value);
+        return 0;
+    }
+    case CFG_INT: {
+        int64_t v;
+        if (cfg_parse_int(value, &v) || v < d->min || v > d->max) {
+            snprintf(err, errlen,
+                     "%s: must be an integer from %" PRId64 " to %" PRId64 " (got \"%s\")", d->name,
+                     d->min, d->max, value);
+            return -EINVAL;
+        }
+        *(int64_t *)(void *)(base + d->offset) = v;
+        return 0;
+    }
+    case CFG_ENUM: {
+        int idx = cfg_choice_index(d->choices, value);
+        if (idx < 0) {
+            snprintf(err, errlen, "%s: must be one of %s (got \"%s\")", d->name, d->choices, value);
+            return -EINVAL;
+        }
+        /* Every enum in struct config is an int-sized enum. */
+        *(int *)(void *)(base + d->offset) = idx;
+        return 0;
+    }
+    case CFG_BOOL: {
+        bool v;
+        if (!strcmp(value, "true") || !strcmp(value, "1") || !strcmp(value, "yes") ||
+            !strcmp(value, "on"))
+            v = true;
+        else if (!strcmp(value, "false") || !strcmp(value, "0") || !strcmp(value, "no") ||
+                 !strcmp(value, "off"))
+            v = false;
+        else {
+            snprintf(err, errlen, "%s: must be true or false (got \"%s\")", d->name, value);
+            return -EINVAL;
+        }
+        *(bool *)(void *)(base + d->offset) = v;
+        return 0;
+    }
+    }
+    return -EINVAL;
+}
+
+static const char *cfg_getenv(const char *name, void *ctx)
+{
+    (void)ctx;
+    return getenv(name);
+}
+
+int config_load(struct config *cfg, char *err, size_t errlen)
+{
+    return config_load_from(cfg, cfg_getenv, NULL, err, errlen);
+}
+
+int config_load_from(struct config *cfg, const char *(*get)(const char *name, void *ctx), void *ctx,
+                     char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < CFG_COUNT; i++) {
+        const struct cfg_def *d = &cfg_table[i];
+        const char *v = get(d->name, ctx);
+        if (cfg_set(cfg, d, d->def, err, errlen) != 0)
+            goto fail; /* a broken default is a programming error, caught by the unit tests */
+        if (v && cfg_set(cfg, d, v, err, errlen) != 0)
+            goto fail;
+    }
+    return 0;
+fail:
+    config_free(cfg);
+    return -EINVAL;
+}
+
+void config_free(struct config *cfg)
+{
+    for (size_t i = 0; i < CFG_COUNT; i++) {
+        if (cfg_table[i].type == CFG_STR) {
+            char **slot = (char **)(void *)((char *)cfg + cfg_table[i].offset);
+            free(*slot);
+            *slot = NULL;
+        }
+    }
+}
+
+/* Strip surrounding blanks in place; returns the new start. */
+static char *cfg_trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
+        s[--n] = '\0';
+    return s;
+}
+
+static int cfg_dotenv_line(char *line, unsigned lineno,
+                           void (*set)(const char *, const char *, void *), void *ctx, char *err,
+                           size_t errlen)
+{
+    char *s = cfg_trim(line);
+    if (!*s || *s == '#')
+        return 0;
+    if (!strncmp(s, "export ", 7))
+        s = cfg_trim(s + 7);
+    char *eq = strchr(s, '=');
+    if (!eq) {
+        snprintf(err, errlen, "line %u: expected NAME=VALUE", lineno);
+        return -EINVAL;
+    }
+    *eq = '\0';
+    char *name = cfg_trim(s);
+    char *value = cfg_trim(eq + 1);
+    if (!*name || !(isalpha((unsigned char)*name) || *name == '_')) {
+        snprintf(err, errlen, "line %u: a variable name starts with a letter or '_'", lineno);
+        return -EINVAL;
+    }
+    for (const char *p = name; *p; p++) {
+        if (!isalnum((unsigned char)*p) && *p != '_') {
+            snprintf(err, errlen, "line %u: invalid character in variable name", lineno);
+            return -EINVAL;
+        }
+    }
+    size_t vlen = strlen(value);
+    if (vlen && (value[0] == '"' || value[0] == '\'')) {
+        if (vlen < 2 || value[vlen - 1] != value[0]) {
+            snprintf(err, errlen, "line %u: unterminated quoted value", lineno);
+            return -EINVAL;
+        }
+        value[vlen - 1] = '\0';
+        value++;
+    } else {
+        /* Unquoted values end at an inline comment. */
+        char *hash = strstr(value, " #");
+        if (hash)
+            *hash = '\0';
+        value = cfg_trim(value);
+    }
+    set(name, value, ctx);
+    return 0;
+}
+
+int config_parse_dotenv(const char *text, size_t len,
+                        void (*set)(const char *, const char *, void *), void *ctx, char *err,
+                        size_t errlen)
+{
+    char *copy = xstrndup(text, len);
+    if (strlen(copy) != len) {
+        snprintf(err, errlen, "contains a NUL byte");
+        free(copy);
+        return -EINVAL;
+    }
+    int rc = 0;
+    unsigned lineno = 0;
+    for (char *line = copy; line && rc == 0;) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = '\0';
+        lineno++;
+        rc = cfg_dotenv_line(line, lineno, set, ctx, err, errlen);
+        line = nl ? nl + 1 : NULL;
+    }
+    free(copy);
+    return rc;
+}
+
+struct dotenv_pending {
+    char **names, **values;
+    size_t n;
+};
+
+static void cfg_dotenv_collect(const char *name, const char *value, void *ctx)
+{
+    struct dotenv_pending *p = ctx;
+    p->names = xrealloc(p->names, (p->n + 1) * sizeof(char *));
+    p->values = xrealloc(p->values, (p->n + 1) * sizeof(char *));
+    p->names[p->n] = xstrdup(name);
+    p->values[p->n] = xstrdup(value);
+    p->n++;
+}
+
+int config_load_dotenv(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -ENOENT;
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+        if (len + n + 1 > cap) {
+            cap = (len + n + 1) * 2;
+            text = xrealloc(text, cap);
+        }
+        memcpy(text + len, buf, n);
+        len += n;
+    }
+    fclose(f);
+    struct dotenv_pending p = {0};
+    char why[200];
+    int rc = config_parse_dotenv(text ? text : "", len, cfg_dotenv_collect, &p, why, sizeof(why));
+    if (rc)
+        snprintf(err, errlen, "%s: %s", path, why);
+    for (size_t i = 0; i < p.n; i++) {
+        if (rc == 0)
+            setenv(p.names[i], p.values[i], 0);
+        free(p.names[i]);
+        free(p.values[i]);
+    }
+    free(p.names);
+    free(p.values);
+    free(text);
+    return rc;
+}
+
+void config_print_help(FILE *out, bool markdown)
+{
+    if (markdown)
+        fprintf(out, "| variable | default | allowed | meaning |\n|---|---|---|---|\n");
+    for (size_t i = 0; i < CFG_COUNT; i++) {
+        const struct cfg_def *d = &cfg_table[i];
+        char allowed[64];
+        switch (d->type) {
+        case CFG_INT:
+            snprintf(allowed, sizeof(allowed), "%" PRId64 "..%" PRId64, d->min, d->max);
+            break;
+        case CFG_ENUM:
+            snprintf(allowed, sizeof(allowed), "%s", d->choices);
+            /* A '|' would split a Markdown table cell. */
+            for (char *p = allowed; markdown && *p; p++)
+                if (*p == '|')
+                    *p = '/';
+            break;
+        case CFG_BOOL:
+            snprintf(allowed, sizeof(allowed), "true|false");
+            break;
+        case CFG_STR:
+            snprintf(allowed, sizeof(allowed), "text");
+            break;
+        }
+        if (markdown) {
+            fprintf(out, "| `%s` | `%s` | %s | %s |\n", d->name, d->def[0] ? d->def : "(empty)",
+                    allowed, d->help);
+        } else {
+            fprintf(out, "  %-24s %s\n  %-24s default: %s; allowed: %s\n", d->name, d->help, "",
+                    d->def[0] ? d->def : "(empty)", allowed);
+        }
+    }
+}

@@ -1,0 +1,75 @@
+/*
+ * config: the server's settings, from the environment (and an optional .env file).
+ *
+ * Every setting is one row of a declarative table in config.c (name, type, default, bounds,
+ * help). The parser, the validation, `bulkhead --help` and the README's configuration table all
+ * come from that table, so they cannot disagree. Per-tier numbers live in tiers.c, not here.
+ */
+#ifndef BULKHEAD_CONFIG_H
+#define BULKHEAD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum config_backend { CONFIG_BACKEND_MEMORY, CONFIG_BACKEND_REDIS };
+enum config_auth { CONFIG_AUTH_HEADER, CONFIG_AUTH_APIKEY };
+enum config_logfmt { CONFIG_LOG_JSON, CONFIG_LOG_TEXT };
+enum config_loglevel { CONFIG_LOG_DEBUG, CONFIG_LOG_INFO, CONFIG_LOG_WARN, CONFIG_LOG_ERROR };
+
+/* The parsed settings. Strings are owned by the struct (config_free releases them). */
+struct config {
+    char *database_url;        /* libpq connection string or URL; "" = libpq defaults */
+    int64_t api_port;          /* TCP port to listen on */
+    char *api_bind;            /* listen address (IPv4 or IPv6 literal) */
+    char *tiers_file;          /* JSON tier table; "" = the built-in seed table */
+    int64_t http_threads;      /* libmicrohttpd event threads; 0 = one per CPU */
+    int64_t http_max_conns;    /* concurrent client connections before refusing */
+    int64_t http_idle_timeout; /* seconds before an idle or slow client is dropped */
+    int64_t http_conn_memory;  /* per-connection buffer: bounds request line + headers */
+    int64_t http_max_body;     /* largest request body accepted (413 above) */
+    int64_t shutdown_timeout;  /* ms to finish in-flight requests on SIGTERM */
+    int64_t health_interval;   /* ms between database health probes */
+    enum config_backend rl_backend;
+    char *redis_url;       /* redis://host:port[/db] for the shared rate limiter */
+    int64_t redis_timeout; /* ms for any Redis connect or call */
+    int64_t rl_max_keys;   /* tracked rate-limit keys per tier before the overflow bucket */
+    enum config_auth auth_mode;
+    int64_t auth_cache_ttl; /* ms an API-key lookup is trusted */
+    char *admin_token;      /* bearer token for /admin; "" = admin endpoints off */
+    enum config_logfmt log_format;
+    enum config_loglevel log_level;
+    bool access_log;     /* one line per request on stdout */
+    int64_t retry_reads; /* retries of an idempotent read on a dead connection */
+};
+
+/*
+ * Fill cfg from the environment (getenv). Returns 0, or -EINVAL with a message naming the
+ * variable and the reason in err. cfg holds defaults for anything unset.
+ */
+int config_load(struct config *cfg, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Same, with a caller-supplied lookup (tests). */
+int config_load_from(struct config *cfg, const char *(*get)(const char *name, void *ctx), void *ctx,
+                     char *err, size_t errlen) __attribute__((warn_unused_result));
+
+void config_free(struct config *cfg);
+
+/*
+ * Load KEY=VALUE lines from a .env file into the environment without overriding variables that
+ * are already set (the dotenv convention). Returns 0, -ENOENT when there is no file, or -EINVAL
+ * with "path:line: reason" in err for a malformed line (nothing is set in that case).
+ */
+int config_load_dotenv(const char *path, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Parse a .env text; calls set(name, value, ctx) for each assignment. Same errors as above. */
+int config_parse_dotenv(const char *text, size_t len,
+                        void (*set)(const char *, const char *, void *), void *ctx, char *err,
+                        size_t errlen) __attribute__((warn_unused_result));
+
+/* Print the settings table: as plain text for --help, or as a Markdown table for the README. */
+void config_print_help(FILE *out, bool markdown);
+
+#endif

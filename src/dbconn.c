@@ -1,0 +1,265 @@
+/*
+ * dbconn: libpq's asynchronous API under poll() deadlines (see dbconn.h).
+ *
+ * Connections are opened with PQconnectStartParams/PQconnectPoll, statements sent with
+ * PQsendQueryPrepared and read with PQconsumeInput/PQgetResult, so no libpq call can block past
+ * a deadline except DNS resolution at open. TCP keepalives and tcp_user_timeout make a dead
+ * peer visible to the kernel even when nobody is waiting on the socket.
+ */
+#include "dbconn.h"
+#include "mclock.h"
+#include "xalloc.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DBCONN_SQLSTATE_CANCELED "57014" /* query_canceled: statement_timeout or cancel */
+
+static int dbconn_wait(PGconn *pg, short events, int64_t deadline_us)
+{
+    int64_t left = deadline_us - mclock_now_us();
+    if (left <= 0)
+        return -ETIMEDOUT;
+    struct pollfd pfd = {.fd = PQsocket(pg), .events = events};
+    if (pfd.fd < 0)
+        return -ECONNRESET;
+    int ms = (int)((left + 999) / 1000);
+    int r;
+    do {
+        r = poll(&pfd, 1, ms);
+    } while (r < 0 && errno == EINTR);
+    if (r == 0)
+        return -ETIMEDOUT;
+    if (r < 0)
+        return -errno;
+    return 0;
+}
+
+static void dbconn_msg(char *err, size_t errlen, const char *what, const char *detail)
+{
+    if (!err || !errlen)
+        return;
+    snprintf(err, errlen, "%s%s%s", what, detail && *detail ? ": " : "", detail ? detail : "");
+    /* libpq messages end with a newline; one-line logs do not want it. */
+    size_t n = strlen(err);
+    while (n && (err[n - 1] == '\n' || err[n - 1] == ' '))
+        err[--n] = '\0';
+}
+
+/*
+ * Read every result of the statement in flight. The first successful result is kept in *res;
+ * an error anywhere in the sequence (a failed COMMIT after a good INSERT, say) fails the whole.
+ */
+static int dbconn_collect(struct dbconn *c, int64_t deadline_us, PGresult **res, char *err,
+                          size_t errlen)
+{
+    PGresult *keep = NULL;
+    int rc = 0;
+    for (;;) {
+        while (PQisBusy(c->pg)) {
+            int w = dbconn_wait(c->pg, POLLIN, deadline_us);
+            if (w) {
+                PQclear(keep);
+                if (w == -ETIMEDOUT)
+                    dbconn_msg(err, errlen, "query timed out", NULL);
+                else
+                    dbconn_msg(err, errlen, "connection lost", strerror(-w));
+                return w;
+            }
+            if (!PQconsumeInput(c->pg)) {
+                PQclear(keep);
+                dbconn_msg(err, errlen, "connection lost", PQerrorMessage(c->pg));
+                return -ECONNRESET;
+            }
+        }
+        PGresult *r = PQgetResult(c->pg);
+        if (!r)
+            break;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+            if (!keep && rc == 0)
+                keep = r;
+            else
+                PQclear(r);
+            continue;
+        }
+        if (rc == 0) {
+            const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            dbconn_msg(err, errlen, "query failed", PQresultErrorMessage(r));
+            rc = (state && !strcmp(state, DBCONN_SQLSTATE_CANCELED)) ? -ETIMEDOUT : -EIO;
+        }
+        PQclear(r);
+    }
+    if (PQstatus(c->pg) == CONNECTION_BAD) {
+        PQclear(keep);
+        dbconn_msg(err, errlen, "connection lost", PQerrorMessage(c->pg));
+        return -ECONNRESET;
+    }
+    if (rc) {
+        PQclear(keep);
+        return rc;
+    }
+    if (res)
+        *res = keep;
+    else
+        PQclear(keep);
+    return 0;
+}
+
+static int dbconn_simple(struct dbconn *c, const char *sql, int64_t deadline_us, char *err,
+                         size_t errlen)
+{
+    if (!PQsendQuery(c->pg, sql)) {
+        dbconn_msg(err, errlen, "send failed", PQerrorMessage(c->pg));
+        return -ECONNRESET;
+    }
+    return dbconn_collect(c, deadline_us, NULL, err, errlen);
+}
+
+static int dbconn_setup(struct dbconn *c, const struct dbconn_params *p, int64_t deadline_us,
+                        char *err, size_t errlen)
+{
+    char sql[160];
+    if (p->statement_timeout_ms > 0) {
+        snprintf(sql, sizeof(sql), "SET statement_timeout = %lld",
+                 (long long)p->statement_timeout_ms);
+        int rc = dbconn_simple(c, sql, deadline_us, err, errlen);
+        if (rc)
+            return rc;
+    }
+    /* PostgreSQL 14+: end a query whose client went away (say, a timed-out worker that
+     * closed the connection) within a second instead of letting it run on. */
+    if (PQserverVersion(c->pg) >= 140000) {
+        int rc = dbconn_simple(c, "SET client_connection_check_interval = 1000", deadline_us, err,
+                               errlen);
+        if (rc)
+            return rc;
+    }
+    if (p->setup_sql) {
+        int rc = dbconn_simple(c, p->setup_sql, deadline_us, err, errlen);
+        if (rc)
+            return rc;
+    }
+    for (size_t i = 0; i < p->nstmts; i++) {
+        if (!PQsendPrepare(c->pg, p->stmts[i].name, p->stmts[i].sql, 0, NULL)) {
+            dbconn_msg(err, errlen, "send failed", PQerrorMessage(c->pg));
+            return -ECONNRESET;
+        }
+        char why[300];
+        int rc = dbconn_collect(c, deadline_us, NULL, why, sizeof(why));
+        if (rc) {
+            snprintf(err, errlen, "prepare %s: %s", p->stmts[i].name, why);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int dbconn_open(const struct dbconn_params *p, int64_t deadline_us, struct dbconn **out, char *err,
+                size_t errlen)
+{
+    /* Later keywords override what the URL in dbname says. */
+    const char *keys[] = {"dbname",
+                          "application_name",
+                          "keepalives",
+                          "keepalives_idle",
+                          "keepalives_interval",
+                          "keepalives_count",
+                          "tcp_user_timeout",
+                          NULL};
+    const char *vals[] = {p->conninfo, p->appname, "1", "10", "5", "3", "10000", NULL};
+    PGconn *pg = PQconnectStartParams(keys, vals, 1);
+    if (!pg) {
+        dbconn_msg(err, errlen, "connect", "out of memory");
+        return -ENOMEM;
+    }
+    struct dbconn *c = xcalloc(1, sizeof(*c));
+    c->pg = pg;
+    int rc = 0;
+    if (PQstatus(pg) == CONNECTION_BAD) {
+        dbconn_msg(err, errlen, "connect failed", PQerrorMessage(pg));
+        rc = -ECONNRESET;
+        goto fail;
+    }
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    while (st != PGRES_POLLING_OK) {
+        if (st == PGRES_POLLING_FAILED) {
+            dbconn_msg(err, errlen, "connect failed", PQerrorMessage(pg));
+            rc = -ECONNRESET;
+            goto fail;
+        }
+        int w = dbconn_wait(pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline_us);
+        if (w) {
+            dbconn_msg(err, errlen, "connect failed", w == -ETIMEDOUT ? "timed out" : strerror(-w));
+            rc = w == -ETIMEDOUT ? -ETIMEDOUT : -ECONNRESET;
+            goto fail;
+        }
+        st = PQconnectPoll(pg);
+    }
+    c->cancel = PQgetCancel(pg);
+    rc = dbconn_setup(c, p, deadline_us, err, errlen);
+    if (rc)
+        goto fail;
+    c->opened_us = mclock_now_us();
+    *out = c;
+    return 0;
+fail:
+    dbconn_close(c);
+    return rc;
+}
+
+int dbconn_exec(struct dbconn *c, const char *stmt, int nparams, const char *const *values,
+                int64_t deadline_us, PGresult **res, char *err, size_t errlen)
+{
+    *res = NULL;
+    if (!PQsendQueryPrepared(c->pg, stmt, nparams, values, NULL, NULL, 0)) {
+        dbconn_msg(err, errlen, "send failed", PQerrorMessage(c->pg));
+        return -ECONNRESET;
+    }
+    return dbconn_collect(c, deadline_us, res, err, errlen);
+}
+
+int dbconn_cancel(struct dbconn *c, int64_t deadline_us)
+{
+    char buf[256];
+    if (!c->cancel || !PQcancel(c->cancel, buf, (int)sizeof(buf)))
+        return -ECONNRESET;
+    /* The statement now ends with query_canceled; read up to the end so the protocol is in
+     * sync again. Any outcome but a clean end means the connection is closed by the caller. */
+    int rc = dbconn_collect(c, deadline_us, NULL, NULL, 0);
+    return (rc == 0 || rc == -ETIMEDOUT) && !PQisBusy(c->pg) &&
+                   PQtransactionStatus(c->pg) == PQTRANS_IDLE
+               ? 0
+               : -ECONNRESET;
+}
+
+bool dbconn_is_dead(struct dbconn *c)
+{
+    if (PQstatus(c->pg) != CONNECTION_OK)
+        return true;
+    /* An idle connection has nothing to read unless the server closed or killed it. */
+    struct pollfd pfd = {.fd = PQsocket(c->pg), .events = POLLIN};
+    if (pfd.fd < 0)
+        return true;
+    return poll(&pfd, 1, 0) != 0;
+}
+
+const char *dbconn_sqlstate(const PGresult *res)
+{
+    const char *s = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    return s ? s : "";
+}
+
+void dbconn_close(struct dbconn *c)
+{
+    if (!c)
+        return;
+    if (c->cancel)
+        PQfreeCancel(c->cancel);
+    if (c->pg)
+        PQfinish(c->pg);
+    free(c);
+}

@@ -1,0 +1,65 @@
+/*
+ * dbconn: one libpq connection, driven with deadlines.
+ *
+ * Every network wait (connect, prepare, query) is a poll() bounded by the caller's deadline, so
+ * a stalled or dead database costs a worker at most its deadline. A query past its deadline
+ * returns -ETIMEDOUT at once; dbconn_cancel then cancels it in PostgreSQL and tells whether the
+ * connection can be reused. Statements are prepared once per connection, at open.
+ *
+ * A dbconn is used by one thread at a time (the worker holding it from its pool).
+ */
+#ifndef BULKHEAD_DBCONN_H
+#define BULKHEAD_DBCONN_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A statement prepared on every connection of a pool. */
+struct dbconn_stmt {
+    const char *name;
+    const char *sql;
+};
+
+struct dbconn_params {
+    const char *conninfo;            /* DATABASE_URL */
+    const char *appname;             /* application_name, e.g. "bulkhead-free" */
+    int64_t statement_timeout_ms;    /* server-side backstop; 0 = leave as configured */
+    const char *setup_sql;           /* run once after connecting (SET ...), or NULL */
+    const struct dbconn_stmt *stmts; /* prepared at open; not owned */
+    size_t nstmts;
+};
+
+struct dbconn {
+    PGconn *pg;          /* owned */
+    PGcancel *cancel;    /* owned: cancel handle made at open */
+    int64_t opened_us;   /* monotonic time of open */
+    const void *owner;   /* tenant holding it; guarded by the owning pool's mutex */
+    struct dbconn *next; /* pool's idle list link; guarded by the pool's mutex */
+};
+
+/* Result codes besides 0: -ETIMEDOUT, -ECONNRESET (connection lost or refused), -EIO (the
+ * statement failed in PostgreSQL; err has its message), -ENOMEM. */
+
+int dbconn_open(const struct dbconn_params *p, int64_t deadline_us, struct dbconn **out, char *err,
+                size_t errlen) __attribute__((warn_unused_result));
+
+/* Run a prepared statement (text parameters). On 0, *res is the result (caller PQclears). */
+int dbconn_exec(struct dbconn *c, const char *stmt, int nparams, const char *const *values,
+                int64_t deadline_us, PGresult **res, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* After -ETIMEDOUT: cancel the running statement and read its end. Returns 0 when the
+ * connection is clean and reusable, negative when it must be closed. */
+int dbconn_cancel(struct dbconn *c, int64_t deadline_us);
+
+/* An idle connection that has anything to read was closed or killed by the server. */
+bool dbconn_is_dead(struct dbconn *c);
+
+/* The SQLSTATE of the last failed statement ("" if none). */
+const char *dbconn_sqlstate(const PGresult *res);
+
+void dbconn_close(struct dbconn *c);
+
+#endif

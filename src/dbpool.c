@@ -1,0 +1,384 @@
+/*
+ * dbpool: a bounded libpq pool with FIFO hand-off and per-tenant caps (see dbpool.h).
+ *
+ * A connection is in exactly one place: on the idle list, in busy[] (held by a worker, with
+ * its owner), or being opened by the worker that reserved its slot. `open` counts all three and
+ * never exceeds max. dbpool_dispatch is the one routine that gives idle connections and free
+ * slots to waiters; every event that can unblock a waiter calls it.
+ */
+#include "dbpool.h"
+#include "mclock.h"
+#include "xalloc.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct dbpool_waiter {
+    pthread_cond_t cond;    /* signalled when done is set */
+    const void *owner;      /* tenant asking */
+    struct dbconn *granted; /* a connection handed over, or NULL */
+    bool slot;              /* allowed to open a new connection */
+    bool done;              /* granted, slot, or pool stopping */
+    struct dbpool_waiter *next, *prev;
+};
+
+struct dbpool {
+    struct dbpool_opts o;
+    char *conninfo, *appname; /* owned copies of o.conn's strings */
+
+    /* _shared: the mutex guards everything below. */
+    pthread_mutex_t mutex;
+    struct dbconn *idle; /* idle connections, most recently used first */
+    size_t nidle;
+    struct dbconn **busy; /* held connections (owner set), nbusy of them */
+    size_t nbusy, busy_cap;
+    size_t open;    /* idle + busy + opening; at most max */
+    size_t opening; /* slots reserved by workers that are connecting */
+    size_t max, tenant_cap;
+    struct dbpool_waiter *whead, *wtail;
+    size_t nwaiting;
+    bool stopping;
+
+    atomic_uint_least64_t acquired, timeouts, connects, connect_failures, closed_broken;
+    atomic_int_least64_t wait_us_total;
+};
+
+static bool dbpool_eligible(struct dbpool *p, const void *owner)
+{
+    if (p->tenant_cap >= p->max || !p->o.others_active || !p->o.others_active(p->o.others_ctx))
+        return true;
+    size_t held = 0;
+    for (size_t i = 0; i < p->nbusy; i++)
+        if (p->busy[i]->owner == owner)
+            held++;
+    return held < p->tenant_cap;
+}
+
+static void dbpool_busy_add(struct dbpool *p, struct dbconn *c, const void *owner)
+{
+    if (p->nbusy == p->busy_cap) {
+        p->busy_cap = p->busy_cap ? p->busy_cap * 2 : 16;
+        p->busy = xrealloc(p->busy, p->busy_cap * sizeof(*p->busy));
+    }
+    c->owner = owner;
+    p->busy[p->nbusy++] = c;
+}
+
+static void dbpool_busy_remove(struct dbpool *p, struct dbconn *c)
+{
+    for (size_t i = 0; i < p->nbusy; i++) {
+        if (p->busy[i] == c) {
+            p->busy[i] = p->busy[--p->nbusy];
+            break;
+        }
+    }
+    c->owner = NULL;
+}
+
+static void dbpool_unlink_waiter(struct dbpool *p, struct dbpool_waiter *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        p->whead = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        p->wtail = w->prev;
+    w->next = w->prev = NULL;
+    p->nwaiting--;
+}
+
+/* Pop an idle connection that is still alive; dead ones go on *dead for closing unlocked. */
+static struct dbconn *dbpool_pop_idle(struct dbpool *p, struct dbconn **dead)
+{
+    while (p->idle) {
+        struct dbconn *c = p->idle;
+        p->idle = c->next;
+        c->next = NULL;
+        p->nidle--;
+        if (!dbconn_is_dead(c))
+            return c;
+        p->open--;
+        c->next = *dead;
+        *dead = c;
+        atomic_fetch_add_explicit(&p->closed_broken, 1, memory_order_relaxed);
+    }
+    return NULL;
+}
+
+/* Give idle connections and free slots to eligible waiters, oldest first. Mutex held. */
+static void dbpool_dispatch(struct dbpool *p, struct dbconn **dead)
+{
+    struct dbpool_waiter *w = p->whead;
+    while (w && (p->idle || p->open < p->max)) {
+        struct dbpool_waiter *next = w->next;
+        if (dbpool_eligible(p, w->owner)) {
+            struct dbconn *c = dbpool_pop_idle(p, dead);
+            if (c) {
+                dbpool_busy_add(p, c, w->owner);
+                w->granted = c;
+            } else if (p->open < p->max) {
+                p->open++;
+                p->opening++;
+                w->slot = true;
+            } else {
+                break;
+            }
+            w->done = true;
+            dbpool_unlink_waiter(p, w);
+            pthread_cond_signal(&w->cond);
+        }
+        w = next;
+    }
+}
+
+static void dbpool_close_list(struct dbconn *dead)
+{
+    while (dead) {
+        struct dbconn *next = dead->next;
+        dbconn_close(dead);
+        dead = next;
+    }
+}
+
+int dbpool_create(const struct dbpool_opts *opts, struct dbpool **out)
+{
+    if (opts->max == 0)
+        return -EINVAL;
+    struct dbpool *p = xcalloc(1, sizeof(*p));
+    p->o = *opts;
+    p->conninfo = xstrdup(opts->conn.conninfo ? opts->conn.conninfo : "");
+    p->appname = xstrdup(opts->conn.appname ? opts->conn.appname : "bulkhead");
+    p->o.conn.conninfo = p->conninfo;
+    p->o.conn.appname = p->appname;
+    p->max = opts->max;
+    p->tenant_cap = opts->tenant_cap ? opts->tenant_cap : opts->max;
+    pthread_mutex_init(&p->mutex, NULL);
+    *out = p;
+    return 0;
+}
+
+/* Open a connection in a slot reserved by the caller; on failure the slot is given back. */
+static int dbpool_connect(struct dbpool *p, const void *owner, int64_t deadline_us,
+                          struct dbconn **out, char *err, size_t errlen)
+{
+    struct dbconn *c = NULL;
+    int rc = dbconn_open(&p->o.conn, deadline_us, &c, err, errlen);
+    struct dbconn *dead = NULL;
+    pthread_mutex_lock(&p->mutex);
+    p->opening--;
+    if (rc == 0 && !p->stopping) {
+        dbpool_busy_add(p, c, owner);
+        atomic_fetch_add_explicit(&p->connects, 1, memory_order_relaxed);
+    } else {
+        p->open--;
+        if (rc == 0) {
+            dead = c;
+            c = NULL;
+            rc = -ESHUTDOWN;
+        } else {
+            atomic_fetch_add_explicit(&p->connect_failures, 1, memory_order_relaxed);
+        }
+        dbpool_dispatch(p, &dead);
+    }
+    pthread_mutex_unlock(&p->mutex);
+    dbpool_close_list(dead);
+    if (rc == 0)
+        *out = c;
+    return rc == -ETIMEDOUT ? -ECONNRESET : rc;
+}
+
+int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, struct dbconn **out,
+                   char *err, size_t errlen)
+{
+    int64_t start = mclock_now_us();
+    struct dbconn *dead = NULL;
+    pthread_mutex_lock(&p->mutex);
+    if (p->stopping) {
+        pthread_mutex_unlock(&p->mutex);
+        snprintf(err, errlen, "shutting down");
+        return -ESHUTDOWN;
+    }
+    if (dbpool_eligible(p, owner)) {
+        struct dbconn *c = dbpool_pop_idle(p, &dead);
+        if (c) {
+            dbpool_busy_add(p, c, owner);
+            pthread_mutex_unlock(&p->mutex);
+            dbpool_close_list(dead);
+            atomic_fetch_add_explicit(&p->acquired, 1, memory_order_relaxed);
+            *out = c;
+            return 0;
+        }
+        if (p->open < p->max) {
+            p->open++;
+            p->opening++;
+            pthread_mutex_unlock(&p->mutex);
+            dbpool_close_list(dead);
+            int rc = dbpool_connect(p, owner, deadline_us, out, err, errlen);
+            if (rc == 0)
+                atomic_fetch_add_explicit(&p->acquired, 1, memory_order_relaxed);
+            return rc;
+        }
+    }
+
+    struct dbpool_waiter w = {.owner = owner};
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w.cond, &ca);
+    pthread_condattr_destroy(&ca);
+    w.prev = p->wtail;
+    if (p->wtail)
+        p->wtail->next = &w;
+    else
+        p->whead = &w;
+    p->wtail = &w;
+    p->nwaiting++;
+
+    struct timespec ts = mclock_timespec(deadline_us);
+    while (!w.done) {
+        if (pthread_cond_timedwait(&w.cond, &p->mutex, &ts) == ETIMEDOUT && !w.done) {
+            dbpool_unlink_waiter(p, &w);
+            break;
+        }
+    }
+    bool stopping = p->stopping;
+    pthread_mutex_unlock(&p->mutex);
+    pthread_cond_destroy(&w.cond);
+    dbpool_close_list(dead);
+    atomic_fetch_add_explicit(&p->wait_us_total, mclock_now_us() - start, memory_order_relaxed);
+
+    if (w.granted) {
+        atomic_fetch_add_explicit(&p->acquired, 1, memory_order_relaxed);
+        *out = w.granted;
+        return 0;
+    }
+    if (w.slot) {
+        int rc = dbpool_connect(p, owner, deadline_us, out, err, errlen);
+        if (rc == 0)
+            atomic_fetch_add_explicit(&p->acquired, 1, memory_order_relaxed);
+        return rc;
+    }
+    if (stopping) {
+        snprintf(err, errlen, "shutting down");
+        return -ESHUTDOWN;
+    }
+    atomic_fetch_add_explicit(&p->timeouts, 1, memory_order_relaxed);
+    snprintf(err, errlen, "no connection free within the acquire timeout");
+    return -ETIMEDOUT;
+}
+
+void dbpool_release(struct dbpool *p, struct dbconn *c, bool broken)
+{
+    struct dbconn *dead = NULL;
+    pthread_mutex_lock(&p->mutex);
+    dbpool_busy_remove(p, c);
+    if (broken || p->stopping || p->open > p->max) {
+        p->open--;
+        c->next = dead;
+        dead = c;
+        if (broken)
+            atomic_fetch_add_explicit(&p->closed_broken, 1, memory_order_relaxed);
+    } else {
+        c->next = p->idle;
+        p->idle = c;
+        p->nidle++;
+    }
+    dbpool_dispatch(p, &dead);
+    pthread_mutex_unlock(&p->mutex);
+    dbpool_close_list(dead);
+}
+
+void dbpool_kick(struct dbpool *p)
+{
+    struct dbconn *dead = NULL;
+    pthread_mutex_lock(&p->mutex);
+    if (p->nwaiting)
+        dbpool_dispatch(p, &dead);
+    pthread_mutex_unlock(&p->mutex);
+    dbpool_close_list(dead);
+}
+
+void dbpool_set_limits(struct dbpool *p, size_t max, size_t tenant_cap)
+{
+    struct dbconn *dead = NULL;
+    pthread_mutex_lock(&p->mutex);
+    p->max = max ? max : 1;
+    p->tenant_cap = tenant_cap ? tenant_cap : p->max;
+    while (p->open > p->max && p->idle) {
+        struct dbconn *c = p->idle;
+        p->idle = c->next;
+        p->nidle--;
+        p->open--;
+        c->next = dead;
+        dead = c;
+    }
+    dbpool_dispatch(p, &dead);
+    pthread_mutex_unlock(&p->mutex);
+    dbpool_close_list(dead);
+}
+
+void dbpool_close_idle(struct dbpool *p)
+{
+    pthread_mutex_lock(&p->mutex);
+    struct dbconn *dead = p->idle;
+    p->open -= p->nidle;
+    p->idle = NULL;
+    p->nidle = 0;
+    dbpool_dispatch(p, &dead);
+    pthread_mutex_unlock(&p->mutex);
+    dbpool_close_list(dead);
+}
+
+void dbpool_stats(struct dbpool *p, struct dbpool_stats *out)
+{
+    pthread_mutex_lock(&p->mutex);
+    out->max = p->max;
+    out->active = p->nbusy;
+    out->idle = p->nidle;
+    out->pending = p->nwaiting;
+    out->opening = p->opening;
+    pthread_mutex_unlock(&p->mutex);
+    out->acquired = atomic_load_explicit(&p->acquired, memory_order_relaxed);
+    out->timeouts = atomic_load_explicit(&p->timeouts, memory_order_relaxed);
+    out->connects = atomic_load_explicit(&p->connects, memory_order_relaxed);
+    out->connect_failures = atomic_load_explicit(&p->connect_failures, memory_order_relaxed);
+    out->closed_broken = atomic_load_explicit(&p->closed_broken, memory_order_relaxed);
+    out->wait_us_total = atomic_load_explicit(&p->wait_us_total, memory_order_relaxed);
+}
+
+void dbpool_stop(struct dbpool *p)
+{
+    pthread_mutex_lock(&p->mutex);
+    p->stopping = true;
+    for (struct dbpool_waiter *w = p->whead; w;) {
+        struct dbpool_waiter *next = w->next;
+        w->done = true;
+        dbpool_unlink_waiter(p, w);
+        pthread_cond_signal(&w->cond);
+        w = next;
+    }
+    struct dbconn *dead = p->idle;
+    p->open -= p->nidle;
+    p->idle = NULL;
+    p->nidle = 0;
+    pthread_mutex_unlock(&p->mutex);
+    dbpool_close_list(dead);
+}
+
+void dbpool_destroy(struct dbpool *p)
+{
+    if (!p)
+        return;
+    dbpool_close_list(p->idle);
+    free(p->busy);
+    free(p->conninfo);
+    free(p->appname);
+    pthread_mutex_destroy(&p->mutex);
+    free(p);
+}

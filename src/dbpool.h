@@ -1,0 +1,69 @@
+/*
+ * dbpool: one tier's PostgreSQL connections (the database bulkhead).
+ *
+ * At most `max` connections, opened lazily on demand, kept open, replaced when broken. A worker
+ * that finds none free waits, bounded by its deadline, in a FIFO of waiters; a released
+ * connection is handed straight to the first waiter allowed to take it. While other tenants of
+ * the tier are active, a tenant already holding its share (tenant_cap) is passed over, so one
+ * tenant's slow queries cannot hold every connection of its tier.
+ *
+ * DESIGN: one mutex guards the idle list, the counts and the waiter list. Connecting, closing
+ * and queries happen with no lock held. Each waiter sleeps on its own condition variable and
+ * is woken only when it has been given a connection or a slot to open one.
+ */
+#ifndef BULKHEAD_DBPOOL_H
+#define BULKHEAD_DBPOOL_H
+
+#include "dbconn.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct dbpool;
+
+struct dbpool_opts {
+    struct dbconn_params conn; /* copied; its strings and statements must outlive the pool */
+    size_t max;                /* connections at most */
+    size_t tenant_cap;         /* connections one tenant holds while others are active */
+    /* Whether tenants other than the caller are active in the tier (lock-free, may be NULL). */
+    bool (*others_active)(const void *ctx);
+    const void *others_ctx;
+};
+
+struct dbpool_stats {
+    size_t max, active, idle, pending, opening;
+    uint64_t acquired, timeouts, connects, connect_failures, closed_broken;
+    int64_t wait_us_total; /* summed time acquirers waited */
+};
+
+int dbpool_create(const struct dbpool_opts *opts, struct dbpool **out)
+    __attribute__((warn_unused_result));
+
+/*
+ * Worker thread. Take a connection for owner (the tenant), waiting until deadline_us at most.
+ * 0 and *out on success; -ETIMEDOUT (pool exhausted until the deadline); -ECONNRESET (could
+ * not connect; err says why); -ESHUTDOWN.
+ */
+int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, struct dbconn **out,
+                   char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Give a connection back; broken ones are closed and their slot freed. */
+void dbpool_release(struct dbpool *p, struct dbconn *c, bool broken);
+
+/* Re-run hand-off after the set of active tenants changed (janitor thread). */
+void dbpool_kick(struct dbpool *p);
+
+/* Change limits (config reload). A smaller max closes idle connections above it. */
+void dbpool_set_limits(struct dbpool *p, size_t max, size_t tenant_cap);
+
+/* Close every idle connection (say, after the database restarted). */
+void dbpool_close_idle(struct dbpool *p);
+
+void dbpool_stats(struct dbpool *p, struct dbpool_stats *out);
+
+/* Wake waiters with -ESHUTDOWN and close idle connections. Busy ones close on release. */
+void dbpool_stop(struct dbpool *p);
+void dbpool_destroy(struct dbpool *p); /* after every connection was released */
+
+#endif

@@ -1,0 +1,263 @@
+/*
+ * fairq: per-tenant FIFOs in a round-robin ring (see fairq.h for the policy).
+ *
+ * Tenants live in a seeded hash table while active. Tenants with queued items also sit on a
+ * circular doubly linked ring; fairq_pop walks the ring from the cursor and serves the first
+ * tenant allowed to run, then moves the cursor past it: one item per tenant per turn.
+ */
+#include "fairq.h"
+#include "xalloc.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t fairq_hash(const struct fairq *q, const char *key)
+{
+    uint64_t h = 1469598103934665603ull ^ q->seed;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
+        h ^= *p;
+        h *= 1099511628211ull;
+    }
+    /* Final mix so the low bits (the bucket) depend on every byte. */
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h;
+}
+
+void fairq_init(struct fairq *q, size_t queue_max, size_t tenant_queue_max, size_t tenant_share,
+                int64_t linger_us, uint64_t seed)
+{
+    memset(q, 0, sizeof(*q));
+    q->nbuckets = 64;
+    q->buckets = xcalloc(q->nbuckets, sizeof(*q->buckets));
+    q->linger_us = linger_us;
+    q->seed = seed;
+    fairq_set_limits(q, queue_max, tenant_queue_max, tenant_share);
+}
+
+void fairq_set_limits(struct fairq *q, size_t queue_max, size_t tenant_queue_max,
+                      size_t tenant_share)
+{
+    q->queue_max = queue_max;
+    q->tenant_queue_max = tenant_queue_max;
+    q->tenant_share = tenant_share ? tenant_share : 1;
+}
+
+void fairq_destroy(struct fairq *q)
+{
+    for (size_t i = 0; i < q->nbuckets; i++) {
+        struct fairq_tenant *t = q->buckets[i];
+        while (t) {
+            struct fairq_tenant *next = t->hnext;
+            free(t);
+            t = next;
+        }
+    }
+    free(q->buckets);
+    memset(q, 0, sizeof(*q));
+}
+
+static void fairq_grow(struct fairq *q)
+{
+    size_t nb = q->nbuckets * 2;
+    struct fairq_tenant **b = xcalloc(nb, sizeof(*b));
+    for (size_t i = 0; i < q->nbuckets; i++) {
+        struct fairq_tenant *t = q->buckets[i];
+        while (t) {
+            struct fairq_tenant *next = t->hnext;
+            size_t idx = t->hash & (nb - 1);
+            t->hnext = b[idx];
+            b[idx] = t;
+            t = next;
+        }
+    }
+    free(q->buckets);
+    q->buckets = b;
+    q->nbuckets = nb;
+}
+
+static struct fairq_tenant *fairq_lookup(struct fairq *q, const char *key, bool create)
+{
+    uint64_t h = fairq_hash(q, key);
+    size_t idx = h & (q->nbuckets - 1);
+    for (struct fairq_tenant *t = q->buckets[idx]; t; t = t->hnext)
+        if (t->hash == h && !strcmp(t->key, key))
+            return t;
+    if (!create)
+        return NULL;
+    if (q->ntenants >= q->nbuckets) {
+        fairq_grow(q);
+        idx = h & (q->nbuckets - 1);
+    }
+    struct fairq_tenant *t = xcalloc(1, sizeof(*t));
+    strncpy(t->key, key, FAIRQ_KEY_MAX);
+    t->hash = h;
+    t->hnext = q->buckets[idx];
+    q->buckets[idx] = t;
+    q->ntenants++;
+    return t;
+}
+
+static void fairq_ring_insert(struct fairq *q, struct fairq_tenant *t)
+{
+    if (!q->cursor) {
+        t->rnext = t->rprev = t;
+        q->cursor = t;
+        return;
+    }
+    /* Join just before the cursor: served last in the current turn. */
+    struct fairq_tenant *c = q->cursor;
+    t->rnext = c;
+    t->rprev = c->rprev;
+    c->rprev->rnext = t;
+    c->rprev = t;
+}
+
+static void fairq_ring_remove(struct fairq *q, struct fairq_tenant *t)
+{
+    if (t->rnext == t) {
+        q->cursor = NULL;
+    } else {
+        t->rprev->rnext = t->rnext;
+        t->rnext->rprev = t->rprev;
+        if (q->cursor == t)
+            q->cursor = t->rnext;
+    }
+    t->rnext = t->rprev = NULL;
+}
+
+int fairq_push(struct fairq *q, const char *key, struct fairq_item *item, int64_t now_us)
+{
+    if (q->queued >= q->queue_max)
+        return FAIRQ_FULL;
+    struct fairq_tenant *t = fairq_lookup(q, key, true);
+    if (t->queued >= q->tenant_queue_max) {
+        t->last_active_us = now_us;
+        return FAIRQ_TENANT_FULL;
+    }
+    item->next = NULL;
+    item->tenant = t;
+    item->enqueued_us = now_us;
+    if (t->tail)
+        t->tail->next = item;
+    else
+        t->head = item;
+    t->tail = item;
+    if (t->queued++ == 0)
+        fairq_ring_insert(q, t);
+    q->queued++;
+    t->last_active_us = now_us;
+    return FAIRQ_OK;
+}
+
+static struct fairq_item *fairq_take_head(struct fairq *q, struct fairq_tenant *t)
+{
+    struct fairq_item *it = t->head;
+    t->head = it->next;
+    if (!t->head)
+        t->tail = NULL;
+    it->next = NULL;
+    q->queued--;
+    if (--t->queued == 0)
+        fairq_ring_remove(q, t);
+    return it;
+}
+
+struct fairq_item *fairq_pop(struct fairq *q, int64_t now_us)
+{
+    struct fairq_tenant *start = q->cursor;
+    if (!start)
+        return NULL;
+    struct fairq_tenant *t = start;
+    do {
+        /* A tenant at its share waits while anyone else is active. */
+        if (t->in_flight < q->tenant_share || !fairq_others_active(q, t)) {
+            q->cursor = t->rnext;
+            struct fairq_item *it = fairq_take_head(q, t);
+            t->in_flight++;
+            t->served++;
+            q->in_flight++;
+            t->last_active_us = now_us;
+            return it;
+        }
+        t = t->rnext;
+    } while (t != start);
+    return NULL;
+}
+
+void fairq_done(struct fairq *q, struct fairq_tenant *t, int64_t now_us)
+{
+    t->in_flight--;
+    q->in_flight--;
+    t->last_active_us = now_us;
+}
+
+static struct fairq_item *fairq_collect(struct fairq *q, int64_t cutoff_us, bool all)
+{
+    /* Walk the hash table, not the ring: taking heads may unlink tenants from the ring. */
+    struct fairq_item *out = NULL, **tail = &out;
+    for (size_t i = 0; i < q->nbuckets && q->queued; i++) {
+        for (struct fairq_tenant *t = q->buckets[i]; t; t = t->hnext) {
+            while (t->head && (all || t->head->enqueued_us < cutoff_us)) {
+                *tail = fairq_take_head(q, t);
+                tail = &(*tail)->next;
+            }
+        }
+    }
+    return out;
+}
+
+struct fairq_item *fairq_expire(struct fairq *q, int64_t cutoff_us)
+{
+    return fairq_collect(q, cutoff_us, false);
+}
+
+struct fairq_item *fairq_drain(struct fairq *q)
+{
+    return fairq_collect(q, 0, true);
+}
+
+size_t fairq_sweep(struct fairq *q, int64_t now_us)
+{
+    size_t freed = 0;
+    for (size_t i = 0; i < q->nbuckets; i++) {
+        struct fairq_tenant **pp = &q->buckets[i];
+        while (*pp) {
+            struct fairq_tenant *t = *pp;
+            if (t->queued == 0 && t->in_flight == 0 && now_us - t->last_active_us >= q->linger_us) {
+                *pp = t->hnext;
+                free(t);
+                q->ntenants--;
+                freed++;
+            } else {
+                pp = &t->hnext;
+            }
+        }
+    }
+    return freed;
+}
+
+size_t fairq_top(const struct fairq *q, const struct fairq_tenant **out, size_t n)
+{
+    size_t found = 0;
+    for (size_t i = 0; i < q->nbuckets && n; i++) {
+        for (const struct fairq_tenant *t = q->buckets[i]; t; t = t->hnext) {
+            uint32_t load = t->in_flight + t->queued;
+            if (load == 0)
+                continue;
+            /* Insertion into a short sorted list: n is small (a handful). */
+            size_t pos = found < n ? found : n;
+            while (pos > 0 && out[pos - 1]->in_flight + out[pos - 1]->queued < load)
+                pos--;
+            if (pos >= n)
+                continue;
+            size_t last = found < n ? found : n - 1;
+            memmove(&out[pos + 1], &out[pos], (last - pos) * sizeof(*out));
+            out[pos] = t;
+            if (found < n)
+                found++;
+        }
+    }
+    return found;
+}

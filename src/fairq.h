@@ -1,0 +1,95 @@
+/*
+ * fairq: a tier's waiting room, served round-robin across tenants.
+ *
+ * Each tenant with work has its own FIFO; the queue serves tenants in turn (deficit round-robin
+ * with unit cost), so a tenant with 500 waiting requests does not put a tenant with one behind
+ * all of them. Bounds: the whole queue (queue_max) and each tenant's share of it. While more
+ * than one tenant is active, a tenant already holding its share of the workers is skipped.
+ *
+ * A tenant is "active" from its first request until linger_us after its last one finished, so a
+ * tenant sending a steady trickle keeps a busy neighbour capped between its requests.
+ *
+ * Not thread-safe: the owner (workpool) holds its mutex around every call.
+ */
+#ifndef BULKHEAD_FAIRQ_H
+#define BULKHEAD_FAIRQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FAIRQ_KEY_MAX 80 /* longest tenant key, bytes */
+
+struct fairq_tenant;
+
+/* A queued unit of work, embedded in the caller's request (no allocation per item). */
+struct fairq_item {
+    struct fairq_item *next;     /* next in its tenant's FIFO */
+    struct fairq_tenant *tenant; /* set by fairq_push; valid until fairq_done */
+    int64_t enqueued_us;         /* monotonic time of fairq_push */
+};
+
+/* One tenant's state. Owned by the queue; lives while active (see above). */
+struct fairq_tenant {
+    char key[FAIRQ_KEY_MAX + 1];
+    uint64_t hash;
+    struct fairq_tenant *hnext;         /* hash chain */
+    struct fairq_tenant *rnext, *rprev; /* ring of tenants with queued items, or NULL */
+    struct fairq_item *head, *tail;     /* its FIFO */
+    uint32_t queued;                    /* items in its FIFO */
+    uint32_t in_flight;                 /* items popped and not yet done */
+    uint64_t served;                    /* items popped, ever (metrics) */
+    int64_t last_active_us;             /* last push, pop or done */
+};
+
+struct fairq {
+    struct fairq_tenant **buckets; /* owned; hash table of all active tenants */
+    size_t nbuckets;               /* power of two */
+    size_t ntenants;               /* active tenants */
+    struct fairq_tenant *cursor;   /* next tenant of the ring to serve */
+    size_t queued, in_flight;
+    size_t queue_max;        /* all tenants' queued items at most */
+    size_t tenant_queue_max; /* one tenant's queued items at most */
+    size_t tenant_share;     /* one tenant's in-flight items while others are active */
+    int64_t linger_us;       /* how long an idle tenant still counts as active */
+    uint64_t seed;           /* hash seed, random per queue */
+};
+
+enum { FAIRQ_OK = 0, FAIRQ_FULL = 1, FAIRQ_TENANT_FULL = 2 };
+
+void fairq_init(struct fairq *q, size_t queue_max, size_t tenant_queue_max, size_t tenant_share,
+                int64_t linger_us, uint64_t seed);
+void fairq_destroy(struct fairq *q); /* the queue must hold no items */
+
+/* Change the bounds (config reload). Items already queued stay. */
+void fairq_set_limits(struct fairq *q, size_t queue_max, size_t tenant_queue_max,
+                      size_t tenant_share);
+
+/* Queue item for tenant key. Returns FAIRQ_OK, FAIRQ_FULL or FAIRQ_TENANT_FULL. */
+int fairq_push(struct fairq *q, const char *key, struct fairq_item *item, int64_t now_us);
+
+/* The next item to serve, or NULL when nothing may be served now. Counts it in flight. */
+struct fairq_item *fairq_pop(struct fairq *q, int64_t now_us);
+
+/* An item returned by fairq_pop has finished. */
+void fairq_done(struct fairq *q, struct fairq_tenant *t, int64_t now_us);
+
+/* Remove and return (as a list linked by ->next) the queued items enqueued before cutoff_us. */
+struct fairq_item *fairq_expire(struct fairq *q, int64_t cutoff_us);
+
+/* Remove and return every queued item (shutdown). */
+struct fairq_item *fairq_drain(struct fairq *q);
+
+/* Forget tenants idle for linger_us. Returns how many were freed. */
+size_t fairq_sweep(struct fairq *q, int64_t now_us);
+
+/* Up to n busiest tenants (by in-flight + queued), busiest first. Returns how many. */
+size_t fairq_top(const struct fairq *q, const struct fairq_tenant **out, size_t n);
+
+/* Whether a tenant other than t is active. */
+static inline bool fairq_others_active(const struct fairq *q, const struct fairq_tenant *t)
+{
+    return q->ntenants > (t ? 1u : 0u);
+}
+
+#endif

@@ -1,0 +1,209 @@
+/*
+ * http: libmicrohttpd glue (see http.h).
+ *
+ * libmicrohttpd calls http_access several times per request: once when the headers are in,
+ * once per body chunk, and once more when the body is complete. Replies are queued on the last
+ * of these calls (or after a resume), never on the first: a reply queued before the request
+ * is read makes libmicrohttpd close a keep-alive connection. The exceptions are deliberate:
+ * 413 for a declared oversized body and 503 during shutdown close the connection on purpose.
+ */
+#include "http.h"
+#include "api.h"
+#include "log.h"
+#include "request.h"
+#include "server.h"
+#include "xalloc.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct http {
+    struct MHD_Daemon *daemon; /* owned */
+    struct server *srv;        /* not owned */
+    uint16_t port;
+};
+
+static void http_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n')
+        msg[--n] = '\0';
+    log_debug("http", "libmicrohttpd: %s", msg);
+}
+
+/* A declared Content-Length above the limit is refused before any of the body is read. */
+static bool http_declared_too_large(struct request *r, size_t max)
+{
+    const char *cl = request_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (!cl)
+        return false;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(cl, &end, 10);
+    return errno == ERANGE || (end && *end == '\0' && v > max);
+}
+
+static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                   const char *method, const char *version, const char *upload_data,
+                                   size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    struct http *h = cls;
+    struct server *srv = h->srv;
+    struct request *r = *con_cls;
+    size_t max_body = (size_t)srv->cfg.http_max_body;
+
+    if (!r) {
+        r = request_new(srv, conn, url, method);
+        *con_cls = r;
+        if (atomic_load_explicit(&srv->draining, memory_order_relaxed)) {
+            request_reply_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, OUTCOME_UNAVAILABLE,
+                                "shutting_down", "the server is shutting down", 1);
+            request_add_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+            return request_send(r);
+        }
+        if (http_declared_too_large(r, max_body)) {
+            r->body_too_large = true;
+            char msg[96];
+            snprintf(msg, sizeof(msg), "request bodies are limited to %zu bytes", max_body);
+            request_reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, OUTCOME_CLIENT_ERROR,
+                                "payload_too_large", msg, 0);
+            return request_send(r);
+        }
+        return MHD_YES;
+    }
+    if (r->state == REQUEST_SENT) {
+        /* A reply went out early (413); swallow whatever body still arrives. */
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!request_body_append(r, upload_data, *upload_size, max_body)) {
+            char msg[96];
+            snprintf(msg, sizeof(msg), "request bodies are limited to %zu bytes", max_body);
+            request_reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, OUTCOME_CLIENT_ERROR,
+                                "payload_too_large", msg, 0);
+            *upload_size = 0;
+            return request_send(r);
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (r->state == REQUEST_NEW) {
+        api_dispatch(srv, r);
+        if (r->state == REQUEST_DEFERRED)
+            return MHD_YES; /* suspended: a worker resumes it */
+    }
+    if (r->state == REQUEST_DEFERRED)
+        return MHD_YES; /* spurious call while suspended */
+    return request_send(r);
+}
+
+static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                           enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    struct request *r = *con_cls;
+    if (!r)
+        return;
+    *con_cls = NULL;
+    request_finish(r, toe);
+}
+
+static unsigned http_threads(const struct config *cfg)
+{
+    if (cfg->http_threads > 0)
+        return (unsigned)cfg->http_threads;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+int http_start(struct server *srv, struct http **out)
+{
+    const struct config *cfg = &srv->cfg;
+    struct http *h = xcalloc(1, sizeof(*h));
+    h->srv = srv;
+
+    struct sockaddr_in sin = {0};
+    struct sockaddr_in6 sin6 = {0};
+    struct sockaddr *sa;
+    unsigned flags =
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (inet_pton(AF_INET, cfg->api_bind, &sin.sin_addr) == 1) {
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons((uint16_t)cfg->api_port);
+        sa = (struct sockaddr *)&sin;
+    } else if (inet_pton(AF_INET6, cfg->api_bind, &sin6.sin6_addr) == 1) {
+        sin6.sin6_family = AF_INET6;
+        sin6.sin6_port = htons((uint16_t)cfg->api_port);
+        sa = (struct sockaddr *)&sin6;
+        flags |= MHD_USE_IPv6;
+    } else {
+        log_error("config", "API_BIND: \"%s\" is not an IPv4 or IPv6 address", cfg->api_bind);
+        free(h);
+        return -EINVAL;
+    }
+
+    unsigned threads = http_threads(cfg);
+    struct MHD_OptionItem opts[] = {
+        {MHD_OPTION_SOCK_ADDR, 0, sa},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)http_completed, h},
+        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)http_mhd_log, h},
+        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->http_max_conns, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->http_idle_timeout, NULL},
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)cfg->http_conn_memory, NULL},
+        {MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL},
+        {MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL},
+        {threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, http_access, h, MHD_OPTION_ARRAY, opts,
+                                 MHD_OPTION_END);
+    if (!h->daemon) {
+        log_error("http_start", "cannot listen on %s:%" PRId64 " (port in use, or no permission)",
+                  cfg->api_bind, cfg->api_port);
+        free(h);
+        return -EADDRINUSE;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = info ? info->port : (uint16_t)cfg->api_port;
+    log_info("http_start", "listening on %s:%u with %u HTTP threads", cfg->api_bind, h->port,
+             threads);
+    *out = h;
+    return 0;
+}
+
+void http_quiesce(struct http *h)
+{
+    if (h && h->daemon) {
+        MHD_socket s = MHD_quiesce_daemon(h->daemon);
+        if (s != MHD_INVALID_SOCKET)
+            close(s);
+    }
+}
+
+void http_stop(struct http *h)
+{
+    if (!h)
+        return;
+    if (h->daemon)
+        MHD_stop_daemon(h->daemon);
+    free(h);
+}
+
+uint16_t http_port(const struct http *h)
+{
+    return h->port;
+}

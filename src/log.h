@@ -1,0 +1,51 @@
+/*
+ * log: lifecycle/error events and per-request access lines, one line each on stdout.
+ *
+ * Lines are JSON (LOG_FORMAT=json, the default: one object per line, easy to ship) or text. A
+ * line is formatted on the caller's stack and written with one write(2), so threads never share
+ * a buffer or a lock and lines never interleave. The log settings are the process's one global
+ * state: set once by log_setup before any thread starts, read-only afterwards.
+ */
+#ifndef BULKHEAD_LOG_H
+#define BULKHEAD_LOG_H
+
+#include "config.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* What an access line reports; every string may be NULL (logged as null / "-"). */
+struct log_access {
+    const char *request_id;
+    const char *tier;
+    const char *tenant;
+    const char *method;
+    const char *path;
+    const char *outcome; /* ok, rate_limited, bulkhead_full, ... */
+    int status;
+    double total_ms, queue_ms, query_ms;
+};
+
+void log_setup(enum config_logfmt fmt, enum config_loglevel level, bool access, int fd);
+
+/* An event: event is a short machine name ("pool_connect"), the message says what and why. */
+void log_event(enum config_loglevel level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define log_debug(ev, ...) log_event(CONFIG_LOG_DEBUG, ev, __VA_ARGS__)
+#define log_info(ev, ...)  log_event(CONFIG_LOG_INFO, ev, __VA_ARGS__)
+#define log_warn(ev, ...)  log_event(CONFIG_LOG_WARN, ev, __VA_ARGS__)
+#define log_error(ev, ...) log_event(CONFIG_LOG_ERROR, ev, __VA_ARGS__)
+
+void log_access(const struct log_access *a);
+
+/* True when access lines are written (callers skip building the record otherwise). */
+bool log_access_enabled(void);
+
+/*
+ * Append s to dst[*len..cap) as a JSON string body (no quotes), escaping what JSON requires.
+ * Stops cleanly when cap is reached; dst stays NUL-terminated. Exposed for tests.
+ */
+void log_json_escape(char *dst, size_t cap, size_t *len, const char *s, size_t maxin);
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * params: strict parsers for what clients send (query arguments, header values).
+ *
+ * Each returns 0 or -EINVAL and never reads past the string. They are pure functions, fuzzed by
+ * tests/fuzz/fuzz_params.c: whatever the bytes, they either accept a well-formed value or
+ * refuse it.
+ */
+#ifndef BULKHEAD_PARAMS_H
+#define BULKHEAD_PARAMS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PARAMS_TENANT_MAX 64 /* longest tenant id */
+
+/* A plain decimal integer in [min, max]: digits only (no sign, spaces, or leading '+'). */
+int params_int(const char *s, int64_t min, int64_t max, int64_t *out)
+    __attribute__((warn_unused_result));
+
+/* "true"/"false"/"1"/"0". */
+int params_bool(const char *s, bool *out) __attribute__((warn_unused_result));
+
+/* A tenant id: 1..64 characters of A-Z a-z 0-9 . _ - */
+bool params_tenant_valid(const char *s);
+
+/* A media type equal to want, ignoring case and any ";parameters" ("application/json;
+ * charset=utf-8" matches "application/json"). */
+bool params_media_type_is(const char *header, const char *want);
+
+/* The token of "Bearer <token>" (case-insensitive scheme), or NULL. */
+const char *params_bearer(const char *authorization);
+
+/* Compare two strings in time independent of where they differ. */
+bool params_equal_ct(const char *a, const char *b);
+
+#endif

@@ -1,0 +1,68 @@
+/*
+ * ratelimit: per-tenant rate limiting with GCRA, in this process (layer 1).
+ *
+ * Semantics of "N per W seconds" (the generic cell rate algorithm, equivalent to a token bucket
+ * of capacity N refilled continuously at N/W): a fresh tenant may send N requests at once; after
+ * that one more request is admitted every W/N seconds (free: 100/min, so one every 0.6 s), and
+ * the full burst of N is available again W seconds after the last admitted request. A rejected
+ * request costs nothing.
+ *
+ * State is one 64-bit "theoretical arrival time" (TAT) per key. A key whose TAT has passed holds
+ * no information and is deleted, so idle keys expire by themselves. At most max_keys keys are
+ * tracked; when the table is full, new keys share one overflow bucket with the tier's limit, so
+ * cycling through fresh tenant ids buys a client no extra requests.
+ *
+ * DESIGN: keys are spread over 64 shards, each with its own mutex: HTTP threads contend only
+ * when two requests hash to the same shard at the same moment. Counters are atomics.
+ */
+#ifndef BULKHEAD_RATELIMIT_H
+#define BULKHEAD_RATELIMIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct ratelimit;
+
+/* The verdict for one request, with what the RateLimit-* headers need. */
+struct ratelimit_result {
+    bool allowed;
+    int64_t limit;          /* N */
+    int64_t remaining;      /* requests that would be admitted right now, after this one */
+    int64_t reset_us;       /* until the full burst is available again */
+    int64_t retry_after_us; /* when rejected: until the next request would be admitted */
+};
+
+struct ratelimit_stats {
+    int64_t limit, window_s;
+    uint64_t allowed, rejected, overflow;
+    size_t keys;
+};
+
+/* limit requests per window_s per key; limit 0 means unlimited (no state at all). */
+struct ratelimit *ratelimit_create(int64_t limit, int64_t window_s, size_t max_keys);
+void ratelimit_destroy(struct ratelimit *rl);
+
+/* Change the rate live (config reload); existing keys keep their TAT. */
+void ratelimit_set(struct ratelimit *rl, int64_t limit, int64_t window_s);
+
+/* HTTP thread. Decide for key at now_us (monotonic). */
+void ratelimit_check(struct ratelimit *rl, const char *key, int64_t now_us,
+                     struct ratelimit_result *out);
+
+/*
+ * The GCRA step on one TAT, shared with the Redis backend's tests: given the stored tat
+ * (0 = fresh) decide, update *tat when allowed, and fill out.
+ */
+void ratelimit_gcra(int64_t limit, int64_t window_s, int64_t *tat, int64_t now_us,
+                    struct ratelimit_result *out);
+
+/* Janitor thread: delete keys whose TAT has passed. Returns how many. */
+size_t ratelimit_sweep(struct ratelimit *rl, int64_t now_us);
+
+/* Count a verdict reached elsewhere (the Redis backend) in this limiter's counters. */
+void ratelimit_count(struct ratelimit *rl, bool allowed);
+
+void ratelimit_stats(struct ratelimit *rl, struct ratelimit_stats *out);
+
+#endif

@@ -1,0 +1,233 @@
+/*
+ * request: reply building, suspend/resume hand-off and the end-of-request bookkeeping
+ * (see request.h for who owns a request when).
+ */
+#include "request.h"
+#include "log.h"
+#include "mclock.h"
+#include "server.h"
+#include "xalloc.h"
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static atomic_uint_least64_t request_seq;
+
+/* X-Request-Id from a client is kept when it is 1..64 of [A-Za-z0-9._:-]. */
+static bool request_id_valid(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++) {
+        char c = s[n];
+        if (n >= REQUEST_ID_MAX ||
+            !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == ':' || c == '-'))
+            return false;
+    }
+    return n > 0;
+}
+
+struct request *request_new(struct server *srv, struct MHD_Connection *conn, const char *url,
+                            const char *method)
+{
+    struct request *r = xcalloc(1, sizeof(*r));
+    r->srv = srv;
+    r->conn = conn;
+    r->url = url;
+    r->method_name = method;
+    if (!strcmp(method, "GET"))
+        r->method = METHOD_GET;
+    else if (!strcmp(method, "HEAD"))
+        r->method = METHOD_HEAD;
+    else if (!strcmp(method, "POST"))
+        r->method = METHOD_POST;
+    else
+        r->method = METHOD_OTHER;
+    r->t_start_us = mclock_now_us();
+    r->queue_us = -1;
+    r->query_us = -1;
+    r->status = 500;
+    r->outcome = OUTCOME_ERROR;
+    const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    if (rid && request_id_valid(rid)) {
+        snprintf(r->request_id, sizeof(r->request_id), "%s", rid);
+    } else {
+        uint64_t n = atomic_fetch_add_explicit(&request_seq, 1, memory_order_relaxed);
+        snprintf(r->request_id, sizeof(r->request_id), "%s-%" PRIx64, srv->instance_id, n);
+    }
+    atomic_fetch_add_explicit(&srv->in_flight, 1, memory_order_relaxed);
+    return r;
+}
+
+bool request_body_append(struct request *r, const char *data, size_t len, size_t max)
+{
+    if (r->body_too_large || r->body_len + len > max) {
+        r->body_too_large = true;
+        return false;
+    }
+    if (r->body_len + len + 1 > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap : 1024;
+        while (cap < r->body_len + len + 1)
+            cap *= 2;
+        r->body = xrealloc(r->body, cap);
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, data, len);
+    r->body_len += len;
+    r->body[r->body_len] = '\0';
+    return true;
+}
+
+const char *request_header(const struct request *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+const char *request_arg(const struct request *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+static void request_set(struct request *r, unsigned status, enum metrics_outcome outcome,
+                        struct MHD_Response *resp, const char *content_type)
+{
+    if (!resp) {
+        fprintf(stderr, "bulkhead: libmicrohttpd could not allocate a response\n");
+        abort();
+    }
+    if (r->resp)
+        MHD_destroy_response(r->resp); /* a later verdict replaces an earlier one */
+    r->resp = resp;
+    r->status = status;
+    r->outcome = outcome;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    if (r->rl_applied) {
+        char v[32];
+        snprintf(v, sizeof(v), "%" PRId64, r->rl.limit);
+        MHD_add_response_header(resp, "RateLimit-Limit", v);
+        snprintf(v, sizeof(v), "%" PRId64, r->rl.remaining);
+        MHD_add_response_header(resp, "RateLimit-Remaining", v);
+        snprintf(v, sizeof(v), "%" PRId64, request_retry_seconds(r->rl.reset_us));
+        MHD_add_response_header(resp, "RateLimit-Reset", v);
+    }
+}
+
+void request_reply_json(struct request *r, unsigned status, enum metrics_outcome outcome,
+                        const char *json, size_t len)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)json, MHD_RESPMEM_MUST_COPY);
+    request_set(r, status, outcome, resp, "application/json");
+}
+
+void request_reply_static(struct request *r, unsigned status, enum metrics_outcome outcome,
+                          const char *content_type, const char *body, size_t len)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_PERSISTENT);
+    request_set(r, status, outcome, resp, content_type);
+}
+
+void request_reply_owned(struct request *r, unsigned status, enum metrics_outcome outcome,
+                         const char *body, size_t len, void (*free_cb)(void *), void *cls)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer_with_free_callback_cls(len, (void *)body, free_cb, cls);
+    request_set(r, status, outcome, resp, "application/json");
+}
+
+int64_t request_retry_seconds(int64_t us)
+{
+    int64_t s = (us + 999999) / 1000000;
+    return s < 1 ? 1 : s;
+}
+
+void request_reply_error(struct request *r, unsigned status, enum metrics_outcome outcome,
+                         const char *code, const char *message, int64_t retry_after_s)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s}", "error", code, "message", message, "request_id",
+                          r->request_id);
+    if (retry_after_s > 0)
+        json_object_set_new(o, "retry_after_s", json_integer(retry_after_s));
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!text) {
+        fprintf(stderr, "bulkhead: out of memory building an error body\n");
+        abort();
+    }
+    request_reply_owned(r, status, outcome, text, strlen(text), free, text);
+    if (retry_after_s > 0) {
+        char v[24];
+        snprintf(v, sizeof(v), "%" PRId64, retry_after_s);
+        MHD_add_response_header(r->resp, MHD_HTTP_HEADER_RETRY_AFTER, v);
+    }
+}
+
+void request_add_header(struct request *r, const char *name, const char *value)
+{
+    if (r->resp)
+        MHD_add_response_header(r->resp, name, value);
+}
+
+void request_defer(struct request *r)
+{
+    r->state = REQUEST_DEFERRED;
+    MHD_suspend_connection(r->conn);
+}
+
+void request_resume(struct request *r)
+{
+    struct MHD_Connection *c = r->conn;
+    r->state = REQUEST_READY;
+    /* From here on the HTTP thread owns r again; resuming is the last touch. */
+    MHD_resume_connection(c);
+}
+
+enum MHD_Result request_send(struct request *r)
+{
+    r->state = REQUEST_SENT;
+    enum MHD_Result ret = MHD_queue_response(r->conn, r->status, r->resp);
+    MHD_destroy_response(r->resp);
+    r->resp = NULL;
+    return ret;
+}
+
+void request_finish(struct request *r, enum MHD_RequestTerminationCode toe)
+{
+    struct server *srv = r->srv;
+    int64_t total = mclock_now_us() - r->t_start_us;
+    if (r->state != REQUEST_SENT && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+        /* The client left before a reply was sent. */
+        r->status = 499;
+        r->outcome = OUTCOME_CLIENT_ERROR;
+    }
+    struct metrics_tier *m = r->tier ? &r->tier->m : &srv->m_untiered;
+    metrics_observe(m, r->outcome, (int)r->status, total, r->queue_us, r->query_us);
+    if (log_access_enabled()) {
+        struct log_access a = {
+            .request_id = r->request_id,
+            .tier = r->tier ? tier_cfg(r->tier)->name : NULL,
+            .tenant = r->tenant_label,
+            .method = r->method_name,
+            .path = r->url,
+            .outcome = metrics_outcome_name(r->outcome),
+            .status = (int)r->status,
+            .total_ms = (double)total / 1000.0,
+            .queue_ms = r->queue_us > 0 ? (double)r->queue_us / 1000.0 : 0.0,
+            .query_ms = r->query_us > 0 ? (double)r->query_us / 1000.0 : 0.0,
+        };
+        log_access(&a);
+    }
+    if (r->resp)
+        MHD_destroy_response(r->resp);
+    free(r->body);
+    free(r->args.payload);
+    free(r);
+    server_request_done(srv);
+}

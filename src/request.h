@@ -1,0 +1,126 @@
+/*
+ * request: one HTTP request's life, from the first byte to the access-log line.
+ *
+ * A request is created by the HTTP thread when libmicrohttpd reports a new request, owned by
+ * that connection, and freed when libmicrohttpd reports it complete (after the response went
+ * out or the client left). It is answered in one of two ways:
+ *   - at once on the HTTP thread (health, metrics, every rejection): request_reply*;
+ *   - later by a worker: the HTTP thread calls request_defer (the connection is suspended and
+ *     the request handed to the tier's queue); the worker fills the reply and calls
+ *     request_resume, after which it must not touch the request again.
+ * Between request_defer and request_resume only the worker (or the janitor, dropping it from
+ * the queue) touches the request; libmicrohttpd does not, since the connection is suspended.
+ */
+#ifndef BULKHEAD_REQUEST_H
+#define BULKHEAD_REQUEST_H
+
+#include "breaker.h"
+#include "fairq.h"
+#include "metrics.h"
+#include "ratelimit.h"
+
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct server;
+struct tier_rt;
+
+enum request_method { METHOD_GET, METHOD_HEAD, METHOD_POST, METHOD_OTHER };
+
+enum request_state {
+    REQUEST_NEW,      /* headers read; body may be arriving */
+    REQUEST_DEFERRED, /* suspended, owned by the tier's queue or a worker */
+    REQUEST_READY,    /* reply set; the HTTP thread queues it on its next call */
+    REQUEST_SENT      /* reply queued to libmicrohttpd */
+};
+
+#define REQUEST_ID_MAX      64
+#define REQUEST_MAX_HEADERS 12
+
+/* What /api/data was asked to do; parsed and validated on the HTTP thread. */
+struct request_args {
+    bool force_error;
+    int64_t delay_ms;     /* 0 = no delay */
+    int64_t limit;        /* page size */
+    int64_t cursor;       /* rows with id > cursor */
+    char *payload;        /* POST: the payload object as compact JSON, owned */
+    int64_t tenant_db_id; /* apikey mode: the tenant's row id; 0 = none */
+};
+
+struct request {
+    struct server *srv;          /* not owned */
+    struct MHD_Connection *conn; /* not owned; valid until the completion callback */
+    const char *url;             /* libmicrohttpd's copy, valid for the request's life */
+    enum request_method method;
+    const char *method_name;
+    enum request_state state;
+    struct fairq_item item; /* the tier queue's link (no allocation to enqueue) */
+
+    char request_id[REQUEST_ID_MAX + 1];
+    struct tier_rt *tier;           /* the tier serving it, or NULL */
+    char tenant[FAIRQ_KEY_MAX + 1]; /* rate-limit and fairness key; "" before it is known */
+    const char *tenant_label;       /* for logs: the tenant id without the "id:"/"ip:" prefix */
+    struct request_args args;
+
+    char *body; /* owned; request body as received (POST) */
+    size_t body_len, body_cap;
+    bool body_too_large; /* more than HTTP_MAX_BODY_BYTES arrived */
+
+    enum breaker_permit permit; /* held from breaker_acquire until recorded or released */
+    bool rl_applied;            /* the tier is rate-limited: send RateLimit-* headers */
+    struct ratelimit_result rl; /* the verdict behind those headers */
+
+    int64_t t_start_us; /* monotonic: request created */
+    int64_t queue_us;   /* time waited for a worker; -1 = never queued */
+    int64_t query_us;   /* time in the database; -1 = no query */
+
+    /* The reply. */
+    unsigned status;
+    enum metrics_outcome outcome;
+    struct MHD_Response *resp; /* owned until queued */
+};
+
+/* HTTP thread: a new request on conn. */
+struct request *request_new(struct server *srv, struct MHD_Connection *conn, const char *url,
+                            const char *method);
+
+/* Append body bytes; false once the body passed max (the bytes are dropped). */
+bool request_body_append(struct request *r, const char *data, size_t len, size_t max);
+
+/* Request header value or NULL (HTTP thread, or a worker while deferred). */
+const char *request_header(const struct request *r, const char *name);
+/* Query-string argument or NULL. */
+const char *request_arg(const struct request *r, const char *name);
+
+/* Reply with a JSON text body (copied). */
+void request_reply_json(struct request *r, unsigned status, enum metrics_outcome outcome,
+                        const char *json, size_t len);
+/* Reply with a body that outlives the response (a static string): no copy. */
+void request_reply_static(struct request *r, unsigned status, enum metrics_outcome outcome,
+                          const char *content_type, const char *body, size_t len);
+/* Reply with a body owned by cls: free_cb(cls) runs when libmicrohttpd is done with it. */
+void request_reply_owned(struct request *r, unsigned status, enum metrics_outcome outcome,
+                         const char *body, size_t len, void (*free_cb)(void *), void *cls);
+/* {"error": code, "message": msg, "request_id": ...}; retry_after_s > 0 adds Retry-After. */
+void request_reply_error(struct request *r, unsigned status, enum metrics_outcome outcome,
+                         const char *code, const char *message, int64_t retry_after_s);
+/* Add a header to the reply set by the last request_reply* call. */
+void request_add_header(struct request *r, const char *name, const char *value);
+
+/* HTTP thread: suspend the connection before handing the request to a worker. */
+void request_defer(struct request *r);
+/* Any thread, after request_defer: the reply is set, let the HTTP thread send it. */
+void request_resume(struct request *r);
+
+/* HTTP thread: queue the reply (called by the http module). */
+enum MHD_Result request_send(struct request *r);
+
+/* HTTP thread, from the completion callback: log, count and free. */
+void request_finish(struct request *r, enum MHD_RequestTerminationCode toe);
+
+/* Whole seconds for Retry-After: at least 1, rounded up. */
+int64_t request_retry_seconds(int64_t us);
+
+#endif

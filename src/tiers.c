@@ -1,0 +1,266 @@
+/*
+ * tiers: parse and validate the tier table (JSON, through jansson).
+ *
+ * tier_keys[] is the single description of a tier's settings: name, default, bounds, help and
+ * field. The parser refuses unknown keys and out-of-range values with the key's full path, so a
+ * typo in a config file stops the server at start instead of silently using a default.
+ */
+#include "tiers.h"
+#include "assets.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct tier_key {
+    const char *name;
+    int64_t def, min, max;
+    const char *help;
+    size_t offset;
+};
+
+#define TOFF(field) offsetof(struct tier_cfg, field)
+
+static const struct tier_key tier_keys[] = {
+    {"workers", 10, 1, 1024, "worker threads (logic bulkhead)", TOFF(workers)},
+    {"queue_max", 20, 0, 100000, "requests that may wait for a worker; more get 503 bulkhead_full",
+     TOFF(queue_max)},
+    {"queue_timeout_ms", 2000, 1, 600000, "longest wait for a worker; then 503 queue_timeout",
+     TOFF(queue_timeout_ms)},
+    {"db_max", 5, 1, 1000, "PostgreSQL connections at most (database bulkhead)", TOFF(db_max)},
+    {"db_acquire_timeout_ms", 1000, 1, 600000,
+     "longest wait for a free connection; then 503 pool_timeout", TOFF(db_acquire_timeout_ms)},
+    {"rate_limit", 0, 0, 1000000000, "requests per tenant per window; 0 = unlimited",
+     TOFF(rate_limit)},
+    {"rate_window_s", 60, 1, 86400, "the rate-limit window, in seconds", TOFF(rate_window_s)},
+    {"breaker_timeout_ms", 3000, 1, 600000, "a call slower than this fails (504) and is cancelled",
+     TOFF(breaker_timeout_ms)},
+    {"breaker_error_pct", 50, 1, 100, "failure rate (%) in the window that opens the breaker",
+     TOFF(breaker_error_pct)},
+    {"breaker_reset_ms", 10000, 1, 3600000, "time OPEN before half-open trial calls",
+     TOFF(breaker_reset_ms)},
+    {"breaker_window_ms", 10000, 10, 3600000, "rolling window of the failure rate",
+     TOFF(breaker_window_ms)},
+    {"breaker_buckets", 10, 1, 1000, "buckets in the rolling window", TOFF(breaker_buckets)},
+    {"breaker_min_calls", 5, 1, 1000000, "calls in the window before the rate can open it",
+     TOFF(breaker_min_calls)},
+    {"breaker_trial_calls", 1, 1, 1000, "calls admitted while HALF_OPEN",
+     TOFF(breaker_trial_calls)},
+    {"tenant_share_pct", 100, 1, 100,
+     "most workers/connections (%) one tenant holds while other tenants wait",
+     TOFF(tenant_share_pct)},
+    {"tenant_queue_pct", 100, 1, 100, "most of the queue (%) one tenant may fill",
+     TOFF(tenant_queue_pct)},
+};
+
+#define TIER_KEY_COUNT (sizeof(tier_keys) / sizeof(tier_keys[0]))
+
+static void tiers_defaults(struct tier_cfg *c, const char *name)
+{
+    memset(c, 0, sizeof(*c));
+    snprintf(c->name, sizeof(c->name), "%s", name);
+    for (size_t i = 0; i < TIER_KEY_COUNT; i++)
+        *(int64_t *)(void *)((char *)c + tier_keys[i].offset) = tier_keys[i].def;
+}
+
+static bool tiers_valid_name(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > TIERS_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = name[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+static int tiers_parse_tier(const char *name, json_t *obj, struct tier_cfg *c, char *err,
+                            size_t errlen)
+{
+    if (!json_is_object(obj)) {
+        snprintf(err, errlen, "tiers.%s: must be an object of settings", name);
+        return -EINVAL;
+    }
+    tiers_defaults(c, name);
+    const char *key;
+    json_t *val;
+    json_object_foreach(obj, key, val)
+    {
+        const struct tier_key *k = NULL;
+        for (size_t i = 0; i < TIER_KEY_COUNT; i++)
+            if (!strcmp(tier_keys[i].name, key))
+                k = &tier_keys[i];
+        if (!k) {
+            snprintf(err, errlen, "tiers.%s.%.64s: unknown key (see bulkhead --help)", name, key);
+            return -EINVAL;
+        }
+        json_int_t v = json_integer_value(val);
+        if (!json_is_integer(val) || v < k->min || v > k->max) {
+            snprintf(err, errlen, "tiers.%s.%s: must be an integer from %" PRId64 " to %" PRId64,
+                     name, key, k->min, k->max);
+            return -EINVAL;
+        }
+        *(int64_t *)(void *)((char *)c + k->offset) = (int64_t)v;
+    }
+    if (c->breaker_window_ms / c->breaker_buckets < 1) {
+        snprintf(err, errlen,
+                 "tiers.%s.breaker_buckets: more buckets than milliseconds in "
+                 "breaker_window_ms",
+                 name);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int tiers_parse(const char *json, size_t len, struct tier_table *out, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    memset(out, 0, sizeof(*out));
+    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        snprintf(err, errlen, "tiers: invalid JSON at line %d column %d: %s", jerr.line,
+                 jerr.column, jerr.text);
+        return -EINVAL;
+    }
+    int rc = 0;
+    if (!json_is_object(root) || json_object_size(root) == 0) {
+        snprintf(err, errlen, "tiers: must be a non-empty object {\"tier\": {settings}, ...}");
+        rc = -EINVAL;
+        goto out;
+    }
+    if (json_object_size(root) > TIERS_MAX) {
+        snprintf(err, errlen, "tiers: at most %d tiers", TIERS_MAX);
+        rc = -EINVAL;
+        goto out;
+    }
+    const char *name;
+    json_t *obj;
+    json_object_foreach(root, name, obj)
+    {
+        if (!tiers_valid_name(name)) {
+            snprintf(err, errlen,
+                     "tiers.%.40s: a tier name is 1 to %d characters of a-z, 0-9, '_' and '-'",
+                     name, TIERS_NAME_MAX);
+            rc = -EINVAL;
+            goto out;
+        }
+        rc = tiers_parse_tier(name, obj, &out->tiers[out->count], err, errlen);
+        if (rc)
+            goto out;
+        out->count++;
+    }
+out:
+    json_decref(root);
+    if (rc)
+        memset(out, 0, sizeof(*out));
+    return rc;
+}
+
+void tiers_builtin(struct tier_table *out)
+{
+    char err[256];
+    if (tiers_parse(assets_tiers_json, assets_tiers_json_len, out, err, sizeof(err)) != 0) {
+        /* The built-in file is checked by the unit tests; reaching this is a build error. */
+        fprintf(stderr, "bulkhead: built-in tier table is invalid: %s\n", err);
+        abort();
+    }
+}
+
+int tiers_load_file(const char *path, struct tier_table *out, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        int e = errno;
+        snprintf(err, errlen, "TIERS_FILE %s: %s", path, strerror(e));
+        return -e;
+    }
+    char *buf = NULL;
+    size_t len = 0;
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        char *nb = realloc(buf, len + n);
+        if (!nb) {
+            free(buf);
+            fclose(f);
+            snprintf(err, errlen, "TIERS_FILE %s: out of memory", path);
+            return -ENOMEM;
+        }
+        buf = nb;
+        memcpy(buf + len, chunk, n);
+        len += n;
+        if (len > 1 << 20) {
+            free(buf);
+            fclose(f);
+            snprintf(err, errlen, "TIERS_FILE %s: larger than 1 MiB", path);
+            return -EFBIG;
+        }
+    }
+    fclose(f);
+    char why[300];
+    int rc = tiers_parse(buf ? buf : "", len, out, why, sizeof(why));
+    if (rc)
+        snprintf(err, errlen, "TIERS_FILE %s: %s", path, why);
+    free(buf);
+    return rc;
+}
+
+int tiers_find(const struct tier_table *t, const char *name)
+{
+    for (size_t i = 0; i < t->count; i++)
+        if (!strcmp(t->tiers[i].name, name))
+            return (int)i;
+    return -1;
+}
+
+static int64_t tiers_share(int64_t total, int64_t pct)
+{
+    int64_t cap = total * pct / 100;
+    return cap < 1 ? 1 : cap;
+}
+
+int64_t tiers_tenant_worker_cap(const struct tier_cfg *c)
+{
+    return tiers_share(c->workers, c->tenant_share_pct);
+}
+
+int64_t tiers_tenant_conn_cap(const struct tier_cfg *c)
+{
+    return tiers_share(c->db_max, c->tenant_share_pct);
+}
+
+int64_t tiers_tenant_queue_cap(const struct tier_cfg *c)
+{
+    return c->queue_max == 0 ? 0 : tiers_share(c->queue_max, c->tenant_queue_pct);
+}
+
+void tiers_names(const struct tier_table *t, char *buf, size_t buflen)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < t->count && used < buflen; i++) {
+        int n = snprintf(buf + used, buflen - used, "%s%s", i ? ", " : "", t->tiers[i].name);
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+}
+
+void tiers_print_help(FILE *out, bool markdown)
+{
+    if (markdown)
+        fprintf(out, "| key | default | allowed | meaning |\n|---|---|---|---|\n");
+    for (size_t i = 0; i < TIER_KEY_COUNT; i++) {
+        const struct tier_key *k = &tier_keys[i];
+        if (markdown)
+            fprintf(out, "| `%s` | %" PRId64 " | %" PRId64 "..%" PRId64 " | %s |\n", k->name,
+                    k->def, k->min, k->max, k->help);
+        else
+            fprintf(out, "  %-24s %s (default %" PRId64 ", %" PRId64 "..%" PRId64 ")\n", k->name,
+                    k->help, k->def, k->min, k->max);
+    }
+}

@@ -1,0 +1,76 @@
+/*
+ * tiers: the tier table, the data that defines each compartment.
+ *
+ * A tier is a value: a name and a set of numbers (threads, queue, connections, rate limit,
+ * breaker settings, fairness shares). The built-in table is config/tiers.json, compiled into the
+ * binary; TIERS_FILE replaces it. Every per-tier key is one row of a declarative table in
+ * tiers.c, so adding a tier or changing a number needs no code change.
+ */
+#ifndef BULKHEAD_TIERS_H
+#define BULKHEAD_TIERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define TIERS_MAX      16 /* tiers in one table */
+#define TIERS_NAME_MAX 32 /* bytes in a tier name, [a-z0-9_-] */
+
+/* One tier's settings. Plain numbers: copied freely, never freed. */
+struct tier_cfg {
+    char name[TIERS_NAME_MAX + 1];
+    int64_t workers;               /* worker threads (logic bulkhead) */
+    int64_t queue_max;             /* requests waiting for a worker before 503 bulkhead_full */
+    int64_t queue_timeout_ms;      /* longest wait in the queue before 503 queue_timeout */
+    int64_t db_max;                /* PostgreSQL connections at most (database bulkhead) */
+    int64_t db_acquire_timeout_ms; /* longest wait for a connection before 503 */
+    int64_t rate_limit;            /* requests per window per tenant; 0 = unlimited */
+    int64_t rate_window_s;         /* the window of rate_limit, in seconds */
+    int64_t breaker_timeout_ms;    /* a call slower than this fails with 504 */
+    int64_t breaker_error_pct;     /* failure rate in the window that opens the breaker */
+    int64_t breaker_reset_ms;      /* time OPEN before a half-open trial */
+    int64_t breaker_window_ms;     /* rolling window of the failure rate */
+    int64_t breaker_buckets;       /* buckets in the rolling window */
+    int64_t breaker_min_calls;     /* calls in the window before the rate can open it */
+    int64_t breaker_trial_calls;   /* calls admitted while HALF_OPEN */
+    int64_t tenant_share_pct;      /* most of the workers/connections one tenant may hold while
+                                      other tenants of the tier wait */
+    int64_t tenant_queue_pct;      /* most of the queue one tenant may fill */
+};
+
+struct tier_table {
+    size_t count;
+    struct tier_cfg tiers[TIERS_MAX];
+};
+
+/*
+ * Parse a JSON tier table: {"tier-name": {"key": number, ...}, ...}. Keys left out take their
+ * default (see tiers_print_help). Returns 0, or -EINVAL with a message naming the key and the
+ * reason in err ("tiers.free.workers: must be an integer from 1 to 1024 (got "ten")").
+ */
+int tiers_parse(const char *json, size_t len, struct tier_table *out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* The built-in table (config/tiers.json). Never fails. */
+void tiers_builtin(struct tier_table *out);
+
+/* Load from a file path. Same errors as tiers_parse, plus -ENOENT/-EIO with the path. */
+int tiers_load_file(const char *path, struct tier_table *out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Index of the named tier, or -1. */
+int tiers_find(const struct tier_table *t, const char *name);
+
+/* Per-tenant caps derived from the shares: never below 1. */
+int64_t tiers_tenant_worker_cap(const struct tier_cfg *c);
+int64_t tiers_tenant_conn_cap(const struct tier_cfg *c);
+int64_t tiers_tenant_queue_cap(const struct tier_cfg *c);
+
+/* "free, pro, enterprise": the names, for error messages. */
+void tiers_names(const struct tier_table *t, char *buf, size_t buflen);
+
+/* Print the per-tier keys (text for --help, Markdown for the README). */
+void tiers_print_help(FILE *out, bool markdown);
+
+#endif

@@ -1,0 +1,288 @@
+/*
+ * workpool: worker threads around a fairq (see workpool.h for the design).
+ *
+ * Threads are numbered; a worker whose number is at or above the current target retires, which
+ * is how a config reload shrinks a pool without interrupting running work. Retired threads are
+ * joined when the pool grows again or stops.
+ */
+#include "workpool.h"
+#include "mclock.h"
+#include "xalloc.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#define WORKPOOL_MAX_THREADS 1024
+#define WORKPOOL_STACK       (256 * 1024) /* workers run libpq calls and small formatting only */
+#define WORKPOOL_LINGER_US   1000000      /* a tenant counts as active 1 s after its last request */
+
+struct workpool_thread {
+    pthread_t tid;
+    bool started; /* tid is joinable */
+    size_t index;
+    struct workpool *wp;
+};
+
+struct workpool {
+    char name[40];
+    struct workpool_ops ops;
+
+    /* _shared: the mutex guards everything in this block. */
+    pthread_mutex_t mutex;
+    pthread_cond_t wake; /* signalled when an item may have become runnable */
+    pthread_cond_t idle; /* signalled when in-flight work finishes (for stop) */
+    struct fairq q;
+    size_t target;  /* threads that should run */
+    size_t running; /* threads not yet retired */
+    bool stopping;
+    struct workpool_thread threads[WORKPOOL_MAX_THREADS];
+
+    /* Counters, written under the mutex or atomically, read by metrics without it. */
+    atomic_size_t tenants_active; /* mirror of q.ntenants for lock-free readers */
+    atomic_uint_least64_t submitted, completed, rejected_full, rejected_tenant, expired;
+};
+
+static void workpool_mirror(struct workpool *wp)
+{
+    atomic_store_explicit(&wp->tenants_active, wp->q.ntenants, memory_order_relaxed);
+}
+
+static void *workpool_main(void *arg)
+{
+    struct workpool_thread *self = arg;
+    struct workpool *wp = self->wp;
+    pthread_mutex_lock(&wp->mutex);
+    for (;;) {
+        if (self->index >= wp->target || (wp->stopping && wp->q.queued == 0))
+            break;
+        struct fairq_item *it = wp->stopping ? NULL : fairq_pop(&wp->q, mclock_now_us());
+        if (!it) {
+            pthread_cond_wait(&wp->wake, &wp->mutex);
+            continue;
+        }
+        workpool_mirror(wp);
+        pthread_mutex_unlock(&wp->mutex);
+
+        struct fairq_tenant *t = it->tenant;
+        wp->ops.run(it, wp->ops.ctx); /* it may be freed by now: only t is used below */
+
+        pthread_mutex_lock(&wp->mutex);
+        fairq_done(&wp->q, t, mclock_now_us());
+        atomic_fetch_add_explicit(&wp->completed, 1, memory_order_relaxed);
+        /* A tenant below its share again may unblock a queued item. */
+        if (wp->q.queued)
+            pthread_cond_signal(&wp->wake);
+        if (wp->q.in_flight == 0)
+            pthread_cond_broadcast(&wp->idle);
+    }
+    wp->running--;
+    pthread_cond_broadcast(&wp->idle);
+    pthread_mutex_unlock(&wp->mutex);
+    return NULL;
+}
+
+/* Start threads [from, to). Caller holds the mutex. */
+static int workpool_spawn(struct workpool *wp, size_t from, size_t to)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, WORKPOOL_STACK);
+    int rc = 0;
+    for (size_t i = from; i < to; i++) {
+        struct workpool_thread *th = &wp->threads[i];
+        if (th->started) {
+            /* A retired thread in this slot: reap it (it has exited or is about to). */
+            pthread_mutex_unlock(&wp->mutex);
+            pthread_join(th->tid, NULL);
+            pthread_mutex_lock(&wp->mutex);
+            th->started = false;
+        }
+        th->index = i;
+        th->wp = wp;
+        rc = pthread_create(&th->tid, &attr, workpool_main, th);
+        if (rc) {
+            rc = -rc;
+            break;
+        }
+        th->started = true;
+        wp->running++;
+        char tname[16];
+        snprintf(tname, sizeof(tname), "w-%.8s-%zu", wp->name, i);
+        pthread_setname_np(th->tid, tname);
+    }
+    pthread_attr_destroy(&attr);
+    return rc;
+}
+
+static void workpool_limits_to_q(struct workpool *wp, const struct workpool_limits *lim)
+{
+    fairq_set_limits(&wp->q, lim->queue_max, lim->tenant_queue_max, lim->tenant_share);
+}
+
+int workpool_create(const char *name, const struct workpool_limits *lim,
+                    const struct workpool_ops *ops, struct workpool **out)
+{
+    if (lim->threads == 0 || lim->threads > WORKPOOL_MAX_THREADS)
+        return -EINVAL;
+    struct workpool *wp = xcalloc(1, sizeof(*wp));
+    snprintf(wp->name, sizeof(wp->name), "%s", name);
+    wp->ops = *ops;
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
+        seed = (uint64_t)mclock_wall_us();
+    fairq_init(&wp->q, lim->queue_max, lim->tenant_queue_max, lim->tenant_share, WORKPOOL_LINGER_US,
+               seed);
+    pthread_mutex_init(&wp->mutex, NULL);
+    pthread_cond_init(&wp->wake, NULL);
+    pthread_cond_init(&wp->idle, NULL);
+
+    pthread_mutex_lock(&wp->mutex);
+    wp->target = lim->threads;
+    int rc = workpool_spawn(wp, 0, lim->threads);
+    pthread_mutex_unlock(&wp->mutex);
+    if (rc) {
+        workpool_stop(wp);
+        workpool_destroy(wp);
+        return rc;
+    }
+    *out = wp;
+    return 0;
+}
+
+int workpool_submit(struct workpool *wp, const char *tenant, struct fairq_item *item)
+{
+    pthread_mutex_lock(&wp->mutex);
+    if (wp->stopping) {
+        pthread_mutex_unlock(&wp->mutex);
+        return -ESHUTDOWN;
+    }
+    int r = fairq_push(&wp->q, tenant, item, mclock_now_us());
+    workpool_mirror(wp);
+    if (r == FAIRQ_OK)
+        pthread_cond_signal(&wp->wake);
+    pthread_mutex_unlock(&wp->mutex);
+    switch (r) {
+    case FAIRQ_OK:
+        atomic_fetch_add_explicit(&wp->submitted, 1, memory_order_relaxed);
+        return 0;
+    case FAIRQ_FULL:
+        atomic_fetch_add_explicit(&wp->rejected_full, 1, memory_order_relaxed);
+        return -EAGAIN;
+    default:
+        atomic_fetch_add_explicit(&wp->rejected_tenant, 1, memory_order_relaxed);
+        return -EDQUOT;
+    }
+}
+
+static void workpool_drop_list(struct workpool *wp, struct fairq_item *list,
+                               enum workpool_drop_reason why)
+{
+    while (list) {
+        struct fairq_item *next = list->next;
+        wp->ops.drop(list, why, wp->ops.ctx);
+        list = next;
+    }
+}
+
+void workpool_expire(struct workpool *wp, int64_t cutoff_us, int64_t now_us)
+{
+    pthread_mutex_lock(&wp->mutex);
+    struct fairq_item *list = fairq_expire(&wp->q, cutoff_us);
+    fairq_sweep(&wp->q, now_us);
+    workpool_mirror(wp);
+    /* Forgotten tenants may lift a neighbour's share cap. */
+    if (wp->q.queued)
+        pthread_cond_broadcast(&wp->wake);
+    pthread_mutex_unlock(&wp->mutex);
+    size_t n = 0;
+    for (struct fairq_item *it = list; it; it = it->next)
+        n++;
+    atomic_fetch_add_explicit(&wp->expired, n, memory_order_relaxed);
+    workpool_drop_list(wp, list, WORKPOOL_EXPIRED);
+}
+
+int workpool_set_limits(struct workpool *wp, const struct workpool_limits *lim)
+{
+    if (lim->threads == 0 || lim->threads > WORKPOOL_MAX_THREADS)
+        return -EINVAL;
+    pthread_mutex_lock(&wp->mutex);
+    workpool_limits_to_q(wp, lim);
+    size_t old = wp->target;
+    wp->target = lim->threads;
+    int rc = 0;
+    if (lim->threads > old && !wp->stopping)
+        rc = workpool_spawn(wp, old, lim->threads);
+    pthread_cond_broadcast(&wp->wake); /* retire surplus threads, try new share limits */
+    pthread_mutex_unlock(&wp->mutex);
+    return rc;
+}
+
+bool workpool_others_active(const struct workpool *wp)
+{
+    return atomic_load_explicit(&wp->tenants_active, memory_order_relaxed) > 1;
+}
+
+void workpool_stats(struct workpool *wp, struct workpool_stats *out)
+{
+    pthread_mutex_lock(&wp->mutex);
+    out->threads = wp->target;
+    out->busy = wp->q.in_flight;
+    out->queued = wp->q.queued;
+    out->queue_max = wp->q.queue_max;
+    out->tenants = wp->q.ntenants;
+    pthread_mutex_unlock(&wp->mutex);
+    out->submitted = atomic_load_explicit(&wp->submitted, memory_order_relaxed);
+    out->completed = atomic_load_explicit(&wp->completed, memory_order_relaxed);
+    out->rejected_full = atomic_load_explicit(&wp->rejected_full, memory_order_relaxed);
+    out->rejected_tenant = atomic_load_explicit(&wp->rejected_tenant, memory_order_relaxed);
+    out->expired = atomic_load_explicit(&wp->expired, memory_order_relaxed);
+}
+
+size_t workpool_top_tenants(struct workpool *wp, struct workpool_tenant_load *out, size_t n)
+{
+    const struct fairq_tenant *top[16];
+    if (n > 16)
+        n = 16;
+    pthread_mutex_lock(&wp->mutex);
+    size_t found = fairq_top(&wp->q, top, n);
+    for (size_t i = 0; i < found; i++) {
+        snprintf(out[i].key, sizeof(out[i].key), "%s", top[i]->key);
+        out[i].in_flight = top[i]->in_flight;
+        out[i].queued = top[i]->queued;
+    }
+    pthread_mutex_unlock(&wp->mutex);
+    return found;
+}
+
+void workpool_stop(struct workpool *wp)
+{
+    pthread_mutex_lock(&wp->mutex);
+    wp->stopping = true;
+    struct fairq_item *list = fairq_drain(&wp->q);
+    pthread_cond_broadcast(&wp->wake);
+    pthread_mutex_unlock(&wp->mutex);
+    workpool_drop_list(wp, list, WORKPOOL_SHUTDOWN);
+
+    for (size_t i = 0; i < WORKPOOL_MAX_THREADS; i++) {
+        if (wp->threads[i].started) {
+            pthread_join(wp->threads[i].tid, NULL);
+            wp->threads[i].started = false;
+        }
+    }
+}
+
+void workpool_destroy(struct workpool *wp)
+{
+    if (!wp)
+        return;
+    fairq_destroy(&wp->q);
+    pthread_cond_destroy(&wp->wake);
+    pthread_cond_destroy(&wp->idle);
+    pthread_mutex_destroy(&wp->mutex);
+    free(wp);
+}
