@@ -1,0 +1,522 @@
+/*
+ * harness: PostgreSQL clusters, server processes, HTTP and bounded waits for the integration
+ * tests (see harness.h).
+ */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+int64_t h_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void h_nap_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+bool h_wait_until(bool (*cond)(void *ctx), void *ctx, int timeout_ms)
+{
+    int64_t end = h_now_ms() + timeout_ms;
+    for (;;) {
+        if (cond(ctx))
+            return true;
+        if (h_now_ms() >= end)
+            return false;
+        h_nap_ms(10);
+    }
+}
+
+int h_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) ||
+        getsockname(fd, (struct sockaddr *)&sa, &len)) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static int h_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double h_median(double *v, int n)
+{
+    if (n <= 0)
+        return 0;
+    qsort(v, (size_t)n, sizeof(*v), h_cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static const char *h_root(void)
+{
+    const char *r = getenv("BH_ROOT");
+    return r ? r : ".";
+}
+
+static int h_system(const char *cmd)
+{
+    int rc = system(cmd);
+    return rc == 0 ? 0 : -1;
+}
+
+/* ---- PostgreSQL ------------------------------------------------------------------------ */
+
+int h_pg_start(struct h_pg *pg)
+{
+    const char *tmpl = getenv("BH_TEST_PG_TEMPLATE");
+    const char *work = getenv("BH_TEST_WORK");
+    if (!tmpl || !work) {
+        fprintf(stderr,
+                "harness: BH_TEST_PG_TEMPLATE/BH_TEST_WORK not set (run scripts/test.sh)\n");
+        return -1;
+    }
+    pg->port = h_free_port();
+    snprintf(pg->dir, sizeof(pg->dir), "%s/pg-%d-%d", work, (int)getpid(), pg->port);
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s' && mkdir -p '%s' && cp -a '%s' '%s/data'", pg->dir,
+             pg->dir, tmpl, pg->dir);
+    if (h_system(cmd))
+        return -1;
+    return h_pg_resume(pg);
+}
+
+int h_pg_resume(struct h_pg *pg)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%s/scripts/pg.sh start '%s' %d >/dev/null", h_root(), pg->dir,
+             pg->port);
+    if (h_system(cmd))
+        return -1;
+    snprintf(pg->url, sizeof(pg->url), "postgresql://postgres@127.0.0.1:%d/bulkhead", pg->port);
+    return 0;
+}
+
+int h_pg_stop(struct h_pg *pg)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%s/scripts/pg.sh stop '%s'", h_root(), pg->dir);
+    return h_system(cmd);
+}
+
+void h_pg_destroy(struct h_pg *pg)
+{
+    if (!pg->dir[0])
+        return;
+    h_pg_stop(pg);
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", pg->dir);
+    h_system(cmd);
+    pg->dir[0] = '\0';
+}
+
+int h_db_create(const char *name, char *url, size_t urllen)
+{
+    const char *port = getenv("BH_TEST_PG_PORT");
+    if (!port) {
+        fprintf(stderr, "harness: BH_TEST_PG_PORT not set (run scripts/test.sh)\n");
+        return -1;
+    }
+    char admin[200], sql[300];
+    snprintf(admin, sizeof(admin), "postgresql://postgres@127.0.0.1:%s/postgres", port);
+    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS \"%s\" WITH (FORCE)", name);
+    if (h_sql_exec(admin, sql))
+        return -1;
+    snprintf(sql, sizeof(sql), "CREATE DATABASE \"%s\" TEMPLATE bulkhead", name);
+    if (h_sql_exec(admin, sql))
+        return -1;
+    snprintf(url, urllen, "postgresql://postgres@127.0.0.1:%s/%s", port, name);
+    return 0;
+}
+
+int64_t h_sql_int(const char *url, const char *sql)
+{
+    PGconn *pg = PQconnectdb(url);
+    int64_t v = INT64_MIN;
+    if (PQstatus(pg) == CONNECTION_OK) {
+        PGresult *res = PQexec(pg, sql);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
+            v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        else if (PQresultStatus(res) != PGRES_TUPLES_OK)
+            fprintf(stderr, "harness: %s: %s", sql, PQresultErrorMessage(res));
+        PQclear(res);
+    } else {
+        fprintf(stderr, "harness: connect %s: %s", url, PQerrorMessage(pg));
+    }
+    PQfinish(pg);
+    return v;
+}
+
+int h_sql_exec(const char *url, const char *sql)
+{
+    PGconn *pg = PQconnectdb(url);
+    int rc = -1;
+    if (PQstatus(pg) == CONNECTION_OK) {
+        PGresult *res = PQexec(pg, sql);
+        ExecStatusType st = PQresultStatus(res);
+        rc = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? 0 : -1;
+        if (rc)
+            fprintf(stderr, "harness: %s: %s", sql, PQresultErrorMessage(res));
+        PQclear(res);
+    } else {
+        fprintf(stderr, "harness: connect %s: %s", url, PQerrorMessage(pg));
+    }
+    PQfinish(pg);
+    return rc;
+}
+
+/* ---- the server ------------------------------------------------------------------------ */
+
+struct h_ready_ctx {
+    const struct h_server *s;
+    bool healthy;
+};
+
+static bool h_server_ready(void *arg)
+{
+    struct h_ready_ctx *c = arg;
+    int status;
+    if (waitpid(c->s->pid, &status, WNOHANG) == c->s->pid)
+        return true; /* exited: stop waiting, the caller sees it */
+    char url[128];
+    snprintf(url, sizeof(url), "%s/health", c->s->base);
+    struct h_resp r;
+    h_get(url, NULL, &r);
+    bool ok = c->healthy ? r.status == 200 : r.status != 0;
+    h_resp_free(&r);
+    return ok;
+}
+
+int h_server_start(struct h_server *s, const char *database_url, const char *const *env)
+{
+    return h_server_start_ex(s, database_url, env, true);
+}
+
+int h_server_start_ex(struct h_server *s, const char *database_url, const char *const *env,
+                      bool wait_ready)
+{
+    static int seq;
+    const char *bin = getenv("BULKHEAD_BIN");
+    const char *work = getenv("BH_TEST_WORK");
+    if (!bin)
+        bin = "build/bulkhead";
+    if (!work)
+        work = "/tmp";
+    memset(s, 0, sizeof(*s));
+    s->port = h_free_port();
+    snprintf(s->base, sizeof(s->base), "http://127.0.0.1:%d", s->port);
+    snprintf(s->log, sizeof(s->log), "%s/server-%d-%d-%d.log", work, (int)getpid(), s->port, seq++);
+    char abs_bin[600];
+    if (bin[0] != '/')
+        snprintf(abs_bin, sizeof(abs_bin), "%s/%s", h_root(), bin);
+    else
+        snprintf(abs_bin, sizeof(abs_bin), "%s", bin);
+
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        char port[16];
+        snprintf(port, sizeof(port), "%d", s->port);
+        setenv("API_PORT", port, 1);
+        setenv("API_BIND", "127.0.0.1", 1);
+        setenv("DATABASE_URL", database_url ? database_url : "", 1);
+        for (const char *const *e = env; e && *e; e++)
+            putenv((char *)*e);
+        int fd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        /* Run where no .env file can change the settings under test. */
+        if (chdir(work) != 0)
+            _exit(126);
+        execl(abs_bin, abs_bin, (char *)NULL);
+        _exit(127);
+    }
+    s->pid = pid;
+    struct h_ready_ctx c = {.s = s, .healthy = wait_ready};
+    if (!h_wait_until(h_server_ready, &c, 20000) || kill(pid, 0) != 0) {
+        fprintf(stderr, "harness: server did not come up; log %s\n", s->log);
+        return -1;
+    }
+    int status;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+        fprintf(stderr, "harness: server exited at start; log %s\n", s->log);
+        s->pid = 0;
+        return -1;
+    }
+    return 0;
+}
+
+int h_server_stop(struct h_server *s, int sig, int timeout_ms)
+{
+    if (s->pid <= 0)
+        return -1;
+    kill(s->pid, sig);
+    int64_t end = h_now_ms() + timeout_ms;
+    int status = 0;
+    for (;;) {
+        pid_t r = waitpid(s->pid, &status, WNOHANG);
+        if (r == s->pid)
+            break;
+        if (h_now_ms() >= end) {
+            kill(s->pid, SIGKILL);
+            waitpid(s->pid, &status, 0);
+            s->pid = 0;
+            return -1;
+        }
+        h_nap_ms(10);
+    }
+    s->pid = 0;
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return 128 + WTERMSIG(status);
+}
+
+static char *h_read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    size_t got = fread(buf, 1, (size_t)n, f);
+    buf[got] = '\0';
+    fclose(f);
+    return buf;
+}
+
+bool h_server_log_has(const struct h_server *s, const char *needle)
+{
+    return h_server_log_count(s, needle) > 0;
+}
+
+int h_server_log_count(const struct h_server *s, const char *needle)
+{
+    char *text = h_read_file(s->log);
+    if (!text)
+        return 0;
+    int n = 0;
+    for (char *line = text; line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = '\0';
+        if (strstr(line, needle))
+            n++;
+        line = nl ? nl + 1 : NULL;
+    }
+    free(text);
+    return n;
+}
+
+/* ---- HTTP --------------------------------------------------------------------------------- */
+
+struct h_buf {
+    char *data;
+    size_t len;
+};
+
+static size_t h_collect(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    struct h_buf *b = ud;
+    size_t n = size * nmemb;
+    b->data = realloc(b->data, b->len + n + 1);
+    memcpy(b->data + b->len, ptr, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return n;
+}
+
+static struct curl_slist *h_headers(const char *const *headers)
+{
+    struct curl_slist *l = NULL;
+    for (const char *const *h = headers; h && *h; h++)
+        l = curl_slist_append(l, *h);
+    return l;
+}
+
+int h_request(const char *method, const char *url, const char *const *headers, const char *body,
+              struct h_resp *out)
+{
+    memset(out, 0, sizeof(*out));
+    CURL *c = curl_easy_init();
+    struct h_buf b = {0}, h = {0};
+    struct curl_slist *hl = h_headers(headers);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (!strcmp(method, "HEAD"))
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, h_collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, h_collect);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 60000L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    }
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+    curl_easy_getinfo(c, CURLINFO_TOTAL_TIME, &out->seconds);
+    out->body = b.data ? b.data : calloc(1, 1);
+    out->len = b.len;
+    out->headers = h.data ? h.data : calloc(1, 1);
+    curl_slist_free_all(hl);
+    curl_easy_cleanup(c);
+    return rc == CURLE_OK ? 0 : -1;
+}
+
+int h_get(const char *url, const char *const *headers, struct h_resp *out)
+{
+    return h_request("GET", url, headers, NULL, out);
+}
+
+void h_resp_free(struct h_resp *r)
+{
+    free(r->body);
+    free(r->headers);
+    r->body = r->headers = NULL;
+}
+
+const char *h_header(const struct h_resp *r, const char *name, char *buf, size_t len)
+{
+    size_t nl = strlen(name);
+    for (const char *line = r->headers; line && *line;) {
+        const char *end = strstr(line, "\r\n");
+        if (!end)
+            end = line + strlen(line);
+        if ((size_t)(end - line) > nl && !strncasecmp(line, name, nl) && line[nl] == ':') {
+            const char *v = line + nl + 1;
+            while (*v == ' ')
+                v++;
+            size_t vl = (size_t)(end - v);
+            if (vl >= len)
+                vl = len - 1;
+            memcpy(buf, v, vl);
+            buf[vl] = '\0';
+            return buf;
+        }
+        line = *end ? end + 2 : NULL;
+    }
+    return NULL;
+}
+
+json_t *h_json(const struct h_resp *r)
+{
+    if (!r->body)
+        return NULL;
+    return json_loadb(r->body, r->len, 0, NULL);
+}
+
+json_t *h_get_json(const char *url)
+{
+    struct h_resp r;
+    if (h_get(url, NULL, &r) || r.status != 200) {
+        h_resp_free(&r);
+        return NULL;
+    }
+    json_t *j = h_json(&r);
+    h_resp_free(&r);
+    return j;
+}
+
+static size_t h_discard(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    (void)ptr;
+    (void)ud;
+    return size * nmemb;
+}
+
+int h_burst(const char *method, const char *url, const char *const *headers, int n, int parallel,
+            long *statuses, double *latency)
+{
+    CURLM *m = curl_multi_init();
+    curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)parallel);
+    curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, (long)parallel);
+    struct curl_slist *hl = h_headers(headers);
+    CURL **e = calloc((size_t)n, sizeof(*e));
+    for (int i = 0; i < n; i++) {
+        e[i] = curl_easy_init();
+        curl_easy_setopt(e[i], CURLOPT_URL, url);
+        curl_easy_setopt(e[i], CURLOPT_CUSTOMREQUEST, method);
+        curl_easy_setopt(e[i], CURLOPT_HTTPHEADER, hl);
+        curl_easy_setopt(e[i], CURLOPT_WRITEFUNCTION, h_discard);
+        curl_easy_setopt(e[i], CURLOPT_TIMEOUT_MS, 120000L);
+        curl_easy_setopt(e[i], CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(e[i], CURLOPT_PRIVATE, (void *)(intptr_t)i);
+        curl_multi_add_handle(m, e[i]);
+        statuses[i] = 0;
+        if (latency)
+            latency[i] = 0;
+    }
+    int running = 1, failed = 0;
+    while (running) {
+        curl_multi_perform(m, &running);
+        int q;
+        CURLMsg *msg;
+        while ((msg = curl_multi_info_read(m, &q))) {
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            void *priv = NULL;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+            int i = (int)(intptr_t)priv;
+            if (msg->data.result == CURLE_OK)
+                curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &statuses[i]);
+            else
+                failed++;
+            if (latency)
+                curl_easy_getinfo(msg->easy_handle, CURLINFO_TOTAL_TIME, &latency[i]);
+        }
+        if (running)
+            curl_multi_poll(m, NULL, 0, 100, NULL);
+    }
+    for (int i = 0; i < n; i++) {
+        curl_multi_remove_handle(m, e[i]);
+        curl_easy_cleanup(e[i]);
+    }
+    free(e);
+    curl_slist_free_all(hl);
+    curl_multi_cleanup(m);
+    return failed ? -1 : 0;
+}
+
+int h_count(const long *statuses, int n, long code)
+{
+    int c = 0;
+    for (int i = 0; i < n; i++)
+        c += statuses[i] == code;
+    return c;
+}

@@ -1,0 +1,112 @@
+/*
+ * harness: what every integration test needs to drive the real binary.
+ *
+ * - PostgreSQL: the test run (scripts/test.sh) starts one shared cluster and exports
+ *   BH_TEST_PG_DIR/BH_TEST_PG_PORT; h_db_create makes a fresh database in it (a copy of the
+ *   "bulkhead" database with init-db.sql applied). Tests that stop or restart PostgreSQL start
+ *   a private cluster with h_pg_start.
+ * - The server: h_server_start runs $BULKHEAD_BIN (build/bulkhead, or a sanitizer build) on a
+ *   free port with the given environment, waits until /health answers, and logs to a file.
+ * - HTTP: blocking requests (h_request) and bursts of concurrent ones (h_burst) with libcurl.
+ * - Waiting: h_wait_until polls a real condition with a deadline; no test sleeps blindly.
+ */
+#ifndef BULKHEAD_TEST_HARNESS_H
+#define BULKHEAD_TEST_HARNESS_H
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ---- PostgreSQL ------------------------------------------------------------------------ */
+
+struct h_pg {
+    char dir[256];
+    int port;
+    char url[300]; /* postgresql://... of database "bulkhead" */
+};
+
+/* A private cluster (initdb from the run's template copy). 0 or -1. */
+int h_pg_start(struct h_pg *pg);
+int h_pg_stop(struct h_pg *pg);     /* fast shutdown, keeps the data */
+int h_pg_resume(struct h_pg *pg);   /* start again after h_pg_stop */
+void h_pg_destroy(struct h_pg *pg); /* stop and delete */
+
+/* A new database in the shared cluster, initialised by init-db.sql; url receives its URL. */
+int h_db_create(const char *name, char *url, size_t urllen);
+
+/* One-shot SQL against url: returns the first column of the first row as an integer, or
+ * INT64_MIN on error. */
+int64_t h_sql_int(const char *url, const char *sql);
+/* Run SQL; 0 or -1. */
+int h_sql_exec(const char *url, const char *sql);
+
+/* ---- the server ------------------------------------------------------------------------ */
+
+struct h_server {
+    pid_t pid;
+    int port;
+    char base[64]; /* http://127.0.0.1:PORT */
+    char log[256]; /* its stdout/stderr */
+};
+
+/* env: NULL-terminated "NAME=value" strings added to the environment. Waits for /health to
+ * answer (any status) within 20 s. 0 or -1. */
+int h_server_start(struct h_server *s, const char *database_url, const char *const *env);
+/* Same, but require_healthy=false also accepts a server that cannot reach its database. */
+int h_server_start_ex(struct h_server *s, const char *database_url, const char *const *env,
+                      bool wait_ready);
+/* Send sig and wait up to timeout_ms for exit. Returns the exit status, 128+signal, or -1. */
+int h_server_stop(struct h_server *s, int sig, int timeout_ms);
+/* Whether the server's log contains needle (now). */
+bool h_server_log_has(const struct h_server *s, const char *needle);
+/* Count lines of the log containing needle. */
+int h_server_log_count(const struct h_server *s, const char *needle);
+
+/* ---- HTTP --------------------------------------------------------------------------------- */
+
+struct h_resp {
+    long status; /* 0 when the request failed at the transport level */
+    char *body;  /* NUL-terminated, owned */
+    size_t len;
+    char *headers;  /* raw header block, owned */
+    double seconds; /* total time */
+};
+
+/* method "GET"/"POST"/...; headers NULL-terminated "Name: value"; body may be NULL. */
+int h_request(const char *method, const char *url, const char *const *headers, const char *body,
+              struct h_resp *out);
+int h_get(const char *url, const char *const *headers, struct h_resp *out);
+void h_resp_free(struct h_resp *r);
+/* Value of a response header (case-insensitive), copied into buf; NULL if absent. */
+const char *h_header(const struct h_resp *r, const char *name, char *buf, size_t len);
+/* The body parsed as JSON (caller json_decref), or NULL. */
+json_t *h_json(const struct h_resp *r);
+/* GET url and return the JSON body (NULL on any failure). */
+json_t *h_get_json(const char *url);
+
+/* A burst: n requests sent at once (up to `parallel` in flight), statuses[i] and latency[i]
+ * (seconds) filled per request. Returns 0 when every transfer completed. */
+int h_burst(const char *method, const char *url, const char *const *headers, int n, int parallel,
+            long *statuses, double *latency);
+
+/* Count statuses equal to code. */
+int h_count(const long *statuses, int n, long code);
+
+/* ---- waiting ---------------------------------------------------------------------------- */
+
+/* Poll cond(ctx) every few milliseconds until it is true or timeout_ms passes. */
+bool h_wait_until(bool (*cond)(void *ctx), void *ctx, int timeout_ms);
+
+/* Milliseconds on the monotonic clock. */
+int64_t h_now_ms(void);
+
+/* A free TCP port on 127.0.0.1. */
+int h_free_port(void);
+
+/* Median of n doubles (the array is sorted in place). */
+double h_median(double *v, int n);
+
+#endif
