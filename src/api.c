@@ -222,22 +222,9 @@ static bool api_parse_write_body(struct request *r)
                             "unsupported_media_type", "the body must be application/json", 0);
         return false;
     }
-    json_error_t jerr;
-    json_t *root = r->body ? json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
-    if (!root) {
-        api_bad_request(r, "invalid_json", r->body ? jerr.text : "the body is empty");
-        return false;
-    }
-    json_t *payload = json_object_get(root, "payload");
-    if (!json_is_object(root) || !json_is_object(payload) || json_object_size(root) != 1) {
-        json_decref(root);
-        api_bad_request(r, "invalid_body", "the body must be {\"payload\": {...}}");
-        return false;
-    }
-    r->args.payload = json_dumps(payload, JSON_COMPACT | JSON_ENSURE_ASCII);
-    json_decref(root);
-    if (!r->args.payload) {
-        api_bad_request(r, "invalid_body", "the payload cannot be stored");
+    char why[200];
+    if (params_payload(r->body, r->body_len, &r->args.payload, why, sizeof(why))) {
+        api_bad_request(r, "invalid_body", why);
         return false;
     }
     return true;

@@ -169,7 +169,7 @@ char *history_json(struct history *h, int64_t since)
     pthread_mutex_unlock(&h->mutex);
     json_object_set_new(root, "last", json_integer((json_int_t)last));
     json_object_set_new(root, "samples", samples);
-    char *text = json_dumps(root, JSON_COMPACT);
+    char *text = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(6));
     json_decref(root);
     if (!text)
         abort();

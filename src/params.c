@@ -4,6 +4,8 @@
 #include "params.h"
 
 #include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -85,4 +87,33 @@ bool params_equal_ct(const char *a, const char *b)
     for (size_t i = 0; i < lb; i++)
         diff |= (unsigned char)(b[i] ^ (i < la ? a[i] : 0));
     return diff == 0;
+}
+
+int params_payload(const char *body, size_t len, char **payload_json, char *why, size_t whylen)
+{
+    *payload_json = NULL;
+    if (!body || len == 0) {
+        snprintf(why, whylen, "the body is empty");
+        return -EINVAL;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        snprintf(why, whylen, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
+                 jerr.text);
+        return -EINVAL;
+    }
+    json_t *payload = json_object_get(root, "payload");
+    if (!json_is_object(root) || !json_is_object(payload) || json_object_size(root) != 1) {
+        json_decref(root);
+        snprintf(why, whylen, "the body must be {\"payload\": {...}}");
+        return -EINVAL;
+    }
+    *payload_json = json_dumps(payload, JSON_COMPACT | JSON_ENSURE_ASCII);
+    json_decref(root);
+    if (!*payload_json) {
+        snprintf(why, whylen, "the payload cannot be encoded");
+        return -EINVAL;
+    }
+    return 0;
 }

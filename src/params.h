@@ -31,6 +31,14 @@ bool params_media_type_is(const char *header, const char *want);
 /* The token of "Bearer <token>" (case-insensitive scheme), or NULL. */
 const char *params_bearer(const char *authorization);
 
+/*
+ * The body of POST /api/data: exactly {"payload": {...}} (an object with one key whose value
+ * is an object). On 0, *payload_json is the payload re-encoded as compact ASCII JSON (malloc'd,
+ * caller frees); on -EINVAL, why says what is wrong.
+ */
+int params_payload(const char *body, size_t len, char **payload_json, char *why, size_t whylen)
+    __attribute__((warn_unused_result));
+
 /* Compare two strings in time independent of where they differ. */
 bool params_equal_ct(const char *a, const char *b);
 

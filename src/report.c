@@ -159,7 +159,7 @@ char *report_bulkheads_json(struct server *srv)
         report_read(srv->tier[i], now, &t);
         json_object_set_new(root, t.cfg->name, report_tier_json(srv, &t));
     }
-    char *text = json_dumps(root, JSON_COMPACT);
+    char *text = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(6));
     json_decref(root);
     if (!text)
         abort();
