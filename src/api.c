@@ -190,24 +190,33 @@ static bool api_identify(struct server *srv, struct request *r)
     return true;
 }
 
+/* A present, NUL-free query argument, or NULL when absent; false when it holds a NUL. */
+static bool api_arg(struct request *r, const char *name, const char **v)
+{
+    int rc = request_arg(r, name, v);
+    if (rc == -ENOENT)
+        *v = NULL;
+    return rc != -EINVAL;
+}
+
 static bool api_parse_read_args(struct request *r)
 {
     struct request_args *a = &r->args;
     a->limit = API_LIMIT_DEFAULT;
     const char *v;
-    if ((v = request_arg(r, "force_error")) && params_bool(v, &a->force_error)) {
+    if (!api_arg(r, "force_error", &v) || (v && params_bool(v, &a->force_error))) {
         api_bad_request(r, "invalid_argument", "force_error must be true or false");
         return false;
     }
-    if ((v = request_arg(r, "delay_ms")) && params_int(v, 0, API_DELAY_MAX_MS, &a->delay_ms)) {
+    if (!api_arg(r, "delay_ms", &v) || (v && params_int(v, 0, API_DELAY_MAX_MS, &a->delay_ms))) {
         api_bad_request(r, "invalid_argument", "delay_ms must be an integer from 0 to 30000");
         return false;
     }
-    if ((v = request_arg(r, "limit")) && params_int(v, 1, API_LIMIT_MAX, &a->limit)) {
+    if (!api_arg(r, "limit", &v) || (v && params_int(v, 1, API_LIMIT_MAX, &a->limit))) {
         api_bad_request(r, "invalid_argument", "limit must be an integer from 1 to 1000");
         return false;
     }
-    if ((v = request_arg(r, "cursor")) && params_int(v, 0, INT64_MAX / 2, &a->cursor)) {
+    if (!api_arg(r, "cursor", &v) || (v && params_int(v, 0, INT64_MAX / 2, &a->cursor))) {
         api_bad_request(r, "invalid_argument", "cursor must be a row id from a previous page");
         return false;
     }
@@ -509,8 +518,8 @@ static void api_dashboard(struct server *srv, struct request *r)
 static void api_dashboard_data(struct server *srv, struct request *r)
 {
     int64_t since = 0;
-    const char *v = request_arg(r, "since");
-    if (v && params_int(v, 0, INT64_MAX / 2, &since)) {
+    const char *v;
+    if (!api_arg(r, "since", &v) || (v && params_int(v, 0, INT64_MAX / 2, &since))) {
         api_bad_request(r, "invalid_argument", "since must be a sample number");
         return;
     }

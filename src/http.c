@@ -5,7 +5,9 @@
  * once per body chunk, and once more when the body is complete. Replies are queued on the last
  * of these calls (or after a resume), never on the first: a reply queued before the request
  * is read makes libmicrohttpd close a keep-alive connection. The exceptions are deliberate:
- * 413 for a declared oversized body and 503 during shutdown close the connection on purpose.
+ * 411 for a chunked body, 413 for a declared oversized body and 503 during shutdown close the
+ * connection on purpose. (libmicrohttpd cannot queue a reply while a body is arriving, which is
+ * why a body must declare its size: only then can it be refused before it is read.)
  */
 #include "http.h"
 #include "api.h"
@@ -73,6 +75,14 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
             request_add_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
             return request_send(r);
         }
+        if (request_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+            /* libmicrohttpd cannot answer in the middle of a body, so a body of unknown size
+             * could only be refused after reading all of it: require its size up front. */
+            request_reply_error(r, MHD_HTTP_LENGTH_REQUIRED, OUTCOME_CLIENT_ERROR,
+                                "length_required",
+                                "request bodies need a Content-Length (no chunked encoding)", 0);
+            return request_send(r);
+        }
         if (http_declared_too_large(r, max_body)) {
             r->body_too_large = true;
             char msg[96];
@@ -89,14 +99,10 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
         return MHD_YES;
     }
     if (*upload_size) {
-        if (!request_body_append(r, upload_data, *upload_size, max_body)) {
-            char msg[96];
-            snprintf(msg, sizeof(msg), "request bodies are limited to %zu bytes", max_body);
-            request_reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, OUTCOME_CLIENT_ERROR,
-                                "payload_too_large", msg, 0);
-            *upload_size = 0;
-            return request_send(r);
-        }
+        /* The declared length was checked on the first call, so this cannot overflow unless
+         * the client sends more than it declared, which libmicrohttpd does not pass on. */
+        if (!request_body_append(r, upload_data, *upload_size, max_body))
+            return MHD_NO;
         *upload_size = 0;
         return MHD_YES;
     }
@@ -160,7 +166,6 @@ int http_start(struct server *srv, struct http **out)
     struct MHD_OptionItem opts[] = {
         {MHD_OPTION_SOCK_ADDR, 0, sa},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)http_completed, h},
-        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)http_mhd_log, h},
         {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->http_max_conns, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->http_idle_timeout, NULL},
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)cfg->http_conn_memory, NULL},
@@ -169,8 +174,9 @@ int http_start(struct server *srv, struct http **out)
         {threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads, NULL},
         {MHD_OPTION_END, 0, NULL},
     };
-    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, http_access, h, MHD_OPTION_ARRAY, opts,
-                                 MHD_OPTION_END);
+    /* The logger goes first so that libmicrohttpd's start-up messages reach it too. */
+    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, http_access, h, MHD_OPTION_EXTERNAL_LOGGER,
+                                 http_mhd_log, h, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (!h->daemon) {
         log_error("http_start", "cannot listen on %s:%" PRId64 " (port in use, or no permission)",
                   cfg->api_bind, cfg->api_port);

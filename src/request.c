@@ -9,6 +9,7 @@
 #include "xalloc.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdatomic.h>
@@ -88,9 +89,16 @@ const char *request_header(const struct request *r, const char *name)
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
 
-const char *request_arg(const struct request *r, const char *name)
+int request_arg(const struct request *r, const char *name, const char **value)
 {
-    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+    size_t len = 0;
+    *value = NULL;
+    if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name), value,
+                                      &len) != MHD_YES)
+        return -ENOENT;
+    if (*value && strlen(*value) != len)
+        return -EINVAL;
+    return 0;
 }
 
 static void request_set(struct request *r, unsigned status, enum metrics_outcome outcome,

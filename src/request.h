@@ -91,8 +91,9 @@ bool request_body_append(struct request *r, const char *data, size_t len, size_t
 
 /* Request header value or NULL (HTTP thread, or a worker while deferred). */
 const char *request_header(const struct request *r, const char *name);
-/* Query-string argument or NULL. */
-const char *request_arg(const struct request *r, const char *name);
+/* Query-string argument: 0 with *value set, -ENOENT when absent, -EINVAL when the decoded
+ * value contains a NUL byte (%00), which no parser here would see. */
+int request_arg(const struct request *r, const char *name, const char **value);
 
 /* Reply with a JSON text body (copied). */
 void request_reply_json(struct request *r, unsigned status, enum metrics_outcome outcome,
