@@ -75,6 +75,7 @@ hey_fields() {
     /Requests\/sec:/ { rps = $2 }
     / 50% in / { p50 = $3 * 1000 }
     / 99% in / { p99 = $3 * 1000 }
+    /Slowest:/ { slowest = $2 * 1000 }
     /^  \[[0-9]+\]/ {
         code = substr($1, 2, 3) + 0; n = $2 + 0
         if (code >= 200 && code < 300) ok += n
@@ -86,6 +87,7 @@ hey_fields() {
     /^Error distribution:/ { inerr = 1; next }
     inerr && /^  \[[0-9]+\]/ { errs += substr($1, 2) + 0 }
     END {
+        if (p99 == 0) p99 = slowest  # hey omits the 99th percentile below 100 requests
         printf "%.1f %.2f %.2f %d %d %d %d %d %d\n", rps, p50, p99, total, ok, rl, su, other, errs
     }' "$1"
 }
@@ -197,7 +199,11 @@ verdicts+=("fairness: $fair")
 echo
 echo "== /metrics/bulkheads after the run"
 metrics=$(curl -fsS -m 5 "$BASE_URL/metrics/bulkheads")
-echo "$metrics"
+if command -v python3 >/dev/null 2>&1; then
+    echo "$metrics" | python3 -m json.tool
+else
+    echo "$metrics"
+fi
 echo
 echo "breaker states:"
 for tier in $(echo "$metrics" | grep -o '"[a-z0-9_-]*":{"connectionPool"' | cut -d'"' -f2); do
