@@ -77,6 +77,11 @@ $(BUILD)/tests/integration/%: tests/integration/%.c $(HARNESS_OBJS) $(LIB_OBJS)
 
 test-build: $(BUILD)/bulkhead $(UNIT_BINS) $(INTEG_BINS)
 
+# The benchmark's yardstick: a bare libmicrohttpd responder of the same shape.
+$(BUILD)/bench/minimal: bench/minimal.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(LDLIBS_ALL)
+
 run: 
 	@scripts/deps.sh build run
 	@$(MAKE) --no-print-directory $(BUILD)/bulkhead
@@ -88,7 +93,7 @@ test:
 
 bench:
 	@scripts/deps.sh build bench
-	@$(MAKE) --no-print-directory $(BUILD)/bulkhead
+	@$(MAKE) --no-print-directory $(BUILD)/bulkhead $(BUILD)/bench/minimal
 	@bench/run.sh
 
 fuzz:
@@ -96,10 +101,10 @@ fuzz:
 	@scripts/fuzz.sh $${FUZZ_SECONDS:-60}
 
 format:
-	clang-format -i src/*.c src/*.h tests/*/*.c tests/*/*.h
+	clang-format -i src/*.c src/*.h tests/*/*.c tests/*/*.h bench/*.c
 
 format-check:
-	clang-format --dry-run --Werror src/*.c src/*.h tests/*/*.c tests/*/*.h
+	clang-format --dry-run --Werror src/*.c src/*.h tests/*/*.c tests/*/*.h bench/*.c
 
 clean:
 	rm -rf build

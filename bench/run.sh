@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# bench/run.sh: `make bench`. Every figure is a ratio measured side by side in the same run,
+# because these machines are shared and noisy: bulkhead against pgbench running the same query,
+# against a bare libmicrohttpd responder of the same shape (build/bench/minimal), and against
+# itself without the noisy neighbour. Each pair is measured RUNS times, interleaved, and the
+# median is kept. Results go to stdout and to bench/results/<date>.md (and latest.md).
+#
+# Settings: BENCH_DURATION (s per measurement, 10), BENCH_RUNS (3), BENCH_CONC (32).
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+DUR=${BENCH_DURATION:-10}
+RUNS=${BENCH_RUNS:-3}
+CONC=${BENCH_CONC:-32}
+WORK=$ROOT/build/bench-work
+RESULTS=$ROOT/bench/results
+BIN=$ROOT/build/bulkhead
+MINIMAL=$ROOT/build/bench/minimal
+PGBIN=/usr/lib/postgresql/15/bin
+mkdir -p "$RESULTS"
+rm -rf "$WORK"
+mkdir -p "$WORK"
+chmod 755 "$WORK"
+
+for tool in wrk hey "$PGBIN/pgbench" "$BIN" "$MINIMAL"; do
+    command -v "$tool" >/dev/null 2>&1 || [ -x "$tool" ] || { echo "bench: missing $tool" >&2; exit 2; }
+done
+
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+    scripts/pg.sh stop "$WORK/pg" >/dev/null 2>&1
+}
+trap cleanup EXIT
+
+# A random port nobody listens on (other test servers may share this machine).
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 30000))
+        [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ] && { echo "$p"; return; }
+    done
+}
+
+DB=""
+for _ in 1 2 3; do
+    PG_PORT=$(free_port)
+    DB=$(scripts/pg.sh start "$WORK/pg" "$PG_PORT" 2>"$WORK/pg-start.log") && break
+    DB=""
+done
+[ -n "$DB" ] || { cat "$WORK/pg-start.log" >&2; echo "bench: PostgreSQL did not start" >&2; exit 1; }
+API_PORT=$(free_port)
+MIN_PORT=$(free_port)
+(cd "$WORK" && DATABASE_URL=$DB API_PORT=$API_PORT API_BIND=127.0.0.1 exec "$BIN" >"$WORK/server.log" 2>&1) &
+SRV=$!
+pids+=("$SRV")
+"$MINIMAL" "$MIN_PORT" &
+pids+=($!)
+URL=http://127.0.0.1:$API_PORT
+MURL=http://127.0.0.1:$MIN_PORT
+for _ in $(seq 100); do curl -fs "$URL/health" >/dev/null && curl -fs "$MURL/health" >/dev/null && break; sleep 0.1; done
+
+rss_mb() { awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+
+# wrk -> "rps p50_ms p99_ms non2xx"
+wrk_run() { # conc url headers...
+    local c=$1 url=$2
+    shift 2
+    local h=() t=2
+    for x in "$@"; do h+=(-H "$x"); done
+    [ "$c" -lt 2 ] && t=1
+    wrk -t"$t" -c"$c" -d"${DUR}s" --latency "${h[@]}" "$url" 2>&1 | awk '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) }
+    /Non-2xx/ { bad = $NF } /^Requests\/sec:/ { rps = $2 }
+    END { printf "%.0f %.3f %.3f %d\n", rps, p50, p99, bad }'
+}
+
+pgbench_run() { # conc -> tps
+    "$PGBIN/pgbench" -n -M prepared -c "$1" -j 2 -T "$DUR" -f "$WORK/query.sql" \
+        "$DB" 2>&1 | awk '/^tps = / { printf "%.0f\n", $3 }'
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# The statement /api/data prepares for enterprise, page of 10 (see src/api.c).
+cat >"$WORK/query.sql" <<'SQL'
+SELECT coalesce(json_agg(r ORDER BY r.id), '[]')::text, max(r.id), count(*) FROM (SELECT id, tier, tenant, payload, created_at FROM tenant_data WHERE tier = 'enterprise' AND id > 0 ORDER BY id LIMIT 10) r;
+SQL
+
+ENT=("X-Tenant-Tier: enterprise")
+echo "bench: $RUNS interleaved runs of $DUR s; concurrency $CONC" >&2
+RSS_IDLE=$(rss_mb "$SRV")
+
+# 1. /api/data vs pgbench, same query, same concurrency, same database.
+: >"$WORK/ours_data" >"$WORK/pg_tps"
+for _ in $(seq "$RUNS"); do
+    wrk_run "$CONC" "$URL/api/data?limit=10" "${ENT[@]}" >>"$WORK/ours_data"
+    pgbench_run "$CONC" >>"$WORK/pg_tps"
+done
+DATA_RPS=$(cut -d' ' -f1 "$WORK/ours_data" | median)
+DATA_P99=$(cut -d' ' -f3 "$WORK/ours_data" | median)
+DATA_BAD=$(cut -d' ' -f4 "$WORK/ours_data" | sort -n | tail -1)
+PG_TPS=$(median <"$WORK/pg_tps")
+
+# 2. /health and 3. the 429 path vs the bare responder.
+: >"$WORK/h_ours" >"$WORK/h_min" >"$WORK/r_ours" >"$WORK/r_min" >"$WORK/h_nolog"
+for _ in $(seq "$RUNS"); do
+    wrk_run 64 "$URL/health" >>"$WORK/h_ours"
+    wrk_run 64 "$MURL/health" >>"$WORK/h_min"
+    wrk_run 64 "$URL/api/data" "X-Tenant-Tier: free" "X-Tenant-Id: bench-429" >>"$WORK/r_ours"
+    wrk_run 64 "$MURL/api/data" >>"$WORK/r_min"
+done
+H_OURS=$(cut -d' ' -f1 "$WORK/h_ours" | median)
+H_MIN=$(cut -d' ' -f1 "$WORK/h_min" | median)
+R_OURS=$(cut -d' ' -f1 "$WORK/r_ours" | median)
+R_MIN=$(cut -d' ' -f1 "$WORK/r_min" | median)
+
+# 4. Isolation: load-test.sh with enterprise offered half of its measured capacity.
+ENT_RATE=$((DATA_RPS / 2))
+[ "$ENT_RATE" -lt 100 ] && ENT_RATE=100
+MAXRSS_FILE=$WORK/maxrss
+echo 0 >"$MAXRSS_FILE"
+(
+    m=0
+    while kill -0 "$SRV" 2>/dev/null && [ ! -f "$WORK/stop-rss" ]; do
+        r=$(rss_mb "$SRV")
+        awk -v a="$r" -v b="$m" 'BEGIN { exit !(a > b) }' && m=$r && echo "$m" >"$MAXRSS_FILE"
+        sleep 0.2
+    done
+) &
+RSS_SAMPLER=$!
+BASE_URL=$URL DURATION=$DUR ENT_RATE=$ENT_RATE ./load-test.sh >"$WORK/load-test.out" 2>&1
+LT_STATUS=$?
+touch "$WORK/stop-rss"
+wait "$RSS_SAMPLER"
+RSS_LOAD=$(cat "$MAXRSS_FILE")
+ratio_of() { grep "^  $1: " "$WORK/load-test.out" | grep -o 'ratio=[0-9.]*' | cut -d= -f2; }
+ISO_FLOOD=$(ratio_of flood)
+ISO_SAT=$(ratio_of saturation)
+ISO_STORM=$(ratio_of "failure storm")
+FAIR=$(grep "^  fairness: " "$WORK/load-test.out" | sed 's/^  fairness: //')
+
+# 5. Concurrency scaling on /api/data (enterprise).
+SCALE=""
+for c in 1 16 64 256; do
+    read -r rps p50 p99 bad < <(wrk_run "$c" "$URL/api/data?limit=10" "${ENT[@]}")
+    SCALE+="| $c | $rps | $p50 | $p99 | $bad | $(rss_mb "$SRV") |"$'\n'
+done
+
+# 6. What the optimisations buy, measured the same way.
+#    keep-alive: /health with a new connection per request.
+read -r H_CLOSE _ < <(wrk_run 64 "$URL/health" "Connection: close")
+#    prepared statements: pgbench simple protocol vs prepared, same query.
+PG_SIMPLE=$("$PGBIN/pgbench" -n -M simple -c "$CONC" -j 2 -T "$DUR" -f "$WORK/query.sql" "$DB" 2>&1 | awk '/^tps = / { printf "%.0f\n", $3 }')
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b > 0 ? a / b : 0 }'; }
+mark() { awk -v v="$1" -v t="$2" -v dir="${3:-ge}" 'BEGIN { ok = dir == "ge" ? v >= t : v <= t; print ok ? "met" : "**missed**" }'; }
+DATA_R=$(ratio "$DATA_RPS" "$PG_TPS")
+H_R=$(ratio "$H_OURS" "$H_MIN")
+R_R=$(ratio "$R_OURS" "$R_MIN")
+
+STAMP=$(date -u +%Y-%m-%dT%H%MZ)
+OUT=$RESULTS/$STAMP.md
+{
+    echo "# bulkhead benchmark, $STAMP"
+    echo
+    echo "Command: \`make bench\` (BENCH_DURATION=$DUR, BENCH_RUNS=$RUNS, medians of interleaved runs)."
+    echo
+    echo "Machine: $(nproc) CPUs ($(lscpu 2>/dev/null | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }')),"
+    echo "$(free -g | awk '/Mem:/ { print $2 " GiB RAM" }'), Linux $(uname -r); PostgreSQL $("$PGBIN/postgres" --version | awk '{ print $3 }'),"
+    echo "libmicrohttpd $(dpkg-query -W -f='${Version}' libmicrohttpd12 2>/dev/null), wrk $(dpkg-query -W -f='${Version}' wrk 2>/dev/null), hey $(dpkg-query -W -f='${Version}' hey 2>/dev/null)."
+    echo "The load generators, PostgreSQL and the server share these CPUs."
+    echo
+    echo "| measurement | bulkhead | reference | ratio | target |"
+    echo "|---|---|---|---|---|"
+    echo "| /api/data enterprise (page of 10) vs pgbench, same query prepared, c=$CONC | $DATA_RPS req/s (p99 $DATA_P99 ms, non-2xx $DATA_BAD) | $PG_TPS tps | $DATA_R | >= 0.5: $(mark "$DATA_R" 0.5) |"
+    echo "| GET /health vs bare libmicrohttpd responder, c=64 | $H_OURS req/s | $H_MIN req/s | $H_R | >= 0.8: $(mark "$H_R" 0.8) |"
+    echo "| 429 path (free tenant over its limit) vs bare responder's 429, c=64 | $R_OURS req/s | $R_MIN req/s | $R_R | >= 0.8: $(mark "$R_R" 0.8) |"
+    echo "| isolation: enterprise at $ENT_RATE req/s while free is flooded at 2000 req/s | | | ${ISO_FLOOD:-?} | >= 0.9: $(mark "${ISO_FLOOD:-0}" 0.9) |"
+    echo "| isolation: ... while free is saturated with slow queries | | | ${ISO_SAT:-?} | >= 0.9: $(mark "${ISO_SAT:-0}" 0.9) |"
+    echo "| isolation: ... during a failure storm on free | | | ${ISO_STORM:-?} | >= 0.9: $(mark "${ISO_STORM:-0}" 0.9) |"
+    echo "| server RSS idle / peak under load-test.sh | $RSS_IDLE MB / $RSS_LOAD MB | | | <= 64 MB: $(mark "$RSS_LOAD" 64 le) |"
+    echo
+    echo "load-test.sh verdict: $([ "$LT_STATUS" -eq 0 ] && echo PASS || echo FAIL); fairness inside free: $FAIR"
+    echo
+    echo "Concurrency scaling, /api/data enterprise:"
+    echo
+    echo "| connections | req/s | p50 ms | p99 ms | non-2xx | RSS MB |"
+    echo "|---|---|---|---|---|---|"
+    printf '%s' "$SCALE"
+    echo
+    echo "What the design choices buy (same run):"
+    echo
+    echo "| choice | with | without | gain |"
+    echo "|---|---|---|---|"
+    echo "| keep-alive honoured (reply queued on a later call), /health c=64 | $H_OURS req/s | $H_CLOSE req/s (Connection: close) | $(ratio "$H_OURS" "$H_CLOSE")x |"
+    echo "| prepared statements (pgbench, same query) | $PG_TPS tps | $PG_SIMPLE tps (simple protocol) | $(ratio "$PG_TPS" "$PG_SIMPLE")x |"
+} >"$OUT"
+cp "$OUT" "$RESULTS/latest.md"
+cat "$OUT"
+echo
+echo "written to $OUT"
