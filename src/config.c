@@ -244,19 +244,30 @@ static int cfg_dotenv_line(char *line, unsigned lineno,
             return -EINVAL;
         }
     }
-    size_t vlen = strlen(value);
-    if (vlen && (value[0] == '"' || value[0] == '\'')) {
-        if (vlen < 2 || value[vlen - 1] != value[0]) {
+    if (value[0] == '"' || value[0] == '\'') {
+        /* A quoted value ends at the first matching quote; only a comment may follow it. */
+        char *close = strchr(value + 1, value[0]);
+        if (!close) {
             snprintf(err, errlen, "line %u: unterminated quoted value", lineno);
             return -EINVAL;
         }
-        value[vlen - 1] = '\0';
+        const char *rest = close + 1;
+        while (*rest == ' ' || *rest == '\t')
+            rest++;
+        if (*rest && *rest != '#') {
+            snprintf(err, errlen, "line %u: text after the closing quote", lineno);
+            return -EINVAL;
+        }
+        *close = '\0';
         value++;
     } else {
-        /* Unquoted values end at an inline comment. */
-        char *hash = strstr(value, " #");
-        if (hash)
-            *hash = '\0';
+        /* Unquoted values end at an inline comment: a '#' first or after a blank. */
+        for (char *p = value; *p; p++) {
+            if (*p == '#' && (p == value || p[-1] == ' ' || p[-1] == '\t')) {
+                *p = '\0';
+                break;
+            }
+        }
         value = cfg_trim(value);
     }
     set(name, value, ctx);
