@@ -278,12 +278,15 @@ int config_parse_dotenv(const char *text, size_t len,
                         void (*set)(const char *, const char *, void *), void *ctx, char *err,
                         size_t errlen)
 {
-    char *copy = xstrndup(text, len);
-    if (strlen(copy) != len) {
-        snprintf(err, errlen, "contains a NUL byte");
-        free(copy);
+    const char *nul = memchr(text, '\0', len);
+    if (nul) {
+        unsigned nul_line = 1;
+        for (const char *p = text; p < nul; p++)
+            nul_line += *p == '\n';
+        snprintf(err, errlen, "line %u: contains a NUL byte", nul_line);
         return -EINVAL;
     }
+    char *copy = xstrndup(text, len);
     int rc = 0;
     unsigned lineno = 0;
     for (char *line = copy; line && rc == 0;) {
