@@ -340,7 +340,11 @@ int config_load_dotenv(const char *path, char *err, size_t errlen)
     if (rc)
         snprintf(err, errlen, "%s: %s", path, why);
     for (size_t i = 0; i < p.n; i++) {
-        if (rc == 0)
+        /* Within the file the last assignment of a name wins, as in Node's dotenv. */
+        bool last = true;
+        for (size_t j = i + 1; j < p.n && last; j++)
+            last = strcmp(p.names[i], p.names[j]) != 0;
+        if (rc == 0 && last)
             setenv(p.names[i], p.values[i], 0);
         free(p.names[i]);
         free(p.values[i]);
