@@ -224,7 +224,7 @@ static int cfg_dotenv_line(char *line, unsigned lineno,
     char *s = cfg_trim(line);
     if (!*s || *s == '#')
         return 0;
-    if (!strncmp(s, "export ", 7))
+    if (!strncmp(s, "export", 6) && (s[6] == ' ' || s[6] == '\t'))
         s = cfg_trim(s + 7);
     char *eq = strchr(s, '=');
     if (!eq) {
