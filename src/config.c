@@ -368,10 +368,6 @@ void config_print_help(FILE *out, bool markdown)
             break;
         case CFG_ENUM:
             snprintf(allowed, sizeof(allowed), "%s", d->choices);
-            /* A '|' would split a Markdown table cell. */
-            for (char *p = allowed; markdown && *p; p++)
-                if (*p == '|')
-                    *p = '/';
             break;
         case CFG_BOOL:
             snprintf(allowed, sizeof(allowed), "true|false");
@@ -380,6 +376,10 @@ void config_print_help(FILE *out, bool markdown)
             snprintf(allowed, sizeof(allowed), "text");
             break;
         }
+        /* A '|' would split a Markdown table cell. */
+        for (char *p = allowed; markdown && *p; p++)
+            if (*p == '|')
+                *p = '/';
         if (markdown) {
             fprintf(out, "| `%s` | `%s` | %s | %s |\n", d->name, d->def[0] ? d->def : "(empty)",
                     allowed, d->help);
