@@ -319,8 +319,11 @@ static void cfg_dotenv_collect(const char *name, const char *value, void *ctx)
 int config_load_dotenv(const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
-    if (!f)
-        return -ENOENT;
+    if (!f) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return -e;
+    }
     char *text = NULL;
     size_t len = 0, cap = 0;
     char buf[4096];
@@ -333,7 +336,14 @@ int config_load_dotenv(const char *path, char *err, size_t errlen)
         memcpy(text + len, buf, n);
         len += n;
     }
+    /* A file that opens but cannot be read (a directory, an I/O error) is not an empty file. */
+    int read_errno = ferror(f) ? errno : 0;
     fclose(f);
+    if (read_errno) {
+        snprintf(err, errlen, "%s: %s", path, strerror(read_errno));
+        free(text);
+        return -read_errno;
+    }
     struct dotenv_pending p = {0};
     char why[200];
     int rc = config_parse_dotenv(text ? text : "", len, cfg_dotenv_collect, &p, why, sizeof(why));
