@@ -203,7 +203,14 @@ int tiers_load_file(const char *path, struct tier_table *out, char *err, size_t 
             return -EFBIG;
         }
     }
+    /* A path that opens but cannot be read (a directory, an I/O error) is not an empty file. */
+    int read_errno = ferror(f) ? errno : 0;
     fclose(f);
+    if (read_errno) {
+        snprintf(err, errlen, "TIERS_FILE %s: %s", path, strerror(read_errno));
+        free(buf);
+        return -read_errno;
+    }
     char why[300];
     int rc = tiers_parse(buf ? buf : "", len, out, why, sizeof(why));
     if (rc)
