@@ -534,6 +534,11 @@ static void dotenv_file_with_a_bad_line_sets_nothing(void **state)
     assert_null(getenv("BH_T_GOOD"));
     unlink(path);
     assert_int_equal(config_load_dotenv(path, err, sizeof(err)), -ENOENT);
+    /* A path that exists but cannot be read is an error, not "no file". */
+    assert_int_equal(config_load_dotenv("/tmp", err, sizeof(err)), -EISDIR);
+    assert_string_equal(err, "/tmp: Is a directory");
+    assert_int_equal(config_load_dotenv("/dev/null/x", err, sizeof(err)), -ENOTDIR);
+    assert_string_equal(err, "/dev/null/x: Not a directory");
     /* An empty file is fine and sets nothing. */
     path = write_env_file("");
     assert_int_equal(config_load_dotenv(path, err, sizeof(err)), 0);

@@ -354,6 +354,8 @@ static void load_file_errors_name_the_file(void **state)
     char err[400];
     assert_int_equal(tiers_load_file("/nonexistent/tiers.json", &t, err, sizeof(err)), -ENOENT);
     assert_string_equal(err, "TIERS_FILE /nonexistent/tiers.json: No such file or directory");
+    assert_int_equal(tiers_load_file("/tmp", &t, err, sizeof(err)), -EISDIR);
+    assert_string_equal(err, "TIERS_FILE /tmp: Is a directory");
     char tmpl[] = "/tmp/test_tiers_XXXXXX";
     int fd = mkstemp(tmpl);
     assert_true(fd >= 0);
