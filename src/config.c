@@ -224,7 +224,7 @@ static int cfg_dotenv_line(char *line, unsigned lineno,
     char *s = cfg_trim(line);
     if (!*s || *s == '#')
         return 0;
-    if (!strncmp(s, "export ", 7))
+    if (!strncmp(s, "export", 6) && (s[6] == ' ' || s[6] == '\t'))
         s = cfg_trim(s + 7);
     char *eq = strchr(s, '=');
     if (!eq) {
@@ -244,19 +244,30 @@ static int cfg_dotenv_line(char *line, unsigned lineno,
             return -EINVAL;
         }
     }
-    size_t vlen = strlen(value);
-    if (vlen && (value[0] == '"' || value[0] == '\'')) {
-        if (vlen < 2 || value[vlen - 1] != value[0]) {
+    if (value[0] == '"' || value[0] == '\'') {
+        /* A quoted value ends at the first matching quote; only a comment may follow it. */
+        char *close = strchr(value + 1, value[0]);
+        if (!close) {
             snprintf(err, errlen, "line %u: unterminated quoted value", lineno);
             return -EINVAL;
         }
-        value[vlen - 1] = '\0';
+        const char *rest = close + 1;
+        while (*rest == ' ' || *rest == '\t')
+            rest++;
+        if (*rest && *rest != '#') {
+            snprintf(err, errlen, "line %u: text after the closing quote", lineno);
+            return -EINVAL;
+        }
+        *close = '\0';
         value++;
     } else {
-        /* Unquoted values end at an inline comment. */
-        char *hash = strstr(value, " #");
-        if (hash)
-            *hash = '\0';
+        /* Unquoted values end at an inline comment: a '#' first or after a blank. */
+        for (char *p = value; *p; p++) {
+            if (*p == '#' && (p == value || p[-1] == ' ' || p[-1] == '\t')) {
+                *p = '\0';
+                break;
+            }
+        }
         value = cfg_trim(value);
     }
     set(name, value, ctx);
@@ -267,12 +278,15 @@ int config_parse_dotenv(const char *text, size_t len,
                         void (*set)(const char *, const char *, void *), void *ctx, char *err,
                         size_t errlen)
 {
-    char *copy = xstrndup(text, len);
-    if (strlen(copy) != len) {
-        snprintf(err, errlen, "contains a NUL byte");
-        free(copy);
+    const char *nul = memchr(text, '\0', len);
+    if (nul) {
+        unsigned nul_line = 1;
+        for (const char *p = text; p < nul; p++)
+            nul_line += *p == '\n';
+        snprintf(err, errlen, "line %u: contains a NUL byte", nul_line);
         return -EINVAL;
     }
+    char *copy = xstrndup(text, len);
     int rc = 0;
     unsigned lineno = 0;
     for (char *line = copy; line && rc == 0;) {
@@ -305,8 +319,11 @@ static void cfg_dotenv_collect(const char *name, const char *value, void *ctx)
 int config_load_dotenv(const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
-    if (!f)
-        return -ENOENT;
+    if (!f) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return -e;
+    }
     char *text = NULL;
     size_t len = 0, cap = 0;
     char buf[4096];
@@ -319,14 +336,25 @@ int config_load_dotenv(const char *path, char *err, size_t errlen)
         memcpy(text + len, buf, n);
         len += n;
     }
+    /* A file that opens but cannot be read (a directory, an I/O error) is not an empty file. */
+    int read_errno = ferror(f) ? errno : 0;
     fclose(f);
+    if (read_errno) {
+        snprintf(err, errlen, "%s: %s", path, strerror(read_errno));
+        free(text);
+        return -read_errno;
+    }
     struct dotenv_pending p = {0};
     char why[200];
     int rc = config_parse_dotenv(text ? text : "", len, cfg_dotenv_collect, &p, why, sizeof(why));
     if (rc)
         snprintf(err, errlen, "%s: %s", path, why);
     for (size_t i = 0; i < p.n; i++) {
-        if (rc == 0)
+        /* Within the file the last assignment of a name wins, as in Node's dotenv. */
+        bool last = true;
+        for (size_t j = i + 1; j < p.n && last; j++)
+            last = strcmp(p.names[i], p.names[j]) != 0;
+        if (rc == 0 && last)
             setenv(p.names[i], p.values[i], 0);
         free(p.names[i]);
         free(p.values[i]);
@@ -350,10 +378,6 @@ void config_print_help(FILE *out, bool markdown)
             break;
         case CFG_ENUM:
             snprintf(allowed, sizeof(allowed), "%s", d->choices);
-            /* A '|' would split a Markdown table cell. */
-            for (char *p = allowed; markdown && *p; p++)
-                if (*p == '|')
-                    *p = '/';
             break;
         case CFG_BOOL:
             snprintf(allowed, sizeof(allowed), "true|false");
@@ -362,6 +386,10 @@ void config_print_help(FILE *out, bool markdown)
             snprintf(allowed, sizeof(allowed), "text");
             break;
         }
+        /* A '|' would split a Markdown table cell. */
+        for (char *p = allowed; markdown && *p; p++)
+            if (*p == '|')
+                *p = '/';
         if (markdown) {
             fprintf(out, "| `%s` | `%s` | %s | %s |\n", d->name, d->def[0] ? d->def : "(empty)",
                     allowed, d->help);

@@ -58,8 +58,13 @@ void config_free(struct config *cfg);
 
 /*
  * Load KEY=VALUE lines from a .env file into the environment without overriding variables that
- * are already set (the dotenv convention). Returns 0, -ENOENT when there is no file, or -EINVAL
- * with "path:line: reason" in err for a malformed line (nothing is set in that case).
+ * are already set (the dotenv convention). Syntax: blank lines and lines starting with '#' are
+ * skipped; "export " before the name is allowed; a value in '...' or "..." is taken verbatim up
+ * to the first matching quote (no escapes) and only a comment may follow it; an unquoted value
+ * is trimmed and ends at a '#' that starts it or follows a blank. Returns 0, -ENOENT when there
+ * is no file, another negative errno with "path: reason" in err when it cannot be read, or
+ * -EINVAL with "path: line N: reason" in err for a malformed line (nothing is set in either
+ * case).
  */
 int config_load_dotenv(const char *path, char *err, size_t errlen)
     __attribute__((warn_unused_result));

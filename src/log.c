@@ -15,6 +15,11 @@
 
 #define LOG_LINE_MAX  4000 /* below PIPE_BUF, so a line is written atomically to a pipe */
 #define LOG_FIELD_MAX 512  /* longest user-supplied field kept in a line */
+#define LOG_FIELD_OUT 600  /* most bytes one field takes once escaped (6 per byte at worst) */
+/* Escaped text stops this far before the end of the line, so what follows it (closing quotes,
+ * the status, the outcome, the timings, the closing brace) always fits and a line cut short
+ * is still well-formed. */
+#define LOG_TEXT_CAP (LOG_LINE_MAX - 256)
 
 /* Set once by log_setup before threads start; read-only afterwards. */
 static struct {
@@ -112,6 +117,14 @@ static void log_append(char *buf, size_t *len, const char *fmt, ...)
         *len = (*len + (size_t)n < LOG_LINE_MAX) ? *len + (size_t)n : LOG_LINE_MAX - 1;
 }
 
+/* Each field gets its own share of the line, so one hostile field cannot crowd out the fields
+ * after it. */
+static void log_append_field(char *buf, size_t *len, const char *val)
+{
+    size_t cap = *len + LOG_FIELD_OUT + 1;
+    log_json_escape(buf, cap < LOG_TEXT_CAP ? cap : LOG_TEXT_CAP, len, val, LOG_FIELD_MAX);
+}
+
 static void log_append_str(char *buf, size_t *len, const char *key, const char *val)
 {
     if (log_cfg.fmt == CONFIG_LOG_JSON) {
@@ -120,12 +133,12 @@ static void log_append_str(char *buf, size_t *len, const char *key, const char *
             return;
         }
         log_append(buf, len, ",\"%s\":\"", key);
-        log_json_escape(buf, LOG_LINE_MAX - 2, len, val, LOG_FIELD_MAX);
+        log_append_field(buf, len, val);
         log_append(buf, len, "\"");
     } else {
         log_append(buf, len, " %s=", key);
         /* Text lines escape the same way, without quotes: no newline can enter a line. */
-        log_json_escape(buf, LOG_LINE_MAX - 2, len, val ? val : "-", LOG_FIELD_MAX);
+        log_append_field(buf, len, val ? val : "-");
     }
 }
 
@@ -148,11 +161,11 @@ void log_event(enum config_loglevel level, const char *event, const char *fmt, .
                    log_level_names[level]);
         log_append_str(line, &len, "event", event);
         log_append(line, &len, ",\"msg\":\"");
-        log_json_escape(line, LOG_LINE_MAX - 2, &len, msg, LOG_LINE_MAX);
+        log_json_escape(line, LOG_TEXT_CAP, &len, msg, LOG_LINE_MAX);
         log_append(line, &len, "\"}");
     } else {
         log_append(line, &len, "%s %-5s %s: ", ts, log_level_names[level], event);
-        log_json_escape(line, LOG_LINE_MAX - 2, &len, msg, LOG_LINE_MAX);
+        log_json_escape(line, LOG_TEXT_CAP, &len, msg, LOG_LINE_MAX);
     }
     log_write(line, len);
 }

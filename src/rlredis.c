@@ -72,11 +72,10 @@ int rlredis_parse_url(const char *url, char *host, size_t hostlen, int *port, in
         p += 8;
     else
         return -EINVAL;
-    /* Optional user:password@ is not supported: refuse rather than misparse. */
-    if (strchr(p, '@'))
-        return -EINVAL;
-    size_t n = strcspn(p, ":/");
-    if (n == 0 || n >= hostlen)
+    /* A host name or IPv4 address. Anything else (user:password@, ?options, #fragments, blanks,
+     * IPv6 brackets) is refused rather than misparsed into the host name. */
+    size_t n = strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_");
+    if (n == 0 || n >= hostlen || (p[n] != '\0' && p[n] != ':' && p[n] != '/'))
         return -EINVAL;
     memcpy(host, p, n);
     host[n] = '\0';

@@ -100,8 +100,11 @@ static int tiers_parse_tier(const char *name, json_t *obj, struct tier_cfg *c, c
         }
         json_int_t v = json_integer_value(val);
         if (!json_is_integer(val) || v < k->min || v > k->max) {
-            snprintf(err, errlen, "tiers.%s.%s: must be an integer from %" PRId64 " to %" PRId64,
-                     name, key, k->min, k->max);
+            char *got = json_dumps(val, JSON_ENCODE_ANY | JSON_COMPACT | JSON_ENSURE_ASCII);
+            snprintf(err, errlen,
+                     "tiers.%s.%s: must be an integer from %" PRId64 " to %" PRId64 " (got %.32s)",
+                     name, key, k->min, k->max, got ? got : "?");
+            free(got);
             return -EINVAL;
         }
         *(int64_t *)(void *)((char *)c + k->offset) = (int64_t)v;
@@ -200,7 +203,14 @@ int tiers_load_file(const char *path, struct tier_table *out, char *err, size_t 
             return -EFBIG;
         }
     }
+    /* A path that opens but cannot be read (a directory, an I/O error) is not an empty file. */
+    int read_errno = ferror(f) ? errno : 0;
     fclose(f);
+    if (read_errno) {
+        snprintf(err, errlen, "TIERS_FILE %s: %s", path, strerror(read_errno));
+        free(buf);
+        return -read_errno;
+    }
     char why[300];
     int rc = tiers_parse(buf ? buf : "", len, out, why, sizeof(why));
     if (rc)

@@ -62,7 +62,8 @@ int tiers_load_file(const char *path, struct tier_table *out, char *err, size_t 
 /* Index of the named tier, or -1. */
 int tiers_find(const struct tier_table *t, const char *name);
 
-/* Per-tenant caps derived from the shares: never below 1. */
+/* Per-tenant caps derived from the shares: never below 1 (the queue cap is 0 only when the
+ * tier has no queue at all, queue_max 0). */
 int64_t tiers_tenant_worker_cap(const struct tier_cfg *c);
 int64_t tiers_tenant_conn_cap(const struct tier_cfg *c);
 int64_t tiers_tenant_queue_cap(const struct tier_cfg *c);

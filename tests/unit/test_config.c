@@ -1,0 +1,572 @@
+/*
+ * test_config: the settings table and the .env reader. Every row of the table (read back from
+ * the --help Markdown, which is generated from it) has a default that parses and bounds that are
+ * inclusive; every refused value names the variable and the reason; .env files follow the
+ * dotenv convention and report a bad line by its number.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+/* ---- an environment for config_load_from: up to 8 NAME=VALUE pairs ---- */
+
+struct fake_env {
+    const char *names[8];
+    const char *values[8];
+    size_t n;
+};
+
+static const char *fake_get(const char *name, void *ctx)
+{
+    const struct fake_env *e = ctx;
+    for (size_t i = 0; i < e->n; i++)
+        if (!strcmp(e->names[i], name))
+            return e->values[i];
+    return NULL;
+}
+
+/* Load with one variable set; returns the result, cfg is filled on 0. */
+static int load_one(struct config *cfg, const char *name, const char *value, char *err,
+                    size_t errlen)
+{
+    struct fake_env e = {.names = {name}, .values = {value}, .n = 1};
+    err[0] = '\0';
+    return config_load_from(cfg, fake_get, &e, err, errlen);
+}
+
+/* ---- the table, read back from the Markdown help ---- */
+
+struct row {
+    char name[64];
+    char def[128];
+    char allowed[128];
+};
+
+static size_t table_rows(struct row *rows, size_t max)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_non_null(f);
+    config_print_help(f, true);
+    fclose(f);
+    size_t n = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        struct row r;
+        if (sscanf(line, "| `%63[^`]` | `%127[^`]` | %127[^|] |", r.name, r.def, r.allowed) != 3)
+            continue;
+        char *end = r.allowed + strlen(r.allowed);
+        while (end > r.allowed && end[-1] == ' ')
+            *--end = '\0';
+        if (!strcmp(r.def, "(empty)"))
+            r.def[0] = '\0';
+        assert_true(n < max);
+        rows[n++] = r;
+    }
+    free(text);
+    return n;
+}
+
+static void defaults_all_parse_to_the_documented_values(void **state)
+{
+    (void)state;
+    struct fake_env none = {.n = 0};
+    struct config c;
+    char err[256] = "";
+    assert_int_equal(config_load_from(&c, fake_get, &none, err, sizeof(err)), 0);
+    assert_string_equal(err, "");
+    assert_string_equal(c.database_url, "");
+    assert_int_equal(c.api_port, 8080);
+    assert_string_equal(c.api_bind, "0.0.0.0");
+    assert_string_equal(c.tiers_file, "");
+    assert_int_equal(c.http_threads, 0);
+    assert_int_equal(c.http_max_conns, 4096);
+    assert_int_equal(c.http_idle_timeout, 30);
+    assert_int_equal(c.http_conn_memory, 16384);
+    assert_int_equal(c.http_max_body, 65536);
+    assert_int_equal(c.shutdown_timeout, 10000);
+    assert_int_equal(c.health_interval, 1000);
+    assert_int_equal(c.rl_backend, CONFIG_BACKEND_MEMORY);
+    assert_string_equal(c.redis_url, "redis://127.0.0.1:6379");
+    assert_int_equal(c.redis_timeout, 50);
+    assert_int_equal(c.rl_max_keys, 100000);
+    assert_int_equal(c.auth_mode, CONFIG_AUTH_HEADER);
+    assert_int_equal(c.auth_cache_ttl, 5000);
+    assert_string_equal(c.admin_token, "");
+    assert_int_equal(c.log_format, CONFIG_LOG_JSON);
+    assert_int_equal(c.log_level, CONFIG_LOG_INFO);
+    assert_true(c.access_log);
+    assert_int_equal(c.retry_reads, 1);
+    config_free(&c);
+    assert_null(c.database_url);
+    assert_null(c.redis_url);
+}
+
+static void every_row_accepts_its_default_written_explicitly(void **state)
+{
+    (void)state;
+    struct row rows[64];
+    size_t n = table_rows(rows, 64);
+    assert_int_equal(n, 22); /* every field of struct config has a row */
+    for (size_t i = 0; i < n; i++) {
+        struct config c;
+        char err[256];
+        if (load_one(&c, rows[i].name, rows[i].def, err, sizeof(err)) != 0)
+            fail_msg("%s=%s refused: %s", rows[i].name, rows[i].def, err);
+        config_free(&c);
+    }
+}
+
+static void int_bounds_are_inclusive_for_every_int_row(void **state)
+{
+    (void)state;
+    struct row rows[64];
+    size_t n = table_rows(rows, 64), ints = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t lo, hi;
+        if (sscanf(rows[i].allowed, "%" SCNd64 "..%" SCNd64, &lo, &hi) != 2)
+            continue;
+        ints++;
+        int64_t ok[2] = {lo, hi}, bad[2] = {lo - 1, hi + 1};
+        for (int k = 0; k < 2; k++) {
+            char v[32], err[256], want[256];
+            struct config c;
+            snprintf(v, sizeof(v), "%" PRId64, ok[k]);
+            if (load_one(&c, rows[i].name, v, err, sizeof(err)) != 0)
+                fail_msg("%s=%s refused: %s", rows[i].name, v, err);
+            config_free(&c);
+            snprintf(v, sizeof(v), "%" PRId64, bad[k]);
+            assert_int_equal(load_one(&c, rows[i].name, v, err, sizeof(err)), -EINVAL);
+            snprintf(want, sizeof(want),
+                     "%s: must be an integer from %" PRId64 " to %" PRId64 " (got \"%s\")",
+                     rows[i].name, lo, hi, v);
+            assert_string_equal(err, want);
+        }
+    }
+    assert_int_equal(ints, 12);
+}
+
+static void int_values_are_strict_decimal(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {"",       "abc",    " 8080", "8080 ",
+                                      "+8080",  "0x1f90", "8e3",   "80.0",
+                                      "8080\n", "--1",    "-",     "99999999999999999999"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct config c;
+        char err[256], want[256];
+        assert_int_equal(load_one(&c, "API_PORT", bad[i], err, sizeof(err)), -EINVAL);
+        snprintf(want, sizeof(want), "API_PORT: must be an integer from 1 to 65535 (got \"%s\")",
+                 bad[i]);
+        assert_string_equal(err, want);
+    }
+    struct config c;
+    char err[256];
+    assert_int_equal(load_one(&c, "API_PORT", "09090", err, sizeof(err)), 0);
+    assert_int_equal(c.api_port, 9090);
+    config_free(&c);
+    /* A negative number parses, and is then judged by the bounds. */
+    assert_int_equal(load_one(&c, "HTTP_THREADS", "-0", err, sizeof(err)), 0);
+    assert_int_equal(c.http_threads, 0);
+    config_free(&c);
+    assert_int_equal(load_one(&c, "HTTP_THREADS", "-1", err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "HTTP_THREADS: must be an integer from 0 to 64 (got \"-1\")");
+}
+
+static void enum_spellings_map_to_their_values(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name, *value;
+        size_t offset;
+        int want;
+    } ok[] = {
+        {"RATE_LIMIT_BACKEND", "memory", offsetof(struct config, rl_backend),
+         CONFIG_BACKEND_MEMORY},
+        {"RATE_LIMIT_BACKEND", "redis", offsetof(struct config, rl_backend), CONFIG_BACKEND_REDIS},
+        {"AUTH_MODE", "header", offsetof(struct config, auth_mode), CONFIG_AUTH_HEADER},
+        {"AUTH_MODE", "apikey", offsetof(struct config, auth_mode), CONFIG_AUTH_APIKEY},
+        {"LOG_FORMAT", "json", offsetof(struct config, log_format), CONFIG_LOG_JSON},
+        {"LOG_FORMAT", "text", offsetof(struct config, log_format), CONFIG_LOG_TEXT},
+        {"LOG_LEVEL", "debug", offsetof(struct config, log_level), CONFIG_LOG_DEBUG},
+        {"LOG_LEVEL", "info", offsetof(struct config, log_level), CONFIG_LOG_INFO},
+        {"LOG_LEVEL", "warn", offsetof(struct config, log_level), CONFIG_LOG_WARN},
+        {"LOG_LEVEL", "error", offsetof(struct config, log_level), CONFIG_LOG_ERROR},
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        struct config c;
+        char err[256];
+        assert_int_equal(load_one(&c, ok[i].name, ok[i].value, err, sizeof(err)), 0);
+        int got;
+        memcpy(&got, (char *)&c + ok[i].offset, sizeof(got));
+        assert_int_equal(got, ok[i].want);
+        config_free(&c);
+    }
+}
+
+static void enum_refuses_other_spellings_listing_the_choices(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {"",       "Redis",   "REDIS",      "redis ",
+                                      " redis", "redi",    "rediss",     "memory|redis",
+                                      "|",      "memory|", "memoryredis"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct config c;
+        char err[256], want[256];
+        assert_int_equal(load_one(&c, "RATE_LIMIT_BACKEND", bad[i], err, sizeof(err)), -EINVAL);
+        snprintf(want, sizeof(want), "RATE_LIMIT_BACKEND: must be one of memory|redis (got \"%s\")",
+                 bad[i]);
+        assert_string_equal(err, want);
+    }
+    struct config c;
+    char err[256];
+    assert_int_equal(load_one(&c, "LOG_LEVEL", "warning", err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "LOG_LEVEL: must be one of debug|info|warn|error (got \"warning\")");
+}
+
+static void bool_spellings(void **state)
+{
+    (void)state;
+    static const char *const yes[] = {"true", "1", "yes", "on"};
+    static const char *const no[] = {"false", "0", "no", "off"};
+    for (size_t i = 0; i < 4; i++) {
+        struct config c;
+        char err[256];
+        assert_int_equal(load_one(&c, "ACCESS_LOG", no[i], err, sizeof(err)), 0);
+        assert_false(c.access_log);
+        config_free(&c);
+        assert_int_equal(load_one(&c, "ACCESS_LOG", yes[i], err, sizeof(err)), 0);
+        assert_true(c.access_log);
+        config_free(&c);
+    }
+    static const char *const bad[] = {"",  "TRUE", "False", "Yes",   "y",
+                                      "n", "2",    "01",    " true", "true "};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct config c;
+        char err[256], want[256];
+        assert_int_equal(load_one(&c, "ACCESS_LOG", bad[i], err, sizeof(err)), -EINVAL);
+        snprintf(want, sizeof(want), "ACCESS_LOG: must be true or false (got \"%s\")", bad[i]);
+        assert_string_equal(err, want);
+    }
+}
+
+static void strings_are_kept_verbatim(void **state)
+{
+    (void)state;
+    struct fake_env e = {.names = {"DATABASE_URL", "API_BIND", "ADMIN_TOKEN", "REDIS_URL"},
+                         .values = {"host=/tmp dbname=x", "::1", " spaced # token ", ""},
+                         .n = 4};
+    struct config c;
+    char err[256];
+    assert_int_equal(config_load_from(&c, fake_get, &e, err, sizeof(err)), 0);
+    assert_string_equal(c.database_url, "host=/tmp dbname=x");
+    assert_string_equal(c.api_bind, "::1");
+    assert_string_equal(c.admin_token, " spaced # token ");
+    assert_string_equal(c.redis_url, "");
+    config_free(&c);
+}
+
+static void first_bad_value_stops_the_load_and_frees_everything(void **state)
+{
+    (void)state;
+    struct fake_env e = {.names = {"DATABASE_URL", "API_BIND", "LOG_LEVEL", "API_PORT"},
+                         .values = {"postgres://x", "127.0.0.1", "loud", "0"},
+                         .n = 4};
+    struct config c;
+    char err[256];
+    assert_int_equal(config_load_from(&c, fake_get, &e, err, sizeof(err)), -EINVAL);
+    /* API_PORT comes first in the table, so it is the one reported. */
+    assert_string_equal(err, "API_PORT: must be an integer from 1 to 65535 (got \"0\")");
+    assert_null(c.database_url);
+    assert_null(c.api_bind);
+    /* The message is cut to the buffer, never overflowing it. */
+    char small[10];
+    memset(small, 'x', sizeof(small));
+    assert_int_equal(load_one(&c, "API_PORT", "0", small, sizeof(small)), -EINVAL);
+    assert_string_equal(small, "API_PORT:");
+}
+
+static void config_load_reads_the_process_environment(void **state)
+{
+    (void)state;
+    assert_int_equal(setenv("API_PORT", "9191", 1), 0);
+    assert_int_equal(setenv("LOG_FORMAT", "text", 1), 0);
+    struct config c;
+    char err[256];
+    assert_int_equal(config_load(&c, err, sizeof(err)), 0);
+    assert_int_equal(c.api_port, 9191);
+    assert_int_equal(c.log_format, CONFIG_LOG_TEXT);
+    config_free(&c);
+    assert_int_equal(setenv("API_PORT", "x", 1), 0);
+    assert_int_equal(config_load(&c, err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "API_PORT: must be an integer from 1 to 65535 (got \"x\")");
+    unsetenv("API_PORT");
+    unsetenv("LOG_FORMAT");
+}
+
+static void help_lists_every_variable_in_text_and_markdown(void **state)
+{
+    (void)state;
+    struct row rows[64];
+    size_t n = table_rows(rows, 64);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_non_null(f);
+    config_print_help(f, false);
+    fclose(f);
+    for (size_t i = 0; i < n; i++)
+        assert_non_null(strstr(text, rows[i].name));
+    assert_non_null(strstr(text, "default: 8080; allowed: 1..65535"));
+    assert_non_null(strstr(text, "allowed: memory|redis"));
+    free(text);
+    /* In Markdown a '|' would split a cell: every line has exactly four cells. */
+    text = NULL;
+    f = open_memstream(&text, &len);
+    assert_non_null(f);
+    config_print_help(f, true);
+    fclose(f);
+    size_t lines = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        size_t bars = 0;
+        for (const char *p = line; *p; p++)
+            bars += *p == '|';
+        if (bars != 5)
+            fail_msg("Markdown line with %zu '|': %s", bars, line);
+        lines++;
+    }
+    assert_int_equal(lines, n + 2); /* header, separator, one per row */
+    free(text);
+    bool seen = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!strcmp(rows[i].name, "RATE_LIMIT_BACKEND")) {
+            assert_string_equal(rows[i].allowed, "memory/redis");
+            assert_string_equal(rows[i].def, "memory");
+            seen = true;
+        }
+        if (!strcmp(rows[i].name, "ACCESS_LOG")) {
+            assert_string_equal(rows[i].allowed, "true/false");
+        }
+    }
+    assert_true(seen);
+}
+
+/* ---- .env ---- */
+
+struct assigns {
+    char text[2048]; /* "NAME=VALUE\n" for each assignment, in order */
+    size_t calls;
+};
+
+static void collect(const char *name, const char *value, void *ctx)
+{
+    struct assigns *a = ctx;
+    size_t used = strlen(a->text);
+    snprintf(a->text + used, sizeof(a->text) - used, "%s=%s\n", name, value);
+    a->calls++;
+}
+
+/* Parse a C-string .env text; returns the rc, a holds the assignments, err the reason. */
+static int dotenv(const char *text, struct assigns *a, char *err, size_t errlen)
+{
+    memset(a, 0, sizeof(*a));
+    err[0] = '\0';
+    return config_parse_dotenv(text, strlen(text), collect, a, err, errlen);
+}
+
+static void dotenv_skips_comments_and_blank_lines(void **state)
+{
+    (void)state;
+    struct assigns a;
+    char err[200];
+    assert_int_equal(
+        dotenv("# a comment\n\n   \n\t# indented comment\nA=1\n#B=2\n", &a, err, sizeof(err)), 0);
+    assert_string_equal(a.text, "A=1\n");
+    assert_int_equal(dotenv("", &a, err, sizeof(err)), 0);
+    assert_int_equal(a.calls, 0);
+    /* The last line needs no newline; CRLF line ends are accepted. */
+    assert_int_equal(dotenv("A=1\r\nB=two words\r\nC=3", &a, err, sizeof(err)), 0);
+    assert_string_equal(a.text, "A=1\nB=two words\nC=3\n");
+}
+
+static void dotenv_accepts_export_and_blanks_around_the_equal_sign(void **state)
+{
+    (void)state;
+    struct assigns a;
+    char err[200];
+    assert_int_equal(dotenv("export A=1\nexport\tB=2\n  export   C = 3  \nD\t=\t4\nexportE=5\n", &a,
+                            err, sizeof(err)),
+                     0);
+    assert_string_equal(a.text, "A=1\nB=2\nC=3\nD=4\nexportE=5\n");
+    assert_int_equal(dotenv("_X=\nY_2=a=b=c\n", &a, err, sizeof(err)), 0);
+    assert_string_equal(a.text, "_X=\nY_2=a=b=c\n");
+}
+
+static void dotenv_quotes_keep_the_value_verbatim(void **state)
+{
+    (void)state;
+    struct assigns a;
+    char err[200];
+    assert_int_equal(dotenv("A=\"  spaced  \"\nB='has # hash'\nC=\"it's\"\nD='say \"hi\"'\n"
+                            "E=\"\"\nF=''\nG=\"\\n stays\"\n",
+                            &a, err, sizeof(err)),
+                     0);
+    assert_string_equal(a.text, "A=  spaced  \nB=has # hash\nC=it's\nD=say \"hi\"\nE=\nF=\n"
+                                "G=\\n stays\n");
+}
+
+static void dotenv_inline_comments_end_values(void **state)
+{
+    (void)state;
+    struct assigns a;
+    char err[200];
+    assert_int_equal(dotenv("A=1 # one\nB=x\t# tab\nC=a#b\nD=\"q\" # after quotes\n"
+                            "E='q'#tight\nF= # only a comment\nG=#\nH=\"#\"\n",
+                            &a, err, sizeof(err)),
+                     0);
+    assert_string_equal(a.text, "A=1\nB=x\nC=a#b\nD=q\nE=q\nF=\nG=\nH=#\n");
+}
+
+static void dotenv_bad_lines_are_reported_by_number(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *why;
+    } bad[] = {
+        {"A=1\nB=2\njust words\n", "line 3: expected NAME=VALUE"},
+        {"# c\n=1\n", "line 2: a variable name starts with a letter or '_'"},
+        {"1A=1\n", "line 1: a variable name starts with a letter or '_'"},
+        {"A-B=1\n", "line 1: invalid character in variable name"},
+        {"A.B=1\n", "line 1: invalid character in variable name"},
+        {"A B=1\n", "line 1: invalid character in variable name"},
+        {"\n\n\n\nA=\"open\n", "line 5: unterminated quoted value"},
+        {"A='open\"\n", "line 1: unterminated quoted value"},
+        {"A=\"\n", "line 1: unterminated quoted value"},
+        {"A=\"x\"y\n", "line 1: text after the closing quote"},
+        {"A=\"x\" y\n", "line 1: text after the closing quote"},
+        {"export\n", "line 1: expected NAME=VALUE"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct assigns a;
+        char err[200];
+        assert_int_equal(dotenv(bad[i].text, &a, err, sizeof(err)), -EINVAL);
+        assert_string_equal(err, bad[i].why);
+    }
+}
+
+static void dotenv_refuses_nul_bytes_naming_the_line(void **state)
+{
+    (void)state;
+    static const char text[] = "A=1\nB=x\0y\nC=3\n";
+    struct assigns a;
+    memset(&a, 0, sizeof(a));
+    char err[200];
+    assert_int_equal(config_parse_dotenv(text, sizeof(text) - 1, collect, &a, err, sizeof(err)),
+                     -EINVAL);
+    assert_string_equal(err, "line 2: contains a NUL byte");
+    assert_int_equal(a.calls, 0); /* nothing is assigned from a text with a NUL */
+    static const char lead[] = "\0A=1";
+    assert_int_equal(config_parse_dotenv(lead, sizeof(lead) - 1, collect, &a, err, sizeof(err)),
+                     -EINVAL);
+    assert_string_equal(err, "line 1: contains a NUL byte");
+    /* The length is honoured: bytes past it are not read. */
+    assert_int_equal(config_parse_dotenv("A=1\nB=2", 3, collect, &a, err, sizeof(err)), 0);
+    assert_string_equal(a.text, "A=1\n");
+}
+
+/* Write text to a fresh file; returns its path (static buffer). */
+static const char *write_env_file(const char *text)
+{
+    static char path[64];
+    snprintf(path, sizeof(path), "/tmp/test_config_env_XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    size_t len = strlen(text);
+    assert_int_equal(write(fd, text, len), (ssize_t)len);
+    close(fd);
+    return path;
+}
+
+static void dotenv_file_sets_unset_variables_without_overriding(void **state)
+{
+    (void)state;
+    unsetenv("BH_T_NEW");
+    unsetenv("BH_T_DUP");
+    assert_int_equal(setenv("BH_T_SET", "from-env", 1), 0);
+    assert_int_equal(setenv("BH_T_EMPTY", "", 1), 0);
+    const char *path = write_env_file("BH_T_NEW=from-file\nBH_T_SET=from-file\n"
+                                      "BH_T_EMPTY=from-file\nBH_T_DUP=first\nBH_T_DUP=last\n");
+    char err[256];
+    assert_int_equal(config_load_dotenv(path, err, sizeof(err)), 0);
+    unlink(path);
+    assert_string_equal(getenv("BH_T_NEW"), "from-file");
+    assert_string_equal(getenv("BH_T_SET"), "from-env");
+    assert_string_equal(getenv("BH_T_EMPTY"), ""); /* set, even if empty, is set */
+    assert_string_equal(getenv("BH_T_DUP"), "last");
+    unsetenv("BH_T_NEW");
+    unsetenv("BH_T_SET");
+    unsetenv("BH_T_EMPTY");
+    unsetenv("BH_T_DUP");
+}
+
+static void dotenv_file_with_a_bad_line_sets_nothing(void **state)
+{
+    (void)state;
+    unsetenv("BH_T_GOOD");
+    const char *path = write_env_file("BH_T_GOOD=1\n\nnot an assignment\n");
+    char err[256], want[256];
+    assert_int_equal(config_load_dotenv(path, err, sizeof(err)), -EINVAL);
+    snprintf(want, sizeof(want), "%s: line 3: expected NAME=VALUE", path);
+    assert_string_equal(err, want);
+    assert_null(getenv("BH_T_GOOD"));
+    unlink(path);
+    assert_int_equal(config_load_dotenv(path, err, sizeof(err)), -ENOENT);
+    /* A path that exists but cannot be read is an error, not "no file". */
+    assert_int_equal(config_load_dotenv("/tmp", err, sizeof(err)), -EISDIR);
+    assert_string_equal(err, "/tmp: Is a directory");
+    assert_int_equal(config_load_dotenv("/dev/null/x", err, sizeof(err)), -ENOTDIR);
+    assert_string_equal(err, "/dev/null/x: Not a directory");
+    /* An empty file is fine and sets nothing. */
+    path = write_env_file("");
+    assert_int_equal(config_load_dotenv(path, err, sizeof(err)), 0);
+    unlink(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(defaults_all_parse_to_the_documented_values),
+        cmocka_unit_test(every_row_accepts_its_default_written_explicitly),
+        cmocka_unit_test(int_bounds_are_inclusive_for_every_int_row),
+        cmocka_unit_test(int_values_are_strict_decimal),
+        cmocka_unit_test(enum_spellings_map_to_their_values),
+        cmocka_unit_test(enum_refuses_other_spellings_listing_the_choices),
+        cmocka_unit_test(bool_spellings),
+        cmocka_unit_test(strings_are_kept_verbatim),
+        cmocka_unit_test(first_bad_value_stops_the_load_and_frees_everything),
+        cmocka_unit_test(config_load_reads_the_process_environment),
+        cmocka_unit_test(help_lists_every_variable_in_text_and_markdown),
+        cmocka_unit_test(dotenv_skips_comments_and_blank_lines),
+        cmocka_unit_test(dotenv_accepts_export_and_blanks_around_the_equal_sign),
+        cmocka_unit_test(dotenv_quotes_keep_the_value_verbatim),
+        cmocka_unit_test(dotenv_inline_comments_end_values),
+        cmocka_unit_test(dotenv_bad_lines_are_reported_by_number),
+        cmocka_unit_test(dotenv_refuses_nul_bytes_naming_the_line),
+        cmocka_unit_test(dotenv_file_sets_unset_variables_without_overriding),
+        cmocka_unit_test(dotenv_file_with_a_bad_line_sets_nothing),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

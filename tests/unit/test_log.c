@@ -1,0 +1,336 @@
+/*
+ * test_log: log_json_escape and the lines built with it. Escaping turns quotes, backslashes,
+ * control bytes and bytes >= 0x80 into JSON escapes, stops at the cap without splitting an escape
+ * and always leaves a NUL-terminated string; a whole log line, whatever a client put in its
+ * fields, stays one line of valid JSON that fits the line cap.
+ */
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define LINE_CAP 4000 /* log.c's LOG_LINE_MAX: a line with its newline never exceeds it */
+
+/* Escape s into a fresh buffer of cap bytes; returns the length written. */
+static size_t escape(char *dst, size_t cap, const char *s, size_t maxin)
+{
+    size_t len = 0;
+    memset(dst, '#', cap);
+    log_json_escape(dst, cap, &len, s, maxin);
+    assert_true(len < cap);
+    assert_int_equal(dst[len], '\0');
+    return len;
+}
+
+static void escapes_quotes_and_backslashes(void **state)
+{
+    (void)state;
+    char out[64];
+    escape(out, sizeof(out), "a\"b\\c/d'e", SIZE_MAX);
+    assert_string_equal(out, "a\\\"b\\\\c/d'e");
+    escape(out, sizeof(out), "plain text 123 {}[]:,", SIZE_MAX);
+    assert_string_equal(out, "plain text 123 {}[]:,");
+    assert_int_equal(escape(out, sizeof(out), "", SIZE_MAX), 0);
+    assert_string_equal(out, "");
+}
+
+static void escapes_every_control_byte_and_delete(void **state)
+{
+    (void)state;
+    for (int c = 1; c < 0x20; c++) {
+        char in[4] = {'x', (char)c, 'y', '\0'}, want[16], out[32];
+        snprintf(want, sizeof(want), "x\\u%04xy", c);
+        escape(out, sizeof(out), in, SIZE_MAX);
+        assert_string_equal(out, want);
+    }
+    char out[32];
+    escape(out, sizeof(out), "\x7f", SIZE_MAX);
+    assert_string_equal(out, "\\u007f");
+    escape(out, sizeof(out), "a\r\nb", SIZE_MAX);
+    assert_string_equal(out, "a\\u000d\\u000ab");
+}
+
+static void escapes_bytes_above_ascii(void **state)
+{
+    (void)state;
+    char out[64];
+    escape(out, sizeof(out), "caf\xc3\xa9", SIZE_MAX);
+    assert_string_equal(out, "caf\\u00c3\\u00a9");
+    escape(out, sizeof(out), "\x80\xff", SIZE_MAX);
+    assert_string_equal(out, "\\u0080\\u00ff");
+    /* The result is plain printable ASCII whatever the input. */
+    char in[256], big[256 * 6 + 1];
+    for (int i = 0; i < 255; i++)
+        in[i] = (char)(i + 1);
+    in[255] = '\0';
+    size_t n = escape(big, sizeof(big), in, SIZE_MAX);
+    for (size_t i = 0; i < n; i++)
+        assert_true(big[i] >= 0x20 && big[i] < 0x7f);
+    /* ... and decodes as a JSON string to one code point per input byte. */
+    char doc[sizeof(big) + 2];
+    snprintf(doc, sizeof(doc), "\"%s\"", big);
+    json_error_t jerr;
+    json_t *j = json_loads(doc, JSON_DECODE_ANY, &jerr);
+    assert_non_null(j);
+    assert_true(json_is_string(j));
+    json_decref(j);
+}
+
+static void stops_at_the_cap_without_splitting_an_escape(void **state)
+{
+    (void)state;
+    /* "ab" + "\u000a" needs 2 + 6 + NUL = 9 bytes. */
+    for (size_t cap = 1; cap <= 12; cap++) /* 12: room to spare */ {
+        char out[16];
+        size_t n = escape(out, cap, "ab\ncd", SIZE_MAX);
+        const char *want = cap >= 11   ? "ab\\u000acd"
+                           : cap >= 10 ? "ab\\u000ac"
+                           : cap >= 9  ? "ab\\u000a"
+                           : cap >= 3  ? "ab"
+                           : cap == 2  ? "a"
+                                       : "";
+        assert_string_equal(out, want);
+        assert_int_equal(n, strlen(want));
+    }
+    char out[8];
+    escape(out, 4, "\"\"\"", SIZE_MAX);
+    assert_string_equal(out, "\\\""); /* 3 bytes + NUL; a half escape would be "\\\"\\" */
+}
+
+static void appends_after_what_is_there_and_honours_maxin(void **state)
+{
+    (void)state;
+    char out[32] = "key=";
+    size_t len = 4;
+    log_json_escape(out, sizeof(out), &len, "v\"w", SIZE_MAX);
+    assert_int_equal(len, 8);
+    assert_string_equal(out, "key=v\\\"w");
+    len = 0;
+    log_json_escape(out, sizeof(out), &len, "abcdef", 3);
+    assert_string_equal(out, "abc");
+    assert_int_equal(len, 3);
+    /* Already full: nothing is written and the length stays. */
+    char full[4] = "abc";
+    len = 3;
+    log_json_escape(full, sizeof(full), &len, "xyz", SIZE_MAX);
+    assert_int_equal(len, 3);
+    assert_string_equal(full, "abc");
+    /* A zero cap writes nothing at all. */
+    char none = 'z';
+    len = 0;
+    log_json_escape(&none, 0, &len, "x", SIZE_MAX);
+    assert_int_equal(len, 0);
+    assert_int_equal(none, 'z');
+}
+
+/* ---- whole lines ---- */
+
+static int log_pipe[2];
+
+static int setup(void **state)
+{
+    (void)state;
+    if (pipe(log_pipe))
+        return -1;
+    return fcntl(log_pipe[0], F_SETFL, O_NONBLOCK);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_INFO, true, 1);
+    close(log_pipe[0]);
+    close(log_pipe[1]);
+    return 0;
+}
+
+/* Read everything written so far; exactly one line is expected. Returns it without '\n'. */
+static char *read_one_line(char *buf, size_t cap)
+{
+    ssize_t n = read(log_pipe[0], buf, cap - 1);
+    assert_true(n > 0);
+    assert_true((size_t)n <= LINE_CAP);
+    buf[n] = '\0';
+    assert_int_equal(buf[n - 1], '\n');
+    buf[n - 1] = '\0';
+    assert_null(strchr(buf, '\n'));
+    for (ssize_t i = 0; i < n - 1; i++)
+        assert_true((unsigned char)buf[i] >= 0x20 && (unsigned char)buf[i] < 0x7f);
+    /* Nothing more was written. */
+    char extra;
+    assert_int_equal(read(log_pipe[0], &extra, 1), -1);
+    assert_int_equal(errno, EAGAIN);
+    return buf;
+}
+
+static json_t *read_json_line(void)
+{
+    static char buf[2 * LINE_CAP];
+    char *line = read_one_line(buf, sizeof(buf));
+    json_error_t jerr;
+    json_t *j = json_loads(line, 0, &jerr);
+    if (!j)
+        fail_msg("invalid JSON line (%s): %.200s ... %s", jerr.text, line,
+                 line + (strlen(line) > 100 ? strlen(line) - 100 : 0));
+    return j;
+}
+
+static void access_line_is_json_with_every_field(void **state)
+{
+    (void)state;
+    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_INFO, true, log_pipe[1]);
+    assert_true(log_access_enabled());
+    struct log_access a = {.request_id = "r-1",
+                           .tier = "free",
+                           .tenant = "acme",
+                           .method = "GET",
+                           .path = "/api/data?x=\"1\"",
+                           .outcome = "ok",
+                           .status = 200,
+                           .total_ms = 1.5,
+                           .queue_ms = 0.25,
+                           .query_ms = 1.0};
+    log_access(&a);
+    json_t *j = read_json_line();
+    assert_string_equal(json_string_value(json_object_get(j, "type")), "access");
+    assert_string_equal(json_string_value(json_object_get(j, "level")), "info");
+    assert_string_equal(json_string_value(json_object_get(j, "request_id")), "r-1");
+    assert_string_equal(json_string_value(json_object_get(j, "tier")), "free");
+    assert_string_equal(json_string_value(json_object_get(j, "tenant")), "acme");
+    assert_string_equal(json_string_value(json_object_get(j, "path")), "/api/data?x=\"1\"");
+    assert_int_equal(json_integer_value(json_object_get(j, "status")), 200);
+    assert_string_equal(json_string_value(json_object_get(j, "outcome")), "ok");
+    assert_true(json_real_value(json_object_get(j, "queue_ms")) == 0.25);
+    json_decref(j);
+    /* Missing fields are null. */
+    struct log_access empty = {.status = 404};
+    log_access(&empty);
+    j = read_json_line();
+    assert_true(json_is_null(json_object_get(j, "tenant")));
+    assert_true(json_is_null(json_object_get(j, "path")));
+    json_decref(j);
+}
+
+static void hostile_oversized_fields_keep_the_line_valid_and_complete(void **state)
+{
+    (void)state;
+    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_INFO, true, log_pipe[1]);
+    /* Every field at its worst: 6 output bytes for each input byte, far past the line cap. */
+    static char hostile[5000];
+    for (size_t i = 0; i < sizeof(hostile) - 1; i++)
+        hostile[i] = (char)(i % 2 ? 0xff : '\n');
+    hostile[sizeof(hostile) - 1] = '\0';
+    struct log_access a = {.request_id = hostile,
+                           .tier = hostile,
+                           .tenant = hostile,
+                           .method = hostile,
+                           .path = hostile,
+                           .outcome = "ok",
+                           .status = 431,
+                           .total_ms = 12345.678,
+                           .queue_ms = 0,
+                           .query_ms = 0};
+    log_access(&a);
+    json_t *j = read_json_line();
+    /* The fields after the cut are still there: the line was not cut mid-object. */
+    assert_int_equal(json_integer_value(json_object_get(j, "status")), 431);
+    assert_string_equal(json_string_value(json_object_get(j, "outcome")), "ok");
+    assert_true(json_real_value(json_object_get(j, "total_ms")) == 12345.678);
+    /* Each hostile field kept its share: a whole number of escaped bytes, the same prefix. */
+    static const char *const fields[] = {"request_id", "tier", "tenant", "method", "path"};
+    for (size_t i = 0; i < 5; i++) {
+        const char *v = json_string_value(json_object_get(j, fields[i]));
+        assert_non_null(v);
+        assert_true(strlen(v) >= 50);
+        assert_memory_equal(v, "\n\xc3\xbf\n", 4); /* \u00ff decodes to U+00FF */
+    }
+    json_decref(j);
+    /* Same with a long message in an event line. */
+    log_event(CONFIG_LOG_ERROR, "boom", "%s", hostile);
+    j = read_json_line();
+    assert_string_equal(json_string_value(json_object_get(j, "event")), "boom");
+    assert_string_equal(json_string_value(json_object_get(j, "level")), "error");
+    assert_non_null(json_string_value(json_object_get(j, "msg")));
+    json_decref(j);
+    /* And with plain long text, one byte per character. */
+    memset(hostile, 'a', sizeof(hostile) - 1);
+    log_event(CONFIG_LOG_WARN, "long", "%s", hostile);
+    j = read_json_line();
+    assert_true(strlen(json_string_value(json_object_get(j, "msg"))) > 3000);
+    json_decref(j);
+}
+
+static void text_lines_stay_one_line(void **state)
+{
+    (void)state;
+    log_setup(CONFIG_LOG_TEXT, CONFIG_LOG_INFO, true, log_pipe[1]);
+    struct log_access a = {.method = "GET", .path = "/x\n{\"forged\":1}", .status = 200};
+    log_access(&a);
+    char buf[2 * LINE_CAP];
+    char *line = read_one_line(buf, sizeof(buf));
+    assert_non_null(strstr(line, " info  access 200 method=GET path=/x\\u000a{\\\"forged\\\":1}"));
+    assert_non_null(strstr(line, " tenant=- "));
+    static char hostile[5000];
+    memset(hostile, '\x01', sizeof(hostile) - 1);
+    a.tenant = hostile;
+    a.request_id = hostile;
+    log_access(&a);
+    line = read_one_line(buf, sizeof(buf));
+    assert_non_null(strstr(line, " query_ms=0.000"));
+    log_event(CONFIG_LOG_ERROR, "ev", "m\r\n%s", hostile);
+    line = read_one_line(buf, sizeof(buf));
+    assert_non_null(strstr(line, "error ev: m\\u000d\\u000a\\u0001"));
+}
+
+static void levels_and_access_switch_filter_lines(void **state)
+{
+    (void)state;
+    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_WARN, true, log_pipe[1]);
+    assert_false(log_access_enabled()); /* access lines are info */
+    log_info("quiet", "not written");
+    log_debug("quiet", "not written");
+    struct log_access a = {.status = 200};
+    log_access(&a);
+    char extra;
+    assert_int_equal(read(log_pipe[0], &extra, 1), -1);
+    log_warn("loud", "n=%d", 7);
+    json_t *j = read_json_line();
+    assert_string_equal(json_string_value(json_object_get(j, "msg")), "n=7");
+    assert_string_equal(json_string_value(json_object_get(j, "type")), "event");
+    json_decref(j);
+    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_DEBUG, false, log_pipe[1]);
+    assert_false(log_access_enabled());
+    log_access(&a);
+    assert_int_equal(read(log_pipe[0], &extra, 1), -1);
+    log_debug("dbg", "x");
+    j = read_json_line();
+    assert_string_equal(json_string_value(json_object_get(j, "level")), "debug");
+    json_decref(j);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(escapes_quotes_and_backslashes),
+        cmocka_unit_test(escapes_every_control_byte_and_delete),
+        cmocka_unit_test(escapes_bytes_above_ascii),
+        cmocka_unit_test(stops_at_the_cap_without_splitting_an_escape),
+        cmocka_unit_test(appends_after_what_is_there_and_honours_maxin),
+        cmocka_unit_test(access_line_is_json_with_every_field),
+        cmocka_unit_test(hostile_oversized_fields_keep_the_line_valid_and_complete),
+        cmocka_unit_test(text_lines_stay_one_line),
+        cmocka_unit_test(levels_and_access_switch_filter_lines),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
