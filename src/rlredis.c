@@ -201,11 +201,26 @@ static int rlredis_connect(struct rlredis *r, struct rlredis_conn *c, char *err,
     return 0;
 }
 
-/* One EVALSHA; reloads the script once if Redis lost it. */
+static bool rlredis_reply_ok(const redisReply *rep)
+{
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4)
+        return false;
+    for (size_t i = 0; i < 4; i++)
+        if (rep->element[i]->type != REDIS_REPLY_INTEGER)
+            return false;
+    return true;
+}
+
+/*
+ * One EVALSHA. It is tried a second time on a fresh connection when Redis lost the script, or
+ * when a connection that had worked before fails: after a Redis restart every idle thread's
+ * connection is dead, and that is no reason to declare the new server down.
+ */
 static int rlredis_eval(struct rlredis *r, struct rlredis_conn *c, const char *key, int64_t T,
                         int64_t limit, struct ratelimit_result *out, char *err, size_t errlen)
 {
     for (int attempt = 0; attempt < 2; attempt++) {
+        bool reused = c->ctx != NULL;
         if (!c->ctx && rlredis_connect(r, c, err, errlen))
             return -EIO;
         redisReply *rep = redisCommand(c->ctx, "EVALSHA %s 1 %s %lld %lld", c->sha, key,
@@ -213,6 +228,8 @@ static int rlredis_eval(struct rlredis *r, struct rlredis_conn *c, const char *k
         if (!rep) {
             snprintf(err, errlen, "call failed: %s", c->ctx->errstr);
             rlredis_drop(c);
+            if (reused && attempt == 0)
+                continue;
             return -EIO;
         }
         if (rep->type == REDIS_REPLY_ERROR && !strncmp(rep->str, "NOSCRIPT", 8) && attempt == 0) {
@@ -220,9 +237,9 @@ static int rlredis_eval(struct rlredis *r, struct rlredis_conn *c, const char *k
             rlredis_drop(c);
             continue;
         }
-        if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4) {
+        if (!rlredis_reply_ok(rep)) {
             snprintf(err, errlen, "unexpected reply: %s",
-                     rep->type == REDIS_REPLY_ERROR ? rep->str : "not a 4-element array");
+                     rep->type == REDIS_REPLY_ERROR ? rep->str : "not 4 integers");
             freeReplyObject(rep);
             rlredis_drop(c);
             return -EIO;
@@ -274,8 +291,12 @@ int rlredis_check(struct rlredis *r, const char *tier, int64_t limit, int64_t wi
         return rc;
     }
     atomic_fetch_add_explicit(&r->calls, 1, memory_order_relaxed);
-    if (!atomic_exchange(&r->up, true))
+    if (!atomic_exchange(&r->up, true)) {
+        /* Clear the retry claim this thread took, or every other thread would keep deciding
+         * locally for up to a second after Redis is back. */
+        atomic_store(&r->retry_at_us, 0);
         log_info("redis_up", "rate-limit backend Redis answering again; limits are shared");
+    }
     return 0;
 }
 

@@ -333,6 +333,7 @@ int server_reload(struct server *srv)
     srv->tiers = next;
     log_info("reload", "SIGHUP: tier settings reloaded from %s", srv->cfg.tiers_file);
     server_log_config(srv);
+    server_check_budget(srv); /* a larger db_max may no longer fit the database */
     return 0;
 }
 

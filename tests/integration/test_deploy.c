@@ -1,0 +1,368 @@
+/*
+ * test_deploy: the deployment files agree with the binary and with each other (no Docker
+ * engine runs here, so what can be checked without one is checked):
+ * - .env.example names every variable `bulkhead config` prints, with its default, nothing else,
+ *   and is exactly what scripts/env-example.sh generates;
+ * - the image's runtime package set (scripts/deps.sh runtime, which the Dockerfile installs)
+ *   provides every shared library the binary needs, and the Dockerfile uses deps.sh for both
+ *   stages, runs as a non-root user, checks /health and ships load-test.sh;
+ * - docker-compose.yml (as docker-compose resolves it) has the seed's flow on 8080 and the
+ *   scale profile's nginx on another port, with the api on Redis and after healthy db/redis.
+ */
+#include "config.h"
+#include "harness.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static const char *root(void)
+{
+    const char *r = getenv("BH_ROOT");
+    return r ? r : ".";
+}
+
+static const char *bin(void)
+{
+    static char path[600];
+    const char *b = getenv("BULKHEAD_BIN");
+    if (!b)
+        b = "build/bulkhead";
+    if (b[0] == '/')
+        snprintf(path, sizeof(path), "%s", b);
+    else
+        snprintf(path, sizeof(path), "%s/%s", root(), b);
+    return path;
+}
+
+/* Whole output of a shell command (caller frees); NULL if it failed. */
+static char *run(const char *cmd)
+{
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return NULL;
+    size_t len = 0, cap = 4096;
+    char *buf = malloc(cap);
+    size_t n;
+    while ((n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+        len += n;
+        if (cap - len < 1024)
+            buf = realloc(buf, cap *= 2);
+    }
+    buf[len] = '\0';
+    if (pclose(p) != 0) {
+        fprintf(stderr, "test_deploy: \"%s\" failed:\n%s\n", cmd, buf);
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static char *read_file(const char *rel)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/%s", root(), rel);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    size_t got = fread(buf, 1, (size_t)n, f);
+    buf[got] = '\0';
+    fclose(f);
+    return buf;
+}
+
+#define VARS_MAX 64
+
+struct vars {
+    char name[VARS_MAX][64];
+    char value[VARS_MAX][256];
+    int n;
+};
+
+static int vars_find(const struct vars *v, const char *name)
+{
+    for (int i = 0; i < v->n; i++)
+        if (!strcmp(v->name[i], name))
+            return i;
+    return -1;
+}
+
+/* The variables and defaults `bulkhead config` prints (text form, up to the per-tier keys). */
+static void config_vars(struct vars *v)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof(cmd), "'%s' config", bin());
+    char *out = run(cmd);
+    assert_non_null(out);
+    memset(v, 0, sizeof(*v));
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        if (!strncmp(line, "Per-tier", 8))
+            break;
+        char name[64];
+        if (line[0] == ' ' && line[1] == ' ' && line[2] >= 'A' && line[2] <= 'Z' &&
+            sscanf(line, " %63s", name) == 1) {
+            assert_true(v->n < VARS_MAX);
+            snprintf(v->name[v->n++], sizeof(v->name[0]), "%s", name);
+            continue;
+        }
+        const char *d = strstr(line, "default: ");
+        if (d && v->n > 0) {
+            d += strlen("default: ");
+            const char *end = strstr(d, "; allowed: ");
+            assert_non_null(end);
+            int len = (int)(end - d);
+            snprintf(v->value[v->n - 1], sizeof(v->value[0]), "%.*s", len, d);
+            if (!strcmp(v->value[v->n - 1], "(empty)"))
+                v->value[v->n - 1][0] = '\0';
+        }
+    }
+    free(out);
+}
+
+static void collect(const char *name, const char *value, void *ctx)
+{
+    struct vars *v = ctx;
+    assert_true(v->n < VARS_MAX);
+    assert_int_equal(vars_find(v, name), -1); /* each variable once */
+    snprintf(v->name[v->n], sizeof(v->name[0]), "%s", name);
+    snprintf(v->value[v->n], sizeof(v->value[0]), "%s", value);
+    v->n++;
+}
+
+static void env_example_names_every_setting_with_its_default(void **state)
+{
+    (void)state;
+    struct vars known, listed = {0};
+    config_vars(&known);
+    char *text = read_file(".env.example");
+    assert_non_null(text);
+    char err[200];
+    /* The server's own .env parser reads it. */
+    assert_int_equal(config_parse_dotenv(text, strlen(text), collect, &listed, err, sizeof(err)),
+                     0);
+    printf("# bulkhead config knows %d variables; .env.example lists %d\n", known.n, listed.n);
+    assert_true(known.n >= 20);
+    for (int i = 0; i < known.n; i++) {
+        int j = vars_find(&listed, known.name[i]);
+        if (j < 0)
+            fail_msg(".env.example lacks %s", known.name[i]);
+        if (strcmp(listed.value[j], known.value[i]))
+            fail_msg(".env.example: %s=%s but the default is \"%s\"", known.name[i],
+                     listed.value[j], known.value[i]);
+        /* Its meaning is the comment line right above it. */
+        char needle[80];
+        snprintf(needle, sizeof(needle), "\n%s=", known.name[i]);
+        const char *at = strstr(text, needle);
+        assert_non_null(at);
+        const char *prev = at - 1;
+        while (prev > text && prev[-1] != '\n')
+            prev--;
+        assert_true(prev[0] == '#' && at - prev > 10);
+    }
+    for (int j = 0; j < listed.n; j++)
+        if (vars_find(&known, listed.name[j]) < 0)
+            fail_msg(".env.example names %s, which the server does not know", listed.name[j]);
+    free(text);
+}
+
+static void env_example_is_what_the_generator_prints(void **state)
+{
+    (void)state;
+    char cmd[1400];
+    snprintf(cmd, sizeof(cmd), "'%s/scripts/env-example.sh' '%s'", root(), bin());
+    char *gen = run(cmd);
+    char *file = read_file(".env.example");
+    assert_non_null(gen);
+    assert_non_null(file);
+    if (strcmp(gen, file))
+        fail_msg(".env.example is stale: run scripts/env-example.sh > .env.example");
+    free(gen);
+    free(file);
+}
+
+/* The words of `pkgs_<set>="..."` in scripts/deps.sh (may continue over lines with '\'). */
+static void deps_set(const char *set, char *out, size_t len)
+{
+    char *deps = read_file("scripts/deps.sh");
+    assert_non_null(deps);
+    char key[40];
+    snprintf(key, sizeof(key), "\npkgs_%s=\"", set);
+    const char *at = strstr(deps, key);
+    assert_non_null(at);
+    at += strlen(key);
+    size_t n = 0;
+    for (; *at && *at != '"' && n + 1 < len; at++)
+        if (*at != '\\')
+            out[n++] = *at == '\n' ? ' ' : *at;
+    out[n] = '\0';
+    free(deps);
+}
+
+static bool has_word(const char *list, const char *word)
+{
+    size_t wl = strlen(word);
+    for (const char *p = list; (p = strstr(p, word)); p += wl)
+        if ((p == list || p[-1] == ' ') && (p[wl] == ' ' || p[wl] == '\0'))
+            return true;
+    return false;
+}
+
+static void runtime_packages_provide_every_library_the_binary_needs(void **state)
+{
+    (void)state;
+    char runtime[1000];
+    deps_set("runtime", runtime, sizeof(runtime));
+    /* ldd resolves each NEEDED library; dpkg says which package ships it. */
+    char cmd[1200];
+    snprintf(cmd, sizeof(cmd),
+             "for lib in $(readelf -d '%s' | sed -n 's/.*NEEDED.*\\[\\(.*\\)\\]/\\1/p'); do "
+             "case $lib in libasan*|libubsan*|libtsan*) continue;; esac; "
+             "path=$(ldd '%s' | awk -v l=$lib '$1 == l {print $3}'); real=$(readlink -f $path); "
+             /* merged /usr: dpkg may know the file under /lib or /usr/lib */
+             "pkg=$(for f in $path $real ${real#/usr}; do dpkg -S $f 2>/dev/null && break; done "
+             "| cut -d: -f1 | head -1); echo \"$lib $pkg\"; done",
+             bin(), bin());
+    char *out = run(cmd);
+    assert_non_null(out);
+    int libs = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        char lib[128], pkg[128] = "";
+        assert_true(sscanf(line, "%127s %127s", lib, pkg) >= 1);
+        printf("# %s from package %s\n", lib, pkg[0] ? pkg : "(unknown)");
+        libs++;
+        /* libc6 is in every Debian image; everything else must be in the runtime set. */
+        if (strcmp(pkg, "libc6") && !has_word(runtime, pkg))
+            fail_msg("%s comes from %s, which scripts/deps.sh runtime does not install", lib,
+                     pkg[0] ? pkg : "an unknown package");
+    }
+    assert_true(libs >= 5);
+    free(out);
+    /* load-test.sh's tools and the health check's curl are there too. */
+    assert_true(has_word(runtime, "curl"));
+    assert_true(has_word(runtime, "wrk"));
+    assert_true(has_word(runtime, "hey"));
+}
+
+/* The Dockerfile's instructions (comments and continuation lines folded away). */
+static void dockerfile_builds_and_runs_with_deps_sh_as_non_root(void **state)
+{
+    (void)state;
+    char *df = read_file("Dockerfile");
+    assert_non_null(df);
+    const char *build = strstr(df, "\nFROM debian:bookworm AS build");
+    const char *runst = strstr(df, "\nFROM debian:bookworm-slim");
+    assert_non_null(build);
+    assert_non_null(runst);
+    assert_true(build < runst);
+    const char *deps_build = strstr(build, "RUN scripts/deps.sh build");
+    assert_non_null(deps_build);
+    assert_true(deps_build < runst);
+    assert_non_null(strstr(runst, "deps.sh runtime"));
+    /* Only the binary crosses from the build stage. */
+    assert_non_null(strstr(runst, "COPY --from=build /src/build/bulkhead "));
+    const char *user = strstr(runst, "\nUSER ");
+    assert_non_null(user);
+    assert_true(strncmp(user, "\nUSER root", 10) && strncmp(user, "\nUSER 0", 7));
+    assert_non_null(strstr(runst, "\nHEALTHCHECK "));
+    assert_non_null(strstr(runst, "/health"));
+    /* load-test.sh is copied when present, without failing the build when it is not. */
+    assert_non_null(strstr(runst, "load-test.s[h]"));
+    free(df);
+}
+
+/* The block of one service in `docker-compose config` output (caller frees). */
+static char *service_block(const char *yaml, const char *name)
+{
+    char key[80];
+    snprintf(key, sizeof(key), "\n  %s:\n", name);
+    const char *at = strstr(yaml, key);
+    if (!at)
+        return NULL;
+    at += strlen(key);
+    const char *end = at;
+    while ((end = strchr(end, '\n')) && end[1] == ' ' && end[2] == ' ' && end[3] == ' ')
+        end++;
+    size_t len = end ? (size_t)(end - at) : strlen(at);
+    char *b = malloc(len + 1);
+    memcpy(b, at, len);
+    b[len] = '\0';
+    return b;
+}
+
+static void compose_keeps_the_seed_flow_and_adds_a_scale_profile(void **state)
+{
+    (void)state;
+    char cmd[800];
+    snprintf(cmd, sizeof(cmd),
+             "cd '%s' && SCALE_PORT= docker-compose -f docker-compose.yml --profile scale "
+             "config 2>&1",
+             root());
+    char *yaml = run(cmd);
+    assert_non_null(yaml);
+    char *db = service_block(yaml, "db"), *redis = service_block(yaml, "redis");
+    char *api = service_block(yaml, "api"), *api2 = service_block(yaml, "api-2");
+    char *nginx = service_block(yaml, "nginx");
+    assert_non_null(db);
+    assert_non_null(redis);
+    assert_non_null(api);
+    assert_non_null(api2);
+    assert_non_null(nginx);
+
+    assert_non_null(strstr(db, "image: postgres:15"));
+    assert_non_null(strstr(db, "init-db.sql:/docker-entrypoint-initdb.d/"));
+    assert_non_null(strstr(db, "healthcheck:"));
+    assert_non_null(strstr(redis, "image: redis:7"));
+    assert_non_null(strstr(redis, "healthcheck:"));
+    /* The seed's flow: `docker compose up --build`, then http://localhost:8080/health. */
+    assert_null(strstr(api, "profiles:"));
+    assert_non_null(strstr(api, "build:"));
+    assert_non_null(strstr(api, "published: 8080\n      target: 8080"));
+    const char *apis[] = {api, api2};
+    for (size_t i = 0; i < 2; i++) {
+        const char *s = apis[i];
+        assert_non_null(strstr(s, "RATE_LIMIT_BACKEND: redis"));
+        assert_non_null(strstr(s, "REDIS_URL: redis://redis:6379"));
+        assert_non_null(strstr(s, "DATABASE_URL: postgresql://"));
+        assert_non_null(strstr(s, "@db:5432/"));
+        assert_non_null(strstr(s, "db:\n        condition: service_healthy"));
+        assert_non_null(strstr(s, "redis:\n        condition: service_healthy"));
+    }
+    /* Scale profile: a second api that publishes nothing, nginx on 8081, after both apis. */
+    assert_non_null(strstr(api2, "- scale"));
+    assert_null(strstr(api2, "published:"));
+    assert_non_null(strstr(nginx, "- scale"));
+    assert_non_null(strstr(nginx, "published: 8081\n      target: 80"));
+    assert_non_null(strstr(nginx, "deploy/nginx.conf:/etc/nginx/nginx.conf"));
+    assert_non_null(strstr(nginx, "deploy/proxy.conf:/etc/nginx/bulkhead-proxy.conf"));
+    assert_non_null(strstr(nginx, "api:\n        condition: service_healthy"));
+    assert_non_null(strstr(nginx, "api-2:\n        condition: service_healthy"));
+    printf("# compose: api publishes 8080 (no profile), profile scale adds api-2 and nginx on "
+           "8081\n");
+    free(db);
+    free(redis);
+    free(api);
+    free(api2);
+    free(nginx);
+    free(yaml);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(env_example_names_every_setting_with_its_default),
+        cmocka_unit_test(env_example_is_what_the_generator_prints),
+        cmocka_unit_test(runtime_packages_provide_every_library_the_binary_needs),
+        cmocka_unit_test(dockerfile_builds_and_runs_with_deps_sh_as_non_root),
+        cmocka_unit_test(compose_keeps_the_seed_flow_and_adds_a_scale_profile),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
