@@ -33,6 +33,7 @@ declare -A NEEDS=(
     [fuzz_payload]="params.c"
     [fuzz_redisurl]="rlredis.c log.c xalloc.c"
     [fuzz_logescape]="log.c"
+    [fuzz_proxies]="params.c"
 )
 # Longest input tried; the JSON targets need room for deep nesting.
 declare -A MAXLEN=([fuzz_tiers]=8192 [fuzz_payload]=8192)

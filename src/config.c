@@ -79,6 +79,9 @@ static const struct cfg_def cfg_table[] = {
     {"DB_READ_RETRIES", CFG_INT, "1", 0, 3, NULL,
      "times an idempotent read is retried on a fresh connection after a dead one",
      OFF(retry_reads)},
+    {"TRUSTED_PROXIES", CFG_STR, "", 0, 0, NULL,
+     "load balancers (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client",
+     OFF(trusted_proxies)},
 };
 
 #define CFG_COUNT (sizeof(cfg_table) / sizeof(cfg_table[0]))

@@ -223,7 +223,14 @@ int server_start(struct server *srv, const struct config *cfg, const struct tier
         rnd = (uint32_t)mclock_wall_us();
     snprintf(srv->instance_id, sizeof(srv->instance_id), "%08x", rnd);
 
-    int rc = health_start(srv->cfg.database_url, srv->cfg.health_interval, &srv->health);
+    char why[200];
+    int rc = params_parse_cidrs(srv->cfg.trusted_proxies, srv->proxies, PARAMS_CIDRS_MAX,
+                                &srv->nproxies, why, sizeof(why));
+    if (rc) {
+        log_error("config", "TRUSTED_PROXIES: %s", why);
+        goto fail;
+    }
+    rc = health_start(srv->cfg.database_url, srv->cfg.health_interval, &srv->health);
     if (rc)
         goto fail;
     srv->ntiers = tiers->count;
