@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -242,6 +243,11 @@ int h_server_start_ex(struct h_server *s, const char *database_url, const char *
     if (pid < 0)
         return -1;
     if (pid == 0) {
+        /* If the test process dies, its server must not outlive it (it would hold ports and
+         * any lock the test run holds). */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() == 1)
+            _exit(125);
         char port[16];
         snprintf(port, sizeof(port), "%d", s->port);
         setenv("API_PORT", port, 1);
