@@ -282,6 +282,15 @@ int h_server_start_ex(struct h_server *s, const char *database_url, const char *
     return 0;
 }
 
+const char *h_url(const struct h_server *s, const char *path)
+{
+    static _Thread_local char buf[8][512];
+    static _Thread_local int i;
+    i = (i + 1) % 8;
+    snprintf(buf[i], sizeof(buf[i]), "%s%s", s->base, path);
+    return buf[i];
+}
+
 int h_server_stop(struct h_server *s, int sig, int timeout_ms)
 {
     if (s->pid <= 0)

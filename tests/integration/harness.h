@@ -58,6 +58,8 @@ int h_server_start(struct h_server *s, const char *database_url, const char *con
 /* Same, but require_healthy=false also accepts a server that cannot reach its database. */
 int h_server_start_ex(struct h_server *s, const char *database_url, const char *const *env,
                       bool wait_ready);
+/* s->base + path, in one of a few per-thread rotating buffers (valid for a handful of calls). */
+const char *h_url(const struct h_server *s, const char *path);
 /* Send sig and wait up to timeout_ms for exit. Returns the exit status, 128+signal, or -1. */
 int h_server_stop(struct h_server *s, int sig, int timeout_ms);
 /* Whether the server's log contains needle (now). */
