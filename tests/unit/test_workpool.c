@@ -313,7 +313,9 @@ static void tenant_share_is_capped_while_others_are_active(void **state)
     assert_int_equal(CTX_READ(&c, c.t_running[A]), 2);
     assert_int_equal(CTX_READ(&c, c.t_max[A]), 2);
 
-    /* Once B and C are forgotten (their linger passed), A alone takes every worker. */
+    /* Once B and C are forgotten (their linger passed), A alone takes every worker. Their
+     * items must be done in the pool, not only in run(), or they are not idle yet. */
+    wait_pool_completed(wp, 3);
     workpool_expire(wp, 0, mclock_now_us() + 10 * 1000000ll);
     WAIT_UNTIL(&c, c.t_running[A] == 4);
     workpool_stats(wp, &st);
@@ -472,9 +474,10 @@ static void set_limits_retires_threads_live(void **state)
     /* Running work is not interrupted: the four held items finish normally. */
     for (int i = 0; i < PRE; i++)
         release(&c, &pre[i]);
-    /* Post items run in FIFO order (one tenant); release each once it started. */
+    /* Post items run in FIFO order (one tenant). Release each once it and the next one have
+     * started, so two are always held together: the remaining two threads are both busy. */
     for (int i = 0; i < POST; i++) {
-        WAIT_UNTIL(&c, post[i].started);
+        WAIT_UNTIL(&c, post[i].started && (i + 1 == POST || post[i + 1].started));
         release(&c, &post[i]);
     }
     WAIT_UNTIL(&c, c.completed == PRE + POST);
