@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -41,6 +42,7 @@ struct job {
     enum workpool_drop_reason why;
     pthread_t ran_on, dropped_on;
     bool saw_stop_returned; /* at the end of run(): had workpool_stop returned already? */
+    int64_t spin_us;        /* run() computes this long (stress test: work that takes time) */
 };
 
 /* What the callbacks observed. The mutex guards every field; cv is broadcast on any change. */
@@ -83,6 +85,11 @@ static void job_run(struct fairq_item *it, void *arg)
 {
     struct ctx *c = arg;
     struct job *j = job_of(it);
+    if (j->spin_us) {
+        int64_t end = mclock_now_us() + j->spin_us;
+        while (mclock_now_us() < end)
+            ;
+    }
     pthread_mutex_lock(&c->mu);
     j->started = true;
     j->ran_on = pthread_self();
@@ -594,6 +601,98 @@ static void top_tenants_lists_busiest_first(void **state)
     stop_and_destroy(&c, wp);
 }
 
+/* ---- everything at once ------------------------------------------------------------------ */
+
+struct submitter {
+    pthread_t tid;
+    struct workpool *wp;
+    struct job *jobs; /* this thread's slice */
+    int n;
+    atomic_int *done;
+    int accepted, rejected; /* read after join */
+};
+
+static void *submitter_main(void *arg)
+{
+    struct submitter *s = arg;
+    for (int i = 0; i < s->n; i++) {
+        s->jobs[i].spin_us = 50;
+        /* A refused item is offered again a few times, as a client would retry. */
+        int rc = -EAGAIN;
+        for (int attempt = 0; attempt < 20 && (rc == -EAGAIN || rc == -EDQUOT); attempt++) {
+            rc = submit(s->wp, &s->jobs[i], i % NTENANTS, false);
+            if (rc)
+                sched_yield();
+        }
+        if (rc == 0)
+            s->accepted++;
+        else if (rc == -EAGAIN || rc == -EDQUOT)
+            s->rejected++;
+        else
+            fail_msg("submit: %d", rc);
+    }
+    atomic_fetch_add(s->done, 1);
+    return NULL;
+}
+
+static void every_item_is_accounted_for_under_resizes_and_expiry(void **state)
+{
+    (void)state;
+    enum { SUBMITTERS = 4, PER = 2000 };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 2, 256, 64, 2);
+    struct job *jobs = calloc(SUBMITTERS * PER, sizeof(*jobs));
+    assert_non_null(jobs);
+    atomic_int done = 0;
+    struct submitter sub[SUBMITTERS];
+    for (int i = 0; i < SUBMITTERS; i++) {
+        sub[i] = (struct submitter){.wp = wp, .jobs = jobs + i * PER, .n = PER, .done = &done};
+        assert_int_equal(pthread_create(&sub[i].tid, NULL, submitter_main, &sub[i]), 0);
+    }
+    /* Meanwhile: resize the pool and expire whatever waited more than 1 ms, over and over. */
+    const size_t sizes[] = {1, 3, 8, 2, 5, 1, 4};
+    for (unsigned k = 0; atomic_load(&done) < SUBMITTERS; k++) {
+        struct workpool_limits lim = {sizes[k % 7], 256, 64, 1 + k % 3};
+        assert_int_equal(workpool_set_limits(wp, &lim), 0);
+        workpool_expire(wp, mclock_now_us() - 1000, mclock_now_us());
+        sched_yield();
+    }
+    int accepted = 0, rejected = 0;
+    for (int i = 0; i < SUBMITTERS; i++) {
+        pthread_join(sub[i].tid, NULL);
+        accepted += sub[i].accepted;
+        rejected += sub[i].rejected;
+    }
+    assert_int_equal(accepted + rejected, SUBMITTERS * PER);
+    WAIT_UNTIL(&c, c.completed + c.expired == accepted);
+    workpool_stop(wp);
+
+    /* Each accepted item ran once or was expired once, never both; refused ones never. */
+    int ran = 0, dropped = 0;
+    for (int i = 0; i < SUBMITTERS * PER; i++) {
+        assert_true(jobs[i].runs + jobs[i].drops <= 1);
+        ran += jobs[i].runs;
+        dropped += jobs[i].drops;
+        if (jobs[i].drops)
+            assert_int_equal(jobs[i].why, WORKPOOL_EXPIRED);
+    }
+    assert_int_equal(ran + dropped, accepted);
+    assert_int_equal(c.shutdown, 0);
+    print_message("# %d accepted (%d ran, %d expired), %d refused\n", accepted, ran, dropped,
+                  rejected);
+    struct workpool_stats st;
+    workpool_stats(wp, &st);
+    assert_int_equal(st.submitted, accepted);
+    assert_int_equal(st.completed, ran);
+    assert_int_equal(st.expired, dropped);
+    assert_true(st.rejected_full + st.rejected_tenant >= (uint64_t)rejected); /* with retries */
+    assert_int_equal(st.busy + st.queued, 0);
+    workpool_destroy(wp);
+    ctx_destroy(&c);
+    free(jobs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -607,6 +706,7 @@ int main(void)
         cmocka_unit_test(regrow_while_retiring_thread_is_busy),
         cmocka_unit_test(bad_thread_counts_are_refused),
         cmocka_unit_test(top_tenants_lists_busiest_first),
+        cmocka_unit_test(every_item_is_accounted_for_under_resizes_and_expiry),
     };
     return cmocka_run_group_tests_name("workpool", tests, NULL, NULL);
 }
