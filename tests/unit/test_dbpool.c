@@ -567,6 +567,76 @@ static void stop_wakes_waiters_with_eshutdown(void **state)
     assert_int_equal(wait_backends(app, 0), 0);
 }
 
+struct churner {
+    pthread_t tid;
+    struct dbpool *p;
+    const void *owner;
+    atomic_int *done;
+    int ok, timeouts, other; /* read after join */
+};
+
+static void *churner_main(void *arg)
+{
+    struct churner *ch = arg;
+    for (int i = 0; i < 30; i++) {
+        struct dbconn *c;
+        int rc = get(ch->p, ch->owner, 15 * SEC, &c);
+        if (rc == 0) {
+            ch->ok += q_int(c, "one", NULL) == 1;
+            dbpool_release(ch->p, c, false);
+        } else if (rc == -ETIMEDOUT) {
+            ch->timeouts++;
+        } else {
+            ch->other++;
+        }
+    }
+    atomic_fetch_add(ch->done, 1);
+    return NULL;
+}
+
+static void hand_off_survives_flipping_caps(void **state)
+{
+    (void)state;
+    NEED_PG();
+    enum { MAX = 4, THREADS = 6 };
+    char app[64];
+    app_for(app, sizeof(app), "churn");
+    atomic_bool others = true;
+    struct dbpool *p = mkpool(app, MAX, 1, &others);
+    atomic_int done = 0;
+    struct churner ch[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        ch[i] = (struct churner){.p = p, .owner = i % 3 == 0 ? A : B, .done = &done};
+        assert_int_equal(pthread_create(&ch[i].tid, NULL, churner_main, &ch[i]), 0);
+    }
+    /* While they run, the tier's activity and the tenant cap keep changing; every change is
+     * followed by what the janitor or a reload would do (kick, set_limits). A waiter left
+     * behind by a missed hand-off would time out. */
+    int64_t max_seen = 0;
+    for (unsigned k = 0; atomic_load(&done) < THREADS; k++) {
+        atomic_store(&others, k % 2 == 0);
+        dbpool_kick(p);
+        dbpool_set_limits(p, MAX, 1 + k % 3);
+        int64_t n = backends(app);
+        if (n > max_seen)
+            max_seen = n;
+    }
+    int ok = 0;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(ch[i].tid, NULL);
+        assert_int_equal(ch[i].timeouts, 0);
+        assert_int_equal(ch[i].other, 0);
+        ok += ch[i].ok;
+    }
+    assert_int_equal(ok, THREADS * 30);
+    assert_true(max_seen <= MAX);
+    struct dbpool_stats st = stats(p);
+    assert_int_equal(st.acquired, THREADS * 30);
+    assert_true(st.connects <= MAX);
+    assert_int_equal(st.pending + st.active + st.opening, 0);
+    finish(p, app);
+}
+
 /* ---- one connection ----------------------------------------------------------------------- */
 
 static void exec_past_deadline_times_out_and_cancel_keeps_connection(void **state)
@@ -729,6 +799,7 @@ int main(void)
         cmocka_unit_test(broken_release_frees_the_slot),
         cmocka_unit_test(smaller_max_closes_idle_connections),
         cmocka_unit_test(stop_wakes_waiters_with_eshutdown),
+        cmocka_unit_test(hand_off_survives_flipping_caps),
         cmocka_unit_test(exec_past_deadline_times_out_and_cancel_keeps_connection),
         cmocka_unit_test(statement_timeout_is_a_server_side_backstop),
         cmocka_unit_test(sql_error_is_eio_and_connection_survives),
