@@ -226,6 +226,31 @@ static void trial_failure_or_timeout_reopens(void **state)
     }
 }
 
+static void trial_from_an_earlier_half_open_still_holds_its_slot(void **state)
+{
+    (void)state;
+    struct breaker *b = breaker_create("t", &cfg);
+    open_at(b, T0);
+    const int64_t t = T0 + 1000 * MS;
+    enum breaker_permit p1 = acquire(b, t, NULL), p2 = acquire(b, t, NULL);
+    assert_int_equal(p2, BREAKER_TRIAL);
+    breaker_record(b, p1, BREAKER_FAILURE, t); /* reopens; p2 is still running */
+    /* Half-open again while p2 runs: only one new trial fits beside it. */
+    const int64_t t2 = t + 1000 * MS;
+    enum breaker_permit p3 = acquire(b, t2, NULL);
+    assert_int_equal(p3, BREAKER_TRIAL);
+    assert_int_equal(acquire(b, t2, NULL), BREAKER_DENY);
+    /* p2 ends without a verdict: its slot goes to a new trial, still two at most. */
+    breaker_release(b, p2);
+    enum breaker_permit p4 = acquire(b, t2, NULL);
+    assert_int_equal(p4, BREAKER_TRIAL);
+    assert_int_equal(acquire(b, t2, NULL), BREAKER_DENY);
+    breaker_record(b, p3, BREAKER_SUCCESS, t2 + 10 * MS);
+    breaker_record(b, p4, BREAKER_SUCCESS, t2 + 20 * MS);
+    assert_int_equal(snap(b, t2 + 20 * MS).state, BREAKER_CLOSED);
+    breaker_destroy(b);
+}
+
 static void released_trial_frees_its_slot(void **state)
 {
     (void)state;
@@ -505,6 +530,7 @@ int main(void)
         cmocka_unit_test(trial_successes_close_and_clear_the_window),
         cmocka_unit_test(trial_failure_or_timeout_reopens),
         cmocka_unit_test(released_trial_frees_its_slot),
+        cmocka_unit_test(trial_from_an_earlier_half_open_still_holds_its_slot),
         cmocka_unit_test(rolling_window_forgets_old_buckets),
         cmocka_unit_test(forced_open_refuses_until_released),
         cmocka_unit_test(disabled_always_allows_and_never_opens),
