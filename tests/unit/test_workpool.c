@@ -132,7 +132,7 @@ static void job_drop(struct fairq_item *it, enum workpool_drop_reason why, void 
     pthread_mutex_unlock(&c->mu);
 }
 
-/* Wait (mutex held) until cond holds or WAIT_S passes; fail the test on timeout. */
+/* Wait until cond, evaluated under the ctx mutex, holds; fail the test after WAIT_S seconds. */
 #define WAIT_UNTIL(c, cond)                                                                        \
     do {                                                                                           \
         struct timespec dl_ = mclock_timespec(mclock_now_us() + WAIT_S * 1000000ll);               \
