@@ -32,7 +32,7 @@ struct breaker {
     int64_t opened_us;        /* monotonic time it last opened */
     int64_t changed_us;       /* monotonic time of the last state change */
     int64_t changed_wall_us;  /* wall time of the same moment */
-    int64_t trials_in_flight; /* HALF_OPEN: trial permits out */
+    int64_t trials_in_flight; /* trial permits out, from this or an earlier HALF_OPEN */
     int64_t trial_successes;  /* HALF_OPEN: trials that succeeded */
     uint64_t successes, failures, timeouts, rejections, opened;
     struct breaker_bucket buckets[BREAKER_MAX_BUCKETS];
@@ -102,7 +102,9 @@ static void breaker_set_state(struct breaker *b, enum breaker_state to, int64_t 
     b->state = to;
     b->changed_us = now_us;
     b->changed_wall_us = mclock_wall_us();
-    b->trials_in_flight = 0;
+    /* trials_in_flight is not reset: a trial still running holds its slot until it records
+     * or releases, even when the state moved on (say, another trial failed and the breaker
+     * reopened and went half-open again), so HALF_OPEN never has more than trial_calls out. */
     b->trial_successes = 0;
     if (to == BREAKER_OPEN) {
         b->opened_us = now_us;
@@ -208,9 +210,12 @@ void breaker_record(struct breaker *b, enum breaker_permit permit, enum breaker_
     bk->calls++;
     bk->failures += failed;
 
+    if (permit == BREAKER_TRIAL && b->trials_in_flight > 0)
+        b->trials_in_flight--;
     if (b->mode == BREAKER_AUTO) {
+        /* A trial's verdict counts for the HALF_OPEN in force now, even if it was admitted by
+         * an earlier one: either way it is fresh news about the tier. */
         if (permit == BREAKER_TRIAL && b->state == BREAKER_HALF_OPEN) {
-            b->trials_in_flight--;
             if (failed) {
                 breaker_set_state(b, BREAKER_OPEN, now_us,
                                   outcome == BREAKER_TIMEOUT ? "trial call timed out"
@@ -235,8 +240,6 @@ void breaker_record(struct breaker *b, enum breaker_permit permit, enum breaker_
                 event = "breaker_open";
             }
         }
-    } else if (permit == BREAKER_TRIAL) {
-        b->trials_in_flight--;
     }
     pthread_mutex_unlock(&b->mutex);
     if (event)
@@ -248,7 +251,7 @@ void breaker_release(struct breaker *b, enum breaker_permit permit)
     if (permit != BREAKER_TRIAL)
         return;
     pthread_mutex_lock(&b->mutex);
-    if (b->state == BREAKER_HALF_OPEN && b->trials_in_flight > 0)
+    if (b->trials_in_flight > 0)
         b->trials_in_flight--;
     pthread_mutex_unlock(&b->mutex);
 }

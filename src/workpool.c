@@ -24,6 +24,7 @@
 struct workpool_thread {
     pthread_t tid;
     bool started; /* tid is joinable */
+    bool exited;  /* left its loop for good (guarded by the pool mutex) */
     size_t index;
     struct workpool *wp;
 };
@@ -80,6 +81,7 @@ static void *workpool_main(void *arg)
         if (wp->q.in_flight == 0)
             pthread_cond_broadcast(&wp->idle);
     }
+    self->exited = true;
     wp->running--;
     pthread_cond_broadcast(&wp->idle);
     pthread_mutex_unlock(&wp->mutex);
@@ -95,8 +97,13 @@ static int workpool_spawn(struct workpool *wp, size_t from, size_t to)
     int rc = 0;
     for (size_t i = from; i < to; i++) {
         struct workpool_thread *th = &wp->threads[i];
+        if (th->started && !th->exited) {
+            /* Told to retire but still running its last item: it sees the raised target when
+             * it looks again and stays. Joining it here would wait for it forever. */
+            continue;
+        }
         if (th->started) {
-            /* A retired thread in this slot: reap it (it has exited or is about to). */
+            /* A retired thread in this slot: reap it (it has left its loop). */
             pthread_mutex_unlock(&wp->mutex);
             pthread_join(th->tid, NULL);
             pthread_mutex_lock(&wp->mutex);
@@ -104,6 +111,7 @@ static int workpool_spawn(struct workpool *wp, size_t from, size_t to)
         }
         th->index = i;
         th->wp = wp;
+        th->exited = false;
         rc = pthread_create(&th->tid, &attr, workpool_main, th);
         if (rc) {
             rc = -rc;
