@@ -282,6 +282,19 @@ int h_server_start_ex(struct h_server *s, const char *database_url, const char *
     return 0;
 }
 
+int h_tiers_env(const char *name, const char *json, char *env, size_t envlen)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "%s/%s", getenv("BH_TEST_WORK"), name);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    int bad = fputs(json, f) < 0;
+    bad |= fclose(f) != 0;
+    int n = snprintf(env, envlen, "TIERS_FILE=%s", path);
+    return bad || n < 0 || (size_t)n >= envlen ? -1 : 0;
+}
+
 const char *h_url(const struct h_server *s, const char *path)
 {
     static _Thread_local char buf[8][512];

@@ -21,18 +21,6 @@ static char db_url[300];
 static struct h_server srv;  /* seed defaults */
 static struct h_server fast; /* short breaker timings from a tiers file */
 
-static const char *write_tiers(const char *name, const char *json)
-{
-    static char path[8][300];
-    static int i;
-    i = (i + 1) % 8;
-    snprintf(path[i], sizeof(path[i]), "%s/%s", getenv("BH_TEST_WORK"), name);
-    FILE *f = fopen(path[i], "w");
-    fputs(json, f);
-    fclose(f);
-    return path[i];
-}
-
 #define FAST_TIERS                                                                                 \
     "{\"free\": {\"workers\": 4, \"db_max\": 2, \"rate_limit\": 1000, \"breaker_timeout_ms\": "    \
     "500, \"breaker_reset_ms\": 400},"                                                             \
@@ -48,7 +36,8 @@ static int setup(void **state)
     if (h_server_start(&srv, db_url, NULL))
         return -1;
     static char env[400];
-    snprintf(env, sizeof(env), "TIERS_FILE=%s", write_tiers("tiers-fast.json", FAST_TIERS));
+    if (h_tiers_env("tiers-fast.json", FAST_TIERS, env, sizeof(env)))
+        return -1;
     const char *e[] = {env, NULL};
     return h_server_start(&fast, db_url, e);
 }
@@ -337,7 +326,7 @@ static void a_database_outage_opens_breakers_and_everything_recovers(void **stat
     struct h_pg pg;
     assert_int_equal(h_pg_start(&pg), 0);
     static char env[400];
-    snprintf(env, sizeof(env), "TIERS_FILE=%s", write_tiers("tiers-outage.json", FAST_TIERS));
+    assert_int_equal(h_tiers_env("tiers-outage.json", FAST_TIERS, env, sizeof(env)), 0);
     const char *e[] = {env, "HEALTH_INTERVAL_MS=200", NULL};
     struct h_server s;
     assert_int_equal(h_server_start(&s, pg.url, e), 0);

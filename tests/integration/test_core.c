@@ -426,14 +426,12 @@ static void sigterm_finishes_in_flight_requests(void **state)
 static void a_fourth_tier_comes_from_the_tiers_file(void **state)
 {
     (void)state;
-    char path[300];
-    snprintf(path, sizeof(path), "%s/tiers-gold.json", getenv("BH_TEST_WORK"));
-    FILE *f = fopen(path, "w");
-    fprintf(f, "{\"free\": {\"workers\": 2, \"db_max\": 1, \"rate_limit\": 3},"
-               " \"gold\": {\"workers\": 4, \"db_max\": 3}}");
-    fclose(f);
     char env[400];
-    snprintf(env, sizeof(env), "TIERS_FILE=%s", path);
+    assert_int_equal(h_tiers_env("tiers-gold.json",
+                                 "{\"free\": {\"workers\": 2, \"db_max\": 1, \"rate_limit\": 3},"
+                                 " \"gold\": {\"workers\": 4, \"db_max\": 3}}",
+                                 env, sizeof(env)),
+                     0);
     const char *e[] = {env, NULL};
     struct h_server s2;
     assert_int_equal(h_server_start(&s2, db_url, e), 0);
