@@ -170,12 +170,35 @@ static void log_writer_stop(void)
     pthread_mutex_unlock(&log_out.mutex);
 }
 
+/* With log_out.mutex held: write every line handed on so far, in order (the batch the writer
+ * took is older than what is pending, so it finishes first). */
+static void log_drain_locked(void)
+{
+    while (log_out.writing)
+        pthread_cond_wait(&log_out.idle, &log_out.mutex);
+    log_write_lines(log_out.pending, log_out.len);
+    log_out.len = 0;
+    pthread_cond_broadcast(&log_out.idle);
+}
+
+void log_flush(void)
+{
+    pthread_mutex_lock(&log_out.mutex);
+    log_drain_locked();
+    pthread_mutex_unlock(&log_out.mutex);
+}
+
 void log_setup(enum config_logfmt fmt, enum config_loglevel level, bool access, int fd)
 {
+    /* Lines already handed on go to the old output; the writer reads log_cfg only while it
+     * writes, which the drain waits out, so the change is made under the mutex. */
+    pthread_mutex_lock(&log_out.mutex);
+    log_drain_locked();
     log_cfg.fmt = fmt;
     log_cfg.level = level;
     log_cfg.access = access;
     log_cfg.fd = fd;
+    pthread_mutex_unlock(&log_out.mutex);
     if (log_out.running)
         return;
     log_out.pending = log_bufs[0];
@@ -313,13 +336,8 @@ static void log_write(char *line, size_t len, bool sync)
         return;
     }
     if (sync) {
-        /* Lines the writer took are older than this one: let it finish them first. */
-        while (log_out.writing)
-            pthread_cond_wait(&log_out.idle, &log_out.mutex);
-        log_write_lines(log_out.pending, log_out.len);
-        log_out.len = 0;
+        log_drain_locked();
         log_write_all(line, len);
-        pthread_cond_broadcast(&log_out.idle);
         pthread_mutex_unlock(&log_out.mutex);
         return;
     }

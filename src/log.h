@@ -26,7 +26,13 @@ struct log_access {
     double total_ms, queue_ms, query_ms;
 };
 
+/* Where and how lines go; the first call starts the writer thread. Lines handed on before a
+ * later call are written to the old fd first. */
 void log_setup(enum config_logfmt fmt, enum config_loglevel level, bool access, int fd);
+
+/* Access lines reach the output a few ms after log_access returns; events before log_event
+ * returns. log_flush returns once everything handed on so far is written. */
+void log_flush(void);
 
 /* An event: event is a short machine name ("pool_connect"), the message says what and why. */
 void log_event(enum config_loglevel level, const char *event, const char *fmt, ...)

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -158,6 +159,7 @@ static int teardown(void **state)
 /* Read everything written so far; exactly one line is expected. Returns it without '\n'. */
 static char *read_one_line(char *buf, size_t cap)
 {
+    log_flush();
     ssize_t n = read(log_pipe[0], buf, cap - 1);
     assert_true(n > 0);
     assert_true((size_t)n <= LINE_CAP);
@@ -302,6 +304,7 @@ static void levels_and_access_switch_filter_lines(void **state)
     log_debug("quiet", "not written");
     struct log_access a = {.status = 200};
     log_access(&a);
+    log_flush();
     char extra;
     assert_int_equal(read(log_pipe[0], &extra, 1), -1);
     log_warn("loud", "n=%d", 7);
@@ -312,11 +315,69 @@ static void levels_and_access_switch_filter_lines(void **state)
     log_setup(CONFIG_LOG_JSON, CONFIG_LOG_DEBUG, false, log_pipe[1]);
     assert_false(log_access_enabled());
     log_access(&a);
+    log_flush();
     assert_int_equal(read(log_pipe[0], &extra, 1), -1);
     log_debug("dbg", "x");
     j = read_json_line();
     assert_string_equal(json_string_value(json_object_get(j, "level")), "debug");
     json_decref(j);
+}
+
+#define WRITERS    4
+#define LINES_EACH 5000 /* 4 x 5000 lines of ~250 bytes: several swaps of the pending buffer */
+
+static void *write_access_lines(void *arg)
+{
+    char tenant[32], rid[32];
+    snprintf(tenant, sizeof(tenant), "t%d", (int)(intptr_t)arg);
+    for (int i = 0; i < LINES_EACH; i++) {
+        snprintf(rid, sizeof(rid), "%d", i);
+        struct log_access a = {.request_id = rid,
+                               .tier = "free",
+                               .tenant = tenant,
+                               .method = "GET",
+                               .path = "/api/data",
+                               .outcome = "ok",
+                               .status = 200,
+                               .total_ms = 1.5};
+        log_access(&a);
+    }
+    return NULL;
+}
+
+/* Lines from many threads through the writer thread: every one arrives once, whole, and each
+ * thread's lines keep their order. */
+static void concurrent_access_lines_all_arrive_whole_and_in_order(void **state)
+{
+    (void)state;
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_INFO, true, fileno(f));
+    pthread_t th[WRITERS];
+    for (intptr_t t = 0; t < WRITERS; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, write_access_lines, (void *)t), 0);
+    for (int t = 0; t < WRITERS; t++)
+        pthread_join(th[t], NULL);
+    log_flush();
+    rewind(f);
+    int next[WRITERS] = {0};
+    int lines = 0;
+    char buf[2 * LINE_CAP];
+    while (fgets(buf, sizeof(buf), f)) {
+        json_error_t jerr;
+        json_t *j = json_loads(buf, 0, &jerr);
+        if (!j)
+            fail_msg("line %d is not JSON: %s", lines, buf);
+        int t = atoi(json_string_value(json_object_get(j, "tenant")) + 1);
+        assert_true(t >= 0 && t < WRITERS);
+        assert_int_equal(atoi(json_string_value(json_object_get(j, "request_id"))), next[t]);
+        next[t]++;
+        lines++;
+        json_decref(j);
+    }
+    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_INFO, true, log_pipe[1]);
+    fclose(f);
+    assert_int_equal(lines, WRITERS * LINES_EACH);
 }
 
 int main(void)
@@ -331,6 +392,7 @@ int main(void)
         cmocka_unit_test(hostile_oversized_fields_keep_the_line_valid_and_complete),
         cmocka_unit_test(text_lines_stay_one_line),
         cmocka_unit_test(levels_and_access_switch_filter_lines),
+        cmocka_unit_test(concurrent_access_lines_all_arrive_whole_and_in_order),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
