@@ -163,7 +163,7 @@ read -r H_CLOSE _ < <(wrk_run 64 "$URL/health" "Connection: close")
 #    prepared statements: pgbench simple protocol vs prepared, same query.
 PG_SIMPLE=$("$PGBIN/pgbench" -n -M simple -c "$CONC" -j 2 -T "$DUR" -f "$WORK/query.sql" "$DB" 2>&1 | awk '/^tps = / { printf "%.0f\n", $3 }')
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b > 0 ? a / b : 0 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 mark() { awk -v v="$1" -v t="$2" -v dir="${3:-ge}" 'BEGIN { ok = dir == "ge" ? v >= t : v <= t; print ok ? "met" : "**missed**" }'; }
 DATA_R=$(ratio "$DATA_RPS" "$PG_TPS")
 H_R=$(ratio "$H_OURS" "$H_MIN")
