@@ -304,7 +304,8 @@ static void compose_keeps_the_seed_flow_and_adds_a_scale_profile(void **state)
     (void)state;
     char cmd[800];
     snprintf(cmd, sizeof(cmd),
-             "cd '%s' && SCALE_PORT= docker-compose -f docker-compose.yml --profile scale "
+             "cd '%s' && SCALE_PORT= API_HOST_PORT= docker-compose -f docker-compose.yml "
+             "--profile scale "
              "config 2>&1",
              root());
     char *yaml = run(cmd);
@@ -352,6 +353,24 @@ static void compose_keeps_the_seed_flow_and_adds_a_scale_profile(void **state)
     free(redis);
     free(api);
     free(api2);
+    free(nginx);
+    free(yaml);
+
+    /* The balancer can take the seed's port: nginx on 8080, api alone on 8082. */
+    snprintf(cmd, sizeof(cmd),
+             "cd '%s' && SCALE_PORT=8080 API_HOST_PORT=8082 docker-compose -f docker-compose.yml "
+             "--profile scale config 2>&1",
+             root());
+    yaml = run(cmd);
+    assert_non_null(yaml);
+    api = service_block(yaml, "api");
+    nginx = service_block(yaml, "nginx");
+    assert_non_null(api);
+    assert_non_null(nginx);
+    assert_non_null(strstr(api, "published: 8082\n      target: 8080"));
+    assert_non_null(strstr(nginx, "published: 8080\n      target: 80"));
+    printf("# compose: SCALE_PORT=8080 API_HOST_PORT=8082 puts nginx on 8080, api on 8082\n");
+    free(api);
     free(nginx);
     free(yaml);
 }
