@@ -112,11 +112,25 @@ DATA_P99=$(cut -d' ' -f3 "$WORK/ours_data" | median)
 DATA_BAD=$(cut -d' ' -f4 "$WORK/ours_data" | sort -n | tail -1)
 PG_TPS=$(median <"$WORK/pg_tps")
 
-# 2. /health and 3. the 429 path vs the bare responder.
+# 2. /health and 3. the 429 path vs the bare responder; the cost of the access log is /health
+# against a second server with ACCESS_LOG=false (it only answers /health, so its pools stay
+# closed).
+NOLOG_PORT=$(free_port)
+(cd "$WORK" && DATABASE_URL=$DB API_PORT=$NOLOG_PORT API_BIND=127.0.0.1 ACCESS_LOG=false \
+    exec "$BIN" >"$WORK/server-nolog.log" 2>&1) &
+NOLOG=$!
+pids+=("$NOLOG")
+NURL=http://127.0.0.1:$NOLOG_PORT
+for _ in $(seq 100); do curl -fs "$NURL/health" >/dev/null && break; sleep 0.1; done
+DUR_SAVE=$DUR
+DUR=3
+wrk_run 64 "$NURL/health" >/dev/null
+DUR=$DUR_SAVE
 : >"$WORK/h_ours" >"$WORK/h_min" >"$WORK/r_ours" >"$WORK/r_min" >"$WORK/h_nolog"
 for _ in $(seq "$RUNS"); do
     wrk_run 64 "$URL/health" >>"$WORK/h_ours"
     wrk_run 64 "$MURL/health" >>"$WORK/h_min"
+    wrk_run 64 "$NURL/health" >>"$WORK/h_nolog"
     wrk_run 64 "$URL/api/data" "X-Tenant-Tier: free" "X-Tenant-Id: bench-429" >>"$WORK/r_ours"
     wrk_run 64 "$MURL/api/data" >>"$WORK/r_min"
 done
@@ -124,6 +138,9 @@ H_OURS=$(cut -d' ' -f1 "$WORK/h_ours" | median)
 H_MIN=$(cut -d' ' -f1 "$WORK/h_min" | median)
 R_OURS=$(cut -d' ' -f1 "$WORK/r_ours" | median)
 R_MIN=$(cut -d' ' -f1 "$WORK/r_min" | median)
+H_NOLOG=$(cut -d' ' -f1 "$WORK/h_nolog" | median)
+kill -TERM "$NOLOG" 2>/dev/null
+wait "$NOLOG" 2>/dev/null
 
 # 4. Isolation: load-test.sh with enterprise offered half of its measured capacity.
 ENT_RATE=$((DATA_RPS / 2))
@@ -204,6 +221,7 @@ OUT=$RESULTS/$STAMP.md
     echo "| choice | with | without | gain |"
     echo "|---|---|---|---|"
     echo "| keep-alive honoured (reply queued on a later call), /health c=64 | $H_OURS req/s | $H_CLOSE req/s (Connection: close) | $(ratio "$H_OURS" "$H_CLOSE")x |"
+    echo "| access log off (ACCESS_LOG=false), /health c=64 | $H_NOLOG req/s | $H_OURS req/s (one JSON line per request) | $(ratio "$H_NOLOG" "$H_OURS")x |"
     echo "| prepared statements (pgbench, same query) | $PG_TPS tps | $PG_SIMPLE tps (simple protocol) | $(ratio "$PG_TPS" "$PG_SIMPLE")x |"
     echo
     cat "$ROOT/bench/optimisations.md"
