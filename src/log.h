@@ -50,7 +50,8 @@ bool log_access_enabled(void);
 
 /*
  * Append s to dst[*len..cap) as a JSON string body (no quotes), escaping what JSON requires.
- * Stops cleanly when cap is reached; dst stays NUL-terminated. Exposed for tests.
+ * Stops cleanly when cap is reached; dst stays NUL-terminated. Also builds reply bodies
+ * (request_reply_error) and is exposed for tests.
  */
 void log_json_escape(char *dst, size_t cap, size_t *len, const char *s, size_t maxin);
 

@@ -11,7 +11,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <jansson.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +100,32 @@ int request_arg(const struct request *r, const char *name, const char **value)
     return 0;
 }
 
+/* Append the literal s to buf[*len..cap), NUL-terminated; cut short (never overrun) at cap. */
+static void request_put(char *buf, size_t cap, size_t *len, const char *s)
+{
+    size_t n = strlen(s);
+    if (*len + n + 1 > cap)
+        n = *len + 1 < cap ? cap - *len - 1 : 0;
+    memcpy(buf + *len, s, n);
+    *len += n;
+    buf[*len] = '\0';
+}
+
+/* "%" PRId64 into buf (at least 21 bytes), without printf. */
+static const char *request_i64(char *buf, size_t cap, int64_t v)
+{
+    char *p = buf + cap - 1;
+    *p = '\0';
+    uint64_t u = v < 0 ? 0u - (uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return p;
+}
+
 static void request_set(struct request *r, unsigned status, enum metrics_outcome outcome,
                         struct MHD_Response *resp, const char *content_type)
 {
@@ -116,13 +141,12 @@ static void request_set(struct request *r, unsigned status, enum metrics_outcome
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
     if (r->rl_applied) {
-        char v[32];
-        snprintf(v, sizeof(v), "%" PRId64, r->rl.limit);
-        MHD_add_response_header(resp, "RateLimit-Limit", v);
-        snprintf(v, sizeof(v), "%" PRId64, r->rl.remaining);
-        MHD_add_response_header(resp, "RateLimit-Remaining", v);
-        snprintf(v, sizeof(v), "%" PRId64, request_retry_seconds(r->rl.reset_us));
-        MHD_add_response_header(resp, "RateLimit-Reset", v);
+        char v[24];
+        MHD_add_response_header(resp, "RateLimit-Limit", request_i64(v, sizeof(v), r->rl.limit));
+        MHD_add_response_header(resp, "RateLimit-Remaining",
+                                request_i64(v, sizeof(v), r->rl.remaining));
+        MHD_add_response_header(resp, "RateLimit-Reset",
+                                request_i64(v, sizeof(v), request_retry_seconds(r->rl.reset_us)));
     }
 }
 
@@ -156,25 +180,34 @@ int64_t request_retry_seconds(int64_t us)
     return s < 1 ? 1 : s;
 }
 
+/*
+ * {"error":code,"message":message,"request_id":id[,"retry_after_s":n]}, built in place: every
+ * rejection (a 429 flood most of all) passes here, and a jansson object costs a dozen
+ * allocations. Strings go through log_json_escape, so any byte in message (which may quote
+ * client input) still makes valid JSON; a message too long for the buffer is cut, never the
+ * fields after it.
+ */
 void request_reply_error(struct request *r, unsigned status, enum metrics_outcome outcome,
                          const char *code, const char *message, int64_t retry_after_s)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s}", "error", code, "message", message, "request_id",
-                          r->request_id);
-    if (retry_after_s > 0)
-        json_object_set_new(o, "retry_after_s", json_integer(retry_after_s));
-    char *text = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    if (!text) {
-        fprintf(stderr, "bulkhead: out of memory building an error body\n");
-        abort();
-    }
-    request_reply_owned(r, status, outcome, text, strlen(text), free, text);
+    char body[2048], num[24];
+    size_t len = 0;
+    request_put(body, sizeof(body), &len, "{\"error\":\"");
+    log_json_escape(body, 128, &len, code, SIZE_MAX);
+    request_put(body, sizeof(body), &len, "\",\"message\":\"");
+    log_json_escape(body, sizeof(body) - 160, &len, message, SIZE_MAX);
+    request_put(body, sizeof(body), &len, "\",\"request_id\":\"");
+    log_json_escape(body, sizeof(body) - 48, &len, r->request_id, SIZE_MAX);
+    request_put(body, sizeof(body), &len, "\"");
     if (retry_after_s > 0) {
-        char v[24];
-        snprintf(v, sizeof(v), "%" PRId64, retry_after_s);
-        MHD_add_response_header(r->resp, MHD_HTTP_HEADER_RETRY_AFTER, v);
+        request_put(body, sizeof(body), &len, ",\"retry_after_s\":");
+        request_put(body, sizeof(body), &len, request_i64(num, sizeof(num), retry_after_s));
     }
+    request_put(body, sizeof(body), &len, "}");
+    request_reply_json(r, status, outcome, body, len);
+    if (retry_after_s > 0)
+        MHD_add_response_header(r->resp, MHD_HTTP_HEADER_RETRY_AFTER,
+                                request_i64(num, sizeof(num), retry_after_s));
 }
 
 void request_add_header(struct request *r, const char *name, const char *value)

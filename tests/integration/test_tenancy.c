@@ -244,6 +244,11 @@ static void bad_bodies_are_refused_and_store_nothing(void **state)
         {"", "Content-Type: application/json", 400},
         {"{\"payload\": {}}", "Content-Type: text/plain", 415},
         {"{\"payload\": {\"a\":1, \"a\":2}}", "Content-Type: application/json", 400},
+        /* Raw bytes that are not UTF-8, and control bytes: the error message may quote them,
+         * and the reply must still be valid JSON. */
+        {"{\"payload\": {\"a\": \"\xff\xfe\"}}", "Content-Type: application/json", 400},
+        {"{\"payload\": \x01\x7f\xc3\"\\}", "Content-Type: application/json", 400},
+        {"{\"payload\": {\"\xc3\xa9\x80\": tru\xe9}}", "Content-Type: application/json", 400},
     };
     char auth[120];
     snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key_a);
@@ -253,7 +258,11 @@ static void bad_bodies_are_refused_and_store_nothing(void **state)
         h_request("POST", url("/api/data"), h, cases[i].body, &r);
         assert_int_equal(r.status, cases[i].status);
         json_t *j = h_json(&r);
+        if (!j)
+            fail_msg("case %zu: the reply is not JSON: %s", i, r.body);
         assert_non_null(json_string_value(json_object_get(j, "error")));
+        assert_non_null(json_string_value(json_object_get(j, "message")));
+        assert_non_null(json_string_value(json_object_get(j, "request_id")));
         json_decref(j);
         h_resp_free(&r);
     }
