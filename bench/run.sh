@@ -230,3 +230,4 @@ cp "$OUT" "$RESULTS/latest.md"
 cat "$OUT"
 echo
 echo "written to $OUT"
+scripts/readme-bench.sh

@@ -56,6 +56,26 @@ static void readme_config_tables_match_the_binary(void **state)
     free(readme);
 }
 
+/* The README's benchmark block is the latest results file's headline, not a hand-kept copy. */
+static void readme_bench_table_is_the_latest_run(void **state)
+{
+    (void)state;
+    char cmd[800];
+    snprintf(cmd, sizeof(cmd),
+             "awk '/^What the design choices buy/ { exit } NR > 2 { print }' "
+             "%s/bench/results/latest.md",
+             getenv("BH_ROOT"));
+    char *table = slurp_cmd(cmd);
+    snprintf(cmd, sizeof(cmd), "cat %s/README.md", getenv("BH_ROOT"));
+    char *readme = slurp_cmd(cmd);
+    assert_non_null(strstr(table, "| measurement | bulkhead | reference | ratio | target |"));
+    if (!strstr(readme, table))
+        fprintf(stderr, "README.md's benchmark table is stale: run scripts/readme-bench.sh\n");
+    assert_non_null(strstr(readme, table));
+    free(table);
+    free(readme);
+}
+
 static void every_documented_endpoint_answers(void **state)
 {
     (void)state;
@@ -93,6 +113,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(readme_config_tables_match_the_binary),
+        cmocka_unit_test(readme_bench_table_is_the_latest_run),
         cmocka_unit_test(every_documented_endpoint_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
