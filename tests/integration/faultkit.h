@@ -82,6 +82,23 @@ static inline int fk_fd_count(pid_t pid)
     return n;
 }
 
+/* Open descriptors of pid numbered below limit (RLIMIT_NOFILE bounds the numbers, not the
+ * count: a descriptor inherited with a higher number does not count against it), or -1. */
+static inline int fk_fd_count_below(pid_t pid, int limit)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.' && atoi(e->d_name) < limit;
+    closedir(d);
+    return n;
+}
+
 /* User + system CPU seconds used by pid so far, or -1. */
 static inline double fk_cpu_seconds(pid_t pid)
 {
@@ -165,7 +182,7 @@ static inline int fk_backend_pid(const char *url, const char *appname)
 static inline int64_t fk_metric(const char *base, const char *tier, const char *section,
                                 const char *field)
 {
-    char u[200];
+    char u[400];
     snprintf(u, sizeof(u), "%s/metrics/bulkheads", base);
     json_t *m = h_get_json(u);
     json_t *v = json_object_get(json_object_get(json_object_get(m, tier), section), field);
@@ -178,7 +195,7 @@ static inline int64_t fk_metric(const char *base, const char *tier, const char *
 static inline const char *fk_breaker_state(const char *base, const char *tier, char *buf,
                                            size_t len)
 {
-    char u[200];
+    char u[400];
     snprintf(u, sizeof(u), "%s/metrics/bulkheads", base);
     json_t *m = h_get_json(u);
     const char *s = json_string_value(
@@ -202,8 +219,19 @@ static inline long fk_status(const char *base, const char *path, const char *con
 
 /* ---- clients ------------------------------------------------------------------------------- */
 
-enum fk_code { FK_200, FK_201, FK_4XX, FK_500, FK_503, FK_504, FK_OTHER, FK_TRANSPORT, FK_NCODES };
-static const char *const fk_code_names[FK_NCODES] = {"200", "201", "4xx",   "500",
+enum fk_code {
+    FK_200,
+    FK_201,
+    FK_429,
+    FK_4XX, /* any other 4xx */
+    FK_500,
+    FK_503,
+    FK_504,
+    FK_OTHER,
+    FK_TRANSPORT, /* no HTTP answer at all */
+    FK_NCODES
+};
+static const char *const fk_code_names[FK_NCODES] = {"200", "201", "429",   "4xx",      "500",
                                                      "503", "504", "other", "transport"};
 
 /* The "error" field of JSON error bodies, counted by name. */
@@ -240,12 +268,16 @@ struct fk_client {
     bool stop_on_transport;      /* end at the first transport failure (the server died) */
     const atomic_bool *stop;     /* end when true */
     const atomic_llong *mark_ms; /* for first_ok_ms; may be NULL */
-    struct fk_tier_stat *ts;     /* may be NULL */
+    /* Failures (5xx, transport, 4xx but 429) at or after this monotonic ms count as
+     * quiet_errors: the caller moves it past each fault it injects. May be NULL. */
+    const atomic_llong *quiet_after_ms;
+    struct fk_tier_stat *ts; /* may be NULL */
 
     /* Results; the atomics may be read while it runs. */
     atomic_long n[FK_NCODES];
     atomic_long err[FK_NERR];
     atomic_long sent, created;
+    atomic_long quiet_errors;
     long cut_off;         /* POSTs that got no answer at all (outcome unknown) */
     struct fk_ack *acked; /* owned; nacked entries, valid after join */
     size_t nacked, cap;
@@ -375,6 +407,9 @@ static inline void *fk_client_main(void *arg)
         case 201:
             k = FK_201;
             break;
+        case 429:
+            k = FK_429;
+            break;
         case 500:
             k = FK_500;
             break;
@@ -388,6 +423,9 @@ static inline void *fk_client_main(void *arg)
             k = st >= 400 && st < 500 ? FK_4XX : FK_OTHER;
         }
         atomic_fetch_add(&c->n[k], 1);
+        if (k != FK_200 && k != FK_201 && k != FK_429 && c->quiet_after_ms &&
+            h_now_ms() >= atomic_load(c->quiet_after_ms))
+            atomic_fetch_add(&c->quiet_errors, 1);
         if (st == 200 || st == 201)
             fk_note_ok(c);
         else if (st >= 400)

@@ -316,6 +316,7 @@ static void expect_clean_answers(struct load *l)
     assert_int_equal(fk_sum(l->c, l->n, NULL, FK_TRANSPORT), 0);
     assert_int_equal(fk_sum(l->c, l->n, NULL, FK_OTHER), 0);
     assert_int_equal(fk_sum(l->c, l->n, NULL, FK_4XX), 0);
+    assert_int_equal(fk_sum(l->c, l->n, NULL, FK_429), 0);
 }
 
 static void database_stop_and_start_under_load_recovers_by_itself(void **state)
@@ -586,7 +587,7 @@ struct redis_up {
 
 static const char *limited_backend(const struct h_server *s, char *buf, size_t len)
 {
-    char u[200];
+    char u[400];
     snprintf(u, sizeof(u), "%s/metrics/bulkheads", s->base);
     json_t *m = h_get_json(u);
     const char *b = json_string_value(
@@ -626,7 +627,7 @@ static void a_hung_redis_costs_at_most_its_timeout_and_service_continues(void **
     double worst = 0;
     int64_t end = h_now_ms() + 2500; /* past the one-second retry of a down backend */
     while (h_now_ms() < end) {
-        char u[200];
+        char u[400];
         snprintf(u, sizeof(u), "%s/api/data?limit=1", s.base);
         const char *h[] = {"X-Tenant-Tier: limited", "X-Tenant-Id: hung", NULL};
         struct h_resp r;
