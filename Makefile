@@ -6,6 +6,7 @@
 #   make test       every test (unit, integration, sanitizers, fuzz smoke); ends "N passed, N failed"
 #   make bench      the benchmark suite; writes bench/results/
 #   make fuzz       run every fuzz target for FUZZ_SECONDS (default 60) each
+#   make soak       mixed load with faults for SOAK_SECONDS (default 600); leaks and errors
 #   make format     clang-format every C file
 #
 # Variables: BUILD (output dir), SAN (address,undefined | thread), CC.
@@ -43,7 +44,7 @@ INTEG_BINS := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(IN
 HARNESS_OBJS := $(BUILD)/tests/harness.o
 TEST_LIBS = $(shell pkg-config --libs cmocka libcurl 2>/dev/null)
 
-.PHONY: all deps run test test-build bench fuzz format format-check clean
+.PHONY: all deps run test test-build bench fuzz soak format format-check clean
 all: deps
 	@$(MAKE) --no-print-directory $(BUILD)/bulkhead
 
@@ -99,6 +100,15 @@ bench:
 fuzz:
 	@scripts/deps.sh build test
 	@scripts/fuzz.sh $${FUZZ_SECONDS:-60}
+
+$(BUILD)/tests/soak/soak: tests/soak/soak.c tests/integration/faultkit.h $(HARNESS_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Isrc -Itests/integration -o $@ $< $(HARNESS_OBJS) $(LDLIBS_ALL) $(TEST_LIBS)
+
+soak:
+	@scripts/deps.sh build test
+	@$(MAKE) --no-print-directory $(BUILD)/bulkhead $(BUILD)/tests/soak/soak
+	@BUILD=$(BUILD) scripts/soak.sh
 
 format:
 	clang-format -i src/*.c src/*.h tests/*/*.c tests/*/*.h bench/*.c
