@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -97,6 +98,90 @@ static inline int fk_fd_count_below(pid_t pid, int limit)
         n += e->d_name[0] != '.' && atoi(e->d_name) < limit;
     closedir(d);
     return n;
+}
+
+/* The TCP socket with this inode in pid's network namespace: "127.0.0.1:port -> :port STATE"
+ * into out; false when it is not a TCP socket. */
+static inline bool fk_tcp_describe(pid_t pid, unsigned long inode, char *out, size_t len)
+{
+    static const char *const states[] = {"?",          "ESTABLISHED", "SYN_SENT",  "SYN_RECV",
+                                         "FIN_WAIT1",  "FIN_WAIT2",   "TIME_WAIT", "CLOSE",
+                                         "CLOSE_WAIT", "LAST_ACK",    "LISTEN",    "CLOSING"};
+    const char *files[] = {"tcp", "tcp6"};
+    for (int f = 0; f < 2; f++) {
+        char path[64], line[512];
+        snprintf(path, sizeof(path), "/proc/%d/net/%s", (int)pid, files[f]);
+        FILE *fp = fopen(path, "r");
+        if (!fp)
+            continue;
+        while (fgets(line, sizeof(line), fp)) {
+            char local[64], remote[64];
+            unsigned st;
+            unsigned long ino;
+            if (sscanf(line, " %*d: %63s %63s %x %*s %*s %*s %*d %*d %lu", local, remote, &st,
+                       &ino) != 4 ||
+                ino != inode)
+                continue;
+            const char *lp = strrchr(local, ':'), *rp = strrchr(remote, ':');
+            snprintf(out, len, "tcp :%lu -> :%lu %s", lp ? strtoul(lp + 1, NULL, 16) : 0,
+                     rp ? strtoul(rp + 1, NULL, 16) : 0, st < 12 ? states[st] : "?");
+            fclose(fp);
+            return true;
+        }
+        fclose(fp);
+    }
+    return false;
+}
+
+/* Open descriptors of pid that are TCP connections to remote port `port`, or -1. */
+static inline int fk_fd_count_to_port(pid_t pid, int port)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    char want[32];
+    snprintf(want, sizeof(want), "-> :%d ", port);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char link[400], target[256] = "", what[128];
+        snprintf(link, sizeof(link), "%s/%s", path, e->d_name);
+        ssize_t len = readlink(link, target, sizeof(target) - 1);
+        target[len > 0 ? len : 0] = '\0';
+        unsigned long ino;
+        n += sscanf(target, "socket:[%lu]", &ino) == 1 &&
+             fk_tcp_describe(pid, ino, what, sizeof(what)) && strstr(what, want);
+    }
+    closedir(d);
+    return n;
+}
+
+/* Print pid's open descriptors, one line each (for a report when a count looks wrong). */
+static inline void fk_fd_dump(pid_t pid, FILE *out)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char link[400], target[256] = "", what[128];
+        snprintf(link, sizeof(link), "%s/%s", path, e->d_name);
+        ssize_t n = readlink(link, target, sizeof(target) - 1);
+        target[n > 0 ? n : 0] = '\0';
+        unsigned long ino;
+        if (sscanf(target, "socket:[%lu]", &ino) == 1 &&
+            fk_tcp_describe(pid, ino, what, sizeof(what)))
+            fprintf(out, "  fd %s: %s\n", e->d_name, what);
+        else
+            fprintf(out, "  fd %s: %s\n", e->d_name, target);
+    }
+    closedir(d);
 }
 
 /* User + system CPU seconds used by pid so far, or -1. */
@@ -256,15 +341,16 @@ struct fk_ack {
 
 struct fk_client {
     /* Set by the caller before fk_client_start. */
-    const char *base;            /* http://127.0.0.1:PORT */
-    const char *tier;            /* X-Tenant-Tier */
-    char tenant[48];             /* X-Tenant-Id, or the prefix of cycled ids */
-    bool cycle_tenant;           /* a new tenant id on every request */
-    int post_every;              /* every Nth request is a POST (1: all; 0: none) */
-    const char *path;            /* GET path and query, "/api/data?limit=5" when NULL */
-    const char *tag;             /* "run" field of POST payloads */
-    int id;                      /* "c" field of POST payloads */
-    int rate;                    /* requests per second at most; 0: as fast as answered */
+    const char *base;  /* http://127.0.0.1:PORT */
+    const char *tier;  /* X-Tenant-Tier */
+    char tenant[48];   /* X-Tenant-Id, or the prefix of cycled ids */
+    bool cycle_tenant; /* a new tenant id on every request */
+    int tenants;       /* else, when > 0: cycle through this many ids (to stay under rate limits) */
+    int post_every;    /* every Nth request is a POST (1: all; 0: none) */
+    const char *path;  /* GET path and query, "/api/data?limit=5" when NULL */
+    const char *tag;   /* "run" field of POST payloads */
+    int id;            /* "c" field of POST payloads */
+    int rate;          /* requests per second at most; 0: as fast as answered */
     bool stop_on_transport;      /* end at the first transport failure (the server died) */
     const atomic_bool *stop;     /* end when true */
     const atomic_llong *mark_ms; /* for first_ok_ms; may be NULL */
@@ -347,6 +433,15 @@ static inline void fk_note_ack(struct fk_client *c, const char *body, int seq)
         (struct fk_ack){.id = strtoll(p + 5, NULL, 10), .client = c->id, .seq = seq};
 }
 
+/* Client sockets are close-on-exec: a PostgreSQL restarted by the test (pg_ctl forks from it)
+ * must not inherit them and keep them open after the client closed them. */
+static inline curl_socket_t fk_open_socket(void *ctx, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void)ctx;
+    (void)purpose;
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
 static inline void *fk_client_main(void *arg)
 {
     struct fk_client *c = arg;
@@ -366,12 +461,15 @@ static inline void *fk_client_main(void *arg)
         }
         if (c->cycle_tenant)
             snprintf(tn, sizeof(tn), "X-Tenant-Id: %s-%d", c->tenant, seq);
+        else if (c->tenants > 0)
+            snprintf(tn, sizeof(tn), "X-Tenant-Id: %s-%d", c->tenant, seq % c->tenants);
         else
             snprintf(tn, sizeof(tn), "X-Tenant-Id: %s", c->tenant);
         bool post = c->post_every > 0 && seq % c->post_every == 0;
         struct curl_slist *hl = curl_slist_append(NULL, th);
         hl = curl_slist_append(hl, tn);
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, fk_open_socket);
         curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 30000L);
         curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, fk_write_cb);

@@ -5,10 +5,10 @@
  * tier (and the failures outside the fault windows, which should be none), acknowledged writes
  * against the database, and the server's RSS, descriptors and threads before and after.
  *
- * Phases: warm-up under load; load paused, snapshot A (RSS, open descriptors, threads, pooled
- * database connections) of the idle server; the soak with faults; load stopped, snapshot B.
- * Comparing two idle snapshots keeps client connections out of the numbers; database
- * connections still open in the pools are subtracted from the descriptor counts.
+ * Phases: warm-up under load with one fault of each kind; load paused, snapshot A (RSS, open
+ * descriptors, threads, pooled database connections) of the idle server; the soak with faults; load
+ * stopped, snapshot B. Comparing two idle snapshots keeps client connections out of the numbers;
+ * database connections still open in the pools are subtracted from the descriptor counts.
  *
  * Environment (set by scripts/soak.sh): SOAK_SECONDS, SOAK_PG_DIR and SOAK_PG_PORT (a cluster
  * started with scripts/pg.sh), BH_ROOT, BH_TEST_WORK, BULKHEAD_BIN. Exit status 0 when every
@@ -58,6 +58,7 @@ static void soak_load_start(struct soak *s, int round)
             c->base = s->srv.base;
             c->tier = tiers[t];
             snprintf(c->tenant, sizeof(c->tenant), "soak%d-%d", round, s->n);
+            c->tenants = 60; /* 60 ids per client keep every tenant under its rate limit */
             c->tag = "soak";
             c->id = round * 100 + s->n;
             c->stop = &s->stop;
@@ -95,10 +96,11 @@ static void soak_load_stop(struct soak *s)
 struct snapshot {
     long rss_kb, threads;
     int fds;
-    int64_t db_conns; /* active + idle in every pool, plus the health prober's one */
+    int64_t db_conns; /* descriptors that are TCP connections to PostgreSQL */
+    int64_t pooled;   /* active + idle in every pool, plus the health prober's one */
 };
 
-static int64_t soak_db_conns(const struct soak *s)
+static int64_t soak_pooled(const struct soak *s)
 {
     int64_t n = 1;
     for (int t = 0; t < NTIERS; t++)
@@ -107,13 +109,45 @@ static int64_t soak_db_conns(const struct soak *s)
     return n;
 }
 
-/* Wait until the client connections are gone (the count of other descriptors holds still). */
-static struct snapshot soak_snapshot(struct soak *s)
+static struct snapshot soak_settle(struct soak *s);
+
+static int64_t soak_others(const struct snapshot *x)
+{
+    return x->fds - x->db_conns;
+}
+
+/* Wait until the client connections are gone (the count of other descriptors holds still);
+ * with a baseline, also until that count is back to the baseline's, for at most
+ * HTTP_IDLE_TIMEOUT_S (30 s) and a margin: a connection a client abandoned is closed by then.
+ * *waited_ms tells how long that took. The list of descriptors goes to BH_TEST_WORK/<name>. */
+static struct snapshot soak_snapshot(struct soak *s, const char *name,
+                                     const struct snapshot *baseline, int64_t *waited_ms)
+{
+    struct snapshot r = soak_settle(s);
+    int64_t t0 = h_now_ms();
+    while (baseline && soak_others(&r) > soak_others(baseline) && h_now_ms() - t0 < 40000) {
+        fk_nap_ms(500);
+        r = soak_settle(s);
+    }
+    if (waited_ms)
+        *waited_ms = h_now_ms() - t0;
+    char path[400];
+    snprintf(path, sizeof(path), "%s/%s", getenv("BH_TEST_WORK"), name);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fk_fd_dump(s->srv.pid, f);
+        fclose(f);
+    }
+    return r;
+}
+
+static struct snapshot soak_settle(struct soak *s)
 {
     struct snapshot a = {0}, b;
     for (int i = 0; i < 50; i++) {
         fk_nap_ms(200);
-        b.db_conns = soak_db_conns(s);
+        b.pooled = soak_pooled(s);
+        b.db_conns = fk_fd_count_to_port(s->srv.pid, s->pg.port);
         b.fds = fk_fd_count(s->srv.pid);
         b.rss_kb = fk_rss_kb(s->srv.pid);
         b.threads = fk_threads(s->srv.pid);
@@ -133,14 +167,16 @@ static void soak_kill_connections(struct soak *s)
     atomic_store(&s->quiet_after, h_now_ms() + SOAK_QUIET_MS);
 }
 
-/* Garbage on a raw connection: the server must drop it or answer 400. */
-static void soak_raw_garbage(const struct soak *s, const char *bytes)
+/* Garbage on a raw connection: the server must drop it or answer 4xx. (A client that
+ * half-closes after a partial request line keeps its server connection until
+ * HTTP_IDLE_TIMEOUT_S: the server cannot tell it from one that waits for the answer.) */
+static void soak_raw_garbage(const struct soak *s, const char *bytes, size_t len)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->srv.port)};
     inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
     if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-        if (write(fd, bytes, strlen(bytes)) < 0)
+        if (write(fd, bytes, len) < 0)
             perror("soak: write");
         shutdown(fd, SHUT_WR);
         char buf[512];
@@ -186,10 +222,13 @@ static void soak_bad_input(struct soak *s)
             s->bad_other++;
         h_resp_free(&r);
     }
-    soak_raw_garbage(s, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http at all\r\n\r\n");
-    soak_raw_garbage(s, "GET /api/data HTTP/1.1\r\nHost: x\r\nX-Tenant-Tier: pro\r\nContent-"
-                        "Length: 99999999999999999999\r\n\r\n");
-    soak_raw_garbage(s, "GET / HTTP/9.9\r\n\r\n");
+    static const char tls[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n";
+    static const char huge[] = "GET /api/data HTTP/1.1\r\nHost: x\r\nX-Tenant-Tier: pro\r\n"
+                               "Content-Length: 99999999999999999999\r\n\r\n";
+    static const char version[] = "GET / HTTP/9.9\r\n\r\n";
+    soak_raw_garbage(s, tls, sizeof(tls) - 1);
+    soak_raw_garbage(s, huge, sizeof(huge) - 1);
+    soak_raw_garbage(s, version, sizeof(version) - 1);
     s->bursts++;
 }
 
@@ -232,7 +271,7 @@ int main(void)
         fprintf(stderr, "soak: run through scripts/soak.sh (SOAK_SECONDS >= 60)\n");
         return 2;
     }
-    int warmup = duration / 10 < 20 ? 20 : duration / 10 > 60 ? 60 : duration / 10;
+    int warmup = duration / 10 < 45 ? 45 : duration / 10;
     snprintf(s.pg.dir, sizeof(s.pg.dir), "%s", dir);
     s.pg.port = atoi(port);
     snprintf(s.pg.url, sizeof(s.pg.url), "postgresql://postgres@127.0.0.1:%d/bulkhead", s.pg.port);
@@ -247,11 +286,24 @@ int main(void)
            s.srv.log);
     fflush(stdout);
 
-    /* Warm-up, then the idle snapshot A. */
+    /* Warm-up, with one fault of each kind so that their first-time allocations are made
+     * before snapshot A, then the idle snapshot A. */
     soak_load_start(&s, 0);
-    fk_nap_ms(warmup * 1000);
+    int64_t w0 = h_now_ms();
+    fk_nap_ms(5000);
+    soak_bad_input(&s);
+    soak_kill_connections(&s);
+    fk_nap_ms(5000);
+    soak_pg_restart(&s);
+    fk_nap_ms(5000);
+    soak_pg_crash(&s);
+    int64_t left = w0 + warmup * 1000 - h_now_ms();
+    fk_nap_ms(left > 5000 ? (int)left : 5000);
     soak_load_stop(&s);
-    struct snapshot a = soak_snapshot(&s);
+    struct snapshot a = soak_snapshot(&s, "fds-start.txt", NULL, NULL);
+    s.kill_rounds = s.bursts = s.restarts = s.crash_restarts = 0;
+    s.killed = 0;
+    s.bad_sent = s.bad_4xx = s.bad_other = 0;
     for (int i = 0; i < s.n; i++)
         fk_client_free(&s.c[i]);
     memset(s.c, 0, sizeof(s.c));
@@ -296,7 +348,9 @@ int main(void)
     }
     bool alive = fk_alive(s.srv.pid);
     soak_load_stop(&s);
-    struct snapshot b = alive ? soak_snapshot(&s) : (struct snapshot){0};
+    int64_t fd_wait = 0;
+    struct snapshot b =
+        alive ? soak_snapshot(&s, "fds-end.txt", &a, &fd_wait) : (struct snapshot){0};
 
     /* Report. */
     printf("\nfaults: %d connection-kill rounds (%lld backends terminated), %d bad-input bursts "
@@ -330,13 +384,16 @@ int main(void)
     double growth = a.rss_kb > 0 ? 100.0 * (double)(b.rss_kb - a.rss_kb) / (double)a.rss_kb : 0;
     printf("server at rest after warm-up -> after the soak:\n"
            "  RSS      %ld kB -> %ld kB (%+.1f%%; peak under load %ld kB)\n"
-           "  fds      %d -> %d (database connections %lld -> %lld; others %lld -> %lld; peak "
-           "%d)\n"
+           "  fds      %d -> %d (to PostgreSQL %lld -> %lld, the pools report %lld -> %lld with "
+           "the health prober's; others %lld -> %lld after %.1f s at rest; peak %d)\n"
            "  threads  %ld -> %ld\n",
            a.rss_kb, b.rss_kb, growth, peak_rss, a.fds, b.fds, (long long)a.db_conns,
-           (long long)b.db_conns, (long long)(a.fds - a.db_conns), (long long)(b.fds - b.db_conns),
-           peak_fds, a.threads, b.threads);
+           (long long)b.db_conns, (long long)a.pooled, (long long)b.pooled,
+           (long long)(a.fds - a.db_conns), (long long)(b.fds - b.db_conns),
+           (double)fd_wait / 1000.0, peak_fds, a.threads, b.threads);
 
+    if (alive && b.fds - b.db_conns > a.fds - a.db_conns)
+        printf("  (descriptor lists: %s/fds-start.txt and fds-end.txt)\n", getenv("BH_TEST_WORK"));
     int rc = alive ? h_server_stop(&s.srv, SIGTERM, 30000) : -1;
     printf("server exit status after SIGTERM: %d\n", rc);
 
@@ -352,6 +409,7 @@ int main(void)
         {"every acknowledged write in the database", present == acked},
         {"RSS growth after warm-up under 5%", growth < 5.0},
         {"no descriptor leak", b.fds - b.db_conns <= a.fds - a.db_conns},
+        {"every PostgreSQL socket belongs to a pool or the prober", b.db_conns <= b.pooled},
         {"no thread leak", b.threads == a.threads},
     };
     int failed = 0;
