@@ -31,9 +31,8 @@ WORKDIR /app
 COPY --from=build /src/build/bulkhead /usr/local/bin/bulkhead
 # The tier table the binary has built in, as a starting point for TIERS_FILE.
 COPY config/tiers.json /app/config/tiers.json
-# load-test.sh is optional at build time: the [h] pattern copies it when it exists and matches
-# nothing (no error) when it does not; init-db.sql always matches.
-COPY --chown=bulkhead:bulkhead init-db.sql load-test.s[h] /app/
+# The seed's flow: `docker compose exec api bash ./load-test.sh` runs from /app.
+COPY --chown=bulkhead:bulkhead init-db.sql load-test.sh /app/
 USER bulkhead
 ENV API_PORT=8080 \
     API_BIND=0.0.0.0

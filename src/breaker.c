@@ -16,9 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Atomics: successes in CLOSED are added without the mutex (see breaker_record). */
 struct breaker_bucket {
-    int64_t epoch; /* k: which bucket_ms slice of time this bucket holds */
-    uint32_t calls, failures;
+    _Atomic int64_t epoch; /* k: which bucket_us slice of time this bucket holds */
+    atomic_uint calls, failures;
 };
 
 struct breaker {
@@ -32,10 +33,17 @@ struct breaker {
     int64_t opened_us;        /* monotonic time it last opened */
     int64_t changed_us;       /* monotonic time of the last state change */
     int64_t changed_wall_us;  /* wall time of the same moment */
-    int64_t trials_in_flight; /* HALF_OPEN: trial permits out */
+    int64_t trials_in_flight; /* trial permits out, from this or an earlier HALF_OPEN */
     int64_t trial_successes;  /* HALF_OPEN: trials that succeeded */
-    uint64_t successes, failures, timeouts, rejections, opened;
+    uint64_t failures, timeouts, rejections, opened;
     struct breaker_bucket buckets[BREAKER_MAX_BUCKETS];
+
+    /* The fast path: read without the mutex, written under it. While `closed` is set (mode
+     * AUTO and state CLOSED) a call is allowed and a success recorded with atomics only, so
+     * the healthy hot path takes no lock. A call racing a transition may pass once more. */
+    atomic_bool closed;
+    _Atomic int64_t fast_bucket_us, fast_nbuckets; /* copies of the window geometry */
+    atomic_uint_least64_t successes;
 };
 
 const char *breaker_state_name(enum breaker_state s)
@@ -72,21 +80,52 @@ static int64_t breaker_bucket_us(const struct breaker *b)
 
 static void breaker_clear_window(struct breaker *b)
 {
-    memset(b->buckets, 0, sizeof(b->buckets));
-    for (int i = 0; i < BREAKER_MAX_BUCKETS; i++)
-        b->buckets[i].epoch = -1;
+    for (int i = 0; i < BREAKER_MAX_BUCKETS; i++) {
+        atomic_store(&b->buckets[i].epoch, -1);
+        atomic_store(&b->buckets[i].calls, 0);
+        atomic_store(&b->buckets[i].failures, 0);
+    }
 }
 
-static void breaker_window(const struct breaker *b, int64_t now_us, uint64_t *calls,
-                           uint64_t *failures)
+/* Publish what the lock-free fast path needs. Mutex held. */
+static void breaker_sync_fast(struct breaker *b)
+{
+    atomic_store_explicit(&b->fast_bucket_us, breaker_bucket_us(b), memory_order_relaxed);
+    atomic_store_explicit(&b->fast_nbuckets, b->cfg.buckets, memory_order_relaxed);
+    atomic_store_explicit(&b->closed, b->mode == BREAKER_AUTO && b->state == BREAKER_CLOSED,
+                          memory_order_release);
+}
+
+/* The bucket for time slice k, cleared first if it still holds an older slice. Callers that
+ * do not hold the mutex take it to clear. */
+static struct breaker_bucket *breaker_bucket_at(struct breaker *b, int64_t k, int64_t nbuckets,
+                                                bool locked)
+{
+    struct breaker_bucket *bk = &b->buckets[k % nbuckets];
+    if (atomic_load(&bk->epoch) == k)
+        return bk;
+    if (!locked)
+        pthread_mutex_lock(&b->mutex);
+    if (atomic_load(&bk->epoch) != k) {
+        atomic_store(&bk->calls, 0);
+        atomic_store(&bk->failures, 0);
+        atomic_store(&bk->epoch, k); /* last: a reader that sees k sees the zeroes */
+    }
+    if (!locked)
+        pthread_mutex_unlock(&b->mutex);
+    return bk;
+}
+
+static void breaker_window(struct breaker *b, int64_t now_us, uint64_t *calls, uint64_t *failures)
 {
     int64_t k = now_us / breaker_bucket_us(b);
     *calls = *failures = 0;
     for (int64_t i = 0; i < b->cfg.buckets; i++) {
-        const struct breaker_bucket *bk = &b->buckets[i];
-        if (bk->epoch > k - b->cfg.buckets && bk->epoch <= k) {
-            *calls += bk->calls;
-            *failures += bk->failures;
+        struct breaker_bucket *bk = &b->buckets[i];
+        int64_t e = atomic_load(&bk->epoch);
+        if (e > k - b->cfg.buckets && e <= k) {
+            *calls += atomic_load(&bk->calls);
+            *failures += atomic_load(&bk->failures);
         }
     }
 }
@@ -102,7 +141,9 @@ static void breaker_set_state(struct breaker *b, enum breaker_state to, int64_t 
     b->state = to;
     b->changed_us = now_us;
     b->changed_wall_us = mclock_wall_us();
-    b->trials_in_flight = 0;
+    /* trials_in_flight is not reset: a trial still running holds its slot until it records
+     * or releases, even when the state moved on (say, another trial failed and the breaker
+     * reopened and went half-open again), so HALF_OPEN never has more than trial_calls out. */
     b->trial_successes = 0;
     if (to == BREAKER_OPEN) {
         b->opened_us = now_us;
@@ -110,6 +151,7 @@ static void breaker_set_state(struct breaker *b, enum breaker_state to, int64_t 
     }
     if (to == BREAKER_CLOSED)
         breaker_clear_window(b);
+    breaker_sync_fast(b);
 }
 
 struct breaker *breaker_create(const char *name, const struct breaker_cfg *cfg)
@@ -143,11 +185,14 @@ void breaker_configure(struct breaker *b, const struct breaker_cfg *cfg)
         b->cfg.buckets = BREAKER_MAX_BUCKETS;
     /* Bucket geometry changed: old counts no longer line up. */
     breaker_clear_window(b);
+    breaker_sync_fast(b);
     pthread_mutex_unlock(&b->mutex);
 }
 
 enum breaker_permit breaker_acquire(struct breaker *b, int64_t now_us, int64_t *retry_after_us)
 {
+    if (atomic_load_explicit(&b->closed, memory_order_acquire))
+        return BREAKER_ALLOW; /* healthy: no lock */
     char msg[200] = "";
     enum breaker_permit p = BREAKER_DENY;
     pthread_mutex_lock(&b->mutex);
@@ -188,29 +233,39 @@ enum breaker_permit breaker_acquire(struct breaker *b, int64_t now_us, int64_t *
 void breaker_record(struct breaker *b, enum breaker_permit permit, enum breaker_outcome outcome,
                     int64_t now_us)
 {
+    if (outcome == BREAKER_SUCCESS && permit != BREAKER_TRIAL &&
+        atomic_load_explicit(&b->closed, memory_order_acquire)) {
+        /* A success while CLOSED can only add to the window: no transition, no lock. */
+        int64_t k = now_us / atomic_load_explicit(&b->fast_bucket_us, memory_order_relaxed);
+        struct breaker_bucket *bk = breaker_bucket_at(
+            b, k, atomic_load_explicit(&b->fast_nbuckets, memory_order_relaxed), false);
+        atomic_fetch_add_explicit(&bk->calls, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&b->successes, 1, memory_order_relaxed);
+        return;
+    }
     char msg[200] = "";
     const char *event = NULL;
     bool failed = outcome != BREAKER_SUCCESS;
     pthread_mutex_lock(&b->mutex);
     if (outcome == BREAKER_SUCCESS)
-        b->successes++;
+        atomic_fetch_add_explicit(&b->successes, 1, memory_order_relaxed);
     else if (outcome == BREAKER_FAILURE)
         b->failures++;
     else
         b->timeouts++;
 
-    int64_t k = now_us / breaker_bucket_us(b);
-    struct breaker_bucket *bk = &b->buckets[k % b->cfg.buckets];
-    if (bk->epoch != k) {
-        bk->epoch = k;
-        bk->calls = bk->failures = 0;
-    }
-    bk->calls++;
-    bk->failures += failed;
+    struct breaker_bucket *bk =
+        breaker_bucket_at(b, now_us / breaker_bucket_us(b), b->cfg.buckets, true);
+    atomic_fetch_add_explicit(&bk->calls, 1, memory_order_relaxed);
+    if (failed)
+        atomic_fetch_add_explicit(&bk->failures, 1, memory_order_relaxed);
 
+    if (permit == BREAKER_TRIAL && b->trials_in_flight > 0)
+        b->trials_in_flight--;
     if (b->mode == BREAKER_AUTO) {
+        /* A trial's verdict counts for the HALF_OPEN in force now, even if it was admitted by
+         * an earlier one: either way it is fresh news about the tier. */
         if (permit == BREAKER_TRIAL && b->state == BREAKER_HALF_OPEN) {
-            b->trials_in_flight--;
             if (failed) {
                 breaker_set_state(b, BREAKER_OPEN, now_us,
                                   outcome == BREAKER_TIMEOUT ? "trial call timed out"
@@ -235,8 +290,6 @@ void breaker_record(struct breaker *b, enum breaker_permit permit, enum breaker_
                 event = "breaker_open";
             }
         }
-    } else if (permit == BREAKER_TRIAL) {
-        b->trials_in_flight--;
     }
     pthread_mutex_unlock(&b->mutex);
     if (event)
@@ -248,7 +301,7 @@ void breaker_release(struct breaker *b, enum breaker_permit permit)
     if (permit != BREAKER_TRIAL)
         return;
     pthread_mutex_lock(&b->mutex);
-    if (b->state == BREAKER_HALF_OPEN && b->trials_in_flight > 0)
+    if (b->trials_in_flight > 0)
         b->trials_in_flight--;
     pthread_mutex_unlock(&b->mutex);
 }
@@ -265,6 +318,7 @@ void breaker_force(struct breaker *b, enum breaker_mode mode, bool reset, int64_
         if (mode == BREAKER_AUTO)
             breaker_clear_window(b);
     }
+    breaker_sync_fast(b);
     pthread_mutex_unlock(&b->mutex);
     log_warn("breaker_forced", "breaker %s: mode %s -> %s%s%s", b->name, breaker_mode_name(old),
              breaker_mode_name(mode), msg[0] ? "; " : "", msg);
@@ -280,7 +334,7 @@ void breaker_snapshot(struct breaker *b, int64_t now_us, struct breaker_snapshot
     if (b->mode == BREAKER_AUTO && b->state == BREAKER_OPEN &&
         now_us - b->opened_us >= b->cfg.reset_ms * 1000)
         out->state = BREAKER_HALF_OPEN;
-    out->successes = b->successes;
+    out->successes = atomic_load(&b->successes);
     out->failures = b->failures;
     out->timeouts = b->timeouts;
     out->rejections = b->rejections;

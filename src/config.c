@@ -6,6 +6,7 @@
  * the variable's name and the reason, and nothing else is started.
  */
 #include "config.h"
+#include "fileio.h"
 #include "xalloc.h"
 
 #include <ctype.h>
@@ -79,6 +80,9 @@ static const struct cfg_def cfg_table[] = {
     {"DB_READ_RETRIES", CFG_INT, "1", 0, 3, NULL,
      "times an idempotent read is retried on a fresh connection after a dead one",
      OFF(retry_reads)},
+    {"TRUSTED_PROXIES", CFG_STR, "", 0, 0, NULL,
+     "load balancers (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client",
+     OFF(trusted_proxies)},
 };
 
 #define CFG_COUNT (sizeof(cfg_table) / sizeof(cfg_table[0]))
@@ -318,35 +322,16 @@ static void cfg_dotenv_collect(const char *name, const char *value, void *ctx)
 
 int config_load_dotenv(const char *path, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        int e = errno;
-        snprintf(err, errlen, "%s: %s", path, strerror(e));
-        return -e;
-    }
     char *text = NULL;
-    size_t len = 0, cap = 0;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
-        if (len + n + 1 > cap) {
-            cap = (len + n + 1) * 2;
-            text = xrealloc(text, cap);
-        }
-        memcpy(text + len, buf, n);
-        len += n;
-    }
-    /* A file that opens but cannot be read (a directory, an I/O error) is not an empty file. */
-    int read_errno = ferror(f) ? errno : 0;
-    fclose(f);
-    if (read_errno) {
-        snprintf(err, errlen, "%s: %s", path, strerror(read_errno));
-        free(text);
-        return -read_errno;
+    size_t len = 0;
+    int rc = fileio_read(path, 1 << 20, &text, &len);
+    if (rc) {
+        snprintf(err, errlen, "%s: %s", path, rc == -EFBIG ? "larger than 1 MiB" : strerror(-rc));
+        return rc;
     }
     struct dotenv_pending p = {0};
     char why[200];
-    int rc = config_parse_dotenv(text ? text : "", len, cfg_dotenv_collect, &p, why, sizeof(why));
+    rc = config_parse_dotenv(text, len, cfg_dotenv_collect, &p, why, sizeof(why));
     if (rc)
         snprintf(err, errlen, "%s: %s", path, why);
     for (size_t i = 0; i < p.n; i++) {

@@ -227,11 +227,7 @@ int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, str
     }
 
     struct dbpool_waiter w = {.owner = owner};
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w.cond, &ca);
-    pthread_condattr_destroy(&ca);
+    mclock_cond_init(&w.cond);
     w.prev = p->wtail;
     if (p->wtail)
         p->wtail->next = &w;

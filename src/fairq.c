@@ -11,11 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Keys are cut to FAIRQ_KEY_MAX bytes (the stored copy's size), so hash only those: a longer
+ * key must find the tenant it created, not make a new one on every push. */
 static uint64_t fairq_hash(const struct fairq *q, const char *key)
 {
     uint64_t h = 1469598103934665603ull ^ q->seed;
-    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
-        h ^= *p;
+    const unsigned char *p = (const unsigned char *)key;
+    for (size_t i = 0; i < FAIRQ_KEY_MAX && p[i]; i++) {
+        h ^= p[i];
         h *= 1099511628211ull;
     }
     /* Final mix so the low bits (the bucket) depend on every byte. */
@@ -82,7 +85,7 @@ static struct fairq_tenant *fairq_lookup(struct fairq *q, const char *key, bool 
     uint64_t h = fairq_hash(q, key);
     size_t idx = h & (q->nbuckets - 1);
     for (struct fairq_tenant *t = q->buckets[idx]; t; t = t->hnext)
-        if (t->hash == h && !strcmp(t->key, key))
+        if (t->hash == h && !strncmp(t->key, key, FAIRQ_KEY_MAX))
             return t;
     if (!create)
         return NULL;

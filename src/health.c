@@ -97,11 +97,7 @@ int health_start(const char *conninfo, int64_t interval_ms, struct health **out)
     h->conninfo = xstrdup(conninfo);
     h->interval_us = interval_ms * 1000;
     pthread_mutex_init(&h->mutex, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&h->wake, &ca);
-    pthread_condattr_destroy(&ca);
+    mclock_cond_init(&h->wake);
     atomic_store(&h->ok, true); /* so a first failure is logged as a transition */
     health_probe(h);
     int rc = pthread_create(&h->thread, NULL, health_main, h);

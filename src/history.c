@@ -4,6 +4,7 @@
 #include "history.h"
 #include "breaker.h"
 #include "dbpool.h"
+#include "health.h"
 #include "mclock.h"
 #include "metrics.h"
 #include "server.h"
@@ -140,9 +141,36 @@ static json_t *history_tier_json(const struct history_tier *s)
     return out;
 }
 
+/* The live process state for the dashboard's header, read at the time of the poll. */
+static json_t *history_server_json(struct server *srv)
+{
+    json_t *o = json_object();
+    bool healthy = srv->health && health_ok(srv->health);
+    json_object_set_new(o, "version", json_string(BULKHEAD_VERSION));
+    json_object_set_new(o, "instance", json_string(srv->instance_id));
+    json_object_set_new(o, "started_ms", json_integer(srv->started_wall_us / 1000));
+    json_object_set_new(o, "now_ms", json_integer(mclock_wall_us() / 1000));
+    json_object_set_new(o, "healthy", json_boolean(healthy));
+    if (!healthy && srv->health) {
+        char reason[256];
+        health_reason(srv->health, reason, sizeof(reason));
+        json_object_set_new(o, "reason",
+                            json_string(reason[0] ? reason : "database not answering"));
+    } else {
+        json_object_set_new(o, "reason", json_null());
+    }
+    json_object_set_new(
+        o, "db_probe_ms",
+        json_real(srv->health ? (double)health_latency_us(srv->health) / 1000.0 : 0.0));
+    json_object_set_new(o, "in_flight", json_integer(atomic_load(&srv->in_flight)));
+    json_object_set_new(o, "draining", json_boolean(atomic_load(&srv->draining)));
+    return o;
+}
+
 char *history_json(struct history *h, int64_t since)
 {
     json_t *root = json_object();
+    json_object_set_new(root, "server", history_server_json(h->srv));
     json_t *names = json_array();
     for (size_t t = 0; t < h->ntiers; t++)
         json_array_append_new(names, json_string(tier_cfg(h->srv->tier[t])->name));

@@ -24,7 +24,17 @@ void history_destroy(struct history *h);
 /* Janitor thread: take one sample now. */
 void history_record(struct history *h);
 
-/* Samples with seq > since as a JSON document (malloc'd text; the caller frees it). */
+/*
+ * Samples with seq > since as a JSON document (malloc'd text; the caller frees it):
+ *   {"server": {"version", "instance", "started_ms", "now_ms", "healthy", "reason",
+ *               "db_probe_ms", "in_flight", "draining"},      live, read at the call
+ *    "tiers": ["free", ...], "interval_ms": 1000,
+ *    "last": <newest seq>,                                     poll again with since=last
+ *    "samples": [{"seq", "t" (Unix ms), "tiers": {"<name>": {"outcomes": {"ok": n, ...},
+ *                 "p50_ms", "p99_ms", "busy", "threads", "queued", "queue_max", "db_active",
+ *                 "db_idle", "db_max", "db_pending", "tenants", "breaker"}}}, ...]}
+ * Sequence numbers restart at 1 with the process; "instance" tells a restart apart.
+ */
 char *history_json(struct history *h, int64_t since);
 
 #endif

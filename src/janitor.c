@@ -75,11 +75,7 @@ int janitor_start(struct server *srv, struct janitor **out)
     struct janitor *j = xcalloc(1, sizeof(*j));
     j->srv = srv;
     pthread_mutex_init(&j->mutex, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&j->wake, &ca);
-    pthread_condattr_destroy(&ca);
+    mclock_cond_init(&j->wake);
     int rc = pthread_create(&j->thread, NULL, janitor_main, j);
     if (rc) {
         pthread_cond_destroy(&j->wake);

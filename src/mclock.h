@@ -7,6 +7,7 @@
 #ifndef BULKHEAD_MCLOCK_H
 #define BULKHEAD_MCLOCK_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -34,6 +35,16 @@ static inline struct timespec mclock_timespec(int64_t deadline_us)
     ts.tv_sec = (time_t)(deadline_us / 1000000);
     ts.tv_nsec = (long)(deadline_us % 1000000) * 1000;
     return ts;
+}
+
+/* A condition variable whose timed waits use the monotonic clock (mclock_timespec). */
+static inline void mclock_cond_init(pthread_cond_t *cond)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(cond, &ca);
+    pthread_condattr_destroy(&ca);
 }
 
 #endif

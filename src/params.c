@@ -3,6 +3,7 @@
  */
 #include "params.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -116,4 +117,122 @@ int params_payload(const char *body, size_t len, char **payload_json, char *why,
         return -EINVAL;
     }
     return 0;
+}
+
+/* Parse one address (no prefix) into c; 0 or -EINVAL. */
+static int params_addr(const char *text, struct params_cidr *c)
+{
+    memset(c, 0, sizeof(*c));
+    if (inet_pton(AF_INET, text, c->addr) == 1) {
+        c->family = AF_INET;
+        c->prefix = 32;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, text, c->addr) == 1) {
+        c->family = AF_INET6;
+        c->prefix = 128;
+        return 0;
+    }
+    return -EINVAL;
+}
+
+int params_parse_cidrs(const char *list, struct params_cidr *out, size_t max, size_t *n, char *why,
+                       size_t whylen)
+{
+    *n = 0;
+    const char *p = list ? list : "";
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (!*p)
+            return 0;
+        size_t len = strcspn(p, ", \t");
+        char item[64];
+        if (len >= sizeof(item)) {
+            snprintf(why, whylen, "entry too long: \"%.20s...\"", p);
+            return -EINVAL;
+        }
+        memcpy(item, p, len);
+        item[len] = '\0';
+        p += len;
+        if (*n >= max) {
+            snprintf(why, whylen, "more than %zu entries", max);
+            return -EINVAL;
+        }
+        char *slash = strchr(item, '/');
+        if (slash)
+            *slash = '\0';
+        struct params_cidr c;
+        if (params_addr(item, &c)) {
+            snprintf(why, whylen, "\"%s\" is not an IPv4 or IPv6 address", item);
+            return -EINVAL;
+        }
+        if (slash) {
+            int64_t bits;
+            if (params_int(slash + 1, 0, c.family == AF_INET ? 32 : 128, &bits)) {
+                snprintf(why, whylen, "bad prefix length in \"%s/%s\"", item, slash + 1);
+                return -EINVAL;
+            }
+            c.prefix = (unsigned)bits;
+        }
+        out[(*n)++] = c;
+    }
+}
+
+static bool params_in(const struct params_cidr *net, const struct params_cidr *a)
+{
+    if (net->family != a->family)
+        return false;
+    unsigned full = net->prefix / 8, rest = net->prefix % 8;
+    if (memcmp(net->addr, a->addr, full) != 0)
+        return false;
+    if (!rest)
+        return true;
+    unsigned char mask = (unsigned char)(0xff << (8 - rest));
+    return (net->addr[full] & mask) == (a->addr[full] & mask);
+}
+
+bool params_cidr_contains(const struct params_cidr *set, size_t n, const char *addr)
+{
+    struct params_cidr a;
+    if (!addr || params_addr(addr, &a))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (params_in(&set[i], &a))
+            return true;
+    return false;
+}
+
+bool params_forwarded_client(const char *xff, const struct params_cidr *set, size_t n, char *out,
+                             size_t outlen)
+{
+    if (!xff)
+        return false;
+    size_t end = strlen(xff);
+    while (end > 0) {
+        /* The entry ending at end: back to the previous comma. */
+        size_t start = end;
+        while (start > 0 && xff[start - 1] != ',')
+            start--;
+        size_t a = start, b = end;
+        while (a < b && (xff[a] == ' ' || xff[a] == '\t'))
+            a++;
+        while (b > a && (xff[b - 1] == ' ' || xff[b - 1] == '\t'))
+            b--;
+        char item[64];
+        if (b - a == 0 || b - a >= sizeof(item))
+            return false; /* malformed: trust nothing further left */
+        memcpy(item, xff + a, b - a);
+        item[b - a] = '\0';
+        struct params_cidr c;
+        if (params_addr(item, &c))
+            return false;
+        bool trusted = false;
+        for (size_t i = 0; i < n && !trusted; i++)
+            trusted = params_in(&set[i], &c);
+        if (!trusted)
+            return inet_ntop(c.family, c.addr, out, (socklen_t)outlen) != NULL;
+        end = start > 0 ? start - 1 : 0;
+    }
+    return false;
 }

@@ -39,6 +39,31 @@ const char *params_bearer(const char *authorization);
 int params_payload(const char *body, size_t len, char **payload_json, char *why, size_t whylen)
     __attribute__((warn_unused_result));
 
+/* A network: an IPv4 or IPv6 address and a prefix length (a single address is /32 or /128). */
+struct params_cidr {
+    int family;             /* AF_INET or AF_INET6 */
+    unsigned char addr[16]; /* network byte order; 4 bytes used for IPv4 */
+    unsigned prefix;        /* leading bits that must match */
+};
+
+#define PARAMS_CIDRS_MAX 32
+
+/* "10.0.0.0/8, 127.0.0.1, ::1": up to max networks, separated by commas and blanks. An empty
+ * list gives n = 0. -EINVAL on anything else (why says which entry). */
+int params_parse_cidrs(const char *list, struct params_cidr *out, size_t max, size_t *n, char *why,
+                       size_t whylen) __attribute__((warn_unused_result));
+
+/* Whether the textual address addr (IPv4 or IPv6) lies in one of the n networks. */
+bool params_cidr_contains(const struct params_cidr *set, size_t n, const char *addr);
+
+/*
+ * The client address behind trusted proxies, from an X-Forwarded-For value: the rightmost
+ * valid address that is not itself a trusted proxy (entries left of it were written by the
+ * client and cannot be trusted). Written to out in canonical form; false when there is none.
+ */
+bool params_forwarded_client(const char *xff, const struct params_cidr *set, size_t n, char *out,
+                             size_t outlen);
+
 /* Compare two strings in time independent of where they differ. */
 bool params_equal_ct(const char *a, const char *b);
 

@@ -28,7 +28,7 @@ struct rl_shard {
     pthread_mutex_t mutex; /* guards the fields below */
     struct rl_entry **buckets;
     size_t nbuckets; /* power of two */
-    size_t count, cap;
+    size_t count;    /* entries in this shard */
     int64_t last_sweep_us;
     char pad[64]; /* keep neighbouring shards' mutexes off one cache line */
 };
@@ -36,11 +36,12 @@ struct rl_shard {
 struct ratelimit {
     _Atomic int64_t limit, window_s; /* read per request; written by ratelimit_set */
     uint64_t seed;
+    size_t max_keys; /* bound on `keys`, over all shards */
     struct rl_shard shards[RL_SHARDS];
     pthread_mutex_t overflow_mutex; /* guards overflow_tat */
     int64_t overflow_tat;
     atomic_uint_least64_t allowed, rejected, overflow;
-    atomic_size_t keys;
+    atomic_size_t keys; /* entries in all shards; a new entry reserves its place here first */
 };
 
 void ratelimit_gcra(int64_t limit, int64_t window_s, int64_t *tat, int64_t now_us,
@@ -75,16 +76,14 @@ struct ratelimit *ratelimit_create(int64_t limit, int64_t window_s, size_t max_k
     atomic_store(&rl->window_s, window_s);
     if (getrandom(&rl->seed, sizeof(rl->seed), 0) != sizeof(rl->seed))
         rl->seed = (uint64_t)mclock_wall_us();
-    size_t per = (max_keys + RL_SHARDS - 1) / RL_SHARDS;
-    if (per < 1)
-        per = 1;
+    rl->max_keys = max_keys;
+    size_t per = (max_keys + RL_SHARDS - 1) / RL_SHARDS; /* expected entries per shard */
     size_t nb = 16;
     while (nb < per)
         nb *= 2;
     for (int i = 0; i < RL_SHARDS; i++) {
         struct rl_shard *s = &rl->shards[i];
         pthread_mutex_init(&s->mutex, NULL);
-        s->cap = per;
         s->nbuckets = nb;
         /* Buckets are allocated on first use: an unlimited or idle tier costs nothing. */
         s->buckets = NULL;
@@ -156,6 +155,18 @@ static size_t rl_shard_sweep(struct ratelimit *rl, struct rl_shard *s, int64_t n
     return freed;
 }
 
+/* Take one of the max_keys places for a new entry; false when the table is full. The bound is
+ * global and exact: shards fill unevenly, so a per-shard quota would round it up or down. */
+static bool rl_reserve_key(struct ratelimit *rl)
+{
+    size_t n = atomic_load_explicit(&rl->keys, memory_order_relaxed);
+    while (n < rl->max_keys)
+        if (atomic_compare_exchange_weak_explicit(&rl->keys, &n, n + 1, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return true;
+    return false;
+}
+
 void ratelimit_check(struct ratelimit *rl, const char *key, int64_t now_us,
                      struct ratelimit_result *out)
 {
@@ -175,9 +186,10 @@ void ratelimit_check(struct ratelimit *rl, const char *key, int64_t now_us,
     struct rl_entry *e = s->buckets[b];
     while (e && (e->hash != h || strcmp(e->key, key) != 0))
         e = e->next;
-    if (!e && s->count >= s->cap && now_us - s->last_sweep_us >= RL_SWEEP_GAP_US)
+    if (!e && atomic_load_explicit(&rl->keys, memory_order_relaxed) >= rl->max_keys &&
+        now_us - s->last_sweep_us >= RL_SWEEP_GAP_US)
         rl_shard_sweep(rl, s, now_us);
-    if (!e && s->count < s->cap) {
+    if (!e && rl_reserve_key(rl)) {
         size_t klen = strlen(key);
         e = xmalloc(sizeof(*e) + klen + 1);
         memcpy(e->key, key, klen + 1);
@@ -186,7 +198,6 @@ void ratelimit_check(struct ratelimit *rl, const char *key, int64_t now_us,
         e->next = s->buckets[b];
         s->buckets[b] = e;
         s->count++;
-        atomic_fetch_add_explicit(&rl->keys, 1, memory_order_relaxed);
     }
     if (e) {
         ratelimit_gcra(limit, window_s, &e->tat, now_us, out);

@@ -320,11 +320,11 @@ char *report_prometheus(struct server *srv, size_t *len)
                   "Requests refused because the tenant's share of the queue was full.",
                   t->wp.rejected_tenant);
 
-    prom_family(f, "bulkhead_ratelimit_backend_up", "gauge",
-                "1 when the shared Redis rate-limit backend answers (absent in memory mode).");
     if (srv->redis) {
         struct rlredis_stats rs;
         rlredis_stats(srv->redis, &rs);
+        prom_family(f, "bulkhead_ratelimit_backend_up", "gauge",
+                    "1 when the shared Redis rate-limit backend answers (absent in memory mode).");
         fprintf(f, "bulkhead_ratelimit_backend_up %d\n", rs.up);
         prom_family(f, "bulkhead_ratelimit_backend_errors_total", "counter",
                     "Failed calls to the Redis rate-limit backend.");

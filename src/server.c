@@ -217,13 +217,20 @@ int server_start(struct server *srv, const struct config *cfg, const struct tier
     srv->started_wall_us = mclock_wall_us();
     metrics_init(&srv->m_untiered);
     pthread_mutex_init(&srv->drain_mutex, NULL);
-    pthread_cond_init(&srv->drained, NULL);
+    mclock_cond_init(&srv->drained);
     uint32_t rnd = 0;
     if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
         rnd = (uint32_t)mclock_wall_us();
     snprintf(srv->instance_id, sizeof(srv->instance_id), "%08x", rnd);
 
-    int rc = health_start(srv->cfg.database_url, srv->cfg.health_interval, &srv->health);
+    char why[200];
+    int rc = params_parse_cidrs(srv->cfg.trusted_proxies, srv->proxies, PARAMS_CIDRS_MAX,
+                                &srv->nproxies, why, sizeof(why));
+    if (rc) {
+        log_error("config", "TRUSTED_PROXIES: %s", why);
+        goto fail;
+    }
+    rc = health_start(srv->cfg.database_url, srv->cfg.health_interval, &srv->health);
     if (rc)
         goto fail;
     srv->ntiers = tiers->count;
@@ -363,18 +370,9 @@ static int server_drain(struct server *srv, int64_t deadline_us)
 {
     pthread_mutex_lock(&srv->drain_mutex);
     int left;
-    while ((left = atomic_load(&srv->in_flight)) > 0) {
-        int64_t now = mclock_now_us();
-        if (now >= deadline_us)
-            break;
-        /* drained uses the realtime clock; convert the remaining time. */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t ns = (int64_t)ts.tv_nsec + (deadline_us - now) * 1000;
-        ts.tv_sec += (time_t)(ns / 1000000000);
-        ts.tv_nsec = (long)(ns % 1000000000);
+    struct timespec ts = mclock_timespec(deadline_us);
+    while ((left = atomic_load(&srv->in_flight)) > 0 && mclock_now_us() < deadline_us)
         pthread_cond_timedwait(&srv->drained, &srv->drain_mutex, &ts);
-    }
     pthread_mutex_unlock(&srv->drain_mutex);
     return left;
 }

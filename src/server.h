@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "metrics.h"
+#include "params.h"
 #include "tiers.h"
 
 #include <pthread.h>
@@ -74,6 +75,8 @@ struct server {
     atomic_bool draining;            /* shutdown started: refuse new work */
     pthread_mutex_t drain_mutex;     /* with drained: shutdown waits for in_flight == 0 */
     pthread_cond_t drained;
+    struct params_cidr proxies[PARAMS_CIDRS_MAX]; /* TRUSTED_PROXIES, parsed */
+    size_t nproxies;
     int64_t started_wall_us;
     char instance_id[24]; /* random per process, prefixes request ids */
 };

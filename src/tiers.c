@@ -7,6 +7,7 @@
  */
 #include "tiers.h"
 #include "assets.h"
+#include "fileio.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -175,44 +176,16 @@ void tiers_builtin(struct tier_table *out)
 
 int tiers_load_file(const char *path, struct tier_table *out, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        int e = errno;
-        snprintf(err, errlen, "TIERS_FILE %s: %s", path, strerror(e));
-        return -e;
-    }
     char *buf = NULL;
     size_t len = 0;
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        char *nb = realloc(buf, len + n);
-        if (!nb) {
-            free(buf);
-            fclose(f);
-            snprintf(err, errlen, "TIERS_FILE %s: out of memory", path);
-            return -ENOMEM;
-        }
-        buf = nb;
-        memcpy(buf + len, chunk, n);
-        len += n;
-        if (len > 1 << 20) {
-            free(buf);
-            fclose(f);
-            snprintf(err, errlen, "TIERS_FILE %s: larger than 1 MiB", path);
-            return -EFBIG;
-        }
-    }
-    /* A path that opens but cannot be read (a directory, an I/O error) is not an empty file. */
-    int read_errno = ferror(f) ? errno : 0;
-    fclose(f);
-    if (read_errno) {
-        snprintf(err, errlen, "TIERS_FILE %s: %s", path, strerror(read_errno));
-        free(buf);
-        return -read_errno;
+    int rc = fileio_read(path, 1 << 20, &buf, &len);
+    if (rc) {
+        snprintf(err, errlen, "TIERS_FILE %s: %s", path,
+                 rc == -EFBIG ? "larger than 1 MiB" : strerror(-rc));
+        return rc;
     }
     char why[300];
-    int rc = tiers_parse(buf ? buf : "", len, out, why, sizeof(why));
+    rc = tiers_parse(buf, len, out, why, sizeof(why));
     if (rc)
         snprintf(err, errlen, "TIERS_FILE %s: %s", path, why);
     free(buf);

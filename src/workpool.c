@@ -4,6 +4,11 @@
  * Threads are numbered; a worker whose number is at or above the current target retires, which
  * is how a config reload shrinks a pool without interrupting running work. Retired threads are
  * joined when the pool grows again or stops.
+ *
+ * Idle workers park on a stack, each on its own condition variable: new work wakes exactly one
+ * worker, the one that went idle last (its cache is warm), and is signalled after the mutex is
+ * released so the woken thread does not run into a held lock. A worker that finishes an item
+ * looks for the next one itself before parking, so finishing wakes nobody.
  */
 #include "workpool.h"
 #include "mclock.h"
@@ -24,8 +29,12 @@
 struct workpool_thread {
     pthread_t tid;
     bool started; /* tid is joinable */
+    bool exited;  /* left its loop for good (guarded by the pool mutex) */
     size_t index;
     struct workpool *wp;
+    pthread_cond_t cond;                 /* where it waits while parked */
+    bool parked;                         /* on the idle stack (guarded by the pool mutex) */
+    struct workpool_thread *next_parked; /* idle stack link (guarded by the pool mutex) */
 };
 
 struct workpool {
@@ -34,8 +43,8 @@ struct workpool {
 
     /* _shared: the mutex guards everything in this block. */
     pthread_mutex_t mutex;
-    pthread_cond_t wake; /* signalled when an item may have become runnable */
-    pthread_cond_t idle; /* signalled when in-flight work finishes (for stop) */
+    struct workpool_thread *parked; /* idle workers, most recently idle on top */
+    pthread_cond_t idle;            /* signalled when in-flight work finishes (for stop) */
     struct fairq q;
     size_t target;  /* threads that should run */
     size_t running; /* threads not yet retired */
@@ -52,6 +61,25 @@ static void workpool_mirror(struct workpool *wp)
     atomic_store_explicit(&wp->tenants_active, wp->q.ntenants, memory_order_relaxed);
 }
 
+/* Take the most recently idle worker off the stack; signal its cond after unlocking. */
+static struct workpool_thread *workpool_unpark_one(struct workpool *wp)
+{
+    struct workpool_thread *th = wp->parked;
+    if (th) {
+        wp->parked = th->next_parked;
+        th->parked = false;
+    }
+    return th;
+}
+
+/* Wake every parked worker (rare: limits changed, tenants forgotten, stop). Mutex held. */
+static void workpool_unpark_all(struct workpool *wp)
+{
+    struct workpool_thread *th;
+    while ((th = workpool_unpark_one(wp)))
+        pthread_cond_signal(&th->cond);
+}
+
 static void *workpool_main(void *arg)
 {
     struct workpool_thread *self = arg;
@@ -62,7 +90,11 @@ static void *workpool_main(void *arg)
             break;
         struct fairq_item *it = wp->stopping ? NULL : fairq_pop(&wp->q, mclock_now_us());
         if (!it) {
-            pthread_cond_wait(&wp->wake, &wp->mutex);
+            self->parked = true;
+            self->next_parked = wp->parked;
+            wp->parked = self;
+            while (self->parked)
+                pthread_cond_wait(&self->cond, &wp->mutex);
             continue;
         }
         workpool_mirror(wp);
@@ -74,12 +106,12 @@ static void *workpool_main(void *arg)
         pthread_mutex_lock(&wp->mutex);
         fairq_done(&wp->q, t, mclock_now_us());
         atomic_fetch_add_explicit(&wp->completed, 1, memory_order_relaxed);
-        /* A tenant below its share again may unblock a queued item. */
-        if (wp->q.queued)
-            pthread_cond_signal(&wp->wake);
+        /* A tenant below its share again may unblock a queued item: this thread looks for it
+         * next, so no one else needs waking. */
         if (wp->q.in_flight == 0)
             pthread_cond_broadcast(&wp->idle);
     }
+    self->exited = true;
     wp->running--;
     pthread_cond_broadcast(&wp->idle);
     pthread_mutex_unlock(&wp->mutex);
@@ -95,8 +127,13 @@ static int workpool_spawn(struct workpool *wp, size_t from, size_t to)
     int rc = 0;
     for (size_t i = from; i < to; i++) {
         struct workpool_thread *th = &wp->threads[i];
+        if (th->started && !th->exited) {
+            /* Told to retire but still running its last item: it sees the raised target when
+             * it looks again and stays. Joining it here would wait for it forever. */
+            continue;
+        }
         if (th->started) {
-            /* A retired thread in this slot: reap it (it has exited or is about to). */
+            /* A retired thread in this slot: reap it (it has left its loop). */
             pthread_mutex_unlock(&wp->mutex);
             pthread_join(th->tid, NULL);
             pthread_mutex_lock(&wp->mutex);
@@ -104,6 +141,7 @@ static int workpool_spawn(struct workpool *wp, size_t from, size_t to)
         }
         th->index = i;
         th->wp = wp;
+        th->exited = false;
         rc = pthread_create(&th->tid, &attr, workpool_main, th);
         if (rc) {
             rc = -rc;
@@ -138,8 +176,9 @@ int workpool_create(const char *name, const struct workpool_limits *lim,
     fairq_init(&wp->q, lim->queue_max, lim->tenant_queue_max, lim->tenant_share, WORKPOOL_LINGER_US,
                seed);
     pthread_mutex_init(&wp->mutex, NULL);
-    pthread_cond_init(&wp->wake, NULL);
     pthread_cond_init(&wp->idle, NULL);
+    for (size_t i = 0; i < WORKPOOL_MAX_THREADS; i++)
+        pthread_cond_init(&wp->threads[i].cond, NULL);
 
     pthread_mutex_lock(&wp->mutex);
     wp->target = lim->threads;
@@ -163,9 +202,10 @@ int workpool_submit(struct workpool *wp, const char *tenant, struct fairq_item *
     }
     int r = fairq_push(&wp->q, tenant, item, mclock_now_us());
     workpool_mirror(wp);
-    if (r == FAIRQ_OK)
-        pthread_cond_signal(&wp->wake);
+    struct workpool_thread *th = r == FAIRQ_OK ? workpool_unpark_one(wp) : NULL;
     pthread_mutex_unlock(&wp->mutex);
+    if (th)
+        pthread_cond_signal(&th->cond);
     switch (r) {
     case FAIRQ_OK:
         atomic_fetch_add_explicit(&wp->submitted, 1, memory_order_relaxed);
@@ -193,11 +233,11 @@ void workpool_expire(struct workpool *wp, int64_t cutoff_us, int64_t now_us)
 {
     pthread_mutex_lock(&wp->mutex);
     struct fairq_item *list = fairq_expire(&wp->q, cutoff_us);
-    fairq_sweep(&wp->q, now_us);
+    size_t forgotten = fairq_sweep(&wp->q, now_us);
     workpool_mirror(wp);
     /* Forgotten tenants may lift a neighbour's share cap. */
-    if (wp->q.queued)
-        pthread_cond_broadcast(&wp->wake);
+    if (forgotten && wp->q.queued)
+        workpool_unpark_all(wp);
     pthread_mutex_unlock(&wp->mutex);
     size_t n = 0;
     for (struct fairq_item *it = list; it; it = it->next)
@@ -217,7 +257,7 @@ int workpool_set_limits(struct workpool *wp, const struct workpool_limits *lim)
     int rc = 0;
     if (lim->threads > old && !wp->stopping)
         rc = workpool_spawn(wp, old, lim->threads);
-    pthread_cond_broadcast(&wp->wake); /* retire surplus threads, try new share limits */
+    workpool_unpark_all(wp); /* retire surplus threads, try new share limits */
     pthread_mutex_unlock(&wp->mutex);
     return rc;
 }
@@ -264,7 +304,7 @@ void workpool_stop(struct workpool *wp)
     pthread_mutex_lock(&wp->mutex);
     wp->stopping = true;
     struct fairq_item *list = fairq_drain(&wp->q);
-    pthread_cond_broadcast(&wp->wake);
+    workpool_unpark_all(wp);
     pthread_mutex_unlock(&wp->mutex);
     workpool_drop_list(wp, list, WORKPOOL_SHUTDOWN);
 
@@ -281,7 +321,8 @@ void workpool_destroy(struct workpool *wp)
     if (!wp)
         return;
     fairq_destroy(&wp->q);
-    pthread_cond_destroy(&wp->wake);
+    for (size_t i = 0; i < WORKPOOL_MAX_THREADS; i++)
+        pthread_cond_destroy(&wp->threads[i].cond);
     pthread_cond_destroy(&wp->idle);
     pthread_mutex_destroy(&wp->mutex);
     free(wp);

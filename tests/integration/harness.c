@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -242,6 +243,11 @@ int h_server_start_ex(struct h_server *s, const char *database_url, const char *
     if (pid < 0)
         return -1;
     if (pid == 0) {
+        /* If the test process dies, its server must not outlive it (it would hold ports and
+         * any lock the test run holds). */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() == 1)
+            _exit(125);
         char port[16];
         snprintf(port, sizeof(port), "%d", s->port);
         setenv("API_PORT", port, 1);
@@ -274,6 +280,28 @@ int h_server_start_ex(struct h_server *s, const char *database_url, const char *
         return -1;
     }
     return 0;
+}
+
+int h_tiers_env(const char *name, const char *json, char *env, size_t envlen)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "%s/%s", getenv("BH_TEST_WORK"), name);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    int bad = fputs(json, f) < 0;
+    bad |= fclose(f) != 0;
+    int n = snprintf(env, envlen, "TIERS_FILE=%s", path);
+    return bad || n < 0 || (size_t)n >= envlen ? -1 : 0;
+}
+
+const char *h_url(const struct h_server *s, const char *path)
+{
+    static _Thread_local char buf[8][512];
+    static _Thread_local int i;
+    i = (i + 1) % 8;
+    snprintf(buf[i], sizeof(buf[i]), "%s%s", s->base, path);
+    return buf[i];
 }
 
 int h_server_stop(struct h_server *s, int sig, int timeout_ms)

@@ -58,6 +58,19 @@ int h_server_start(struct h_server *s, const char *database_url, const char *con
 /* Same, but require_healthy=false also accepts a server that cannot reach its database. */
 int h_server_start_ex(struct h_server *s, const char *database_url, const char *const *env,
                       bool wait_ready);
+/* The seed's tiers, but free's 100 requests are per hour rather than per minute: a test that
+ * counts admissions over seconds sees no refill. */
+#define H_TIERS_HOURLY                                                                             \
+    "{\"free\": {\"workers\": 10, \"queue_max\": 20, \"db_max\": 5, \"rate_limit\": 100,"          \
+    " \"rate_window_s\": 3600, \"tenant_share_pct\": 50, \"tenant_queue_pct\": 50},"               \
+    " \"pro\": {\"workers\": 30, \"queue_max\": 60, \"db_max\": 20, \"rate_limit\": 1000},"        \
+    " \"enterprise\": {\"workers\": 60, \"queue_max\": 240, \"db_max\": 50}}"
+
+/* Write json to file name in the test's work folder and put "TIERS_FILE=<path>" into env.
+ * 0 or -1. */
+int h_tiers_env(const char *name, const char *json, char *env, size_t envlen);
+/* s->base + path, in one of a few per-thread rotating buffers (valid for a handful of calls). */
+const char *h_url(const struct h_server *s, const char *path);
 /* Send sig and wait up to timeout_ms for exit. Returns the exit status, 128+signal, or -1. */
 int h_server_stop(struct h_server *s, int sig, int timeout_ms);
 /* Whether the server's log contains needle (now). */

@@ -21,27 +21,6 @@ static char db_url[300];
 static struct h_server srv;  /* seed defaults */
 static struct h_server fast; /* short breaker timings from a tiers file */
 
-static char *at(const struct h_server *s, const char *path)
-{
-    static char buf[8][512];
-    static int i;
-    i = (i + 1) % 8;
-    snprintf(buf[i], sizeof(buf[i]), "%s%s", s->base, path);
-    return buf[i];
-}
-
-static const char *write_tiers(const char *name, const char *json)
-{
-    static char path[8][300];
-    static int i;
-    i = (i + 1) % 8;
-    snprintf(path[i], sizeof(path[i]), "%s/%s", getenv("BH_TEST_WORK"), name);
-    FILE *f = fopen(path[i], "w");
-    fputs(json, f);
-    fclose(f);
-    return path[i];
-}
-
 #define FAST_TIERS                                                                                 \
     "{\"free\": {\"workers\": 4, \"db_max\": 2, \"rate_limit\": 1000, \"breaker_timeout_ms\": "    \
     "500, \"breaker_reset_ms\": 400},"                                                             \
@@ -57,7 +36,8 @@ static int setup(void **state)
     if (h_server_start(&srv, db_url, NULL))
         return -1;
     static char env[400];
-    snprintf(env, sizeof(env), "TIERS_FILE=%s", write_tiers("tiers-fast.json", FAST_TIERS));
+    if (h_tiers_env("tiers-fast.json", FAST_TIERS, env, sizeof(env)))
+        return -1;
     const char *e[] = {env, NULL};
     return h_server_start(&fast, db_url, e);
 }
@@ -72,7 +52,7 @@ static int teardown(void **state)
 
 static json_t *tier_section(const struct h_server *s, const char *tier, const char *section)
 {
-    json_t *m = h_get_json(at(s, "/metrics/bulkheads"));
+    json_t *m = h_get_json(h_url(s, "/metrics/bulkheads"));
     json_t *v = json_incref(json_object_get(json_object_get(m, tier), section));
     json_decref(m);
     return v;
@@ -94,7 +74,7 @@ static long get(const struct h_server *s, const char *path, const char *tier, co
     snprintf(tn, sizeof(tn), "X-Tenant-Id: %s", tenant);
     const char *h[] = {th, tn, NULL};
     struct h_resp r;
-    h_get(at(s, path), h, &r);
+    h_get(h_url(s, path), h, &r);
     long st = r.status;
     h_resp_free(&r);
     return st;
@@ -108,7 +88,7 @@ static void seed_manual_trigger_opens_free_only(void **state)
     const char *h[] = {"X-Tenant-Tier: free", NULL};
     for (int i = 0; i < 10; i++) {
         struct h_resp r;
-        h_get(at(&srv, "/api/data?force_error=true"), h, &r);
+        h_get(h_url(&srv, "/api/data?force_error=true"), h, &r);
         assert_true(r.status == 500 || r.status == 503);
         h_resp_free(&r);
     }
@@ -119,7 +99,7 @@ static void seed_manual_trigger_opens_free_only(void **state)
     assert_int_equal(get(&srv, "/api/data", "pro", "seed"), 200);
 
     struct h_resp r;
-    h_get(at(&srv, "/api/data"), h, &r);
+    h_get(h_url(&srv, "/api/data"), h, &r);
     assert_int_equal(r.status, 503);
     json_t *j = h_json(&r);
     assert_string_equal(json_string_value(json_object_get(j, "error")), "circuit_open");
@@ -147,7 +127,7 @@ static void an_open_breaker_costs_no_worker_and_no_connection(void **state)
     json_t *cp0 = tier_section(&srv, "free", "connectionPool");
     const char *h[] = {"X-Tenant-Tier: free", "X-Tenant-Id: fast-fail", NULL};
     long st[50];
-    assert_int_equal(h_burst("GET", at(&srv, "/api/data"), h, 50, 10, st, NULL), 0);
+    assert_int_equal(h_burst("GET", h_url(&srv, "/api/data"), h, 50, 10, st, NULL), 0);
     assert_int_equal(h_count(st, 50, 503), 50);
     json_t *tp1 = tier_section(&srv, "free", "threadPool");
     json_t *cp1 = tier_section(&srv, "free", "connectionPool");
@@ -253,7 +233,8 @@ static void client_errors_and_rejections_are_not_failures(void **state)
      * and by the full bulkhead (503): neither is a failure of the tier. */
     const char *h[] = {"X-Tenant-Tier: tiny", "X-Tenant-Id: rejected", NULL};
     long st[10];
-    assert_int_equal(h_burst("GET", at(&fast, "/api/data?delay_ms=200"), h, 10, 10, st, NULL), 0);
+    assert_int_equal(h_burst("GET", h_url(&fast, "/api/data?delay_ms=200"), h, 10, 10, st, NULL),
+                     0);
     assert_int_equal(h_count(st, 10, 429), 7);
     assert_true(h_count(st, 10, 503) >= 1);
     json_t *cb = tier_section(&fast, "tiny", "circuitBreaker");
@@ -262,10 +243,6 @@ static void client_errors_and_rejections_are_not_failures(void **state)
     assert_string_equal(json_string_value(json_object_get(cb, "state")), "CLOSED");
     json_decref(cb);
 }
-
-struct no_sleeper_ctx {
-    const char *url;
-};
 
 static bool no_sleeping_free_query(void *arg)
 {
@@ -292,7 +269,7 @@ static void a_timeout_answers_at_the_deadline_and_frees_the_connection(void **st
     json_t *cb0 = tier_section(&fast, "free", "circuitBreaker");
     const char *h[] = {"X-Tenant-Tier: free", "X-Tenant-Id: timeouts", NULL};
     struct h_resp r;
-    h_get(at(&fast, "/api/data?delay_ms=10000"), h, &r);
+    h_get(h_url(&fast, "/api/data?delay_ms=10000"), h, &r);
     assert_int_equal(r.status, 504);
     assert_true(r.seconds < 3.0); /* breaker_timeout_ms is 500; the query would take 10 s */
     json_t *j = h_json(&r);
@@ -331,7 +308,7 @@ static bool health_is(void *arg)
     struct h_server *s = ((void **)arg)[0];
     long want = (long)(intptr_t)((void **)arg)[1];
     struct h_resp r;
-    h_get(at(s, "/health"), NULL, &r);
+    h_get(h_url(s, "/health"), NULL, &r);
     long st = r.status;
     h_resp_free(&r);
     return st == want;
@@ -349,7 +326,7 @@ static void a_database_outage_opens_breakers_and_everything_recovers(void **stat
     struct h_pg pg;
     assert_int_equal(h_pg_start(&pg), 0);
     static char env[400];
-    snprintf(env, sizeof(env), "TIERS_FILE=%s", write_tiers("tiers-outage.json", FAST_TIERS));
+    assert_int_equal(h_tiers_env("tiers-outage.json", FAST_TIERS, env, sizeof(env)), 0);
     const char *e[] = {env, "HEALTH_INTERVAL_MS=200", NULL};
     struct h_server s;
     assert_int_equal(h_server_start(&s, pg.url, e), 0);
@@ -361,7 +338,7 @@ static void a_database_outage_opens_breakers_and_everything_recovers(void **stat
     void *down[] = {&s, (void *)(intptr_t)503};
     assert_true(h_wait_until(health_is, down, 5000));
     struct h_resp r;
-    h_get(at(&s, "/health"), NULL, &r);
+    h_get(h_url(&s, "/health"), NULL, &r);
     json_t *j = h_json(&r);
     assert_string_equal(json_string_value(json_object_get(j, "status")), "unhealthy");
     json_decref(j);
@@ -399,7 +376,7 @@ static long admin(const struct h_server *s, const char *path, const char *token)
     snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
     const char *h[] = {auth, NULL};
     struct h_resp r;
-    h_request("POST", at(s, path), token ? h : NULL, "", &r);
+    h_request("POST", h_url(s, path), token ? h : NULL, "", &r);
     long st = r.status;
     h_resp_free(&r);
     return st;

@@ -115,13 +115,11 @@ static bool log_count_reached(void *arg)
 static void a_reload_that_outgrows_the_database_is_warned_about(void **state)
 {
     (void)state;
-    char path[300], env[400];
-    snprintf(path, sizeof(path), "%s/tiers-budget.json", getenv("BH_TEST_WORK"));
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs("{\"free\": {\"db_max\": 5}, \"pro\": {\"db_max\": 10}}", f);
-    fclose(f);
-    snprintf(env, sizeof(env), "TIERS_FILE=%s", path);
+    char env[400];
+    assert_int_equal(h_tiers_env("tiers-budget.json",
+                                 "{\"free\": {\"db_max\": 5}, \"pro\": {\"db_max\": 10}}", env,
+                                 sizeof(env)),
+                     0);
     const char *e[] = {env, NULL};
     struct h_server s;
     assert_int_equal(h_server_start(&s, tight.url, e), 0);
@@ -129,10 +127,10 @@ static void a_reload_that_outgrows_the_database_is_warned_about(void **state)
     assert_true(h_server_log_has(&s, "connection budget: 16 per instance of 50 allowed"));
     assert_false(h_server_log_has(&s, BUDGET_WARN));
 
-    f = fopen(path, "w");
-    assert_non_null(f);
-    fputs("{\"free\": {\"db_max\": 5}, \"pro\": {\"db_max\": 60}}", f);
-    fclose(f);
+    assert_int_equal(h_tiers_env("tiers-budget.json",
+                                 "{\"free\": {\"db_max\": 5}, \"pro\": {\"db_max\": 60}}", env,
+                                 sizeof(env)),
+                     0);
     assert_int_equal(kill(s.pid, SIGHUP), 0);
     struct logwait w = {&s, BUDGET_WARN, 1};
     bool warned = h_wait_until(log_count_reached, &w, 15000);

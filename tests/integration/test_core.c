@@ -21,13 +21,9 @@
 static char db_url[300];
 static struct h_server srv;
 
-static char *url(const char *path)
+static const char *url(const char *path)
 {
-    static char buf[4][512];
-    static int i;
-    i = (i + 1) % 4;
-    snprintf(buf[i], sizeof(buf[i]), "%s%s", srv.base, path);
-    return buf[i];
+    return h_url(&srv, path);
 }
 
 static int setup(void **state)
@@ -277,7 +273,7 @@ static void request_id_is_echoed_or_generated(void **state)
 /* ---- saturation ------------------------------------------------------------------------- */
 
 struct burst_ctx {
-    const char *url;
+    char url[256];
     const char *const *hdrs;
     int n;
     long statuses[64];
@@ -303,7 +299,7 @@ static void saturated_free_tier_stays_in_its_compartment(void **state)
     struct burst_ctx b[4];
     pthread_t th[4];
     for (int i = 0; i < 4; i++) {
-        b[i].url = url("/api/data?delay_ms=1500");
+        snprintf(b[i].url, sizeof(b[i].url), "%s", url("/api/data?delay_ms=1500"));
         b[i].hdrs = hdr[i];
         b[i].n = 10;
         pthread_create(&th[i], NULL, burst_thread, &b[i]);
@@ -383,7 +379,7 @@ static void pools_recover_from_killed_connections(void **state)
 /* ---- graceful shutdown ------------------------------------------------------------------ */
 
 struct inflight {
-    const char *url;
+    char url[256];
     long status[6];
 };
 
@@ -412,7 +408,8 @@ static void sigterm_finishes_in_flight_requests(void **state)
     assert_int_equal(h_server_start(&s2, db_url, NULL), 0);
     struct h_server saved = srv;
     srv = s2;
-    struct inflight f = {.url = url("/api/data?delay_ms=1000")};
+    struct inflight f;
+    snprintf(f.url, sizeof(f.url), "%s", url("/api/data?delay_ms=1000"));
     pthread_t th;
     pthread_create(&th, NULL, inflight_thread, &f);
     assert_true(h_wait_until(six_running, NULL, 5000));
@@ -429,14 +426,12 @@ static void sigterm_finishes_in_flight_requests(void **state)
 static void a_fourth_tier_comes_from_the_tiers_file(void **state)
 {
     (void)state;
-    char path[300];
-    snprintf(path, sizeof(path), "%s/tiers-gold.json", getenv("BH_TEST_WORK"));
-    FILE *f = fopen(path, "w");
-    fprintf(f, "{\"free\": {\"workers\": 2, \"db_max\": 1, \"rate_limit\": 3},"
-               " \"gold\": {\"workers\": 4, \"db_max\": 3}}");
-    fclose(f);
     char env[400];
-    snprintf(env, sizeof(env), "TIERS_FILE=%s", path);
+    assert_int_equal(h_tiers_env("tiers-gold.json",
+                                 "{\"free\": {\"workers\": 2, \"db_max\": 1, \"rate_limit\": 3},"
+                                 " \"gold\": {\"workers\": 4, \"db_max\": 3}}",
+                                 env, sizeof(env)),
+                     0);
     const char *e[] = {env, NULL};
     struct h_server s2;
     assert_int_equal(h_server_start(&s2, db_url, e), 0);

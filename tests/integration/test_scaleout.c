@@ -201,18 +201,8 @@ static int setup(void **state)
     if (redisproc_start(&redis))
         return -1;
     static char tiers_env[400], redis_env[120];
-    char path[300];
-    snprintf(path, sizeof(path), "%s/tiers-scaleout.json", getenv("BH_TEST_WORK"));
-    FILE *f = fopen(path, "w");
-    if (!f)
+    if (h_tiers_env("tiers-scaleout.json", H_TIERS_HOURLY, tiers_env, sizeof(tiers_env)))
         return -1;
-    fprintf(f, "{\"free\": {\"workers\": 10, \"queue_max\": 20, \"db_max\": 5, \"rate_limit\": 100,"
-               " \"rate_window_s\": 3600, \"tenant_share_pct\": 50, \"tenant_queue_pct\": 50},"
-               " \"pro\": {\"workers\": 30, \"queue_max\": 60, \"db_max\": 20,"
-               " \"rate_limit\": 1000},"
-               " \"enterprise\": {\"workers\": 60, \"queue_max\": 240, \"db_max\": 50}}");
-    fclose(f);
-    snprintf(tiers_env, sizeof(tiers_env), "TIERS_FILE=%s", path);
     snprintf(redis_env, sizeof(redis_env), "REDIS_URL=%s", redis.url);
     static const char *env[] = {"RATE_LIMIT_BACKEND=redis", redis_env, tiers_env, NULL};
     for (int i = 0; i < 2; i++)

@@ -22,13 +22,9 @@ static char db_url[300];
 static struct h_server srv;
 static char key_a[80], key_b[80], key_e[80];
 
-static char *url(const char *path)
+static const char *url(const char *path)
 {
-    static char buf[4][512];
-    static int i;
-    i = (i + 1) % 4;
-    snprintf(buf[i], sizeof(buf[i]), "%s%s", srv.base, path);
-    return buf[i];
+    return h_url(&srv, path);
 }
 
 /* Run the CLI; returns its exit status and fills out with stdout (+stderr when err). */

@@ -325,6 +325,70 @@ static void payload_reason_is_truncated_to_the_buffer(void **state)
     assert_int_equal(strlen(why), sizeof(why) - 1);
 }
 
+static void cidr_lists_parse_addresses_and_prefixes(void **state)
+{
+    (void)state;
+    struct params_cidr set[4];
+    size_t n = 0;
+    char why[160];
+    assert_int_equal(
+        params_parse_cidrs("10.0.0.0/8, 127.0.0.1,::1 fd00::/8", set, 4, &n, why, sizeof(why)), 0);
+    assert_int_equal(n, 4);
+    assert_int_equal(set[0].prefix, 8);
+    assert_int_equal(set[1].prefix, 32);
+    assert_int_equal(set[2].prefix, 128);
+    assert_int_equal(set[3].prefix, 8);
+    assert_true(params_cidr_contains(set, n, "10.200.3.4"));
+    assert_false(params_cidr_contains(set, n, "11.0.0.1"));
+    assert_true(params_cidr_contains(set, n, "127.0.0.1"));
+    assert_false(params_cidr_contains(set, n, "127.0.0.2"));
+    assert_true(params_cidr_contains(set, n, "::1"));
+    assert_true(params_cidr_contains(set, n, "fd12::5"));
+    assert_false(params_cidr_contains(set, n, "fe80::1"));
+    assert_false(params_cidr_contains(set, n, "garbage"));
+    assert_int_equal(params_parse_cidrs("", set, 4, &n, why, sizeof(why)), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(params_parse_cidrs(" , ", set, 4, &n, why, sizeof(why)), 0);
+    assert_int_equal(n, 0);
+}
+
+static void cidr_lists_refuse_bad_entries(void **state)
+{
+    (void)state;
+    struct params_cidr set[2];
+    size_t n;
+    char why[160];
+    const char *bad[] = {"10.0.0.0/33",  "::1/129", "10.0.0.0/",   "10.0.0.0/x",
+                         "host.example", "1.2.3",   "1.2.3.4/8/8", "1.1.1.1, 2.2.2.2, 3.3.3.3"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        why[0] = '\0';
+        assert_int_equal(params_parse_cidrs(bad[i], set, 2, &n, why, sizeof(why)), -EINVAL);
+        assert_true(why[0] != '\0');
+    }
+}
+
+static void forwarded_client_is_the_rightmost_untrusted_entry(void **state)
+{
+    (void)state;
+    struct params_cidr set[2];
+    size_t n;
+    char why[160], out[64];
+    assert_int_equal(params_parse_cidrs("10.0.0.0/8", set, 2, &n, why, sizeof(why)), 0);
+    /* The client may have written anything on the left; the proxy appended the real peer. */
+    assert_true(
+        params_forwarded_client("1.1.1.1, 203.0.113.9, 10.0.0.2", set, n, out, sizeof(out)));
+    assert_string_equal(out, "203.0.113.9");
+    assert_true(params_forwarded_client("203.0.113.9", set, n, out, sizeof(out)));
+    assert_string_equal(out, "203.0.113.9");
+    assert_true(params_forwarded_client(" 2001:db8:0:0::1 ", set, n, out, sizeof(out)));
+    assert_string_equal(out, "2001:db8::1"); /* canonical form */
+    assert_false(params_forwarded_client("10.0.0.1, 10.0.0.2", set, n, out, sizeof(out)));
+    assert_false(params_forwarded_client("evil, 10.0.0.2", set, n, out, sizeof(out)));
+    assert_false(params_forwarded_client("", set, n, out, sizeof(out)));
+    assert_false(params_forwarded_client(NULL, set, n, out, sizeof(out)));
+    assert_false(params_forwarded_client("1.2.3.4,", set, n, out, sizeof(out)));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -341,6 +405,9 @@ int main(void)
         cmocka_unit_test(payload_refuses_invalid_json_with_its_position),
         cmocka_unit_test(payload_accepts_moderate_nesting_and_refuses_deep_nesting),
         cmocka_unit_test(payload_reason_is_truncated_to_the_buffer),
+        cmocka_unit_test(cidr_lists_parse_addresses_and_prefixes),
+        cmocka_unit_test(cidr_lists_refuse_bad_entries),
+        cmocka_unit_test(forwarded_client_is_the_rightmost_untrusted_entry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

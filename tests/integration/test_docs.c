@@ -1,0 +1,99 @@
+/*
+ * test_docs: the README is the truth. Its configuration tables must be exactly what the binary
+ * prints (`bulkhead config --markdown`, from the same declarative tables the parser uses), and
+ * every endpoint the README lists must exist on a running server.
+ */
+#include "harness.h"
+
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+
+static char *slurp_cmd(const char *cmd)
+{
+    FILE *p = popen(cmd, "r");
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    size_t n;
+    while ((n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+        len += n;
+        if (len + 1 >= cap)
+            buf = realloc(buf, cap *= 2);
+    }
+    buf[len] = '\0';
+    pclose(p);
+    return buf;
+}
+
+static void readme_config_tables_match_the_binary(void **state)
+{
+    (void)state;
+    char cmd[800];
+    snprintf(cmd, sizeof(cmd), "%s/%s config --markdown", getenv("BH_ROOT"),
+             getenv("BULKHEAD_BIN") ? getenv("BULKHEAD_BIN") : "build/bulkhead");
+    char *tables = slurp_cmd(cmd);
+    snprintf(cmd, sizeof(cmd), "cat %s/README.md", getenv("BH_ROOT"));
+    char *readme = slurp_cmd(cmd);
+    assert_true(strlen(tables) > 1000);
+    if (!strstr(readme, tables))
+        fprintf(stderr,
+                "README.md's configuration tables are stale: run scripts/readme-config.sh\n");
+    assert_non_null(strstr(readme, tables));
+    /* And the README opens with the two commands. */
+    const char *run = strstr(readme, "make run");
+    const char *test = strstr(readme, "make test");
+    assert_non_null(run);
+    assert_non_null(test);
+    assert_true(run - readme < 600 && test - readme < 600);
+    free(tables);
+    free(readme);
+}
+
+static void every_documented_endpoint_answers(void **state)
+{
+    (void)state;
+    char url[300];
+    assert_int_equal(h_db_create("docs", url, sizeof(url)), 0);
+    const char *e[] = {"ADMIN_TOKEN=t", NULL};
+    struct h_server s;
+    assert_int_equal(h_server_start(&s, url, e), 0);
+    struct {
+        const char *method, *path;
+        long status;
+    } eps[] = {
+        {"GET", "/health", 200},
+        {"GET", "/api/data", 400},
+        {"GET", "/metrics/bulkheads", 200},
+        {"GET", "/metrics", 200},
+        {"GET", "/dashboard", 200},
+        {"GET", "/dashboard/data?since=0", 200},
+        {"POST", "/admin/breaker/free/reset", 401},
+    };
+    for (size_t i = 0; i < sizeof(eps) / sizeof(eps[0]); i++) {
+        char u[400];
+        snprintf(u, sizeof(u), "%s%s", s.base, eps[i].path);
+        struct h_resp r;
+        h_request(eps[i].method, u, NULL, eps[i].method[0] == 'P' ? "" : NULL, &r);
+        if (r.status != eps[i].status)
+            fprintf(stderr, "%s %s: %ld\n", eps[i].method, eps[i].path, r.status);
+        assert_int_equal(r.status, eps[i].status);
+        h_resp_free(&r);
+    }
+    assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(readme_config_tables_match_the_binary),
+        cmocka_unit_test(every_documented_endpoint_answers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,809 @@
+/*
+ * test_dbpool: the connection pool and the deadline-driven connection (dbpool.h, dbconn.h)
+ * against a real PostgreSQL.
+ *
+ * scripts/test.sh starts a shared cluster and exports BH_TEST_PG_PORT; without it every test
+ * is skipped. Each test gives its pool its own application_name, so a separate libpq
+ * connection (`admin`) can count the pool's backends in pg_stat_activity: what the server sees,
+ * not what the pool believes. Threads wait for each other on pool state (pending waiters) with
+ * bounded polls; nothing sleeps to synchronise.
+ */
+#include "dbconn.h"
+#include "dbpool.h"
+#include "mclock.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define SEC    1000000ll
+#define MS     1000ll
+#define WAIT_S 20 /* bound for any wait on the server or the pool */
+
+static char url[300]; /* the shared cluster's "bulkhead" database */
+static PGconn *admin; /* our observer connection, not part of any pool */
+static const char A[] = "tenant-a", B[] = "tenant-b"; /* owners: compared by address */
+
+static const struct dbconn_stmt stmts[] = {
+    {"one", "SELECT 1"},
+    {"pid", "SELECT pg_backend_pid()"},
+    {"sleep", "SELECT pg_sleep($1::float8)"},
+    {"div", "SELECT 1 / $1::int"},
+    {"peers", "SELECT count(*) FROM pg_stat_activity "
+              "WHERE application_name = current_setting('application_name')"},
+};
+
+#define NEED_PG()                                                                                  \
+    do {                                                                                           \
+        if (!admin) {                                                                              \
+            print_message("BH_TEST_PG_PORT is not set: no PostgreSQL to test against\n");          \
+            skip();                                                                                \
+        }                                                                                          \
+    } while (0)
+
+static void nap_ms(int ms)
+{
+    struct timespec ts = {0, ms * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* A unique application_name for one test's pool. */
+static void app_for(char *buf, size_t len, const char *tag)
+{
+    snprintf(buf, len, "bhu-%d-%s", (int)getpid(), tag);
+}
+
+static struct dbconn_params params(const char *conninfo, const char *app)
+{
+    return (struct dbconn_params){
+        .conninfo = conninfo,
+        .appname = app,
+        .stmts = stmts,
+        .nstmts = sizeof(stmts) / sizeof(stmts[0]),
+    };
+}
+
+/* others_active for the pools under test: a flag the test flips. */
+static bool others_flag(const void *ctx)
+{
+    return atomic_load((const atomic_bool *)ctx);
+}
+
+static struct dbpool *mkpool(const char *app, size_t max, size_t tenant_cap, atomic_bool *others)
+{
+    struct dbpool_opts o = {
+        .conn = params(url, app),
+        .max = max,
+        .tenant_cap = tenant_cap,
+        .others_active = others ? others_flag : NULL,
+        .others_ctx = others,
+    };
+    struct dbpool *p = NULL;
+    assert_int_equal(dbpool_create(&o, &p), 0);
+    return p;
+}
+
+static int get(struct dbpool *p, const void *owner, int64_t wait_us, struct dbconn **c)
+{
+    char err[256];
+    return dbpool_acquire(p, owner, mclock_now_us() + wait_us, c, err, sizeof(err));
+}
+
+static struct dbpool_stats stats(struct dbpool *p)
+{
+    struct dbpool_stats s;
+    dbpool_stats(p, &s);
+    return s;
+}
+
+/* Run a one-value statement on c and return the value as an integer. */
+static int64_t q_int(struct dbconn *c, const char *stmt, const char *arg)
+{
+    PGresult *res = NULL;
+    char err[256] = "";
+    const char *vals[1] = {arg};
+    int rc = dbconn_exec(c, stmt, arg ? 1 : 0, arg ? vals : NULL, mclock_now_us() + 10 * SEC, &res,
+                         err, sizeof(err));
+    if (rc)
+        fail_msg("%s: %d %s", stmt, rc, err);
+    int64_t v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return v;
+}
+
+/* One integer from the admin connection. */
+static int64_t admin_int(const char *sql, const char *arg)
+{
+    const char *vals[1] = {arg};
+    PGresult *res = PQexecParams(admin, sql, arg ? 1 : 0, NULL, arg ? vals : NULL, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        fail_msg("admin query failed: %s", PQerrorMessage(admin));
+    int64_t v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return v;
+}
+
+/* Backends the server has for application_name app. */
+static int64_t backends(const char *app)
+{
+    return admin_int("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app);
+}
+
+/* Poll until the server shows exactly n backends for app (closing is asynchronous). */
+static int64_t wait_backends(const char *app, int64_t n)
+{
+    int64_t end = mclock_now_us() + WAIT_S * SEC, v;
+    while ((v = backends(app)) != n && mclock_now_us() < end)
+        nap_ms(5);
+    return v;
+}
+
+/* Poll until n acquirers wait in the pool. */
+static void wait_pending(struct dbpool *p, size_t n)
+{
+    int64_t end = mclock_now_us() + WAIT_S * SEC;
+    while (stats(p).pending != n && mclock_now_us() < end)
+        nap_ms(1);
+    assert_int_equal(stats(p).pending, n);
+}
+
+static void finish(struct dbpool *p, const char *app)
+{
+    dbpool_stop(p);
+    dbpool_destroy(p);
+    assert_int_equal(wait_backends(app, 0), 0);
+}
+
+/* ---- a waiting acquirer on its own thread ------------------------------------------------ */
+
+struct waiter {
+    pthread_t tid;
+    struct dbpool *p;
+    const void *owner;
+    int64_t wait_us;
+    int idx;
+    /* FIFO test: record the order of hand-offs, then give the connection back at once. */
+    pthread_mutex_t *order_mu;
+    int *order, *norder;
+    /* Results, read after join. */
+    int rc;
+    struct dbconn *got;
+    int64_t done_us;
+};
+
+static void *waiter_main(void *arg)
+{
+    struct waiter *w = arg;
+    w->rc = get(w->p, w->owner, w->wait_us, &w->got);
+    w->done_us = mclock_now_us();
+    if (w->order_mu) {
+        pthread_mutex_lock(w->order_mu);
+        w->order[(*w->norder)++] = w->idx;
+        pthread_mutex_unlock(w->order_mu);
+        if (w->rc == 0)
+            dbpool_release(w->p, w->got, false);
+    }
+    return NULL;
+}
+
+static void start_waiter(struct waiter *w, struct dbpool *p, const void *owner, int64_t wait_us)
+{
+    w->p = p;
+    w->owner = owner;
+    w->wait_us = wait_us;
+    assert_int_equal(pthread_create(&w->tid, NULL, waiter_main, w), 0);
+}
+
+/* ---- the pool ----------------------------------------------------------------------------- */
+
+static void opens_lazily_and_reuses_idle_connections(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "lazy");
+    struct dbpool *p = mkpool(app, 4, 0, NULL);
+    assert_int_equal(backends(app), 0);
+    assert_int_equal(stats(p).connects, 0);
+
+    struct dbconn *c1, *c2, *again;
+    assert_int_equal(get(p, A, 5 * SEC, &c1), 0);
+    assert_int_equal(wait_backends(app, 1), 1);
+    int64_t pid = q_int(c1, "pid", NULL);
+    dbpool_release(p, c1, false);
+    /* The idle connection is handed out again: same backend, nothing new opened. */
+    assert_int_equal(get(p, B, 5 * SEC, &again), 0);
+    assert_ptr_equal(again, c1);
+    assert_int_equal(q_int(again, "pid", NULL), pid);
+    assert_int_equal(stats(p).connects, 1);
+    /* A second one is opened only when the first is busy. */
+    assert_int_equal(get(p, A, 5 * SEC, &c2), 0);
+    assert_ptr_not_equal(c2, again);
+    assert_int_equal(wait_backends(app, 2), 2);
+    struct dbpool_stats s = stats(p);
+    assert_int_equal(s.connects, 2);
+    assert_int_equal(s.active, 2);
+    assert_int_equal(s.idle, 0);
+    dbpool_release(p, again, false);
+    dbpool_release(p, c2, false);
+    s = stats(p);
+    assert_int_equal(s.active, 0);
+    assert_int_equal(s.idle, 2);
+    assert_int_equal(s.acquired, 3);
+    finish(p, app);
+}
+
+struct hammer {
+    struct dbpool *p;
+    const void *owner;
+    atomic_int *done;
+    atomic_llong *max_peers; /* most backends of the pool a query ever saw */
+    int fails;
+};
+
+static void *hammer_main(void *arg)
+{
+    struct hammer *h = arg;
+    for (int i = 0; i < 25; i++) {
+        struct dbconn *c;
+        if (get(h->p, h->owner, 30 * SEC, &c)) {
+            h->fails++;
+            continue;
+        }
+        long long peers = q_int(c, "peers", NULL);
+        long long seen = atomic_load(h->max_peers);
+        while (peers > seen && !atomic_compare_exchange_weak(h->max_peers, &seen, peers))
+            ;
+        dbpool_release(h->p, c, false);
+    }
+    atomic_fetch_add(h->done, 1);
+    return NULL;
+}
+
+static void never_opens_more_than_max(void **state)
+{
+    (void)state;
+    NEED_PG();
+    enum { MAX = 3, THREADS = 8 };
+    char app[64];
+    app_for(app, sizeof(app), "max");
+    struct dbpool *p = mkpool(app, MAX, 0, NULL);
+    /* Fill the pool once: the fourth acquirer waits and times out, nothing more is opened. */
+    struct dbconn *held[MAX], *extra;
+    for (int i = 0; i < MAX; i++)
+        assert_int_equal(get(p, A, 5 * SEC, &held[i]), 0);
+    assert_int_equal(get(p, B, 100 * MS, &extra), -ETIMEDOUT);
+    assert_int_equal(wait_backends(app, MAX), MAX);
+    for (int i = 0; i < MAX; i++)
+        dbpool_release(p, held[i], false);
+
+    /* Eight threads, 25 acquisitions each, while the server's view is sampled. */
+    atomic_int done = 0;
+    atomic_llong max_peers = 0;
+    struct hammer h[THREADS];
+    pthread_t tid[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        h[i] = (struct hammer){p, i % 2 ? A : B, &done, &max_peers, 0};
+        assert_int_equal(pthread_create(&tid[i], NULL, hammer_main, &h[i]), 0);
+    }
+    int64_t max_seen = 0;
+    while (atomic_load(&done) < THREADS) {
+        int64_t n = backends(app);
+        if (n > max_seen)
+            max_seen = n;
+        nap_ms(2);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(tid[i], NULL);
+        assert_int_equal(h[i].fails, 0);
+    }
+    assert_true(max_seen <= MAX);
+    assert_true(atomic_load(&max_peers) <= MAX);
+    assert_true(atomic_load(&max_peers) >= 1);
+    struct dbpool_stats s = stats(p);
+    assert_int_equal(s.connects, MAX);
+    assert_int_equal(s.acquired, MAX + THREADS * 25);
+    assert_int_equal(s.timeouts, 1);
+    assert_int_equal(s.idle, MAX);
+    assert_int_equal(backends(app), MAX);
+    finish(p, app);
+}
+
+static void acquire_times_out_near_its_deadline(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "timeout");
+    struct dbpool *p = mkpool(app, 1, 0, NULL);
+    struct dbconn *c, *none = NULL;
+    assert_int_equal(get(p, A, 5 * SEC, &c), 0);
+    char err[256] = "";
+    int64_t t0 = mclock_now_us();
+    int rc = dbpool_acquire(p, B, t0 + 300 * MS, &none, err, sizeof(err));
+    int64_t took = mclock_now_us() - t0;
+    assert_int_equal(rc, -ETIMEDOUT);
+    assert_null(none);
+    assert_true(err[0] != '\0');
+    assert_true(took >= 300 * MS - 1 * MS);
+    assert_true(took < 300 * MS + 5 * SEC); /* generous: the machine is shared */
+    struct dbpool_stats s = stats(p);
+    assert_int_equal(s.timeouts, 1);
+    assert_int_equal(s.pending, 0);
+    assert_true(s.wait_us_total >= 299 * MS);
+    /* A deadline already past fails at once. */
+    t0 = mclock_now_us();
+    assert_int_equal(get(p, B, -1 * SEC, &none), -ETIMEDOUT);
+    assert_true(mclock_now_us() - t0 < 1 * SEC);
+    dbpool_release(p, c, false);
+    finish(p, app);
+}
+
+static void waiters_are_served_first_come_first_served(void **state)
+{
+    (void)state;
+    NEED_PG();
+    enum { N = 4 };
+    char app[64];
+    app_for(app, sizeof(app), "fifo");
+    struct dbpool *p = mkpool(app, 1, 0, NULL);
+    struct dbconn *c;
+    assert_int_equal(get(p, A, 5 * SEC, &c), 0);
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    int order[N], norder = 0;
+    struct waiter w[N];
+    memset(w, 0, sizeof(w));
+    for (int i = 0; i < N; i++) {
+        w[i].idx = i;
+        w[i].order_mu = &mu;
+        w[i].order = order;
+        w[i].norder = &norder;
+        start_waiter(&w[i], p, i % 2 ? A : B, 30 * SEC);
+        wait_pending(p, (size_t)i + 1); /* queued in this order */
+    }
+    dbpool_release(p, c, false);
+    for (int i = 0; i < N; i++)
+        pthread_join(w[i].tid, NULL);
+    assert_int_equal(norder, N);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(order[i], i);
+        assert_int_equal(w[i].rc, 0);
+        assert_ptr_equal(w[i].got, c); /* handed over, never reopened */
+    }
+    assert_int_equal(stats(p).connects, 1);
+    finish(p, app);
+}
+
+static void tenant_cap_binds_while_others_are_active(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "cap");
+    atomic_bool others = true;
+    struct dbpool *p = mkpool(app, 4, 2, &others);
+    struct dbconn *a1, *a2, *a3, *b1, *b2;
+    assert_int_equal(get(p, A, 5 * SEC, &a1), 0);
+    assert_int_equal(get(p, A, 5 * SEC, &a2), 0);
+    /* Two slots are free, but A holds its share. */
+    assert_int_equal(get(p, A, 200 * MS, &a3), -ETIMEDOUT);
+    assert_int_equal(get(p, B, 5 * SEC, &b1), 0);
+
+    /* A capped waiter does not hold up another tenant behind it. */
+    struct waiter wa = {0};
+    start_waiter(&wa, p, A, 30 * SEC);
+    wait_pending(p, 1);
+    assert_int_equal(get(p, B, 5 * SEC, &b2), 0);
+    assert_int_equal(stats(p).pending, 1);
+    /* A released connection is not given to the capped waiter: it stays idle. */
+    dbpool_release(p, b2, false);
+    struct dbpool_stats s = stats(p);
+    assert_int_equal(s.pending, 1);
+    assert_int_equal(s.idle, 1);
+
+    /* The other tenants go quiet: a kick re-runs the hand-off and A gets the idle one. */
+    atomic_store(&others, false);
+    dbpool_kick(p);
+    pthread_join(wa.tid, NULL);
+    assert_int_equal(wa.rc, 0);
+    assert_ptr_equal(wa.got, b2);
+    s = stats(p);
+    assert_int_equal(s.active, 4);
+    assert_int_equal(s.connects, 4);
+    dbpool_release(p, wa.got, false);
+    dbpool_release(p, a1, false);
+    dbpool_release(p, a2, false);
+    dbpool_release(p, b1, false);
+    finish(p, app);
+}
+
+static void no_tenant_cap_when_alone(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "alone");
+    atomic_bool others = false;
+    struct dbpool *pools[2] = {mkpool(app, 3, 1, &others), mkpool(app, 3, 1, NULL)};
+    for (int k = 0; k < 2; k++) {
+        struct dbconn *c[3];
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(get(pools[k], A, 5 * SEC, &c[i]), 0);
+        assert_int_equal(stats(pools[k]).active, 3);
+        for (int i = 0; i < 3; i++)
+            dbpool_release(pools[k], c[i], false);
+    }
+    dbpool_stop(pools[0]);
+    dbpool_destroy(pools[0]);
+    finish(pools[1], app);
+}
+
+static void connection_killed_while_idle_is_replaced(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "killed");
+    struct dbpool *p = mkpool(app, 1, 0, NULL);
+    struct dbconn *c;
+    assert_int_equal(get(p, A, 5 * SEC, &c), 0);
+    int64_t pid = q_int(c, "pid", NULL);
+    assert_false(dbconn_is_dead(c));
+    dbpool_release(p, c, false);
+
+    char pidtxt[24];
+    snprintf(pidtxt, sizeof(pidtxt), "%lld", (long long)pid);
+    assert_int_equal(admin_int("SELECT pg_terminate_backend($1::int)::int", pidtxt), 1);
+    int64_t end = mclock_now_us() + WAIT_S * SEC;
+    while (admin_int("SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int", pidtxt) &&
+           mclock_now_us() < end)
+        nap_ms(5);
+    /* The pool still holds it as idle; the test may look at it since nothing else runs. */
+    assert_true(dbconn_is_dead(c));
+
+    struct dbconn *fresh;
+    assert_int_equal(get(p, A, 5 * SEC, &fresh), 0);
+    assert_int_not_equal(q_int(fresh, "pid", NULL), pid);
+    assert_int_equal(q_int(fresh, "one", NULL), 1);
+    struct dbpool_stats s = stats(p);
+    assert_int_equal(s.closed_broken, 1);
+    assert_int_equal(s.connects, 2);
+    dbpool_release(p, fresh, false);
+    finish(p, app);
+}
+
+static void broken_release_frees_the_slot(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "broken");
+    struct dbpool *p = mkpool(app, 1, 0, NULL);
+    struct dbconn *c;
+    assert_int_equal(get(p, A, 5 * SEC, &c), 0);
+    int64_t pid = q_int(c, "pid", NULL);
+    dbpool_release(p, c, true);
+    struct dbpool_stats s = stats(p);
+    assert_int_equal(s.closed_broken, 1);
+    assert_int_equal(s.idle, 0);
+    assert_int_equal(s.active, 0);
+    /* With max 1, only a freed slot lets this succeed. */
+    assert_int_equal(get(p, A, 5 * SEC, &c), 0);
+    assert_int_not_equal(q_int(c, "pid", NULL), pid);
+    assert_int_equal(stats(p).connects, 2);
+    assert_int_equal(wait_backends(app, 1), 1);
+    dbpool_release(p, c, false);
+    finish(p, app);
+}
+
+static void smaller_max_closes_idle_connections(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "shrink");
+    struct dbpool *p = mkpool(app, 3, 0, NULL);
+    struct dbconn *c[3], *d;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(get(p, A, 5 * SEC, &c[i]), 0);
+    dbpool_release(p, c[0], false);
+    dbpool_set_limits(p, 1, 0);
+    /* The idle one above max is closed now, busy ones when they come back. */
+    assert_int_equal(stats(p).idle, 0);
+    assert_int_equal(wait_backends(app, 2), 2);
+    dbpool_release(p, c[1], false);
+    dbpool_release(p, c[2], false);
+    struct dbpool_stats s = stats(p);
+    assert_int_equal(s.max, 1);
+    assert_int_equal(s.idle, 1);
+    assert_int_equal(wait_backends(app, 1), 1);
+    assert_int_equal(get(p, A, 5 * SEC, &c[0]), 0);
+    assert_int_equal(get(p, B, 100 * MS, &d), -ETIMEDOUT);
+    dbpool_release(p, c[0], false);
+    finish(p, app);
+}
+
+static void stop_wakes_waiters_with_eshutdown(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "stop");
+    struct dbpool *p = mkpool(app, 1, 0, NULL);
+    struct dbconn *c, *none;
+    assert_int_equal(get(p, A, 5 * SEC, &c), 0);
+    struct waiter w[2];
+    memset(w, 0, sizeof(w));
+    start_waiter(&w[0], p, A, 60 * SEC);
+    start_waiter(&w[1], p, B, 60 * SEC);
+    wait_pending(p, 2);
+    int64_t t0 = mclock_now_us();
+    dbpool_stop(p);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(w[i].tid, NULL);
+        assert_int_equal(w[i].rc, -ESHUTDOWN);
+        assert_true(w[i].done_us - t0 < 5 * SEC); /* woken, not timed out after 60 s */
+    }
+    assert_int_equal(get(p, A, 5 * SEC, &none), -ESHUTDOWN);
+    /* The busy connection is closed when it comes back. */
+    dbpool_release(p, c, false);
+    assert_int_equal(stats(p).idle, 0);
+    dbpool_destroy(p);
+    assert_int_equal(wait_backends(app, 0), 0);
+}
+
+struct churner {
+    pthread_t tid;
+    struct dbpool *p;
+    const void *owner;
+    atomic_int *done;
+    int ok, timeouts, other; /* read after join */
+};
+
+static void *churner_main(void *arg)
+{
+    struct churner *ch = arg;
+    for (int i = 0; i < 30; i++) {
+        struct dbconn *c;
+        int rc = get(ch->p, ch->owner, 15 * SEC, &c);
+        if (rc == 0) {
+            ch->ok += q_int(c, "one", NULL) == 1;
+            dbpool_release(ch->p, c, false);
+        } else if (rc == -ETIMEDOUT) {
+            ch->timeouts++;
+        } else {
+            ch->other++;
+        }
+    }
+    atomic_fetch_add(ch->done, 1);
+    return NULL;
+}
+
+static void hand_off_survives_flipping_caps(void **state)
+{
+    (void)state;
+    NEED_PG();
+    enum { MAX = 4, THREADS = 6 };
+    char app[64];
+    app_for(app, sizeof(app), "churn");
+    atomic_bool others = true;
+    struct dbpool *p = mkpool(app, MAX, 1, &others);
+    atomic_int done = 0;
+    struct churner ch[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        ch[i] = (struct churner){.p = p, .owner = i % 3 == 0 ? A : B, .done = &done};
+        assert_int_equal(pthread_create(&ch[i].tid, NULL, churner_main, &ch[i]), 0);
+    }
+    /* While they run, the tier's activity and the tenant cap keep changing; every change is
+     * followed by what the janitor or a reload would do (kick, set_limits). A waiter left
+     * behind by a missed hand-off would time out. */
+    int64_t max_seen = 0;
+    for (unsigned k = 0; atomic_load(&done) < THREADS; k++) {
+        atomic_store(&others, k % 2 == 0);
+        dbpool_kick(p);
+        dbpool_set_limits(p, MAX, 1 + k % 3);
+        int64_t n = backends(app);
+        if (n > max_seen)
+            max_seen = n;
+    }
+    int ok = 0;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(ch[i].tid, NULL);
+        assert_int_equal(ch[i].timeouts, 0);
+        assert_int_equal(ch[i].other, 0);
+        ok += ch[i].ok;
+    }
+    assert_int_equal(ok, THREADS * 30);
+    assert_true(max_seen <= MAX);
+    struct dbpool_stats st = stats(p);
+    assert_int_equal(st.acquired, THREADS * 30);
+    assert_true(st.connects <= MAX);
+    assert_int_equal(st.pending + st.active + st.opening, 0);
+    finish(p, app);
+}
+
+/* ---- one connection ----------------------------------------------------------------------- */
+
+static void exec_past_deadline_times_out_and_cancel_keeps_connection(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "cancel");
+    struct dbconn_params prm = params(url, app);
+    struct dbconn *c;
+    char err[256] = "";
+    assert_int_equal(dbconn_open(&prm, mclock_now_us() + 10 * SEC, &c, err, sizeof(err)), 0);
+    int64_t pid = q_int(c, "pid", NULL);
+
+    const char *thirty[1] = {"30"};
+    PGresult *res = (PGresult *)1;
+    int64_t t0 = mclock_now_us();
+    int rc = dbconn_exec(c, "sleep", 1, thirty, t0 + 300 * MS, &res, err, sizeof(err));
+    int64_t took = mclock_now_us() - t0;
+    assert_int_equal(rc, -ETIMEDOUT);
+    assert_null(res);
+    assert_non_null(strstr(err, "timed out"));
+    assert_true(took >= 299 * MS && took < 5 * SEC);
+
+    /* Cancelled in PostgreSQL, read to its end: the same backend answers the next query. */
+    t0 = mclock_now_us();
+    assert_int_equal(dbconn_cancel(c, t0 + 5 * SEC), 0);
+    assert_true(mclock_now_us() - t0 < 5 * SEC);
+    assert_int_equal(q_int(c, "one", NULL), 1);
+    assert_int_equal(q_int(c, "pid", NULL), pid);
+    dbconn_close(c);
+    assert_int_equal(wait_backends(app, 0), 0);
+}
+
+static void statement_timeout_is_a_server_side_backstop(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "stmt-timeout");
+    struct dbconn_params prm = params(url, app);
+    prm.statement_timeout_ms = 150;
+    struct dbconn *c;
+    char err[256] = "";
+    assert_int_equal(dbconn_open(&prm, mclock_now_us() + 10 * SEC, &c, err, sizeof(err)), 0);
+    const char *two[1] = {"2"};
+    PGresult *res = NULL;
+    /* The client deadline is far; PostgreSQL ends the statement (57014), reported as timeout. */
+    int rc = dbconn_exec(c, "sleep", 1, two, mclock_now_us() + 30 * SEC, &res, err, sizeof(err));
+    assert_int_equal(rc, -ETIMEDOUT);
+    assert_null(res);
+    assert_int_equal(q_int(c, "one", NULL), 1);
+    dbconn_close(c);
+}
+
+static void sql_error_is_eio_and_connection_survives(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "eio");
+    struct dbconn_params prm = params(url, app);
+    struct dbconn *c;
+    char err[256] = "";
+    assert_int_equal(dbconn_open(&prm, mclock_now_us() + 10 * SEC, &c, err, sizeof(err)), 0);
+    const char *zero[1] = {"0"};
+    PGresult *res = (PGresult *)1;
+    int rc = dbconn_exec(c, "div", 1, zero, mclock_now_us() + 10 * SEC, &res, err, sizeof(err));
+    assert_int_equal(rc, -EIO);
+    assert_null(res);
+    assert_non_null(strstr(err, "division by zero"));
+    assert_null(strchr(err, '\n')); /* one line, for the logs */
+    assert_int_equal(q_int(c, "div", "2"), 0);
+    assert_int_equal(q_int(c, "one", NULL), 1);
+    assert_string_equal(dbconn_sqlstate(NULL), "");
+    assert_false(dbconn_is_dead(c));
+    dbconn_close(c);
+}
+
+/* A TCP port on 127.0.0.1 that nothing listens on. */
+static int closed_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static void connect_to_closed_port_fails_fast(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char bad[128], app[64];
+    snprintf(bad, sizeof(bad), "postgresql://postgres@127.0.0.1:%d/bulkhead", closed_port());
+    app_for(app, sizeof(app), "refused");
+    struct dbconn_params prm = params(bad, app);
+    struct dbconn *c = NULL;
+    char err[256] = "";
+    int64_t t0 = mclock_now_us();
+    assert_int_equal(dbconn_open(&prm, t0 + 10 * SEC, &c, err, sizeof(err)), -ECONNRESET);
+    assert_true(mclock_now_us() - t0 < 3 * SEC);
+    assert_null(c);
+    assert_non_null(strstr(err, "connect failed"));
+
+    /* Through a pool: the reserved slot is given back, so the next try fails the same way
+     * instead of waiting for a slot that is never freed. */
+    struct dbpool_opts o = {.conn = prm, .max = 1};
+    struct dbpool *p = NULL;
+    assert_int_equal(dbpool_create(&o, &p), 0);
+    for (int i = 0; i < 2; i++) {
+        t0 = mclock_now_us();
+        assert_int_equal(dbpool_acquire(p, A, t0 + 10 * SEC, &c, err, sizeof(err)), -ECONNRESET);
+        assert_true(mclock_now_us() - t0 < 3 * SEC);
+    }
+    struct dbpool_stats s = stats(p);
+    assert_int_equal(s.connect_failures, 2);
+    assert_int_equal(s.connects, 0);
+    assert_int_equal(s.opening, 0);
+    dbpool_stop(p);
+    dbpool_destroy(p);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    const char *port = getenv("BH_TEST_PG_PORT");
+    if (!port || !*port)
+        return 0; /* every test skips */
+    snprintf(url, sizeof(url), "postgresql://postgres@127.0.0.1:%s/bulkhead", port);
+    admin = PQconnectdb(url);
+    if (PQstatus(admin) != CONNECTION_OK) {
+        fprintf(stderr, "cannot reach PostgreSQL at %s: %s", url, PQerrorMessage(admin));
+        return -1;
+    }
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    if (admin)
+        PQfinish(admin);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(opens_lazily_and_reuses_idle_connections),
+        cmocka_unit_test(never_opens_more_than_max),
+        cmocka_unit_test(acquire_times_out_near_its_deadline),
+        cmocka_unit_test(waiters_are_served_first_come_first_served),
+        cmocka_unit_test(tenant_cap_binds_while_others_are_active),
+        cmocka_unit_test(no_tenant_cap_when_alone),
+        cmocka_unit_test(connection_killed_while_idle_is_replaced),
+        cmocka_unit_test(broken_release_frees_the_slot),
+        cmocka_unit_test(smaller_max_closes_idle_connections),
+        cmocka_unit_test(stop_wakes_waiters_with_eshutdown),
+        cmocka_unit_test(hand_off_survives_flipping_caps),
+        cmocka_unit_test(exec_past_deadline_times_out_and_cancel_keeps_connection),
+        cmocka_unit_test(statement_timeout_is_a_server_side_backstop),
+        cmocka_unit_test(sql_error_is_eio_and_connection_survives),
+        cmocka_unit_test(connect_to_closed_port_fails_fast),
+    };
+    return cmocka_run_group_tests_name("dbpool", tests, group_setup, group_teardown);
+}

@@ -1,0 +1,427 @@
+/*
+ * test_ratelimit: GCRA exactness and the key table's bounds (ratelimit.h).
+ *
+ * Every check passes an explicit now_us, so the arithmetic is checked to the microsecond: a
+ * fresh key's burst of exactly N, remaining/reset/retry_after as documented, one request per
+ * emission interval T = window/N afterwards, the full burst again after the window. Then the
+ * table: independent keys, limit 0, sweep, the key cap with its shared overflow bucket, and
+ * several threads on one key.
+ */
+#include "ratelimit.h"
+
+#include <malloc.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#define T0     1000000000000ll /* an arbitrary monotonic "now" far from 0 */
+#define SEC    1000000ll
+#define WINDOW 60 /* seconds, for every rate below */
+
+/* The rates the burst tests run with: round ones and an odd one whose T is not exact. */
+static const int64_t rates[] = {100, 1000, 7};
+
+/* Emission interval as the limiter computes it: integer microseconds, truncated. */
+static int64_t interval(int64_t n)
+{
+    return WINDOW * SEC / n;
+}
+
+/* Send n requests for key at now; return how many were allowed, and the last verdict. */
+static int64_t fire(struct ratelimit *rl, const char *key, int64_t now, int64_t n,
+                    struct ratelimit_result *last)
+{
+    int64_t allowed = 0;
+    struct ratelimit_result r;
+    for (int64_t i = 0; i < n; i++) {
+        ratelimit_check(rl, key, now, &r);
+        allowed += r.allowed;
+    }
+    if (last)
+        *last = r;
+    return allowed;
+}
+
+static void fresh_key_burst_admits_exactly_n(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
+        int64_t n = rates[i], t = interval(n);
+        struct ratelimit *rl = ratelimit_create(n, WINDOW, 1000);
+        for (int64_t k = 1; k <= n + 10; k++) {
+            struct ratelimit_result r;
+            ratelimit_check(rl, "tenant", T0, &r);
+            assert_int_equal(r.limit, n);
+            if (k <= n) {
+                /* The k-th of a burst: N-k left, the whole burst back after k intervals. */
+                assert_true(r.allowed);
+                assert_int_equal(r.remaining, n - k);
+                assert_int_equal(r.reset_us, k * t);
+                assert_int_equal(r.retry_after_us, 0);
+            } else {
+                /* Past the burst: the next admission is one interval away. */
+                assert_false(r.allowed);
+                assert_int_equal(r.remaining, 0);
+                assert_int_equal(r.retry_after_us, t);
+                assert_int_equal(r.reset_us, n * t);
+            }
+        }
+        struct ratelimit_stats st;
+        ratelimit_stats(rl, &st);
+        assert_int_equal(st.allowed, n);
+        assert_int_equal(st.rejected, 10);
+        assert_int_equal(st.keys, 1);
+        assert_int_equal(st.limit, n);
+        assert_int_equal(st.window_s, WINDOW);
+        ratelimit_destroy(rl);
+    }
+}
+
+static void one_more_request_after_exactly_one_interval(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
+        int64_t n = rates[i], t = interval(n);
+        struct ratelimit *rl = ratelimit_create(n, WINDOW, 1000);
+        assert_int_equal(fire(rl, "k", T0, n, NULL), n);
+        struct ratelimit_result r;
+        ratelimit_check(rl, "k", T0 + t - 1, &r);
+        assert_false(r.allowed);
+        assert_int_equal(r.retry_after_us, 1);
+        ratelimit_check(rl, "k", T0 + t, &r);
+        assert_true(r.allowed);
+        assert_int_equal(r.remaining, 0);
+        assert_int_equal(r.reset_us, n * t);
+        /* And only one: the next is again a full interval away. */
+        ratelimit_check(rl, "k", T0 + t, &r);
+        assert_false(r.allowed);
+        assert_int_equal(r.retry_after_us, t);
+        ratelimit_destroy(rl);
+    }
+}
+
+static void partial_refill_reports_remaining(void **state)
+{
+    (void)state;
+    const int64_t n = 100, t = interval(n);
+    struct ratelimit *rl = ratelimit_create(n, WINDOW, 1000);
+    assert_int_equal(fire(rl, "k", T0, n, NULL), n);
+    /* Three intervals later, three requests are available. */
+    for (int64_t k = 2; k >= 0; k--) {
+        struct ratelimit_result r;
+        ratelimit_check(rl, "k", T0 + 3 * t, &r);
+        assert_true(r.allowed);
+        assert_int_equal(r.remaining, k);
+    }
+    struct ratelimit_result r;
+    ratelimit_check(rl, "k", T0 + 3 * t, &r);
+    assert_false(r.allowed);
+    ratelimit_destroy(rl);
+}
+
+static void full_burst_again_after_the_window(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
+        int64_t n = rates[i];
+        struct ratelimit *rl = ratelimit_create(n, WINDOW, 1000);
+        /* W after the last admitted request, the whole burst is back. */
+        assert_int_equal(fire(rl, "a", T0, n + 5, NULL), n);
+        assert_int_equal(fire(rl, "a", T0 + WINDOW * SEC, n + 5, NULL), n);
+        /* Already at reset_us, as the rejection announced (N * T: at most W, by rounding). */
+        struct ratelimit_result last;
+        assert_int_equal(fire(rl, "b", T0, n + 5, &last), n);
+        assert_int_equal(last.reset_us, n * interval(n));
+        assert_true(last.reset_us <= WINDOW * SEC);
+        assert_int_equal(fire(rl, "b", T0 + last.reset_us, n + 5, NULL), n);
+        /* One microsecond earlier, one request of the burst is still missing. */
+        assert_int_equal(fire(rl, "c", T0, n, NULL), n);
+        assert_int_equal(fire(rl, "c", T0 + last.reset_us - 1, n + 5, NULL), n - 1);
+        ratelimit_destroy(rl);
+    }
+}
+
+static void rejected_requests_cost_nothing(void **state)
+{
+    (void)state;
+    const int64_t n = 10, t = interval(n);
+    struct ratelimit *rl = ratelimit_create(n, WINDOW, 1000);
+    assert_int_equal(fire(rl, "k", T0, n, NULL), n);
+    /* A client hammering while limited does not push its next slot further away. */
+    for (int64_t dt = 0; dt < t; dt += t / 50)
+        assert_int_equal(fire(rl, "k", T0 + dt, 20, NULL), 0);
+    assert_int_equal(fire(rl, "k", T0 + t, 5, NULL), 1);
+    ratelimit_destroy(rl);
+}
+
+static void gcra_step_updates_tat_only_when_allowed(void **state)
+{
+    (void)state;
+    const int64_t n = 4, t = interval(n);
+    int64_t tat = 0;
+    struct ratelimit_result r;
+    ratelimit_gcra(n, WINDOW, &tat, T0, &r);
+    assert_true(r.allowed);
+    assert_int_equal(tat, T0 + t);
+    for (int k = 0; k < 3; k++)
+        ratelimit_gcra(n, WINDOW, &tat, T0, &r);
+    assert_true(r.allowed);
+    assert_int_equal(tat, T0 + 4 * t);
+    ratelimit_gcra(n, WINDOW, &tat, T0, &r);
+    assert_false(r.allowed);
+    assert_int_equal(tat, T0 + 4 * t);
+    /* A TAT in the past is the same as a fresh key. */
+    tat = T0 - 5 * SEC;
+    ratelimit_gcra(n, WINDOW, &tat, T0, &r);
+    assert_true(r.allowed);
+    assert_int_equal(r.remaining, n - 1);
+    assert_int_equal(tat, T0 + t);
+}
+
+static void keys_are_independent(void **state)
+{
+    (void)state;
+    const int64_t n = 50;
+    struct ratelimit *rl = ratelimit_create(n, WINDOW, 1000);
+    assert_int_equal(fire(rl, "id:alice", T0, n + 3, NULL), n);
+    assert_int_equal(fire(rl, "id:bob", T0, n + 3, NULL), n);
+    assert_int_equal(fire(rl, "ip:10.0.0.1", T0, n + 3, NULL), n);
+    assert_int_equal(fire(rl, "id:alice", T0, 1, NULL), 0);
+    struct ratelimit_stats st;
+    ratelimit_stats(rl, &st);
+    assert_int_equal(st.keys, 3);
+    assert_int_equal(st.overflow, 0);
+    ratelimit_destroy(rl);
+}
+
+static void limit_zero_is_unlimited_and_stores_nothing(void **state)
+{
+    (void)state;
+    struct ratelimit *rl = ratelimit_create(0, WINDOW, 1000);
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    /* Sanitizers replace malloc, so the heap is only measured in the plain build. */
+    struct mallinfo2 before = mallinfo2();
+#endif
+    int64_t allowed = 0;
+    for (int i = 0; i < 20000; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "k%d", i % 100);
+        struct ratelimit_result r;
+        ratelimit_check(rl, key, T0, &r);
+        allowed += r.allowed;
+    }
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    struct mallinfo2 after = mallinfo2();
+    assert_int_equal(after.uordblks, before.uordblks);
+#endif
+    assert_int_equal(allowed, 20000);
+    struct ratelimit_stats st;
+    ratelimit_stats(rl, &st);
+    assert_int_equal(st.keys, 0);
+    assert_int_equal(st.overflow, 0);
+    assert_int_equal(st.rejected, 0);
+    assert_int_equal(ratelimit_sweep(rl, T0), 0);
+    ratelimit_destroy(rl);
+}
+
+static void sweep_deletes_only_keys_whose_tat_passed(void **state)
+{
+    (void)state;
+    const int64_t n = 10, t = interval(n);
+    struct ratelimit *rl = ratelimit_create(n, WINDOW, 1000);
+    assert_int_equal(fire(rl, "one", T0, 1, NULL), 1);   /* TAT T0 + t */
+    assert_int_equal(fire(rl, "three", T0, 3, NULL), 3); /* TAT T0 + 3t */
+    assert_int_equal(ratelimit_sweep(rl, T0 + t - 1), 0);
+    assert_int_equal(ratelimit_sweep(rl, T0 + t), 1);
+    struct ratelimit_stats st;
+    ratelimit_stats(rl, &st);
+    assert_int_equal(st.keys, 1);
+    /* "three" kept its state: two more requests are not a fresh burst. */
+    struct ratelimit_result r;
+    ratelimit_check(rl, "three", T0 + t, &r);
+    assert_true(r.allowed);
+    assert_int_equal(r.remaining, n - 3);
+    assert_int_equal(ratelimit_sweep(rl, T0 + 4 * t - 1), 0);
+    assert_int_equal(ratelimit_sweep(rl, T0 + 4 * t), 1);
+    ratelimit_stats(rl, &st);
+    assert_int_equal(st.keys, 0);
+    /* A swept key starts fresh, as it would have anyway: its TAT had passed. */
+    assert_int_equal(fire(rl, "one", T0 + 4 * t, n + 1, NULL), n);
+    ratelimit_destroy(rl);
+}
+
+static void full_table_sends_new_keys_to_one_overflow_bucket(void **state)
+{
+    (void)state;
+    const int64_t n = 100;
+    const size_t max_keys = 1000; /* not a multiple of the shard count */
+    const int64_t distinct = 1000000;
+    struct ratelimit *rl = ratelimit_create(n, WINDOW, max_keys);
+    /* A client cycling through a million fresh keys, one request each, all at once. */
+    int64_t allowed = 0;
+    for (int64_t i = 0; i < distinct; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "cycle-%lld", (long long)i);
+        struct ratelimit_result r;
+        ratelimit_check(rl, key, T0, &r);
+        allowed += r.allowed;
+    }
+    struct ratelimit_stats st;
+    ratelimit_stats(rl, &st);
+    /* Memory is bounded: never more keys than max_keys, and the table does fill up. */
+    assert_true(st.keys <= max_keys);
+    assert_true(st.keys >= max_keys * 9 / 10);
+    assert_int_equal(st.overflow, distinct - (int64_t)st.keys);
+    /* Tracked keys got their first request; all the others shared one burst of N. */
+    assert_int_equal(allowed, (int64_t)st.keys + n);
+    struct ratelimit_result r;
+    ratelimit_check(rl, "yet-another-key", T0, &r);
+    assert_false(r.allowed);
+    /* A tracked key keeps its own full limit. */
+    assert_int_equal(fire(rl, "cycle-0", T0, n, NULL), n - 1);
+    ratelimit_destroy(rl);
+}
+
+static void key_count_never_exceeds_max_keys(void **state)
+{
+    (void)state;
+    /* Small and odd caps, including fewer keys than shards. */
+    const size_t caps[] = {16, 100, 1000, 4097};
+    for (size_t c = 0; c < sizeof(caps) / sizeof(caps[0]); c++) {
+        struct ratelimit *rl = ratelimit_create(5, WINDOW, caps[c]);
+        for (size_t i = 0; i < caps[c] * 20; i++) {
+            char key[32];
+            snprintf(key, sizeof(key), "key-%zu", i);
+            struct ratelimit_result r;
+            ratelimit_check(rl, key, T0, &r);
+        }
+        struct ratelimit_stats st;
+        ratelimit_stats(rl, &st);
+        assert_true(st.keys <= caps[c]);
+        ratelimit_destroy(rl);
+    }
+}
+
+static void passed_keys_make_room_in_a_full_table(void **state)
+{
+    (void)state;
+    const int64_t n = 10, t = interval(n);
+    struct ratelimit *rl = ratelimit_create(n, WINDOW, 64);
+    for (int i = 0; i < 2000; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "old-%d", i);
+        struct ratelimit_result r;
+        ratelimit_check(rl, key, T0, &r);
+    }
+    struct ratelimit_stats st;
+    ratelimit_stats(rl, &st);
+    assert_int_equal(st.keys, 64);
+    /* Once their TATs passed, new keys are tracked again (a full shard sweeps itself) and
+     * the table stays within its bound. */
+    for (int i = 0; i < 2000; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "new-%d", i);
+        struct ratelimit_result r;
+        ratelimit_check(rl, key, T0 + t + SEC, &r);
+    }
+    ratelimit_stats(rl, &st);
+    assert_int_equal(st.keys, 64);
+    assert_int_equal(ratelimit_sweep(rl, T0 + t + SEC), 0); /* all current keys are new */
+    ratelimit_destroy(rl);
+}
+
+static void set_changes_the_rate_and_keeps_tats(void **state)
+{
+    (void)state;
+    struct ratelimit *rl = ratelimit_create(10, WINDOW, 1000);
+    assert_int_equal(fire(rl, "k", T0, 10, NULL), 10); /* TAT = T0 + 60 s */
+    ratelimit_set(rl, 100, WINDOW);
+    /* The new burst tolerance is 99 intervals of 0.6 s: k waits one new interval. */
+    struct ratelimit_result r;
+    ratelimit_check(rl, "k", T0, &r);
+    assert_false(r.allowed);
+    assert_int_equal(r.limit, 100);
+    assert_int_equal(r.retry_after_us, interval(100));
+    assert_int_equal(fire(rl, "fresh", T0, 150, NULL), 100);
+    ratelimit_set(rl, 0, WINDOW);
+    assert_int_equal(fire(rl, "k", T0, 1000, NULL), 1000);
+    struct ratelimit_stats st;
+    ratelimit_stats(rl, &st);
+    assert_int_equal(st.limit, 0);
+    ratelimit_destroy(rl);
+}
+
+/* Several threads on one key, started together. */
+struct hammer {
+    struct ratelimit *rl;
+    pthread_barrier_t *go;
+    int64_t per_thread, allowed;
+    const char *key;
+};
+
+static void *hammer_main(void *arg)
+{
+    struct hammer *h = arg;
+    pthread_barrier_wait(h->go);
+    h->allowed = fire(h->rl, h->key, T0, h->per_thread, NULL);
+    return NULL;
+}
+
+static void concurrent_checks_on_one_key_admit_exactly_n(void **state)
+{
+    (void)state;
+    enum { THREADS = 8 };
+    const int64_t limits[] = {1000, 7};
+    for (size_t l = 0; l < 2; l++) {
+        int64_t n = limits[l];
+        struct ratelimit *rl = ratelimit_create(n, WINDOW, 1000);
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, THREADS);
+        pthread_t tid[THREADS];
+        struct hammer h[THREADS];
+        for (int i = 0; i < THREADS; i++) {
+            h[i] = (struct hammer){rl, &go, 500, 0, "shared"};
+            assert_int_equal(pthread_create(&tid[i], NULL, hammer_main, &h[i]), 0);
+        }
+        int64_t total = 0;
+        for (int i = 0; i < THREADS; i++) {
+            pthread_join(tid[i], NULL);
+            total += h[i].allowed;
+        }
+        assert_int_equal(total, n);
+        struct ratelimit_stats st;
+        ratelimit_stats(rl, &st);
+        assert_int_equal(st.allowed, n);
+        assert_int_equal(st.rejected, THREADS * 500 - n);
+        pthread_barrier_destroy(&go);
+        ratelimit_destroy(rl);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(fresh_key_burst_admits_exactly_n),
+        cmocka_unit_test(one_more_request_after_exactly_one_interval),
+        cmocka_unit_test(partial_refill_reports_remaining),
+        cmocka_unit_test(full_burst_again_after_the_window),
+        cmocka_unit_test(rejected_requests_cost_nothing),
+        cmocka_unit_test(gcra_step_updates_tat_only_when_allowed),
+        cmocka_unit_test(keys_are_independent),
+        cmocka_unit_test(limit_zero_is_unlimited_and_stores_nothing),
+        cmocka_unit_test(sweep_deletes_only_keys_whose_tat_passed),
+        cmocka_unit_test(full_table_sends_new_keys_to_one_overflow_bucket),
+        cmocka_unit_test(key_count_never_exceeds_max_keys),
+        cmocka_unit_test(passed_keys_make_room_in_a_full_table),
+        cmocka_unit_test(set_changes_the_rate_and_keeps_tats),
+        cmocka_unit_test(concurrent_checks_on_one_key_admit_exactly_n),
+    };
+    return cmocka_run_group_tests_name("ratelimit", tests, NULL, NULL);
+}

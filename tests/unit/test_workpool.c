@@ -1,0 +1,712 @@
+/*
+ * test_workpool: the worker pool's contract (workpool.h) with real threads.
+ *
+ * Every test item is a `job` whose run callback can be held until the test releases it, so the
+ * tests decide what is running at each moment: counts are read under the test's own mutex and
+ * every wait is a condition-variable wait on the real condition, bounded by WAIT_S seconds.
+ * No test sleeps. The share-cap tests use "probe" jobs of another tenant: a probe that runs
+ * proves a worker was idle, so a capped tenant that did not get it was refused by the cap.
+ */
+#include "workpool.h"
+#include "mclock.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#define WAIT_S   30 /* generous bound for any wait; a healthy run needs milliseconds */
+#define NTENANTS 8  /* tenants are "A".."H", indexed 0..7 */
+
+static const char *const tenant_names[NTENANTS] = {"A", "B", "C", "D", "E", "F", "G", "H"};
+
+/* One unit of work. Fields below `item` are guarded by the ctx mutex. */
+struct job {
+    struct fairq_item item;
+    int tix;       /* tenant index */
+    bool hold;     /* run() waits until released */
+    bool released; /* set by the test */
+    bool post;     /* counted in post_running/post_max (shrink test) */
+    bool started;  /* run() began */
+    int runs, drops;
+    enum workpool_drop_reason why;
+    pthread_t ran_on, dropped_on;
+    bool saw_stop_returned; /* at the end of run(): had workpool_stop returned already? */
+    int64_t spin_us;        /* run() computes this long (stress test: work that takes time) */
+};
+
+/* What the callbacks observed. The mutex guards every field; cv is broadcast on any change. */
+struct ctx {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int running, max_running;
+    int t_running[NTENANTS], t_max[NTENANTS], t_completed[NTENANTS];
+    int post_running, post_max;
+    int completed, expired, shutdown;
+    bool release_all;
+    bool stop_returned;
+    struct workpool *wp; /* for the stopper/grower helper threads */
+};
+
+static struct job *job_of(struct fairq_item *it)
+{
+    return (struct job *)((char *)it - offsetof(struct job, item));
+}
+
+static void ctx_init(struct ctx *c)
+{
+    memset(c, 0, sizeof(*c));
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+static void ctx_destroy(struct ctx *c)
+{
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+}
+
+/* Worker thread. */
+static void job_run(struct fairq_item *it, void *arg)
+{
+    struct ctx *c = arg;
+    struct job *j = job_of(it);
+    if (j->spin_us) {
+        int64_t end = mclock_now_us() + j->spin_us;
+        while (mclock_now_us() < end)
+            ;
+    }
+    pthread_mutex_lock(&c->mu);
+    j->started = true;
+    j->ran_on = pthread_self();
+    c->running++;
+    if (c->running > c->max_running)
+        c->max_running = c->running;
+    if (++c->t_running[j->tix] > c->t_max[j->tix])
+        c->t_max[j->tix] = c->t_running[j->tix];
+    if (j->post && ++c->post_running > c->post_max)
+        c->post_max = c->post_running;
+    pthread_cond_broadcast(&c->cv);
+    while (j->hold && !j->released && !c->release_all)
+        pthread_cond_wait(&c->cv, &c->mu);
+    c->running--;
+    c->t_running[j->tix]--;
+    if (j->post)
+        c->post_running--;
+    c->t_completed[j->tix]++;
+    c->completed++;
+    j->runs++;
+    j->saw_stop_returned = c->stop_returned;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Thread of workpool_expire / workpool_stop. */
+static void job_drop(struct fairq_item *it, enum workpool_drop_reason why, void *arg)
+{
+    struct ctx *c = arg;
+    struct job *j = job_of(it);
+    pthread_mutex_lock(&c->mu);
+    j->drops++;
+    j->why = why;
+    j->dropped_on = pthread_self();
+    if (why == WORKPOOL_EXPIRED)
+        c->expired++;
+    else
+        c->shutdown++;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Wait until cond, evaluated under the ctx mutex, holds; fail the test after WAIT_S seconds. */
+#define WAIT_UNTIL(c, cond)                                                                        \
+    do {                                                                                           \
+        struct timespec dl_ = mclock_timespec(mclock_now_us() + WAIT_S * 1000000ll);               \
+        pthread_mutex_lock(&(c)->mu);                                                              \
+        bool ok_ = true;                                                                           \
+        while (ok_ && !(cond))                                                                     \
+            if (pthread_cond_timedwait(&(c)->cv, &(c)->mu, &dl_) == ETIMEDOUT)                     \
+                ok_ = (cond);                                                                      \
+        pthread_mutex_unlock(&(c)->mu);                                                            \
+        if (!ok_)                                                                                  \
+            fail_msg("timed out waiting for %s", #cond);                                           \
+    } while (0)
+
+/* Read a ctx field under its mutex. */
+#define CTX_READ(c, expr)                                                                          \
+    ({                                                                                             \
+        pthread_mutex_lock(&(c)->mu);                                                              \
+        __typeof__(expr) v_ = (expr);                                                              \
+        pthread_mutex_unlock(&(c)->mu);                                                            \
+        v_;                                                                                        \
+    })
+
+static void release(struct ctx *c, struct job *j)
+{
+    pthread_mutex_lock(&c->mu);
+    j->released = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void release_all(struct ctx *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->release_all = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static struct workpool *pool(struct ctx *c, size_t threads, size_t queue_max,
+                             size_t tenant_queue_max, size_t share)
+{
+    struct workpool_limits lim = {threads, queue_max, tenant_queue_max, share};
+    struct workpool_ops ops = {.run = job_run, .drop = job_drop, .ctx = c};
+    struct workpool *wp = NULL;
+    assert_int_equal(workpool_create("test", &lim, &ops, &wp), 0);
+    assert_non_null(wp);
+    c->wp = wp;
+    return wp;
+}
+
+static int submit(struct workpool *wp, struct job *j, int tix, bool hold)
+{
+    j->tix = tix;
+    j->hold = hold;
+    return workpool_submit(wp, tenant_names[tix], &j->item);
+}
+
+/* The pool counts an item completed after run() returned; wait for its counter (bounded). */
+static void wait_pool_completed(struct workpool *wp, uint64_t n)
+{
+    int64_t end = mclock_now_us() + WAIT_S * 1000000ll;
+    struct workpool_stats st;
+    for (;;) {
+        workpool_stats(wp, &st);
+        if (st.completed >= n || mclock_now_us() > end)
+            break;
+        sched_yield();
+    }
+    assert_int_equal(st.completed, n);
+}
+
+static void *stopper_main(void *arg)
+{
+    struct ctx *c = arg;
+    workpool_stop(c->wp);
+    pthread_mutex_lock(&c->mu);
+    c->stop_returned = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static void stop_and_destroy(struct ctx *c, struct workpool *wp)
+{
+    workpool_stop(wp);
+    workpool_destroy(wp);
+    ctx_destroy(c);
+}
+
+static void every_item_runs_exactly_once_on_a_worker(void **state)
+{
+    (void)state;
+    enum { N = 2000 };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 4, N, N, 4);
+    struct job *j = calloc(N, sizeof(*j));
+    assert_non_null(j);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(submit(wp, &j[i], i % NTENANTS, false), 0);
+    WAIT_UNTIL(&c, c.completed == N);
+    wait_pool_completed(wp, N);
+    workpool_stop(wp);
+    pthread_t me = pthread_self();
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(j[i].runs, 1);
+        assert_int_equal(j[i].drops, 0);
+        assert_false(pthread_equal(j[i].ran_on, me));
+    }
+    assert_true(c.max_running <= 4);
+    struct workpool_stats st;
+    workpool_stats(wp, &st);
+    assert_int_equal(st.threads, 4);
+    assert_int_equal(st.submitted, N);
+    assert_int_equal(st.completed, N);
+    assert_int_equal(st.busy, 0);
+    assert_int_equal(st.queued, 0);
+    assert_int_equal(st.expired + st.rejected_full + st.rejected_tenant, 0);
+    workpool_destroy(wp);
+    ctx_destroy(&c);
+    free(j);
+}
+
+static void running_items_never_exceed_threads(void **state)
+{
+    (void)state;
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 3, 100, 100, 1);
+    struct job j[12];
+    memset(j, 0, sizeof(j));
+    for (int i = 0; i < 12; i++)
+        assert_int_equal(submit(wp, &j[i], 0, true), 0);
+    WAIT_UNTIL(&c, c.running == 3);
+    /* All three workers are held; the rest waits in the queue. */
+    struct workpool_stats st;
+    workpool_stats(wp, &st);
+    assert_int_equal(st.busy, 3);
+    assert_int_equal(st.queued, 9);
+    /* Release them one at a time, oldest first (one tenant: FIFO), each start checked. */
+    for (int i = 0; i < 12; i++) {
+        WAIT_UNTIL(&c, j[i].started);
+        release(&c, &j[i]);
+    }
+    WAIT_UNTIL(&c, c.completed == 12);
+    assert_int_equal(CTX_READ(&c, c.max_running), 3);
+    stop_and_destroy(&c, wp);
+}
+
+static void tenant_share_is_capped_while_others_are_active(void **state)
+{
+    (void)state;
+    enum { A, B, C };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 4, 100, 100, 2);
+    struct job b1 = {0}, a[4], probe[2];
+    memset(a, 0, sizeof(a));
+    memset(probe, 0, sizeof(probe));
+
+    /* B holds one worker; then A asks for four. */
+    assert_int_equal(submit(wp, &b1, B, true), 0);
+    WAIT_UNTIL(&c, c.t_running[B] == 1);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(submit(wp, &a[i], A, true), 0);
+    WAIT_UNTIL(&c, c.t_running[A] == 2);
+    assert_true(workpool_others_active(wp));
+
+    /* A probe of C runs on the fourth worker, which A's queued items could not get. */
+    assert_int_equal(submit(wp, &probe[0], C, false), 0);
+    WAIT_UNTIL(&c, c.t_completed[C] == 1);
+    wait_pool_completed(wp, 1);
+    struct workpool_stats st;
+    workpool_stats(wp, &st);
+    assert_int_equal(st.busy, 3);
+    assert_int_equal(st.queued, 2);
+    assert_int_equal(st.tenants, 3);
+    assert_int_equal(CTX_READ(&c, c.t_max[A]), 2);
+
+    /* B finishes but lingers as active: A is still capped (a second probe proves a free worker). */
+    release(&c, &b1);
+    WAIT_UNTIL(&c, c.t_completed[B] == 1);
+    assert_int_equal(submit(wp, &probe[1], C, false), 0);
+    WAIT_UNTIL(&c, c.t_completed[C] == 2);
+    assert_int_equal(CTX_READ(&c, c.t_running[A]), 2);
+    assert_int_equal(CTX_READ(&c, c.t_max[A]), 2);
+
+    /* Once B and C are forgotten (their linger passed), A alone takes every worker. Their
+     * items must be done in the pool, not only in run(), or they are not idle yet. */
+    wait_pool_completed(wp, 3);
+    workpool_expire(wp, 0, mclock_now_us() + 10 * 1000000ll);
+    WAIT_UNTIL(&c, c.t_running[A] == 4);
+    workpool_stats(wp, &st);
+    assert_int_equal(st.tenants, 1);
+    assert_int_equal(st.expired, 0);
+    assert_false(workpool_others_active(wp));
+
+    release_all(&c);
+    WAIT_UNTIL(&c, c.completed == 7);
+    stop_and_destroy(&c, wp);
+}
+
+static void submit_refuses_full_queue_tenant_share_and_shutdown(void **state)
+{
+    (void)state;
+    enum { A, B, C, Z = 7 };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 1, 2, 1, 1);
+    struct job x = {0}, a1 = {0}, a2 = {0}, b1 = {0}, c1 = {0}, late = {0};
+
+    assert_int_equal(submit(wp, &x, Z, true), 0);
+    WAIT_UNTIL(&c, x.started);
+    assert_int_equal(submit(wp, &a1, A, true), 0);
+    assert_int_equal(submit(wp, &a2, A, true), -EDQUOT); /* A's one queued place is taken */
+    assert_int_equal(submit(wp, &b1, B, true), 0);
+    assert_int_equal(submit(wp, &c1, C, true), -EAGAIN); /* two queued: the queue is full */
+    struct workpool_stats st;
+    workpool_stats(wp, &st);
+    assert_int_equal(st.queued, 2);
+    assert_int_equal(st.queue_max, 2);
+    assert_int_equal(st.submitted, 3);
+    assert_int_equal(st.rejected_tenant, 1);
+    assert_int_equal(st.rejected_full, 1);
+
+    /* Stop on another thread: queued items are dropped at once, the running one is awaited. */
+    pthread_t stopper;
+    assert_int_equal(pthread_create(&stopper, NULL, stopper_main, &c), 0);
+    WAIT_UNTIL(&c, c.shutdown == 2);
+    assert_int_equal(submit(wp, &late, A, false), -ESHUTDOWN);
+    assert_false(CTX_READ(&c, c.stop_returned)); /* x is still held */
+    assert_int_equal(CTX_READ(&c, x.runs), 0);
+    release(&c, &x);
+    pthread_join(stopper, NULL);
+
+    assert_int_equal(x.runs, 1);
+    assert_false(x.saw_stop_returned);
+    struct job *dropped[2] = {&a1, &b1};
+    for (int i = 0; i < 2; i++) {
+        struct job *j = dropped[i];
+        assert_int_equal(j->runs, 0);
+        assert_int_equal(j->drops, 1);
+        assert_int_equal(j->why, WORKPOOL_SHUTDOWN);
+        assert_true(pthread_equal(j->dropped_on, stopper));
+    }
+    assert_int_equal(a2.runs + a2.drops + c1.runs + c1.drops + late.runs + late.drops, 0);
+    workpool_stats(wp, &st);
+    assert_int_equal(st.completed, 1);
+    assert_int_equal(st.busy, 0);
+    assert_int_equal(st.queued, 0);
+    workpool_destroy(wp);
+    ctx_destroy(&c);
+}
+
+static void expire_drops_only_items_queued_before_cutoff(void **state)
+{
+    (void)state;
+    enum { A, B, Z = 7 };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 1, 10, 10, 1);
+    struct job x = {0}, a1 = {0}, a2 = {0}, b1 = {0};
+    assert_int_equal(submit(wp, &x, Z, true), 0);
+    WAIT_UNTIL(&c, x.started);
+    assert_int_equal(submit(wp, &a1, A, false), 0);
+    /* Let the clock tick so a2 is strictly younger than a1 (microseconds: a short spin). */
+    while (mclock_now_us() <= a1.item.enqueued_us)
+        ;
+    assert_int_equal(submit(wp, &a2, A, false), 0);
+    assert_int_equal(submit(wp, &b1, B, false), 0);
+
+    workpool_expire(wp, a2.item.enqueued_us, mclock_now_us());
+    /* The drop callback ran on this thread, before workpool_expire returned. */
+    assert_int_equal(CTX_READ(&c, c.expired), 1);
+    assert_int_equal(a1.drops, 1);
+    assert_int_equal(a1.why, WORKPOOL_EXPIRED);
+    assert_true(pthread_equal(a1.dropped_on, pthread_self()));
+    struct workpool_stats st;
+    workpool_stats(wp, &st);
+    assert_int_equal(st.expired, 1);
+    assert_int_equal(st.queued, 2);
+    assert_int_equal(st.tenants, 3); /* nobody lingered out: now_us is now */
+
+    release(&c, &x);
+    WAIT_UNTIL(&c, c.completed == 3);
+    workpool_stop(wp);
+    assert_int_equal(a1.runs, 0);
+    assert_int_equal(a2.runs, 1);
+    assert_int_equal(b1.runs, 1);
+    assert_int_equal(a2.drops + b1.drops, 0);
+    workpool_stats(wp, &st);
+    assert_int_equal(st.submitted, 4);
+    assert_int_equal(st.completed + st.expired, st.submitted);
+    workpool_destroy(wp);
+    ctx_destroy(&c);
+}
+
+static void set_limits_adds_threads_live(void **state)
+{
+    (void)state;
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 1, 100, 100, 1);
+    struct job j[4];
+    memset(j, 0, sizeof(j));
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(submit(wp, &j[i], 0, true), 0);
+    WAIT_UNTIL(&c, c.running == 1);
+    struct workpool_limits lim = {4, 100, 100, 1};
+    assert_int_equal(workpool_set_limits(wp, &lim), 0);
+    /* The queued items start on the new threads without anything finishing. */
+    WAIT_UNTIL(&c, c.running == 4);
+    struct workpool_stats st;
+    workpool_stats(wp, &st);
+    assert_int_equal(st.threads, 4);
+    assert_int_equal(st.busy, 4);
+    release_all(&c);
+    WAIT_UNTIL(&c, c.completed == 4);
+    stop_and_destroy(&c, wp);
+}
+
+static void set_limits_retires_threads_live(void **state)
+{
+    (void)state;
+    enum { PRE = 4, POST = 8 };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 4, 100, 100, 1);
+    struct job pre[PRE], post[POST];
+    memset(pre, 0, sizeof(pre));
+    memset(post, 0, sizeof(post));
+    for (int i = 0; i < PRE; i++)
+        assert_int_equal(submit(wp, &pre[i], 0, true), 0);
+    WAIT_UNTIL(&c, c.running == 4);
+    /* Every post item is queued while all four threads are busy, so each starts after the
+     * shrink. */
+    for (int i = 0; i < POST; i++) {
+        post[i].post = true;
+        assert_int_equal(submit(wp, &post[i], 0, true), 0);
+    }
+    struct workpool_limits lim = {2, 100, 100, 1};
+    assert_int_equal(workpool_set_limits(wp, &lim), 0);
+    struct workpool_stats st;
+    workpool_stats(wp, &st);
+    assert_int_equal(st.threads, 2);
+    /* Running work is not interrupted: the four held items finish normally. */
+    for (int i = 0; i < PRE; i++)
+        release(&c, &pre[i]);
+    /* Post items run in FIFO order (one tenant). Release each once it and the next one have
+     * started, so two are always held together: the remaining two threads are both busy. */
+    for (int i = 0; i < POST; i++) {
+        WAIT_UNTIL(&c, post[i].started && (i + 1 == POST || post[i + 1].started));
+        release(&c, &post[i]);
+    }
+    WAIT_UNTIL(&c, c.completed == PRE + POST);
+    assert_int_equal(CTX_READ(&c, c.post_max), 2);
+    assert_int_equal(CTX_READ(&c, c.max_running), 4);
+    stop_and_destroy(&c, wp);
+}
+
+static void *grower_main(void *arg)
+{
+    struct ctx *c = arg;
+    struct workpool_limits lim = {2, 100, 100, 1};
+    int rc = workpool_set_limits(c->wp, &lim);
+    pthread_mutex_lock(&c->mu);
+    c->stop_returned = rc == 0; /* reused as "grow returned 0" */
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static void regrow_while_retiring_thread_is_busy(void **state)
+{
+    (void)state;
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 2, 100, 100, 2);
+    struct job j[4];
+    memset(j, 0, sizeof(j));
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(submit(wp, &j[i], 0, true), 0);
+    WAIT_UNTIL(&c, c.running == 2);
+    /* Shrink to 1 (thread 1 will retire after its held item), then grow back to 2 before it
+     * finished: the pool must not wait for a thread that is busy and no longer retiring. */
+    struct workpool_limits one = {1, 100, 100, 2};
+    assert_int_equal(workpool_set_limits(wp, &one), 0);
+    pthread_t grower;
+    assert_int_equal(pthread_create(&grower, NULL, grower_main, &c), 0);
+    WAIT_UNTIL(&c, c.stop_returned);
+    pthread_join(grower, NULL);
+    release(&c, &j[0]);
+    release(&c, &j[1]);
+    WAIT_UNTIL(&c, c.completed == 2);
+    /* Two threads serve again. */
+    for (int i = 2; i < 4; i++)
+        assert_int_equal(submit(wp, &j[i], 0, true), 0);
+    WAIT_UNTIL(&c, c.running == 2);
+    struct workpool_stats st;
+    workpool_stats(wp, &st);
+    assert_int_equal(st.threads, 2);
+    release_all(&c);
+    WAIT_UNTIL(&c, c.completed == 4);
+    stop_and_destroy(&c, wp);
+}
+
+static void bad_thread_counts_are_refused(void **state)
+{
+    (void)state;
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool_ops ops = {.run = job_run, .drop = job_drop, .ctx = &c};
+    struct workpool *wp = NULL;
+    struct workpool_limits zero = {0, 10, 10, 1}, huge = {1025, 10, 10, 1};
+    assert_int_equal(workpool_create("bad", &zero, &ops, &wp), -EINVAL);
+    assert_int_equal(workpool_create("bad", &huge, &ops, &wp), -EINVAL);
+    assert_null(wp);
+    wp = pool(&c, 1, 10, 10, 1);
+    assert_int_equal(workpool_set_limits(wp, &zero), -EINVAL);
+    assert_int_equal(workpool_set_limits(wp, &huge), -EINVAL);
+    /* The refused change left the pool as it was. */
+    struct job j = {0};
+    assert_int_equal(submit(wp, &j, 0, false), 0);
+    WAIT_UNTIL(&c, c.completed == 1);
+    struct workpool_stats st;
+    workpool_stats(wp, &st);
+    assert_int_equal(st.threads, 1);
+    assert_int_equal(st.queue_max, 10);
+    stop_and_destroy(&c, wp);
+}
+
+static void top_tenants_lists_busiest_first(void **state)
+{
+    (void)state;
+    enum { A, B, Z = 7 };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 1, 100, 100, 1);
+    struct job x = {0}, a[3], b = {0};
+    memset(a, 0, sizeof(a));
+    assert_int_equal(submit(wp, &x, Z, true), 0);
+    WAIT_UNTIL(&c, x.started);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(submit(wp, &a[i], A, true), 0);
+    assert_int_equal(submit(wp, &b, B, true), 0);
+    struct workpool_tenant_load top[20];
+    assert_int_equal(workpool_top_tenants(wp, top, 20), 3);
+    assert_string_equal(top[0].key, "A");
+    assert_int_equal(top[0].queued, 3);
+    assert_int_equal(top[0].in_flight, 0);
+    /* H (one running) and B (one queued) tie for second place. */
+    for (int i = 1; i < 3; i++) {
+        if (!strcmp(top[i].key, "H")) {
+            assert_int_equal(top[i].in_flight, 1);
+            assert_int_equal(top[i].queued, 0);
+        } else {
+            assert_string_equal(top[i].key, "B");
+            assert_int_equal(top[i].in_flight, 0);
+            assert_int_equal(top[i].queued, 1);
+        }
+    }
+    assert_int_equal(workpool_top_tenants(wp, top, 1), 1);
+    assert_string_equal(top[0].key, "A");
+    release_all(&c);
+    WAIT_UNTIL(&c, c.completed == 5);
+    stop_and_destroy(&c, wp);
+}
+
+/* ---- everything at once ------------------------------------------------------------------ */
+
+struct submitter {
+    pthread_t tid;
+    struct workpool *wp;
+    struct job *jobs; /* this thread's slice */
+    int n;
+    atomic_int *done;
+    int accepted, rejected; /* read after join */
+};
+
+static void *submitter_main(void *arg)
+{
+    struct submitter *s = arg;
+    for (int i = 0; i < s->n; i++) {
+        s->jobs[i].spin_us = 50;
+        /* A refused item is offered again a few times, as a client would retry. */
+        int rc = -EAGAIN;
+        for (int attempt = 0; attempt < 20 && (rc == -EAGAIN || rc == -EDQUOT); attempt++) {
+            rc = submit(s->wp, &s->jobs[i], i % NTENANTS, false);
+            if (rc)
+                sched_yield();
+        }
+        if (rc == 0)
+            s->accepted++;
+        else if (rc == -EAGAIN || rc == -EDQUOT)
+            s->rejected++;
+        else
+            fail_msg("submit: %d", rc);
+    }
+    atomic_fetch_add(s->done, 1);
+    return NULL;
+}
+
+static void every_item_is_accounted_for_under_resizes_and_expiry(void **state)
+{
+    (void)state;
+    enum { SUBMITTERS = 4, PER = 2000 };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 2, 256, 64, 2);
+    struct job *jobs = calloc(SUBMITTERS * PER, sizeof(*jobs));
+    assert_non_null(jobs);
+    atomic_int done = 0;
+    struct submitter sub[SUBMITTERS];
+    for (int i = 0; i < SUBMITTERS; i++) {
+        sub[i] = (struct submitter){.wp = wp, .jobs = jobs + i * PER, .n = PER, .done = &done};
+        assert_int_equal(pthread_create(&sub[i].tid, NULL, submitter_main, &sub[i]), 0);
+    }
+    /* Meanwhile: resize the pool and expire whatever waited more than 1 ms, over and over. */
+    const size_t sizes[] = {1, 3, 8, 2, 5, 1, 4};
+    for (unsigned k = 0; atomic_load(&done) < SUBMITTERS; k++) {
+        struct workpool_limits lim = {sizes[k % 7], 256, 64, 1 + k % 3};
+        assert_int_equal(workpool_set_limits(wp, &lim), 0);
+        workpool_expire(wp, mclock_now_us() - 1000, mclock_now_us());
+        sched_yield();
+    }
+    int accepted = 0, rejected = 0;
+    for (int i = 0; i < SUBMITTERS; i++) {
+        pthread_join(sub[i].tid, NULL);
+        accepted += sub[i].accepted;
+        rejected += sub[i].rejected;
+    }
+    assert_int_equal(accepted + rejected, SUBMITTERS * PER);
+    WAIT_UNTIL(&c, c.completed + c.expired == accepted);
+    workpool_stop(wp);
+
+    /* Each accepted item ran once or was expired once, never both; refused ones never. */
+    int ran = 0, dropped = 0;
+    for (int i = 0; i < SUBMITTERS * PER; i++) {
+        assert_true(jobs[i].runs + jobs[i].drops <= 1);
+        ran += jobs[i].runs;
+        dropped += jobs[i].drops;
+        if (jobs[i].drops)
+            assert_int_equal(jobs[i].why, WORKPOOL_EXPIRED);
+    }
+    assert_int_equal(ran + dropped, accepted);
+    assert_int_equal(c.shutdown, 0);
+    print_message("# %d accepted (%d ran, %d expired), %d refused\n", accepted, ran, dropped,
+                  rejected);
+    struct workpool_stats st;
+    workpool_stats(wp, &st);
+    assert_int_equal(st.submitted, accepted);
+    assert_int_equal(st.completed, ran);
+    assert_int_equal(st.expired, dropped);
+    assert_true(st.rejected_full + st.rejected_tenant >= (uint64_t)rejected); /* with retries */
+    assert_int_equal(st.busy + st.queued, 0);
+    workpool_destroy(wp);
+    ctx_destroy(&c);
+    free(jobs);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(every_item_runs_exactly_once_on_a_worker),
+        cmocka_unit_test(running_items_never_exceed_threads),
+        cmocka_unit_test(tenant_share_is_capped_while_others_are_active),
+        cmocka_unit_test(submit_refuses_full_queue_tenant_share_and_shutdown),
+        cmocka_unit_test(expire_drops_only_items_queued_before_cutoff),
+        cmocka_unit_test(set_limits_adds_threads_live),
+        cmocka_unit_test(set_limits_retires_threads_live),
+        cmocka_unit_test(regrow_while_retiring_thread_is_busy),
+        cmocka_unit_test(bad_thread_counts_are_refused),
+        cmocka_unit_test(top_tenants_lists_busiest_first),
+        cmocka_unit_test(every_item_is_accounted_for_under_resizes_and_expiry),
+    };
+    return cmocka_run_group_tests_name("workpool", tests, NULL, NULL);
+}
