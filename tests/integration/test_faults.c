@@ -52,14 +52,8 @@ static int setup(void **state)
     (void)state;
     if (h_db_create("faults", db_url, sizeof(db_url)))
         return -1;
-    char path[300];
-    snprintf(path, sizeof(path), "%s/tiers-faults.json", getenv("BH_TEST_WORK"));
-    FILE *f = fopen(path, "w");
-    if (!f)
+    if (h_tiers_env("tiers-faults.json", FAULT_TIERS, tiers_env, sizeof(tiers_env)))
         return -1;
-    fputs(FAULT_TIERS, f);
-    fclose(f);
-    snprintf(tiers_env, sizeof(tiers_env), "TIERS_FILE=%s", path);
     return h_pg_start(&pg);
 }
 

@@ -46,14 +46,8 @@ static int setup(void **state)
     (void)state;
     if (h_db_create("faults_resources", db_url, sizeof(db_url)))
         return -1;
-    char path[300];
-    snprintf(path, sizeof(path), "%s/tiers-resources.json", getenv("BH_TEST_WORK"));
-    FILE *f = fopen(path, "w");
-    if (!f)
+    if (h_tiers_env("tiers-resources.json", RES_TIERS, tiers_env, sizeof(tiers_env)))
         return -1;
-    fputs(RES_TIERS, f);
-    fclose(f);
-    snprintf(tiers_env, sizeof(tiers_env), "TIERS_FILE=%s", path);
     return 0;
 }
 
