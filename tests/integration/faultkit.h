@@ -1,7 +1,6 @@
 /*
  * faultkit: load and fault injection shared by the fault tests (test_faults*.c) and the soak
- * (tests/soak/soak.c). Header-only, like redisproc.h, so the integration rule of the Makefile
- * (one test file + the harness) builds them unchanged.
+ * (tests/soak/soak.c). Linked into every integration test and the soak with the harness.
  *
  * - Clients: threads that send /api/data requests to one tier in a loop over a keep-alive
  *   connection (GETs, POSTs or a mix, optionally paced, optionally a new tenant id each time),
@@ -20,290 +19,56 @@
 
 #include "harness.h"
 
-#include <curl/curl.h>
-#include <dirent.h>
-#include <inttypes.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <sys/socket.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
+#include <sys/types.h>
 
 /* ---- /proc --------------------------------------------------------------------------------- */
 
-/* A "Name:   value" field of /proc/<pid>/status (kB for VmRSS), or -1. */
-static inline long fk_proc_status(pid_t pid, const char *field)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    long v = -1;
-    size_t n = strlen(field);
-    while (fgets(line, sizeof(line), f)) {
-        if (!strncmp(line, field, n) && line[n] == ':') {
-            v = strtol(line + n + 1, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return v;
-}
-
-static inline long fk_rss_kb(pid_t pid)
-{
-    return fk_proc_status(pid, "VmRSS");
-}
-
-static inline long fk_threads(pid_t pid)
-{
-    return fk_proc_status(pid, "Threads");
-}
-
+long fk_rss_kb(pid_t pid);  /* VmRSS in kB, or -1 */
+long fk_threads(pid_t pid); /* threads, or -1 */
 /* Open file descriptors of pid, or -1. */
-static inline int fk_fd_count(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
+int fk_fd_count(pid_t pid);
 /* Open descriptors of pid numbered below limit (RLIMIT_NOFILE bounds the numbers, not the
  * count: a descriptor inherited with a higher number does not count against it), or -1. */
-static inline int fk_fd_count_below(pid_t pid, int limit)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += e->d_name[0] != '.' && atoi(e->d_name) < limit;
-    closedir(d);
-    return n;
-}
-
-/* The TCP socket with this inode in pid's network namespace: "127.0.0.1:port -> :port STATE"
- * into out; false when it is not a TCP socket. */
-static inline bool fk_tcp_describe(pid_t pid, unsigned long inode, char *out, size_t len)
-{
-    static const char *const states[] = {"?",          "ESTABLISHED", "SYN_SENT",  "SYN_RECV",
-                                         "FIN_WAIT1",  "FIN_WAIT2",   "TIME_WAIT", "CLOSE",
-                                         "CLOSE_WAIT", "LAST_ACK",    "LISTEN",    "CLOSING"};
-    const char *files[] = {"tcp", "tcp6"};
-    for (int f = 0; f < 2; f++) {
-        char path[64], line[512];
-        snprintf(path, sizeof(path), "/proc/%d/net/%s", (int)pid, files[f]);
-        FILE *fp = fopen(path, "r");
-        if (!fp)
-            continue;
-        while (fgets(line, sizeof(line), fp)) {
-            char local[64], remote[64];
-            unsigned st;
-            unsigned long ino;
-            if (sscanf(line, " %*d: %63s %63s %x %*s %*s %*s %*d %*d %lu", local, remote, &st,
-                       &ino) != 4 ||
-                ino != inode)
-                continue;
-            const char *lp = strrchr(local, ':'), *rp = strrchr(remote, ':');
-            snprintf(out, len, "tcp :%lu -> :%lu %s", lp ? strtoul(lp + 1, NULL, 16) : 0,
-                     rp ? strtoul(rp + 1, NULL, 16) : 0, st < 12 ? states[st] : "?");
-            fclose(fp);
-            return true;
-        }
-        fclose(fp);
-    }
-    return false;
-}
-
+int fk_fd_count_below(pid_t pid, int limit);
 /* Open descriptors of pid that are TCP connections to remote port `port`, or -1. */
-static inline int fk_fd_count_to_port(pid_t pid, int port)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    char want[32];
-    snprintf(want, sizeof(want), "-> :%d ", port);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        char link[400], target[256] = "", what[128];
-        snprintf(link, sizeof(link), "%s/%s", path, e->d_name);
-        ssize_t len = readlink(link, target, sizeof(target) - 1);
-        target[len > 0 ? len : 0] = '\0';
-        unsigned long ino;
-        n += sscanf(target, "socket:[%lu]", &ino) == 1 &&
-             fk_tcp_describe(pid, ino, what, sizeof(what)) && strstr(what, want);
-    }
-    closedir(d);
-    return n;
-}
-
+int fk_fd_count_to_port(pid_t pid, int port);
 /* Print pid's open descriptors, one line each (for a report when a count looks wrong). */
-static inline void fk_fd_dump(pid_t pid, FILE *out)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        char link[400], target[256] = "", what[128];
-        snprintf(link, sizeof(link), "%s/%s", path, e->d_name);
-        ssize_t n = readlink(link, target, sizeof(target) - 1);
-        target[n > 0 ? n : 0] = '\0';
-        unsigned long ino;
-        if (sscanf(target, "socket:[%lu]", &ino) == 1 &&
-            fk_tcp_describe(pid, ino, what, sizeof(what)))
-            fprintf(out, "  fd %s: %s\n", e->d_name, what);
-        else
-            fprintf(out, "  fd %s: %s\n", e->d_name, target);
-    }
-    closedir(d);
-}
-
+void fk_fd_dump(pid_t pid, FILE *out);
 /* User + system CPU seconds used by pid so far, or -1. */
-static inline double fk_cpu_seconds(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    /* Fields after the command name (which may hold spaces) start after the last ')'. */
-    char *p = strrchr(buf, ')');
-    if (!p)
-        return -1;
-    unsigned long utime = 0, stime = 0;
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
-        return -1;
-    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
-}
-
+double fk_cpu_seconds(pid_t pid);
 /* Whether pid is still running (not exited, not a zombie we have not reaped). */
-static inline bool fk_alive(pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
-}
-
-static inline void fk_nap_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
+bool fk_alive(pid_t pid);
+void fk_nap_ms(int ms);
 
 /* ---- PostgreSQL faults --------------------------------------------------------------------- */
 
-/* pg_ctl on a cluster of h_pg_start, as the postgres user: "-m immediate restart", say. */
-static inline int fk_pg_ctl(const struct h_pg *pg, const char *action)
-{
-    char cmd[1200];
-    snprintf(cmd, sizeof(cmd),
-             "%s /usr/lib/postgresql/15/bin/pg_ctl -D '%s/data' -l '%s/log' -w -t 60 %s "
-             ">/dev/null",
-             getuid() == 0 ? "runuser -u postgres --" : "", pg->dir, pg->dir, action);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
+/* pg_ctl on a cluster of h_pg_start, as the postgres user: "-m immediate restart", say. 0 or
+ * -1. */
+int fk_pg_ctl(const struct h_pg *pg, const char *action);
 /* Terminate every connection of the server's tier pools (not its health prober) in url's
  * database. Returns how many were signalled, or -1. */
-static inline int64_t fk_kill_tier_backends(const char *url)
-{
-    int64_t n = h_sql_int(url, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                               "WHERE datname = current_database() AND application_name LIKE "
-                               "'bulkhead-%' AND application_name <> 'bulkhead-health'");
-    return n == INT64_MIN ? -1 : n;
-}
-
+int64_t fk_kill_tier_backends(const char *url);
 /* The pid of the (one) backend with this application_name in url's database, or -1. */
-static inline int fk_backend_pid(const char *url, const char *appname)
-{
-    char sql[300];
-    snprintf(sql, sizeof(sql),
-             "SELECT min(pid) FROM pg_stat_activity WHERE datname = current_database() AND "
-             "application_name = '%s'",
-             appname);
-    int64_t v = h_sql_int(url, sql);
-    return v == INT64_MIN ? -1 : (int)v;
-}
+int fk_backend_pid(const char *url, const char *appname);
 
-/* ---- metrics --------------------------------------------------------------------------------- */
+/* ---- metrics and probes -------------------------------------------------------------------- */
 
 /* /metrics/bulkheads -> tier -> section -> field as an integer; INT64_MIN when absent. */
-static inline int64_t fk_metric(const char *base, const char *tier, const char *section,
-                                const char *field)
-{
-    char u[400];
-    snprintf(u, sizeof(u), "%s/metrics/bulkheads", base);
-    json_t *m = h_get_json(u);
-    json_t *v = json_object_get(json_object_get(json_object_get(m, tier), section), field);
-    int64_t r = json_is_integer(v) ? (int64_t)json_integer_value(v) : INT64_MIN;
-    json_decref(m);
-    return r;
-}
-
+int64_t fk_metric(const char *base, const char *tier, const char *section, const char *field);
 /* The tier's breaker state ("CLOSED", "OPEN", "HALF_OPEN"; "" when unknown) into buf. */
-static inline const char *fk_breaker_state(const char *base, const char *tier, char *buf,
-                                           size_t len)
-{
-    char u[400];
-    snprintf(u, sizeof(u), "%s/metrics/bulkheads", base);
-    json_t *m = h_get_json(u);
-    const char *s = json_string_value(
-        json_object_get(json_object_get(json_object_get(m, tier), "circuitBreaker"), "state"));
-    snprintf(buf, len, "%s", s ? s : "");
-    json_decref(m);
-    return buf;
-}
-
+const char *fk_breaker_state(const char *base, const char *tier, char *buf, size_t len);
 /* GET base+path; the status (0 on a transport failure). */
-static inline long fk_status(const char *base, const char *path, const char *const *headers)
-{
-    char u[400];
-    snprintf(u, sizeof(u), "%s%s", base, path);
-    struct h_resp r;
-    h_get(u, headers, &r);
-    long st = r.status;
-    h_resp_free(&r);
-    return st;
-}
+long fk_status(const char *base, const char *path, const char *const *headers);
 
 /* ---- clients ------------------------------------------------------------------------------- */
 
+/* How a client's request ended, counted per client. */
 enum fk_code {
     FK_200,
     FK_201,
@@ -316,14 +81,21 @@ enum fk_code {
     FK_TRANSPORT, /* no HTTP answer at all */
     FK_NCODES
 };
-static const char *const fk_code_names[FK_NCODES] = {"200", "201", "429",   "4xx",      "500",
-                                                     "503", "504", "other", "transport"};
 
-/* The "error" field of JSON error bodies, counted by name. */
-static const char *const fk_err_names[] = {
-    "circuit_open", "database_unavailable", "pool_timeout", "queue_timeout", "bulkhead_full",
-    "timeout",      "database_error",       "rate_limited", "shutting_down", "other"};
-#define FK_NERR (sizeof(fk_err_names) / sizeof(fk_err_names[0]))
+/* The "error" field of JSON error bodies, counted by name (names in faultkit.c). */
+enum fk_err {
+    FK_E_CIRCUIT_OPEN,
+    FK_E_DATABASE_UNAVAILABLE,
+    FK_E_POOL_TIMEOUT,
+    FK_E_QUEUE_TIMEOUT,
+    FK_E_BULKHEAD_FULL,
+    FK_E_TIMEOUT,
+    FK_E_DATABASE_ERROR,
+    FK_E_RATE_LIMITED,
+    FK_E_SHUTTING_DOWN,
+    FK_E_OTHER, /* no "error" field, or a name not listed */
+    FK_NERR
+};
 
 /* Shared by the clients of one tier. */
 struct fk_tier_stat {
@@ -365,285 +137,29 @@ struct fk_client {
     atomic_long sent, created;
     atomic_long quiet_errors;
     long cut_off;         /* POSTs that got no answer at all (outcome unknown) */
-    struct fk_ack *acked; /* owned; nacked entries, valid after join */
+    struct fk_ack *acked; /* owned, freed by fk_client_free; nacked entries, valid after join */
     size_t nacked, cap;
     pthread_t thread;
 };
 
-struct fk_body {
-    char buf[8192];
-    size_t len;
-};
-
-static inline size_t fk_write_cb(char *p, size_t size, size_t nmemb, void *ud)
-{
-    struct fk_body *b = ud;
-    size_t n = size * nmemb;
-    size_t room = sizeof(b->buf) - 1 - b->len;
-    size_t take = n < room ? n : room;
-    memcpy(b->buf + b->len, p, take);
-    b->len += take;
-    b->buf[b->len] = '\0';
-    return n;
-}
-
-static inline void fk_note_error(struct fk_client *c, const char *body)
-{
-    const char *e = strstr(body, "\"error\":\"");
-    size_t k = FK_NERR - 1;
-    if (e) {
-        e += 9;
-        for (size_t i = 0; i + 1 < FK_NERR; i++) {
-            size_t len = strlen(fk_err_names[i]);
-            if (!strncmp(e, fk_err_names[i], len) && e[len] == '"') {
-                k = i;
-                break;
-            }
-        }
-    }
-    atomic_fetch_add(&c->err[k], 1);
-}
-
-static inline void fk_note_ok(struct fk_client *c)
-{
-    if (!c->ts)
-        return;
-    long long now = h_now_ms();
-    long long prev = atomic_exchange(&c->ts->last_ok_ms, now);
-    long long gap = prev ? now - prev : 0;
-    long long m = atomic_load(&c->ts->max_gap_ms);
-    while (gap > m && !atomic_compare_exchange_weak(&c->ts->max_gap_ms, &m, gap))
-        ;
-    long long mark = c->mark_ms ? atomic_load(c->mark_ms) : 0;
-    long long zero = 0;
-    if (mark && now >= mark)
-        atomic_compare_exchange_strong(&c->ts->first_ok_ms, &zero, now);
-}
-
-static inline void fk_note_ack(struct fk_client *c, const char *body, int seq)
-{
-    const char *p = strstr(body, "\"id\":");
-    if (!p)
-        return;
-    if (c->nacked == c->cap) {
-        c->cap = c->cap ? c->cap * 2 : 256;
-        c->acked = realloc(c->acked, c->cap * sizeof(*c->acked));
-    }
-    c->acked[c->nacked++] =
-        (struct fk_ack){.id = strtoll(p + 5, NULL, 10), .client = c->id, .seq = seq};
-}
-
-/* Client sockets are close-on-exec: a PostgreSQL restarted by the test (pg_ctl forks from it)
- * must not inherit them and keep them open after the client closed them. */
-static inline curl_socket_t fk_open_socket(void *ctx, curlsocktype purpose, struct curl_sockaddr *a)
-{
-    (void)ctx;
-    (void)purpose;
-    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-}
-
-static inline void *fk_client_main(void *arg)
-{
-    struct fk_client *c = arg;
-    CURL *h = curl_easy_init();
-    char get_url[400], post_url[300], th[80], tn[120], body[200];
-    snprintf(get_url, sizeof(get_url), "%s%s", c->base, c->path ? c->path : "/api/data?limit=5");
-    snprintf(post_url, sizeof(post_url), "%s/api/data", c->base);
-    snprintf(th, sizeof(th), "X-Tenant-Tier: %s", c->tier);
-    struct fk_body b;
-    int64_t t0 = h_now_ms();
-    for (int seq = 0; !atomic_load(c->stop); seq++) {
-        if (c->rate > 0) {
-            int64_t due = t0 + (int64_t)seq * 1000 / c->rate;
-            int64_t wait = due - h_now_ms();
-            if (wait > 0)
-                fk_nap_ms((int)wait);
-        }
-        if (c->cycle_tenant)
-            snprintf(tn, sizeof(tn), "X-Tenant-Id: %s-%d", c->tenant, seq);
-        else if (c->tenants > 0)
-            snprintf(tn, sizeof(tn), "X-Tenant-Id: %s-%d", c->tenant, seq % c->tenants);
-        else
-            snprintf(tn, sizeof(tn), "X-Tenant-Id: %s", c->tenant);
-        bool post = c->post_every > 0 && seq % c->post_every == 0;
-        struct curl_slist *hl = curl_slist_append(NULL, th);
-        hl = curl_slist_append(hl, tn);
-        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, fk_open_socket);
-        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 30000L);
-        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, fk_write_cb);
-        curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-        if (post) {
-            hl = curl_slist_append(hl, "Content-Type: application/json");
-            snprintf(body, sizeof(body), "{\"payload\": {\"run\": \"%s\", \"c\": %d, \"n\": %d}}",
-                     c->tag ? c->tag : "", c->id, seq);
-            curl_easy_setopt(h, CURLOPT_URL, post_url);
-            curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-            curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-        } else {
-            curl_easy_setopt(h, CURLOPT_URL, get_url);
-            curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
-        }
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
-        b.len = 0;
-        b.buf[0] = '\0';
-        atomic_fetch_add(&c->sent, 1);
-        CURLcode rc = curl_easy_perform(h);
-        long st = 0;
-        if (rc == CURLE_OK)
-            curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
-        curl_slist_free_all(hl);
-        enum fk_code k;
-        switch (st) {
-        case 0:
-            k = FK_TRANSPORT;
-            break;
-        case 200:
-            k = FK_200;
-            break;
-        case 201:
-            k = FK_201;
-            break;
-        case 429:
-            k = FK_429;
-            break;
-        case 500:
-            k = FK_500;
-            break;
-        case 503:
-            k = FK_503;
-            break;
-        case 504:
-            k = FK_504;
-            break;
-        default:
-            k = st >= 400 && st < 500 ? FK_4XX : FK_OTHER;
-        }
-        atomic_fetch_add(&c->n[k], 1);
-        if (k != FK_200 && k != FK_201 && k != FK_429 && c->quiet_after_ms &&
-            h_now_ms() >= atomic_load(c->quiet_after_ms))
-            atomic_fetch_add(&c->quiet_errors, 1);
-        if (st == 200 || st == 201)
-            fk_note_ok(c);
-        else if (st >= 400)
-            fk_note_error(c, b.buf);
-        if (st == 201) {
-            fk_note_ack(c, b.buf, seq);
-            atomic_fetch_add(&c->created, 1);
-        }
-        if (k == FK_TRANSPORT) {
-            /* Even "could not connect" may follow a send: curl retries a request whose reused
-             * connection died before any answer on a new one, and reports only the retry. */
-            if (post)
-                c->cut_off++;
-            if (c->stop_on_transport)
-                break;
-        }
-    }
-    curl_easy_cleanup(h);
-    return NULL;
-}
-
-static inline int fk_client_start(struct fk_client *c)
-{
-    return pthread_create(&c->thread, NULL, fk_client_main, c) ? -1 : 0;
-}
-
-static inline void fk_client_join(struct fk_client *c)
-{
-    pthread_join(c->thread, NULL);
-}
-
-static inline void fk_client_free(struct fk_client *c)
-{
-    free(c->acked);
-    c->acked = NULL;
-    c->nacked = c->cap = 0;
-}
+/* Start the client's thread (test thread). 0 or -1. */
+int fk_client_start(struct fk_client *c);
+/* Wait for it to end (after *c->stop was set, or a transport failure with stop_on_transport). */
+void fk_client_join(struct fk_client *c);
+/* Free the acknowledged-write list; after join. */
+void fk_client_free(struct fk_client *c);
 
 /* Sum of counter code over the clients of tier (every tier when tier is NULL). */
-static inline long fk_sum(struct fk_client *cs, int n, const char *tier, enum fk_code code)
-{
-    long s = 0;
-    for (int i = 0; i < n; i++)
-        if (!tier || !strcmp(cs[i].tier, tier))
-            s += atomic_load(&cs[i].n[code]);
-    return s;
-}
-
-static inline long fk_sum_created(struct fk_client *cs, int n)
-{
-    long s = 0;
-    for (int i = 0; i < n; i++)
-        s += atomic_load(&cs[i].created);
-    return s;
-}
-
+long fk_sum(struct fk_client *cs, int n, const char *tier, enum fk_code code);
+/* Sum of the clients' 201s. */
+long fk_sum_created(struct fk_client *cs, int n);
 /* One line per tier: "# <label> <tier>: 200=.. 201=.. 503=.. (circuit_open=.. ...)". */
-static inline void fk_print_tally(const char *label, struct fk_client *cs, int n,
-                                  const char *const *tiers, int ntiers)
-{
-    for (int t = 0; t < ntiers; t++) {
-        char line[1024];
-        int off = snprintf(line, sizeof(line), "# %s %s:", label, tiers[t]);
-        for (int k = 0; k < FK_NCODES; k++) {
-            long v = fk_sum(cs, n, tiers[t], (enum fk_code)k);
-            if (v)
-                off += snprintf(line + off, sizeof(line) - (size_t)off, " %s=%ld", fk_code_names[k],
-                                v);
-        }
-        bool first = true;
-        for (size_t e = 0; e < FK_NERR; e++) {
-            long v = 0;
-            for (int i = 0; i < n; i++)
-                if (!strcmp(cs[i].tier, tiers[t]))
-                    v += atomic_load(&cs[i].err[e]);
-            if (v) {
-                off += snprintf(line + off, sizeof(line) - (size_t)off, "%s%s=%ld",
-                                first ? " (" : ", ", fk_err_names[e], v);
-                first = false;
-            }
-        }
-        if (!first)
-            snprintf(line + off, sizeof(line) - (size_t)off, ")");
-        printf("%s\n", line);
-    }
-    fflush(stdout);
-}
-
-/*
- * How many acknowledged writes of these clients are in the database at url, with the payload
- * the client sent ("run" = tag, "c", "n"). Returns the count, or -1 on a query failure.
- */
-static inline int64_t fk_acked_present(const char *url, struct fk_client *cs, int n,
-                                       const char *tag, int64_t *acked_out)
-{
-    size_t total = 0;
-    for (int i = 0; i < n; i++)
-        total += cs[i].nacked;
-    *acked_out = (int64_t)total;
-    if (!total)
-        return 0;
-    size_t cap = 256 + total * 48;
-    char *sql = malloc(cap);
-    size_t off = (size_t)snprintf(sql, cap, "SELECT count(*) FROM tenant_data d JOIN (VALUES ");
-    bool first = true;
-    for (int i = 0; i < n; i++) {
-        for (size_t k = 0; k < cs[i].nacked; k++) {
-            const struct fk_ack *a = &cs[i].acked[k];
-            off += (size_t)snprintf(sql + off, cap - off, "%s(%" PRId64 "::bigint,%d,%d)",
-                                    first ? "" : ",", a->id, a->client, a->seq);
-            first = false;
-        }
-    }
-    snprintf(sql + off, cap - off,
-             ") v(id, c, n) ON d.id = v.id AND d.payload->>'run' = '%s' AND "
-             "(d.payload->>'c')::int = v.c AND (d.payload->>'n')::int = v.n",
-             tag);
-    int64_t found = h_sql_int(url, sql);
-    free(sql);
-    return found == INT64_MIN ? -1 : found;
-}
+void fk_print_tally(const char *label, struct fk_client *cs, int n, const char *const *tiers,
+                    int ntiers);
+/* How many acknowledged writes of these clients (after join) are in the database at url, with
+ * the payload the client sent ("run" = tag, "c", "n"); *acked_out receives how many were
+ * acknowledged. Returns the count, or -1 on a query or allocation failure. */
+int64_t fk_acked_present(const char *url, struct fk_client *cs, int n, const char *tag,
+                         int64_t *acked_out);
 
 #endif

@@ -21,6 +21,7 @@
 
 #include "../redisproc.h"
 
+#include <curl/curl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
