@@ -6,6 +6,7 @@
 #   make test       every test (unit, integration, sanitizers, fuzz smoke); ends "N passed, N failed"
 #   make bench      the benchmark suite; writes bench/results/
 #   make fuzz       run every fuzz target for FUZZ_SECONDS (default 60) each
+#   make soak       mixed load with faults for SOAK_SECONDS (default 600); leaks and errors
 #   make format     clang-format every C file
 #
 # Variables: BUILD (output dir), SAN (address,undefined | thread), CC.
@@ -40,10 +41,17 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRCS))
 INTEG_SRCS := $(wildcard tests/integration/test_*.c)
 INTEG_BINS := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(INTEG_SRCS))
-HARNESS_OBJS := $(BUILD)/tests/harness.o
+# Test support: every tests/*.c, and every tests/integration/*.c that is not a test, compiled
+# once per build dir. Unit tests link the tests/*.c ones (redisproc); integration tests and the
+# soak link them all (harness, faultkit, redisproc).
+UNIT_SUPPORT_SRCS := $(wildcard tests/*.c)
+TEST_SUPPORT_SRCS := $(UNIT_SUPPORT_SRCS) \
+                     $(filter-out tests/integration/test_%.c,$(wildcard tests/integration/*.c))
+UNIT_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/tests/support/%.o,$(notdir $(UNIT_SUPPORT_SRCS)))
+TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/tests/support/%.o,$(notdir $(TEST_SUPPORT_SRCS)))
 TEST_LIBS = $(shell pkg-config --libs cmocka libcurl 2>/dev/null)
 
-.PHONY: all deps run test test-build bench fuzz format format-check clean
+.PHONY: all deps run test test-build bench fuzz soak format format-check clean
 all: deps
 	@$(MAKE) --no-print-directory $(BUILD)/bulkhead
 
@@ -62,17 +70,23 @@ $(BUILD)/obj/%.o: src/%.c
 # The embedded files are not seen by -MMD.
 $(BUILD)/obj/assets.o: config/tiers.json web/dashboard.html
 
-$(BUILD)/tests/harness.o: tests/integration/harness.c tests/integration/harness.h
+$(BUILD)/tests/support/%.o: tests/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Isrc -c -o $@ $<
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS_ALL) -Isrc -c -o $@ $<
 
-$(BUILD)/tests/unit/%: tests/unit/%.c $(LIB_OBJS)
+$(BUILD)/tests/support/%.o: tests/integration/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Isrc -o $@ $< $(LIB_OBJS) $(LDLIBS_ALL) $(TEST_LIBS)
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS_ALL) -Isrc -c -o $@ $<
 
-$(BUILD)/tests/integration/%: tests/integration/%.c $(HARNESS_OBJS) $(LIB_OBJS)
+$(BUILD)/tests/unit/%: tests/unit/%.c $(UNIT_SUPPORT_OBJS) $(LIB_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Isrc -Itests/integration -o $@ $< $(HARNESS_OBJS) $(LIB_OBJS) \
+	$(CC) $(CFLAGS_ALL) -Isrc -o $@ $< $(UNIT_SUPPORT_OBJS) $(LIB_OBJS) $(LDLIBS_ALL) $(TEST_LIBS)
+
+$(BUILD)/tests/integration/%: tests/integration/%.c $(TEST_SUPPORT_OBJS) $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Isrc -Itests/integration -o $@ $< $(TEST_SUPPORT_OBJS) $(LIB_OBJS) \
 	    $(LDLIBS_ALL) $(TEST_LIBS)
 
 test-build: $(BUILD)/bulkhead $(UNIT_BINS) $(INTEG_BINS)
@@ -100,13 +114,23 @@ fuzz:
 	@scripts/deps.sh build test
 	@scripts/fuzz.sh $${FUZZ_SECONDS:-60}
 
+$(BUILD)/tests/soak/soak: tests/soak/soak.c $(TEST_SUPPORT_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Isrc -Itests/integration -o $@ $< $(TEST_SUPPORT_OBJS) $(LDLIBS_ALL) \
+	    $(TEST_LIBS)
+
+soak:
+	@scripts/deps.sh build test
+	@$(MAKE) --no-print-directory $(BUILD)/bulkhead $(BUILD)/tests/soak/soak
+	@BUILD=$(BUILD) scripts/soak.sh
+
 format:
-	clang-format -i src/*.c src/*.h tests/*/*.c tests/*/*.h bench/*.c
+	clang-format -i src/*.c src/*.h tests/*.c tests/*.h tests/*/*.c tests/*/*.h bench/*.c
 
 format-check:
-	clang-format --dry-run --Werror src/*.c src/*.h tests/*/*.c tests/*/*.h bench/*.c
+	clang-format --dry-run --Werror src/*.c src/*.h tests/*.c tests/*.h tests/*/*.c tests/*/*.h bench/*.c
 
 clean:
 	rm -rf build
 
--include $(wildcard $(BUILD)/obj/*.d $(BUILD)/tests/*.d $(BUILD)/tests/*/*.d)
+-include $(wildcard $(BUILD)/obj/*.d $(BUILD)/tests/*/*.d)

@@ -1,8 +1,8 @@
 /*
  * redisproc: a private redis-server for a test (unit or integration), from Debian's
  * redis-server package: loopback only, no persistence, in its own directory under
- * BH_TEST_WORK (or /tmp). Header-only so unit tests, which do not link the integration
- * harness, can use it too.
+ * BH_TEST_WORK (or /tmp). It lives in tests/, not tests/integration/, because the unit tests
+ * use it too: the Makefile links redisproc.o into both.
  *
  * redisproc_start waits until the server answers PING (bounded); redisproc_stop sends SIGTERM
  * and reaps it. Starting again with the same port brings a restarted, empty Redis back.
@@ -10,22 +10,7 @@
 #ifndef BULKHEAD_TEST_REDISPROC_H
 #define BULKHEAD_TEST_REDISPROC_H
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <hiredis/hiredis.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <stdbool.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-#define REDISPROC_BIN "/usr/bin/redis-server"
+#include <sys/types.h>
 
 struct redisproc {
     pid_t pid;     /* 0 when not running */
@@ -34,136 +19,15 @@ struct redisproc {
     char url[64];  /* redis://127.0.0.1:PORT */
 };
 
-static inline long long redisproc_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static inline int redisproc_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sa);
-    int port = -1;
-    if (fd >= 0 && !bind(fd, (struct sockaddr *)&sa, sizeof(sa)) &&
-        !getsockname(fd, (struct sockaddr *)&sa, &len))
-        port = ntohs(sa.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-/* PING on a fresh connection: true when the server answers PONG. */
-static inline bool redisproc_ping(int port)
-{
-    struct timeval tv = {.tv_sec = 1, .tv_usec = 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-    bool ok = false;
-    if (c && !c->err) {
-        redisReply *rep = redisCommand(c, "PING");
-        ok = rep && rep->type == REDIS_REPLY_STATUS && !strcmp(rep->str, "PONG");
-        freeReplyObject(rep);
-    }
-    if (c)
-        redisFree(c);
-    return ok;
-}
-
-/* One command on a fresh connection; returns the integer reply, or -1. */
-static inline long long redisproc_int(int port, const char *cmd)
-{
-    struct timeval tv = {.tv_sec = 2, .tv_usec = 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-    long long v = -1;
-    if (c && !c->err) {
-        redisReply *rep = redisCommand(c, cmd);
-        if (rep && rep->type == REDIS_REPLY_INTEGER)
-            v = rep->integer;
-        else if (rep && rep->type == REDIS_REPLY_STATUS)
-            v = 0;
-        freeReplyObject(rep);
-    }
-    if (c)
-        redisFree(c);
-    return v;
-}
-
 /* Start (or restart, when r->port is already set) a redis-server. 0 or -1. */
-static inline int redisproc_start(struct redisproc *r)
-{
-    if (access(REDISPROC_BIN, X_OK) != 0) {
-        fprintf(stderr, "redisproc: %s is missing (scripts/deps.sh test installs it)\n",
-                REDISPROC_BIN);
-        return -1;
-    }
-    if (r->port <= 0) {
-        r->port = redisproc_free_port();
-        const char *work = getenv("BH_TEST_WORK");
-        snprintf(r->dir, sizeof(r->dir), "%s/redis-%d-%d", work ? work : "/tmp", (int)getpid(),
-                 r->port);
-        mkdir(r->dir, 0755);
-    }
-    snprintf(r->url, sizeof(r->url), "redis://127.0.0.1:%d", r->port);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        char port[16], log[300];
-        snprintf(port, sizeof(port), "%d", r->port);
-        snprintf(log, sizeof(log), "%s/redis.log", r->dir);
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        execl(REDISPROC_BIN, REDISPROC_BIN, "--port", port, "--bind", "127.0.0.1", "--save", "",
-              "--appendonly", "no", "--dir", r->dir, "--daemonize", "no", (char *)NULL);
-        _exit(127);
-    }
-    r->pid = pid;
-    long long end = redisproc_now_ms() + 15000;
-    while (redisproc_now_ms() < end) {
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            fprintf(stderr, "redisproc: redis-server exited at start; see %s/redis.log\n", r->dir);
-            r->pid = 0;
-            return -1;
-        }
-        if (redisproc_ping(r->port))
-            return 0;
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    fprintf(stderr, "redisproc: redis-server did not answer PING in 15 s\n");
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    r->pid = 0;
-    return -1;
-}
-
-/* Stop it (SIGTERM; SIGKILL after 10 s) and reap it. */
-static inline void redisproc_stop(struct redisproc *r)
-{
-    if (r->pid <= 0)
-        return;
-    kill(r->pid, SIGCONT); /* in case a test left it stopped */
-    kill(r->pid, SIGTERM);
-    long long end = redisproc_now_ms() + 10000;
-    for (;;) {
-        if (waitpid(r->pid, NULL, WNOHANG) == r->pid)
-            break;
-        if (redisproc_now_ms() >= end) {
-            kill(r->pid, SIGKILL);
-            waitpid(r->pid, NULL, 0);
-            break;
-        }
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    r->pid = 0;
-}
+int redisproc_start(struct redisproc *r);
+/* Stop it (SIGTERM; SIGKILL after 10 s) and reap it; SIGCONT first, in case a test left it
+ * stopped. */
+void redisproc_stop(struct redisproc *r);
+/* One command on a fresh connection to 127.0.0.1:port; the integer reply (0 for a status
+ * reply), or -1. */
+long long redisproc_int(int port, const char *cmd);
+/* Milliseconds on the monotonic clock. */
+long long redisproc_now_ms(void);
 
 #endif

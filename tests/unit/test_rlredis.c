@@ -10,8 +10,10 @@
 #include "../redisproc.h"
 
 #include <errno.h>
+#include <hiredis/hiredis.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
