@@ -44,6 +44,7 @@ struct workpool {
     /* _shared: the mutex guards everything in this block. */
     pthread_mutex_t mutex;
     struct workpool_thread *parked; /* idle workers, most recently idle on top */
+    size_t nparked;                 /* how many are on that stack */
     pthread_cond_t idle;            /* signalled when in-flight work finishes (for stop) */
     struct fairq q;
     size_t target;  /* threads that should run */
@@ -68,6 +69,7 @@ static struct workpool_thread *workpool_unpark_one(struct workpool *wp)
     if (th) {
         wp->parked = th->next_parked;
         th->parked = false;
+        wp->nparked--;
     }
     return th;
 }
@@ -93,6 +95,7 @@ static void *workpool_main(void *arg)
             self->parked = true;
             self->next_parked = wp->parked;
             wp->parked = self;
+            wp->nparked++;
             while (self->parked)
                 pthread_cond_wait(&self->cond, &wp->mutex);
             continue;
@@ -113,8 +116,15 @@ static void *workpool_main(void *arg)
     }
     self->exited = true;
     wp->running--;
+    /* A retiring thread that has just finished an item would have looked for the next one
+     * itself (see fairq_done above); it leaves instead, so it hands that look to a parked
+     * worker. Without this, items held back by a tenant's share could wait with every
+     * remaining worker parked. */
+    struct workpool_thread *th = wp->q.queued && !wp->stopping ? workpool_unpark_one(wp) : NULL;
     pthread_cond_broadcast(&wp->idle);
     pthread_mutex_unlock(&wp->mutex);
+    if (th)
+        pthread_cond_signal(&th->cond);
     return NULL;
 }
 
@@ -275,6 +285,7 @@ void workpool_stats(struct workpool *wp, struct workpool_stats *out)
     out->queued = wp->q.queued;
     out->queue_max = wp->q.queue_max;
     out->tenants = wp->q.ntenants;
+    out->idle = wp->nparked;
     pthread_mutex_unlock(&wp->mutex);
     out->submitted = atomic_load_explicit(&wp->submitted, memory_order_relaxed);
     out->completed = atomic_load_explicit(&wp->completed, memory_order_relaxed);

@@ -204,6 +204,20 @@ static void wait_pool_completed(struct workpool *wp, uint64_t n)
     assert_int_equal(st.completed, n);
 }
 
+/* Wait until exactly n workers are parked. */
+static void wait_pool_idle(struct workpool *wp, size_t n)
+{
+    int64_t end = mclock_now_us() + WAIT_S * 1000000ll;
+    struct workpool_stats st;
+    for (;;) {
+        workpool_stats(wp, &st);
+        if (st.idle == n || mclock_now_us() > end)
+            break;
+        sched_yield();
+    }
+    assert_int_equal(st.idle, n);
+}
+
 static void *stopper_main(void *arg)
 {
     struct ctx *c = arg;
@@ -601,6 +615,47 @@ static void top_tenants_lists_busiest_first(void **state)
     stop_and_destroy(&c, wp);
 }
 
+/*
+ * A worker retired by a shrink, finishing the item that held back a queued one (its tenant was
+ * at its share), hands the look for that item to a parked worker. It used to leave it queued
+ * with every remaining worker parked, until the next submit.
+ */
+static void a_retiring_worker_hands_on_the_item_its_own_held_back(void **state)
+{
+    (void)state;
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 2, 16, 8, 1);
+    struct job j[2], next = {0};
+    memset(j, 0, sizeof(j));
+    assert_int_equal(submit(wp, &j[0], 0, true), 0);
+    assert_int_equal(submit(wp, &j[1], 1, true), 0);
+    WAIT_UNTIL(&c, c.running == 2);
+    /* Which item runs on worker 1, the one a shrink to one thread retires? */
+    char name[16] = "";
+    pthread_getname_np(CTX_READ(&c, j[0].ran_on), name, sizeof(name));
+    size_t n = strlen(name);
+    int on1 = n >= 2 && !strcmp(name + n - 2, "-1") ? 0 : 1, other = 1 - on1;
+    /* Worker 0 finishes and parks; the other tenant stays active (it lingers), so the tenant
+     * on worker 1 is at its share of one and its next item must wait. */
+    release(&c, &j[other]);
+    wait_pool_completed(wp, 1);
+    wait_pool_idle(wp, 1);
+    assert_int_equal(submit(wp, &next, j[on1].tix, false), 0);
+    /* The submit woke worker 0, which found nothing it may run and parked again. */
+    wait_pool_idle(wp, 1);
+    struct workpool_stats st;
+    workpool_stats(wp, &st);
+    assert_int_equal(st.queued, 1);
+    struct workpool_limits lim = {1, 16, 8, 1};
+    assert_int_equal(workpool_set_limits(wp, &lim), 0);
+    wait_pool_idle(wp, 1); /* the shrink woke everyone; worker 0 parked again */
+    /* Worker 1 finishes and retires: the queued item must still run. */
+    release(&c, &j[on1]);
+    WAIT_UNTIL(&c, next.runs == 1);
+    stop_and_destroy(&c, wp);
+}
+
 /* ---- everything at once ------------------------------------------------------------------ */
 
 struct submitter {
@@ -706,6 +761,7 @@ int main(void)
         cmocka_unit_test(regrow_while_retiring_thread_is_busy),
         cmocka_unit_test(bad_thread_counts_are_refused),
         cmocka_unit_test(top_tenants_lists_busiest_first),
+        cmocka_unit_test(a_retiring_worker_hands_on_the_item_its_own_held_back),
         cmocka_unit_test(every_item_is_accounted_for_under_resizes_and_expiry),
     };
     return cmocka_run_group_tests_name("workpool", tests, NULL, NULL);
