@@ -5,10 +5,12 @@
  * tier (and the failures outside the fault windows, which should be none), acknowledged writes
  * against the database, and the server's RSS, descriptors and threads before and after.
  *
- * Phases: warm-up under load with one fault of each kind; load paused, snapshot A (RSS, open
- * descriptors, threads, pooled database connections) of the idle server; the soak with faults; load
- * stopped, snapshot B. Comparing two idle snapshots keeps client connections out of the numbers;
- * database connections still open in the pools are subtracted from the descriptor counts.
+ * Phases: warm-up under load with one fault of each kind; load paused, every worker put to work
+ * at once (so every pool opens all its connections), snapshot A (RSS, open descriptors, threads,
+ * pooled database connections) of the idle server; the soak with faults; load stopped, every
+ * worker put to work again, snapshot B. Comparing two idle snapshots taken in the same state
+ * keeps client connections and the pools' fill level out of the numbers; database connections
+ * still open in the pools are subtracted from the descriptor counts.
  *
  * Environment (set by scripts/soak.sh): SOAK_SECONDS, SOAK_PG_DIR and SOAK_PG_PORT (a cluster
  * started with scripts/pg.sh), BH_ROOT, BH_TEST_WORK, BULKHEAD_BIN. Exit status 0 when every
@@ -117,10 +119,27 @@ static int64_t soak_others(const struct snapshot *x)
     return x->fds - x->db_conns;
 }
 
+/* Copy /proc/<pid>/smaps to BH_TEST_WORK/<name>: where the RSS is, mapping by mapping. */
+static void soak_save_smaps(pid_t pid, const char *name)
+{
+    char src[64], dst[400], buf[65536];
+    snprintf(src, sizeof(src), "/proc/%d/smaps", (int)pid);
+    snprintf(dst, sizeof(dst), "%s/%s", getenv("BH_TEST_WORK"), name);
+    FILE *in = fopen(src, "r"), *out = fopen(dst, "w");
+    size_t n;
+    while (in && out && (n = fread(buf, 1, sizeof(buf), in)) > 0)
+        fwrite(buf, 1, n, out);
+    if (in)
+        fclose(in);
+    if (out)
+        fclose(out);
+}
+
 /* Wait until the client connections are gone (the count of other descriptors holds still);
  * with a baseline, also until that count is back to the baseline's, for at most
  * HTTP_IDLE_TIMEOUT_S (30 s) and a margin: a connection a client abandoned is closed by then.
- * *waited_ms tells how long that took. The list of descriptors goes to BH_TEST_WORK/<name>. */
+ * *waited_ms tells how long that took. The list of descriptors goes to BH_TEST_WORK/fds-<name>,
+ * the memory maps to BH_TEST_WORK/smaps-<name>. */
 static struct snapshot soak_snapshot(struct soak *s, const char *name,
                                      const struct snapshot *baseline, int64_t *waited_ms)
 {
@@ -133,12 +152,14 @@ static struct snapshot soak_snapshot(struct soak *s, const char *name,
     if (waited_ms)
         *waited_ms = h_now_ms() - t0;
     char path[400];
-    snprintf(path, sizeof(path), "%s/%s", getenv("BH_TEST_WORK"), name);
+    snprintf(path, sizeof(path), "%s/fds-%s", getenv("BH_TEST_WORK"), name);
     FILE *f = fopen(path, "w");
     if (f) {
         fk_fd_dump(s->srv.pid, f);
         fclose(f);
     }
+    snprintf(path, sizeof(path), "smaps-%s", name);
+    soak_save_smaps(s->srv.pid, path);
     return r;
 }
 
@@ -161,6 +182,9 @@ static struct snapshot soak_settle(struct soak *s)
 
 static void soak_kill_connections(struct soak *s)
 {
+    /* The window opens before the kill: requests fail as soon as the backends get the signal,
+     * before the query that sent it has returned here. */
+    atomic_store(&s->quiet_after, INT64_MAX);
     int64_t k = fk_kill_tier_backends(s->pg.url);
     if (k > 0)
         s->killed += k;
@@ -256,6 +280,58 @@ static void soak_pg_crash(struct soak *s)
     s->crash_restarts++;
 }
 
+/* Every tier's breaker is CLOSED (the database is back and trial calls succeeded). */
+static bool soak_breakers_closed(void *arg)
+{
+    const struct soak *s = arg;
+    char b[32];
+    for (int t = 0; t < NTIERS; t++)
+        if (strcmp(fk_breaker_state(s->srv.base, tiers[t], b, sizeof(b)), "CLOSED"))
+            return false;
+    return true;
+}
+
+/*
+ * Every worker thread of every tier busy at once for about ms: one client per worker, each its
+ * own tenant (so no tenant share caps it), sending slow reads. Idle workers park LIFO, so the
+ * paced load keeps running on the same few threads; a worker first used during a fault would
+ * then add its stack pages and malloc caches to the RSS in the middle of the soak, and look
+ * like a leak (after the merge of LIFO parking, a 10-minute soak grew 16% so while heaptrack
+ * showed the live heap flat). Run after each warm-up fault and before both snapshots, once the
+ * breakers have closed again.
+ */
+static void soak_saturate(struct soak *s, int ms)
+{
+    static struct fk_client c[256];
+    static int round;
+    atomic_bool stop = false;
+    int n = 0;
+    if (!h_wait_until(soak_breakers_closed, s, 60000))
+        fprintf(stderr, "soak: breakers still not CLOSED after 60 s\n");
+    round++;
+    for (int t = 0; t < NTIERS; t++) {
+        int64_t workers = fk_metric(s->srv.base, tiers[t], "threadPool", "poolSize");
+        for (int64_t k = 0; k < workers && n < (int)(sizeof(c) / sizeof(c[0])); k++, n++) {
+            memset(&c[n], 0, sizeof(c[n]));
+            c[n].base = s->srv.base;
+            c[n].tier = tiers[t];
+            snprintf(c[n].tenant, sizeof(c[n].tenant), "saturate%d-%d", round, n);
+            c[n].path = "/api/data?delay_ms=100&limit=5";
+            c[n].stop = &stop;
+            if (fk_client_start(&c[n])) {
+                fprintf(stderr, "soak: cannot start a client thread\n");
+                exit(1);
+            }
+        }
+    }
+    fk_nap_ms(ms);
+    atomic_store(&stop, true);
+    for (int i = 0; i < n; i++) {
+        fk_client_join(&c[i]);
+        fk_client_free(&c[i]);
+    }
+}
+
 static long soak_tier_sum(struct soak *s, int t, enum fk_code code)
 {
     return fk_sum(s->c, s->n, tiers[t], code);
@@ -291,22 +367,27 @@ int main(void)
      * snapshot A, then the idle snapshot A. The heap in use grows by a shrinking amount with
      * each PostgreSQL restart and then levels off (glibc malloc_stats under this load: 3.0,
      * 3.9, 4.2, 4.35, 4.35 MB after 0, 3, 6, 9, 12 restarts), likely per-thread state of the
-     * worker threads that reconnect; so the warm-up restarts PostgreSQL three times. */
+     * worker threads that reconnect; so the warm-up restarts PostgreSQL three times, and after
+     * each fault puts every worker to work at once (soak_saturate). */
     soak_load_start(&s, 0);
     int64_t w0 = h_now_ms();
     fk_nap_ms(5000);
+    atomic_store(&s.quiet_after, INT64_MAX); /* the warm-up's errors are not counted anyway */
+    soak_saturate(&s, 3000);
     soak_bad_input(&s);
     soak_kill_connections(&s);
-    fk_nap_ms(5000);
+    soak_saturate(&s, 3000);
     soak_pg_restart(&s);
-    fk_nap_ms(5000);
+    soak_saturate(&s, 3000);
     soak_pg_crash(&s);
-    fk_nap_ms(5000);
+    soak_saturate(&s, 3000);
     soak_pg_restart(&s);
+    soak_saturate(&s, 3000);
     int64_t left = w0 + warmup * 1000 - h_now_ms();
     fk_nap_ms(left > 5000 ? (int)left : 5000);
     soak_load_stop(&s);
-    struct snapshot a = soak_snapshot(&s, "fds-start.txt", NULL, NULL);
+    soak_saturate(&s, 3000);
+    struct snapshot a = soak_snapshot(&s, "start.txt", NULL, NULL);
     s.kill_rounds = s.bursts = s.restarts = s.crash_restarts = 0;
     s.killed = 0;
     s.bad_sent = s.bad_4xx = s.bad_other = 0;
@@ -354,9 +435,10 @@ int main(void)
     }
     bool alive = fk_alive(s.srv.pid);
     soak_load_stop(&s);
+    if (alive)
+        soak_saturate(&s, 3000);
     int64_t fd_wait = 0;
-    struct snapshot b =
-        alive ? soak_snapshot(&s, "fds-end.txt", &a, &fd_wait) : (struct snapshot){0};
+    struct snapshot b = alive ? soak_snapshot(&s, "end.txt", &a, &fd_wait) : (struct snapshot){0};
 
     /* Report. */
     printf("\nfaults: %d connection-kill rounds (%lld backends terminated), %d bad-input bursts "
@@ -400,6 +482,8 @@ int main(void)
 
     if (alive && b.fds - b.db_conns > a.fds - a.db_conns)
         printf("  (descriptor lists: %s/fds-start.txt and fds-end.txt)\n", getenv("BH_TEST_WORK"));
+    if (alive && b.rss_kb > a.rss_kb)
+        printf("  (memory maps: %s/smaps-start.txt and smaps-end.txt)\n", getenv("BH_TEST_WORK"));
     int rc = alive ? h_server_stop(&s.srv, SIGTERM, 30000) : -1;
     printf("server exit status after SIGTERM: %d\n", rc);
 
