@@ -329,7 +329,7 @@ int h_server_stop(struct h_server *s, int sig, int timeout_ms)
     return 128 + WTERMSIG(status);
 }
 
-static char *h_read_file(const char *path)
+char *h_read_file(const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f)

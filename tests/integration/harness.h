@@ -73,6 +73,8 @@ int h_tiers_env(const char *name, const char *json, char *env, size_t envlen);
 const char *h_url(const struct h_server *s, const char *path);
 /* Send sig and wait up to timeout_ms for exit. Returns the exit status, 128+signal, or -1. */
 int h_server_stop(struct h_server *s, int sig, int timeout_ms);
+/* The whole file, NUL-terminated (caller frees), or NULL. */
+char *h_read_file(const char *path);
 /* Whether the server's log contains needle (now). */
 bool h_server_log_has(const struct h_server *s, const char *needle);
 /* Count lines of the log containing needle. */

@@ -67,17 +67,7 @@ static char *read_file(const char *rel)
 {
     char path[600];
     snprintf(path, sizeof(path), "%s/%s", root(), rel);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    buf[got] = '\0';
-    fclose(f);
-    return buf;
+    return h_read_file(path);
 }
 
 #define VARS_MAX 64

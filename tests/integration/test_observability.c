@@ -438,27 +438,12 @@ static int scrape(const struct h_server *s, struct prom_doc *d)
 
 /* ---- server logs ---------------------------------------------------------------------- */
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    buf[got] = '\0';
-    fclose(f);
-    return buf;
-}
-
 /* Every line of the log parsed as JSON (an array); lines that do not parse are counted. */
 static json_t *log_lines(const struct h_server *s, int *not_json)
 {
     json_t *out = json_array();
     *not_json = 0;
-    char *text = read_file(s->log);
+    char *text = h_read_file(s->log);
     if (!text)
         return out;
     for (char *line = text; *line;) {
@@ -1071,7 +1056,7 @@ static void text_format_writes_text_lines(void **state)
     assert_int_equal(request_as(&s, "/api/data", "pro", "texter", "txt-1", got, sizeof(got)), 200);
     assert_true(wait_log(&s, "request_id=txt-1"));
     assert_int_equal(h_server_log_count(&s, "request_id=txt-1"), 1);
-    char *text = read_file(s.log);
+    char *text = h_read_file(s.log);
     assert_non_null(text);
     const char *line = strstr(text, "request_id=txt-1");
     while (line > text && line[-1] != '\n')
@@ -1206,7 +1191,7 @@ static void lifecycle_events_are_logged_once_with_their_cause(void **state)
     }
     json_decref(all);
     /* The order of a life: ready before breaker_open before shutdown. */
-    char *text = read_file(s.log);
+    char *text = h_read_file(s.log);
     const char *ready = strstr(text, "\"event\":\"ready\"");
     const char *open = strstr(text, "\"event\":\"breaker_open\"");
     const char *down = strstr(text, "SIGTERM received");

@@ -42,21 +42,6 @@ static struct {
     char errlog[400];
 } nginx;
 
-static char *read_all(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    buf[got] = '\0';
-    fclose(f);
-    return buf;
-}
-
 /* Replace the one occurrence of from in *text with to; -1 (and a message) if it is missing. */
 static int replace_once(char **text, const char *from, const char *to)
 {
@@ -82,7 +67,7 @@ static int nginx_write_config(const char *path)
     const char *root = getenv("BH_ROOT");
     char src[400];
     snprintf(src, sizeof(src), "%s/deploy/nginx.conf", root ? root : ".");
-    char *conf = read_all(src);
+    char *conf = h_read_file(src);
     if (!conf)
         return -1;
     char a[64], b[64], listen[64], include[400], temps[2000];
@@ -336,7 +321,7 @@ static void a_killed_instance_costs_no_request_in_any_tier(void **state)
     assert_int_equal(h_count(st, 30, 200), 30);
 
     /* nginx did meet the dead instance and moved on (proxy_next_upstream). */
-    char *log = read_all(nginx.errlog);
+    char *log = h_read_file(nginx.errlog);
     assert_non_null(log);
     assert_non_null(strstr(log, needle));
     free(log);
