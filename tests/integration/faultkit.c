@@ -5,6 +5,7 @@
 
 #include <curl/curl.h>
 #include <dirent.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -48,17 +49,7 @@ long fk_threads(pid_t pid)
 
 int fk_fd_count(pid_t pid)
 {
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
+    return fk_fd_count_below(pid, INT_MAX);
 }
 
 int fk_fd_count_below(pid_t pid, int limit)
