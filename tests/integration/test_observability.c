@@ -661,12 +661,32 @@ static void metric_names_follow_prometheus_conventions(void **state)
     prom_free(&d);
 }
 
+struct counts_wait {
+    double want;
+    const char *tier;
+    const char *outcome;
+};
+
+static bool outcome_reached(void *arg)
+{
+    struct counts_wait *w = arg;
+    struct prom_doc d;
+    if (scrape(&srv, &d))
+        return false;
+    double v = prom_value(&d, "bulkhead_requests_total", 2, "tier", w->tier, "outcome", w->outcome);
+    prom_free(&d);
+    return v >= w->want;
+}
+
 static void histograms_are_cumulative_and_end_at_inf(void **state)
 {
     (void)state;
     /* Some traffic so the buckets are not all zero. */
     for (int i = 0; i < 3; i++)
         assert_int_equal(request_as(&srv, "/api/data", "enterprise", "hist", NULL, NULL, 0), 200);
+    /* A request is counted when it completes, just after its response went out. */
+    struct counts_wait w = {3, "enterprise", "ok"};
+    assert_true(h_wait_until(outcome_reached, &w, 10000));
     struct prom_doc d;
     assert_int_equal(scrape(&srv, &d), 0);
     int histograms = 0, series_checked = 0;
@@ -793,23 +813,6 @@ static void every_tier_has_its_series(void **state)
         assert_true(prom_value(&d, "bulkhead_workers", 1, "tier", tier) == (t == 0 ? 4 : 8));
     }
     prom_free(&d);
-}
-
-struct counts_wait {
-    double want;
-    const char *tier;
-    const char *outcome;
-};
-
-static bool outcome_reached(void *arg)
-{
-    struct counts_wait *w = arg;
-    struct prom_doc d;
-    if (scrape(&srv, &d))
-        return false;
-    double v = prom_value(&d, "bulkhead_requests_total", 2, "tier", w->tier, "outcome", w->outcome);
-    prom_free(&d);
-    return v >= w->want;
 }
 
 static double delta(const struct prom_doc *a, const struct prom_doc *b, const char *name,
