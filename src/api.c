@@ -9,6 +9,7 @@
  */
 #include "api.h"
 #include "admin.h"
+#include "apierr.h"
 #include "assets.h"
 #include "auth.h"
 #include "breaker.h"
@@ -75,17 +76,9 @@ static const char health_ok_body[] = "{\"status\":\"healthy\"}";
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
-static void api_bad_request(struct request *r, const char *code, const char *msg)
-{
-    request_reply_error(r, MHD_HTTP_BAD_REQUEST, OUTCOME_CLIENT_ERROR, code, msg, 0);
-}
-
 static void api_method_not_allowed(struct request *r, const char *allow)
 {
-    char msg[96];
-    snprintf(msg, sizeof(msg), "allowed methods: %s", allow);
-    request_reply_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, OUTCOME_CLIENT_ERROR, "method_not_allowed",
-                        msg, 0);
+    apierr_replyf(r, APIERR_METHOD_NOT_ALLOWED, "allowed methods: %s", allow);
     request_add_header(r, MHD_HTTP_HEADER_ALLOW, allow);
 }
 
@@ -140,6 +133,23 @@ static void api_health(struct server *srv, struct request *r)
 
 /* ---- /api/data: HTTP thread ----------------------------------------------------------- */
 
+/* 400 invalid_tier, listing the valid tiers (names are [a-z0-9_-]: no JSON escaping needed). */
+static void api_invalid_tier(struct server *srv, struct request *r, bool given)
+{
+    char names[TIERS_MAX * (TIERS_NAME_MAX + 2)], msg[sizeof(names) + 64];
+    char members[TIERS_MAX * (TIERS_NAME_MAX + 3) + 32] = "\"valid_tiers\":[";
+    tiers_names(&srv->tiers, names, sizeof(names));
+    for (size_t i = 0; i < srv->tiers.count; i++) {
+        size_t n = strlen(members);
+        snprintf(members + n, sizeof(members) - n, "%s\"%s\"", i ? "," : "",
+                 srv->tiers.tiers[i].name);
+    }
+    strcat(members, "]");
+    snprintf(msg, sizeof(msg), "%s; valid tiers: %s",
+             given ? "unknown X-Tenant-Tier" : "missing X-Tenant-Tier header", names);
+    apierr_reply_members(r, APIERR_INVALID_TIER, msg, members);
+}
+
 /* Pick the tier and the tenant. Returns false after replying with an error. */
 static bool api_identify(struct server *srv, struct request *r)
 {
@@ -149,20 +159,16 @@ static bool api_identify(struct server *srv, struct request *r)
         int rc = auth_identify(srv->auth, request_header(r, MHD_HTTP_HEADER_AUTHORIZATION),
                                request_header(r, "X-API-Key"), &id);
         if (rc == -EAGAIN) {
-            request_reply_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, OUTCOME_UNAVAILABLE,
-                                "auth_unavailable", "API keys cannot be checked right now", 1);
+            apierr_reply(r, APIERR_AUTH_UNAVAILABLE);
             return false;
         }
         if (rc) {
-            request_reply_error(r, MHD_HTTP_UNAUTHORIZED, OUTCOME_CLIENT_ERROR, "unauthorized",
-                                "a valid API key is required (Authorization: Bearer <key>)", 0);
-            request_add_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+            apierr_reply(r, APIERR_UNAUTHORIZED);
             return false;
         }
         r->tier = server_tier(srv, id.tier);
         if (!r->tier) {
-            request_reply_error(r, MHD_HTTP_FORBIDDEN, OUTCOME_CLIENT_ERROR, "tier_unavailable",
-                                "the key's tier is not configured on this server", 0);
+            apierr_reply(r, APIERR_TIER_UNAVAILABLE);
             return false;
         }
         snprintf(r->tenant, sizeof(r->tenant), "id:%s", id.tenant);
@@ -173,26 +179,13 @@ static bool api_identify(struct server *srv, struct request *r)
     const char *tier = request_header(r, "X-Tenant-Tier");
     r->tier = tier ? server_tier(srv, tier) : NULL;
     if (!r->tier) {
-        char names[TIERS_MAX * (TIERS_NAME_MAX + 2)];
-        tiers_names(&srv->tiers, names, sizeof(names));
-        json_t *valid = json_array();
-        for (size_t i = 0; i < srv->tiers.count; i++)
-            json_array_append_new(valid, json_string(srv->tiers.tiers[i].name));
-        json_t *o = json_pack("{s:s, s:s+, s:o, s:s}", "error", "invalid_tier", "message",
-                              tier ? "unknown X-Tenant-Tier; valid tiers: "
-                                   : "missing X-Tenant-Tier header; valid tiers: ",
-                              names, "valid_tiers", valid, "request_id", r->request_id);
-        char *text = json_dumps(o, JSON_COMPACT);
-        json_decref(o);
-        request_reply_owned(r, MHD_HTTP_BAD_REQUEST, OUTCOME_CLIENT_ERROR, text, strlen(text), free,
-                            text);
+        api_invalid_tier(srv, r, tier != NULL);
         return false;
     }
     const char *tenant = request_header(r, "X-Tenant-ID");
     if (tenant) {
         if (!params_tenant_valid(tenant)) {
-            api_bad_request(r, "invalid_tenant",
-                            "X-Tenant-ID must be 1 to 64 characters of A-Z a-z 0-9 . _ -");
+            apierr_reply(r, APIERR_INVALID_TENANT);
             return false;
         }
         snprintf(r->tenant, sizeof(r->tenant), "id:%s", tenant);
@@ -218,19 +211,21 @@ static bool api_parse_read_args(struct request *r)
     a->limit = API_LIMIT_DEFAULT;
     const char *v;
     if (!api_arg(r, "force_error", &v) || (v && params_bool(v, &a->force_error))) {
-        api_bad_request(r, "invalid_argument", "force_error must be true or false");
+        apierr_replyf(r, APIERR_INVALID_ARGUMENT, "force_error must be true or false");
         return false;
     }
     if (!api_arg(r, "delay_ms", &v) || (v && params_int(v, 0, API_DELAY_MAX_MS, &a->delay_ms))) {
-        api_bad_request(r, "invalid_argument", "delay_ms must be an integer from 0 to 30000");
+        apierr_replyf(r, APIERR_INVALID_ARGUMENT, "delay_ms must be an integer from 0 to %d",
+                      API_DELAY_MAX_MS);
         return false;
     }
     if (!api_arg(r, "limit", &v) || (v && params_int(v, 1, API_LIMIT_MAX, &a->limit))) {
-        api_bad_request(r, "invalid_argument", "limit must be an integer from 1 to 1000");
+        apierr_replyf(r, APIERR_INVALID_ARGUMENT, "limit must be an integer from 1 to %d",
+                      API_LIMIT_MAX);
         return false;
     }
     if (!api_arg(r, "cursor", &v) || (v && params_int(v, 0, INT64_MAX / 2, &a->cursor))) {
-        api_bad_request(r, "invalid_argument", "cursor must be a row id from a previous page");
+        apierr_replyf(r, APIERR_INVALID_ARGUMENT, "cursor must be a row id from a previous page");
         return false;
     }
     return true;
@@ -240,13 +235,12 @@ static bool api_parse_write_body(struct request *r)
 {
     if (!params_media_type_is(request_header(r, MHD_HTTP_HEADER_CONTENT_TYPE),
                               "application/json")) {
-        request_reply_error(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, OUTCOME_CLIENT_ERROR,
-                            "unsupported_media_type", "the body must be application/json", 0);
+        apierr_reply(r, APIERR_UNSUPPORTED_MEDIA_TYPE);
         return false;
     }
     char why[200];
     if (params_payload(r->body, r->body_len, &r->args.payload, why, sizeof(why))) {
-        api_bad_request(r, "invalid_body", why);
+        apierr_replyf(r, APIERR_INVALID_BODY, "%s", why);
         return false;
     }
     return true;
@@ -267,11 +261,10 @@ static bool api_rate_limit(struct server *srv, struct request *r, const struct t
     r->rl_applied = true;
     if (r->rl.allowed)
         return true;
-    char msg[128];
-    snprintf(msg, sizeof(msg), "tier %s allows %" PRId64 " requests per %" PRId64 " s per tenant",
-             c->name, c->rate_limit, c->rate_window_s);
-    request_reply_error(r, MHD_HTTP_TOO_MANY_REQUESTS, OUTCOME_RATE_LIMITED, "rate_limited", msg,
-                        request_retry_seconds(r->rl.retry_after_us));
+    r->retry_after_us = r->rl.retry_after_us;
+    apierr_replyf(r, APIERR_RATE_LIMITED,
+                  "tier %s allows %" PRId64 " requests per %" PRId64 " s per tenant", c->name,
+                  c->rate_limit, c->rate_window_s);
     return false;
 }
 
@@ -291,13 +284,10 @@ static void api_data(struct server *srv, struct request *r)
     if (!api_rate_limit(srv, r, c))
         return;
 
-    int64_t retry_us = 0;
-    r->permit = breaker_acquire(t->breaker, mclock_now_us(), &retry_us);
+    r->permit = breaker_acquire(t->breaker, mclock_now_us(), &r->retry_after_us);
     if (r->permit == BREAKER_DENY) {
-        char msg[96];
-        snprintf(msg, sizeof(msg), "tier %s is failing; its circuit breaker is open", c->name);
-        request_reply_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, OUTCOME_CIRCUIT_OPEN, "circuit_open",
-                            msg, request_retry_seconds(retry_us));
+        apierr_replyf(r, APIERR_CIRCUIT_OPEN, "tier %s is failing; its circuit breaker is open",
+                      c->name);
         return;
     }
 
@@ -307,18 +297,13 @@ static void api_data(struct server *srv, struct request *r)
     if (rc == 0)
         return;
     breaker_release(t->breaker, r->permit);
-    if (rc == -ESHUTDOWN) {
-        request_reply_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, OUTCOME_UNAVAILABLE, "shutting_down",
-                            "the server is shutting down", 1);
-    } else {
-        char msg[128];
-        snprintf(msg, sizeof(msg),
-                 rc == -EDQUOT ? "this tenant's share of tier %s's queue is full"
-                               : "tier %s's worker queue is full",
-                 c->name);
-        request_reply_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, OUTCOME_BULKHEAD_FULL, "bulkhead_full",
-                            msg, 1);
-    }
+    if (rc == -ESHUTDOWN)
+        apierr_reply(r, APIERR_SHUTTING_DOWN);
+    else if (rc == -EDQUOT)
+        apierr_replyf(r, APIERR_BULKHEAD_FULL, "this tenant's share of tier %s's queue is full",
+                      c->name);
+    else
+        apierr_replyf(r, APIERR_BULKHEAD_FULL, "tier %s's worker queue is full", c->name);
     request_resume(r);
 }
 
@@ -370,8 +355,7 @@ static void api_reply_rows(struct request *r, PGresult *res)
 {
     if (PQntuples(res) < 1) {
         PQclear(res);
-        request_reply_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, OUTCOME_ERROR, "database_error",
-                            "the statement returned no row", 0);
+        apierr_replyf(r, APIERR_DATABASE_ERROR, "the statement returned no row");
         return;
     }
     const char *json = PQgetvalue(res, 0, 0);
@@ -388,14 +372,99 @@ static void api_reply_rows(struct request *r, PGresult *res)
         request_add_header(r, "X-Next-Cursor", next);
 }
 
+/* What becomes of a worker's connection once its attempt is over. */
+enum api_conn {
+    API_CONN_NONE,   /* it never got one */
+    API_CONN_KEEP,   /* back to the pool, reusable */
+    API_CONN_CLOSE,  /* back to the pool, closed: it broke */
+    API_CONN_CANCEL, /* its statement is still running: cancel it, then back (or closed) */
+};
+
+#define API_NO_VERDICT (-1) /* the breaker hears nothing: its permit is released */
+
+/* How a worker's attempt ended: what the breaker hears and which table row answers. */
+struct api_end {
+    enum apierr err;       /* APIERR_COUNT: the statement's row is the reply */
+    int verdict;           /* enum breaker_outcome, or API_NO_VERDICT */
+    enum api_conn conn;    /* what happens to the connection */
+    const char *log_event; /* logged with the error text, or NULL */
+};
+
+/* The result of dbpool_acquire/api_exec, mapped to a verdict and a row. */
+static struct api_end api_classify(int rc, bool have_conn)
+{
+    switch (rc) {
+    case 0:
+        return (struct api_end){APIERR_COUNT, BREAKER_SUCCESS, API_CONN_KEEP, NULL};
+    case -ETIMEDOUT:
+        if (!have_conn) /* no connection in time: the tier is saturated, not failing */
+            return (struct api_end){APIERR_POOL_TIMEOUT, API_NO_VERDICT, API_CONN_NONE, NULL};
+        return (struct api_end){APIERR_TIMEOUT, BREAKER_TIMEOUT, API_CONN_CANCEL, NULL};
+    case -EIO: /* the statement failed in PostgreSQL; the connection is fine */
+        return (struct api_end){APIERR_DATABASE_ERROR, BREAKER_FAILURE, API_CONN_KEEP, "db_error"};
+    case -ESHUTDOWN:
+        return (struct api_end){APIERR_SHUTTING_DOWN, API_NO_VERDICT,
+                                have_conn ? API_CONN_KEEP : API_CONN_NONE, NULL};
+    default: /* could not connect, or the connection broke */
+        return (struct api_end){APIERR_DATABASE_UNAVAILABLE, BREAKER_FAILURE,
+                                have_conn ? API_CONN_CLOSE : API_CONN_NONE, "db_unavailable"};
+    }
+}
+
+/* The reply for an attempt that failed with row e (err: the database's words). */
+static void api_reply_failure(struct request *r, const struct tier_cfg *c, enum apierr e,
+                              const char *err)
+{
+    if (e == APIERR_TIMEOUT)
+        apierr_replyf(r, e, "the query passed tier %s's %" PRId64 " ms timeout", c->name,
+                      c->breaker_timeout_ms);
+    else if (e == APIERR_DATABASE_ERROR)
+        apierr_replyf(r, e, "%s", err);
+    else
+        apierr_reply(r, e);
+}
+
+/*
+ * The one way out of a worker, in this order:
+ *   1. the connection goes back to the pool: the client's next request may need it, and a
+ *      client that was answered must find it there (tests count idle connections);
+ *   2. the breaker hears the verdict (or the permit is released): a client that saw a failure
+ *      and asks again must meet the breaker that counted it;
+ *   3. the reply is set and the request resumed, last: after request_resume the HTTP thread
+ *      owns r and may already have freed it.
+ * A timed-out statement is the exception to 1: the client is answered at its deadline, and
+ * the statement is cancelled after the resume, because a cancel may take up to
+ * API_CANCEL_GRACE_US and the client must not wait for it.
+ */
+static void api_leave(struct request *r, struct dbconn *conn, PGresult *res, struct api_end end,
+                      const char *err)
+{
+    struct tier_rt *t = r->tier;
+    const struct tier_cfg *c = tier_cfg(t);
+    enum breaker_permit permit = r->permit;
+    if (end.conn == API_CONN_KEEP || end.conn == API_CONN_CLOSE)
+        dbpool_release(t->db, conn, end.conn == API_CONN_CLOSE);
+    if (end.verdict == API_NO_VERDICT)
+        breaker_release(t->breaker, permit);
+    else
+        breaker_record(t->breaker, permit, (enum breaker_outcome)end.verdict, mclock_now_us());
+    if (end.log_event)
+        log_warn(end.log_event, "tier %s: %s", c->name, err);
+    if (end.err == APIERR_COUNT)
+        api_reply_rows(r, res);
+    else
+        api_reply_failure(r, c, end.err, err);
+    request_resume(r);
+    if (end.conn == API_CONN_CANCEL)
+        dbpool_release(t->db, conn, dbconn_cancel(conn, mclock_now_us() + API_CANCEL_GRACE_US));
+}
+
 static void api_run(struct fairq_item *item, void *ctx)
 {
     (void)ctx;
     struct request *r = (struct request *)(void *)((char *)item - offsetof(struct request, item));
     struct tier_rt *t = r->tier;
     const struct tier_cfg *c = tier_cfg(t);
-    const void *owner = item->tenant;
-    enum breaker_permit permit = r->permit;
     int64_t start = mclock_now_us();
     r->queue_us = start - item->enqueued_us;
     int64_t deadline = start + c->breaker_timeout_ms * 1000;
@@ -409,7 +478,7 @@ static void api_run(struct fairq_item *item, void *ctx)
     PGresult *res = NULL;
     int rc;
     for (;;) {
-        rc = dbpool_acquire(t->db, owner, acquire_deadline, &conn, err, sizeof(err));
+        rc = dbpool_acquire(t->db, item->tenant, acquire_deadline, &conn, err, sizeof(err));
         if (rc)
             break;
         int64_t q0 = mclock_now_us();
@@ -425,58 +494,7 @@ static void api_run(struct fairq_item *item, void *ctx)
         }
         break;
     }
-
-    switch (rc) {
-    case 0:
-        dbpool_release(t->db, conn, false);
-        breaker_record(t->breaker, permit, BREAKER_SUCCESS, mclock_now_us());
-        api_reply_rows(r, res);
-        request_resume(r);
-        return;
-    case -ETIMEDOUT:
-        if (!conn) {
-            /* No connection in time: the tier is saturated, not failing. */
-            breaker_release(t->breaker, permit);
-            request_reply_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, OUTCOME_POOL_TIMEOUT,
-                                "pool_timeout", "no database connection free in time", 1);
-            request_resume(r);
-            return;
-        }
-        breaker_record(t->breaker, permit, BREAKER_TIMEOUT, mclock_now_us());
-        {
-            char msg[96];
-            snprintf(msg, sizeof(msg), "the query passed tier %s's %" PRId64 " ms timeout", c->name,
-                     c->breaker_timeout_ms);
-            request_reply_error(r, MHD_HTTP_GATEWAY_TIMEOUT, OUTCOME_TIMEOUT, "timeout", msg, 0);
-        }
-        /* Answer at the deadline, then cancel the statement so the connection comes back. */
-        request_resume(r);
-        dbpool_release(t->db, conn, dbconn_cancel(conn, mclock_now_us() + API_CANCEL_GRACE_US));
-        return;
-    case -EIO:
-        dbpool_release(t->db, conn, false);
-        breaker_record(t->breaker, permit, BREAKER_FAILURE, mclock_now_us());
-        log_warn("db_error", "tier %s: %s", c->name, err);
-        request_reply_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, OUTCOME_ERROR, "database_error", err,
-                            0);
-        request_resume(r);
-        return;
-    case -ESHUTDOWN:
-        breaker_release(t->breaker, permit);
-        request_reply_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, OUTCOME_UNAVAILABLE, "shutting_down",
-                            "the server is shutting down", 1);
-        request_resume(r);
-        return;
-    default:
-        if (conn)
-            dbpool_release(t->db, conn, true);
-        breaker_record(t->breaker, permit, BREAKER_FAILURE, mclock_now_us());
-        log_warn("db_unavailable", "tier %s: %s", c->name, err);
-        request_reply_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, OUTCOME_ERROR, "database_unavailable",
-                            "the database cannot be reached", 1);
-        request_resume(r);
-        return;
-    }
+    api_leave(r, conn, res, api_classify(rc, conn != NULL), err);
 }
 
 /* Janitor (expired) or shutdown: the request never ran. */
@@ -486,16 +504,11 @@ static void api_drop(struct fairq_item *item, enum workpool_drop_reason why, voi
     struct request *r = (struct request *)(void *)((char *)item - offsetof(struct request, item));
     breaker_release(r->tier->breaker, r->permit);
     r->queue_us = mclock_now_us() - item->enqueued_us;
-    if (why == WORKPOOL_EXPIRED) {
-        char msg[96];
-        snprintf(msg, sizeof(msg), "waited %" PRId64 " ms for a worker of tier %s",
-                 r->queue_us / 1000, tier_cfg(r->tier)->name);
-        request_reply_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, OUTCOME_QUEUE_TIMEOUT, "queue_timeout",
-                            msg, 1);
-    } else {
-        request_reply_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, OUTCOME_UNAVAILABLE, "shutting_down",
-                            "the server is shutting down", 1);
-    }
+    if (why == WORKPOOL_EXPIRED)
+        apierr_replyf(r, APIERR_QUEUE_TIMEOUT, "waited %" PRId64 " ms for a worker of tier %s",
+                      r->queue_us / 1000, tier_cfg(r->tier)->name);
+    else
+        apierr_reply(r, APIERR_SHUTTING_DOWN);
     request_resume(r);
 }
 
@@ -533,7 +546,7 @@ static void api_dashboard_data(struct server *srv, struct request *r)
     int64_t since = 0;
     const char *v;
     if (!api_arg(r, "since", &v) || (v && params_int(v, 0, INT64_MAX / 2, &since))) {
-        api_bad_request(r, "invalid_argument", "since must be a sample number");
+        apierr_replyf(r, APIERR_INVALID_ARGUMENT, "since must be a sample number");
         return;
     }
     char *text = history_json(srv->history, since);
@@ -572,8 +585,7 @@ void api_dispatch(struct server *srv, struct request *r)
         }
     }
     if (!route) {
-        request_reply_error(r, MHD_HTTP_NOT_FOUND, OUTCOME_CLIENT_ERROR, "not_found",
-                            "no such endpoint", 0);
+        apierr_reply(r, APIERR_NOT_FOUND);
         return;
     }
     if (route->read_only && r->method != METHOD_GET && r->method != METHOD_HEAD) {

@@ -11,6 +11,7 @@
  */
 #include "http.h"
 #include "api.h"
+#include "apierr.h"
 #include "log.h"
 #include "request.h"
 #include "server.h"
@@ -70,25 +71,20 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
         r = request_new(srv, conn, url, method);
         *con_cls = r;
         if (atomic_load_explicit(&srv->draining, memory_order_relaxed)) {
-            request_reply_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, OUTCOME_UNAVAILABLE,
-                                "shutting_down", "the server is shutting down", 1);
+            apierr_reply(r, APIERR_SHUTTING_DOWN);
             request_add_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
             return request_send(r);
         }
         if (request_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
             /* libmicrohttpd cannot answer in the middle of a body, so a body of unknown size
              * could only be refused after reading all of it: require its size up front. */
-            request_reply_error(r, MHD_HTTP_LENGTH_REQUIRED, OUTCOME_CLIENT_ERROR,
-                                "length_required",
-                                "request bodies need a Content-Length (no chunked encoding)", 0);
+            apierr_reply(r, APIERR_LENGTH_REQUIRED);
             return request_send(r);
         }
         if (http_declared_too_large(r, max_body)) {
             r->body_too_large = true;
-            char msg[96];
-            snprintf(msg, sizeof(msg), "request bodies are limited to %zu bytes", max_body);
-            request_reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, OUTCOME_CLIENT_ERROR,
-                                "payload_too_large", msg, 0);
+            apierr_replyf(r, APIERR_PAYLOAD_TOO_LARGE, "request bodies are limited to %zu bytes",
+                          max_body);
             return request_send(r);
         }
         return MHD_YES;

@@ -188,7 +188,8 @@ int64_t request_retry_seconds(int64_t us)
  * fields after it.
  */
 void request_reply_error(struct request *r, unsigned status, enum metrics_outcome outcome,
-                         const char *code, const char *message, int64_t retry_after_s)
+                         const char *code, const char *message, const char *members,
+                         int64_t retry_after_s)
 {
     char body[2048], num[24];
     size_t len = 0;
@@ -196,7 +197,15 @@ void request_reply_error(struct request *r, unsigned status, enum metrics_outcom
     log_json_escape(body, 128, &len, code, SIZE_MAX);
     request_put(body, sizeof(body), &len, "\",\"message\":\"");
     log_json_escape(body, sizeof(body) - 160, &len, message, SIZE_MAX);
-    request_put(body, sizeof(body), &len, "\",\"request_id\":\"");
+    request_put(body, sizeof(body), &len, "\"");
+    if (members) {
+        /* Cut whole only: a member cut short would not be JSON. */
+        if (len + strlen(members) + 2 < sizeof(body) - 160) {
+            request_put(body, sizeof(body), &len, ",");
+            request_put(body, sizeof(body), &len, members);
+        }
+    }
+    request_put(body, sizeof(body), &len, ",\"request_id\":\"");
     log_json_escape(body, sizeof(body) - 48, &len, r->request_id, SIZE_MAX);
     request_put(body, sizeof(body), &len, "\"");
     if (retry_after_s > 0) {

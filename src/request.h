@@ -69,6 +69,7 @@ struct request {
     bool body_too_large; /* more than HTTP_MAX_BODY_BYTES arrived */
 
     enum breaker_permit permit; /* held from breaker_acquire until recorded or released */
+    int64_t retry_after_us;     /* a refusal's Retry-After, set by the limiter or breaker */
     bool rl_applied;            /* the tier is rate-limited: send RateLimit-* headers */
     struct ratelimit_result rl; /* the verdict behind those headers */
 
@@ -104,9 +105,12 @@ void request_reply_static(struct request *r, unsigned status, enum metrics_outco
 /* Reply with a body owned by cls: free_cb(cls) runs when libmicrohttpd is done with it. */
 void request_reply_owned(struct request *r, unsigned status, enum metrics_outcome outcome,
                          const char *body, size_t len, void (*free_cb)(void *), void *cls);
-/* {"error": code, "message": msg, "request_id": ...}; retry_after_s > 0 adds Retry-After. */
+/* {"error": code, "message": msg[, members], "request_id": ...}; retry_after_s > 0 adds
+ * Retry-After. The builder under apierr_reply (use that: it keeps status, outcome and code
+ * in agreement); members are trusted JSON ("\"k\":v,..."), or NULL. */
 void request_reply_error(struct request *r, unsigned status, enum metrics_outcome outcome,
-                         const char *code, const char *message, int64_t retry_after_s);
+                         const char *code, const char *message, const char *members,
+                         int64_t retry_after_s);
 /* Add a header to the reply set by the last request_reply* call. */
 void request_add_header(struct request *r, const char *name, const char *value);
 

@@ -1,6 +1,7 @@
 /*
  * test_docs: the README is the truth. Its configuration tables must be exactly what the binary
- * prints (`bulkhead config --markdown`, from the same declarative tables the parser uses), and
+ * prints (`bulkhead config --markdown`, from the same declarative tables the parser uses), its
+ * list of error codes exactly the server's error table (`bulkhead errors --markdown`), and
  * every endpoint the README lists must exist on a running server.
  */
 #include "harness.h"
@@ -53,6 +54,28 @@ static void readme_config_tables_match_the_binary(void **state)
     assert_non_null(test);
     assert_true(run - readme < 600 && test - readme < 600);
     free(tables);
+    free(readme);
+}
+
+/* The README's error codes are the table every error reply is made from. */
+static void readme_error_codes_match_the_binary(void **state)
+{
+    (void)state;
+    char cmd[800];
+    snprintf(cmd, sizeof(cmd), "%s/%s errors --markdown", getenv("BH_ROOT"),
+             getenv("BULKHEAD_BIN") ? getenv("BULKHEAD_BIN") : "build/bulkhead");
+    char *table = slurp_cmd(cmd);
+    snprintf(cmd, sizeof(cmd), "cat %s/README.md", getenv("BH_ROOT"));
+    char *readme = slurp_cmd(cmd);
+    /* Every code the server answers with, the three that were once missing included. */
+    const char *codes[] = {"`invalid_tier`", "`auth_unavailable`", "`tier_unavailable`",
+                           "`unknown_tier`", "`shutting_down`",    "`timeout`"};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        assert_non_null(strstr(table, codes[i]));
+    if (!strstr(readme, table))
+        fprintf(stderr, "README.md's error codes are stale: run scripts/readme-config.sh\n");
+    assert_non_null(strstr(readme, table));
+    free(table);
     free(readme);
 }
 
@@ -113,6 +136,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(readme_config_tables_match_the_binary),
+        cmocka_unit_test(readme_error_codes_match_the_binary),
         cmocka_unit_test(readme_bench_table_is_the_latest_run),
         cmocka_unit_test(every_documented_endpoint_answers),
     };
