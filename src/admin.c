@@ -8,22 +8,22 @@
 #include "mclock.h"
 #include "params.h"
 #include "request.h"
-#include "server.h"
+#include "tierset.h"
 
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-void admin_handle(struct server *srv, struct request *r)
+void admin_handle(struct tierset *tiers, const char *token, struct request *r)
 {
-    if (!srv->cfg.admin_token[0]) {
+    if (!token[0]) {
         apierr_replyf(r, APIERR_NOT_FOUND,
                       "admin endpoints are off (set ADMIN_TOKEN to enable them)");
         return;
     }
-    const char *token = params_bearer(request_header(r, MHD_HTTP_HEADER_AUTHORIZATION));
-    if (!token || !params_equal_ct(token, srv->cfg.admin_token)) {
+    const char *given = params_bearer(request_header(r, MHD_HTTP_HEADER_AUTHORIZATION));
+    if (!given || !params_equal_ct(given, token)) {
         apierr_replyf(r, APIERR_UNAUTHORIZED,
                       "admin endpoints need Authorization: Bearer <ADMIN_TOKEN>");
         return;
@@ -41,7 +41,7 @@ void admin_handle(struct server *srv, struct request *r)
         apierr_replyf(r, APIERR_NOT_FOUND, "use POST /admin/breaker/<tier>/(open|disable|reset)");
         return;
     }
-    struct tier_rt *t = server_tier(srv, tier);
+    struct tier_rt *t = tierset_find(tiers, tier);
     if (!t) {
         apierr_reply(r, APIERR_UNKNOWN_TIER);
         return;

@@ -23,7 +23,7 @@
 #include "report.h"
 #include "request.h"
 #include "rlredis.h"
-#include "server.h"
+#include "tierset.h"
 #include "xalloc.h"
 
 #include <arpa/inet.h>
@@ -87,7 +87,7 @@ static void api_method_not_allowed(struct request *r, const char *allow)
  * trusted proxy (TRUSTED_PROXIES) the client is the rightmost untrusted X-Forwarded-For entry;
  * from anyone else X-Forwarded-For is ignored, since a client can write what it likes there.
  */
-static void api_client_key(struct server *srv, struct request *r, char *out, size_t len)
+static void api_client_key(const struct api_deps *d, struct request *r, char *out, size_t len)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
@@ -101,10 +101,10 @@ static void api_client_key(struct server *srv, struct request *r, char *out, siz
             inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, addr,
                       sizeof(addr));
     }
-    if (srv->nproxies && params_cidr_contains(srv->proxies, srv->nproxies, addr)) {
+    if (d->nproxies && params_cidr_contains(d->proxies, d->nproxies, addr)) {
         char fwd[INET6_ADDRSTRLEN];
-        if (params_forwarded_client(request_header(r, "X-Forwarded-For"), srv->proxies,
-                                    srv->nproxies, fwd, sizeof(fwd)))
+        if (params_forwarded_client(request_header(r, "X-Forwarded-For"), d->proxies, d->nproxies,
+                                    fwd, sizeof(fwd)))
             snprintf(addr, sizeof(addr), "%s", fwd);
     }
     snprintf(out, len, "ip:%s", addr);
@@ -112,15 +112,15 @@ static void api_client_key(struct server *srv, struct request *r, char *out, siz
 
 /* ---- /health ---------------------------------------------------------------------------- */
 
-static void api_health(struct server *srv, struct request *r)
+static void api_health(const struct api_deps *d, struct request *r)
 {
-    if (health_ok(srv->health)) {
+    if (health_ok(d->health)) {
         request_reply_static(r, MHD_HTTP_OK, OUTCOME_OK, "application/json", health_ok_body,
                              sizeof(health_ok_body) - 1);
         return;
     }
     char reason[256];
-    health_reason(srv->health, reason, sizeof(reason));
+    health_reason(d->health, reason, sizeof(reason));
     json_t *o =
         json_pack("{s:s, s:s, s:s}", "status", "unhealthy", "reason",
                   reason[0] ? reason : "database not answering", "request_id", r->request_id);
@@ -133,30 +133,26 @@ static void api_health(struct server *srv, struct request *r)
 
 /* ---- /api/data: HTTP thread ----------------------------------------------------------- */
 
-/* 400 invalid_tier, listing the valid tiers (names are [a-z0-9_-]: no JSON escaping needed). */
-static void api_invalid_tier(struct server *srv, struct request *r, bool given)
+/* 400 invalid_tier, listing the valid tiers. */
+static void api_invalid_tier(const struct api_deps *d, struct request *r, bool given)
 {
     char names[TIERS_MAX * (TIERS_NAME_MAX + 2)], msg[sizeof(names) + 64];
-    char members[TIERS_MAX * (TIERS_NAME_MAX + 3) + 32] = "\"valid_tiers\":[";
-    tiers_names(&srv->tiers, names, sizeof(names));
-    for (size_t i = 0; i < srv->tiers.count; i++) {
-        size_t n = strlen(members);
-        snprintf(members + n, sizeof(members) - n, "%s\"%s\"", i ? "," : "",
-                 srv->tiers.tiers[i].name);
-    }
-    strcat(members, "]");
+    char members[TIERS_MAX * (TIERS_NAME_MAX + 3) + 32] = "\"valid_tiers\":";
+    tierset_names(d->tiers, names, sizeof(names));
+    size_t n = strlen(members);
+    tierset_names_json(d->tiers, members + n, sizeof(members) - n);
     snprintf(msg, sizeof(msg), "%s; valid tiers: %s",
              given ? "unknown X-Tenant-Tier" : "missing X-Tenant-Tier header", names);
     apierr_reply_members(r, APIERR_INVALID_TIER, msg, members);
 }
 
 /* Pick the tier and the tenant. Returns false after replying with an error. */
-static bool api_identify(struct server *srv, struct request *r)
+static bool api_identify(const struct api_deps *d, struct request *r)
 {
-    if (srv->auth) {
+    if (d->auth) {
         /* AUTH_MODE=apikey: the key decides the tenant and its tier. */
         struct auth_identity id;
-        int rc = auth_identify(srv->auth, request_header(r, MHD_HTTP_HEADER_AUTHORIZATION),
+        int rc = auth_identify(d->auth, request_header(r, MHD_HTTP_HEADER_AUTHORIZATION),
                                request_header(r, "X-API-Key"), &id);
         if (rc == -EAGAIN) {
             apierr_reply(r, APIERR_AUTH_UNAVAILABLE);
@@ -166,7 +162,7 @@ static bool api_identify(struct server *srv, struct request *r)
             apierr_reply(r, APIERR_UNAUTHORIZED);
             return false;
         }
-        r->tier = server_tier(srv, id.tier);
+        r->tier = tierset_find(d->tiers, id.tier);
         if (!r->tier) {
             apierr_reply(r, APIERR_TIER_UNAVAILABLE);
             return false;
@@ -177,9 +173,9 @@ static bool api_identify(struct server *srv, struct request *r)
     }
 
     const char *tier = request_header(r, "X-Tenant-Tier");
-    r->tier = tier ? server_tier(srv, tier) : NULL;
+    r->tier = tier ? tierset_find(d->tiers, tier) : NULL;
     if (!r->tier) {
-        api_invalid_tier(srv, r, tier != NULL);
+        api_invalid_tier(d, r, tier != NULL);
         return false;
     }
     const char *tenant = request_header(r, "X-Tenant-ID");
@@ -190,7 +186,7 @@ static bool api_identify(struct server *srv, struct request *r)
         }
         snprintf(r->tenant, sizeof(r->tenant), "id:%s", tenant);
     } else {
-        api_client_key(srv, r, r->tenant, sizeof(r->tenant));
+        api_client_key(d, r, r->tenant, sizeof(r->tenant));
     }
     r->tenant_label = r->tenant + 3;
     return true;
@@ -247,14 +243,14 @@ static bool api_parse_write_body(struct request *r)
 }
 
 /* Layer 1. Returns false after replying 429. */
-static bool api_rate_limit(struct server *srv, struct request *r, const struct tier_cfg *c)
+static bool api_rate_limit(const struct api_deps *d, struct request *r, const struct tier_cfg *c)
 {
     if (c->rate_limit <= 0)
         return true; /* unlimited: no limiter work at all */
     struct tier_rt *t = r->tier;
     int64_t now = mclock_now_us();
-    if (!srv->redis ||
-        rlredis_check(srv->redis, c->name, c->rate_limit, c->rate_window_s, r->tenant, &r->rl))
+    if (!d->redis ||
+        rlredis_check(d->redis, c->name, c->rate_limit, c->rate_window_s, r->tenant, &r->rl))
         ratelimit_check(t->rl, r->tenant, now, &r->rl);
     else
         ratelimit_count(t->rl, r->rl.allowed);
@@ -268,20 +264,20 @@ static bool api_rate_limit(struct server *srv, struct request *r, const struct t
     return false;
 }
 
-static void api_data(struct server *srv, struct request *r)
+static void api_data(const struct api_deps *d, struct request *r)
 {
     if (r->method == METHOD_OTHER) {
         api_method_not_allowed(r, "GET, HEAD, POST");
         return;
     }
-    if (!api_identify(srv, r))
+    if (!api_identify(d, r))
         return;
     if (r->method == METHOD_POST ? !api_parse_write_body(r) : !api_parse_read_args(r))
         return;
 
     struct tier_rt *t = r->tier;
-    const struct tier_cfg *c = tier_cfg(t);
-    if (!api_rate_limit(srv, r, c))
+    const struct tier_cfg *c = tierset_cfg(t);
+    if (!api_rate_limit(d, r, c))
         return;
 
     r->permit = breaker_acquire(t->breaker, mclock_now_us(), &r->retry_after_us);
@@ -318,7 +314,7 @@ static void api_pqclear(void *res)
 static int api_exec(struct request *r, struct dbconn *conn, int64_t deadline, PGresult **res,
                     char *err, size_t errlen)
 {
-    const struct tier_cfg *c = tier_cfg(r->tier);
+    const struct tier_cfg *c = tierset_cfg(r->tier);
     const struct request_args *a = &r->args;
     char b1[32], b2[32];
     const char *tenant = (r->tenant[0] == 'i' && r->tenant[1] == 'd') ? r->tenant + 3 : NULL;
@@ -440,7 +436,7 @@ static void api_leave(struct request *r, struct dbconn *conn, PGresult *res, str
                       const char *err)
 {
     struct tier_rt *t = r->tier;
-    const struct tier_cfg *c = tier_cfg(t);
+    const struct tier_cfg *c = tierset_cfg(t);
     enum breaker_permit permit = r->permit;
     if (end.conn == API_CONN_KEEP || end.conn == API_CONN_CLOSE)
         dbpool_release(t->db, conn, end.conn == API_CONN_CLOSE);
@@ -461,17 +457,17 @@ static void api_leave(struct request *r, struct dbconn *conn, PGresult *res, str
 
 static void api_run(struct fairq_item *item, void *ctx)
 {
-    (void)ctx;
+    const struct api_deps *d = ctx;
     struct request *r = (struct request *)(void *)((char *)item - offsetof(struct request, item));
     struct tier_rt *t = r->tier;
-    const struct tier_cfg *c = tier_cfg(t);
+    const struct tier_cfg *c = tierset_cfg(t);
     int64_t start = mclock_now_us();
     r->queue_us = start - item->enqueued_us;
     int64_t deadline = start + c->breaker_timeout_ms * 1000;
     int64_t acquire_deadline = start + c->db_acquire_timeout_ms * 1000;
     if (acquire_deadline > deadline)
         acquire_deadline = deadline;
-    int retries = r->method == METHOD_POST ? 0 : (int)r->srv->cfg.retry_reads;
+    int retries = r->method == METHOD_POST ? 0 : (int)d->retry_reads;
 
     char err[300] = "";
     struct dbconn *conn = NULL;
@@ -506,7 +502,7 @@ static void api_drop(struct fairq_item *item, enum workpool_drop_reason why, voi
     r->queue_us = mclock_now_us() - item->enqueued_us;
     if (why == WORKPOOL_EXPIRED)
         apierr_replyf(r, APIERR_QUEUE_TIMEOUT, "waited %" PRId64 " ms for a worker of tier %s",
-                      r->queue_us / 1000, tier_cfg(r->tier)->name);
+                      r->queue_us / 1000, tierset_cfg(r->tier)->name);
     else
         apierr_reply(r, APIERR_SHUTTING_DOWN);
     request_resume(r);
@@ -516,16 +512,22 @@ const struct workpool_ops api_workpool_ops_template = {.run = api_run, .drop = a
 
 /* ---- metrics, dashboard ------------------------------------------------------------------ */
 
-static void api_bulkheads(struct server *srv, struct request *r)
+static void api_bulkheads(const struct api_deps *d, struct request *r)
 {
-    char *text = report_bulkheads_json(srv);
+    struct report_snap *snap = xmalloc(sizeof(*snap));
+    report_read(d->metrics, snap);
+    char *text = report_json(snap);
+    free(snap);
     request_reply_owned(r, MHD_HTTP_OK, OUTCOME_OK, text, strlen(text), free, text);
 }
 
-static void api_prometheus(struct server *srv, struct request *r)
+static void api_prometheus(const struct api_deps *d, struct request *r)
 {
+    struct report_snap *snap = xmalloc(sizeof(*snap));
+    report_read(d->metrics, snap);
     size_t len = 0;
-    char *text = report_prometheus(srv, &len);
+    char *text = report_prometheus(snap, &len);
+    free(snap);
     request_reply_owned(r, MHD_HTTP_OK, OUTCOME_OK, text, len, free, text);
     /* request_set put application/json; the exposition format has its own type. */
     MHD_del_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
@@ -533,15 +535,15 @@ static void api_prometheus(struct server *srv, struct request *r)
                             "text/plain; version=0.0.4; charset=utf-8");
 }
 
-static void api_dashboard(struct server *srv, struct request *r)
+static void api_dashboard(const struct api_deps *d, struct request *r)
 {
-    (void)srv;
+    (void)d;
     request_reply_static(r, MHD_HTTP_OK, OUTCOME_OK, "text/html; charset=utf-8",
                          assets_dashboard_html, assets_dashboard_html_len);
     request_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
 }
 
-static void api_dashboard_data(struct server *srv, struct request *r)
+static void api_dashboard_data(const struct api_deps *d, struct request *r)
 {
     int64_t since = 0;
     const char *v;
@@ -549,9 +551,16 @@ static void api_dashboard_data(struct server *srv, struct request *r)
         apierr_replyf(r, APIERR_INVALID_ARGUMENT, "since must be a sample number");
         return;
     }
-    char *text = history_json(srv->history, since);
+    struct report_process live;
+    report_read_process(d->metrics, &live);
+    char *text = history_json(d->history, &live, since);
     request_reply_owned(r, MHD_HTTP_OK, OUTCOME_OK, text, strlen(text), free, text);
     request_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+}
+
+static void api_admin(const struct api_deps *d, struct request *r)
+{
+    admin_handle(d->tiers, d->admin_token, r);
 }
 
 /* ---- routing ---------------------------------------------------------------------------- */
@@ -561,7 +570,7 @@ struct api_route {
     bool prefix;       /* path is a prefix ending in '/' */
     const char *allow; /* for 405 */
     bool read_only;    /* GET and HEAD only */
-    void (*handler)(struct server *srv, struct request *r);
+    void (*handler)(const struct api_deps *d, struct request *r);
 };
 
 static const struct api_route api_routes[] = {
@@ -571,10 +580,10 @@ static const struct api_route api_routes[] = {
     {"/metrics", false, "GET, HEAD", true, api_prometheus},
     {"/dashboard", false, "GET, HEAD", true, api_dashboard},
     {"/dashboard/data", false, "GET, HEAD", true, api_dashboard_data},
-    {"/admin/", true, "POST", false, admin_handle},
+    {"/admin/", true, "POST", false, api_admin},
 };
 
-void api_dispatch(struct server *srv, struct request *r)
+void api_dispatch(const struct api_deps *d, struct request *r)
 {
     const struct api_route *route = NULL;
     for (size_t i = 0; i < sizeof(api_routes) / sizeof(api_routes[0]); i++) {
@@ -592,5 +601,5 @@ void api_dispatch(struct server *srv, struct request *r)
         api_method_not_allowed(r, route->allow);
         return;
     }
-    route->handler(srv, r);
+    route->handler(d, r);
 }

@@ -24,8 +24,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct server;
 struct tier_rt;
+struct request;
+
+/* What the owner of the requests (the server) is told about them. Set before the first
+ * request and read-only afterwards; every hook runs on the HTTP thread of the request. */
+struct request_hooks {
+    const char *instance_id;  /* prefixes the request ids made up here */
+    void (*begin)(void *ctx); /* a request was created */
+    /* It ended (status final, 499 if the client left): count it. Runs before its access line
+     * is written, so whoever reads the line can already read the counters. */
+    void (*done)(void *ctx, const struct request *r, int64_t total_us);
+    void (*freed)(void *ctx); /* it is gone: nothing refers to it any more */
+    void *ctx;
+};
 
 enum request_method { METHOD_GET, METHOD_HEAD, METHOD_POST, METHOD_OTHER };
 
@@ -50,9 +62,9 @@ struct request_args {
 };
 
 struct request {
-    struct server *srv;          /* not owned */
-    struct MHD_Connection *conn; /* not owned; valid until the completion callback */
-    const char *url;             /* libmicrohttpd's copy, valid for the request's life */
+    const struct request_hooks *hooks; /* not owned */
+    struct MHD_Connection *conn;       /* not owned; valid until the completion callback */
+    const char *url;                   /* libmicrohttpd's copy, valid for the request's life */
     enum request_method method;
     const char *method_name;
     enum request_state state;
@@ -84,8 +96,8 @@ struct request {
 };
 
 /* HTTP thread: a new request on conn. */
-struct request *request_new(struct server *srv, struct MHD_Connection *conn, const char *url,
-                            const char *method);
+struct request *request_new(const struct request_hooks *hooks, struct MHD_Connection *conn,
+                            const char *url, const char *method);
 
 /* Append body bytes; false once the body passed max (the bytes are dropped). */
 bool request_body_append(struct request *r, const char *data, size_t len, size_t max);
@@ -122,7 +134,7 @@ void request_resume(struct request *r);
 /* HTTP thread: queue the reply (called by the http module). */
 enum MHD_Result request_send(struct request *r);
 
-/* HTTP thread, from the completion callback: log, count and free. */
+/* HTTP thread, from the completion callback: count (hooks->done), log, free (hooks->freed). */
 void request_finish(struct request *r, enum MHD_RequestTerminationCode toe);
 
 /* Whole seconds for Retry-After: at least 1, rounded up. */
