@@ -112,12 +112,12 @@ static void api_client_key(const struct api_deps *d, struct request *r, char *ou
 
 /* ---- /health ---------------------------------------------------------------------------- */
 
-static void api_health(const struct api_deps *d, struct request *r)
+static bool api_health(const struct api_deps *d, struct request *r)
 {
     if (health_ok(d->health)) {
         request_reply_static(r, MHD_HTTP_OK, OUTCOME_OK, "application/json", health_ok_body,
                              sizeof(health_ok_body) - 1);
-        return;
+        return false;
     }
     char reason[256];
     health_reason(d->health, reason, sizeof(reason));
@@ -129,6 +129,7 @@ static void api_health(const struct api_deps *d, struct request *r)
     request_reply_owned(r, MHD_HTTP_SERVICE_UNAVAILABLE, OUTCOME_UNAVAILABLE, text, strlen(text),
                         free, text);
     request_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    return false;
 }
 
 /* ---- /api/data: HTTP thread ----------------------------------------------------------- */
@@ -264,34 +265,35 @@ static bool api_rate_limit(const struct api_deps *d, struct request *r, const st
     return false;
 }
 
-static void api_data(const struct api_deps *d, struct request *r)
+/* Returns true when r was handed to a worker: from then on the worker owns it. */
+static bool api_data(const struct api_deps *d, struct request *r)
 {
     if (r->method == METHOD_OTHER) {
         api_method_not_allowed(r, "GET, HEAD, POST");
-        return;
+        return false;
     }
     if (!api_identify(d, r))
-        return;
+        return false;
     if (r->method == METHOD_POST ? !api_parse_write_body(r) : !api_parse_read_args(r))
-        return;
+        return false;
 
     struct tier_rt *t = r->tier;
     const struct tier_cfg *c = tierset_cfg(t);
     if (!api_rate_limit(d, r, c))
-        return;
+        return false;
 
     r->permit = breaker_acquire(t->breaker, mclock_now_us(), &r->retry_after_us);
     if (r->permit == BREAKER_DENY) {
         apierr_replyf(r, APIERR_CIRCUIT_OPEN, "tier %s is failing; its circuit breaker is open",
                       c->name);
-        return;
+        return false;
     }
 
     /* Suspend before queueing: a worker may finish before this thread returns. */
     request_defer(r);
     int rc = workpool_submit(t->pool, r->tenant, &r->item);
     if (rc == 0)
-        return;
+        return false;
     breaker_release(t->breaker, r->permit);
     if (rc == -ESHUTDOWN)
         apierr_reply(r, APIERR_SHUTTING_DOWN);
@@ -301,6 +303,7 @@ static void api_data(const struct api_deps *d, struct request *r)
     else
         apierr_replyf(r, APIERR_BULKHEAD_FULL, "tier %s's worker queue is full", c->name);
     request_resume(r);
+    return false;
 }
 
 /* ---- /api/data: worker thread --------------------------------------------------------- */
@@ -512,16 +515,17 @@ const struct workpool_ops api_workpool_ops_template = {.run = api_run, .drop = a
 
 /* ---- metrics, dashboard ------------------------------------------------------------------ */
 
-static void api_bulkheads(const struct api_deps *d, struct request *r)
+static bool api_bulkheads(const struct api_deps *d, struct request *r)
 {
     struct report_snap *snap = xmalloc(sizeof(*snap));
     report_read(d->metrics, snap);
     char *text = report_json(snap);
     free(snap);
     request_reply_owned(r, MHD_HTTP_OK, OUTCOME_OK, text, strlen(text), free, text);
+    return false;
 }
 
-static void api_prometheus(const struct api_deps *d, struct request *r)
+static bool api_prometheus(const struct api_deps *d, struct request *r)
 {
     struct report_snap *snap = xmalloc(sizeof(*snap));
     report_read(d->metrics, snap);
@@ -533,34 +537,38 @@ static void api_prometheus(const struct api_deps *d, struct request *r)
     MHD_del_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                             "text/plain; version=0.0.4; charset=utf-8");
+    return false;
 }
 
-static void api_dashboard(const struct api_deps *d, struct request *r)
+static bool api_dashboard(const struct api_deps *d, struct request *r)
 {
     (void)d;
     request_reply_static(r, MHD_HTTP_OK, OUTCOME_OK, "text/html; charset=utf-8",
                          assets_dashboard_html, assets_dashboard_html_len);
     request_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    return false;
 }
 
-static void api_dashboard_data(const struct api_deps *d, struct request *r)
+static bool api_dashboard_data(const struct api_deps *d, struct request *r)
 {
     int64_t since = 0;
     const char *v;
     if (!api_arg(r, "since", &v) || (v && params_int(v, 0, INT64_MAX / 2, &since))) {
         apierr_replyf(r, APIERR_INVALID_ARGUMENT, "since must be a sample number");
-        return;
+        return false;
     }
     struct report_process live;
     report_read_process(d->metrics, &live);
     char *text = history_json(d->history, &live, since);
     request_reply_owned(r, MHD_HTTP_OK, OUTCOME_OK, text, strlen(text), free, text);
     request_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    return false;
 }
 
-static void api_admin(const struct api_deps *d, struct request *r)
+static bool api_admin(const struct api_deps *d, struct request *r)
 {
     admin_handle(d->tiers, d->admin_token, r);
+    return false;
 }
 
 /* ---- routing ---------------------------------------------------------------------------- */
@@ -570,7 +578,7 @@ struct api_route {
     bool prefix;       /* path is a prefix ending in '/' */
     const char *allow; /* for 405 */
     bool read_only;    /* GET and HEAD only */
-    void (*handler)(const struct api_deps *d, struct request *r);
+    bool (*handler)(const struct api_deps *d, struct request *r); /* true: handed to a worker */
 };
 
 static const struct api_route api_routes[] = {
@@ -583,7 +591,7 @@ static const struct api_route api_routes[] = {
     {"/admin/", true, "POST", false, api_admin},
 };
 
-void api_dispatch(const struct api_deps *d, struct request *r)
+bool api_dispatch(const struct api_deps *d, struct request *r)
 {
     const struct api_route *route = NULL;
     for (size_t i = 0; i < sizeof(api_routes) / sizeof(api_routes[0]); i++) {
@@ -595,11 +603,11 @@ void api_dispatch(const struct api_deps *d, struct request *r)
     }
     if (!route) {
         apierr_reply(r, APIERR_NOT_FOUND);
-        return;
+        return false;
     }
     if (route->read_only && r->method != METHOD_GET && r->method != METHOD_HEAD) {
         api_method_not_allowed(r, route->allow);
-        return;
+        return false;
     }
-    route->handler(d, r);
+    return route->handler(d, r);
 }

@@ -16,6 +16,7 @@
 #include "params.h"
 #include "workpool.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,8 +43,10 @@ struct api_deps {
     const char *admin_token; /* ADMIN_TOKEN; "" turns /admin off */
 };
 
-/* HTTP thread. Leaves r READY (reply set) or DEFERRED (suspended and queued). */
-void api_dispatch(const struct api_deps *d, struct request *r);
+/* HTTP thread. Returns false with r READY (reply set), or true when r was suspended and handed
+ * to a worker, which owns it until request_resume: the caller must not touch it, not even to
+ * read its state. */
+bool api_dispatch(const struct api_deps *d, struct request *r);
 
 /* The tier worker callbacks; ctx is the struct api_deps. */
 extern const struct workpool_ops api_workpool_ops_template;

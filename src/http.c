@@ -101,13 +101,13 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
         *upload_size = 0;
         return MHD_YES;
     }
-    if (r->state == REQUEST_NEW) {
-        h->opts.dispatch(h->opts.ctx, r);
-        if (r->state == REQUEST_DEFERRED)
-            return MHD_YES; /* suspended: a worker resumes it */
-    }
+    /* Once dispatch has handed r on, a worker may be writing it: its answer says so, and the
+     * worker's resume makes libmicrohttpd call again with the reply set. Until then only the
+     * atomic state may be read (libmicrohttpd does make spurious calls while suspended). */
+    if (r->state == REQUEST_NEW && h->opts.dispatch(h->opts.ctx, r))
+        return MHD_YES;
     if (r->state == REQUEST_DEFERRED)
-        return MHD_YES; /* spurious call while suspended */
+        return MHD_YES; /* a spurious call while suspended */
     return request_send(r);
 }
 

@@ -11,6 +11,7 @@
 #define BULKHEAD_HTTP_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 struct config;
@@ -22,9 +23,9 @@ struct http_opts {
     const struct config *cfg;          /* API_BIND, API_PORT, HTTP_*; must outlive the daemon */
     const struct request_hooks *hooks; /* given to every request; must outlive the daemon */
     const atomic_bool *draining;       /* while true, new requests get 503 shutting_down */
-    /* HTTP thread: a request is complete. Leave it READY (reply set) or DEFERRED (suspended,
-     * a worker resumes it). */
-    void (*dispatch)(void *ctx, struct request *r);
+    /* HTTP thread: a request is complete. Returns false with its reply set, or true when it
+     * was suspended and handed on: whoever resumes it owns it until then. */
+    bool (*dispatch)(void *ctx, struct request *r);
     void *ctx;
 };
 

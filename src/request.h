@@ -20,6 +20,7 @@
 #include "ratelimit.h"
 
 #include <microhttpd.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -67,7 +68,9 @@ struct request {
     const char *url;                   /* libmicrohttpd's copy, valid for the request's life */
     enum request_method method;
     const char *method_name;
-    enum request_state state;
+    /* Atomic: the worker's request_resume stores READY (after the reply, so a thread that
+     * loads READY sees the reply) while the HTTP thread may look at it in a spurious call. */
+    _Atomic(enum request_state) state;
     struct fairq_item item; /* the tier queue's link (no allocation to enqueue) */
 
     char request_id[REQUEST_ID_MAX + 1];

@@ -233,9 +233,9 @@ static void server_request_freed(void *ctx)
     }
 }
 
-static void server_dispatch(void *ctx, struct request *r)
+static bool server_dispatch(void *ctx, struct request *r)
 {
-    api_dispatch(ctx, r);
+    return api_dispatch(ctx, r);
 }
 
 /* ---- janitor chores ---------------------------------------------------------------------- */
