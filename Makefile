@@ -41,11 +41,12 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRCS))
 INTEG_SRCS := $(wildcard tests/integration/test_*.c)
 INTEG_BINS := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(INTEG_SRCS))
-# Test support: every tests/*.c, and every tests/integration/*.c that is not a test, compiled
-# once per build dir. Unit tests link the tests/*.c ones (redisproc); integration tests and the
-# soak link them all (harness, faultkit, redisproc).
-UNIT_SUPPORT_SRCS := $(wildcard tests/*.c)
-TEST_SUPPORT_SRCS := $(UNIT_SUPPORT_SRCS) \
+# Test support: every tests/*.c, and every tests/unit/*.c and tests/integration/*.c that is not
+# a test, compiled once per build dir. Unit tests link the tests/*.c ones (redisproc) and their
+# own (fakeset); integration tests and the soak link tests/*.c and tests/integration/*.c
+# (harness, faultkit, redisproc).
+UNIT_SUPPORT_SRCS := $(wildcard tests/*.c) $(filter-out tests/unit/test_%.c,$(wildcard tests/unit/*.c))
+TEST_SUPPORT_SRCS := $(wildcard tests/*.c) \
                      $(filter-out tests/integration/test_%.c,$(wildcard tests/integration/*.c))
 UNIT_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/tests/support/%.o,$(notdir $(UNIT_SUPPORT_SRCS)))
 TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/tests/support/%.o,$(notdir $(TEST_SUPPORT_SRCS)))
@@ -71,6 +72,11 @@ $(BUILD)/obj/%.o: src/%.c
 $(BUILD)/obj/assets.o: config/tiers.json web/dashboard.html
 
 $(BUILD)/tests/support/%.o: tests/%.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS_ALL) -Isrc -c -o $@ $<
+
+$(BUILD)/tests/support/%.o: tests/unit/%.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
 	@$(CC) $(CFLAGS_ALL) -Isrc -c -o $@ $<

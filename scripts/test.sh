@@ -153,7 +153,7 @@ for pass in $PASSES; do
         echo "-- ThreadSanitizer build (concurrent modules)"
         build build/tsan thread || continue
         export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
-        for m in fairq workpool dbpool ratelimit breaker rlredis log; do
+        for m in fairq workpool dbpool ratelimit breaker rlredis log tierset janitor api report history; do
             bin=build/tsan/tests/unit/test_$m
             [ -x "$bin" ] && run_tap tsan "test_$m" "$bin"
         done
