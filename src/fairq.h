@@ -14,6 +14,8 @@
 #ifndef BULKHEAD_FAIRQ_H
 #define BULKHEAD_FAIRQ_H
 
+#include "share.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -42,28 +44,30 @@ struct fairq_tenant {
     int64_t last_active_us;             /* last push, pop or done */
 };
 
+struct fairq_limits {
+    size_t queue_max;          /* all tenants' queued items at most */
+    size_t tenant_queue_max;   /* one tenant's queued items at most */
+    struct share_policy slots; /* who may take one of the workers (slots.size = workers) */
+    int64_t linger_us;         /* how long an idle tenant still counts as active */
+};
+
 struct fairq {
     struct fairq_tenant **buckets; /* owned; hash table of all active tenants */
     size_t nbuckets;               /* power of two */
     size_t ntenants;               /* active tenants */
     struct fairq_tenant *cursor;   /* next tenant of the ring to serve */
-    size_t queued, in_flight;
-    size_t queue_max;        /* all tenants' queued items at most */
-    size_t tenant_queue_max; /* one tenant's queued items at most */
-    size_t tenant_share;     /* one tenant's in-flight items while others are active */
-    int64_t linger_us;       /* how long an idle tenant still counts as active */
-    uint64_t seed;           /* hash seed, random per queue */
+    size_t queued, in_flight;      /* in_flight: items popped and not done (busy workers) */
+    struct fairq_limits lim;
+    uint64_t seed; /* hash seed, random per queue */
 };
 
 enum { FAIRQ_OK = 0, FAIRQ_FULL = 1, FAIRQ_TENANT_FULL = 2 };
 
-void fairq_init(struct fairq *q, size_t queue_max, size_t tenant_queue_max, size_t tenant_share,
-                int64_t linger_us, uint64_t seed);
+void fairq_init(struct fairq *q, const struct fairq_limits *lim, uint64_t seed);
 void fairq_destroy(struct fairq *q); /* the queue must hold no items */
 
-/* Change the bounds (config reload). Items already queued stay. */
-void fairq_set_limits(struct fairq *q, size_t queue_max, size_t tenant_queue_max,
-                      size_t tenant_share);
+/* Change the limits (config reload). Items queued or in flight stay. */
+void fairq_set_limits(struct fairq *q, const struct fairq_limits *lim);
 
 /* Queue item for tenant key. Returns FAIRQ_OK, FAIRQ_FULL or FAIRQ_TENANT_FULL. */
 int fairq_push(struct fairq *q, const char *key, struct fairq_item *item, int64_t now_us);

@@ -133,6 +133,9 @@ static const struct report_field report_fields[] = {
     {FAIR, "tenantWorkerShare", REPORT_I64, RT(worker_share)},
     {FAIR, "tenantConnectionShare", REPORT_I64, RT(conn_share)},
     {FAIR, "tenantQueueShare", REPORT_I64, RT(queue_share)},
+    {FAIR, "workerReserve", REPORT_I64, RT(worker_reserve)},
+    {FAIR, "connectionReserve", REPORT_I64, RT(conn_reserve)},
+    {FAIR, "lingerMs", REPORT_I64, RT(cfg.tenant_linger_ms)},
     {FAIR, "rejectedTenantShare", REPORT_U64, RT(wp.rejected_tenant),
      "bulkhead_tenant_share_rejections_total", NULL, "counter",
      "Requests refused because the tenant's share of the queue was full."},
@@ -232,6 +235,10 @@ static void report_read_tier(struct tier_rt *t, const struct report_process *p, 
     breaker_snapshot(t->breaker, now, &out->br);
     ratelimit_stats(t->rl, &out->rl);
     out->ntop = workpool_top_tenants(t->pool, out->top, REPORT_TOP_TENANTS);
+    for (size_t i = 0; i < out->ntop; i++)
+        out->top_conns[i] = dbpool_held(t->db, out->top[i].id);
+    for (size_t i = 0; i < out->ntop; i++)
+        out->top_conns[i] = dbpool_held(t->db, out->top[i].id);
     for (int o = 0; o < OUTCOME_COUNT; o++)
         out->outcomes[o] = atomic_load_explicit(&t->m.outcomes[o], memory_order_relaxed);
     for (int s = 0; s < METRICS_STATUS_COUNT; s++)
@@ -241,9 +248,12 @@ static void report_read_tier(struct tier_rt *t, const struct report_process *p, 
     metrics_hist_read(&t->m.query, &out->query);
 
     out->wp_rejected = out->wp.rejected_full + out->wp.rejected_tenant;
-    out->worker_share = tiers_tenant_worker_cap(c);
-    out->conn_share = tiers_tenant_conn_cap(c);
+    struct share_policy wpol = tiers_worker_policy(c), cpol = tiers_conn_policy(c);
+    out->worker_share = (int64_t)wpol.cap;
+    out->conn_share = (int64_t)cpol.cap;
     out->queue_share = tiers_tenant_queue_cap(c);
+    out->worker_reserve = (int64_t)wpol.reserve;
+    out->conn_reserve = (int64_t)cpol.reserve;
     out->rl_backend = "none (unlimited)";
     out->rl_backend_errors = 0;
     if (c->rate_limit > 0) {
@@ -327,9 +337,10 @@ static json_t *report_busiest(const struct report_tier *t)
 {
     json_t *a = json_array();
     for (size_t i = 0; i < t->ntop; i++)
-        json_array_append_new(a, json_pack("{s:s, s:I, s:I}", "tenant", t->top[i].key, "inFlight",
-                                           (json_int_t)t->top[i].in_flight, "queued",
-                                           (json_int_t)t->top[i].queued));
+        json_array_append_new(a, json_pack("{s:s, s:I, s:I, s:I}", "tenant", t->top[i].key,
+                                           "inFlight", (json_int_t)t->top[i].in_flight, "queued",
+                                           (json_int_t)t->top[i].queued, "connections",
+                                           (json_int_t)t->top_conns[i]));
     return a;
 }
 

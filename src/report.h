@@ -59,9 +59,11 @@ struct report_tier {
     /* Derived here once, so every rendering agrees. */
     uint64_t wp_rejected;                          /* queue full + tenant's share full */
     int64_t worker_share, conn_share, queue_share; /* per-tenant caps while others wait */
+    int64_t worker_reserve, conn_reserve;          /* slots kept for tenants holding none */
     const char *rl_backend;                        /* where the tier's limits are decided */
     uint64_t rl_backend_errors;                    /* Redis calls that failed (limited tiers) */
     struct workpool_tenant_load top[REPORT_TOP_TENANTS]; /* busiest tenants */
+    size_t top_conns[REPORT_TOP_TENANTS];                /* connections each of them holds */
     size_t ntop;
     uint64_t outcomes[OUTCOME_COUNT];
     uint64_t statuses[METRICS_STATUS_COUNT];

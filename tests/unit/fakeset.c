@@ -43,10 +43,11 @@ static void fakeset_parts(struct tier_rt *t, const struct tier_cfg *c,
     struct workpool_limits lim = {.threads = (size_t)c->workers,
                                   .queue_max = (size_t)c->queue_max,
                                   .tenant_queue_max = (size_t)tiers_tenant_queue_cap(c),
-                                  .tenant_share = (size_t)tiers_tenant_worker_cap(c)};
+                                  .share = tiers_worker_policy(c),
+                                  .linger_us = c->tenant_linger_ms * 1000};
     struct dbpool_opts po = {.conn = {.conninfo = FAKESET_CONNINFO, .appname = t->appname},
                              .max = (size_t)c->db_max,
-                             .tenant_cap = (size_t)c->db_max};
+                             .share = tiers_conn_policy(c)};
     if (workpool_create(c->name, &lim, ops ? ops : &fakeset_ops, &t->pool) ||
         dbpool_create(&po, &t->db)) {
         fprintf(stderr, "fakeset: cannot build tier %s's parts\n", c->name);

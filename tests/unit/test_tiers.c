@@ -40,6 +40,8 @@ static const struct {
     {"breaker_trial_calls", offsetof(struct tier_cfg, breaker_trial_calls)},
     {"tenant_share_pct", offsetof(struct tier_cfg, tenant_share_pct)},
     {"tenant_queue_pct", offsetof(struct tier_cfg, tenant_queue_pct)},
+    {"tenant_reserve_pct", offsetof(struct tier_cfg, tenant_reserve_pct)},
+    {"tenant_linger_ms", offsetof(struct tier_cfg, tenant_linger_ms)},
 };
 #define KEY_COUNT (sizeof(key_fields) / sizeof(key_fields[0]))
 
@@ -163,6 +165,8 @@ static void omitted_keys_take_the_documented_defaults(void **state)
     assert_int_equal(t.tiers[0].rate_limit, 0);
     assert_int_equal(t.tiers[0].breaker_error_pct, 50);
     assert_int_equal(t.tiers[0].tenant_share_pct, 100);
+    assert_int_equal(t.tiers[0].tenant_reserve_pct, 0);
+    assert_int_equal(t.tiers[0].tenant_linger_ms, 1000);
     /* One key set, the rest defaulted. */
     assert_int_equal(parse("{\"t\": {\"db_max\": 7}}", &t, err, sizeof(err)), 0);
     assert_int_equal(t.tiers[0].db_max, 7);
