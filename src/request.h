@@ -9,7 +9,13 @@
  *     the request handed to the tier's queue); the worker fills the reply and calls
  *     request_resume, after which it must not touch the request again.
  * Between request_defer and request_resume only the worker (or the janitor, dropping it from
- * the queue) touches the request; libmicrohttpd does not, since the connection is suspended.
+ * the queue) touches the request. The HTTP thread learns that it handed the request on from
+ * its dispatch callback, never by reading the request; the one exception is `state`, an atomic
+ * it may load when libmicrohttpd calls it spuriously for a suspended connection.
+ *
+ * DESIGN: a request is one thread's at a time (above); the hand-offs are request_defer plus
+ * the queue's mutex one way, and request_resume (state stored after the reply) plus
+ * libmicrohttpd's resume the other. The hooks run on the HTTP thread.
  */
 #ifndef BULKHEAD_REQUEST_H
 #define BULKHEAD_REQUEST_H
