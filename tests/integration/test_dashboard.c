@@ -34,20 +34,19 @@
 #define VIEW_W 1440
 #define VIEW_H 900
 
-static char db_url[300];
-static struct h_server srv;
+/* free: 5 requests a minute per tenant, and a breaker that stays open for the test. */
+static struct h_suite suite = {
+    .name = "dashboard",
+    .tiers_json =
+        "{\"free\": {\"workers\": 4, \"queue_max\": 8, \"db_max\": 2, \"rate_limit\": 5,"
+        " \"breaker_reset_ms\": 600000, \"breaker_min_calls\": 5},"
+        " \"pro\": {\"workers\": 8, \"queue_max\": 16, \"db_max\": 4, \"rate_limit\": 1000},"
+        " \"enterprise\": {\"workers\": 12, \"queue_max\": 48, \"db_max\": 6},"
+        " \"gold\": {\"workers\": 6, \"queue_max\": 12, \"db_max\": 3}}",
+    .env = {"ACCESS_LOG=false"}};
 
 static const char *const tiers[] = {"free", "pro", "enterprise", "gold"};
 #define NTIERS 4
-
-static char *url(const char *path)
-{
-    static char buf[4][512];
-    static int i;
-    i = (i + 1) % 4;
-    snprintf(buf[i], sizeof(buf[i]), "%s%s", srv.base, path);
-    return buf[i];
-}
 
 /* ---- a DevTools protocol client over --remote-debugging-pipe ----------------------------- */
 
@@ -349,10 +348,8 @@ static void *traffic_main(void *arg)
         snprintf(th, sizeof(th), "X-Tenant-Tier: %s", tier);
         snprintf(tn, sizeof(tn), "X-Tenant-ID: steady-%d", i % 37);
         const char *h[] = {th, tn, NULL};
-        char u[128]; /* not url(): its buffers belong to the main thread */
-        snprintf(u, sizeof(u), "%s/api/data?limit=5", srv.base);
         struct h_resp r;
-        h_get(u, h, &r);
+        h_get(h_url(&suite.srv, "/api/data?limit=5"), h, &r); /* h_url's buffers are per thread */
         h_resp_free(&r);
         traffic.sent++;
         /* About 40 requests a second; the stop flag ends the wait at once. */
@@ -395,7 +392,7 @@ static long get_as(const char *path, const char *tier, const char *tenant)
     snprintf(tn, sizeof(tn), "X-Tenant-ID: %s", tenant);
     const char *h[] = {th, tn, NULL};
     struct h_resp r;
-    h_get(url(path), h, &r);
+    h_get(h_url(&suite.srv, path), h, &r);
     long st = r.status;
     h_resp_free(&r);
     return st;
@@ -403,37 +400,14 @@ static long get_as(const char *path, const char *tier, const char *tenant)
 
 static const char *breaker_state(const char *tier, char *buf, size_t len)
 {
-    json_t *m = h_get_json(url("/metrics/bulkheads"));
-    const char *s = json_string_value(
-        json_object_get(json_object_get(json_object_get(m, tier), "circuitBreaker"), "state"));
-    snprintf(buf, len, "%s", s ? s : "");
-    json_decref(m);
-    return buf;
+    return h_metric_text(suite.srv.base, tier, "circuitBreaker", "state", buf, len);
 }
 
 static int setup(void **state)
 {
     (void)state;
     signal(SIGPIPE, SIG_IGN); /* a browser that died must not kill the test */
-    if (h_db_create("dashboard", db_url, sizeof(db_url)))
-        return -1;
-    char path[300];
-    snprintf(path, sizeof(path), "%s/tiers-dashboard.json",
-             getenv("BH_TEST_WORK") ? getenv("BH_TEST_WORK") : "/tmp");
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
-    /* free: 5 requests a minute per tenant, and a breaker that stays open for the test. */
-    fprintf(f, "{\"free\": {\"workers\": 4, \"queue_max\": 8, \"db_max\": 2, \"rate_limit\": 5,"
-               " \"breaker_reset_ms\": 600000, \"breaker_min_calls\": 5},"
-               " \"pro\": {\"workers\": 8, \"queue_max\": 16, \"db_max\": 4, \"rate_limit\": 1000},"
-               " \"enterprise\": {\"workers\": 12, \"queue_max\": 48, \"db_max\": 6},"
-               " \"gold\": {\"workers\": 6, \"queue_max\": 12, \"db_max\": 3}}");
-    fclose(f);
-    static char env[400];
-    snprintf(env, sizeof(env), "TIERS_FILE=%s", path);
-    const char *e[] = {env, "ACCESS_LOG=false", NULL};
-    return h_server_start(&srv, db_url, e);
+    return h_suite_start(&suite);
 }
 
 static int teardown(void **state)
@@ -441,8 +415,7 @@ static int teardown(void **state)
     (void)state;
     traffic_stop();
     cdp_stop(&browser);
-    if (srv.pid > 0)
-        h_server_stop(&srv, SIGTERM, 20000);
+    h_suite_stop(&suite);
     return 0;
 }
 
@@ -452,7 +425,7 @@ static void dashboard_is_one_self_contained_page(void **state)
 {
     (void)state;
     struct h_resp r;
-    assert_int_equal(h_get(url("/dashboard"), NULL, &r), 0);
+    assert_int_equal(h_get(h_url(&suite.srv, "/dashboard"), NULL, &r), 0);
     assert_int_equal(r.status, 200);
     char v[128];
     assert_non_null(h_header(&r, "Content-Type", v, sizeof(v)));
@@ -533,7 +506,7 @@ static void page_loads_and_shows_every_tier(void **state)
         fail_msg("%s did not answer on --remote-debugging-pipe; see %s", chromium_bin(),
                  browser.log);
     json_decref(v);
-    assert_int_equal(cdp_open(&browser, url("/dashboard")), 0);
+    assert_int_equal(cdp_open(&browser, h_url(&suite.srv, "/dashboard")), 0);
 
     /* Live: the first poll of both endpoints succeeded and was drawn. */
     assert_true(wait_page("document.body.dataset.state === 'live' && "
@@ -718,7 +691,7 @@ static void page_shows_disconnected_and_keeps_retrying(void **state)
     assert_true(browser.pid > 0);
     traffic_stop();
     assert_true(traffic.sent > 0);
-    assert_int_equal(h_server_stop(&srv, SIGTERM, 20000), 0);
+    assert_int_equal(h_server_stop(&suite.srv, SIGTERM, 20000), 0);
     assert_true(wait_page("document.body.dataset.state === 'disconnected'", 20000));
     char s[256];
     cdp_eval_str(&browser, "document.getElementById('health').textContent", s, sizeof(s));

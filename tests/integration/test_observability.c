@@ -26,29 +26,23 @@
 
 #include <cmocka.h>
 
-static char db_url[300];
-static char tiers_path[300];
-static char tiers_env[400];
-static struct h_server srv;
+/* free: 2 requests per minute per tenant, a breaker that stays open once it opens. */
+static struct h_suite suite = {.name = "observability",
+                               .tiers_json =
+                                   "{\"free\": {\"workers\": 4, \"db_max\": 2, \"rate_limit\": 2,"
+                                   " \"breaker_reset_ms\": 600000, \"breaker_min_calls\": 5},"
+                                   " \"pro\": {\"workers\": 8, \"db_max\": 4},"
+                                   " \"enterprise\": {\"workers\": 8, \"db_max\": 4}}"};
 
 static const char *const tier_names[] = {"free", "pro", "enterprise"};
 #define NTIERS 3
-
-static char *url_of(const struct h_server *s, const char *path)
-{
-    static char buf[4][512];
-    static int i;
-    i = (i + 1) % 4;
-    snprintf(buf[i], sizeof(buf[i]), "%s%s", s->base, path);
-    return buf[i];
-}
 
 /* ---- the scrape ------------------------------------------------------------------------ */
 
 static int scrape(const struct h_server *s, struct prom_doc *d)
 {
     struct h_resp r;
-    if (h_get(url_of(s, "/metrics"), NULL, &r) || r.status != 200) {
+    if (h_get(h_url(s, "/metrics"), NULL, &r) || r.status != 200) {
         h_resp_free(&r);
         return -1;
     }
@@ -136,55 +130,32 @@ static int event_count(const struct h_server *s, const char *ev, const char *nee
     return n;
 }
 
-struct log_wait {
-    const struct h_server *s;
-    const char *needle;
-};
-
-static bool log_has(void *arg)
-{
-    struct log_wait *w = arg;
-    return h_server_log_has(w->s, w->needle);
-}
-
 static bool wait_log(const struct h_server *s, const char *needle)
 {
-    struct log_wait w = {s, needle};
-    return h_wait_until(log_has, &w, 10000);
+    return H_WAIT(h_server_log_has(s, needle), 10000);
 }
 
 /* ---- fixtures ------------------------------------------------------------------------- */
 
+/* Another server on the suite's database and tiers, with one more variable (or none). */
 static int start_with(struct h_server *s, const char *extra)
 {
+    char tiers_env[500];
+    snprintf(tiers_env, sizeof(tiers_env), "TIERS_FILE=%s", suite.tiers_path);
     const char *env[] = {tiers_env, extra, NULL};
-    return h_server_start(s, db_url, env);
+    return h_server_start(s, suite.db_url, env);
 }
 
 static int setup(void **state)
 {
     (void)state;
-    if (h_db_create("observability", db_url, sizeof(db_url)))
-        return -1;
-    /* free: 2 requests per minute per tenant, a breaker that stays open once it opens. */
-    snprintf(tiers_path, sizeof(tiers_path), "%s/tiers-observability.json",
-             getenv("BH_TEST_WORK") ? getenv("BH_TEST_WORK") : "/tmp");
-    FILE *f = fopen(tiers_path, "w");
-    if (!f)
-        return -1;
-    fprintf(f, "{\"free\": {\"workers\": 4, \"db_max\": 2, \"rate_limit\": 2,"
-               " \"breaker_reset_ms\": 600000, \"breaker_min_calls\": 5},"
-               " \"pro\": {\"workers\": 8, \"db_max\": 4},"
-               " \"enterprise\": {\"workers\": 8, \"db_max\": 4}}");
-    fclose(f);
-    snprintf(tiers_env, sizeof(tiers_env), "TIERS_FILE=%s", tiers_path);
-    return start_with(&srv, NULL);
+    return h_suite_start(&suite);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    h_server_stop(&srv, SIGTERM, 20000);
+    h_suite_stop(&suite);
     return 0;
 }
 
@@ -209,7 +180,7 @@ static long request_as(const struct h_server *s, const char *path, const char *t
     }
     h[n] = NULL;
     struct h_resp r;
-    if (h_get(url_of(s, path), h, &r)) {
+    if (h_get(h_url(s, path), h, &r)) {
         h_resp_free(&r);
         return 0;
     }
@@ -226,7 +197,7 @@ static void metrics_is_prometheus_text_0_0_4(void **state)
 {
     (void)state;
     struct h_resp r;
-    assert_int_equal(h_get(url_of(&srv, "/metrics"), NULL, &r), 0);
+    assert_int_equal(h_get(h_url(&suite.srv, "/metrics"), NULL, &r), 0);
     assert_int_equal(r.status, 200);
     char ct[128];
     assert_non_null(h_header(&r, "Content-Type", ct, sizeof(ct)));
@@ -256,7 +227,7 @@ static void metric_names_follow_prometheus_conventions(void **state)
 {
     (void)state;
     struct prom_doc d;
-    assert_int_equal(scrape(&srv, &d), 0);
+    assert_int_equal(scrape(&suite.srv, &d), 0);
     for (size_t i = 0; i < d.nfam; i++) {
         const struct prom_family *f = &d.fam[i];
         size_t nl = strlen(f->name);
@@ -295,7 +266,7 @@ static bool outcome_reached(void *arg)
 {
     struct counts_wait *w = arg;
     struct prom_doc d;
-    if (scrape(&srv, &d))
+    if (scrape(&suite.srv, &d))
         return false;
     double v = prom_value(&d, "bulkhead_requests_total", 2, "tier", w->tier, "outcome", w->outcome);
     prom_free(&d);
@@ -307,12 +278,13 @@ static void histograms_are_cumulative_and_end_at_inf(void **state)
     (void)state;
     /* Some traffic so the buckets are not all zero. */
     for (int i = 0; i < 3; i++)
-        assert_int_equal(request_as(&srv, "/api/data", "enterprise", "hist", NULL, NULL, 0), 200);
+        assert_int_equal(request_as(&suite.srv, "/api/data", "enterprise", "hist", NULL, NULL, 0),
+                         200);
     /* A request is counted when it completes, just after its response went out. */
     struct counts_wait w = {3, "enterprise", "ok"};
     assert_true(h_wait_until(outcome_reached, &w, 10000));
     struct prom_doc d;
-    assert_int_equal(scrape(&srv, &d), 0);
+    assert_int_equal(scrape(&suite.srv, &d), 0);
     int histograms = 0, series_checked = 0;
     for (size_t f = 0; f < d.nfam; f++) {
         if (strcmp(d.fam[f].type, "histogram"))
@@ -393,7 +365,7 @@ static void every_tier_has_its_series(void **state)
 {
     (void)state;
     struct prom_doc d;
-    assert_int_equal(scrape(&srv, &d), 0);
+    assert_int_equal(scrape(&suite.srv, &d), 0);
     static const char *const per_tier[] = {
         "bulkhead_workers",
         "bulkhead_workers_busy",
@@ -453,19 +425,23 @@ static void counters_move_by_exactly_the_traffic_sent(void **state)
 {
     (void)state;
     struct prom_doc a, b;
-    assert_int_equal(scrape(&srv, &a), 0);
+    assert_int_equal(scrape(&suite.srv, &a), 0);
     double pro_ok = prom_value(&a, "bulkhead_requests_total", 2, "tier", "pro", "outcome", "ok");
     double free_rl =
         prom_value(&a, "bulkhead_requests_total", 2, "tier", "free", "outcome", "rate_limited");
 
     for (int i = 0; i < 3; i++)
-        assert_int_equal(request_as(&srv, "/api/data", "pro", "counter-pro", NULL, NULL, 0), 200);
-    assert_int_equal(request_as(&srv, "/api/data?limit=zero", "pro", "counter-pro", NULL, NULL, 0),
-                     400);
+        assert_int_equal(request_as(&suite.srv, "/api/data", "pro", "counter-pro", NULL, NULL, 0),
+                         200);
+    assert_int_equal(
+        request_as(&suite.srv, "/api/data?limit=zero", "pro", "counter-pro", NULL, NULL, 0), 400);
     /* free allows 2 per tenant per minute: the third is refused. */
-    assert_int_equal(request_as(&srv, "/api/data", "free", "counter-free", NULL, NULL, 0), 200);
-    assert_int_equal(request_as(&srv, "/api/data", "free", "counter-free", NULL, NULL, 0), 200);
-    assert_int_equal(request_as(&srv, "/api/data", "free", "counter-free", NULL, NULL, 0), 429);
+    assert_int_equal(request_as(&suite.srv, "/api/data", "free", "counter-free", NULL, NULL, 0),
+                     200);
+    assert_int_equal(request_as(&suite.srv, "/api/data", "free", "counter-free", NULL, NULL, 0),
+                     200);
+    assert_int_equal(request_as(&suite.srv, "/api/data", "free", "counter-free", NULL, NULL, 0),
+                     429);
 
     /* A request is counted when it completes, just after its response went out. */
     struct counts_wait w1 = {pro_ok + 3, "pro", "ok"}, w2 = {free_rl + 1, "free", "rate_limited"};
@@ -475,7 +451,7 @@ static void counters_move_by_exactly_the_traffic_sent(void **state)
         prom_value(&a, "bulkhead_requests_total", 2, "tier", "pro", "outcome", "client_error") + 1,
         "pro", "client_error"};
     assert_true(h_wait_until(outcome_reached, &w3, 10000));
-    assert_int_equal(scrape(&srv, &b), 0);
+    assert_int_equal(scrape(&suite.srv, &b), 0);
 
     assert_true(delta(&a, &b, "bulkhead_requests_total", "pro", "outcome", "ok") == 3);
     assert_true(delta(&a, &b, "bulkhead_requests_total", "pro", "outcome", "client_error") == 1);
@@ -504,22 +480,10 @@ static void counters_move_by_exactly_the_traffic_sent(void **state)
 
 /* ---- access log ---------------------------------------------------------------------- */
 
-struct access_wait {
-    const struct h_server *s;
-    const char *rid;
-};
-
-static bool access_logged(void *arg)
-{
-    struct access_wait *w = arg;
-    return access_lines_for(w->s, w->rid, NULL) > 0;
-}
-
 /* Wait for the request's line; return it (exactly one must exist). */
 static json_t *access_line(const struct h_server *s, const char *rid)
 {
-    struct access_wait w = {s, rid};
-    assert_true(h_wait_until(access_logged, &w, 10000));
+    assert_true(H_WAIT(access_lines_for(s, rid, NULL) > 0, 10000));
     json_t *l = NULL;
     int n = access_lines_for(s, rid, &l);
     if (n != 1)
@@ -586,10 +550,10 @@ static void each_request_logs_one_json_access_line(void **state)
     (void)state;
     char got[128];
     /* Admitted, answered by PostgreSQL. */
-    assert_int_equal(request_as(&srv, "/api/data", "pro", "acme", "obs-ok-1", got, sizeof(got)),
-                     200);
+    assert_int_equal(
+        request_as(&suite.srv, "/api/data", "pro", "acme", "obs-ok-1", got, sizeof(got)), 200);
     assert_string_equal(got, "obs-ok-1");
-    json_t *l = access_line(&srv, "obs-ok-1");
+    json_t *l = access_line(&suite.srv, "obs-ok-1");
     assert_access(l, "obs-ok-1", "pro", "acme", "/api/data", 200, "ok");
     json_decref(l);
 
@@ -598,29 +562,30 @@ static void each_request_logs_one_json_access_line(void **state)
     long st = 0;
     for (int i = 0; i < 4 && st != 429; i++) {
         snprintf(rid, sizeof(rid), "obs-limited-%d", i);
-        st = request_as(&srv, "/api/data", "free", "log-free", rid, got, sizeof(got));
+        st = request_as(&suite.srv, "/api/data", "free", "log-free", rid, got, sizeof(got));
     }
     assert_int_equal(st, 429);
-    l = access_line(&srv, rid);
+    l = access_line(&suite.srv, rid);
     assert_access(l, rid, "free", "log-free", "/api/data", 429, "rate_limited");
     json_decref(l);
 
     /* No tier at all: tier is null. */
-    assert_int_equal(request_as(&srv, "/api/data", "platinum", NULL, "obs-400", got, sizeof(got)),
-                     400);
-    l = access_line(&srv, "obs-400");
+    assert_int_equal(
+        request_as(&suite.srv, "/api/data", "platinum", NULL, "obs-400", got, sizeof(got)), 400);
+    l = access_line(&suite.srv, "obs-400");
     assert_access(l, "obs-400", NULL, NULL, "/api/data", 400, "client_error");
     json_decref(l);
 
     /* Not an API path. */
-    assert_int_equal(request_as(&srv, "/nowhere", NULL, NULL, "obs-404", got, sizeof(got)), 404);
-    l = access_line(&srv, "obs-404");
+    assert_int_equal(request_as(&suite.srv, "/nowhere", NULL, NULL, "obs-404", got, sizeof(got)),
+                     404);
+    l = access_line(&suite.srv, "obs-404");
     assert_access(l, "obs-404", NULL, NULL, "/nowhere", 404, "client_error");
     json_decref(l);
 
     /* Every line the server wrote is a JSON object with a time, a level and a type. */
     int bad;
-    json_t *all = log_lines(&srv, &bad);
+    json_t *all = log_lines(&suite.srv, &bad);
     assert_int_equal(bad, 0);
     size_t i;
     json_array_foreach(all, i, l)
@@ -637,9 +602,9 @@ static void request_id_is_generated_or_replaced_when_invalid(void **state)
     (void)state;
     char got[128];
     /* None sent: one is generated, returned and logged. */
-    assert_int_equal(request_as(&srv, "/health", NULL, NULL, NULL, got, sizeof(got)), 200);
+    assert_int_equal(request_as(&suite.srv, "/health", NULL, NULL, NULL, got, sizeof(got)), 200);
     assert_true(valid_request_id(got));
-    json_t *l = access_line(&srv, got);
+    json_t *l = access_line(&suite.srv, got);
     assert_access(l, got, NULL, NULL, "/health", 200, "ok");
     json_decref(l);
 
@@ -649,28 +614,29 @@ static void request_id_is_generated_or_replaced_when_invalid(void **state)
     };
     char seen[4][128];
     for (size_t i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
-        assert_int_equal(request_as(&srv, "/health", NULL, NULL, invalid[i], got, sizeof(got)),
-                         200);
+        assert_int_equal(
+            request_as(&suite.srv, "/health", NULL, NULL, invalid[i], got, sizeof(got)), 200);
         assert_string_not_equal(got, invalid[i]);
         assert_true(valid_request_id(got));
         snprintf(seen[i], sizeof(seen[i]), "%s", got);
         for (size_t j = 0; j < i; j++)
             assert_string_not_equal(seen[j], got); /* a fresh id each time */
-        l = access_line(&srv, got);
+        l = access_line(&suite.srv, got);
         json_decref(l);
         /* The rejected value never reaches the log. */
-        assert_int_equal(access_lines_for(&srv, invalid[i], NULL), 0);
+        assert_int_equal(access_lines_for(&suite.srv, invalid[i], NULL), 0);
     }
-    assert_false(h_server_log_has(&srv, "has space"));
-    assert_false(h_server_log_has(&srv, "0123456789012345678901234567890123456789012345678901234"
-                                        "567890123"));
+    assert_false(h_server_log_has(&suite.srv, "has space"));
+    assert_false(h_server_log_has(&suite.srv,
+                                  "0123456789012345678901234567890123456789012345678901234"
+                                  "567890123"));
 
     /* The longest valid id (64 characters) is kept as is. */
     const char *max = "A123456789012345678901234567890123456789012345678901234567890123";
     assert_int_equal(strlen(max), 64);
-    assert_int_equal(request_as(&srv, "/health", NULL, NULL, max, got, sizeof(got)), 200);
+    assert_int_equal(request_as(&suite.srv, "/health", NULL, NULL, max, got, sizeof(got)), 200);
     assert_string_equal(got, max);
-    l = access_line(&srv, max);
+    l = access_line(&suite.srv, max);
     json_decref(l);
 }
 
@@ -732,11 +698,7 @@ static int open_free_breaker(const struct h_server *s)
 
 static const char *breaker_of(const struct h_server *s, const char *tier, char *buf, size_t len)
 {
-    json_t *m = h_get_json(url_of(s, "/metrics/bulkheads"));
-    const char *st = jstr(json_object_get(json_object_get(m, tier), "circuitBreaker"), "state");
-    snprintf(buf, len, "%s", st ? st : "");
-    json_decref(m);
-    return buf;
+    return h_metric_text(s->base, tier, "circuitBreaker", "state", buf, len);
 }
 
 static void warn_level_suppresses_access_lines(void **state)
