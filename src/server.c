@@ -31,27 +31,6 @@
 #include <string.h>
 #include <sys/random.h>
 
-static struct breaker_cfg server_breaker_cfg(const struct tier_cfg *c)
-{
-    struct breaker_cfg b = {.error_pct = c->breaker_error_pct,
-                            .reset_ms = c->breaker_reset_ms,
-                            .window_ms = c->breaker_window_ms,
-                            .buckets = c->breaker_buckets,
-                            .min_calls = c->breaker_min_calls,
-                            .trial_calls = c->breaker_trial_calls};
-    return b;
-}
-
-static struct workpool_limits server_pool_limits(const struct tier_cfg *c)
-{
-    struct workpool_limits l = {.threads = (size_t)c->workers,
-                                .queue_max = (size_t)c->queue_max,
-                                .tenant_queue_max = (size_t)tiers_tenant_queue_cap(c),
-                                .share = tiers_worker_policy(c),
-                                .linger_us = c->tenant_linger_ms * 1000};
-    return l;
-}
-
 static bool server_others_active(const void *ctx)
 {
     return workpool_others_active(ctx);
@@ -60,13 +39,13 @@ static bool server_others_active(const void *ctx)
 /* Create tier t's parts from its first settings c. */
 static int server_tier_start(struct server *srv, struct tier_rt *t, const struct tier_cfg *c)
 {
-    struct breaker_cfg bc = server_breaker_cfg(c);
+    struct breaker_cfg bc = tierset_breaker_cfg(c);
     t->breaker = breaker_create(c->name, &bc);
     t->rl = ratelimit_create(c->rate_limit, c->rate_window_s, (size_t)srv->cfg.rl_max_keys);
 
     struct workpool_ops ops = api_workpool_ops_template;
     ops.ctx = &srv->api;
-    struct workpool_limits lim = server_pool_limits(c);
+    struct workpool_limits lim = tierset_pool_limits(c);
     int rc = workpool_create(c->name, &lim, &ops, &t->pool);
     if (rc) {
         log_error("tier_start", "tier %s: cannot start %" PRId64 " worker threads: %s", c->name,
@@ -401,12 +380,12 @@ fail:
 static void server_tier_apply(struct tier_rt *t, const struct tier_cfg *old,
                               const struct tier_cfg *c)
 {
-    struct workpool_limits lim = server_pool_limits(c);
+    struct workpool_limits lim = tierset_pool_limits(c);
     if (workpool_set_limits(t->pool, &lim))
         log_error("reload", "tier %s: could not start every new worker thread", c->name);
     dbpool_set_limits(t->db, (size_t)c->db_max, tiers_conn_policy(c));
     ratelimit_set(t->rl, c->rate_limit, c->rate_window_s);
-    struct breaker_cfg ob = server_breaker_cfg(old), nb = server_breaker_cfg(c);
+    struct breaker_cfg ob = tierset_breaker_cfg(old), nb = tierset_breaker_cfg(c);
     if (memcmp(&ob, &nb, sizeof(ob)) != 0)
         breaker_configure(t->breaker, &nb);
 }

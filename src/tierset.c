@@ -23,6 +23,27 @@ struct tierset {
     _Atomic(struct tierset_gen *) current; /* any thread loads; the main thread publishes */
 };
 
+struct breaker_cfg tierset_breaker_cfg(const struct tier_cfg *c)
+{
+    struct breaker_cfg b = {.error_pct = c->breaker_error_pct,
+                            .reset_ms = c->breaker_reset_ms,
+                            .window_ms = c->breaker_window_ms,
+                            .buckets = c->breaker_buckets,
+                            .min_calls = c->breaker_min_calls,
+                            .trial_calls = c->breaker_trial_calls};
+    return b;
+}
+
+struct workpool_limits tierset_pool_limits(const struct tier_cfg *c)
+{
+    struct workpool_limits l = {.threads = (size_t)c->workers,
+                                .queue_max = (size_t)c->queue_max,
+                                .tenant_queue_max = (size_t)tiers_tenant_queue_cap(c),
+                                .share = tiers_worker_policy(c),
+                                .linger_us = c->tenant_linger_ms * 1000};
+    return l;
+}
+
 int tierset_create(const struct tier_table *tiers, struct tierset **out)
 {
     if (tiers->count == 0 || tiers->count > TIERS_MAX)

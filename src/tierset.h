@@ -17,17 +17,17 @@
 #ifndef BULKHEAD_TIERSET_H
 #define BULKHEAD_TIERSET_H
 
+#include "breaker.h"
 #include "metrics.h"
 #include "tiers.h"
+#include "workpool.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 
 struct tierset;
-struct workpool;
 struct dbpool;
 struct ratelimit;
-struct breaker;
 
 /* One tier at run time. Lives as long as its set. */
 struct tier_rt {
@@ -43,6 +43,10 @@ struct tier_rt {
     struct breaker *breaker; /* circuit breaker */
     struct metrics_tier m;   /* requests this tier answered (atomics) */
 };
+
+/* What a tier's settings mean for its parts (server_start, a reload, a test's fake set). */
+struct breaker_cfg tierset_breaker_cfg(const struct tier_cfg *c);
+struct workpool_limits tierset_pool_limits(const struct tier_cfg *c);
 
 /* A set with the names and first settings of tiers (1 to TIERS_MAX). 0 or -EINVAL. */
 int tierset_create(const struct tier_table *tiers, struct tierset **out)

@@ -33,15 +33,28 @@ static char *slurp_cmd(const char *cmd)
     return buf;
 }
 
+/* What `bulkhead <args>` prints (malloc'd). */
+static char *binary_output(const char *args)
+{
+    char cmd[800];
+    snprintf(cmd, sizeof(cmd), "%s/%s %s", getenv("BH_ROOT"),
+             getenv("BULKHEAD_BIN") ? getenv("BULKHEAD_BIN") : "build/bulkhead", args);
+    return slurp_cmd(cmd);
+}
+
+/* README.md (malloc'd). */
+static char *readme_text(void)
+{
+    char cmd[800];
+    snprintf(cmd, sizeof(cmd), "cat %s/README.md", getenv("BH_ROOT"));
+    return slurp_cmd(cmd);
+}
+
 static void readme_config_tables_match_the_binary(void **state)
 {
     (void)state;
-    char cmd[800];
-    snprintf(cmd, sizeof(cmd), "%s/%s config --markdown", getenv("BH_ROOT"),
-             getenv("BULKHEAD_BIN") ? getenv("BULKHEAD_BIN") : "build/bulkhead");
-    char *tables = slurp_cmd(cmd);
-    snprintf(cmd, sizeof(cmd), "cat %s/README.md", getenv("BH_ROOT"));
-    char *readme = slurp_cmd(cmd);
+    char *tables = binary_output("config --markdown");
+    char *readme = readme_text();
     assert_true(strlen(tables) > 1000);
     if (!strstr(readme, tables))
         fprintf(stderr,
@@ -61,12 +74,8 @@ static void readme_config_tables_match_the_binary(void **state)
 static void readme_error_codes_match_the_binary(void **state)
 {
     (void)state;
-    char cmd[800];
-    snprintf(cmd, sizeof(cmd), "%s/%s errors --markdown", getenv("BH_ROOT"),
-             getenv("BULKHEAD_BIN") ? getenv("BULKHEAD_BIN") : "build/bulkhead");
-    char *table = slurp_cmd(cmd);
-    snprintf(cmd, sizeof(cmd), "cat %s/README.md", getenv("BH_ROOT"));
-    char *readme = slurp_cmd(cmd);
+    char *table = binary_output("errors --markdown");
+    char *readme = readme_text();
     /* Every code the server answers with, the three that were once missing included. */
     const char *codes[] = {"`invalid_tier`", "`auth_unavailable`", "`tier_unavailable`",
                            "`unknown_tier`", "`shutting_down`",    "`timeout`"};
@@ -89,8 +98,7 @@ static void readme_bench_table_is_the_latest_run(void **state)
              "%s/bench/results/latest.md",
              getenv("BH_ROOT"));
     char *table = slurp_cmd(cmd);
-    snprintf(cmd, sizeof(cmd), "cat %s/README.md", getenv("BH_ROOT"));
-    char *readme = slurp_cmd(cmd);
+    char *readme = readme_text();
     assert_non_null(strstr(table, "| measurement | bulkhead | reference | ratio | target |"));
     if (!strstr(readme, table))
         fprintf(stderr, "README.md's benchmark table is stale: run scripts/readme-bench.sh\n");

@@ -32,19 +32,10 @@ static const struct workpool_ops fakeset_ops = {.run = fakeset_run, .drop = fake
 static void fakeset_parts(struct tier_rt *t, const struct tier_cfg *c,
                           const struct workpool_ops *ops)
 {
-    struct breaker_cfg bc = {.error_pct = c->breaker_error_pct,
-                             .reset_ms = c->breaker_reset_ms,
-                             .window_ms = c->breaker_window_ms,
-                             .buckets = c->breaker_buckets,
-                             .min_calls = c->breaker_min_calls,
-                             .trial_calls = c->breaker_trial_calls};
+    struct breaker_cfg bc = tierset_breaker_cfg(c);
     t->breaker = breaker_create(c->name, &bc);
     t->rl = ratelimit_create(c->rate_limit, c->rate_window_s, 1000);
-    struct workpool_limits lim = {.threads = (size_t)c->workers,
-                                  .queue_max = (size_t)c->queue_max,
-                                  .tenant_queue_max = (size_t)tiers_tenant_queue_cap(c),
-                                  .share = tiers_worker_policy(c),
-                                  .linger_us = c->tenant_linger_ms * 1000};
+    struct workpool_limits lim = tierset_pool_limits(c);
     struct dbpool_opts po = {.conn = {.conninfo = FAKESET_CONNINFO, .appname = t->appname},
                              .max = (size_t)c->db_max,
                              .share = tiers_conn_policy(c)};

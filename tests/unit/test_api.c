@@ -149,24 +149,26 @@ struct reply {
     size_t hlen;
 };
 
+/* Append what curl hands over to buf[*len..cap), cut (never overrun) at cap. */
+static size_t append(char *buf, size_t cap, size_t *len, const char *p, size_t n)
+{
+    size_t room = cap - 1 - *len, take = n < room ? n : room;
+    memcpy(buf + *len, p, take);
+    *len += take;
+    buf[*len] = '\0';
+    return n;
+}
+
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
     struct reply *r = ud;
-    size_t len = size * n, room = sizeof(r->body) - 1 - r->len;
-    memcpy(r->body + r->len, p, len < room ? len : room);
-    r->len += len < room ? len : room;
-    r->body[r->len] = '\0';
-    return len;
+    return append(r->body, sizeof(r->body), &r->len, p, size * n);
 }
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     struct reply *r = ud;
-    size_t len = size * n, room = sizeof(r->headers) - 1 - r->hlen;
-    memcpy(r->headers + r->hlen, p, len < room ? len : room);
-    r->hlen += len < room ? len : room;
-    r->headers[r->hlen] = '\0';
-    return len;
+    return append(r->headers, sizeof(r->headers), &r->hlen, p, size * n);
 }
 
 /* method path with up to two headers (NULL-terminated); the reply in *r. */
