@@ -4,7 +4,7 @@
  * api_dispatch runs on the HTTP thread once a request is complete: it routes, answers cheap
  * endpoints directly, validates /api/data requests (a 4xx changes nothing: it is decided before
  * any limit is consumed), applies the rate limit and the breaker, and queues the work. The
- * queued work runs on a tier worker (api_run) against the tier's connection pool.
+ * queued work runs on a tier worker (apiwork.c) against the tier's connection pool.
  *
  * Everything it uses comes in struct api_deps: the api knows the modules it calls, never the
  * server that built them, so a test can hand it a fake tier set and no database.
@@ -12,9 +12,7 @@
 #ifndef BULKHEAD_API_H
 #define BULKHEAD_API_H
 
-#include "dbconn.h"
 #include "params.h"
-#include "workpool.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -47,15 +45,5 @@ struct api_deps {
  * to a worker, which owns it until request_resume: the caller must not touch it, not even to
  * read its state. */
 bool api_dispatch(const struct api_deps *d, struct request *r);
-
-/* The tier worker callbacks; ctx is the struct api_deps. */
-extern const struct workpool_ops api_workpool_ops_template;
-
-/* The statements every tier connection prepares. */
-extern const struct dbconn_stmt api_statements[];
-extern const size_t api_statement_count;
-
-/* Session settings of every tier connection. */
-extern const char api_session_sql[];
 
 #endif

@@ -7,6 +7,7 @@
  */
 #include "server.h"
 #include "api.h"
+#include "apiwork.h"
 #include "auth.h"
 #include "breaker.h"
 #include "dbpool.h"
@@ -43,7 +44,7 @@ static int server_tier_start(struct server *srv, struct tier_rt *t, const struct
     t->breaker = breaker_create(c->name, &bc);
     t->rl = ratelimit_create(c->rate_limit, c->rate_window_s, (size_t)srv->cfg.rl_max_keys);
 
-    struct workpool_ops ops = api_workpool_ops_template;
+    struct workpool_ops ops = apiwork_ops_template;
     ops.ctx = &srv->api;
     struct workpool_limits lim = tierset_pool_limits(c);
     int rc = workpool_create(c->name, &lim, &ops, &t->pool);
@@ -58,9 +59,9 @@ static int server_tier_start(struct server *srv, struct tier_rt *t, const struct
                  /* Server-side backstop a little past the call timeout: a statement whose
                   * cancel got lost still ends. */
                  .statement_timeout_ms = c->breaker_timeout_ms + 1000,
-                 .setup_sql = api_session_sql,
-                 .stmts = api_statements,
-                 .nstmts = api_statement_count},
+                 .setup_sql = apiwork_session_sql,
+                 .stmts = apiwork_statements,
+                 .nstmts = apiwork_statement_count},
         .max = (size_t)c->db_max,
         .share = tiers_conn_policy(c),
         .others_active = server_others_active,

@@ -11,6 +11,7 @@
  * (under ThreadSanitizer: reload and the HTTP threads do not race).
  */
 #include "api.h"
+#include "apiwork.h"
 #include "breaker.h"
 #include "config.h"
 #include "fakeset.h"
@@ -103,7 +104,7 @@ static int setup(void **state)
     if (config_load_from(&t.cfg, cfg_get, NULL, err, sizeof(err)))
         return -1;
     t.cfg.api_port = 0; /* any free port */
-    struct workpool_ops ops = api_workpool_ops_template;
+    struct workpool_ops ops = apiwork_ops_template;
     ops.ctx = &t.deps;
     t.ts = fakeset_create(tiers_json, &ops);
     t.history = history_create(t.ts);
