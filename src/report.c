@@ -133,18 +133,21 @@ static json_t *report_tier_json(struct server *srv, const struct report_tier *t)
 
     json_t *busiest = json_array();
     for (size_t i = 0; i < t->ntop; i++)
-        json_array_append_new(busiest, json_pack("{s:s, s:I, s:I, s:I}", "tenant", t->top[i].key,
-                                                 "inFlight", (json_int_t)t->top[i].in_flight,
-                                                 "queued", (json_int_t)t->top[i].queued,
-                                                 "connections", (json_int_t)t->top_conns[i]));
+        json_array_append_new(
+            busiest,
+            json_pack("{s:s, s:I, s:I, s:I, s:f, s:b}", "tenant", t->top[i].key, "inFlight",
+                      (json_int_t)t->top[i].in_flight, "queued", (json_int_t)t->top[i].queued,
+                      "connections", (json_int_t)t->top_conns[i], "holdMs",
+                      (double)t->top[i].hold_avg_us / 1000.0, "brief", t->top[i].brief));
     json_t *fair = json_pack(
-        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "activeTenants", (json_int_t)t->wp.tenants,
-        "tenantWorkerShare", (json_int_t)tiers_worker_policy(c).cap, "tenantConnectionShare",
-        (json_int_t)tiers_conn_policy(c).cap, "tenantQueueShare",
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "activeTenants",
+        (json_int_t)t->wp.tenants, "tenantWorkerShare", (json_int_t)tiers_worker_policy(c).cap,
+        "tenantConnectionShare", (json_int_t)tiers_conn_policy(c).cap, "tenantQueueShare",
         (json_int_t)tiers_tenant_queue_cap(c), "workerReserve",
         (json_int_t)tiers_worker_policy(c).reserve, "connectionReserve",
         (json_int_t)tiers_conn_policy(c).reserve, "lingerMs", (json_int_t)c->tenant_linger_ms,
-        "rejectedTenantShare", (json_int_t)t->wp.rejected_tenant, "busiest", busiest);
+        "briefRequestMs", (json_int_t)c->brief_request_ms, "rejectedTenantShare",
+        (json_int_t)t->wp.rejected_tenant, "busiest", busiest);
 
     json_t *req = json_object();
     for (int o = 0; o < OUTCOME_COUNT; o++)

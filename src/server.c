@@ -47,7 +47,8 @@ static struct workpool_limits server_pool_limits(const struct tier_cfg *c)
                                 .queue_max = (size_t)c->queue_max,
                                 .tenant_queue_max = (size_t)tiers_tenant_queue_cap(c),
                                 .share = tiers_worker_policy(c),
-                                .linger_us = c->tenant_linger_ms * 1000};
+                                .linger_us = c->tenant_linger_ms * 1000,
+                                .brief_us = c->brief_request_ms * 1000};
     return l;
 }
 
@@ -92,6 +93,7 @@ static int server_tier_start(struct server *srv, size_t index, const struct tier
         .max = (size_t)c->db_max,
         .share = tiers_conn_policy(c),
         .others_active = server_others_active,
+        .brief = workpool_tenant_brief,
         .others_ctx = t->pool,
     };
     rc = dbpool_create(&po, &t->db);
