@@ -65,7 +65,9 @@ static size_t dbpool_held_locked(const struct dbpool *p, const void *owner)
 static bool dbpool_may_take(const struct dbpool *p, const void *owner)
 {
     bool others = p->o.others_active && p->o.others_active(p->o.others_ctx);
-    return share_may_take(&p->share, dbpool_held_locked(p, owner), p->open - p->nidle, others);
+    bool brief = p->o.brief && p->o.brief(owner);
+    return share_may_take(&p->share, dbpool_held_locked(p, owner), p->open - p->nidle, others,
+                          brief);
 }
 
 /* Reserve a slot for owner to open a connection in. Mutex held; open < max. */

@@ -2,18 +2,19 @@
  * dbpool: one tier's PostgreSQL connections (the database bulkhead).
  *
  * At most `max` connections, opened lazily on demand, kept open, replaced when broken. Who may
- * take a connection is share.h's rule, the same as for workers: a tenant holding none may take
- * any free one; a busy tenant leaves the last `reserve` free for newcomers and, while other
- * tenants of the tier are active, holds at most its share, so one tenant's slow queries cannot
- * hold every connection of its tier. A worker that may not take one now waits, bounded by its
- * deadline, in a FIFO of waiters; a released connection is handed straight to the first waiter
- * allowed to take it, and waiters that are not allowed are passed over, never waited behind.
+ * take a connection is share.h's rule, the same as for workers: a tenant holding none, or whose
+ * requests are brief, may take any free one; any other leaves the last `reserve` free for
+ * newcomers and, while other tenants of the tier are active, holds at most its share, so one
+ * tenant's slow queries cannot hold every connection of its tier. A worker that may not take one
+ * now waits, bounded by its deadline, in a FIFO of waiters; a released connection is handed
+ * straight to the first waiter allowed to take it, and waiters that are not allowed are passed
+ * over, never waited behind.
  *
  * DESIGN: one mutex guards the idle list, the busy and opening lists, the counts and the
  * waiter list. Connecting, closing and queries happen with no lock held. Each waiter sleeps on
  * its own condition variable and is woken only when it has been given a connection or a slot
- * to open one. others_active is read without the pool's mutex (it is the worker pool's
- * lock-free count), so a change of it reaches waiters through dbpool_kick.
+ * to open one. others_active and brief are read without the pool's mutex (the worker pool's
+ * lock-free state), so a change of them reaches waiters through dbpool_kick.
  */
 #ifndef BULKHEAD_DBPOOL_H
 #define BULKHEAD_DBPOOL_H
@@ -34,6 +35,9 @@ struct dbpool_opts {
     /* Whether tenants other than the caller are active in the tier (lock-free, may be NULL). */
     bool (*others_active)(const void *ctx);
     const void *others_ctx;
+    /* Whether owner's requests are brief (lock-free, while owner has a request in flight; may
+     * be NULL: nobody is). */
+    bool (*brief)(const void *owner);
 };
 
 struct dbpool_stats {

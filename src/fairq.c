@@ -172,7 +172,8 @@ struct fairq_item *fairq_pop(struct fairq *q, int64_t now_us)
     struct fairq_tenant *t = start;
     do {
         /* share.h's rule: a tenant that may not take a worker now is passed over. */
-        if (share_may_take(&q->lim.slots, t->in_flight, q->in_flight, fairq_others_active(q, t))) {
+        if (share_may_take(&q->lim.slots, t->in_flight, q->in_flight, fairq_others_active(q, t),
+                           fairq_tenant_brief(t))) {
             q->cursor = t->rnext;
             struct fairq_item *it = fairq_take_head(q, t);
             t->in_flight++;
@@ -191,6 +192,26 @@ void fairq_done(struct fairq *q, struct fairq_tenant *t, int64_t now_us)
     t->in_flight--;
     q->in_flight--;
     t->last_active_us = now_us;
+}
+
+void fairq_record_hold(struct fairq *q, struct fairq_tenant *t, int64_t held_us)
+{
+    if (held_us < 0)
+        held_us = 0;
+    if (t->hold_samples == 0)
+        t->hold_avg_us = held_us;
+    else
+        t->hold_avg_us += (held_us - t->hold_avg_us) / 4;
+    if (t->hold_samples < UINT32_MAX)
+        t->hold_samples++;
+    bool brief = q->lim.brief_us > 0 && t->hold_samples >= FAIRQ_BRIEF_SAMPLES &&
+                 t->hold_avg_us < q->lim.brief_us;
+    atomic_store_explicit(&t->brief, brief, memory_order_relaxed);
+}
+
+bool fairq_tenant_brief(const struct fairq_tenant *t)
+{
+    return atomic_load_explicit(&t->brief, memory_order_relaxed);
 }
 
 static struct fairq_item *fairq_collect(struct fairq *q, int64_t cutoff_us, bool all)

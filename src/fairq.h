@@ -16,11 +16,13 @@
 
 #include "share.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define FAIRQ_KEY_MAX 80 /* longest tenant key, bytes */
+#define FAIRQ_KEY_MAX       80 /* longest tenant key, bytes */
+#define FAIRQ_BRIEF_SAMPLES 4  /* items a tenant must have finished before it can be brief */
 
 struct fairq_tenant;
 
@@ -42,6 +44,10 @@ struct fairq_tenant {
     uint32_t in_flight;                 /* items popped and not yet done */
     uint64_t served;                    /* items popped, ever (metrics) */
     int64_t last_active_us;             /* last push, pop or done */
+    int64_t hold_avg_us;                /* recent mean time an item held a worker (EWMA 1/4) */
+    uint32_t hold_samples;              /* items measured (saturates) */
+    atomic_bool brief; /* see above; written with the owner's lock held, read without it by the
+                          connection pool while one of the tenant's items runs */
 };
 
 struct fairq_limits {
@@ -49,6 +55,7 @@ struct fairq_limits {
     size_t tenant_queue_max;   /* one tenant's queued items at most */
     struct share_policy slots; /* who may take one of the workers (slots.size = workers) */
     int64_t linger_us;         /* how long an idle tenant still counts as active */
+    int64_t brief_us;          /* a recent mean hold below this makes a tenant brief; 0: never */
 };
 
 struct fairq {
@@ -77,6 +84,12 @@ struct fairq_item *fairq_pop(struct fairq *q, int64_t now_us);
 
 /* An item returned by fairq_pop has finished. */
 void fairq_done(struct fairq *q, struct fairq_tenant *t, int64_t now_us);
+
+/* An item of t held a worker for held_us: update t's mean hold and its brief flag. */
+void fairq_record_hold(struct fairq *q, struct fairq_tenant *t, int64_t held_us);
+
+/* Whether t's requests are brief (any thread, while one of t's items is in flight). */
+bool fairq_tenant_brief(const struct fairq_tenant *t);
 
 /* Remove and return (as a list linked by ->next) the queued items enqueued before cutoff_us. */
 struct fairq_item *fairq_expire(struct fairq *q, int64_t cutoff_us);

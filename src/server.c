@@ -65,6 +65,7 @@ static int server_tier_start(struct server *srv, struct tier_rt *t, const struct
         .max = (size_t)c->db_max,
         .share = tiers_conn_policy(c),
         .others_active = server_others_active,
+        .brief = workpool_tenant_brief,
         .others_ctx = t->pool,
     };
     return dbpool_create(&po, &t->db);

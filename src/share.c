@@ -19,11 +19,12 @@ struct share_policy share_policy_pct(size_t size, long share_pct, long reserve_p
     return p;
 }
 
-bool share_may_take(const struct share_policy *p, size_t held, size_t in_use, bool others_active)
+bool share_may_take(const struct share_policy *p, size_t held, size_t in_use, bool others_active,
+                    bool brief)
 {
     if (in_use >= p->size)
         return false;
-    if (held == 0)
+    if (held == 0 || brief)
         return true;
     if (others_active && held >= p->cap)
         return false;

@@ -2,14 +2,16 @@
  * share: the one admission rule for a tier's shared slots, used by its worker pool (fairq) and
  * its connection pool (dbpool), so both bulkheads treat tenants the same way.
  *
- * A pool has `size` slots. A tenant may take one more slot when all of these hold:
- *   1. a slot is free;
- *   2. it holds nothing yet (a newcomer: it may take any free slot, the reserve included), or
- *      taking it leaves more than `reserve` slots free: the last `reserve` free slots are kept
- *      for tenants that hold nothing, so a newcomer never waits for a busy tenant's slow work;
- *   3. while other tenants are active, it holds fewer than `cap` (its share).
- * What it costs a busy tenant alone: `reserve` slots of the pool, always; its share applies
- * only while others are active ("active" is decided by the caller, with hysteresis: see fairq).
+ * A pool has `size` slots. A tenant may take one more slot when one is free and either
+ *   - it holds nothing yet (a newcomer), or its requests are brief (they give a slot back
+ *     within milliseconds, so holding one more delays nobody by more than that): it may take
+ *     any free slot; or
+ *   - taking it leaves more than `reserve` slots free (the last `reserve` free slots are kept
+ *     for newcomers, so a newcomer never waits for a busy tenant's slow work) and, while other
+ *     tenants are active, it holds fewer than `cap` (its share).
+ * What it costs a busy tenant alone: nothing when its requests are brief; otherwise `reserve`
+ * slots of the pool. Its share applies only while others are active. "Active" and "brief" are
+ * decided by the caller (fairq: hysteresis after the last request; a recent mean hold time).
  *
  * Pure functions of their arguments: no state, no locks, any thread.
  */
@@ -31,7 +33,9 @@ struct share_policy {
 struct share_policy share_policy_pct(size_t size, long share_pct, long reserve_pct);
 
 /* Whether a tenant holding `held` slots may take one more, with `in_use` slots taken by all
- * tenants together and others_active telling whether another tenant is active. */
-bool share_may_take(const struct share_policy *p, size_t held, size_t in_use, bool others_active);
+ * tenants together, others_active telling whether another tenant is active and brief whether
+ * the tenant's requests are brief. */
+bool share_may_take(const struct share_policy *p, size_t held, size_t in_use, bool others_active,
+                    bool brief);
 
 #endif

@@ -58,6 +58,10 @@ static const struct tier_key tier_keys[] = {
      "workers/connections (%, at least 1 when set) kept for tenants with nothing in flight: a busy "
      "tenant never takes them, even alone",
      TOFF(tenant_reserve_pct)},
+    {"brief_request_ms", 5, 0, 60000,
+     "a tenant whose recent requests held a worker less than this (ms, mean) may take any free "
+     "worker or connection, share and reserve aside: it gives it back at once; 0 = none",
+     TOFF(brief_request_ms)},
     {"tenant_linger_ms", 1000, 0, 3600000,
      "how long a tenant still counts as active after its last request ended (its neighbours stay "
      "at their share meanwhile)",

@@ -40,6 +40,7 @@ struct tier_cfg {
                                       other tenants of the tier wait */
     int64_t tenant_queue_pct;      /* most of the queue one tenant may fill */
     int64_t tenant_reserve_pct;    /* workers/connections kept for tenants holding none */
+    int64_t brief_request_ms;      /* a mean hold below this lets a tenant take any free slot */
     int64_t tenant_linger_ms;      /* a tenant counts as active this long after its last request */
 };
 

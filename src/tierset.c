@@ -40,7 +40,8 @@ struct workpool_limits tierset_pool_limits(const struct tier_cfg *c)
                                 .queue_max = (size_t)c->queue_max,
                                 .tenant_queue_max = (size_t)tiers_tenant_queue_cap(c),
                                 .share = tiers_worker_policy(c),
-                                .linger_us = c->tenant_linger_ms * 1000};
+                                .linger_us = c->tenant_linger_ms * 1000,
+                                .brief_us = c->brief_request_ms * 1000};
     return l;
 }
 

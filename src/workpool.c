@@ -89,7 +89,8 @@ static void *workpool_main(void *arg)
     for (;;) {
         if (self->index >= wp->target || (wp->stopping && wp->q.queued == 0))
             break;
-        struct fairq_item *it = wp->stopping ? NULL : fairq_pop(&wp->q, mclock_now_us());
+        int64_t popped = mclock_now_us();
+        struct fairq_item *it = wp->stopping ? NULL : fairq_pop(&wp->q, popped);
         if (!it) {
             self->parked = true;
             self->next_parked = wp->parked;
@@ -106,7 +107,9 @@ static void *workpool_main(void *arg)
         wp->ops.run(it, wp->ops.ctx); /* it may be freed by now: only t is used below */
 
         pthread_mutex_lock(&wp->mutex);
-        fairq_done(&wp->q, t, mclock_now_us());
+        int64_t now = mclock_now_us();
+        fairq_record_hold(&wp->q, t, now - popped);
+        fairq_done(&wp->q, t, now);
         atomic_fetch_add_explicit(&wp->completed, 1, memory_order_relaxed);
         /* A tenant below its share again may unblock a queued item: this thread looks for it
          * next, so no one else needs waking. */
@@ -171,7 +174,8 @@ static struct fairq_limits workpool_q_limits(const struct workpool_limits *lim)
     struct fairq_limits q = {.queue_max = lim->queue_max,
                              .tenant_queue_max = lim->tenant_queue_max,
                              .slots = lim->share,
-                             .linger_us = lim->linger_us};
+                             .linger_us = lim->linger_us,
+                             .brief_us = lim->brief_us};
     q.slots.size = lim->threads;
     return q;
 }
@@ -277,6 +281,11 @@ int workpool_set_limits(struct workpool *wp, const struct workpool_limits *lim)
     return rc;
 }
 
+bool workpool_tenant_brief(const void *tenant)
+{
+    return fairq_tenant_brief(tenant);
+}
+
 bool workpool_others_active(const struct workpool *wp)
 {
     return atomic_load_explicit(&wp->tenants_active, memory_order_relaxed) > 1;
@@ -309,6 +318,8 @@ size_t workpool_top_tenants(struct workpool *wp, struct workpool_tenant_load *ou
     for (size_t i = 0; i < found; i++) {
         snprintf(out[i].key, sizeof(out[i].key), "%s", top[i]->key);
         out[i].id = top[i];
+        out[i].hold_avg_us = top[i]->hold_avg_us;
+        out[i].brief = fairq_tenant_brief(top[i]);
         out[i].in_flight = top[i]->in_flight;
         out[i].queued = top[i]->queued;
     }

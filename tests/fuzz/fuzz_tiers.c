@@ -39,6 +39,7 @@ static const struct {
     {"tenant_share_pct", offsetof(struct tier_cfg, tenant_share_pct)},
     {"tenant_queue_pct", offsetof(struct tier_cfg, tenant_queue_pct)},
     {"tenant_reserve_pct", offsetof(struct tier_cfg, tenant_reserve_pct)},
+    {"brief_request_ms", offsetof(struct tier_cfg, brief_request_ms)},
     {"tenant_linger_ms", offsetof(struct tier_cfg, tenant_linger_ms)},
 };
 

@@ -38,7 +38,8 @@ static void fakeset_parts(struct tier_rt *t, const struct tier_cfg *c,
     struct workpool_limits lim = tierset_pool_limits(c);
     struct dbpool_opts po = {.conn = {.conninfo = FAKESET_CONNINFO, .appname = t->appname},
                              .max = (size_t)c->db_max,
-                             .share = tiers_conn_policy(c)};
+                             .share = tiers_conn_policy(c),
+                             .brief = workpool_tenant_brief};
     if (workpool_create(c->name, &lim, ops ? ops : &fakeset_ops, &t->pool) ||
         dbpool_create(&po, &t->db)) {
         fprintf(stderr, "fakeset: cannot build tier %s's parts\n", c->name);

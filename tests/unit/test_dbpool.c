@@ -502,6 +502,45 @@ static void a_newcomer_never_waits_behind_a_busy_tenant(void **state)
     finish(p, app);
 }
 
+/* brief for the pools under test: the owner A is brief while this flag is set. */
+static atomic_bool a_brief;
+static bool brief_flag(const void *owner)
+{
+    return owner == A && atomic_load(&a_brief);
+}
+
+/* A tenant with brief requests may take any free connection: past its share beside others and
+ * into the reserve; as soon as it is not brief, the share and the reserve bind again. */
+static void brief_requests_take_any_free_connection(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "brief");
+    atomic_bool others = true;
+    struct dbpool_opts o = {
+        .conn = params(url, app),
+        .max = 4,
+        .share = {.size = 4, .cap = 1, .reserve = 1},
+        .others_active = others_flag,
+        .others_ctx = &others,
+        .brief = brief_flag,
+    };
+    struct dbpool *p = NULL;
+    assert_int_equal(dbpool_create(&o, &p), 0);
+    struct dbconn *a[4];
+    atomic_store(&a_brief, true);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(get(p, A, 5 * SEC, &a[i]), 0);
+    assert_int_equal(dbpool_held(p, A), 4);
+    for (int i = 1; i < 4; i++)
+        dbpool_release(p, a[i], false);
+    atomic_store(&a_brief, false);
+    assert_int_equal(get(p, A, 100 * MS, &a[1]), -ETIMEDOUT); /* at its share of 1 */
+    dbpool_release(p, a[0], false);
+    finish(p, app);
+}
+
 /* Connections being opened count as held: a cold pool cannot be filled past the reserve by
  * one tenant's concurrent first requests. */
 static void *opener_main(void *arg)
@@ -906,6 +945,7 @@ int main(void)
         cmocka_unit_test(no_tenant_cap_when_alone),
         cmocka_unit_test(a_newcomer_never_waits_behind_a_busy_tenant),
         cmocka_unit_test(connections_being_opened_count_for_their_tenant),
+        cmocka_unit_test(brief_requests_take_any_free_connection),
         cmocka_unit_test(connection_killed_while_idle_is_replaced),
         cmocka_unit_test(broken_release_frees_the_slot),
         cmocka_unit_test(smaller_max_closes_idle_connections),

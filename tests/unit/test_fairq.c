@@ -338,6 +338,57 @@ static void a_newcomer_takes_the_worker_a_busy_tenant_must_leave(void **state)
     fairq_destroy(&q);
 }
 
+/* Brief requests: once a tenant's recent items held a worker for less than brief_us on
+ * average (after FAIRQ_BRIEF_SAMPLES of them), it may take any free worker, past its share and
+ * the reserve; one slow item makes it an ordinary tenant again. */
+static void brief_requests_take_any_free_worker_until_they_turn_slow(void **state)
+{
+    (void)state;
+    struct fairq_limits l = {.queue_max = BIG,
+                             .tenant_queue_max = BIG,
+                             .slots = {.size = 4, .cap = 2, .reserve = 1},
+                             .linger_us = 1000,
+                             .brief_us = 5000};
+    struct fairq q;
+    fairq_init(&q, &l, 41);
+    struct job a[4], b, warm[FAIRQ_BRIEF_SAMPLES];
+    for (int i = 0; i < FAIRQ_BRIEF_SAMPLES; i++) {
+        assert_int_equal(push(&q, &warm[i], "A", i, 1), FAIRQ_OK);
+        struct fairq_item *it = fairq_pop(&q, 1);
+        assert_false(fairq_tenant_brief(it->tenant)); /* not before enough samples */
+        fairq_record_hold(&q, it->tenant, 100);
+        fairq_done(&q, it->tenant, 1);
+    }
+    struct fairq_tenant *ta = warm[0].item.tenant;
+    assert_true(fairq_tenant_brief(ta));
+    assert_int_equal(ta->hold_avg_us, 100);
+
+    assert_int_equal(push(&q, &b, "B", 0, 2), FAIRQ_OK);
+    assert_non_null(pop(&q, 2));
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(push(&q, &a[i], "A", i, 2), FAIRQ_OK);
+    /* B active, A's share 2, reserve 1: brief A still runs on all three free workers. */
+    struct job *r[3];
+    for (int i = 0; i < 3; i++) {
+        r[i] = pop(&q, 3);
+        assert_non_null(r[i]);
+    }
+    assert_null(fairq_pop(&q, 3)); /* no worker free */
+    assert_int_equal(ta->in_flight, 3);
+
+    /* A 200 ms item: A's mean jumps past 5 ms and A is held to its share and the reserve. */
+    fairq_record_hold(&q, ta, 200000);
+    fairq_done(&q, ta, 4);
+    assert_false(fairq_tenant_brief(ta));
+    assert_null(fairq_pop(&q, 4)); /* A at 2 = its share beside B; the free one is the reserve */
+
+    fairq_drain(&q);
+    while (ta->in_flight)
+        fairq_done(&q, ta, 5);
+    fairq_done(&q, b.item.tenant, 5);
+    fairq_destroy(&q);
+}
+
 static void idle_tenant_lingers_then_sweep_lifts_the_cap(void **state)
 {
     (void)state;
@@ -651,6 +702,7 @@ int main(void)
         cmocka_unit_test(share_cap_binds_only_while_others_are_active),
         cmocka_unit_test(idle_tenant_lingers_then_sweep_lifts_the_cap),
         cmocka_unit_test(a_newcomer_takes_the_worker_a_busy_tenant_must_leave),
+        cmocka_unit_test(brief_requests_take_any_free_worker_until_they_turn_slow),
         cmocka_unit_test(sweep_frees_only_tenants_idle_for_linger),
         cmocka_unit_test(expire_takes_exactly_items_older_than_cutoff),
         cmocka_unit_test(drain_returns_every_queued_item_and_keeps_in_flight),

@@ -1,11 +1,11 @@
 /*
  * test_share: the admission rule both pools apply (share.h), as a table of situations.
  *
- * A newcomer (holding nothing) takes any free slot, the reserve included; a busy tenant never
- * takes the last `reserve` free slots, alone or not; while others are active it stops at its
- * share; nobody takes a slot that is not free. And the policy built from a tier's percentages:
- * the share rounds down but never below 1, the reserve rounds up, is at least 1 when set and
- * always leaves a lone tenant one slot.
+ * A newcomer (holding nothing) or a tenant with brief requests takes any free slot, the reserve
+ * included; any other busy tenant never takes the last `reserve` free slots, alone or not, and
+ * while others are active it stops at its share; nobody takes a slot that is not free. And the
+ * policy built from a tier's percentages: the share rounds down but never below 1, the reserve
+ * rounds up, is at least 1 when set and always leaves a lone tenant one slot.
  */
 #include "share.h"
 
@@ -21,23 +21,27 @@ struct situation {
     const char *what;
     size_t size, cap, reserve;
     size_t held, in_use;
-    bool others;
+    bool others, brief;
     bool may;
 };
 
 static const struct situation situations[] = {
-    {"a newcomer takes the last free slot, the reserve", 10, 5, 1, 0, 9, true, true},
-    {"a newcomer takes it when alone too", 10, 5, 1, 0, 9, false, true},
-    {"a busy tenant alone leaves the reserve free", 10, 5, 1, 9, 9, false, false},
-    {"a busy tenant alone takes every slot but the reserve", 10, 5, 1, 8, 8, false, true},
-    {"beside others, a busy tenant stops at its share", 10, 5, 1, 5, 6, true, false},
-    {"beside others, below its share, it takes a slot", 10, 5, 1, 4, 6, true, true},
-    {"beside others, below its share, it still leaves the reserve", 10, 5, 1, 4, 9, true, false},
-    {"nobody takes a slot when none is free", 10, 5, 1, 0, 10, true, false},
-    {"a pool shrunk below what is in use admits nobody", 4, 2, 1, 0, 6, false, false},
-    {"without a reserve, a tenant alone takes the last slot", 5, 2, 0, 4, 4, false, true},
-    {"without a reserve, the share still binds beside others", 5, 2, 0, 2, 3, true, false},
-    {"a share of the whole pool binds nothing beside others", 5, 5, 0, 4, 4, true, true},
+    {"a newcomer takes the last free slot, the reserve", 10, 5, 1, 0, 9, true, false, true},
+    {"a newcomer takes it when alone too", 10, 5, 1, 0, 9, false, false, true},
+    {"a busy tenant alone leaves the reserve free", 10, 5, 1, 9, 9, false, false, false},
+    {"a busy tenant alone takes every slot but the reserve", 10, 5, 1, 8, 8, false, false, true},
+    {"beside others, a busy tenant stops at its share", 10, 5, 1, 5, 6, true, false, false},
+    {"beside others, below its share, it takes a slot", 10, 5, 1, 4, 6, true, false, true},
+    {"beside others, below its share, it still leaves the reserve", 10, 5, 1, 4, 9, true, false,
+     false},
+    {"nobody takes a slot when none is free", 10, 5, 1, 0, 10, true, false, false},
+    {"a pool shrunk below what is in use admits nobody", 4, 2, 1, 0, 6, false, false, false},
+    {"without a reserve, a tenant alone takes the last slot", 5, 2, 0, 4, 4, false, false, true},
+    {"without a reserve, the share still binds beside others", 5, 2, 0, 2, 3, true, false, false},
+    {"a share of the whole pool binds nothing beside others", 5, 5, 0, 4, 4, true, false, true},
+    {"brief requests take the reserve too", 10, 5, 1, 9, 9, false, true, true},
+    {"brief requests take beyond the share beside others", 10, 5, 1, 7, 9, true, true, true},
+    {"brief requests take no slot when none is free", 10, 5, 1, 9, 10, true, true, false},
 };
 
 static void every_situation_gets_its_verdict(void **state)
@@ -46,7 +50,7 @@ static void every_situation_gets_its_verdict(void **state)
     for (size_t i = 0; i < sizeof(situations) / sizeof(situations[0]); i++) {
         const struct situation *s = &situations[i];
         struct share_policy p = {.size = s->size, .cap = s->cap, .reserve = s->reserve};
-        if (share_may_take(&p, s->held, s->in_use, s->others) != s->may)
+        if (share_may_take(&p, s->held, s->in_use, s->others, s->brief) != s->may)
             fail_msg("%s: expected %s", s->what, s->may ? "may take" : "may not take");
     }
 }
@@ -57,13 +61,13 @@ static void a_lone_busy_tenant_fills_all_but_the_reserve(void **state)
     /* Take slots one by one as a lone tenant would: it stops at size - reserve. */
     struct share_policy p = {.size = 10, .cap = 5, .reserve = 2};
     size_t held = 0;
-    while (share_may_take(&p, held, held, false))
+    while (share_may_take(&p, held, held, false, false))
         held++;
     assert_int_equal(held, 8);
     /* Two newcomers still find a slot each; a third does not. */
-    assert_true(share_may_take(&p, 0, held, true));
-    assert_true(share_may_take(&p, 0, held + 1, true));
-    assert_false(share_may_take(&p, 0, held + 2, true));
+    assert_true(share_may_take(&p, 0, held, true, false));
+    assert_true(share_may_take(&p, 0, held + 1, true, false));
+    assert_false(share_may_take(&p, 0, held + 2, true, false));
 }
 
 static void policies_from_percentages_round_as_documented(void **state)

@@ -41,6 +41,7 @@ static const struct {
     {"tenant_share_pct", offsetof(struct tier_cfg, tenant_share_pct)},
     {"tenant_queue_pct", offsetof(struct tier_cfg, tenant_queue_pct)},
     {"tenant_reserve_pct", offsetof(struct tier_cfg, tenant_reserve_pct)},
+    {"brief_request_ms", offsetof(struct tier_cfg, brief_request_ms)},
     {"tenant_linger_ms", offsetof(struct tier_cfg, tenant_linger_ms)},
 };
 #define KEY_COUNT (sizeof(key_fields) / sizeof(key_fields[0]))
@@ -167,6 +168,7 @@ static void omitted_keys_take_the_documented_defaults(void **state)
     assert_int_equal(t.tiers[0].tenant_share_pct, 100);
     assert_int_equal(t.tiers[0].tenant_reserve_pct, 0);
     assert_int_equal(t.tiers[0].tenant_linger_ms, 1000);
+    assert_int_equal(t.tiers[0].brief_request_ms, 5);
     /* One key set, the rest defaulted. */
     assert_int_equal(parse("{\"t\": {\"db_max\": 7}}", &t, err, sizeof(err)), 0);
     assert_int_equal(t.tiers[0].db_max, 7);

@@ -185,21 +185,29 @@ static struct workpool_limits limits(size_t threads, size_t queue_max, size_t te
 /* A pool whose tenants, while others are active, hold `share` workers at most; `reserve`
  * workers stay free for tenants holding none; a tenant stays active linger_us after its last
  * item (its end is injected through workpool_expire's now). */
-static struct workpool *pool_ex(struct ctx *c, size_t threads, size_t queue_max,
-                                size_t tenant_queue_max, size_t share, size_t reserve,
-                                int64_t linger_us)
+static struct workpool *pool_brief(struct ctx *c, size_t threads, size_t queue_max,
+                                   size_t tenant_queue_max, size_t share, size_t reserve,
+                                   int64_t linger_us, int64_t brief_us)
 {
     struct workpool_limits lim = {.threads = threads,
                                   .queue_max = queue_max,
                                   .tenant_queue_max = tenant_queue_max,
                                   .share = {.size = threads, .cap = share, .reserve = reserve},
-                                  .linger_us = linger_us};
+                                  .linger_us = linger_us,
+                                  .brief_us = brief_us};
     struct workpool_ops ops = {.run = job_run, .drop = job_drop, .ctx = c};
     struct workpool *wp = NULL;
     assert_int_equal(workpool_create("test", &lim, &ops, &wp), 0);
     assert_non_null(wp);
     c->wp = wp;
     return wp;
+}
+
+static struct workpool *pool_ex(struct ctx *c, size_t threads, size_t queue_max,
+                                size_t tenant_queue_max, size_t share, size_t reserve,
+                                int64_t linger_us)
+{
+    return pool_brief(c, threads, queue_max, tenant_queue_max, share, reserve, linger_us, 0);
 }
 
 static struct workpool *pool(struct ctx *c, size_t threads, size_t queue_max,
@@ -425,6 +433,34 @@ static void a_newcomer_runs_while_a_busy_tenant_holds_every_other_worker(void **
     release_all(&c);
     WAIT_UNTIL(&c, c.completed == 7);
     assert_int_equal(CTX_READ(&c, c.t_completed[A]), 6);
+    stop_and_destroy(&c, wp);
+}
+
+/* The pool measures how long each item held its worker: a tenant whose items end at once is
+ * brief and takes every free worker beside another tenant, past its share and the reserve. */
+static void a_tenant_with_brief_items_uses_every_free_worker(void **state)
+{
+    (void)state;
+    enum { A, B };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool_brief(&c, 4, 100, 100, 2, 1, 1000000, 1000000);
+    struct job warm[FAIRQ_BRIEF_SAMPLES], b = {0}, a[3];
+    memset(warm, 0, sizeof(warm));
+    memset(a, 0, sizeof(a));
+    for (int i = 0; i < FAIRQ_BRIEF_SAMPLES; i++)
+        assert_int_equal(submit(wp, &warm[i], A, false), 0);
+    wait_pool_completed(wp, FAIRQ_BRIEF_SAMPLES);
+    assert_true(workpool_tenant_brief(warm[0].item.tenant));
+
+    assert_int_equal(submit(wp, &b, B, true), 0);
+    WAIT_UNTIL(&c, c.t_running[B] == 1);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(submit(wp, &a[i], A, true), 0);
+    WAIT_UNTIL(&c, c.t_running[A] == 3);
+    wait_pool_idle(wp, 0);
+    release_all(&c);
+    WAIT_UNTIL(&c, c.completed == FAIRQ_BRIEF_SAMPLES + 4);
     stop_and_destroy(&c, wp);
 }
 
@@ -834,6 +870,7 @@ int main(void)
         cmocka_unit_test(running_items_never_exceed_threads),
         cmocka_unit_test(tenant_share_is_capped_while_others_are_active),
         cmocka_unit_test(a_newcomer_runs_while_a_busy_tenant_holds_every_other_worker),
+        cmocka_unit_test(a_tenant_with_brief_items_uses_every_free_worker),
         cmocka_unit_test(submit_refuses_full_queue_tenant_share_and_shutdown),
         cmocka_unit_test(expire_drops_only_items_queued_before_cutoff),
         cmocka_unit_test(set_limits_adds_threads_live),
