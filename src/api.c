@@ -260,7 +260,7 @@ static bool api_data(const struct api_deps *d, struct request *r)
     request_defer(r);
     int rc = workpool_submit(t->pool, r->tenant, &r->item);
     if (rc == 0)
-        return false;
+        return true; /* the worker owns r now */
     breaker_release(t->breaker, r->permit);
     if (rc == -ESHUTDOWN)
         apierr_reply(r, APIERR_SHUTTING_DOWN);

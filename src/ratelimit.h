@@ -12,8 +12,9 @@
  * tracked; when the table is full, new keys share one overflow bucket with the tier's limit, so
  * cycling through fresh tenant ids buys a client no extra requests.
  *
- * DESIGN: keys are spread over 64 shards, each with its own mutex: HTTP threads contend only
- * when two requests hash to the same shard at the same moment. Counters are atomics.
+ * DESIGN: the TATs live in a keytab (64 shards, each with its own mutex: HTTP threads contend
+ * only when two requests hash to the same shard at the same moment); the overflow bucket has
+ * its own mutex. Counters are atomics.
  */
 #ifndef BULKHEAD_RATELIMIT_H
 #define BULKHEAD_RATELIMIT_H

@@ -1,0 +1,233 @@
+/*
+ * keytab: sharded chained hash tables with an exact global bound (see keytab.h).
+ */
+#include "keytab.h"
+#include "mclock.h"
+#include "xalloc.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+struct kt_entry {
+    struct kt_entry *next; /* hash chain */
+    uint64_t hash;
+    int64_t value; /* deadline, monotonic us */
+    char key[];    /* NUL-terminated */
+};
+
+struct kt_shard {
+    pthread_mutex_t mutex; /* guards the fields below */
+    struct kt_entry **buckets;
+    size_t nbuckets; /* power of two */
+    size_t count;    /* entries in this shard */
+    int64_t last_sweep_us;
+    char pad[64]; /* keep neighbouring shards' mutexes off one cache line */
+};
+
+struct keytab {
+    uint64_t seed;
+    size_t max_keys; /* bound on `keys`, over all shards */
+    struct kt_shard shards[KEYTAB_SHARDS];
+    atomic_size_t keys; /* entries in all shards; a new entry reserves its place here first */
+    _Atomic int64_t last_full_sweep_us; /* the last sweep of every shard on a full table */
+};
+
+struct keytab *keytab_create(size_t max_keys)
+{
+    struct keytab *kt = xcalloc(1, sizeof(*kt));
+    if (getrandom(&kt->seed, sizeof(kt->seed), 0) != sizeof(kt->seed))
+        kt->seed = (uint64_t)mclock_wall_us();
+    kt->max_keys = max_keys;
+    size_t per = (max_keys + KEYTAB_SHARDS - 1) / KEYTAB_SHARDS; /* expected per shard */
+    size_t nb = 16;
+    while (nb < per)
+        nb *= 2;
+    for (int i = 0; i < KEYTAB_SHARDS; i++) {
+        pthread_mutex_init(&kt->shards[i].mutex, NULL);
+        /* Buckets are allocated on first use: an idle table costs nothing. */
+        kt->shards[i].nbuckets = nb;
+    }
+    return kt;
+}
+
+void keytab_destroy(struct keytab *kt)
+{
+    if (!kt)
+        return;
+    for (int i = 0; i < KEYTAB_SHARDS; i++) {
+        struct kt_shard *s = &kt->shards[i];
+        for (size_t b = 0; s->buckets && b < s->nbuckets; b++) {
+            struct kt_entry *e = s->buckets[b];
+            while (e) {
+                struct kt_entry *next = e->next;
+                free(e);
+                e = next;
+            }
+        }
+        free(s->buckets);
+        pthread_mutex_destroy(&s->mutex);
+    }
+    free(kt);
+}
+
+static uint64_t kt_hash(uint64_t seed, const char *key)
+{
+    uint64_t h = 1469598103934665603ull ^ seed;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
+        h ^= *p;
+        h *= 1099511628211ull;
+    }
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+/* Delete entries whose deadline has passed. Shard mutex held. */
+static size_t kt_shard_sweep(struct keytab *kt, struct kt_shard *s, int64_t now_us)
+{
+    size_t freed = 0;
+    s->last_sweep_us = now_us;
+    for (size_t b = 0; s->buckets && b < s->nbuckets; b++) {
+        struct kt_entry **pp = &s->buckets[b];
+        while (*pp) {
+            struct kt_entry *e = *pp;
+            if (e->value <= now_us) {
+                *pp = e->next;
+                free(e);
+                freed++;
+            } else {
+                pp = &e->next;
+            }
+        }
+    }
+    s->count -= freed;
+    atomic_fetch_sub_explicit(&kt->keys, freed, memory_order_relaxed);
+    return freed;
+}
+
+/* Take one of the max_keys places for a new entry; false when the table is full. The bound is
+ * global and exact: shards fill unevenly, so a per-shard quota would round it up or down. */
+static bool kt_reserve(struct keytab *kt)
+{
+    size_t n = atomic_load_explicit(&kt->keys, memory_order_relaxed);
+    while (n < kt->max_keys)
+        if (atomic_compare_exchange_weak_explicit(&kt->keys, &n, n + 1, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return true;
+    return false;
+}
+
+/* The shard and chain head of key, and its entry if present. Shard mutex held. */
+static struct kt_entry **kt_find(struct kt_shard *s, uint64_t h, const char *key,
+                                 struct kt_entry **found)
+{
+    if (!s->buckets)
+        s->buckets = xcalloc(s->nbuckets, sizeof(*s->buckets));
+    struct kt_entry **head = &s->buckets[(h / KEYTAB_SHARDS) & (s->nbuckets - 1)];
+    struct kt_entry **pp = head;
+    while (*pp && ((*pp)->hash != h || strcmp((*pp)->key, key) != 0))
+        pp = &(*pp)->next;
+    *found = *pp;
+    return *found ? pp : head;
+}
+
+/* One attempt of keytab_update, with its shard's own sweep when the table is full. */
+static int kt_update_once(struct keytab *kt, const char *key, uint64_t h, int64_t now_us,
+                          bool (*fn)(int64_t *value, void *ctx), void *ctx)
+{
+    struct kt_shard *s = &kt->shards[h % KEYTAB_SHARDS];
+    pthread_mutex_lock(&s->mutex);
+    struct kt_entry *e;
+    struct kt_entry **pp = kt_find(s, h, key, &e);
+    int64_t v = e && e->value > now_us ? e->value : 0;
+    int rc = 0;
+    if (!fn(&v, ctx)) {
+        /* nothing to store */
+    } else if (e && v > now_us) {
+        e->value = v;
+    } else if (e) {
+        *pp = e->next; /* no information left: delete */
+        free(e);
+        s->count--;
+        atomic_fetch_sub_explicit(&kt->keys, 1, memory_order_relaxed);
+    } else if (v > now_us) {
+        bool placed = kt_reserve(kt);
+        if (!placed && now_us - s->last_sweep_us >= KEYTAB_SWEEP_GAP_US) {
+            kt_shard_sweep(kt, s, now_us);
+            pp = kt_find(s, h, key, &e); /* the sweep may have moved the chain head */
+            placed = kt_reserve(kt);
+        }
+        if (placed) {
+            size_t klen = strlen(key);
+            e = xmalloc(sizeof(*e) + klen + 1);
+            memcpy(e->key, key, klen + 1);
+            e->hash = h;
+            e->value = v;
+            e->next = *pp;
+            *pp = e;
+            s->count++;
+        } else {
+            rc = -ENOSPC;
+        }
+    }
+    pthread_mutex_unlock(&s->mutex);
+    return rc;
+}
+
+/* Whether this caller may sweep every shard now (one caller per KEYTAB_SWEEP_GAP_US). */
+static bool kt_claim_full_sweep(struct keytab *kt, int64_t now_us)
+{
+    int64_t last = atomic_load_explicit(&kt->last_full_sweep_us, memory_order_relaxed);
+    return now_us - last >= KEYTAB_SWEEP_GAP_US &&
+           atomic_compare_exchange_strong_explicit(&kt->last_full_sweep_us, &last, now_us,
+                                                   memory_order_relaxed, memory_order_relaxed);
+}
+
+int keytab_update(struct keytab *kt, const char *key, int64_t now_us,
+                  bool (*fn)(int64_t *value, void *ctx), void *ctx)
+{
+    uint64_t h = kt_hash(kt->seed, key);
+    int rc = kt_update_once(kt, key, h, now_us, fn, ctx);
+    /* Full, and this key's shard had nothing to give back: the dead keys may sit in other
+     * shards. Sweep them all (no shard lock held, so no lock order to keep) and try again. */
+    if (rc == -ENOSPC && kt_claim_full_sweep(kt, now_us) && keytab_sweep(kt, now_us) > 0)
+        rc = kt_update_once(kt, key, h, now_us, fn, ctx);
+    return rc;
+}
+
+static bool kt_keep(int64_t *value, void *ctx)
+{
+    *(int64_t *)ctx = *value;
+    return false;
+}
+
+int64_t keytab_get(struct keytab *kt, const char *key, int64_t now_us)
+{
+    int64_t v = 0;
+    if (keytab_update(kt, key, now_us, kt_keep, &v))
+        return 0;
+    return v;
+}
+
+size_t keytab_sweep(struct keytab *kt, int64_t now_us)
+{
+    size_t freed = 0;
+    for (int i = 0; i < KEYTAB_SHARDS; i++) {
+        struct kt_shard *s = &kt->shards[i];
+        pthread_mutex_lock(&s->mutex);
+        if (s->count)
+            freed += kt_shard_sweep(kt, s, now_us);
+        pthread_mutex_unlock(&s->mutex);
+    }
+    return freed;
+}
+
+size_t keytab_count(const struct keytab *kt)
+{
+    return atomic_load_explicit(&kt->keys, memory_order_relaxed);
+}

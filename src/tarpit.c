@@ -1,0 +1,219 @@
+/*
+ * tarpit: the "retry not before" table and the held requests' timer (see tarpit.h).
+ */
+#include "tarpit.h"
+#include "keytab.h"
+#include "mclock.h"
+#include "xalloc.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+struct tp_held {
+    int64_t until_us;
+    void *item;
+};
+
+struct tarpit {
+    struct tarpit_cfg cfg;
+    struct keytab *clients; /* owned: key -> monotonic time before which it is too early */
+    pthread_t thread;
+
+    /* _shared: the mutex guards the heap, stopping; wake tells the thread the earliest hold
+     * changed or stop was asked. */
+    pthread_mutex_t mutex;
+    pthread_cond_t wake;
+    struct tp_held *heap; /* owned; min-heap on until_us, nheld of max_held */
+    size_t nheld;
+    bool stopping;
+
+    atomic_uint_least64_t held, overflow, untracked;
+};
+
+static void tp_swap(struct tp_held *a, struct tp_held *b)
+{
+    struct tp_held t = *a;
+    *a = *b;
+    *b = t;
+}
+
+static void tp_sift_up(struct tp_held *h, size_t i)
+{
+    while (i > 0 && h[(i - 1) / 2].until_us > h[i].until_us) {
+        tp_swap(&h[(i - 1) / 2], &h[i]);
+        i = (i - 1) / 2;
+    }
+}
+
+static void tp_sift_down(struct tp_held *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && h[l].until_us < h[m].until_us)
+            m = l;
+        if (r < n && h[r].until_us < h[m].until_us)
+            m = r;
+        if (m == i)
+            return;
+        tp_swap(&h[m], &h[i]);
+        i = m;
+    }
+}
+
+/* Pop the earliest held request. Mutex held; nheld > 0. */
+static void *tp_pop(struct tarpit *tp)
+{
+    void *item = tp->heap[0].item;
+    tp->heap[0] = tp->heap[--tp->nheld];
+    tp_sift_down(tp->heap, tp->nheld, 0);
+    return item;
+}
+
+static void *tp_main(void *arg)
+{
+    struct tarpit *tp = arg;
+    pthread_mutex_lock(&tp->mutex);
+    while (!tp->stopping) {
+        if (tp->nheld == 0) {
+            pthread_cond_wait(&tp->wake, &tp->mutex);
+            continue;
+        }
+        int64_t now = mclock_now_us();
+        if (tp->heap[0].until_us > now) {
+            struct timespec ts = mclock_timespec(tp->heap[0].until_us);
+            pthread_cond_timedwait(&tp->wake, &tp->mutex, &ts);
+            continue;
+        }
+        void *item = tp_pop(tp);
+        pthread_mutex_unlock(&tp->mutex);
+        tp->cfg.release(item, tp->cfg.ctx);
+        pthread_mutex_lock(&tp->mutex);
+    }
+    pthread_mutex_unlock(&tp->mutex);
+    return NULL;
+}
+
+int tarpit_create(const struct tarpit_cfg *cfg, struct tarpit **out)
+{
+    struct tarpit *tp = xcalloc(1, sizeof(*tp));
+    tp->cfg = *cfg;
+    tp->clients = keytab_create(cfg->max_clients);
+    tp->heap = xcalloc(cfg->max_held ? cfg->max_held : 1, sizeof(*tp->heap));
+    pthread_mutex_init(&tp->mutex, NULL);
+    mclock_cond_init(&tp->wake);
+    int rc = pthread_create(&tp->thread, NULL, tp_main, tp);
+    if (rc) {
+        pthread_cond_destroy(&tp->wake);
+        pthread_mutex_destroy(&tp->mutex);
+        free(tp->heap);
+        keytab_destroy(tp->clients);
+        free(tp);
+        return -rc;
+    }
+    pthread_setname_np(tp->thread, "tarpit");
+    *out = tp;
+    return 0;
+}
+
+/* keytab update: keep the later of the stored time and *ctx. */
+static bool tp_not_before(int64_t *value, void *ctx)
+{
+    int64_t t = *(const int64_t *)ctx;
+    if (*value >= t)
+        return false;
+    *value = t;
+    return true;
+}
+
+int64_t tarpit_check(struct tarpit *tp, const char *key1, const char *key2, int64_t retry_after_us,
+                     int64_t now_us)
+{
+    int64_t due = 0;
+    const char *keys[2] = {key1, key2};
+    for (int i = 0; i < 2; i++) {
+        if (keys[i]) {
+            int64_t t = keytab_get(tp->clients, keys[i], now_us);
+            if (t > due)
+                due = t;
+        }
+    }
+    int64_t until = now_us;
+    if (due > now_us)
+        until = due < now_us + tp->cfg.max_hold_us ? due : now_us + tp->cfg.max_hold_us;
+    /* The refusal will tell the client to wait retry_after_us from when it goes out. */
+    int64_t next = until + retry_after_us;
+    for (int i = 0; i < 2; i++)
+        if (keys[i] && keytab_update(tp->clients, keys[i], now_us, tp_not_before, &next))
+            atomic_fetch_add_explicit(&tp->untracked, 1, memory_order_relaxed);
+    return until;
+}
+
+bool tarpit_hold(struct tarpit *tp, void *item, int64_t until_us)
+{
+    pthread_mutex_lock(&tp->mutex);
+    if (tp->stopping || tp->nheld >= tp->cfg.max_held) {
+        pthread_mutex_unlock(&tp->mutex);
+        atomic_fetch_add_explicit(&tp->overflow, 1, memory_order_relaxed);
+        return false;
+    }
+    tp->heap[tp->nheld] = (struct tp_held){.until_us = until_us, .item = item};
+    tp_sift_up(tp->heap, tp->nheld++);
+    bool earliest = tp->heap[0].item == item;
+    pthread_mutex_unlock(&tp->mutex);
+    atomic_fetch_add_explicit(&tp->held, 1, memory_order_relaxed);
+    if (earliest)
+        pthread_cond_signal(&tp->wake);
+    return true;
+}
+
+size_t tarpit_sweep(struct tarpit *tp, int64_t now_us)
+{
+    return keytab_sweep(tp->clients, now_us);
+}
+
+void tarpit_stats(struct tarpit *tp, struct tarpit_stats *out)
+{
+    pthread_mutex_lock(&tp->mutex);
+    out->holding = tp->nheld;
+    pthread_mutex_unlock(&tp->mutex);
+    out->held = atomic_load_explicit(&tp->held, memory_order_relaxed);
+    out->overflow = atomic_load_explicit(&tp->overflow, memory_order_relaxed);
+    out->untracked = atomic_load_explicit(&tp->untracked, memory_order_relaxed);
+    out->clients = keytab_count(tp->clients);
+}
+
+void tarpit_stop(struct tarpit *tp)
+{
+    if (!tp)
+        return;
+    pthread_mutex_lock(&tp->mutex);
+    bool was = tp->stopping;
+    tp->stopping = true;
+    pthread_cond_signal(&tp->wake);
+    pthread_mutex_unlock(&tp->mutex);
+    if (was)
+        return;
+    pthread_join(tp->thread, NULL);
+    /* The thread is gone: answer whatever is still held, earliest first. */
+    for (;;) {
+        pthread_mutex_lock(&tp->mutex);
+        void *item = tp->nheld ? tp_pop(tp) : NULL;
+        pthread_mutex_unlock(&tp->mutex);
+        if (!item)
+            break;
+        tp->cfg.release(item, tp->cfg.ctx);
+    }
+}
+
+void tarpit_destroy(struct tarpit *tp)
+{
+    if (!tp)
+        return;
+    tarpit_stop(tp);
+    pthread_cond_destroy(&tp->wake);
+    pthread_mutex_destroy(&tp->mutex);
+    free(tp->heap);
+    keytab_destroy(tp->clients);
+    free(tp);
+}
