@@ -6,7 +6,7 @@
 # median is kept. Results go to stdout and to bench/results/<date>.md (and latest.md).
 #
 # Settings: BENCH_DURATION (s per measurement, 10), BENCH_RUNS (3), BENCH_CONC (32),
-# BENCH_SECTIONS (default "data health isolation fairness scaling choices"). A run of only some
+# BENCH_SECTIONS (default "data health isolation storms fairness scaling choices"). A run of only some
 # sections writes bench/results/partial-<date>.md and leaves latest.md and the README alone.
 set -u
 cd "$(dirname "$0")/.."
@@ -19,10 +19,11 @@ RESULTS=$ROOT/bench/results
 BIN=$ROOT/build/bulkhead
 MINIMAL=$ROOT/build/bench/minimal
 PGBIN=/usr/lib/postgresql/15/bin
-SECTIONS=${BENCH_SECTIONS:-data health isolation fairness scaling choices}
-ALL_SECTIONS="data health isolation fairness scaling choices"
+SECTIONS=${BENCH_SECTIONS:-data health isolation storms fairness scaling choices}
+ALL_SECTIONS="data health isolation storms fairness scaling choices"
 has() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 . "$ROOT/bench/fairness.sh"
+. "$ROOT/bench/storms.sh"
 mkdir -p "$RESULTS"
 rm -rf "$WORK"
 mkdir -p "$WORK"
@@ -197,7 +198,8 @@ if has choices; then
     PG_SIMPLE=$("$PGBIN/pgbench" -n -M simple -c "$CONC" -j 2 -T "$DUR" -f "$WORK/query.sql" "$DB" 2>&1 | awk '/^tps = / { printf "%.0f\n", $3 }')
 fi
 
-# 7. Fairness inside a tier (bench/fairness.sh).
+# 7. Storms against a sink (bench/storms.sh), 8. fairness inside a tier (bench/fairness.sh).
+has storms && section_storms
 has fairness && section_fairness
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
@@ -228,6 +230,7 @@ OUT=$RESULTS/$STAMP.md
     echo "| isolation: ... while free is saturated with slow queries | | | ${ISO_SAT:-?} | >= 0.9: $(mark "${ISO_SAT:-0}" 0.9) |"
     echo "| isolation: ... during a failure storm on free | | | ${ISO_STORM:-?} | >= 0.9: $(mark "${ISO_STORM:-0}" 0.9) |"
     echo "| server RSS idle / peak under load-test.sh | $RSS_IDLE MB / $RSS_LOAD MB | | | <= 64 MB: $(mark "$RSS_LOAD" 64 le) |"
+    has storms && storms_rows
     has fairness && fairness_rows
     echo
     echo "load-test.sh verdict: $([ "$LT_STATUS" -eq 0 ] && echo PASS || echo FAIL); fairness inside free: $FAIR"

@@ -11,7 +11,7 @@ pkgs_build="gcc make pkg-config libc6-dev libmicrohttpd-dev libpq-dev libjansson
 pkgs_run="postgresql-15 postgresql-client-15 util-linux"
 pkgs_test="libcmocka-dev libcurl4-openssl-dev postgresql-15 postgresql-client-15 redis-server nginx-light \
 chromium fonts-dejavu-core docker-compose clang libclang-rt-14-dev procps iproute2 curl"
-pkgs_bench="wrk hey postgresql-15 postgresql-client-15 procps curl iproute2"
+pkgs_bench="wrk hey postgresql-15 postgresql-client-15 procps curl iproute2 nginx-light"
 # What the runtime image needs: shared libraries, the load test's tools, curl for HEALTHCHECK.
 pkgs_runtime="libmicrohttpd12 libpq5 libjansson4 libhiredis0.14 libssl3 curl wrk hey ca-certificates"
 

@@ -22,6 +22,7 @@
 #include "report.h"
 #include "request.h"
 #include "rlredis.h"
+#include "tarpit.h"
 #include "tierset.h"
 #include "xalloc.h"
 
@@ -232,6 +233,53 @@ static bool api_rate_limit(const struct api_deps *d, struct request *r, const st
     return false;
 }
 
+/*
+ * r was just refused on this thread (its reply is set). When the refusal carries a Retry-After
+ * and its client (the tenant, or the address, within the tier) is back before the time it was
+ * last told, hold it in the tarpit until then. `deferred` says r is suspended already (it was
+ * on its way to the queue); it is resumed here unless held. Returns true when held: the tarpit
+ * owns r until it resumes it.
+ */
+static bool api_refused(const struct api_deps *d, struct request *r, bool deferred)
+{
+    if (!d->tarpit || !r->error || !apierr_held((enum apierr)(r->error - 1)) || !r->reply_retry_s) {
+        if (deferred)
+            request_resume(r);
+        return false;
+    }
+    const char *tier = tierset_cfg(r->tier)->name;
+    char by_tenant[TIERS_NAME_MAX + FAIRQ_KEY_MAX + 2], by_addr[TIERS_NAME_MAX + 64], addr[56];
+    snprintf(by_tenant, sizeof(by_tenant), "%s|%s", tier, r->tenant);
+    api_client_key(d, r, addr, sizeof(addr));
+    snprintf(by_addr, sizeof(by_addr), "%s|%s", tier, addr);
+    int64_t now = mclock_now_us();
+    int64_t until = tarpit_check(d->tarpit, by_tenant, strcmp(r->tenant, addr) ? by_addr : NULL,
+                                 r->reply_retry_s * 1000000, now);
+    if (until <= now) {
+        if (deferred)
+            request_resume(r);
+        return false;
+    }
+    enum metrics_outcome refused = r->outcome;
+    r->outcome = OUTCOME_HELD;
+    r->held_us = until - now;
+    if (!deferred)
+        request_defer(r); /* before the tarpit sees it: it may release it at once */
+    if (tarpit_hold(d->tarpit, r, until))
+        return true;
+    r->outcome = refused; /* too many held: answered at once after all */
+    r->held_us = 0;
+    request_resume(r);
+    return false;
+}
+
+/* The tarpit's thread: a held refusal is due. */
+void api_release_held(void *item, void *ctx)
+{
+    (void)ctx;
+    request_resume(item);
+}
+
 /* Returns true when r was handed to a worker: from then on the worker owns it. */
 static bool api_data(const struct api_deps *d, struct request *r)
 {
@@ -247,13 +295,13 @@ static bool api_data(const struct api_deps *d, struct request *r)
     struct tier_rt *t = r->tier;
     const struct tier_cfg *c = tierset_cfg(t);
     if (!api_rate_limit(d, r, c))
-        return false;
+        return api_refused(d, r, false);
 
     r->permit = breaker_acquire(t->breaker, mclock_now_us(), &r->retry_after_us);
     if (r->permit == BREAKER_DENY) {
         apierr_replyf(r, APIERR_CIRCUIT_OPEN, "tier %s is failing; its circuit breaker is open",
                       c->name);
-        return false;
+        return api_refused(d, r, false);
     }
 
     /* Suspend before queueing: a worker may finish before this thread returns. */
@@ -269,8 +317,7 @@ static bool api_data(const struct api_deps *d, struct request *r)
                       c->name);
     else
         apierr_replyf(r, APIERR_BULKHEAD_FULL, "tier %s's worker queue is full", c->name);
-    request_resume(r);
-    return false;
+    return api_refused(d, r, true);
 }
 
 /* ---- metrics, dashboard ------------------------------------------------------------------ */

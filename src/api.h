@@ -25,6 +25,7 @@ struct history;
 struct health;
 struct auth;
 struct rlredis;
+struct tarpit;
 
 /* What the endpoints need. Filled by the server (or a test) before the first request and
  * read-only afterwards; whatever it points to must outlive the HTTP daemon and the workers. */
@@ -35,6 +36,7 @@ struct api_deps {
     struct health *health;                /* /health */
     struct auth *auth;                    /* NULL unless AUTH_MODE=apikey */
     struct rlredis *redis;                /* NULL unless RATE_LIMIT_BACKEND=redis */
+    struct tarpit *tarpit;                /* NULL unless TARPIT=true */
     const struct params_cidr *proxies;    /* TRUSTED_PROXIES */
     size_t nproxies;
     int64_t retry_reads;     /* DB_READ_RETRIES */
@@ -45,5 +47,8 @@ struct api_deps {
  * to a worker, which owns it until request_resume: the caller must not touch it, not even to
  * read its state. */
 bool api_dispatch(const struct api_deps *d, struct request *r);
+
+/* The tarpit's release callback (tarpit_cfg.release): answer a held refusal now. */
+void api_release_held(void *item, void *ctx);
 
 #endif

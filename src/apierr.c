@@ -24,6 +24,7 @@ struct apierr_row {
     const char *header, *value; /* a header every such reply carries, or NULL */
     const char *message;        /* the body's "message" when the caller gives none */
     const char *when;           /* for the README: when it is answered */
+    bool held;                  /* held by the tarpit when the client is back too early */
 };
 
 #define CLIENT OUTCOME_CLIENT_ERROR
@@ -73,7 +74,8 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
     [APIERR_RATE_LIMITED] = {"rate_limited", 429, OUTCOME_RATE_LIMITED, APIERR_RETRY_WAIT,
                              .message = "the tenant's rate limit is used up",
                              .when = "the tenant used up its tier's rate limit; Retry-After: "
-                                     "until a request would be admitted"},
+                                     "until a request would be admitted",
+                             .held = true},
     [APIERR_DATABASE_ERROR] = {"database_error", 500, OUTCOME_ERROR,
                                .message = "the statement failed",
                                .when = "the statement failed in PostgreSQL (a breaker "
@@ -84,7 +86,8 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                                          "loaded)"},
     [APIERR_BULKHEAD_FULL] = {"bulkhead_full", 503, OUTCOME_BULKHEAD_FULL, APIERR_RETRY_SECOND,
                               .message = "the tier's worker queue is full",
-                              .when = "the tier's queue, or the tenant's share of it, is full"},
+                              .when = "the tier's queue, or the tenant's share of it, is full",
+                              .held = true},
     [APIERR_QUEUE_TIMEOUT] = {"queue_timeout", 503, OUTCOME_QUEUE_TIMEOUT, APIERR_RETRY_SECOND,
                               .message = "no worker of the tier was free in time",
                               .when = "no worker was free within `queue_timeout_ms`"},
@@ -94,7 +97,8 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
     [APIERR_CIRCUIT_OPEN] = {"circuit_open", 503, OUTCOME_CIRCUIT_OPEN, APIERR_RETRY_WAIT,
                              .message = "the tier is failing; its circuit breaker is open",
                              .when = "the tier's breaker is open; Retry-After: until it lets a "
-                                     "trial call through"},
+                                     "trial call through",
+                             .held = true},
     [APIERR_DATABASE_UNAVAILABLE] = {"database_unavailable", 503, OUTCOME_ERROR,
                                      APIERR_RETRY_SECOND,
                                      .message = "the database cannot be reached",
@@ -110,6 +114,11 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
 };
 
 #undef CLIENT
+
+bool apierr_held(enum apierr e)
+{
+    return apierr_table[e].held;
+}
 
 const char *apierr_code(enum apierr e)
 {
@@ -132,6 +141,8 @@ void apierr_reply_members(struct request *r, enum apierr e, const char *message,
         retry_s = request_retry_seconds(r->retry_after_us);
     request_reply_error(r, row->status, row->outcome, row->code, message ? message : row->message,
                         members, retry_s);
+    r->error = (int)e + 1;
+    r->reply_retry_s = retry_s;
     if (row->header)
         request_add_header(r, row->header, row->value);
 }
@@ -182,18 +193,20 @@ static const char *apierr_retry_doc(enum apierr_retry rule)
 void apierr_print(FILE *out, bool markdown)
 {
     if (markdown)
-        fprintf(out, "| code | status | outcome | Retry-After | when |\n|---|---|---|---|---|\n");
+        fprintf(out, "| code | status | outcome | Retry-After | held when back early | when |\n"
+                     "|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < APIERR_COUNT; i++) {
         const struct apierr_row *row = &apierr_table[i];
         const char *outcome = metrics_outcome_name(row->outcome);
         const char *retry = apierr_retry_doc(row->retry);
         if (markdown) {
-            fprintf(out, "| `%s` | %u | `%s` | %s | ", row->code, row->status, outcome, retry);
+            fprintf(out, "| `%s` | %u | `%s` | %s | %s | ", row->code, row->status, outcome, retry,
+                    row->held ? "yes" : "-");
             apierr_print_md(out, row->when);
             fprintf(out, " |\n");
         } else {
-            fprintf(out, "  %-24s %u %-14s retry %-9s %s\n", row->code, row->status, outcome, retry,
-                    row->when);
+            fprintf(out, "  %-24s %u %-14s retry %-9s %-5s %s\n", row->code, row->status, outcome,
+                    retry, row->held ? "held" : "", row->when);
         }
     }
 }

@@ -53,6 +53,9 @@ void apierr_replyf(struct request *r, enum apierr e, const char *fmt, ...)
 void apierr_reply_members(struct request *r, enum apierr e, const char *message,
                           const char *members);
 
+/* Whether a refusal e goes to the tarpit when its client is back before its Retry-After. */
+bool apierr_held(enum apierr e);
+
 /* The code ("queue_timeout") and status of e. */
 const char *apierr_code(enum apierr e);
 unsigned apierr_status(enum apierr e);

@@ -83,6 +83,16 @@ static const struct cfg_def cfg_table[] = {
     {"TRUSTED_PROXIES", CFG_STR, "", 0, 0, NULL,
      "load balancers (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client",
      OFF(trusted_proxies)},
+    {"TARPIT", CFG_BOOL, "true", 0, 0, NULL,
+     "hold the refusal of a client that sends again before its Retry-After, until that time",
+     OFF(tarpit)},
+    {"TARPIT_MAX_HELD", CFG_INT, "1024", 1, 1000000, NULL,
+     "refusals held at once; past it, refusals are answered at once", OFF(tarpit_max_held)},
+    {"TARPIT_MAX_HOLD_MS", CFG_INT, "5000", 1, 600000, NULL,
+     "longest a refusal is held, whatever its Retry-After", OFF(tarpit_max_hold)},
+    {"TARPIT_MAX_CLIENTS", CFG_INT, "100000", 16, 100000000, NULL,
+     "clients remembered with a Retry-After; past it, new clients are not held",
+     OFF(tarpit_max_clients)},
 };
 
 #define CFG_COUNT (sizeof(cfg_table) / sizeof(cfg_table[0]))

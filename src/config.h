@@ -40,9 +40,13 @@ struct config {
     char *admin_token;      /* bearer token for /admin; "" = admin endpoints off */
     enum config_logfmt log_format;
     enum config_loglevel log_level;
-    bool access_log;       /* one line per request on stdout */
-    int64_t retry_reads;   /* retries of an idempotent read on a dead connection */
-    char *trusted_proxies; /* proxies whose X-Forwarded-For names the client ("" = none) */
+    bool access_log;            /* one line per request on stdout */
+    int64_t retry_reads;        /* retries of an idempotent read on a dead connection */
+    char *trusted_proxies;      /* proxies whose X-Forwarded-For names the client ("" = none) */
+    bool tarpit;                /* hold refusals of clients that ignore Retry-After */
+    int64_t tarpit_max_held;    /* refusals held at once */
+    int64_t tarpit_max_hold;    /* ms, longest hold */
+    int64_t tarpit_max_clients; /* clients remembered */
 };
 
 /*

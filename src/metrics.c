@@ -13,8 +13,8 @@ const int metrics_status_codes[METRICS_STATUS_COUNT] = {200, 201, 400, 401, 403,
                                                         415, 429, 431, 500, 502, 503, 504, 0};
 
 static const char *const outcome_names[OUTCOME_COUNT] = {
-    "ok",           "rate_limited", "bulkhead_full", "queue_timeout", "pool_timeout",
-    "circuit_open", "error",        "timeout",       "client_error",  "unavailable"};
+    "ok",    "rate_limited", "bulkhead_full", "queue_timeout", "pool_timeout", "circuit_open",
+    "error", "timeout",      "client_error",  "unavailable",   "held"};
 
 const char *metrics_outcome_name(enum metrics_outcome o)
 {

@@ -25,6 +25,7 @@ enum metrics_outcome {
     OUTCOME_TIMEOUT,       /* 504, the call passed breaker_timeout_ms */
     OUTCOME_CLIENT_ERROR,  /* 4xx other than 429: bad input, auth, not found */
     OUTCOME_UNAVAILABLE,   /* 503, shutting down or database unhealthy */
+    OUTCOME_HELD,          /* 429/503 refusal held: the client came back before its Retry-After */
     OUTCOME_COUNT
 };
 

@@ -8,6 +8,7 @@
 #include "report.h"
 #include "health.h"
 #include "mclock.h"
+#include "tarpit.h"
 #include "tierset.h"
 #include "xalloc.h"
 
@@ -161,7 +162,7 @@ struct report_proc_field {
     int needs;     /* REPORT_NEEDS_*: shown only when that source exists */
 };
 
-enum { REPORT_ALWAYS, REPORT_NEEDS_REDIS, REPORT_NEEDS_AUTH };
+enum { REPORT_ALWAYS, REPORT_NEEDS_REDIS, REPORT_NEEDS_AUTH, REPORT_NEEDS_TARPIT };
 
 #define RP(field) offsetof(struct report_process, field)
 
@@ -180,6 +181,19 @@ static const struct report_proc_field report_proc_fields[] = {
      "API-key checks, by result.", RP(auth_accepted), REPORT_NEEDS_AUTH},
     {"bulkhead_auth_decisions_total", "result=\"rejected\"", "counter",
      "API-key checks, by result.", RP(auth_rejected), REPORT_NEEDS_AUTH},
+    {"bulkhead_tarpit_held_total", NULL, "counter",
+     "Refusals held because the client came back before its Retry-After.", RP(tarpit_held),
+     REPORT_NEEDS_TARPIT},
+    {"bulkhead_tarpit_holding", NULL, "gauge", "Refusals held now.", RP(tarpit_holding),
+     REPORT_NEEDS_TARPIT},
+    {"bulkhead_tarpit_overflow_total", NULL, "counter",
+     "Refusals answered at once because TARPIT_MAX_HELD were held.", RP(tarpit_overflow),
+     REPORT_NEEDS_TARPIT},
+    {"bulkhead_tarpit_clients", NULL, "gauge", "Clients remembered with a Retry-After.",
+     RP(tarpit_clients), REPORT_NEEDS_TARPIT},
+    {"bulkhead_tarpit_untracked_total", NULL, "counter",
+     "Refusals whose client was not remembered: TARPIT_MAX_CLIENTS were.", RP(tarpit_untracked),
+     REPORT_NEEDS_TARPIT},
     {"bulkhead_database_up", NULL, "gauge", "1 when the health probe reaches PostgreSQL.",
      RP(db_up), REPORT_ALWAYS},
     {"bulkhead_requests_in_flight", NULL, "gauge", "Requests received and not finished.",
@@ -218,6 +232,16 @@ void report_read_process(const struct report_sources *src, struct report_process
         out->auth_keys = as.keys;
         out->auth_accepted = as.accepted;
         out->auth_rejected = as.rejected;
+    }
+    if (src->tarpit) {
+        struct tarpit_stats ts;
+        tarpit_stats(src->tarpit, &ts);
+        out->have_tarpit = true;
+        out->tarpit_held = ts.held;
+        out->tarpit_holding = ts.holding;
+        out->tarpit_overflow = ts.overflow;
+        out->tarpit_clients = ts.clients;
+        out->tarpit_untracked = ts.untracked;
     }
     for (int o = 0; o < OUTCOME_COUNT; o++)
         out->untiered_outcomes[o] = atomic_load(&src->untiered->outcomes[o]);
@@ -559,7 +583,8 @@ static void prom_process(FILE *f, const struct report_process *p)
     for (size_t k = 0; k < REPORT_NPROC; k++) {
         const struct report_proc_field *fd = &report_proc_fields[k];
         if ((fd->needs == REPORT_NEEDS_REDIS && !p->have_redis) ||
-            (fd->needs == REPORT_NEEDS_AUTH && !p->have_auth))
+            (fd->needs == REPORT_NEEDS_AUTH && !p->have_auth) ||
+            (fd->needs == REPORT_NEEDS_TARPIT && !p->have_tarpit))
             continue;
         if (!last || strcmp(last, fd->prom))
             prom_family(f, fd->prom, fd->type, fd->help);

@@ -42,6 +42,7 @@ struct report_sources {
     struct health *health;               /* NULL: reported as healthy, no probe */
     struct rlredis *redis;               /* NULL unless RATE_LIMIT_BACKEND=redis */
     struct auth *auth;                   /* NULL unless AUTH_MODE=apikey */
+    struct tarpit *tarpit;               /* NULL unless TARPIT=true */
     const atomic_int *in_flight;         /* requests received and not finished */
     const atomic_bool *draining;         /* shutdown has begun */
     int64_t started_wall_us;             /* process start, Unix us */
@@ -81,6 +82,8 @@ struct report_process {
     bool have_redis, have_auth;
     uint64_t redis_up, redis_errors, redis_fallbacks;
     uint64_t auth_keys, auth_accepted, auth_rejected;
+    bool have_tarpit;
+    uint64_t tarpit_held, tarpit_holding, tarpit_overflow, tarpit_clients, tarpit_untracked;
     uint64_t untiered_outcomes[OUTCOME_COUNT];
     uint64_t untiered_statuses[METRICS_STATUS_COUNT];
 };

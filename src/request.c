@@ -138,6 +138,8 @@ static void request_set(struct request *r, unsigned status, enum metrics_outcome
     r->resp = resp;
     r->status = status;
     r->outcome = outcome;
+    r->error = 0; /* apierr sets these after the reply it builds */
+    r->reply_retry_s = 0;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
     if (r->rl_applied) {

@@ -101,6 +101,9 @@ struct request {
     /* The reply. */
     unsigned status;
     enum metrics_outcome outcome;
+    int error;                 /* apierr row + 1 of an error reply (apierr.c), 0 for others */
+    int64_t reply_retry_s;     /* the Retry-After the reply carries, 0 = none */
+    int64_t held_us;           /* how long the tarpit held it; 0 = not held */
     struct MHD_Response *resp; /* owned until queued */
 };
 

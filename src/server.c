@@ -19,6 +19,7 @@
 #include "mclock.h"
 #include "ratelimit.h"
 #include "rlredis.h"
+#include "tarpit.h"
 #include "tierset.h"
 #include "workpool.h"
 #include "xalloc.h"
@@ -167,6 +168,7 @@ static void server_teardown(struct server *srv)
     server_stop_tiers(srv);
     http_stop(srv->http);
     janitor_stop(srv->janitor);
+    tarpit_destroy(srv->tarpit);
     history_destroy(srv->history);
     free(srv->sample);
     auth_stop(srv->auth);
@@ -182,6 +184,7 @@ static void server_teardown(struct server *srv)
     srv->http = NULL;
     srv->janitor = NULL;
     srv->history = NULL;
+    srv->tarpit = NULL;
     srv->sample = NULL;
     srv->auth = NULL;
     srv->redis = NULL;
@@ -250,6 +253,8 @@ static void server_chore_sweep(void *ctx, int64_t now)
     struct server *srv = ctx;
     for (size_t i = 0; i < tierset_count(srv->tiers); i++)
         ratelimit_sweep(tierset_tier(srv->tiers, i)->rl, now);
+    if (srv->tarpit)
+        tarpit_sweep(srv->tarpit, now);
 }
 
 /* ---- start ------------------------------------------------------------------------------- */
@@ -267,6 +272,7 @@ static void server_wire(struct server *srv)
                                            .health = srv->health,
                                            .redis = srv->redis,
                                            .auth = srv->auth,
+                                           .tarpit = srv->tarpit,
                                            .in_flight = &srv->in_flight,
                                            .draining = &srv->draining,
                                            .started_wall_us = srv->started_wall_us,
@@ -277,6 +283,7 @@ static void server_wire(struct server *srv)
                                  .health = srv->health,
                                  .auth = srv->auth,
                                  .redis = srv->redis,
+                                 .tarpit = srv->tarpit,
                                  .proxies = srv->proxies,
                                  .nproxies = srv->nproxies,
                                  .retry_reads = srv->cfg.retry_reads,
@@ -308,8 +315,19 @@ static int server_start_backends(struct server *srv)
     if (srv->cfg.rl_backend == CONFIG_BACKEND_REDIS) {
         rc = rlredis_create(srv->cfg.redis_url, srv->cfg.redis_timeout, &srv->redis, err,
                             sizeof(err));
-        if (rc)
+        if (rc) {
             log_error("config", "%s", err);
+            return rc;
+        }
+    }
+    if (srv->cfg.tarpit) {
+        const struct tarpit_cfg tc = {.max_clients = (size_t)srv->cfg.tarpit_max_clients,
+                                      .max_held = (size_t)srv->cfg.tarpit_max_held,
+                                      .max_hold_us = srv->cfg.tarpit_max_hold * 1000,
+                                      .release = api_release_held};
+        rc = tarpit_create(&tc, &srv->tarpit);
+        if (rc)
+            log_error("tarpit", "cannot start the tarpit thread: %s", strerror(-rc));
     }
     return rc;
 }
@@ -456,6 +474,8 @@ void server_stop(struct server *srv)
     int64_t start = mclock_now_us();
     atomic_store(&srv->draining, true);
     http_quiesce(srv->http);
+    /* Held refusals are answered now rather than at their time: nobody waits on a tarpit. */
+    tarpit_stop(srv->tarpit);
     int left = server_drain(srv, start + srv->cfg.shutdown_timeout * 1000);
     if (left > 0)
         log_warn("shutdown",

@@ -47,6 +47,7 @@ struct auth;
 struct http;
 struct janitor;
 struct history;
+struct tarpit;
 
 struct server {
     struct config cfg;              /* owned; environment settings */
@@ -58,6 +59,7 @@ struct server {
     struct http *http;              /* owned */
     struct janitor *janitor;        /* owned */
     struct history *history;        /* owned: per-second samples for the dashboard */
+    struct tarpit *tarpit;          /* owned; NULL unless TARPIT=true */
     struct report_snap *sample;     /* owned: the janitor's scratch reading (janitor only) */
     atomic_int in_flight;           /* requests created and not yet freed */
     atomic_bool draining;           /* shutdown started: refuse new work */

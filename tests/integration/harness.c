@@ -3,11 +3,13 @@
  * tests (see harness.h).
  */
 #include "harness.h"
+#include "../promtext.h"
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -322,6 +324,35 @@ void h_suite_stop(struct h_suite *s)
 {
     if (s->srv.pid > 0)
         h_server_stop(&s->srv, SIGTERM, 30000);
+}
+
+double h_prom(const char *base, const char *name, const char *label)
+{
+    char u[400];
+    snprintf(u, sizeof(u), "%s/metrics", base);
+    struct h_resp r;
+    double v = NAN;
+    if (h_get(u, NULL, &r) == 0 && r.status == 200 && r.body) {
+        struct prom_doc d;
+        char err[200];
+        if (prom_parse(r.body, &d, err, sizeof(err)) == 0) {
+            for (size_t i = 0; i < d.ns; i++) {
+                const struct prom_sample *s = &d.s[i];
+                if (strcmp(s->name, name))
+                    continue;
+                char lab[PROM_NAME_MAX + PROM_VALUE_MAX + 4] = "";
+                if (s->nlabels == 1)
+                    snprintf(lab, sizeof(lab), "%s=\"%s\"", s->lname[0], s->lval[0]);
+                if (label ? s->nlabels == 1 && !strcmp(lab, label) : s->nlabels == 0) {
+                    v = s->value;
+                    break;
+                }
+            }
+            prom_free(&d);
+        }
+    }
+    h_resp_free(&r);
+    return v;
 }
 
 int64_t h_metric(const char *base, const char *tier, const char *section, const char *field)

@@ -146,6 +146,12 @@ const char *h_metric_text(const char *base, const char *tier, const char *sectio
 /* tier.section as a JSON object (caller json_decref), or NULL. */
 json_t *h_metric_section(const char *base, const char *tier, const char *section);
 
+/* ---- /metrics --------------------------------------------------------------------------- */
+
+/* The value of an unlabelled series (or name{label} given as "name" and label "k=\"v\"" in
+ * the document's exact form) from base's /metrics; NAN when absent or no answer. */
+double h_prom(const char *base, const char *name, const char *label);
+
 /* ---- waiting ---------------------------------------------------------------------------- */
 
 /* Poll cond(ctx) every few milliseconds until it is true or timeout_ms passes. */

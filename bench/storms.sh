@@ -1,0 +1,157 @@
+# bench/storms.sh: the isolation rows measured against a sink (sourced by bench/run.sh, which
+# provides free_port, wrk_run, median, ratio, mark, pids, the server at $URL and $WORK).
+#
+# A storm is aimed once at a sink (nginx with two workers answering 503 at once) and once at
+# bulkhead's free tier, and enterprise (wrk -t1 -c4, the seed's read) is measured beside each,
+# in one run. The sink figure is what the storm itself costs the shared CPUs (its load
+# generator, its connections); enterprise beside bulkhead / beside the sink is what bulkhead
+# loses on its own: 1.0 is the physical limit. Interleaved BENCH_RUNS times; medians of the
+# per-run ratios.
+#
+# Storms (issue 16): a fixed 2,000 req/s of one tenant (hey -c50 -q40, all 429); one tenant in
+# a closed loop at full speed (wrk -c50, all 429); slow queries from a fresh tenant per request
+# (wrk -c100, delay_ms=1000: 10 run, 20 wait, the rest refused at once and retried at once).
+# And (issue 15) cheap reads from a fresh tenant per request at full speed (wrk -c50): every
+# one inside its own rate limit, so only priority over the shared capacity protects enterprise.
+
+sink_start() {
+    SINK_PORT=$(free_port)
+    mkdir -p "$WORK/sink"
+    cat >"$WORK/sink/nginx.conf" <<CONF
+worker_processes 2;
+daemon off;
+pid $WORK/sink/nginx.pid;
+error_log $WORK/sink/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$SINK_PORT;
+        location / { return 503 '{"error":"sink"}'; }
+    }
+}
+CONF
+    /usr/sbin/nginx -c "$WORK/sink/nginx.conf" -p "$WORK/sink" &
+    SINK=$!
+    pids+=("$SINK")
+    SURL=http://127.0.0.1:$SINK_PORT
+    for _ in $(seq 100); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "$SURL/")" = 503 ] && return 0
+        sleep 0.1
+    done
+    echo "bench: the sink (nginx) did not start (see $WORK/sink/error.log)" >&2
+    return 1
+}
+
+# Lua for wrk: a fresh tenant id per request (each inside its own rate limit).
+storm_lua() { # file path_and_query
+    cat >"$1" <<LUA
+local n = 0
+request = function()
+    n = n + 1
+    return wrk.format("GET", "$2", { ["X-Tenant-Tier"] = "free",
+        ["X-Tenant-Id"] = "f" .. n .. "-" .. math.random(1000000000) })
+end
+LUA
+}
+
+# storm_run name base_url seconds tag: one storm in the background; sets STORM_PID.
+storm_run() {
+    local name=$1 base=$2 secs=$3 tag=$4
+    case "$name" in
+    fixed429)
+        hey -z "${secs}s" -c 50 -q 40 -H "X-Tenant-Tier: free" -H "X-Tenant-Id: fixed-$tag" \
+            "$base/api/data" >/dev/null 2>&1 &
+        ;;
+    loop429)
+        wrk -t1 -c50 -d"${secs}s" -H "X-Tenant-Tier: free" -H "X-Tenant-Id: loop-$tag" \
+            "$base/api/data" >/dev/null 2>&1 &
+        ;;
+    slowfresh)
+        wrk -t1 -c100 -d"${secs}s" -s "$WORK/slowfresh.lua" "$base" >/dev/null 2>&1 &
+        ;;
+    cheapfresh)
+        wrk -t1 -c50 -d"${secs}s" -s "$WORK/cheapfresh.lua" "$base" >"$WORK/cheapfresh-$tag.out" 2>&1 &
+        ;;
+    esac
+    STORM_PID=$!
+}
+
+# Enterprise beside nothing: "rps p99_ms".
+ent_measure() {
+    wrk_run_t1 4 "$URL/api/data?limit=10" "X-Tenant-Tier: enterprise" "X-Tenant-Id: ent" |
+        awk '{ print $1, $3 }'
+}
+
+# Wait until free has nothing in flight or queued on bulkhead (bounded: 30 s), so that one
+# storm's leftovers do not run into the next measurement.
+free_drained() {
+    local i
+    for i in $(seq 300); do
+        curl -fs "$URL/metrics/bulkheads" | grep -o '"free":{.*' | sed 's/},"pro":{.*//' |
+            grep -q '"threadPool":{"active":0,"queued":0' && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+section_storms() {
+    sink_start || return 1
+    storm_lua "$WORK/slowfresh.lua" "/api/data?delay_ms=1000"
+    storm_lua "$WORK/cheapfresh.lua" "/api/data"
+    : >"$WORK/storm_rows"
+    local run s
+    for run in $(seq "$RUNS"); do
+        read -r alone_rps alone_p99 < <(ent_measure)
+        for s in fixed429 loop429 slowfresh cheapfresh; do
+            storm_run "$s" "$SURL" $((DUR + 2)) "sink$run"
+            sleep 1
+            read -r sink_rps sink_p99 < <(ent_measure)
+            wait "$STORM_PID"
+            storm_run "$s" "$URL" $((DUR + 2)) "bh$run"
+            sleep 1
+            read -r bh_rps bh_p99 < <(ent_measure)
+            wait "$STORM_PID"
+            free_drained
+            echo "$s $alone_rps $alone_p99 $sink_rps $sink_p99 $bh_rps $bh_p99" >>"$WORK/storm_rows"
+        done
+        # Capacity is not wasted: free alone vs enterprise alone, same concurrency (c50).
+        wrk_run_t1 50 "$URL/api/data?limit=10" "X-Tenant-Tier: enterprise" "X-Tenant-Id: ent50" |
+            awk '{ print "ent50", $1 }' >>"$WORK/storm_alone"
+        free_drained
+        wrk -t1 -c50 -d"${DUR}s" -s "$WORK/cheapfresh.lua" "$URL" 2>&1 |
+            awk '/^Requests\/sec:/ { r = $2 } /Non-2xx/ { bad = $NF }
+                 END { printf "free50 %.0f %d\n", r, bad }' >>"$WORK/storm_alone"
+        free_drained
+    done
+    kill -TERM "$SINK" 2>/dev/null
+    wait "$SINK" 2>/dev/null
+}
+
+# storm_stat name column -> median of that column (2 alone rps, 3 alone p99, 4 sink rps, ...)
+storm_stat() { awk -v n="$1" -v c="$2" '$1 == n { print $c }' "$WORK/storm_rows" | median; }
+storm_ratio() { awk -v n="$1" '$1 == n { print ($4 > 0 ? $6 / $4 : 0) }' "$WORK/storm_rows" | median; }
+storm_p99_ratio() { awk -v n="$1" '$1 == n { print ($3 > 0 ? $7 / $3 : 0) }' "$WORK/storm_rows" | median; }
+
+storms_rows() {
+    local s label
+    for s in fixed429 loop429 slowfresh cheapfresh; do
+        case $s in
+        fixed429) label="storm: one free tenant at a fixed 2,000 req/s (hey -c50 -q40), all 429" ;;
+        loop429) label="storm: one free tenant in a closed loop at full speed (wrk -c50), all 429" ;;
+        slowfresh) label="storm: slow queries (1 s), a fresh free tenant per request, retried at once (wrk -c100)" ;;
+        cheapfresh) label="storm: cheap reads, a fresh free tenant per request, at full speed (wrk -c50)" ;;
+        esac
+        local r
+        r=$(printf '%.2f' "$(storm_ratio "$s")")
+        echo "| $label: enterprise (wrk -c4) beside it, bulkhead vs sink | $(storm_stat "$s" 6) req/s (p99 $(storm_stat "$s" 7) ms) | $(storm_stat "$s" 4) req/s beside the sink (alone $(storm_stat "$s" 2)) | $r | >= 0.9: $(mark "$r" 0.9) |"
+    done
+    echo "| ... enterprise p99 beside the cheap-read storm on bulkhead / alone | $(storm_stat cheapfresh 7) ms | $(storm_stat cheapfresh 3) ms | $(printf '%.2f' "$(storm_p99_ratio cheapfresh)") | reported |"
+    local e50 f50
+    e50=$(awk '$1 == "ent50" { print $2 }' "$WORK/storm_alone" | median)
+    f50=$(awk '$1 == "free50" { print $2 }' "$WORK/storm_alone" | median)
+    local rr
+    rr=$(ratio "$f50" "$e50")
+    echo "| capacity not wasted: free alone (fresh tenants, c50) vs enterprise alone (c50) | $f50 req/s | $e50 req/s | $rr | >= 0.7: $(mark "$rr" 0.7) |"
+}

@@ -1,0 +1,234 @@
+/*
+ * test_storms: clients that ignore Retry-After (TARPIT, src/tarpit.c) against the real binary.
+ *
+ * A client refused with a Retry-After that sends again before it is up gets its next refusal
+ * held (counted as outcome "held", visible while held in bulkhead_tarpit_holding) and still
+ * answered with the refusal; a client that waits as told is answered at once; fresh tenant ids
+ * from one address do not escape; clients behind one trusted proxy are told apart by their
+ * forwarded address; past TARPIT_MAX_HELD refusals are answered at once and counted, and the
+ * server's descriptors come back to where they were; shutdown answers a held request at once.
+ * States and counts, no timing thresholds.
+ */
+#include "faultkit.h"
+#include "harness.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+/* free admits one request per hour per tenant: the second is refused with a Retry-After of
+ * an hour, and any request after it is back too early. pro keeps its built-in settings. */
+#define STORM_TIERS                                                                                \
+    "{\"free\": {\"rate_limit\": 1, \"rate_window_s\": 3600}, \"pro\": {}, \"enterprise\": {}}"
+
+static struct h_suite suite = {
+    .name = "storms",
+    .tiers_json = STORM_TIERS,
+    .env = {"TARPIT_MAX_HOLD_MS=1000", "TARPIT_MAX_HELD=3", "TRUSTED_PROXIES=127.0.0.1", NULL},
+};
+
+static int setup(void **state)
+{
+    (void)state;
+    return h_suite_start(&suite);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    h_suite_stop(&suite);
+    return 0;
+}
+
+static const char *base(void)
+{
+    return suite.srv.base;
+}
+
+/* One GET /api/data of tier free to server s from the forwarded address fwd (NULL: none) as
+ * tenant (NULL: none, so the tenant is the address). Returns the status; *retry gets
+ * Retry-After. */
+static long get_from(const struct h_server *s, const char *tenant, const char *fwd, long *retry)
+{
+    char th[96], fh[96];
+    const char *h[4] = {"X-Tenant-Tier: free", NULL, NULL, NULL};
+    int n = 1;
+    if (tenant) {
+        snprintf(th, sizeof(th), "X-Tenant-Id: %s", tenant);
+        h[n++] = th;
+    }
+    if (fwd) {
+        snprintf(fh, sizeof(fh), "X-Forwarded-For: %s", fwd);
+        h[n++] = fh;
+    }
+    struct h_resp r;
+    h_get(h_url(s, "/api/data?limit=1"), h, &r);
+    char v[32];
+    if (retry)
+        *retry = h_header(&r, "Retry-After", v, sizeof(v)) ? atol(v) : 0;
+    long st = r.status;
+    h_resp_free(&r);
+    return st;
+}
+
+static long get_free(const char *tenant, const char *fwd, long *retry)
+{
+    return get_from(&suite.srv, tenant, fwd, retry);
+}
+
+static int64_t held_total(void)
+{
+    return h_metric(base(), "free", "requests", "held");
+}
+
+/* A request on its own thread (it may be held). */
+struct bg {
+    const struct h_server *srv;
+    const char *tenant, *fwd;
+    long status, retry;
+};
+
+static void *bg_main(void *arg)
+{
+    struct bg *b = arg;
+    b->status = get_from(b->srv, b->tenant, b->fwd, &b->retry);
+    return NULL;
+}
+
+static void a_client_back_too_early_is_held_and_still_refused(void **state)
+{
+    (void)state;
+    long retry = 0;
+    assert_int_equal(get_free("early", NULL, NULL), 200);
+    /* The first refusal is immediate (nothing is held) and says when to come back. */
+    int64_t held0 = held_total();
+    assert_int_equal(get_free("early", NULL, &retry), 429);
+    assert_true(retry >= 3000);
+    assert_int_equal(held_total(), held0);
+    /* Back at once: held while the client waits, then answered with the same refusal. */
+    struct bg b = {.srv = &suite.srv, .tenant = "early"};
+    pthread_t t;
+    pthread_create(&t, NULL, bg_main, &b);
+    assert_true(H_WAIT(h_prom(base(), "bulkhead_tarpit_holding", NULL) == 1, 20000));
+    pthread_join(t, NULL);
+    assert_int_equal(b.status, 429);
+    assert_true(b.retry >= 1);
+    assert_true(H_WAIT(held_total() == held0 + 1, 20000));
+    assert_true(h_prom(base(), "bulkhead_tarpit_held_total", NULL) >= 1);
+    /* Access lines are written by a thread of their own, in batches: wait for it. */
+    assert_true(H_WAIT(h_server_log_has(&suite.srv, "\"outcome\":\"held\""), 20000));
+}
+
+static void a_fresh_tenant_id_from_the_same_address_is_the_same_client(void **state)
+{
+    (void)state;
+    assert_int_equal(get_free("fresh-1", "10.9.0.1", NULL), 200);
+    assert_int_equal(get_free("fresh-1", "10.9.0.1", NULL), 429);
+    int64_t held0 = held_total();
+    /* A new tenant id is admitted (its own limit): only refusals are ever held. */
+    assert_int_equal(get_free("fresh-2", "10.9.0.1", NULL), 200);
+    /* Its refusal is its first, but the address was told to wait: held. */
+    assert_int_equal(get_free("fresh-2", "10.9.0.1", NULL), 429);
+    assert_true(H_WAIT(held_total() == held0 + 1, 20000));
+}
+
+static void clients_behind_one_proxy_are_told_apart(void **state)
+{
+    (void)state;
+    /* No tenant id: each client is its forwarded address. */
+    assert_int_equal(get_free(NULL, "10.1.0.1", NULL), 200);
+    assert_int_equal(get_free(NULL, "10.1.0.1", NULL), 429);
+    int64_t held0 = held_total();
+    /* Another client behind the same proxy: admitted, then its first refusal is immediate. */
+    assert_int_equal(get_free(NULL, "10.1.0.2", NULL), 200);
+    assert_int_equal(get_free(NULL, "10.1.0.2", NULL), 429);
+    assert_int_equal(held_total(), held0);
+    /* The first client, back too early, is held. */
+    assert_int_equal(get_free(NULL, "10.1.0.1", NULL), 429);
+    assert_true(H_WAIT(held_total() == held0 + 1, 20000));
+}
+
+static void a_client_that_waits_is_answered_at_once(void **state)
+{
+    (void)state;
+    /* pro: 1,000 per minute; spend them, then wait the Retry-After the refusal gave. */
+    const char *h[] = {"X-Tenant-Tier: pro", "X-Tenant-Id: patient", NULL};
+    static long st[1100];
+    h_burst("GET", h_url(&suite.srv, "/api/data?limit=1"), h, 1100, 16, st, NULL);
+    assert_true(h_count(st, 1100, 429) >= 1); /* more may pass: tokens refill meanwhile */
+    int64_t held0 = h_metric(base(), "pro", "requests", "held");
+    struct h_resp r;
+    h_get(h_url(&suite.srv, "/api/data?limit=1"), h, &r);
+    char v[32];
+    long retry = h_header(&r, "Retry-After", v, sizeof(v)) ? atol(v) : 0;
+    assert_true(retry >= 1);
+    h_resp_free(&r);
+    h_nap_ms((int)retry * 1000 + 50); /* the client's own pacing: it does as it is told */
+    h_get(h_url(&suite.srv, "/api/data?limit=1"), h, &r);
+    assert_int_equal(r.status, 200); /* a token came back in the meantime */
+    h_resp_free(&r);
+    assert_int_equal(h_metric(base(), "pro", "requests", "held"), held0);
+}
+
+static void holds_are_bounded_and_descriptors_come_back(void **state)
+{
+    (void)state;
+    assert_int_equal(get_free("many", NULL, NULL), 200);
+    assert_int_equal(get_free("many", NULL, NULL), 429);
+    int fds0 = fk_fd_count(suite.srv.pid);
+    double over0 = h_prom(base(), "bulkhead_tarpit_overflow_total", NULL);
+    int64_t held0 = held_total();
+    /* Eight early retries at once: TARPIT_MAX_HELD (3) are held, the rest answered at once. */
+    const char *h[] = {"X-Tenant-Tier: free", "X-Tenant-Id: many", NULL};
+    long st[8];
+    assert_int_equal(h_burst("GET", h_url(&suite.srv, "/api/data?limit=1"), h, 8, 8, st, NULL), 0);
+    assert_int_equal(h_count(st, 8, 429), 8);
+    assert_true(H_WAIT(held_total() == held0 + 3, 20000));
+    assert_true(h_prom(base(), "bulkhead_tarpit_overflow_total", NULL) == over0 + 5);
+    assert_true(H_WAIT(h_prom(base(), "bulkhead_tarpit_holding", NULL) == 0, 20000));
+    /* The burst's connections are closed by now (h_burst waits for its transfers). */
+    assert_true(H_WAIT(fk_fd_count(suite.srv.pid) <= fds0, 20000));
+}
+
+static void shutdown_answers_a_held_request(void **state)
+{
+    (void)state;
+    char tiers_env[400];
+    assert_int_equal(h_tiers_env("storms-stop.json", STORM_TIERS, tiers_env, sizeof(tiers_env)), 0);
+    const char *env[] = {tiers_env, "TARPIT_MAX_HOLD_MS=600000", NULL};
+    struct h_server s2;
+    assert_int_equal(h_server_start(&s2, suite.db_url, env), 0);
+    struct bg b = {.srv = &s2, .tenant = "stop"};
+    assert_int_equal(get_from(&s2, "stop", NULL, NULL), 200);
+    assert_int_equal(get_from(&s2, "stop", NULL, NULL), 429);
+    /* Back too early: held for up to ten minutes... */
+    pthread_t t;
+    pthread_create(&t, NULL, bg_main, &b);
+    assert_true(H_WAIT(h_prom(s2.base, "bulkhead_tarpit_holding", NULL) == 1, 20000));
+    /* ...but a shutdown answers it now, and the server still stops cleanly. */
+    assert_int_equal(h_server_stop(&s2, SIGTERM, 60000), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(b.status, 429);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(a_client_back_too_early_is_held_and_still_refused),
+        cmocka_unit_test(a_fresh_tenant_id_from_the_same_address_is_the_same_client),
+        cmocka_unit_test(clients_behind_one_proxy_are_told_apart),
+        cmocka_unit_test(a_client_that_waits_is_answered_at_once),
+        cmocka_unit_test(holds_are_bounded_and_descriptors_come_back),
+        cmocka_unit_test(shutdown_answers_a_held_request),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
