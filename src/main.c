@@ -34,7 +34,8 @@ static void main_usage(FILE *out)
         "Environment (a .env file in the working directory fills in unset ones):\n",
         BULKHEAD_VERSION);
     config_print_help(out, false);
-    fprintf(out, "\nPer-tier settings (TIERS_FILE, JSON: {\"tier\": {\"key\": n, ...}}):\n");
+    fprintf(out, "\nPer-tier settings (TIERS_FILE, JSON: {\"tier\": {\"key\": n, ...}}); a tier "
+                 "named like a\nbuilt-in one keeps its built-in values for keys left out:\n");
     tiers_print_help(out, false);
 }
 

@@ -428,7 +428,7 @@ static int setup(void **state)
                " \"breaker_reset_ms\": 600000, \"breaker_min_calls\": 5},"
                " \"pro\": {\"workers\": 8, \"queue_max\": 16, \"db_max\": 4, \"rate_limit\": 1000},"
                " \"enterprise\": {\"workers\": 12, \"queue_max\": 48, \"db_max\": 6},"
-               " \"gold\": {\"workers\": 6, \"queue_max\": 12, \"db_max\": 3}}");
+               " \"gold\": {\"workers\": 6, \"queue_max\": 12, \"db_max\": 3, \"rate_limit\": 0}}");
     fclose(f);
     static char env[400];
     snprintf(env, sizeof(env), "TIERS_FILE=%s", path);

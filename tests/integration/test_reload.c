@@ -288,7 +288,7 @@ static void broken_or_incompatible_files_are_refused_and_nothing_changes(void **
     } bad[] = {
         {"{\"free\": {\"workers\": 0}, \"pro\": {}, \"enterprise\": {}}", "tiers.free.workers"},
         {"{\"free\": {\"rate_limit\": 7}, \"pro\": {}}", "cannot be added or removed"},
-        {"{\"free\": {}, \"pro\": {}, \"gold\": {}}", "tier gold is new"},
+        {"{\"free\": {}, \"pro\": {}, \"gold\": {\"rate_limit\": 0}}", "tier gold is new"},
         {"{\"free\": ", "invalid JSON"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
