@@ -292,3 +292,15 @@ void tiers_print_help(FILE *out, bool markdown)
                     def, k->min, k->max);
     }
 }
+
+void tiers_print_table(FILE *out, const struct tier_table *t, const char *prefix)
+{
+    for (size_t i = 0; i < t->count; i++) {
+        fprintf(out, "%s%s:", prefix, t->tiers[i].name);
+        for (size_t k = 0; k < TIER_KEY_COUNT; k++)
+            fprintf(
+                out, " %s=%" PRId64, tier_keys[k].name,
+                *(const int64_t *)(const void *)((const char *)&t->tiers[i] + tier_keys[k].offset));
+        fputc('\n', out);
+    }
+}

@@ -78,4 +78,7 @@ void tiers_names(const struct tier_table *t, char *buf, size_t buflen);
 /* Print the per-tier keys (text for --help, Markdown for the README). */
 void tiers_print_help(FILE *out, bool markdown);
 
+/* The table in force: one line per tier, "<prefix>free: workers=10 queue_max=20 ...". */
+void tiers_print_table(FILE *out, const struct tier_table *t, const char *prefix);
+
 #endif
