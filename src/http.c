@@ -11,6 +11,7 @@
  */
 #include "http.h"
 #include "api.h"
+#include "cpus.h"
 #include "log.h"
 #include "request.h"
 #include "server.h"
@@ -132,8 +133,7 @@ static unsigned http_threads(const struct config *cfg)
 {
     if (cfg->http_threads > 0)
         return (unsigned)cfg->http_threads;
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (unsigned)n : 1;
+    return cpus_usable();
 }
 
 int http_start(struct server *srv, struct http **out)
