@@ -31,7 +31,7 @@ declare -A NEEDS=(
     [fuzz_dotenv]="config.c fileio.c xalloc.c"
     [fuzz_tiers]="tiers.c assets.c fileio.c xalloc.c"
     [fuzz_payload]="params.c"
-    [fuzz_redisurl]="rlredis.c log.c xalloc.c"
+    [fuzz_redisurl]="rlredis.c log.c xalloc.c config.c fileio.c"
     [fuzz_logescape]="log.c"
     [fuzz_proxies]="params.c"
 )
