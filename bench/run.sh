@@ -5,7 +5,9 @@
 # itself without the noisy neighbour. Each pair is measured RUNS times, interleaved, and the
 # median is kept. Results go to stdout and to bench/results/<date>.md (and latest.md).
 #
-# Settings: BENCH_DURATION (s per measurement, 10), BENCH_RUNS (3), BENCH_CONC (32).
+# Settings: BENCH_DURATION (s per measurement, 10), BENCH_RUNS (3), BENCH_CONC (32),
+# BENCH_SECTIONS (default "data health isolation fairness scaling choices"). A run of only some
+# sections writes bench/results/partial-<date>.md and leaves latest.md and the README alone.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -17,6 +19,10 @@ RESULTS=$ROOT/bench/results
 BIN=$ROOT/build/bulkhead
 MINIMAL=$ROOT/build/bench/minimal
 PGBIN=/usr/lib/postgresql/15/bin
+SECTIONS=${BENCH_SECTIONS:-data health isolation fairness scaling choices}
+ALL_SECTIONS="data health isolation fairness scaling choices"
+has() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
+. "$ROOT/bench/fairness.sh"
 mkdir -p "$RESULTS"
 rm -rf "$WORK"
 mkdir -p "$WORK"
@@ -38,7 +44,7 @@ trap cleanup EXIT
 free_port() {
     local p
     while :; do
-        p=$((20000 + RANDOM % 30000))
+        p=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-)
         [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ] && { echo "$p"; return; }
     done
 }
@@ -67,7 +73,7 @@ rss_mb() { awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 wrk_run() { # conc url headers...
     local c=$1 url=$2
     shift 2
-    local h=() t=2
+    local h=() t=${WRK_THREADS:-2}
     for x in "$@"; do h+=(-H "$x"); done
     [ "$c" -lt 2 ] && t=1
     wrk -t"$t" -c"$c" -d"${DUR}s" --latency "${h[@]}" "$url" 2>&1 | awk '
@@ -82,7 +88,7 @@ pgbench_run() { # conc -> tps
         "$DB" 2>&1 | awk '/^tps = / { printf "%.0f\n", $3 }'
 }
 
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # The statement /api/data prepares for enterprise, page of 10 (see src/api.c).
 cat >"$WORK/query.sql" <<'SQL'
@@ -101,13 +107,17 @@ wrk_run 64 "$MURL/health" >/dev/null
 pgbench_run "$CONC" >/dev/null
 DUR=$DUR_SAVE
 
+# wrk_run with one thread, as a single client process would be.
+wrk_run_t1() { WRK_THREADS=1 wrk_run "$@"; }
+
 # 1. /api/data vs pgbench, same query, same concurrency, same database.
 : >"$WORK/ours_data" >"$WORK/pg_tps"
-for _ in $(seq "$RUNS"); do
+has data && for _ in $(seq "$RUNS"); do
     wrk_run "$CONC" "$URL/api/data?limit=10" "${ENT[@]}" >>"$WORK/ours_data"
     pgbench_run "$CONC" >>"$WORK/pg_tps"
 done
 DATA_RPS=$(cut -d' ' -f1 "$WORK/ours_data" | median)
+DATA_RPS=${DATA_RPS:-0}
 DATA_P99=$(cut -d' ' -f3 "$WORK/ours_data" | median)
 DATA_BAD=$(cut -d' ' -f4 "$WORK/ours_data" | sort -n | tail -1)
 PG_TPS=$(median <"$WORK/pg_tps")
@@ -127,7 +137,7 @@ DUR=3
 wrk_run 64 "$NURL/health" >/dev/null
 DUR=$DUR_SAVE
 : >"$WORK/h_ours" >"$WORK/h_min" >"$WORK/r_ours" >"$WORK/r_min" >"$WORK/h_nolog"
-for _ in $(seq "$RUNS"); do
+has health && for _ in $(seq "$RUNS"); do
     wrk_run 64 "$URL/health" >>"$WORK/h_ours"
     wrk_run 64 "$MURL/health" >>"$WORK/h_min"
     wrk_run 64 "$NURL/health" >>"$WORK/h_nolog"
@@ -143,7 +153,7 @@ kill -TERM "$NOLOG" 2>/dev/null
 wait "$NOLOG" 2>/dev/null
 
 # 4. Isolation: load-test.sh with enterprise offered half of its measured capacity.
-ENT_RATE=$((DATA_RPS / 2))
+ENT_RATE=$((${DATA_RPS%.*} / 2))
 [ "$ENT_RATE" -lt 100 ] && ENT_RATE=100
 MAXRSS_FILE=$WORK/maxrss
 echo 0 >"$MAXRSS_FILE"
@@ -156,8 +166,12 @@ echo 0 >"$MAXRSS_FILE"
     done
 ) &
 RSS_SAMPLER=$!
-BASE_URL=$URL DURATION=$DUR ENT_RATE=$ENT_RATE ./load-test.sh >"$WORK/load-test.out" 2>&1
-LT_STATUS=$?
+LT_STATUS=2
+: >"$WORK/load-test.out"
+if has isolation; then
+    BASE_URL=$URL DURATION=$DUR ENT_RATE=$ENT_RATE ./load-test.sh >"$WORK/load-test.out" 2>&1
+    LT_STATUS=$?
+fi
 touch "$WORK/stop-rss"
 wait "$RSS_SAMPLER"
 RSS_LOAD=$(cat "$MAXRSS_FILE")
@@ -169,16 +183,22 @@ FAIR=$(grep "^  fairness: " "$WORK/load-test.out" | sed 's/^  fairness: //')
 
 # 5. Concurrency scaling on /api/data (enterprise).
 SCALE=""
-for c in 1 16 64 256; do
+has scaling && for c in 1 16 64 256; do
     read -r rps p50 p99 bad < <(wrk_run "$c" "$URL/api/data?limit=10" "${ENT[@]}")
     SCALE+="| $c | $rps | $p50 | $p99 | $bad | $(rss_mb "$SRV") |"$'\n'
 done
 
 # 6. What the optimisations buy, measured the same way.
-#    keep-alive: /health with a new connection per request.
-read -r H_CLOSE _ < <(wrk_run 64 "$URL/health" "Connection: close")
-#    prepared statements: pgbench simple protocol vs prepared, same query.
-PG_SIMPLE=$("$PGBIN/pgbench" -n -M simple -c "$CONC" -j 2 -T "$DUR" -f "$WORK/query.sql" "$DB" 2>&1 | awk '/^tps = / { printf "%.0f\n", $3 }')
+H_CLOSE=0 PG_SIMPLE=0
+if has choices; then
+    #    keep-alive: /health with a new connection per request.
+    read -r H_CLOSE _ < <(wrk_run 64 "$URL/health" "Connection: close")
+    #    prepared statements: pgbench simple protocol vs prepared, same query.
+    PG_SIMPLE=$("$PGBIN/pgbench" -n -M simple -c "$CONC" -j 2 -T "$DUR" -f "$WORK/query.sql" "$DB" 2>&1 | awk '/^tps = / { printf "%.0f\n", $3 }')
+fi
+
+# 7. Fairness inside a tier (bench/fairness.sh).
+has fairness && section_fairness
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 mark() { awk -v v="$1" -v t="$2" -v dir="${3:-ge}" 'BEGIN { ok = dir == "ge" ? v >= t : v <= t; print ok ? "met" : "**missed**" }'; }
@@ -188,6 +208,7 @@ R_R=$(ratio "$R_OURS" "$R_MIN")
 
 STAMP=$(date -u +%Y-%m-%dT%H%MZ)
 OUT=$RESULTS/$STAMP.md
+[ "$SECTIONS" = "$ALL_SECTIONS" ] || OUT=$RESULTS/partial-$STAMP.md
 {
     echo "# bulkhead benchmark, $STAMP"
     echo
@@ -207,6 +228,7 @@ OUT=$RESULTS/$STAMP.md
     echo "| isolation: ... while free is saturated with slow queries | | | ${ISO_SAT:-?} | >= 0.9: $(mark "${ISO_SAT:-0}" 0.9) |"
     echo "| isolation: ... during a failure storm on free | | | ${ISO_STORM:-?} | >= 0.9: $(mark "${ISO_STORM:-0}" 0.9) |"
     echo "| server RSS idle / peak under load-test.sh | $RSS_IDLE MB / $RSS_LOAD MB | | | <= 64 MB: $(mark "$RSS_LOAD" 64 le) |"
+    has fairness && fairness_rows
     echo
     echo "load-test.sh verdict: $([ "$LT_STATUS" -eq 0 ] && echo PASS || echo FAIL); fairness inside free: $FAIR"
     echo
@@ -226,8 +248,10 @@ OUT=$RESULTS/$STAMP.md
     echo
     cat "$ROOT/bench/optimisations.md"
 } >"$OUT"
-cp "$OUT" "$RESULTS/latest.md"
 cat "$OUT"
 echo
 echo "written to $OUT"
-scripts/readme-bench.sh
+if [ "$SECTIONS" = "$ALL_SECTIONS" ]; then
+    cp "$OUT" "$RESULTS/latest.md"
+    scripts/readme-bench.sh
+fi

@@ -2,9 +2,10 @@
  * dbpool: a bounded libpq pool with FIFO hand-off and per-tenant caps (see dbpool.h).
  *
  * A connection is in exactly one place: on the idle list, in busy[] (held by a worker, with
- * its owner), or being opened by the worker that reserved its slot. `open` counts all three and
- * never exceeds max. dbpool_dispatch is the one routine that gives idle connections and free
- * slots to waiters; every event that can unblock a waiter calls it.
+ * its owner), or being opened by the worker that reserved its slot (its owner in openers[]).
+ * `open` counts all three and never exceeds max. dbpool_may_take applies share.h's rule with
+ * the owner's busy and opening connections; dbpool_dispatch is the one routine that gives idle
+ * connections and free slots to waiters, and every event that can unblock a waiter calls it.
  */
 #include "dbpool.h"
 #include "mclock.h"
@@ -34,11 +35,13 @@ struct dbpool {
     pthread_mutex_t mutex;
     struct dbconn *idle; /* idle connections, most recently used first */
     size_t nidle;
-    struct dbconn **busy; /* held connections (owner set), nbusy of them */
+    struct dbconn **busy; /* held connections (owner set), nbusy of them; owned array */
     size_t nbusy, busy_cap;
-    size_t open;    /* idle + busy + opening; at most max */
-    size_t opening; /* slots reserved by workers that are connecting */
-    size_t max, tenant_cap;
+    const void **openers; /* owners of the slots being connected, nopeners; owned array */
+    size_t nopeners, openers_cap;
+    size_t open; /* idle + busy + opening; at most max */
+    size_t max;
+    struct share_policy share; /* share.size == max */
     struct dbpool_waiter *whead, *wtail;
     size_t nwaiting;
     bool stopping;
@@ -47,15 +50,46 @@ struct dbpool {
     atomic_int_least64_t wait_us_total;
 };
 
-static bool dbpool_eligible(struct dbpool *p, const void *owner)
+/* Connections owner holds or is opening. Mutex held. */
+static size_t dbpool_held_locked(const struct dbpool *p, const void *owner)
 {
-    if (p->tenant_cap >= p->max || !p->o.others_active || !p->o.others_active(p->o.others_ctx))
-        return true;
     size_t held = 0;
     for (size_t i = 0; i < p->nbusy; i++)
-        if (p->busy[i]->owner == owner)
-            held++;
-    return held < p->tenant_cap;
+        held += p->busy[i]->owner == owner;
+    for (size_t i = 0; i < p->nopeners; i++)
+        held += p->openers[i] == owner;
+    return held;
+}
+
+/* share.h's rule for owner, now. Mutex held. */
+static bool dbpool_may_take(const struct dbpool *p, const void *owner)
+{
+    bool others = p->o.others_active && p->o.others_active(p->o.others_ctx);
+    bool brief = p->o.brief && p->o.brief(owner);
+    return share_may_take(&p->share, dbpool_held_locked(p, owner), p->open - p->nidle, others,
+                          brief);
+}
+
+/* Reserve a slot for owner to open a connection in. Mutex held; open < max. */
+static void dbpool_opening_add(struct dbpool *p, const void *owner)
+{
+    if (p->nopeners == p->openers_cap) {
+        p->openers_cap = p->openers_cap ? p->openers_cap * 2 : 8;
+        p->openers = xrealloc(p->openers, p->openers_cap * sizeof(*p->openers));
+    }
+    p->openers[p->nopeners++] = owner;
+    p->open++;
+}
+
+/* The connect in owner's slot ended (the slot stays counted in open). Mutex held. */
+static void dbpool_opening_remove(struct dbpool *p, const void *owner)
+{
+    for (size_t i = 0; i < p->nopeners; i++) {
+        if (p->openers[i] == owner) {
+            p->openers[i] = p->openers[--p->nopeners];
+            return;
+        }
+    }
 }
 
 static void dbpool_busy_add(struct dbpool *p, struct dbconn *c, const void *owner)
@@ -117,14 +151,13 @@ static void dbpool_dispatch(struct dbpool *p, struct dbconn **dead)
     struct dbpool_waiter *w = p->whead;
     while (w && (p->idle || p->open < p->max)) {
         struct dbpool_waiter *next = w->next;
-        if (dbpool_eligible(p, w->owner)) {
+        if (dbpool_may_take(p, w->owner)) {
             struct dbconn *c = dbpool_pop_idle(p, dead);
             if (c) {
                 dbpool_busy_add(p, c, w->owner);
                 w->granted = c;
             } else if (p->open < p->max) {
-                p->open++;
-                p->opening++;
+                dbpool_opening_add(p, w->owner);
                 w->slot = true;
             } else {
                 break;
@@ -157,7 +190,10 @@ int dbpool_create(const struct dbpool_opts *opts, struct dbpool **out)
     p->o.conn.conninfo = p->conninfo;
     p->o.conn.appname = p->appname;
     p->max = opts->max;
-    p->tenant_cap = opts->tenant_cap ? opts->tenant_cap : opts->max;
+    p->share = opts->share;
+    p->share.size = p->max;
+    if (p->share.cap < 1)
+        p->share.cap = p->max;
     pthread_mutex_init(&p->mutex, NULL);
     *out = p;
     return 0;
@@ -171,7 +207,7 @@ static int dbpool_connect(struct dbpool *p, const void *owner, int64_t deadline_
     int rc = dbconn_open(&p->o.conn, deadline_us, &c, err, errlen);
     struct dbconn *dead = NULL;
     pthread_mutex_lock(&p->mutex);
-    p->opening--;
+    dbpool_opening_remove(p, owner);
     if (rc == 0 && !p->stopping) {
         dbpool_busy_add(p, c, owner);
         atomic_fetch_add_explicit(&p->connects, 1, memory_order_relaxed);
@@ -204,7 +240,11 @@ int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, str
         snprintf(err, errlen, "shutting down");
         return -ESHUTDOWN;
     }
-    if (dbpool_eligible(p, owner)) {
+    /* Waiters allowed to take a connection go first; one that is not allowed (its tenant at
+     * its share, or only the reserve left) is passed over, never waited behind. */
+    if (p->nwaiting)
+        dbpool_dispatch(p, &dead);
+    if (dbpool_may_take(p, owner)) {
         struct dbconn *c = dbpool_pop_idle(p, &dead);
         if (c) {
             dbpool_busy_add(p, c, owner);
@@ -215,8 +255,7 @@ int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, str
             return 0;
         }
         if (p->open < p->max) {
-            p->open++;
-            p->opening++;
+            dbpool_opening_add(p, owner);
             pthread_mutex_unlock(&p->mutex);
             dbpool_close_list(dead);
             int rc = dbpool_connect(p, owner, deadline_us, out, err, errlen);
@@ -300,12 +339,15 @@ void dbpool_kick(struct dbpool *p)
     dbpool_close_list(dead);
 }
 
-void dbpool_set_limits(struct dbpool *p, size_t max, size_t tenant_cap)
+void dbpool_set_limits(struct dbpool *p, size_t max, struct share_policy share)
 {
     struct dbconn *dead = NULL;
     pthread_mutex_lock(&p->mutex);
     p->max = max ? max : 1;
-    p->tenant_cap = tenant_cap ? tenant_cap : p->max;
+    p->share = share;
+    p->share.size = p->max;
+    if (p->share.cap < 1)
+        p->share.cap = p->max;
     while (p->open > p->max && p->idle) {
         struct dbconn *c = p->idle;
         p->idle = c->next;
@@ -338,7 +380,8 @@ void dbpool_stats(struct dbpool *p, struct dbpool_stats *out)
     out->active = p->nbusy;
     out->idle = p->nidle;
     out->pending = p->nwaiting;
-    out->opening = p->opening;
+    out->opening = p->nopeners;
+    out->reserve = p->share.reserve;
     pthread_mutex_unlock(&p->mutex);
     out->acquired = atomic_load_explicit(&p->acquired, memory_order_relaxed);
     out->timeouts = atomic_load_explicit(&p->timeouts, memory_order_relaxed);
@@ -346,6 +389,14 @@ void dbpool_stats(struct dbpool *p, struct dbpool_stats *out)
     out->connect_failures = atomic_load_explicit(&p->connect_failures, memory_order_relaxed);
     out->closed_broken = atomic_load_explicit(&p->closed_broken, memory_order_relaxed);
     out->wait_us_total = atomic_load_explicit(&p->wait_us_total, memory_order_relaxed);
+}
+
+size_t dbpool_held(struct dbpool *p, const void *owner)
+{
+    pthread_mutex_lock(&p->mutex);
+    size_t n = dbpool_held_locked(p, owner);
+    pthread_mutex_unlock(&p->mutex);
+    return n;
 }
 
 void dbpool_stop(struct dbpool *p)
@@ -373,6 +424,7 @@ void dbpool_destroy(struct dbpool *p)
         return;
     dbpool_close_list(p->idle);
     free(p->busy);
+    free(p->openers);
     free(p->conninfo);
     free(p->appname);
     pthread_mutex_destroy(&p->mutex);

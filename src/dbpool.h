@@ -1,20 +1,26 @@
 /*
  * dbpool: one tier's PostgreSQL connections (the database bulkhead).
  *
- * At most `max` connections, opened lazily on demand, kept open, replaced when broken. A worker
- * that finds none free waits, bounded by its deadline, in a FIFO of waiters; a released
- * connection is handed straight to the first waiter allowed to take it. While other tenants of
- * the tier are active, a tenant already holding its share (tenant_cap) is passed over, so one
- * tenant's slow queries cannot hold every connection of its tier.
+ * At most `max` connections, opened lazily on demand, kept open, replaced when broken. Who may
+ * take a connection is share.h's rule, the same as for workers: a tenant holding none, or whose
+ * requests are brief, may take any free one; any other leaves the last `reserve` free for
+ * newcomers and, while other tenants of the tier are active, holds at most its share, so one
+ * tenant's slow queries cannot hold every connection of its tier. A worker that may not take one
+ * now waits, bounded by its deadline, in a FIFO of waiters; a released connection is handed
+ * straight to the first waiter allowed to take it, and waiters that are not allowed are passed
+ * over, never waited behind.
  *
- * DESIGN: one mutex guards the idle list, the counts and the waiter list. Connecting, closing
- * and queries happen with no lock held. Each waiter sleeps on its own condition variable and
- * is woken only when it has been given a connection or a slot to open one.
+ * DESIGN: one mutex guards the idle list, the busy and opening lists, the counts and the
+ * waiter list. Connecting, closing and queries happen with no lock held. Each waiter sleeps on
+ * its own condition variable and is woken only when it has been given a connection or a slot
+ * to open one. others_active and brief are read without the pool's mutex (the worker pool's
+ * lock-free state), so a change of them reaches waiters through dbpool_kick.
  */
 #ifndef BULKHEAD_DBPOOL_H
 #define BULKHEAD_DBPOOL_H
 
 #include "dbconn.h"
+#include "share.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -25,14 +31,18 @@ struct dbpool;
 struct dbpool_opts {
     struct dbconn_params conn; /* copied; its strings and statements must outlive the pool */
     size_t max;                /* connections at most */
-    size_t tenant_cap;         /* connections one tenant holds while others are active */
+    struct share_policy share; /* who may take a connection (share.h); share.size is max */
     /* Whether tenants other than the caller are active in the tier (lock-free, may be NULL). */
     bool (*others_active)(const void *ctx);
     const void *others_ctx;
+    /* Whether owner's requests are brief (lock-free, while owner has a request in flight; may
+     * be NULL: nobody is). */
+    bool (*brief)(const void *owner);
 };
 
 struct dbpool_stats {
     size_t max, active, idle, pending, opening;
+    size_t reserve; /* connections only a tenant holding none may take */
     uint64_t acquired, timeouts, connects, connect_failures, closed_broken;
     int64_t wait_us_total; /* summed time acquirers waited */
 };
@@ -55,7 +65,10 @@ void dbpool_release(struct dbpool *p, struct dbconn *c, bool broken);
 void dbpool_kick(struct dbpool *p);
 
 /* Change limits (config reload). A smaller max closes idle connections above it. */
-void dbpool_set_limits(struct dbpool *p, size_t max, size_t tenant_cap);
+void dbpool_set_limits(struct dbpool *p, size_t max, struct share_policy share);
+
+/* Connections owner holds or is opening now (metrics). */
+size_t dbpool_held(struct dbpool *p, const void *owner);
 
 /* Close every idle connection (say, after the database restarted). */
 void dbpool_close_idle(struct dbpool *p);

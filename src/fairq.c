@@ -28,23 +28,20 @@ static uint64_t fairq_hash(const struct fairq *q, const char *key)
     return h;
 }
 
-void fairq_init(struct fairq *q, size_t queue_max, size_t tenant_queue_max, size_t tenant_share,
-                int64_t linger_us, uint64_t seed)
+void fairq_init(struct fairq *q, const struct fairq_limits *lim, uint64_t seed)
 {
     memset(q, 0, sizeof(*q));
     q->nbuckets = 64;
     q->buckets = xcalloc(q->nbuckets, sizeof(*q->buckets));
-    q->linger_us = linger_us;
     q->seed = seed;
-    fairq_set_limits(q, queue_max, tenant_queue_max, tenant_share);
+    fairq_set_limits(q, lim);
 }
 
-void fairq_set_limits(struct fairq *q, size_t queue_max, size_t tenant_queue_max,
-                      size_t tenant_share)
+void fairq_set_limits(struct fairq *q, const struct fairq_limits *lim)
 {
-    q->queue_max = queue_max;
-    q->tenant_queue_max = tenant_queue_max;
-    q->tenant_share = tenant_share ? tenant_share : 1;
+    q->lim = *lim;
+    if (q->lim.slots.cap < 1)
+        q->lim.slots.cap = 1;
 }
 
 void fairq_destroy(struct fairq *q)
@@ -132,10 +129,10 @@ static void fairq_ring_remove(struct fairq *q, struct fairq_tenant *t)
 
 int fairq_push(struct fairq *q, const char *key, struct fairq_item *item, int64_t now_us)
 {
-    if (q->queued >= q->queue_max)
+    if (q->queued >= q->lim.queue_max)
         return FAIRQ_FULL;
     struct fairq_tenant *t = fairq_lookup(q, key, true);
-    if (t->queued >= q->tenant_queue_max) {
+    if (t->queued >= q->lim.tenant_queue_max) {
         t->last_active_us = now_us;
         return FAIRQ_TENANT_FULL;
     }
@@ -174,8 +171,9 @@ struct fairq_item *fairq_pop(struct fairq *q, int64_t now_us)
         return NULL;
     struct fairq_tenant *t = start;
     do {
-        /* A tenant at its share waits while anyone else is active. */
-        if (t->in_flight < q->tenant_share || !fairq_others_active(q, t)) {
+        /* share.h's rule: a tenant that may not take a worker now is passed over. */
+        if (share_may_take(&q->lim.slots, t->in_flight, q->in_flight, fairq_others_active(q, t),
+                           fairq_tenant_brief(t))) {
             q->cursor = t->rnext;
             struct fairq_item *it = fairq_take_head(q, t);
             t->in_flight++;
@@ -194,6 +192,26 @@ void fairq_done(struct fairq *q, struct fairq_tenant *t, int64_t now_us)
     t->in_flight--;
     q->in_flight--;
     t->last_active_us = now_us;
+}
+
+void fairq_record_hold(struct fairq *q, struct fairq_tenant *t, int64_t held_us)
+{
+    if (held_us < 0)
+        held_us = 0;
+    if (t->hold_samples == 0)
+        t->hold_avg_us = held_us;
+    else
+        t->hold_avg_us += (held_us - t->hold_avg_us) / 4;
+    if (t->hold_samples < UINT32_MAX)
+        t->hold_samples++;
+    bool brief = q->lim.brief_us > 0 && t->hold_samples >= FAIRQ_BRIEF_SAMPLES &&
+                 t->hold_avg_us < q->lim.brief_us;
+    atomic_store_explicit(&t->brief, brief, memory_order_relaxed);
+}
+
+bool fairq_tenant_brief(const struct fairq_tenant *t)
+{
+    return atomic_load_explicit(&t->brief, memory_order_relaxed);
 }
 
 static struct fairq_item *fairq_collect(struct fairq *q, int64_t cutoff_us, bool all)
@@ -228,7 +246,8 @@ size_t fairq_sweep(struct fairq *q, int64_t now_us)
         struct fairq_tenant **pp = &q->buckets[i];
         while (*pp) {
             struct fairq_tenant *t = *pp;
-            if (t->queued == 0 && t->in_flight == 0 && now_us - t->last_active_us >= q->linger_us) {
+            if (t->queued == 0 && t->in_flight == 0 &&
+                now_us - t->last_active_us >= q->lim.linger_us) {
                 *pp = t->hnext;
                 free(t);
                 q->ntenants--;

@@ -14,11 +14,15 @@
 #ifndef BULKHEAD_FAIRQ_H
 #define BULKHEAD_FAIRQ_H
 
+#include "share.h"
+
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define FAIRQ_KEY_MAX 80 /* longest tenant key, bytes */
+#define FAIRQ_KEY_MAX       80 /* longest tenant key, bytes */
+#define FAIRQ_BRIEF_SAMPLES 4  /* items a tenant must have finished before it can be brief */
 
 struct fairq_tenant;
 
@@ -40,6 +44,18 @@ struct fairq_tenant {
     uint32_t in_flight;                 /* items popped and not yet done */
     uint64_t served;                    /* items popped, ever (metrics) */
     int64_t last_active_us;             /* last push, pop or done */
+    int64_t hold_avg_us;                /* recent mean time an item held a worker (EWMA 1/4) */
+    uint32_t hold_samples;              /* items measured (saturates) */
+    atomic_bool brief; /* see above; written with the owner's lock held, read without it by the
+                          connection pool while one of the tenant's items runs */
+};
+
+struct fairq_limits {
+    size_t queue_max;          /* all tenants' queued items at most */
+    size_t tenant_queue_max;   /* one tenant's queued items at most */
+    struct share_policy slots; /* who may take one of the workers (slots.size = workers) */
+    int64_t linger_us;         /* how long an idle tenant still counts as active */
+    int64_t brief_us;          /* a recent mean hold below this makes a tenant brief; 0: never */
 };
 
 struct fairq {
@@ -47,23 +63,18 @@ struct fairq {
     size_t nbuckets;               /* power of two */
     size_t ntenants;               /* active tenants */
     struct fairq_tenant *cursor;   /* next tenant of the ring to serve */
-    size_t queued, in_flight;
-    size_t queue_max;        /* all tenants' queued items at most */
-    size_t tenant_queue_max; /* one tenant's queued items at most */
-    size_t tenant_share;     /* one tenant's in-flight items while others are active */
-    int64_t linger_us;       /* how long an idle tenant still counts as active */
-    uint64_t seed;           /* hash seed, random per queue */
+    size_t queued, in_flight;      /* in_flight: items popped and not done (busy workers) */
+    struct fairq_limits lim;
+    uint64_t seed; /* hash seed, random per queue */
 };
 
 enum { FAIRQ_OK = 0, FAIRQ_FULL = 1, FAIRQ_TENANT_FULL = 2 };
 
-void fairq_init(struct fairq *q, size_t queue_max, size_t tenant_queue_max, size_t tenant_share,
-                int64_t linger_us, uint64_t seed);
+void fairq_init(struct fairq *q, const struct fairq_limits *lim, uint64_t seed);
 void fairq_destroy(struct fairq *q); /* the queue must hold no items */
 
-/* Change the bounds (config reload). Items already queued stay. */
-void fairq_set_limits(struct fairq *q, size_t queue_max, size_t tenant_queue_max,
-                      size_t tenant_share);
+/* Change the limits (config reload). Items queued or in flight stay. */
+void fairq_set_limits(struct fairq *q, const struct fairq_limits *lim);
 
 /* Queue item for tenant key. Returns FAIRQ_OK, FAIRQ_FULL or FAIRQ_TENANT_FULL. */
 int fairq_push(struct fairq *q, const char *key, struct fairq_item *item, int64_t now_us);
@@ -73,6 +84,12 @@ struct fairq_item *fairq_pop(struct fairq *q, int64_t now_us);
 
 /* An item returned by fairq_pop has finished. */
 void fairq_done(struct fairq *q, struct fairq_tenant *t, int64_t now_us);
+
+/* An item of t held a worker for held_us: update t's mean hold and its brief flag. */
+void fairq_record_hold(struct fairq *q, struct fairq_tenant *t, int64_t held_us);
+
+/* Whether t's requests are brief (any thread, while one of t's items is in flight). */
+bool fairq_tenant_brief(const struct fairq_tenant *t);
 
 /* Remove and return (as a list linked by ->next) the queued items enqueued before cutoff_us. */
 struct fairq_item *fairq_expire(struct fairq *q, int64_t cutoff_us);

@@ -33,6 +33,7 @@ struct report_tier {
     struct breaker_snapshot br;
     struct ratelimit_stats rl;
     struct workpool_tenant_load top[REPORT_TOP_TENANTS];
+    size_t top_conns[REPORT_TOP_TENANTS]; /* connections each of them holds */
     size_t ntop;
     uint64_t outcomes[OUTCOME_COUNT];
     uint64_t statuses[METRICS_STATUS_COUNT];
@@ -47,6 +48,8 @@ static void report_read(struct tier_rt *t, int64_t now, struct report_tier *out)
     breaker_snapshot(t->breaker, now, &out->br);
     ratelimit_stats(t->rl, &out->rl);
     out->ntop = workpool_top_tenants(t->pool, out->top, REPORT_TOP_TENANTS);
+    for (size_t i = 0; i < out->ntop; i++)
+        out->top_conns[i] = dbpool_held(t->db, out->top[i].id);
     for (int o = 0; o < OUTCOME_COUNT; o++)
         out->outcomes[o] = atomic_load_explicit(&t->m.outcomes[o], memory_order_relaxed);
     for (int s = 0; s < METRICS_STATUS_COUNT; s++)
@@ -130,15 +133,21 @@ static json_t *report_tier_json(struct server *srv, const struct report_tier *t)
 
     json_t *busiest = json_array();
     for (size_t i = 0; i < t->ntop; i++)
-        json_array_append_new(busiest, json_pack("{s:s, s:I, s:I}", "tenant", t->top[i].key,
-                                                 "inFlight", (json_int_t)t->top[i].in_flight,
-                                                 "queued", (json_int_t)t->top[i].queued));
-    json_t *fair =
-        json_pack("{s:I, s:I, s:I, s:I, s:I, s:o}", "activeTenants", (json_int_t)t->wp.tenants,
-                  "tenantWorkerShare", (json_int_t)tiers_tenant_worker_cap(c),
-                  "tenantConnectionShare", (json_int_t)tiers_tenant_conn_cap(c), "tenantQueueShare",
-                  (json_int_t)tiers_tenant_queue_cap(c), "rejectedTenantShare",
-                  (json_int_t)t->wp.rejected_tenant, "busiest", busiest);
+        json_array_append_new(
+            busiest,
+            json_pack("{s:s, s:I, s:I, s:I, s:f, s:b}", "tenant", t->top[i].key, "inFlight",
+                      (json_int_t)t->top[i].in_flight, "queued", (json_int_t)t->top[i].queued,
+                      "connections", (json_int_t)t->top_conns[i], "holdMs",
+                      (double)t->top[i].hold_avg_us / 1000.0, "brief", t->top[i].brief));
+    json_t *fair = json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "activeTenants",
+        (json_int_t)t->wp.tenants, "tenantWorkerShare", (json_int_t)tiers_worker_policy(c).cap,
+        "tenantConnectionShare", (json_int_t)tiers_conn_policy(c).cap, "tenantQueueShare",
+        (json_int_t)tiers_tenant_queue_cap(c), "workerReserve",
+        (json_int_t)tiers_worker_policy(c).reserve, "connectionReserve",
+        (json_int_t)tiers_conn_policy(c).reserve, "lingerMs", (json_int_t)c->tenant_linger_ms,
+        "briefRequestMs", (json_int_t)c->brief_request_ms, "rejectedTenantShare",
+        (json_int_t)t->wp.rejected_tenant, "busiest", busiest);
 
     json_t *req = json_object();
     for (int o = 0; o < OUTCOME_COUNT; o++)

@@ -46,7 +46,9 @@ static struct workpool_limits server_pool_limits(const struct tier_cfg *c)
     struct workpool_limits l = {.threads = (size_t)c->workers,
                                 .queue_max = (size_t)c->queue_max,
                                 .tenant_queue_max = (size_t)tiers_tenant_queue_cap(c),
-                                .tenant_share = (size_t)tiers_tenant_worker_cap(c)};
+                                .share = tiers_worker_policy(c),
+                                .linger_us = c->tenant_linger_ms * 1000,
+                                .brief_us = c->brief_request_ms * 1000};
     return l;
 }
 
@@ -89,8 +91,9 @@ static int server_tier_start(struct server *srv, size_t index, const struct tier
                  .stmts = api_statements,
                  .nstmts = api_statement_count},
         .max = (size_t)c->db_max,
-        .tenant_cap = (size_t)tiers_tenant_conn_cap(c),
+        .share = tiers_conn_policy(c),
         .others_active = server_others_active,
+        .brief = workpool_tenant_brief,
         .others_ctx = t->pool,
     };
     rc = dbpool_create(&po, &t->db);
@@ -164,10 +167,10 @@ static void server_log_config(struct server *srv)
         log_info("tier",
                  "tier %s: %" PRId64 " workers, queue %" PRId64 " (%" PRId64 " ms), %" PRId64
                  " connections, rate %s, breaker %" PRId64 " ms / %" PRId64 "%% / reset %" PRId64
-                 " ms, tenant share %" PRId64 "%%",
+                 " ms, tenant share %" PRId64 "%% reserve %" PRId64 "%% linger %" PRId64 " ms",
                  c->name, c->workers, c->queue_max, c->queue_timeout_ms, c->db_max, rate,
                  c->breaker_timeout_ms, c->breaker_error_pct, c->breaker_reset_ms,
-                 c->tenant_share_pct);
+                 c->tenant_share_pct, c->tenant_reserve_pct, c->tenant_linger_ms);
     }
     log_info("config", "auth %s, rate-limit backend %s, %zu tiers",
              srv->cfg.auth_mode == CONFIG_AUTH_APIKEY ? "apikey" : "header",
@@ -325,7 +328,7 @@ int server_reload(struct server *srv)
         struct workpool_limits lim = server_pool_limits(c);
         if (workpool_set_limits(t->pool, &lim))
             log_error("reload", "tier %s: could not start every new worker thread", c->name);
-        dbpool_set_limits(t->db, (size_t)c->db_max, (size_t)tiers_tenant_conn_cap(c));
+        dbpool_set_limits(t->db, (size_t)c->db_max, tiers_conn_policy(c));
         ratelimit_set(t->rl, c->rate_limit, c->rate_window_s);
         struct breaker_cfg ob = server_breaker_cfg(old), nb = server_breaker_cfg(c);
         if (memcmp(&ob, &nb, sizeof(ob)) != 0)

@@ -62,6 +62,18 @@ static const struct tier_key tier_keys[] = {
      TOFF(tenant_share_pct)},
     {"tenant_queue_pct", 100, 1, 100, "most of the queue (%) one tenant may fill",
      TOFF(tenant_queue_pct)},
+    {"tenant_reserve_pct", 0, 0, 50,
+     "workers/connections (%, at least 1 when set) kept for tenants with nothing in flight: a busy "
+     "tenant never takes them, even alone",
+     TOFF(tenant_reserve_pct)},
+    {"brief_request_ms", 5, 0, 60000,
+     "a tenant whose recent requests held a worker less than this (ms, mean) may take any free "
+     "worker or connection, share and reserve aside: it gives it back at once; 0 = none",
+     TOFF(brief_request_ms)},
+    {"tenant_linger_ms", 1000, 0, 3600000,
+     "how long a tenant still counts as active after its last request ended (its neighbours stay "
+     "at their share meanwhile)",
+     TOFF(tenant_linger_ms)},
 };
 
 #define TIER_KEY_COUNT (sizeof(tier_keys) / sizeof(tier_keys[0]))
@@ -246,14 +258,24 @@ static int64_t tiers_share(int64_t total, int64_t pct)
     return cap < 1 ? 1 : cap;
 }
 
+struct share_policy tiers_worker_policy(const struct tier_cfg *c)
+{
+    return share_policy_pct((size_t)c->workers, c->tenant_share_pct, c->tenant_reserve_pct);
+}
+
+struct share_policy tiers_conn_policy(const struct tier_cfg *c)
+{
+    return share_policy_pct((size_t)c->db_max, c->tenant_share_pct, c->tenant_reserve_pct);
+}
+
 int64_t tiers_tenant_worker_cap(const struct tier_cfg *c)
 {
-    return tiers_share(c->workers, c->tenant_share_pct);
+    return (int64_t)tiers_worker_policy(c).cap;
 }
 
 int64_t tiers_tenant_conn_cap(const struct tier_cfg *c)
 {
-    return tiers_share(c->db_max, c->tenant_share_pct);
+    return (int64_t)tiers_conn_policy(c).cap;
 }
 
 int64_t tiers_tenant_queue_cap(const struct tier_cfg *c)

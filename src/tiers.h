@@ -9,6 +9,8 @@
 #ifndef BULKHEAD_TIERS_H
 #define BULKHEAD_TIERS_H
 
+#include "share.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -37,6 +39,9 @@ struct tier_cfg {
     int64_t tenant_share_pct;      /* most of the workers/connections one tenant may hold while
                                       other tenants of the tier wait */
     int64_t tenant_queue_pct;      /* most of the queue one tenant may fill */
+    int64_t tenant_reserve_pct;    /* workers/connections kept for tenants holding none */
+    int64_t brief_request_ms;      /* a mean hold below this lets a tenant take any free slot */
+    int64_t tenant_linger_ms;      /* a tenant counts as active this long after its last request */
 };
 
 struct tier_table {
@@ -65,6 +70,11 @@ int tiers_load_file(const char *path, struct tier_table *out, char *err, size_t 
 
 /* Index of the named tier, or -1. */
 int tiers_find(const struct tier_table *t, const char *name);
+
+/* Who may take a worker, and a connection (share.h): the tenant share and the newcomers'
+ * reserve as slot counts of the tier's pools. */
+struct share_policy tiers_worker_policy(const struct tier_cfg *c);
+struct share_policy tiers_conn_policy(const struct tier_cfg *c);
 
 /* Per-tenant caps derived from the shares: never below 1 (the queue cap is 0 only when the
  * tier has no queue at all, queue_max 0). */

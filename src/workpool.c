@@ -24,7 +24,6 @@
 
 #define WORKPOOL_MAX_THREADS 1024
 #define WORKPOOL_STACK       (256 * 1024) /* workers run libpq calls and small formatting only */
-#define WORKPOOL_LINGER_US   1000000      /* a tenant counts as active 1 s after its last request */
 
 struct workpool_thread {
     pthread_t tid;
@@ -90,7 +89,8 @@ static void *workpool_main(void *arg)
     for (;;) {
         if (self->index >= wp->target || (wp->stopping && wp->q.queued == 0))
             break;
-        struct fairq_item *it = wp->stopping ? NULL : fairq_pop(&wp->q, mclock_now_us());
+        int64_t popped = mclock_now_us();
+        struct fairq_item *it = wp->stopping ? NULL : fairq_pop(&wp->q, popped);
         if (!it) {
             self->parked = true;
             self->next_parked = wp->parked;
@@ -107,7 +107,9 @@ static void *workpool_main(void *arg)
         wp->ops.run(it, wp->ops.ctx); /* it may be freed by now: only t is used below */
 
         pthread_mutex_lock(&wp->mutex);
-        fairq_done(&wp->q, t, mclock_now_us());
+        int64_t now = mclock_now_us();
+        fairq_record_hold(&wp->q, t, now - popped);
+        fairq_done(&wp->q, t, now);
         atomic_fetch_add_explicit(&wp->completed, 1, memory_order_relaxed);
         /* A tenant below its share again may unblock a queued item: this thread looks for it
          * next, so no one else needs waking. */
@@ -167,9 +169,15 @@ static int workpool_spawn(struct workpool *wp, size_t from, size_t to)
     return rc;
 }
 
-static void workpool_limits_to_q(struct workpool *wp, const struct workpool_limits *lim)
+static struct fairq_limits workpool_q_limits(const struct workpool_limits *lim)
 {
-    fairq_set_limits(&wp->q, lim->queue_max, lim->tenant_queue_max, lim->tenant_share);
+    struct fairq_limits q = {.queue_max = lim->queue_max,
+                             .tenant_queue_max = lim->tenant_queue_max,
+                             .slots = lim->share,
+                             .linger_us = lim->linger_us,
+                             .brief_us = lim->brief_us};
+    q.slots.size = lim->threads;
+    return q;
 }
 
 int workpool_create(const char *name, const struct workpool_limits *lim,
@@ -183,8 +191,8 @@ int workpool_create(const char *name, const struct workpool_limits *lim,
     uint64_t seed = 0;
     if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
         seed = (uint64_t)mclock_wall_us();
-    fairq_init(&wp->q, lim->queue_max, lim->tenant_queue_max, lim->tenant_share, WORKPOOL_LINGER_US,
-               seed);
+    struct fairq_limits ql = workpool_q_limits(lim);
+    fairq_init(&wp->q, &ql, seed);
     pthread_mutex_init(&wp->mutex, NULL);
     pthread_cond_init(&wp->idle, NULL);
     for (size_t i = 0; i < WORKPOOL_MAX_THREADS; i++)
@@ -260,8 +268,9 @@ int workpool_set_limits(struct workpool *wp, const struct workpool_limits *lim)
 {
     if (lim->threads == 0 || lim->threads > WORKPOOL_MAX_THREADS)
         return -EINVAL;
+    struct fairq_limits ql = workpool_q_limits(lim);
     pthread_mutex_lock(&wp->mutex);
-    workpool_limits_to_q(wp, lim);
+    fairq_set_limits(&wp->q, &ql);
     size_t old = wp->target;
     wp->target = lim->threads;
     int rc = 0;
@@ -270,6 +279,11 @@ int workpool_set_limits(struct workpool *wp, const struct workpool_limits *lim)
     workpool_unpark_all(wp); /* retire surplus threads, try new share limits */
     pthread_mutex_unlock(&wp->mutex);
     return rc;
+}
+
+bool workpool_tenant_brief(const void *tenant)
+{
+    return fairq_tenant_brief(tenant);
 }
 
 bool workpool_others_active(const struct workpool *wp)
@@ -283,7 +297,7 @@ void workpool_stats(struct workpool *wp, struct workpool_stats *out)
     out->threads = wp->target;
     out->busy = wp->q.in_flight;
     out->queued = wp->q.queued;
-    out->queue_max = wp->q.queue_max;
+    out->queue_max = wp->q.lim.queue_max;
     out->tenants = wp->q.ntenants;
     out->idle = wp->nparked;
     pthread_mutex_unlock(&wp->mutex);
@@ -303,6 +317,9 @@ size_t workpool_top_tenants(struct workpool *wp, struct workpool_tenant_load *ou
     size_t found = fairq_top(&wp->q, top, n);
     for (size_t i = 0; i < found; i++) {
         snprintf(out[i].key, sizeof(out[i].key), "%s", top[i]->key);
+        out[i].id = top[i];
+        out[i].hold_avg_us = top[i]->hold_avg_us;
+        out[i].brief = fairq_tenant_brief(top[i]);
         out[i].in_flight = top[i]->in_flight;
         out[i].queued = top[i]->queued;
     }

@@ -6,14 +6,19 @@
  * longer than the tier's queue timeout. Each tier has its own pool, so a tier can only ever
  * exhaust its own threads.
  *
- * DESIGN: one mutex guards the fairq, the thread targets and `stopping`; one condition variable
- * wakes idle workers. Work runs with no lock held. Callbacks: run (worker thread) executes an
- * item; drop (the caller of workpool_expire/workpool_stop) answers an item that will never run.
+ * DESIGN: one mutex guards the fairq, the thread targets, the idle-worker stack and `stopping`.
+ * Each worker parks on its own condition variable (new work wakes exactly one, the most recently
+ * idle); a pool-wide condition variable `idle` tells workpool_stop that in-flight work ended.
+ * Work runs with no lock held. The counters and the active-tenant count are atomics read
+ * without the mutex (metrics, and the connection pool's lock-free workpool_others_active).
+ * Callbacks: run (worker thread) executes an item; drop (the caller of
+ * workpool_expire/workpool_stop) answers an item that will never run.
  */
 #ifndef BULKHEAD_WORKPOOL_H
 #define BULKHEAD_WORKPOOL_H
 
 #include "fairq.h"
+#include "share.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -30,10 +35,13 @@ struct workpool_ops {
 };
 
 struct workpool_limits {
-    size_t threads;          /* worker threads */
-    size_t queue_max;        /* items waiting at most */
-    size_t tenant_queue_max; /* items one tenant may have waiting */
-    size_t tenant_share;     /* workers one tenant may hold while others are active */
+    size_t threads;            /* worker threads */
+    size_t queue_max;          /* items waiting at most */
+    size_t tenant_queue_max;   /* items one tenant may have waiting */
+    struct share_policy share; /* who may take a worker (share.h); share.size is threads */
+    int64_t linger_us;         /* a tenant counts as active this long after its last item */
+    int64_t brief_us;          /* a tenant whose items held a worker less than this, on recent
+                                  average, is brief (fairq.h); 0 = nobody is */
 };
 
 /* A consistent snapshot for metrics. */
@@ -58,15 +66,24 @@ void workpool_expire(struct workpool *wp, int64_t cutoff_us, int64_t now_us);
 /* Change limits live (config reload): threads are started or retired, queued items stay. */
 int workpool_set_limits(struct workpool *wp, const struct workpool_limits *lim);
 
-/* Whether a tenant other than the one running item is active in this pool (lock-free). */
+/* Whether more than one tenant is active in this pool (lock-free): for a caller running an
+ * item, whether anyone else is. */
 bool workpool_others_active(const struct workpool *wp);
+
+/* Whether the tenant of an item in flight (its fairq_item.tenant) has brief requests
+ * (lock-free; any thread, while that item runs or waits on its worker). */
+bool workpool_tenant_brief(const void *tenant);
 
 void workpool_stats(struct workpool *wp, struct workpool_stats *out);
 
 /* Up to n busiest tenants: key, in-flight and queued counts. */
 struct workpool_tenant_load {
     char key[FAIRQ_KEY_MAX + 1];
+    const void *id; /* the tenant's identity as the connection pool sees it (dbpool owner);
+                       compare only, never dereference: the tenant may be gone already */
     uint32_t in_flight, queued;
+    int64_t hold_avg_us; /* recent mean time its items held a worker */
+    bool brief;          /* its requests count as brief */
 };
 size_t workpool_top_tenants(struct workpool *wp, struct workpool_tenant_load *out, size_t n);
 

@@ -38,6 +38,9 @@ static const struct {
     {"breaker_trial_calls", offsetof(struct tier_cfg, breaker_trial_calls)},
     {"tenant_share_pct", offsetof(struct tier_cfg, tenant_share_pct)},
     {"tenant_queue_pct", offsetof(struct tier_cfg, tenant_queue_pct)},
+    {"tenant_reserve_pct", offsetof(struct tier_cfg, tenant_reserve_pct)},
+    {"brief_request_ms", offsetof(struct tier_cfg, brief_request_ms)},
+    {"tenant_linger_ms", offsetof(struct tier_cfg, tenant_linger_ms)},
 };
 
 static void load_keys(void)
@@ -103,6 +106,10 @@ static void check_table(const struct tier_table *t)
         FUZZ_CHECK(c->breaker_window_ms / c->breaker_buckets >= 1);
         FUZZ_CHECK(tiers_tenant_worker_cap(c) >= 1 && tiers_tenant_worker_cap(c) <= c->workers);
         FUZZ_CHECK(tiers_tenant_conn_cap(c) >= 1 && tiers_tenant_conn_cap(c) <= c->db_max);
+        /* The reserve leaves a lone tenant at least one slot; a share never exceeds the pool. */
+        struct share_policy w = tiers_worker_policy(c), d = tiers_conn_policy(c);
+        FUZZ_CHECK(w.size == (size_t)c->workers && w.reserve < w.size && w.cap <= w.size);
+        FUZZ_CHECK(d.size == (size_t)c->db_max && d.reserve < d.size && d.cap <= d.size);
         int64_t q = tiers_tenant_queue_cap(c);
         FUZZ_CHECK(c->queue_max == 0 ? q == 0 : q >= 1 && q <= c->queue_max);
     }

@@ -2,7 +2,10 @@
  * test_fairness: inside one tier, a noisy tenant hurts only itself. Tenant A floods free with
  * slow queries (within its rate limit) while tenant B keeps sending ordinary requests: every
  * one of B's requests succeeds and B's median latency stays near its unloaded value, because A
- * is held to its share of free's workers, connections and queue.
+ * is held to its share of free's workers, connections and queue. A slow tenant that holds
+ * every worker and connection but the newcomers' reserve does not delay a quiet tenant's first
+ * request, drains to its share while that tenant is active, and gets the pool back after the
+ * linger; alone, a tenant uses everything but the reserve. States and counts, no timings.
  */
 #include "harness.h"
 
@@ -84,21 +87,43 @@ static void *flood_main(void *arg)
     return NULL;
 }
 
-static int64_t busiest_in_flight(const char *tenant)
+/* What /metrics/bulkheads shows of one tenant of a tier (zeros when it is not among the
+ * busiest). */
+struct held {
+    int64_t in_flight, queued, conns;
+};
+
+static struct held tenant_held(const struct h_server *s, const char *tier, const char *tenant)
 {
-    json_t *m = h_get_json(url("/metrics/bulkheads"));
+    struct held v = {0, 0, 0};
+    json_t *m = h_get_json(h_url(s, "/metrics/bulkheads"));
     json_t *list =
-        json_object_get(json_object_get(json_object_get(m, "free"), "fairness"), "busiest");
-    int64_t v = 0;
+        json_object_get(json_object_get(json_object_get(m, tier), "fairness"), "busiest");
     size_t i;
     json_t *it;
     json_array_foreach(list, i, it)
     {
-        if (!strcmp(json_string_value(json_object_get(it, "tenant")), tenant))
-            v = json_integer_value(json_object_get(it, "inFlight"));
+        if (!strcmp(json_string_value(json_object_get(it, "tenant")), tenant)) {
+            v.in_flight = json_integer_value(json_object_get(it, "inFlight"));
+            v.queued = json_integer_value(json_object_get(it, "queued"));
+            v.conns = json_integer_value(json_object_get(it, "connections"));
+        }
     }
     json_decref(m);
     return v;
+}
+
+struct held_want {
+    const struct h_server *srv;
+    const char *tier, *tenant;
+    int64_t in_flight, conns;
+};
+
+static bool holds_exactly(void *arg)
+{
+    struct held_want *w = arg;
+    struct held v = tenant_held(w->srv, w->tier, w->tenant);
+    return v.in_flight == w->in_flight && v.conns == w->conns;
 }
 
 static void a_noisy_tenant_cannot_starve_its_tier_mates(void **state)
@@ -126,7 +151,7 @@ static void a_noisy_tenant_cannot_starve_its_tier_mates(void **state)
     int samples = 0;
     int64_t until = h_now_ms() + 2000;
     while (h_now_ms() < until) {
-        int64_t v = busiest_in_flight("id:tenant-a");
+        int64_t v = tenant_held(&srv, "free", "id:tenant-a").in_flight;
         if (v > max_a)
             max_a = v;
         samples++;
@@ -162,26 +187,172 @@ static void a_noisy_tenant_cannot_starve_its_tier_mates(void **state)
     free(b);
 }
 
-static void a_tenant_alone_can_use_the_whole_pool(void **state)
+/* ---- the issue-13 scenario: a slow tenant holding its tier, a quiet one beside it ---------- */
+
+/* free as built in (10 workers, 5 connections, share 50 %, reserve 10 %, linger 1 s), with the
+ * rate limit lifted so only the bulkheads act, and waits long enough that no slow request of
+ * the noisy tenant ends by a timeout: every one it sends is served, late. */
+#define FAIR_TIERS                                                                                 \
+    "{\"free\": {\"workers\": 10, \"queue_max\": 20, \"db_max\": 5, \"rate_limit\": 1000000,"      \
+    " \"tenant_share_pct\": 50, \"tenant_queue_pct\": 50, \"tenant_reserve_pct\": 10,"             \
+    " \"tenant_linger_ms\": 1000, \"queue_timeout_ms\": 60000, \"db_acquire_timeout_ms\": 60000,"  \
+    " \"breaker_timeout_ms\": 60000}, \"pro\": {}, \"enterprise\": {}}"
+
+struct looper {
+    const struct h_server *srv;
+    const char *tenant;
+    const char *first_path; /* the first request of each client */
+    const char *path;       /* every later one */
+    atomic_bool stop;
+    atomic_int done, ok;
+};
+
+/* One client: requests back to back until stop. */
+static void *looper_main(void *arg)
+{
+    struct looper *l = arg;
+    char tenant_h[96];
+    snprintf(tenant_h, sizeof(tenant_h), "X-Tenant-Id: %s", l->tenant);
+    const char *h[] = {"X-Tenant-Tier: free", tenant_h, NULL};
+    const char *path = l->first_path;
+    while (!atomic_load(&l->stop)) {
+        struct h_resp r;
+        h_get(h_url(l->srv, path), h, &r);
+        atomic_fetch_add(&l->ok, r.status == 200);
+        atomic_fetch_add(&l->done, 1);
+        h_resp_free(&r);
+        path = l->path;
+    }
+    return NULL;
+}
+
+static bool looper_done(void *arg)
+{
+    struct looper *l = arg;
+    return atomic_load(&l->done) >= 20;
+}
+
+/*
+ * A noisy tenant's 12 clients send slow queries back to back; alone, it holds every worker and
+ * connection of free but the reserve (9 and 4). A quiet tenant then sends cheap reads: they are
+ * served while none of the noisy tenant's slow queries has ended (the newcomer takes the
+ * reserve). While the quiet tenant stays active, the noisy one drains to its share and never
+ * holds more than its share of workers (5) or connections (2) again. When the quiet tenant
+ * stops, the noisy one gets all but the reserve back once the linger has passed.
+ */
+static void a_quiet_tenant_is_served_beside_a_slow_one_holding_the_tier(void **state)
 {
     (void)state;
-    /* pro has seen no other tenant in this server: solo is alone in it. */
+    char tiers_env[400];
+    assert_int_equal(h_tiers_env("fair-issue13.json", FAIR_TIERS, tiers_env, sizeof(tiers_env)), 0);
+    const char *env[] = {tiers_env, "ACCESS_LOG=false", NULL};
+    struct h_server s2;
+    assert_int_equal(h_server_start(&s2, db_url, env), 0);
+
+    /* The first query of each noisy client lasts 5 s, the rest 0.3 s. */
+    struct looper noisy = {.srv = &s2,
+                           .tenant = "noisy",
+                           .first_path = "/api/data?delay_ms=5000",
+                           .path = "/api/data?delay_ms=300"};
+    pthread_t nt[12];
+    for (int i = 0; i < 12; i++)
+        pthread_create(&nt[i], NULL, looper_main, &noisy);
+    struct held_want all_but_reserve = {&s2, "free", "id:noisy", 9, 4};
+    assert_true(h_wait_until(holds_exactly, &all_but_reserve, 30000));
+    assert_int_equal(atomic_load(&noisy.done), 0);
+
+    /* The quiet tenant's reads are answered while every slow query is still running. */
+    struct looper quiet = {.srv = &s2,
+                           .tenant = "quiet",
+                           .first_path = "/api/data?limit=5",
+                           .path = "/api/data?limit=5"};
+    pthread_t qt;
+    pthread_create(&qt, NULL, looper_main, &quiet);
+    assert_true(h_wait_until(looper_done, &quiet, 30000));
+    assert_int_equal(atomic_load(&noisy.done), 0);
+    assert_int_equal(atomic_load(&quiet.ok), atomic_load(&quiet.done));
+
+    /* While the quiet tenant is active the noisy one drains to its share and stays there. */
+    int64_t max_after = 0, max_conns_after = 0;
+    bool at_share = false;
+    int samples = 0;
+    while (atomic_load(&noisy.done) < 40) {
+        struct held v = tenant_held(&s2, "free", "id:noisy");
+        if (!at_share && v.in_flight <= 5 && v.conns <= 2)
+            at_share = true;
+        if (at_share) {
+            samples++;
+            if (v.in_flight > max_after)
+                max_after = v.in_flight;
+            if (v.conns > max_conns_after)
+                max_conns_after = v.conns;
+        }
+    }
+    atomic_store(&quiet.stop, true);
+    pthread_join(qt, NULL);
+    printf("# quiet: %d of %d served; noisy: %d done; after reaching its share: %d samples, "
+           "max %lld workers, %lld connections\n",
+           atomic_load(&quiet.ok), atomic_load(&quiet.done), atomic_load(&noisy.done), samples,
+           (long long)max_after, (long long)max_conns_after);
+    assert_true(at_share);
+    assert_true(samples > 0);
+    assert_true(max_after <= 5);
+    assert_true(max_conns_after <= 2);
+    assert_int_equal(atomic_load(&quiet.ok), atomic_load(&quiet.done));
+
+    /* Alone again: after the quiet tenant's linger, the noisy one holds all but the reserve. */
+    assert_true(h_wait_until(holds_exactly, &all_but_reserve, 30000));
+
+    atomic_store(&noisy.stop, true);
+    for (int i = 0; i < 12; i++)
+        pthread_join(nt[i], NULL);
+    assert_int_equal(atomic_load(&noisy.ok), atomic_load(&noisy.done));
+    json_t *m = h_get_json(h_url(&s2, "/metrics/bulkheads"));
+    json_t *fair = json_object_get(json_object_get(m, "free"), "fairness");
+    assert_int_equal(json_integer_value(json_object_get(fair, "workerReserve")), 1);
+    assert_int_equal(json_integer_value(json_object_get(fair, "connectionReserve")), 1);
+    assert_int_equal(json_integer_value(json_object_get(fair, "lingerMs")), 1000);
+    json_decref(m);
+    h_server_stop(&s2, SIGTERM, 20000);
+}
+
+/* pro has seen no other tenant in this server: solo is alone in it and holds every worker and
+ * connection of pro but the newcomers' reserve (30 workers less 3, 20 connections less 2),
+ * well past its share of 15 and 10, which binds only beside others. */
+struct burst_arg {
+    const char *const *headers;
+    long st[30];
+};
+
+static void *pro_burst_main(void *arg)
+{
+    struct burst_arg *b = arg;
+    h_burst("GET", url("/api/data?delay_ms=2000"), b->headers, 30, 30, b->st, NULL);
+    return NULL;
+}
+
+static void a_tenant_alone_uses_the_whole_pool_but_the_reserve(void **state)
+{
+    (void)state;
     const char *h[] = {"X-Tenant-Tier: pro", "X-Tenant-Id: solo", NULL};
-    long st[20];
-    double lat[20];
-    /* pro: 30 workers, share 15 when others are active; alone, 20 run at once. */
-    assert_int_equal(h_burst("GET", url("/api/data?delay_ms=500"), h, 20, 20, st, lat), 0);
-    assert_int_equal(h_count(st, 20, 200), 20);
-    /* All ran in parallel: none waited behind a cap (generous: one wave, not two). */
-    double med = h_median(lat, 20);
-    assert_true(med < 0.95);
+    struct burst_arg b = {.headers = h};
+    pthread_t t;
+    pthread_create(&t, NULL, pro_burst_main, &b);
+    struct held_want want = {&srv, "pro", "id:solo", 27, 18};
+    assert_true(h_wait_until(holds_exactly, &want, 30000));
+    pthread_join(t, NULL);
+    /* The 18 with a connection are served; the 9 waiting for one give up after pro's 1 s
+     * acquire timeout (503), and the 3 queued then run. */
+    assert_true(h_count(b.st, 30, 200) >= 18);
+    assert_int_equal(h_count(b.st, 30, 200) + h_count(b.st, 30, 503), 30);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_noisy_tenant_cannot_starve_its_tier_mates),
-        cmocka_unit_test(a_tenant_alone_can_use_the_whole_pool),
+        cmocka_unit_test(a_tenant_alone_uses_the_whole_pool_but_the_reserve),
+        cmocka_unit_test(a_quiet_tenant_is_served_beside_a_slow_one_holding_the_tier),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

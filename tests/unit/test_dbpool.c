@@ -84,18 +84,26 @@ static bool others_flag(const void *ctx)
     return atomic_load((const atomic_bool *)ctx);
 }
 
-static struct dbpool *mkpool(const char *app, size_t max, size_t tenant_cap, atomic_bool *others)
+/* A pool of max connections; while *others is set, a tenant holds tenant_cap at most (0: no
+ * cap); `reserve` connections are kept for tenants holding none. */
+static struct dbpool *mkpool_ex(const char *app, size_t max, size_t tenant_cap, size_t reserve,
+                                atomic_bool *others)
 {
     struct dbpool_opts o = {
         .conn = params(url, app),
         .max = max,
-        .tenant_cap = tenant_cap,
+        .share = {.size = max, .cap = tenant_cap, .reserve = reserve},
         .others_active = others ? others_flag : NULL,
         .others_ctx = others,
     };
     struct dbpool *p = NULL;
     assert_int_equal(dbpool_create(&o, &p), 0);
     return p;
+}
+
+static struct dbpool *mkpool(const char *app, size_t max, size_t tenant_cap, atomic_bool *others)
+{
+    return mkpool_ex(app, max, tenant_cap, 0, others);
 }
 
 static int get(struct dbpool *p, const void *owner, int64_t wait_us, struct dbconn **c)
@@ -432,6 +440,146 @@ static void tenant_cap_binds_while_others_are_active(void **state)
     finish(p, app);
 }
 
+/*
+ * The reserve (share.h): A alone holds every connection but one; B, a newcomer, gets that one
+ * while A still holds all of its own. Then, with A's waiter pending (A at its share) and
+ * connections idle, B's next acquire is served at once, not queued behind A's waiter. When B
+ * goes quiet, A gets connections back up to all but the reserve.
+ */
+static void a_newcomer_never_waits_behind_a_busy_tenant(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "reserve");
+    atomic_bool others = false;
+    struct dbpool *p = mkpool_ex(app, 5, 2, 1, &others);
+    struct dbconn *a[5], *b[2];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(get(p, A, 5 * SEC, &a[i]), 0);
+    /* A fifth for A waits although a slot is free: it is the newcomers' reserve. */
+    struct waiter wa = {0};
+    start_waiter(&wa, p, A, 30 * SEC);
+    wait_pending(p, 1);
+    assert_int_equal(stats(p).reserve, 1);
+
+    /* B arrives (the worker pool now reports another tenant) and gets the reserve while A
+     * holds all four of its connections. */
+    atomic_store(&others, true);
+    assert_int_equal(get(p, B, 5 * SEC, &b[0]), 0);
+    assert_int_equal(dbpool_held(p, A), 4);
+    assert_int_equal(dbpool_held(p, B), 1);
+
+    /* A's queries end, two of them: A is at its share (2) beside B, so its waiter stays
+     * pending and the two connections stay idle... */
+    dbpool_release(p, a[3], false);
+    dbpool_release(p, a[2], false);
+    struct dbpool_stats s = stats(p);
+    assert_int_equal(s.pending, 1);
+    assert_int_equal(s.idle, 2);
+    /* ...and B's next request takes one at once, passing A's waiter. */
+    assert_int_equal(get(p, B, 5 * SEC, &b[1]), 0);
+    assert_int_equal(stats(p).pending, 1);
+
+    /* B goes quiet; once the worker pool says so, a kick hands A connections again, up to
+     * every one but the reserve. */
+    dbpool_release(p, b[0], false);
+    dbpool_release(p, b[1], false);
+    atomic_store(&others, false);
+    dbpool_kick(p);
+    pthread_join(wa.tid, NULL);
+    assert_int_equal(wa.rc, 0);
+    a[2] = wa.got;
+    assert_int_equal(get(p, A, 5 * SEC, &a[3]), 0);
+    assert_int_equal(dbpool_held(p, A), 4);
+    assert_int_equal(get(p, A, 100 * MS, &a[4]), -ETIMEDOUT);
+    s = stats(p);
+    assert_int_equal(s.active, 4);
+    assert_int_equal(s.idle, 1);
+    assert_int_equal(s.pending, 0);
+    for (int i = 0; i < 4; i++)
+        dbpool_release(p, a[i], false);
+    finish(p, app);
+}
+
+/* brief for the pools under test: the owner A is brief while this flag is set. */
+static atomic_bool a_brief;
+static bool brief_flag(const void *owner)
+{
+    return owner == A && atomic_load(&a_brief);
+}
+
+/* A tenant with brief requests may take any free connection: past its share beside others and
+ * into the reserve; as soon as it is not brief, the share and the reserve bind again. */
+static void brief_requests_take_any_free_connection(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "brief");
+    atomic_bool others = true;
+    struct dbpool_opts o = {
+        .conn = params(url, app),
+        .max = 4,
+        .share = {.size = 4, .cap = 1, .reserve = 1},
+        .others_active = others_flag,
+        .others_ctx = &others,
+        .brief = brief_flag,
+    };
+    struct dbpool *p = NULL;
+    assert_int_equal(dbpool_create(&o, &p), 0);
+    struct dbconn *a[4];
+    atomic_store(&a_brief, true);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(get(p, A, 5 * SEC, &a[i]), 0);
+    assert_int_equal(dbpool_held(p, A), 4);
+    for (int i = 1; i < 4; i++)
+        dbpool_release(p, a[i], false);
+    atomic_store(&a_brief, false);
+    assert_int_equal(get(p, A, 100 * MS, &a[1]), -ETIMEDOUT); /* at its share of 1 */
+    dbpool_release(p, a[0], false);
+    finish(p, app);
+}
+
+/* Connections being opened count as held: a cold pool cannot be filled past the reserve by
+ * one tenant's concurrent first requests. */
+static void *opener_main(void *arg)
+{
+    struct waiter *w = arg;
+    w->rc = get(w->p, w->owner, w->wait_us, &w->got);
+    return NULL;
+}
+
+static void connections_being_opened_count_for_their_tenant(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "opening");
+    struct dbpool *p = mkpool_ex(app, 3, 3, 1, NULL);
+    struct waiter w[3];
+    memset(w, 0, sizeof(w));
+    for (int i = 0; i < 3; i++) {
+        w[i].p = p;
+        w[i].owner = A;
+        w[i].wait_us = 300 * MS;
+        assert_int_equal(pthread_create(&w[i].tid, NULL, opener_main, &w[i]), 0);
+    }
+    int ok = 0, timed_out = 0;
+    for (int i = 0; i < 3; i++) {
+        pthread_join(w[i].tid, NULL);
+        ok += w[i].rc == 0;
+        timed_out += w[i].rc == -ETIMEDOUT;
+    }
+    assert_int_equal(ok, 2);
+    assert_int_equal(timed_out, 1);
+    assert_int_equal(stats(p).connects, 2);
+    for (int i = 0; i < 3; i++)
+        if (w[i].rc == 0)
+            dbpool_release(p, w[i].got, false);
+    finish(p, app);
+}
+
 static void no_tenant_cap_when_alone(void **state)
 {
     (void)state;
@@ -522,7 +670,7 @@ static void smaller_max_closes_idle_connections(void **state)
     for (int i = 0; i < 3; i++)
         assert_int_equal(get(p, A, 5 * SEC, &c[i]), 0);
     dbpool_release(p, c[0], false);
-    dbpool_set_limits(p, 1, 0);
+    dbpool_set_limits(p, 1, (struct share_policy){.cap = 0});
     /* The idle one above max is closed now, busy ones when they come back. */
     assert_int_equal(stats(p).idle, 0);
     assert_int_equal(wait_backends(app, 2), 2);
@@ -616,7 +764,7 @@ static void hand_off_survives_flipping_caps(void **state)
     for (unsigned k = 0; atomic_load(&done) < THREADS; k++) {
         atomic_store(&others, k % 2 == 0);
         dbpool_kick(p);
-        dbpool_set_limits(p, MAX, 1 + k % 3);
+        dbpool_set_limits(p, MAX, (struct share_policy){.cap = 1 + k % 3});
         int64_t n = backends(app);
         if (n > max_seen)
             max_seen = n;
@@ -795,6 +943,9 @@ int main(void)
         cmocka_unit_test(waiters_are_served_first_come_first_served),
         cmocka_unit_test(tenant_cap_binds_while_others_are_active),
         cmocka_unit_test(no_tenant_cap_when_alone),
+        cmocka_unit_test(a_newcomer_never_waits_behind_a_busy_tenant),
+        cmocka_unit_test(connections_being_opened_count_for_their_tenant),
+        cmocka_unit_test(brief_requests_take_any_free_connection),
         cmocka_unit_test(connection_killed_while_idle_is_replaced),
         cmocka_unit_test(broken_release_frees_the_slot),
         cmocka_unit_test(smaller_max_closes_idle_connections),

@@ -56,6 +56,27 @@ static char pop_done(struct fairq *q, int64_t now)
     return job_of(it)->tenant[0];
 }
 
+/* A queue with the old positional bounds: a pool too big to bind (BIG workers) and no
+ * reserve, so only the queue bounds, the share and the linger act. */
+static void qinit(struct fairq *q, size_t queue_max, size_t tenant_queue_max, size_t share,
+                  int64_t linger, uint64_t seed)
+{
+    struct fairq_limits l = {.queue_max = queue_max,
+                             .tenant_queue_max = tenant_queue_max,
+                             .slots = {.size = BIG, .cap = share, .reserve = 0},
+                             .linger_us = linger};
+    fairq_init(q, &l, seed);
+}
+
+static void qlimits(struct fairq *q, size_t queue_max, size_t tenant_queue_max, size_t share)
+{
+    struct fairq_limits l = q->lim;
+    l.queue_max = queue_max;
+    l.tenant_queue_max = tenant_queue_max;
+    l.slots.cap = share;
+    fairq_set_limits(q, &l);
+}
+
 static size_t list_len(struct fairq_item *it)
 {
     size_t n = 0;
@@ -68,7 +89,7 @@ static void newcomer_is_served_within_one_turn(void **state)
 {
     (void)state;
     struct fairq q;
-    fairq_init(&q, BIG, BIG, BIG, 1000, 42);
+    qinit(&q, BIG, BIG, BIG, 1000, 42);
     static struct job a[500];
     struct job b, c;
     for (int i = 0; i < 500; i++)
@@ -96,7 +117,7 @@ static void backlogged_tenants_alternate(void **state)
 {
     (void)state;
     struct fairq q;
-    fairq_init(&q, BIG, BIG, BIG, 1000, 7);
+    qinit(&q, BIG, BIG, BIG, 1000, 7);
     struct job j[3][20];
     const char *names[3] = {"A", "B", "C"};
     for (int t = 0; t < 3; t++)
@@ -119,7 +140,7 @@ static void items_of_one_tenant_leave_in_push_order(void **state)
 {
     (void)state;
     struct fairq q;
-    fairq_init(&q, BIG, BIG, BIG, 1000, 9);
+    qinit(&q, BIG, BIG, BIG, 1000, 9);
     struct job a[50], b[50];
     for (int i = 0; i < 50; i++) {
         assert_int_equal(push(&q, &a[i], "A", i, 1 + i), FAIRQ_OK);
@@ -146,7 +167,7 @@ static void full_queue_refuses_and_changes_nothing(void **state)
 {
     (void)state;
     struct fairq q;
-    fairq_init(&q, 3, BIG, BIG, 1000, 1);
+    qinit(&q, 3, BIG, BIG, 1000, 1);
     struct job j[4];
     assert_int_equal(push(&q, &j[0], "A", 0, 1), FAIRQ_OK);
     assert_int_equal(push(&q, &j[1], "B", 0, 1), FAIRQ_OK);
@@ -173,7 +194,7 @@ static void tenant_queue_bound_refuses_only_that_tenant(void **state)
 {
     (void)state;
     struct fairq q;
-    fairq_init(&q, BIG, 2, BIG, 1000, 1);
+    qinit(&q, BIG, 2, BIG, 1000, 1);
     struct job a[3], b[2];
     assert_int_equal(push(&q, &a[0], "A", 0, 1), FAIRQ_OK);
     assert_int_equal(push(&q, &a[1], "A", 1, 1), FAIRQ_OK);
@@ -201,7 +222,7 @@ static void share_cap_binds_only_while_others_are_active(void **state)
 {
     (void)state;
     struct fairq q;
-    fairq_init(&q, BIG, BIG, 2, 1000, 3);
+    qinit(&q, BIG, BIG, 2, 1000, 3);
     struct job a[5], b;
 
     /* Alone, A may have every item in flight, past its share of 2. */
@@ -246,12 +267,134 @@ static void share_cap_binds_only_while_others_are_active(void **state)
     fairq_destroy(&q);
 }
 
+/*
+ * The reserve: a busy tenant alone leaves the last free worker for newcomers, a newcomer takes
+ * it at once (ahead of the busy tenant's older items), the busy tenant drains to its share
+ * while the newcomer is active, and gets everything but the reserve back once the newcomer's
+ * linger has passed. Every item is served in the end.
+ */
+static void a_newcomer_takes_the_worker_a_busy_tenant_must_leave(void **state)
+{
+    (void)state;
+    const int64_t linger = 1000;
+    struct fairq_limits l = {.queue_max = BIG,
+                             .tenant_queue_max = BIG,
+                             .slots = {.size = 4, .cap = 2, .reserve = 1},
+                             .linger_us = linger};
+    struct fairq q;
+    fairq_init(&q, &l, 37);
+    struct job a[6], b;
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(push(&q, &a[i], "A", i, 1), FAIRQ_OK);
+    struct job *ra[6];
+    int na = 0;
+    /* Alone, A runs on 3 of the 4 workers, not 4. */
+    while ((ra[na] = pop(&q, 1)))
+        na++;
+    assert_int_equal(na, 3);
+    assert_int_equal(q.in_flight, 3);
+
+    /* B arrives after A's queued items and gets the fourth worker at once. */
+    assert_int_equal(push(&q, &b, "B", 0, 2), FAIRQ_OK);
+    struct job *rb = pop(&q, 2);
+    assert_non_null(rb);
+    assert_string_equal(rb->tenant, "B");
+    assert_null(fairq_pop(&q, 2)); /* every worker busy */
+
+    /* B active: A, above its share of 2, does not take back a worker its own item frees. */
+    fairq_done(&q, ra[--na]->item.tenant, 3);
+    assert_null(fairq_pop(&q, 3));
+    fairq_done(&q, ra[--na]->item.tenant, 4);
+    ra[na] = pop(&q, 4); /* A at 1: below its share again */
+    assert_non_null(ra[na]);
+    na++;
+    assert_null(fairq_pop(&q, 4));
+
+    /* B finishes and lingers: A stays at its share. At the end of the linger B is forgotten
+     * and A takes every worker but the reserve. */
+    fairq_done(&q, rb->item.tenant, 5);
+    assert_null(fairq_pop(&q, 5 + linger - 1));
+    assert_int_equal(fairq_sweep(&q, 5 + linger - 1), 0);
+    assert_int_equal(fairq_sweep(&q, 5 + linger), 1);
+    ra[na] = pop(&q, 5 + linger);
+    assert_non_null(ra[na]);
+    na++;
+    assert_null(fairq_pop(&q, 5 + linger)); /* 3 of 4: the reserve stays free */
+    assert_int_equal(q.in_flight, 3);
+
+    /* Nothing is lost: the rest of A's items run as workers free up. */
+    int served = 0;
+    while (na > 0) {
+        fairq_done(&q, ra[--na]->item.tenant, 2000);
+        struct job *n = pop(&q, 2000);
+        if (n) {
+            ra[na++] = n;
+            served++;
+        }
+    }
+    assert_int_equal(served, 1); /* 6 pushed: 5 ran above, the last one here */
+    assert_int_equal(q.queued, 0);
+    assert_int_equal(q.in_flight, 0);
+    fairq_destroy(&q);
+}
+
+/* Brief requests: once a tenant's recent items held a worker for less than brief_us on
+ * average (after FAIRQ_BRIEF_SAMPLES of them), it may take any free worker, past its share and
+ * the reserve; one slow item makes it an ordinary tenant again. */
+static void brief_requests_take_any_free_worker_until_they_turn_slow(void **state)
+{
+    (void)state;
+    struct fairq_limits l = {.queue_max = BIG,
+                             .tenant_queue_max = BIG,
+                             .slots = {.size = 4, .cap = 2, .reserve = 1},
+                             .linger_us = 1000,
+                             .brief_us = 5000};
+    struct fairq q;
+    fairq_init(&q, &l, 41);
+    struct job a[4], b, warm[FAIRQ_BRIEF_SAMPLES];
+    for (int i = 0; i < FAIRQ_BRIEF_SAMPLES; i++) {
+        assert_int_equal(push(&q, &warm[i], "A", i, 1), FAIRQ_OK);
+        struct fairq_item *it = fairq_pop(&q, 1);
+        assert_false(fairq_tenant_brief(it->tenant)); /* not before enough samples */
+        fairq_record_hold(&q, it->tenant, 100);
+        fairq_done(&q, it->tenant, 1);
+    }
+    struct fairq_tenant *ta = warm[0].item.tenant;
+    assert_true(fairq_tenant_brief(ta));
+    assert_int_equal(ta->hold_avg_us, 100);
+
+    assert_int_equal(push(&q, &b, "B", 0, 2), FAIRQ_OK);
+    assert_non_null(pop(&q, 2));
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(push(&q, &a[i], "A", i, 2), FAIRQ_OK);
+    /* B active, A's share 2, reserve 1: brief A still runs on all three free workers. */
+    struct job *r[3];
+    for (int i = 0; i < 3; i++) {
+        r[i] = pop(&q, 3);
+        assert_non_null(r[i]);
+    }
+    assert_null(fairq_pop(&q, 3)); /* no worker free */
+    assert_int_equal(ta->in_flight, 3);
+
+    /* A 200 ms item: A's mean jumps past 5 ms and A is held to its share and the reserve. */
+    fairq_record_hold(&q, ta, 200000);
+    fairq_done(&q, ta, 4);
+    assert_false(fairq_tenant_brief(ta));
+    assert_null(fairq_pop(&q, 4)); /* A at 2 = its share beside B; the free one is the reserve */
+
+    fairq_drain(&q);
+    while (ta->in_flight)
+        fairq_done(&q, ta, 5);
+    fairq_done(&q, b.item.tenant, 5);
+    fairq_destroy(&q);
+}
+
 static void idle_tenant_lingers_then_sweep_lifts_the_cap(void **state)
 {
     (void)state;
     const int64_t linger = 1000;
     struct fairq q;
-    fairq_init(&q, BIG, BIG, 1, linger, 5);
+    qinit(&q, BIG, BIG, 1, linger, 5);
     struct job b, a[3];
     /* B runs one item and finishes at t=100. */
     assert_int_equal(push(&q, &b, "B", 0, 100), FAIRQ_OK);
@@ -281,7 +424,7 @@ static void sweep_frees_only_tenants_idle_for_linger(void **state)
     (void)state;
     const int64_t linger = 500;
     struct fairq q;
-    fairq_init(&q, BIG, BIG, BIG, linger, 11);
+    qinit(&q, BIG, BIG, BIG, linger, 11);
     struct job queued, flying, idle_old, idle_new;
     assert_int_equal(push(&q, &queued, "queued", 0, 10), FAIRQ_OK);
     assert_int_equal(push(&q, &flying, "flying", 0, 10), FAIRQ_OK);
@@ -327,7 +470,7 @@ static void expire_takes_exactly_items_older_than_cutoff(void **state)
 {
     (void)state;
     struct fairq q;
-    fairq_init(&q, BIG, BIG, BIG, 1000, 13);
+    qinit(&q, BIG, BIG, BIG, 1000, 13);
     struct job a[3], b[2], c[1];
     /* A at 10, 20, 30; B at 15, 25; C at 5 (all of C will expire). */
     assert_int_equal(push(&q, &c[0], "C", 0, 5), FAIRQ_OK);
@@ -376,7 +519,7 @@ static void drain_returns_every_queued_item_and_keeps_in_flight(void **state)
 {
     (void)state;
     struct fairq q;
-    fairq_init(&q, BIG, BIG, BIG, 1000, 17);
+    qinit(&q, BIG, BIG, BIG, 1000, 17);
     struct job j[10];
     const char *names[3] = {"A", "B", "C"};
     for (int i = 0; i < 10; i++)
@@ -405,7 +548,7 @@ static void top_lists_busiest_tenants_first_within_bound(void **state)
 {
     (void)state;
     struct fairq q;
-    fairq_init(&q, BIG, BIG, BIG, 1000, 19);
+    qinit(&q, BIG, BIG, BIG, 1000, 19);
     /* Tenant t<k> gets load k (queued, part of it in flight), pushed in a scrambled order. */
     static struct job j[200];
     int used = 0;
@@ -458,7 +601,7 @@ static void hash_table_grows_and_keeps_every_tenant(void **state)
     (void)state;
     enum { N = 3000 };
     struct fairq q;
-    fairq_init(&q, BIG, BIG, BIG, 1000, 23);
+    qinit(&q, BIG, BIG, BIG, 1000, 23);
     size_t initial = q.nbuckets;
     struct job *j = calloc(2 * N, sizeof(*j));
     assert_non_null(j);
@@ -502,7 +645,7 @@ static void long_keys_are_one_tenant(void **state)
 {
     (void)state;
     struct fairq q;
-    fairq_init(&q, BIG, 2, BIG, 1000, 29);
+    qinit(&q, BIG, 2, BIG, 1000, 29);
     char key[FAIRQ_KEY_MAX + 40];
     memset(key, 'k', sizeof(key) - 1);
     key[sizeof(key) - 1] = '\0';
@@ -523,14 +666,14 @@ static void set_limits_applies_to_new_pushes_only(void **state)
 {
     (void)state;
     struct fairq q;
-    fairq_init(&q, BIG, BIG, 0, 1000, 31);
+    qinit(&q, BIG, BIG, 0, 1000, 31);
     /* A share of 0 means 1: a tenant always gets at least one worker. */
-    assert_int_equal(q.tenant_share, 1);
+    assert_int_equal(q.lim.slots.cap, 1);
     struct job j[6];
     for (int i = 0; i < 4; i++)
         assert_int_equal(push(&q, &j[i], i % 2 ? "B" : "A", i, 1), FAIRQ_OK);
     /* Shrink below what is queued: items stay, new pushes are refused. */
-    fairq_set_limits(&q, 2, 1, 1);
+    qlimits(&q, 2, 1, 1);
     assert_int_equal(q.queued, 4);
     assert_int_equal(push(&q, &j[4], "C", 0, 2), FAIRQ_FULL);
     int served = 0;
@@ -542,7 +685,7 @@ static void set_limits_applies_to_new_pushes_only(void **state)
     /* Now there is room overall, but the per-tenant bound of 1 still holds. */
     assert_int_equal(push(&q, &j[4], "C", 0, 4), FAIRQ_OK);
     assert_int_equal(push(&q, &j[5], "C", 1, 4), FAIRQ_FULL);
-    fairq_set_limits(&q, BIG, 1, 1);
+    qlimits(&q, BIG, 1, 1);
     assert_int_equal(push(&q, &j[5], "C", 1, 4), FAIRQ_TENANT_FULL);
     fairq_drain(&q);
     fairq_destroy(&q);
@@ -558,6 +701,8 @@ int main(void)
         cmocka_unit_test(tenant_queue_bound_refuses_only_that_tenant),
         cmocka_unit_test(share_cap_binds_only_while_others_are_active),
         cmocka_unit_test(idle_tenant_lingers_then_sweep_lifts_the_cap),
+        cmocka_unit_test(a_newcomer_takes_the_worker_a_busy_tenant_must_leave),
+        cmocka_unit_test(brief_requests_take_any_free_worker_until_they_turn_slow),
         cmocka_unit_test(sweep_frees_only_tenants_idle_for_linger),
         cmocka_unit_test(expire_takes_exactly_items_older_than_cutoff),
         cmocka_unit_test(drain_returns_every_queued_item_and_keeps_in_flight),

@@ -42,6 +42,9 @@ static const struct {
     {"breaker_trial_calls", offsetof(struct tier_cfg, breaker_trial_calls)},
     {"tenant_share_pct", offsetof(struct tier_cfg, tenant_share_pct)},
     {"tenant_queue_pct", offsetof(struct tier_cfg, tenant_queue_pct)},
+    {"tenant_reserve_pct", offsetof(struct tier_cfg, tenant_reserve_pct)},
+    {"brief_request_ms", offsetof(struct tier_cfg, brief_request_ms)},
+    {"tenant_linger_ms", offsetof(struct tier_cfg, tenant_linger_ms)},
 };
 #define KEY_COUNT (sizeof(key_fields) / sizeof(key_fields[0]))
 
@@ -173,6 +176,9 @@ static void a_new_tier_takes_the_documented_defaults_for_keys_left_out(void **st
     assert_int_equal(t.tiers[0].rate_limit, 0);
     assert_int_equal(t.tiers[0].breaker_error_pct, 50);
     assert_int_equal(t.tiers[0].tenant_share_pct, 100);
+    assert_int_equal(t.tiers[0].tenant_reserve_pct, 0);
+    assert_int_equal(t.tiers[0].tenant_linger_ms, 1000);
+    assert_int_equal(t.tiers[0].brief_request_ms, 5);
     /* Two keys set, the rest defaulted. */
     assert_int_equal(parse("{\"t\": {\"db_max\": 7, \"rate_limit\": 9}}", &t, err, sizeof(err)), 0);
     assert_int_equal(t.tiers[0].db_max, 7);

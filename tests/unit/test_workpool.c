@@ -171,16 +171,49 @@ static void release_all(struct ctx *c)
     pthread_mutex_unlock(&c->mu);
 }
 
-static struct workpool *pool(struct ctx *c, size_t threads, size_t queue_max,
-                             size_t tenant_queue_max, size_t share)
+/* Limits with no reserve and a 1 s linger: the shape of most tests. */
+static struct workpool_limits limits(size_t threads, size_t queue_max, size_t tenant_queue_max,
+                                     size_t share)
 {
-    struct workpool_limits lim = {threads, queue_max, tenant_queue_max, share};
+    return (struct workpool_limits){.threads = threads,
+                                    .queue_max = queue_max,
+                                    .tenant_queue_max = tenant_queue_max,
+                                    .share = {.size = threads, .cap = share},
+                                    .linger_us = 1000000};
+}
+
+/* A pool whose tenants, while others are active, hold `share` workers at most; `reserve`
+ * workers stay free for tenants holding none; a tenant stays active linger_us after its last
+ * item (its end is injected through workpool_expire's now). */
+static struct workpool *pool_brief(struct ctx *c, size_t threads, size_t queue_max,
+                                   size_t tenant_queue_max, size_t share, size_t reserve,
+                                   int64_t linger_us, int64_t brief_us)
+{
+    struct workpool_limits lim = {.threads = threads,
+                                  .queue_max = queue_max,
+                                  .tenant_queue_max = tenant_queue_max,
+                                  .share = {.size = threads, .cap = share, .reserve = reserve},
+                                  .linger_us = linger_us,
+                                  .brief_us = brief_us};
     struct workpool_ops ops = {.run = job_run, .drop = job_drop, .ctx = c};
     struct workpool *wp = NULL;
     assert_int_equal(workpool_create("test", &lim, &ops, &wp), 0);
     assert_non_null(wp);
     c->wp = wp;
     return wp;
+}
+
+static struct workpool *pool_ex(struct ctx *c, size_t threads, size_t queue_max,
+                                size_t tenant_queue_max, size_t share, size_t reserve,
+                                int64_t linger_us)
+{
+    return pool_brief(c, threads, queue_max, tenant_queue_max, share, reserve, linger_us, 0);
+}
+
+static struct workpool *pool(struct ctx *c, size_t threads, size_t queue_max,
+                             size_t tenant_queue_max, size_t share)
+{
+    return pool_ex(c, threads, queue_max, tenant_queue_max, share, 0, 1000000);
 }
 
 static int submit(struct workpool *wp, struct job *j, int tix, bool hold)
@@ -349,6 +382,88 @@ static void tenant_share_is_capped_while_others_are_active(void **state)
     stop_and_destroy(&c, wp);
 }
 
+/*
+ * The reserve and the linger on real threads: A alone holds every worker but one; B's item
+ * runs on that one while all of A's are still running; A drains to its share while B is
+ * active and gets all but the reserve back only once B's linger has passed (the end of the
+ * linger is injected through workpool_expire's now). Every item runs.
+ */
+static void a_newcomer_runs_while_a_busy_tenant_holds_every_other_worker(void **state)
+{
+    (void)state;
+    enum { A, B };
+    const int64_t linger = 1000000;
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool_ex(&c, 4, 100, 100, 2, 1, linger);
+    struct job a[6], b = {0};
+    memset(a, 0, sizeof(a));
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(submit(wp, &a[i], A, true), 0);
+    WAIT_UNTIL(&c, c.t_running[A] == 3);
+    wait_pool_idle(wp, 1); /* the reserved worker waits, A's three items queued or not */
+
+    assert_int_equal(submit(wp, &b, B, true), 0);
+    WAIT_UNTIL(&c, c.t_running[B] == 1);
+    assert_int_equal(CTX_READ(&c, c.t_completed[A]), 0);
+    assert_int_equal(CTX_READ(&c, c.t_max[A]), 3);
+
+    /* One of A's items ends: A (3 running, share 2) does not take the worker back. A's items
+     * run in submit order, so a[0] is one of the running ones. */
+    release(&c, &a[0]);
+    wait_pool_completed(wp, 1);
+    wait_pool_idle(wp, 1);
+    assert_int_equal(CTX_READ(&c, c.t_running[A]), 2);
+
+    /* B ends but lingers: A stays at 2 until the linger is over, then takes 3 again. */
+    release(&c, &b);
+    wait_pool_completed(wp, 2);
+    workpool_expire(wp, 0, mclock_now_us() + linger / 2);
+    struct workpool_stats st;
+    workpool_stats(wp, &st);
+    assert_int_equal(st.tenants, 2);
+    assert_int_equal(CTX_READ(&c, c.t_running[A]), 2);
+    workpool_expire(wp, 0, mclock_now_us() + 2 * linger);
+    WAIT_UNTIL(&c, c.t_running[A] == 3);
+    wait_pool_idle(wp, 1);
+    workpool_stats(wp, &st);
+    assert_int_equal(st.tenants, 1);
+    assert_int_equal(st.expired, 0);
+
+    release_all(&c);
+    WAIT_UNTIL(&c, c.completed == 7);
+    assert_int_equal(CTX_READ(&c, c.t_completed[A]), 6);
+    stop_and_destroy(&c, wp);
+}
+
+/* The pool measures how long each item held its worker: a tenant whose items end at once is
+ * brief and takes every free worker beside another tenant, past its share and the reserve. */
+static void a_tenant_with_brief_items_uses_every_free_worker(void **state)
+{
+    (void)state;
+    enum { A, B };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool_brief(&c, 4, 100, 100, 2, 1, 1000000, 1000000);
+    struct job warm[FAIRQ_BRIEF_SAMPLES], b = {0}, a[3];
+    memset(warm, 0, sizeof(warm));
+    memset(a, 0, sizeof(a));
+    for (int i = 0; i < FAIRQ_BRIEF_SAMPLES; i++)
+        assert_int_equal(submit(wp, &warm[i], A, false), 0);
+    wait_pool_completed(wp, FAIRQ_BRIEF_SAMPLES);
+    assert_true(workpool_tenant_brief(warm[0].item.tenant));
+
+    assert_int_equal(submit(wp, &b, B, true), 0);
+    WAIT_UNTIL(&c, c.t_running[B] == 1);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(submit(wp, &a[i], A, true), 0);
+    WAIT_UNTIL(&c, c.t_running[A] == 3);
+    wait_pool_idle(wp, 0);
+    release_all(&c);
+    WAIT_UNTIL(&c, c.completed == FAIRQ_BRIEF_SAMPLES + 4);
+    stop_and_destroy(&c, wp);
+}
+
 static void submit_refuses_full_queue_tenant_share_and_shutdown(void **state)
 {
     (void)state;
@@ -455,7 +570,7 @@ static void set_limits_adds_threads_live(void **state)
     for (int i = 0; i < 4; i++)
         assert_int_equal(submit(wp, &j[i], 0, true), 0);
     WAIT_UNTIL(&c, c.running == 1);
-    struct workpool_limits lim = {4, 100, 100, 1};
+    struct workpool_limits lim = limits(4, 100, 100, 1);
     assert_int_equal(workpool_set_limits(wp, &lim), 0);
     /* The queued items start on the new threads without anything finishing. */
     WAIT_UNTIL(&c, c.running == 4);
@@ -487,7 +602,7 @@ static void set_limits_retires_threads_live(void **state)
         post[i].post = true;
         assert_int_equal(submit(wp, &post[i], 0, true), 0);
     }
-    struct workpool_limits lim = {2, 100, 100, 1};
+    struct workpool_limits lim = limits(2, 100, 100, 1);
     assert_int_equal(workpool_set_limits(wp, &lim), 0);
     struct workpool_stats st;
     workpool_stats(wp, &st);
@@ -510,7 +625,7 @@ static void set_limits_retires_threads_live(void **state)
 static void *grower_main(void *arg)
 {
     struct ctx *c = arg;
-    struct workpool_limits lim = {2, 100, 100, 1};
+    struct workpool_limits lim = limits(2, 100, 100, 1);
     int rc = workpool_set_limits(c->wp, &lim);
     pthread_mutex_lock(&c->mu);
     c->stop_returned = rc == 0; /* reused as "grow returned 0" */
@@ -532,7 +647,7 @@ static void regrow_while_retiring_thread_is_busy(void **state)
     WAIT_UNTIL(&c, c.running == 2);
     /* Shrink to 1 (thread 1 will retire after its held item), then grow back to 2 before it
      * finished: the pool must not wait for a thread that is busy and no longer retiring. */
-    struct workpool_limits one = {1, 100, 100, 2};
+    struct workpool_limits one = limits(1, 100, 100, 2);
     assert_int_equal(workpool_set_limits(wp, &one), 0);
     pthread_t grower;
     assert_int_equal(pthread_create(&grower, NULL, grower_main, &c), 0);
@@ -560,7 +675,7 @@ static void bad_thread_counts_are_refused(void **state)
     ctx_init(&c);
     struct workpool_ops ops = {.run = job_run, .drop = job_drop, .ctx = &c};
     struct workpool *wp = NULL;
-    struct workpool_limits zero = {0, 10, 10, 1}, huge = {1025, 10, 10, 1};
+    struct workpool_limits zero = limits(0, 10, 10, 1), huge = limits(1025, 10, 10, 1);
     assert_int_equal(workpool_create("bad", &zero, &ops, &wp), -EINVAL);
     assert_int_equal(workpool_create("bad", &huge, &ops, &wp), -EINVAL);
     assert_null(wp);
@@ -647,7 +762,7 @@ static void a_retiring_worker_hands_on_the_item_its_own_held_back(void **state)
     struct workpool_stats st;
     workpool_stats(wp, &st);
     assert_int_equal(st.queued, 1);
-    struct workpool_limits lim = {1, 16, 8, 1};
+    struct workpool_limits lim = limits(1, 16, 8, 1);
     assert_int_equal(workpool_set_limits(wp, &lim), 0);
     wait_pool_idle(wp, 1); /* the shrink woke everyone; worker 0 parked again */
     /* Worker 1 finishes and retires: the queued item must still run. */
@@ -708,7 +823,7 @@ static void every_item_is_accounted_for_under_resizes_and_expiry(void **state)
     /* Meanwhile: resize the pool and expire whatever waited more than 1 ms, over and over. */
     const size_t sizes[] = {1, 3, 8, 2, 5, 1, 4};
     for (unsigned k = 0; atomic_load(&done) < SUBMITTERS; k++) {
-        struct workpool_limits lim = {sizes[k % 7], 256, 64, 1 + k % 3};
+        struct workpool_limits lim = limits(sizes[k % 7], 256, 64, 1 + k % 3);
         assert_int_equal(workpool_set_limits(wp, &lim), 0);
         workpool_expire(wp, mclock_now_us() - 1000, mclock_now_us());
         sched_yield();
@@ -754,6 +869,8 @@ int main(void)
         cmocka_unit_test(every_item_runs_exactly_once_on_a_worker),
         cmocka_unit_test(running_items_never_exceed_threads),
         cmocka_unit_test(tenant_share_is_capped_while_others_are_active),
+        cmocka_unit_test(a_newcomer_runs_while_a_busy_tenant_holds_every_other_worker),
+        cmocka_unit_test(a_tenant_with_brief_items_uses_every_free_worker),
         cmocka_unit_test(submit_refuses_full_queue_tenant_share_and_shutdown),
         cmocka_unit_test(expire_drops_only_items_queued_before_cutoff),
         cmocka_unit_test(set_limits_adds_threads_live),

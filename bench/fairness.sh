@@ -1,0 +1,120 @@
+# bench/fairness.sh: the fairness rows of `make bench` (sourced by bench/run.sh, which provides
+# free_port, wrk_run, median, ratio and the work folder).
+#
+# A second server runs free as built in but with its rate limit lifted, so only the bulkheads
+# act (issue 13's setup). A quiet tenant (wrk -c3, cheap reads) is measured alone and beside a
+# noisy tenant of the same tier sending 200 ms queries at concurrency 12 and 48, interleaved
+# BENCH_RUNS times; each row is the median of the per-run ratios. Before every "alone" run the
+# bench waits until free has no active tenant left (the noisy one's linger is over), so alone
+# means alone. Last, what the newcomers' reserve costs a busy tenant alone: the noisy tenant's
+# throughput with free's reserve against the same with tenant_reserve_pct 0 (live reload).
+
+fair_tiers() { # reserve_pct -> the built-in table with free's rate limit lifted
+    awk -v r="$1" '
+        /^  "free": \{/ { infree = 1 }
+        /^  \},?$/ { infree = 0 }
+        infree && /"rate_limit":/ { sub(/[0-9]+/, "1000000") }
+        infree && /"tenant_reserve_pct":/ { sub(/[0-9]+/, r) }
+        { print }' "$ROOT/config/tiers.json"
+}
+
+# free's fairness.<key> from /metrics/bulkheads (free is the first tier of the table).
+fair_metric() { # key
+    curl -fs "$FURL/metrics/bulkheads" | grep -o '"free":{.*' | grep -o "\"$1\":[0-9]*" | head -1 |
+        cut -d: -f2
+}
+
+# wait until free has n active tenants (bounded: 30 s).
+fair_wait_active() { # n
+    local i
+    for i in $(seq 300); do
+        [ "$(fair_metric activeTenants)" = "$1" ] && return 0
+        sleep 0.1
+    done
+    echo "bench: free never had $1 active tenants" >&2
+    return 1
+}
+
+fair_quiet() { wrk_run_t1 3 "$FURL/api/data" "X-Tenant-Tier: free" "X-Tenant-Id: quiet-one"; }
+
+fair_noisy() { # concurrency seconds
+    wrk -t1 -c"$1" -d"$2"s -H "X-Tenant-Tier: free" -H "X-Tenant-Id: noisy-one" \
+        "$FURL/api/data?delay_ms=200" 2>&1 | awk '/^Requests\/sec:/ { printf "%.1f\n", $2 }'
+}
+
+section_fairness() {
+    fair_tiers 10 >"$WORK/tiers-fair.json"
+    local port
+    port=$(free_port)
+    (cd "$WORK" && DATABASE_URL=$DB API_PORT=$port API_BIND=127.0.0.1 TIERS_FILE=$WORK/tiers-fair.json \
+        exec "$BIN" >"$WORK/server-fair.log" 2>&1) &
+    FSRV=$!
+    pids+=("$FSRV")
+    FURL=http://127.0.0.1:$port
+    for _ in $(seq 100); do curl -fs "$FURL/health" >/dev/null && break; sleep 0.1; done
+    curl -fs "$FURL/health" >/dev/null ||
+        { echo "bench: the fairness server did not start (see $WORK/server-fair.log)" >&2; return 1; }
+    # Warm up: open every connection of free (connections are opened on first need and kept).
+    fair_noisy 12 3 >/dev/null
+    DUR_SAVE=$DUR
+    DUR=3
+    fair_quiet >/dev/null
+    DUR=$DUR_SAVE
+    : >"$WORK/fair_rows"
+    for run in $(seq "$RUNS"); do
+        for nc in 12 48; do
+            fair_wait_active 0 || return 1
+            read -r a_rps _ a_p99 _ < <(fair_quiet)
+            fair_noisy "$nc" $((DUR + 2)) >"$WORK/noisy-$nc-$run" &
+            local np=$!
+            sleep 1
+            read -r b_rps _ b_p99 b_bad < <(fair_quiet)
+            wait "$np"
+            echo "$nc $a_rps $a_p99 $b_rps $b_p99 $b_bad" >>"$WORK/fair_rows"
+        done
+        # The reserve's cost to a busy tenant alone: with it, then without (live reload).
+        fair_wait_active 0 || return 1
+        fair_noisy 12 "$DUR" >>"$WORK/fair_cost_with"
+        fair_tiers 0 >"$WORK/tiers-fair.json"
+        kill -HUP "$FSRV"
+        for _ in $(seq 100); do
+            [ "$(fair_metric workerReserve)" = 0 ] && break
+            sleep 0.1
+        done
+        fair_wait_active 0 || return 1
+        fair_noisy 12 "$DUR" >>"$WORK/fair_cost_without"
+        fair_tiers 10 >"$WORK/tiers-fair.json"
+        kill -HUP "$FSRV"
+        for _ in $(seq 100); do
+            [ "$(fair_metric workerReserve)" = 1 ] && break
+            sleep 0.1
+        done
+    done
+    kill -TERM "$FSRV" 2>/dev/null
+    wait "$FSRV" 2>/dev/null
+    local nc
+    for nc in 12 48; do
+        local rows
+        rows=$(awk -v n="$nc" '$1 == n' "$WORK/fair_rows")
+        eval "FAIR_A_RPS_$nc=$(echo "$rows" | awk '{ print $2 }' | median)"
+        eval "FAIR_B_RPS_$nc=$(echo "$rows" | awk '{ print $4 }' | median)"
+        eval "FAIR_A_P99_$nc=$(echo "$rows" | awk '{ print $3 }' | median)"
+        eval "FAIR_B_P99_$nc=$(echo "$rows" | awk '{ print $5 }' | median)"
+        eval "FAIR_B_BAD_$nc=$(echo "$rows" | awk '{ print $6 }' | sort -n | tail -1)"
+        eval "FAIR_THR_$nc=$(echo "$rows" | awk '{ print ($2 > 0 ? $4 / $2 : 0) }' | median)"
+        eval "FAIR_LAT_$nc=$(echo "$rows" | awk '{ print ($3 > 0 ? $5 / $3 : 0) }' | median)"
+    done
+    FAIR_COST_WITH=$(median <"$WORK/fair_cost_with")
+    FAIR_COST_WITHOUT=$(median <"$WORK/fair_cost_without")
+}
+
+fairness_rows() {
+    local nc
+    for nc in 12 48; do
+        local thr lat
+        eval "thr=\$FAIR_THR_$nc lat=\$FAIR_LAT_$nc"
+        eval "echo \"| fairness: quiet tenant (wrk -c3, cheap reads) beside a noisy one of free (wrk -c$nc, 200 ms queries) vs alone: throughput | \$FAIR_B_RPS_$nc req/s (non-2xx \$FAIR_B_BAD_$nc) | \$FAIR_A_RPS_$nc req/s | $(printf '%.2f' "$thr") | >= 0.9: $(mark "$thr" 0.9) |\""
+        eval "echo \"| ... and its p99 | \$FAIR_B_P99_$nc ms | \$FAIR_A_P99_$nc ms | $(printf '%.2f' "$lat") | <= 3: $(mark "$lat" 3 le) |\""
+    done
+    echo "| the reserve's cost: a busy tenant alone (c12, 200 ms queries) with free's reserve vs none | $FAIR_COST_WITH req/s | $FAIR_COST_WITHOUT req/s | $(ratio "$FAIR_COST_WITH" "$FAIR_COST_WITHOUT") | reported |"
+}
