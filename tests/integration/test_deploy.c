@@ -4,8 +4,11 @@
  * - .env.example names every variable `bulkhead config` prints, with its default, nothing else,
  *   and is exactly what scripts/env-example.sh generates;
  * - the image's runtime package set (scripts/deps.sh runtime, which the Dockerfile installs)
- *   provides every shared library the binary needs, and the Dockerfile uses deps.sh for both
- *   stages, runs as a non-root user, checks /health and ships load-test.sh;
+ *   provides every shared library the binary needs and no load generator; the loadtest set has
+ *   load-test.sh's tools;
+ * - the Dockerfile uses deps.sh for every stage, strips the binary (and a stripped binary still
+ *   runs), labels the image with the OCI keys (its version the Makefile's), runs both images as
+ *   a numeric non-root user, checks /health, and keeps load-test.sh in its own image;
  * - docker-compose.yml (as docker-compose resolves it) has the seed's flow on 8080 and the
  *   scale profile's nginx on another port, with the api on Redis and after healthy db/redis.
  */
@@ -236,37 +239,128 @@ static void runtime_packages_provide_every_library_the_binary_needs(void **state
     }
     assert_true(libs >= 5);
     free(out);
-    /* load-test.sh's tools and the health check's curl are there too. */
+    /* The health check's curl is there; load generators are not (issue 18). */
     assert_true(has_word(runtime, "curl"));
-    assert_true(has_word(runtime, "wrk"));
-    assert_true(has_word(runtime, "hey"));
+    assert_false(has_word(runtime, "wrk"));
+    assert_false(has_word(runtime, "hey"));
+    /* The loadtest set has what load-test.sh checks for (awk is in every Debian image). */
+    char loadtest[300];
+    deps_set("loadtest", loadtest, sizeof(loadtest));
+    char *lt = read_file("load-test.sh");
+    assert_non_null(lt);
+    const char *tools = strstr(lt, "\nfor tool in ");
+    assert_non_null(tools);
+    char list[200];
+    assert_int_equal(sscanf(tools, "\nfor tool in %199[^;]", list), 1);
+    for (char *t = strtok(list, " "); t; t = strtok(NULL, " "))
+        if (strcmp(t, "awk") && !has_word(loadtest, t))
+            fail_msg("load-test.sh needs %s, which scripts/deps.sh loadtest does not install", t);
+    free(lt);
 }
 
-/* The Dockerfile's instructions (comments and continuation lines folded away). */
-static void dockerfile_builds_and_runs_with_deps_sh_as_non_root(void **state)
+/* The text of the stage that starts with "\nFROM <from>", up to the next FROM (caller frees). */
+static char *stage(const char *df, const char *from)
+{
+    char key[200];
+    snprintf(key, sizeof(key), "\nFROM %s\n", from);
+    const char *at = strstr(df, key);
+    if (!at)
+        return NULL;
+    const char *end = strstr(at + 1, "\nFROM ");
+    return strndup(at, end ? (size_t)(end - at) : strlen(at));
+}
+
+/* The user of the stage's USER line is numeric and not root (0). */
+static void assert_numeric_user(const char *st)
+{
+    const char *user = strstr(st, "\nUSER ");
+    assert_non_null(user);
+    unsigned uid = 0, gid = 0;
+    char rest = 0;
+    int n = sscanf(user, "\nUSER %u:%u%c", &uid, &gid, &rest);
+    assert_true(n == 3 && rest == '\n');
+    assert_true(uid > 0 && gid > 0);
+}
+
+static void dockerfile_builds_strips_labels_and_runs_as_a_numeric_user(void **state)
 {
     (void)state;
     char *df = read_file("Dockerfile");
     assert_non_null(df);
-    const char *build = strstr(df, "\nFROM debian:bookworm AS build");
-    const char *runst = strstr(df, "\nFROM debian:bookworm-slim");
+    char *build = stage(df, "debian:bookworm AS build");
+    char *lt = stage(df, "debian:bookworm-slim AS loadtest");
+    char *runst = stage(df, "debian:bookworm-slim AS runtime");
     assert_non_null(build);
+    assert_non_null(lt);
     assert_non_null(runst);
-    assert_true(build < runst);
-    const char *deps_build = strstr(build, "RUN scripts/deps.sh build");
-    assert_non_null(deps_build);
-    assert_true(deps_build < runst);
+    /* The server image is the last stage: `docker build .` without --target builds it. */
+    assert_null(strstr(strstr(df, "\nFROM debian:bookworm-slim AS runtime") + 1, "\nFROM "));
+
+    assert_non_null(strstr(build, "RUN scripts/deps.sh build"));
+    assert_non_null(strstr(build, "strip --strip-unneeded build/bulkhead"));
+    assert_non_null(strstr(lt, "deps.sh loadtest"));
     assert_non_null(strstr(runst, "deps.sh runtime"));
-    /* Only the binary crosses from the build stage. */
+
+    /* Only the binary crosses from the build stage; no load test in the server image. */
     assert_non_null(strstr(runst, "COPY --from=build /src/build/bulkhead "));
-    const char *user = strstr(runst, "\nUSER ");
-    assert_non_null(user);
-    assert_true(strncmp(user, "\nUSER root", 10) && strncmp(user, "\nUSER 0", 7));
+    assert_null(strstr(runst, "load-test.sh"));
+    assert_null(strstr(runst, "--from=loadtest"));
+    assert_numeric_user(runst);
     assert_non_null(strstr(runst, "\nHEALTHCHECK "));
     assert_non_null(strstr(runst, "/health"));
-    /* The seed runs `docker compose exec api bash ./load-test.sh` in the working directory. */
     assert_non_null(strstr(runst, "\nWORKDIR /app"));
-    assert_non_null(strstr(runst, " load-test.sh /app/"));
+
+    /* OCI labels, with the Makefile's version. */
+    static const char *const keys[] = {"title",    "description", "version",
+                                       "revision", "created",     "licenses"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        char k[80];
+        snprintf(k, sizeof(k), "org.opencontainers.image.%s=", keys[i]);
+        if (!strstr(runst, k))
+            fail_msg("the runtime stage has no LABEL %s", k);
+    }
+    char *mk = read_file("Makefile");
+    assert_non_null(mk);
+    char mkv[32] = "", dfv[32] = "";
+    assert_int_equal(sscanf(strstr(mk, "\nVERSION := "), "\nVERSION := %31s", mkv), 1);
+    assert_int_equal(sscanf(strstr(df, "\nARG VERSION="), "\nARG VERSION=%31s", dfv), 1);
+    assert_string_equal(dfv, mkv);
+    assert_non_null(strstr(runst, "org.opencontainers.image.licenses=\"MIT\""));
+    free(mk);
+    /* ... which is the LICENSE file's, and the README says so. */
+    char *lic = read_file("LICENSE"), *readme = read_file("README.md");
+    assert_non_null(lic);
+    assert_non_null(readme);
+    assert_int_equal(strncmp(lic, "MIT License\n", 12), 0);
+    assert_non_null(strstr(readme, "\n## License\n"));
+    assert_non_null(strstr(readme, "MIT licence ([LICENSE](LICENSE))"));
+    free(lic);
+    free(readme);
+
+    /* The load test's image: its script and tools, the same numeric user. */
+    assert_non_null(strstr(lt, "COPY load-test.sh "));
+    assert_non_null(strstr(lt, "load-test.sh\"]"));
+    assert_numeric_user(lt);
+
+    /* A stripped binary keeps working and loses its symbol table. */
+    char cmd[1400];
+    snprintf(cmd, sizeof(cmd),
+             "t=$(mktemp) && strip --strip-unneeded -o \"$t\" '%s' && \"$t\" --version && "
+             "echo symtab=$(readelf -S \"$t\" | grep -c '\\.symtab') && "
+             "echo size=$(stat -c %%s \"$t\") $(stat -c %%s '%s'); rm -f \"$t\"",
+             bin(), bin());
+    char *out = run(cmd);
+    assert_non_null(out);
+    assert_non_null(strstr(out, "bulkhead "));
+    assert_non_null(strstr(out, "symtab=0\n"));
+    long stripped = 0, full = 0;
+    assert_int_equal(sscanf(strstr(out, "size="), "size=%ld %ld", &stripped, &full), 2);
+    printf("# stripped binary: %ld bytes (unstripped %ld), --version works\n", stripped, full);
+    assert_true(stripped < full);
+    free(out);
+    free(build);
+    free(lt);
+    free(runst);
     free(df);
 }
 
@@ -371,7 +465,7 @@ int main(void)
         cmocka_unit_test(env_example_names_every_setting_with_its_default),
         cmocka_unit_test(env_example_is_what_the_generator_prints),
         cmocka_unit_test(runtime_packages_provide_every_library_the_binary_needs),
-        cmocka_unit_test(dockerfile_builds_and_runs_with_deps_sh_as_non_root),
+        cmocka_unit_test(dockerfile_builds_strips_labels_and_runs_as_a_numeric_user),
         cmocka_unit_test(compose_keeps_the_seed_flow_and_adds_a_scale_profile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
