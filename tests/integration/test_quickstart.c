@@ -150,23 +150,34 @@ static void run_wait_healthy(struct run *r)
     }
 }
 
-/* SIGTERM to run.sh, as Ctrl-C's handler does; its exit status. */
-static int run_stop(struct run *r)
+/* Wait up to timeout_ms for run.sh to exit; its exit status (128+signal if killed), or -1 when
+ * it is still running (then it is killed with its group). */
+static int run_wait_exit(struct run *r, int timeout_ms)
 {
-    assert_int_equal(kill(r->pid, SIGTERM), 0);
-    int64_t end = h_now_ms() + 90000;
+    int64_t end = h_now_ms() + timeout_ms;
     int st = 0;
     while (waitpid(r->pid, &st, WNOHANG) != r->pid) {
         if (h_now_ms() > end) {
             kill(-r->pid, SIGKILL);
             waitpid(r->pid, &st, 0);
-            fail_msg("make run did not stop within 90 s of SIGTERM");
+            r->pid = 0;
+            return -1;
         }
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
     }
     r->pid = 0;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* SIGTERM to run.sh, as Ctrl-C's handler does; its exit status. */
+static int run_stop(struct run *r)
+{
+    assert_int_equal(kill(r->pid, SIGTERM), 0);
+    int status = run_wait_exit(r, 90000);
+    if (status < 0)
+        fail_msg("make run did not stop within 90 s of SIGTERM");
+    return status;
 }
 
 static bool log_has(const struct run *r, const char *needle)
@@ -247,15 +258,7 @@ static void a_broken_dotenv_stops_make_run_before_postgresql(void **state)
                      0);
     struct run r;
     run_start(&r, "broken");
-    int64_t end = h_now_ms() + 30000;
-    int st = 0;
-    while (waitpid(r.pid, &st, WNOHANG) != r.pid) {
-        assert_true(h_now_ms() < end);
-        struct timespec ts = {0, 20 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 1);
+    assert_int_equal(run_wait_exit(&r, 30000), 1);
     assert_true(log_has(&r, "bulkhead: configuration refused: .env: line 2: expected NAME=VALUE"));
     assert_false(log_has(&r, "starting a private PostgreSQL"));
 }
