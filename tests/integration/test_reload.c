@@ -40,7 +40,9 @@ static int write_tiers(int rate_limit, int workers, int db_max)
     fprintf(f,
             "{\"free\": {\"workers\": %d, \"db_max\": %d, \"rate_limit\": %d,"
             " \"rate_window_s\": 3600, \"queue_max\": 40, \"queue_timeout_ms\": 60000,"
-            " \"db_acquire_timeout_ms\": 60000, \"breaker_timeout_ms\": 60000},"
+            " \"db_acquire_timeout_ms\": 60000, \"breaker_timeout_ms\": 60000,"
+            /* every worker and connection for one tenant: the pools' sizes are under test */
+            " \"tenant_share_pct\": 100, \"tenant_queue_pct\": 100, \"tenant_reserve_pct\": 0},"
             " \"pro\": {\"workers\": 4, \"db_max\": 2, \"rate_limit\": 1000},"
             " \"enterprise\": {\"workers\": 4, \"db_max\": 2}}",
             workers, db_max, rate_limit);
