@@ -5,7 +5,8 @@
 #                   with DATABASE_URL set, use that database instead
 #   make test       every test (unit, integration, sanitizers, fuzz smoke); ends "N passed, N failed"
 #   make bench      the benchmark suite; writes bench/results/
-#   make fuzz       run every fuzz target for FUZZ_SECONDS (default 60) each
+#   make fuzz       run every fuzz target for FUZZ_SECONDS (default 60) each (make fuzz-build:
+#                   build them only)
 #   make soak       mixed load with faults for SOAK_SECONDS (default 600); leaks and errors
 #   make format     clang-format every C file
 #
@@ -41,17 +42,18 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRCS))
 INTEG_SRCS := $(wildcard tests/integration/test_*.c)
 INTEG_BINS := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(INTEG_SRCS))
-# Test support: every tests/*.c, and every tests/integration/*.c that is not a test, compiled
-# once per build dir. Unit tests link the tests/*.c ones (redisproc); integration tests and the
-# soak link them all (harness, faultkit, redisproc).
-UNIT_SUPPORT_SRCS := $(wildcard tests/*.c)
-TEST_SUPPORT_SRCS := $(UNIT_SUPPORT_SRCS) \
+# Test support: every tests/*.c, and every tests/unit/*.c and tests/integration/*.c that is not
+# a test, compiled once per build dir. Unit tests link the tests/*.c ones (redisproc) and their
+# own (fakeset); integration tests and the soak link tests/*.c and tests/integration/*.c
+# (harness, faultkit, redisproc).
+UNIT_SUPPORT_SRCS := $(wildcard tests/*.c) $(filter-out tests/unit/test_%.c,$(wildcard tests/unit/*.c))
+TEST_SUPPORT_SRCS := $(wildcard tests/*.c) \
                      $(filter-out tests/integration/test_%.c,$(wildcard tests/integration/*.c))
 UNIT_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/tests/support/%.o,$(notdir $(UNIT_SUPPORT_SRCS)))
 TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/tests/support/%.o,$(notdir $(TEST_SUPPORT_SRCS)))
 TEST_LIBS = $(shell pkg-config --libs cmocka libcurl 2>/dev/null)
 
-.PHONY: all deps run test test-build bench fuzz soak format format-check clean
+.PHONY: all deps run test test-build bench fuzz fuzz-build soak format format-check clean
 all: deps
 	@$(MAKE) --no-print-directory $(BUILD)/bulkhead
 
@@ -71,6 +73,11 @@ $(BUILD)/obj/%.o: src/%.c
 $(BUILD)/obj/assets.o: config/tiers.json web/dashboard.html
 
 $(BUILD)/tests/support/%.o: tests/%.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS_ALL) -Isrc -c -o $@ $<
+
+$(BUILD)/tests/support/%.o: tests/unit/%.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
 	@$(CC) $(CFLAGS_ALL) -Isrc -c -o $@ $<
@@ -114,6 +121,44 @@ fuzz:
 	@scripts/deps.sh build test
 	@scripts/fuzz.sh $${FUZZ_SECONDS:-60}
 
+# Fuzz targets (libFuzzer with AddressSanitizer and UBSan, built by clang into build/fuzz/):
+# each links its own source and the src/ modules listed in FUZZ_NEEDS_<target>, compiled with
+# the same warnings as everything else (less the ones only gcc knows). scripts/fuzz.sh runs them.
+FUZZ_CC ?= clang
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_NEEDS_fuzz_params := params
+FUZZ_NEEDS_fuzz_dotenv := config fileio xalloc
+FUZZ_NEEDS_fuzz_tiers := tiers share assets fileio xalloc
+FUZZ_NEEDS_fuzz_payload := params
+FUZZ_NEEDS_fuzz_redisurl := rlredis log xalloc config fileio
+FUZZ_NEEDS_fuzz_logescape := log
+FUZZ_NEEDS_fuzz_proxies := params
+FUZZ_WARN := $(filter-out -Wlogical-op -Wduplicated-% -Wjump-misses-init -Wformat-signedness \
+               -Wstringop-% -Wformat-overflow% -Wformat-truncation% -Wrestrict \
+               -Wnull-dereference=%,$(WARN))
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=all \
+              $(FUZZ_WARN) -pthread -DASSET_ROOT='"$(ROOT)"' -Isrc -Itests/fuzz \
+              $(shell pkg-config --cflags jansson hiredis 2>/dev/null)
+FUZZ_LIBS = $(shell pkg-config --libs jansson hiredis 2>/dev/null) -pthread
+
+fuzz-build: $(addprefix build/fuzz/,$(FUZZ_TARGETS))
+
+build/fuzz/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	@echo "  FUZZCC  $<"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c -o $@ $<
+
+build/fuzz/obj/assets.o: config/tiers.json web/dashboard.html
+
+.SECONDEXPANSION:
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h \
+                   $$(addprefix build/fuzz/obj/,$$(addsuffix .o,$$(FUZZ_NEEDS_fuzz_$$*)))
+	@if [ -z "$(FUZZ_NEEDS_fuzz_$*)" ]; then \
+	    echo "tests/fuzz/fuzz_$*.c: list the src/ modules it needs in FUZZ_NEEDS_fuzz_$*"; exit 1; fi
+	@echo "  FUZZLD  $@"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< \
+	    $(filter %.o,$^) $(FUZZ_LIBS)
+
 $(BUILD)/tests/soak/soak: tests/soak/soak.c $(TEST_SUPPORT_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Isrc -Itests/integration -o $@ $< $(TEST_SUPPORT_OBJS) $(LDLIBS_ALL) \
@@ -133,4 +178,4 @@ format-check:
 clean:
 	rm -rf build
 
--include $(wildcard $(BUILD)/obj/*.d $(BUILD)/tests/*/*.d)
+-include $(wildcard $(BUILD)/obj/*.d $(BUILD)/tests/*/*.d build/fuzz/obj/*.d)

@@ -2,7 +2,8 @@
 # load-test.sh: proof of isolation. Measures the enterprise tier alone, then while the free tier
 # is (1) flooded far above its rate limit, (2) saturated with slow queries beyond its threads,
 # connections and queue, (3) hit by a failure storm that opens its breaker; and (4) checks
-# fairness inside free: a noisy tenant's slow queries do not slow down a quiet tenant.
+# fairness inside free: a noisy tenant's slow queries, from 12 and from 48 clients, do not
+# slow down quiet tenants of the same tier.
 # Prints one table per scenario and a verdict; exit status 0 on PASS, 1 on FAIL, 2 when a tool
 # or the server is missing.
 #
@@ -17,6 +18,7 @@
 #   MIN_RATIO      enterprise throughput kept, vs baseline            (0.90)
 #   P99_FACTOR     enterprise p99 allowed, x baseline p99             (5)
 #   P99_FLOOR_MS   ...or this many ms, whichever is larger            (25)
+#   QUIET_CLIENTS  quiet tenants in scenario 4, 2 req/s each          (5)
 # Enterprise load is open-loop at a fixed rate (hey -q), so "keeps its throughput" means it still
 # gets every request it asks for, on time; a closed loop at full speed would instead measure
 # how the load generators share this machine's CPUs.
@@ -175,26 +177,67 @@ row "enterprise" "$TMP/e3"
 row "free (storm)" "$TMP/f3"
 judge "failure storm" "$TMP/e3"
 
-# 4. Fairness inside free: tenant A sends 90 slow queries (30 at a time, within its limit)
-#    while tenant B sends ordinary requests; B alone first.
-hey_rate "$TMP/b0" 2 5 "$BASE_URL/api/data?limit=5" "X-Tenant-Tier: free" "X-Tenant-Id: quiet-$RUN"
-hey_n "$TMP/a4" 90 30 "$BASE_URL/api/data?delay_ms=1500" "X-Tenant-Tier: free" \
-    "X-Tenant-Id: noisy-$RUN" &
-p4=$!
-hey_rate "$TMP/b4" 2 5 "$BASE_URL/api/data?limit=5" "X-Tenant-Tier: free" "X-Tenant-Id: quiet-$RUN"
-wait "$p4"
-header "scenario 4: fairness inside free (noisy tenant A vs quiet tenant B)"
-row "free B alone" "$TMP/b0"
-row "free B during A" "$TMP/b4"
-row "free A (90 x 1.5 s)" "$TMP/a4"
-read -r _ b0p50 _ < <(hey_fields "$TMP/b0")
-read -r _ b4p50 _ b4total b4ok _ < <(hey_fields "$TMP/b4")
-fair=$(awk -v a="$b0p50" -v b="$b4p50" -v t="$b4total" -v ok="$b4ok" -v fl="$P99_FLOOR_MS" 'BEGIN {
-    pass = t > 0 && ok == t && b <= a * 5 + fl
-    printf "%s B all 2xx: %d/%d, B p50 %.2fms vs %.2fms alone", pass ? "PASS" : "FAIL", ok, t, b, a }')
-echo "  verdict: ${fair#* }  -> ${fair%% *}"
-verdicts+=("fairness: $fair")
-[ "${fair%% *}" = PASS ] || failed=1
+# 4. Fairness inside free (issue 13's scenario, within the built-in rate limits): a noisy tenant
+#    sends 1 s queries from 12 and then 48 clients; quiet tenants (QUIET_CLIENTS clients, each
+#    its own tenant, 2 req/s each, well inside 100/min) send cheap reads alone and beside it.
+#    PASS when every quiet request succeeds, the quiet tenants keep >= MIN_RATIO of their
+#    throughput and their p99 stays within 3x alone (floor P99_FLOOR_MS: a few dozen samples).
+QUIET_CLIENTS=${QUIET_CLIENTS:-5}
+# quiet_phase out tag: QUIET_CLIENTS open-loop clients for DURATION s; prints
+# "rps p50_ms p99_ms total ok".
+quiet_phase() {
+    local out=$1 tag=$2 k pids=()
+    for k in $(seq "$QUIET_CLIENTS"); do
+        hey -z "${DURATION}s" -c 1 -q 2 -o csv -H "X-Tenant-Tier: free" \
+            -H "X-Tenant-Id: quiet$k-$tag-$RUN" "$BASE_URL/api/data?limit=5" >"$out.$k" 2>&1 &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+    cat "$out".* | awk -F, -v dur="$DURATION" '
+        $7 ~ /^[0-9]+$/ { n++; t[n] = $1 * 1000; if ($7 >= 200 && $7 < 300) ok++ }
+        END {
+            if (n == 0) { print "0 0 0 0 0"; exit }
+            # insertion sort is fine for a few hundred samples
+            for (i = 2; i <= n; i++) { v = t[i]; j = i - 1; while (j > 0 && t[j] > v) { t[j + 1] = t[j]; j-- } t[j + 1] = v }
+            p50 = t[int((n + 1) * 0.5)]; i99 = int(n * 0.99 + 0.5); if (i99 < 1) i99 = 1; if (i99 > n) i99 = n
+            printf "%.1f %.2f %.2f %d %d\n", n / dur, p50, t[i99], n, ok
+        }' >"$out"
+}
+qrow() { # label file
+    read -r rps p50 p99 total ok <"$2"
+    printf '  %-22s %9s %9s %9s %7s %7s\n' "$1" "$rps" "$p50" "$p99" "$total" "$ok"
+}
+# Scenario 3 left free's breaker open: wait until a request of free succeeds again (its
+# half-open trial closes it), bounded by 30 s.
+for _ in $(seq 60); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H "X-Tenant-Tier: free" \
+        -H "X-Tenant-Id: probe-$RUN" "$BASE_URL/api/data?limit=1")" = 200 ] && break
+    sleep 0.5
+done
+quiet_phase "$TMP/q0" alone
+header "scenario 4: fairness inside free (noisy tenant, 1 s queries, vs $QUIET_CLIENTS quiet tenants)"
+qrow "quiet alone" "$TMP/q0"
+read -r q0rps _ q0p99 _ <"$TMP/q0"
+for nc in 12 48; do
+    hey -z "$((DURATION + 2))s" -c "$nc" -t 60 -H "X-Tenant-Tier: free" -H "X-Tenant-Id: noisy$nc-$RUN" \
+        "$BASE_URL/api/data?delay_ms=1000" >"$TMP/a4-$nc" 2>&1 &
+    p4=$!
+    sleep 1
+    quiet_phase "$TMP/q$nc" "beside$nc"
+    wait "$p4"
+    qrow "quiet beside noisy c$nc" "$TMP/q$nc"
+    row "noisy c$nc" "$TMP/a4-$nc"
+    read -r qrps _ qp99 qtotal qok <"$TMP/q$nc"
+    fair=$(awk -v a="$q0rps" -v b="$qrps" -v ap="$q0p99" -v bp="$qp99" -v t="$qtotal" -v ok="$qok" \
+        -v minr="$MIN_RATIO" -v fl="$P99_FLOOR_MS" 'BEGIN {
+        r = a > 0 ? b / a : 0; lim = ap * 3; if (lim < fl) lim = fl
+        pass = t > 0 && ok == t && r >= minr && bp <= lim
+        printf "%s noisy c%d: quiet all 2xx %d/%d, throughput ratio=%.3f, p99 %.2fms vs %.2fms alone (limit %.2fms)",
+            pass ? "PASS" : "FAIL", '"$nc"', ok, t, r, bp, ap, lim }')
+    echo "  verdict: ${fair#* }  -> ${fair%% *}"
+    verdicts+=("fairness: $fair")
+    [ "${fair%% *}" = PASS ] || failed=1
+done
 
 echo
 echo "== /metrics/bulkheads after the run"

@@ -179,7 +179,7 @@ ratio_of() { grep "^  $1: " "$WORK/load-test.out" | grep -o 'ratio=[0-9.]*' | cu
 ISO_FLOOD=$(ratio_of flood)
 ISO_SAT=$(ratio_of saturation)
 ISO_STORM=$(ratio_of "failure storm")
-FAIR=$(grep "^  fairness: " "$WORK/load-test.out" | sed 's/^  fairness: //')
+FAIR=$(grep "^  fairness: " "$WORK/load-test.out" | sed 's/^  fairness: //' | paste -sd ';' | sed 's/;/; /g')
 
 # 5. Concurrency scaling on /api/data (enterprise).
 SCALE=""

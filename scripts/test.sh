@@ -6,7 +6,9 @@
 #      Chromium), deployment checks (docker-compose config);
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build: unit and integration tests again;
 #      any sanitizer report in a test or in a server log fails the run;
-#   3. ThreadSanitizer build: the concurrent modules' unit tests (pools, queues, limiter, breaker);
+#   3. ThreadSanitizer build: the concurrent modules' unit tests (pools, queues, limiter, breaker,
+#      tier set, api over real HTTP), then the server itself under ThreadSanitizer through the
+#      integration tests that drive reload and the hot path (TSAN_INTEGRATION);
 #   4. fuzz smoke: every libFuzzer target for FUZZ_SMOKE_SECONDS (default 10) each.
 # Select passes with BH_PASSES="release asan tsan fuzz" (all by default); narrow tests with
 # BH_TESTS=<substring of the test binary name>.
@@ -162,12 +164,22 @@ for pass in $PASSES; do
         unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
         ;;
     tsan)
-        echo "-- ThreadSanitizer build (concurrent modules)"
+        echo "-- ThreadSanitizer build (concurrent modules, then the server under load and reload)"
         build build/tsan thread || continue
         export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
-        for m in fairq workpool dbpool ratelimit breaker rlredis log; do
+        for m in fairq workpool dbpool share ratelimit breaker rlredis log tierset janitor api \
+            report history; do
             bin=build/tsan/tests/unit/test_$m
+            [ -n "$FILTER" ] && [[ "test_$m" != *"$FILTER"* ]] && continue
             [ -x "$bin" ] && run_tap tsan "test_$m" "$bin"
+        done
+        # A report in a server's log fails the run (the scan at the end).
+        export BULKHEAD_BIN=build/tsan/bulkhead
+        for t in ${TSAN_INTEGRATION:-test_core test_reload test_ratelimit test_breaker test_observability \
+            test_tenancy test_redis test_dashboard}; do
+            bin=build/tsan/tests/integration/$t
+            [ -n "$FILTER" ] && [[ "$t" != *"$FILTER"* ]] && continue
+            [ -x "$bin" ] && run_tap tsan "$t" "$bin"
         done
         unset TSAN_OPTIONS
         ;;

@@ -2,35 +2,34 @@
  * admin: the breaker controls of admin.h.
  */
 #include "admin.h"
+#include "apierr.h"
 #include "breaker.h"
 #include "log.h"
 #include "mclock.h"
 #include "params.h"
 #include "request.h"
-#include "server.h"
+#include "tierset.h"
 
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-void admin_handle(struct server *srv, struct request *r)
+void admin_handle(struct tierset *tiers, const char *token, struct request *r)
 {
-    if (!srv->cfg.admin_token[0]) {
-        request_reply_error(r, MHD_HTTP_NOT_FOUND, OUTCOME_CLIENT_ERROR, "not_found",
-                            "admin endpoints are off (set ADMIN_TOKEN to enable them)", 0);
+    if (!token[0]) {
+        apierr_replyf(r, APIERR_NOT_FOUND,
+                      "admin endpoints are off (set ADMIN_TOKEN to enable them)");
         return;
     }
-    const char *token = params_bearer(request_header(r, MHD_HTTP_HEADER_AUTHORIZATION));
-    if (!token || !params_equal_ct(token, srv->cfg.admin_token)) {
-        request_reply_error(r, MHD_HTTP_UNAUTHORIZED, OUTCOME_CLIENT_ERROR, "unauthorized",
-                            "admin endpoints need Authorization: Bearer <ADMIN_TOKEN>", 0);
-        request_add_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    const char *given = params_bearer(request_header(r, MHD_HTTP_HEADER_AUTHORIZATION));
+    if (!given || !params_equal_ct(given, token)) {
+        apierr_replyf(r, APIERR_UNAUTHORIZED,
+                      "admin endpoints need Authorization: Bearer <ADMIN_TOKEN>");
         return;
     }
     if (r->method != METHOD_POST) {
-        request_reply_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, OUTCOME_CLIENT_ERROR,
-                            "method_not_allowed", "allowed methods: POST", 0);
+        apierr_replyf(r, APIERR_METHOD_NOT_ALLOWED, "allowed methods: POST");
         request_add_header(r, MHD_HTTP_HEADER_ALLOW, "POST");
         return;
     }
@@ -39,14 +38,12 @@ void admin_handle(struct server *srv, struct request *r)
     const char *p = r->url + strlen("/admin/");
     int n = 0;
     if (sscanf(p, "breaker/%32[a-z0-9_-]/%15[a-z]%n", tier, action, &n) != 2 || p[n] != '\0') {
-        request_reply_error(r, MHD_HTTP_NOT_FOUND, OUTCOME_CLIENT_ERROR, "not_found",
-                            "use POST /admin/breaker/<tier>/(open|disable|reset)", 0);
+        apierr_replyf(r, APIERR_NOT_FOUND, "use POST /admin/breaker/<tier>/(open|disable|reset)");
         return;
     }
-    struct tier_rt *t = server_tier(srv, tier);
+    struct tier_rt *t = tierset_find(tiers, tier);
     if (!t) {
-        request_reply_error(r, MHD_HTTP_NOT_FOUND, OUTCOME_CLIENT_ERROR, "unknown_tier",
-                            "no such tier", 0);
+        apierr_reply(r, APIERR_UNKNOWN_TIER);
         return;
     }
     enum breaker_mode mode;
@@ -57,8 +54,7 @@ void admin_handle(struct server *srv, struct request *r)
     else if (!strcmp(action, "reset"))
         mode = BREAKER_AUTO;
     else {
-        request_reply_error(r, MHD_HTTP_NOT_FOUND, OUTCOME_CLIENT_ERROR, "not_found",
-                            "actions: open, disable, reset", 0);
+        apierr_replyf(r, APIERR_NOT_FOUND, "actions: open, disable, reset");
         return;
     }
     int64_t now = mclock_now_us();

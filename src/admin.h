@@ -11,10 +11,10 @@
 #ifndef BULKHEAD_ADMIN_H
 #define BULKHEAD_ADMIN_H
 
-struct server;
 struct request;
+struct tierset;
 
-/* HTTP thread. */
-void admin_handle(struct server *srv, struct request *r);
+/* HTTP thread. token: ADMIN_TOKEN ("" = the admin endpoints do not exist). */
+void admin_handle(struct tierset *tiers, const char *token, struct request *r);
 
 #endif

@@ -4,30 +4,46 @@
  * api_dispatch runs on the HTTP thread once a request is complete: it routes, answers cheap
  * endpoints directly, validates /api/data requests (a 4xx changes nothing: it is decided before
  * any limit is consumed), applies the rate limit and the breaker, and queues the work. The
- * queued work runs on a tier worker (api_run) against the tier's connection pool.
+ * queued work runs on a tier worker (apiwork.c) against the tier's connection pool.
+ *
+ * Everything it uses comes in struct api_deps: the api knows the modules it calls, never the
+ * server that built them, so a test can hand it a fake tier set and no database.
  */
 #ifndef BULKHEAD_API_H
 #define BULKHEAD_API_H
 
-#include "dbconn.h"
-#include "workpool.h"
+#include "params.h"
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
-struct server;
 struct request;
+struct tierset;
+struct report_sources;
+struct history;
+struct health;
+struct auth;
+struct rlredis;
 
-/* HTTP thread. Leaves r READY (reply set) or DEFERRED (suspended and queued). */
-void api_dispatch(struct server *srv, struct request *r);
+/* What the endpoints need. Filled by the server (or a test) before the first request and
+ * read-only afterwards; whatever it points to must outlive the HTTP daemon and the workers. */
+struct api_deps {
+    struct tierset *tiers;                /* the tiers and their parts */
+    const struct report_sources *metrics; /* /metrics, /metrics/bulkheads, /dashboard/data */
+    struct history *history;              /* /dashboard/data's samples */
+    struct health *health;                /* /health */
+    struct auth *auth;                    /* NULL unless AUTH_MODE=apikey */
+    struct rlredis *redis;                /* NULL unless RATE_LIMIT_BACKEND=redis */
+    const struct params_cidr *proxies;    /* TRUSTED_PROXIES */
+    size_t nproxies;
+    int64_t retry_reads;     /* DB_READ_RETRIES */
+    const char *admin_token; /* ADMIN_TOKEN; "" turns /admin off */
+};
 
-/* The tier worker callbacks (ctx is the server). */
-extern const struct workpool_ops api_workpool_ops_template;
-
-/* The statements every tier connection prepares. */
-extern const struct dbconn_stmt api_statements[];
-extern const size_t api_statement_count;
-
-/* Session settings of every tier connection. */
-extern const char api_session_sql[];
+/* HTTP thread. Returns false with r READY (reply set), or true when r was suspended and handed
+ * to a worker, which owns it until request_resume: the caller must not touch it, not even to
+ * read its state. */
+bool api_dispatch(const struct api_deps *d, struct request *r);
 
 #endif

@@ -14,8 +14,17 @@
  * Only failures of the tier's own work count: database errors, timeouts, forced errors. Client
  * errors and rejections by the earlier layers never reach the breaker.
  *
- * DESIGN: a mutex guards all state; callers are the HTTP threads (acquire) and the workers
- * (record/release). A call holds a permit from acquire until it records or releases it.
+ * DESIGN: two paths. The healthy one takes no lock: while the breaker is automatic and CLOSED
+ * (its `closed` flag), breaker_acquire allows at once and breaker_record adds a success to the
+ * window's bucket with atomics. Everything else (a failure or timeout, any call while OPEN or
+ * HALF_OPEN, a trial's verdict, breaker_force, breaker_configure, breaker_snapshot) takes the
+ * breaker's mutex, which guards the state, mode, settings, trial counts and every total but
+ * successes. The flag and the window geometry the fast path reads are written under the mutex
+ * and read without it: a call racing a transition may pass once more as if CLOSED, and is
+ * counted like any other. A bucket reused for a new time slice is cleared under the mutex.
+ * Transitions are logged after the mutex is released. Callers: HTTP threads (acquire), workers
+ * (record, release), the admin endpoint (force), metrics readers (snapshot). A call holds a
+ * permit from acquire until it records or releases it.
  */
 #ifndef BULKHEAD_BREAKER_H
 #define BULKHEAD_BREAKER_H

@@ -1,40 +1,54 @@
 /*
  * history: the last minutes of per-second samples, for the live dashboard.
  *
- * Once a second the janitor calls history_record, which reads every tier's counters, latency
- * histogram and gauges and stores what changed in that second (throughput by outcome, p50/p99,
- * pool and queue levels, breaker state) in a ring of HISTORY_SAMPLES entries. The dashboard
- * polls history_json with the last sample number it has, so each poll carries only new data.
+ * Every HISTORY_INTERVAL_MS the janitor takes a snapshot (report_read) and hands it to
+ * history_record, which keeps what the dashboard charts, per tier: the requests of that
+ * interval by outcome, p50/p99 latency over the interval, and the fields report.c's table marks
+ * as sampled (pool and queue levels, breaker state), in a ring of HISTORY_SAMPLES. The
+ * dashboard polls history_json with the last sample number it has, so each poll carries only
+ * new data.
  *
- * DESIGN: one writer (the janitor), many readers (HTTP threads); a mutex guards the ring.
+ * DESIGN: one writer (the janitor), many readers (HTTP threads). The mutex guards the ring and
+ * next_seq; the previous reading, from which the per-interval counts come, is the writer's.
  */
 #ifndef BULKHEAD_HISTORY_H
 #define BULKHEAD_HISTORY_H
 
 #include <stdint.h>
 
-#define HISTORY_SAMPLES 300 /* five minutes at one sample per second */
+#define HISTORY_SAMPLES     300  /* five minutes at one sample per second */
+#define HISTORY_INTERVAL_MS 1000 /* the janitor samples this often */
 
-struct server;
 struct history;
+struct tierset;
+struct report_snap;
+struct report_process;
 
-struct history *history_create(struct server *srv);
+/* Samples of every tier of tiers (the names are read from it). */
+struct history *history_create(struct tierset *tiers);
 void history_destroy(struct history *h);
 
-/* Janitor thread: take one sample now. */
-void history_record(struct history *h);
+/* Janitor thread: keep one sample of s (a reading of the same tiers). */
+void history_record(struct history *h, const struct report_snap *s);
 
 /*
  * Samples with seq > since as a JSON document (malloc'd text; the caller frees it):
- *   {"server": {"version", "instance", "started_ms", "now_ms", "healthy", "reason",
- *               "db_probe_ms", "in_flight", "draining"},      live, read at the call
- *    "tiers": ["free", ...], "interval_ms": 1000,
- *    "last": <newest seq>,                                     poll again with since=last
- *    "samples": [{"seq", "t" (Unix ms), "tiers": {"<name>": {"outcomes": {"ok": n, ...},
- *                 "p50_ms", "p99_ms", "busy", "threads", "queued", "queue_max", "db_active",
- *                 "db_idle", "db_max", "db_pending", "tenants", "breaker"}}}, ...]}
+ *   {"server": {"version", "instance", "startedMs", "nowMs", "healthy", "reason", "dbProbeMs",
+ *               "inFlight", "draining"},                    live: `live`, read at the call
+ *    "tiers": ["free", ...], "intervalMs": 1000,
+ *    "last": <newest seq>,                                   poll again with since=last
+ *    "samples": [{"seq", "t" (Unix ms), "tiers": {"<name>": {
+ *        "outcomes": {"ok": n, ...},                         requests of the interval
+ *        "latencyMs": {"p50", "p99"},                        over the interval
+ *        "threadPool": {"active", "queued", "poolSize", "queueLimit"},
+ *        "connectionPool": {"active", "idle", "pending", "max"},
+ *        "circuitBreaker": {"state"}, "fairness": {"activeTenants"}}}}, ...]}
+ * The sections and keys are those of /metrics/bulkheads. Deprecated, kept for existing readers
+ * and to be removed: "server" {"started_ms", "now_ms", "db_probe_ms", "in_flight"},
+ * "interval_ms", and in a sample's tier the flat "p50_ms", "p99_ms", "busy", "threads",
+ * "queued", "queue_max", "db_active", "db_idle", "db_max", "db_pending", "tenants", "breaker".
  * Sequence numbers restart at 1 with the process; "instance" tells a restart apart.
  */
-char *history_json(struct history *h, int64_t since);
+char *history_json(struct history *h, const struct report_process *live, int64_t since);
 
 #endif

@@ -10,11 +10,11 @@
  * why a body must declare its size: only then can it be refused before it is read.)
  */
 #include "http.h"
-#include "api.h"
+#include "apierr.h"
+#include "config.h"
 #include "cpus.h"
 #include "log.h"
 #include "request.h"
-#include "server.h"
 #include "xalloc.h"
 
 #include <arpa/inet.h>
@@ -30,7 +30,8 @@
 
 struct http {
     struct MHD_Daemon *daemon; /* owned */
-    struct server *srv;        /* not owned */
+    struct http_opts opts;     /* copied; what it points to is not owned */
+    size_t max_body;           /* HTTP_MAX_BODY_BYTES */
     uint16_t port;
 };
 
@@ -63,33 +64,27 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
 {
     (void)version;
     struct http *h = cls;
-    struct server *srv = h->srv;
     struct request *r = *con_cls;
-    size_t max_body = (size_t)srv->cfg.http_max_body;
+    size_t max_body = h->max_body;
 
     if (!r) {
-        r = request_new(srv, conn, url, method);
+        r = request_new(h->opts.hooks, conn, url, method);
         *con_cls = r;
-        if (atomic_load_explicit(&srv->draining, memory_order_relaxed)) {
-            request_reply_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, OUTCOME_UNAVAILABLE,
-                                "shutting_down", "the server is shutting down", 1);
+        if (atomic_load_explicit(h->opts.draining, memory_order_relaxed)) {
+            apierr_reply(r, APIERR_SHUTTING_DOWN);
             request_add_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
             return request_send(r);
         }
         if (request_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
             /* libmicrohttpd cannot answer in the middle of a body, so a body of unknown size
              * could only be refused after reading all of it: require its size up front. */
-            request_reply_error(r, MHD_HTTP_LENGTH_REQUIRED, OUTCOME_CLIENT_ERROR,
-                                "length_required",
-                                "request bodies need a Content-Length (no chunked encoding)", 0);
+            apierr_reply(r, APIERR_LENGTH_REQUIRED);
             return request_send(r);
         }
         if (http_declared_too_large(r, max_body)) {
             r->body_too_large = true;
-            char msg[96];
-            snprintf(msg, sizeof(msg), "request bodies are limited to %zu bytes", max_body);
-            request_reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, OUTCOME_CLIENT_ERROR,
-                                "payload_too_large", msg, 0);
+            apierr_replyf(r, APIERR_PAYLOAD_TOO_LARGE, "request bodies are limited to %zu bytes",
+                          max_body);
             return request_send(r);
         }
         return MHD_YES;
@@ -107,13 +102,13 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
         *upload_size = 0;
         return MHD_YES;
     }
-    if (r->state == REQUEST_NEW) {
-        api_dispatch(srv, r);
-        if (r->state == REQUEST_DEFERRED)
-            return MHD_YES; /* suspended: a worker resumes it */
-    }
+    /* Once dispatch has handed r on, a worker may be writing it: its answer says so, and the
+     * worker's resume makes libmicrohttpd call again with the reply set. Until then only the
+     * atomic state may be read (libmicrohttpd does make spurious calls while suspended). */
+    if (r->state == REQUEST_NEW && h->opts.dispatch(h->opts.ctx, r))
+        return MHD_YES;
     if (r->state == REQUEST_DEFERRED)
-        return MHD_YES; /* spurious call while suspended */
+        return MHD_YES; /* a spurious call while suspended */
     return request_send(r);
 }
 
@@ -136,11 +131,12 @@ static unsigned http_threads(const struct config *cfg)
     return cpus_usable();
 }
 
-int http_start(struct server *srv, struct http **out)
+int http_start(const struct http_opts *opts, struct http **out)
 {
-    const struct config *cfg = &srv->cfg;
+    const struct config *cfg = opts->cfg;
     struct http *h = xcalloc(1, sizeof(*h));
-    h->srv = srv;
+    h->opts = *opts;
+    h->max_body = (size_t)cfg->http_max_body;
 
     struct sockaddr_in sin = {0};
     struct sockaddr_in6 sin6 = {0};
@@ -163,7 +159,7 @@ int http_start(struct server *srv, struct http **out)
     }
 
     unsigned threads = http_threads(cfg);
-    struct MHD_OptionItem opts[] = {
+    struct MHD_OptionItem mhd_opts[] = {
         {MHD_OPTION_SOCK_ADDR, 0, sa},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)http_completed, h},
         {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->http_max_conns, NULL},
@@ -176,7 +172,7 @@ int http_start(struct server *srv, struct http **out)
     };
     /* The logger goes first so that libmicrohttpd's start-up messages reach it too. */
     h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, http_access, h, MHD_OPTION_EXTERNAL_LOGGER,
-                                 http_mhd_log, h, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+                                 http_mhd_log, h, MHD_OPTION_ARRAY, mhd_opts, MHD_OPTION_END);
     if (!h->daemon) {
         log_error("http_start", "cannot listen on %s:%" PRId64 " (port in use, or no permission)",
                   cfg->api_bind, cfg->api_port);

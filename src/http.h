@@ -3,20 +3,34 @@
  *
  * It turns libmicrohttpd's callbacks into the request life cycle of request.h: create on the
  * first call, read the body on the next ones (refusing oversized bodies with 413 before they are
- * buffered), hand the complete request to api_dispatch, queue the reply on a later call (so
- * keep-alive survives), and finish the request in the completion callback. The HTTP layer's own
- * limits (connections, idle timeout, header memory) come from config.
+ * buffered), hand the complete request to the dispatch callback (the api), queue the reply on a
+ * later call (so keep-alive survives), and finish the request in the completion callback. The
+ * HTTP layer's own limits (connections, idle timeout, header memory) come from config.
  */
 #ifndef BULKHEAD_HTTP_H
 #define BULKHEAD_HTTP_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
-struct server;
+struct config;
 struct http;
+struct request;
+struct request_hooks;
+
+struct http_opts {
+    const struct config *cfg;          /* API_BIND, API_PORT, HTTP_*; must outlive the daemon */
+    const struct request_hooks *hooks; /* given to every request; must outlive the daemon */
+    const atomic_bool *draining;       /* while true, new requests get 503 shutting_down */
+    /* HTTP thread: a request is complete. Returns false with its reply set, or true when it
+     * was suspended and handed on: whoever resumes it owns it until then. */
+    bool (*dispatch)(void *ctx, struct request *r);
+    void *ctx;
+};
 
 /* Start listening. Returns 0 or a negative errno (the reason is logged). */
-int http_start(struct server *srv, struct http **out) __attribute__((warn_unused_result));
+int http_start(const struct http_opts *opts, struct http **out) __attribute__((warn_unused_result));
 
 /* Stop accepting new connections (shutdown, step 1). */
 void http_quiesce(struct http *h);

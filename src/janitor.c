@@ -1,14 +1,12 @@
 /*
- * janitor: periodic housekeeping (see janitor.h). The thread sleeps on a condition variable
- * with a deadline, so janitor_stop wakes it at once.
+ * janitor: runs the chores of janitor.h. The thread sleeps on a condition variable until the
+ * next chore is due, so janitor_stop wakes it at once.
+ *
+ * DESIGN: one thread runs every chore, one at a time, with no lock held. The mutex guards only
+ * `stop`; the chores and their due times are the janitor thread's alone.
  */
 #include "janitor.h"
-#include "dbpool.h"
-#include "history.h"
 #include "mclock.h"
-#include "ratelimit.h"
-#include "server.h"
-#include "workpool.h"
 #include "xalloc.h"
 
 #include <errno.h>
@@ -16,64 +14,65 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
-#define JANITOR_TICK_US   50000
-#define JANITOR_SAMPLE_US 1000000
-#define JANITOR_SWEEP_US  5000000
-
 struct janitor {
-    struct server *srv; /* not owned */
+    struct janitor_chore chores[JANITOR_MAX_CHORES]; /* janitor thread only after start */
+    int64_t due_us[JANITOR_MAX_CHORES];              /* janitor thread only */
+    size_t n;
     pthread_t thread;
-    pthread_mutex_t mutex; /* guards stop */
+
+    /* _shared: mutex guards stop; wake ends the sleep when stop is set. */
+    pthread_mutex_t mutex;
     pthread_cond_t wake;
     bool stop;
 };
 
-static void janitor_tick(struct server *srv, int64_t now)
+/* Run every chore that is due; returns when the next one is. */
+static int64_t janitor_run_due(struct janitor *j, int64_t now)
 {
-    for (size_t i = 0; i < srv->ntiers; i++) {
-        struct tier_rt *t = srv->tier[i];
-        const struct tier_cfg *c = tier_cfg(t);
-        workpool_expire(t->pool, now - c->queue_timeout_ms * 1000, now);
-        dbpool_kick(t->db);
+    int64_t next = now + 1000000; /* with no chore at all, look again in a second */
+    for (size_t i = 0; i < j->n; i++) {
+        const struct janitor_chore *c = &j->chores[i];
+        if (now >= j->due_us[i]) {
+            c->run(c->ctx, now);
+            j->due_us[i] += c->period_us;
+            if (j->due_us[i] < now)
+                j->due_us[i] = now + c->period_us; /* fell behind: do not burst */
+        }
+        if (j->due_us[i] < next)
+            next = j->due_us[i];
     }
+    return next;
 }
 
 static void *janitor_main(void *arg)
 {
     struct janitor *j = arg;
-    struct server *srv = j->srv;
-    int64_t next_sample = mclock_now_us() + JANITOR_SAMPLE_US;
-    int64_t next_sweep = mclock_now_us() + JANITOR_SWEEP_US;
+    int64_t now = mclock_now_us();
+    for (size_t i = 0; i < j->n; i++)
+        j->due_us[i] = now + j->chores[i].period_us;
+    int64_t next = janitor_run_due(j, now);
     pthread_mutex_lock(&j->mutex);
     while (!j->stop) {
-        struct timespec ts = mclock_timespec(mclock_now_us() + JANITOR_TICK_US);
+        struct timespec ts = mclock_timespec(next);
         pthread_cond_timedwait(&j->wake, &j->mutex, &ts);
         if (j->stop)
             break;
         pthread_mutex_unlock(&j->mutex);
-        int64_t now = mclock_now_us();
-        janitor_tick(srv, now);
-        if (now >= next_sample) {
-            history_record(srv->history);
-            next_sample += JANITOR_SAMPLE_US;
-            if (next_sample < now)
-                next_sample = now + JANITOR_SAMPLE_US; /* fell behind: do not burst */
-        }
-        if (now >= next_sweep) {
-            for (size_t i = 0; i < srv->ntiers; i++)
-                ratelimit_sweep(srv->tier[i]->rl, now);
-            next_sweep = now + JANITOR_SWEEP_US;
-        }
+        next = janitor_run_due(j, mclock_now_us());
         pthread_mutex_lock(&j->mutex);
     }
     pthread_mutex_unlock(&j->mutex);
     return NULL;
 }
 
-int janitor_start(struct server *srv, struct janitor **out)
+int janitor_start(const struct janitor_chore *chores, size_t n, struct janitor **out)
 {
+    if (n > JANITOR_MAX_CHORES)
+        return -EINVAL;
     struct janitor *j = xcalloc(1, sizeof(*j));
-    j->srv = srv;
+    for (size_t i = 0; i < n; i++)
+        j->chores[i] = chores[i];
+    j->n = n;
     pthread_mutex_init(&j->mutex, NULL);
     mclock_cond_init(&j->wake);
     int rc = pthread_create(&j->thread, NULL, janitor_main, j);

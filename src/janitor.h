@@ -1,18 +1,33 @@
 /*
- * janitor: the server's clock-driven chores, on one thread.
+ * janitor: one thread for the server's clock-driven chores.
  *
- * Every 50 ms: answer queued requests that waited past their tier's queue timeout (503
- * queue_timeout), forget tenants that went idle, and let connection waiters re-check their
- * tenant's share. Every second: a dashboard sample. Every 5 s: drop expired rate-limit keys.
- * (Named after PgBouncer's janitor, which does the same kind of housekeeping.)
+ * It knows no other module: whoever starts it hands it a list of chores, each a function and a
+ * period, and the janitor runs each one about every period (a chore that fell behind runs once
+ * and then keeps its period, never in a burst). The server's chores: every 50 ms answer queued
+ * requests that waited past their tier's queue timeout and let connection waiters re-check
+ * their tenant's share; every HISTORY_INTERVAL_MS a dashboard sample; every 5 s drop expired
+ * rate-limit keys. (Named after PgBouncer's janitor, which does the same kind of housekeeping.)
  */
 #ifndef BULKHEAD_JANITOR_H
 #define BULKHEAD_JANITOR_H
 
-struct server;
+#include <stddef.h>
+#include <stdint.h>
+
+#define JANITOR_MAX_CHORES 8
+
 struct janitor;
 
-int janitor_start(struct server *srv, struct janitor **out) __attribute__((warn_unused_result));
+struct janitor_chore {
+    int64_t period_us;                      /* run about this often; the first run one period in */
+    void (*run)(void *ctx, int64_t now_us); /* janitor thread; now_us is monotonic */
+    void *ctx;
+};
+
+/* Start the thread with n (at most JANITOR_MAX_CHORES) chores, copied. 0 or a negative errno. */
+int janitor_start(const struct janitor_chore *chores, size_t n, struct janitor **out)
+    __attribute__((warn_unused_result));
+/* Stop and join the thread (a chore that is running finishes first); NULL is a no-op. */
 void janitor_stop(struct janitor *j);
 
 #endif

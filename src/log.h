@@ -2,9 +2,12 @@
  * log: lifecycle/error events and per-request access lines, one line each on stdout.
  *
  * Lines are JSON (LOG_FORMAT=json, the default: one object per line, easy to ship) or text. A
- * line is formatted on the caller's stack and written with one write(2), so threads never share
- * a buffer or a lock and lines never interleave. The log settings are the process's one global
- * state: set once by log_setup before any thread starts, read-only afterwards.
+ * line is formatted on the caller's stack, then handed on whole, so lines never interleave:
+ * an access line is copied into one pending buffer (under the log's one mutex) that a writer
+ * thread writes out in batches of whole lines a few ms later, so an HTTP thread never waits on
+ * the output (unless the buffer is full); an event is written, after whatever is pending,
+ * before log_event returns. The log settings are the process's one global state: set by
+ * log_setup before the threads that log start, read-only afterwards. DESIGN: see log.c.
  */
 #ifndef BULKHEAD_LOG_H
 #define BULKHEAD_LOG_H

@@ -5,6 +5,7 @@
  * Settings come from the environment, after a .env file in the working directory has filled
  * in what the environment leaves unset.
  */
+#include "apierr.h"
 #include "config.h"
 #include "log.h"
 #include "server.h"
@@ -32,6 +33,7 @@ static void main_usage(FILE *out)
         "       bulkhead config [--markdown]  print every setting\n"
         "       bulkhead config --effective   print the settings and tiers in force\n"
         "                                 (environment, then .env, then defaults; secrets masked)\n"
+        "       bulkhead errors [--markdown]  print every error code\n"
         "       bulkhead --help | --version\n\n"
         "Environment (a .env file in the working directory fills in unset ones; an empty value\n"
         "counts as unset):\n",
@@ -130,6 +132,10 @@ int main(int argc, char **argv)
         config_print_help(stdout, md);
         printf(md ? "\n#### Per-tier keys (TIERS_FILE)\n\n" : "\nPer-tier keys:\n");
         tiers_print_help(stdout, md);
+        return 0;
+    }
+    if (argc >= 2 && !strcmp(argv[1], "errors")) {
+        apierr_print(stdout, argc >= 3 && !strcmp(argv[2], "--markdown"));
         return 0;
     }
     if (argc >= 2 && !strcmp(argv[1], "tenant")) {

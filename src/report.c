@@ -1,53 +1,243 @@
 /*
- * report: /metrics/bulkheads (JSON) and /metrics (Prometheus) from one reading of each tier.
+ * report: the snapshot and its renderings (see report.h).
  *
- * report_read takes one consistent-enough reading of a tier (each source under its own lock or
- * atomics); the two renderers only format it.
+ * report_fields is the one description of a tier's metrics. Its rows are in the order of the
+ * JSON document; consecutive rows with the same Prometheus name form one family (their labels
+ * tell the series apart), so a family's samples stay together as the format requires.
  */
 #include "report.h"
-#include "auth.h"
-#include "breaker.h"
-#include "dbpool.h"
 #include "health.h"
 #include "mclock.h"
-#include "metrics.h"
-#include "ratelimit.h"
-#include "rlredis.h"
-#include "server.h"
-#include "workpool.h"
+#include "tierset.h"
 #include "xalloc.h"
 
 #include <inttypes.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define REPORT_TOP_TENANTS 5
-
-struct report_tier {
-    const struct tier_cfg *cfg;
-    struct workpool_stats wp;
-    struct dbpool_stats db;
-    struct breaker_snapshot br;
-    struct ratelimit_stats rl;
-    struct workpool_tenant_load top[REPORT_TOP_TENANTS];
-    size_t top_conns[REPORT_TOP_TENANTS]; /* connections each of them holds */
-    size_t ntop;
-    uint64_t outcomes[OUTCOME_COUNT];
-    uint64_t statuses[METRICS_STATUS_COUNT];
-    struct metrics_hist_snap total, queue, query;
+/* How a field's value is stored in struct report_tier, and rendered. */
+enum report_kind {
+    REPORT_U64,      /* uint64_t */
+    REPORT_SIZE,     /* size_t */
+    REPORT_I64,      /* int64_t (a setting) */
+    REPORT_LIMIT,    /* int64_t; JSON null when 0 (unlimited) */
+    REPORT_RATIO,    /* double, 0..1 */
+    REPORT_TIME,     /* int64_t Unix us; JSON ISO-8601 text, null when 0 */
+    REPORT_STATE,    /* enum breaker_state: JSON its name; Prometheus one gauge per state */
+    REPORT_MODE,     /* enum breaker_mode: JSON its name */
+    REPORT_TEXT,     /* const char * */
+    REPORT_HIST,     /* struct metrics_hist_snap: JSON {p50,p99,mean,count} in ms */
+    REPORT_OUTCOMES, /* uint64_t[OUTCOME_COUNT], by outcome (and tier "none" in Prometheus) */
+    REPORT_STATUSES, /* uint64_t[METRICS_STATUS_COUNT], by status code (and tier "none") */
+    REPORT_BUSIEST,  /* the busiest tenants: a JSON array */
 };
 
-static void report_read(struct tier_rt *t, int64_t now, struct report_tier *out)
+struct report_field {
+    const char *section; /* JSON object under the tier, or NULL: the tier's own object */
+    const char *key;     /* JSON key (camelCase), or NULL: not in the JSON */
+    enum report_kind kind;
+    size_t offset;       /* of the value in struct report_tier */
+    const char *prom;    /* Prometheus family, or NULL: not exported */
+    const char *label;   /* the series' label besides tier ("result=\"success\""), or NULL */
+    const char *type;    /* Prometheus type */
+    const char *help;    /* Prometheus help */
+    bool sampled;        /* in the dashboard's per-second samples */
+    const char *old_key; /* sampled: the flat key samples carried before (deprecated), or NULL */
+};
+
+/* Rows name the field's place; what follows it is optional (Prometheus, then sampling). */
+#define RT(field) .offset = offsetof(struct report_tier, field)
+#define POOL      "connectionPool"
+#define THREADS   "threadPool"
+#define BREAKER   "circuitBreaker"
+#define LIMITER   "rateLimiter"
+#define FAIR      "fairness"
+
+static const struct report_field report_fields[] = {
+    {POOL, "active", REPORT_SIZE, RT(db.active), "bulkhead_db_connections_active", NULL, "gauge",
+     "PostgreSQL connections held by workers.", true, "db_active"},
+    {POOL, "idle", REPORT_SIZE, RT(db.idle), "bulkhead_db_connections_idle", NULL, "gauge",
+     "PostgreSQL connections idle.", true, "db_idle"},
+    {POOL, "pending", REPORT_SIZE, RT(db.pending), "bulkhead_db_connections_pending", NULL, "gauge",
+     "Workers waiting for a PostgreSQL connection.", true, "db_pending"},
+    {POOL, "max", REPORT_SIZE, RT(db.max), "bulkhead_db_connections_max", NULL, "gauge",
+     "PostgreSQL connections allowed for the tier.", true, "db_max"},
+    {POOL, "opening", REPORT_SIZE, RT(db.opening)},
+    {POOL, "acquired", REPORT_U64, RT(db.acquired)},
+    {POOL, "acquireTimeouts", REPORT_U64, RT(db.timeouts), "bulkhead_db_acquire_timeouts_total",
+     NULL, "counter", "Requests that found no free connection in time."},
+    {POOL, "connects", REPORT_U64, RT(db.connects)},
+    {POOL, "connectFailures", REPORT_U64, RT(db.connect_failures),
+     "bulkhead_db_connect_failures_total", NULL, "counter",
+     "Failed attempts to open a PostgreSQL connection."},
+    {POOL, "closedBroken", REPORT_U64, RT(db.closed_broken), "bulkhead_db_connections_broken_total",
+     NULL, "counter", "Connections closed because they broke."},
+    {POOL, "acquireTimeoutMs", REPORT_I64, RT(cfg.db_acquire_timeout_ms)},
+
+    {THREADS, "active", REPORT_SIZE, RT(wp.busy), "bulkhead_workers_busy", NULL, "gauge",
+     "Worker threads running a request.", true, "busy"},
+    {THREADS, "queued", REPORT_SIZE, RT(wp.queued), "bulkhead_queue_depth", NULL, "gauge",
+     "Requests waiting for a worker.", true, "queued"},
+    {THREADS, "poolSize", REPORT_SIZE, RT(wp.threads), "bulkhead_workers", NULL, "gauge",
+     "Worker threads of the tier.", true, "threads"},
+    {THREADS, "queueLimit", REPORT_SIZE, RT(wp.queue_max), "bulkhead_queue_limit", NULL, "gauge",
+     "Requests that may wait for a worker.", true, "queue_max"},
+    {THREADS, "queueTimeoutMs", REPORT_I64, RT(cfg.queue_timeout_ms)},
+    {THREADS, "completed", REPORT_U64, RT(wp.completed)},
+    {THREADS, "rejected", REPORT_U64, RT(wp_rejected)},
+    {THREADS, "queueTimeouts", REPORT_U64, RT(wp.expired)},
+    {THREADS, "submitted", REPORT_U64, RT(wp.submitted)},
+    {THREADS, "waitMs", REPORT_HIST, RT(queue), "bulkhead_queue_wait_seconds", NULL, "histogram",
+     "Time requests waited for a worker, by tier."},
+
+    {BREAKER, "state", REPORT_STATE, RT(br.state), "bulkhead_breaker_state", NULL, "gauge",
+     "Circuit breaker state: 1 for the current state, 0 for the others.", true, "breaker"},
+    {BREAKER, "mode", REPORT_MODE, RT(br.mode)},
+    {BREAKER, "failures", REPORT_U64, RT(br.failures), "bulkhead_breaker_calls_total",
+     "result=\"failure\"", "counter", "Calls seen by the circuit breaker, by result."},
+    {BREAKER, "successes", REPORT_U64, RT(br.successes), "bulkhead_breaker_calls_total",
+     "result=\"success\"", "counter", "Calls seen by the circuit breaker, by result."},
+    {BREAKER, "timeouts", REPORT_U64, RT(br.timeouts), "bulkhead_breaker_calls_total",
+     "result=\"timeout\"", "counter", "Calls seen by the circuit breaker, by result."},
+    {BREAKER, "rejections", REPORT_U64, RT(br.rejections), "bulkhead_breaker_calls_total",
+     "result=\"rejected\"", "counter", "Calls seen by the circuit breaker, by result."},
+    {BREAKER, "failureRate", REPORT_RATIO, RT(br.failure_rate), "bulkhead_breaker_failure_ratio",
+     NULL, "gauge", "Failures and timeouts over calls in the breaker's rolling window."},
+    {BREAKER, "windowCalls", REPORT_U64, RT(br.window_calls)},
+    {BREAKER, "windowFailures", REPORT_U64, RT(br.window_failures)},
+    {BREAKER, "lastChange", REPORT_TIME, RT(br.last_change_wall_us)},
+    {BREAKER, "nextTrial", REPORT_TIME, RT(br.next_trial_wall_us)},
+    {BREAKER, "opened", REPORT_U64, RT(br.opened), "bulkhead_breaker_opened_total", NULL, "counter",
+     "Times the breaker opened."},
+    {BREAKER, "timeoutMs", REPORT_I64, RT(cfg.breaker_timeout_ms)},
+    {BREAKER, "errorThresholdPct", REPORT_I64, RT(cfg.breaker_error_pct)},
+    {BREAKER, "resetTimeoutMs", REPORT_I64, RT(cfg.breaker_reset_ms)},
+
+    {LIMITER, "limit", REPORT_LIMIT, RT(cfg.rate_limit)},
+    {LIMITER, "windowSeconds", REPORT_I64, RT(cfg.rate_window_s)},
+    {LIMITER, "allowed", REPORT_U64, RT(rl.allowed), "bulkhead_ratelimit_decisions_total",
+     "result=\"allowed\"", "counter", "Rate-limit decisions, by result."},
+    {LIMITER, "rejected", REPORT_U64, RT(rl.rejected), "bulkhead_ratelimit_decisions_total",
+     "result=\"rejected\"", "counter", "Rate-limit decisions, by result."},
+    {LIMITER, "keysTracked", REPORT_SIZE, RT(rl.keys), "bulkhead_ratelimit_keys", NULL, "gauge",
+     "Tenants tracked by the in-memory rate limiter."},
+    {LIMITER, "overflowed", REPORT_U64, RT(rl.overflow), "bulkhead_ratelimit_overflow_total", NULL,
+     "counter", "Decisions made on the shared overflow bucket (key table full)."},
+    {LIMITER, "backend", REPORT_TEXT, RT(rl_backend)},
+    {LIMITER, "backendErrors", REPORT_U64, RT(rl_backend_errors)},
+
+    {FAIR, "activeTenants", REPORT_SIZE, RT(wp.tenants), "bulkhead_tenants_active", NULL, "gauge",
+     "Tenants with recent work in the tier.", true, "tenants"},
+    {FAIR, "tenantWorkerShare", REPORT_I64, RT(worker_share)},
+    {FAIR, "tenantConnectionShare", REPORT_I64, RT(conn_share)},
+    {FAIR, "tenantQueueShare", REPORT_I64, RT(queue_share)},
+    {FAIR, "workerReserve", REPORT_I64, RT(worker_reserve)},
+    {FAIR, "connectionReserve", REPORT_I64, RT(conn_reserve)},
+    {FAIR, "lingerMs", REPORT_I64, RT(cfg.tenant_linger_ms)},
+    {FAIR, "briefRequestMs", REPORT_I64, RT(cfg.brief_request_ms)},
+    {FAIR, "rejectedTenantShare", REPORT_U64, RT(wp.rejected_tenant),
+     "bulkhead_tenant_share_rejections_total", NULL, "counter",
+     "Requests refused because the tenant's share of the queue was full."},
+    {FAIR, "busiest", REPORT_BUSIEST, RT(top)},
+
+    {NULL, "requests", REPORT_OUTCOMES, RT(outcomes), "bulkhead_requests_total", NULL, "counter",
+     "Requests finished, by tier and outcome."},
+    {NULL, NULL, REPORT_STATUSES, RT(statuses), "bulkhead_responses_total", NULL, "counter",
+     "Responses sent, by tier and status code."},
+    {NULL, "latencyMs", REPORT_HIST, RT(total), "bulkhead_request_duration_seconds", NULL,
+     "histogram", "Time from request to response, by tier."},
+    {NULL, NULL, REPORT_HIST, RT(query), "bulkhead_query_duration_seconds", NULL, "histogram",
+     "Time spent in PostgreSQL per request, by tier."},
+};
+
+#define REPORT_NFIELDS (sizeof(report_fields) / sizeof(report_fields[0]))
+
+/* Process-wide Prometheus series: one value each, from struct report_process. */
+struct report_proc_field {
+    const char *prom, *label, *type, *help;
+    size_t offset; /* of a uint64_t in struct report_process */
+    int needs;     /* REPORT_NEEDS_*: shown only when that source exists */
+};
+
+enum { REPORT_ALWAYS, REPORT_NEEDS_REDIS, REPORT_NEEDS_AUTH };
+
+#define RP(field) offsetof(struct report_process, field)
+
+static const struct report_proc_field report_proc_fields[] = {
+    {"bulkhead_ratelimit_backend_up", NULL, "gauge",
+     "1 when the shared Redis rate-limit backend answers (absent in memory mode).", RP(redis_up),
+     REPORT_NEEDS_REDIS},
+    {"bulkhead_ratelimit_backend_errors_total", NULL, "counter",
+     "Failed calls to the Redis rate-limit backend.", RP(redis_errors), REPORT_NEEDS_REDIS},
+    {"bulkhead_ratelimit_backend_fallbacks_total", NULL, "counter",
+     "Decisions made in memory because Redis was unavailable.", RP(redis_fallbacks),
+     REPORT_NEEDS_REDIS},
+    {"bulkhead_auth_keys", NULL, "gauge", "Live API keys known to the server.", RP(auth_keys),
+     REPORT_NEEDS_AUTH},
+    {"bulkhead_auth_decisions_total", "result=\"accepted\"", "counter",
+     "API-key checks, by result.", RP(auth_accepted), REPORT_NEEDS_AUTH},
+    {"bulkhead_auth_decisions_total", "result=\"rejected\"", "counter",
+     "API-key checks, by result.", RP(auth_rejected), REPORT_NEEDS_AUTH},
+    {"bulkhead_database_up", NULL, "gauge", "1 when the health probe reaches PostgreSQL.",
+     RP(db_up), REPORT_ALWAYS},
+    {"bulkhead_requests_in_flight", NULL, "gauge", "Requests received and not finished.",
+     RP(in_flight), REPORT_ALWAYS},
+};
+
+#define REPORT_NPROC (sizeof(report_proc_fields) / sizeof(report_proc_fields[0]))
+
+/* ---- reading ------------------------------------------------------------------------- */
+
+void report_read_process(const struct report_sources *src, struct report_process *out)
 {
-    out->cfg = tier_cfg(t);
+    memset(out, 0, sizeof(*out));
+    out->now_wall_us = mclock_wall_us();
+    out->started_wall_us = src->started_wall_us;
+    out->instance_id = src->instance_id;
+    out->healthy = !src->health || health_ok(src->health);
+    if (!out->healthy)
+        health_reason(src->health, out->reason, sizeof(out->reason));
+    out->db_probe_us = src->health ? health_latency_us(src->health) : 0;
+    out->db_up = out->healthy;
+    out->in_flight = src->in_flight ? (uint64_t)atomic_load(src->in_flight) : 0;
+    out->draining = src->draining && atomic_load(src->draining);
+    if (src->redis) {
+        struct rlredis_stats rs;
+        rlredis_stats(src->redis, &rs);
+        out->have_redis = true;
+        out->redis_up = rs.up;
+        out->redis_errors = rs.errors;
+        out->redis_fallbacks = rs.fallbacks;
+    }
+    if (src->auth) {
+        struct auth_stats as;
+        auth_stats(src->auth, &as);
+        out->have_auth = true;
+        out->auth_keys = as.keys;
+        out->auth_accepted = as.accepted;
+        out->auth_rejected = as.rejected;
+    }
+    for (int o = 0; o < OUTCOME_COUNT; o++)
+        out->untiered_outcomes[o] = atomic_load(&src->untiered->outcomes[o]);
+    for (int s = 0; s < METRICS_STATUS_COUNT; s++)
+        out->untiered_statuses[s] = atomic_load(&src->untiered->statuses[s]);
+}
+
+static void report_read_tier(struct tier_rt *t, const struct report_process *p, int64_t now,
+                             struct report_tier *out)
+{
+    const struct tier_cfg *c = tierset_cfg(t);
+    out->name = t->name;
+    out->cfg = *c;
     workpool_stats(t->pool, &out->wp);
     dbpool_stats(t->db, &out->db);
     breaker_snapshot(t->breaker, now, &out->br);
     ratelimit_stats(t->rl, &out->rl);
     out->ntop = workpool_top_tenants(t->pool, out->top, REPORT_TOP_TENANTS);
+    for (size_t i = 0; i < out->ntop; i++)
+        out->top_conns[i] = dbpool_held(t->db, out->top[i].id);
     for (size_t i = 0; i < out->ntop; i++)
         out->top_conns[i] = dbpool_held(t->db, out->top[i].id);
     for (int o = 0; o < OUTCOME_COUNT; o++)
@@ -57,6 +247,67 @@ static void report_read(struct tier_rt *t, int64_t now, struct report_tier *out)
     metrics_hist_read(&t->m.total, &out->total);
     metrics_hist_read(&t->m.queue, &out->queue);
     metrics_hist_read(&t->m.query, &out->query);
+
+    out->wp_rejected = out->wp.rejected_full + out->wp.rejected_tenant;
+    struct share_policy wpol = tiers_worker_policy(c), cpol = tiers_conn_policy(c);
+    out->worker_share = (int64_t)wpol.cap;
+    out->conn_share = (int64_t)cpol.cap;
+    out->queue_share = tiers_tenant_queue_cap(c);
+    out->worker_reserve = (int64_t)wpol.reserve;
+    out->conn_reserve = (int64_t)cpol.reserve;
+    out->rl_backend = "none (unlimited)";
+    out->rl_backend_errors = 0;
+    if (c->rate_limit > 0) {
+        out->rl_backend = !p->have_redis ? "memory"
+                          : p->redis_up  ? "redis"
+                                         : "memory (redis fallback)";
+        out->rl_backend_errors = p->redis_errors;
+    }
+}
+
+void report_read(const struct report_sources *src, struct report_snap *out)
+{
+    report_read_process(src, &out->proc);
+    int64_t now = mclock_now_us();
+    out->ntiers = tierset_count(src->tiers);
+    for (size_t i = 0; i < out->ntiers; i++)
+        report_read_tier(tierset_tier(src->tiers, i), &out->proc, now, &out->tier[i]);
+}
+
+/* ---- values ------------------------------------------------------------------------- */
+
+static const void *report_at(const struct report_tier *t, const struct report_field *f)
+{
+    return (const char *)t + f->offset;
+}
+
+/* Whether a field is one number that report_u64 can read (and a sample can hold). */
+static bool report_integral(enum report_kind k)
+{
+    return k == REPORT_U64 || k == REPORT_SIZE || k == REPORT_I64 || k == REPORT_LIMIT ||
+           k == REPORT_TIME || k == REPORT_STATE || k == REPORT_MODE;
+}
+
+/* An integral field as an unsigned integer (0 for the others). */
+static uint64_t report_u64(const struct report_tier *t, const struct report_field *f)
+{
+    const void *p = report_at(t, f);
+    switch (f->kind) {
+    case REPORT_U64:
+        return *(const uint64_t *)p;
+    case REPORT_SIZE:
+        return *(const size_t *)p;
+    case REPORT_I64:
+    case REPORT_LIMIT:
+    case REPORT_TIME:
+        return (uint64_t) * (const int64_t *)p;
+    case REPORT_STATE:
+        return (uint64_t) * (const enum breaker_state *)p;
+    case REPORT_MODE:
+        return (uint64_t) * (const enum breaker_mode *)p;
+    default:
+        return 0;
+    }
 }
 
 /* ---- JSON ----------------------------------------------------------------------------- */
@@ -83,96 +334,133 @@ static json_t *report_ms(const struct metrics_hist_snap *h)
                      (json_int_t)h->count);
 }
 
-static json_t *report_tier_json(struct server *srv, const struct report_tier *t)
+static json_t *report_busiest(const struct report_tier *t)
 {
-    const struct tier_cfg *c = t->cfg;
-    json_t *pool = json_pack(
-        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "active",
-        (json_int_t)t->db.active, "idle", (json_int_t)t->db.idle, "pending",
-        (json_int_t)t->db.pending, "max", (json_int_t)t->db.max, "opening",
-        (json_int_t)t->db.opening, "acquired", (json_int_t)t->db.acquired, "acquireTimeouts",
-        (json_int_t)t->db.timeouts, "connects", (json_int_t)t->db.connects, "connectFailures",
-        (json_int_t)t->db.connect_failures, "closedBroken", (json_int_t)t->db.closed_broken,
-        "acquireTimeoutMs", (json_int_t)c->db_acquire_timeout_ms);
-
-    json_t *threads = json_pack(
-        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "active", (json_int_t)t->wp.busy,
-        "queued", (json_int_t)t->wp.queued, "poolSize", (json_int_t)t->wp.threads, "queueLimit",
-        (json_int_t)t->wp.queue_max, "queueTimeoutMs", (json_int_t)c->queue_timeout_ms, "completed",
-        (json_int_t)t->wp.completed, "rejected",
-        (json_int_t)(t->wp.rejected_full + t->wp.rejected_tenant), "queueTimeouts",
-        (json_int_t)t->wp.expired, "submitted", (json_int_t)t->wp.submitted, "waitMs",
-        report_ms(&t->queue));
-
-    json_t *breaker = json_pack(
-        "{s:s, s:s, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:o, s:o, s:I, s:I, s:I, s:I}", "state",
-        breaker_state_name(t->br.state), "mode", breaker_mode_name(t->br.mode), "failures",
-        (json_int_t)t->br.failures, "successes", (json_int_t)t->br.successes, "timeouts",
-        (json_int_t)t->br.timeouts, "rejections", (json_int_t)t->br.rejections, "failureRate",
-        t->br.failure_rate, "windowCalls", (json_int_t)t->br.window_calls, "windowFailures",
-        (json_int_t)t->br.window_failures, "lastChange", report_time(t->br.last_change_wall_us),
-        "nextTrial", report_time(t->br.next_trial_wall_us), "opened", (json_int_t)t->br.opened,
-        "timeoutMs", (json_int_t)c->breaker_timeout_ms, "errorThresholdPct",
-        (json_int_t)c->breaker_error_pct, "resetTimeoutMs", (json_int_t)c->breaker_reset_ms);
-
-    const char *backend = "memory";
-    json_int_t backend_errors = 0;
-    if (c->rate_limit > 0 && srv->redis) {
-        struct rlredis_stats rs;
-        rlredis_stats(srv->redis, &rs);
-        backend = rs.up ? "redis" : "memory (redis fallback)";
-        backend_errors = (json_int_t)rs.errors;
-    }
-    json_t *rl = json_pack(
-        "{s:o, s:I, s:I, s:I, s:I, s:I, s:s, s:I}", "limit",
-        c->rate_limit > 0 ? json_integer(c->rate_limit) : json_null(), "windowSeconds",
-        (json_int_t)c->rate_window_s, "allowed", (json_int_t)t->rl.allowed, "rejected",
-        (json_int_t)t->rl.rejected, "keysTracked", (json_int_t)t->rl.keys, "overflowed",
-        (json_int_t)t->rl.overflow, "backend", c->rate_limit > 0 ? backend : "none (unlimited)",
-        "backendErrors", backend_errors);
-
-    json_t *busiest = json_array();
+    json_t *a = json_array();
     for (size_t i = 0; i < t->ntop; i++)
         json_array_append_new(
-            busiest,
-            json_pack("{s:s, s:I, s:I, s:I, s:f, s:b}", "tenant", t->top[i].key, "inFlight",
-                      (json_int_t)t->top[i].in_flight, "queued", (json_int_t)t->top[i].queued,
-                      "connections", (json_int_t)t->top_conns[i], "holdMs",
-                      (double)t->top[i].hold_avg_us / 1000.0, "brief", t->top[i].brief));
-    json_t *fair = json_pack(
-        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "activeTenants",
-        (json_int_t)t->wp.tenants, "tenantWorkerShare", (json_int_t)tiers_worker_policy(c).cap,
-        "tenantConnectionShare", (json_int_t)tiers_conn_policy(c).cap, "tenantQueueShare",
-        (json_int_t)tiers_tenant_queue_cap(c), "workerReserve",
-        (json_int_t)tiers_worker_policy(c).reserve, "connectionReserve",
-        (json_int_t)tiers_conn_policy(c).reserve, "lingerMs", (json_int_t)c->tenant_linger_ms,
-        "briefRequestMs", (json_int_t)c->brief_request_ms, "rejectedTenantShare",
-        (json_int_t)t->wp.rejected_tenant, "busiest", busiest);
-
-    json_t *req = json_object();
-    for (int o = 0; o < OUTCOME_COUNT; o++)
-        json_object_set_new(req, metrics_outcome_name((enum metrics_outcome)o),
-                            json_integer((json_int_t)t->outcomes[o]));
-
-    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "connectionPool", pool, "threadPool",
-                     threads, "circuitBreaker", breaker, "rateLimiter", rl, "fairness", fair,
-                     "requests", req, "latencyMs", report_ms(&t->total));
+            a, json_pack("{s:s, s:I, s:I, s:I, s:f, s:b}", "tenant", t->top[i].key, "inFlight",
+                         (json_int_t)t->top[i].in_flight, "queued", (json_int_t)t->top[i].queued,
+                         "connections", (json_int_t)t->top_conns[i], "holdMs",
+                         (double)t->top[i].hold_avg_us / 1000.0, "brief", t->top[i].brief));
+    return a;
 }
 
-char *report_bulkheads_json(struct server *srv)
+static json_t *report_outcomes_json(const uint64_t *outcomes)
+{
+    json_t *o = json_object();
+    for (int i = 0; i < OUTCOME_COUNT; i++)
+        json_object_set_new(o, metrics_outcome_name((enum metrics_outcome)i),
+                            json_integer((json_int_t)outcomes[i]));
+    return o;
+}
+
+/* The JSON value of field f: from the tier t, or (t NULL) from the sampled number v. */
+static json_t *report_value_json(const struct report_field *f, const struct report_tier *t,
+                                 uint64_t v)
+{
+    const void *p = t ? report_at(t, f) : NULL;
+    if (t && report_integral(f->kind))
+        v = report_u64(t, f);
+    switch (f->kind) {
+    case REPORT_U64:
+    case REPORT_SIZE:
+    case REPORT_I64:
+        return json_integer((json_int_t)v);
+    case REPORT_LIMIT:
+        return (int64_t)v > 0 ? json_integer((json_int_t)v) : json_null();
+    case REPORT_RATIO:
+        return json_real(p ? *(const double *)p : 0.0);
+    case REPORT_TIME:
+        return report_time((int64_t)v);
+    case REPORT_STATE:
+        return json_string(breaker_state_name((enum breaker_state)v));
+    case REPORT_MODE:
+        return json_string(breaker_mode_name((enum breaker_mode)v));
+    case REPORT_TEXT:
+        return json_string(p ? *(const char *const *)p : "");
+    case REPORT_HIST:
+        return report_ms(p);
+    case REPORT_OUTCOMES:
+        return report_outcomes_json(p);
+    case REPORT_BUSIEST:
+        return report_busiest(t);
+    case REPORT_STATUSES:
+        break;
+    }
+    return json_null();
+}
+
+/* Set key in obj's member section (created on first use; NULL: in obj itself). */
+static void report_json_put(json_t *obj, const char *section, const char *key, json_t *v)
+{
+    if (section) {
+        json_t *sec = json_object_get(obj, section);
+        if (!sec) {
+            sec = json_object();
+            json_object_set_new(obj, section, sec);
+        }
+        obj = sec;
+    }
+    json_object_set_new(obj, key, v);
+}
+
+char *report_json(const struct report_snap *s)
 {
     json_t *root = json_object();
-    int64_t now = mclock_now_us();
-    for (size_t i = 0; i < srv->ntiers; i++) {
-        struct report_tier t;
-        report_read(srv->tier[i], now, &t);
-        json_object_set_new(root, t.cfg->name, report_tier_json(srv, &t));
+    for (size_t i = 0; i < s->ntiers; i++) {
+        const struct report_tier *t = &s->tier[i];
+        json_t *tier = json_object();
+        for (size_t k = 0; k < REPORT_NFIELDS; k++) {
+            const struct report_field *f = &report_fields[k];
+            if (f->key)
+                report_json_put(tier, f->section, f->key, report_value_json(f, t, 0));
+        }
+        json_object_set_new(root, t->name, tier);
     }
     char *text = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(6));
     json_decref(root);
     if (!text)
         abort();
     return text;
+}
+
+/* ---- the dashboard's samples ------------------------------------------------------------ */
+
+size_t report_sampled_count(void)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < REPORT_NFIELDS; k++) {
+        /* A sample holds one integer per field; anything else is a table mistake. */
+        if (report_fields[k].sampled && !report_integral(report_fields[k].kind))
+            abort();
+        n += report_fields[k].sampled;
+    }
+    if (n > REPORT_SAMPLED_MAX)
+        abort();
+    return n;
+}
+
+void report_sample(const struct report_tier *t, uint64_t *out)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < REPORT_NFIELDS; k++)
+        if (report_fields[k].sampled)
+            out[n++] = report_u64(t, &report_fields[k]);
+}
+
+void report_sample_json(const uint64_t *v, json_t *into)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < REPORT_NFIELDS; k++) {
+        const struct report_field *f = &report_fields[k];
+        if (!f->sampled)
+            continue;
+        report_json_put(into, f->section, f->key, report_value_json(f, NULL, v[n]));
+        if (f->old_key)
+            json_object_set_new(into, f->old_key, report_value_json(f, NULL, v[n]));
+        n++;
+    }
 }
 
 /* ---- Prometheus --------------------------------------------------------------------------- */
@@ -197,169 +485,111 @@ static void prom_hist(FILE *f, const char *name, const char *tier,
     fprintf(f, "%s_count{tier=\"%s\"} %" PRIu64 "\n", name, tier, cum);
 }
 
-/* One gauge or counter family with one sample per tier, value from a field of report_tier. */
-#define PROM_PER_TIER(F_, NAME_, TYPE_, HELP_, EXPR_)                                              \
-    do {                                                                                           \
-        prom_family(F_, NAME_, TYPE_, HELP_);                                                      \
-        for (size_t i_ = 0; i_ < n; i_++) {                                                        \
-            const struct report_tier *t = &rt[i_];                                                 \
-            fprintf(F_, "%s{tier=\"%s\"} %" PRIu64 "\n", NAME_, t->cfg->name, (uint64_t)(EXPR_));  \
-        }                                                                                          \
-    } while (0)
-
-char *report_prometheus(struct server *srv, size_t *len)
+static void prom_outcomes(FILE *f, const char *name, const char *tier, const uint64_t *v)
 {
-    struct report_tier rt[TIERS_MAX];
-    size_t n = srv->ntiers;
-    int64_t now = mclock_now_us();
-    for (size_t i = 0; i < n; i++)
-        report_read(srv->tier[i], now, &rt[i]);
+    for (int o = 0; o < OUTCOME_COUNT; o++)
+        fprintf(f, "%s{tier=\"%s\",outcome=\"%s\"} %" PRIu64 "\n", name, tier,
+                metrics_outcome_name((enum metrics_outcome)o), v[o]);
+}
 
+static void prom_statuses(FILE *f, const char *name, const char *tier, const uint64_t *v)
+{
+    for (int s = 0; s < METRICS_STATUS_COUNT; s++) {
+        if (metrics_status_codes[s])
+            fprintf(f, "%s{tier=\"%s\",code=\"%d\"} %" PRIu64 "\n", name, tier,
+                    metrics_status_codes[s], v[s]);
+        else
+            fprintf(f, "%s{tier=\"%s\",code=\"other\"} %" PRIu64 "\n", name, tier, v[s]);
+    }
+}
+
+/* The series of field fd for tier t. */
+static void prom_series(FILE *f, const struct report_field *fd, const struct report_tier *t)
+{
+    const void *p = report_at(t, fd);
+    const char *sep = fd->label ? "," : "", *label = fd->label ? fd->label : "";
+    switch (fd->kind) {
+    case REPORT_HIST:
+        prom_hist(f, fd->prom, t->name, p);
+        return;
+    case REPORT_OUTCOMES:
+        prom_outcomes(f, fd->prom, t->name, p);
+        return;
+    case REPORT_STATUSES:
+        prom_statuses(f, fd->prom, t->name, p);
+        return;
+    case REPORT_STATE:
+        for (int s = BREAKER_CLOSED; s <= BREAKER_HALF_OPEN; s++)
+            fprintf(f, "%s{tier=\"%s\",state=\"%s\"} %d\n", fd->prom, t->name,
+                    breaker_state_name((enum breaker_state)s), (int)report_u64(t, fd) == s);
+        return;
+    case REPORT_RATIO:
+        fprintf(f, "%s{tier=\"%s\"%s%s} %.4f\n", fd->prom, t->name, sep, label, *(const double *)p);
+        return;
+    default:
+        fprintf(f, "%s{tier=\"%s\"%s%s} %" PRIu64 "\n", fd->prom, t->name, sep, label,
+                report_u64(t, fd));
+        return;
+    }
+}
+
+/* The family starting at report_fields[k]: its rows are k..*end-1. */
+static void prom_tier_family(FILE *f, const struct report_snap *s, size_t k, size_t *end)
+{
+    const struct report_field *first = &report_fields[k];
+    size_t e = k + 1;
+    while (e < REPORT_NFIELDS && report_fields[e].prom &&
+           !strcmp(report_fields[e].prom, first->prom))
+        e++;
+    prom_family(f, first->prom, first->type, first->help);
+    for (size_t i = 0; i < s->ntiers; i++)
+        for (size_t r = k; r < e; r++)
+            prom_series(f, &report_fields[r], &s->tier[i]);
+    /* Requests that reached no tier are counted under tier="none". */
+    if (first->kind == REPORT_OUTCOMES)
+        prom_outcomes(f, first->prom, "none", s->proc.untiered_outcomes);
+    if (first->kind == REPORT_STATUSES)
+        prom_statuses(f, first->prom, "none", s->proc.untiered_statuses);
+    *end = e;
+}
+
+static void prom_process(FILE *f, const struct report_process *p)
+{
+    const char *last = NULL;
+    for (size_t k = 0; k < REPORT_NPROC; k++) {
+        const struct report_proc_field *fd = &report_proc_fields[k];
+        if ((fd->needs == REPORT_NEEDS_REDIS && !p->have_redis) ||
+            (fd->needs == REPORT_NEEDS_AUTH && !p->have_auth))
+            continue;
+        if (!last || strcmp(last, fd->prom))
+            prom_family(f, fd->prom, fd->type, fd->help);
+        last = fd->prom;
+        uint64_t v = *(const uint64_t *)(const void *)((const char *)p + fd->offset);
+        if (fd->label)
+            fprintf(f, "%s{%s} %" PRIu64 "\n", fd->prom, fd->label, v);
+        else
+            fprintf(f, "%s %" PRIu64 "\n", fd->prom, v);
+    }
+    prom_family(f, "process_start_time_seconds", "gauge",
+                "Start time of the process since the Unix epoch, in seconds.");
+    fprintf(f, "process_start_time_seconds %.3f\n", (double)p->started_wall_us / 1e6);
+}
+
+char *report_prometheus(const struct report_snap *s, size_t *len)
+{
     char *buf = NULL;
     size_t size = 0;
     FILE *f = open_memstream(&buf, &size);
     if (!f)
         abort();
-
-    prom_family(f, "bulkhead_requests_total", "counter", "Requests finished, by tier and outcome.");
-    for (size_t i = 0; i < n; i++)
-        for (int o = 0; o < OUTCOME_COUNT; o++)
-            fprintf(f, "bulkhead_requests_total{tier=\"%s\",outcome=\"%s\"} %" PRIu64 "\n",
-                    rt[i].cfg->name, metrics_outcome_name((enum metrics_outcome)o),
-                    rt[i].outcomes[o]);
-    for (int o = 0; o < OUTCOME_COUNT; o++)
-        fprintf(f, "bulkhead_requests_total{tier=\"none\",outcome=\"%s\"} %" PRIu64 "\n",
-                metrics_outcome_name((enum metrics_outcome)o),
-                (uint64_t)atomic_load(&srv->m_untiered.outcomes[o]));
-
-    prom_family(f, "bulkhead_responses_total", "counter",
-                "Responses sent, by tier and status code.");
-    for (size_t i = 0; i <= n; i++) {
-        const char *tier = i < n ? rt[i].cfg->name : "none";
-        for (int s = 0; s < METRICS_STATUS_COUNT; s++) {
-            uint64_t v = i < n ? rt[i].statuses[s] : atomic_load(&srv->m_untiered.statuses[s]);
-            if (metrics_status_codes[s])
-                fprintf(f, "bulkhead_responses_total{tier=\"%s\",code=\"%d\"} %" PRIu64 "\n", tier,
-                        metrics_status_codes[s], v);
-            else
-                fprintf(f, "bulkhead_responses_total{tier=\"%s\",code=\"other\"} %" PRIu64 "\n",
-                        tier, v);
+    for (size_t k = 0; k < REPORT_NFIELDS;) {
+        if (!report_fields[k].prom) {
+            k++;
+            continue;
         }
+        prom_tier_family(f, s, k, &k);
     }
-
-    prom_family(f, "bulkhead_request_duration_seconds", "histogram",
-                "Time from request to response, by tier.");
-    for (size_t i = 0; i < n; i++)
-        prom_hist(f, "bulkhead_request_duration_seconds", rt[i].cfg->name, &rt[i].total);
-    prom_family(f, "bulkhead_queue_wait_seconds", "histogram",
-                "Time requests waited for a worker, by tier.");
-    for (size_t i = 0; i < n; i++)
-        prom_hist(f, "bulkhead_queue_wait_seconds", rt[i].cfg->name, &rt[i].queue);
-    prom_family(f, "bulkhead_query_duration_seconds", "histogram",
-                "Time spent in PostgreSQL per request, by tier.");
-    for (size_t i = 0; i < n; i++)
-        prom_hist(f, "bulkhead_query_duration_seconds", rt[i].cfg->name, &rt[i].query);
-
-    PROM_PER_TIER(f, "bulkhead_workers", "gauge", "Worker threads of the tier.", t->wp.threads);
-    PROM_PER_TIER(f, "bulkhead_workers_busy", "gauge", "Worker threads running a request.",
-                  t->wp.busy);
-    PROM_PER_TIER(f, "bulkhead_queue_depth", "gauge", "Requests waiting for a worker.",
-                  t->wp.queued);
-    PROM_PER_TIER(f, "bulkhead_queue_limit", "gauge", "Requests that may wait for a worker.",
-                  t->wp.queue_max);
-    PROM_PER_TIER(f, "bulkhead_db_connections_active", "gauge",
-                  "PostgreSQL connections held by workers.", t->db.active);
-    PROM_PER_TIER(f, "bulkhead_db_connections_idle", "gauge", "PostgreSQL connections idle.",
-                  t->db.idle);
-    PROM_PER_TIER(f, "bulkhead_db_connections_pending", "gauge",
-                  "Workers waiting for a PostgreSQL connection.", t->db.pending);
-    PROM_PER_TIER(f, "bulkhead_db_connections_max", "gauge",
-                  "PostgreSQL connections allowed for the tier.", t->db.max);
-    PROM_PER_TIER(f, "bulkhead_db_acquire_timeouts_total", "counter",
-                  "Requests that found no free connection in time.", t->db.timeouts);
-    PROM_PER_TIER(f, "bulkhead_db_connect_failures_total", "counter",
-                  "Failed attempts to open a PostgreSQL connection.", t->db.connect_failures);
-    PROM_PER_TIER(f, "bulkhead_db_connections_broken_total", "counter",
-                  "Connections closed because they broke.", t->db.closed_broken);
-
-    prom_family(f, "bulkhead_breaker_state", "gauge",
-                "Circuit breaker state: 1 for the current state, 0 for the others.");
-    for (size_t i = 0; i < n; i++)
-        for (int s = BREAKER_CLOSED; s <= BREAKER_HALF_OPEN; s++)
-            fprintf(f, "bulkhead_breaker_state{tier=\"%s\",state=\"%s\"} %d\n", rt[i].cfg->name,
-                    breaker_state_name((enum breaker_state)s), (int)rt[i].br.state == s);
-    prom_family(f, "bulkhead_breaker_calls_total", "counter",
-                "Calls seen by the circuit breaker, by result.");
-    for (size_t i = 0; i < n; i++) {
-        const char *tn = rt[i].cfg->name;
-        fprintf(f, "bulkhead_breaker_calls_total{tier=\"%s\",result=\"success\"} %" PRIu64 "\n", tn,
-                rt[i].br.successes);
-        fprintf(f, "bulkhead_breaker_calls_total{tier=\"%s\",result=\"failure\"} %" PRIu64 "\n", tn,
-                rt[i].br.failures);
-        fprintf(f, "bulkhead_breaker_calls_total{tier=\"%s\",result=\"timeout\"} %" PRIu64 "\n", tn,
-                rt[i].br.timeouts);
-        fprintf(f, "bulkhead_breaker_calls_total{tier=\"%s\",result=\"rejected\"} %" PRIu64 "\n",
-                tn, rt[i].br.rejections);
-    }
-    prom_family(f, "bulkhead_breaker_failure_ratio", "gauge",
-                "Failures and timeouts over calls in the breaker's rolling window.");
-    for (size_t i = 0; i < n; i++)
-        fprintf(f, "bulkhead_breaker_failure_ratio{tier=\"%s\"} %.4f\n", rt[i].cfg->name,
-                rt[i].br.failure_rate);
-    PROM_PER_TIER(f, "bulkhead_breaker_opened_total", "counter", "Times the breaker opened.",
-                  t->br.opened);
-
-    prom_family(f, "bulkhead_ratelimit_decisions_total", "counter",
-                "Rate-limit decisions, by result.");
-    for (size_t i = 0; i < n; i++) {
-        fprintf(f,
-                "bulkhead_ratelimit_decisions_total{tier=\"%s\",result=\"allowed\"} %" PRIu64 "\n",
-                rt[i].cfg->name, rt[i].rl.allowed);
-        fprintf(f,
-                "bulkhead_ratelimit_decisions_total{tier=\"%s\",result=\"rejected\"} %" PRIu64 "\n",
-                rt[i].cfg->name, rt[i].rl.rejected);
-    }
-    PROM_PER_TIER(f, "bulkhead_ratelimit_keys", "gauge",
-                  "Tenants tracked by the in-memory rate limiter.", t->rl.keys);
-    PROM_PER_TIER(f, "bulkhead_ratelimit_overflow_total", "counter",
-                  "Decisions made on the shared overflow bucket (key table full).", t->rl.overflow);
-    PROM_PER_TIER(f, "bulkhead_tenants_active", "gauge", "Tenants with recent work in the tier.",
-                  t->wp.tenants);
-    PROM_PER_TIER(f, "bulkhead_tenant_share_rejections_total", "counter",
-                  "Requests refused because the tenant's share of the queue was full.",
-                  t->wp.rejected_tenant);
-
-    if (srv->redis) {
-        struct rlredis_stats rs;
-        rlredis_stats(srv->redis, &rs);
-        prom_family(f, "bulkhead_ratelimit_backend_up", "gauge",
-                    "1 when the shared Redis rate-limit backend answers (absent in memory mode).");
-        fprintf(f, "bulkhead_ratelimit_backend_up %d\n", rs.up);
-        prom_family(f, "bulkhead_ratelimit_backend_errors_total", "counter",
-                    "Failed calls to the Redis rate-limit backend.");
-        fprintf(f, "bulkhead_ratelimit_backend_errors_total %" PRIu64 "\n", rs.errors);
-        prom_family(f, "bulkhead_ratelimit_backend_fallbacks_total", "counter",
-                    "Decisions made in memory because Redis was unavailable.");
-        fprintf(f, "bulkhead_ratelimit_backend_fallbacks_total %" PRIu64 "\n", rs.fallbacks);
-    }
-    if (srv->auth) {
-        struct auth_stats as;
-        auth_stats(srv->auth, &as);
-        prom_family(f, "bulkhead_auth_keys", "gauge", "Live API keys known to the server.");
-        fprintf(f, "bulkhead_auth_keys %zu\n", as.keys);
-        prom_family(f, "bulkhead_auth_decisions_total", "counter", "API-key checks, by result.");
-        fprintf(f, "bulkhead_auth_decisions_total{result=\"accepted\"} %" PRIu64 "\n", as.accepted);
-        fprintf(f, "bulkhead_auth_decisions_total{result=\"rejected\"} %" PRIu64 "\n", as.rejected);
-    }
-
-    prom_family(f, "bulkhead_database_up", "gauge", "1 when the health probe reaches PostgreSQL.");
-    fprintf(f, "bulkhead_database_up %d\n", health_ok(srv->health));
-    prom_family(f, "bulkhead_requests_in_flight", "gauge", "Requests received and not finished.");
-    fprintf(f, "bulkhead_requests_in_flight %d\n", atomic_load(&srv->in_flight));
-    prom_family(f, "process_start_time_seconds", "gauge",
-                "Start time of the process since the Unix epoch, in seconds.");
-    fprintf(f, "process_start_time_seconds %.3f\n", (double)srv->started_wall_us / 1e6);
-
+    prom_process(f, &s->proc);
     fclose(f);
     *len = size;
     return buf;

@@ -1,21 +1,114 @@
 /*
- * report: the live state of every compartment, as JSON (/metrics/bulkheads, keyed by tier with
- * the seed's field names) and in the Prometheus text exposition format 0.0.4 (/metrics).
+ * report: one snapshot of every compartment, rendered three ways: /metrics/bulkheads (JSON
+ * keyed by tier, with the seed's camelCase keys), /metrics (the Prometheus text exposition
+ * format 0.0.4) and the dashboard's per-second samples (history.c).
  *
- * Both read the same sources (workpool, dbpool, ratelimit, breaker, metrics) without stopping
- * the request path: counters are atomics, pools and breakers are read under their own mutex.
+ * report_read takes the snapshot: each source (pools, breaker, limiter, counters, health,
+ * Redis, API keys) is read once, under its own lock or with atomics, without stopping the
+ * request path. The renderers only format it, by walking one field list (report_fields in
+ * report.c): a row says where a tier's value sits in the snapshot, its JSON section and key,
+ * its Prometheus name, label, type and help, and whether the dashboard samples it. A new tier
+ * metric is one row there.
  */
 #ifndef BULKHEAD_REPORT_H
 #define BULKHEAD_REPORT_H
 
+#include "auth.h"
+#include "breaker.h"
+#include "dbpool.h"
+#include "metrics.h"
+#include "ratelimit.h"
+#include "rlredis.h"
+#include "tiers.h"
+#include "workpool.h"
+
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
-struct server;
+#define REPORT_TOP_TENANTS 5 /* busiest tenants listed per tier */
+#define REPORT_SAMPLED_MAX 16
 
-/* malloc'd JSON text; the caller frees it. */
-char *report_bulkheads_json(struct server *srv);
+struct tierset;
+struct health;
 
-/* malloc'd exposition text of *len bytes; the caller frees it. */
-char *report_prometheus(struct server *srv, size_t *len);
+/* Where the numbers come from. Set up by the server (or a test) and read-only while in use;
+ * the optional sources are NULL when absent. */
+struct report_sources {
+    struct tierset *tiers;               /* every tier's parts and counters */
+    const struct metrics_tier *untiered; /* requests that reached no tier (404, bad tier) */
+    struct health *health;               /* NULL: reported as healthy, no probe */
+    struct rlredis *redis;               /* NULL unless RATE_LIMIT_BACKEND=redis */
+    struct auth *auth;                   /* NULL unless AUTH_MODE=apikey */
+    const atomic_int *in_flight;         /* requests received and not finished */
+    const atomic_bool *draining;         /* shutdown has begun */
+    int64_t started_wall_us;             /* process start, Unix us */
+    const char *instance_id;             /* random per process */
+};
+
+/* One tier, as read. */
+struct report_tier {
+    const char *name;    /* lives as long as the tier set */
+    struct tier_cfg cfg; /* its settings at the reading */
+    struct workpool_stats wp;
+    struct dbpool_stats db;
+    struct breaker_snapshot br;
+    struct ratelimit_stats rl;
+    /* Derived here once, so every rendering agrees. */
+    uint64_t wp_rejected;                          /* queue full + tenant's share full */
+    int64_t worker_share, conn_share, queue_share; /* per-tenant caps while others wait */
+    int64_t worker_reserve, conn_reserve;          /* slots kept for tenants holding none */
+    const char *rl_backend;                        /* where the tier's limits are decided */
+    uint64_t rl_backend_errors;                    /* Redis calls that failed (limited tiers) */
+    struct workpool_tenant_load top[REPORT_TOP_TENANTS]; /* busiest tenants */
+    size_t top_conns[REPORT_TOP_TENANTS];                /* connections each of them holds */
+    size_t ntop;
+    uint64_t outcomes[OUTCOME_COUNT];
+    uint64_t statuses[METRICS_STATUS_COUNT];
+    struct metrics_hist_snap total, queue, query; /* latency, queue wait, query time */
+};
+
+/* The process, as read. */
+struct report_process {
+    int64_t now_wall_us, started_wall_us;
+    const char *instance_id;
+    bool healthy;
+    char reason[256];    /* why not healthy ("" when healthy) */
+    int64_t db_probe_us; /* last health probe's round trip */
+    uint64_t db_up, in_flight, draining;
+    bool have_redis, have_auth;
+    uint64_t redis_up, redis_errors, redis_fallbacks;
+    uint64_t auth_keys, auth_accepted, auth_rejected;
+    uint64_t untiered_outcomes[OUTCOME_COUNT];
+    uint64_t untiered_statuses[METRICS_STATUS_COUNT];
+};
+
+struct report_snap {
+    struct report_process proc;
+    size_t ntiers;
+    struct report_tier tier[TIERS_MAX];
+};
+
+/* Any thread: read everything (report_read) or only the process (report_read_process). */
+void report_read(const struct report_sources *src, struct report_snap *out);
+void report_read_process(const struct report_sources *src, struct report_process *out);
+
+/* /metrics/bulkheads: malloc'd JSON text; the caller frees it. */
+char *report_json(const struct report_snap *s);
+
+/* /metrics: malloc'd exposition text of *len bytes; the caller frees it. */
+char *report_prometheus(const struct report_snap *s, size_t *len);
+
+/*
+ * The dashboard's samples: the fields the table marks as sampled, as plain numbers, so a ring
+ * of samples stays small. report_sample fills report_sampled_count() values from a tier;
+ * report_sample_json renders them under the same sections and keys as /metrics/bulkheads, plus
+ * the flat keys the samples carried before (deprecated, kept for existing readers).
+ */
+size_t report_sampled_count(void);
+void report_sample(const struct report_tier *t, uint64_t *out);
+void report_sample_json(const uint64_t *v, json_t *into);
 
 #endif

@@ -5,7 +5,7 @@
 #include "request.h"
 #include "log.h"
 #include "mclock.h"
-#include "server.h"
+#include "tierset.h"
 #include "xalloc.h"
 
 #include <arpa/inet.h>
@@ -32,11 +32,11 @@ static bool request_id_valid(const char *s)
     return n > 0;
 }
 
-struct request *request_new(struct server *srv, struct MHD_Connection *conn, const char *url,
-                            const char *method)
+struct request *request_new(const struct request_hooks *hooks, struct MHD_Connection *conn,
+                            const char *url, const char *method)
 {
     struct request *r = xcalloc(1, sizeof(*r));
-    r->srv = srv;
+    r->hooks = hooks;
     r->conn = conn;
     r->url = url;
     r->method_name = method;
@@ -58,9 +58,9 @@ struct request *request_new(struct server *srv, struct MHD_Connection *conn, con
         snprintf(r->request_id, sizeof(r->request_id), "%s", rid);
     } else {
         uint64_t n = atomic_fetch_add_explicit(&request_seq, 1, memory_order_relaxed);
-        snprintf(r->request_id, sizeof(r->request_id), "%s-%" PRIx64, srv->instance_id, n);
+        snprintf(r->request_id, sizeof(r->request_id), "%s-%" PRIx64, hooks->instance_id, n);
     }
-    atomic_fetch_add_explicit(&srv->in_flight, 1, memory_order_relaxed);
+    hooks->begin(hooks->ctx);
     return r;
 }
 
@@ -188,7 +188,8 @@ int64_t request_retry_seconds(int64_t us)
  * fields after it.
  */
 void request_reply_error(struct request *r, unsigned status, enum metrics_outcome outcome,
-                         const char *code, const char *message, int64_t retry_after_s)
+                         const char *code, const char *message, const char *members,
+                         int64_t retry_after_s)
 {
     char body[2048], num[24];
     size_t len = 0;
@@ -196,7 +197,15 @@ void request_reply_error(struct request *r, unsigned status, enum metrics_outcom
     log_json_escape(body, 128, &len, code, SIZE_MAX);
     request_put(body, sizeof(body), &len, "\",\"message\":\"");
     log_json_escape(body, sizeof(body) - 160, &len, message, SIZE_MAX);
-    request_put(body, sizeof(body), &len, "\",\"request_id\":\"");
+    request_put(body, sizeof(body), &len, "\"");
+    if (members) {
+        /* Cut whole only: a member cut short would not be JSON. */
+        if (len + strlen(members) + 2 < sizeof(body) - 160) {
+            request_put(body, sizeof(body), &len, ",");
+            request_put(body, sizeof(body), &len, members);
+        }
+    }
+    request_put(body, sizeof(body), &len, ",\"request_id\":\"");
     log_json_escape(body, sizeof(body) - 48, &len, r->request_id, SIZE_MAX);
     request_put(body, sizeof(body), &len, "\"");
     if (retry_after_s > 0) {
@@ -241,19 +250,18 @@ enum MHD_Result request_send(struct request *r)
 
 void request_finish(struct request *r, enum MHD_RequestTerminationCode toe)
 {
-    struct server *srv = r->srv;
+    const struct request_hooks *hooks = r->hooks;
     int64_t total = mclock_now_us() - r->t_start_us;
     if (r->state != REQUEST_SENT && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
         /* The client left before a reply was sent. */
         r->status = 499;
         r->outcome = OUTCOME_CLIENT_ERROR;
     }
-    struct metrics_tier *m = r->tier ? &r->tier->m : &srv->m_untiered;
-    metrics_observe(m, r->outcome, (int)r->status, total, r->queue_us, r->query_us);
+    hooks->done(hooks->ctx, r, total);
     if (log_access_enabled()) {
         struct log_access a = {
             .request_id = r->request_id,
-            .tier = r->tier ? tier_cfg(r->tier)->name : NULL,
+            .tier = r->tier ? r->tier->name : NULL,
             .tenant = r->tenant_label,
             .method = r->method_name,
             .path = r->url,
@@ -270,5 +278,5 @@ void request_finish(struct request *r, enum MHD_RequestTerminationCode toe)
     free(r->body);
     free(r->args.payload);
     free(r);
-    server_request_done(srv);
+    hooks->freed(hooks->ctx);
 }

@@ -9,7 +9,13 @@
  *     the request handed to the tier's queue); the worker fills the reply and calls
  *     request_resume, after which it must not touch the request again.
  * Between request_defer and request_resume only the worker (or the janitor, dropping it from
- * the queue) touches the request; libmicrohttpd does not, since the connection is suspended.
+ * the queue) touches the request. The HTTP thread learns that it handed the request on from
+ * its dispatch callback, never by reading the request; the one exception is `state`, an atomic
+ * it may load when libmicrohttpd calls it spuriously for a suspended connection.
+ *
+ * DESIGN: a request is one thread's at a time (above); the hand-offs are request_defer plus
+ * the queue's mutex one way, and request_resume (state stored after the reply) plus
+ * libmicrohttpd's resume the other. The hooks run on the HTTP thread.
  */
 #ifndef BULKHEAD_REQUEST_H
 #define BULKHEAD_REQUEST_H
@@ -20,12 +26,25 @@
 #include "ratelimit.h"
 
 #include <microhttpd.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-struct server;
 struct tier_rt;
+struct request;
+
+/* What the owner of the requests (the server) is told about them. Set before the first
+ * request and read-only afterwards; every hook runs on the HTTP thread of the request. */
+struct request_hooks {
+    const char *instance_id;  /* prefixes the request ids made up here */
+    void (*begin)(void *ctx); /* a request was created */
+    /* It ended (status final, 499 if the client left): count it. Runs before its access line
+     * is written, so whoever reads the line can already read the counters. */
+    void (*done)(void *ctx, const struct request *r, int64_t total_us);
+    void (*freed)(void *ctx); /* it is gone: nothing refers to it any more */
+    void *ctx;
+};
 
 enum request_method { METHOD_GET, METHOD_HEAD, METHOD_POST, METHOD_OTHER };
 
@@ -50,12 +69,14 @@ struct request_args {
 };
 
 struct request {
-    struct server *srv;          /* not owned */
-    struct MHD_Connection *conn; /* not owned; valid until the completion callback */
-    const char *url;             /* libmicrohttpd's copy, valid for the request's life */
+    const struct request_hooks *hooks; /* not owned */
+    struct MHD_Connection *conn;       /* not owned; valid until the completion callback */
+    const char *url;                   /* libmicrohttpd's copy, valid for the request's life */
     enum request_method method;
     const char *method_name;
-    enum request_state state;
+    /* Atomic: the worker's request_resume stores READY (after the reply, so a thread that
+     * loads READY sees the reply) while the HTTP thread may look at it in a spurious call. */
+    _Atomic(enum request_state) state;
     struct fairq_item item; /* the tier queue's link (no allocation to enqueue) */
 
     char request_id[REQUEST_ID_MAX + 1];
@@ -69,6 +90,7 @@ struct request {
     bool body_too_large; /* more than HTTP_MAX_BODY_BYTES arrived */
 
     enum breaker_permit permit; /* held from breaker_acquire until recorded or released */
+    int64_t retry_after_us;     /* a refusal's Retry-After, set by the limiter or breaker */
     bool rl_applied;            /* the tier is rate-limited: send RateLimit-* headers */
     struct ratelimit_result rl; /* the verdict behind those headers */
 
@@ -83,8 +105,8 @@ struct request {
 };
 
 /* HTTP thread: a new request on conn. */
-struct request *request_new(struct server *srv, struct MHD_Connection *conn, const char *url,
-                            const char *method);
+struct request *request_new(const struct request_hooks *hooks, struct MHD_Connection *conn,
+                            const char *url, const char *method);
 
 /* Append body bytes; false once the body passed max (the bytes are dropped). */
 bool request_body_append(struct request *r, const char *data, size_t len, size_t max);
@@ -104,9 +126,12 @@ void request_reply_static(struct request *r, unsigned status, enum metrics_outco
 /* Reply with a body owned by cls: free_cb(cls) runs when libmicrohttpd is done with it. */
 void request_reply_owned(struct request *r, unsigned status, enum metrics_outcome outcome,
                          const char *body, size_t len, void (*free_cb)(void *), void *cls);
-/* {"error": code, "message": msg, "request_id": ...}; retry_after_s > 0 adds Retry-After. */
+/* {"error": code, "message": msg[, members], "request_id": ...}; retry_after_s > 0 adds
+ * Retry-After. The builder under apierr_reply (use that: it keeps status, outcome and code
+ * in agreement); members are trusted JSON ("\"k\":v,..."), or NULL. */
 void request_reply_error(struct request *r, unsigned status, enum metrics_outcome outcome,
-                         const char *code, const char *message, int64_t retry_after_s);
+                         const char *code, const char *message, const char *members,
+                         int64_t retry_after_s);
 /* Add a header to the reply set by the last request_reply* call. */
 void request_add_header(struct request *r, const char *name, const char *value);
 
@@ -118,7 +143,7 @@ void request_resume(struct request *r);
 /* HTTP thread: queue the reply (called by the http module). */
 enum MHD_Result request_send(struct request *r);
 
-/* HTTP thread, from the completion callback: log, count and free. */
+/* HTTP thread, from the completion callback: count (hooks->done), log, free (hooks->freed). */
 void request_finish(struct request *r, enum MHD_RequestTerminationCode toe);
 
 /* Whole seconds for Retry-After: at least 1, rounded up. */

@@ -7,6 +7,7 @@
  */
 #include "server.h"
 #include "api.h"
+#include "apiwork.h"
 #include "auth.h"
 #include "breaker.h"
 #include "dbpool.h"
@@ -18,6 +19,7 @@
 #include "mclock.h"
 #include "ratelimit.h"
 #include "rlredis.h"
+#include "tierset.h"
 #include "workpool.h"
 #include "xalloc.h"
 
@@ -30,51 +32,21 @@
 #include <string.h>
 #include <sys/random.h>
 
-static struct breaker_cfg server_breaker_cfg(const struct tier_cfg *c)
-{
-    struct breaker_cfg b = {.error_pct = c->breaker_error_pct,
-                            .reset_ms = c->breaker_reset_ms,
-                            .window_ms = c->breaker_window_ms,
-                            .buckets = c->breaker_buckets,
-                            .min_calls = c->breaker_min_calls,
-                            .trial_calls = c->breaker_trial_calls};
-    return b;
-}
-
-static struct workpool_limits server_pool_limits(const struct tier_cfg *c)
-{
-    struct workpool_limits l = {.threads = (size_t)c->workers,
-                                .queue_max = (size_t)c->queue_max,
-                                .tenant_queue_max = (size_t)tiers_tenant_queue_cap(c),
-                                .share = tiers_worker_policy(c),
-                                .linger_us = c->tenant_linger_ms * 1000,
-                                .brief_us = c->brief_request_ms * 1000};
-    return l;
-}
-
 static bool server_others_active(const void *ctx)
 {
     return workpool_others_active(ctx);
 }
 
-static int server_tier_start(struct server *srv, size_t index, const struct tier_cfg *src)
+/* Create tier t's parts from its first settings c. */
+static int server_tier_start(struct server *srv, struct tier_rt *t, const struct tier_cfg *c)
 {
-    struct tier_rt *t = xcalloc(1, sizeof(*t));
-    srv->tier[index] = t;
-    t->index = index;
-    struct tier_cfg *c = xmalloc(sizeof(*c));
-    *c = *src;
-    atomic_store(&t->cfg, c);
-    metrics_init(&t->m);
-    snprintf(t->appname, sizeof(t->appname), "bulkhead-%s", c->name);
-
-    struct breaker_cfg bc = server_breaker_cfg(c);
+    struct breaker_cfg bc = tierset_breaker_cfg(c);
     t->breaker = breaker_create(c->name, &bc);
     t->rl = ratelimit_create(c->rate_limit, c->rate_window_s, (size_t)srv->cfg.rl_max_keys);
 
-    struct workpool_ops ops = api_workpool_ops_template;
-    ops.ctx = srv;
-    struct workpool_limits lim = server_pool_limits(c);
+    struct workpool_ops ops = apiwork_ops_template;
+    ops.ctx = &srv->api;
+    struct workpool_limits lim = tierset_pool_limits(c);
     int rc = workpool_create(c->name, &lim, &ops, &t->pool);
     if (rc) {
         log_error("tier_start", "tier %s: cannot start %" PRId64 " worker threads: %s", c->name,
@@ -87,31 +59,29 @@ static int server_tier_start(struct server *srv, size_t index, const struct tier
                  /* Server-side backstop a little past the call timeout: a statement whose
                   * cancel got lost still ends. */
                  .statement_timeout_ms = c->breaker_timeout_ms + 1000,
-                 .setup_sql = api_session_sql,
-                 .stmts = api_statements,
-                 .nstmts = api_statement_count},
+                 .setup_sql = apiwork_session_sql,
+                 .stmts = apiwork_statements,
+                 .nstmts = apiwork_statement_count},
         .max = (size_t)c->db_max,
         .share = tiers_conn_policy(c),
         .others_active = server_others_active,
         .brief = workpool_tenant_brief,
         .others_ctx = t->pool,
     };
-    rc = dbpool_create(&po, &t->db);
-    if (rc)
-        return rc;
-    return 0;
+    return dbpool_create(&po, &t->db);
 }
 
+/* Free tier t's parts (any of them may be missing after a failed start). */
 static void server_tier_free(struct tier_rt *t)
 {
-    if (!t)
-        return;
     workpool_destroy(t->pool);
     dbpool_destroy(t->db);
     ratelimit_destroy(t->rl);
     breaker_destroy(t->breaker);
-    free((void *)tier_cfg(t));
-    free(t);
+    t->pool = NULL;
+    t->db = NULL;
+    t->rl = NULL;
+    t->breaker = NULL;
 }
 
 /* Warn when this instance's pools could need more connections than the database allows. */
@@ -120,8 +90,9 @@ static void server_check_budget(struct server *srv)
     int64_t need = 1; /* the health probe */
     if (srv->cfg.auth_mode == CONFIG_AUTH_APIKEY)
         need++;
-    for (size_t i = 0; i < srv->ntiers; i++)
-        need += tier_cfg(srv->tier[i])->db_max;
+    const struct tier_table *tiers = tierset_snapshot(srv->tiers);
+    for (size_t i = 0; i < tiers->count; i++)
+        need += tiers->tiers[i].db_max;
     const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
     const char *vals[] = {srv->cfg.database_url, "bulkhead-startup", "5", NULL};
     PGconn *pg = PQconnectdbParams(keys, vals, 1);
@@ -156,8 +127,9 @@ static void server_check_budget(struct server *srv)
 
 static void server_log_config(struct server *srv)
 {
-    for (size_t i = 0; i < srv->ntiers; i++) {
-        const struct tier_cfg *c = tier_cfg(srv->tier[i]);
+    const struct tier_table *tiers = tierset_snapshot(srv->tiers);
+    for (size_t i = 0; i < tiers->count; i++) {
+        const struct tier_cfg *c = &tiers->tiers[i];
         char rate[48];
         if (c->rate_limit > 0)
             snprintf(rate, sizeof(rate), "%" PRId64 "/%" PRId64 "s", c->rate_limit,
@@ -174,49 +146,197 @@ static void server_log_config(struct server *srv)
     }
     log_info("config", "auth %s, rate-limit backend %s, %zu tiers",
              srv->cfg.auth_mode == CONFIG_AUTH_APIKEY ? "apikey" : "header",
-             srv->cfg.rl_backend == CONFIG_BACKEND_REDIS ? "redis" : "memory", srv->ntiers);
+             srv->cfg.rl_backend == CONFIG_BACKEND_REDIS ? "redis" : "memory", tiers->count);
+}
+
+/* Stop every tier's workers, then its pool (shutdown, or a failed start). */
+static void server_stop_tiers(struct server *srv)
+{
+    size_t n = srv->tiers ? tierset_count(srv->tiers) : 0;
+    for (size_t i = 0; i < n; i++)
+        if (tierset_tier(srv->tiers, i)->pool)
+            workpool_stop(tierset_tier(srv->tiers, i)->pool);
+    for (size_t i = 0; i < n; i++)
+        if (tierset_tier(srv->tiers, i)->db)
+            dbpool_stop(tierset_tier(srv->tiers, i)->db);
 }
 
 /* Free whatever server_start created, in reverse order; safe on a partial start. */
 static void server_teardown(struct server *srv)
 {
-    for (size_t i = 0; i < srv->ntiers; i++)
-        if (srv->tier[i] && srv->tier[i]->pool)
-            workpool_stop(srv->tier[i]->pool);
-    for (size_t i = 0; i < srv->ntiers; i++)
-        if (srv->tier[i] && srv->tier[i]->db)
-            dbpool_stop(srv->tier[i]->db);
+    server_stop_tiers(srv);
     http_stop(srv->http);
     janitor_stop(srv->janitor);
     history_destroy(srv->history);
+    free(srv->sample);
     auth_stop(srv->auth);
     rlredis_destroy(srv->redis);
     health_stop(srv->health);
-    for (size_t i = 0; i < srv->ntiers; i++)
-        server_tier_free(srv->tier[i]);
-    while (srv->old_cfgs) {
-        struct server_cfg_old *o = srv->old_cfgs;
-        srv->old_cfgs = o->next;
-        free(o->cfg);
-        free(o);
-    }
+    for (size_t i = 0; srv->tiers && i < tierset_count(srv->tiers); i++)
+        server_tier_free(tierset_tier(srv->tiers, i));
+    tierset_destroy(srv->tiers);
     pthread_cond_destroy(&srv->drained);
     pthread_mutex_destroy(&srv->drain_mutex);
     config_free(&srv->cfg);
+    srv->tiers = NULL;
     srv->http = NULL;
     srv->janitor = NULL;
     srv->history = NULL;
+    srv->sample = NULL;
     srv->auth = NULL;
     srv->redis = NULL;
     srv->health = NULL;
-    srv->ntiers = 0;
+}
+
+/* ---- request hooks (HTTP threads) -------------------------------------------------------- */
+
+static void server_request_begin(void *ctx)
+{
+    struct server *srv = ctx;
+    atomic_fetch_add_explicit(&srv->in_flight, 1, memory_order_relaxed);
+}
+
+static void server_request_done(void *ctx, const struct request *r, int64_t total_us)
+{
+    struct server *srv = ctx;
+    struct metrics_tier *m = r->tier ? &r->tier->m : &srv->m_untiered;
+    metrics_observe(m, r->outcome, (int)r->status, total_us, r->queue_us, r->query_us);
+}
+
+/* The last one out wakes a shutdown waiting for it. */
+static void server_request_freed(void *ctx)
+{
+    struct server *srv = ctx;
+    int left = atomic_fetch_sub_explicit(&srv->in_flight, 1, memory_order_acq_rel) - 1;
+    if (left == 0 && atomic_load_explicit(&srv->draining, memory_order_acquire)) {
+        pthread_mutex_lock(&srv->drain_mutex);
+        pthread_cond_broadcast(&srv->drained);
+        pthread_mutex_unlock(&srv->drain_mutex);
+    }
+}
+
+static bool server_dispatch(void *ctx, struct request *r)
+{
+    return api_dispatch(ctx, r);
+}
+
+/* ---- janitor chores ---------------------------------------------------------------------- */
+
+#define SERVER_QUEUE_CHECK_US 50000   /* queue timeouts are answered within this */
+#define SERVER_SWEEP_US       5000000 /* expired rate-limit keys are dropped this often */
+
+/* Answer requests that waited past their tier's queue timeout; let connection waiters
+ * re-check their tenant's share (the set of active tenants may have changed). */
+static void server_chore_queues(void *ctx, int64_t now)
+{
+    struct server *srv = ctx;
+    for (size_t i = 0; i < tierset_count(srv->tiers); i++) {
+        struct tier_rt *t = tierset_tier(srv->tiers, i);
+        workpool_expire(t->pool, now - tierset_cfg(t)->queue_timeout_ms * 1000, now);
+        dbpool_kick(t->db);
+    }
+}
+
+static void server_chore_sample(void *ctx, int64_t now)
+{
+    (void)now;
+    struct server *srv = ctx;
+    report_read(&srv->sources, srv->sample);
+    history_record(srv->history, srv->sample);
+}
+
+static void server_chore_sweep(void *ctx, int64_t now)
+{
+    struct server *srv = ctx;
+    for (size_t i = 0; i < tierset_count(srv->tiers); i++)
+        ratelimit_sweep(tierset_tier(srv->tiers, i)->rl, now);
+}
+
+/* ---- start ------------------------------------------------------------------------------- */
+
+/* What every module is handed; filled before any thread that uses it starts. */
+static void server_wire(struct server *srv)
+{
+    srv->hooks = (struct request_hooks){.instance_id = srv->instance_id,
+                                        .begin = server_request_begin,
+                                        .done = server_request_done,
+                                        .freed = server_request_freed,
+                                        .ctx = srv};
+    srv->sources = (struct report_sources){.tiers = srv->tiers,
+                                           .untiered = &srv->m_untiered,
+                                           .health = srv->health,
+                                           .redis = srv->redis,
+                                           .auth = srv->auth,
+                                           .in_flight = &srv->in_flight,
+                                           .draining = &srv->draining,
+                                           .started_wall_us = srv->started_wall_us,
+                                           .instance_id = srv->instance_id};
+    srv->api = (struct api_deps){.tiers = srv->tiers,
+                                 .metrics = &srv->sources,
+                                 .history = srv->history,
+                                 .health = srv->health,
+                                 .auth = srv->auth,
+                                 .redis = srv->redis,
+                                 .proxies = srv->proxies,
+                                 .nproxies = srv->nproxies,
+                                 .retry_reads = srv->cfg.retry_reads,
+                                 .admin_token = srv->cfg.admin_token};
+}
+
+/* The tier set and every tier's parts. */
+static int server_start_tiers(struct server *srv, const struct tier_table *tiers)
+{
+    int rc = tierset_create(tiers, &srv->tiers);
+    for (size_t i = 0; rc == 0 && i < tiers->count; i++)
+        rc = server_tier_start(srv, tierset_tier(srv->tiers, i), &tiers->tiers[i]);
+    return rc;
+}
+
+/* API keys and the Redis limiter, when configured. */
+static int server_start_backends(struct server *srv)
+{
+    char err[300];
+    int rc = 0;
+    if (srv->cfg.auth_mode == CONFIG_AUTH_APIKEY) {
+        rc = auth_start(srv->cfg.database_url, srv->cfg.auth_cache_ttl, &srv->auth, err,
+                        sizeof(err));
+        if (rc) {
+            log_error("auth_start", "%s", err);
+            return rc;
+        }
+    }
+    if (srv->cfg.rl_backend == CONFIG_BACKEND_REDIS) {
+        rc = rlredis_create(srv->cfg.redis_url, srv->cfg.redis_timeout, &srv->redis, err,
+                            sizeof(err));
+        if (rc)
+            log_error("config", "%s", err);
+    }
+    return rc;
+}
+
+/* The threads that use everything else: janitor, then the HTTP listener. */
+static int server_start_threads(struct server *srv)
+{
+    const struct janitor_chore chores[] = {
+        {SERVER_QUEUE_CHECK_US, server_chore_queues, srv},
+        {HISTORY_INTERVAL_MS * 1000, server_chore_sample, srv},
+        {SERVER_SWEEP_US, server_chore_sweep, srv},
+    };
+    int rc = janitor_start(chores, sizeof(chores) / sizeof(chores[0]), &srv->janitor);
+    if (rc)
+        return rc;
+    const struct http_opts ho = {.cfg = &srv->cfg,
+                                 .hooks = &srv->hooks,
+                                 .draining = &srv->draining,
+                                 .dispatch = server_dispatch,
+                                 .ctx = &srv->api};
+    return http_start(&ho, &srv->http);
 }
 
 int server_start(struct server *srv, const struct config *cfg, const struct tier_table *tiers)
 {
     memset(srv, 0, sizeof(*srv));
     srv->cfg = *cfg; /* takes ownership of cfg's strings */
-    srv->tiers = *tiers;
     srv->started_wall_us = mclock_wall_us();
     metrics_init(&srv->m_untiered);
     pthread_mutex_init(&srv->drain_mutex, NULL);
@@ -236,37 +356,18 @@ int server_start(struct server *srv, const struct config *cfg, const struct tier
     rc = health_start(srv->cfg.database_url, srv->cfg.health_interval, &srv->health);
     if (rc)
         goto fail;
-    srv->ntiers = tiers->count;
-    for (size_t i = 0; i < tiers->count; i++) {
-        rc = server_tier_start(srv, i, &tiers->tiers[i]);
-        if (rc)
-            goto fail;
-    }
-    server_log_config(srv);
-    server_check_budget(srv);
-
-    char err[300];
-    if (srv->cfg.auth_mode == CONFIG_AUTH_APIKEY) {
-        rc = auth_start(srv->cfg.database_url, srv->cfg.auth_cache_ttl, &srv->auth, err,
-                        sizeof(err));
-        if (rc) {
-            log_error("auth_start", "%s", err);
-            goto fail;
-        }
-    }
-    if (srv->cfg.rl_backend == CONFIG_BACKEND_REDIS) {
-        rc = rlredis_create(srv->cfg.redis_url, srv->cfg.redis_timeout, &srv->redis, err,
-                            sizeof(err));
-        if (rc) {
-            log_error("config", "%s", err);
-            goto fail;
-        }
-    }
-    srv->history = history_create(srv);
-    rc = janitor_start(srv, &srv->janitor);
+    rc = server_start_tiers(srv, tiers);
     if (rc)
         goto fail;
-    rc = http_start(srv, &srv->http);
+    server_log_config(srv);
+    server_check_budget(srv);
+    rc = server_start_backends(srv);
+    if (rc)
+        goto fail;
+    srv->history = history_create(srv->tiers);
+    srv->sample = xmalloc(sizeof(*srv->sample));
+    server_wire(srv);
+    rc = server_start_threads(srv);
     if (rc)
         goto fail;
     return 0;
@@ -275,22 +376,20 @@ fail:
     return rc;
 }
 
-struct tier_rt *server_tier(struct server *srv, const char *name)
-{
-    for (size_t i = 0; i < srv->ntiers; i++)
-        if (!strcmp(tier_cfg(srv->tier[i])->name, name))
-            return srv->tier[i];
-    return NULL;
-}
+/* ---- reload (main thread) ------------------------------------------------------------------ */
 
-void server_request_done(struct server *srv)
+/* Hand tier t's new settings c to its parts (they change live). */
+static void server_tier_apply(struct tier_rt *t, const struct tier_cfg *old,
+                              const struct tier_cfg *c)
 {
-    int left = atomic_fetch_sub_explicit(&srv->in_flight, 1, memory_order_acq_rel) - 1;
-    if (left == 0 && atomic_load_explicit(&srv->draining, memory_order_acquire)) {
-        pthread_mutex_lock(&srv->drain_mutex);
-        pthread_cond_broadcast(&srv->drained);
-        pthread_mutex_unlock(&srv->drain_mutex);
-    }
+    struct workpool_limits lim = tierset_pool_limits(c);
+    if (workpool_set_limits(t->pool, &lim))
+        log_error("reload", "tier %s: could not start every new worker thread", c->name);
+    dbpool_set_limits(t->db, (size_t)c->db_max, tiers_conn_policy(c));
+    ratelimit_set(t->rl, c->rate_limit, c->rate_window_s);
+    struct breaker_cfg ob = tierset_breaker_cfg(old), nb = tierset_breaker_cfg(c);
+    if (memcmp(&ob, &nb, sizeof(ob)) != 0)
+        breaker_configure(t->breaker, &nb);
 }
 
 int server_reload(struct server *srv)
@@ -299,48 +398,20 @@ int server_reload(struct server *srv)
         log_warn("reload", "SIGHUP: no TIERS_FILE set, nothing to reload");
         return -EINVAL;
     }
-    struct tier_table next;
+    struct tier_table loaded, next;
     char err[400];
-    if (tiers_load_file(srv->cfg.tiers_file, &next, err, sizeof(err))) {
+    if (tiers_load_file(srv->cfg.tiers_file, &loaded, err, sizeof(err))) {
         log_error("reload", "SIGHUP: %s; keeping the current settings", err);
         return -EINVAL;
     }
-    if (next.count != srv->ntiers) {
-        log_error("reload", "SIGHUP: tiers cannot be added or removed live (restart for that); "
-                            "keeping the current settings");
+    if (tierset_match(srv->tiers, &loaded, &next, err, sizeof(err))) {
+        log_error("reload", "SIGHUP: %s; keeping the current settings", err);
         return -EINVAL;
     }
-    for (size_t i = 0; i < next.count; i++) {
-        if (!server_tier(srv, next.tiers[i].name)) {
-            log_error("reload", "SIGHUP: tier %s is new; tiers cannot be added or removed live",
-                      next.tiers[i].name);
-            return -EINVAL;
-        }
-    }
-    for (size_t i = 0; i < next.count; i++) {
-        const struct tier_cfg *nc = &next.tiers[i];
-        struct tier_rt *t = server_tier(srv, nc->name);
-        if (!t)
-            continue; /* checked above; keeps the compiler's null analysis happy */
-        const struct tier_cfg *old = tier_cfg(t);
-        struct tier_cfg *c = xmalloc(sizeof(*c));
-        *c = *nc;
-        struct workpool_limits lim = server_pool_limits(c);
-        if (workpool_set_limits(t->pool, &lim))
-            log_error("reload", "tier %s: could not start every new worker thread", c->name);
-        dbpool_set_limits(t->db, (size_t)c->db_max, tiers_conn_policy(c));
-        ratelimit_set(t->rl, c->rate_limit, c->rate_window_s);
-        struct breaker_cfg ob = server_breaker_cfg(old), nb = server_breaker_cfg(c);
-        if (memcmp(&ob, &nb, sizeof(ob)) != 0)
-            breaker_configure(t->breaker, &nb);
-        atomic_store_explicit(&t->cfg, c, memory_order_release);
-        /* Readers may still hold the old copy: keep it until exit. */
-        struct server_cfg_old *o = xmalloc(sizeof(*o));
-        o->cfg = (struct tier_cfg *)old;
-        o->next = srv->old_cfgs;
-        srv->old_cfgs = o;
-    }
-    srv->tiers = next;
+    const struct tier_table *old = tierset_snapshot(srv->tiers);
+    for (size_t i = 0; i < next.count; i++)
+        server_tier_apply(tierset_tier(srv->tiers, i), &old->tiers[i], &next.tiers[i]);
+    tierset_publish(srv->tiers, &next);
     log_info("reload", "SIGHUP: tier settings reloaded from %s", srv->cfg.tiers_file);
     server_log_config(srv);
     server_check_budget(srv); /* a larger db_max may no longer fit the database */
@@ -391,9 +462,8 @@ void server_stop(struct server *srv)
                  "%d requests still running after %" PRId64 " ms; answering queued ones 503", left,
                  srv->cfg.shutdown_timeout);
     /* Stop the workers: queued requests are answered 503, running ones finish. */
-    for (size_t i = 0; i < srv->ntiers; i++)
-        if (srv->tier[i] && srv->tier[i]->pool)
-            workpool_stop(srv->tier[i]->pool);
+    for (size_t i = 0; i < tierset_count(srv->tiers); i++)
+        workpool_stop(tierset_tier(srv->tiers, i)->pool);
     /* Their replies still have to be sent before the HTTP threads go. */
     server_drain(srv, mclock_now_us() + 2000000);
     server_teardown(srv);

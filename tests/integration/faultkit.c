@@ -183,12 +183,6 @@ bool fk_alive(pid_t pid)
     return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
 }
 
-void fk_nap_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* ---- PostgreSQL faults --------------------------------------------------------------------- */
 
 int fk_pg_ctl(const struct h_pg *pg, const char *action)
@@ -221,29 +215,6 @@ int fk_backend_pid(const char *url, const char *appname)
 }
 
 /* ---- metrics --------------------------------------------------------------------------------- */
-
-int64_t fk_metric(const char *base, const char *tier, const char *section, const char *field)
-{
-    char u[400];
-    snprintf(u, sizeof(u), "%s/metrics/bulkheads", base);
-    json_t *m = h_get_json(u);
-    json_t *v = json_object_get(json_object_get(json_object_get(m, tier), section), field);
-    int64_t r = json_is_integer(v) ? (int64_t)json_integer_value(v) : INT64_MIN;
-    json_decref(m);
-    return r;
-}
-
-const char *fk_breaker_state(const char *base, const char *tier, char *buf, size_t len)
-{
-    char u[400];
-    snprintf(u, sizeof(u), "%s/metrics/bulkheads", base);
-    json_t *m = h_get_json(u);
-    const char *s = json_string_value(
-        json_object_get(json_object_get(json_object_get(m, tier), "circuitBreaker"), "state"));
-    snprintf(buf, len, "%s", s ? s : "");
-    json_decref(m);
-    return buf;
-}
 
 long fk_status(const char *base, const char *path, const char *const *headers)
 {
@@ -385,7 +356,7 @@ static void *fk_client_main(void *arg)
             int64_t due = t0 + (int64_t)seq * 1000 / c->rate;
             int64_t wait = due - h_now_ms();
             if (wait > 0)
-                fk_nap_ms((int)wait);
+                h_nap_ms((int)wait);
         }
         if (c->cycle_tenant)
             snprintf(tn, sizeof(tn), "X-Tenant-Id: %s-%d", c->tenant, seq);

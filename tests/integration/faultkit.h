@@ -44,7 +44,6 @@ void fk_fd_dump(pid_t pid, FILE *out);
 double fk_cpu_seconds(pid_t pid);
 /* Whether pid is still running (not exited, not a zombie we have not reaped). */
 bool fk_alive(pid_t pid);
-void fk_nap_ms(int ms);
 
 /* ---- PostgreSQL faults --------------------------------------------------------------------- */
 
@@ -59,10 +58,7 @@ int fk_backend_pid(const char *url, const char *appname);
 
 /* ---- metrics and probes -------------------------------------------------------------------- */
 
-/* /metrics/bulkheads -> tier -> section -> field as an integer; INT64_MIN when absent. */
-int64_t fk_metric(const char *base, const char *tier, const char *section, const char *field);
-/* The tier's breaker state ("CLOSED", "OPEN", "HALF_OPEN"; "" when unknown) into buf. */
-const char *fk_breaker_state(const char *base, const char *tier, char *buf, size_t len);
+/* (/metrics/bulkheads is read with the harness's h_metric.) */
 /* GET base+path; the status (0 on a transport failure). */
 long fk_status(const char *base, const char *path, const char *const *headers);
 

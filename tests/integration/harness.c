@@ -28,7 +28,7 @@ int64_t h_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void h_nap_ms(int ms)
+void h_nap_ms(int ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -293,6 +293,64 @@ int h_tiers_env(const char *name, const char *json, char *env, size_t envlen)
     bad |= fclose(f) != 0;
     int n = snprintf(env, envlen, "TIERS_FILE=%s", path);
     return bad || n < 0 || (size_t)n >= envlen ? -1 : 0;
+}
+
+int h_suite_start(struct h_suite *s)
+{
+    if (h_db_create(s->name, s->db_url, sizeof(s->db_url)))
+        return -1;
+    if (s->prepare && s->prepare(s->db_url))
+        return -1;
+    char tiers_env[400];
+    const char *env[sizeof(s->env) / sizeof(s->env[0]) + 2];
+    size_t n = 0;
+    if (s->tiers_json) {
+        char name[200];
+        snprintf(name, sizeof(name), "tiers-%s.json", s->name);
+        if (h_tiers_env(name, s->tiers_json, tiers_env, sizeof(tiers_env)))
+            return -1;
+        snprintf(s->tiers_path, sizeof(s->tiers_path), "%s", tiers_env + strlen("TIERS_FILE="));
+        env[n++] = tiers_env;
+    }
+    for (size_t i = 0; i < sizeof(s->env) / sizeof(s->env[0]) && s->env[i]; i++)
+        env[n++] = s->env[i];
+    env[n] = NULL;
+    return h_server_start(&s->srv, s->db_url, env);
+}
+
+void h_suite_stop(struct h_suite *s)
+{
+    if (s->srv.pid > 0)
+        h_server_stop(&s->srv, SIGTERM, 30000);
+}
+
+int64_t h_metric(const char *base, const char *tier, const char *section, const char *field)
+{
+    json_t *sec = h_metric_section(base, tier, section);
+    json_t *v = json_object_get(sec, field);
+    int64_t r = json_is_integer(v) ? (int64_t)json_integer_value(v) : INT64_MIN;
+    json_decref(sec);
+    return r;
+}
+
+const char *h_metric_text(const char *base, const char *tier, const char *section,
+                          const char *field, char *buf, size_t len)
+{
+    json_t *sec = h_metric_section(base, tier, section);
+    const char *v = json_string_value(json_object_get(sec, field));
+    snprintf(buf, len, "%s", v ? v : "");
+    json_decref(sec);
+    return buf;
+}
+
+json_t *h_metric_section(const char *base, const char *tier, const char *section)
+{
+    char u[400];
+    snprintf(u, sizeof(u), "%s/metrics/bulkheads", base);
+    json_t *m = h_get_json(u);
+    json_t *sec = json_incref(json_object_get(json_object_get(m, tier), section));
+    json_decref(m);
+    return sec;
 }
 
 const char *h_url(const struct h_server *s, const char *path)

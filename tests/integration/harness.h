@@ -7,8 +7,12 @@
  *   a private cluster with h_pg_start.
  * - The server: h_server_start runs $BULKHEAD_BIN (build/bulkhead, or a sanitizer build) on a
  *   free port with the given environment, waits until /health answers, and logs to a file.
- * - HTTP: blocking requests (h_request) and bursts of concurrent ones (h_burst) with libcurl.
- * - Waiting: h_wait_until polls a real condition with a deadline; no test sleeps blindly.
+ * - A suite: h_suite_start makes the database and starts the one server most test files need
+ *   (with a tier file and more environment if asked); h_suite_stop stops it.
+ * - HTTP: blocking requests (h_request) and bursts of concurrent ones (h_burst) with libcurl;
+ *   h_url is the one URL builder; h_metric reads /metrics/bulkheads.
+ * - Waiting: H_WAIT(expr, ms) and h_wait_until poll a real condition with a deadline; no test
+ *   sleeps blindly.
  */
 #ifndef BULKHEAD_TEST_HARNESS_H
 #define BULKHEAD_TEST_HARNESS_H
@@ -80,6 +84,27 @@ bool h_server_log_has(const struct h_server *s, const char *needle);
 /* Count lines of the log containing needle. */
 int h_server_log_count(const struct h_server *s, const char *needle);
 
+/* ---- a suite: one database and one server --------------------------------------------------- */
+
+struct h_suite {
+    /* Set by the test. */
+    const char *name;       /* the database's name; the tier file is tiers-<name>.json */
+    const char *tiers_json; /* the server's TIERS_FILE contents, or NULL: the built-in tiers */
+    const char *env[8];     /* more "NAME=value" for the server, NULL-terminated */
+    int (*prepare)(const char *db_url); /* runs after the database exists, before the server
+                                           starts (may be NULL); 0 or -1 */
+    /* Filled by h_suite_start. */
+    char db_url[300];     /* the suite's database */
+    char tiers_path[400]; /* the tier file, when tiers_json is set (rewrite it, then SIGHUP) */
+    struct h_server srv;  /* the server */
+};
+
+/* Make the database, write the tier file, start the server: a cmocka group setup in one call.
+ * 0 or -1. */
+int h_suite_start(struct h_suite *s);
+/* Stop the server (SIGTERM, 30 s at most). */
+void h_suite_stop(struct h_suite *s);
+
 /* ---- HTTP --------------------------------------------------------------------------------- */
 
 struct h_resp {
@@ -110,10 +135,35 @@ int h_burst(const char *method, const char *url, const char *const *headers, int
 /* Count statuses equal to code. */
 int h_count(const long *statuses, int n, long code);
 
+/* ---- /metrics/bulkheads ----------------------------------------------------------------- */
+
+/* The one reader of /metrics/bulkheads; base is a server's http://host:port. */
+/* tier.section.field as an integer; INT64_MIN when absent, not an integer, or no answer. */
+int64_t h_metric(const char *base, const char *tier, const char *section, const char *field);
+/* The same field as text into buf; "" when absent or not a string. */
+const char *h_metric_text(const char *base, const char *tier, const char *section,
+                          const char *field, char *buf, size_t len);
+/* tier.section as a JSON object (caller json_decref), or NULL. */
+json_t *h_metric_section(const char *base, const char *tier, const char *section);
+
 /* ---- waiting ---------------------------------------------------------------------------- */
 
 /* Poll cond(ctx) every few milliseconds until it is true or timeout_ms passes. */
 bool h_wait_until(bool (*cond)(void *ctx), void *ctx, int timeout_ms);
+
+/* Evaluate expr every few milliseconds until it is true or timeout_ms passes; the macro's value
+ * is the last result (a GNU statement expression, so the condition can be written in place). */
+#define H_WAIT(expr, timeout_ms)                                                                   \
+    __extension__({                                                                                \
+        int64_t h_wait_end_ = h_now_ms() + (timeout_ms);                                           \
+        bool h_wait_ok_;                                                                           \
+        while (!(h_wait_ok_ = (expr)) && h_now_ms() < h_wait_end_)                                 \
+            h_nap_ms(10);                                                                          \
+        h_wait_ok_;                                                                                \
+    })
+
+/* Sleep ms (only H_WAIT's polling interval and pacing; never to wait for a condition). */
+void h_nap_ms(int ms);
 
 /* Milliseconds on the monotonic clock. */
 int64_t h_now_ms(void);

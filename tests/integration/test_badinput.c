@@ -22,33 +22,30 @@
 
 #include <cmocka.h>
 
-static char db_url[300];
-static struct h_server srv;
+static struct h_suite suite = {.name = "badinput",
+                               .env = {"HTTP_IDLE_TIMEOUT_S=2", "HTTP_MAX_CONNECTIONS=24"}};
 static int64_t rows_at_start;
 
 static int setup(void **state)
 {
     (void)state;
-    if (h_db_create("badinput", db_url, sizeof(db_url)))
+    if (h_suite_start(&suite))
         return -1;
-    const char *e[] = {"HTTP_IDLE_TIMEOUT_S=2", "HTTP_MAX_CONNECTIONS=24", NULL};
-    if (h_server_start(&srv, db_url, e))
-        return -1;
-    rows_at_start = h_sql_int(db_url, "SELECT count(*) FROM tenant_data");
+    rows_at_start = h_sql_int(suite.db_url, "SELECT count(*) FROM tenant_data");
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    h_server_stop(&srv, SIGTERM, 20000);
+    h_suite_stop(&suite);
     return 0;
 }
 
 static int raw_connect(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)srv.port)};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)suite.srv.port)};
     inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
         close(fd);
@@ -103,11 +100,11 @@ static void still_serving(void)
 {
     struct h_resp r;
     char u[128];
-    snprintf(u, sizeof(u), "%s/health", srv.base);
+    snprintf(u, sizeof(u), "%s/health", suite.srv.base);
     assert_int_equal(h_get(u, NULL, &r), 0);
     assert_int_equal(r.status, 200);
     h_resp_free(&r);
-    assert_int_equal(h_sql_int(db_url, "SELECT count(*) FROM tenant_data"), rows_at_start);
+    assert_int_equal(h_sql_int(suite.db_url, "SELECT count(*) FROM tenant_data"), rows_at_start);
 }
 
 static const char *json_body(const char *reply)

@@ -17,9 +17,8 @@
 
 #include <cmocka.h>
 
-static char db_url[300];
-static struct h_server srv;  /* seed defaults */
-static struct h_server fast; /* short breaker timings from a tiers file */
+static struct h_suite suite = {.name = "breaker"}; /* a server with the seed defaults */
+static struct h_server fast; /* another one, with short breaker timings from a tiers file */
 
 #define FAST_TIERS                                                                                 \
     "{\"free\": {\"workers\": 4, \"db_max\": 2, \"rate_limit\": 1000, \"breaker_timeout_ms\": "    \
@@ -31,40 +30,32 @@ static struct h_server fast; /* short breaker timings from a tiers file */
 static int setup(void **state)
 {
     (void)state;
-    if (h_db_create("breaker", db_url, sizeof(db_url)))
+    if (h_suite_start(&suite))
         return -1;
-    if (h_server_start(&srv, db_url, NULL))
-        return -1;
-    static char env[400];
+    char env[400];
     if (h_tiers_env("tiers-fast.json", FAST_TIERS, env, sizeof(env)))
         return -1;
     const char *e[] = {env, NULL};
-    return h_server_start(&fast, db_url, e);
+    return h_server_start(&fast, suite.db_url, e);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    h_server_stop(&srv, SIGTERM, 20000);
+    h_suite_stop(&suite);
     h_server_stop(&fast, SIGTERM, 20000);
     return 0;
 }
 
 static json_t *tier_section(const struct h_server *s, const char *tier, const char *section)
 {
-    json_t *m = h_get_json(h_url(s, "/metrics/bulkheads"));
-    json_t *v = json_incref(json_object_get(json_object_get(m, tier), section));
-    json_decref(m);
-    return v;
+    return h_metric_section(s->base, tier, section);
 }
 
 static char *breaker_state(const struct h_server *s, const char *tier)
 {
     static char buf[32];
-    json_t *cb = tier_section(s, tier, "circuitBreaker");
-    snprintf(buf, sizeof(buf), "%s", json_string_value(json_object_get(cb, "state")));
-    json_decref(cb);
-    return buf;
+    return (char *)h_metric_text(s->base, tier, "circuitBreaker", "state", buf, sizeof(buf));
 }
 
 static long get(const struct h_server *s, const char *path, const char *tier, const char *tenant)
@@ -88,18 +79,18 @@ static void seed_manual_trigger_opens_free_only(void **state)
     const char *h[] = {"X-Tenant-Tier: free", NULL};
     for (int i = 0; i < 10; i++) {
         struct h_resp r;
-        h_get(h_url(&srv, "/api/data?force_error=true"), h, &r);
+        h_get(h_url(&suite.srv, "/api/data?force_error=true"), h, &r);
         assert_true(r.status == 500 || r.status == 503);
         h_resp_free(&r);
     }
-    assert_string_equal(breaker_state(&srv, "free"), "OPEN");
-    assert_string_equal(breaker_state(&srv, "pro"), "CLOSED");
-    assert_string_equal(breaker_state(&srv, "enterprise"), "CLOSED");
-    assert_int_equal(get(&srv, "/api/data", "enterprise", "seed"), 200);
-    assert_int_equal(get(&srv, "/api/data", "pro", "seed"), 200);
+    assert_string_equal(breaker_state(&suite.srv, "free"), "OPEN");
+    assert_string_equal(breaker_state(&suite.srv, "pro"), "CLOSED");
+    assert_string_equal(breaker_state(&suite.srv, "enterprise"), "CLOSED");
+    assert_int_equal(get(&suite.srv, "/api/data", "enterprise", "seed"), 200);
+    assert_int_equal(get(&suite.srv, "/api/data", "pro", "seed"), 200);
 
     struct h_resp r;
-    h_get(h_url(&srv, "/api/data"), h, &r);
+    h_get(h_url(&suite.srv, "/api/data"), h, &r);
     assert_int_equal(r.status, 503);
     json_t *j = h_json(&r);
     assert_string_equal(json_string_value(json_object_get(j, "error")), "circuit_open");
@@ -109,7 +100,7 @@ static void seed_manual_trigger_opens_free_only(void **state)
     assert_true(retry >= 1 && retry <= 10); /* time until half-open, reset is 10 s */
     h_resp_free(&r);
 
-    json_t *cb = tier_section(&srv, "free", "circuitBreaker");
+    json_t *cb = tier_section(&suite.srv, "free", "circuitBreaker");
     assert_true(json_integer_value(json_object_get(cb, "failures")) >= 5);
     assert_true(json_integer_value(json_object_get(cb, "rejections")) >= 1);
     assert_true(json_is_string(json_object_get(cb, "nextTrial")));
@@ -122,15 +113,15 @@ static void an_open_breaker_costs_no_worker_and_no_connection(void **state)
 {
     (void)state;
     /* free is OPEN from the previous test (10 s reset). */
-    assert_string_equal(breaker_state(&srv, "free"), "OPEN");
-    json_t *tp0 = tier_section(&srv, "free", "threadPool");
-    json_t *cp0 = tier_section(&srv, "free", "connectionPool");
+    assert_string_equal(breaker_state(&suite.srv, "free"), "OPEN");
+    json_t *tp0 = tier_section(&suite.srv, "free", "threadPool");
+    json_t *cp0 = tier_section(&suite.srv, "free", "connectionPool");
     const char *h[] = {"X-Tenant-Tier: free", "X-Tenant-Id: fast-fail", NULL};
     long st[50];
-    assert_int_equal(h_burst("GET", h_url(&srv, "/api/data"), h, 50, 10, st, NULL), 0);
+    assert_int_equal(h_burst("GET", h_url(&suite.srv, "/api/data"), h, 50, 10, st, NULL), 0);
     assert_int_equal(h_count(st, 50, 503), 50);
-    json_t *tp1 = tier_section(&srv, "free", "threadPool");
-    json_t *cp1 = tier_section(&srv, "free", "connectionPool");
+    json_t *tp1 = tier_section(&suite.srv, "free", "threadPool");
+    json_t *cp1 = tier_section(&suite.srv, "free", "connectionPool");
     assert_int_equal(json_integer_value(json_object_get(tp1, "submitted")),
                      json_integer_value(json_object_get(tp0, "submitted")));
     assert_int_equal(json_integer_value(json_object_get(cp1, "acquired")),
@@ -148,17 +139,11 @@ static void open_breaker(const struct h_server *s, const char *tier, const char 
     assert_string_equal(breaker_state(s, tier), "OPEN");
 }
 
-static bool fast_free_half_open(void *arg)
-{
-    (void)arg;
-    return !strcmp(breaker_state(&fast, "free"), "HALF_OPEN");
-}
-
 static void half_open_closes_after_a_good_trial(void **state)
 {
     (void)state;
     open_breaker(&fast, "free", "trial-good");
-    assert_true(h_wait_until(fast_free_half_open, NULL, 5000));
+    assert_true(H_WAIT(!strcmp(breaker_state(&fast, "free"), "HALF_OPEN"), 5000));
     assert_int_equal(get(&fast, "/api/data", "free", "trial-good"), 200);
     assert_string_equal(breaker_state(&fast, "free"), "CLOSED");
 }
@@ -167,12 +152,12 @@ static void half_open_reopens_after_a_bad_trial(void **state)
 {
     (void)state;
     open_breaker(&fast, "free", "trial-bad");
-    assert_true(h_wait_until(fast_free_half_open, NULL, 5000));
+    assert_true(H_WAIT(!strcmp(breaker_state(&fast, "free"), "HALF_OPEN"), 5000));
     assert_int_equal(get(&fast, "/api/data?force_error=true", "free", "trial-bad"), 500);
     assert_string_equal(breaker_state(&fast, "free"), "OPEN");
     assert_int_equal(get(&fast, "/api/data", "free", "trial-bad"), 503);
     /* And it recovers by itself afterwards. */
-    assert_true(h_wait_until(fast_free_half_open, NULL, 5000));
+    assert_true(H_WAIT(!strcmp(breaker_state(&fast, "free"), "HALF_OPEN"), 5000));
     assert_int_equal(get(&fast, "/api/data", "free", "trial-bad"), 200);
     assert_string_equal(breaker_state(&fast, "free"), "CLOSED");
 }
@@ -188,24 +173,15 @@ static void *slow_trial(void *arg)
     return NULL;
 }
 
-static bool free_one_active(void *arg)
-{
-    (void)arg;
-    json_t *tp = tier_section(&fast, "free", "threadPool");
-    bool ok = json_integer_value(json_object_get(tp, "active")) == 1;
-    json_decref(tp);
-    return ok;
-}
-
 static void half_open_admits_only_the_trial_call(void **state)
 {
     (void)state;
     open_breaker(&fast, "free", "trial-one");
-    assert_true(h_wait_until(fast_free_half_open, NULL, 5000));
+    assert_true(H_WAIT(!strcmp(breaker_state(&fast, "free"), "HALF_OPEN"), 5000));
     struct slow_call c;
     pthread_t th;
     pthread_create(&th, NULL, slow_trial, &c);
-    assert_true(h_wait_until(free_one_active, NULL, 5000));
+    assert_true(H_WAIT(h_metric(fast.base, "free", "threadPool", "active") == 1, 5000));
     /* While the trial runs, everyone else is refused. */
     for (int i = 0; i < 5; i++)
         assert_int_equal(get(&fast, "/api/data", "free", "trial-one"), 503);
@@ -217,10 +193,10 @@ static void half_open_admits_only_the_trial_call(void **state)
 static void client_errors_and_rejections_are_not_failures(void **state)
 {
     (void)state;
-    json_t *cb0 = tier_section(&srv, "pro", "circuitBreaker");
+    json_t *cb0 = tier_section(&suite.srv, "pro", "circuitBreaker");
     for (int i = 0; i < 20; i++)
-        assert_int_equal(get(&srv, "/api/data?delay_ms=nope", "pro", "client-errs"), 400);
-    json_t *cb1 = tier_section(&srv, "pro", "circuitBreaker");
+        assert_int_equal(get(&suite.srv, "/api/data?delay_ms=nope", "pro", "client-errs"), 400);
+    json_t *cb1 = tier_section(&suite.srv, "pro", "circuitBreaker");
     assert_int_equal(json_integer_value(json_object_get(cb1, "failures")),
                      json_integer_value(json_object_get(cb0, "failures")));
     assert_int_equal(json_integer_value(json_object_get(cb1, "successes")),
@@ -244,23 +220,6 @@ static void client_errors_and_rejections_are_not_failures(void **state)
     json_decref(cb);
 }
 
-static bool no_sleeping_free_query(void *arg)
-{
-    (void)arg;
-    return h_sql_int(db_url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                             "'bulkhead-free' AND state = 'active'") == 0;
-}
-
-static bool free_conn_back_idle(void *arg)
-{
-    (void)arg;
-    json_t *cp = tier_section(&fast, "free", "connectionPool");
-    bool ok = json_integer_value(json_object_get(cp, "active")) == 0 &&
-              json_integer_value(json_object_get(cp, "idle")) >= 1;
-    json_decref(cp);
-    return ok;
-}
-
 static void a_timeout_answers_at_the_deadline_and_frees_the_connection(void **state)
 {
     (void)state;
@@ -277,8 +236,13 @@ static void a_timeout_answers_at_the_deadline_and_frees_the_connection(void **st
     json_decref(j);
     h_resp_free(&r);
     /* The statement was cancelled in PostgreSQL and the same connection came back. */
-    assert_true(h_wait_until(no_sleeping_free_query, NULL, 5000));
-    assert_true(h_wait_until(free_conn_back_idle, NULL, 5000));
+    assert_true(H_WAIT(h_sql_int(suite.db_url, "SELECT count(*) FROM pg_stat_activity WHERE "
+                                               "application_name = 'bulkhead-free' AND "
+                                               "state = 'active'") == 0,
+                       5000));
+    assert_true(H_WAIT(h_metric(fast.base, "free", "connectionPool", "active") == 0 &&
+                           h_metric(fast.base, "free", "connectionPool", "idle") >= 1,
+                       5000));
     json_t *cp1 = tier_section(&fast, "free", "connectionPool");
     assert_int_equal(json_integer_value(json_object_get(cp1, "closedBroken")),
                      json_integer_value(json_object_get(cp0, "closedBroken")));
@@ -298,26 +262,13 @@ static void a_timeout_answers_at_the_deadline_and_frees_the_connection(void **st
 
 /* ---- database outage ------------------------------------------------------------------ */
 
-struct outage {
-    struct h_server *s;
-    const char *tier;
-};
-
-static bool health_is(void *arg)
+static long health_of(const struct h_server *s)
 {
-    struct h_server *s = ((void **)arg)[0];
-    long want = (long)(intptr_t)((void **)arg)[1];
     struct h_resp r;
     h_get(h_url(s, "/health"), NULL, &r);
     long st = r.status;
     h_resp_free(&r);
-    return st == want;
-}
-
-static bool tier_serves(void *arg)
-{
-    struct outage *o = arg;
-    return get(o->s, "/api/data", o->tier, "outage") == 200;
+    return st;
 }
 
 static void a_database_outage_opens_breakers_and_everything_recovers(void **state)
@@ -335,8 +286,7 @@ static void a_database_outage_opens_breakers_and_everything_recovers(void **stat
         assert_int_equal(get(&s, "/api/data", tiers[t], "outage"), 200);
 
     assert_int_equal(h_pg_stop(&pg), 0);
-    void *down[] = {&s, (void *)(intptr_t)503};
-    assert_true(h_wait_until(health_is, down, 5000));
+    assert_true(H_WAIT(health_of(&s) == 503, 5000));
     struct h_resp r;
     h_get(h_url(&s, "/health"), NULL, &r);
     json_t *j = h_json(&r);
@@ -353,11 +303,9 @@ static void a_database_outage_opens_breakers_and_everything_recovers(void **stat
 
     int64_t t0 = h_now_ms();
     assert_int_equal(h_pg_resume(&pg), 0);
-    void *up[] = {&s, (void *)(intptr_t)200};
-    assert_true(h_wait_until(health_is, up, 10000));
+    assert_true(H_WAIT(health_of(&s) == 200, 10000));
     for (int t = 0; t < 3; t++) {
-        struct outage o = {.s = &s, .tier = tiers[t]};
-        assert_true(h_wait_until(tier_serves, &o, 15000));
+        assert_true(H_WAIT(get(&s, "/api/data", tiers[t], "outage") == 200, 15000));
         printf("# %s served again %lld ms after PostgreSQL restarted\n", tiers[t],
                (long long)(h_now_ms() - t0));
         assert_string_equal(breaker_state(&s, tiers[t]), "CLOSED");
@@ -385,8 +333,8 @@ static long admin(const struct h_server *s, const char *path, const char *token)
 static void admin_endpoints_are_off_without_a_token(void **state)
 {
     (void)state;
-    assert_int_equal(admin(&srv, "/admin/breaker/pro/open", "anything"), 404);
-    assert_string_equal(breaker_state(&srv, "pro"), "CLOSED");
+    assert_int_equal(admin(&suite.srv, "/admin/breaker/pro/open", "anything"), 404);
+    assert_string_equal(breaker_state(&suite.srv, "pro"), "CLOSED");
 }
 
 static void operators_force_open_disable_and_reset(void **state)
@@ -394,7 +342,7 @@ static void operators_force_open_disable_and_reset(void **state)
     (void)state;
     const char *e[] = {"ADMIN_TOKEN=s3cret-token", NULL};
     struct h_server s;
-    assert_int_equal(h_server_start(&s, db_url, e), 0);
+    assert_int_equal(h_server_start(&s, suite.db_url, e), 0);
     assert_int_equal(admin(&s, "/admin/breaker/pro/open", "wrong"), 401);
     assert_int_equal(admin(&s, "/admin/breaker/pro/open", NULL), 401);
     assert_int_equal(admin(&s, "/admin/breaker/nosuch/open", "s3cret-token"), 404);

@@ -100,18 +100,6 @@ static void an_unreachable_database_is_no_reason_not_to_start(void **state)
     assert_true(warned);
 }
 
-struct logwait {
-    const struct h_server *s;
-    const char *needle;
-    int want;
-};
-
-static bool log_count_reached(void *arg)
-{
-    struct logwait *w = arg;
-    return h_server_log_count(w->s, w->needle) >= w->want;
-}
-
 static void a_reload_that_outgrows_the_database_is_warned_about(void **state)
 {
     (void)state;
@@ -132,8 +120,7 @@ static void a_reload_that_outgrows_the_database_is_warned_about(void **state)
                                  sizeof(env)),
                      0);
     assert_int_equal(kill(s.pid, SIGHUP), 0);
-    struct logwait w = {&s, BUDGET_WARN, 1};
-    bool warned = h_wait_until(log_count_reached, &w, 15000);
+    bool warned = H_WAIT(h_server_log_count(&s, BUDGET_WARN) >= 1, 15000);
     bool names = h_server_log_has(&s, "may open 66 connections but the database allows 50");
     assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
     printf("# reload to 1 + 5 + 60 = 66 connections of 50: warning %s\n",

@@ -18,26 +18,18 @@
 
 #include <cmocka.h>
 
-static char db_url[300];
-static struct h_server srv;
-
-static const char *url(const char *path)
-{
-    return h_url(&srv, path);
-}
+static struct h_suite suite = {.name = "core"};
 
 static int setup(void **state)
 {
     (void)state;
-    if (h_db_create("core", db_url, sizeof(db_url)))
-        return -1;
-    return h_server_start(&srv, db_url, NULL);
+    return h_suite_start(&suite);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    h_server_stop(&srv, SIGTERM, 20000);
+    h_suite_stop(&suite);
     return 0;
 }
 
@@ -45,7 +37,7 @@ static void health_reports_healthy(void **state)
 {
     (void)state;
     struct h_resp r;
-    assert_int_equal(h_get(url("/health"), NULL, &r), 0);
+    assert_int_equal(h_get(h_url(&suite.srv, "/health"), NULL, &r), 0);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "{\"status\":\"healthy\"}");
     char ct[64];
@@ -65,7 +57,7 @@ static void data_returns_only_the_tiers_rows(void **state)
         const char *h[] = {hdr, NULL};
         (void)ten;
         struct h_resp r;
-        assert_int_equal(h_get(url("/api/data"), h, &r), 0);
+        assert_int_equal(h_get(h_url(&suite.srv, "/api/data"), h, &r), 0);
         assert_int_equal(r.status, 200);
         json_t *rows = h_json(&r);
         assert_true(json_is_array(rows));
@@ -87,7 +79,7 @@ static void data_returns_only_the_tiers_rows(void **state)
 static void assert_error(const char *path, const char *const *hdrs, long status, const char *code)
 {
     struct h_resp r;
-    assert_int_equal(h_get(url(path), hdrs, &r), 0);
+    assert_int_equal(h_get(h_url(&suite.srv, path), hdrs, &r), 0);
     if (r.status != status)
         fprintf(stderr, "%s: got %ld %s\n", path, r.status, r.body);
     assert_int_equal(r.status, status);
@@ -107,7 +99,7 @@ static void missing_or_unknown_tier_is_400_listing_tiers(void **state)
     const char *const *hdrs[] = {NULL, unknown};
     for (int i = 0; i < 2; i++) {
         struct h_resp r;
-        assert_int_equal(h_get(url(paths[i]), hdrs[i], &r), 0);
+        assert_int_equal(h_get(h_url(&suite.srv, paths[i]), hdrs[i], &r), 0);
         assert_int_equal(r.status, 400);
         json_t *j = h_json(&r);
         assert_string_equal(json_string_value(json_object_get(j, "error")), "invalid_tier");
@@ -145,7 +137,7 @@ static void bad_arguments_are_400_and_consume_nothing(void **state)
 
     /* None of them used the tenant's rate limit: the next request sees 99 remaining. */
     struct h_resp r;
-    assert_int_equal(h_get(url("/api/data"), h, &r), 0);
+    assert_int_equal(h_get(h_url(&suite.srv, "/api/data"), h, &r), 0);
     assert_int_equal(r.status, 200);
     char v[32];
     assert_non_null(h_header(&r, "RateLimit-Remaining", v, sizeof(v)));
@@ -158,7 +150,7 @@ static void unknown_path_404_wrong_method_405(void **state)
     (void)state;
     assert_error("/nope", NULL, 404, "not_found");
     struct h_resp r;
-    assert_int_equal(h_request("DELETE", url("/health"), NULL, NULL, &r), 0);
+    assert_int_equal(h_request("DELETE", h_url(&suite.srv, "/health"), NULL, NULL, &r), 0);
     assert_int_equal(r.status, 405);
     char allow[64];
     assert_non_null(h_header(&r, "Allow", allow, sizeof(allow)));
@@ -168,7 +160,7 @@ static void unknown_path_404_wrong_method_405(void **state)
     json_decref(j);
     h_resp_free(&r);
 
-    assert_int_equal(h_request("PUT", url("/api/data"), NULL, NULL, &r), 0);
+    assert_int_equal(h_request("PUT", h_url(&suite.srv, "/api/data"), NULL, NULL, &r), 0);
     assert_int_equal(r.status, 405);
     assert_non_null(h_header(&r, "Allow", allow, sizeof(allow)));
     assert_string_equal(allow, "GET, HEAD, POST");
@@ -180,7 +172,7 @@ static void force_error_runs_a_failing_statement(void **state)
     (void)state;
     const char *h[] = {"X-Tenant-Tier: pro", "X-Tenant-Id: forcer", NULL};
     struct h_resp r;
-    assert_int_equal(h_get(url("/api/data?force_error=true"), h, &r), 0);
+    assert_int_equal(h_get(h_url(&suite.srv, "/api/data?force_error=true"), h, &r), 0);
     assert_int_equal(r.status, 500);
     json_t *j = h_json(&r);
     assert_string_equal(json_string_value(json_object_get(j, "error")), "database_error");
@@ -189,7 +181,7 @@ static void force_error_runs_a_failing_statement(void **state)
     json_decref(j);
     h_resp_free(&r);
     /* force_error=false is an ordinary read. */
-    assert_int_equal(h_get(url("/api/data?force_error=false"), h, &r), 0);
+    assert_int_equal(h_get(h_url(&suite.srv, "/api/data?force_error=false"), h, &r), 0);
     assert_int_equal(r.status, 200);
     h_resp_free(&r);
 }
@@ -199,7 +191,7 @@ static void pages_follow_the_cursor(void **state)
     (void)state;
     const char *h[] = {"X-Tenant-Tier: enterprise", NULL};
     struct h_resp r;
-    assert_int_equal(h_get(url("/api/data?limit=4"), h, &r), 0);
+    assert_int_equal(h_get(h_url(&suite.srv, "/api/data?limit=4"), h, &r), 0);
     assert_int_equal(r.status, 200);
     json_t *p1 = h_json(&r);
     assert_int_equal(json_array_size(p1), 4);
@@ -209,14 +201,14 @@ static void pages_follow_the_cursor(void **state)
     h_resp_free(&r);
     char path[80];
     snprintf(path, sizeof(path), "/api/data?limit=4&cursor=%s", cur);
-    assert_int_equal(h_get(url(path), h, &r), 0);
+    assert_int_equal(h_get(h_url(&suite.srv, path), h, &r), 0);
     json_t *p2 = h_json(&r);
     assert_int_equal(json_array_size(p2), 4);
     assert_true(json_integer_value(json_object_get(json_array_get(p2, 0), "id")) > atoll(cur));
     h_resp_free(&r);
     snprintf(path, sizeof(path), "/api/data?limit=4&cursor=%lld",
              (long long)json_integer_value(json_object_get(json_array_get(p2, 3), "id")));
-    assert_int_equal(h_get(url(path), h, &r), 0);
+    assert_int_equal(h_get(h_url(&suite.srv, path), h, &r), 0);
     json_t *p3 = h_json(&r);
     assert_int_equal(json_array_size(p3), 2); /* 10 rows: 4 + 4 + 2 */
     assert_null(h_header(&r, "X-Next-Cursor", cur, sizeof(cur)));
@@ -229,7 +221,7 @@ static void pages_follow_the_cursor(void **state)
 static void metrics_show_every_tier_with_seed_fields(void **state)
 {
     (void)state;
-    json_t *m = h_get_json(url("/metrics/bulkheads"));
+    json_t *m = h_get_json(h_url(&suite.srv, "/metrics/bulkheads"));
     assert_non_null(m);
     const char *tiers[] = {"free", "pro", "enterprise"};
     const int64_t conns[] = {5, 20, 50}, threads[] = {10, 30, 60};
@@ -259,11 +251,11 @@ static void request_id_is_echoed_or_generated(void **state)
     const char *h[] = {"X-Request-Id: trace-123.abc", NULL};
     struct h_resp r;
     char v[80];
-    assert_int_equal(h_get(url("/health"), h, &r), 0);
+    assert_int_equal(h_get(h_url(&suite.srv, "/health"), h, &r), 0);
     assert_string_equal(h_header(&r, "X-Request-Id", v, sizeof(v)), "trace-123.abc");
     h_resp_free(&r);
     const char *bad[] = {"X-Request-Id: has spaces in it", NULL};
-    assert_int_equal(h_get(url("/health"), bad, &r), 0);
+    assert_int_equal(h_get(h_url(&suite.srv, "/health"), bad, &r), 0);
     assert_non_null(h_header(&r, "X-Request-Id", v, sizeof(v)));
     assert_string_not_equal(v, "has spaces in it");
     assert_true(strlen(v) > 8);
@@ -286,16 +278,6 @@ static void *burst_thread(void *arg)
     return NULL;
 }
 
-/* The free tier's bulkhead_full count, into *(int *)arg; true once it is at least 10. */
-static bool free_full_counted(void *arg)
-{
-    json_t *m = h_get_json(url("/metrics/bulkheads"));
-    json_t *req = json_object_get(json_object_get(m, "free"), "requests");
-    *(int *)arg = (int)json_integer_value(json_object_get(req, "bulkhead_full"));
-    json_decref(m);
-    return *(int *)arg >= 10;
-}
-
 static void saturated_free_tier_stays_in_its_compartment(void **state)
 {
     (void)state;
@@ -309,7 +291,7 @@ static void saturated_free_tier_stays_in_its_compartment(void **state)
     struct burst_ctx b[4];
     pthread_t th[4];
     for (int i = 0; i < 4; i++) {
-        snprintf(b[i].url, sizeof(b[i].url), "%s", url("/api/data?delay_ms=1500"));
+        snprintf(b[i].url, sizeof(b[i].url), "%s", h_url(&suite.srv, "/api/data?delay_ms=1500"));
         b[i].hdrs = hdr[i];
         b[i].n = 10;
         pthread_create(&th[i], NULL, burst_thread, &b[i]);
@@ -319,14 +301,14 @@ static void saturated_free_tier_stays_in_its_compartment(void **state)
     const char *eh[] = {"X-Tenant-Tier: enterprise", NULL};
     int64_t until = h_now_ms() + 1200;
     while (h_now_ms() < until) {
-        int64_t n = h_sql_int(db_url, "SELECT count(*) FROM pg_stat_activity "
-                                      "WHERE application_name = 'bulkhead-free'");
+        int64_t n = h_sql_int(suite.db_url, "SELECT count(*) FROM pg_stat_activity "
+                                            "WHERE application_name = 'bulkhead-free'");
         assert_true(n >= 0);
         if (n > max_free)
             max_free = n;
         samples++;
         struct h_resp r;
-        h_get(url("/api/data"), eh, &r);
+        h_get(h_url(&suite.srv, "/api/data"), eh, &r);
         assert_int_equal(r.status, 200);
         assert_true(r.seconds < 1.0); /* generous: typically a few ms */
         ent_ok++;
@@ -346,12 +328,13 @@ static void saturated_free_tier_stays_in_its_compartment(void **state)
     }
     /* 40 requests, 10 workers + 20 queue slots: at least 10 refused at once as bulkhead_full.
      * A request is counted when it completes, just after its response went out: wait for it. */
-    assert_true(h_wait_until(free_full_counted, &full, 10000));
+    assert_true(H_WAIT(
+        (full = (int)h_metric(suite.srv.base, "free", "requests", "bulkhead_full")) >= 10, 10000));
     assert_true(full >= 10);
     assert_true(ok >= 1);
     assert_int_equal(ok + other503, 40);
     /* Everything was answered and the compartment drained. */
-    json_t *m = h_get_json(url("/metrics/bulkheads"));
+    json_t *m = h_get_json(h_url(&suite.srv, "/metrics/bulkheads"));
     json_t *tp = json_object_get(json_object_get(m, "free"), "threadPool");
     assert_int_equal(json_integer_value(json_object_get(tp, "active")), 0);
     assert_int_equal(json_integer_value(json_object_get(tp, "queued")), 0);
@@ -365,20 +348,20 @@ static void pools_recover_from_killed_connections(void **state)
     (void)state;
     const char *h[] = {"X-Tenant-Tier: enterprise", NULL};
     long st[8];
-    assert_int_equal(h_burst("GET", url("/api/data"), h, 8, 8, st, NULL), 0);
+    assert_int_equal(h_burst("GET", h_url(&suite.srv, "/api/data"), h, 8, 8, st, NULL), 0);
     assert_int_equal(h_count(st, 8, 200), 8);
-    int64_t killed = h_sql_int(db_url, "SELECT count(pg_terminate_backend(pid)) FROM "
-                                       "pg_stat_activity WHERE application_name = "
-                                       "'bulkhead-enterprise'");
+    int64_t killed = h_sql_int(suite.db_url, "SELECT count(pg_terminate_backend(pid)) FROM "
+                                             "pg_stat_activity WHERE application_name = "
+                                             "'bulkhead-enterprise'");
     assert_true(killed >= 1);
     /* Every request after the kill succeeds: dead connections are detected and replaced. */
     for (int i = 0; i < 20; i++) {
         struct h_resp r;
-        h_get(url("/api/data"), h, &r);
+        h_get(h_url(&suite.srv, "/api/data"), h, &r);
         assert_int_equal(r.status, 200);
         h_resp_free(&r);
     }
-    json_t *m = h_get_json(url("/metrics/bulkheads"));
+    json_t *m = h_get_json(h_url(&suite.srv, "/metrics/bulkheads"));
     json_t *cp = json_object_get(json_object_get(m, "enterprise"), "connectionPool");
     assert_true(json_integer_value(json_object_get(cp, "closedBroken")) >= 1);
     json_decref(m);
@@ -399,31 +382,18 @@ static void *inflight_thread(void *arg)
     return NULL;
 }
 
-static bool six_running(void *arg)
-{
-    (void)arg;
-    json_t *m = h_get_json(url("/metrics/bulkheads"));
-    json_t *tp = json_object_get(json_object_get(m, "pro"), "threadPool");
-    bool ok = json_integer_value(json_object_get(tp, "active")) == 6;
-    json_decref(m);
-    return ok;
-}
-
 static void sigterm_finishes_in_flight_requests(void **state)
 {
     (void)state;
     struct h_server s2;
-    assert_int_equal(h_server_start(&s2, db_url, NULL), 0);
-    struct h_server saved = srv;
-    srv = s2;
+    assert_int_equal(h_server_start(&s2, suite.db_url, NULL), 0);
     struct inflight f;
-    snprintf(f.url, sizeof(f.url), "%s", url("/api/data?delay_ms=1000"));
+    snprintf(f.url, sizeof(f.url), "%s", h_url(&s2, "/api/data?delay_ms=1000"));
     pthread_t th;
     pthread_create(&th, NULL, inflight_thread, &f);
-    assert_true(h_wait_until(six_running, NULL, 5000));
-    int rc = h_server_stop(&srv, SIGTERM, 20000);
+    assert_true(H_WAIT(h_metric(s2.base, "pro", "threadPool", "active") == 6, 5000));
+    int rc = h_server_stop(&s2, SIGTERM, 20000);
     pthread_join(th, NULL);
-    srv = saved;
     assert_int_equal(rc, 0);
     assert_int_equal(h_count(f.status, 6, 200), 6);
     assert_true(h_server_log_has(&s2, "stopped cleanly"));
@@ -442,7 +412,7 @@ static void a_fourth_tier_comes_from_the_tiers_file(void **state)
                      0);
     const char *e[] = {env, NULL};
     struct h_server s2;
-    assert_int_equal(h_server_start(&s2, db_url, e), 0);
+    assert_int_equal(h_server_start(&s2, suite.db_url, e), 0);
     char u[200];
     snprintf(u, sizeof(u), "%s/api/data", s2.base);
     const char *gold[] = {"X-Tenant-Tier: gold", NULL};
@@ -489,7 +459,7 @@ static void bad_tier_files_are_refused_naming_the_key(void **state)
         fclose(f);
         char cmd[900];
         snprintf(cmd, sizeof(cmd), "cd %s && TIERS_FILE=%s DATABASE_URL=%s %s/%s 2>&1",
-                 getenv("BH_TEST_WORK"), path, db_url, getenv("BH_ROOT"),
+                 getenv("BH_TEST_WORK"), path, suite.db_url, getenv("BH_ROOT"),
                  getenv("BULKHEAD_BIN") ? getenv("BULKHEAD_BIN") : "build/bulkhead");
         FILE *p = popen(cmd, "r");
         char out[2000] = "";

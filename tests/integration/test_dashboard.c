@@ -38,20 +38,19 @@
 #define VIEW_W 1440
 #define VIEW_H 900
 
-static char db_url[300];
-static struct h_server srv;
+/* free: 5 requests a minute per tenant, and a breaker that stays open for the test. */
+static struct h_suite suite = {
+    .name = "dashboard",
+    .tiers_json =
+        "{\"free\": {\"workers\": 4, \"queue_max\": 8, \"db_max\": 2, \"rate_limit\": 5,"
+        " \"breaker_reset_ms\": 600000, \"breaker_min_calls\": 5},"
+        " \"pro\": {\"workers\": 8, \"queue_max\": 16, \"db_max\": 4, \"rate_limit\": 1000},"
+        " \"enterprise\": {\"workers\": 12, \"queue_max\": 48, \"db_max\": 6},"
+        " \"gold\": {\"workers\": 6, \"queue_max\": 12, \"db_max\": 3, \"rate_limit\": 0}}",
+    .env = {"ACCESS_LOG=false"}};
 
 static const char *const tiers[] = {"free", "pro", "enterprise", "gold"};
 #define NTIERS 4
-
-static char *url(const char *path)
-{
-    static char buf[4][512];
-    static int i;
-    i = (i + 1) % 4;
-    snprintf(buf[i], sizeof(buf[i]), "%s%s", srv.base, path);
-    return buf[i];
-}
 
 /* ---- a DevTools protocol client over --remote-debugging-pipe ----------------------------- */
 
@@ -363,10 +362,8 @@ static void *traffic_main(void *arg)
         snprintf(th, sizeof(th), "X-Tenant-Tier: %s", tier);
         snprintf(tn, sizeof(tn), "X-Tenant-ID: steady-%d", i % 37);
         const char *h[] = {th, tn, NULL};
-        char u[128]; /* not url(): its buffers belong to the main thread */
-        snprintf(u, sizeof(u), "%s/api/data?limit=5", srv.base);
         struct h_resp r;
-        h_get(u, h, &r);
+        h_get(h_url(&suite.srv, "/api/data?limit=5"), h, &r); /* h_url's buffers are per thread */
         h_resp_free(&r);
         traffic.sent++;
         /* About 40 requests a second; the stop flag ends the wait at once. */
@@ -409,7 +406,7 @@ static long get_as(const char *path, const char *tier, const char *tenant)
     snprintf(tn, sizeof(tn), "X-Tenant-ID: %s", tenant);
     const char *h[] = {th, tn, NULL};
     struct h_resp r;
-    h_get(url(path), h, &r);
+    h_get(h_url(&suite.srv, path), h, &r);
     long st = r.status;
     h_resp_free(&r);
     return st;
@@ -417,37 +414,14 @@ static long get_as(const char *path, const char *tier, const char *tenant)
 
 static const char *breaker_state(const char *tier, char *buf, size_t len)
 {
-    json_t *m = h_get_json(url("/metrics/bulkheads"));
-    const char *s = json_string_value(
-        json_object_get(json_object_get(json_object_get(m, tier), "circuitBreaker"), "state"));
-    snprintf(buf, len, "%s", s ? s : "");
-    json_decref(m);
-    return buf;
+    return h_metric_text(suite.srv.base, tier, "circuitBreaker", "state", buf, len);
 }
 
 static int setup(void **state)
 {
     (void)state;
     signal(SIGPIPE, SIG_IGN); /* a browser that died must not kill the test */
-    if (h_db_create("dashboard", db_url, sizeof(db_url)))
-        return -1;
-    char path[300];
-    snprintf(path, sizeof(path), "%s/tiers-dashboard.json",
-             getenv("BH_TEST_WORK") ? getenv("BH_TEST_WORK") : "/tmp");
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
-    /* free: 5 requests a minute per tenant, and a breaker that stays open for the test. */
-    fprintf(f, "{\"free\": {\"workers\": 4, \"queue_max\": 8, \"db_max\": 2, \"rate_limit\": 5,"
-               " \"breaker_reset_ms\": 600000, \"breaker_min_calls\": 5},"
-               " \"pro\": {\"workers\": 8, \"queue_max\": 16, \"db_max\": 4, \"rate_limit\": 1000},"
-               " \"enterprise\": {\"workers\": 12, \"queue_max\": 48, \"db_max\": 6},"
-               " \"gold\": {\"workers\": 6, \"queue_max\": 12, \"db_max\": 3, \"rate_limit\": 0}}");
-    fclose(f);
-    static char env[400];
-    snprintf(env, sizeof(env), "TIERS_FILE=%s", path);
-    const char *e[] = {env, "ACCESS_LOG=false", NULL};
-    return h_server_start(&srv, db_url, e);
+    return h_suite_start(&suite);
 }
 
 static int teardown(void **state)
@@ -455,8 +429,7 @@ static int teardown(void **state)
     (void)state;
     traffic_stop();
     cdp_stop(&browser);
-    if (srv.pid > 0)
-        h_server_stop(&srv, SIGTERM, 20000);
+    h_suite_stop(&suite);
     return 0;
 }
 
@@ -466,7 +439,7 @@ static void dashboard_is_one_self_contained_page(void **state)
 {
     (void)state;
     struct h_resp r;
-    assert_int_equal(h_get(url("/dashboard"), NULL, &r), 0);
+    assert_int_equal(h_get(h_url(&suite.srv, "/dashboard"), NULL, &r), 0);
     assert_int_equal(r.status, 200);
     char v[128];
     assert_non_null(h_header(&r, "Content-Type", v, sizeof(v)));
@@ -547,7 +520,7 @@ static void page_loads_and_shows_every_tier(void **state)
         fail_msg("%s did not answer on --remote-debugging-pipe; see %s", chromium_bin(),
                  browser.log);
     json_decref(v);
-    assert_int_equal(cdp_open(&browser, url("/dashboard")), 0);
+    assert_int_equal(cdp_open(&browser, h_url(&suite.srv, "/dashboard")), 0);
 
     /* Live: the first poll of both endpoints succeeded and was drawn. */
     assert_true(wait_page("document.body.dataset.state === 'live' && "
@@ -779,13 +752,11 @@ static void behind_a_balancer_the_page_keeps_every_instance(void **state)
     (void)state;
     assert_true(browser.pid > 0);
     traffic_stop(); /* from here on, only the requests below */
-    char path[300], env[400];
-    snprintf(path, sizeof(path), "%s/tiers-dashboard.json",
-             getenv("BH_TEST_WORK") ? getenv("BH_TEST_WORK") : "/tmp");
-    snprintf(env, sizeof(env), "TIERS_FILE=%s", path);
+    char env[500];
+    snprintf(env, sizeof(env), "TIERS_FILE=%s", suite.tiers_path);
     const char *e[] = {env, "ACCESS_LOG=false", NULL};
     struct h_server srv2;
-    assert_int_equal(h_server_start(&srv2, db_url, e), 0);
+    assert_int_equal(h_server_start(&srv2, suite.db_url, e), 0);
     /* 17 requests of gold on the new instance, a few more on the old one. */
     for (int i = 0; i < 17; i++) {
         char u[200];
@@ -802,7 +773,7 @@ static void behind_a_balancer_the_page_keeps_every_instance(void **state)
     assert_true(h_wait_until(history_has, &hw, 30000)); /* sampled by srv2's janitor */
 
     struct nginxproc lb = {.pid = 0};
-    assert_int_equal(nginxproc_start(&lb, srv.port, srv2.port), 0);
+    assert_int_equal(nginxproc_start(&lb, suite.srv.port, srv2.port), 0);
     char page[200];
     snprintf(page, sizeof(page), "%s/dashboard", lb.ops_base);
     assert_int_equal(cdp_navigate(&browser, page), 0);
@@ -811,7 +782,7 @@ static void behind_a_balancer_the_page_keeps_every_instance(void **state)
                           30000));
     /* Every request of both instances is on the page, exactly: no history was wiped because
      * the other instance answered a poll. */
-    struct sums w = {&srv, &srv2, 0, 0};
+    struct sums w = {&suite.srv, &srv2, 0, 0};
     bool same = h_wait_until(page_sums_both_histories, &w, 30000);
     printf("# behind nginx: the page shows %lld gold requests, the two histories hold %lld\n",
            w.page, w.want);
@@ -841,7 +812,7 @@ static void behind_a_balancer_the_page_keeps_every_instance(void **state)
     assert_non_null(strstr(s, "2 instances, summed"));
 
     /* Back to the first server alone, for the tests that follow. */
-    assert_int_equal(cdp_navigate(&browser, url("/dashboard")), 0);
+    assert_int_equal(cdp_navigate(&browser, h_url(&suite.srv, "/dashboard")), 0);
     assert_true(wait_page("document.body.dataset.state === 'live' && "
                           "+document.body.dataset.instances === 1",
                           30000));
@@ -855,7 +826,7 @@ static void page_shows_disconnected_and_keeps_retrying(void **state)
     assert_true(browser.pid > 0);
     traffic_stop();
     assert_true(traffic.sent > 0);
-    assert_int_equal(h_server_stop(&srv, SIGTERM, 20000), 0);
+    assert_int_equal(h_server_stop(&suite.srv, SIGTERM, 20000), 0);
     assert_true(wait_page("document.body.dataset.state === 'disconnected'", 20000));
     char s[256];
     cdp_eval_str(&browser, "document.getElementById('health').textContent", s, sizeof(s));

@@ -1,6 +1,7 @@
 /*
  * test_docs: the README is the truth. Its configuration tables must be exactly what the binary
- * prints (`bulkhead config --markdown`, from the same declarative tables the parser uses), and
+ * prints (`bulkhead config --markdown`, from the same declarative tables the parser uses), its
+ * list of error codes exactly the server's error table (`bulkhead errors --markdown`), and
  * every endpoint the README lists must exist on a running server.
  */
 #include "harness.h"
@@ -32,15 +33,28 @@ static char *slurp_cmd(const char *cmd)
     return buf;
 }
 
+/* What `bulkhead <args>` prints (malloc'd). */
+static char *binary_output(const char *args)
+{
+    char cmd[800];
+    snprintf(cmd, sizeof(cmd), "%s/%s %s", getenv("BH_ROOT"),
+             getenv("BULKHEAD_BIN") ? getenv("BULKHEAD_BIN") : "build/bulkhead", args);
+    return slurp_cmd(cmd);
+}
+
+/* README.md (malloc'd). */
+static char *readme_text(void)
+{
+    char cmd[800];
+    snprintf(cmd, sizeof(cmd), "cat %s/README.md", getenv("BH_ROOT"));
+    return slurp_cmd(cmd);
+}
+
 static void readme_config_tables_match_the_binary(void **state)
 {
     (void)state;
-    char cmd[800];
-    snprintf(cmd, sizeof(cmd), "%s/%s config --markdown", getenv("BH_ROOT"),
-             getenv("BULKHEAD_BIN") ? getenv("BULKHEAD_BIN") : "build/bulkhead");
-    char *tables = slurp_cmd(cmd);
-    snprintf(cmd, sizeof(cmd), "cat %s/README.md", getenv("BH_ROOT"));
-    char *readme = slurp_cmd(cmd);
+    char *tables = binary_output("config --markdown");
+    char *readme = readme_text();
     assert_true(strlen(tables) > 1000);
     if (!strstr(readme, tables))
         fprintf(stderr,
@@ -56,6 +70,24 @@ static void readme_config_tables_match_the_binary(void **state)
     free(readme);
 }
 
+/* The README's error codes are the table every error reply is made from. */
+static void readme_error_codes_match_the_binary(void **state)
+{
+    (void)state;
+    char *table = binary_output("errors --markdown");
+    char *readme = readme_text();
+    /* Every code the server answers with, the three that were once missing included. */
+    const char *codes[] = {"`invalid_tier`", "`auth_unavailable`", "`tier_unavailable`",
+                           "`unknown_tier`", "`shutting_down`",    "`timeout`"};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        assert_non_null(strstr(table, codes[i]));
+    if (!strstr(readme, table))
+        fprintf(stderr, "README.md's error codes are stale: run scripts/readme-config.sh\n");
+    assert_non_null(strstr(readme, table));
+    free(table);
+    free(readme);
+}
+
 /* The README's benchmark block is the latest results file's headline, not a hand-kept copy. */
 static void readme_bench_table_is_the_latest_run(void **state)
 {
@@ -66,8 +98,7 @@ static void readme_bench_table_is_the_latest_run(void **state)
              "%s/bench/results/latest.md",
              getenv("BH_ROOT"));
     char *table = slurp_cmd(cmd);
-    snprintf(cmd, sizeof(cmd), "cat %s/README.md", getenv("BH_ROOT"));
-    char *readme = slurp_cmd(cmd);
+    char *readme = readme_text();
     assert_non_null(strstr(table, "| measurement | bulkhead | reference | ratio | target |"));
     if (!strstr(readme, table))
         fprintf(stderr, "README.md's benchmark table is stale: run scripts/readme-bench.sh\n");
@@ -138,6 +169,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(readme_config_tables_match_the_binary),
+        cmocka_unit_test(readme_error_codes_match_the_binary),
         cmocka_unit_test(readme_bench_table_is_the_latest_run),
         cmocka_unit_test(readme_commands_are_debian_commands),
         cmocka_unit_test(every_documented_endpoint_answers),

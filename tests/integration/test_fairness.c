@@ -21,26 +21,18 @@
 
 #include <cmocka.h>
 
-static char db_url[300];
-static struct h_server srv;
-
-static const char *url(const char *path)
-{
-    return h_url(&srv, path);
-}
+static struct h_suite suite = {.name = "fairness"};
 
 static int setup(void **state)
 {
     (void)state;
-    if (h_db_create("fairness", db_url, sizeof(db_url)))
-        return -1;
-    return h_server_start(&srv, db_url, NULL);
+    return h_suite_start(&suite);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    h_server_stop(&srv, SIGTERM, 20000);
+    h_suite_stop(&suite);
     return 0;
 }
 
@@ -59,7 +51,7 @@ static void *steady_main(void *arg)
     /* B's rate limit is 100/min like everyone's: pace at about one request per 0.7 s. */
     while (!atomic_load(&b->stop) && b->n < 4000) {
         struct h_resp r;
-        h_get(url("/api/data?limit=5"), h, &r);
+        h_get(h_url(&suite.srv, "/api/data?limit=5"), h, &r);
         b->status[b->n] = r.status;
         b->lat[b->n] = r.seconds;
         b->n++;
@@ -83,7 +75,8 @@ static void *flood_main(void *arg)
     struct flood *a = arg;
     const char *h[] = {"X-Tenant-Tier: free", "X-Tenant-Id: tenant-a", NULL};
     for (int w = 0; w < 3; w++)
-        h_burst("GET", url("/api/data?delay_ms=800"), h, 30, 30, a->status + 30 * w, NULL);
+        h_burst("GET", h_url(&suite.srv, "/api/data?delay_ms=800"), h, 30, 30, a->status + 30 * w,
+                NULL);
     return NULL;
 }
 
@@ -134,7 +127,7 @@ static void a_noisy_tenant_cannot_starve_its_tier_mates(void **state)
     const char *hb[] = {"X-Tenant-Tier: free", "X-Tenant-Id: tenant-b", NULL};
     for (int i = 0; i < 5; i++) {
         struct h_resp r;
-        h_get(url("/api/data?limit=5"), hb, &r);
+        h_get(h_url(&suite.srv, "/api/data?limit=5"), hb, &r);
         assert_int_equal(r.status, 200);
         alone->lat[alone->n++] = r.seconds;
         h_resp_free(&r);
@@ -151,7 +144,7 @@ static void a_noisy_tenant_cannot_starve_its_tier_mates(void **state)
     int samples = 0;
     int64_t until = h_now_ms() + 2000;
     while (h_now_ms() < until) {
-        int64_t v = tenant_held(&srv, "free", "id:tenant-a").in_flight;
+        int64_t v = tenant_held(&suite.srv, "free", "id:tenant-a").in_flight;
         if (v > max_a)
             max_a = v;
         samples++;
@@ -176,7 +169,7 @@ static void a_noisy_tenant_cannot_starve_its_tier_mates(void **state)
     /* Near its unloaded value: a generous bound, far below A's 800 ms queries. */
     assert_true(loaded < unloaded + 0.25);
 
-    json_t *m = h_get_json(url("/metrics/bulkheads"));
+    json_t *m = h_get_json(h_url(&suite.srv, "/metrics/bulkheads"));
     json_t *fair = json_object_get(json_object_get(m, "free"), "fairness");
     assert_true(json_integer_value(json_object_get(fair, "rejectedTenantShare")) > 0);
     assert_int_equal(json_integer_value(json_object_get(fair, "tenantWorkerShare")), 5);
@@ -247,7 +240,7 @@ static void a_quiet_tenant_is_served_beside_a_slow_one_holding_the_tier(void **s
     assert_int_equal(h_tiers_env("fair-issue13.json", FAIR_TIERS, tiers_env, sizeof(tiers_env)), 0);
     const char *env[] = {tiers_env, "ACCESS_LOG=false", NULL};
     struct h_server s2;
-    assert_int_equal(h_server_start(&s2, db_url, env), 0);
+    assert_int_equal(h_server_start(&s2, suite.db_url, env), 0);
 
     /* The first query of each noisy client lasts 5 s, the rest 0.3 s. */
     struct looper noisy = {.srv = &s2,
@@ -327,7 +320,7 @@ struct burst_arg {
 static void *pro_burst_main(void *arg)
 {
     struct burst_arg *b = arg;
-    h_burst("GET", url("/api/data?delay_ms=2000"), b->headers, 30, 30, b->st, NULL);
+    h_burst("GET", h_url(&suite.srv, "/api/data?delay_ms=2000"), b->headers, 30, 30, b->st, NULL);
     return NULL;
 }
 
@@ -338,7 +331,7 @@ static void a_tenant_alone_uses_the_whole_pool_but_the_reserve(void **state)
     struct burst_arg b = {.headers = h};
     pthread_t t;
     pthread_create(&t, NULL, pro_burst_main, &b);
-    struct held_want want = {&srv, "pro", "id:solo", 27, 18};
+    struct held_want want = {&suite.srv, "pro", "id:solo", 27, 18};
     assert_true(h_wait_until(holds_exactly, &want, 30000));
     pthread_join(t, NULL);
     /* The 18 with a connection are served; the 9 waiting for one give up after pro's 1 s

@@ -234,17 +234,6 @@ static void acknowledged_writes_survive_kill_9_of_the_server(void **state)
 
 /* ---- 2. the database restarted under load ---------------------------------------------- */
 
-struct health_want {
-    const struct h_server *s;
-    long status;
-};
-
-static bool health_is(void *arg)
-{
-    struct health_want *w = arg;
-    return fk_status(w->s->base, "/health", NULL) == w->status;
-}
-
 struct breakers_want {
     const struct h_server *s;
     const char *state;
@@ -255,7 +244,8 @@ static bool all_breakers(void *arg)
     struct breakers_want *w = arg;
     char b[32];
     for (int t = 0; t < 3; t++)
-        if (strcmp(fk_breaker_state(w->s->base, tiers3[t], b, sizeof(b)), w->state))
+        if (strcmp(h_metric_text(w->s->base, tiers3[t], "circuitBreaker", "state", b, sizeof(b)),
+                   w->state))
             return false;
     return true;
 }
@@ -287,7 +277,7 @@ static int64_t sum_metric(const struct h_server *s, const char *section, const c
 {
     int64_t v = 0;
     for (int t = 0; t < 3; t++)
-        v += fk_metric(s->base, tiers3[t], section, field);
+        v += h_metric(s->base, tiers3[t], section, field);
     return v;
 }
 
@@ -308,8 +298,7 @@ static void expect_recovery(const struct h_server *s, struct load *l, int64_t ba
                             const char *what)
 {
     assert_true(h_wait_until(all_tiers_served_after_mark, l, 30000));
-    struct health_want up = {.s = s, .status = 200};
-    assert_true(h_wait_until(health_is, &up, 30000));
+    assert_true(H_WAIT(fk_status(s->base, "/health", NULL) == 200, 30000));
     struct breakers_want closed = {.s = s, .state = "CLOSED"};
     assert_true(h_wait_until(all_breakers, &closed, 30000));
     for (int t = 0; t < 3; t++) {
@@ -345,8 +334,7 @@ static void database_stop_and_start_under_load_recovers_by_itself(void **state)
 
     int64_t t_stop = h_now_ms();
     assert_int_equal(h_pg_stop(&pg), 0);
-    struct health_want down = {.s = &s, .status = 503};
-    assert_true(h_wait_until(health_is, &down, 30000));
+    assert_true(H_WAIT(fk_status(s.base, "/health", NULL) == 503, 30000));
     int64_t t_health = h_now_ms();
     struct breakers_want open = {.s = &s, .state = "OPEN"};
     assert_true(h_wait_until(all_breakers, &open, 30000));
@@ -513,8 +501,8 @@ static void a_read_whose_connection_dies_mid_query_is_retried_on_a_fresh_one(voi
     const char *e[] = {tiers_env, NULL};
     assert_int_equal(h_server_start(&s, db_url, e), 0);
     assert_int_equal(tier_get(&s, "pro", "/api/data?limit=1"), 200);
-    int64_t broken0 = fk_metric(s.base, "pro", "connectionPool", "closedBroken");
-    int64_t failures0 = fk_metric(s.base, "pro", "circuitBreaker", "failures");
+    int64_t broken0 = h_metric(s.base, "pro", "connectionPool", "closedBroken");
+    int64_t failures0 = h_metric(s.base, "pro", "circuitBreaker", "failures");
 
     /* A 2-second query: the test sees it running and kills its backend long before it ends. */
     struct bg_get g = {.s = &s, .tier = "pro", .path = "/api/data?delay_ms=2000&limit=1"};
@@ -530,28 +518,10 @@ static void a_read_whose_connection_dies_mid_query_is_retried_on_a_fresh_one(voi
     assert_int_equal(killed, 1);
     assert_int_equal(g.status, 200);
     assert_int_equal(h_server_log_count(&s, "\"event\":\"db_retry\""), 1);
-    assert_int_equal(fk_metric(s.base, "pro", "connectionPool", "closedBroken"), broken0 + 1);
+    assert_int_equal(h_metric(s.base, "pro", "connectionPool", "closedBroken"), broken0 + 1);
     /* The client saw no error, and neither did the breaker. */
-    assert_int_equal(fk_metric(s.base, "pro", "circuitBreaker", "failures"), failures0);
+    assert_int_equal(h_metric(s.base, "pro", "circuitBreaker", "failures"), failures0);
     assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
-}
-
-struct broken_want {
-    const struct h_server *s;
-    int64_t want;
-};
-
-static bool stall_conn_closed(void *arg)
-{
-    struct broken_want *w = arg;
-    return fk_metric(w->s->base, "stall", "connectionPool", "closedBroken") >= w->want;
-}
-
-static bool backend_gone(void *arg)
-{
-    char sql[200];
-    snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_stat_activity WHERE pid = %d", *(int *)arg);
-    return h_sql_int(db_url, sql) == 0;
 }
 
 static void a_stalled_backend_answers_504_and_its_connection_is_replaced(void **state)
@@ -564,17 +534,17 @@ static void a_stalled_backend_answers_504_and_its_connection_is_replaced(void **
     assert_int_equal(tier_get(&s, "stall", "/api/data?limit=1"), 200);
     int pid = fk_backend_pid(db_url, "bulkhead-stall");
     assert_true(pid > 0);
-    int64_t broken0 = fk_metric(s.base, "stall", "connectionPool", "closedBroken");
-    int64_t connects0 = fk_metric(s.base, "stall", "connectionPool", "connects");
-    int64_t timeouts0 = fk_metric(s.base, "stall", "circuitBreaker", "timeouts");
+    int64_t broken0 = h_metric(s.base, "stall", "connectionPool", "closedBroken");
+    int64_t connects0 = h_metric(s.base, "stall", "connectionPool", "connects");
+    int64_t timeouts0 = h_metric(s.base, "stall", "circuitBreaker", "timeouts");
 
     /* The backend stops answering (as behind a stalled network): nothing comes back, not
      * even the answer to a cancel request. */
     assert_int_equal(kill(pid, SIGSTOP), 0);
     struct bg_get g = {.s = &s, .tier = "stall", .path = "/api/data?limit=1"};
     bg_get_main(&g);
-    struct broken_want w = {.s = &s, .want = broken0 + 1};
-    bool closed = h_wait_until(stall_conn_closed, &w, 30000);
+    bool closed =
+        H_WAIT(h_metric(s.base, "stall", "connectionPool", "closedBroken") >= broken0 + 1, 30000);
     kill(pid, SIGCONT);
     printf("# stalled backend: answered %ld after %.2f s (breaker_timeout_ms 500); connection "
            "closed as broken: %s\n",
@@ -585,16 +555,18 @@ static void a_stalled_backend_answers_504_and_its_connection_is_replaced(void **
     assert_int_equal(g.status, 504);
     assert_true(g.seconds >= 0.4);
     assert_true(closed);
-    assert_int_equal(fk_metric(s.base, "stall", "circuitBreaker", "timeouts"), timeouts0 + 1);
+    assert_int_equal(h_metric(s.base, "stall", "circuitBreaker", "timeouts"), timeouts0 + 1);
 
     /* The only worker serves the next request on a new connection. */
     assert_int_equal(tier_get(&s, "stall", "/api/data?limit=1"), 200);
-    assert_int_equal(fk_metric(s.base, "stall", "connectionPool", "connects"), connects0 + 1);
-    assert_int_equal(fk_metric(s.base, "stall", "threadPool", "active"), 0);
+    assert_int_equal(h_metric(s.base, "stall", "connectionPool", "connects"), connects0 + 1);
+    assert_int_equal(h_metric(s.base, "stall", "threadPool", "active"), 0);
     int newpid = fk_backend_pid(db_url, "bulkhead-stall");
     assert_true(newpid > 0 && newpid != pid);
     /* The old backend, running again, finds its client gone and ends. */
-    assert_true(h_wait_until(backend_gone, &pid, 30000));
+    char gone[200];
+    snprintf(gone, sizeof(gone), "SELECT count(*) FROM pg_stat_activity WHERE pid = %d", pid);
+    assert_true(H_WAIT(h_sql_int(db_url, gone) == 0, 30000));
     assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
 }
 
@@ -606,14 +578,7 @@ struct redis_up {
 
 static const char *limited_backend(const struct h_server *s, char *buf, size_t len)
 {
-    char u[400];
-    snprintf(u, sizeof(u), "%s/metrics/bulkheads", s->base);
-    json_t *m = h_get_json(u);
-    const char *b = json_string_value(
-        json_object_get(json_object_get(json_object_get(m, "limited"), "rateLimiter"), "backend"));
-    snprintf(buf, len, "%s", b ? b : "");
-    json_decref(m);
-    return buf;
+    return h_metric_text(s->base, "limited", "rateLimiter", "backend", buf, len);
 }
 
 static bool back_on_redis(void *arg)
@@ -645,12 +610,12 @@ static void a_hung_redis_times_out_and_every_request_is_served_on_the_local_limi
      * second later) and at least 10 were answered, all while Redis is still stopped: a request
      * that waited for Redis itself would never come back (h_get gives up after 60 s). */
     assert_int_equal(kill(redis.pid, SIGSTOP), 0);
-    int64_t errors0 = fk_metric(s.base, "limited", "rateLimiter", "backendErrors");
+    int64_t errors0 = h_metric(s.base, "limited", "rateLimiter", "backendErrors");
     int served = 0, total = 0;
     double worst = 0;
     int64_t t0 = h_now_ms(), end = t0 + 60000; /* only a hang reaches this */
-    while (h_now_ms() < end && (total < 10 || fk_metric(s.base, "limited", "rateLimiter",
-                                                        "backendErrors") < errors0 + 2)) {
+    while (h_now_ms() < end && (total < 10 || h_metric(s.base, "limited", "rateLimiter",
+                                                       "backendErrors") < errors0 + 2)) {
         char u[400];
         snprintf(u, sizeof(u), "%s/api/data?limit=1", s.base);
         const char *h[] = {"X-Tenant-Tier: limited", "X-Tenant-Id: hung", NULL};
@@ -662,7 +627,7 @@ static void a_hung_redis_times_out_and_every_request_is_served_on_the_local_limi
             worst = r.seconds;
         h_resp_free(&r);
     }
-    int64_t errors = fk_metric(s.base, "limited", "rateLimiter", "backendErrors") - errors0;
+    int64_t errors = h_metric(s.base, "limited", "rateLimiter", "backendErrors") - errors0;
     limited_backend(&s, b, sizeof(b));
     int64_t hung_ms = h_now_ms() - t0;
     kill(redis.pid, SIGCONT);

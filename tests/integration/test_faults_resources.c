@@ -168,24 +168,12 @@ static int stop_leftovers(void **state)
     return 0;
 }
 
-struct fd_want {
-    pid_t pid;
-    int limit;
-};
-
-/* Every descriptor number below the limit is taken: accept() fails with EMFILE. */
-static bool fds_full(void *arg)
-{
-    struct fd_want *w = arg;
-    return fk_fd_count_below(w->pid, w->limit) >= w->limit;
-}
-
 /* Two readings 300 ms apart agree: the server accepted what it will accept. */
 static int fds_settled(pid_t pid)
 {
     int a = fk_fd_count(pid), b;
     for (int i = 0; i < 30; i++) {
-        fk_nap_ms(300);
+        h_nap_ms(300);
         b = fk_fd_count(pid);
         if (a == b)
             return b;
@@ -227,8 +215,8 @@ static void descriptor_exhaustion_refuses_database_work_and_recovers(void **stat
         fds[i] = raw_connect(s->port);
         assert_true(fds[i] >= 0);
     }
-    struct fd_want w = {.pid = s->pid, .limit = limit};
-    bool full = h_wait_until(fds_full, &w, 30000);
+    /* Every descriptor number below the limit is taken: accept() fails with EMFILE. */
+    bool full = H_WAIT(fk_fd_count_below(s->pid, limit) >= limit, 30000);
     int held = fds_settled(s->pid);
     /* At the limit with clients waiting. An HTTP thread of libmicrohttpd's pool that holds no
      * connection when accept() fails busy-waits ("Hit process or system resource limit at
@@ -236,7 +224,7 @@ static void descriptor_exhaustion_refuses_database_work_and_recovers(void **stat
      * other case ("at N connections") suspends accept() quietly. Which one happens depends on
      * how the connections spread over the threads, so the CPU used is printed, not bounded. */
     double cpu0 = fk_cpu_seconds(s->pid);
-    fk_nap_ms(1000);
+    h_nap_ms(1000);
     double cpu_idle = fk_cpu_seconds(s->pid) - cpu0;
 
     /* pro has no database connection yet: every request needs a new socket. */
@@ -260,7 +248,8 @@ static void descriptor_exhaustion_refuses_database_work_and_recovers(void **stat
     close_all(fds, CLIENTS);
     assert_true(h_wait_until(pro_serves, s, 30000));
     char st[32];
-    assert_string_equal(fk_breaker_state(s->base, "pro", st, sizeof(st)), "CLOSED");
+    assert_string_equal(h_metric_text(s->base, "pro", "circuitBreaker", "state", st, sizeof(st)),
+                        "CLOSED");
     assert_int_equal(fk_status(s->base, "/health", NULL), 200);
     assert_true(prlimit(s->pid, RLIMIT_NOFILE, &old, NULL) == 0);
     assert_int_equal(h_server_stop(s, SIGTERM, 20000), 0);
@@ -318,13 +307,6 @@ static bool sent_at_least(void *arg)
     return s >= w->want;
 }
 
-static bool tenant_tables_empty(void *arg)
-{
-    const struct h_server *s = arg;
-    return fk_metric(s->base, "free", "rateLimiter", "keysTracked") == 0 &&
-           fk_metric(s->base, "free", "fairness", "activeTenants") == 0;
-}
-
 static void many_distinct_tenants_do_not_grow_memory_without_bound(void **state)
 {
     (void)state;
@@ -356,14 +338,16 @@ static void many_distinct_tenants_do_not_grow_memory_without_bound(void **state)
     w.want = total;
     bool finished = h_wait_until(sent_at_least, &w, 300000);
     long rss_end = fk_rss_kb(s->pid);
-    int64_t keys = fk_metric(s->base, "free", "rateLimiter", "keysTracked");
-    int64_t overflowed = fk_metric(s->base, "free", "rateLimiter", "overflowed");
-    int64_t tenants = fk_metric(s->base, "free", "fairness", "activeTenants");
+    int64_t keys = h_metric(s->base, "free", "rateLimiter", "keysTracked");
+    int64_t overflowed = h_metric(s->base, "free", "rateLimiter", "overflowed");
+    int64_t tenants = h_metric(s->base, "free", "fairness", "activeTenants");
     atomic_store(&stop, true);
     for (int i = 0; i < N; i++)
         fk_client_join(&c[i]);
     int64_t secs = (h_now_ms() - t0) / 1000;
-    bool emptied = h_wait_until(tenant_tables_empty, s, 30000);
+    bool emptied = H_WAIT(h_metric(s->base, "free", "rateLimiter", "keysTracked") == 0 &&
+                              h_metric(s->base, "free", "fairness", "activeTenants") == 0,
+                          30000);
     long rss_after = fk_rss_kb(s->pid);
     const char *tiers[] = {"free"};
     fk_print_tally("distinct tenants", c, N, tiers, 1);

@@ -11,6 +11,7 @@
  * - Lifecycle events (ready, breaker_open, shutdown) logged once each, with their cause.
  */
 #include "harness.h"
+#include "../promtext.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -25,406 +26,23 @@
 
 #include <cmocka.h>
 
-static char db_url[300];
-static char tiers_path[300];
-static char tiers_env[400];
-static struct h_server srv;
+/* free: 2 requests per minute per tenant, a breaker that stays open once it opens. */
+static struct h_suite suite = {.name = "observability",
+                               .tiers_json =
+                                   "{\"free\": {\"workers\": 4, \"db_max\": 2, \"rate_limit\": 2,"
+                                   " \"breaker_reset_ms\": 600000, \"breaker_min_calls\": 5},"
+                                   " \"pro\": {\"workers\": 8, \"db_max\": 4},"
+                                   " \"enterprise\": {\"workers\": 8, \"db_max\": 4}}"};
 
 static const char *const tier_names[] = {"free", "pro", "enterprise"};
 #define NTIERS 3
-
-static char *url_of(const struct h_server *s, const char *path)
-{
-    static char buf[4][512];
-    static int i;
-    i = (i + 1) % 4;
-    snprintf(buf[i], sizeof(buf[i]), "%s%s", s->base, path);
-    return buf[i];
-}
-
-/* ---- a parser of the Prometheus text exposition format 0.0.4 ----------------------------- */
-
-#define PROM_MAX_LABELS 8
-#define PROM_NAME_MAX   128
-#define PROM_VALUE_MAX  256
-
-struct prom_sample {
-    char name[PROM_NAME_MAX];
-    size_t nlabels;
-    char lname[PROM_MAX_LABELS][PROM_NAME_MAX];
-    char lval[PROM_MAX_LABELS][PROM_VALUE_MAX];
-    double value;
-    size_t family; /* index in prom_doc.fam */
-};
-
-struct prom_family {
-    char name[PROM_NAME_MAX];
-    char type[16]; /* counter, gauge, histogram, summary, untyped */
-    int helps, types;
-    size_t nsamples;
-};
-
-struct prom_doc {
-    struct prom_family *fam;
-    size_t nfam;
-    struct prom_sample *s;
-    size_t ns;
-};
-
-static void prom_free(struct prom_doc *d)
-{
-    free(d->fam);
-    free(d->s);
-    memset(d, 0, sizeof(*d));
-}
-
-static bool prom_name_start(char c)
-{
-    return isalpha((unsigned char)c) || c == '_' || c == ':';
-}
-
-static bool prom_name_char(char c)
-{
-    return isalnum((unsigned char)c) || c == '_' || c == ':';
-}
-
-/* metric name [a-zA-Z_:][a-zA-Z0-9_:]*, or label name [a-zA-Z_][a-zA-Z0-9_]* when label. */
-static bool prom_read_name(const char **p, char *out, size_t cap, bool label)
-{
-    const char *s = *p;
-    size_t n = 0;
-    if (!prom_name_start(s[0]) || (label && s[0] == ':'))
-        return false;
-    while (prom_name_char(s[n]) && !(label && s[n] == ':')) {
-        if (n + 1 >= cap)
-            return false;
-        out[n] = s[n];
-        n++;
-    }
-    out[n] = '\0';
-    *p = s + n;
-    return true;
-}
-
-/* "..." with \\, \" and \n escapes; no raw newline. */
-static bool prom_read_label_value(const char **p, char *out, size_t cap)
-{
-    const char *s = *p;
-    if (*s++ != '"')
-        return false;
-    size_t n = 0;
-    for (;;) {
-        char c = *s++;
-        if (c == '\0' || c == '\n')
-            return false;
-        if (c == '"')
-            break;
-        if (c == '\\') {
-            char e = *s++;
-            if (e == '\\' || e == '"')
-                c = e;
-            else if (e == 'n')
-                c = '\n';
-            else
-                return false;
-        }
-        if (n + 1 >= cap)
-            return false;
-        out[n++] = c;
-    }
-    out[n] = '\0';
-    *p = s;
-    return true;
-}
-
-/* A Go ParseFloat-style value as Prometheus writes it: decimal or exponent, +Inf, -Inf, NaN. */
-static bool prom_parse_float(const char *tok, double *out)
-{
-    if (!strcmp(tok, "+Inf") || !strcmp(tok, "Inf")) {
-        *out = INFINITY;
-        return true;
-    }
-    if (!strcmp(tok, "-Inf")) {
-        *out = -INFINITY;
-        return true;
-    }
-    if (!strcmp(tok, "NaN")) {
-        *out = NAN;
-        return true;
-    }
-    for (const char *c = tok; *c; c++)
-        if (!isdigit((unsigned char)*c) && !strchr("+-.eE", *c))
-            return false;
-    char *end = NULL;
-    *out = strtod(tok, &end);
-    return end != tok && *end == '\0';
-}
-
-static int prom_family_find(const struct prom_doc *d, const char *name)
-{
-    for (size_t i = 0; i < d->nfam; i++)
-        if (!strcmp(d->fam[i].name, name))
-            return (int)i;
-    return -1;
-}
-
-static size_t prom_family_get(struct prom_doc *d, const char *name)
-{
-    int i = prom_family_find(d, name);
-    if (i >= 0)
-        return (size_t)i;
-    d->fam = realloc(d->fam, (d->nfam + 1) * sizeof(*d->fam));
-    memset(&d->fam[d->nfam], 0, sizeof(*d->fam));
-    snprintf(d->fam[d->nfam].name, sizeof(d->fam[d->nfam].name), "%s", name);
-    return d->nfam++;
-}
-
-/* The family a sample belongs to: its own name, or a histogram/summary's _bucket/_sum/_count. */
-static int prom_sample_family(const struct prom_doc *d, const char *name)
-{
-    int f = prom_family_find(d, name);
-    if (f >= 0 && d->fam[f].types)
-        return f;
-    static const char *const sfx[] = {"_bucket", "_sum", "_count"};
-    size_t nl = strlen(name);
-    for (size_t i = 0; i < 3; i++) {
-        size_t sl = strlen(sfx[i]);
-        if (nl <= sl || strcmp(name + nl - sl, sfx[i]))
-            continue;
-        char base[PROM_NAME_MAX];
-        snprintf(base, sizeof(base), "%.*s", (int)(nl - sl), name);
-        int b = prom_family_find(d, base);
-        if (b >= 0 &&
-            (!strcmp(d->fam[b].type, "histogram") || (i > 0 && !strcmp(d->fam[b].type, "summary"))))
-            return b;
-    }
-    return -1;
-}
-
-static int prom_fail(char *err, size_t errlen, int line, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int prom_fail(char *err, size_t errlen, int line, const char *fmt, ...)
-{
-    int n = snprintf(err, errlen, "line %d: ", line);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-static int prom_parse_comment(struct prom_doc *d, const char *line, int ln, char *err,
-                              size_t errlen)
-{
-    const char *p = line + 1;
-    bool help = !strncmp(p, " HELP ", 6), type = !strncmp(p, " TYPE ", 6);
-    if (!help && !type)
-        return 0; /* any other comment is allowed and ignored */
-    p += 6;
-    char name[PROM_NAME_MAX];
-    if (!prom_read_name(&p, name, sizeof(name), false))
-        return prom_fail(err, errlen, ln, "bad metric name in %s", line);
-    size_t f = prom_family_get(d, name);
-    struct prom_family *fam = &d->fam[f];
-    if (fam->nsamples)
-        return prom_fail(err, errlen, ln, "%s of %s after its samples", help ? "HELP" : "TYPE",
-                         name);
-    if (help) {
-        if (*p != ' ' || !p[1])
-            return prom_fail(err, errlen, ln, "HELP of %s has no text", name);
-        /* Docstring escapes: only \\ and \n. */
-        for (const char *c = p + 1; *c; c++)
-            if (*c == '\\' && c[1] != '\\' && c[1] != 'n')
-                return prom_fail(err, errlen, ln, "bad escape in HELP of %s", name);
-            else if (*c == '\\')
-                c++;
-        if (++fam->helps > 1)
-            return prom_fail(err, errlen, ln, "second HELP for %s", name);
-        return 0;
-    }
-    if (*p != ' ')
-        return prom_fail(err, errlen, ln, "TYPE of %s has no type", name);
-    p++;
-    static const char *const types[] = {"counter", "gauge", "histogram", "summary", "untyped"};
-    bool known = false;
-    for (size_t i = 0; i < 5; i++)
-        known = known || !strcmp(p, types[i]);
-    if (!known)
-        return prom_fail(err, errlen, ln, "unknown type \"%s\" for %s", p, name);
-    if (++fam->types > 1)
-        return prom_fail(err, errlen, ln, "second TYPE for %s", name);
-    snprintf(fam->type, sizeof(fam->type), "%s", p);
-    return 0;
-}
-
-static int prom_parse_sample(struct prom_doc *d, const char *line, int ln, int *current, char *err,
-                             size_t errlen)
-{
-    struct prom_sample s;
-    memset(&s, 0, sizeof(s));
-    const char *p = line;
-    if (!prom_read_name(&p, s.name, sizeof(s.name), false))
-        return prom_fail(err, errlen, ln, "bad metric name: %s", line);
-    if (*p == '{') {
-        p++;
-        while (*p != '}') {
-            if (s.nlabels == PROM_MAX_LABELS)
-                return prom_fail(err, errlen, ln, "too many labels");
-            if (!prom_read_name(&p, s.lname[s.nlabels], PROM_NAME_MAX, true) || *p++ != '=' ||
-                !prom_read_label_value(&p, s.lval[s.nlabels], PROM_VALUE_MAX))
-                return prom_fail(err, errlen, ln, "bad label in %s", line);
-            for (size_t i = 0; i < s.nlabels; i++)
-                if (!strcmp(s.lname[i], s.lname[s.nlabels]))
-                    return prom_fail(err, errlen, ln, "label %s twice", s.lname[i]);
-            s.nlabels++;
-            if (*p == ',')
-                p++;
-            else if (*p != '}')
-                return prom_fail(err, errlen, ln, "expected , or } in %s", line);
-        }
-        p++;
-    }
-    if (*p++ != ' ')
-        return prom_fail(err, errlen, ln, "expected a space before the value: %s", line);
-    char tok[64];
-    size_t n = strcspn(p, " ");
-    if (n == 0 || n >= sizeof(tok))
-        return prom_fail(err, errlen, ln, "missing value: %s", line);
-    memcpy(tok, p, n);
-    tok[n] = '\0';
-    if (!prom_parse_float(tok, &s.value))
-        return prom_fail(err, errlen, ln, "bad value \"%s\"", tok);
-    p += n;
-    if (*p == ' ') { /* optional timestamp: an integer of milliseconds */
-        p++;
-        if (*p == '-')
-            p++;
-        if (!isdigit((unsigned char)*p))
-            return prom_fail(err, errlen, ln, "bad timestamp: %s", line);
-        while (isdigit((unsigned char)*p))
-            p++;
-    }
-    if (*p)
-        return prom_fail(err, errlen, ln, "trailing text: %s", line);
-
-    int f = prom_sample_family(d, s.name);
-    if (f < 0)
-        return prom_fail(err, errlen, ln, "sample %s has no # TYPE before it", s.name);
-    struct prom_family *fam = &d->fam[f];
-    if (fam->helps != 1 || fam->types != 1)
-        return prom_fail(err, errlen, ln, "sample %s: family %s lacks # HELP or # TYPE", s.name,
-                         fam->name);
-    if (f != *current && fam->nsamples)
-        return prom_fail(err, errlen, ln, "samples of %s are not together", fam->name);
-    *current = f;
-    fam->nsamples++;
-    s.family = (size_t)f;
-    /* One series per name and label set. */
-    for (size_t i = 0; i < d->ns; i++) {
-        const struct prom_sample *o = &d->s[i];
-        if (strcmp(o->name, s.name) || o->nlabels != s.nlabels)
-            continue;
-        bool same = true;
-        for (size_t a = 0; a < s.nlabels && same; a++) {
-            bool found = false;
-            for (size_t b = 0; b < o->nlabels; b++)
-                found =
-                    found || (!strcmp(s.lname[a], o->lname[b]) && !strcmp(s.lval[a], o->lval[b]));
-            same = found;
-        }
-        if (same)
-            return prom_fail(err, errlen, ln, "duplicate series: %s", line);
-    }
-    d->s = realloc(d->s, (d->ns + 1) * sizeof(*d->s));
-    d->s[d->ns++] = s;
-    return 0;
-}
-
-/* Parse the whole text; 0, or -1 with the first problem in err. */
-static int prom_parse(const char *text, struct prom_doc *d, char *err, size_t errlen)
-{
-    memset(d, 0, sizeof(*d));
-    size_t len = strlen(text);
-    if (len == 0 || text[len - 1] != '\n')
-        return prom_fail(err, errlen, 0, "the exposition must end with a newline");
-    int current = -1;
-    int ln = 0;
-    for (const char *line = text; *line;) {
-        const char *nl = strchr(line, '\n');
-        size_t n = (size_t)(nl - line);
-        char *buf = malloc(n + 1);
-        memcpy(buf, line, n);
-        buf[n] = '\0';
-        ln++;
-        int rc = 0;
-        if (n == 0)
-            rc = 0; /* blank lines are allowed */
-        else if (buf[0] == '#')
-            rc = prom_parse_comment(d, buf, ln, err, errlen);
-        else
-            rc = prom_parse_sample(d, buf, ln, &current, err, errlen);
-        free(buf);
-        if (rc)
-            return rc;
-        line = nl + 1;
-    }
-    return 0;
-}
-
-static const char *prom_label(const struct prom_sample *s, const char *name)
-{
-    for (size_t i = 0; i < s->nlabels; i++)
-        if (!strcmp(s->lname[i], name))
-            return s->lval[i];
-    return NULL;
-}
-
-/* The value of the series name{k1="v1",...} with exactly these labels, or NAN. */
-static double prom_value(const struct prom_doc *d, const char *name, size_t npairs, ...)
-{
-    const char *k[PROM_MAX_LABELS], *v[PROM_MAX_LABELS];
-    va_list ap;
-    va_start(ap, npairs);
-    for (size_t i = 0; i < npairs; i++) {
-        k[i] = va_arg(ap, const char *);
-        v[i] = va_arg(ap, const char *);
-    }
-    va_end(ap);
-    for (size_t i = 0; i < d->ns; i++) {
-        const struct prom_sample *s = &d->s[i];
-        if (strcmp(s->name, name) || s->nlabels != npairs)
-            continue;
-        bool ok = true;
-        for (size_t j = 0; j < npairs && ok; j++) {
-            const char *l = prom_label(s, k[j]);
-            ok = l && !strcmp(l, v[j]);
-        }
-        if (ok)
-            return s->value;
-    }
-    return NAN;
-}
-
-/* The labels of s except le, as "k=v,k=v" in document order: a histogram series' key. */
-static void prom_series_key(const struct prom_sample *s, char *out, size_t cap)
-{
-    size_t n = 0;
-    out[0] = '\0';
-    for (size_t i = 0; i < s->nlabels; i++) {
-        if (!strcmp(s->lname[i], "le"))
-            continue;
-        int w = snprintf(out + n, cap - n, "%s=%s,", s->lname[i], s->lval[i]);
-        if (w > 0)
-            n += (size_t)w < cap - n ? (size_t)w : cap - n - 1;
-    }
-}
 
 /* ---- the scrape ------------------------------------------------------------------------ */
 
 static int scrape(const struct h_server *s, struct prom_doc *d)
 {
     struct h_resp r;
-    if (h_get(url_of(s, "/metrics"), NULL, &r) || r.status != 200) {
+    if (h_get(h_url(s, "/metrics"), NULL, &r) || r.status != 200) {
         h_resp_free(&r);
         return -1;
     }
@@ -512,55 +130,32 @@ static int event_count(const struct h_server *s, const char *ev, const char *nee
     return n;
 }
 
-struct log_wait {
-    const struct h_server *s;
-    const char *needle;
-};
-
-static bool log_has(void *arg)
-{
-    struct log_wait *w = arg;
-    return h_server_log_has(w->s, w->needle);
-}
-
 static bool wait_log(const struct h_server *s, const char *needle)
 {
-    struct log_wait w = {s, needle};
-    return h_wait_until(log_has, &w, 10000);
+    return H_WAIT(h_server_log_has(s, needle), 10000);
 }
 
 /* ---- fixtures ------------------------------------------------------------------------- */
 
+/* Another server on the suite's database and tiers, with one more variable (or none). */
 static int start_with(struct h_server *s, const char *extra)
 {
+    char tiers_env[500];
+    snprintf(tiers_env, sizeof(tiers_env), "TIERS_FILE=%s", suite.tiers_path);
     const char *env[] = {tiers_env, extra, NULL};
-    return h_server_start(s, db_url, env);
+    return h_server_start(s, suite.db_url, env);
 }
 
 static int setup(void **state)
 {
     (void)state;
-    if (h_db_create("observability", db_url, sizeof(db_url)))
-        return -1;
-    /* free: 2 requests per minute per tenant, a breaker that stays open once it opens. */
-    snprintf(tiers_path, sizeof(tiers_path), "%s/tiers-observability.json",
-             getenv("BH_TEST_WORK") ? getenv("BH_TEST_WORK") : "/tmp");
-    FILE *f = fopen(tiers_path, "w");
-    if (!f)
-        return -1;
-    fprintf(f, "{\"free\": {\"workers\": 4, \"db_max\": 2, \"rate_limit\": 2,"
-               " \"breaker_reset_ms\": 600000, \"breaker_min_calls\": 5},"
-               " \"pro\": {\"workers\": 8, \"db_max\": 4},"
-               " \"enterprise\": {\"workers\": 8, \"db_max\": 4}}");
-    fclose(f);
-    snprintf(tiers_env, sizeof(tiers_env), "TIERS_FILE=%s", tiers_path);
-    return start_with(&srv, NULL);
+    return h_suite_start(&suite);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    h_server_stop(&srv, SIGTERM, 20000);
+    h_suite_stop(&suite);
     return 0;
 }
 
@@ -585,7 +180,7 @@ static long request_as(const struct h_server *s, const char *path, const char *t
     }
     h[n] = NULL;
     struct h_resp r;
-    if (h_get(url_of(s, path), h, &r)) {
+    if (h_get(h_url(s, path), h, &r)) {
         h_resp_free(&r);
         return 0;
     }
@@ -602,7 +197,7 @@ static void metrics_is_prometheus_text_0_0_4(void **state)
 {
     (void)state;
     struct h_resp r;
-    assert_int_equal(h_get(url_of(&srv, "/metrics"), NULL, &r), 0);
+    assert_int_equal(h_get(h_url(&suite.srv, "/metrics"), NULL, &r), 0);
     assert_int_equal(r.status, 200);
     char ct[128];
     assert_non_null(h_header(&r, "Content-Type", ct, sizeof(ct)));
@@ -632,7 +227,7 @@ static void metric_names_follow_prometheus_conventions(void **state)
 {
     (void)state;
     struct prom_doc d;
-    assert_int_equal(scrape(&srv, &d), 0);
+    assert_int_equal(scrape(&suite.srv, &d), 0);
     for (size_t i = 0; i < d.nfam; i++) {
         const struct prom_family *f = &d.fam[i];
         size_t nl = strlen(f->name);
@@ -671,7 +266,7 @@ static bool outcome_reached(void *arg)
 {
     struct counts_wait *w = arg;
     struct prom_doc d;
-    if (scrape(&srv, &d))
+    if (scrape(&suite.srv, &d))
         return false;
     double v = prom_value(&d, "bulkhead_requests_total", 2, "tier", w->tier, "outcome", w->outcome);
     prom_free(&d);
@@ -683,12 +278,13 @@ static void histograms_are_cumulative_and_end_at_inf(void **state)
     (void)state;
     /* Some traffic so the buckets are not all zero. */
     for (int i = 0; i < 3; i++)
-        assert_int_equal(request_as(&srv, "/api/data", "enterprise", "hist", NULL, NULL, 0), 200);
+        assert_int_equal(request_as(&suite.srv, "/api/data", "enterprise", "hist", NULL, NULL, 0),
+                         200);
     /* A request is counted when it completes, just after its response went out. */
     struct counts_wait w = {3, "enterprise", "ok"};
     assert_true(h_wait_until(outcome_reached, &w, 10000));
     struct prom_doc d;
-    assert_int_equal(scrape(&srv, &d), 0);
+    assert_int_equal(scrape(&suite.srv, &d), 0);
     int histograms = 0, series_checked = 0;
     for (size_t f = 0; f < d.nfam; f++) {
         if (strcmp(d.fam[f].type, "histogram"))
@@ -769,7 +365,7 @@ static void every_tier_has_its_series(void **state)
 {
     (void)state;
     struct prom_doc d;
-    assert_int_equal(scrape(&srv, &d), 0);
+    assert_int_equal(scrape(&suite.srv, &d), 0);
     static const char *const per_tier[] = {
         "bulkhead_workers",
         "bulkhead_workers_busy",
@@ -829,19 +425,23 @@ static void counters_move_by_exactly_the_traffic_sent(void **state)
 {
     (void)state;
     struct prom_doc a, b;
-    assert_int_equal(scrape(&srv, &a), 0);
+    assert_int_equal(scrape(&suite.srv, &a), 0);
     double pro_ok = prom_value(&a, "bulkhead_requests_total", 2, "tier", "pro", "outcome", "ok");
     double free_rl =
         prom_value(&a, "bulkhead_requests_total", 2, "tier", "free", "outcome", "rate_limited");
 
     for (int i = 0; i < 3; i++)
-        assert_int_equal(request_as(&srv, "/api/data", "pro", "counter-pro", NULL, NULL, 0), 200);
-    assert_int_equal(request_as(&srv, "/api/data?limit=zero", "pro", "counter-pro", NULL, NULL, 0),
-                     400);
+        assert_int_equal(request_as(&suite.srv, "/api/data", "pro", "counter-pro", NULL, NULL, 0),
+                         200);
+    assert_int_equal(
+        request_as(&suite.srv, "/api/data?limit=zero", "pro", "counter-pro", NULL, NULL, 0), 400);
     /* free allows 2 per tenant per minute: the third is refused. */
-    assert_int_equal(request_as(&srv, "/api/data", "free", "counter-free", NULL, NULL, 0), 200);
-    assert_int_equal(request_as(&srv, "/api/data", "free", "counter-free", NULL, NULL, 0), 200);
-    assert_int_equal(request_as(&srv, "/api/data", "free", "counter-free", NULL, NULL, 0), 429);
+    assert_int_equal(request_as(&suite.srv, "/api/data", "free", "counter-free", NULL, NULL, 0),
+                     200);
+    assert_int_equal(request_as(&suite.srv, "/api/data", "free", "counter-free", NULL, NULL, 0),
+                     200);
+    assert_int_equal(request_as(&suite.srv, "/api/data", "free", "counter-free", NULL, NULL, 0),
+                     429);
 
     /* A request is counted when it completes, just after its response went out. */
     struct counts_wait w1 = {pro_ok + 3, "pro", "ok"}, w2 = {free_rl + 1, "free", "rate_limited"};
@@ -851,7 +451,7 @@ static void counters_move_by_exactly_the_traffic_sent(void **state)
         prom_value(&a, "bulkhead_requests_total", 2, "tier", "pro", "outcome", "client_error") + 1,
         "pro", "client_error"};
     assert_true(h_wait_until(outcome_reached, &w3, 10000));
-    assert_int_equal(scrape(&srv, &b), 0);
+    assert_int_equal(scrape(&suite.srv, &b), 0);
 
     assert_true(delta(&a, &b, "bulkhead_requests_total", "pro", "outcome", "ok") == 3);
     assert_true(delta(&a, &b, "bulkhead_requests_total", "pro", "outcome", "client_error") == 1);
@@ -880,22 +480,10 @@ static void counters_move_by_exactly_the_traffic_sent(void **state)
 
 /* ---- access log ---------------------------------------------------------------------- */
 
-struct access_wait {
-    const struct h_server *s;
-    const char *rid;
-};
-
-static bool access_logged(void *arg)
-{
-    struct access_wait *w = arg;
-    return access_lines_for(w->s, w->rid, NULL) > 0;
-}
-
 /* Wait for the request's line; return it (exactly one must exist). */
 static json_t *access_line(const struct h_server *s, const char *rid)
 {
-    struct access_wait w = {s, rid};
-    assert_true(h_wait_until(access_logged, &w, 10000));
+    assert_true(H_WAIT(access_lines_for(s, rid, NULL) > 0, 10000));
     json_t *l = NULL;
     int n = access_lines_for(s, rid, &l);
     if (n != 1)
@@ -962,10 +550,10 @@ static void each_request_logs_one_json_access_line(void **state)
     (void)state;
     char got[128];
     /* Admitted, answered by PostgreSQL. */
-    assert_int_equal(request_as(&srv, "/api/data", "pro", "acme", "obs-ok-1", got, sizeof(got)),
-                     200);
+    assert_int_equal(
+        request_as(&suite.srv, "/api/data", "pro", "acme", "obs-ok-1", got, sizeof(got)), 200);
     assert_string_equal(got, "obs-ok-1");
-    json_t *l = access_line(&srv, "obs-ok-1");
+    json_t *l = access_line(&suite.srv, "obs-ok-1");
     assert_access(l, "obs-ok-1", "pro", "acme", "/api/data", 200, "ok");
     json_decref(l);
 
@@ -974,29 +562,30 @@ static void each_request_logs_one_json_access_line(void **state)
     long st = 0;
     for (int i = 0; i < 4 && st != 429; i++) {
         snprintf(rid, sizeof(rid), "obs-limited-%d", i);
-        st = request_as(&srv, "/api/data", "free", "log-free", rid, got, sizeof(got));
+        st = request_as(&suite.srv, "/api/data", "free", "log-free", rid, got, sizeof(got));
     }
     assert_int_equal(st, 429);
-    l = access_line(&srv, rid);
+    l = access_line(&suite.srv, rid);
     assert_access(l, rid, "free", "log-free", "/api/data", 429, "rate_limited");
     json_decref(l);
 
     /* No tier at all: tier is null. */
-    assert_int_equal(request_as(&srv, "/api/data", "platinum", NULL, "obs-400", got, sizeof(got)),
-                     400);
-    l = access_line(&srv, "obs-400");
+    assert_int_equal(
+        request_as(&suite.srv, "/api/data", "platinum", NULL, "obs-400", got, sizeof(got)), 400);
+    l = access_line(&suite.srv, "obs-400");
     assert_access(l, "obs-400", NULL, NULL, "/api/data", 400, "client_error");
     json_decref(l);
 
     /* Not an API path. */
-    assert_int_equal(request_as(&srv, "/nowhere", NULL, NULL, "obs-404", got, sizeof(got)), 404);
-    l = access_line(&srv, "obs-404");
+    assert_int_equal(request_as(&suite.srv, "/nowhere", NULL, NULL, "obs-404", got, sizeof(got)),
+                     404);
+    l = access_line(&suite.srv, "obs-404");
     assert_access(l, "obs-404", NULL, NULL, "/nowhere", 404, "client_error");
     json_decref(l);
 
     /* Every line the server wrote is a JSON object with a time, a level and a type. */
     int bad;
-    json_t *all = log_lines(&srv, &bad);
+    json_t *all = log_lines(&suite.srv, &bad);
     assert_int_equal(bad, 0);
     size_t i;
     json_array_foreach(all, i, l)
@@ -1013,9 +602,9 @@ static void request_id_is_generated_or_replaced_when_invalid(void **state)
     (void)state;
     char got[128];
     /* None sent: one is generated, returned and logged. */
-    assert_int_equal(request_as(&srv, "/health", NULL, NULL, NULL, got, sizeof(got)), 200);
+    assert_int_equal(request_as(&suite.srv, "/health", NULL, NULL, NULL, got, sizeof(got)), 200);
     assert_true(valid_request_id(got));
-    json_t *l = access_line(&srv, got);
+    json_t *l = access_line(&suite.srv, got);
     assert_access(l, got, NULL, NULL, "/health", 200, "ok");
     json_decref(l);
 
@@ -1025,28 +614,29 @@ static void request_id_is_generated_or_replaced_when_invalid(void **state)
     };
     char seen[4][128];
     for (size_t i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
-        assert_int_equal(request_as(&srv, "/health", NULL, NULL, invalid[i], got, sizeof(got)),
-                         200);
+        assert_int_equal(
+            request_as(&suite.srv, "/health", NULL, NULL, invalid[i], got, sizeof(got)), 200);
         assert_string_not_equal(got, invalid[i]);
         assert_true(valid_request_id(got));
         snprintf(seen[i], sizeof(seen[i]), "%s", got);
         for (size_t j = 0; j < i; j++)
             assert_string_not_equal(seen[j], got); /* a fresh id each time */
-        l = access_line(&srv, got);
+        l = access_line(&suite.srv, got);
         json_decref(l);
         /* The rejected value never reaches the log. */
-        assert_int_equal(access_lines_for(&srv, invalid[i], NULL), 0);
+        assert_int_equal(access_lines_for(&suite.srv, invalid[i], NULL), 0);
     }
-    assert_false(h_server_log_has(&srv, "has space"));
-    assert_false(h_server_log_has(&srv, "0123456789012345678901234567890123456789012345678901234"
-                                        "567890123"));
+    assert_false(h_server_log_has(&suite.srv, "has space"));
+    assert_false(h_server_log_has(&suite.srv,
+                                  "0123456789012345678901234567890123456789012345678901234"
+                                  "567890123"));
 
     /* The longest valid id (64 characters) is kept as is. */
     const char *max = "A123456789012345678901234567890123456789012345678901234567890123";
     assert_int_equal(strlen(max), 64);
-    assert_int_equal(request_as(&srv, "/health", NULL, NULL, max, got, sizeof(got)), 200);
+    assert_int_equal(request_as(&suite.srv, "/health", NULL, NULL, max, got, sizeof(got)), 200);
     assert_string_equal(got, max);
-    l = access_line(&srv, max);
+    l = access_line(&suite.srv, max);
     json_decref(l);
 }
 
@@ -1108,11 +698,7 @@ static int open_free_breaker(const struct h_server *s)
 
 static const char *breaker_of(const struct h_server *s, const char *tier, char *buf, size_t len)
 {
-    json_t *m = h_get_json(url_of(s, "/metrics/bulkheads"));
-    const char *st = jstr(json_object_get(json_object_get(m, tier), "circuitBreaker"), "state");
-    snprintf(buf, len, "%s", st ? st : "");
-    json_decref(m);
-    return buf;
+    return h_metric_text(s->base, tier, "circuitBreaker", "state", buf, len);
 }
 
 static void warn_level_suppresses_access_lines(void **state)

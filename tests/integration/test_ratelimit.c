@@ -15,35 +15,19 @@
 
 #include <cmocka.h>
 
-static char db_url[300];
-static struct h_server srv;
-
-static const char *url(const char *path)
-{
-    return h_url(&srv, path);
-}
+static struct h_suite suite = {.name = "ratelimit"};
 
 static int setup(void **state)
 {
     (void)state;
-    if (h_db_create("ratelimit", db_url, sizeof(db_url)))
-        return -1;
-    return h_server_start(&srv, db_url, NULL);
+    return h_suite_start(&suite);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    h_server_stop(&srv, SIGTERM, 20000);
+    h_suite_stop(&suite);
     return 0;
-}
-
-static json_t *tier_metrics(const char *tier, const char *section)
-{
-    json_t *m = h_get_json(url("/metrics/bulkheads"));
-    json_t *s = json_incref(json_object_get(json_object_get(m, tier), section));
-    json_decref(m);
-    return s;
 }
 
 /*
@@ -57,7 +41,7 @@ static void fire(const char *tier, const char *tenant, int n, int *ok, int *limi
     snprintf(tn, sizeof(tn), "X-Tenant-Id: %s", tenant);
     const char *h[] = {th, tn, NULL};
     long *st = calloc((size_t)n, sizeof(long));
-    assert_int_equal(h_burst("GET", url("/api/data?limit=1"), h, n, 8, st, NULL), 0);
+    assert_int_equal(h_burst("GET", h_url(&suite.srv, "/api/data?limit=1"), h, n, 8, st, NULL), 0);
     *ok = h_count(st, n, 200);
     *limited = h_count(st, n, 429);
     assert_int_equal(*ok + *limited, n);
@@ -98,10 +82,10 @@ static void enterprise_is_never_limited(void **state)
     const char *h[] = {"X-Tenant-Tier: enterprise", NULL};
     struct h_resp r;
     char v[32];
-    assert_int_equal(h_get(url("/api/data?limit=1"), h, &r), 0);
+    assert_int_equal(h_get(h_url(&suite.srv, "/api/data?limit=1"), h, &r), 0);
     assert_null(h_header(&r, "RateLimit-Limit", v, sizeof(v)));
     h_resp_free(&r);
-    json_t *rl = tier_metrics("enterprise", "rateLimiter");
+    json_t *rl = h_metric_section(suite.srv.base, "enterprise", "rateLimiter");
     assert_int_equal(json_integer_value(json_object_get(rl, "allowed")), 0);
     assert_true(json_is_null(json_object_get(rl, "limit")));
     json_decref(rl);
@@ -125,7 +109,7 @@ static void headers_and_retry_after_are_truthful(void **state)
     char v[32];
     struct h_resp r;
     for (int i = 1; i <= 100; i++) {
-        assert_int_equal(h_get(url("/api/data?limit=1"), h, &r), 0);
+        assert_int_equal(h_get(h_url(&suite.srv, "/api/data?limit=1"), h, &r), 0);
         assert_int_equal(r.status, 200);
         assert_string_equal(h_header(&r, "RateLimit-Limit", v, sizeof(v)), "100");
         /* Remaining counts down exactly; a little refill (one per 0.6 s) may add one. */
@@ -137,7 +121,7 @@ static void headers_and_retry_after_are_truthful(void **state)
     }
     /* Drain whatever refilled meanwhile, then the 429. */
     do {
-        assert_int_equal(h_get(url("/api/data?limit=1"), h, &r), 0);
+        assert_int_equal(h_get(h_url(&suite.srv, "/api/data?limit=1"), h, &r), 0);
         if (r.status == 200)
             h_resp_free(&r);
     } while (r.status == 200);
@@ -162,7 +146,7 @@ static bool admitted(void *arg)
 {
     struct refill_ctx *c = arg;
     struct h_resp r;
-    h_get(url("/api/data?limit=1"), c->h, &r);
+    h_get(h_url(&suite.srv, "/api/data?limit=1"), c->h, &r);
     long st = r.status;
     h_resp_free(&r);
     if (st == 429)
@@ -186,7 +170,7 @@ static void a_rejected_tenant_is_admitted_after_the_refill_time(void **state)
     assert_true(waited >= 300); /* one request per 600 ms; generous lower bound */
     /* And only one: the next is refused again. */
     struct h_resp r;
-    h_get(url("/api/data?limit=1"), h, &r);
+    h_get(h_url(&suite.srv, "/api/data?limit=1"), h, &r);
     assert_int_equal(r.status, 429);
     h_resp_free(&r);
 }
@@ -194,10 +178,10 @@ static void a_rejected_tenant_is_admitted_after_the_refill_time(void **state)
 static void rejections_never_reach_a_worker(void **state)
 {
     (void)state;
-    json_t *before = tier_metrics("free", "threadPool");
+    json_t *before = h_metric_section(suite.srv.base, "free", "threadPool");
     int ok, limited;
     fire("free", "flood-check", 150, &ok, &limited);
-    json_t *after = tier_metrics("free", "threadPool");
+    json_t *after = h_metric_section(suite.srv.base, "free", "threadPool");
     assert_int_equal(limited, 50);
     /* Only the admitted ones were queued for a worker. */
     assert_int_equal(json_integer_value(json_object_get(after, "submitted")) -
@@ -216,9 +200,7 @@ static void the_key_table_is_bounded_and_overflow_ids_share_one_bucket(void **st
     assert_int_equal(h_tiers_env("tiers-keycap.json", H_TIERS_HOURLY, tiers, sizeof(tiers)), 0);
     const char *e[] = {"RATE_LIMIT_MAX_KEYS=64", tiers, NULL};
     struct h_server s2;
-    assert_int_equal(h_server_start(&s2, db_url, e), 0);
-    struct h_server saved = srv;
-    srv = s2;
+    assert_int_equal(h_server_start(&s2, suite.db_url, e), 0);
     /* One request each for 600 distinct tenant ids. */
     int admitted_n = 0;
     int64_t t0 = h_now_ms();
@@ -227,19 +209,18 @@ static void the_key_table_is_bounded_and_overflow_ids_share_one_bucket(void **st
         snprintf(tn, sizeof(tn), "X-Tenant-Id: cycle-%d", i);
         const char *h[] = {"X-Tenant-Tier: free", tn, NULL};
         struct h_resp r;
-        h_get(url("/health"), NULL, &r); /* keep the connection warm; not limited */
+        h_get(h_url(&s2, "/health"), NULL, &r); /* keep the connection warm; not limited */
         h_resp_free(&r);
-        h_get(url("/api/data?limit=1"), h, &r);
+        h_get(h_url(&s2, "/api/data?limit=1"), h, &r);
         admitted_n += r.status == 200;
         assert_true(r.status == 200 || r.status == 429);
         h_resp_free(&r);
     }
     double refills = (double)(h_now_ms() - t0) / 36000.0 + 1; /* one per 36 s */
-    json_t *rl = tier_metrics("free", "rateLimiter");
+    json_t *rl = h_metric_section(s2.base, "free", "rateLimiter");
     int64_t keys = json_integer_value(json_object_get(rl, "keysTracked"));
     int64_t overflow = json_integer_value(json_object_get(rl, "overflowed"));
     json_decref(rl);
-    srv = saved;
     assert_int_equal(h_server_stop(&s2, SIGTERM, 20000), 0);
     assert_true(keys <= 64);
     assert_true(overflow >= 600 - 64);

@@ -67,34 +67,22 @@ static long get_free(int i, const char *tenant, struct h_resp *r)
     return r->status;
 }
 
-/* free.rateLimiter of instance i (caller json_decref's the whole document via *root). */
-static json_t *rate_limiter(int i, json_t **root)
+/* free.rateLimiter of instance i (caller json_decref's it). */
+static json_t *rate_limiter(int i)
 {
-    char u[200];
-    snprintf(u, sizeof(u), "%s/metrics/bulkheads", inst[i].base);
-    *root = h_get_json(u);
-    assert_non_null(*root);
-    json_t *rl = json_object_get(json_object_get(*root, "free"), "rateLimiter");
+    json_t *rl = h_metric_section(inst[i].base, "free", "rateLimiter");
     assert_non_null(rl);
     return rl;
 }
 
 static const char *backend_of(int i, char *buf, size_t len)
 {
-    json_t *root;
-    json_t *rl = rate_limiter(i, &root);
-    snprintf(buf, len, "%s", json_string_value(json_object_get(rl, "backend")));
-    json_decref(root);
-    return buf;
+    return h_metric_text(inst[i].base, "free", "rateLimiter", "backend", buf, len);
 }
 
 static long long backend_errors(int i)
 {
-    json_t *root;
-    json_t *rl = rate_limiter(i, &root);
-    long long v = (long long)json_integer_value(json_object_get(rl, "backendErrors"));
-    json_decref(root);
-    return v;
+    return h_metric(inst[i].base, "free", "rateLimiter", "backendErrors");
 }
 
 struct spread {
@@ -164,11 +152,10 @@ static void one_tenant_over_two_instances_gets_exactly_100(void **state)
     /* Both instances counted their own share of the 100 and no backend error. */
     long long allowed = 0;
     for (int i = 0; i < 2; i++) {
-        json_t *root;
-        json_t *rl = rate_limiter(i, &root);
+        json_t *rl = rate_limiter(i);
         allowed += json_integer_value(json_object_get(rl, "allowed"));
         assert_int_equal(json_integer_value(json_object_get(rl, "backendErrors")), 0);
-        json_decref(root);
+        json_decref(rl);
     }
     assert_int_equal(allowed, 101); /* 100 of shared-1, 1 of shared-2 */
 }

@@ -24,99 +24,84 @@
 
 #include <cmocka.h>
 
-static char db_url[300];
-static char tiers_path[300];
-static struct h_server srv;
+static struct h_suite suite = {.name = "reload"}; /* tiers_json: set by setup */
 
 static const char *count_free_conns =
     "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'bulkhead-free'";
 
-/* Write the tier file: free with the given numbers; pro and enterprise fixed. 0 or -1. */
+/* The tier table: free with the given numbers; pro and enterprise fixed. */
+static void tiers_of(int rate_limit, int workers, int db_max, char *buf, size_t len)
+{
+    snprintf(buf, len,
+             "{\"free\": {\"workers\": %d, \"db_max\": %d, \"rate_limit\": %d,"
+             " \"rate_window_s\": 3600, \"queue_max\": 40, \"queue_timeout_ms\": 60000,"
+             " \"db_acquire_timeout_ms\": 60000, \"breaker_timeout_ms\": 60000,"
+             /* every worker and connection for one tenant: the pools' sizes are under test */
+             " \"tenant_share_pct\": 100, \"tenant_queue_pct\": 100, \"tenant_reserve_pct\": 0},"
+             " \"pro\": {\"workers\": 4, \"db_max\": 2, \"rate_limit\": 1000},"
+             " \"enterprise\": {\"workers\": 4, \"db_max\": 2}}",
+             workers, db_max, rate_limit);
+}
+
+/* Rewrite the server's tier file (before a SIGHUP). 0 or -1. */
 static int write_tiers(int rate_limit, int workers, int db_max)
 {
-    FILE *f = fopen(tiers_path, "w");
+    char json[600];
+    tiers_of(rate_limit, workers, db_max, json, sizeof(json));
+    FILE *f = fopen(suite.tiers_path, "w");
     if (!f)
         return -1;
-    fprintf(f,
-            "{\"free\": {\"workers\": %d, \"db_max\": %d, \"rate_limit\": %d,"
-            " \"rate_window_s\": 3600, \"queue_max\": 40, \"queue_timeout_ms\": 60000,"
-            " \"db_acquire_timeout_ms\": 60000, \"breaker_timeout_ms\": 60000,"
-            /* every worker and connection for one tenant: the pools' sizes are under test */
-            " \"tenant_share_pct\": 100, \"tenant_queue_pct\": 100, \"tenant_reserve_pct\": 0},"
-            " \"pro\": {\"workers\": 4, \"db_max\": 2, \"rate_limit\": 1000},"
-            " \"enterprise\": {\"workers\": 4, \"db_max\": 2}}",
-            workers, db_max, rate_limit);
+    fputs(json, f);
     return fclose(f) == 0 ? 0 : -1;
 }
 
 static int setup(void **state)
 {
     (void)state;
-    if (h_db_create("reload", db_url, sizeof(db_url)))
-        return -1;
-    snprintf(tiers_path, sizeof(tiers_path), "%s/tiers-reload.json", getenv("BH_TEST_WORK"));
     /* The start state; every test rewrites the file before its SIGHUP. */
-    if (write_tiers(5, 10, 5))
-        return -1;
-    static char env[400];
-    snprintf(env, sizeof(env), "TIERS_FILE=%s", tiers_path);
-    const char *e[] = {env, NULL};
-    return h_server_start(&srv, db_url, e);
+    static char start[600];
+    tiers_of(5, 10, 5, start, sizeof(start));
+    suite.tiers_json = start;
+    return h_suite_start(&suite);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    h_server_stop(&srv, SIGTERM, 30000);
+    h_suite_stop(&suite);
     return 0;
+}
+
+/* free's section.field of /metrics/bulkheads. */
+static long long metric(const char *section, const char *field)
+{
+    return h_metric(suite.srv.base, "free", section, field);
+}
+
+static int64_t free_conns(void)
+{
+    return h_sql_int(suite.db_url, count_free_conns);
 }
 
 #define RELOAD_OK  "\"level\":\"info\",\"type\":\"event\",\"event\":\"reload\""
 #define RELOAD_BAD "\"level\":\"error\",\"type\":\"event\",\"event\":\"reload\""
 
-struct verdict {
-    int ok0, bad0; /* counts before the SIGHUP */
-};
-
-static bool verdict_logged(void *arg)
-{
-    struct verdict *v = arg;
-    return h_server_log_count(&srv, RELOAD_OK) > v->ok0 ||
-           h_server_log_count(&srv, RELOAD_BAD) > v->bad0;
-}
-
 /* SIGHUP and wait (bounded) for the reload's verdict in the log: true = accepted. */
 static bool sighup(void)
 {
-    struct verdict v = {h_server_log_count(&srv, RELOAD_OK), h_server_log_count(&srv, RELOAD_BAD)};
-    assert_int_equal(kill(srv.pid, SIGHUP), 0);
-    assert_true(h_wait_until(verdict_logged, &v, 15000));
-    return h_server_log_count(&srv, RELOAD_OK) > v.ok0;
-}
-
-static json_t *free_metrics(json_t **root)
-{
-    char u[200];
-    snprintf(u, sizeof(u), "%s/metrics/bulkheads", srv.base);
-    *root = h_get_json(u);
-    assert_non_null(*root);
-    return json_object_get(*root, "free");
-}
-
-static long long metric(const char *section, const char *field)
-{
-    json_t *root;
-    json_t *f = free_metrics(&root);
-    long long v =
-        (long long)json_integer_value(json_object_get(json_object_get(f, section), field));
-    json_decref(root);
-    return v;
+    int ok0 = h_server_log_count(&suite.srv, RELOAD_OK);
+    int bad0 = h_server_log_count(&suite.srv, RELOAD_BAD);
+    assert_int_equal(kill(suite.srv.pid, SIGHUP), 0);
+    assert_true(H_WAIT(h_server_log_count(&suite.srv, RELOAD_OK) > ok0 ||
+                           h_server_log_count(&suite.srv, RELOAD_BAD) > bad0,
+                       15000));
+    return h_server_log_count(&suite.srv, RELOAD_OK) > ok0;
 }
 
 static int admitted_of(const char *tenant, int n)
 {
     char u[200], ten[100];
-    snprintf(u, sizeof(u), "%s/api/data?limit=1", srv.base);
+    snprintf(u, sizeof(u), "%s/api/data?limit=1", suite.srv.base);
     snprintf(ten, sizeof(ten), "X-Tenant-Id: %s", tenant);
     const char *h[] = {"X-Tenant-Tier: free", ten, NULL};
     long st[128];
@@ -151,25 +136,11 @@ static void *slow_run(void *arg)
 {
     struct slow *s = arg;
     char u[200];
-    snprintf(u, sizeof(u), "%s/api/data?limit=1&delay_ms=%d", srv.base, s->delay_ms);
+    snprintf(u, sizeof(u), "%s/api/data?limit=1&delay_ms=%d", suite.srv.base, s->delay_ms);
     /* Many tenants, so no tenant share gets in the way. */
     const char *h[] = {"X-Tenant-Tier: free", NULL};
     h_burst("GET", u, h, s->n, s->parallel, s->status, NULL);
     return NULL;
-}
-
-/* free.threadPool.active, or -1 (no cmocka asserts: runs on a helper thread). */
-static long long active_now(void)
-{
-    char u[200];
-    snprintf(u, sizeof(u), "%s/metrics/bulkheads", srv.base);
-    json_t *root = h_get_json(u);
-    if (!root)
-        return -1;
-    long long v = (long long)json_integer_value(
-        json_object_get(json_object_get(json_object_get(root, "free"), "threadPool"), "active"));
-    json_decref(root);
-    return v;
 }
 
 /* Samples the tier's PostgreSQL connections and running requests until told to stop. */
@@ -184,8 +155,8 @@ static void *sampler_run(void *arg)
 {
     struct sampler *s = arg;
     while (!atomic_load(&s->stop)) {
-        long long c = h_sql_int(db_url, count_free_conns);
-        long long a = active_now();
+        long long c = free_conns();
+        long long a = metric("threadPool", "active"); /* no cmocka asserts on this thread */
         if (c > s->max_conns)
             s->max_conns = c;
         if (a > s->max_active)
@@ -193,17 +164,6 @@ static void *sampler_run(void *arg)
         s->samples++;
     }
     return NULL;
-}
-
-static bool conns_at_least(void *arg)
-{
-    return h_sql_int(db_url, count_free_conns) >= *(long long *)arg;
-}
-
-static bool conns_at_most(void *arg)
-{
-    long long n = h_sql_int(db_url, count_free_conns);
-    return n >= 0 && n <= *(long long *)arg;
 }
 
 /* Load free with n slow requests while sampling; returns the sampler's maxima. */
@@ -232,8 +192,7 @@ static void pools_shrink_live_and_in_flight_requests_finish(void **state)
     struct slow s = {.n = 6, .delay_ms = 1500, .parallel = 6};
     pthread_t tl;
     assert_int_equal(pthread_create(&tl, NULL, slow_run, &s), 0);
-    long long five = 5;
-    assert_true(h_wait_until(conns_at_least, &five, 20000));
+    assert_true(H_WAIT(free_conns() >= 5, 20000));
 
     assert_int_equal(write_tiers(50, 2, 1), 0);
     assert_true(sighup());
@@ -248,8 +207,7 @@ static void pools_shrink_live_and_in_flight_requests_finish(void **state)
     assert_int_equal(ok, 6);
 
     /* In-flight work is over: the surplus connections are closed... */
-    long long one = 1;
-    assert_true(h_wait_until(conns_at_most, &one, 20000));
+    assert_true(H_WAIT(free_conns() >= 0 && free_conns() <= 1, 20000));
     /* ...and new load never opens more than one, nor runs more than two requests at once. */
     struct sampler smp;
     long st[8];
@@ -294,7 +252,7 @@ static void broken_or_incompatible_files_are_refused_and_nothing_changes(void **
         {"{\"free\": ", "invalid JSON"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        FILE *f = fopen(tiers_path, "w");
+        FILE *f = fopen(suite.tiers_path, "w");
         assert_non_null(f);
         fputs(bad[i].json, f);
         fclose(f);
@@ -302,7 +260,7 @@ static void broken_or_incompatible_files_are_refused_and_nothing_changes(void **
         /* The refusal names the reason. */
         char needle[120];
         snprintf(needle, sizeof(needle), "%s", bad[i].why);
-        assert_true(h_server_log_count(&srv, needle) >= 1);
+        assert_true(h_server_log_count(&suite.srv, needle) >= 1);
         assert_int_equal(metric("threadPool", "poolSize"), 12);
         assert_int_equal(metric("connectionPool", "max"), 6);
         assert_int_equal(metric("rateLimiter", "limit"), 50);

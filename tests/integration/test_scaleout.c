@@ -81,14 +81,7 @@ static long via_nginx(const char *tier, const char *tenant, struct h_resp *r)
 
 static long long free_allowed(int i)
 {
-    char u[200];
-    snprintf(u, sizeof(u), "%s/metrics/bulkheads", inst[i].base);
-    json_t *m = h_get_json(u);
-    assert_non_null(m);
-    long long v = (long long)json_integer_value(
-        json_object_get(json_object_get(json_object_get(m, "free"), "rateLimiter"), "allowed"));
-    json_decref(m);
-    return v;
+    return h_metric(inst[i].base, "free", "rateLimiter", "allowed");
 }
 
 static void through_nginx_110_requests_of_one_tenant_admit_exactly_100(void **state)

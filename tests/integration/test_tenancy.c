@@ -18,14 +18,12 @@
 
 #include <cmocka.h>
 
-static char db_url[300];
-static struct h_server srv;
 static char key_a[80], key_b[80], key_e[80];
 
-static const char *url(const char *path)
-{
-    return h_url(&srv, path);
-}
+static int prepare(const char *db_url);
+
+static struct h_suite suite = {
+    .name = "tenancy", .env = {"AUTH_MODE=apikey", "AUTH_CACHE_TTL_MS=60000"}, .prepare = prepare};
 
 /* Run the CLI; returns its exit status and fills out with stdout (+stderr when err). */
 static int cli(char *out, size_t outlen, bool with_stderr, const char *fmt, ...)
@@ -38,7 +36,7 @@ static int cli(char *out, size_t outlen, bool with_stderr, const char *fmt, ...)
     const char *bin = getenv("BULKHEAD_BIN") ? getenv("BULKHEAD_BIN") : "build/bulkhead";
     char cmd[1200];
     snprintf(cmd, sizeof(cmd), "cd %s && DATABASE_URL='%s' %s/%s %s %s", getenv("BH_TEST_WORK"),
-             db_url, getenv("BH_ROOT"), bin, args, with_stderr ? "2>&1" : "2>/dev/null");
+             suite.db_url, getenv("BH_ROOT"), bin, args, with_stderr ? "2>&1" : "2>/dev/null");
     FILE *p = popen(cmd, "r");
     size_t n = fread(out, 1, outlen - 1, p);
     out[n] = '\0';
@@ -59,23 +57,27 @@ static int create_tenant(const char *name, const char *tier, char *key, size_t k
     return 0;
 }
 
-static int setup(void **state)
+/* Before the server starts: three tenants with their keys (the CLI uses suite.db_url). */
+static int prepare(const char *db_url)
 {
-    (void)state;
-    if (h_db_create("tenancy", db_url, sizeof(db_url)))
-        return -1;
+    (void)db_url;
     if (create_tenant("acme", "free", key_a, sizeof(key_a)) ||
         create_tenant("globex", "free", key_b, sizeof(key_b)) ||
         create_tenant("initech", "enterprise", key_e, sizeof(key_e)))
         return -1;
-    const char *e[] = {"AUTH_MODE=apikey", "AUTH_CACHE_TTL_MS=60000", NULL};
-    return h_server_start(&srv, db_url, e);
+    return 0;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    return h_suite_start(&suite);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    h_server_stop(&srv, SIGTERM, 20000);
+    h_suite_stop(&suite);
     return 0;
 }
 
@@ -87,7 +89,7 @@ static long call(const char *method, const char *path, const char *key, const ch
     const char *h[] = {key ? auth : "X-Nothing: 1", extra ? extra : "X-Nothing: 2",
                        "Content-Type: application/json", NULL};
     struct h_resp r;
-    h_request(method, url(path), h, body, &r);
+    h_request(method, h_url(&suite.srv, path), h, body, &r);
     long st = r.status;
     if (keep)
         *keep = r;
@@ -107,11 +109,11 @@ static void the_cli_prints_a_key_once_and_stores_only_its_hash(void **state)
              "SELECT count(*) FROM tenants WHERE key_hash = encode(sha256('%s'), "
              "'hex') AND name = 'acme'",
              key_a);
-    assert_int_equal(h_sql_int(db_url, sql), 1);
+    assert_int_equal(h_sql_int(suite.db_url, sql), 1);
     snprintf(sql, sizeof(sql),
              "SELECT count(*) FROM tenants t WHERE position('%s' in row_to_json(t)::text) > 0",
              key_a + 3);
-    assert_int_equal(h_sql_int(db_url, sql), 0); /* the key itself is nowhere */
+    assert_int_equal(h_sql_int(suite.db_url, sql), 0); /* the key itself is nowhere */
 
     char out[16000];
     assert_int_equal(cli(out, sizeof(out), false, "tenant list"), 0);
@@ -162,7 +164,7 @@ static void the_key_decides_the_tier_and_a_header_upgrades_nobody(void **state)
     /* free's limit applies: the header's claim of enterprise was ignored. */
     assert_string_equal(h_header(&r, "RateLimit-Limit", v, sizeof(v)), "100");
     h_resp_free(&r);
-    json_t *m = h_get_json(url("/metrics/bulkheads"));
+    json_t *m = h_get_json(h_url(&suite.srv, "/metrics/bulkheads"));
     json_t *busy = json_object_get(json_object_get(m, "free"), "rateLimiter");
     assert_true(json_integer_value(json_object_get(busy, "allowed")) >= 1);
     json_decref(m);
@@ -187,7 +189,7 @@ static void tenants_read_and_write_only_their_own_rows(void **state)
     char sql[200];
     snprintf(sql, sizeof(sql),
              "SELECT count(*) FROM tenant_data WHERE id = %lld AND tenant = 'acme'", (long long)id);
-    assert_int_equal(h_sql_int(db_url, sql), 1);
+    assert_int_equal(h_sql_int(suite.db_url, sql), 1);
 
     for (int i = 0; i < 3; i++)
         assert_int_equal(
@@ -231,7 +233,7 @@ static void tenants_read_and_write_only_their_own_rows(void **state)
 static void bad_bodies_are_refused_and_store_nothing(void **state)
 {
     (void)state;
-    int64_t before = h_sql_int(db_url, "SELECT count(*) FROM tenant_data");
+    int64_t before = h_sql_int(suite.db_url, "SELECT count(*) FROM tenant_data");
     struct {
         const char *body;
         const char *ctype;
@@ -255,7 +257,7 @@ static void bad_bodies_are_refused_and_store_nothing(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const char *h[] = {auth, cases[i].ctype, NULL};
         struct h_resp r;
-        h_request("POST", url("/api/data"), h, cases[i].body, &r);
+        h_request("POST", h_url(&suite.srv, "/api/data"), h, cases[i].body, &r);
         assert_int_equal(r.status, cases[i].status);
         json_t *j = h_json(&r);
         if (!j)
@@ -266,17 +268,7 @@ static void bad_bodies_are_refused_and_store_nothing(void **state)
         json_decref(j);
         h_resp_free(&r);
     }
-    assert_int_equal(h_sql_int(db_url, "SELECT count(*) FROM tenant_data"), before);
-}
-
-static bool key_refused(void *arg)
-{
-    return call("GET", "/api/data", arg, NULL, NULL, NULL) == 401;
-}
-
-static bool key_accepted(void *arg)
-{
-    return call("GET", "/api/data", arg, NULL, NULL, NULL) == 200;
+    assert_int_equal(h_sql_int(suite.db_url, "SELECT count(*) FROM tenant_data"), before);
 }
 
 static bool tier_is_pro(void *arg)
@@ -297,13 +289,13 @@ static void revocation_rotation_and_tier_changes_take_effect(void **state)
     assert_int_equal(create_tenant("hooli", "free", k, sizeof(k)), 0);
     /* The CLI notifies running servers, so a new key works within moments, far below the
      * cache TTL (60 s here), which is only the upper bound. */
-    assert_true(h_wait_until(key_accepted, k, 3000));
+    assert_true(H_WAIT(call("GET", "/api/data", k, NULL, NULL, NULL) == 200, 3000));
 
     assert_int_equal(cli(out, sizeof(out), false, "tenant set-tier hooli pro"), 0);
     assert_true(h_wait_until(tier_is_pro, k, 3000));
 
     assert_int_equal(cli(out, sizeof(out), false, "tenant revoke hooli"), 0);
-    assert_true(h_wait_until(key_refused, k, 3000));
+    assert_true(H_WAIT(call("GET", "/api/data", k, NULL, NULL, NULL) == 401, 3000));
 
     assert_int_equal(cli(out, sizeof(out), false, "tenant rotate hooli"), 0);
     const char *nk = strstr(out, "api key: ");
@@ -322,11 +314,13 @@ static void each_tenant_has_its_own_rate_limit(void **state)
     snprintf(auth_b, sizeof(auth_b), "Authorization: Bearer %s", key_b);
     const char *ha[] = {auth_a, NULL};
     long st[120];
-    assert_int_equal(h_burst("GET", url("/api/data?limit=1"), ha, 120, 8, st, NULL), 0);
+    assert_int_equal(h_burst("GET", h_url(&suite.srv, "/api/data?limit=1"), ha, 120, 8, st, NULL),
+                     0);
     assert_int_equal(h_count(st, 120, 429) + h_count(st, 120, 200), 120);
     assert_true(h_count(st, 120, 429) >= 15); /* acme used some of its 100 earlier */
     const char *hb[] = {auth_b, NULL};
-    assert_int_equal(h_burst("GET", url("/api/data?limit=1"), hb, 10, 4, st, NULL), 0);
+    assert_int_equal(h_burst("GET", h_url(&suite.srv, "/api/data?limit=1"), hb, 10, 4, st, NULL),
+                     0);
     assert_int_equal(h_count(st, 10, 200), 10); /* globex is untouched by acme's flood */
 }
 
@@ -334,7 +328,7 @@ static void header_mode_writes_for_the_header_tenant(void **state)
 {
     (void)state;
     struct h_server s;
-    assert_int_equal(h_server_start(&s, db_url, NULL), 0);
+    assert_int_equal(h_server_start(&s, suite.db_url, NULL), 0);
     char u[200];
     snprintf(u, sizeof(u), "%s/api/data", s.base);
     const char *h[] = {"X-Tenant-Tier: pro", "X-Tenant-Id: header-co",

@@ -107,8 +107,8 @@ static int64_t soak_pooled(const struct soak *s)
 {
     int64_t n = 1;
     for (int t = 0; t < NTIERS; t++)
-        n += fk_metric(s->srv.base, tiers[t], "connectionPool", "active") +
-             fk_metric(s->srv.base, tiers[t], "connectionPool", "idle");
+        n += h_metric(s->srv.base, tiers[t], "connectionPool", "active") +
+             h_metric(s->srv.base, tiers[t], "connectionPool", "idle");
     return n;
 }
 
@@ -146,7 +146,7 @@ static struct snapshot soak_snapshot(struct soak *s, const char *name,
     struct snapshot r = soak_settle(s);
     int64_t t0 = h_now_ms();
     while (baseline && soak_others(&r) > soak_others(baseline) && h_now_ms() - t0 < 40000) {
-        fk_nap_ms(500);
+        h_nap_ms(500);
         r = soak_settle(s);
     }
     if (waited_ms)
@@ -167,7 +167,7 @@ static struct snapshot soak_settle(struct soak *s)
 {
     struct snapshot a = {0}, b;
     for (int i = 0; i < 50; i++) {
-        fk_nap_ms(200);
+        h_nap_ms(200);
         b.pooled = soak_pooled(s);
         b.db_conns = fk_fd_count_to_port(s->srv.pid, s->pg.port);
         b.fds = fk_fd_count(s->srv.pid);
@@ -263,7 +263,7 @@ static void soak_pg_restart(struct soak *s)
     atomic_store(&s->quiet_after, INT64_MAX);
     if (h_pg_stop(&s->pg))
         fprintf(stderr, "soak: PostgreSQL did not stop\n");
-    fk_nap_ms(3000);
+    h_nap_ms(3000);
     if (h_pg_resume(&s->pg))
         fprintf(stderr, "soak: PostgreSQL did not start again\n");
     /* The breakers' reset time (10 s with the built-in tiers) plus a margin. */
@@ -286,7 +286,8 @@ static bool soak_breakers_closed(void *arg)
     const struct soak *s = arg;
     char b[32];
     for (int t = 0; t < NTIERS; t++)
-        if (strcmp(fk_breaker_state(s->srv.base, tiers[t], b, sizeof(b)), "CLOSED"))
+        if (strcmp(h_metric_text(s->srv.base, tiers[t], "circuitBreaker", "state", b, sizeof(b)),
+                   "CLOSED"))
             return false;
     return true;
 }
@@ -310,7 +311,7 @@ static void soak_saturate(struct soak *s, int ms)
         fprintf(stderr, "soak: breakers still not CLOSED after 60 s\n");
     round++;
     for (int t = 0; t < NTIERS; t++) {
-        int64_t workers = fk_metric(s->srv.base, tiers[t], "threadPool", "poolSize");
+        int64_t workers = h_metric(s->srv.base, tiers[t], "threadPool", "poolSize");
         for (int64_t k = 0; k < workers && n < (int)(sizeof(c) / sizeof(c[0])); k++, n++) {
             memset(&c[n], 0, sizeof(c[n]));
             c[n].base = s->srv.base;
@@ -324,7 +325,7 @@ static void soak_saturate(struct soak *s, int ms)
             }
         }
     }
-    fk_nap_ms(ms);
+    h_nap_ms(ms);
     atomic_store(&stop, true);
     for (int i = 0; i < n; i++) {
         fk_client_join(&c[i]);
@@ -371,7 +372,7 @@ int main(void)
      * each fault puts every worker to work at once (soak_saturate). */
     soak_load_start(&s, 0);
     int64_t w0 = h_now_ms();
-    fk_nap_ms(5000);
+    h_nap_ms(5000);
     atomic_store(&s.quiet_after, INT64_MAX); /* the warm-up's errors are not counted anyway */
     soak_saturate(&s, 3000);
     soak_bad_input(&s);
@@ -384,7 +385,7 @@ int main(void)
     soak_pg_restart(&s);
     soak_saturate(&s, 3000);
     int64_t left = w0 + warmup * 1000 - h_now_ms();
-    fk_nap_ms(left > 5000 ? (int)left : 5000);
+    h_nap_ms(left > 5000 ? (int)left : 5000);
     soak_load_stop(&s);
     soak_saturate(&s, 3000);
     struct snapshot a = soak_snapshot(&s, "start.txt", NULL, NULL);
@@ -405,7 +406,7 @@ int main(void)
     for (int sec = 1; sec <= duration; sec++) {
         int64_t wait = t0 + (int64_t)sec * 1000 - h_now_ms();
         if (wait > 0)
-            fk_nap_ms((int)wait);
+            h_nap_ms((int)wait);
         if (!fk_alive(s.srv.pid))
             break;
         long rss = fk_rss_kb(s.srv.pid);

@@ -1,0 +1,199 @@
+/*
+ * apierr: the error table of apierr.h and the replies built from it.
+ */
+#include "apierr.h"
+#include "metrics.h"
+#include "request.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* When the client may try again (the Retry-After header and "retry_after_s"). */
+enum apierr_retry {
+    APIERR_RETRY_NONE,   /* no header: trying again will not help */
+    APIERR_RETRY_SECOND, /* 1 s: a transient refusal with no better estimate */
+    APIERR_RETRY_WAIT    /* r->retry_after_us, set by the layer that refused (limiter, breaker) */
+};
+
+struct apierr_row {
+    const char *code;             /* the body's "error" */
+    unsigned status;              /* HTTP status */
+    enum metrics_outcome outcome; /* metrics and access-log label */
+    enum apierr_retry retry;
+    const char *header, *value; /* a header every such reply carries, or NULL */
+    const char *message;        /* the body's "message" when the caller gives none */
+    const char *when;           /* for the README: when it is answered */
+};
+
+#define CLIENT OUTCOME_CLIENT_ERROR
+
+static const struct apierr_row apierr_table[APIERR_COUNT] = {
+    [APIERR_INVALID_TIER] = {"invalid_tier", 400, CLIENT, .message = "unknown X-Tenant-Tier",
+                             .when = "`X-Tenant-Tier` missing or not a tier; the body lists "
+                                     "the tiers in `valid_tiers`"},
+    [APIERR_INVALID_TENANT] = {"invalid_tenant", 400, CLIENT,
+                               .message = "X-Tenant-ID must be 1 to 64 characters of "
+                                          "A-Z a-z 0-9 . _ -",
+                               .when = "`X-Tenant-ID` is not 1 to 64 of `A-Za-z0-9._-`"},
+    [APIERR_INVALID_ARGUMENT] = {"invalid_argument", 400, CLIENT,
+                                 .message = "a query argument is malformed or out of range",
+                                 .when = "a query argument is malformed or out of range"},
+    [APIERR_INVALID_BODY] = {"invalid_body", 400, CLIENT,
+                             .message = "the body must be {\"payload\": {...}}",
+                             .when = "the POST body is not `{\"payload\": {...}}`"},
+    [APIERR_UNAUTHORIZED] = {"unauthorized", 401, CLIENT, .header = "WWW-Authenticate",
+                             .value = "Bearer",
+                             .message = "a valid API key is required "
+                                        "(Authorization: Bearer <key>)",
+                             .when = "no valid API key (`AUTH_MODE=apikey`) or admin token; "
+                                     "with `WWW-Authenticate`"},
+    [APIERR_TIER_UNAVAILABLE] = {"tier_unavailable", 403, CLIENT,
+                                 .message = "the key's tier is not configured on this server",
+                                 .when = "the API key's tier is not configured on this server"},
+    [APIERR_NOT_FOUND] = {"not_found", 404, CLIENT, .message = "no such endpoint",
+                          .when = "no such endpoint (admin endpoints without `ADMIN_TOKEN`)"},
+    [APIERR_UNKNOWN_TIER] = {"unknown_tier", 404, CLIENT, .message = "no such tier",
+                             .when = "an admin endpoint names a tier that does not exist"},
+    [APIERR_METHOD_NOT_ALLOWED] = {"method_not_allowed", 405, CLIENT,
+                                   .message = "method not allowed",
+                                   .when = "the endpoint does not take this method; with "
+                                           "`Allow`"},
+    [APIERR_LENGTH_REQUIRED] = {"length_required", 411, CLIENT,
+                                .message = "request bodies need a Content-Length "
+                                           "(no chunked encoding)",
+                                .when = "a request body without `Content-Length` (chunked)"},
+    [APIERR_PAYLOAD_TOO_LARGE] = {"payload_too_large", 413, CLIENT,
+                                  .message = "the request body is too large",
+                                  .when = "a body larger than `HTTP_MAX_BODY_BYTES`, refused "
+                                          "before it is read"},
+    [APIERR_UNSUPPORTED_MEDIA_TYPE] = {"unsupported_media_type", 415, CLIENT,
+                                       .message = "the body must be application/json",
+                                       .when = "a POST body that is not `application/json`"},
+    [APIERR_RATE_LIMITED] = {"rate_limited", 429, OUTCOME_RATE_LIMITED, APIERR_RETRY_WAIT,
+                             .message = "the tenant's rate limit is used up",
+                             .when = "the tenant used up its tier's rate limit; Retry-After: "
+                                     "until a request would be admitted"},
+    [APIERR_DATABASE_ERROR] = {"database_error", 500, OUTCOME_ERROR,
+                               .message = "the statement failed",
+                               .when = "the statement failed in PostgreSQL (a breaker "
+                                       "failure)"},
+    [APIERR_AUTH_UNAVAILABLE] = {"auth_unavailable", 503, OUTCOME_UNAVAILABLE, APIERR_RETRY_SECOND,
+                                 .message = "API keys cannot be checked right now",
+                                 .when = "API keys cannot be checked yet (no key table "
+                                         "loaded)"},
+    [APIERR_BULKHEAD_FULL] = {"bulkhead_full", 503, OUTCOME_BULKHEAD_FULL, APIERR_RETRY_SECOND,
+                              .message = "the tier's worker queue is full",
+                              .when = "the tier's queue, or the tenant's share of it, is full"},
+    [APIERR_QUEUE_TIMEOUT] = {"queue_timeout", 503, OUTCOME_QUEUE_TIMEOUT, APIERR_RETRY_SECOND,
+                              .message = "no worker of the tier was free in time",
+                              .when = "no worker was free within `queue_timeout_ms`"},
+    [APIERR_POOL_TIMEOUT] = {"pool_timeout", 503, OUTCOME_POOL_TIMEOUT, APIERR_RETRY_SECOND,
+                             .message = "no database connection free in time",
+                             .when = "no connection was free within `db_acquire_timeout_ms`"},
+    [APIERR_CIRCUIT_OPEN] = {"circuit_open", 503, OUTCOME_CIRCUIT_OPEN, APIERR_RETRY_WAIT,
+                             .message = "the tier is failing; its circuit breaker is open",
+                             .when = "the tier's breaker is open; Retry-After: until it lets a "
+                                     "trial call through"},
+    [APIERR_DATABASE_UNAVAILABLE] = {"database_unavailable", 503, OUTCOME_ERROR,
+                                     APIERR_RETRY_SECOND,
+                                     .message = "the database cannot be reached",
+                                     .when = "the database cannot be reached (a breaker "
+                                             "failure)"},
+    [APIERR_SHUTTING_DOWN] = {"shutting_down", 503, OUTCOME_UNAVAILABLE, APIERR_RETRY_SECOND,
+                              .message = "the server is shutting down",
+                              .when = "the server is stopping"},
+    [APIERR_TIMEOUT] = {"timeout", 504, OUTCOME_TIMEOUT,
+                        .message = "the query passed the tier's call timeout",
+                        .when = "the query passed `breaker_timeout_ms` and was cancelled (a "
+                                "breaker failure)"},
+};
+
+#undef CLIENT
+
+const char *apierr_code(enum apierr e)
+{
+    return apierr_table[e].code;
+}
+
+unsigned apierr_status(enum apierr e)
+{
+    return apierr_table[e].status;
+}
+
+void apierr_reply_members(struct request *r, enum apierr e, const char *message,
+                          const char *members)
+{
+    const struct apierr_row *row = &apierr_table[e];
+    int64_t retry_s = 0;
+    if (row->retry == APIERR_RETRY_SECOND)
+        retry_s = 1;
+    else if (row->retry == APIERR_RETRY_WAIT)
+        retry_s = request_retry_seconds(r->retry_after_us);
+    request_reply_error(r, row->status, row->outcome, row->code, message ? message : row->message,
+                        members, retry_s);
+    if (row->header)
+        request_add_header(r, row->header, row->value);
+}
+
+void apierr_reply(struct request *r, enum apierr e)
+{
+    apierr_reply_members(r, e, NULL, NULL);
+}
+
+void apierr_replyf(struct request *r, enum apierr e, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    apierr_reply_members(r, e, msg, NULL);
+}
+
+/* Markdown table cell text: '|' would split the cell, '<' could open an HTML tag. */
+static void apierr_print_md(FILE *out, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '|')
+            fputs("\\|", out);
+        else if (*s == '<')
+            fputs("&lt;", out);
+        else if (*s == '>')
+            fputs("&gt;", out);
+        else
+            fputc(*s, out);
+    }
+}
+
+static const char *apierr_retry_doc(enum apierr_retry rule)
+{
+    switch (rule) {
+    case APIERR_RETRY_NONE:
+        return "-";
+    case APIERR_RETRY_SECOND:
+        return "1 s";
+    case APIERR_RETRY_WAIT:
+        return "computed";
+    }
+    return "-";
+}
+
+void apierr_print(FILE *out, bool markdown)
+{
+    if (markdown)
+        fprintf(out, "| code | status | outcome | Retry-After | when |\n|---|---|---|---|---|\n");
+    for (size_t i = 0; i < APIERR_COUNT; i++) {
+        const struct apierr_row *row = &apierr_table[i];
+        const char *outcome = metrics_outcome_name(row->outcome);
+        const char *retry = apierr_retry_doc(row->retry);
+        if (markdown) {
+            fprintf(out, "| `%s` | %u | `%s` | %s | ", row->code, row->status, outcome, retry);
+            apierr_print_md(out, row->when);
+            fprintf(out, " |\n");
+        } else {
+            fprintf(out, "  %-24s %u %-14s retry %-9s %s\n", row->code, row->status, outcome, retry,
+                    row->when);
+        }
+    }
+}

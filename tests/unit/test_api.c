@@ -1,0 +1,396 @@
+/*
+ * test_api: the endpoints (api.h) in process, over real HTTP (the http module and libcurl), on
+ * a fake tier set with no database: its pools point where nothing listens, so a request that
+ * reaches a worker fails to connect at once.
+ *
+ * Covered: the invalid_tier reply lists the set's tiers; unknown paths are 404; the rate limit
+ * answers 429 with Retry-After and RateLimit-* headers; an open breaker answers circuit_open
+ * with the time until a trial; a worker that cannot connect answers database_unavailable and
+ * the breaker counts it; /metrics/bulkheads and /metrics render the set; admin needs the token
+ * and knows the tiers; and replies stay right while the main thread publishes new settings
+ * (under ThreadSanitizer: reload and the HTTP threads do not race).
+ */
+#include "api.h"
+#include "apiwork.h"
+#include "breaker.h"
+#include "config.h"
+#include "fakeset.h"
+#include "history.h"
+#include "http.h"
+#include "log.h"
+#include "report.h"
+#include "request.h"
+#include "tierset.h"
+
+#include "../promtext.h"
+
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+/* free: the seed's; tiny: 2 requests per hour, a breaker that never opens by itself. */
+static const char tiers_json[] =
+    "{\"free\": {\"workers\": 2, \"db_max\": 1, \"breaker_min_calls\": 1000},"
+    " \"tiny\": {\"workers\": 1, \"db_max\": 1, \"rate_limit\": 2, \"rate_window_s\": 3600,"
+    "            \"breaker_min_calls\": 1000}}";
+
+static struct {
+    struct config cfg;
+    struct tierset *ts;
+    struct history *history;
+    struct metrics_tier untiered;
+    atomic_int in_flight;
+    atomic_bool draining;
+    struct request_hooks hooks;
+    struct report_sources sources;
+    struct api_deps deps;
+    struct http *http;
+    char base[64];
+} t;
+
+/* ---- the server under test ------------------------------------------------------------- */
+
+static void hook_begin(void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&t.in_flight, 1);
+}
+
+static void hook_done(void *ctx, const struct request *r, int64_t total_us)
+{
+    (void)ctx;
+    metrics_observe(r->tier ? &r->tier->m : &t.untiered, r->outcome, (int)r->status, total_us,
+                    r->queue_us, r->query_us);
+}
+
+static void hook_freed(void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_sub(&t.in_flight, 1);
+}
+
+static bool dispatch(void *ctx, struct request *r)
+{
+    return api_dispatch(ctx, r);
+}
+
+static const char *cfg_get(const char *name, void *ctx)
+{
+    (void)ctx;
+    if (!strcmp(name, "API_BIND"))
+        return "127.0.0.1";
+    if (!strcmp(name, "HTTP_THREADS"))
+        return "2";
+    return NULL;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    char err[200];
+    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_ERROR, false, open("/dev/null", O_WRONLY));
+    if (config_load_from(&t.cfg, cfg_get, NULL, err, sizeof(err)))
+        return -1;
+    t.cfg.api_port = 0; /* any free port */
+    struct workpool_ops ops = apiwork_ops_template;
+    ops.ctx = &t.deps;
+    t.ts = fakeset_create(tiers_json, &ops);
+    t.history = history_create(t.ts);
+    t.hooks = (struct request_hooks){
+        .instance_id = "test", .begin = hook_begin, .done = hook_done, .freed = hook_freed};
+    t.sources = (struct report_sources){.tiers = t.ts,
+                                        .untiered = &t.untiered,
+                                        .in_flight = &t.in_flight,
+                                        .draining = &t.draining,
+                                        .instance_id = "test"};
+    t.deps = (struct api_deps){
+        .tiers = t.ts, .metrics = &t.sources, .history = t.history, .admin_token = "secret"};
+    struct http_opts ho = {.cfg = &t.cfg,
+                           .hooks = &t.hooks,
+                           .draining = &t.draining,
+                           .dispatch = dispatch,
+                           .ctx = &t.deps};
+    if (http_start(&ho, &t.http))
+        return -1;
+    snprintf(t.base, sizeof(t.base), "http://127.0.0.1:%u", http_port(t.http));
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    http_stop(t.http);
+    fakeset_destroy(t.ts);
+    history_destroy(t.history);
+    config_free(&t.cfg);
+    curl_global_cleanup();
+    return 0;
+}
+
+/* ---- a client ----------------------------------------------------------------------------- */
+
+struct reply {
+    long status;
+    char body[1 << 17];
+    size_t len;
+    char headers[4096];
+    size_t hlen;
+};
+
+/* Append what curl hands over to buf[*len..cap), cut (never overrun) at cap. */
+static size_t append(char *buf, size_t cap, size_t *len, const char *p, size_t n)
+{
+    size_t room = cap - 1 - *len, take = n < room ? n : room;
+    memcpy(buf + *len, p, take);
+    *len += take;
+    buf[*len] = '\0';
+    return n;
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    struct reply *r = ud;
+    return append(r->body, sizeof(r->body), &r->len, p, size * n);
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    struct reply *r = ud;
+    return append(r->headers, sizeof(r->headers), &r->hlen, p, size * n);
+}
+
+/* method path with up to two headers (NULL-terminated); the reply in *r. */
+static void fetch(const char *method, const char *path, const char *h1, const char *h2,
+                  struct reply *r)
+{
+    memset(r, 0, sizeof(*r));
+    char url[256];
+    snprintf(url, sizeof(url), "%s%s", t.base, path);
+    CURL *c = curl_easy_init();
+    struct curl_slist *hs = NULL;
+    if (h1)
+        hs = curl_slist_append(hs, h1);
+    if (h2)
+        hs = curl_slist_append(hs, h2);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (!strcmp(method, "POST"))
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_slist_free_all(hs);
+    curl_easy_cleanup(c);
+}
+
+/* A header's value (case-insensitive name) as an integer, or -1. */
+static long header_int(const struct reply *r, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = r->headers; *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : "") {
+        if (!strncasecmp(p, name, n) && p[n] == ':')
+            return strtol(p + n + 1, NULL, 10);
+    }
+    return -1;
+}
+
+static const char *error_code(const struct reply *r, char *buf, size_t len)
+{
+    json_t *j = json_loads(r->body, 0, NULL);
+    const char *code = json_string_value(json_object_get(j, "error"));
+    snprintf(buf, len, "%s", code ? code : "");
+    json_decref(j);
+    return buf;
+}
+
+/* ---- tests -------------------------------------------------------------------------------- */
+
+static void a_missing_tier_is_refused_with_the_valid_tiers(void **state)
+{
+    (void)state;
+    struct reply r;
+    fetch("GET", "/api/data", NULL, NULL, &r);
+    assert_int_equal(r.status, 400);
+    json_t *j = json_loads(r.body, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(j, "error")), "invalid_tier");
+    assert_string_equal(json_string_value(json_object_get(j, "message")),
+                        "missing X-Tenant-Tier header; valid tiers: free, tiny");
+    json_t *valid = json_object_get(j, "valid_tiers");
+    assert_int_equal(json_array_size(valid), 2);
+    assert_string_equal(json_string_value(json_array_get(valid, 1)), "tiny");
+    assert_non_null(json_string_value(json_object_get(j, "request_id")));
+    json_decref(j);
+}
+
+static void an_unknown_path_is_not_found(void **state)
+{
+    (void)state;
+    struct reply r;
+    char code[64];
+    fetch("GET", "/nope", NULL, NULL, &r);
+    assert_int_equal(r.status, 404);
+    assert_string_equal(error_code(&r, code, sizeof(code)), "not_found");
+    fetch("DELETE", "/health", NULL, NULL, &r);
+    assert_int_equal(r.status, 405);
+    assert_string_equal(error_code(&r, code, sizeof(code)), "method_not_allowed");
+}
+
+static void the_rate_limit_answers_429_with_retry_after(void **state)
+{
+    (void)state;
+    struct reply r;
+    char code[64];
+    for (int i = 0; i < 2; i++) {
+        fetch("GET", "/api/data", "X-Tenant-Tier: tiny", "X-Tenant-Id: rl", &r);
+        assert_int_equal(r.status, 503); /* admitted; no database behind it */
+    }
+    fetch("GET", "/api/data", "X-Tenant-Tier: tiny", "X-Tenant-Id: rl", &r);
+    assert_int_equal(r.status, 429);
+    assert_string_equal(error_code(&r, code, sizeof(code)), "rate_limited");
+    assert_true(header_int(&r, "Retry-After") >= 1);
+    assert_int_equal(header_int(&r, "RateLimit-Limit"), 2);
+    assert_int_equal(header_int(&r, "RateLimit-Remaining"), 0);
+}
+
+static void an_open_breaker_answers_circuit_open(void **state)
+{
+    (void)state;
+    struct breaker *b = tierset_find(t.ts, "free")->breaker;
+    breaker_force(b, BREAKER_FORCED_OPEN, false, 0);
+    struct reply r;
+    char code[64];
+    fetch("GET", "/api/data", "X-Tenant-Tier: free", NULL, &r);
+    assert_int_equal(r.status, 503);
+    assert_string_equal(error_code(&r, code, sizeof(code)), "circuit_open");
+    assert_int_equal(header_int(&r, "Retry-After"), 10); /* free's breaker_reset_ms */
+    breaker_force(b, BREAKER_AUTO, true, 0);
+}
+
+static void a_worker_that_cannot_connect_answers_database_unavailable(void **state)
+{
+    (void)state;
+    struct breaker_snapshot before, after;
+    struct breaker *b = tierset_find(t.ts, "free")->breaker;
+    breaker_snapshot(b, 0, &before);
+    struct reply r;
+    char code[64];
+    fetch("GET", "/api/data", "X-Tenant-Tier: free", "X-Tenant-Id: w", &r);
+    assert_int_equal(r.status, 503);
+    assert_string_equal(error_code(&r, code, sizeof(code)), "database_unavailable");
+    assert_int_equal(header_int(&r, "Retry-After"), 1);
+    breaker_snapshot(b, 0, &after);
+    assert_int_equal(after.failures, before.failures + 1); /* recorded before the reply */
+}
+
+static void metrics_render_the_fake_set(void **state)
+{
+    (void)state;
+    struct reply r;
+    fetch("GET", "/metrics/bulkheads", NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    json_t *j = json_loads(r.body, 0, NULL);
+    assert_int_equal(json_object_size(j), 2);
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_object_get(json_object_get(j, "tiny"), "threadPool"), "poolSize")),
+                     1);
+    json_decref(j);
+    fetch("GET", "/metrics", NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.headers, "version=0.0.4"));
+    struct prom_doc d;
+    char err[300] = "";
+    assert_int_equal(prom_parse(r.body, &d, err, sizeof(err)), 0);
+    assert_true(prom_value(&d, "bulkhead_workers", 1, "tier", "free") == 2);
+    prom_free(&d);
+    fetch("GET", "/dashboard/data?since=0", NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+}
+
+static void admin_needs_the_token_and_knows_the_tiers(void **state)
+{
+    (void)state;
+    struct reply r;
+    char code[64];
+    fetch("POST", "/admin/breaker/free/open", NULL, NULL, &r);
+    assert_int_equal(r.status, 401);
+    assert_string_equal(error_code(&r, code, sizeof(code)), "unauthorized");
+    assert_non_null(strcasestr(r.headers, "WWW-Authenticate: Bearer"));
+    fetch("POST", "/admin/breaker/gold/open", "Authorization: Bearer secret", NULL, &r);
+    assert_int_equal(r.status, 404);
+    assert_string_equal(error_code(&r, code, sizeof(code)), "unknown_tier");
+    fetch("POST", "/admin/breaker/free/open", "Authorization: Bearer secret", NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"OPEN\""));
+    fetch("POST", "/admin/breaker/free/reset", "Authorization: Bearer secret", NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"CLOSED\""));
+}
+
+/* The main thread publishes new settings while a client reads them through the endpoints. */
+static void *client_main(void *arg)
+{
+    atomic_bool *stop = arg;
+    long wrong = 0;
+    while (!atomic_load(stop)) {
+        struct reply r;
+        fetch("GET", "/api/data", "X-Tenant-Tier: gold", NULL, &r);
+        wrong += r.status != 400;
+        fetch("GET", "/metrics/bulkheads", NULL, NULL, &r);
+        wrong += r.status != 200;
+    }
+    return (void *)wrong;
+}
+
+static void replies_stay_right_while_settings_are_reloaded(void **state)
+{
+    (void)state;
+    atomic_bool stop = false;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, client_main, &stop), 0);
+    struct tier_table next = *tierset_snapshot(t.ts);
+    for (int g = 0; g < 300; g++) {
+        next.tiers[1].rate_window_s = 3600 + g;
+        tierset_publish(t.ts, &next);
+        struct reply r;
+        fetch("GET", "/metrics/bulkheads", NULL, NULL, &r);
+        assert_int_equal(r.status, 200);
+    }
+    atomic_store(&stop, true);
+    void *wrong;
+    pthread_join(th, &wrong);
+    assert_null(wrong);
+    assert_int_equal(tierset_cfg(tierset_find(t.ts, "tiny"))->rate_window_s, 3600 + 299);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(a_missing_tier_is_refused_with_the_valid_tiers),
+        cmocka_unit_test(an_unknown_path_is_not_found),
+        cmocka_unit_test(the_rate_limit_answers_429_with_retry_after),
+        cmocka_unit_test(an_open_breaker_answers_circuit_open),
+        cmocka_unit_test(a_worker_that_cannot_connect_answers_database_unavailable),
+        cmocka_unit_test(metrics_render_the_fake_set),
+        cmocka_unit_test(admin_needs_the_token_and_knows_the_tiers),
+        cmocka_unit_test(replies_stay_right_while_settings_are_reloaded),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
