@@ -36,19 +36,6 @@ static const char *root(void)
     return r ? r : ".";
 }
 
-static const char *bin(void)
-{
-    static char path[600];
-    const char *b = getenv("BULKHEAD_BIN");
-    if (!b)
-        b = "build/bulkhead";
-    if (b[0] == '/')
-        snprintf(path, sizeof(path), "%s", b);
-    else
-        snprintf(path, sizeof(path), "%s/%s", root(), b);
-    return path;
-}
-
 /* Whole output of a shell command (caller frees); NULL if it failed. */
 static char *run(const char *cmd)
 {
@@ -99,7 +86,7 @@ static int vars_find(const struct vars *v, const char *name)
 static void config_vars(struct vars *v)
 {
     char cmd[700];
-    snprintf(cmd, sizeof(cmd), "'%s' config", bin());
+    snprintf(cmd, sizeof(cmd), "'%s' config", h_bin());
     char *out = run(cmd);
     assert_non_null(out);
     memset(v, 0, sizeof(*v));
@@ -177,7 +164,7 @@ static void env_example_is_what_the_generator_prints(void **state)
 {
     (void)state;
     char cmd[1400];
-    snprintf(cmd, sizeof(cmd), "'%s/scripts/env-example.sh' '%s'", root(), bin());
+    snprintf(cmd, sizeof(cmd), "'%s/scripts/env-example.sh' '%s'", root(), h_bin());
     char *gen = run(cmd);
     char *file = read_file(".env.example");
     assert_non_null(gen);
@@ -229,7 +216,7 @@ static void runtime_packages_provide_every_library_the_binary_needs(void **state
              /* merged /usr: dpkg may know the file under /lib or /usr/lib */
              "pkg=$(for f in $path $real ${real#/usr}; do dpkg -S $f 2>/dev/null && break; done "
              "| cut -d: -f1 | head -1); echo \"$lib $pkg\"; done",
-             bin(), bin());
+             h_bin(), h_bin());
     char *out = run(cmd);
     assert_non_null(out);
     int libs = 0;
@@ -354,7 +341,7 @@ static void dockerfile_builds_strips_labels_and_runs_as_a_numeric_user(void **st
              "t=$(mktemp) && strip --strip-unneeded -o \"$t\" '%s' && \"$t\" --version && "
              "echo symtab=$(readelf -S \"$t\" | grep -c '\\.symtab') && "
              "echo size=$(stat -c %%s \"$t\") $(stat -c %%s '%s'); rm -f \"$t\"",
-             bin(), bin());
+             h_bin(), h_bin());
     char *out = run(cmd);
     assert_non_null(out);
     assert_non_null(strstr(out, "bulkhead "));

@@ -34,19 +34,6 @@ struct run {
     char log[500];
 };
 
-static const char *bin_abs(void)
-{
-    static char path[600];
-    const char *b = getenv("BULKHEAD_BIN");
-    if (!b)
-        b = "build/bulkhead";
-    if (b[0] == '/')
-        snprintf(path, sizeof(path), "%s", b);
-    else
-        snprintf(path, sizeof(path), "%s/%s", getenv("BH_ROOT"), b);
-    return path;
-}
-
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int sh(const char *fmt, ...)
 {
@@ -99,7 +86,7 @@ static void run_start(struct run *r, const char *name)
         unsetenv("DATABASE_URL");
         setenv("API_PORT", port, 1);
         setenv("PG_PORT", pgp, 1);
-        setenv("BULKHEAD_BIN", bin_abs(), 1);
+        setenv("BULKHEAD_BIN", h_bin(), 1);
         int fd = open(r->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd >= 0) {
             dup2(fd, 1);
