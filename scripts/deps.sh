@@ -3,8 +3,8 @@
 #
 # Used by the Makefile (make, make run, make test, make bench) and by the Dockerfile, so the
 # image and a developer's machine cannot drift apart. Usage: scripts/deps.sh SET...
-# where SET is one of: build, run, test, bench, runtime. Only missing packages are installed;
-# when not root, the apt-get line is printed and the script exits 1.
+# where SET is one of: build, run, test, bench, runtime, loadtest. Only missing packages are
+# installed; when not root, the apt-get line is printed and the script exits 1.
 set -eu
 
 pkgs_build="gcc make pkg-config libc6-dev libmicrohttpd-dev libpq-dev libjansson-dev libhiredis-dev libssl-dev"
@@ -12,8 +12,11 @@ pkgs_run="postgresql-15 postgresql-client-15 util-linux"
 pkgs_test="libcmocka-dev libcurl4-openssl-dev postgresql-15 postgresql-client-15 redis-server nginx-light \
 chromium fonts-dejavu-core docker-compose clang libclang-rt-14-dev procps iproute2 curl"
 pkgs_bench="wrk hey postgresql-15 postgresql-client-15 procps curl iproute2 nginx-light"
-# What the runtime image needs: shared libraries, the load test's tools, curl for HEALTHCHECK.
-pkgs_runtime="libmicrohttpd12 libpq5 libjansson4 libhiredis0.14 libssl3 curl wrk hey ca-certificates"
+# What the server image needs: shared libraries, curl for HEALTHCHECK. Nothing else: no load
+# generators in a production image.
+pkgs_runtime="libmicrohttpd12 libpq5 libjansson4 libhiredis0.14 libssl3 curl ca-certificates"
+# The image that runs load-test.sh against the stack (Dockerfile target "loadtest").
+pkgs_loadtest="hey curl ca-certificates"
 
 want=""
 for set in "$@"; do
@@ -23,8 +26,9 @@ for set in "$@"; do
     test) want="$want $pkgs_test" ;;
     bench) want="$want $pkgs_bench" ;;
     runtime) want="$want $pkgs_runtime" ;;
+    loadtest) want="$want $pkgs_loadtest" ;;
     *)
-        echo "deps.sh: unknown set '$set' (build, run, test, bench, runtime)" >&2
+        echo "deps.sh: unknown set '$set' (build, run, test, bench, runtime, loadtest)" >&2
         exit 2
         ;;
     esac

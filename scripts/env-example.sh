@@ -12,9 +12,11 @@ cat <<'HEADER'
 # scripts/env-example.sh from `bulkhead config`; do not edit by hand, regenerate).
 #
 # Copy to .env to run locally: the server reads .env from its working directory and fills in
-# only what the environment leaves unset. docker-compose.yml sets DATABASE_URL,
-# RATE_LIMIT_BACKEND and REDIS_URL for the containers. Per-tier numbers (threads, connections,
-# rate limits, breaker) are not environment variables: see TIERS_FILE and config/tiers.json.
+# only what the environment leaves unset. An empty value counts as unset, so the copy changes
+# nothing until you edit it (`make run` still starts its own PostgreSQL). docker-compose.yml
+# sets DATABASE_URL, RATE_LIMIT_BACKEND and REDIS_URL for the containers. Per-tier numbers
+# (threads, connections, rate limits, breaker) are not environment variables: see TIERS_FILE
+# and config/tiers.json.
 HEADER
 "$bin" config | awk '
 /^$/ { exit }                                   # the per-tier keys follow the blank line

@@ -128,13 +128,25 @@ for pass in $PASSES; do
         build build "" || continue
         export BULKHEAD_BIN=build/bulkhead
         run_suite release build unit integration
-        # Deployment files must be valid for Docker Compose (no engine runs here).
+        # Deployment files must be valid for Docker Compose (no engine runs here): without a
+        # profile, with each profile the file declares, and with all of them at once.
         for f in docker-compose.yml; do
             if [ -f "$f" ]; then
-                if docker-compose -f "$f" config -q >"$LOGS/compose.log" 2>&1 &&
-                    docker-compose -f "$f" --profile scale config -q >>"$LOGS/compose.log" 2>&1; then
+                ok=1
+                all=""
+                : >"$LOGS/compose.log"
+                profiles=$(docker-compose -f "$f" config --profiles 2>>"$LOGS/compose.log") || ok=0
+                docker-compose -f "$f" config -q >>"$LOGS/compose.log" 2>&1 || ok=0
+                for p in $profiles; do
+                    docker-compose -f "$f" --profile "$p" config -q >>"$LOGS/compose.log" 2>&1 || ok=0
+                    all="$all --profile $p"
+                done
+                # shellcheck disable=SC2086
+                docker-compose -f "$f" $all config -q >>"$LOGS/compose.log" 2>&1 || ok=0
+                if [ "$ok" = 1 ] && [ -n "$profiles" ]; then
                     passed=$((passed + 1))
-                    printf '  %-8s %-34s %3d ok %3d failed\n' release "docker-compose config" 1 0
+                    printf '  %-8s %-34s %3d ok %3d failed\n' release \
+                        "docker-compose config ($(echo $profiles | tr ' ' ','))" 1 0
                 else
                     note_fail "docker-compose config: $(tail -3 "$LOGS/compose.log")"
                 fi

@@ -3,7 +3,10 @@
  *
  * Each row gives the variable's name, type, default, bounds or choices, help text and where the
  * parsed value goes in struct config. Loading walks the table once; a bad value is refused with
- * the variable's name and the reason, and nothing else is started.
+ * the variable's name and the reason, and nothing else is started. An empty value counts as
+ * unset, in the environment and in .env alike, so `.env.example` copied as is (every line
+ * `NAME=` or `NAME=<default>`) changes nothing. The type also says how `config --effective`
+ * prints a value: secrets masked.
  */
 #include "config.h"
 #include "fileio.h"
@@ -14,8 +17,22 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-enum cfg_type { CFG_STR, CFG_INT, CFG_ENUM, CFG_BOOL };
+enum cfg_type {
+    CFG_STR,    /* text, printed as is */
+    CFG_CONN,   /* a connection URL or libpq string: text, its password printed masked */
+    CFG_SECRET, /* text printed masked */
+    CFG_INT,
+    CFG_ENUM,
+    CFG_BOOL,
+};
+
+/* Strings: every text type owns a char * in struct config. */
+static bool cfg_is_text(enum cfg_type t)
+{
+    return t == CFG_STR || t == CFG_CONN || t == CFG_SECRET;
+}
 
 struct cfg_def {
     const char *name;    /* environment variable */
@@ -30,7 +47,7 @@ struct cfg_def {
 #define OFF(field) offsetof(struct config, field)
 
 static const struct cfg_def cfg_table[] = {
-    {"DATABASE_URL", CFG_STR, "", 0, 0, NULL,
+    {"DATABASE_URL", CFG_CONN, "", 0, 0, NULL,
      "PostgreSQL connection URL or libpq string (empty: libpq defaults, PG* variables)",
      OFF(database_url)},
     {"API_PORT", CFG_INT, "8080", 1, 65535, NULL, "TCP port the API listens on", OFF(api_port)},
@@ -38,10 +55,12 @@ static const struct cfg_def cfg_table[] = {
      OFF(api_bind)},
     {"TIERS_FILE", CFG_STR, "", 0, 0, NULL,
      "JSON tier table replacing the built-in one (see config/tiers.json)", OFF(tiers_file)},
-    {"HTTP_THREADS", CFG_INT, "0", 0, 64, NULL, "HTTP event threads (0: one per CPU)",
+    {"HTTP_THREADS", CFG_INT, "0", 0, 64, NULL,
+     "HTTP event threads (0: one per usable CPU, container CPU quota rounded up)",
      OFF(http_threads)},
     {"HTTP_MAX_CONNECTIONS", CFG_INT, "4096", 1, 1000000, NULL,
-     "client connections served at once; more are refused at accept", OFF(http_max_conns)},
+     "client connections served at once; more wait in the listen backlog until one closes",
+     OFF(http_max_conns)},
     {"HTTP_IDLE_TIMEOUT_S", CFG_INT, "30", 1, 3600, NULL,
      "seconds an idle or slow client may hold a connection", OFF(http_idle_timeout)},
     {"HTTP_CONNECTION_MEMORY", CFG_INT, "16384", 4096, 1048576, NULL,
@@ -55,8 +74,9 @@ static const struct cfg_def cfg_table[] = {
     {"RATE_LIMIT_BACKEND", CFG_ENUM, "memory", 0, 0, "memory|redis",
      "where rate-limit counters live: this process, or Redis shared by all instances",
      OFF(rl_backend)},
-    {"REDIS_URL", CFG_STR, "redis://127.0.0.1:6379", 0, 0, NULL,
-     "Redis for RATE_LIMIT_BACKEND=redis: redis://host:port[/db]", OFF(redis_url)},
+    {"REDIS_URL", CFG_CONN, "redis://127.0.0.1:6379", 0, 0, NULL,
+     "Redis for RATE_LIMIT_BACKEND=redis: redis://[[user]:password@]host[:port][/db]",
+     OFF(redis_url)},
     {"REDIS_TIMEOUT_MS", CFG_INT, "50", 1, 10000, NULL,
      "timeout of every Redis connect and call; past it the local limiter takes over",
      OFF(redis_timeout)},
@@ -69,7 +89,7 @@ static const struct cfg_def cfg_table[] = {
     {"AUTH_CACHE_TTL_MS", CFG_INT, "5000", 0, 3600000, NULL,
      "how long an API-key lookup is cached (revocations take effect within it)",
      OFF(auth_cache_ttl)},
-    {"ADMIN_TOKEN", CFG_STR, "", 0, 0, NULL,
+    {"ADMIN_TOKEN", CFG_SECRET, "", 0, 0, NULL,
      "bearer token for /admin endpoints (empty: admin endpoints are off)", OFF(admin_token)},
     {"LOG_FORMAT", CFG_ENUM, "json", 0, 0, "json|text", "log line format on stdout/stderr",
      OFF(log_format)},
@@ -96,6 +116,7 @@ static const struct cfg_def cfg_table[] = {
 };
 
 #define CFG_COUNT (sizeof(cfg_table) / sizeof(cfg_table[0]))
+_Static_assert(CFG_COUNT <= CONFIG_SETTINGS_MAX, "raise CONFIG_SETTINGS_MAX");
 
 /* Index of value in a '|'-separated choice list, or -1. */
 static int cfg_choice_index(const char *choices, const char *value)
@@ -134,7 +155,9 @@ static int cfg_set(struct config *cfg, const struct cfg_def *d, const char *valu
 {
     char *base = (char *)cfg;
     switch (d->type) {
-    case CFG_STR: {
+    case CFG_STR:
+    case CFG_CONN:
+    case CFG_SECRET: {
         char **slot = (char **)(void *)(base + d->offset);
         free(*slot);
         *slot = xstrdup(value);
@@ -200,7 +223,7 @@ int config_load_from(struct config *cfg, const char *(*get)(const char *name, vo
         const char *v = get(d->name, ctx);
         if (cfg_set(cfg, d, d->def, err, errlen) != 0)
             goto fail; /* a broken default is a programming error, caught by the unit tests */
-        if (v && cfg_set(cfg, d, v, err, errlen) != 0)
+        if (v && *v && cfg_set(cfg, d, v, err, errlen) != 0)
             goto fail;
     }
     return 0;
@@ -212,7 +235,7 @@ fail:
 void config_free(struct config *cfg)
 {
     for (size_t i = 0; i < CFG_COUNT; i++) {
-        if (cfg_table[i].type == CFG_STR) {
+        if (cfg_is_text(cfg_table[i].type)) {
             char **slot = (char **)(void *)((char *)cfg + cfg_table[i].offset);
             free(*slot);
             *slot = NULL;
@@ -349,8 +372,11 @@ int config_load_dotenv(const char *path, char *err, size_t errlen)
         bool last = true;
         for (size_t j = i + 1; j < p.n && last; j++)
             last = strcmp(p.names[i], p.names[j]) != 0;
-        if (rc == 0 && last)
-            setenv(p.names[i], p.values[i], 0);
+        /* Only what the environment leaves unset or empty, and only with a value: an empty
+         * line in .env is the same as no line. */
+        const char *now = getenv(p.names[i]);
+        if (rc == 0 && last && (!now || !*now) && p.values[i][0])
+            setenv(p.names[i], p.values[i], 1);
         free(p.names[i]);
         free(p.values[i]);
     }
@@ -378,6 +404,8 @@ void config_print_help(FILE *out, bool markdown)
             snprintf(allowed, sizeof(allowed), "true|false");
             break;
         case CFG_STR:
+        case CFG_CONN:
+        case CFG_SECRET:
             snprintf(allowed, sizeof(allowed), "text");
             break;
         }
@@ -392,5 +420,135 @@ void config_print_help(FILE *out, bool markdown)
             fprintf(out, "  %-24s %s\n  %-24s default: %s; allowed: %s\n", d->name, d->help, "",
                     d->def[0] ? d->def : "(empty)", allowed);
         }
+    }
+}
+
+int config_load_all(struct config *cfg, const char *dotenv_path, struct config_origin *origin,
+                    char *err, size_t errlen)
+{
+    bool from_env[CFG_COUNT];
+    for (size_t i = 0; i < CFG_COUNT; i++) {
+        const char *v = getenv(cfg_table[i].name);
+        from_env[i] = v && *v;
+    }
+    int rc = config_load_dotenv(dotenv_path, err, errlen);
+    if (rc && rc != -ENOENT)
+        return rc;
+    rc = config_load(cfg, err, errlen);
+    if (rc || !origin)
+        return rc;
+    for (size_t i = 0; i < CFG_COUNT; i++) {
+        const char *v = getenv(cfg_table[i].name);
+        origin->source[i] = from_env[i] ? CONFIG_SRC_ENV
+                            : v && *v   ? CONFIG_SRC_DOTENV
+                                        : CONFIG_SRC_DEFAULT;
+    }
+    return 0;
+}
+
+/* Replace text[from, to) by "****" in the heap string *text. */
+static void cfg_mask_span(char **text, size_t from, size_t to)
+{
+    size_t len = strlen(*text);
+    char *out = xmalloc(len - (to - from) + 5);
+    memcpy(out, *text, from);
+    memcpy(out + from, "****", 4);
+    memcpy(out + from + 4, *text + to, len - to + 1);
+    free(*text);
+    *text = out;
+}
+
+char *config_mask_conn(const char *value)
+{
+    char *s = xstrdup(value);
+    /* URL: scheme://user:password@host... The userinfo ends at the last '@', so a password with
+     * an unencoded '@' is masked whole (more is masked rather than less). */
+    const char *scheme = strstr(s, "://");
+    if (scheme) {
+        size_t start = (size_t)(scheme - s) + 3;
+        const char *at = strrchr(s + start, '@');
+        const char *colon = at ? memchr(s + start, ':', (size_t)(at - (s + start))) : NULL;
+        if (colon && colon + 1 < at)
+            cfg_mask_span(&s, (size_t)(colon + 1 - s), (size_t)(at - s));
+    }
+    /* libpq keyword form (password=... or password = '...') and URL parameters (?password=). */
+    for (size_t i = 0; s[i]; i++) {
+        if (strncasecmp(s + i, "password", 8) != 0 || (i > 0 && !strchr(" \t?&", s[i - 1])))
+            continue;
+        size_t j = i + 8;
+        while (s[j] == ' ' || s[j] == '\t')
+            j++;
+        if (s[j] != '=')
+            continue;
+        j++;
+        while (s[j] == ' ' || s[j] == '\t')
+            j++;
+        size_t end = j;
+        if (s[j] == '\'') {
+            for (end = j + 1; s[end] && s[end] != '\''; end++)
+                if (s[end] == '\\' && s[end + 1])
+                    end++;
+            if (s[end])
+                end++;
+        } else {
+            while (s[end] && !strchr(" \t&", s[end]))
+                end++;
+        }
+        if (end > j) {
+            cfg_mask_span(&s, j, end);
+            i = j + 3;
+        }
+    }
+    return s;
+}
+
+/* The value of row d in cfg as it would be written in .env (caller frees); secrets masked. */
+static char *cfg_value_text(const struct config *cfg, const struct cfg_def *d)
+{
+    const char *base = (const char *)cfg;
+    char buf[64];
+    switch (d->type) {
+    case CFG_STR:
+        return xstrdup(*(char *const *)(const void *)(base + d->offset));
+    case CFG_CONN:
+        return config_mask_conn(*(char *const *)(const void *)(base + d->offset));
+    case CFG_SECRET:
+        return xstrdup((*(char *const *)(const void *)(base + d->offset))[0] ? "****" : "");
+    case CFG_INT:
+        snprintf(buf, sizeof(buf), "%" PRId64, *(const int64_t *)(const void *)(base + d->offset));
+        return xstrdup(buf);
+    case CFG_ENUM: {
+        int idx = *(const int *)(const void *)(base + d->offset);
+        const char *p = d->choices;
+        for (int k = 0; k < idx && strchr(p, '|'); k++)
+            p = strchr(p, '|') + 1;
+        return xstrndup(p, strcspn(p, "|"));
+    }
+    case CFG_BOOL:
+        return xstrdup(*(const bool *)(const void *)(base + d->offset) ? "true" : "false");
+    }
+    return xstrdup("");
+}
+
+void config_print_effective(FILE *out, const struct config *cfg, const struct config_origin *origin)
+{
+    static const char *const source_name[] = {
+        [CONFIG_SRC_DEFAULT] = "default",
+        [CONFIG_SRC_DOTENV] = ".env",
+        [CONFIG_SRC_ENV] = "environment",
+    };
+    for (size_t i = 0; i < CFG_COUNT; i++) {
+        const struct cfg_def *d = &cfg_table[i];
+        char *v = cfg_value_text(cfg, d);
+        /* Quoted when .env would otherwise read it differently (blanks, '#', quotes). */
+        const char *quote = "";
+        if (strpbrk(v, " \t#'\""))
+            quote = strchr(v, '\'') ? "\"" : "'";
+        char *line = NULL;
+        if (asprintf(&line, "%s=%s%s%s", d->name, quote, v, quote) < 0)
+            abort();
+        fprintf(out, "%-46s # %s\n", line, source_name[origin->source[i]]);
+        free(line);
+        free(v);
     }
 }

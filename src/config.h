@@ -51,7 +51,8 @@ struct config {
 
 /*
  * Fill cfg from the environment (getenv). Returns 0, or -EINVAL with a message naming the
- * variable and the reason in err. cfg holds defaults for anything unset.
+ * variable and the reason in err. cfg holds defaults for anything unset or empty (an empty value
+ * counts as unset).
  */
 int config_load(struct config *cfg, char *err, size_t errlen) __attribute__((warn_unused_result));
 
@@ -63,7 +64,8 @@ void config_free(struct config *cfg);
 
 /*
  * Load KEY=VALUE lines from a .env file into the environment without overriding variables that
- * are already set (the dotenv convention). Syntax: blank lines and lines starting with '#' are
+ * are already set to a non-empty value (the dotenv convention, with empty meaning unset; an
+ * empty value in the file sets nothing). Syntax: blank lines and lines starting with '#' are
  * skipped; "export " before the name is allowed; a value in '...' or "..." is taken verbatim up
  * to the first matching quote (no escapes) and only a comment may follow it; an unquoted value
  * is trimmed and ends at a '#' that starts it or follows a blank. Returns 0, -ENOENT when there
@@ -81,5 +83,38 @@ int config_parse_dotenv(const char *text, size_t len,
 
 /* Print the settings table: as plain text for --help, or as a Markdown table for the README. */
 void config_print_help(FILE *out, bool markdown);
+
+#define CONFIG_SETTINGS_MAX 48 /* rows of the settings table, at most */
+
+/* Where a setting's value came from. */
+enum config_source { CONFIG_SRC_DEFAULT, CONFIG_SRC_DOTENV, CONFIG_SRC_ENV };
+
+struct config_origin {
+    enum config_source source[CONFIG_SETTINGS_MAX]; /* by row of the settings table */
+};
+
+/*
+ * What the bulkhead command does before anything else: the .env file at dotenv_path fills in
+ * what the environment leaves unset or empty (no file is fine), then config_load. origin, when
+ * not NULL, receives where each setting's value came from. Returns 0, or a negative errno with
+ * "path: line N: reason" (the .env file) or "NAME: reason" (a value) in err.
+ */
+int config_load_all(struct config *cfg, const char *dotenv_path, struct config_origin *origin,
+                    char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/*
+ * `bulkhead config --effective`: every setting in force as a .env line with its source
+ * ("DATABASE_URL=postgresql://app:****@db/app   # environment"). ADMIN_TOKEN prints as ****,
+ * and the password of DATABASE_URL and REDIS_URL is masked (config_mask_conn).
+ */
+void config_print_effective(FILE *out, const struct config *cfg,
+                            const struct config_origin *origin);
+
+/*
+ * A copy of a connection URL or libpq string with its password replaced by "****": the
+ * password of scheme://user:password@host, and the value of every password=... parameter
+ * (keyword form, quoted or not, and URL query). Caller frees.
+ */
+char *config_mask_conn(const char *value);
 
 #endif

@@ -12,6 +12,7 @@
 #include "http.h"
 #include "apierr.h"
 #include "config.h"
+#include "cpus.h"
 #include "log.h"
 #include "request.h"
 #include "xalloc.h"
@@ -127,8 +128,7 @@ static unsigned http_threads(const struct config *cfg)
 {
     if (cfg->http_threads > 0)
         return (unsigned)cfg->http_threads;
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (unsigned)n : 1;
+    return cpus_usable();
 }
 
 int http_start(const struct http_opts *opts, struct http **out)

@@ -31,25 +31,25 @@ static void main_usage(FILE *out)
         "                                 SIGHUP to reload TIERS_FILE)\n"
         "       bulkhead tenant ...       manage tenants and API keys (bulkhead tenant --help)\n"
         "       bulkhead config [--markdown]  print every setting\n"
+        "       bulkhead config --effective   print the settings and tiers in force\n"
+        "                                 (environment, then .env, then defaults; secrets masked)\n"
         "       bulkhead errors [--markdown]  print every error code\n"
         "       bulkhead --help | --version\n\n"
-        "Environment (a .env file in the working directory fills in unset ones):\n",
+        "Environment (a .env file in the working directory fills in unset ones; an empty value\n"
+        "counts as unset):\n",
         BULKHEAD_VERSION);
     config_print_help(out, false);
-    fprintf(out, "\nPer-tier settings (TIERS_FILE, JSON: {\"tier\": {\"key\": n, ...}}):\n");
+    fprintf(out, "\nPer-tier settings (TIERS_FILE, JSON: {\"tier\": {\"key\": n, ...}}); a tier "
+                 "named like a\nbuilt-in one keeps its built-in values for keys left out:\n");
     tiers_print_help(out, false);
 }
 
-/* Settings and tiers, shared by serve and tenant. Returns 0 or prints why and returns 1. */
-static int main_load(struct config *cfg, struct tier_table *tiers)
+/* Settings and tiers, shared by serve, tenant and config --effective. origin may be NULL.
+ * Returns 0 or prints why and returns 1. */
+static int main_load(struct config *cfg, struct tier_table *tiers, struct config_origin *origin)
 {
     char err[512];
-    int rc = config_load_dotenv(".env", err, sizeof(err));
-    if (rc && rc != -ENOENT) {
-        fprintf(stderr, "bulkhead: %s\n", err);
-        return 1;
-    }
-    if (config_load(cfg, err, sizeof(err))) {
+    if (config_load_all(cfg, ".env", origin, err, sizeof(err))) {
         fprintf(stderr, "bulkhead: configuration refused: %s\n", err);
         return 1;
     }
@@ -69,7 +69,7 @@ static int main_serve(void)
 {
     struct config cfg;
     struct tier_table tiers;
-    if (main_load(&cfg, &tiers))
+    if (main_load(&cfg, &tiers, NULL))
         return 1;
     log_setup(cfg.log_format, cfg.log_level, cfg.access_log, STDOUT_FILENO);
 
@@ -93,6 +93,25 @@ static int main_serve(void)
     return 0;
 }
 
+/* bulkhead config --effective: what serve would run with, without starting anything. */
+static int main_effective(void)
+{
+    struct config cfg;
+    struct tier_table tiers;
+    struct config_origin origin;
+    if (main_load(&cfg, &tiers, &origin))
+        return 1;
+    printf("# bulkhead %s: the settings in force (the environment, then .env, then the defaults;\n"
+           "# an empty value counts as unset); secrets masked\n",
+           BULKHEAD_VERSION);
+    config_print_effective(stdout, &cfg, &origin);
+    printf("# tiers in force (%s%s):\n", cfg.tiers_file[0] ? "TIERS_FILE " : "built-in",
+           cfg.tiers_file);
+    tiers_print_table(stdout, &tiers, "#   ");
+    config_free(&cfg);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 &&
@@ -104,6 +123,8 @@ int main(int argc, char **argv)
         printf("bulkhead %s\n", BULKHEAD_VERSION);
         return 0;
     }
+    if (argc == 3 && !strcmp(argv[1], "config") && !strcmp(argv[2], "--effective"))
+        return main_effective();
     if (argc >= 2 && !strcmp(argv[1], "config")) {
         bool md = argc >= 3 && !strcmp(argv[2], "--markdown");
         if (md)
@@ -120,7 +141,7 @@ int main(int argc, char **argv)
     if (argc >= 2 && !strcmp(argv[1], "tenant")) {
         struct config cfg;
         struct tier_table tiers;
-        if (main_load(&cfg, &tiers))
+        if (main_load(&cfg, &tiers, NULL))
             return 1;
         int rc = tenantcli_main(&cfg, &tiers, argc - 2, argv + 2);
         config_free(&cfg);

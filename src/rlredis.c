@@ -7,6 +7,7 @@
  * first use and registered here so rlredis_destroy can close them after the HTTP threads end.
  */
 #include "rlredis.h"
+#include "config.h"
 #include "log.h"
 #include "mclock.h"
 #include "xalloc.h"
@@ -44,8 +45,7 @@ struct rlredis_conn {
 };
 
 struct rlredis {
-    char host[256];
-    int port, db;
+    struct rlredis_url url; /* where, and the credentials for AUTH */
     struct timeval timeout;
     uint64_t id; /* distinguishes instances in thread-local caches */
 
@@ -65,23 +65,76 @@ static _Thread_local struct {
     struct rlredis_conn *conn;
 } rlredis_tls;
 
-int rlredis_parse_url(const char *url, char *host, size_t hostlen, int *port, int *db)
+/* Percent-decode in[0..n) into out (size outlen, NUL-terminated). Refuses blanks and control
+ * characters (they must be escaped), bad or NUL escapes, and results that do not fit. */
+static int rlredis_decode(const char *in, size_t n, char *out, size_t outlen)
 {
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        if (ch == '%') {
+            unsigned v = 0;
+            for (int k = 1; k <= 2; k++) {
+                char h = i + (size_t)k < n ? in[i + (size_t)k] : '\0';
+                int d = h >= '0' && h <= '9'   ? h - '0'
+                        : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                        : h >= 'A' && h <= 'F' ? h - 'A' + 10
+                                               : -1;
+                if (d < 0)
+                    return -EINVAL;
+                v = v * 16 + (unsigned)d;
+            }
+            if (v == 0)
+                return -EINVAL;
+            ch = (unsigned char)v;
+            i += 2;
+        } else if (ch <= ' ' || ch == 0x7f) {
+            return -EINVAL;
+        }
+        if (o + 1 >= outlen)
+            return -EINVAL;
+        out[o++] = (char)ch;
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+/* "[user]:password" (the text before the last '@'). */
+static int rlredis_parse_userinfo(const char *info, size_t n, struct rlredis_url *u)
+{
+    const char *colon = memchr(info, ':', n);
+    if (!colon || colon + 1 == info + n)
+        return -EINVAL; /* AUTH needs a password */
+    size_t ulen = (size_t)(colon - info);
+    if (memchr(info, '/', ulen))
+        return -EINVAL;
+    if (rlredis_decode(info, ulen, u->user, sizeof(u->user)) ||
+        rlredis_decode(colon + 1, n - ulen - 1, u->password, sizeof(u->password)))
+        return -EINVAL;
+    return 0;
+}
+
+int rlredis_parse_url(const char *url, struct rlredis_url *out)
+{
+    struct rlredis_url u = {.port = 6379, .db = 0};
     const char *p = url;
-    if (!strncmp(p, "redis://", 8))
-        p += 8;
-    else
+    if (strncmp(p, "redis://", 8) != 0)
         return -EINVAL;
-    /* A host name or IPv4 address. Anything else (user:password@, ?options, #fragments, blanks,
-     * IPv6 brackets) is refused rather than misparsed into the host name. */
+    p += 8;
+    const char *at = strrchr(p, '@');
+    if (at) {
+        if (rlredis_parse_userinfo(p, (size_t)(at - p), &u))
+            return -EINVAL;
+        p = at + 1;
+    }
+    /* A host name or IPv4 address. Anything else (?options, #fragments, blanks, IPv6 brackets)
+     * is refused rather than misparsed into the host name. */
     size_t n = strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_");
-    if (n == 0 || n >= hostlen || (p[n] != '\0' && p[n] != ':' && p[n] != '/'))
+    if (n == 0 || n >= sizeof(u.host) || (p[n] != '\0' && p[n] != ':' && p[n] != '/'))
         return -EINVAL;
-    memcpy(host, p, n);
-    host[n] = '\0';
+    memcpy(u.host, p, n);
+    u.host[n] = '\0';
     p += n;
-    *port = 6379;
-    *db = 0;
     if (*p == ':') {
         p++;
         long v = 0;
@@ -92,7 +145,7 @@ int rlredis_parse_url(const char *url, char *host, size_t hostlen, int *port, in
         }
         if (digits == 0 || v < 1 || v > 65535)
             return -EINVAL;
-        *port = (int)v;
+        u.port = (int)v;
     }
     if (*p == '/') {
         p++;
@@ -103,19 +156,25 @@ int rlredis_parse_url(const char *url, char *host, size_t hostlen, int *port, in
             digits++;
         }
         if (digits > 0)
-            *db = (int)v;
+            u.db = (int)v;
         else if (*p)
             return -EINVAL;
     }
-    return *p == '\0' ? 0 : -EINVAL;
+    if (*p != '\0')
+        return -EINVAL;
+    *out = u;
+    return 0;
 }
 
 int rlredis_create(const char *url, int64_t timeout_ms, struct rlredis **out, char *err,
                    size_t errlen)
 {
     struct rlredis *r = xcalloc(1, sizeof(*r));
-    if (rlredis_parse_url(url, r->host, sizeof(r->host), &r->port, &r->db)) {
-        snprintf(err, errlen, "REDIS_URL: \"%s\" is not redis://host[:port][/db]", url);
+    if (rlredis_parse_url(url, &r->url)) {
+        char *masked = config_mask_conn(url); /* the message must not show a password */
+        snprintf(err, errlen, "REDIS_URL: \"%s\" is not redis://[[user]:password@]host[:port][/db]",
+                 masked);
+        free(masked);
         free(r);
         return -EINVAL;
     }
@@ -140,6 +199,7 @@ void rlredis_destroy(struct rlredis *r)
         c = next;
     }
     pthread_mutex_destroy(&r->mutex);
+    explicit_bzero(&r->url, sizeof(r->url));
     free(r);
 }
 
@@ -165,24 +225,52 @@ static void rlredis_drop(struct rlredis_conn *c)
     c->sha[0] = '\0';
 }
 
-/* Connect and load the script. 0 or -EIO with err filled. */
+/* AUTH [user] password, when the URL has a password. 0 or -EIO with Redis's reason in err (a
+ * reply such as WRONGPASS or NOAUTH never repeats the password). */
+static int rlredis_auth(struct rlredis *r, struct rlredis_conn *c, char *err, size_t errlen)
+{
+    if (!r->url.password[0])
+        return 0;
+    const char *argv[3] = {"AUTH", r->url.user, r->url.password};
+    size_t lens[3] = {4, strlen(r->url.user), strlen(r->url.password)};
+    int argc = r->url.user[0] ? 3 : 2;
+    if (argc == 2) {
+        argv[1] = r->url.password;
+        lens[1] = lens[2];
+    }
+    redisReply *rep = redisCommandArgv(c->ctx, argc, argv, lens);
+    bool ok = rep && rep->type == REDIS_REPLY_STATUS;
+    if (!ok)
+        snprintf(err, errlen, "AUTH%s%.64s refused: %.160s", r->url.user[0] ? " as " : "",
+                 r->url.user, rep && rep->type == REDIS_REPLY_ERROR ? rep->str : c->ctx->errstr);
+    freeReplyObject(rep);
+    return ok ? 0 : -EIO;
+}
+
+/* Connect, authenticate, select the database and load the script. 0 or -EIO with err. */
 static int rlredis_connect(struct rlredis *r, struct rlredis_conn *c, char *err, size_t errlen)
 {
-    c->ctx = redisConnectWithTimeout(r->host, r->port, r->timeout);
+    c->ctx = redisConnectWithTimeout(r->url.host, r->url.port, r->timeout);
     if (!c->ctx || c->ctx->err) {
-        snprintf(err, errlen, "connect %.100s:%d: %.120s", r->host, r->port,
+        snprintf(err, errlen, "connect %.100s:%d: %.120s", r->url.host, r->url.port,
                  c->ctx ? c->ctx->errstr : "out of memory");
         rlredis_drop(c);
         return -EIO;
     }
     redisSetTimeout(c->ctx, r->timeout);
+    if (rlredis_auth(r, c, err, errlen)) {
+        rlredis_drop(c);
+        return -EIO;
+    }
     redisReply *rep;
-    if (r->db) {
-        rep = redisCommand(c->ctx, "SELECT %d", r->db);
+    if (r->url.db) {
+        rep = redisCommand(c->ctx, "SELECT %d", r->url.db);
         bool ok = rep && rep->type == REDIS_REPLY_STATUS;
+        if (!ok)
+            snprintf(err, errlen, "SELECT %d failed: %.160s", r->url.db,
+                     rep && rep->type == REDIS_REPLY_ERROR ? rep->str : c->ctx->errstr);
         freeReplyObject(rep);
         if (!ok) {
-            snprintf(err, errlen, "SELECT %d failed", r->db);
             rlredis_drop(c);
             return -EIO;
         }

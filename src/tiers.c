@@ -4,6 +4,11 @@
  * tier_keys[] is the single description of a tier's settings: name, default, bounds, help and
  * field. The parser refuses unknown keys and out-of-range values with the key's full path, so a
  * typo in a config file stops the server at start instead of silently using a default.
+ *
+ * A key left out of a tier named like a built-in one (config/tiers.json) keeps the built-in
+ * tier's value, so {"free": {"workers": 20}} changes free's workers and nothing else. A tier of
+ * a new name starts from the defaults of tier_keys[], except keys without one (TIER_NO_DEFAULT:
+ * rate_limit), which it must state: leaving rate_limit out must not make a tier unlimited.
  */
 #include "tiers.h"
 #include "assets.h"
@@ -24,6 +29,9 @@ struct tier_key {
 
 #define TOFF(field) offsetof(struct tier_cfg, field)
 
+/* The def of a key that a tier of a new name must state. Never a valid value (min >= 0). */
+#define TIER_NO_DEFAULT INT64_MIN
+
 static const struct tier_key tier_keys[] = {
     {"workers", 10, 1, 1024, "worker threads (logic bulkhead)", TOFF(workers)},
     {"queue_max", 20, 0, 100000, "requests that may wait for a worker; more get 503 bulkhead_full",
@@ -33,7 +41,7 @@ static const struct tier_key tier_keys[] = {
     {"db_max", 5, 1, 1000, "PostgreSQL connections at most (database bulkhead)", TOFF(db_max)},
     {"db_acquire_timeout_ms", 1000, 1, 600000,
      "longest wait for a free connection; then 503 pool_timeout", TOFF(db_acquire_timeout_ms)},
-    {"rate_limit", 0, 0, 1000000000, "requests per tenant per window; 0 = unlimited",
+    {"rate_limit", TIER_NO_DEFAULT, 0, 1000000000, "requests per tenant per window; 0 = unlimited",
      TOFF(rate_limit)},
     {"rate_window_s", 60, 1, 86400, "the rate-limit window, in seconds", TOFF(rate_window_s)},
     {"breaker_timeout_ms", 3000, 1, 600000, "a call slower than this fails (504) and is cancelled",
@@ -70,12 +78,23 @@ static const struct tier_key tier_keys[] = {
 
 #define TIER_KEY_COUNT (sizeof(tier_keys) / sizeof(tier_keys[0]))
 
-static void tiers_defaults(struct tier_cfg *c, const char *name)
+static int64_t *tiers_field(struct tier_cfg *c, const struct tier_key *k)
 {
+    return (int64_t *)(void *)((char *)c + k->offset);
+}
+
+/* Where a tier's keys start: the built-in tier of the same name, or the keys' defaults. */
+static void tiers_start(struct tier_cfg *c, const char *name, const struct tier_table *builtin)
+{
+    int b = builtin ? tiers_find(builtin, name) : -1;
+    if (b >= 0) {
+        *c = builtin->tiers[b];
+        return;
+    }
     memset(c, 0, sizeof(*c));
     snprintf(c->name, sizeof(c->name), "%s", name);
     for (size_t i = 0; i < TIER_KEY_COUNT; i++)
-        *(int64_t *)(void *)((char *)c + tier_keys[i].offset) = tier_keys[i].def;
+        *tiers_field(c, &tier_keys[i]) = tier_keys[i].def;
 }
 
 static bool tiers_valid_name(const char *name)
@@ -91,14 +110,14 @@ static bool tiers_valid_name(const char *name)
     return true;
 }
 
-static int tiers_parse_tier(const char *name, json_t *obj, struct tier_cfg *c, char *err,
-                            size_t errlen)
+static int tiers_parse_tier(const char *name, json_t *obj, const struct tier_table *builtin,
+                            struct tier_cfg *c, char *err, size_t errlen)
 {
     if (!json_is_object(obj)) {
         snprintf(err, errlen, "tiers.%s: must be an object of settings", name);
         return -EINVAL;
     }
-    tiers_defaults(c, name);
+    tiers_start(c, name, builtin);
     const char *key;
     json_t *val;
     json_object_foreach(obj, key, val)
@@ -120,7 +139,18 @@ static int tiers_parse_tier(const char *name, json_t *obj, struct tier_cfg *c, c
             free(got);
             return -EINVAL;
         }
-        *(int64_t *)(void *)((char *)c + k->offset) = (int64_t)v;
+        *tiers_field(c, k) = (int64_t)v;
+    }
+    for (size_t i = 0; i < TIER_KEY_COUNT; i++) {
+        if (*tiers_field(c, &tier_keys[i]) != TIER_NO_DEFAULT)
+            continue;
+        char names[TIERS_MAX * (TIERS_NAME_MAX + 2) + 1] = "";
+        if (builtin)
+            tiers_names(builtin, names, sizeof(names));
+        snprintf(err, errlen,
+                 "tiers.%s.%s: missing: a tier not named like a built-in one (%s) must state it",
+                 name, tier_keys[i].name, builtin ? names : "none");
+        return -EINVAL;
     }
     if (c->breaker_window_ms / c->breaker_buckets < 1) {
         snprintf(err, errlen,
@@ -132,7 +162,9 @@ static int tiers_parse_tier(const char *name, json_t *obj, struct tier_cfg *c, c
     return 0;
 }
 
-int tiers_parse(const char *json, size_t len, struct tier_table *out, char *err, size_t errlen)
+/* builtin: the table whose tiers lend their values to tiers of the same name (NULL: none). */
+static int tiers_parse_over(const char *json, size_t len, const struct tier_table *builtin,
+                            struct tier_table *out, char *err, size_t errlen)
 {
     json_error_t jerr;
     memset(out, 0, sizeof(*out));
@@ -164,7 +196,7 @@ int tiers_parse(const char *json, size_t len, struct tier_table *out, char *err,
             rc = -EINVAL;
             goto out;
         }
-        rc = tiers_parse_tier(name, obj, &out->tiers[out->count], err, errlen);
+        rc = tiers_parse_tier(name, obj, builtin, &out->tiers[out->count], err, errlen);
         if (rc)
             goto out;
         out->count++;
@@ -176,10 +208,18 @@ out:
     return rc;
 }
 
+int tiers_parse(const char *json, size_t len, struct tier_table *out, char *err, size_t errlen)
+{
+    struct tier_table builtin;
+    tiers_builtin(&builtin);
+    return tiers_parse_over(json, len, &builtin, out, err, errlen);
+}
+
 void tiers_builtin(struct tier_table *out)
 {
     char err[256];
-    if (tiers_parse(assets_tiers_json, assets_tiers_json_len, out, err, sizeof(err)) != 0) {
+    if (tiers_parse_over(assets_tiers_json, assets_tiers_json_len, NULL, out, err, sizeof(err)) !=
+        0) {
         /* The built-in file is checked by the unit tests; reaching this is a build error. */
         fprintf(stderr, "bulkhead: built-in tier table is invalid: %s\n", err);
         abort();
@@ -258,14 +298,31 @@ void tiers_names(const struct tier_table *t, char *buf, size_t buflen)
 void tiers_print_help(FILE *out, bool markdown)
 {
     if (markdown)
-        fprintf(out, "| key | default | allowed | meaning |\n|---|---|---|---|\n");
+        fprintf(out, "| key | default in a new tier | allowed | meaning |\n|---|---|---|---|\n");
     for (size_t i = 0; i < TIER_KEY_COUNT; i++) {
         const struct tier_key *k = &tier_keys[i];
-        if (markdown)
-            fprintf(out, "| `%s` | %" PRId64 " | %" PRId64 "..%" PRId64 " | %s |\n", k->name,
-                    k->def, k->min, k->max, k->help);
+        char def[40];
+        if (k->def != TIER_NO_DEFAULT)
+            snprintf(def, sizeof(def), "%" PRId64, k->def);
         else
-            fprintf(out, "  %-24s %s (default %" PRId64 ", %" PRId64 "..%" PRId64 ")\n", k->name,
-                    k->help, k->def, k->min, k->max);
+            snprintf(def, sizeof(def), markdown ? "required" : "none: a new tier states it");
+        if (markdown)
+            fprintf(out, "| `%s` | %s | %" PRId64 "..%" PRId64 " | %s |\n", k->name, def, k->min,
+                    k->max, k->help);
+        else
+            fprintf(out, "  %-24s %s (default %s, %" PRId64 "..%" PRId64 ")\n", k->name, k->help,
+                    def, k->min, k->max);
+    }
+}
+
+void tiers_print_table(FILE *out, const struct tier_table *t, const char *prefix)
+{
+    for (size_t i = 0; i < t->count; i++) {
+        fprintf(out, "%s%s:", prefix, t->tiers[i].name);
+        for (size_t k = 0; k < TIER_KEY_COUNT; k++)
+            fprintf(
+                out, " %s=%" PRId64, tier_keys[k].name,
+                *(const int64_t *)(const void *)((const char *)&t->tiers[i] + tier_keys[k].offset));
+        fputc('\n', out);
     }
 }

@@ -50,9 +50,13 @@ struct tier_table {
 };
 
 /*
- * Parse a JSON tier table: {"tier-name": {"key": number, ...}, ...}. Keys left out take their
- * default (see tiers_print_help). Returns 0, or -EINVAL with a message naming the key and the
- * reason in err ("tiers.free.workers: must be an integer from 1 to 1024 (got "ten")").
+ * Parse a JSON tier table: {"tier-name": {"key": number, ...}, ...}. The table replaces the
+ * built-in one as a whole (tiers it leaves out do not exist), but a key left out of a tier named
+ * like a built-in tier keeps that tier's built-in value; in a tier of a new name it takes its
+ * default (see tiers_print_help), and keys without a default (rate_limit) must be stated.
+ * Returns 0, or -EINVAL with a message naming the key and the reason in err
+ * ("tiers.free.workers: must be an integer from 1 to 1024 (got "ten")",
+ * "tiers.gold.rate_limit: missing: ...").
  */
 int tiers_parse(const char *json, size_t len, struct tier_table *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
@@ -83,5 +87,8 @@ void tiers_names(const struct tier_table *t, char *buf, size_t buflen);
 
 /* Print the per-tier keys (text for --help, Markdown for the README). */
 void tiers_print_help(FILE *out, bool markdown);
+
+/* The table in force: one line per tier, "<prefix>free: workers=10 queue_max=20 ...". */
+void tiers_print_table(FILE *out, const struct tier_table *t, const char *prefix);
 
 #endif

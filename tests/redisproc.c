@@ -41,28 +41,46 @@ static int redisproc_free_port(void)
     return port;
 }
 
-/* PING on a fresh connection: true when the server answers PONG. */
-static bool redisproc_ping(int port)
+/* A fresh connection, authenticated when password is not empty; NULL on failure. */
+static redisContext *redisproc_connect(int port, const char *password, int timeout_s)
 {
-    struct timeval tv = {.tv_sec = 1, .tv_usec = 0};
+    struct timeval tv = {.tv_sec = timeout_s, .tv_usec = 0};
     redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    if (c && !c->err && password && password[0]) {
+        redisReply *rep = redisCommand(c, "AUTH %s", password);
+        bool ok = rep && rep->type == REDIS_REPLY_STATUS;
+        freeReplyObject(rep);
+        if (!ok) {
+            redisFree(c);
+            return NULL;
+        }
+    }
+    if (c && c->err) {
+        redisFree(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* PING on a fresh connection: true when the server answers PONG. */
+static bool redisproc_ping(int port, const char *password)
+{
+    redisContext *c = redisproc_connect(port, password, 1);
     bool ok = false;
-    if (c && !c->err) {
+    if (c) {
         redisReply *rep = redisCommand(c, "PING");
         ok = rep && rep->type == REDIS_REPLY_STATUS && !strcmp(rep->str, "PONG");
         freeReplyObject(rep);
-    }
-    if (c)
         redisFree(c);
+    }
     return ok;
 }
 
-long long redisproc_int(int port, const char *cmd)
+static long long redisproc_run(int port, const char *password, const char *cmd)
 {
-    struct timeval tv = {.tv_sec = 2, .tv_usec = 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    redisContext *c = redisproc_connect(port, password, 2);
     long long v = -1;
-    if (c && !c->err) {
+    if (c) {
         redisReply *rep = redisCommand(c, cmd);
         if (rep && rep->type == REDIS_REPLY_INTEGER)
             v = rep->integer;
@@ -73,6 +91,16 @@ long long redisproc_int(int port, const char *cmd)
     if (c)
         redisFree(c);
     return v;
+}
+
+long long redisproc_int(int port, const char *cmd)
+{
+    return redisproc_run(port, NULL, cmd);
+}
+
+long long redisproc_cmd(const struct redisproc *r, const char *cmd)
+{
+    return redisproc_run(r->port, r->password, cmd);
 }
 
 int redisproc_start(struct redisproc *r)
@@ -103,8 +131,13 @@ int redisproc_start(struct redisproc *r)
             dup2(fd, 2);
             close(fd);
         }
-        execl(REDISPROC_BIN, REDISPROC_BIN, "--port", port, "--bind", "127.0.0.1", "--save", "",
-              "--appendonly", "no", "--dir", r->dir, "--daemonize", "no", (char *)NULL);
+        if (r->password[0])
+            execl(REDISPROC_BIN, REDISPROC_BIN, "--port", port, "--bind", "127.0.0.1", "--save", "",
+                  "--appendonly", "no", "--dir", r->dir, "--daemonize", "no", "--requirepass",
+                  r->password, (char *)NULL);
+        else
+            execl(REDISPROC_BIN, REDISPROC_BIN, "--port", port, "--bind", "127.0.0.1", "--save", "",
+                  "--appendonly", "no", "--dir", r->dir, "--daemonize", "no", (char *)NULL);
         _exit(127);
     }
     r->pid = pid;
@@ -116,7 +149,7 @@ int redisproc_start(struct redisproc *r)
             r->pid = 0;
             return -1;
         }
-        if (redisproc_ping(r->port))
+        if (redisproc_ping(r->port, r->password))
             return 0;
         struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);

@@ -5,7 +5,9 @@
  * use it too: the Makefile links redisproc.o into both.
  *
  * redisproc_start waits until the server answers PING (bounded); redisproc_stop sends SIGTERM
- * and reaps it. Starting again with the same port brings a restarted, empty Redis back.
+ * and reaps it. Starting again with the same port brings a restarted, empty Redis back. With a
+ * password set before the start, the server requires it (--requirepass) and redisproc_cmd
+ * authenticates with it.
  */
 #ifndef BULKHEAD_TEST_REDISPROC_H
 #define BULKHEAD_TEST_REDISPROC_H
@@ -13,10 +15,11 @@
 #include <sys/types.h>
 
 struct redisproc {
-    pid_t pid;     /* 0 when not running */
-    int port;      /* kept across stop/start */
-    char dir[256]; /* its working directory and log */
-    char url[64];  /* redis://127.0.0.1:PORT */
+    pid_t pid;         /* 0 when not running */
+    int port;          /* kept across stop/start */
+    char dir[256];     /* its working directory and log */
+    char url[64];      /* redis://127.0.0.1:PORT (no credentials) */
+    char password[64]; /* set before redisproc_start: --requirepass; "" = none */
 };
 
 /* Start (or restart, when r->port is already set) a redis-server. 0 or -1. */
@@ -27,6 +30,9 @@ void redisproc_stop(struct redisproc *r);
 /* One command on a fresh connection to 127.0.0.1:port; the integer reply (0 for a status
  * reply), or -1. */
 long long redisproc_int(int port, const char *cmd);
+/* One command on a fresh connection, after AUTH with r->password when it has one; the integer
+ * reply (0 for a status reply), or -1. */
+long long redisproc_cmd(const struct redisproc *r, const char *cmd);
 /* Milliseconds on the monotonic clock. */
 long long redisproc_now_ms(void);
 

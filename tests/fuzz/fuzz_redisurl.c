@@ -1,45 +1,68 @@
 /*
- * fuzz_redisurl: rlredis_parse_url on arbitrary bytes, with host buffers of exact sizes so any
- * write past them is caught. An accepted URL yields a non-empty host of host-name characters
- * copied from right after "redis://", a port 1..65535 and a db 0..999, and the canonical URL
- * built from them parses back to the same values.
+ * fuzz_redisurl: rlredis_parse_url on arbitrary bytes. An accepted URL yields a non-empty host
+ * of host-name characters that appears verbatim right after "redis://" or after the last '@', a
+ * port 1..65535, a db 0..999, and credentials that are either both empty or a non-empty
+ * password (a user only with a password), with no NUL inside their buffers; the canonical URL
+ * built from them (credentials percent-encoded) parses back to the same values. A refused URL
+ * leaves the output untouched.
  */
 #include "fuzz.h"
 #include "rlredis.h"
 
 #include <errno.h>
 
-static void check(const char *url, size_t hostlen)
+/* Every byte as %XX: whatever the credential holds, the canonical URL carries it safely. */
+static void encode(const char *in, char *out)
 {
-    char *host = malloc(hostlen);
-    FUZZ_CHECK(host != NULL);
-    int port = -1, db = -1;
-    int rc = rlredis_parse_url(url, host, hostlen, &port, &db);
-    FUZZ_CHECK(rc == 0 || rc == -EINVAL);
-    if (rc == 0) {
-        size_t n = strlen(host);
-        FUZZ_CHECK(n >= 1 && n < hostlen);
-        FUZZ_CHECK(strncmp(url, "redis://", 8) == 0);
-        FUZZ_CHECK(memcmp(url + 8, host, n) == 0);
-        FUZZ_CHECK(
-            strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") == n);
-        FUZZ_CHECK(url[8 + n] == '\0' || url[8 + n] == ':' || url[8 + n] == '/');
-        FUZZ_CHECK(port >= 1 && port <= 65535);
-        FUZZ_CHECK(db >= 0 && db <= 999);
-        char canon[300], host2[256];
-        snprintf(canon, sizeof(canon), "redis://%s:%d/%d", host, port, db);
-        int port2 = -1, db2 = -1;
-        FUZZ_CHECK(rlredis_parse_url(canon, host2, sizeof(host2), &port2, &db2) == 0);
-        FUZZ_CHECK(strcmp(host, host2) == 0 && port == port2 && db == db2);
+    static const char hex[] = "0123456789ABCDEF";
+    for (; *in; in++) {
+        unsigned char ch = (unsigned char)*in;
+        *out++ = '%';
+        *out++ = hex[ch >> 4];
+        *out++ = hex[ch & 15];
     }
-    free(host);
+    *out = '\0';
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *url = fuzz_cstr(data, size);
-    check(url, 256); /* rlredis's own field */
-    check(url, 1 + size % 16);
+    struct rlredis_url u, untouched;
+    memset(&u, 0xA5, sizeof(u));
+    memcpy(&untouched, &u, sizeof(u));
+    int rc = rlredis_parse_url(url, &u);
+    FUZZ_CHECK(rc == 0 || rc == -EINVAL);
+    if (rc) {
+        FUZZ_CHECK(memcmp(&u, &untouched, sizeof(u)) == 0);
+        free(url);
+        return 0;
+    }
+    FUZZ_CHECK(strncmp(url, "redis://", 8) == 0);
+    FUZZ_CHECK(memchr(u.host, '\0', sizeof(u.host)) != NULL);
+    FUZZ_CHECK(memchr(u.user, '\0', sizeof(u.user)) != NULL);
+    FUZZ_CHECK(memchr(u.password, '\0', sizeof(u.password)) != NULL);
+    size_t n = strlen(u.host);
+    FUZZ_CHECK(n >= 1);
+    FUZZ_CHECK(
+        strspn(u.host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") == n);
+    const char *at = strrchr(url + 8, '@');
+    const char *hostpos = at ? at + 1 : url + 8;
+    FUZZ_CHECK(memcmp(hostpos, u.host, n) == 0);
+    FUZZ_CHECK(hostpos[n] == '\0' || hostpos[n] == ':' || hostpos[n] == '/');
+    FUZZ_CHECK(u.port >= 1 && u.port <= 65535);
+    FUZZ_CHECK(u.db >= 0 && u.db <= 999);
+    FUZZ_CHECK(at ? u.password[0] != '\0' : u.password[0] == '\0' && u.user[0] == '\0');
+    static char canon[3 * 512 + 400];
+    char user[3 * sizeof(u.user)], pass[3 * sizeof(u.password)];
+    encode(u.user, user);
+    encode(u.password, pass);
+    if (u.password[0])
+        snprintf(canon, sizeof(canon), "redis://%s:%s@%s:%d/%d", user, pass, u.host, u.port, u.db);
+    else
+        snprintf(canon, sizeof(canon), "redis://%s:%d/%d", u.host, u.port, u.db);
+    struct rlredis_url again;
+    FUZZ_CHECK(rlredis_parse_url(canon, &again) == 0);
+    FUZZ_CHECK(memcmp(&u, &again, sizeof(u)) == 0); /* zero-filled past each NUL, both */
     free(url);
     return 0;
 }

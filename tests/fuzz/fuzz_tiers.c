@@ -54,7 +54,11 @@ static void load_keys(void)
     char *save = NULL;
     for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         FUZZ_CHECK(nkeys < sizeof(keys) / sizeof(keys[0]));
-        if (sscanf(line, "| `%63[^`]` | %" SCNd64 " | %" SCNd64 "..%" SCNd64 " |", keys[nkeys].name,
+        /* rate_limit's default reads "required": a tier of a new name must state it. */
+        keys[nkeys].def = 0;
+        if (sscanf(line, "| `%63[^`]` | required | %" SCNd64 "..%" SCNd64 " |", keys[nkeys].name,
+                   &keys[nkeys].min, &keys[nkeys].max) != 3 &&
+            sscanf(line, "| `%63[^`]` | %" SCNd64 " | %" SCNd64 "..%" SCNd64 " |", keys[nkeys].name,
                    &keys[nkeys].def, &keys[nkeys].min, &keys[nkeys].max) != 4)
             continue;
         bool found = false;

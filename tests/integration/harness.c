@@ -216,6 +216,19 @@ static bool h_server_ready(void *arg)
     return ok;
 }
 
+const char *h_bin(void)
+{
+    static char path[600];
+    const char *bin = getenv("BULKHEAD_BIN");
+    if (!bin)
+        bin = "build/bulkhead";
+    if (bin[0] != '/')
+        snprintf(path, sizeof(path), "%s/%s", h_root(), bin);
+    else
+        snprintf(path, sizeof(path), "%s", bin);
+    return path;
+}
+
 int h_server_start(struct h_server *s, const char *database_url, const char *const *env)
 {
     return h_server_start_ex(s, database_url, env, true);
@@ -225,10 +238,7 @@ int h_server_start_ex(struct h_server *s, const char *database_url, const char *
                       bool wait_ready)
 {
     static int seq;
-    const char *bin = getenv("BULKHEAD_BIN");
     const char *work = getenv("BH_TEST_WORK");
-    if (!bin)
-        bin = "build/bulkhead";
     if (!work)
         work = "/tmp";
     memset(s, 0, sizeof(*s));
@@ -236,10 +246,7 @@ int h_server_start_ex(struct h_server *s, const char *database_url, const char *
     snprintf(s->base, sizeof(s->base), "http://127.0.0.1:%d", s->port);
     snprintf(s->log, sizeof(s->log), "%s/server-%d-%d-%d.log", work, (int)getpid(), s->port, seq++);
     char abs_bin[600];
-    if (bin[0] != '/')
-        snprintf(abs_bin, sizeof(abs_bin), "%s/%s", h_root(), bin);
-    else
-        snprintf(abs_bin, sizeof(abs_bin), "%s", bin);
+    snprintf(abs_bin, sizeof(abs_bin), "%s", h_bin());
 
     pid_t pid = fork();
     if (pid < 0)

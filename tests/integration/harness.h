@@ -59,6 +59,9 @@ struct h_server {
 /* env: NULL-terminated "NAME=value" strings added to the environment. Waits for /health to
  * answer (any status) within 20 s. 0 or -1. */
 int h_server_start(struct h_server *s, const char *database_url, const char *const *env);
+/* The absolute path of the binary under test ($BULKHEAD_BIN, relative to BH_ROOT; default
+ * build/bulkhead), in a static buffer. */
+const char *h_bin(void);
 /* Same, but require_healthy=false also accepts a server that cannot reach its database. */
 int h_server_start_ex(struct h_server *s, const char *database_url, const char *const *env,
                       bool wait_ready);

@@ -23,7 +23,7 @@ static struct h_server fast; /* another one, with short breaker timings from a t
 #define FAST_TIERS                                                                                 \
     "{\"free\": {\"workers\": 4, \"db_max\": 2, \"rate_limit\": 1000, \"breaker_timeout_ms\": "    \
     "500, \"breaker_reset_ms\": 400},"                                                             \
-    " \"pro\": {\"workers\": 4, \"db_max\": 2, \"breaker_reset_ms\": 400},"                        \
+    " \"pro\": {\"workers\": 4, \"db_max\": 2, \"rate_limit\": 0, \"breaker_reset_ms\": 400},"     \
     " \"enterprise\": {\"workers\": 4, \"db_max\": 2, \"breaker_reset_ms\": 400},"                 \
     " \"tiny\": {\"workers\": 1, \"queue_max\": 0, \"db_max\": 1, \"rate_limit\": 3}}"
 

@@ -407,7 +407,7 @@ static void a_fourth_tier_comes_from_the_tiers_file(void **state)
     char env[400];
     assert_int_equal(h_tiers_env("tiers-gold.json",
                                  "{\"free\": {\"workers\": 2, \"db_max\": 1, \"rate_limit\": 3},"
-                                 " \"gold\": {\"workers\": 4, \"db_max\": 3}}",
+                                 " \"gold\": {\"workers\": 4, \"db_max\": 3, \"rate_limit\": 0}}",
                                  env, sizeof(env)),
                      0);
     const char *e[] = {env, NULL};

@@ -6,12 +6,16 @@
  * traffic flowing while the page is open. Chromium is driven over the DevTools protocol on a
  * pipe (--remote-debugging-pipe: NUL-separated JSON on fds 3 and 4), so the test reads the
  * page's state in real time: every tier shown, free's breaker as /metrics/bulkheads reports
- * it, the counters growing as samples arrive, "disconnected" once the server is gone. A
+ * it, the counters growing as samples arrive, "disconnected" once the server is gone. Behind the
+ * shipped load balancer (nginx over this server and a second one, tests/integration/nginxproc),
+ * where the polls alternate between instances, the page keeps both histories and shows their
+ * sum (every request of both, exactly), the worst breaker, and never loses samples. A
  * 1440x900 screenshot is written to $BH_TEST_ARTIFACTS/dashboard.png.
  *
  * Chromium is required (scripts/deps.sh test installs it): without it the test fails.
  */
 #include "harness.h"
+#include "nginxproc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -42,7 +46,7 @@ static struct h_suite suite = {
         " \"breaker_reset_ms\": 600000, \"breaker_min_calls\": 5},"
         " \"pro\": {\"workers\": 8, \"queue_max\": 16, \"db_max\": 4, \"rate_limit\": 1000},"
         " \"enterprise\": {\"workers\": 12, \"queue_max\": 48, \"db_max\": 6},"
-        " \"gold\": {\"workers\": 6, \"queue_max\": 12, \"db_max\": 3}}",
+        " \"gold\": {\"workers\": 6, \"queue_max\": 12, \"db_max\": 3, \"rate_limit\": 0}}",
     .env = {"ACCESS_LOG=false"}};
 
 static const char *const tiers[] = {"free", "pro", "enterprise", "gold"};
@@ -289,6 +293,16 @@ static int cdp_open(struct cdp *c, const char *page_url)
         return -1;
     json_decref(r);
     r = cdp_call(c, "Page.navigate", json_pack("{s:s}", "url", page_url), true);
+    if (!r)
+        return -1;
+    json_decref(r);
+    return 0;
+}
+
+/* Load another URL in the page already open. */
+static int cdp_navigate(struct cdp *c, const char *page_url)
+{
+    json_t *r = cdp_call(c, "Page.navigate", json_pack("{s:s}", "url", page_url), true);
     if (!r)
         return -1;
     json_decref(r);
@@ -685,6 +699,127 @@ static void screenshot_is_written_as_an_artefact(void **state)
     fprintf(stderr, "dashboard screenshot: %s (%zu bytes)\n", path, n);
 }
 
+/* The ok requests of gold in a server's own history (its /dashboard/data from the start). */
+static long long gold_ok_in_history(const char *base)
+{
+    char u[200];
+    snprintf(u, sizeof(u), "%s/dashboard/data?since=0", base);
+    json_t *h = h_get_json(u);
+    if (!h)
+        return -1;
+    long long n = 0;
+    size_t i;
+    json_t *smp;
+    json_array_foreach(json_object_get(h, "samples"), i, smp)
+    {
+        json_t *gold = json_object_get(json_object_get(smp, "tiers"), "gold");
+        n +=
+            (long long)json_integer_value(json_object_get(json_object_get(gold, "outcomes"), "ok"));
+    }
+    json_decref(h);
+    return n;
+}
+
+struct sums {
+    const struct h_server *a, *b;
+    long long want, page;
+};
+
+/* Both servers' histories, and the page's sum over its merged samples, agree. */
+static bool page_sums_both_histories(void *arg)
+{
+    struct sums *w = arg;
+    long long a = gold_ok_in_history(w->a->base), b = gold_ok_in_history(w->b->base);
+    w->want = a + b;
+    w->page = cdp_eval_int(&browser, "st.samples.reduce((n, s) => n + ((s.tiers.gold && "
+                                     "s.tiers.gold.outcomes.ok) || 0), 0)");
+    return a >= 0 && b >= 0 && w->page == w->want;
+}
+
+struct history_wait {
+    const struct h_server *s;
+    long long want;
+};
+
+static bool history_has(void *arg)
+{
+    struct history_wait *w = arg;
+    return gold_ok_in_history(w->s->base) == w->want;
+}
+
+static void behind_a_balancer_the_page_keeps_every_instance(void **state)
+{
+    (void)state;
+    assert_true(browser.pid > 0);
+    traffic_stop(); /* from here on, only the requests below */
+    char env[500];
+    snprintf(env, sizeof(env), "TIERS_FILE=%s", suite.tiers_path);
+    const char *e[] = {env, "ACCESS_LOG=false", NULL};
+    struct h_server srv2;
+    assert_int_equal(h_server_start(&srv2, suite.db_url, e), 0);
+    /* 17 requests of gold on the new instance, a few more on the old one. */
+    for (int i = 0; i < 17; i++) {
+        char u[200];
+        snprintf(u, sizeof(u), "%s/api/data?limit=1", srv2.base);
+        const char *h[] = {"X-Tenant-Tier: gold", "X-Tenant-ID: behind-lb", NULL};
+        struct h_resp r;
+        h_get(u, h, &r);
+        assert_int_equal(r.status, 200);
+        h_resp_free(&r);
+    }
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(get_as("/api/data", "gold", "behind-lb"), 200);
+    struct history_wait hw = {&srv2, 17};
+    assert_true(h_wait_until(history_has, &hw, 30000)); /* sampled by srv2's janitor */
+
+    struct nginxproc lb = {.pid = 0};
+    assert_int_equal(nginxproc_start(&lb, suite.srv.port, srv2.port), 0);
+    char page[200];
+    snprintf(page, sizeof(page), "%s/dashboard", lb.ops_base);
+    assert_int_equal(cdp_navigate(&browser, page), 0);
+    assert_true(wait_page("document.body.dataset.state === 'live' && "
+                          "+document.body.dataset.instances === 2",
+                          30000));
+    /* Every request of both instances is on the page, exactly: no history was wiped because
+     * the other instance answered a poll. */
+    struct sums w = {&suite.srv, &srv2, 0, 0};
+    bool same = h_wait_until(page_sums_both_histories, &w, 30000);
+    printf("# behind nginx: the page shows %lld gold requests, the two histories hold %lld\n",
+           w.page, w.want);
+    assert_true(same);
+    assert_true(w.want >= 22);
+    /* Over several polls (which alternate between the instances) nothing is lost. */
+    long long prev = cdp_eval_int(&browser, "+document.body.dataset.samples");
+    for (int k = 0; k < 6; k++) {
+        long long u0 = cdp_eval_int(&browser, "+document.body.dataset.updates");
+        char expr[128];
+        snprintf(expr, sizeof(expr), "+document.body.dataset.updates >= %lld", u0 + 1);
+        assert_true(wait_page(expr, 20000));
+        long long n = cdp_eval_int(&browser, "+document.body.dataset.samples");
+        assert_true(n >= prev || prev >= 300);
+        assert_int_equal(cdp_eval_int(&browser, "+document.body.dataset.instances"), 2);
+        prev = n;
+    }
+    assert_true(page_sums_both_histories(&w));
+    /* free's breaker is open on the first instance only: the page shows the worst, steadily. */
+    char st[32];
+    assert_string_equal(breaker_state("free", st, sizeof(st)), "OPEN");
+    assert_true(wait_page("document.querySelector('article[data-tier=\"free\"]')"
+                          ".dataset.breaker === 'OPEN'",
+                          10000));
+    char s[256];
+    cdp_eval_str(&browser, "document.getElementById('updated').textContent", s, sizeof(s));
+    assert_non_null(strstr(s, "2 instances, summed"));
+
+    /* Back to the first server alone, for the tests that follow. */
+    assert_int_equal(cdp_navigate(&browser, h_url(&suite.srv, "/dashboard")), 0);
+    assert_true(wait_page("document.body.dataset.state === 'live' && "
+                          "+document.body.dataset.instances === 1",
+                          30000));
+    nginxproc_stop(&lb);
+    assert_int_equal(h_server_stop(&srv2, SIGTERM, 20000), 0);
+}
+
 static void page_shows_disconnected_and_keeps_retrying(void **state)
 {
     (void)state;
@@ -712,6 +847,7 @@ int main(void)
         cmocka_unit_test(breaker_state_matches_the_server),
         cmocka_unit_test(page_updates_about_every_second),
         cmocka_unit_test(screenshot_is_written_as_an_artefact),
+        cmocka_unit_test(behind_a_balancer_the_page_keeps_every_instance),
         cmocka_unit_test(page_shows_disconnected_and_keeps_retrying),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

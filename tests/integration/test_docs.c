@@ -107,6 +107,31 @@ static void readme_bench_table_is_the_latest_run(void **state)
     free(readme);
 }
 
+/* The README's shell examples run on the Debian machines it targets: no macOS-only `open`. */
+static void readme_commands_are_debian_commands(void **state)
+{
+    (void)state;
+    char cmd[800];
+    snprintf(cmd, sizeof(cmd), "cat %s/README.md", getenv("BH_ROOT"));
+    char *readme = slurp_cmd(cmd);
+    bool in_block = false;
+    int lineno = 0;
+    for (char *line = readme, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        lineno++;
+        if (!strncmp(line, "```", 3)) {
+            in_block = !in_block;
+            continue;
+        }
+        if (in_block && !strncmp(line, "open ", 5))
+            fail_msg("README.md line %d: `open` is a macOS command (xdg-open, or the URL): %s",
+                     lineno, line);
+    }
+    free(readme);
+}
+
 static void every_documented_endpoint_answers(void **state)
 {
     (void)state;
@@ -146,6 +171,7 @@ int main(void)
         cmocka_unit_test(readme_config_tables_match_the_binary),
         cmocka_unit_test(readme_error_codes_match_the_binary),
         cmocka_unit_test(readme_bench_table_is_the_latest_run),
+        cmocka_unit_test(readme_commands_are_debian_commands),
         cmocka_unit_test(every_documented_endpoint_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

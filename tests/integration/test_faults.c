@@ -41,12 +41,15 @@ static char tiers_env[400];
 
 /* Short breaker resets so that recovery is quick; no rate limits except on "limited". */
 #define FAULT_TIERS                                                                                \
-    "{\"free\": {\"workers\": 4, \"queue_max\": 40, \"db_max\": 2, \"breaker_reset_ms\": 1000},"   \
-    " \"pro\": {\"workers\": 6, \"queue_max\": 60, \"db_max\": 3, \"breaker_reset_ms\": 1000,"     \
+    "{\"free\": {\"workers\": 4, \"queue_max\": 40, \"db_max\": 2, \"rate_limit\": 0,"             \
+    " \"breaker_reset_ms\": 1000},"                                                                \
+    " \"pro\": {\"workers\": 6, \"queue_max\": 60, \"db_max\": 3, \"rate_limit\": 0,"              \
+    " \"breaker_reset_ms\": 1000,"                                                                 \
     " \"breaker_timeout_ms\": 10000},"                                                             \
     " \"enterprise\": {\"workers\": 8, \"queue_max\": 80, \"db_max\": 4, \"breaker_reset_ms\": "   \
     "1000},"                                                                                       \
-    " \"stall\": {\"workers\": 1, \"queue_max\": 4, \"db_max\": 1, \"breaker_timeout_ms\": 500},"  \
+    " \"stall\": {\"workers\": 1, \"queue_max\": 4, \"db_max\": 1, \"rate_limit\": 0,"             \
+    " \"breaker_timeout_ms\": 500},"                                                               \
     " \"limited\": {\"workers\": 2, \"db_max\": 1, \"rate_limit\": 100000}}"
 
 static const char *const tiers3[] = {"free", "pro", "enterprise"};

@@ -39,7 +39,8 @@ static struct h_server srv; /* the test's server; stopped by stop_leftovers if a
 
 #define RES_TIERS                                                                                  \
     "{\"free\": {\"workers\": 4, \"queue_max\": 40, \"db_max\": 2, \"rate_limit\": 1000},"         \
-    " \"pro\": {\"workers\": 4, \"queue_max\": 100, \"db_max\": 4, \"breaker_reset_ms\": 1000},"   \
+    " \"pro\": {\"workers\": 4, \"queue_max\": 100, \"db_max\": 4, \"rate_limit\": 0,"             \
+    " \"breaker_reset_ms\": 1000},"                                                                \
     " \"enterprise\": {\"workers\": 4, \"db_max\": 2}}"
 
 static int setup(void **state)

@@ -35,7 +35,9 @@ static void tiers_of(int rate_limit, int workers, int db_max, char *buf, size_t 
     snprintf(buf, len,
              "{\"free\": {\"workers\": %d, \"db_max\": %d, \"rate_limit\": %d,"
              " \"rate_window_s\": 3600, \"queue_max\": 40, \"queue_timeout_ms\": 60000,"
-             " \"db_acquire_timeout_ms\": 60000, \"breaker_timeout_ms\": 60000},"
+             " \"db_acquire_timeout_ms\": 60000, \"breaker_timeout_ms\": 60000,"
+             /* every worker and connection for one tenant: the pools' sizes are under test */
+             " \"tenant_share_pct\": 100, \"tenant_queue_pct\": 100, \"tenant_reserve_pct\": 0},"
              " \"pro\": {\"workers\": 4, \"db_max\": 2, \"rate_limit\": 1000},"
              " \"enterprise\": {\"workers\": 4, \"db_max\": 2}}",
              workers, db_max, rate_limit);
@@ -246,7 +248,7 @@ static void broken_or_incompatible_files_are_refused_and_nothing_changes(void **
     } bad[] = {
         {"{\"free\": {\"workers\": 0}, \"pro\": {}, \"enterprise\": {}}", "tiers.free.workers"},
         {"{\"free\": {\"rate_limit\": 7}, \"pro\": {}}", "cannot be added or removed"},
-        {"{\"free\": {}, \"pro\": {}, \"gold\": {}}", "tier gold is new"},
+        {"{\"free\": {}, \"pro\": {}, \"gold\": {\"rate_limit\": 0}}", "tier gold is new"},
         {"{\"free\": ", "invalid JSON"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

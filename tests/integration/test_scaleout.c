@@ -2,9 +2,12 @@
  * test_scaleout: scale-out without Docker. A real redis-server, two server instances with
  * RATE_LIMIT_BACKEND=redis, and a real nginx running the shipped deploy/nginx.conf and
  * deploy/proxy.conf (only addresses and paths rewritten for loopback) balancing round-robin
- * over both. Proves: 110 requests of one free tenant through nginx admit exactly 100 with
- * RateLimit headers; another tenant and the other tiers are unaffected; after one instance is
- * SIGKILLed every tier is still served through nginx, and the shared limit still holds.
+ * over both (tests/integration/nginxproc). Proves: 110 requests of one free tenant through nginx
+ * admit exactly 100 with RateLimit headers; another tenant and the other tiers are unaffected;
+ * clients without X-Tenant-Id are limited by their own address (X-Forwarded-For from the
+ * trusted balancer), not all together as nginx's; the public port refuses /admin, /metrics and
+ * /dashboard in JSON however they are spelled, the operators' port serves them; after one
+ * instance is SIGKILLed every tier is still served through nginx, and the shared limit holds.
  *
  * As in test_redis, free's window is an hour (100 per 3600 s) so the count of 100 does not
  * depend on how fast the requests go.
@@ -12,6 +15,7 @@
 #include "harness.h"
 
 #include "../redisproc.h"
+#include "nginxproc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,157 +32,10 @@
 
 #include <cmocka.h>
 
-#define NGINX_BIN "/usr/sbin/nginx"
-
 static char db_url[300];
 static struct redisproc redis;
 static struct h_server inst[2];
-
-static struct {
-    pid_t pid;
-    int port;
-    char dir[300];
-    char base[64];
-    char errlog[400];
-} nginx;
-
-/* Replace the one occurrence of from in *text with to; -1 (and a message) if it is missing. */
-static int replace_once(char **text, const char *from, const char *to)
-{
-    char *at = strstr(*text, from);
-    if (!at) {
-        fprintf(stderr, "test_scaleout: deploy/nginx.conf no longer contains \"%s\"\n", from);
-        return -1;
-    }
-    size_t pre = (size_t)(at - *text), fl = strlen(from), tl = strlen(to);
-    size_t rest = strlen(at + fl);
-    char *out = malloc(pre + tl + rest + 1);
-    memcpy(out, *text, pre);
-    memcpy(out + pre, to, tl);
-    memcpy(out + pre + tl, at + fl, rest + 1);
-    free(*text);
-    *text = out;
-    return 0;
-}
-
-/* deploy/nginx.conf with loopback addresses, test paths, and root workers. */
-static int nginx_write_config(const char *path)
-{
-    const char *root = getenv("BH_ROOT");
-    char src[400];
-    snprintf(src, sizeof(src), "%s/deploy/nginx.conf", root ? root : ".");
-    char *conf = h_read_file(src);
-    if (!conf)
-        return -1;
-    char a[64], b[64], listen[64], include[400], temps[2000];
-    snprintf(a, sizeof(a), "server 127.0.0.1:%d ", inst[0].port);
-    snprintf(b, sizeof(b), "server 127.0.0.1:%d ", inst[1].port);
-    snprintf(listen, sizeof(listen), "listen 127.0.0.1:%d;", nginx.port);
-    snprintf(include, sizeof(include), "%s/deploy/proxy.conf", root ? root : ".");
-    snprintf(temps, sizeof(temps),
-             "http {\n    client_body_temp_path %s/body;\n    proxy_temp_path %s/proxy;\n"
-             "    fastcgi_temp_path %s/fastcgi;\n    uwsgi_temp_path %s/uwsgi;\n"
-             "    scgi_temp_path %s/scgi;\n",
-             nginx.dir, nginx.dir, nginx.dir, nginx.dir, nginx.dir);
-    int rc = replace_once(&conf, "server api:8080 ", a) ||
-             replace_once(&conf, "server api-2:8080 ", b) ||
-             replace_once(&conf, "listen 80;", listen) ||
-             replace_once(&conf, "/etc/nginx/bulkhead-proxy.conf", include) ||
-             replace_once(&conf, "http {\n", temps);
-    if (rc == 0) {
-        FILE *f = fopen(path, "w");
-        if (!f) {
-            rc = -1;
-        } else {
-            /* The tests run as root: workers as root too, so they can reach the work dir. */
-            if (geteuid() == 0)
-                fputs("user root;\n", f);
-            fputs(conf, f);
-            fclose(f);
-        }
-    }
-    free(conf);
-    return rc ? -1 : 0;
-}
-
-static bool nginx_ready(void *arg)
-{
-    (void)arg;
-    int status;
-    if (waitpid(nginx.pid, &status, WNOHANG) == nginx.pid) {
-        nginx.pid = 0;
-        return true;
-    }
-    char u[128];
-    snprintf(u, sizeof(u), "%s/health", nginx.base);
-    struct h_resp r;
-    h_get(u, NULL, &r);
-    bool ok = r.status == 200;
-    h_resp_free(&r);
-    return ok;
-}
-
-static int nginx_start(void)
-{
-    if (access(NGINX_BIN, X_OK) != 0) {
-        fprintf(stderr, "test_scaleout: %s is missing (scripts/deps.sh test installs it)\n",
-                NGINX_BIN);
-        return -1;
-    }
-    nginx.port = h_free_port();
-    snprintf(nginx.base, sizeof(nginx.base), "http://127.0.0.1:%d", nginx.port);
-    snprintf(nginx.dir, sizeof(nginx.dir), "%s/nginx-%d", getenv("BH_TEST_WORK"), (int)getpid());
-    char cmd[800];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s' && mkdir -p '%s'", nginx.dir, nginx.dir);
-    if (system(cmd) != 0)
-        return -1;
-    char conf[400], out[400], g[1000];
-    snprintf(conf, sizeof(conf), "%s/nginx.conf", nginx.dir);
-    snprintf(out, sizeof(out), "%s/nginx.out", nginx.dir);
-    snprintf(nginx.errlog, sizeof(nginx.errlog), "%s/error.log", nginx.dir);
-    if (nginx_write_config(conf))
-        return -1;
-    snprintf(g, sizeof(g), "daemon off; pid %s/nginx.pid; error_log %s info;", nginx.dir,
-             nginx.errlog);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        execl(NGINX_BIN, NGINX_BIN, "-e", nginx.errlog, "-p", nginx.dir, "-c", conf, "-g", g,
-              (char *)NULL);
-        _exit(127);
-    }
-    nginx.pid = pid;
-    if (!h_wait_until(nginx_ready, NULL, 20000) || nginx.pid == 0) {
-        fprintf(stderr, "test_scaleout: nginx did not come up; see %s and %s\n", out, nginx.errlog);
-        return -1;
-    }
-    return 0;
-}
-
-static void nginx_stop(void)
-{
-    if (nginx.pid <= 0)
-        return;
-    kill(nginx.pid, SIGTERM);
-    int64_t end = h_now_ms() + 10000;
-    while (waitpid(nginx.pid, NULL, WNOHANG) != nginx.pid) {
-        if (h_now_ms() >= end) {
-            kill(nginx.pid, SIGKILL);
-            waitpid(nginx.pid, NULL, 0);
-            break;
-        }
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    nginx.pid = 0;
-}
+static struct nginxproc nginx;
 
 static int setup(void **state)
 {
@@ -191,17 +48,19 @@ static int setup(void **state)
     if (h_tiers_env("tiers-scaleout.json", H_TIERS_HOURLY, tiers_env, sizeof(tiers_env)))
         return -1;
     snprintf(redis_env, sizeof(redis_env), "REDIS_URL=%s", redis.url);
-    static const char *env[] = {"RATE_LIMIT_BACKEND=redis", redis_env, tiers_env, NULL};
+    /* nginx is on loopback here; in compose it is BALANCER_IP. */
+    static const char *env[] = {"RATE_LIMIT_BACKEND=redis", redis_env, tiers_env,
+                                "TRUSTED_PROXIES=127.0.0.1", NULL};
     for (int i = 0; i < 2; i++)
         if (h_server_start(&inst[i], db_url, env))
             return -1;
-    return nginx_start();
+    return nginxproc_start(&nginx, inst[0].port, inst[1].port);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    nginx_stop();
+    nginxproc_stop(&nginx);
     for (int i = 0; i < 2; i++)
         if (inst[i].pid > 0)
             h_server_stop(&inst[i], SIGTERM, 20000);
@@ -282,6 +141,98 @@ static void another_tenant_and_other_tiers_are_unaffected(void **state)
     h_resp_free(&r);
 }
 
+static void clients_without_a_tenant_id_are_limited_by_their_own_address(void **state)
+{
+    (void)state;
+    /* As if an outer proxy had said who the client is; nginx appends its own peer (127.0.0.1),
+     * which the instances trust, so the rightmost untrusted address is the client's. */
+    char u[200];
+    snprintf(u, sizeof(u), "%s/api/data?limit=1", nginx.base);
+    const char *a[] = {"X-Tenant-Tier: free", "X-Forwarded-For: 198.51.100.7", NULL};
+    long st[101];
+    assert_int_equal(h_burst("GET", u, a, 101, 4, st, NULL), 0);
+    assert_int_equal(h_count(st, 101, 200), 100);
+    assert_int_equal(h_count(st, 101, 429), 1);
+    const char *b[] = {"X-Tenant-Tier: free", "X-Forwarded-For: 198.51.100.8", NULL};
+    struct h_resp r;
+    h_get(u, b, &r);
+    char v[32];
+    printf("# through nginx: client 198.51.100.7 got 100 of 101, client 198.51.100.8 then %ld "
+           "(remaining %s)\n",
+           r.status, h_header(&r, "RateLimit-Remaining", v, sizeof(v)));
+    assert_int_equal(r.status, 200);
+    assert_string_equal(h_header(&r, "RateLimit-Remaining", v, sizeof(v)), "99");
+    h_resp_free(&r);
+}
+
+static void the_public_port_refuses_operator_endpoints_in_json(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *method, *path;
+    } refused[] = {
+        {"GET", "/metrics"},
+        {"GET", "/metrics/bulkheads"},
+        {"GET", "/dashboard"},
+        {"GET", "/dashboard/data?since=0"},
+        {"POST", "/admin/breaker/free/open"},
+        /* what nginx normalises before matching, and bulkhead (libmicrohttpd) decodes too */
+        {"GET", "//metrics"},
+        {"GET", "/%6Detrics"},
+        {"GET", "/metrics%2Fbulkheads"},
+        {"POST", "//admin/breaker/free/open"},
+        {"POST", "/%61dmin/breaker/free/open"},
+        {"GET", "/metrics?format=prometheus"},
+    };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        char u[300], ct[80];
+        snprintf(u, sizeof(u), "%s%s", nginx.base, refused[i].path);
+        struct h_resp r;
+        h_request(refused[i].method, u, NULL, refused[i].method[0] == 'P' ? "" : NULL, &r);
+        if (r.status != 404)
+            fail_msg("%s %s on the public port: %ld", refused[i].method, refused[i].path, r.status);
+        assert_non_null(h_header(&r, "Content-Type", ct, sizeof(ct)));
+        assert_string_equal(ct, "application/json");
+        json_t *j = h_json(&r);
+        assert_non_null(j);
+        assert_string_equal(json_string_value(json_object_get(j, "error")), "not_found");
+        assert_true(strlen(json_string_value(json_object_get(j, "request_id"))) > 0);
+        json_decref(j);
+        h_resp_free(&r);
+    }
+    /* The API and /health are what the public port is for. */
+    struct h_resp r;
+    char u[300];
+    snprintf(u, sizeof(u), "%s/health", nginx.base);
+    h_get(u, NULL, &r);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    /* The operators' port serves the same paths from the instances. */
+    static const struct {
+        const char *method, *path;
+        long status;
+    } served[] = {
+        {"GET", "/metrics", 200},
+        {"GET", "/metrics/bulkheads", 200},
+        {"GET", "/dashboard", 200},
+        {"GET", "/dashboard/data?since=0", 200},
+        {"POST", "/admin/breaker/free/reset", 404}, /* bulkhead's own: no ADMIN_TOKEN here */
+    };
+    for (size_t i = 0; i < sizeof(served) / sizeof(served[0]); i++) {
+        snprintf(u, sizeof(u), "%s%s", nginx.ops_base, served[i].path);
+        h_request(served[i].method, u, NULL, served[i].method[0] == 'P' ? "" : NULL, &r);
+        char rid[100];
+        if (r.status != served[i].status)
+            fail_msg("%s %s on the operators' port: %ld", served[i].method, served[i].path,
+                     r.status);
+        assert_non_null(h_header(&r, "X-Request-Id", rid, sizeof(rid))); /* bulkhead answered */
+        h_resp_free(&r);
+    }
+    printf("# public port: %zu operator paths refused with JSON 404; operators' port serves "
+           "them\n",
+           sizeof(refused) / sizeof(refused[0]));
+}
+
 static void a_killed_instance_costs_no_request_in_any_tier(void **state)
 {
     (void)state;
@@ -330,6 +281,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(through_nginx_110_requests_of_one_tenant_admit_exactly_100),
         cmocka_unit_test(another_tenant_and_other_tiers_are_unaffected),
+        cmocka_unit_test(clients_without_a_tenant_id_are_limited_by_their_own_address),
+        cmocka_unit_test(the_public_port_refuses_operator_endpoints_in_json),
         cmocka_unit_test(a_killed_instance_costs_no_request_in_any_tier),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

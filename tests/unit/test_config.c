@@ -1,8 +1,10 @@
 /*
  * test_config: the settings table and the .env reader. Every row of the table (read back from
  * the --help Markdown, which is generated from it) has a default that parses and bounds that are
- * inclusive; every refused value names the variable and the reason; .env files follow the
- * dotenv convention and report a bad line by its number.
+ * inclusive; every refused value names the variable and the reason; an empty value counts as
+ * unset, so .env.example copied as is changes nothing; .env files follow the dotenv convention
+ * and report a bad line by its number; `config --effective` says where each value came from and
+ * never prints a secret.
  */
 #include "config.h"
 
@@ -161,9 +163,18 @@ static void int_bounds_are_inclusive_for_every_int_row(void **state)
 static void int_values_are_strict_decimal(void **state)
 {
     (void)state;
-    static const char *const bad[] = {"",       "abc",    " 8080", "8080 ",
-                                      "+8080",  "0x1f90", "8e3",   "80.0",
-                                      "8080\n", "--1",    "-",     "99999999999999999999"};
+    /* "" is not here: an empty value counts as unset (an_empty_value_counts_as_unset...). */
+    static const char *const bad[] = {"abc",
+                                      " 8080",
+                                      "8080 ",
+                                      "+8080",
+                                      "0x1f90",
+                                      "8e3",
+                                      "80.0",
+                                      "8080\n",
+                                      "--1",
+                                      "-",
+                                      "99999999999999999999"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct config c;
         char err[256], want[256];
@@ -219,9 +230,8 @@ static void enum_spellings_map_to_their_values(void **state)
 static void enum_refuses_other_spellings_listing_the_choices(void **state)
 {
     (void)state;
-    static const char *const bad[] = {"",       "Redis",   "REDIS",      "redis ",
-                                      " redis", "redi",    "rediss",     "memory|redis",
-                                      "|",      "memory|", "memoryredis"};
+    static const char *const bad[] = {"Redis",  "REDIS",        "redis ", " redis",  "redi",
+                                      "rediss", "memory|redis", "|",      "memory|", "memoryredis"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct config c;
         char err[256], want[256];
@@ -251,8 +261,8 @@ static void bool_spellings(void **state)
         assert_true(c.access_log);
         config_free(&c);
     }
-    static const char *const bad[] = {"",  "TRUE", "False", "Yes",   "y",
-                                      "n", "2",    "01",    " true", "true "};
+    static const char *const bad[] = {"TRUE", "False", "Yes",   "y",    "n",
+                                      "2",    "01",    " true", "true "};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct config c;
         char err[256], want[256];
@@ -266,7 +276,7 @@ static void strings_are_kept_verbatim(void **state)
 {
     (void)state;
     struct fake_env e = {.names = {"DATABASE_URL", "API_BIND", "ADMIN_TOKEN", "REDIS_URL"},
-                         .values = {"host=/tmp dbname=x", "::1", " spaced # token ", ""},
+                         .values = {"host=/tmp dbname=x", "::1", " spaced # token ", "redis://r"},
                          .n = 4};
     struct config c;
     char err[256];
@@ -274,8 +284,32 @@ static void strings_are_kept_verbatim(void **state)
     assert_string_equal(c.database_url, "host=/tmp dbname=x");
     assert_string_equal(c.api_bind, "::1");
     assert_string_equal(c.admin_token, " spaced # token ");
-    assert_string_equal(c.redis_url, "");
+    assert_string_equal(c.redis_url, "redis://r");
     config_free(&c);
+}
+
+static void an_empty_value_counts_as_unset_for_every_row(void **state)
+{
+    (void)state;
+    struct row rows[64];
+    size_t n = table_rows(rows, 64);
+    struct fake_env none = {.n = 0};
+    struct config def;
+    char err[256];
+    assert_int_equal(config_load_from(&def, fake_get, &none, err, sizeof(err)), 0);
+    for (size_t i = 0; i < n; i++) {
+        struct config c;
+        /* API_PORT= used to be refused as "not an integer", REDIS_URL= used to be "". */
+        if (load_one(&c, rows[i].name, "", err, sizeof(err)) != 0)
+            fail_msg("%s= refused: %s", rows[i].name, err);
+        assert_int_equal(c.api_port, def.api_port);
+        assert_string_equal(c.redis_url, def.redis_url);
+        assert_string_equal(c.api_bind, def.api_bind);
+        assert_int_equal(c.log_level, def.log_level);
+        assert_true(c.access_log);
+        config_free(&c);
+    }
+    config_free(&def);
 }
 
 static void first_bad_value_stops_the_load_and_frees_everything(void **state)
@@ -514,12 +548,170 @@ static void dotenv_file_sets_unset_variables_without_overriding(void **state)
     unlink(path);
     assert_string_equal(getenv("BH_T_NEW"), "from-file");
     assert_string_equal(getenv("BH_T_SET"), "from-env");
-    assert_string_equal(getenv("BH_T_EMPTY"), ""); /* set, even if empty, is set */
+    assert_string_equal(getenv("BH_T_EMPTY"), "from-file"); /* empty counts as unset */
     assert_string_equal(getenv("BH_T_DUP"), "last");
     unsetenv("BH_T_NEW");
     unsetenv("BH_T_SET");
     unsetenv("BH_T_EMPTY");
     unsetenv("BH_T_DUP");
+}
+
+static void dotenv_file_empty_values_set_nothing(void **state)
+{
+    (void)state;
+    unsetenv("BH_T_BLANK");
+    unsetenv("BH_T_QUOTED");
+    assert_int_equal(setenv("BH_T_KEEP", "from-env", 1), 0);
+    const char *path = write_env_file("BH_T_BLANK=\nBH_T_QUOTED=\"\"\nBH_T_KEEP=\n");
+    char err[256];
+    assert_int_equal(config_load_dotenv(path, err, sizeof(err)), 0);
+    unlink(path);
+    assert_null(getenv("BH_T_BLANK"));
+    assert_null(getenv("BH_T_QUOTED"));
+    assert_string_equal(getenv("BH_T_KEEP"), "from-env");
+    unsetenv("BH_T_KEEP");
+}
+
+/* Unset every variable of the table, so the process environment starts clean. */
+static void unset_table(void)
+{
+    struct row rows[64];
+    size_t n = table_rows(rows, 64);
+    for (size_t i = 0; i < n; i++)
+        unsetenv(rows[i].name);
+}
+
+static void env_example_copied_as_is_changes_nothing(void **state)
+{
+    (void)state;
+    unset_table();
+    struct config def, c;
+    char err[256];
+    assert_int_equal(config_load(&def, err, sizeof(err)), 0);
+    struct config_origin origin;
+    if (config_load_all(&c, ASSET_ROOT "/.env.example", &origin, err, sizeof(err)) != 0)
+        fail_msg(".env.example refused: %s", err);
+    /* DATABASE_URL= in particular stays unset, so `make run` starts its own PostgreSQL. */
+    assert_null(getenv("DATABASE_URL"));
+    assert_string_equal(c.database_url, "");
+    char *a = NULL, *b = NULL;
+    size_t al = 0, bl = 0;
+    FILE *fa = open_memstream(&a, &al), *fb = open_memstream(&b, &bl);
+    struct config_origin none = {{CONFIG_SRC_DEFAULT}};
+    config_print_effective(fa, &def, &none);
+    config_print_effective(fb, &c, &none);
+    fclose(fa);
+    fclose(fb);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    config_free(&def);
+    config_free(&c);
+    unset_table();
+}
+
+static void mask_hides_every_password_form(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"", ""},
+        {"postgresql://app:s3cret@db:5432/app", "postgresql://app:****@db:5432/app"},
+        {"postgres://app@db/app", "postgres://app@db/app"},
+        {"postgresql://db/app", "postgresql://db/app"},
+        {"postgresql://app:p@ss:w@db/app", "postgresql://app:****@db/app"},
+        {"postgresql://app:pw@db/app?sslmode=require&password=two",
+         "postgresql://app:****@db/app?sslmode=require&password=****"},
+        {"host=db user=app password=s3cret dbname=app",
+         "host=db user=app password=**** dbname=app"},
+        {"host=db password = 'a b\\'c' dbname=app", "host=db password = **** dbname=app"},
+        {"password=x", "password=****"},
+        {"host=db PASSWORD=x", "host=db PASSWORD=****"},
+        {"host=db passwordfile=/x", "host=db passwordfile=/x"},
+        {"host=db mypassword=x", "host=db mypassword=x"},
+        {"redis://127.0.0.1:6379", "redis://127.0.0.1:6379"},
+        {"redis://:s3cret@redis:6379/2", "redis://:****@redis:6379/2"},
+        {"redis://bulkhead:s3cret@redis", "redis://bulkhead:****@redis"},
+        {"redis://user@redis", "redis://user@redis"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *m = config_mask_conn(cases[i].in);
+        if (strcmp(m, cases[i].out))
+            fail_msg("mask(%s) = %s, want %s", cases[i].in, m, cases[i].out);
+        free(m);
+    }
+}
+
+static void effective_settings_name_their_source_and_mask_secrets(void **state)
+{
+    (void)state;
+    unset_table();
+    assert_int_equal(setenv("DATABASE_URL", "postgresql://app:envpass@db/app", 1), 0);
+    assert_int_equal(setenv("API_PORT", "9000", 1), 0);
+    assert_int_equal(setenv("LOG_LEVEL", "", 1), 0); /* empty: .env may fill it in */
+    const char *path = write_env_file("API_PORT=9001\nLOG_LEVEL=debug\nADMIN_TOKEN=tok3n\n"
+                                      "REDIS_URL=redis://bh:redispass@r:6380/1\n"
+                                      "TRUSTED_PROXIES=\nDATABASE_URL=postgresql://x:filepass@h/x\n"
+                                      "API_BIND='::'\n");
+    struct config c;
+    struct config_origin origin;
+    char err[256];
+    assert_int_equal(config_load_all(&c, path, &origin, err, sizeof(err)), 0);
+    unlink(path);
+    assert_int_equal(c.api_port, 9000);
+    assert_int_equal(c.log_level, CONFIG_LOG_DEBUG);
+    assert_string_equal(c.database_url, "postgresql://app:envpass@db/app");
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    config_print_effective(f, &c, &origin);
+    fclose(f);
+    static const char *const want[] = {
+        "\nDATABASE_URL=postgresql://app:****@db/app ",
+        "\nAPI_PORT=9000 ",
+        "\nREDIS_URL=redis://bh:****@r:6380/1 ",
+        "\nADMIN_TOKEN=**** ",
+        "\nLOG_LEVEL=debug ",
+        "\nAPI_BIND=:: ",
+        "\nHTTP_THREADS=0 ",
+        "\nRATE_LIMIT_BACKEND=memory ",
+        "\nACCESS_LOG=true ",
+    };
+    char *full = NULL;
+    assert_true(asprintf(&full, "\n%s", text) > 0);
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        if (!strstr(full, want[i]))
+            fail_msg("no line starting \"%s\" in:\n%s", want[i] + 1, text);
+    /* The source of each: the environment wins, empty counts as unset, .env next, then default. */
+    static const struct {
+        const char *name, *source;
+    } src[] = {{"DATABASE_URL", "environment"}, {"API_PORT", "environment"}, {"LOG_LEVEL", ".env"},
+               {"ADMIN_TOKEN", ".env"},         {"REDIS_URL", ".env"},       {"API_BIND", ".env"},
+               {"TRUSTED_PROXIES", "default"},  {"HTTP_THREADS", "default"}};
+    for (size_t i = 0; i < sizeof(src) / sizeof(src[0]); i++) {
+        char key[80];
+        snprintf(key, sizeof(key), "\n%s=", src[i].name);
+        const char *line = strstr(full, key);
+        assert_non_null(line);
+        const char *eol = strchr(line + 1, '\n');
+        const char *hash = strstr(line, " # ");
+        assert_true(hash && (!eol || hash < eol));
+        if (strncmp(hash + 3, src[i].source, strlen(src[i].source)))
+            fail_msg("%s: source \"%.20s\", want %s", src[i].name, hash + 3, src[i].source);
+    }
+    /* No secret, from either place. */
+    assert_null(strstr(text, "envpass"));
+    assert_null(strstr(text, "filepass"));
+    assert_null(strstr(text, "redispass"));
+    assert_null(strstr(text, "tok3n"));
+    /* Every line is one the .env reader accepts. */
+    struct assigns a;
+    assert_int_equal(dotenv(text, &a, err, sizeof(err)), 0);
+    free(full);
+    free(text);
+    config_free(&c);
+    unset_table();
 }
 
 static void dotenv_file_with_a_bad_line_sets_nothing(void **state)
@@ -556,6 +748,7 @@ int main(void)
         cmocka_unit_test(enum_refuses_other_spellings_listing_the_choices),
         cmocka_unit_test(bool_spellings),
         cmocka_unit_test(strings_are_kept_verbatim),
+        cmocka_unit_test(an_empty_value_counts_as_unset_for_every_row),
         cmocka_unit_test(first_bad_value_stops_the_load_and_frees_everything),
         cmocka_unit_test(config_load_reads_the_process_environment),
         cmocka_unit_test(help_lists_every_variable_in_text_and_markdown),
@@ -566,7 +759,11 @@ int main(void)
         cmocka_unit_test(dotenv_bad_lines_are_reported_by_number),
         cmocka_unit_test(dotenv_refuses_nul_bytes_naming_the_line),
         cmocka_unit_test(dotenv_file_sets_unset_variables_without_overriding),
+        cmocka_unit_test(dotenv_file_empty_values_set_nothing),
         cmocka_unit_test(dotenv_file_with_a_bad_line_sets_nothing),
+        cmocka_unit_test(env_example_copied_as_is_changes_nothing),
+        cmocka_unit_test(mask_hides_every_password_form),
+        cmocka_unit_test(effective_settings_name_their_source_and_mask_secrets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,9 @@
  * test_rlredis: the shared Redis rate limiter against a real redis-server (started here on a
  * free loopback port): exact limits from many threads and from two instances, script reloads,
  * fallback while Redis is down or hung, and recovery without a second outage when every
- * thread's old connection died with the old server. Runs in the release, ASan and TSan passes.
+ * thread's old connection died with the old server; AUTH with the URL's credentials (password
+ * only, or an ACL user), and fallback when Redis refuses them. Runs in the release, ASan and TSan
+ * passes.
  */
 #include "ratelimit.h"
 #include "rlredis.h"
@@ -45,27 +47,45 @@ static struct rlredis *make(int64_t timeout_ms)
     return r;
 }
 
-static void url_parsing_takes_host_port_db_and_refuses_the_rest(void **state)
+/* A Redis that requires a password (requirepass) and knows an ACL user "bh". */
+static void auth_uses_the_url_credentials_and_falls_back_when_refused(void **state)
 {
     (void)state;
-    char host[64];
-    int port, db;
-    assert_int_equal(rlredis_parse_url("redis://redis:6380/2", host, sizeof(host), &port, &db), 0);
-    assert_string_equal(host, "redis");
-    assert_int_equal(port, 6380);
-    assert_int_equal(db, 2);
-    assert_int_equal(rlredis_parse_url("redis://cache", host, sizeof(host), &port, &db), 0);
-    assert_int_equal(port, 6379);
-    assert_int_equal(db, 0);
-    const char *bad[] = {"http://x:1",      "redis://",     "redis://h:0",
-                         "redis://h:70000", "redis://h:1x", "redis://u:p@h:1",
-                         "redis://h:1/x",   "redis://h:/1", "redis://h:1/2/"};
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        assert_int_not_equal(rlredis_parse_url(bad[i], host, sizeof(host), &port, &db), 0);
-    struct rlredis *r = NULL;
-    char err[200];
-    assert_int_equal(rlredis_create("redis://h:0", 50, &r, err, sizeof(err)), -EINVAL);
-    assert_non_null(strstr(err, "REDIS_URL"));
+    struct redisproc locked = {.pid = 0};
+    snprintf(locked.password, sizeof(locked.password), "req-pass");
+    assert_int_equal(redisproc_start(&locked), 0);
+    assert_int_equal(redisproc_cmd(&locked, "ACL SETUSER bh on >acl-pass ~bulkhead:* +@all"), 0);
+    /* A limit of 2 for one key: the three that authenticate share Redis's count. */
+    static const struct {
+        const char *creds;
+        bool ok, allowed;
+        int64_t remaining;
+    } cases[] = {
+        {":req-pass@", true, true, 1},   /* AUTH password: the default user */
+        {"bh:acl-pass@", true, true, 0}, /* AUTH user password */
+        {"default:req-pass@", true, false, 0}, {"", false, false, 0}, /* no AUTH: NOAUTH */
+        {":wrong@", false, false, 0},          {"bh:req-pass@", false, false, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char url[200], err[200];
+        snprintf(url, sizeof(url), "redis://%s127.0.0.1:%d/1", cases[i].creds, locked.port);
+        struct rlredis *r = NULL;
+        assert_int_equal(rlredis_create(url, 1000, &r, err, sizeof(err)), 0);
+        struct ratelimit_result res;
+        int rc = rlredis_check(r, "free", 2, 3600, "id:auth", &res);
+        struct rlredis_stats st;
+        rlredis_stats(r, &st);
+        if (cases[i].ok != (rc == 0))
+            fail_msg("%s: rlredis_check returned %d", cases[i].creds, rc);
+        assert_int_equal(st.up, cases[i].ok);
+        assert_int_equal(st.errors, cases[i].ok ? 0 : 1);
+        if (rc == 0) {
+            assert_int_equal(res.allowed, cases[i].allowed);
+            assert_int_equal(res.remaining, cases[i].remaining);
+        }
+        rlredis_destroy(r);
+    }
+    redisproc_stop(&locked);
 }
 
 static void limit_passes_then_rejects_with_headers_counting_down(void **state)
@@ -323,7 +343,7 @@ int main(void)
     /* As in the server (main.c): a write to a connection Redis closed must not kill us. */
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(url_parsing_takes_host_port_db_and_refuses_the_rest),
+        cmocka_unit_test(auth_uses_the_url_credentials_and_falls_back_when_refused),
         cmocka_unit_test(limit_passes_then_rejects_with_headers_counting_down),
         cmocka_unit_test(threads_sharing_a_tenant_admit_exactly_the_limit),
         cmocka_unit_test(two_instances_share_one_counter),

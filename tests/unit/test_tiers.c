@@ -1,8 +1,10 @@
 /*
  * test_tiers: the tier table. The built-in table is config/tiers.json and carries the seed's
- * numbers; a key left out takes its default; anything else (unknown keys, values out of range or
- * not integers, bad tier names, duplicates, too many tiers) is refused naming
- * "tiers.<tier>.<key>"; the tenant caps derived from the shares are never below 1.
+ * numbers; a key left out of a tier named like a built-in one keeps the built-in value, in a tier
+ * of a new name it takes its default, except rate_limit, which a new tier must state; the
+ * README's example tier file gives exactly what the README says; anything else (unknown keys,
+ * values out of range or not integers, bad tier names, duplicates, too many tiers) is refused
+ * naming "tiers.<tier>.<key>"; the tenant caps derived from the shares are never below 1.
  */
 #include "tiers.h"
 
@@ -62,6 +64,7 @@ static int64_t field(const struct tier_cfg *c, const char *key)
 /* The keys as tiers_print_help documents them (name, default, min, max). */
 struct key_row {
     char name[64];
+    bool required; /* no default: a tier of a new name must state it */
     int64_t def, min, max;
 };
 
@@ -76,9 +79,12 @@ static size_t help_rows(struct key_row *rows, size_t max)
     size_t n = 0;
     char *save = NULL;
     for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        struct key_row r;
-        if (sscanf(line, "| `%63[^`]` | %" SCNd64 " | %" SCNd64 "..%" SCNd64 " |", r.name, &r.def,
-                   &r.min, &r.max) != 4)
+        struct key_row r = {.required = false};
+        if (sscanf(line, "| `%63[^`]` | required | %" SCNd64 "..%" SCNd64 " |", r.name, &r.min,
+                   &r.max) == 3)
+            r.required = true;
+        else if (sscanf(line, "| `%63[^`]` | %" SCNd64 " | %" SCNd64 "..%" SCNd64 " |", r.name,
+                        &r.def, &r.min, &r.max) != 4)
             continue;
         assert_true(n < max);
         rows[n++] = r;
@@ -143,7 +149,7 @@ static void builtin_table_has_the_seed_numbers(void **state)
     assert_string_equal(names, "free, pro, enterprise");
 }
 
-static void omitted_keys_take_the_documented_defaults(void **state)
+static void a_new_tier_takes_the_documented_defaults_for_keys_left_out(void **state)
 {
     (void)state;
     struct key_row rows[32];
@@ -151,10 +157,14 @@ static void omitted_keys_take_the_documented_defaults(void **state)
     assert_int_equal(n, KEY_COUNT); /* the help and this test know the same keys */
     struct tier_table t;
     char err[400];
-    assert_int_equal(parse("{\"bare\": {}}", &t, err, sizeof(err)), 0);
+    assert_int_equal(parse("{\"bare\": {\"rate_limit\": 0}}", &t, err, sizeof(err)), 0);
     assert_int_equal(t.count, 1);
     assert_string_equal(t.tiers[0].name, "bare");
     for (size_t i = 0; i < n; i++) {
+        if (rows[i].required) {
+            assert_string_equal(rows[i].name, "rate_limit"); /* the only key without default */
+            continue;
+        }
         if (field(&t.tiers[0], rows[i].name) != rows[i].def)
             fail_msg("%s: default %" PRId64 ", parsed %" PRId64, rows[i].name, rows[i].def,
                      field(&t.tiers[0], rows[i].name));
@@ -169,10 +179,134 @@ static void omitted_keys_take_the_documented_defaults(void **state)
     assert_int_equal(t.tiers[0].tenant_reserve_pct, 0);
     assert_int_equal(t.tiers[0].tenant_linger_ms, 1000);
     assert_int_equal(t.tiers[0].brief_request_ms, 5);
-    /* One key set, the rest defaulted. */
-    assert_int_equal(parse("{\"t\": {\"db_max\": 7}}", &t, err, sizeof(err)), 0);
+    /* Two keys set, the rest defaulted. */
+    assert_int_equal(parse("{\"t\": {\"db_max\": 7, \"rate_limit\": 9}}", &t, err, sizeof(err)), 0);
     assert_int_equal(t.tiers[0].db_max, 7);
+    assert_int_equal(t.tiers[0].rate_limit, 9);
     assert_int_equal(t.tiers[0].workers, 10);
+}
+
+static void a_tier_named_like_a_builtin_keeps_its_values_for_keys_left_out(void **state)
+{
+    (void)state;
+    struct tier_table builtin, t;
+    tiers_builtin(&builtin);
+    char err[400];
+    /* The issue's example: this used to make free unlimited and drop its queue share to 100. */
+    assert_int_equal(parse("{\"free\": {\"workers\": 12}}", &t, err, sizeof(err)), 0);
+    assert_int_equal(t.count, 1);
+    struct tier_cfg want = builtin.tiers[tiers_find(&builtin, "free")];
+    want.workers = 12;
+    assert_memory_equal(&t.tiers[0], &want, sizeof(want));
+    assert_int_equal(t.tiers[0].rate_limit, 100);
+    assert_int_equal(t.tiers[0].tenant_queue_pct, 50);
+    assert_int_equal(t.tiers[0].tenant_share_pct, 50);
+    /* Each tier inherits from its own name, in any order; an empty object is the built-in tier. */
+    assert_int_equal(parse("{\"enterprise\": {}, \"pro\": {\"rate_limit\": 0}, \"free\": {}}", &t,
+                           err, sizeof(err)),
+                     0);
+    assert_int_equal(t.count, 3);
+    assert_memory_equal(&t.tiers[0], &builtin.tiers[tiers_find(&builtin, "enterprise")],
+                        sizeof(t.tiers[0]));
+    want = builtin.tiers[tiers_find(&builtin, "pro")];
+    want.rate_limit = 0; /* unlimited, because it says so */
+    assert_memory_equal(&t.tiers[1], &want, sizeof(want));
+    assert_memory_equal(&t.tiers[2], &builtin.tiers[tiers_find(&builtin, "free")],
+                        sizeof(t.tiers[2]));
+    /* Values still have to be valid, whatever the name. */
+    refused("{\"pro\": {\"workers\": 0}}", "tiers.pro.workers: must be an integer from 1");
+}
+
+static void a_tier_of_a_new_name_must_state_its_rate_limit(void **state)
+{
+    (void)state;
+    refused("{\"gold\": {\"workers\": 4}}",
+            "tiers.gold.rate_limit: missing: a tier not named like a built-in one (free, pro, "
+            "enterprise) must state it");
+    refused("{\"free\": {}, \"gold\": {}}", "tiers.gold.rate_limit: missing");
+    /* Names are exact: "Free" is not free (and not a valid name either), "free2" is new. */
+    refused("{\"free2\": {\"workers\": 4}}", "tiers.free2.rate_limit: missing");
+    struct tier_table t;
+    char err[400];
+    assert_int_equal(parse("{\"gold\": {\"rate_limit\": 0}}", &t, err, sizeof(err)), 0);
+    assert_int_equal(t.tiers[0].rate_limit, 0); /* unlimited, written */
+}
+
+/* The text between the first occurrence of from (after start) and the next until, copied. */
+static char *between(const char *text, const char *from, const char *until)
+{
+    const char *a = strstr(text, from);
+    if (!a)
+        return NULL;
+    a += strlen(from);
+    const char *b = strstr(a, until);
+    if (!b)
+        return NULL;
+    return strndup(a, (size_t)(b - a));
+}
+
+static void the_readme_example_gives_what_the_readme_says(void **state)
+{
+    (void)state;
+    FILE *f = fopen(ASSET_ROOT "/README.md", "r");
+    assert_non_null(f);
+    static char readme[1 << 18];
+    size_t len = fread(readme, 1, sizeof(readme) - 1, f);
+    fclose(f);
+    readme[len] = '\0';
+    char *json = between(readme, "<!-- tier file example -->\n```json\n", "```");
+    assert_non_null(json);
+    struct tier_table builtin, t;
+    tiers_builtin(&builtin);
+    char err[400];
+    if (parse(json, &t, err, sizeof(err)) != 0)
+        fail_msg("the README's example is refused: %s", err);
+    /* "gives four tiers: free as built in but 60 requests per minute per tenant; pro exactly as
+     * built in; enterprise with 80 workers and 60 connections, still unlimited; gold with 40
+     * workers, 30 connections, 5,000 requests per minute per tenant, a 1.5 s call timeout, and
+     * every other key at its default (a queue of 20, tenant shares of 100 %)". */
+    assert_int_equal(t.count, 4);
+    struct tier_cfg want = builtin.tiers[tiers_find(&builtin, "free")];
+    want.rate_limit = 60;
+    assert_memory_equal(&t.tiers[tiers_find(&t, "free")], &want, sizeof(want));
+    assert_int_equal(want.workers, 10);
+    assert_int_equal(want.db_max, 5);
+    assert_int_equal(want.tenant_queue_pct, 50);
+    assert_int_equal(want.tenant_share_pct, 50);
+    assert_memory_equal(&t.tiers[tiers_find(&t, "pro")],
+                        &builtin.tiers[tiers_find(&builtin, "pro")], sizeof(want));
+    want = builtin.tiers[tiers_find(&builtin, "enterprise")];
+    want.workers = 80;
+    want.db_max = 60;
+    assert_memory_equal(&t.tiers[tiers_find(&t, "enterprise")], &want, sizeof(want));
+    assert_int_equal(want.rate_limit, 0);
+    const struct tier_cfg *gold = &t.tiers[tiers_find(&t, "gold")];
+    struct tier_table bare;
+    assert_int_equal(parse("{\"gold\": {\"rate_limit\": 0}}", &bare, err, sizeof(err)), 0);
+    want = bare.tiers[0];
+    want.workers = 40;
+    want.db_max = 30;
+    want.rate_limit = 5000;
+    want.breaker_timeout_ms = 1500;
+    assert_memory_equal(gold, &want, sizeof(want));
+    assert_int_equal(gold->rate_window_s, 60);
+    assert_int_equal(gold->queue_max, 20);
+    assert_int_equal(gold->tenant_share_pct, 100);
+    assert_int_equal(gold->tenant_queue_pct, 100);
+    /* "Without "rate_limit", gold would be refused:" followed by the exact message. */
+    static const char gold_limit[] = "\"rate_limit\": 5000, ";
+    const char *cut = strstr(json, gold_limit);
+    assert_non_null(cut);
+    char without[2048];
+    snprintf(without, sizeof(without), "%.*s%s", (int)(cut - json), json,
+             cut + sizeof(gold_limit) - 1);
+    assert_int_equal(parse(without, &t, err, sizeof(err)), -EINVAL);
+    char line[600];
+    snprintf(line, sizeof(line), "bulkhead: configuration refused: TIERS_FILE tiers.json: %s\n",
+             err);
+    if (!strstr(readme, line))
+        fail_msg("the README does not show the refusal as \"%s\"", line);
+    free(json);
 }
 
 static void bounds_are_inclusive_for_every_key(void **state)
@@ -185,11 +319,18 @@ static void bounds_are_inclusive_for_every_key(void **state)
         for (int k = 0; k < 2; k++) {
             char json[200], err[400], want[300];
             struct tier_table t;
-            snprintf(json, sizeof(json), "{\"t\": {\"%.63s\": %" PRId64 "}}", rows[i].name, ok[k]);
+            /* A tier of a new name states its rate limit. */
+            snprintf(json, sizeof(json), "{\"t\": {\"rate_limit\": 0, \"%.63s\": %" PRId64 "}}",
+                     rows[i].name, ok[k]);
+            if (!strcmp(rows[i].name, "rate_limit"))
+                snprintf(json, sizeof(json), "{\"t\": {\"rate_limit\": %" PRId64 "}}", ok[k]);
             if (parse(json, &t, err, sizeof(err)) != 0)
                 fail_msg("%s refused: %s", json, err);
             assert_int_equal(field(&t.tiers[0], rows[i].name), ok[k]);
             snprintf(json, sizeof(json), "{\"t\": {\"%.63s\": %" PRId64 "}}", rows[i].name, bad[k]);
+            if (strcmp(rows[i].name, "rate_limit"))
+                snprintf(json, sizeof(json), "{\"t\": {\"rate_limit\": 0, \"%.63s\": %" PRId64 "}}",
+                         rows[i].name, bad[k]);
             snprintf(want, sizeof(want),
                      "tiers.t.%.63s: must be an integer from %" PRId64 " to %" PRId64
                      " (got %" PRId64 ")",
@@ -253,8 +394,9 @@ static void tier_names_are_lowercase_words_up_to_32(void **state)
     struct tier_table t;
     char err[400];
     assert_int_equal(
-        parse("{\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\": {}, \"tier_2-b\": {}, \"0\": {}}", &t, err,
-              sizeof(err)),
+        parse("{\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\": {\"rate_limit\": 0}, \"tier_2-b\": "
+              "{\"rate_limit\": 0}, \"0\": {\"rate_limit\": 0}}",
+              &t, err, sizeof(err)),
         0);
     assert_int_equal(t.count, 3);
     assert_int_equal(strlen(t.tiers[0].name), TIERS_NAME_MAX);
@@ -288,12 +430,13 @@ static void malformed_tables_are_refused(void **state)
 static void breaker_buckets_must_fit_the_window(void **state)
 {
     (void)state;
-    refused("{\"t\": {\"breaker_window_ms\": 10, \"breaker_buckets\": 11}}",
+    refused("{\"t\": {\"rate_limit\": 0, \"breaker_window_ms\": 10, \"breaker_buckets\": 11}}",
             "tiers.t.breaker_buckets: more buckets than milliseconds in breaker_window_ms");
     struct tier_table t;
     char err[400];
-    assert_int_equal(parse("{\"t\": {\"breaker_window_ms\": 10, \"breaker_buckets\": 10}}", &t, err,
-                           sizeof(err)),
+    assert_int_equal(parse("{\"t\": {\"rate_limit\": 0, \"breaker_window_ms\": 10, "
+                           "\"breaker_buckets\": 10}}",
+                           &t, err, sizeof(err)),
                      0);
 }
 
@@ -302,15 +445,16 @@ static void n_tiers(char *buf, size_t cap, size_t n)
 {
     size_t used = (size_t)snprintf(buf, cap, "{");
     for (size_t i = 0; i < n; i++)
-        used += (size_t)snprintf(buf + used, cap - used, "%s\"t%zu\": {\"workers\": %zu}",
-                                 i ? ", " : "", i, i + 1);
+        used += (size_t)snprintf(buf + used, cap - used,
+                                 "%s\"t%zu\": {\"workers\": %zu, \"rate_limit\": 0}", i ? ", " : "",
+                                 i, i + 1);
     snprintf(buf + used, cap - used, "}");
 }
 
 static void at_most_16_tiers(void **state)
 {
     (void)state;
-    char json[2048];
+    char json[4096];
     struct tier_table t;
     char err[400];
     n_tiers(json, sizeof(json), TIERS_MAX);
@@ -390,7 +534,7 @@ static void tenant_caps_are_never_below_one(void **state)
     (void)state;
     struct tier_table t;
     char err[400];
-    assert_int_equal(parse("{\"t\": {}}", &t, err, sizeof(err)), 0);
+    assert_int_equal(parse("{\"t\": {\"rate_limit\": 0}}", &t, err, sizeof(err)), 0);
     struct tier_cfg c = t.tiers[0];
     for (int64_t total = 1; total <= 120; total++) {
         for (int64_t pct = 1; pct <= 100; pct++) {
@@ -444,7 +588,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(builtin_table_is_config_tiers_json),
         cmocka_unit_test(builtin_table_has_the_seed_numbers),
-        cmocka_unit_test(omitted_keys_take_the_documented_defaults),
+        cmocka_unit_test(a_new_tier_takes_the_documented_defaults_for_keys_left_out),
+        cmocka_unit_test(a_tier_named_like_a_builtin_keeps_its_values_for_keys_left_out),
+        cmocka_unit_test(a_tier_of_a_new_name_must_state_its_rate_limit),
+        cmocka_unit_test(the_readme_example_gives_what_the_readme_says),
         cmocka_unit_test(bounds_are_inclusive_for_every_key),
         cmocka_unit_test(non_integer_values_are_refused_naming_the_key),
         cmocka_unit_test(unknown_keys_are_refused_naming_the_key),

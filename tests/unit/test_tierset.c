@@ -101,7 +101,7 @@ static void a_reload_cannot_add_or_drop_a_tier(void **state)
     struct tier_table fewer = table("{\"free\": {}, \"pro\": {}}");
     assert_int_equal(tierset_match(ts, &fewer, &out, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "added or removed"));
-    struct tier_table renamed = table("{\"free\": {}, \"pro\": {}, \"gold\": {}}");
+    struct tier_table renamed = table("{\"free\": {}, \"pro\": {}, \"gold\": {\"rate_limit\": 0}}");
     assert_int_equal(tierset_match(ts, &renamed, &out, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "gold"));
     assert_int_equal(tierset_cfg(tierset_tier(ts, 0))->workers, 10);
