@@ -36,7 +36,7 @@
 static struct h_suite suite = {
     .name = "storms",
     .tiers_json = STORM_TIERS,
-    .env = {"TARPIT_MAX_HOLD_MS=1000", "TARPIT_MAX_HELD=3", "TRUSTED_PROXIES=127.0.0.1", NULL},
+    .env = {"TARPIT_MAX_HOLD_MS=3000", "TARPIT_MAX_HELD=3", "TRUSTED_PROXIES=127.0.0.1", NULL},
 };
 
 static int setup(void **state)
