@@ -68,6 +68,7 @@ static int server_tier_start(struct server *srv, struct tier_rt *t, const struct
         .share = tiers_conn_policy(c),
         .others_active = server_others_active,
         .brief = workpool_tenant_brief,
+        .connect_timeout_us = c->breaker_timeout_ms * 1000,
         .others_ctx = t->pool,
     };
     return dbpool_create(&po, &t->db);
