@@ -126,6 +126,46 @@ static const char *request_i64(char *buf, size_t cap, int64_t v)
     return p;
 }
 
+/*
+ * The rate limit's verdict, in the fields of draft-ietf-httpapi-ratelimit-headers (07 and
+ * later: structured-field lists, one item named after the tier) and, for clients that have not
+ * moved yet, the three fields of the older drafts:
+ *   RateLimit-Policy: "free";q=100;w=60      quota, window (s)
+ *   RateLimit: "free";r=42;t=1               available now; seconds until that grows (a 429:
+ *                                            its Retry-After)
+ *   RateLimit-Limit: 100, RateLimit-Remaining: 42, RateLimit-Reset: 35 (until the full burst)
+ * Tier names are [a-z0-9_-], so they need no escaping inside a structured-field string.
+ */
+static void request_ratelimit_headers(const struct request *r, struct MHD_Response *resp)
+{
+    const struct ratelimit_result *rl = &r->rl;
+    const char *policy = r->tier ? r->tier->name : "default";
+    char v[TIERS_NAME_MAX + 64], n1[24], n2[24];
+    size_t len = 0;
+    request_put(v, sizeof(v), &len, "\"");
+    request_put(v, sizeof(v), &len, policy);
+    request_put(v, sizeof(v), &len, "\";q=");
+    request_put(v, sizeof(v), &len, request_i64(n1, sizeof(n1), rl->limit));
+    request_put(v, sizeof(v), &len, ";w=");
+    request_put(v, sizeof(v), &len, request_i64(n2, sizeof(n2), rl->window_s));
+    MHD_add_response_header(resp, "RateLimit-Policy", v);
+    len = 0;
+    request_put(v, sizeof(v), &len, "\"");
+    request_put(v, sizeof(v), &len, policy);
+    request_put(v, sizeof(v), &len, "\";r=");
+    request_put(v, sizeof(v), &len, request_i64(n1, sizeof(n1), rl->remaining));
+    request_put(v, sizeof(v), &len, ";t=");
+    request_put(v, sizeof(v), &len,
+                request_i64(n2, sizeof(n2), request_retry_seconds(ratelimit_next_us(rl))));
+    MHD_add_response_header(resp, "RateLimit", v);
+    /* Deprecated (draft 06 and before), kept while clients move. */
+    MHD_add_response_header(resp, "RateLimit-Limit", request_i64(n1, sizeof(n1), rl->limit));
+    MHD_add_response_header(resp, "RateLimit-Remaining",
+                            request_i64(n1, sizeof(n1), rl->remaining));
+    MHD_add_response_header(resp, "RateLimit-Reset",
+                            request_i64(n1, sizeof(n1), request_retry_seconds(rl->reset_us)));
+}
+
 static void request_set(struct request *r, unsigned status, enum metrics_outcome outcome,
                         struct MHD_Response *resp, const char *content_type)
 {
@@ -142,14 +182,8 @@ static void request_set(struct request *r, unsigned status, enum metrics_outcome
     r->reply_retry_s = 0;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
-    if (r->rl_applied) {
-        char v[24];
-        MHD_add_response_header(resp, "RateLimit-Limit", request_i64(v, sizeof(v), r->rl.limit));
-        MHD_add_response_header(resp, "RateLimit-Remaining",
-                                request_i64(v, sizeof(v), r->rl.remaining));
-        MHD_add_response_header(resp, "RateLimit-Reset",
-                                request_i64(v, sizeof(v), request_retry_seconds(r->rl.reset_us)));
-    }
+    if (r->rl_applied)
+        request_ratelimit_headers(r, resp);
 }
 
 void request_reply_json(struct request *r, unsigned status, enum metrics_outcome outcome,
