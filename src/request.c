@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static atomic_uint_least64_t request_seq;
 
@@ -86,6 +87,38 @@ bool request_body_append(struct request *r, const char *data, size_t len, size_t
 const char *request_header(const struct request *r, const char *name)
 {
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+struct request_join {
+    const char *name;
+    char *out; /* grown with xrealloc */
+    size_t len;
+};
+
+static enum MHD_Result request_join_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                          size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    (void)key_size;
+    struct request_join *j = cls;
+    if (strcasecmp(key, j->name) || !value)
+        return MHD_YES;
+    j->out = xrealloc(j->out, j->len + value_size + 3);
+    if (j->len) {
+        memcpy(j->out + j->len, ", ", 2);
+        j->len += 2;
+    }
+    memcpy(j->out + j->len, value, value_size);
+    j->len += value_size;
+    j->out[j->len] = '\0';
+    return MHD_YES;
+}
+
+char *request_header_list(const struct request *r, const char *name)
+{
+    struct request_join j = {.name = name};
+    MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, request_join_field, &j);
+    return j.out;
 }
 
 int request_arg(const struct request *r, const char *name, const char **value)
