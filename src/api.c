@@ -14,6 +14,7 @@
 #include "assets.h"
 #include "auth.h"
 #include "breaker.h"
+#include "capctl.h"
 #include "health.h"
 #include "history.h"
 #include "mclock.h"
@@ -353,6 +354,18 @@ static bool api_data(const struct api_deps *d, struct request *r)
 
     struct tier_rt *t = r->tier;
     const struct tier_cfg *c = tierset_cfg(t);
+    /* [0] The shared capacity: a higher tier may need it (capctl.h). First, since a tier that
+     * is shed should cost as little as a refusal can. */
+    int64_t now = mclock_now_us(), retry_us = 0;
+    if (d->capacity && !capctl_enter(d->capacity, t->index, now, &retry_us)) {
+        r->retry_after_us = retry_us;
+        apierr_replyf(r, APIERR_SHED,
+                      "tier %s is limited: a tier of higher priority needs the "
+                      "shared capacity",
+                      c->name);
+        return api_refused(d, r, false);
+    }
+    r->cap_entered_us = d->capacity ? now : 0;
     if (!api_rate_limit(d, r, c))
         return api_refused(d, r, false);
 

@@ -105,6 +105,12 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                               .message = "the tier's worker queue is full",
                               .when = "the tier's queue, or the tenant's share of it, is full",
                               .held = APIERR_HOLD_TIER},
+    [APIERR_SHED] = {"shed", 503, OUTCOME_SHED, APIERR_RETRY_WAIT,
+                     .message = "a higher tier needs the shared capacity; this tier is limited",
+                     .when = "the capacity controller limits the tier while a higher-priority "
+                             "tier's latency is past its tolerance; Retry-After: when the tier "
+                             "could admit one again (at least 1 s)",
+                     .held = APIERR_HOLD_TIER},
     [APIERR_QUEUE_TIMEOUT] = {"queue_timeout", 503, OUTCOME_QUEUE_TIMEOUT, APIERR_RETRY_SECOND,
                               .message = "no worker of the tier was free in time",
                               .when = "no worker was free within `queue_timeout_ms`"},

@@ -48,6 +48,7 @@ struct http;
 struct janitor;
 struct history;
 struct tarpit;
+struct capctl;
 
 struct server {
     struct config cfg;              /* owned; environment settings */
@@ -60,6 +61,7 @@ struct server {
     struct janitor *janitor;        /* owned */
     struct history *history;        /* owned: per-second samples for the dashboard */
     struct tarpit *tarpit;          /* owned; NULL unless TARPIT=true */
+    struct capctl *capacity;        /* owned: the capacity controller over the tiers */
     struct report_snap *sample;     /* owned: the janitor's scratch reading (janitor only) */
     atomic_int in_flight;           /* requests created and not yet freed */
     atomic_bool draining;           /* shutdown started: refuse new work */

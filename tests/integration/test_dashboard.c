@@ -561,6 +561,13 @@ static void page_loads_and_shows_every_tier(void **state)
     assert_int_equal(cdp_eval_int(&browser, "+document.querySelector('[data-tier=\"gold\"]')"
                                             ".dataset.threads"),
                      6);
+    /* The capacity controller's limit: gold's max (its db_max), nothing shed at rest. */
+    assert_int_equal(cdp_eval_int(&browser, "+document.querySelector('[data-tier=\"gold\"]')"
+                                            ".dataset.capacityLimit"),
+                     3);
+    assert_int_equal(cdp_eval_int(&browser, "+document.querySelector('[data-tier=\"gold\"]')"
+                                            ".dataset.shedding"),
+                     0);
     assert_int_equal(cdp_eval_int(&browser, "+document.querySelector('[data-tier=\"enterprise\"]')"
                                             ".dataset.threads"),
                      12);
@@ -717,8 +724,8 @@ static long long silver_ok_in_history(const char *base)
     json_array_foreach(json_object_get(h, "samples"), i, smp)
     {
         json_t *silver = json_object_get(json_object_get(smp, "tiers"), "silver");
-        n +=
-            (long long)json_integer_value(json_object_get(json_object_get(silver, "outcomes"), "ok"));
+        n += (long long)json_integer_value(
+            json_object_get(json_object_get(silver, "outcomes"), "ok"));
     }
     json_decref(h);
     return n;

@@ -18,12 +18,13 @@
 /* The built-in tiers, and "metered": 10 requests per hour, so nothing refills while a test
  * counts (one request comes back every 360 s). Layer 1 alone: the tarpit (test_storms) would
  * hold refusals sent back to back and so change how long a burst takes, hence how much the
- * limiter refills meanwhile. */
+ * limiter refills meanwhile; the capacity controller (test_capacity) may shed free for a
+ * second after enterprise's bursts. */
 static struct h_suite suite = {.name = "ratelimit",
                                .tiers_json = "{\"free\": {}, \"pro\": {}, \"enterprise\": {},"
                                              " \"metered\": {\"rate_limit\": 10,"
                                              " \"rate_window_s\": 3600}}",
-                               .env = {"TARPIT=false", NULL}};
+                               .env = {"TARPIT=false", "CAPACITY_CONTROL=false", NULL}};
 
 static int setup(void **state)
 {
