@@ -341,6 +341,13 @@ static void report_read_tier(struct tier_rt *t, const struct report_process *p,
             out->cap_baseline_ms * (1.0 + (double)c->capacity_tolerance_pct / 100.0);
         out->cap_median_s = out->cap.median_us / 1e6;
         out->cap_baseline_s = out->cap.baseline_us / 1e6;
+    } else {
+        /* No controller (CAPACITY_CONTROL=false, a test's fake set): the section reads zeros,
+         * not whatever the snapshot's memory held. */
+        memset(&out->cap, 0, sizeof(out->cap));
+        out->cap_limit = out->cap_floor = 0;
+        out->cap_median_ms = out->cap_baseline_ms = out->cap_target_ms = 0;
+        out->cap_median_s = out->cap_baseline_s = 0;
     }
     out->rl_backend = "none (unlimited)";
     out->rl_backend_errors = 0;
