@@ -8,7 +8,7 @@
 # Three stages. All install their Debian packages with scripts/deps.sh, the script `make` uses,
 # so the images and a developer's machine cannot drift apart:
 #   build     the "build" set (compiler, -dev packages); builds and strips build/bulkhead;
-#   loadtest  the "loadtest" set (hey, curl) and load-test.sh, nothing of the server
+#   loadtest  the "loadtest" set (hey, wrk, curl) and load-test.sh, nothing of the server
 #             (`--target loadtest`);
 #   runtime   the "runtime" set (the shared libraries, curl for HEALTHCHECK on /livez) and the
 #             stripped binary: no compiler, no load generator. The last stage, so the default
