@@ -310,6 +310,7 @@ static void server_wire(struct server *srv)
                                  .metrics = &srv->sources,
                                  .history = srv->history,
                                  .health = srv->health,
+                                 .draining = &srv->draining,
                                  .auth = srv->auth,
                                  .redis = srv->redis,
                                  .tarpit = srv->tarpit,
@@ -390,6 +391,7 @@ static int server_start_threads(struct server *srv)
     const struct http_opts ho = {.cfg = &srv->cfg,
                                  .hooks = &srv->hooks,
                                  .draining = &srv->draining,
+                                 .drain_exempt = api_is_probe,
                                  .dispatch = server_dispatch,
                                  .ctx = &srv->api};
     return http_start(&ho, &srv->http);
