@@ -126,6 +126,53 @@ PG_TPS=$(median <"$WORK/pg_tps")
 # 2. /health and 3. the 429 path vs the bare responder; the cost of the access log is /health
 # against a second server with ACCESS_LOG=false (it only answers /health, so its pools stay
 # closed).
+# side_server name SETTING=value: one more server on the bench database with that setting;
+# sets SIDE_PID and SIDE_URL once it answers /health (its log: server-<name>.log).
+side_server() {
+    local port
+    port=$(free_port)
+    (cd "$WORK" && exec env DATABASE_URL="$DB" API_PORT="$port" API_BIND=127.0.0.1 "$2" \
+        "$BIN" >"$WORK/server-$1.log" 2>&1) &
+    SIDE_PID=$!
+    pids+=("$SIDE_PID")
+    SIDE_URL=http://127.0.0.1:$port
+    for _ in $(seq 100); do curl -fs "$SIDE_URL/health" >/dev/null && break; sleep 0.1; done
+}
+side_server nolog ACCESS_LOG=false
+NOLOG=$SIDE_PID
+NURL=$SIDE_URL
+# The 429 row measures what a refusal costs, so it runs on a third server with TARPIT=false:
+# with the tarpit (the default), wrk's closed loop of retries sent at once is held until its
+# Retry-After (src/tarpit.c), which the row beside it reports.
+side_server notarpit TARPIT=false
+NOTARPIT=$SIDE_PID
+TURL=$SIDE_URL
+DUR_SAVE=$DUR
+DUR=3
+wrk_run "$CONC" "$URL/api/data?limit=10" "${ENT[@]}" >/dev/null
+wrk_run 64 "$URL/health" >/dev/null
+wrk_run 64 "$MURL/health" >/dev/null
+pgbench_run "$CONC" >/dev/null
+DUR=$DUR_SAVE
+
+# wrk_run with one thread, as a single client process would be.
+wrk_run_t1() { WRK_THREADS=1 wrk_run "$@"; }
+
+# 1. /api/data vs pgbench, same query, same concurrency, same database.
+: >"$WORK/ours_data" >"$WORK/pg_tps"
+has data && for _ in $(seq "$RUNS"); do
+    wrk_run "$CONC" "$URL/api/data?limit=10" "${ENT[@]}" >>"$WORK/ours_data"
+    pgbench_run "$CONC" >>"$WORK/pg_tps"
+done
+DATA_RPS=$(cut -d' ' -f1 "$WORK/ours_data" | median)
+DATA_RPS=${DATA_RPS:-0}
+DATA_P99=$(cut -d' ' -f3 "$WORK/ours_data" | median)
+DATA_BAD=$(cut -d' ' -f4 "$WORK/ours_data" | sort -n | tail -1)
+PG_TPS=$(median <"$WORK/pg_tps")
+
+# 2. /health and 3. the 429 path vs the bare responder; the cost of the access log is /health
+# against a second server with ACCESS_LOG=false (it only answers /health, so its pools stay
+# closed).
 NOLOG_PORT=$(free_port)
 (cd "$WORK" && DATABASE_URL=$DB API_PORT=$NOLOG_PORT API_BIND=127.0.0.1 ACCESS_LOG=false \
     exec "$BIN" >"$WORK/server-nolog.log" 2>&1) &
