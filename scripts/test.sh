@@ -39,6 +39,20 @@ note_fail() {
     echo "not ok - $1"
 }
 
+# Each failed test of a TAP log, NUL-terminated: its "not ok" line, cmocka's message and
+# location after it, and the last two diagnostic lines the test printed before it, so that a CI
+# log that shows only the summary still says what failed and with which numbers.
+tap_failures() { # log
+    awk '/^(not )?ok [0-9]+/ { if (cur != "") printf "%s%c", cur, 0; cur = "" }
+         /^ok [0-9]+/ { d1 = d2 = ""; next }
+         /^not ok [0-9]+/ { cur = $0; if (d1 != "") cur = cur "\n      " d1;
+                            if (d2 != "") cur = cur "\n      " d2; d1 = d2 = ""; after = 2; next }
+         /^# (not )?ok / { next }
+         /^# / && cur != "" && after > 0 { cur = cur "\n      " $0; after--; next }
+         /^# / { d1 = d2; d2 = substr($0, 1, 400) }
+         END { if (cur != "") printf "%s%c", cur, 0 }' "$1"
+}
+
 # Run one cmocka binary with TAP output; count its results.
 run_tap() { # pass name binary
     local pass=$1 name=$2 bin=$3
@@ -52,7 +66,8 @@ run_tap() { # pass name binary
     grep -E '^not ok [0-9]+' "$log" | while read -r line; do echo "$pass/$name: $line"; done
     if [ "$nok" -gt 0 ]; then
         failed=$((failed + nok))
-        while read -r line; do failures+=("$pass/$name: $line"); done < <(grep -E '^not ok [0-9]+' "$log")
+        while IFS= read -r -d '' entry; do failures+=("$pass/$name: $entry"); done \
+            < <(tap_failures "$log")
     fi
     if [ "$rc" -ne 0 ] && [ "$nok" -eq 0 ]; then
         note_fail "$pass/$name: exited with status $rc without a failed test (crash or sanitizer report?), see $log"
