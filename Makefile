@@ -133,6 +133,7 @@ FUZZ_NEEDS_fuzz_payload := params
 FUZZ_NEEDS_fuzz_redisurl := rlredis log xalloc config fileio
 FUZZ_NEEDS_fuzz_logescape := log
 FUZZ_NEEDS_fuzz_proxies := params
+FUZZ_NEEDS_fuzz_tenantreq := tenantreq tiers share params assets fileio xalloc
 FUZZ_WARN := $(filter-out -Wlogical-op -Wduplicated-% -Wjump-misses-init -Wformat-signedness \
                -Wstringop-% -Wformat-overflow% -Wformat-truncation% -Wrestrict \
                -Wnull-dereference=%,$(WARN))
