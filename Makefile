@@ -70,7 +70,7 @@ $(BUILD)/obj/%.o: src/%.c
 	@$(CC) $(CFLAGS_ALL) -c -o $@ $<
 
 # The embedded files are not seen by -MMD.
-$(BUILD)/obj/assets.o: config/tiers.json web/dashboard.html
+$(BUILD)/obj/assets.o: config/tiers.json web/dashboard.html init-db.sql
 
 $(BUILD)/tests/support/%.o: tests/%.c
 	@mkdir -p $(dir $@)
@@ -149,7 +149,7 @@ build/fuzz/obj/%.o: src/%.c
 	@echo "  FUZZCC  $<"
 	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c -o $@ $<
 
-build/fuzz/obj/assets.o: config/tiers.json web/dashboard.html
+build/fuzz/obj/assets.o: config/tiers.json web/dashboard.html init-db.sql
 
 .SECONDEXPANSION:
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h \

@@ -20,6 +20,7 @@
 #include "ratelimit.h"
 #include "rlredis.h"
 #include "tarpit.h"
+#include "tenantdb.h"
 #include "tierset.h"
 #include "workpool.h"
 #include "xalloc.h"
@@ -299,12 +300,32 @@ static int server_start_tiers(struct server *srv, const struct tier_table *tiers
     return rc;
 }
 
-/* API keys and the Redis limiter, when configured. */
+/* The tenants schema, brought up to date before anything reads it. */
+static int server_tenants_schema(struct server *srv)
+{
+    PGconn *pg = NULL;
+    char err[300];
+    int rc = tenantdb_connect(srv->cfg.database_url, "bulkhead-startup", &pg, err, sizeof(err));
+    if (rc) {
+        log_error("tenants_schema",
+                  "AUTH_MODE=apikey: cannot bring the tenants schema up to date: %s (apply "
+                  "init-db.sql as the database's owner)",
+                  err);
+        return rc;
+    }
+    PQfinish(pg);
+    return 0;
+}
+
+/* API keys, the Redis limiter, the tarpit and the admin worker, when configured. */
 static int server_start_backends(struct server *srv)
 {
     char err[300];
     int rc = 0;
     if (srv->cfg.auth_mode == CONFIG_AUTH_APIKEY) {
+        rc = server_tenants_schema(srv);
+        if (rc)
+            return rc;
         rc = auth_start(srv->cfg.database_url, srv->cfg.auth_cache_ttl, &srv->auth, err,
                         sizeof(err));
         if (rc) {
