@@ -382,8 +382,9 @@ static bool api_dashboard_data(const struct api_deps *d, struct request *r)
 
 static bool api_admin(const struct api_deps *d, struct request *r)
 {
-    admin_handle(d->tiers, d->admin_token, r);
-    return false;
+    char client[INET6_ADDRSTRLEN + 8];
+    api_client_key(d, r, client, sizeof(client));
+    return admin_handle(d->admin, client + 3, r); /* without "ip:" */
 }
 
 /* ---- routing ---------------------------------------------------------------------------- */

@@ -26,6 +26,7 @@ struct health;
 struct auth;
 struct rlredis;
 struct tarpit;
+struct admin;
 
 /* What the endpoints need. Filled by the server (or a test) before the first request and
  * read-only afterwards; whatever it points to must outlive the HTTP daemon and the workers. */
@@ -39,8 +40,8 @@ struct api_deps {
     struct tarpit *tarpit;                /* NULL unless TARPIT=true */
     const struct params_cidr *proxies;    /* TRUSTED_PROXIES */
     size_t nproxies;
-    int64_t retry_reads;     /* DB_READ_RETRIES */
-    const char *admin_token; /* ADMIN_TOKEN; "" turns /admin off */
+    int64_t retry_reads; /* DB_READ_RETRIES */
+    struct admin *admin; /* NULL unless ADMIN_TOKEN is set: /admin is off */
 };
 
 /* HTTP thread. Returns false with r READY (reply set), or true when r was suspended and handed

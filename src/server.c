@@ -1,11 +1,13 @@
 /*
  * server: start-up, signal handling, live reload and graceful shutdown (see server.h).
  *
- * Start order: health probe, tiers (breaker, limiter, workers, pool), API keys, Redis limiter,
- * history, janitor, and the HTTP listener last, so no request arrives before its path exists.
- * Shutdown is the reverse, after in-flight requests have had SHUTDOWN_TIMEOUT_MS to finish.
+ * Start order: health probe, tiers (breaker, limiter, workers, pool), API keys (after bringing
+ * the tenants schema up to date), Redis limiter, tarpit, admin worker, history, janitor, and the
+ * HTTP listener last, so no request arrives before its path exists. Shutdown is the reverse, after
+ * in-flight requests have had SHUTDOWN_TIMEOUT_MS to finish.
  */
 #include "server.h"
+#include "admin.h"
 #include "api.h"
 #include "apiwork.h"
 #include "auth.h"
@@ -92,6 +94,8 @@ static void server_check_budget(struct server *srv)
     int64_t need = 1; /* the health probe */
     if (srv->cfg.auth_mode == CONFIG_AUTH_APIKEY)
         need++;
+    if (srv->cfg.admin_token[0])
+        need++; /* the admin worker */
     const struct tier_table *tiers = tierset_snapshot(srv->tiers);
     for (size_t i = 0; i < tiers->count; i++)
         need += tiers->tiers[i].db_max;
@@ -167,11 +171,13 @@ static void server_stop_tiers(struct server *srv)
 static void server_teardown(struct server *srv)
 {
     server_stop_tiers(srv);
+    admin_stop(srv->admin);
     http_stop(srv->http);
     janitor_stop(srv->janitor);
     tarpit_destroy(srv->tarpit);
     history_destroy(srv->history);
     free(srv->sample);
+    admin_destroy(srv->admin);
     auth_stop(srv->auth);
     rlredis_destroy(srv->redis);
     health_stop(srv->health);
@@ -187,6 +193,7 @@ static void server_teardown(struct server *srv)
     srv->history = NULL;
     srv->tarpit = NULL;
     srv->sample = NULL;
+    srv->admin = NULL;
     srv->auth = NULL;
     srv->redis = NULL;
     srv->health = NULL;
@@ -239,6 +246,7 @@ static void server_chore_queues(void *ctx, int64_t now)
         workpool_expire(t->pool, now - tierset_cfg(t)->queue_timeout_ms * 1000, now);
         dbpool_kick(t->db);
     }
+    admin_expire(srv->admin, now);
 }
 
 static void server_chore_sample(void *ctx, int64_t now)
@@ -288,7 +296,7 @@ static void server_wire(struct server *srv)
                                  .proxies = srv->proxies,
                                  .nproxies = srv->nproxies,
                                  .retry_reads = srv->cfg.retry_reads,
-                                 .admin_token = srv->cfg.admin_token};
+                                 .admin = srv->admin};
 }
 
 /* The tier set and every tier's parts. */
@@ -330,6 +338,15 @@ static int server_start_backends(struct server *srv)
                         sizeof(err));
         if (rc) {
             log_error("auth_start", "%s", err);
+            return rc;
+        }
+    }
+    if (srv->cfg.admin_token[0]) {
+        const struct admin_cfg ac = {
+            .token = srv->cfg.admin_token, .conninfo = srv->cfg.database_url, .tiers = srv->tiers};
+        rc = admin_create(&ac, &srv->admin);
+        if (rc) {
+            log_error("admin", "cannot start the admin worker: %s", strerror(-rc));
             return rc;
         }
     }
@@ -505,6 +522,7 @@ void server_stop(struct server *srv)
     /* Stop the workers: queued requests are answered 503, running ones finish. */
     for (size_t i = 0; i < tierset_count(srv->tiers); i++)
         workpool_stop(tierset_tier(srv->tiers, i)->pool);
+    admin_stop(srv->admin);
     /* Their replies still have to be sent before the HTTP threads go. */
     server_drain(srv, mclock_now_us() + 2000000);
     server_teardown(srv);
