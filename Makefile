@@ -31,7 +31,7 @@ ifneq ($(SAN),)
 CFLAGS_ALL += -fsanitize=$(SAN) -fno-omit-frame-pointer
 LDSAN = -fsanitize=$(SAN)
 endif
-LDLIBS_ALL = $(PKG_LIBS) -pthread $(LDSAN)
+LDLIBS_ALL = $(PKG_LIBS) -pthread -lm $(LDSAN)
 
 SRCS := $(wildcard src/*.c)
 LIB_SRCS := $(filter-out src/main.c,$(SRCS))

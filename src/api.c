@@ -14,6 +14,7 @@
 #include "assets.h"
 #include "auth.h"
 #include "breaker.h"
+#include "capctl.h"
 #include "health.h"
 #include "history.h"
 #include "mclock.h"
@@ -243,14 +244,16 @@ static bool api_rate_limit(const struct api_deps *d, struct request *r, const st
 
 /*
  * r was just refused on this thread (its reply is set). When the refusal carries a Retry-After
- * and its client (the tenant, or the address, within the tier) is back before the time it was
- * last told, hold it in the tarpit until then. `deferred` says r is suspended already (it was
+ * and its client (the tenant, and for a refusal about the tier also the address, within the
+ * tier: apierr_held) is back before the time it was last told, hold it in the tarpit until
+ * then. `deferred` says r is suspended already (it was
  * on its way to the queue); it is resumed here unless held. Returns true when held: the tarpit
  * owns r until it resumes it.
  */
 static bool api_refused(const struct api_deps *d, struct request *r, bool deferred)
 {
-    if (!d->tarpit || !r->error || !apierr_held((enum apierr)(r->error - 1)) || !r->reply_retry_s) {
+    enum apierr_hold hold = r->error ? apierr_held((enum apierr)(r->error - 1)) : APIERR_HOLD_NONE;
+    if (!d->tarpit || hold == APIERR_HOLD_NONE || !r->reply_retry_s) {
         if (deferred)
             request_resume(r);
         return false;
@@ -261,7 +264,8 @@ static bool api_refused(const struct api_deps *d, struct request *r, bool deferr
     api_client_key(d, r, addr, sizeof(addr));
     snprintf(by_addr, sizeof(by_addr), "%s|%s", tier, addr);
     int64_t now = mclock_now_us();
-    int64_t until = tarpit_check(d->tarpit, by_tenant, strcmp(r->tenant, addr) ? by_addr : NULL,
+    bool addr_too = hold == APIERR_HOLD_TIER && strcmp(r->tenant, addr) != 0;
+    int64_t until = tarpit_check(d->tarpit, by_tenant, addr_too ? by_addr : NULL,
                                  r->reply_retry_s * 1000000, now);
     if (until <= now) {
         if (deferred)
@@ -302,6 +306,18 @@ static bool api_data(const struct api_deps *d, struct request *r)
 
     struct tier_rt *t = r->tier;
     const struct tier_cfg *c = tierset_cfg(t);
+    /* [0] The shared capacity: a higher tier may need it (capctl.h). First, since a tier that
+     * is shed should cost as little as a refusal can. */
+    int64_t now = mclock_now_us(), retry_us = 0;
+    if (d->capacity && !capctl_enter(d->capacity, t->index, now, &retry_us)) {
+        r->retry_after_us = retry_us;
+        apierr_replyf(r, APIERR_SHED,
+                      "tier %s is limited: a tier of higher priority needs the "
+                      "shared capacity",
+                      c->name);
+        return api_refused(d, r, false);
+    }
+    r->cap_entered_us = d->capacity ? now : 0;
     if (!api_rate_limit(d, r, c))
         return api_refused(d, r, false);
 

@@ -27,6 +27,7 @@ struct auth;
 struct rlredis;
 struct tarpit;
 struct admin;
+struct capctl;
 
 /* What the endpoints need. Filled by the server (or a test) before the first request and
  * read-only afterwards; whatever it points to must outlive the HTTP daemon and the workers. */
@@ -38,6 +39,7 @@ struct api_deps {
     struct auth *auth;                    /* NULL unless AUTH_MODE=apikey */
     struct rlredis *redis;                /* NULL unless RATE_LIMIT_BACKEND=redis */
     struct tarpit *tarpit;                /* NULL unless TARPIT=true */
+    struct capctl *capacity;              /* the capacity controller (NULL: none, in tests) */
     const struct params_cidr *proxies;    /* TRUSTED_PROXIES */
     size_t nproxies;
     int64_t retry_reads; /* DB_READ_RETRIES */

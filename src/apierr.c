@@ -24,7 +24,7 @@ struct apierr_row {
     const char *header, *value; /* a header every such reply carries, or NULL */
     const char *message;        /* the body's "message" when the caller gives none */
     const char *when;           /* for the README: when it is answered */
-    bool held;                  /* held by the tarpit when the client is back too early */
+    enum apierr_hold held;      /* held by the tarpit when its client is back too early */
 };
 
 #define CLIENT OUTCOME_CLIENT_ERROR
@@ -86,7 +86,7 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                              .message = "the tenant's rate limit is used up",
                              .when = "the tenant used up its tier's rate limit; Retry-After: "
                                      "until a request would be admitted",
-                             .held = true},
+                             .held = APIERR_HOLD_TENANT},
     [APIERR_DATABASE_ERROR] = {"database_error", 500, OUTCOME_ERROR,
                                .message = "the statement failed",
                                .when = "the statement failed in PostgreSQL (on `/api/data`, "
@@ -102,7 +102,13 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
     [APIERR_BULKHEAD_FULL] = {"bulkhead_full", 503, OUTCOME_BULKHEAD_FULL, APIERR_RETRY_SECOND,
                               .message = "the tier's worker queue is full",
                               .when = "the tier's queue, or the tenant's share of it, is full",
-                              .held = true},
+                              .held = APIERR_HOLD_TIER},
+    [APIERR_SHED] = {"shed", 503, OUTCOME_SHED, APIERR_RETRY_WAIT,
+                     .message = "a higher tier needs the shared capacity; this tier is limited",
+                     .when = "the capacity controller limits the tier while a higher-priority "
+                             "tier's latency is past its tolerance; Retry-After: when the tier "
+                             "could admit one again (at least 1 s)",
+                     .held = APIERR_HOLD_TIER},
     [APIERR_QUEUE_TIMEOUT] = {"queue_timeout", 503, OUTCOME_QUEUE_TIMEOUT, APIERR_RETRY_SECOND,
                               .message = "no worker of the tier was free in time",
                               .when = "no worker was free within `queue_timeout_ms`"},
@@ -112,8 +118,7 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
     [APIERR_CIRCUIT_OPEN] = {"circuit_open", 503, OUTCOME_CIRCUIT_OPEN, APIERR_RETRY_WAIT,
                              .message = "the tier is failing; its circuit breaker is open",
                              .when = "the tier's breaker is open; Retry-After: until it lets a "
-                                     "trial call through",
-                             .held = true},
+                                     "trial call through"},
     [APIERR_DATABASE_UNAVAILABLE] = {"database_unavailable", 503, OUTCOME_ERROR,
                                      APIERR_RETRY_SECOND,
                                      .message = "the database cannot be reached",
@@ -130,9 +135,22 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
 
 #undef CLIENT
 
-bool apierr_held(enum apierr e)
+enum apierr_hold apierr_held(enum apierr e)
 {
     return apierr_table[e].held;
+}
+
+static const char *apierr_hold_doc(enum apierr_hold h)
+{
+    switch (h) {
+    case APIERR_HOLD_NONE:
+        return "-";
+    case APIERR_HOLD_TENANT:
+        return "by tenant";
+    case APIERR_HOLD_TIER:
+        return "by tenant or address";
+    }
+    return "-";
 }
 
 const char *apierr_code(enum apierr e)
@@ -216,12 +234,12 @@ void apierr_print(FILE *out, bool markdown)
         const char *retry = apierr_retry_doc(row->retry);
         if (markdown) {
             fprintf(out, "| `%s` | %u | `%s` | %s | %s | ", row->code, row->status, outcome, retry,
-                    row->held ? "yes" : "-");
+                    apierr_hold_doc(row->held));
             apierr_print_md(out, row->when);
             fprintf(out, " |\n");
         } else {
-            fprintf(out, "  %-24s %u %-14s retry %-9s %-5s %s\n", row->code, row->status, outcome,
-                    retry, row->held ? "held" : "", row->when);
+            fprintf(out, "  %-24s %u %-14s retry %-9s held %-21s %s\n", row->code, row->status,
+                    outcome, retry, apierr_hold_doc(row->held), row->when);
         }
     }
 }

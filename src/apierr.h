@@ -36,6 +36,7 @@ enum apierr {
     APIERR_AUTH_UNAVAILABLE,
     APIERR_ADMIN_BUSY,
     APIERR_BULKHEAD_FULL,
+    APIERR_SHED,
     APIERR_QUEUE_TIMEOUT,
     APIERR_POOL_TIMEOUT,
     APIERR_CIRCUIT_OPEN,
@@ -56,8 +57,12 @@ void apierr_replyf(struct request *r, enum apierr e, const char *fmt, ...)
 void apierr_reply_members(struct request *r, enum apierr e, const char *message,
                           const char *members);
 
-/* Whether a refusal e goes to the tarpit when its client is back before its Retry-After. */
-bool apierr_held(enum apierr e);
+/* Whether a refusal goes to the tarpit when its client is back before its Retry-After, and who
+ * that client is: a refusal about the tenant (its rate limit) names the tenant; one about the
+ * tier (full, shedding) names the tenant and the client's address, so that fresh tenant ids
+ * from one address are one client. */
+enum apierr_hold { APIERR_HOLD_NONE, APIERR_HOLD_TENANT, APIERR_HOLD_TIER };
+enum apierr_hold apierr_held(enum apierr e);
 
 /* The code ("queue_timeout") and status of e. */
 const char *apierr_code(enum apierr e);

@@ -43,6 +43,9 @@ struct config {
     bool access_log;            /* one line per request on stdout */
     int64_t retry_reads;        /* retries of an idempotent read on a dead connection */
     char *trusted_proxies;      /* proxies whose X-Forwarded-For names the client ("" = none) */
+    bool capacity_control;      /* the capacity controller shapes lower tiers */
+    int64_t capacity_interval;  /* ms between its verdicts */
+    int64_t capacity_baseline;  /* s of the baseline window */
     bool tarpit;                /* hold refusals of clients that ignore Retry-After */
     int64_t tarpit_max_held;    /* refusals held at once */
     int64_t tarpit_max_hold;    /* ms, longest hold */

@@ -14,7 +14,7 @@ const int metrics_status_codes[METRICS_STATUS_COUNT] = {200, 201, 400, 401, 403,
 
 static const char *const outcome_names[OUTCOME_COUNT] = {
     "ok",    "rate_limited", "bulkhead_full", "queue_timeout", "pool_timeout", "circuit_open",
-    "error", "timeout",      "client_error",  "unavailable",   "held"};
+    "error", "timeout",      "client_error",  "unavailable",   "held",         "shed"};
 
 const char *metrics_outcome_name(enum metrics_outcome o)
 {

@@ -26,6 +26,7 @@ enum metrics_outcome {
     OUTCOME_CLIENT_ERROR,  /* 4xx other than 429: bad input, auth, not found */
     OUTCOME_UNAVAILABLE,   /* 503, shutting down or database unhealthy */
     OUTCOME_HELD,          /* 429/503 refusal held: the client came back before its Retry-After */
+    OUTCOME_SHED, /* 503, the capacity controller limited the tier (a higher one needs it) */
     OUTCOME_COUNT
 };
 

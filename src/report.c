@@ -6,6 +6,7 @@
  * tell the series apart), so a family's samples stay together as the format requires.
  */
 #include "report.h"
+#include "capctl.h"
 #include "health.h"
 #include "mclock.h"
 #include "tarpit.h"
@@ -25,6 +26,8 @@ enum report_kind {
     REPORT_I64,      /* int64_t (a setting) */
     REPORT_LIMIT,    /* int64_t; JSON null when 0 (unlimited) */
     REPORT_RATIO,    /* double, 0..1 */
+    REPORT_REAL,     /* double */
+    REPORT_BOOL,     /* bool: JSON true/false, Prometheus 1/0 */
     REPORT_TIME,     /* int64_t Unix us; JSON ISO-8601 text, null when 0 */
     REPORT_STATE,    /* enum breaker_state: JSON its name; Prometheus one gauge per state */
     REPORT_MODE,     /* enum breaker_mode: JSON its name */
@@ -55,6 +58,7 @@ struct report_field {
 #define BREAKER   "circuitBreaker"
 #define LIMITER   "rateLimiter"
 #define FAIR      "fairness"
+#define CAPACITY  "capacity"
 
 static const struct report_field report_fields[] = {
     {POOL, "active", REPORT_SIZE, RT(db.active), "bulkhead_db_connections_active", NULL, "gauge",
@@ -145,6 +149,28 @@ static const struct report_field report_fields[] = {
      "bulkhead_tenant_share_rejections_total", NULL, "counter",
      "Requests refused because the tenant's share of the queue was full."},
     {FAIR, "busiest", REPORT_BUSIEST, RT(top)},
+
+    {CAPACITY, "priority", REPORT_I64, RT(cfg.priority)},
+    {CAPACITY, "limit", REPORT_REAL, RT(cap_limit), "bulkhead_capacity_limit", NULL, "gauge",
+     "Requests of the tier allowed at once by the capacity controller (its max when not "
+     "limited; below 1: paced)."},
+    {CAPACITY, "max", REPORT_I64, RT(cfg.db_max)},
+    {CAPACITY, "floor", REPORT_REAL, RT(cap_floor)},
+    {CAPACITY, "toleranceMs", REPORT_REAL, RT(cap_target_ms)},
+    {CAPACITY, "gated", REPORT_BOOL, RT(cap.gated)},
+    {CAPACITY, "shedding", REPORT_BOOL, RT(cap.shedding), "bulkhead_capacity_shedding", NULL,
+     "gauge", "1 while the capacity controller limits the tier for a higher one.", true},
+    {CAPACITY, "congested", REPORT_BOOL, RT(cap.congested)},
+    {CAPACITY, "latencyMedianMs", REPORT_REAL, RT(cap_median_ms)},
+    {CAPACITY, "latencyBaselineMs", REPORT_REAL, RT(cap_baseline_ms)},
+    {NULL, NULL, REPORT_REAL, RT(cap_median_s), "bulkhead_capacity_latency_median_seconds", NULL,
+     "gauge", "The tier's median latency in the controller's last verdict (its signal)."},
+    {NULL, NULL, REPORT_REAL, RT(cap_baseline_s), "bulkhead_capacity_latency_baseline_seconds",
+     NULL, "gauge", "The tier's baseline: its lowest verdict median over CAPACITY_BASELINE_S."},
+    {CAPACITY, "inProgress", REPORT_I64, RT(cap.in_progress)},
+    {CAPACITY, "admitted", REPORT_U64, RT(cap.admitted)},
+    {CAPACITY, "shed", REPORT_U64, RT(cap.shed), "bulkhead_capacity_shed_total", NULL, "counter",
+     "Requests refused (503 shed) because a higher tier needed the shared capacity."},
 
     {NULL, "requests", REPORT_OUTCOMES, RT(outcomes), "bulkhead_requests_total", NULL, "counter",
      "Requests finished, by tier and outcome."},
@@ -252,8 +278,8 @@ void report_read_process(const struct report_sources *src, struct report_process
         out->untiered_statuses[s] = atomic_load(&src->untiered->statuses[s]);
 }
 
-static void report_read_tier(struct tier_rt *t, const struct report_process *p, int64_t now,
-                             struct report_tier *out)
+static void report_read_tier(struct tier_rt *t, const struct report_process *p,
+                             struct capctl *src_cap, int64_t now, struct report_tier *out)
 {
     const struct tier_cfg *c = tierset_cfg(t);
     out->name = t->name;
@@ -263,8 +289,6 @@ static void report_read_tier(struct tier_rt *t, const struct report_process *p, 
     breaker_snapshot(t->breaker, now, &out->br);
     ratelimit_stats(t->rl, &out->rl);
     out->ntop = workpool_top_tenants(t->pool, out->top, REPORT_TOP_TENANTS);
-    for (size_t i = 0; i < out->ntop; i++)
-        out->top_conns[i] = dbpool_held(t->db, out->top[i].id);
     for (size_t i = 0; i < out->ntop; i++)
         out->top_conns[i] = dbpool_held(t->db, out->top[i].id);
     for (int o = 0; o < OUTCOME_COUNT; o++)
@@ -282,6 +306,17 @@ static void report_read_tier(struct tier_rt *t, const struct report_process *p, 
     out->queue_share = tiers_tenant_queue_cap(c);
     out->worker_reserve = (int64_t)wpol.reserve;
     out->conn_reserve = (int64_t)cpol.reserve;
+    if (src_cap) {
+        capctl_stats(src_cap, t->index, &out->cap);
+        out->cap_limit = out->cap.limit;
+        out->cap_floor = (double)c->db_max * (double)c->capacity_floor_pct / 100.0;
+        out->cap_median_ms = out->cap.median_us / 1000.0;
+        out->cap_baseline_ms = out->cap.baseline_us / 1000.0;
+        out->cap_target_ms =
+            out->cap_baseline_ms * (1.0 + (double)c->capacity_tolerance_pct / 100.0);
+        out->cap_median_s = out->cap.median_us / 1e6;
+        out->cap_baseline_s = out->cap.baseline_us / 1e6;
+    }
     out->rl_backend = "none (unlimited)";
     out->rl_backend_errors = 0;
     if (c->rate_limit > 0) {
@@ -299,7 +334,7 @@ void report_read(const struct report_sources *src, struct report_snap *out)
     out->ntiers = tierset_count(src->tiers);
     for (size_t i = 0; i < out->ntiers; i++) {
         struct report_tier *t = &out->tier[i];
-        report_read_tier(tierset_tier(src->tiers, i), &out->proc, now, t);
+        report_read_tier(tierset_tier(src->tiers, i), &out->proc, src->capacity, now, t);
         size_t tenants = 0;
         t->tenant_overrides = 0;
         if (src->auth)
@@ -318,7 +353,7 @@ static const void *report_at(const struct report_tier *t, const struct report_fi
 static bool report_integral(enum report_kind k)
 {
     return k == REPORT_U64 || k == REPORT_SIZE || k == REPORT_I64 || k == REPORT_LIMIT ||
-           k == REPORT_TIME || k == REPORT_STATE || k == REPORT_MODE;
+           k == REPORT_TIME || k == REPORT_STATE || k == REPORT_MODE || k == REPORT_BOOL;
 }
 
 /* An integral field as an unsigned integer (0 for the others). */
@@ -338,6 +373,8 @@ static uint64_t report_u64(const struct report_tier *t, const struct report_fiel
         return (uint64_t) * (const enum breaker_state *)p;
     case REPORT_MODE:
         return (uint64_t) * (const enum breaker_mode *)p;
+    case REPORT_BOOL:
+        return *(const bool *)p;
     default:
         return 0;
     }
@@ -403,7 +440,10 @@ static json_t *report_value_json(const struct report_field *f, const struct repo
     case REPORT_LIMIT:
         return (int64_t)v > 0 ? json_integer((json_int_t)v) : json_null();
     case REPORT_RATIO:
+    case REPORT_REAL:
         return json_real(p ? *(const double *)p : 0.0);
+    case REPORT_BOOL:
+        return json_boolean(v != 0);
     case REPORT_TIME:
         return report_time((int64_t)v);
     case REPORT_STATE:
@@ -558,6 +598,9 @@ static void prom_series(FILE *f, const struct report_field *fd, const struct rep
         return;
     case REPORT_RATIO:
         fprintf(f, "%s{tier=\"%s\"%s%s} %.4f\n", fd->prom, t->name, sep, label, *(const double *)p);
+        return;
+    case REPORT_REAL:
+        fprintf(f, "%s{tier=\"%s\"%s%s} %.6g\n", fd->prom, t->name, sep, label, *(const double *)p);
         return;
     default:
         fprintf(f, "%s{tier=\"%s\"%s%s} %" PRIu64 "\n", fd->prom, t->name, sep, label,

@@ -15,6 +15,7 @@
 
 #include "auth.h"
 #include "breaker.h"
+#include "capctl.h"
 #include "dbpool.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -43,6 +44,7 @@ struct report_sources {
     struct rlredis *redis;               /* NULL unless RATE_LIMIT_BACKEND=redis */
     struct auth *auth;                   /* NULL unless AUTH_MODE=apikey */
     struct tarpit *tarpit;               /* NULL unless TARPIT=true */
+    struct capctl *capacity;             /* NULL: no capacity section */
     const atomic_int *in_flight;         /* requests received and not finished */
     const atomic_bool *draining;         /* shutdown has begun */
     int64_t started_wall_us;             /* process start, Unix us */
@@ -70,6 +72,9 @@ struct report_tier {
     uint64_t outcomes[OUTCOME_COUNT];
     uint64_t statuses[METRICS_STATUS_COUNT];
     struct metrics_hist_snap total, queue, query; /* latency, queue wait, query time */
+    struct capctl_tier_stats cap;                 /* the capacity controller's view */
+    double cap_limit, cap_floor;                  /* in requests at once */
+    double cap_median_ms, cap_baseline_ms, cap_target_ms, cap_median_s, cap_baseline_s;
 };
 
 /* The process, as read. */

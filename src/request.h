@@ -92,6 +92,7 @@ struct request {
     bool body_too_large; /* more than HTTP_MAX_BODY_BYTES arrived */
 
     enum breaker_permit permit; /* held from breaker_acquire until recorded or released */
+    int64_t cap_entered_us;     /* admitted by the capacity controller at; 0 = not admitted */
     int64_t retry_after_us;     /* a refusal's Retry-After, set by the limiter or breaker */
     bool rl_applied;            /* the tier is rate-limited: send RateLimit-* headers */
     struct ratelimit_result rl; /* the verdict behind those headers */

@@ -1,10 +1,10 @@
 /*
  * server: start-up, signal handling, live reload and graceful shutdown (see server.h).
  *
- * Start order: health probe, tiers (breaker, limiter, workers, pool), API keys (after bringing
- * the tenants schema up to date), Redis limiter, tarpit, admin worker, history, janitor, and the
- * HTTP listener last, so no request arrives before its path exists. Shutdown is the reverse, after
- * in-flight requests have had SHUTDOWN_TIMEOUT_MS to finish.
+ * Start order: health probe, tiers (breaker, limiter, workers, pool) and the capacity controller,
+ * API keys (after bringing the tenants schema up to date), Redis limiter, tarpit, admin worker,
+ * history, janitor, and the HTTP listener last, so no request arrives before its path exists.
+ * Shutdown is the reverse, after in-flight requests have had SHUTDOWN_TIMEOUT_MS to finish.
  */
 #include "server.h"
 #include "admin.h"
@@ -12,6 +12,7 @@
 #include "apiwork.h"
 #include "auth.h"
 #include "breaker.h"
+#include "capctl.h"
 #include "dbpool.h"
 #include "health.h"
 #include "history.h"
@@ -73,6 +74,16 @@ static int server_tier_start(struct server *srv, struct tier_rt *t, const struct
         .others_ctx = t->pool,
     };
     return dbpool_create(&po, &t->db);
+}
+
+/* What tier c's settings mean for the capacity controller. */
+static struct capctl_tier_cfg server_capacity_cfg(const struct tier_cfg *c)
+{
+    return (struct capctl_tier_cfg){.priority = c->priority,
+                                    .max = (double)c->db_max,
+                                    .floor =
+                                        (double)c->db_max * (double)c->capacity_floor_pct / 100.0,
+                                    .tolerance = (double)c->capacity_tolerance_pct / 100.0};
 }
 
 /* Free tier t's parts (any of them may be missing after a failed start). */
@@ -175,6 +186,7 @@ static void server_teardown(struct server *srv)
     http_stop(srv->http);
     janitor_stop(srv->janitor);
     tarpit_destroy(srv->tarpit);
+    capctl_destroy(srv->capacity);
     history_destroy(srv->history);
     free(srv->sample);
     admin_destroy(srv->admin);
@@ -192,6 +204,7 @@ static void server_teardown(struct server *srv)
     srv->janitor = NULL;
     srv->history = NULL;
     srv->tarpit = NULL;
+    srv->capacity = NULL;
     srv->sample = NULL;
     srv->admin = NULL;
     srv->auth = NULL;
@@ -212,6 +225,11 @@ static void server_request_done(void *ctx, const struct request *r, int64_t tota
     struct server *srv = ctx;
     struct metrics_tier *m = r->tier ? &r->tier->m : &srv->m_untiered;
     metrics_observe(m, r->outcome, (int)r->status, total_us, r->queue_us, r->query_us);
+    if (r->cap_entered_us) {
+        capctl_leave(srv->capacity, r->tier->index, r->cap_entered_us, mclock_now_us());
+        if (r->outcome == OUTCOME_OK)
+            capctl_observe(srv->capacity, r->tier->index, total_us);
+    }
 }
 
 /* The last one out wakes a shutdown waiting for it. */
@@ -257,6 +275,15 @@ static void server_chore_sample(void *ctx, int64_t now)
     history_record(srv->history, srv->sample);
 }
 
+static void server_chore_capacity(void *ctx, int64_t now)
+{
+    struct server *srv = ctx;
+    const char *names[TIERS_MAX];
+    for (size_t i = 0; i < tierset_count(srv->tiers); i++)
+        names[i] = tierset_tier(srv->tiers, i)->name;
+    capctl_tick(srv->capacity, now, names);
+}
+
 static void server_chore_sweep(void *ctx, int64_t now)
 {
     struct server *srv = ctx;
@@ -282,6 +309,7 @@ static void server_wire(struct server *srv)
                                            .redis = srv->redis,
                                            .auth = srv->auth,
                                            .tarpit = srv->tarpit,
+                                           .capacity = srv->capacity,
                                            .in_flight = &srv->in_flight,
                                            .draining = &srv->draining,
                                            .started_wall_us = srv->started_wall_us,
@@ -293,18 +321,32 @@ static void server_wire(struct server *srv)
                                  .auth = srv->auth,
                                  .redis = srv->redis,
                                  .tarpit = srv->tarpit,
+                                 .capacity = srv->capacity,
                                  .proxies = srv->proxies,
                                  .nproxies = srv->nproxies,
                                  .retry_reads = srv->cfg.retry_reads,
                                  .admin = srv->admin};
 }
 
-/* The tier set and every tier's parts. */
+/* The tier set, every tier's parts, and the capacity controller over them. */
 static int server_start_tiers(struct server *srv, const struct tier_table *tiers)
 {
     int rc = tierset_create(tiers, &srv->tiers);
     for (size_t i = 0; rc == 0 && i < tiers->count; i++)
         rc = server_tier_start(srv, tierset_tier(srv->tiers, i), &tiers->tiers[i]);
+    if (rc)
+        return rc;
+    const struct capctl_cfg cc = {.enabled = srv->cfg.capacity_control,
+                                  .active_us = 1000000,
+                                  .baseline_us = srv->cfg.capacity_baseline * 1000000,
+                                  .min_samples = 8,
+                                  .decrease = 0.5,
+                                  .increase = 0.1};
+    rc = capctl_create(&cc, tiers->count, &srv->capacity);
+    for (size_t i = 0; rc == 0 && i < tiers->count; i++) {
+        struct capctl_tier_cfg tc = server_capacity_cfg(&tiers->tiers[i]);
+        capctl_configure(srv->capacity, i, &tc);
+    }
     return rc;
 }
 
@@ -377,6 +419,7 @@ static int server_start_threads(struct server *srv)
         {SERVER_QUEUE_CHECK_US, server_chore_queues, srv},
         {HISTORY_INTERVAL_MS * 1000, server_chore_sample, srv},
         {SERVER_SWEEP_US, server_chore_sweep, srv},
+        {srv->cfg.capacity_interval * 1000, server_chore_capacity, srv},
     };
     int rc = janitor_start(chores, sizeof(chores) / sizeof(chores[0]), &srv->janitor);
     if (rc)
@@ -435,9 +478,11 @@ fail:
 /* ---- reload (main thread) ------------------------------------------------------------------ */
 
 /* Hand tier t's new settings c to its parts (they change live). */
-static void server_tier_apply(struct tier_rt *t, const struct tier_cfg *old,
+static void server_tier_apply(struct server *srv, struct tier_rt *t, const struct tier_cfg *old,
                               const struct tier_cfg *c)
 {
+    struct capctl_tier_cfg tc = server_capacity_cfg(c);
+    capctl_configure(srv->capacity, t->index, &tc);
     struct workpool_limits lim = tierset_pool_limits(c);
     if (workpool_set_limits(t->pool, &lim))
         log_error("reload", "tier %s: could not start every new worker thread", c->name);
@@ -466,7 +511,7 @@ int server_reload(struct server *srv)
     }
     const struct tier_table *old = tierset_snapshot(srv->tiers);
     for (size_t i = 0; i < next.count; i++)
-        server_tier_apply(tierset_tier(srv->tiers, i), &old->tiers[i], &next.tiers[i]);
+        server_tier_apply(srv, tierset_tier(srv->tiers, i), &old->tiers[i], &next.tiers[i]);
     tierset_publish(srv->tiers, &next);
     log_info("reload", "SIGHUP: tier settings reloaded from %s", srv->cfg.tiers_file);
     server_log_config(srv);

@@ -49,6 +49,7 @@ struct janitor;
 struct history;
 struct tarpit;
 struct admin;
+struct capctl;
 
 struct server {
     struct config cfg;              /* owned; environment settings */
@@ -62,6 +63,7 @@ struct server {
     struct history *history;        /* owned: per-second samples for the dashboard */
     struct tarpit *tarpit;          /* owned; NULL unless TARPIT=true */
     struct admin *admin;            /* owned; NULL unless ADMIN_TOKEN is set */
+    struct capctl *capacity;        /* owned: the capacity controller over the tiers */
     struct report_snap *sample;     /* owned: the janitor's scratch reading (janitor only) */
     atomic_int in_flight;           /* requests created and not yet freed */
     atomic_bool draining;           /* shutdown started: refuse new work */

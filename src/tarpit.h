@@ -1,6 +1,6 @@
 /*
  * tarpit: Retry-After enforcement, after HAProxy's tarpit. A client refused with a Retry-After
- * (429 rate_limited, 503 bulkhead_full, capacity_shed, circuit_open) that sends again before
+ * (429 rate_limited, 503 bulkhead_full, 503 shed) that sends again before
  * that time has passed gets its next refusal held: the connection is suspended and answered at
  * the time it was told to come back (at most max_hold_us later) instead of at once. A client
  * that waits as told sees no difference, and the first refusal is always immediate (fail
@@ -8,9 +8,9 @@
  * instead of taking the HTTP threads.
  *
  * Only refusals are held: a request that would be admitted is admitted, whoever sent it. The
- * caller names the client by up to two keys (the tenant within the tier, and the client's
- * address within the tier: fresh tenant ids from one address do not escape), and the request
- * is held when either key is inside its Retry-After.
+ * caller names the client by up to two keys (the tenant within the tier and, for a refusal
+ * about the whole tier, the client's address within the tier, so that fresh tenant ids from one
+ * address do not escape), and the request is held when either key is inside its Retry-After.
  *
  * Bounded: at most max_clients keys (then new clients are not tracked, and answered at once),
  * at most max_held requests held at once (then refusals are answered at once).

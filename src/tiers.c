@@ -70,6 +70,17 @@ static const struct tier_key tier_keys[] = {
      "a tenant whose recent requests held a worker less than this (ms, mean) may take any free "
      "worker or connection, share and reserve aside: it gives it back at once; 0 = none",
      TOFF(brief_request_ms)},
+    {"priority", 10, 0, 1000,
+     "rank over the shared capacity: while a tier of higher priority is active, this one is "
+     "limited when that tier's latency passes its tolerance",
+     TOFF(priority)},
+    {"capacity_floor_pct", 10, 0, 100,
+     "the least this tier is cut to, as % of db_max in requests at once (below one request: "
+     "paced); 100 = never cut",
+     TOFF(capacity_floor_pct)},
+    {"capacity_tolerance_pct", 100, 1, 10000,
+     "how much this tier's latency may grow over its baseline before lower tiers are cut",
+     TOFF(capacity_tolerance_pct)},
     {"tenant_linger_ms", 1000, 0, 3600000,
      "how long a tenant still counts as active after its last request ended (its neighbours stay "
      "at their share meanwhile)",

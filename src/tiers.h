@@ -22,26 +22,29 @@
 /* One tier's settings. Plain numbers: copied freely, never freed. */
 struct tier_cfg {
     char name[TIERS_NAME_MAX + 1];
-    int64_t workers;               /* worker threads (logic bulkhead) */
-    int64_t queue_max;             /* requests waiting for a worker before 503 bulkhead_full */
-    int64_t queue_timeout_ms;      /* longest wait in the queue before 503 queue_timeout */
-    int64_t db_max;                /* PostgreSQL connections at most (database bulkhead) */
-    int64_t db_acquire_timeout_ms; /* longest wait for a connection before 503 */
-    int64_t rate_limit;            /* requests per window per tenant; 0 = unlimited */
-    int64_t rate_window_s;         /* the window of rate_limit, in seconds */
-    int64_t breaker_timeout_ms;    /* a call slower than this fails with 504 */
-    int64_t breaker_error_pct;     /* failure rate in the window that opens the breaker */
-    int64_t breaker_reset_ms;      /* time OPEN before a half-open trial */
-    int64_t breaker_window_ms;     /* rolling window of the failure rate */
-    int64_t breaker_buckets;       /* buckets in the rolling window */
-    int64_t breaker_min_calls;     /* calls in the window before the rate can open it */
-    int64_t breaker_trial_calls;   /* calls admitted while HALF_OPEN */
-    int64_t tenant_share_pct;      /* most of the workers/connections one tenant may hold while
-                                      other tenants of the tier wait */
-    int64_t tenant_queue_pct;      /* most of the queue one tenant may fill */
-    int64_t tenant_reserve_pct;    /* workers/connections kept for tenants holding none */
-    int64_t brief_request_ms;      /* a mean hold below this lets a tenant take any free slot */
-    int64_t tenant_linger_ms;      /* a tenant counts as active this long after its last request */
+    int64_t workers;                /* worker threads (logic bulkhead) */
+    int64_t queue_max;              /* requests waiting for a worker before 503 bulkhead_full */
+    int64_t queue_timeout_ms;       /* longest wait in the queue before 503 queue_timeout */
+    int64_t db_max;                 /* PostgreSQL connections at most (database bulkhead) */
+    int64_t db_acquire_timeout_ms;  /* longest wait for a connection before 503 */
+    int64_t rate_limit;             /* requests per window per tenant; 0 = unlimited */
+    int64_t rate_window_s;          /* the window of rate_limit, in seconds */
+    int64_t breaker_timeout_ms;     /* a call slower than this fails with 504 */
+    int64_t breaker_error_pct;      /* failure rate in the window that opens the breaker */
+    int64_t breaker_reset_ms;       /* time OPEN before a half-open trial */
+    int64_t breaker_window_ms;      /* rolling window of the failure rate */
+    int64_t breaker_buckets;        /* buckets in the rolling window */
+    int64_t breaker_min_calls;      /* calls in the window before the rate can open it */
+    int64_t breaker_trial_calls;    /* calls admitted while HALF_OPEN */
+    int64_t tenant_share_pct;       /* most of the workers/connections one tenant may hold while
+                                       other tenants of the tier wait */
+    int64_t tenant_queue_pct;       /* most of the queue one tenant may fill */
+    int64_t tenant_reserve_pct;     /* workers/connections kept for tenants holding none */
+    int64_t brief_request_ms;       /* a mean hold below this lets a tenant take any free slot */
+    int64_t priority;               /* rank over the shared capacity; higher is served first */
+    int64_t capacity_floor_pct;     /* least it is cut to, % of db_max in requests at once */
+    int64_t capacity_tolerance_pct; /* its latency growth before lower tiers are cut */
+    int64_t tenant_linger_ms;       /* a tenant counts as active this long after its last one */
 };
 
 struct tier_table {

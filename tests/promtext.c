@@ -274,7 +274,10 @@ static int prom_parse_sample(struct prom_doc *d, const char *line, int ln, int *
         if (same)
             return prom_fail(err, errlen, ln, "duplicate series: %s", line);
     }
-    d->s = realloc(d->s, (d->ns + 1) * sizeof(*d->s));
+    if (d->ns == d->cap) {
+        d->cap = d->cap ? 2 * d->cap : 64;
+        d->s = realloc(d->s, d->cap * sizeof(*d->s));
+    }
     d->s[d->ns++] = s;
     return 0;
 }

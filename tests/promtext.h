@@ -36,7 +36,7 @@ struct prom_doc {
     struct prom_family *fam;
     size_t nfam;
     struct prom_sample *s;
-    size_t ns;
+    size_t ns, cap; /* cap: room in s (it doubles: a sample is about 3 KB) */
 };
 
 /* Parse the whole text into d; 0, or -1 with the first problem (and its line) in err. */

@@ -388,8 +388,9 @@ static void every_tier_has_its_series(void **state)
             assert_false(isnan(prom_value(&d, per_tier[i], 1, "tier", tier)));
         }
         static const char *const outcomes[] = {
-            "ok",           "rate_limited", "bulkhead_full", "queue_timeout", "pool_timeout",
-            "circuit_open", "error",        "timeout",       "client_error",  "unavailable"};
+            "ok",           "rate_limited", "bulkhead_full", "queue_timeout",
+            "pool_timeout", "circuit_open", "error",         "timeout",
+            "client_error", "unavailable",  "held",          "shed"};
         for (size_t o = 0; o < sizeof(outcomes) / sizeof(outcomes[0]); o++)
             assert_false(isnan(prom_value(&d, "bulkhead_requests_total", 2, "tier", tier, "outcome",
                                           outcomes[o])));

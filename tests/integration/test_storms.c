@@ -4,10 +4,10 @@
  * A client refused with a Retry-After that sends again before it is up gets its next refusal
  * held (counted as outcome "held", visible while held in bulkhead_tarpit_holding) and still
  * answered with the refusal; a client that waits as told is answered at once; fresh tenant ids
- * from one address do not escape; clients behind one trusted proxy are told apart by their
- * forwarded address; past TARPIT_MAX_HELD refusals are answered at once and counted, and the
- * server's descriptors come back to where they were; shutdown answers a held request at once.
- * States and counts, no timing thresholds.
+ * from one address do not escape a full tier, while a rate limit stays each tenant's own;
+ * clients behind one trusted proxy are told apart by their forwarded address; past TARPIT_MAX_HELD
+ * refusals are answered at once and counted, and the server's descriptors come back to where they
+ * were; shutdown answers a held request at once. States and counts, no timing thresholds.
  */
 #include "faultkit.h"
 #include "harness.h"
@@ -26,14 +26,17 @@
 #include <cmocka.h>
 
 /* free admits one request per hour per tenant: the second is refused with a Retry-After of
- * an hour, and any request after it is back too early. pro keeps its built-in settings. */
+ * an hour, and any request after it is back too early. pro keeps its built-in settings. tiny
+ * has one worker and one queue slot: two slow requests fill it, a third is bulkhead_full. */
 #define STORM_TIERS                                                                                \
-    "{\"free\": {\"rate_limit\": 1, \"rate_window_s\": 3600}, \"pro\": {}, \"enterprise\": {}}"
+    "{\"free\": {\"rate_limit\": 1, \"rate_window_s\": 3600}, \"pro\": {}, \"enterprise\": {},"    \
+    " \"tiny\": {\"workers\": 1, \"queue_max\": 1, \"db_max\": 1, \"rate_limit\": 0,"              \
+    " \"queue_timeout_ms\": 60000, \"breaker_timeout_ms\": 60000}}"
 
 static struct h_suite suite = {
     .name = "storms",
     .tiers_json = STORM_TIERS,
-    .env = {"TARPIT_MAX_HOLD_MS=1000", "TARPIT_MAX_HELD=3", "TRUSTED_PROXIES=127.0.0.1", NULL},
+    .env = {"TARPIT_MAX_HOLD_MS=3000", "TARPIT_MAX_HELD=3", "TRUSTED_PROXIES=127.0.0.1", NULL},
 };
 
 static int setup(void **state)
@@ -128,17 +131,63 @@ static void a_client_back_too_early_is_held_and_still_refused(void **state)
     assert_true(H_WAIT(h_server_log_has(&suite.srv, "\"outcome\":\"held\""), 20000));
 }
 
-static void a_fresh_tenant_id_from_the_same_address_is_the_same_client(void **state)
+/* A slow request of tier tiny on its own thread. */
+static void *slow_tiny(void *arg)
+{
+    const char *h[] = {"X-Tenant-Tier: tiny", "X-Tenant-Id: slow", NULL};
+    struct h_resp r;
+    h_get(h_url(&suite.srv, "/api/data?delay_ms=1500"), h, &r);
+    *(long *)arg = r.status;
+    h_resp_free(&r);
+    return NULL;
+}
+
+static long get_tiny(const char *tenant)
+{
+    char th[96];
+    snprintf(th, sizeof(th), "X-Tenant-Id: %s", tenant);
+    const char *h[] = {"X-Tenant-Tier: tiny", th, "X-Forwarded-For: 10.9.0.1", NULL};
+    struct h_resp r;
+    h_get(h_url(&suite.srv, "/api/data?limit=1"), h, &r);
+    long st = r.status;
+    h_resp_free(&r);
+    return st;
+}
+
+static void a_fresh_tenant_id_does_not_escape_a_full_tier(void **state)
 {
     (void)state;
-    assert_int_equal(get_free("fresh-1", "10.9.0.1", NULL), 200);
-    assert_int_equal(get_free("fresh-1", "10.9.0.1", NULL), 429);
+    long st[2];
+    pthread_t t[2];
+    /* One running, then one queued (one at a time: two at once could find the slot taken). */
+    pthread_create(&t[0], NULL, slow_tiny, &st[0]);
+    assert_true(H_WAIT(h_metric(base(), "tiny", "threadPool", "active") == 1, 20000));
+    pthread_create(&t[1], NULL, slow_tiny, &st[1]);
+    assert_true(H_WAIT(h_metric(base(), "tiny", "threadPool", "queued") == 1, 20000));
+    int64_t held0 = h_metric(base(), "tiny", "requests", "held");
+    /* The tier is full: the first refusal from this address is immediate... */
+    assert_int_equal(get_tiny("fresh-1"), 503);
+    assert_int_equal(h_metric(base(), "tiny", "requests", "held"), held0);
+    /* ...and a new tenant id from the same address, back at once, is the same client. */
+    assert_int_equal(get_tiny("fresh-2"), 503);
+    assert_true(H_WAIT(h_metric(base(), "tiny", "requests", "held") == held0 + 1, 20000));
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(st[i], 200);
+    }
+}
+
+static void a_rate_limit_is_the_tenants_own_business(void **state)
+{
+    (void)state;
+    /* One tenant used up its limit and was refused... */
+    assert_int_equal(get_free("own-1", "10.9.0.2", NULL), 200);
+    assert_int_equal(get_free("own-1", "10.9.0.2", NULL), 429);
     int64_t held0 = held_total();
-    /* A new tenant id is admitted (its own limit): only refusals are ever held. */
-    assert_int_equal(get_free("fresh-2", "10.9.0.1", NULL), 200);
-    /* Its refusal is its first, but the address was told to wait: held. */
-    assert_int_equal(get_free("fresh-2", "10.9.0.1", NULL), 429);
-    assert_true(H_WAIT(held_total() == held0 + 1, 20000));
+    /* ...another tenant behind the same address is refused for its own limit, at once. */
+    assert_int_equal(get_free("own-2", "10.9.0.2", NULL), 200);
+    assert_int_equal(get_free("own-2", "10.9.0.2", NULL), 429);
+    assert_int_equal(held_total(), held0);
 }
 
 static void clients_behind_one_proxy_are_told_apart(void **state)
@@ -160,21 +209,26 @@ static void clients_behind_one_proxy_are_told_apart(void **state)
 static void a_client_that_waits_is_answered_at_once(void **state)
 {
     (void)state;
-    /* pro: 1,000 per minute; spend them, then wait the Retry-After the refusal gave. */
+    /* pro: 1,000 per minute. Spend them until refused, then wait the Retry-After it said. */
     const char *h[] = {"X-Tenant-Tier: pro", "X-Tenant-Id: patient", NULL};
     static long st[1100];
     h_burst("GET", h_url(&suite.srv, "/api/data?limit=1"), h, 1100, 16, st, NULL);
     assert_true(h_count(st, 1100, 429) >= 1); /* more may pass: tokens refill meanwhile */
-    int64_t held0 = h_metric(base(), "pro", "requests", "held");
     struct h_resp r;
-    h_get(h_url(&suite.srv, "/api/data?limit=1"), h, &r);
-    char v[32];
-    long retry = h_header(&r, "Retry-After", v, sizeof(v)) ? atol(v) : 0;
+    long retry = 0;
+    for (int i = 0; i < 100 && !retry; i++) {
+        h_get(h_url(&suite.srv, "/api/data?limit=1"), h, &r);
+        char v[32];
+        if (r.status == 429 && h_header(&r, "Retry-After", v, sizeof(v)))
+            retry = atol(v);
+        h_resp_free(&r);
+    }
     assert_true(retry >= 1);
-    h_resp_free(&r);
+    assert_true(H_WAIT(h_prom(base(), "bulkhead_tarpit_holding", NULL) == 0, 20000));
+    int64_t held0 = h_metric(base(), "pro", "requests", "held");
     h_nap_ms((int)retry * 1000 + 50); /* the client's own pacing: it does as it is told */
     h_get(h_url(&suite.srv, "/api/data?limit=1"), h, &r);
-    assert_int_equal(r.status, 200); /* a token came back in the meantime */
+    assert_int_equal(r.status, 200); /* on time, and a token came back meanwhile */
     h_resp_free(&r);
     assert_int_equal(h_metric(base(), "pro", "requests", "held"), held0);
 }
@@ -224,7 +278,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_client_back_too_early_is_held_and_still_refused),
-        cmocka_unit_test(a_fresh_tenant_id_from_the_same_address_is_the_same_client),
+        cmocka_unit_test(a_fresh_tenant_id_does_not_escape_a_full_tier),
+        cmocka_unit_test(a_rate_limit_is_the_tenants_own_business),
         cmocka_unit_test(clients_behind_one_proxy_are_told_apart),
         cmocka_unit_test(a_client_that_waits_is_answered_at_once),
         cmocka_unit_test(holds_are_bounded_and_descriptors_come_back),

@@ -199,8 +199,8 @@ static void outcome_names_are_the_label_values(void **state)
 {
     (void)state;
     const char *want[OUTCOME_COUNT] = {
-        "ok",           "rate_limited", "bulkhead_full", "queue_timeout", "pool_timeout",
-        "circuit_open", "error",        "timeout",       "client_error",  "unavailable"};
+        "ok",    "rate_limited", "bulkhead_full", "queue_timeout", "pool_timeout", "circuit_open",
+        "error", "timeout",      "client_error",  "unavailable",   "held",         "shed"};
     for (int o = 0; o < OUTCOME_COUNT; o++)
         assert_string_equal(metrics_outcome_name((enum metrics_outcome)o), want[o]);
     assert_string_equal(metrics_outcome_name(OUTCOME_COUNT), "unknown");

@@ -45,6 +45,9 @@ static const struct {
     {"tenant_reserve_pct", offsetof(struct tier_cfg, tenant_reserve_pct)},
     {"brief_request_ms", offsetof(struct tier_cfg, brief_request_ms)},
     {"tenant_linger_ms", offsetof(struct tier_cfg, tenant_linger_ms)},
+    {"priority", offsetof(struct tier_cfg, priority)},
+    {"capacity_floor_pct", offsetof(struct tier_cfg, capacity_floor_pct)},
+    {"capacity_tolerance_pct", offsetof(struct tier_cfg, capacity_tolerance_pct)},
 };
 #define KEY_COUNT (sizeof(key_fields) / sizeof(key_fields[0]))
 
