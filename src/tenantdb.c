@@ -41,11 +41,14 @@ static const char tenantdb_sql_audit[] =
     "VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)";
 static const char tenantdb_sql_notify[] = "SELECT pg_notify('" AUTH_NOTIFY_CHANNEL "', $1)";
 static const char tenantdb_sql_get[] = "SELECT " TENANTDB_JSON " FROM tenants t WHERE t.name = $1";
+/* By name in byte order (COLLATE "C"), whatever the database's collation: pages follow each
+ * other exactly, and the order is the same on every database. */
 static const char tenantdb_sql_list[] =
     "SELECT json_build_object('tenants', coalesce(json_agg(s.j ORDER BY s.n), '[]'::json), "
     "'next', CASE WHEN count(*) = $2::int THEN max(s.n) END)::text FROM ("
-    "SELECT t.name AS n, (" TENANTDB_JSON ")::json AS j FROM tenants t "
-    "WHERE $1::text IS NULL OR t.name > $1 ORDER BY t.name LIMIT $2::int) s";
+    "SELECT t.name COLLATE \"C\" AS n, (" TENANTDB_JSON ")::json AS j FROM tenants t "
+    "WHERE $1::text IS NULL OR t.name COLLATE \"C\" > $1 ORDER BY t.name COLLATE \"C\" "
+    "LIMIT $2::int) s";
 static const char tenantdb_sql_audit_list[] =
     "SELECT json_build_object('events', coalesce(json_agg(s.e ORDER BY s.id DESC), '[]'::json), "
     "'next', CASE WHEN count(*) = $3::int THEN min(s.id) END)::text FROM ("
