@@ -84,8 +84,8 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                                                "`application/json`"},
     [APIERR_RATE_LIMITED] = {"rate_limited", 429, OUTCOME_RATE_LIMITED, APIERR_RETRY_WAIT,
                              .message = "the tenant's rate limit is used up",
-                             .when = "the tenant used up its tier's rate limit; Retry-After: "
-                                     "until a request would be admitted",
+                             .when = "the tenant used up its rate limit (its own override, or its "
+                                     "tier's); Retry-After: until a request would be admitted",
                              .held = APIERR_HOLD_TENANT},
     [APIERR_DATABASE_ERROR] = {"database_error", 500, OUTCOME_ERROR,
                                .message = "the statement failed",
