@@ -3,7 +3,11 @@
 # is (1) flooded far above its rate limit, (2) saturated with slow queries beyond its threads,
 # connections and queue, (3) hit by a failure storm that opens its breaker; and (4) checks
 # fairness inside free: a noisy tenant's slow queries, from 12 and from 48 clients, do not
-# slow down quiet tenants of the same tier.
+# slow down quiet tenants of the same tier; (5) closed-loop storms on free, clients that retry at
+# once whatever Retry-After says (one tenant at full speed, all 429; slow queries from a fresh
+# tenant per request); (6) a busy free tier: cheap reads from a fresh tenant per request at full
+# speed, each inside its own rate limit, so only priority over the shared capacity protects
+# enterprise.
 # Prints one table per scenario and a verdict; exit status 0 on PASS, 1 on FAIL, 2 when a tool
 # or the server is missing.
 #
@@ -34,7 +38,7 @@ P99_FLOOR_MS=${P99_FLOOR_MS:-25}
 RUN=${RUN_ID:-$(date +%s)}  # fresh tenant ids per run: rate limits are per tenant per minute
 
 missing=()
-for tool in hey curl awk; do
+for tool in hey wrk curl awk; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -237,6 +241,61 @@ for nc in 12 48; do
     echo "  verdict: ${fair#* }  -> ${fair%% *}"
     verdicts+=("fairness: $fair")
     [ "${fair%% *}" = PASS ] || failed=1
+done
+
+# 5 and 6 run closed loops at full speed (wrk): what a client that ignores Retry-After does.
+# wrk's Lua gives each request a fresh tenant id (each inside its own rate limit).
+fresh_lua() { # file path_and_query
+    cat >"$1" <<LUA
+local n = 0
+request = function()
+    n = n + 1
+    return wrk.format("GET", "$2", { ["X-Tenant-Tier"] = "free",
+        ["X-Tenant-Id"] = "fresh-$RUN-" .. n .. "-" .. math.random(1000000000) })
+end
+LUA
+}
+# wrk_storm out seconds connections args...: one closed-loop storm; prints nothing.
+wrk_storm() {
+    local out=$1 secs=$2 c=$3
+    shift 3
+    wrk -t1 -c"$c" -d"${secs}s" -T 10s "$@" >"$out" 2>&1
+}
+storm_row() { # label wrk-output
+    awk -v l="$1" '/^Requests\/sec:/ { r = $2 } /Non-2xx/ { bad = $NF } /requests in/ { n = $1 }
+        END { printf "  %-22s %9s %9s %9s %7s %7s  (wrk: 2xx = total - non-2xx)\n", l, r, "-", "-", n, n - bad }' "$2"
+}
+fresh_lua "$TMP/slow.lua" "/api/data?delay_ms=1000"
+fresh_lua "$TMP/cheap.lua" "/api/data"
+n=5
+for storm in loop429 slowfresh cheapfresh; do
+    case $storm in
+    loop429)
+        wrk_storm "$TMP/w-$storm" $((DURATION + 2)) 50 -H "X-Tenant-Tier: free" \
+            -H "X-Tenant-Id: loop-$RUN" "$BASE_URL/api/data?limit=10" &
+        title="scenario $n: closed-loop storm, one free tenant at full speed (wrk -c50, all 429)" ;;
+    slowfresh)
+        wrk_storm "$TMP/w-$storm" $((DURATION + 2)) 100 -s "$TMP/slow.lua" "$BASE_URL" &
+        title="scenario $n: closed-loop storm, 1 s queries from a fresh free tenant each (wrk -c100)" ;;
+    cheapfresh)
+        n=6
+        wrk_storm "$TMP/w-$storm" $((DURATION + 2)) 50 -s "$TMP/cheap.lua" "$BASE_URL" &
+        title="scenario $n: busy free, cheap reads from a fresh tenant each at full speed (wrk -c50)" ;;
+    esac
+    ps=$!
+    sleep 1
+    hey_rate "$TMP/e-$storm" "$ENT_RATE" "$DURATION" "$ENT_URL" "${ENT_H[@]}"
+    wait "$ps"
+    header "$title"
+    row "enterprise" "$TMP/e-$storm"
+    storm_row "free (storm)" "$TMP/w-$storm"
+    judge "$storm" "$TMP/e-$storm"
+    # Let the storm's held and queued requests drain before the next one.
+    for _ in $(seq 100); do
+        curl -fsS -m 5 "$BASE_URL/metrics/bulkheads" | grep -o '"free":{.*' | sed 's/},"pro":{.*//' |
+            grep -q '"threadPool":{"active":0,"queued":0' && break
+        sleep 0.1
+    done
 done
 
 echo

@@ -8,8 +8,9 @@
  * the controller cuts free (its limit falls, requests are refused 503 "shed" with a Retry-After
  * before any worker or connection is used, a log event says shedding started), and enterprise's
  * own limit stays at its maximum with nothing shed. When enterprise leaves, free is no longer
- * gated and grows back. A reload changes the controller's settings live. States, counters and
- * bodies: no timing thresholds (the storm's effect is waited for, with a bound).
+ * gated and grows back. Two instances on one database, each with its own controller and no
+ * coordination, both cut their own free. A reload changes the controller's settings live. States,
+ * counters and bodies: no timing thresholds (the storm's effect is waited for, with a bound).
  */
 #include "harness.h"
 
@@ -52,10 +53,10 @@ static int teardown(void **state)
     return 0;
 }
 
-/* A number of tier's "capacity" section of /metrics/bulkheads (NAN: missing). */
-static double cap_num(const char *tier, const char *field)
+/* A number of tier's "capacity" section of server srv's /metrics/bulkheads (NAN: missing). */
+static double cap_num_of(const struct h_server *srv, const char *tier, const char *field)
 {
-    json_t *sec = h_metric_section(suite.srv.base, tier, "capacity");
+    json_t *sec = h_metric_section(srv->base, tier, "capacity");
     double v = NAN;
     json_t *f = json_object_get(sec, field);
     if (json_is_number(f))
@@ -66,15 +67,22 @@ static double cap_num(const char *tier, const char *field)
     return v;
 }
 
-/* One GET /api/data?limit=1 of tier as tenant; the status, and the body's error code in err. */
-static long get_as(const char *tier, const char *tenant, char *err, size_t errlen, long *retry)
+static double cap_num(const char *tier, const char *field)
+{
+    return cap_num_of(&suite.srv, tier, field);
+}
+
+/* One GET /api/data?limit=1 of tier as tenant to server srv; the status, and the body's error
+ * code in err. */
+static long get_on(const struct h_server *srv, const char *tier, const char *tenant, char *err,
+                   size_t errlen, long *retry)
 {
     char th[64], tn[96];
     snprintf(th, sizeof(th), "X-Tenant-Tier: %s", tier);
     snprintf(tn, sizeof(tn), "X-Tenant-ID: %s", tenant);
     const char *h[] = {th, tn, NULL};
     struct h_resp r;
-    h_get(h_url(&suite.srv, "/api/data?limit=1"), h, &r);
+    h_get(h_url(srv, "/api/data?limit=1"), h, &r);
     long st = r.status;
     if (err) {
         err[0] = 0;
@@ -92,9 +100,15 @@ static long get_as(const char *tier, const char *tenant, char *err, size_t errle
     return st;
 }
 
+static long get_as(const char *tier, const char *tenant, char *err, size_t errlen, long *retry)
+{
+    return get_on(&suite.srv, tier, tenant, err, errlen, retry);
+}
+
 /* ---- load threads ----------------------------------------------------------------------- */
 
 struct load {
+    const struct h_server *srv; /* NULL: the suite's */
     const char *tier;
     const char *prefix; /* tenant ids: prefix-<thread>-<n> (fresh) or prefix-<thread> */
     bool fresh;
@@ -110,7 +124,7 @@ struct load_arg {
     struct load *l;
     int i;
 };
-static struct load_arg args[2][16];
+static struct load_arg args[4][16];
 
 static void *load_main(void *arg)
 {
@@ -123,7 +137,7 @@ static void *load_main(void *arg)
         else
             snprintf(tenant, sizeof(tenant), "%s-%d", l->prefix, a->i);
         long retry = -1;
-        long st = get_as(l->tier, tenant, err, sizeof(err), &retry);
+        long st = get_on(l->srv ? l->srv : &suite.srv, l->tier, tenant, err, sizeof(err), &retry);
         if (st == 200)
             atomic_fetch_add(&l->ok, 1);
         else if (st == 503 && !strcmp(err, "shed")) {
@@ -241,6 +255,60 @@ static void a_free_storm_is_cut_for_enterprise_and_recovers(void **state)
     assert_int_equal(get_as("free", "after", err, sizeof(err), NULL), 200);
 }
 
+struct pair {
+    const struct h_server *a, *b;
+};
+
+static bool both_shed_free(void *arg)
+{
+    const struct pair *p = arg;
+    return cap_num_of(p->a, "free", "shed") > 0 && cap_num_of(p->b, "free", "shed") > 0 &&
+           cap_num_of(p->a, "free", "limit") < 5 && cap_num_of(p->b, "free", "limit") < 5;
+}
+
+static void two_instances_on_one_database_both_cut_free(void **state)
+{
+    (void)state;
+    /* A second instance, same database and tiers, no coordination with the first. */
+    char env[500];
+    snprintf(env, sizeof(env), "TIERS_FILE=%s", suite.tiers_path);
+    const char *e[] = {env,
+                       "CAPACITY_INTERVAL_MS=50",
+                       "CAPACITY_BASELINE_S=60",
+                       "TARPIT=false",
+                       "ACCESS_LOG=false",
+                       NULL};
+    struct h_server srv2;
+    assert_int_equal(h_server_start(&srv2, suite.db_url, e), 0);
+    for (int i = 0; i < 200; i++) {
+        assert_int_equal(get_on(&suite.srv, "enterprise", "two", NULL, 0, NULL), 200);
+        assert_int_equal(get_on(&srv2, "enterprise", "two", NULL, 0, NULL), 200);
+    }
+    struct load e1 = {.srv = &suite.srv, .tier = "enterprise", .prefix = "e1", .threads = 1};
+    struct load e2 = {.srv = &srv2, .tier = "enterprise", .prefix = "e2", .threads = 1};
+    struct load s1 = {
+        .srv = &suite.srv, .tier = "free", .prefix = "s1", .fresh = true, .threads = 6};
+    struct load s2 = {.srv = &srv2, .tier = "free", .prefix = "s2", .fresh = true, .threads = 6};
+    load_start(&e1, 0);
+    load_start(&e2, 1);
+    load_start(&s1, 2);
+    load_start(&s2, 3);
+    struct pair p = {&suite.srv, &srv2};
+    bool both = h_wait_until(both_shed_free, &p, 60000);
+    double l1 = cap_num_of(&suite.srv, "enterprise", "limit"),
+           l2 = cap_num_of(&srv2, "enterprise", "limit");
+    load_stop(&s1);
+    load_stop(&s2);
+    load_stop(&e1);
+    load_stop(&e2);
+    printf("# free shed on the first instance %.0f, on the second %.0f\n",
+           cap_num_of(&suite.srv, "free", "shed"), cap_num_of(&srv2, "free", "shed"));
+    assert_int_equal(h_server_stop(&srv2, SIGTERM, 20000), 0);
+    assert_true(both);
+    assert_true(l1 == 50 && l2 == 50);
+    assert_int_equal(atomic_load(&e1.shed) + atomic_load(&e2.shed), 0);
+}
+
 static void a_reload_changes_the_controller(void **state)
 {
     (void)state;
@@ -252,7 +320,7 @@ static void a_reload_changes_the_controller(void **state)
     fclose(f);
     assert_int_equal(kill(suite.srv.pid, SIGHUP), 0);
     assert_true(H_WAIT(cap_num("free", "floor") == 2 && cap_num("free", "priority") == 5, 20000));
-    assert_true(cap_num("free", "limit") == 5);
+    assert_true(H_WAIT(cap_num("free", "limit") == 5, 20000)); /* enterprise went quiet */
     /* A bad value is refused by the reload and changes nothing. */
     f = fopen(suite.tiers_path, "w");
     assert_non_null(f);
@@ -272,6 +340,7 @@ int main(void)
         cmocka_unit_test(the_capacity_section_says_what_the_controller_does),
         cmocka_unit_test(free_alone_takes_everything),
         cmocka_unit_test(a_free_storm_is_cut_for_enterprise_and_recovers),
+        cmocka_unit_test(two_instances_on_one_database_both_cut_free),
         cmocka_unit_test(a_reload_changes_the_controller),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
