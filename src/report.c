@@ -306,6 +306,12 @@ static void report_read_tier(struct tier_rt *t, const struct report_process *p,
     out->queue_share = tiers_tenant_queue_cap(c);
     out->worker_reserve = (int64_t)wpol.reserve;
     out->conn_reserve = (int64_t)cpol.reserve;
+    /* Without a controller (the unit tests' fake set) the capacity fields read as zero, not
+     * as whatever the snapshot's allocation held. */
+    memset(&out->cap, 0, sizeof(out->cap));
+    out->cap_limit = out->cap_floor = 0;
+    out->cap_median_ms = out->cap_baseline_ms = out->cap_target_ms = 0;
+    out->cap_median_s = out->cap_baseline_s = 0;
     if (src_cap) {
         capctl_stats(src_cap, t->index, &out->cap);
         out->cap_limit = out->cap.limit;
