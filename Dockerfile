@@ -8,10 +8,11 @@
 # Three stages. All install their Debian packages with scripts/deps.sh, the script `make` uses,
 # so the images and a developer's machine cannot drift apart:
 #   build     the "build" set (compiler, -dev packages); builds and strips build/bulkhead;
-#   loadtest  the "loadtest" set (hey, curl) and load-test.sh, nothing of the server
+#   loadtest  the "loadtest" set (hey, wrk, curl) and load-test.sh, nothing of the server
 #             (`--target loadtest`);
-#   runtime   the "runtime" set (the shared libraries, curl for HEALTHCHECK) and the stripped
-#             binary: no compiler, no load generator. The last stage, so the default target.
+#   runtime   the "runtime" set (the shared libraries, curl for HEALTHCHECK on /livez) and the
+#             stripped binary: no compiler, no load generator. The last stage, so the default
+#             target.
 # Both images run as the numeric user 10001 (Kubernetes runAsNonRoot needs a number to check).
 
 ARG VERSION=0.1.0
@@ -69,8 +70,11 @@ USER 10001:10001
 ENV API_PORT=8080 \
     API_BIND=0.0.0.0
 EXPOSE 8080
+# Liveness, not readiness: a database outage must not mark every API container unhealthy
+# (an orchestrator would restart processes that are fine). /readyz is for load balancers and
+# Kubernetes readiness probes; /health is the seed's database check.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=3 \
-    CMD curl -fsS "http://127.0.0.1:${API_PORT:-8080}/health" >/dev/null || exit 1
+    CMD curl -fsS "http://127.0.0.1:${API_PORT:-8080}/livez" >/dev/null || exit 1
 # bulkhead handles SIGTERM itself (graceful drain, see SHUTDOWN_TIMEOUT_MS) and SIGHUP (reload).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/bulkhead"]

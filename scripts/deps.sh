@@ -16,7 +16,7 @@ pkgs_bench="wrk hey postgresql-15 postgresql-client-15 procps curl iproute2 ngin
 # generators in a production image.
 pkgs_runtime="libmicrohttpd12 libpq5 libjansson4 libhiredis0.14 libssl3 curl ca-certificates"
 # The image that runs load-test.sh against the stack (Dockerfile target "loadtest").
-pkgs_loadtest="hey curl ca-certificates"
+pkgs_loadtest="hey wrk curl ca-certificates"
 
 want=""
 for set in "$@"; do

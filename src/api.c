@@ -55,6 +55,9 @@ static void api_method_not_allowed(struct request *r, const char *allow)
  * The client's address as "ip:<addr>", the tenant key when no tenant id is given. Behind a
  * trusted proxy (TRUSTED_PROXIES) the client is the rightmost untrusted X-Forwarded-For entry;
  * from anyone else X-Forwarded-For is ignored, since a client can write what it likes there.
+ * Several X-Forwarded-For fields are one list in their order (RFC 9110 5.3): a proxy that adds
+ * a field of its own rather than appending to the client's is read right, not the client's
+ * first field.
  */
 static void api_client_key(const struct api_deps *d, struct request *r, char *out, size_t len)
 {
@@ -72,14 +75,67 @@ static void api_client_key(const struct api_deps *d, struct request *r, char *ou
     }
     if (d->nproxies && params_cidr_contains(d->proxies, d->nproxies, addr)) {
         char fwd[INET6_ADDRSTRLEN];
-        if (params_forwarded_client(request_header(r, "X-Forwarded-For"), d->proxies, d->nproxies,
-                                    fwd, sizeof(fwd)))
+        char *xff = request_header_list(r, "X-Forwarded-For");
+        if (params_forwarded_client(xff, d->proxies, d->nproxies, fwd, sizeof(fwd)))
             snprintf(addr, sizeof(addr), "%s", fwd);
+        free(xff);
     }
     snprintf(out, len, "ip:%s", addr);
 }
 
-/* ---- /health ---------------------------------------------------------------------------- */
+/* ---- /health, /livez, /readyz ------------------------------------------------------------ */
+
+/*
+ * /livez: the process serves requests (the HTTP threads answer); nothing else is asked, so a
+ * database outage never makes an orchestrator restart a healthy process. /readyz: it should
+ * be sent traffic: the database answers and no shutdown has begun; 503 with the reasons
+ * otherwise. /health is the seed's: the database alone, {"status":"healthy"}.
+ */
+static const char live_body[] = "{\"status\":\"live\"}";
+static const char ready_body[] = "{\"status\":\"ready\"}";
+
+static bool api_livez(const struct api_deps *d, struct request *r)
+{
+    (void)d;
+    request_reply_static(r, MHD_HTTP_OK, OUTCOME_OK, "application/json", live_body,
+                         sizeof(live_body) - 1);
+    request_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    return false;
+}
+
+static bool api_readyz(const struct api_deps *d, struct request *r)
+{
+    bool db = health_ok(d->health);
+    bool draining = d->draining && atomic_load_explicit(d->draining, memory_order_relaxed);
+    if (db && !draining) {
+        request_reply_static(r, MHD_HTTP_OK, OUTCOME_OK, "application/json", ready_body,
+                             sizeof(ready_body) - 1);
+        request_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+        return false;
+    }
+    char why[256] = "";
+    if (!db)
+        health_reason(d->health, why, sizeof(why));
+    char reason[320];
+    snprintf(reason, sizeof(reason), "%s%s%s%s",
+             draining ? "shutting down: in-flight requests are finishing" : "",
+             draining && !db ? "; " : "",
+             db ? "" : "database: ", db ? "" : (why[0] ? why : "not answering"));
+    json_t *o = json_pack("{s:s, s:s, s:{s:s, s:b}, s:s}", "status", "not_ready", "reason", reason,
+                          "checks", "database", db ? "ok" : "unreachable", "draining", draining,
+                          "request_id", r->request_id);
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    request_reply_owned(r, MHD_HTTP_SERVICE_UNAVAILABLE, OUTCOME_UNAVAILABLE, text, strlen(text),
+                        free, text);
+    request_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    return false;
+}
+
+bool api_is_probe(const char *url)
+{
+    return !strcmp(url, "/livez") || !strcmp(url, "/readyz");
+}
 
 static bool api_health(const struct api_deps *d, struct request *r)
 {
@@ -415,6 +471,8 @@ struct api_route {
 
 static const struct api_route api_routes[] = {
     {"/health", false, "GET, HEAD", true, api_health},
+    {"/livez", false, "GET, HEAD", true, api_livez},
+    {"/readyz", false, "GET, HEAD", true, api_readyz},
     {"/api/data", false, "GET, HEAD, POST", false, api_data},
     {"/metrics/bulkheads", false, "GET, HEAD", true, api_bulkheads},
     {"/metrics", false, "GET, HEAD", true, api_prometheus},

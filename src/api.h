@@ -14,6 +14,7 @@
 
 #include "params.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -35,7 +36,8 @@ struct api_deps {
     struct tierset *tiers;                /* the tiers and their parts */
     const struct report_sources *metrics; /* /metrics, /metrics/bulkheads, /dashboard/data */
     struct history *history;              /* /dashboard/data's samples */
-    struct health *health;                /* /health */
+    struct health *health;                /* /health, /readyz */
+    const atomic_bool *draining;          /* /readyz: shutdown has begun */
     struct auth *auth;                    /* NULL unless AUTH_MODE=apikey */
     struct rlredis *redis;                /* NULL unless RATE_LIMIT_BACKEND=redis */
     struct tarpit *tarpit;                /* NULL unless TARPIT=true */
@@ -50,6 +52,10 @@ struct api_deps {
  * to a worker, which owns it until request_resume: the caller must not touch it, not even to
  * read its state. */
 bool api_dispatch(const struct api_deps *d, struct request *r);
+
+/* Any thread: whether url is a probe (/livez, /readyz), answered even while draining so that
+ * an orchestrator sees the process alive and not ready (http_opts.drain_exempt). */
+bool api_is_probe(const char *url);
 
 /* The tarpit's release callback (tarpit_cfg.release): answer a held refusal now. */
 void api_release_held(void *item, void *ctx);

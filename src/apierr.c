@@ -47,6 +47,15 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                              .message = "the body must be {\"payload\": {...}}",
                              .when = "the POST body is not `{\"payload\": {...}}`; an admin "
                                      "body is not JSON, has an unknown field, or lacks one"},
+    [APIERR_MISSING_HOST] = {"missing_host", 400, CLIENT,
+                             .message = "an HTTP/1.1 request needs a Host header",
+                             .when = "an HTTP/1.1 request without `Host` (RFC 9112 3.2)"},
+    [APIERR_AMBIGUOUS_REQUEST] = {"ambiguous_request", 400, CLIENT,
+                                  .message = "the request can be read more than one way",
+                                  .when = "a repeated `Host`, `X-Tenant-Tier`, `X-Tenant-ID`, "
+                                          "`Authorization` or `X-API-Key`; `Content-Length` "
+                                          "fields that disagree; `Content-Length` with "
+                                          "`Transfer-Encoding`. The connection is closed"},
     [APIERR_UNAUTHORIZED] = {"unauthorized", 401, CLIENT, .header = "WWW-Authenticate",
                              .value = "Bearer",
                              .message = "a valid API key is required "
@@ -78,6 +87,10 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                                   .message = "the request body is too large",
                                   .when = "a body larger than `HTTP_MAX_BODY_BYTES`, refused "
                                           "before it is read"},
+    [APIERR_URI_TOO_LONG] = {"uri_too_long", 414, CLIENT,
+                             .message = "the request target is too long",
+                             .when = "the request head passes `HTTP_CONNECTION_MEMORY`, mostly "
+                                     "by its target (see Limits)"},
     [APIERR_UNSUPPORTED_MEDIA_TYPE] = {"unsupported_media_type", 415, CLIENT,
                                        .message = "the body must be application/json",
                                        .when = "a POST or PATCH body that is not "
@@ -87,6 +100,10 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                              .when = "the tenant used up its rate limit (its own override, or its "
                                      "tier's); Retry-After: until a request would be admitted",
                              .held = APIERR_HOLD_TENANT},
+    [APIERR_HEADERS_TOO_LARGE] = {"headers_too_large", 431, CLIENT,
+                                  .message = "the request's header fields are too large",
+                                  .when = "the request head passes `HTTP_CONNECTION_MEMORY`, "
+                                          "mostly by its header fields (see Limits)"},
     [APIERR_DATABASE_ERROR] = {"database_error", 500, OUTCOME_ERROR,
                                .message = "the statement failed",
                                .when = "the statement failed in PostgreSQL (on `/api/data`, "

@@ -64,7 +64,9 @@ static const struct cfg_def cfg_table[] = {
     {"HTTP_IDLE_TIMEOUT_S", CFG_INT, "30", 1, 3600, NULL,
      "seconds an idle or slow client may hold a connection", OFF(http_idle_timeout)},
     {"HTTP_CONNECTION_MEMORY", CFG_INT, "16384", 4096, 1048576, NULL,
-     "bytes per connection for the request line and headers (431 above)", OFF(http_conn_memory)},
+     "largest request head (request line and headers) served: 431 or 414 above; each connection "
+     "may use twice this",
+     OFF(http_conn_memory)},
     {"HTTP_MAX_BODY_BYTES", CFG_INT, "65536", 256, 16777216, NULL,
      "largest request body accepted; larger ones get 413 before they are read", OFF(http_max_body)},
     {"SHUTDOWN_TIMEOUT_MS", CFG_INT, "10000", 0, 600000, NULL,

@@ -27,7 +27,7 @@ struct config {
     int64_t http_threads;      /* libmicrohttpd event threads; 0 = one per CPU */
     int64_t http_max_conns;    /* concurrent client connections before refusing */
     int64_t http_idle_timeout; /* seconds before an idle or slow client is dropped */
-    int64_t http_conn_memory;  /* per-connection buffer: bounds request line + headers */
+    int64_t http_conn_memory;  /* largest request head; libmicrohttpd gets twice this */
     int64_t http_max_body;     /* largest request body accepted (413 above) */
     int64_t shutdown_timeout;  /* ms to finish in-flight requests on SIGTERM */
     int64_t health_interval;   /* ms between database health probes */

@@ -6,6 +6,8 @@
  * `open` counts all three and never exceeds max. dbpool_may_take applies share.h's rule with
  * the owner's busy and opening connections; dbpool_dispatch is the one routine that gives idle
  * connections and free slots to waiters, and every event that can unblock a waiter calls it.
+ * At most DBPOOL_MAX_OPENING connects run at once; a connect gets at least connect_timeout_us,
+ * and one that ends past its requester's deadline is kept for the next requester.
  */
 #include "dbpool.h"
 #include "mclock.h"
@@ -145,18 +147,26 @@ static struct dbconn *dbpool_pop_idle(struct dbpool *p, struct dbconn **dead)
     return NULL;
 }
 
+/* Whether a new connection may be started now: room in the pool, and fewer than
+ * DBPOOL_MAX_OPENING being connected (a cold pool under load would otherwise start every connect
+ * at once, each backend start-up slowing the others past their deadline). Mutex held. */
+static bool dbpool_may_open(const struct dbpool *p)
+{
+    return p->open < p->max && p->nopeners < DBPOOL_MAX_OPENING;
+}
+
 /* Give idle connections and free slots to eligible waiters, oldest first. Mutex held. */
 static void dbpool_dispatch(struct dbpool *p, struct dbconn **dead)
 {
     struct dbpool_waiter *w = p->whead;
-    while (w && (p->idle || p->open < p->max)) {
+    while (w && (p->idle || dbpool_may_open(p))) {
         struct dbpool_waiter *next = w->next;
         if (dbpool_may_take(p, w->owner)) {
             struct dbconn *c = dbpool_pop_idle(p, dead);
             if (c) {
                 dbpool_busy_add(p, c, w->owner);
                 w->granted = c;
-            } else if (p->open < p->max) {
+            } else if (dbpool_may_open(p)) {
                 dbpool_opening_add(p, w->owner);
                 w->slot = true;
             } else {
@@ -204,13 +214,17 @@ static int dbpool_connect(struct dbpool *p, const void *owner, int64_t deadline_
                           struct dbconn **out, char *err, size_t errlen)
 {
     struct dbconn *c = NULL;
-    int rc = dbconn_open(&p->o.conn, deadline_us, &c, err, errlen);
+    int64_t connect_deadline = mclock_now_us() + p->o.connect_timeout_us;
+    if (connect_deadline < deadline_us)
+        connect_deadline = deadline_us;
+    int rc = dbconn_open(&p->o.conn, connect_deadline, &c, err, errlen);
     struct dbconn *dead = NULL;
     pthread_mutex_lock(&p->mutex);
     dbpool_opening_remove(p, owner);
     if (rc == 0 && !p->stopping) {
         dbpool_busy_add(p, c, owner);
         atomic_fetch_add_explicit(&p->connects, 1, memory_order_relaxed);
+        dbpool_dispatch(p, &dead); /* a connect slot is free again */
     } else {
         p->open--;
         if (rc == 0) {
@@ -224,6 +238,15 @@ static int dbpool_connect(struct dbpool *p, const void *owner, int64_t deadline_
     }
     pthread_mutex_unlock(&p->mutex);
     dbpool_close_list(dead);
+    if (rc == 0 && mclock_now_us() > deadline_us) {
+        /* Opened, but too late for the requester: the pool keeps it for the next one. */
+        dbpool_release(p, c, false);
+        atomic_fetch_add_explicit(&p->timeouts, 1, memory_order_relaxed);
+        snprintf(err, errlen,
+                 "no connection free within the acquire timeout (one opened "
+                 "meanwhile is kept)");
+        return -ETIMEDOUT;
+    }
     if (rc == 0)
         *out = c;
     return rc == -ETIMEDOUT ? -ECONNRESET : rc;
@@ -254,7 +277,7 @@ int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, str
             *out = c;
             return 0;
         }
-        if (p->open < p->max) {
+        if (dbpool_may_open(p)) {
             dbpool_opening_add(p, owner);
             pthread_mutex_unlock(&p->mutex);
             dbpool_close_list(dead);

@@ -28,6 +28,9 @@
 
 struct dbpool;
 
+/* Connections being opened at once in one pool, at most. */
+#define DBPOOL_MAX_OPENING 4
+
 struct dbpool_opts {
     struct dbconn_params conn; /* copied; its strings and statements must outlive the pool */
     size_t max;                /* connections at most */
@@ -38,6 +41,11 @@ struct dbpool_opts {
     /* Whether owner's requests are brief (lock-free, while owner has a request in flight; may
      * be NULL: nobody is). */
     bool (*brief)(const void *owner);
+    /* The least time a connect is given, whatever the requester's deadline (0: its deadline).
+     * A connection opened past the requester's deadline is kept in the pool and the requester
+     * gets -ETIMEDOUT: under load, a connect started for a waiter with little time left would
+     * otherwise time out, be thrown away and started again by the next one. */
+    int64_t connect_timeout_us;
 };
 
 struct dbpool_stats {

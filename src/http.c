@@ -8,12 +8,21 @@
  * 411 for a chunked body, 413 for a declared oversized body and 503 during shutdown close the
  * connection on purpose. (libmicrohttpd cannot queue a reply while a body is arriving, which is
  * why a body must declare its size: only then can it be refused before it is read.)
+ *
+ * The head is judged first (reqhead.h): too large, no Host, or ambiguous, it is answered in
+ * JSON and the connection closed. libmicrohttpd refuses some heads itself, with a short HTML
+ * body this server cannot change (it has no hook for them): a head past the memory it was
+ * given, an HTTP version other than 1.x, a malformed request line or Content-Length. It is
+ * given twice HTTP_CONNECTION_MEMORY, so that a head just over the limit (a long cookie or
+ * token) still reaches reqhead and gets the JSON 431 or 414; only one over twice the limit
+ * meets libmicrohttpd's own.
  */
 #include "http.h"
 #include "apierr.h"
 #include "config.h"
 #include "cpus.h"
 #include "log.h"
+#include "reqhead.h"
 #include "request.h"
 #include "xalloc.h"
 
@@ -32,6 +41,7 @@ struct http {
     struct MHD_Daemon *daemon; /* owned */
     struct http_opts opts;     /* copied; what it points to is not owned */
     size_t max_body;           /* HTTP_MAX_BODY_BYTES */
+    size_t max_head;           /* HTTP_CONNECTION_MEMORY: the largest head served */
     uint16_t port;
 };
 
@@ -58,11 +68,55 @@ static bool http_declared_too_large(struct request *r, size_t max)
     return errno == ERANGE || (end && *end == '\0' && v > max);
 }
 
+static enum MHD_Result http_head_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                       size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    (void)key_size;
+    (void)value_size;
+    reqhead_field(cls, key, value ? value : "");
+    return MHD_YES;
+}
+
+/* The request target's length, less what decoding shrank: path, then "?k=v&..." */
+static enum MHD_Result http_target_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                       size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    (void)key;
+    (void)value;
+    *(size_t *)cls += key_size + value_size + 2;
+    return MHD_YES;
+}
+
+/* Judge the head (reqhead.h). Returns false with r's reply set when it is refused. */
+static bool http_head_ok(const struct http *h, struct request *r, const char *url,
+                         const char *version)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    size_t target = strlen(url);
+    MHD_get_connection_values_n(r->conn, MHD_GET_ARGUMENT_KIND, http_target_arg, &target);
+    struct reqhead head;
+    reqhead_init(&head, ci ? ci->header_size : 0, target, version);
+    MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, http_head_field, &head);
+    const char *why = NULL;
+    enum apierr e = reqhead_verdict(&head, h->max_head, &why);
+    if (e == APIERR_COUNT)
+        return true;
+    if (e == APIERR_HEADERS_TOO_LARGE || e == APIERR_URI_TOO_LONG)
+        apierr_replyf(r, e, "%s: a request head is limited to %zu bytes", why, h->max_head);
+    else
+        apierr_replyf(r, e, "%s", why);
+    /* The framing may be the very thing in doubt: nothing more is read from this client. */
+    request_add_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    return false;
+}
+
 static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version, const char *upload_data,
                                    size_t *upload_size, void **con_cls)
 {
-    (void)version;
     struct http *h = cls;
     struct request *r = *con_cls;
     size_t max_body = h->max_body;
@@ -70,7 +124,10 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
     if (!r) {
         r = request_new(h->opts.hooks, conn, url, method);
         *con_cls = r;
-        if (atomic_load_explicit(h->opts.draining, memory_order_relaxed)) {
+        if (!http_head_ok(h, r, url, version))
+            return request_send(r);
+        if (atomic_load_explicit(h->opts.draining, memory_order_relaxed) &&
+            !(h->opts.drain_exempt && h->opts.drain_exempt(url))) {
             apierr_reply(r, APIERR_SHUTTING_DOWN);
             request_add_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
             return request_send(r);
@@ -137,6 +194,7 @@ int http_start(const struct http_opts *opts, struct http **out)
     struct http *h = xcalloc(1, sizeof(*h));
     h->opts = *opts;
     h->max_body = (size_t)cfg->http_max_body;
+    h->max_head = (size_t)cfg->http_conn_memory;
 
     struct sockaddr_in sin = {0};
     struct sockaddr_in6 sin6 = {0};
@@ -164,7 +222,8 @@ int http_start(const struct http_opts *opts, struct http **out)
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)http_completed, h},
         {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->http_max_conns, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->http_idle_timeout, NULL},
-        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)cfg->http_conn_memory, NULL},
+        /* Room for a head over the limit to reach http_head_ok (see the top of this file). */
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)(2 * cfg->http_conn_memory), NULL},
         {MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL},
         {MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL},
         {threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads, NULL},

@@ -5,7 +5,8 @@
  * first call, read the body on the next ones (refusing oversized bodies with 413 before they are
  * buffered), hand the complete request to the dispatch callback (the api), queue the reply on a
  * later call (so keep-alive survives), and finish the request in the completion callback. The
- * HTTP layer's own limits (connections, idle timeout, header memory) come from config.
+ * HTTP layer's own limits (connections, idle timeout, header memory) come from config; a head
+ * that is too large, lacks Host or is ambiguous is refused before dispatch (reqhead.h).
  */
 #ifndef BULKHEAD_HTTP_H
 #define BULKHEAD_HTTP_H
@@ -20,9 +21,10 @@ struct request;
 struct request_hooks;
 
 struct http_opts {
-    const struct config *cfg;          /* API_BIND, API_PORT, HTTP_*; must outlive the daemon */
-    const struct request_hooks *hooks; /* given to every request; must outlive the daemon */
-    const atomic_bool *draining;       /* while true, new requests get 503 shutting_down */
+    const struct config *cfg;              /* API_BIND, API_PORT, HTTP_*; must outlive the daemon */
+    const struct request_hooks *hooks;     /* given to every request; must outlive the daemon */
+    const atomic_bool *draining;           /* while true, new requests get 503 shutting_down */
+    bool (*drain_exempt)(const char *url); /* except these (the probes), or NULL: none */
     /* HTTP thread: a request is complete. Returns false with its reply set, or true when it
      * was suspended and handed on: whoever resumes it owns it until then. */
     bool (*dispatch)(void *ctx, struct request *r);

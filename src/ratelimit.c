@@ -31,6 +31,7 @@ void ratelimit_gcra(int64_t limit, int64_t window_s, int64_t *tat, int64_t now_u
     int64_t tau = (limit - 1) * T;
     int64_t cur = *tat > now_us ? *tat : now_us;
     out->limit = limit;
+    out->window_s = window_s;
     if (now_us < cur - tau) {
         out->allowed = false;
         out->remaining = 0;
@@ -45,6 +46,19 @@ void ratelimit_gcra(int64_t limit, int64_t window_s, int64_t *tat, int64_t now_u
     out->remaining = diff < 0 ? 0 : diff / T + 1;
     out->retry_after_us = 0;
     out->reset_us = next - now_us;
+}
+
+int64_t ratelimit_next_us(const struct ratelimit_result *r)
+{
+    if (!r->allowed)
+        return r->retry_after_us;
+    int64_t T = r->limit > 0 ? r->window_s * 1000000 / r->limit : 1;
+    if (T < 1)
+        T = 1;
+    /* As in ratelimit_gcra: diff = now + tau - tat, and tat - now is reset_us. One more request
+     * fits each time diff passes a multiple of T (remaining = diff / T + 1). */
+    int64_t diff = (r->limit - 1) * T - r->reset_us;
+    return diff < 0 ? -diff : T - diff % T;
 }
 
 struct ratelimit *ratelimit_create(int64_t limit, int64_t window_s, size_t max_keys)

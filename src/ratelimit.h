@@ -25,10 +25,11 @@
 
 struct ratelimit;
 
-/* The verdict for one request, with what the RateLimit-* headers need. */
+/* The verdict for one request, with what the RateLimit headers need. */
 struct ratelimit_result {
     bool allowed;
     int64_t limit;          /* N */
+    int64_t window_s;       /* W */
     int64_t remaining;      /* requests that would be admitted right now, after this one */
     int64_t reset_us;       /* until the full burst is available again */
     int64_t retry_after_us; /* when rejected: until the next request would be admitted */
@@ -63,6 +64,11 @@ void ratelimit_check_limit(struct ratelimit *rl, const char *key, int64_t limit,
  */
 void ratelimit_gcra(int64_t limit, int64_t window_s, int64_t *tat, int64_t now_us,
                     struct ratelimit_result *out);
+
+/* Until `remaining` next grows by one (the RateLimit field's effective window: until then the
+ * client can use no more than `remaining`); for a rejection, its retry_after_us. Derived from
+ * the verdict alone, so it holds for the Redis backend's verdicts too. */
+int64_t ratelimit_next_us(const struct ratelimit_result *r);
 
 /* Janitor thread: delete keys whose TAT has passed. Returns how many. */
 size_t ratelimit_sweep(struct ratelimit *rl, int64_t now_us);

@@ -9,6 +9,7 @@
 #include "capctl.h"
 #include "health.h"
 #include "mclock.h"
+#include "procstat.h"
 #include "tarpit.h"
 #include "tierset.h"
 #include "xalloc.h"
@@ -187,13 +188,19 @@ static const struct report_field report_fields[] = {
 /* Process-wide Prometheus series: one value each, from struct report_process. */
 struct report_proc_field {
     const char *prom, *label, *type, *help;
-    size_t offset; /* of a uint64_t in struct report_process */
+    size_t offset; /* of a uint64_t (or int64_t time) in struct report_process */
     int needs;     /* REPORT_NEEDS_*: shown only when that source exists */
+    int unit;      /* REPORT_UNIT_*: how the value is written */
 };
 
 enum { REPORT_ALWAYS, REPORT_NEEDS_REDIS, REPORT_NEEDS_AUTH, REPORT_NEEDS_TARPIT };
+enum {
+    REPORT_UNIT_COUNT,   /* an integer, as is */
+    REPORT_UNIT_SECONDS, /* microseconds, written in seconds */
+    REPORT_UNIT_ONE      /* always 1 (an info metric: the labels are the information) */
+};
 
-#define RP(field) offsetof(struct report_process, field)
+#define RP(field) .offset = offsetof(struct report_process, field)
 
 static const struct report_proc_field report_proc_fields[] = {
     {"bulkhead_ratelimit_backend_up", NULL, "gauge",
@@ -227,6 +234,26 @@ static const struct report_proc_field report_proc_fields[] = {
      RP(db_up), REPORT_ALWAYS},
     {"bulkhead_requests_in_flight", NULL, "gauge", "Requests received and not finished.",
      RP(in_flight), REPORT_ALWAYS},
+    {"bulkhead_build_info", "version=\"" BULKHEAD_VERSION "\"", "gauge",
+     "The running build: 1, with its version as a label.", .offset = 0, REPORT_ALWAYS,
+     REPORT_UNIT_ONE},
+    /* The Prometheus client libraries' standard process metrics. */
+    {"process_cpu_seconds_total", NULL, "counter",
+     "Total user and system CPU time spent in seconds.", RP(ps.cpu_us), REPORT_ALWAYS,
+     REPORT_UNIT_SECONDS},
+    {"process_resident_memory_bytes", NULL, "gauge", "Resident memory size in bytes.",
+     RP(ps.rss_bytes), REPORT_ALWAYS},
+    {"process_virtual_memory_bytes", NULL, "gauge", "Virtual memory size in bytes.",
+     RP(ps.vsize_bytes), REPORT_ALWAYS},
+    {"process_open_fds", NULL, "gauge", "Number of open file descriptors.", RP(ps.open_fds),
+     REPORT_ALWAYS},
+    {"process_max_fds", NULL, "gauge", "Maximum number of open file descriptors.", RP(ps.max_fds),
+     REPORT_ALWAYS},
+    {"process_threads", NULL, "gauge", "Number of OS threads in the process.", RP(ps.threads),
+     REPORT_ALWAYS},
+    {"process_start_time_seconds", NULL, "gauge",
+     "Start time of the process since the Unix epoch in seconds.", RP(started_wall_us),
+     REPORT_ALWAYS, REPORT_UNIT_SECONDS},
 };
 
 #define REPORT_NPROC (sizeof(report_proc_fields) / sizeof(report_proc_fields[0]))
@@ -246,6 +273,7 @@ void report_read_process(const struct report_sources *src, struct report_process
     out->db_up = out->healthy;
     out->in_flight = src->in_flight ? (uint64_t)atomic_load(src->in_flight) : 0;
     out->draining = src->draining && atomic_load(src->draining);
+    procstat_read(&out->ps);
     if (src->redis) {
         struct rlredis_stats rs;
         rlredis_stats(src->redis, &rs);
@@ -306,12 +334,6 @@ static void report_read_tier(struct tier_rt *t, const struct report_process *p,
     out->queue_share = tiers_tenant_queue_cap(c);
     out->worker_reserve = (int64_t)wpol.reserve;
     out->conn_reserve = (int64_t)cpol.reserve;
-    /* Without a controller (the unit tests' fake set) the capacity fields read as zero, not
-     * as whatever the snapshot's allocation held. */
-    memset(&out->cap, 0, sizeof(out->cap));
-    out->cap_limit = out->cap_floor = 0;
-    out->cap_median_ms = out->cap_baseline_ms = out->cap_target_ms = 0;
-    out->cap_median_s = out->cap_baseline_s = 0;
     if (src_cap) {
         capctl_stats(src_cap, t->index, &out->cap);
         out->cap_limit = out->cap.limit;
@@ -322,6 +344,13 @@ static void report_read_tier(struct tier_rt *t, const struct report_process *p,
             out->cap_baseline_ms * (1.0 + (double)c->capacity_tolerance_pct / 100.0);
         out->cap_median_s = out->cap.median_us / 1e6;
         out->cap_baseline_s = out->cap.baseline_us / 1e6;
+    } else {
+        /* No controller (CAPACITY_CONTROL=false, a test's fake set): the section reads zeros,
+         * not whatever the snapshot's memory held. */
+        memset(&out->cap, 0, sizeof(out->cap));
+        out->cap_limit = out->cap_floor = 0;
+        out->cap_median_ms = out->cap_baseline_ms = out->cap_target_ms = 0;
+        out->cap_median_s = out->cap_baseline_s = 0;
     }
     out->rl_backend = "none (unlimited)";
     out->rl_backend_errors = 0;
@@ -648,14 +677,13 @@ static void prom_process(FILE *f, const struct report_process *p)
             prom_family(f, fd->prom, fd->type, fd->help);
         last = fd->prom;
         uint64_t v = *(const uint64_t *)(const void *)((const char *)p + fd->offset);
-        if (fd->label)
-            fprintf(f, "%s{%s} %" PRIu64 "\n", fd->prom, fd->label, v);
+        fprintf(f, "%s%s%s%s ", fd->prom, fd->label ? "{" : "", fd->label ? fd->label : "",
+                fd->label ? "}" : "");
+        if (fd->unit == REPORT_UNIT_SECONDS)
+            fprintf(f, "%.6f\n", (double)v / 1e6);
         else
-            fprintf(f, "%s %" PRIu64 "\n", fd->prom, v);
+            fprintf(f, "%" PRIu64 "\n", fd->unit == REPORT_UNIT_ONE ? 1 : v);
     }
-    prom_family(f, "process_start_time_seconds", "gauge",
-                "Start time of the process since the Unix epoch, in seconds.");
-    fprintf(f, "process_start_time_seconds %.3f\n", (double)p->started_wall_us / 1e6);
 }
 
 char *report_prometheus(const struct report_snap *s, size_t *len)

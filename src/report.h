@@ -18,6 +18,7 @@
 #include "capctl.h"
 #include "dbpool.h"
 #include "metrics.h"
+#include "procstat.h"
 #include "ratelimit.h"
 #include "rlredis.h"
 #include "tiers.h"
@@ -92,6 +93,7 @@ struct report_process {
     uint64_t tarpit_held, tarpit_holding, tarpit_overflow, tarpit_clients, tarpit_untracked;
     uint64_t untiered_outcomes[OUTCOME_COUNT];
     uint64_t untiered_statuses[METRICS_STATUS_COUNT];
+    struct procstat ps; /* CPU, memory, descriptors, threads */
 };
 
 struct report_snap {

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static atomic_uint_least64_t request_seq;
 
@@ -88,6 +89,38 @@ const char *request_header(const struct request *r, const char *name)
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
 
+struct request_join {
+    const char *name;
+    char *out; /* grown with xrealloc */
+    size_t len;
+};
+
+static enum MHD_Result request_join_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                          size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    (void)key_size;
+    struct request_join *j = cls;
+    if (strcasecmp(key, j->name) || !value)
+        return MHD_YES;
+    j->out = xrealloc(j->out, j->len + value_size + 3);
+    if (j->len) {
+        memcpy(j->out + j->len, ", ", 2);
+        j->len += 2;
+    }
+    memcpy(j->out + j->len, value, value_size);
+    j->len += value_size;
+    j->out[j->len] = '\0';
+    return MHD_YES;
+}
+
+char *request_header_list(const struct request *r, const char *name)
+{
+    struct request_join j = {.name = name};
+    MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, request_join_field, &j);
+    return j.out;
+}
+
 int request_arg(const struct request *r, const char *name, const char **value)
 {
     size_t len = 0;
@@ -126,6 +159,46 @@ static const char *request_i64(char *buf, size_t cap, int64_t v)
     return p;
 }
 
+/*
+ * The rate limit's verdict, in the fields of draft-ietf-httpapi-ratelimit-headers (07 and
+ * later: structured-field lists, one item named after the tier) and, for clients that have not
+ * moved yet, the three fields of the older drafts:
+ *   RateLimit-Policy: "free";q=100;w=60      quota, window (s)
+ *   RateLimit: "free";r=42;t=1               available now; seconds until that grows (a 429:
+ *                                            its Retry-After)
+ *   RateLimit-Limit: 100, RateLimit-Remaining: 42, RateLimit-Reset: 35 (until the full burst)
+ * Tier names are [a-z0-9_-], so they need no escaping inside a structured-field string.
+ */
+static void request_ratelimit_headers(const struct request *r, struct MHD_Response *resp)
+{
+    const struct ratelimit_result *rl = &r->rl;
+    const char *policy = r->tier ? r->tier->name : "default";
+    char v[TIERS_NAME_MAX + 64], n1[24], n2[24];
+    size_t len = 0;
+    request_put(v, sizeof(v), &len, "\"");
+    request_put(v, sizeof(v), &len, policy);
+    request_put(v, sizeof(v), &len, "\";q=");
+    request_put(v, sizeof(v), &len, request_i64(n1, sizeof(n1), rl->limit));
+    request_put(v, sizeof(v), &len, ";w=");
+    request_put(v, sizeof(v), &len, request_i64(n2, sizeof(n2), rl->window_s));
+    MHD_add_response_header(resp, "RateLimit-Policy", v);
+    len = 0;
+    request_put(v, sizeof(v), &len, "\"");
+    request_put(v, sizeof(v), &len, policy);
+    request_put(v, sizeof(v), &len, "\";r=");
+    request_put(v, sizeof(v), &len, request_i64(n1, sizeof(n1), rl->remaining));
+    request_put(v, sizeof(v), &len, ";t=");
+    request_put(v, sizeof(v), &len,
+                request_i64(n2, sizeof(n2), request_retry_seconds(ratelimit_next_us(rl))));
+    MHD_add_response_header(resp, "RateLimit", v);
+    /* Deprecated (draft 06 and before), kept while clients move. */
+    MHD_add_response_header(resp, "RateLimit-Limit", request_i64(n1, sizeof(n1), rl->limit));
+    MHD_add_response_header(resp, "RateLimit-Remaining",
+                            request_i64(n1, sizeof(n1), rl->remaining));
+    MHD_add_response_header(resp, "RateLimit-Reset",
+                            request_i64(n1, sizeof(n1), request_retry_seconds(rl->reset_us)));
+}
+
 static void request_set(struct request *r, unsigned status, enum metrics_outcome outcome,
                         struct MHD_Response *resp, const char *content_type)
 {
@@ -142,14 +215,8 @@ static void request_set(struct request *r, unsigned status, enum metrics_outcome
     r->reply_retry_s = 0;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
-    if (r->rl_applied) {
-        char v[24];
-        MHD_add_response_header(resp, "RateLimit-Limit", request_i64(v, sizeof(v), r->rl.limit));
-        MHD_add_response_header(resp, "RateLimit-Remaining",
-                                request_i64(v, sizeof(v), r->rl.remaining));
-        MHD_add_response_header(resp, "RateLimit-Reset",
-                                request_i64(v, sizeof(v), request_retry_seconds(r->rl.reset_us)));
-    }
+    if (r->rl_applied)
+        request_ratelimit_headers(r, resp);
 }
 
 void request_reply_json(struct request *r, unsigned status, enum metrics_outcome outcome,

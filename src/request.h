@@ -119,6 +119,9 @@ bool request_body_append(struct request *r, const char *data, size_t len, size_t
 
 /* Request header value or NULL (HTTP thread, or a worker while deferred). */
 const char *request_header(const struct request *r, const char *name);
+/* Every field called name, in order, joined by ", " as one list (RFC 9110 5.3), or NULL when
+ * there is none; the caller frees it. */
+char *request_header_list(const struct request *r, const char *name);
 /* Query-string argument: 0 with *value set, -ENOENT when absent, -EINVAL when the decoded
  * value contains a NUL byte (%00), which no parser here would see. */
 int request_arg(const struct request *r, const char *name, const char **value);

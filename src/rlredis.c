@@ -378,6 +378,7 @@ int rlredis_check(struct rlredis *r, const char *tier, int64_t limit, int64_t wi
                       err);
         return rc;
     }
+    out->window_s = window_s;
     atomic_fetch_add_explicit(&r->calls, 1, memory_order_relaxed);
     if (!atomic_exchange(&r->up, true)) {
         /* Clear the retry claim this thread took, or every other thread would keep deciding

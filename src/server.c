@@ -71,6 +71,7 @@ static int server_tier_start(struct server *srv, struct tier_rt *t, const struct
         .share = tiers_conn_policy(c),
         .others_active = server_others_active,
         .brief = workpool_tenant_brief,
+        .connect_timeout_us = c->breaker_timeout_ms * 1000,
         .others_ctx = t->pool,
     };
     return dbpool_create(&po, &t->db);
@@ -318,6 +319,7 @@ static void server_wire(struct server *srv)
                                  .metrics = &srv->sources,
                                  .history = srv->history,
                                  .health = srv->health,
+                                 .draining = &srv->draining,
                                  .auth = srv->auth,
                                  .redis = srv->redis,
                                  .tarpit = srv->tarpit,
@@ -427,6 +429,7 @@ static int server_start_threads(struct server *srv)
     const struct http_opts ho = {.cfg = &srv->cfg,
                                  .hooks = &srv->hooks,
                                  .draining = &srv->draining,
+                                 .drain_exempt = api_is_probe,
                                  .dispatch = server_dispatch,
                                  .ctx = &srv->api};
     return http_start(&ho, &srv->http);

@@ -293,6 +293,7 @@ static void an_override_of_5_admits_exactly_5_in_a_burst(void **state)
     h_get(h_url(&inst[1], "/api/data?limit=1"), h, &r);
     char v[32];
     assert_string_equal(h_header(&r, "RateLimit-Limit", v, sizeof(v)), "5");
+    assert_string_equal(h_header(&r, "RateLimit-Policy", v, sizeof(v)), "\"free\";q=5;w=3600");
     assert_non_null(strstr(r.body, "tenant burst5 is allowed 5 requests per 3600 s"));
     h_resp_free(&r);
 

@@ -8,7 +8,8 @@
  *   load-test.sh's tools;
  * - the Dockerfile uses deps.sh for every stage, strips the binary (and a stripped binary still
  *   runs), labels the image with the OCI keys (its version the Makefile's), runs both images as
- *   a numeric non-root user, checks /health, and keeps load-test.sh in its own image;
+ *   a numeric non-root user, checks liveness (/livez: a database outage must not mark the
+ *   container unhealthy), and keeps load-test.sh in its own image;
  * - docker-compose.yml (as docker-compose resolves it) has the seed's flow on 8080 and the
  *   scale profile's nginx on another port (its operators' port on loopback only), with the api
  *   on Redis and after healthy db/redis; one image built once (api builds, api-2 never pulls);
@@ -299,8 +300,11 @@ static void dockerfile_builds_strips_labels_and_runs_as_a_numeric_user(void **st
     assert_null(strstr(runst, "load-test.sh"));
     assert_null(strstr(runst, "--from=loadtest"));
     assert_numeric_user(runst);
-    assert_non_null(strstr(runst, "\nHEALTHCHECK "));
-    assert_non_null(strstr(runst, "/health"));
+    const char *hc = strstr(runst, "\nHEALTHCHECK ");
+    assert_non_null(hc);
+    const char *hc_end = strstr(hc + 1, "\n\n");
+    const char *probe = strstr(hc, "/livez");
+    assert_true(probe && (!hc_end || probe < hc_end));
     assert_non_null(strstr(runst, "\nWORKDIR /app"));
 
     /* OCI labels, with the Makefile's version. */

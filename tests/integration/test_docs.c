@@ -145,6 +145,8 @@ static void every_documented_endpoint_answers(void **state)
         long status;
     } eps[] = {
         {"GET", "/health", 200},
+        {"GET", "/livez", 200},
+        {"GET", "/readyz", 200},
         {"GET", "/api/data", 400},
         {"GET", "/metrics/bulkheads", 200},
         {"GET", "/metrics", 200},

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -479,6 +480,58 @@ static void counters_move_by_exactly_the_traffic_sent(void **state)
     prom_free(&b);
 }
 
+/* bulkhead_build_info and the Prometheus client libraries' process_* metrics (issue 18). */
+static void build_info_and_process_metrics_are_exported(void **state)
+{
+    (void)state;
+    struct prom_doc d;
+    assert_int_equal(scrape(&suite.srv, &d), 0);
+    assert_true(prom_value(&d, "bulkhead_build_info", 1, "version", BULKHEAD_VERSION) == 1);
+    double fds = prom_value(&d, "process_open_fds", 0), max = prom_value(&d, "process_max_fds", 0);
+    assert_true(fds >= 3 && fds <= max);
+    /* Every worker of the three tiers (4 + 8 + 8) is a thread, besides the HTTP ones. */
+    assert_true(prom_value(&d, "process_threads", 0) > 20);
+    double rss = prom_value(&d, "process_resident_memory_bytes", 0);
+    assert_true(rss > 0 && rss < prom_value(&d, "process_virtual_memory_bytes", 0));
+    assert_true(prom_value(&d, "process_cpu_seconds_total", 0) > 0);
+    double start = prom_value(&d, "process_start_time_seconds", 0);
+    double now = (double)time(NULL);
+    assert_true(start > now - 3600 && start <= now + 1);
+    prom_free(&d);
+}
+
+static double responses(const char *tier, const char *code)
+{
+    struct prom_doc d;
+    if (scrape(&suite.srv, &d))
+        return NAN;
+    double v = prom_value(&d, "bulkhead_responses_total", 2, "tier", tier, "code", code);
+    prom_free(&d);
+    return v;
+}
+
+/* Every status the server answers has its own series; "other" stays empty. A chunked body
+ * (411) and a client that leaves before its answer (499) used to land in "other". */
+static void every_status_code_has_its_label(void **state)
+{
+    (void)state;
+    static const char *const codes[] = {"200", "201", "400", "401", "403", "404",
+                                        "405", "411", "413", "414", "415", "429",
+                                        "431", "499", "500", "503", "504"};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        assert_false(isnan(responses("none", codes[i])));
+    double before = responses("none", "411"), other = responses("none", "other");
+    const char *const hdrs[] = {"X-Tenant-Tier: free", "Content-Type: application/json",
+                                "Transfer-Encoding: chunked", NULL};
+    struct h_resp r;
+    assert_int_equal(
+        h_request("POST", h_url(&suite.srv, "/api/data"), hdrs, "{\"payload\":{}}", &r), 0);
+    assert_int_equal(r.status, 411);
+    h_resp_free(&r);
+    assert_true(H_WAIT(responses("none", "411") == before + 1, 10000));
+    assert_true(responses("none", "other") == other);
+}
+
 /* ---- access log ---------------------------------------------------------------------- */
 
 /* Wait for the request's line; return it (exactly one must exist). */
@@ -797,6 +850,8 @@ int main(void)
         cmocka_unit_test(histograms_are_cumulative_and_end_at_inf),
         cmocka_unit_test(every_tier_has_its_series),
         cmocka_unit_test(counters_move_by_exactly_the_traffic_sent),
+        cmocka_unit_test(build_info_and_process_metrics_are_exported),
+        cmocka_unit_test(every_status_code_has_its_label),
         cmocka_unit_test(each_request_logs_one_json_access_line),
         cmocka_unit_test(request_id_is_generated_or_replaced_when_invalid),
         cmocka_unit_test(text_format_writes_text_lines),

@@ -15,10 +15,15 @@
 
 #include <cmocka.h>
 
-/* Layer 1 alone: the tarpit (test_storms) would hold refusals sent back to back and so change
- * how long a burst takes, hence how much the limiter refills meanwhile; the capacity controller
- * (test_capacity) may shed free for a second after enterprise's bursts. */
+/* The built-in tiers, and "metered": 10 requests per hour, so nothing refills while a test
+ * counts (one request comes back every 360 s). Layer 1 alone: the tarpit (test_storms) would
+ * hold refusals sent back to back and so change how long a burst takes, hence how much the
+ * limiter refills meanwhile; the capacity controller (test_capacity) may shed free for a
+ * second after enterprise's bursts. */
 static struct h_suite suite = {.name = "ratelimit",
+                               .tiers_json = "{\"free\": {}, \"pro\": {}, \"enterprise\": {},"
+                                             " \"metered\": {\"rate_limit\": 10,"
+                                             " \"rate_window_s\": 3600}}",
                                .env = {"TARPIT=false", "CAPACITY_CONTROL=false", NULL}};
 
 static int setup(void **state)
@@ -141,6 +146,56 @@ static void headers_and_retry_after_are_truthful(void **state)
     h_resp_free(&r);
 }
 
+/*
+ * draft-ietf-httpapi-ratelimit-headers (07 and later): RateLimit-Policy names the tier's quota
+ * and window; RateLimit says what is left and for how long no more is: after N requests, r is
+ * exactly limit - N; t is the time until one request comes back (at most the 360 s interval),
+ * and on a 429 the Retry-After itself. The three older fields stay, with the same numbers.
+ * Requests refused before the limiter (a 400) consumed nothing and carry none of them.
+ */
+static void ratelimit_fields_follow_the_draft(void **state)
+{
+    (void)state;
+    const char *h[] = {"X-Tenant-Tier: metered", "X-Tenant-Id: draft", NULL};
+    char v[96], want[96];
+    struct h_resp r;
+    for (int n = 1; n <= 10; n++) {
+        assert_int_equal(h_get(h_url(&suite.srv, "/api/data?limit=1"), h, &r), 0);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(h_header(&r, "RateLimit-Policy", v, sizeof(v)),
+                            "\"metered\";q=10;w=3600");
+        long rem = -1, t = -1;
+        int end = 0;
+        assert_non_null(h_header(&r, "RateLimit", v, sizeof(v)));
+        assert_int_equal(sscanf(v, "\"metered\";r=%ld;t=%ld%n", &rem, &t, &end), 2);
+        assert_int_equal((size_t)end, strlen(v));
+        assert_int_equal(rem, 10 - n);
+        assert_true(t >= 1 && t <= 360);
+        snprintf(want, sizeof(want), "%d", 10 - n);
+        assert_string_equal(h_header(&r, "RateLimit-Remaining", v, sizeof(v)), want);
+        assert_string_equal(h_header(&r, "RateLimit-Limit", v, sizeof(v)), "10");
+        long reset = atol(h_header(&r, "RateLimit-Reset", v, sizeof(v)));
+        assert_true(reset > (n - 1) * 360 && reset <= n * 360); /* until all 10 are back */
+        h_resp_free(&r);
+    }
+    assert_int_equal(h_get(h_url(&suite.srv, "/api/data?limit=1"), h, &r), 0);
+    assert_int_equal(r.status, 429);
+    char retry[16];
+    assert_non_null(h_header(&r, "Retry-After", retry, sizeof(retry)));
+    assert_true(atol(retry) >= 1 && atol(retry) <= 360);
+    snprintf(want, sizeof(want), "\"metered\";r=0;t=%s", retry);
+    assert_string_equal(h_header(&r, "RateLimit", v, sizeof(v)), want);
+    assert_string_equal(h_header(&r, "RateLimit-Remaining", v, sizeof(v)), "0");
+    h_resp_free(&r);
+    /* Refused before the limiter: no RateLimit fields at all. */
+    assert_int_equal(h_get(h_url(&suite.srv, "/api/data?limit=zero"), h, &r), 0);
+    assert_int_equal(r.status, 400);
+    assert_null(h_header(&r, "RateLimit", v, sizeof(v)));
+    assert_null(h_header(&r, "RateLimit-Policy", v, sizeof(v)));
+    assert_null(h_header(&r, "RateLimit-Limit", v, sizeof(v)));
+    h_resp_free(&r);
+}
+
 struct refill_ctx {
     const char *const *h;
     int rejected;
@@ -244,6 +299,7 @@ int main(void)
         cmocka_unit_test(enterprise_is_never_limited),
         cmocka_unit_test(tenants_do_not_share_an_allowance),
         cmocka_unit_test(headers_and_retry_after_are_truthful),
+        cmocka_unit_test(ratelimit_fields_follow_the_draft),
         cmocka_unit_test(a_rejected_tenant_is_admitted_after_the_refill_time),
         cmocka_unit_test(rejections_never_reach_a_worker),
         cmocka_unit_test(the_key_table_is_bounded_and_overflow_ids_share_one_bucket),

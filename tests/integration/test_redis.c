@@ -140,6 +140,12 @@ static void one_tenant_over_two_instances_gets_exactly_100(void **state)
         assert_string_equal(h_header(&r, "RateLimit-Remaining", v, sizeof(v)), "0");
         assert_non_null(h_header(&r, "Retry-After", v, sizeof(v)));
         assert_true(atoi(v) >= 1 && atoi(v) <= 36);
+        /* The draft's fields from Redis's verdict: nothing left until the Retry-After. */
+        char policy[64], field[64], want[64];
+        assert_string_equal(h_header(&r, "RateLimit-Policy", policy, sizeof(policy)),
+                            "\"free\";q=100;w=3600");
+        snprintf(want, sizeof(want), "\"free\";r=0;t=%s", v);
+        assert_string_equal(h_header(&r, "RateLimit", field, sizeof(field)), want);
         h_resp_free(&r);
     }
     /* Another tenant of the same tier is untouched: its first request sees 99 left. */

@@ -286,6 +286,11 @@ static void the_rate_limit_answers_429_with_retry_after(void **state)
     assert_true(header_int(&r, "Retry-After") >= 1);
     assert_int_equal(header_int(&r, "RateLimit-Limit"), 2);
     assert_int_equal(header_int(&r, "RateLimit-Remaining"), 0);
+    char want[96];
+    snprintf(want, sizeof(want), "RateLimit: \"tiny\";r=0;t=%ld\r\n",
+             header_int(&r, "Retry-After"));
+    assert_non_null(strstr(r.headers, want));
+    assert_non_null(strstr(r.headers, "RateLimit-Policy: \"tiny\";q=2;w="));
 }
 
 static void an_open_breaker_answers_circuit_open(void **state)

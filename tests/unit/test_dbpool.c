@@ -219,6 +219,35 @@ static void start_waiter(struct waiter *w, struct dbpool *p, const void *owner, 
 
 /* ---- the pool ----------------------------------------------------------------------------- */
 
+/* A connect started with too little of the requester's time left still completes (it is given
+ * connect_timeout_us), and the connection is kept for the next requester instead of being
+ * thrown away: under load, that is what stops connects from timing out one after another. */
+static void a_connect_past_the_requesters_deadline_is_kept(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "late");
+    struct dbpool_opts o = {
+        .conn = params(url, app), .max = 2, .share = {.size = 2}, .connect_timeout_us = 10 * SEC};
+    struct dbpool *p = NULL;
+    assert_int_equal(dbpool_create(&o, &p), 0);
+    struct dbconn *c = NULL;
+    char err[256];
+    /* One microsecond: no connect is that fast. */
+    assert_int_equal(dbpool_acquire(p, A, mclock_now_us() + 1, &c, err, sizeof(err)), -ETIMEDOUT);
+    assert_null(c);
+    struct dbpool_stats s = stats(p);
+    assert_int_equal(s.connects, 1);
+    assert_int_equal(s.idle, 1);
+    assert_int_equal(s.active, 0);
+    /* The next requester gets that connection, nothing new opened. */
+    assert_int_equal(get(p, B, 5 * SEC, &c), 0);
+    assert_int_equal(stats(p).connects, 1);
+    dbpool_release(p, c, false);
+    dbpool_destroy(p);
+}
+
 static void opens_lazily_and_reuses_idle_connections(void **state)
 {
     (void)state;
@@ -938,6 +967,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(opens_lazily_and_reuses_idle_connections),
+        cmocka_unit_test(a_connect_past_the_requesters_deadline_is_kept),
         cmocka_unit_test(never_opens_more_than_max),
         cmocka_unit_test(acquire_times_out_near_its_deadline),
         cmocka_unit_test(waiters_are_served_first_come_first_served),

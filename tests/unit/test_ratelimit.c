@@ -185,6 +185,43 @@ static void gcra_step_updates_tat_only_when_allowed(void **state)
     assert_int_equal(tat, T0 + t);
 }
 
+/* Requests admitted at once at time now from a key at tat (tat itself is not changed). */
+static int64_t available_at(int64_t n, int64_t tat, int64_t now)
+{
+    struct ratelimit_result r;
+    int64_t k = 0;
+    do {
+        ratelimit_gcra(n, WINDOW, &tat, now, &r);
+        k += r.allowed;
+    } while (r.allowed && k <= n);
+    return k;
+}
+
+/* The RateLimit field's t: until then no more than `remaining` can be used, and at that moment
+ * one more can. For a rejection it is the Retry-After. Checked after every count of requests
+ * sent at once, and part-way through a refill, for round and odd rates. */
+static void next_is_exactly_when_one_more_request_fits(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
+        const int64_t n = rates[i];
+        int64_t tat = 0;
+        struct ratelimit_result r;
+        for (int64_t k = 1; k <= n + 2; k++) {
+            int64_t now = T0 + (k > n ? interval(n) / 3 : 0); /* the last ones part-way */
+            ratelimit_gcra(n, WINDOW, &tat, now, &r);
+            int64_t next = ratelimit_next_us(&r);
+            int64_t have = r.allowed ? r.remaining : 0;
+            assert_true(next >= 1);
+            assert_int_equal(r.window_s, WINDOW);
+            assert_int_equal(available_at(n, tat, now + next - 1), have);
+            assert_int_equal(available_at(n, tat, now + next), have + 1);
+            if (!r.allowed)
+                assert_int_equal(next, r.retry_after_us);
+        }
+    }
+}
+
 static void keys_are_independent(void **state)
 {
     (void)state;
@@ -448,6 +485,7 @@ int main(void)
         cmocka_unit_test(full_burst_again_after_the_window),
         cmocka_unit_test(rejected_requests_cost_nothing),
         cmocka_unit_test(gcra_step_updates_tat_only_when_allowed),
+        cmocka_unit_test(next_is_exactly_when_one_more_request_fits),
         cmocka_unit_test(keys_are_independent),
         cmocka_unit_test(limit_zero_is_unlimited_and_stores_nothing),
         cmocka_unit_test(sweep_deletes_only_keys_whose_tat_passed),
