@@ -70,7 +70,7 @@ $(BUILD)/obj/%.o: src/%.c
 	@$(CC) $(CFLAGS_ALL) -c -o $@ $<
 
 # The embedded files are not seen by -MMD.
-$(BUILD)/obj/assets.o: config/tiers.json web/dashboard.html
+$(BUILD)/obj/assets.o: config/tiers.json web/dashboard.html init-db.sql
 
 $(BUILD)/tests/support/%.o: tests/%.c
 	@mkdir -p $(dir $@)
@@ -133,6 +133,7 @@ FUZZ_NEEDS_fuzz_payload := params
 FUZZ_NEEDS_fuzz_redisurl := rlredis log xalloc config fileio
 FUZZ_NEEDS_fuzz_logescape := log
 FUZZ_NEEDS_fuzz_proxies := params
+FUZZ_NEEDS_fuzz_tenantreq := tenantreq tiers share params assets fileio xalloc
 FUZZ_WARN := $(filter-out -Wlogical-op -Wduplicated-% -Wjump-misses-init -Wformat-signedness \
                -Wstringop-% -Wformat-overflow% -Wformat-truncation% -Wrestrict \
                -Wnull-dereference=%,$(WARN))
@@ -148,7 +149,7 @@ build/fuzz/obj/%.o: src/%.c
 	@echo "  FUZZCC  $<"
 	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c -o $@ $<
 
-build/fuzz/obj/assets.o: config/tiers.json web/dashboard.html
+build/fuzz/obj/assets.o: config/tiers.json web/dashboard.html init-db.sql
 
 .SECONDEXPANSION:
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h \

@@ -195,6 +195,8 @@ static bool api_identify(const struct api_deps *d, struct request *r)
         }
         snprintf(r->tenant, sizeof(r->tenant), "id:%s", id.tenant);
         r->tenant_label = r->tenant + 3;
+        r->args.own_rate_limit = id.own_rate_limit;
+        r->args.rate_limit = id.rate_limit;
         return true;
     }
 
@@ -268,25 +270,31 @@ static bool api_parse_write_body(struct request *r)
     return true;
 }
 
-/* Layer 1. Returns false after replying 429. */
+/* Layer 1, at the tenant's own limit if it has one, else the tier's. Returns false after
+ * replying 429. */
 static bool api_rate_limit(const struct api_deps *d, struct request *r, const struct tier_cfg *c)
 {
-    if (c->rate_limit <= 0)
+    int64_t limit = r->args.own_rate_limit ? r->args.rate_limit : c->rate_limit;
+    if (limit <= 0)
         return true; /* unlimited: no limiter work at all */
     struct tier_rt *t = r->tier;
     int64_t now = mclock_now_us();
-    if (!d->redis ||
-        rlredis_check(d->redis, c->name, c->rate_limit, c->rate_window_s, r->tenant, &r->rl))
-        ratelimit_check(t->rl, r->tenant, now, &r->rl);
+    if (!d->redis || rlredis_check(d->redis, c->name, limit, c->rate_window_s, r->tenant, &r->rl))
+        ratelimit_check_limit(t->rl, r->tenant, limit, now, &r->rl);
     else
         ratelimit_count(t->rl, r->rl.allowed);
     r->rl_applied = true;
     if (r->rl.allowed)
         return true;
     r->retry_after_us = r->rl.retry_after_us;
-    apierr_replyf(r, APIERR_RATE_LIMITED,
-                  "tier %s allows %" PRId64 " requests per %" PRId64 " s per tenant", c->name,
-                  c->rate_limit, c->rate_window_s);
+    if (r->args.own_rate_limit)
+        apierr_replyf(r, APIERR_RATE_LIMITED,
+                      "tenant %s is allowed %" PRId64 " requests per %" PRId64 " s",
+                      r->tenant_label, limit, c->rate_window_s);
+    else
+        apierr_replyf(r, APIERR_RATE_LIMITED,
+                      "tier %s allows %" PRId64 " requests per %" PRId64 " s per tenant", c->name,
+                      limit, c->rate_window_s);
     return false;
 }
 
@@ -446,8 +454,9 @@ static bool api_dashboard_data(const struct api_deps *d, struct request *r)
 
 static bool api_admin(const struct api_deps *d, struct request *r)
 {
-    admin_handle(d->tiers, d->admin_token, r);
-    return false;
+    char client[INET6_ADDRSTRLEN + 8];
+    api_client_key(d, r, client, sizeof(client));
+    return admin_handle(d->admin, client + 3, r); /* without "ip:" */
 }
 
 /* ---- routing ---------------------------------------------------------------------------- */

@@ -27,6 +27,7 @@ struct health;
 struct auth;
 struct rlredis;
 struct tarpit;
+struct admin;
 struct capctl;
 
 /* What the endpoints need. Filled by the server (or a test) before the first request and
@@ -43,8 +44,8 @@ struct api_deps {
     struct capctl *capacity;              /* the capacity controller (NULL: none, in tests) */
     const struct params_cidr *proxies;    /* TRUSTED_PROXIES */
     size_t nproxies;
-    int64_t retry_reads;     /* DB_READ_RETRIES */
-    const char *admin_token; /* ADMIN_TOKEN; "" turns /admin off */
+    int64_t retry_reads; /* DB_READ_RETRIES */
+    struct admin *admin; /* NULL unless ADMIN_TOKEN is set: /admin is off */
 };
 
 /* HTTP thread. Returns false with r READY (reply set), or true when r was suspended and handed

@@ -31,18 +31,22 @@ struct apierr_row {
 
 static const struct apierr_row apierr_table[APIERR_COUNT] = {
     [APIERR_INVALID_TIER] = {"invalid_tier", 400, CLIENT, .message = "unknown X-Tenant-Tier",
-                             .when = "`X-Tenant-Tier` missing or not a tier; the body lists "
-                                     "the tiers in `valid_tiers`"},
+                             .when = "`X-Tenant-Tier` missing or not a tier, or an admin "
+                                     "request's `tier` not a tier; the body lists the tiers in "
+                                     "`valid_tiers`"},
     [APIERR_INVALID_TENANT] = {"invalid_tenant", 400, CLIENT,
                                .message = "X-Tenant-ID must be 1 to 64 characters of "
                                           "A-Z a-z 0-9 . _ -",
-                               .when = "`X-Tenant-ID` is not 1 to 64 of `A-Za-z0-9._-`"},
+                               .when = "`X-Tenant-ID`, or a tenant name in an admin request, "
+                                       "is not 1 to 64 of `A-Za-z0-9._-`"},
     [APIERR_INVALID_ARGUMENT] = {"invalid_argument", 400, CLIENT,
                                  .message = "a query argument is malformed or out of range",
-                                 .when = "a query argument is malformed or out of range"},
+                                 .when = "a query argument, or an admin request's number "
+                                         "(`rate_limit`), is malformed or out of range"},
     [APIERR_INVALID_BODY] = {"invalid_body", 400, CLIENT,
                              .message = "the body must be {\"payload\": {...}}",
-                             .when = "the POST body is not `{\"payload\": {...}}`"},
+                             .when = "the POST body is not `{\"payload\": {...}}`; an admin "
+                                     "body is not JSON, has an unknown field, or lacks one"},
     [APIERR_MISSING_HOST] = {"missing_host", 400, CLIENT,
                              .message = "an HTTP/1.1 request needs a Host header",
                              .when = "an HTTP/1.1 request without `Host` (RFC 9112 3.2)"},
@@ -65,10 +69,16 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                           .when = "no such endpoint (admin endpoints without `ADMIN_TOKEN`)"},
     [APIERR_UNKNOWN_TIER] = {"unknown_tier", 404, CLIENT, .message = "no such tier",
                              .when = "an admin endpoint names a tier that does not exist"},
+    [APIERR_TENANT_NOT_FOUND] = {"tenant_not_found", 404, CLIENT, .message = "no such tenant",
+                                 .when = "an admin request names a tenant that does not exist"},
     [APIERR_METHOD_NOT_ALLOWED] = {"method_not_allowed", 405, CLIENT,
                                    .message = "method not allowed",
                                    .when = "the endpoint does not take this method; with "
                                            "`Allow`"},
+    [APIERR_TENANT_EXISTS] = {"tenant_exists", 409, CLIENT,
+                              .message = "a tenant with that name already exists",
+                              .when = "`POST /admin/tenants` with a name already taken (revoked "
+                                      "tenants keep theirs)"},
     [APIERR_LENGTH_REQUIRED] = {"length_required", 411, CLIENT,
                                 .message = "request bodies need a Content-Length "
                                            "(no chunked encoding)",
@@ -83,11 +93,12 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                                      "by its target (see Limits)"},
     [APIERR_UNSUPPORTED_MEDIA_TYPE] = {"unsupported_media_type", 415, CLIENT,
                                        .message = "the body must be application/json",
-                                       .when = "a POST body that is not `application/json`"},
+                                       .when = "a POST or PATCH body that is not "
+                                               "`application/json`"},
     [APIERR_RATE_LIMITED] = {"rate_limited", 429, OUTCOME_RATE_LIMITED, APIERR_RETRY_WAIT,
                              .message = "the tenant's rate limit is used up",
-                             .when = "the tenant used up its tier's rate limit; Retry-After: "
-                                     "until a request would be admitted",
+                             .when = "the tenant used up its rate limit (its own override, or its "
+                                     "tier's); Retry-After: until a request would be admitted",
                              .held = APIERR_HOLD_TENANT},
     [APIERR_HEADERS_TOO_LARGE] = {"headers_too_large", 431, CLIENT,
                                   .message = "the request's header fields are too large",
@@ -95,12 +106,16 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                                           "mostly by its header fields (see Limits)"},
     [APIERR_DATABASE_ERROR] = {"database_error", 500, OUTCOME_ERROR,
                                .message = "the statement failed",
-                               .when = "the statement failed in PostgreSQL (a breaker "
-                                       "failure)"},
+                               .when = "the statement failed in PostgreSQL (on `/api/data`, "
+                                       "a breaker failure)"},
     [APIERR_AUTH_UNAVAILABLE] = {"auth_unavailable", 503, OUTCOME_UNAVAILABLE, APIERR_RETRY_SECOND,
                                  .message = "API keys cannot be checked right now",
                                  .when = "API keys cannot be checked yet (no key table "
                                          "loaded)"},
+    [APIERR_ADMIN_BUSY] = {"admin_busy", 503, OUTCOME_UNAVAILABLE, APIERR_RETRY_SECOND,
+                           .message = "the admin queue is full",
+                           .when = "admin requests are queued to one worker: its queue is full, "
+                                   "or the request waited past its time"},
     [APIERR_BULKHEAD_FULL] = {"bulkhead_full", 503, OUTCOME_BULKHEAD_FULL, APIERR_RETRY_SECOND,
                               .message = "the tier's worker queue is full",
                               .when = "the tier's queue, or the tenant's share of it, is full",
@@ -124,8 +139,8 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
     [APIERR_DATABASE_UNAVAILABLE] = {"database_unavailable", 503, OUTCOME_ERROR,
                                      APIERR_RETRY_SECOND,
                                      .message = "the database cannot be reached",
-                                     .when = "the database cannot be reached (a breaker "
-                                             "failure)"},
+                                     .when = "the database cannot be reached (on "
+                                             "`/api/data`, a breaker failure)"},
     [APIERR_SHUTTING_DOWN] = {"shutting_down", 503, OUTCOME_UNAVAILABLE, APIERR_RETRY_SECOND,
                               .message = "the server is shutting down",
                               .when = "the server is stopping"},

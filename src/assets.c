@@ -1,5 +1,5 @@
 /*
- * assets: embed config/tiers.json and web/dashboard.html (see assets.h).
+ * assets: embed config/tiers.json, web/dashboard.html and init-db.sql (see assets.h).
  *
  * ASSET_ROOT is the checkout's root, passed by the Makefile, so the paths do not depend on the
  * directory the compiler runs in. The assembler also records each blob's length, so no code runs
@@ -26,3 +26,4 @@
 
 ASSETS_EMBED(assets_tiers_json, "config/tiers.json");
 ASSETS_EMBED(assets_dashboard_html, "web/dashboard.html");
+ASSETS_EMBED(assets_init_db_sql, "init-db.sql");

@@ -4,7 +4,8 @@
  * The table is open addressing over the binary SHA-256 of each key; the hash is uniformly
  * distributed, so its first bytes are the slot and no seed is needed. The refresher holds one
  * connection that LISTENs on AUTH_NOTIFY_CHANNEL and waits on it with poll(), bounded by the
- * TTL; a self-pipe ends the wait at shutdown. If the database cannot be read, the last table
+ * TTL; a self-pipe ends the wait at shutdown. The table also counts each tier's tenants and
+ * overrides, once per load, for the metrics. If the database cannot be read, the last table
  * stays in force (availability over freshness) and the failure is logged and counted.
  */
 #include "auth.h"
@@ -29,12 +30,21 @@ struct auth_entry {
     unsigned char hash[32]; /* SHA-256 of the key; all zero = empty slot */
     char tenant[AUTH_TENANT_MAX + 1];
     char tier[33];
+    int64_t rate_limit; /* the tenant's own rate limit; -1: the tier's */
+};
+
+/* How many tenants of one tier the table holds (for metrics). */
+struct auth_tier_count {
+    char tier[33];
+    size_t tenants, overrides;
 };
 
 struct auth_table {
     struct auth_entry *slots; /* owned */
     size_t nslots;            /* power of two, at least twice the keys */
     size_t keys;
+    struct auth_tier_count tiers[AUTH_TIERS_COUNTED]; /* by tier, in the order met */
+    size_t ntiers;
 };
 
 struct auth {
@@ -117,10 +127,25 @@ static void auth_table_free(struct auth_table *t)
     free(t);
 }
 
+/* Count e in its tier's row of t. */
+static void auth_count(struct auth_table *t, const struct auth_entry *e)
+{
+    size_t i = 0;
+    while (i < t->ntiers && strcmp(t->tiers[i].tier, e->tier))
+        i++;
+    if (i == AUTH_TIERS_COUNTED)
+        return;
+    if (i == t->ntiers)
+        memcpy(t->tiers[t->ntiers++].tier, e->tier, sizeof(e->tier));
+    t->tiers[i].tenants++;
+    t->tiers[i].overrides += e->rate_limit >= 0;
+}
+
 /* Read every live key. NULL on failure (err says why). */
 static struct auth_table *auth_load(PGconn *pg, char *err, size_t errlen)
 {
-    PGresult *res = PQexec(pg, "SELECT key_hash, name, tier FROM tenants WHERE revoked_at IS NULL");
+    PGresult *res = PQexec(pg, "SELECT key_hash, name, tier, coalesce(rate_limit, -1) FROM tenants "
+                               "WHERE revoked_at IS NULL");
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         snprintf(err, errlen, "%s", PQresultErrorMessage(res));
         PQclear(res);
@@ -143,6 +168,8 @@ static struct auth_table *auth_load(PGconn *pg, char *err, size_t errlen)
         memcpy(e->hash, hash, 32);
         snprintf(e->tenant, sizeof(e->tenant), "%s", PQgetvalue(res, i, 1));
         snprintf(e->tier, sizeof(e->tier), "%s", PQgetvalue(res, i, 2));
+        e->rate_limit = strtoll(PQgetvalue(res, i, 3), NULL, 10);
+        auth_count(t, e);
         t->keys++;
     }
     PQclear(res);
@@ -321,6 +348,8 @@ int auth_identify(struct auth *a, const char *authorization, const char *x_api_k
             if (auth_hash_equal(t->slots[s].hash, md)) {
                 memcpy(out->tenant, t->slots[s].tenant, sizeof(out->tenant));
                 memcpy(out->tier, t->slots[s].tier, sizeof(out->tier));
+                out->own_rate_limit = t->slots[s].rate_limit >= 0;
+                out->rate_limit = t->slots[s].rate_limit;
                 rc = 0;
                 break;
             }
@@ -342,4 +371,19 @@ void auth_stats(struct auth *a, struct auth_stats *out)
     out->accepted = atomic_load(&a->accepted);
     out->rejected = atomic_load(&a->rejected);
     out->loaded_wall_us = atomic_load(&a->loaded_wall_us);
+}
+
+void auth_tier_counts(struct auth *a, const char *tier, size_t *tenants, size_t *overrides)
+{
+    *tenants = *overrides = 0;
+    pthread_rwlock_rdlock(&a->lock);
+    const struct auth_table *t = a->table;
+    for (size_t i = 0; t && i < t->ntiers; i++) {
+        if (!strcmp(t->tiers[i].tier, tier)) {
+            *tenants = t->tiers[i].tenants;
+            *overrides = t->tiers[i].overrides;
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&a->lock);
 }

@@ -4,10 +4,12 @@
  *
  * Keys are 256 random bits from the OS, shown once at creation; only their SHA-256 is stored
  * (tenants.key_hash). The server keeps an in-memory table of every live key's hash, rebuilt by
- * a background thread from the database every AUTH_CACHE_TTL_MS and at once when the tenant
- * CLI signals a change (LISTEN/NOTIFY). A request costs one SHA-256 and one hash lookup on the
- * HTTP thread: no query per request, so a flood of bad keys cannot reach the database, and the
- * lookup's timing depends only on the key's hash, never on how much of a real key it matches.
+ * a background thread from the database every AUTH_CACHE_TTL_MS and at once when a change is
+ * signalled (LISTEN/NOTIFY: tenantdb notifies in every change's transaction, whichever
+ * instance or CLI made it), so every instance follows the database within the TTL. A request costs
+ * one SHA-256 and one hash lookup on the HTTP thread: no query per request, so a flood of bad keys
+ * cannot reach the database, and the lookup's timing depends only on the key's hash, never on how
+ * much of a real key it matches.
  *
  * DESIGN: the refresher thread builds a new table and swaps it in under a write lock; HTTP
  * threads look up under the read lock.
@@ -27,6 +29,8 @@ struct auth;
 struct auth_identity {
     char tenant[AUTH_TENANT_MAX + 1];
     char tier[33];
+    bool own_rate_limit; /* the tenant has its own rate limit, which wins over the tier's */
+    int64_t rate_limit;  /* with own_rate_limit: requests per the tier's window, 0 = unlimited */
 };
 
 struct auth_stats {
@@ -48,13 +52,18 @@ int auth_identify(struct auth *a, const char *authorization, const char *x_api_k
 
 void auth_stats(struct auth *a, struct auth_stats *out);
 
+/* Live keys of tier, and how many of those tenants carry an override (any thread). Counted
+ * for the first AUTH_TIERS_COUNTED tier names met in the table. */
+#define AUTH_TIERS_COUNTED 32
+void auth_tier_counts(struct auth *a, const char *tier, size_t *tenants, size_t *overrides);
+
 /* A new key ("bh_..."), from getrandom(2). 0 or a negative errno. */
 int auth_new_key(char out[AUTH_KEY_LEN + 1]) __attribute__((warn_unused_result));
 
 /* Lowercase hex SHA-256 of key. */
 void auth_hash_key(const char *key, char out[65]);
 
-/* The channel the tenant CLI notifies after a change. */
+/* The channel every tenant change notifies (tenantdb). */
 #define AUTH_NOTIFY_CHANNEL "bulkhead_tenants"
 
 #endif

@@ -102,7 +102,14 @@ static bool rl_step(int64_t *tat, void *ctx)
 void ratelimit_check(struct ratelimit *rl, const char *key, int64_t now_us,
                      struct ratelimit_result *out)
 {
-    struct rl_step st = {.limit = atomic_load_explicit(&rl->limit, memory_order_relaxed),
+    ratelimit_check_limit(rl, key, atomic_load_explicit(&rl->limit, memory_order_relaxed), now_us,
+                          out);
+}
+
+void ratelimit_check_limit(struct ratelimit *rl, const char *key, int64_t limit, int64_t now_us,
+                           struct ratelimit_result *out)
+{
+    struct rl_step st = {.limit = limit,
                          .window_s = atomic_load_explicit(&rl->window_s, memory_order_relaxed),
                          .now_us = now_us,
                          .out = out};
@@ -113,9 +120,11 @@ void ratelimit_check(struct ratelimit *rl, const char *key, int64_t now_us,
     }
     if (keytab_update(rl->tats, key, now_us, rl_step, &st) == -ENOSPC) {
         /* Table full: this key shares the overflow bucket with every other untracked key. */
+        int64_t tier_limit = atomic_load_explicit(&rl->limit, memory_order_relaxed);
         atomic_fetch_add_explicit(&rl->overflow, 1, memory_order_relaxed);
         pthread_mutex_lock(&rl->overflow_mutex);
-        ratelimit_gcra(st.limit, st.window_s, &rl->overflow_tat, now_us, out);
+        ratelimit_gcra(tier_limit > 0 ? tier_limit : st.limit, st.window_s, &rl->overflow_tat,
+                       now_us, out);
         pthread_mutex_unlock(&rl->overflow_mutex);
     }
     ratelimit_count(rl, out->allowed);

@@ -52,6 +52,12 @@ void ratelimit_set(struct ratelimit *rl, int64_t limit, int64_t window_s);
 void ratelimit_check(struct ratelimit *rl, const char *key, int64_t now_us,
                      struct ratelimit_result *out);
 
+/* The same with the key's own limit per the tier's window (a tenant's override, which wins
+ * over the tier's limit); 0 = unlimited. Keys past max_keys share the overflow bucket at the
+ * tier's limit, whatever their own. */
+void ratelimit_check_limit(struct ratelimit *rl, const char *key, int64_t limit, int64_t now_us,
+                           struct ratelimit_result *out);
+
 /*
  * The GCRA step on one TAT, shared with the Redis backend's tests: given the stored tat
  * (0 = fresh) decide, update *tat when allowed, and fill out.

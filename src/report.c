@@ -123,6 +123,9 @@ static const struct report_field report_fields[] = {
 
     {LIMITER, "limit", REPORT_LIMIT, RT(cfg.rate_limit)},
     {LIMITER, "windowSeconds", REPORT_I64, RT(cfg.rate_window_s)},
+    {LIMITER, "tenantOverrides", REPORT_SIZE, RT(tenant_overrides),
+     "bulkhead_ratelimit_tenant_overrides", NULL, "gauge",
+     "Tenants of the tier whose own rate limit wins over the tier's (AUTH_MODE=apikey)."},
     {LIMITER, "allowed", REPORT_U64, RT(rl.allowed), "bulkhead_ratelimit_decisions_total",
      "result=\"allowed\"", "counter", "Rate-limit decisions, by result."},
     {LIMITER, "rejected", REPORT_U64, RT(rl.rejected), "bulkhead_ratelimit_decisions_total",
@@ -364,9 +367,14 @@ void report_read(const struct report_sources *src, struct report_snap *out)
     report_read_process(src, &out->proc);
     int64_t now = mclock_now_us();
     out->ntiers = tierset_count(src->tiers);
-    for (size_t i = 0; i < out->ntiers; i++)
-        report_read_tier(tierset_tier(src->tiers, i), &out->proc, src->capacity, now,
-                         &out->tier[i]);
+    for (size_t i = 0; i < out->ntiers; i++) {
+        struct report_tier *t = &out->tier[i];
+        report_read_tier(tierset_tier(src->tiers, i), &out->proc, src->capacity, now, t);
+        size_t tenants = 0;
+        t->tenant_overrides = 0;
+        if (src->auth)
+            auth_tier_counts(src->auth, t->name, &tenants, &t->tenant_overrides);
+    }
 }
 
 /* ---- values ------------------------------------------------------------------------- */

@@ -66,6 +66,7 @@ struct report_tier {
     int64_t worker_reserve, conn_reserve;          /* slots kept for tenants holding none */
     const char *rl_backend;                        /* where the tier's limits are decided */
     uint64_t rl_backend_errors;                    /* Redis calls that failed (limited tiers) */
+    size_t tenant_overrides; /* tenants with their own rate limit (API keys; 0 in header mode) */
     struct workpool_tenant_load top[REPORT_TOP_TENANTS]; /* busiest tenants */
     size_t top_conns[REPORT_TOP_TENANTS];                /* connections each of them holds */
     size_t ntop;

@@ -66,6 +66,8 @@ struct request_args {
     int64_t cursor;       /* rows with id > cursor */
     char *payload;        /* POST: the payload object as compact JSON, owned */
     int64_t tenant_db_id; /* apikey mode: the tenant's row id; 0 = none */
+    bool own_rate_limit;  /* apikey mode: the tenant's override wins over the tier's limit */
+    int64_t rate_limit;   /* with own_rate_limit: per the tier's window, 0 = unlimited */
 };
 
 struct request {

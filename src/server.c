@@ -1,11 +1,13 @@
 /*
  * server: start-up, signal handling, live reload and graceful shutdown (see server.h).
  *
- * Start order: health probe, tiers (breaker, limiter, workers, pool), API keys, Redis limiter,
+ * Start order: health probe, tiers (breaker, limiter, workers, pool) and the capacity controller,
+ * API keys (after bringing the tenants schema up to date), Redis limiter, tarpit, admin worker,
  * history, janitor, and the HTTP listener last, so no request arrives before its path exists.
  * Shutdown is the reverse, after in-flight requests have had SHUTDOWN_TIMEOUT_MS to finish.
  */
 #include "server.h"
+#include "admin.h"
 #include "api.h"
 #include "apiwork.h"
 #include "auth.h"
@@ -21,6 +23,7 @@
 #include "ratelimit.h"
 #include "rlredis.h"
 #include "tarpit.h"
+#include "tenantdb.h"
 #include "tierset.h"
 #include "workpool.h"
 #include "xalloc.h"
@@ -103,6 +106,8 @@ static void server_check_budget(struct server *srv)
     int64_t need = 1; /* the health probe */
     if (srv->cfg.auth_mode == CONFIG_AUTH_APIKEY)
         need++;
+    if (srv->cfg.admin_token[0])
+        need++; /* the admin worker */
     const struct tier_table *tiers = tierset_snapshot(srv->tiers);
     for (size_t i = 0; i < tiers->count; i++)
         need += tiers->tiers[i].db_max;
@@ -178,12 +183,14 @@ static void server_stop_tiers(struct server *srv)
 static void server_teardown(struct server *srv)
 {
     server_stop_tiers(srv);
+    admin_stop(srv->admin);
     http_stop(srv->http);
     janitor_stop(srv->janitor);
     tarpit_destroy(srv->tarpit);
     capctl_destroy(srv->capacity);
     history_destroy(srv->history);
     free(srv->sample);
+    admin_destroy(srv->admin);
     auth_stop(srv->auth);
     rlredis_destroy(srv->redis);
     health_stop(srv->health);
@@ -200,6 +207,7 @@ static void server_teardown(struct server *srv)
     srv->tarpit = NULL;
     srv->capacity = NULL;
     srv->sample = NULL;
+    srv->admin = NULL;
     srv->auth = NULL;
     srv->redis = NULL;
     srv->health = NULL;
@@ -257,6 +265,7 @@ static void server_chore_queues(void *ctx, int64_t now)
         workpool_expire(t->pool, now - tierset_cfg(t)->queue_timeout_ms * 1000, now);
         dbpool_kick(t->db);
     }
+    admin_expire(srv->admin, now);
 }
 
 static void server_chore_sample(void *ctx, int64_t now)
@@ -318,7 +327,7 @@ static void server_wire(struct server *srv)
                                  .proxies = srv->proxies,
                                  .nproxies = srv->nproxies,
                                  .retry_reads = srv->cfg.retry_reads,
-                                 .admin_token = srv->cfg.admin_token};
+                                 .admin = srv->admin};
 }
 
 /* The tier set, every tier's parts, and the capacity controller over them. */
@@ -343,16 +352,45 @@ static int server_start_tiers(struct server *srv, const struct tier_table *tiers
     return rc;
 }
 
-/* API keys and the Redis limiter, when configured. */
+/* The tenants schema, brought up to date before anything reads it. */
+static int server_tenants_schema(struct server *srv)
+{
+    PGconn *pg = NULL;
+    char err[300];
+    int rc = tenantdb_connect(srv->cfg.database_url, "bulkhead-startup", &pg, err, sizeof(err));
+    if (rc) {
+        log_error("tenants_schema",
+                  "AUTH_MODE=apikey: cannot bring the tenants schema up to date: %s (apply "
+                  "init-db.sql as the database's owner)",
+                  err);
+        return rc;
+    }
+    PQfinish(pg);
+    return 0;
+}
+
+/* API keys, the Redis limiter, the tarpit and the admin worker, when configured. */
 static int server_start_backends(struct server *srv)
 {
     char err[300];
     int rc = 0;
     if (srv->cfg.auth_mode == CONFIG_AUTH_APIKEY) {
+        rc = server_tenants_schema(srv);
+        if (rc)
+            return rc;
         rc = auth_start(srv->cfg.database_url, srv->cfg.auth_cache_ttl, &srv->auth, err,
                         sizeof(err));
         if (rc) {
             log_error("auth_start", "%s", err);
+            return rc;
+        }
+    }
+    if (srv->cfg.admin_token[0]) {
+        const struct admin_cfg ac = {
+            .token = srv->cfg.admin_token, .conninfo = srv->cfg.database_url, .tiers = srv->tiers};
+        rc = admin_create(&ac, &srv->admin);
+        if (rc) {
+            log_error("admin", "cannot start the admin worker: %s", strerror(-rc));
             return rc;
         }
     }
@@ -532,6 +570,7 @@ void server_stop(struct server *srv)
     /* Stop the workers: queued requests are answered 503, running ones finish. */
     for (size_t i = 0; i < tierset_count(srv->tiers); i++)
         workpool_stop(tierset_tier(srv->tiers, i)->pool);
+    admin_stop(srv->admin);
     /* Their replies still have to be sent before the HTTP threads go. */
     server_drain(srv, mclock_now_us() + 2000000);
     server_teardown(srv);

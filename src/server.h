@@ -2,8 +2,8 @@
  * server: the composition root, and the only module (with main.c) that knows every other. It
  * owns the configuration, the tier set with each tier's parts (queue and workers, connection
  * pool, rate limiter, breaker, counters) and the shared services (HTTP, health probe, janitor,
- * Redis limiter, API-key cache, dashboard history); it wires them together through the
- * callbacks and dependency structs they declare, starts them in order and stops them in
+ * Redis limiter, API-key cache, admin worker, dashboard history); it wires them together through
+ * the callbacks and dependency structs they declare, starts them in order and stops them in
  * reverse.
  *
  *   http ──dispatch──> api ──> ratelimit, breaker, workpool ... worker: dbpool, breaker
@@ -48,6 +48,7 @@ struct http;
 struct janitor;
 struct history;
 struct tarpit;
+struct admin;
 struct capctl;
 
 struct server {
@@ -61,6 +62,7 @@ struct server {
     struct janitor *janitor;        /* owned */
     struct history *history;        /* owned: per-second samples for the dashboard */
     struct tarpit *tarpit;          /* owned; NULL unless TARPIT=true */
+    struct admin *admin;            /* owned; NULL unless ADMIN_TOKEN is set */
     struct capctl *capacity;        /* owned: the capacity controller over the tiers */
     struct report_snap *sample;     /* owned: the janitor's scratch reading (janitor only) */
     atomic_int in_flight;           /* requests created and not yet freed */

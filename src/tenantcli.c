@@ -1,130 +1,259 @@
 /*
- * tenantcli: tenant administration (see tenantcli.h). Plain blocking libpq: this is a
- * short-lived command, not the server.
+ * tenantcli: the tenant commands (see tenantcli.h): arguments to a tenantreq, a tenantdb call,
+ * its JSON printed as text. Plain blocking libpq: this is a short-lived command.
  */
 #include "tenantcli.h"
 #include "auth.h"
-#include "params.h"
+#include "tenantdb.h"
+#include "tenantreq.h"
 
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
 #include <libpq-fe.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#define TENANTCLI_MAX_POS 3 /* positional arguments after the command */
+
+/* The command line after "tenant", sorted out. */
+struct tenantcli_args {
+    const char *cmd;
+    const char *pos[TENANTCLI_MAX_POS];
+    int npos;
+    const char *tier, *rate_limit, *tenant, *limit; /* --tier, --rate-limit, --tenant, --limit */
+};
 
 static void tenantcli_usage(FILE *out)
 {
-    fprintf(out, "usage: bulkhead tenant create NAME TIER\n"
+    fprintf(out, "usage: bulkhead tenant create NAME TIER [--rate-limit N]\n"
                  "       bulkhead tenant list\n"
+                 "       bulkhead tenant show NAME\n"
+                 "       bulkhead tenant set NAME [--tier TIER] [--rate-limit N|none]\n"
                  "       bulkhead tenant set-tier NAME TIER\n"
-                 "       bulkhead tenant revoke NAME\n"
                  "       bulkhead tenant rotate NAME\n"
-                 "NAME is 1 to 64 characters of A-Z a-z 0-9 . _ -\n");
+                 "       bulkhead tenant revoke NAME\n"
+                 "       bulkhead tenant audit [--tenant NAME] [--limit N]\n"
+                 "NAME is 1 to 64 characters of A-Z a-z 0-9 . _ -\n"
+                 "--rate-limit: the tenant's own limit, requests per its tier's window (0: "
+                 "unlimited);\n"
+                 "              none removes it (the tier's limit applies)\n");
 }
 
-static PGconn *tenantcli_connect(const struct config *cfg)
+/* 0, or 2 after printing the usage. */
+static int tenantcli_parse(int argc, char **argv, struct tenantcli_args *a)
 {
-    const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
-    const char *vals[] = {cfg->database_url, "bulkhead-cli", "10", NULL};
-    PGconn *pg = PQconnectdbParams(keys, vals, 1);
-    if (PQstatus(pg) != CONNECTION_OK) {
-        fprintf(stderr, "bulkhead: cannot connect to the database: %s", PQerrorMessage(pg));
-        PQfinish(pg);
-        return NULL;
+    memset(a, 0, sizeof(*a));
+    a->cmd = argv[0];
+    static const char *const opts[] = {"--tier", "--rate-limit", "--tenant", "--limit"};
+    const char **slots[] = {&a->tier, &a->rate_limit, &a->tenant, &a->limit};
+    for (int i = 1; i < argc; i++) {
+        size_t k = 0;
+        while (k < 4 && strcmp(argv[i], opts[k]))
+            k++;
+        if (k < 4 && i + 1 < argc && !*slots[k]) {
+            *slots[k] = argv[++i];
+        } else if (k == 4 && strncmp(argv[i], "--", 2) && a->npos < TENANTCLI_MAX_POS) {
+            a->pos[a->npos++] = argv[i];
+        } else {
+            tenantcli_usage(stderr);
+            return 2;
+        }
     }
-    return pg;
-}
-
-/* Run a parameterised statement; returns the result or NULL after printing the error. */
-static PGresult *tenantcli_exec(PGconn *pg, const char *sql, int n, const char *const *v)
-{
-    PGresult *res = PQexecParams(pg, sql, n, NULL, v, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        if (state && !strcmp(state, "23505"))
-            fprintf(stderr, "bulkhead: a tenant with that name already exists\n");
-        else
-            fprintf(stderr, "bulkhead: %s", PQresultErrorMessage(res));
-        PQclear(res);
-        return NULL;
-    }
-    return res;
-}
-
-static void tenantcli_notify(PGconn *pg)
-{
-    PQclear(PQexec(pg, "NOTIFY " AUTH_NOTIFY_CHANNEL));
-}
-
-static bool tenantcli_check_tier(const struct tier_table *tiers, const char *tier)
-{
-    if (tiers_find(tiers, tier) >= 0)
-        return true;
-    char names[TIERS_MAX * (TIERS_NAME_MAX + 2)];
-    tiers_names(tiers, names, sizeof(names));
-    fprintf(stderr, "bulkhead: unknown tier \"%s\" (tiers: %s)\n", tier, names);
-    return false;
-}
-
-/* create and rotate: store a new key's hash for NAME and print the key. */
-static int tenantcli_new_key(PGconn *pg, const char *sql, const char *name, const char *tier)
-{
-    char key[AUTH_KEY_LEN + 1], hash[65];
-    if (auth_new_key(key)) {
-        fprintf(stderr, "bulkhead: cannot read random bytes from the OS\n");
-        return 1;
-    }
-    auth_hash_key(key, hash);
-    const char *v[] = {name, hash, tier};
-    PGresult *res = tenantcli_exec(pg, sql, tier ? 3 : 2, v);
-    if (!res)
-        return 1;
-    bool found = PQntuples(res) == 1;
-    PQclear(res);
-    if (!found) {
-        fprintf(stderr, "bulkhead: no tenant named %s\n", name);
-        return 1;
-    }
-    tenantcli_notify(pg);
-    printf("tenant: %s\napi key: %s\n", name, key);
-    fprintf(stderr, "Store the key now: it is shown once; only its SHA-256 is kept.\n");
     return 0;
 }
 
+/* Whether a has exactly npos positionals and only the options in allowed ("tr" = --tier and
+ * --rate-limit, "nl" = --tenant and --limit). */
+static bool tenantcli_shape(const struct tenantcli_args *a, int npos, const char *allowed)
+{
+    return a->npos == npos && (!a->tier || strchr(allowed, 't')) &&
+           (!a->rate_limit || strchr(allowed, 'r')) && (!a->tenant || strchr(allowed, 'n')) &&
+           (!a->limit || strchr(allowed, 'l'));
+}
+
+/* The request of create, set and set-tier from the arguments; 0 or 2 after the message. */
+static int tenantcli_request(const struct tenantcli_args *a, enum tenantreq_kind kind,
+                             const struct tier_table *tiers, struct tenantreq *req)
+{
+    char why[300];
+    tenantreq_init(req);
+    struct {
+        const char *field, *value;
+    } set[] = {{"name", a->pos[0]},
+               {"tier", a->npos > 1 ? a->pos[1] : a->tier},
+               {"rate_limit", a->rate_limit}};
+    for (size_t i = 0; i < 3; i++) {
+        if (!set[i].value)
+            continue;
+        if (tenantreq_set_text(req, set[i].field, set[i].value, tiers, why, sizeof(why))) {
+            fprintf(stderr, "bulkhead: %s\n", why);
+            return 2;
+        }
+    }
+    if (kind == TENANTREQ_UPDATE)
+        req->name[0] = '\0'; /* the tenant to change, not a new name */
+    if (tenantreq_complete(kind, req, why, sizeof(why))) {
+        fprintf(stderr, "bulkhead: %s\n", why);
+        return 2;
+    }
+    return 0;
+}
+
+static void tenantcli_print_tenant(const char *json, const char *key)
+{
+    json_t *t = json_loads(json, 0, NULL);
+    json_t *limit = json_object_get(json_object_get(t, "overrides"), "rate_limit");
+    printf("tenant: %s\ntier: %s\n", json_string_value(json_object_get(t, "name")),
+           json_string_value(json_object_get(t, "tier")));
+    if (limit)
+        printf("rate limit: %" JSON_INTEGER_FORMAT " (its own)\n", json_integer_value(limit));
+    else
+        printf("rate limit: the tier's\n");
+    const char *revoked = json_string_value(json_object_get(t, "revoked"));
+    printf("created: %s\n", json_string_value(json_object_get(t, "created")));
+    if (revoked)
+        printf("revoked: %s\n", revoked);
+    if (key) {
+        printf("api key: %s\n", key);
+        fprintf(stderr, "Store the key now: it is shown once; only its SHA-256 is kept.\n");
+    }
+    json_decref(t);
+}
+
+/* list: every page, as a table. */
 static int tenantcli_list(PGconn *pg)
 {
-    PGresult *res = tenantcli_exec(
-        pg,
-        "SELECT name, tier, to_char(created_at AT TIME ZONE 'UTC', "
-        "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-        " coalesce(to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '-')"
-        " FROM tenants ORDER BY name",
-        0, NULL);
-    if (!res)
+    printf("%-24s %-12s %-11s %-21s %s\n", "NAME", "TIER", "RATE_LIMIT", "CREATED", "REVOKED");
+    char after[PARAMS_TENANT_MAX + 1] = "";
+    for (;;) {
+        struct tenantdb_result res;
+        int rc = tenantdb_list(pg, after[0] ? after : NULL, TENANTDB_PAGE_MAX, &res);
+        if (rc) {
+            fprintf(stderr, "bulkhead: %s\n", res.err);
+            return 1;
+        }
+        json_t *page = json_loads(res.json, 0, NULL);
+        tenantdb_result_free(&res);
+        size_t i;
+        json_t *t;
+        json_array_foreach(json_object_get(page, "tenants"), i, t)
+        {
+            json_t *lim = json_object_get(json_object_get(t, "overrides"), "rate_limit");
+            char limit[24] = "-";
+            if (lim)
+                snprintf(limit, sizeof(limit), "%" JSON_INTEGER_FORMAT, json_integer_value(lim));
+            const char *revoked = json_string_value(json_object_get(t, "revoked"));
+            printf("%-24s %-12s %-11s %-21s %s\n", json_string_value(json_object_get(t, "name")),
+                   json_string_value(json_object_get(t, "tier")), limit,
+                   json_string_value(json_object_get(t, "created")), revoked ? revoked : "-");
+        }
+        const char *next = json_string_value(json_object_get(page, "next"));
+        snprintf(after, sizeof(after), "%s", next ? next : "");
+        json_decref(page);
+        if (!after[0])
+            return 0;
+    }
+}
+
+/* audit: the latest changes, one line each. */
+static int tenantcli_audit(PGconn *pg, const struct tenantcli_args *a)
+{
+    int64_t limit = 100;
+    if ((a->limit && params_int(a->limit, 1, TENANTDB_PAGE_MAX, &limit)) ||
+        (a->tenant && !params_tenant_valid(a->tenant))) {
+        fprintf(stderr, "bulkhead: --limit is 1 to %d, --tenant a tenant name\n",
+                TENANTDB_PAGE_MAX);
+        return 2;
+    }
+    struct tenantdb_result res;
+    if (tenantdb_audit(pg, 0, a->tenant, limit, &res)) {
+        fprintf(stderr, "bulkhead: %s\n", res.err);
         return 1;
-    printf("%-24s %-12s %-21s %s\n", "NAME", "TIER", "CREATED", "REVOKED");
-    for (int i = 0; i < PQntuples(res); i++)
-        printf("%-24s %-12s %-21s %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-               PQgetvalue(res, i, 2), PQgetvalue(res, i, 3));
-    PQclear(res);
+    }
+    json_t *page = json_loads(res.json, 0, NULL);
+    tenantdb_result_free(&res);
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(page, "events"), i, e)
+    {
+        char *after = json_dumps(json_object_get(e, "after"), JSON_COMPACT | JSON_ENCODE_ANY);
+        printf("%" JSON_INTEGER_FORMAT " %s %s from %s: %s %s -> %s\n",
+               json_integer_value(json_object_get(e, "id")),
+               json_string_value(json_object_get(e, "at")),
+               json_string_value(json_object_get(e, "actor")),
+               json_string_value(json_object_get(e, "address")),
+               json_string_value(json_object_get(e, "action")),
+               json_string_value(json_object_get(e, "tenant")), after ? after : "null");
+        free(after);
+    }
+    json_decref(page);
     return 0;
 }
 
-static int tenantcli_update(PGconn *pg, const char *sql, int n, const char *const *v,
-                            const char *done)
+/* The commands that read or change one tenant, through the admin API's implementation. */
+static int tenantcli_run(PGconn *pg, const struct tenantcli_args *a, const struct tenantreq *req)
 {
-    PGresult *res = tenantcli_exec(pg, sql, n, v);
-    if (!res)
-        return 1;
-    bool found = PQntuples(res) == 1;
-    PQclear(res);
-    if (!found) {
-        fprintf(stderr, "bulkhead: no tenant named %s\n", v[0]);
-        return 1;
+    char user[64] = "cli:", msg[200];
+    const struct passwd *pw = getpwuid(geteuid());
+    if (pw)
+        snprintf(user + 4, sizeof(user) - 4, "%s", pw->pw_name);
+    else
+        snprintf(user + 4, sizeof(user) - 4, "%u", (unsigned)geteuid());
+    const struct tenantdb_actor who = {.who = user, .address = "local"};
+    const char *name = a->pos[0], *cmd = a->cmd;
+    struct tenantdb_result res;
+    int rc = !strcmp(cmd, "create")   ? tenantdb_create(pg, req, &who, &res)
+             : !strcmp(cmd, "rotate") ? tenantdb_rotate(pg, name, &who, &res)
+             : !strcmp(cmd, "revoke") ? tenantdb_revoke(pg, name, &who, &res)
+             : !strcmp(cmd, "show")   ? tenantdb_get(pg, name, &res)
+                                      : tenantdb_update(pg, name, req, &who, &res);
+    if (rc == -ENOENT || rc == -EEXIST) {
+        tenantdb_strerror(rc, name, msg, sizeof(msg));
+        fprintf(stderr, "bulkhead: %s\n", msg);
+    } else if (rc) {
+        fprintf(stderr, "bulkhead: %s\n", res.err);
+    } else if (!strcmp(cmd, "revoke")) {
+        printf("tenant %s revoked\n", name);
+    } else {
+        tenantcli_print_tenant(res.json, res.key[0] ? res.key : NULL);
     }
-    tenantcli_notify(pg);
-    printf("%s\n", done);
-    return 0;
+    tenantdb_result_free(&res);
+    return rc ? 1 : 0;
+}
+
+/* Check the arguments of a's command before touching the database. 0, or 2. */
+static int tenantcli_check(const struct tenantcli_args *a, const struct tier_table *tiers,
+                           struct tenantreq *req)
+{
+    const char *cmd = a->cmd;
+    bool one = !strcmp(cmd, "show") || !strcmp(cmd, "rotate") || !strcmp(cmd, "revoke");
+    bool ok = !strcmp(cmd, "create")     ? tenantcli_shape(a, 2, "r")
+              : !strcmp(cmd, "set")      ? tenantcli_shape(a, 1, "tr")
+              : !strcmp(cmd, "set-tier") ? tenantcli_shape(a, 2, "")
+              : !strcmp(cmd, "list")     ? tenantcli_shape(a, 0, "")
+              : !strcmp(cmd, "audit")    ? tenantcli_shape(a, 0, "nl")
+                                         : one && tenantcli_shape(a, 1, "");
+    if (!ok) {
+        tenantcli_usage(stderr);
+        return 2;
+    }
+    if (!strcmp(cmd, "list") || !strcmp(cmd, "audit"))
+        return 0;
+    if (one) {
+        tenantreq_init(req);
+        char why[200];
+        if (tenantreq_set_text(req, "name", a->pos[0], tiers, why, sizeof(why))) {
+            fprintf(stderr, "bulkhead: %s\n", why);
+            return 2;
+        }
+        return 0;
+    }
+    return tenantcli_request(a, !strcmp(cmd, "create") ? TENANTREQ_CREATE : TENANTREQ_UPDATE, tiers,
+                             req);
 }
 
 int tenantcli_main(const struct config *cfg, const struct tier_table *tiers, int argc, char **argv)
@@ -133,51 +262,25 @@ int tenantcli_main(const struct config *cfg, const struct tier_table *tiers, int
         tenantcli_usage(argc < 1 ? stderr : stdout);
         return argc < 1 ? 2 : 0;
     }
-    const char *cmd = argv[0];
-    int want = !strcmp(cmd, "create") || !strcmp(cmd, "set-tier") ? 3
-               : !strcmp(cmd, "revoke") || !strcmp(cmd, "rotate") ? 2
-               : !strcmp(cmd, "list")                             ? 1
-                                                                  : -1;
-    if (want < 0 || argc != want) {
-        tenantcli_usage(stderr);
-        return 2;
-    }
-    if (want >= 2 && !params_tenant_valid(argv[1])) {
-        fprintf(stderr, "bulkhead: invalid tenant name \"%s\"\n", argv[1]);
-        return 2;
-    }
-    if (want == 3 && !tenantcli_check_tier(tiers, argv[2]))
-        return 2;
-    PGconn *pg = tenantcli_connect(cfg);
-    if (!pg)
+    struct tenantcli_args a;
+    struct tenantreq req;
+    int rc = tenantcli_parse(argc, argv, &a);
+    if (!rc)
+        rc = tenantcli_check(&a, tiers, &req);
+    if (rc)
+        return rc;
+    PGconn *pg = NULL;
+    char err[300];
+    if (tenantdb_connect(cfg->database_url, "bulkhead-cli", &pg, err, sizeof(err))) {
+        fprintf(stderr, "bulkhead: cannot use the database: %s\n", err);
         return 1;
-    int rc;
-    char done[160];
-    if (!strcmp(cmd, "create")) {
-        rc = tenantcli_new_key(pg,
-                               "INSERT INTO tenants (name, key_hash, tier) VALUES ($1, $2, $3) "
-                               "RETURNING id",
-                               argv[1], argv[2]);
-    } else if (!strcmp(cmd, "rotate")) {
-        rc = tenantcli_new_key(pg,
-                               "UPDATE tenants SET key_hash = $2, revoked_at = NULL "
-                               "WHERE name = $1 RETURNING id",
-                               argv[1], NULL);
-    } else if (!strcmp(cmd, "list")) {
-        rc = tenantcli_list(pg);
-    } else if (!strcmp(cmd, "set-tier")) {
-        const char *v[] = {argv[1], argv[2]};
-        snprintf(done, sizeof(done), "tenant %s is now in tier %s", argv[1], argv[2]);
-        rc = tenantcli_update(pg, "UPDATE tenants SET tier = $2 WHERE name = $1 RETURNING id", 2, v,
-                              done);
-    } else {
-        const char *v[] = {argv[1]};
-        snprintf(done, sizeof(done), "tenant %s revoked", argv[1]);
-        rc = tenantcli_update(pg,
-                              "UPDATE tenants SET revoked_at = coalesce(revoked_at, now()) "
-                              "WHERE name = $1 RETURNING id",
-                              1, v, done);
     }
+    if (!strcmp(a.cmd, "list"))
+        rc = tenantcli_list(pg);
+    else if (!strcmp(a.cmd, "audit"))
+        rc = tenantcli_audit(pg, &a);
+    else
+        rc = tenantcli_run(pg, &a, &req);
     PQfinish(pg);
     return rc;
 }

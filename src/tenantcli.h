@@ -1,14 +1,20 @@
 /*
- * tenantcli: `bulkhead tenant ...`, the tenant and API-key administration commands.
+ * tenantcli: `bulkhead tenant ...`, the tenant and API-key commands, for bootstrap (no admin
+ * token yet) and for operators with database access:
  *
- *   bulkhead tenant create NAME TIER   new tenant; prints its API key once
- *   bulkhead tenant list               every tenant, its tier, created and revoked times
- *   bulkhead tenant set-tier NAME TIER move a tenant to another tier
- *   bulkhead tenant revoke NAME        revoke the tenant's key (the tenant can no longer call)
- *   bulkhead tenant rotate NAME        new key for the tenant; the old one stops working
+ *   bulkhead tenant create NAME TIER [--rate-limit N]   new tenant; prints its API key once
+ *   bulkhead tenant list                                every tenant, tier, overrides, times
+ *   bulkhead tenant show NAME                           one tenant
+ *   bulkhead tenant set NAME [--tier T] [--rate-limit N|none]   change tier and overrides
+ *   bulkhead tenant set-tier NAME TIER                  the same as set NAME --tier TIER
+ *   bulkhead tenant rotate NAME                         new key; the old one stops working
+ *   bulkhead tenant revoke NAME                         the tenant can no longer call
+ *   bulkhead tenant audit [--tenant NAME] [--limit N]   the latest changes, newest first
  *
- * They run against DATABASE_URL and notify running servers (LISTEN/NOTIFY), which apply the
- * change at once; AUTH_CACHE_TTL_MS bounds the delay if a notification is missed.
+ * The admin API's implementation: the same checks and messages (tenantreq), the same
+ * transactions, audit rows and notifications (tenantdb), against DATABASE_URL. Running servers
+ * apply a change at once (LISTEN/NOTIFY), at the latest within AUTH_CACHE_TTL_MS. The audit
+ * names the caller "cli:<user>", from "local".
  */
 #ifndef BULKHEAD_TENANTCLI_H
 #define BULKHEAD_TENANTCLI_H
@@ -16,7 +22,8 @@
 #include "config.h"
 #include "tiers.h"
 
-/* argv starts after "tenant". Returns the process exit status (0, 1 error, 2 usage). */
+/* argv starts after "tenant". Returns the process exit status (0, 1 error, 2 usage or a
+ * refused argument). */
 int tenantcli_main(const struct config *cfg, const struct tier_table *tiers, int argc, char **argv);
 
 #endif

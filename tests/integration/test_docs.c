@@ -153,6 +153,13 @@ static void every_documented_endpoint_answers(void **state)
         {"GET", "/dashboard", 200},
         {"GET", "/dashboard/data?since=0", 200},
         {"POST", "/admin/breaker/free/reset", 401},
+        {"POST", "/admin/tenants", 401},
+        {"GET", "/admin/tenants", 401},
+        {"GET", "/admin/tenants/acme", 401},
+        {"PATCH", "/admin/tenants/acme", 401},
+        {"DELETE", "/admin/tenants/acme", 401},
+        {"POST", "/admin/tenants/acme/keys", 401},
+        {"GET", "/admin/audit", 401},
     };
     for (size_t i = 0; i < sizeof(eps) / sizeof(eps[0]); i++) {
         char u[400];

@@ -7,9 +7,11 @@
  * answers 429 with Retry-After and RateLimit-* headers; an open breaker answers circuit_open
  * with the time until a trial; a worker that cannot connect answers database_unavailable and
  * the breaker counts it; /metrics/bulkheads and /metrics render the set; admin needs the token
- * and knows the tiers; and replies stay right while the main thread publishes new settings
- * (under ThreadSanitizer: reload and the HTTP threads do not race).
+ * and knows the tiers, and checks tenant requests before the database; and replies stay right while
+ * the main thread publishes new settings (under ThreadSanitizer: reload and the HTTP threads do not
+ * race).
  */
+#include "admin.h"
 #include "api.h"
 #include "apiwork.h"
 #include "breaker.h"
@@ -56,6 +58,7 @@ static struct {
     struct request_hooks hooks;
     struct report_sources sources;
     struct api_deps deps;
+    struct admin *admin;
     struct http *http;
     char base[64];
 } t;
@@ -115,8 +118,14 @@ static int setup(void **state)
                                         .in_flight = &t.in_flight,
                                         .draining = &t.draining,
                                         .instance_id = "test"};
+    /* The admin worker's database is where nothing listens: tenant requests that pass every
+     * check reach it and are answered 503 database_unavailable. */
+    const struct admin_cfg ac = {
+        .token = "secret", .conninfo = "host=127.0.0.1 port=1 connect_timeout=2", .tiers = t.ts};
+    if (admin_create(&ac, &t.admin))
+        return -1;
     t.deps = (struct api_deps){
-        .tiers = t.ts, .metrics = &t.sources, .history = t.history, .admin_token = "secret"};
+        .tiers = t.ts, .metrics = &t.sources, .history = t.history, .admin = t.admin};
     struct http_opts ho = {.cfg = &t.cfg,
                            .hooks = &t.hooks,
                            .draining = &t.draining,
@@ -132,7 +141,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
+    admin_stop(t.admin);
     http_stop(t.http);
+    admin_destroy(t.admin);
     fakeset_destroy(t.ts);
     history_destroy(t.history);
     config_free(&t.cfg);
@@ -172,9 +183,9 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     return append(r->headers, sizeof(r->headers), &r->hlen, p, size * n);
 }
 
-/* method path with up to two headers (NULL-terminated); the reply in *r. */
-static void fetch(const char *method, const char *path, const char *h1, const char *h2,
-                  struct reply *r)
+/* method path with up to two headers (or NULL) and a body (or NULL); the reply in *r. */
+static void fetch_body(const char *method, const char *path, const char *h1, const char *h2,
+                       const char *body, struct reply *r)
 {
     memset(r, 0, sizeof(*r));
     char url[256];
@@ -187,8 +198,8 @@ static void fetch(const char *method, const char *path, const char *h1, const ch
         hs = curl_slist_append(hs, h2);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    if (!strcmp(method, "POST"))
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+    if (body)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
@@ -199,6 +210,13 @@ static void fetch(const char *method, const char *path, const char *h1, const ch
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
     curl_slist_free_all(hs);
     curl_easy_cleanup(c);
+}
+
+/* The same with no body (an empty one for POST). */
+static void fetch(const char *method, const char *path, const char *h1, const char *h2,
+                  struct reply *r)
+{
+    fetch_body(method, path, h1, h2, !strcmp(method, "POST") ? "" : NULL, r);
 }
 
 /* A header's value (case-insensitive name) as an integer, or -1. */
@@ -349,6 +367,56 @@ static void admin_needs_the_token_and_knows_the_tiers(void **state)
     assert_non_null(strstr(r.body, "\"CLOSED\""));
 }
 
+/* Tenant requests are checked on the HTTP thread: each bad one has its 4xx and never reaches
+ * the worker; a good one does, and meets the database that is not there. */
+static void admin_tenant_requests_are_checked_before_the_database(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *method, *path, *ctype, *body;
+        long status;
+        const char *code;
+    } cases[] = {
+        {"POST", "/admin/tenants", "application/json", "{\"name\":\"a b\",\"tier\":\"free\"}", 400,
+         "invalid_tenant"},
+        {"POST", "/admin/tenants", "application/json", "{\"name\":\"a\",\"tier\":\"gold\"}", 400,
+         "invalid_tier"},
+        {"POST", "/admin/tenants", "application/json",
+         "{\"name\":\"a\",\"tier\":\"free\",\"rate_limit\":-5}", 400, "invalid_argument"},
+        {"POST", "/admin/tenants", "application/json", "{\"name\":\"a\"", 400, "invalid_body"},
+        {"POST", "/admin/tenants", "text/plain", "{\"name\":\"a\",\"tier\":\"free\"}", 415,
+         "unsupported_media_type"},
+        {"PATCH", "/admin/tenants/a", "application/json", "{}", 400, "invalid_body"},
+        {"PATCH", "/admin/tenants", "application/json", "{\"tier\":\"free\"}", 405,
+         "method_not_allowed"},
+        {"PUT", "/admin/tenants/a", NULL, NULL, 405, "method_not_allowed"},
+        {"GET", "/admin/tenants/bad%20name", NULL, NULL, 400, "invalid_tenant"},
+        {"GET", "/admin/tenants/a/keys", NULL, NULL, 405, "method_not_allowed"},
+        {"GET", "/admin/tenants/a/other", NULL, NULL, 404, "not_found"},
+        {"GET", "/admin/tenants?limit=0", NULL, NULL, 400, "invalid_argument"},
+        {"GET", "/admin/audit?before=x", NULL, NULL, 400, "invalid_argument"},
+        {"DELETE", "/admin/tenants/a", "application/json", "{}", 400, "invalid_body"},
+        {"GET", "/admin/elsewhere", NULL, NULL, 404, "not_found"},
+        {"GET", "/admin/tenants/a", NULL, NULL, 503, "database_unavailable"},
+        {"POST", "/admin/tenants", "application/json", "{\"name\":\"a\",\"tier\":\"free\"}", 503,
+         "database_unavailable"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct reply r;
+        char ctype[64], code[64];
+        snprintf(ctype, sizeof(ctype), "Content-Type: %s", cases[i].ctype ? cases[i].ctype : "x/y");
+        fetch_body(cases[i].method, cases[i].path, "Authorization: Bearer secret",
+                   cases[i].ctype ? ctype : NULL, cases[i].body, &r);
+        if (r.status != cases[i].status ||
+            strcmp(error_code(&r, code, sizeof(code)), cases[i].code))
+            fail_msg("%s %s: %ld %s", cases[i].method, cases[i].path, r.status, r.body);
+    }
+    struct reply r;
+    fetch_body("POST", "/admin/tenants", "Content-Type: application/json", NULL,
+               "{\"name\":\"a\",\"tier\":\"free\"}", &r);
+    assert_int_equal(r.status, 401); /* the token comes first */
+}
+
 /* The main thread publishes new settings while a client reads them through the endpoints. */
 static void *client_main(void *arg)
 {
@@ -395,6 +463,7 @@ int main(void)
         cmocka_unit_test(a_worker_that_cannot_connect_answers_database_unavailable),
         cmocka_unit_test(metrics_render_the_fake_set),
         cmocka_unit_test(admin_needs_the_token_and_knows_the_tiers),
+        cmocka_unit_test(admin_tenant_requests_are_checked_before_the_database),
         cmocka_unit_test(replies_stay_right_while_settings_are_reloaded),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -442,6 +442,40 @@ static void concurrent_checks_on_one_key_admit_exactly_n(void **state)
     }
 }
 
+static void a_keys_own_limit_wins_over_the_tiers(void **state)
+{
+    (void)state;
+    struct ratelimit *rl = ratelimit_create(100, WINDOW, 1000);
+    struct ratelimit_result r;
+    int64_t allowed = 0;
+    for (int i = 0; i < 8; i++) {
+        ratelimit_check_limit(rl, "gold", 5, T0, &r);
+        allowed += r.allowed;
+    }
+    assert_int_equal(allowed, 5); /* its own 5, not the tier's 100 */
+    assert_int_equal(r.limit, 5);
+    assert_int_equal(r.retry_after_us, interval(5)); /* one more after W/5 */
+    /* Its neighbour keeps the tier's limit. */
+    assert_int_equal(fire(rl, "plain", T0, 110, &r), 100);
+    assert_int_equal(r.limit, 100);
+    /* An override of 0 is unlimited: no state, every request admitted. */
+    for (int i = 0; i < 1000; i++) {
+        ratelimit_check_limit(rl, "vip", 0, T0, &r);
+        assert_true(r.allowed);
+    }
+    struct ratelimit_stats st;
+    ratelimit_stats(rl, &st);
+    assert_int_equal(st.keys, 2);
+    assert_int_equal(st.limit, 100); /* the tier's, as reported */
+    /* A raised override counts what the key used already (its TAT is kept): 5 of 5 used were
+     * a whole window's worth, so at 1000 per window the next one passes one interval later. */
+    ratelimit_check_limit(rl, "gold", 1000, T0, &r);
+    assert_false(r.allowed);
+    ratelimit_check_limit(rl, "gold", 1000, T0 + interval(1000), &r);
+    assert_true(r.allowed);
+    ratelimit_destroy(rl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -459,6 +493,7 @@ int main(void)
         cmocka_unit_test(key_count_never_exceeds_max_keys),
         cmocka_unit_test(passed_keys_make_room_in_a_full_table),
         cmocka_unit_test(set_changes_the_rate_and_keeps_tats),
+        cmocka_unit_test(a_keys_own_limit_wins_over_the_tiers),
         cmocka_unit_test(concurrent_checks_on_one_key_admit_exactly_n),
     };
     return cmocka_run_group_tests_name("ratelimit", tests, NULL, NULL);
