@@ -11,13 +11,21 @@
 #      integration tests that drive reload and the hot path (TSAN_INTEGRATION);
 #   4. fuzz smoke: every libFuzzer target for FUZZ_SMOKE_SECONDS (default 10) each.
 # Select passes with BH_PASSES="release asan tsan fuzz" (all by default); narrow tests with
-# BH_TESTS=<substring of the test binary name>.
+# BH_TESTS="<substring of a test binary name> ..." (any of them).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 export BH_ROOT=$ROOT
 PASSES=${BH_PASSES:-release asan tsan fuzz}
 FILTER=${BH_TESTS:-}
+
+# The test is selected by BH_TESTS (space-separated substrings; empty selects all).
+selected() { # name
+    [ -z "$FILTER" ] && return 0
+    local f
+    for f in $FILTER; do [[ "$1" == *"$f"* ]] && return 0; done
+    return 1
+}
 JOBS=${BH_JOBS:-2}
 WORK=$ROOT/build/test-work
 LOGS=$ROOT/build/test-logs
@@ -118,7 +126,7 @@ run_suite() { # pass builddir kinds...
             [ -x "$bin" ] || continue
             local name
             name=$(basename "$bin")
-            [ -n "$FILTER" ] && [[ "$name" != *"$FILTER"* ]] && continue
+            selected "$name" || continue
             run_tap "$pass" "$name" "$bin"
         done
     done
@@ -185,7 +193,7 @@ for pass in $PASSES; do
         for m in fairq workpool dbpool share ratelimit breaker rlredis log tierset janitor api \
             report history; do
             bin=build/tsan/tests/unit/test_$m
-            [ -n "$FILTER" ] && [[ "test_$m" != *"$FILTER"* ]] && continue
+            selected "test_$m" || continue
             [ -x "$bin" ] && run_tap tsan "test_$m" "$bin"
         done
         # A report in a server's log fails the run (the scan at the end).
@@ -193,7 +201,7 @@ for pass in $PASSES; do
         for t in ${TSAN_INTEGRATION:-test_core test_reload test_ratelimit test_breaker test_observability \
             test_tenancy test_redis test_dashboard}; do
             bin=build/tsan/tests/integration/$t
-            [ -n "$FILTER" ] && [[ "$t" != *"$FILTER"* ]] && continue
+            selected "$t" || continue
             [ -x "$bin" ] && run_tap tsan "$t" "$bin"
         done
         unset TSAN_OPTIONS
