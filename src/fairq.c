@@ -127,12 +127,13 @@ static void fairq_ring_remove(struct fairq *q, struct fairq_tenant *t)
     t->rnext = t->rprev = NULL;
 }
 
-int fairq_push(struct fairq *q, const char *key, struct fairq_item *item, int64_t now_us)
+int fairq_push(struct fairq *q, const char *key, struct fairq_item *item, int64_t now_us,
+               size_t slack)
 {
-    if (q->queued >= q->lim.queue_max)
+    if (q->queued >= q->lim.queue_max + slack)
         return FAIRQ_FULL;
     struct fairq_tenant *t = fairq_lookup(q, key, true);
-    if (t->queued >= q->lim.tenant_queue_max) {
+    if (t->queued >= q->lim.tenant_queue_max + slack) {
         t->last_active_us = now_us;
         return FAIRQ_TENANT_FULL;
     }

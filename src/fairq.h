@@ -76,8 +76,12 @@ void fairq_destroy(struct fairq *q); /* the queue must hold no items */
 /* Change the limits (config reload). Items queued or in flight stay. */
 void fairq_set_limits(struct fairq *q, const struct fairq_limits *lim);
 
-/* Queue item for tenant key. Returns FAIRQ_OK, FAIRQ_FULL or FAIRQ_TENANT_FULL. */
-int fairq_push(struct fairq *q, const char *key, struct fairq_item *item, int64_t now_us);
+/* Queue item for tenant key. Returns FAIRQ_OK, FAIRQ_FULL or FAIRQ_TENANT_FULL. The limits
+ * count requests that wait: slack is how many idle workers will take an item at once (the
+ * caller's count), and that many items more are let in beyond queue_max and the tenant's cap,
+ * so a tier with queue_max 0 still serves whatever finds a worker free. */
+int fairq_push(struct fairq *q, const char *key, struct fairq_item *item, int64_t now_us,
+               size_t slack);
 
 /* The next item to serve, or NULL when nothing may be served now. Counts it in flight. */
 struct fairq_item *fairq_pop(struct fairq *q, int64_t now_us);

@@ -44,6 +44,7 @@ struct workpool {
     pthread_mutex_t mutex;
     struct workpool_thread *parked; /* idle workers, most recently idle on top */
     size_t nparked;                 /* how many are on that stack */
+    size_t waking;                  /* taken off the stack, not yet looking for work */
     pthread_cond_t idle;            /* signalled when in-flight work finishes (for stop) */
     struct fairq q;
     size_t target;  /* threads that should run */
@@ -69,6 +70,7 @@ static struct workpool_thread *workpool_unpark_one(struct workpool *wp)
         wp->parked = th->next_parked;
         th->parked = false;
         wp->nparked--;
+        wp->waking++;
     }
     return th;
 }
@@ -98,6 +100,7 @@ static void *workpool_main(void *arg)
             wp->nparked++;
             while (self->parked)
                 pthread_cond_wait(&self->cond, &wp->mutex);
+            wp->waking--;
             continue;
         }
         workpool_mirror(wp);
@@ -218,7 +221,9 @@ int workpool_submit(struct workpool *wp, const char *tenant, struct fairq_item *
         pthread_mutex_unlock(&wp->mutex);
         return -ESHUTDOWN;
     }
-    int r = fairq_push(&wp->q, tenant, item, mclock_now_us());
+    /* Idle workers (parked, or woken and about to look) take an item at once: it does not
+     * wait, so the queue's limits let that many more in. */
+    int r = fairq_push(&wp->q, tenant, item, mclock_now_us(), wp->nparked + wp->waking);
     workpool_mirror(wp);
     struct workpool_thread *th = r == FAIRQ_OK ? workpool_unpark_one(wp) : NULL;
     pthread_mutex_unlock(&wp->mutex);

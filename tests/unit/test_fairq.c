@@ -37,7 +37,7 @@ static int push(struct fairq *q, struct job *j, const char *tenant, int seq, int
 {
     snprintf(j->tenant, sizeof(j->tenant), "%s", tenant);
     j->seq = seq;
-    return fairq_push(q, tenant, &j->item, now);
+    return fairq_push(q, tenant, &j->item, now, 0);
 }
 
 /* Pop and return the job (NULL when nothing may be served). */
@@ -175,8 +175,8 @@ static void full_queue_refuses_and_changes_nothing(void **state)
     /* A refused item is not touched and no tenant is created for it. */
     memset(&j[3].item, 0xAB, sizeof(j[3].item));
     struct fairq_item before = j[3].item;
-    assert_int_equal(fairq_push(&q, "C", &j[3].item, 2), FAIRQ_FULL);
-    assert_int_equal(fairq_push(&q, "A", &j[3].item, 2), FAIRQ_FULL);
+    assert_int_equal(fairq_push(&q, "C", &j[3].item, 2, 0), FAIRQ_FULL);
+    assert_int_equal(fairq_push(&q, "A", &j[3].item, 2, 0), FAIRQ_FULL);
     assert_memory_equal(&before, &j[3].item, sizeof(before));
     assert_int_equal(q.queued, 3);
     assert_int_equal(q.ntenants, 2);
@@ -184,9 +184,26 @@ static void full_queue_refuses_and_changes_nothing(void **state)
     /* Serving one item makes room for exactly one more. */
     (void)pop_done(&q, 3);
     assert_int_equal(push(&q, &j[3], "C", 0, 4), FAIRQ_OK);
-    assert_int_equal(fairq_push(&q, "D", &j[3].item, 4), FAIRQ_FULL);
+    assert_int_equal(fairq_push(&q, "D", &j[3].item, 4, 0), FAIRQ_FULL);
     while (q.queued)
         (void)pop_done(&q, 5);
+    fairq_destroy(&q);
+}
+
+/* Slack (idle workers that take an item at once) lets that many more in past both limits. */
+static void slack_admits_items_an_idle_worker_takes_at_once(void **state)
+{
+    (void)state;
+    struct fairq q;
+    qinit(&q, 0, 0, BIG, 1000, 1);
+    struct job j[3] = {{.tenant = "A"}, {.tenant = "B"}, {.tenant = "C"}};
+    assert_int_equal(fairq_push(&q, "A", &j[0].item, 0, 0), FAIRQ_FULL);
+    assert_int_equal(fairq_push(&q, "A", &j[0].item, 0, 2), FAIRQ_OK);
+    assert_int_equal(fairq_push(&q, "B", &j[1].item, 0, 2), FAIRQ_OK);
+    assert_int_equal(fairq_push(&q, "C", &j[2].item, 0, 2), FAIRQ_FULL);
+    assert_int_equal(q.queued, 2);
+    assert_int_equal(pop_done(&q, 1), 'A');
+    assert_int_equal(pop_done(&q, 1), 'B');
     fairq_destroy(&q);
 }
 
@@ -200,7 +217,7 @@ static void tenant_queue_bound_refuses_only_that_tenant(void **state)
     assert_int_equal(push(&q, &a[1], "A", 1, 1), FAIRQ_OK);
     memset(&a[2].item, 0xCD, sizeof(a[2].item));
     struct fairq_item before = a[2].item;
-    assert_int_equal(fairq_push(&q, "A", &a[2].item, 2), FAIRQ_TENANT_FULL);
+    assert_int_equal(fairq_push(&q, "A", &a[2].item, 2, 0), FAIRQ_TENANT_FULL);
     assert_memory_equal(&before, &a[2].item, sizeof(before));
     assert_int_equal(q.queued, 2);
     /* Another tenant is not affected by A's bound. */
@@ -651,13 +668,13 @@ static void long_keys_are_one_tenant(void **state)
     key[sizeof(key) - 1] = '\0';
     struct job j[3];
     /* Keys past FAIRQ_KEY_MAX are cut to it; the same long key is always the same tenant. */
-    assert_int_equal(fairq_push(&q, key, &j[0].item, 1), FAIRQ_OK);
-    assert_int_equal(fairq_push(&q, key, &j[1].item, 1), FAIRQ_OK);
+    assert_int_equal(fairq_push(&q, key, &j[0].item, 1, 0), FAIRQ_OK);
+    assert_int_equal(fairq_push(&q, key, &j[1].item, 1, 0), FAIRQ_OK);
     assert_int_equal(q.ntenants, 1);
     assert_ptr_equal(j[0].item.tenant, j[1].item.tenant);
     assert_int_equal(strlen(j[0].item.tenant->key), FAIRQ_KEY_MAX);
     /* So its per-tenant bound holds. */
-    assert_int_equal(fairq_push(&q, key, &j[2].item, 1), FAIRQ_TENANT_FULL);
+    assert_int_equal(fairq_push(&q, key, &j[2].item, 1, 0), FAIRQ_TENANT_FULL);
     fairq_drain(&q);
     fairq_destroy(&q);
 }
@@ -698,6 +715,7 @@ int main(void)
         cmocka_unit_test(backlogged_tenants_alternate),
         cmocka_unit_test(items_of_one_tenant_leave_in_push_order),
         cmocka_unit_test(full_queue_refuses_and_changes_nothing),
+        cmocka_unit_test(slack_admits_items_an_idle_worker_takes_at_once),
         cmocka_unit_test(tenant_queue_bound_refuses_only_that_tenant),
         cmocka_unit_test(share_cap_binds_only_while_others_are_active),
         cmocka_unit_test(idle_tenant_lingers_then_sweep_lifts_the_cap),

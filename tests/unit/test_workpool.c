@@ -516,6 +516,33 @@ static void submit_refuses_full_queue_tenant_share_and_shutdown(void **state)
     ctx_destroy(&c);
 }
 
+/* queue_max 0 (and so a tenant cap of 0): nothing may wait, but whatever finds a worker free
+ * runs. The queue's limits count waiting items; an item that an idle worker takes at once does
+ * not wait (it used to be refused, so a tier with queue_max 0 served nothing). */
+static void a_pool_without_a_queue_runs_what_finds_a_free_worker(void **state)
+{
+    (void)state;
+    enum { A, B };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 2, 0, 0, 2);
+    wait_pool_idle(wp, 2);
+    struct job x1 = {0}, x2 = {0}, x3 = {0};
+    /* Back to back, before either worker has woken: both count as taken at once. */
+    assert_int_equal(submit(wp, &x1, A, true), 0);
+    assert_int_equal(submit(wp, &x2, B, true), 0);
+    assert_int_equal(submit(wp, &x3, A, true), -EAGAIN); /* every worker has one: no queue */
+    WAIT_UNTIL(&c, x1.started && x2.started);
+    release_all(&c);
+    wait_pool_completed(wp, 2);
+    struct workpool_stats st;
+    workpool_stats(wp, &st);
+    assert_int_equal(st.submitted, 2);
+    assert_int_equal(st.rejected_full, 1);
+    assert_int_equal(x3.runs + x3.drops, 0);
+    stop_and_destroy(&c, wp);
+}
+
 static void expire_drops_only_items_queued_before_cutoff(void **state)
 {
     (void)state;
@@ -872,6 +899,7 @@ int main(void)
         cmocka_unit_test(a_newcomer_runs_while_a_busy_tenant_holds_every_other_worker),
         cmocka_unit_test(a_tenant_with_brief_items_uses_every_free_worker),
         cmocka_unit_test(submit_refuses_full_queue_tenant_share_and_shutdown),
+        cmocka_unit_test(a_pool_without_a_queue_runs_what_finds_a_free_worker),
         cmocka_unit_test(expire_drops_only_items_queued_before_cutoff),
         cmocka_unit_test(set_limits_adds_threads_live),
         cmocka_unit_test(set_limits_retires_threads_live),
