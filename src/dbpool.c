@@ -50,6 +50,7 @@ struct dbpool {
 
     atomic_uint_least64_t acquired, timeouts, connects, connect_failures, closed_broken;
     atomic_int_least64_t wait_us_total;
+    atomic_int_least64_t connect_timeout_us; /* o's, changed by reload (dbpool_set_limits) */
 };
 
 /* Connections owner holds or is opening. Mutex held. */
@@ -204,6 +205,7 @@ int dbpool_create(const struct dbpool_opts *opts, struct dbpool **out)
     p->share.size = p->max;
     if (p->share.cap < 1)
         p->share.cap = p->max;
+    atomic_init(&p->connect_timeout_us, p->o.connect_timeout_us);
     pthread_mutex_init(&p->mutex, NULL);
     *out = p;
     return 0;
@@ -214,7 +216,7 @@ static int dbpool_connect(struct dbpool *p, const void *owner, int64_t deadline_
                           struct dbconn **out, char *err, size_t errlen)
 {
     struct dbconn *c = NULL;
-    int64_t connect_deadline = mclock_now_us() + p->o.connect_timeout_us;
+    int64_t connect_deadline = mclock_now_us() + atomic_load(&p->connect_timeout_us);
     if (connect_deadline < deadline_us)
         connect_deadline = deadline_us;
     int rc = dbconn_open(&p->o.conn, connect_deadline, &c, err, errlen);
@@ -362,9 +364,11 @@ void dbpool_kick(struct dbpool *p)
     dbpool_close_list(dead);
 }
 
-void dbpool_set_limits(struct dbpool *p, size_t max, struct share_policy share)
+void dbpool_set_limits(struct dbpool *p, size_t max, struct share_policy share,
+                       int64_t connect_timeout_us)
 {
     struct dbconn *dead = NULL;
+    atomic_store(&p->connect_timeout_us, connect_timeout_us);
     pthread_mutex_lock(&p->mutex);
     p->max = max ? max : 1;
     p->share = share;

@@ -72,8 +72,10 @@ void dbpool_release(struct dbpool *p, struct dbconn *c, bool broken);
 /* Re-run hand-off after the set of active tenants changed (janitor thread). */
 void dbpool_kick(struct dbpool *p);
 
-/* Change limits (config reload). A smaller max closes idle connections above it. */
-void dbpool_set_limits(struct dbpool *p, size_t max, struct share_policy share);
+/* Change limits (config reload). A smaller max closes idle connections above it; connects
+ * started from now on get connect_timeout_us (see dbpool_opts). */
+void dbpool_set_limits(struct dbpool *p, size_t max, struct share_policy share,
+                       int64_t connect_timeout_us);
 
 /* Connections owner holds or is opening now (metrics). */
 size_t dbpool_held(struct dbpool *p, const void *owner);

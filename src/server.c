@@ -489,7 +489,8 @@ static void server_tier_apply(struct server *srv, struct tier_rt *t, const struc
     struct workpool_limits lim = tierset_pool_limits(c);
     if (workpool_set_limits(t->pool, &lim))
         log_error("reload", "tier %s: could not start every new worker thread", c->name);
-    dbpool_set_limits(t->db, (size_t)c->db_max, tiers_conn_policy(c));
+    dbpool_set_limits(t->db, (size_t)c->db_max, tiers_conn_policy(c),
+                      c->breaker_timeout_ms * 1000);
     ratelimit_set(t->rl, c->rate_limit, c->rate_window_s);
     struct breaker_cfg ob = tierset_breaker_cfg(old), nb = tierset_breaker_cfg(c);
     if (memcmp(&ob, &nb, sizeof(ob)) != 0)

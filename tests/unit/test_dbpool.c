@@ -699,7 +699,7 @@ static void smaller_max_closes_idle_connections(void **state)
     for (int i = 0; i < 3; i++)
         assert_int_equal(get(p, A, 5 * SEC, &c[i]), 0);
     dbpool_release(p, c[0], false);
-    dbpool_set_limits(p, 1, (struct share_policy){.cap = 0});
+    dbpool_set_limits(p, 1, (struct share_policy){.cap = 0}, 1000000);
     /* The idle one above max is closed now, busy ones when they come back. */
     assert_int_equal(stats(p).idle, 0);
     assert_int_equal(wait_backends(app, 2), 2);
@@ -793,7 +793,7 @@ static void hand_off_survives_flipping_caps(void **state)
     for (unsigned k = 0; atomic_load(&done) < THREADS; k++) {
         atomic_store(&others, k % 2 == 0);
         dbpool_kick(p);
-        dbpool_set_limits(p, MAX, (struct share_policy){.cap = 1 + k % 3});
+        dbpool_set_limits(p, MAX, (struct share_policy){.cap = 1 + k % 3}, 1000000);
         int64_t n = backends(app);
         if (n > max_seen)
             max_seen = n;
