@@ -130,9 +130,9 @@ data_pair() { # conc
     pgt=$(cat "$WORK/pg_one")
     awk -v rps="$rps" -v p50="$p50" -v p99="$p99" -v bad="$bad" -v c0="$c0" -v c1="$c1" \
         -v d="$DUR" -v pgt="${pgt:-0}" -v t="$t" 'BEGIN { split(t, u, " ");
-        printf "%s %s %s %s %.0f %s %.0f\n", rps, p50, p99, bad,
-            rps > 0 ? (c1 - c0) * 1e6 / (rps * d) : 0, pgt,
-            pgt > 0 ? (u[1] + u[2]) * 1e6 / (pgt * d) : 0 }' >>"$WORK/data-$c"
+        cpu = rps > 0 ? (c1 - c0) * 1e6 / (rps * d) : 0
+        pgcpu = pgt > 0 ? (u[1] + u[2]) * 1e6 / (pgt * d) : 0
+        printf "%s %s %s %s %.0f %s %.0f\n", rps, p50, p99, bad, cpu, pgt, pgcpu }' >>"$WORK/data-$c"
 }
 DATA_CONCS=${BENCH_DATA_CONC:-16 64}
 DATA_ROWS=""
