@@ -103,6 +103,11 @@ $(BUILD)/bench/minimal: bench/minimal.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(LDLIBS_ALL)
 
+# Issue 17's probe: the /api/data path driven from event loops (bench/evloop.sh measures it).
+$(BUILD)/bench/evloop: bench/evloop.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LDLIBS_ALL)
+
 run: 
 	@scripts/deps.sh build run
 	@$(MAKE) --no-print-directory $(BUILD)/bulkhead
@@ -114,7 +119,7 @@ test:
 
 bench:
 	@scripts/deps.sh build bench
-	@$(MAKE) --no-print-directory $(BUILD)/bulkhead $(BUILD)/bench/minimal
+	@$(MAKE) --no-print-directory $(BUILD)/bulkhead $(BUILD)/bench/minimal $(BUILD)/bench/evloop
 	@bench/run.sh
 
 fuzz:
