@@ -2,12 +2,22 @@
  * dbpool: a bounded libpq pool with FIFO hand-off and per-tenant caps (see dbpool.h).
  *
  * A connection is in exactly one place: on the idle list, in busy[] (held by a worker, with
- * its owner), or being opened by the worker that reserved its slot (its owner in openers[]).
- * `open` counts all three and never exceeds max. dbpool_may_take applies share.h's rule with
- * the owner's busy and opening connections; dbpool_dispatch is the one routine that gives idle
- * connections and free slots to waiters, and every event that can unblock a waiter calls it.
- * At most DBPOOL_MAX_OPENING connects run at once; a connect gets at least connect_timeout_us,
- * and one that ends past its requester's deadline is kept for the next requester.
+ * its owner), or being opened by a connector thread for a waiter (that waiter's owner in
+ * openers[]). `open` counts all three and never exceeds max. dbpool_may_take applies share.h's
+ * rule with the owner's busy and opening connections; dbpool_dispatch is the one routine that
+ * gives idle connections to waiters and starts connects for them, and every event that can
+ * unblock a waiter calls it.
+ *
+ * Connects run on short-lived connector threads, never on the requesting worker: a worker waits
+ * for whichever comes first, a connection released by another request or the one opened for it.
+ * Under load a connect can take longer than a request's acquire deadline (a backend start-up
+ * competes with the load for CPU); a worker blocked in its own connect failed then (pool_timeout,
+ * or a breaker failure when the connect itself timed out) while connections cycled around it.
+ * At most DBPOOL_MAX_OPENING connects run at once; a connect gets at least connect_timeout_us;
+ * an opened connection goes to the first waiter allowed to take it, or to the idle list. A
+ * connect that fails is some waiter's answer only when nothing else can serve one (no connection
+ * is busy): then the oldest waiter gets the error, as a database that cannot be reached must
+ * fail requests (and open the breaker); otherwise the waiters wait on for released ones.
  */
 #include "dbpool.h"
 #include "mclock.h"
@@ -20,12 +30,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define DBPOOL_CONNECTOR_STACK (256 * 1024) /* libpq's connect and the session's setup */
+
 struct dbpool_waiter {
     pthread_cond_t cond;    /* signalled when done is set */
     const void *owner;      /* tenant asking */
+    int64_t deadline_us;    /* when it gives up */
     struct dbconn *granted; /* a connection handed over, or NULL */
-    bool slot;              /* allowed to open a new connection */
-    bool done;              /* granted, slot, or pool stopping */
+    int rc;                 /* a failed connect given to it as its answer (-ECONNRESET), or 0 */
+    char err[256];          /* that connect's error */
+    bool done;              /* granted, failed, or pool stopping */
     struct dbpool_waiter *next, *prev;
 };
 
@@ -47,6 +61,8 @@ struct dbpool {
     struct dbpool_waiter *whead, *wtail;
     size_t nwaiting;
     bool stopping;
+    size_t connectors;              /* connector threads not yet finished */
+    pthread_cond_t connectors_done; /* signalled when connectors drops to 0 (destroy) */
 
     atomic_uint_least64_t acquired, timeouts, connects, connect_failures, closed_broken;
     atomic_int_least64_t wait_us_total;
@@ -156,26 +172,35 @@ static bool dbpool_may_open(const struct dbpool *p)
     return p->open < p->max && p->nopeners < DBPOOL_MAX_OPENING;
 }
 
-/* Give idle connections and free slots to eligible waiters, oldest first. Mutex held. */
+/* Waiter w's answer: granted a connection, or failed. Mutex held. */
+static void dbpool_wake(struct dbpool *p, struct dbpool_waiter *w)
+{
+    w->done = true;
+    dbpool_unlink_waiter(p, w);
+    pthread_cond_signal(&w->cond);
+}
+
+static void dbpool_start_connect(struct dbpool *p, const void *owner, int64_t deadline_us);
+
+/* Give idle connections to eligible waiters, oldest first; eligible waiters left over beyond
+ * the connects already running get a connect each while there is room. Mutex held. */
 static void dbpool_dispatch(struct dbpool *p, struct dbconn **dead)
 {
+    size_t covered = p->nopeners; /* waiters the running connects will serve */
     struct dbpool_waiter *w = p->whead;
-    while (w && (p->idle || dbpool_may_open(p))) {
+    while (w && (p->idle || dbpool_may_open(p) || covered)) {
         struct dbpool_waiter *next = w->next;
         if (dbpool_may_take(p, w->owner)) {
             struct dbconn *c = dbpool_pop_idle(p, dead);
             if (c) {
                 dbpool_busy_add(p, c, w->owner);
                 w->granted = c;
+                dbpool_wake(p, w);
+            } else if (covered) {
+                covered--;
             } else if (dbpool_may_open(p)) {
-                dbpool_opening_add(p, w->owner);
-                w->slot = true;
-            } else {
-                break;
+                dbpool_start_connect(p, w->owner, w->deadline_us);
             }
-            w->done = true;
-            dbpool_unlink_waiter(p, w);
-            pthread_cond_signal(&w->cond);
         }
         w = next;
     }
@@ -207,51 +232,91 @@ int dbpool_create(const struct dbpool_opts *opts, struct dbpool **out)
         p->share.cap = p->max;
     atomic_init(&p->connect_timeout_us, p->o.connect_timeout_us);
     pthread_mutex_init(&p->mutex, NULL);
+    pthread_cond_init(&p->connectors_done, NULL);
     *out = p;
     return 0;
 }
 
-/* Open a connection in a slot reserved by the caller; on failure the slot is given back. */
-static int dbpool_connect(struct dbpool *p, const void *owner, int64_t deadline_us,
-                          struct dbconn **out, char *err, size_t errlen)
+struct dbpool_connector {
+    struct dbpool *p;
+    const void *owner; /* the waiter's tenant the slot is counted for while connecting */
+    int64_t deadline_us;
+};
+
+/* A connect failed: the oldest waiter gets the error if nothing else can serve it. Mutex held. */
+static void dbpool_connect_failed(struct dbpool *p, const char *err)
 {
+    if (p->nbusy || p->idle || !p->whead)
+        return;
+    struct dbpool_waiter *w = p->whead;
+    w->rc = -ECONNRESET;
+    snprintf(w->err, sizeof(w->err), "%s", err);
+    dbpool_wake(p, w);
+}
+
+/* Connector thread: open one connection in the slot reserved for it, then hand it on. */
+static void *dbpool_connector_main(void *arg)
+{
+    struct dbpool_connector *k = arg;
+    struct dbpool *p = k->p;
     struct dbconn *c = NULL;
-    int64_t connect_deadline = mclock_now_us() + atomic_load(&p->connect_timeout_us);
-    if (connect_deadline < deadline_us)
-        connect_deadline = deadline_us;
-    int rc = dbconn_open(&p->o.conn, connect_deadline, &c, err, errlen);
+    char err[256] = "";
+    int rc = dbconn_open(&p->o.conn, k->deadline_us, &c, err, sizeof(err));
     struct dbconn *dead = NULL;
     pthread_mutex_lock(&p->mutex);
-    dbpool_opening_remove(p, owner);
+    dbpool_opening_remove(p, k->owner);
     if (rc == 0 && !p->stopping) {
-        dbpool_busy_add(p, c, owner);
         atomic_fetch_add_explicit(&p->connects, 1, memory_order_relaxed);
-        dbpool_dispatch(p, &dead); /* a connect slot is free again */
+        c->next = p->idle;
+        p->idle = c;
+        p->nidle++;
     } else {
         p->open--;
         if (rc == 0) {
             dead = c;
-            c = NULL;
-            rc = -ESHUTDOWN;
         } else {
             atomic_fetch_add_explicit(&p->connect_failures, 1, memory_order_relaxed);
+            dbpool_connect_failed(p, err);
         }
-        dbpool_dispatch(p, &dead);
     }
+    if (!p->stopping)
+        dbpool_dispatch(p, &dead);
+    if (--p->connectors == 0)
+        pthread_cond_broadcast(&p->connectors_done);
     pthread_mutex_unlock(&p->mutex);
     dbpool_close_list(dead);
-    if (rc == 0 && mclock_now_us() > deadline_us) {
-        /* Opened, but too late for the requester: the pool keeps it for the next one. */
-        dbpool_release(p, c, false);
-        atomic_fetch_add_explicit(&p->timeouts, 1, memory_order_relaxed);
-        snprintf(err, errlen,
-                 "no connection free within the acquire timeout (one opened "
-                 "meanwhile is kept)");
-        return -ETIMEDOUT;
+    free(k);
+    return NULL;
+}
+
+/* Reserve a slot for owner and start a connector thread for it. Mutex held; may_open. The
+ * connect gets connect_timeout_us, or the waiter's time (until deadline_us) if that is longer. */
+static void dbpool_start_connect(struct dbpool *p, const void *owner, int64_t deadline_us)
+{
+    struct dbpool_connector *k = xcalloc(1, sizeof(*k));
+    k->p = p;
+    k->owner = owner;
+    k->deadline_us = mclock_now_us() + atomic_load(&p->connect_timeout_us);
+    if (k->deadline_us < deadline_us)
+        k->deadline_us = deadline_us;
+    dbpool_opening_add(p, owner);
+    p->connectors++;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, DBPOOL_CONNECTOR_STACK);
+    pthread_t tid;
+    int rc = pthread_create(&tid, &attr, dbpool_connector_main, k);
+    pthread_attr_destroy(&attr);
+    if (rc) {
+        /* No thread: the slot is given back and the failure is the waiters' answer. */
+        dbpool_opening_remove(p, owner);
+        p->open--;
+        p->connectors--;
+        free(k);
+        atomic_fetch_add_explicit(&p->connect_failures, 1, memory_order_relaxed);
+        dbpool_connect_failed(p, "connect failed: cannot start a connector thread");
     }
-    if (rc == 0)
-        *out = c;
-    return rc == -ETIMEDOUT ? -ECONNRESET : rc;
 }
 
 int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, struct dbconn **out,
@@ -279,18 +344,11 @@ int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, str
             *out = c;
             return 0;
         }
-        if (dbpool_may_open(p)) {
-            dbpool_opening_add(p, owner);
-            pthread_mutex_unlock(&p->mutex);
-            dbpool_close_list(dead);
-            int rc = dbpool_connect(p, owner, deadline_us, out, err, errlen);
-            if (rc == 0)
-                atomic_fetch_add_explicit(&p->acquired, 1, memory_order_relaxed);
-            return rc;
-        }
     }
 
-    struct dbpool_waiter w = {.owner = owner};
+    /* Wait for a released connection or one opened for this or an earlier waiter (the
+     * dispatch below starts a connect if there is room). */
+    struct dbpool_waiter w = {.owner = owner, .deadline_us = deadline_us};
     mclock_cond_init(&w.cond);
     w.prev = p->wtail;
     if (p->wtail)
@@ -299,6 +357,7 @@ int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, str
         p->whead = &w;
     p->wtail = &w;
     p->nwaiting++;
+    dbpool_dispatch(p, &dead);
 
     struct timespec ts = mclock_timespec(deadline_us);
     while (!w.done) {
@@ -318,11 +377,9 @@ int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, str
         *out = w.granted;
         return 0;
     }
-    if (w.slot) {
-        int rc = dbpool_connect(p, owner, deadline_us, out, err, errlen);
-        if (rc == 0)
-            atomic_fetch_add_explicit(&p->acquired, 1, memory_order_relaxed);
-        return rc;
+    if (w.rc) {
+        snprintf(err, errlen, "%s", w.err);
+        return w.rc;
     }
     if (stopping) {
         snprintf(err, errlen, "shutting down");
@@ -449,6 +506,14 @@ void dbpool_destroy(struct dbpool *p)
 {
     if (!p)
         return;
+    /* Connects still running end within their timeout; each closes what it opened (stopping)
+     * or leaves it on the idle list. */
+    pthread_mutex_lock(&p->mutex);
+    p->stopping = true;
+    while (p->connectors)
+        pthread_cond_wait(&p->connectors_done, &p->mutex);
+    pthread_mutex_unlock(&p->mutex);
+    pthread_cond_destroy(&p->connectors_done);
     dbpool_close_list(p->idle);
     free(p->busy);
     free(p->openers);

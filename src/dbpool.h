@@ -11,10 +11,13 @@
  * over, never waited behind.
  *
  * DESIGN: one mutex guards the idle list, the busy and opening lists, the counts and the
- * waiter list. Connecting, closing and queries happen with no lock held. Each waiter sleeps on
- * its own condition variable and is woken only when it has been given a connection or a slot
- * to open one. others_active and brief are read without the pool's mutex (the worker pool's
- * lock-free state), so a change of them reaches waiters through dbpool_kick.
+ * waiter list. Connecting, closing and queries happen with no lock held; connects run on
+ * short-lived connector threads (at most DBPOOL_MAX_OPENING), so a worker waits for whichever
+ * comes first, a released connection or a new one. Each waiter sleeps on its own condition
+ * variable and is woken only when it has been given a connection or its answer (a failed
+ * connect when nothing else can serve it, or stop). others_active and brief are read without
+ * the pool's mutex (the worker pool's lock-free state), so a change of them reaches waiters
+ * through dbpool_kick.
  */
 #ifndef BULKHEAD_DBPOOL_H
 #define BULKHEAD_DBPOOL_H
@@ -41,10 +44,10 @@ struct dbpool_opts {
     /* Whether owner's requests are brief (lock-free, while owner has a request in flight; may
      * be NULL: nobody is). */
     bool (*brief)(const void *owner);
-    /* The least time a connect is given, whatever the requester's deadline (0: its deadline).
-     * A connection opened past the requester's deadline is kept in the pool and the requester
-     * gets -ETIMEDOUT: under load, a connect started for a waiter with little time left would
-     * otherwise time out, be thrown away and started again by the next one. */
+    /* The least time a connect is given, whatever the waiter's deadline (0: its deadline). A
+     * connection opened past the waiter's deadline is kept in the pool (the waiter got
+     * -ETIMEDOUT, or a released connection): under load, a connect started for a waiter with
+     * little time left would otherwise time out, be thrown away and started again. */
     int64_t connect_timeout_us;
 };
 

@@ -234,9 +234,12 @@ static void a_connect_past_the_requesters_deadline_is_kept(void **state)
     assert_int_equal(dbpool_create(&o, &p), 0);
     struct dbconn *c = NULL;
     char err[256];
-    /* One microsecond: no connect is that fast. */
+    /* One microsecond: no connect is that fast. The connect goes on after the requester left. */
     assert_int_equal(dbpool_acquire(p, A, mclock_now_us() + 1, &c, err, sizeof(err)), -ETIMEDOUT);
     assert_null(c);
+    int64_t end = mclock_now_us() + 10 * SEC;
+    while (stats(p).opening && mclock_now_us() < end)
+        nap_ms(5);
     struct dbpool_stats s = stats(p);
     assert_int_equal(s.connects, 1);
     assert_int_equal(s.idle, 1);
@@ -572,6 +575,62 @@ static void brief_requests_take_any_free_connection(void **state)
 
 /* Connections being opened count as held: a cold pool cannot be filled past the reserve by
  * one tenant's concurrent first requests. */
+/* One statement on the admin connection, whose result is not read. */
+static void admin_do(const char *sql)
+{
+    PGresult *res = PQexec(admin, sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
+        fail_msg("admin %s: %s", sql, PQerrorMessage(admin));
+    PQclear(res);
+}
+
+/* Connects run beside the waiter, not in it: a waiter whose connect is slow takes a connection
+ * released meanwhile, and the connect, when it ends, leaves its connection idle for the next.
+ * (A connect used to run on the waiting worker itself, which could take nothing else until it
+ * ended: under load, requests failed pool_timeout while connections cycled around them.) A
+ * connect is made slow by its session setup, which waits for an advisory lock the test holds. */
+static void a_waiter_takes_a_released_connection_while_its_connect_is_slow(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "slowconn");
+    struct dbpool_opts o = {.conn = params(url, app), .max = 2, .connect_timeout_us = 20 * SEC};
+    o.conn.setup_sql = "SELECT pg_advisory_xact_lock_shared(4217)";
+    struct dbpool *p = NULL;
+    assert_int_equal(dbpool_create(&o, &p), 0);
+    struct dbconn *c1 = NULL;
+    assert_int_equal(get(p, A, 5 * SEC, &c1), 0);
+
+    admin_do("SELECT pg_advisory_lock(4217)"); /* every connect from now on waits in its setup */
+    struct waiter w = {0};
+    start_waiter(&w, p, B, 10 * SEC);
+    wait_pending(p, 1);
+    int64_t end = mclock_now_us() + WAIT_S * SEC;
+    while (stats(p).opening != 1 && mclock_now_us() < end)
+        nap_ms(1);
+    assert_int_equal(stats(p).opening, 1);
+
+    dbpool_release(p, c1, false);
+    pthread_join(w.tid, NULL);
+    assert_int_equal(w.rc, 0);
+    assert_ptr_equal(w.got, c1);           /* the released one, at once */
+    assert_int_equal(stats(p).opening, 1); /* while the connect still waits */
+    assert_int_equal(stats(p).connects, 1);
+
+    admin_do("SELECT pg_advisory_unlock(4217)");
+    end = mclock_now_us() + WAIT_S * SEC;
+    while (stats(p).idle != 1 && mclock_now_us() < end)
+        nap_ms(5);
+    struct dbpool_stats s = stats(p);
+    assert_int_equal(s.idle, 1);
+    assert_int_equal(s.opening, 0);
+    assert_int_equal(s.connects, 2);
+    assert_int_equal(s.connect_failures, 0);
+    dbpool_release(p, w.got, false);
+    finish(p, app);
+}
+
 static void *opener_main(void *arg)
 {
     struct waiter *w = arg;
@@ -763,6 +822,7 @@ static void *churner_main(void *arg)
             dbpool_release(ch->p, c, false);
         } else if (rc == -ETIMEDOUT) {
             ch->timeouts++;
+
         } else {
             ch->other++;
         }
@@ -807,6 +867,11 @@ static void hand_off_survives_flipping_caps(void **state)
     }
     assert_int_equal(ok, THREADS * 30);
     assert_true(max_seen <= MAX);
+    /* Connects started for waiters that were served by a released connection meanwhile end
+     * on their own (their connections go idle). */
+    int64_t end = mclock_now_us() + WAIT_S * SEC;
+    while (stats(p).opening && mclock_now_us() < end)
+        nap_ms(5);
     struct dbpool_stats st = stats(p);
     assert_int_equal(st.acquired, THREADS * 30);
     assert_true(st.connects <= MAX);
@@ -968,6 +1033,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(opens_lazily_and_reuses_idle_connections),
         cmocka_unit_test(a_connect_past_the_requesters_deadline_is_kept),
+        cmocka_unit_test(a_waiter_takes_a_released_connection_while_its_connect_is_slow),
         cmocka_unit_test(never_opens_more_than_max),
         cmocka_unit_test(acquire_times_out_near_its_deadline),
         cmocka_unit_test(waiters_are_served_first_come_first_served),
