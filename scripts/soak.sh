@@ -28,7 +28,7 @@ trap stop_pg EXIT
 
 started=""
 for _ in 1 2 3 4 5; do
-    port=$((20000 + RANDOM % 30000))
+    port=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-)
     if scripts/pg.sh start "$WORK/pg" "$port" >"$WORK/pg-start.log" 2>&1; then
         started=$port
         break

@@ -101,7 +101,7 @@ start_shared_pg() {
     cp -a "$tmpl/data" "$SHARED_PG/data"
     # A random high port; try again if it is taken.
     for _ in 1 2 3 4 5; do
-        BH_TEST_PG_PORT=$((20000 + RANDOM % 30000))
+        BH_TEST_PG_PORT=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-)
         export BH_TEST_PG_PORT
         PG_FSYNC=off scripts/pg.sh start "$SHARED_PG" "$BH_TEST_PG_PORT" >"$LOGS/pg-shared.log" 2>&1 && return 0
     done
