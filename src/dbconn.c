@@ -178,6 +178,7 @@ int dbconn_open(const struct dbconn_params *p, int64_t deadline_us, struct dbcon
     }
     struct dbconn *c = xcalloc(1, sizeof(*c));
     c->pg = pg;
+    c->statement_timeout_ms = p->statement_timeout_ms;
     int rc = 0;
     if (PQstatus(pg) == CONNECTION_BAD) {
         dbconn_msg(err, errlen, "connect failed", PQerrorMessage(pg));

@@ -32,11 +32,12 @@ struct dbconn_params {
 };
 
 struct dbconn {
-    PGconn *pg;          /* owned */
-    PGcancel *cancel;    /* owned: cancel handle made at open */
-    int64_t opened_us;   /* monotonic time of open */
-    const void *owner;   /* tenant holding it; guarded by the owning pool's mutex */
-    struct dbconn *next; /* pool's idle list link; guarded by the pool's mutex */
+    PGconn *pg;                   /* owned */
+    PGcancel *cancel;             /* owned: cancel handle made at open */
+    int64_t opened_us;            /* monotonic time of open */
+    int64_t statement_timeout_ms; /* the params' statement_timeout_ms it was opened with */
+    const void *owner;            /* tenant holding it; guarded by the owning pool's mutex */
+    struct dbconn *next;          /* pool's idle list link; guarded by the pool's mutex */
 };
 
 /* Result codes besides 0: -ETIMEDOUT, -ECONNRESET (connection lost or refused), -EIO (the

@@ -2,11 +2,11 @@
  * dbpool: a bounded libpq pool with FIFO hand-off and per-tenant caps (see dbpool.h).
  *
  * A connection is in exactly one place: on the idle list, in busy[] (held by a worker, with
- * its owner), or being opened by a connector thread for a waiter (that waiter's owner in
- * openers[]). `open` counts all three and never exceeds max. dbpool_may_take applies share.h's
- * rule with the owner's busy and opening connections; dbpool_dispatch is the one routine that
- * gives idle connections to waiters and starts connects for them, and every event that can
- * unblock a waiter calls it.
+ * its owner), or being opened by a connector thread (nopeners). `open` counts all three and
+ * never exceeds max. dbpool_may_take applies share.h's rule with the owner's busy connections
+ * (a connection being opened is nobody's yet: it goes to the first waiter allowed to take it);
+ * dbpool_dispatch is the one routine that gives idle connections to waiters and starts
+ * connects for them, and every event that can unblock a waiter calls it.
  *
  * Connects run on short-lived connector threads, never on the requesting worker: a worker waits
  * for whichever comes first, a connection released by another request or the one opened for it.
@@ -14,10 +14,16 @@
  * competes with the load for CPU); a worker blocked in its own connect failed then (pool_timeout,
  * or a breaker failure when the connect itself timed out) while connections cycled around it.
  * At most DBPOOL_MAX_OPENING connects run at once; a connect gets at least connect_timeout_us;
- * an opened connection goes to the first waiter allowed to take it, or to the idle list. A
- * connect that fails is some waiter's answer only when nothing else can serve one (no connection
- * is busy): then the oldest waiter gets the error, as a database that cannot be reached must
- * fail requests (and open the breaker); otherwise the waiters wait on for released ones.
+ * an opened connection goes to the first waiter allowed to take it, or to the idle list.
+ *
+ * A database that cannot be reached must still fail requests (and open the breaker), as when
+ * each worker connected for itself. So: a waiter whose deadline passes while nothing is busy and
+ * a connect is running waits for that connect (nothing else could serve it; its wait is not
+ * the pool being full); a connect that fails when nothing is busy, idle or connecting fails
+ * every waiter with its error, and for DBPOOL_CONNECT_BACKOFF_US after it an acquire that
+ * finds nothing to take fails at once with that error and no connect is started (so a refusing
+ * database is not sent a connect per request). While connections are busy, a failed connect
+ * fails nobody: the waiters wait on for released ones, and the next connect waits the backoff.
  */
 #include "dbpool.h"
 #include "mclock.h"
@@ -30,7 +36,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DBPOOL_CONNECTOR_STACK (256 * 1024) /* libpq's connect and the session's setup */
+#define DBPOOL_CONNECTOR_STACK    (256 * 1024) /* libpq's connect and the session's setup */
+#define DBPOOL_CONNECT_BACKOFF_US 100000       /* after a failed connect, before the next */
+#define DBPOOL_CONNECT_GRACE_US   50000        /* a connect's failure reaches its waiter */
 
 struct dbpool_waiter {
     pthread_cond_t cond;    /* signalled when done is set */
@@ -53,9 +61,11 @@ struct dbpool {
     size_t nidle;
     struct dbconn **busy; /* held connections (owner set), nbusy of them; owned array */
     size_t nbusy, busy_cap;
-    const void **openers; /* owners of the slots being connected, nopeners; owned array */
-    size_t nopeners, openers_cap;
-    size_t open; /* idle + busy + opening; at most max */
+    size_t nopeners;         /* slots being connected by connector threads */
+    int64_t connects_end_us; /* the latest deadline of the connects started */
+    int64_t fail_us;         /* when the last connect failed, 0 after a success */
+    char fail_err[256];      /* its error */
+    size_t open;             /* idle + busy + opening; at most max */
     size_t max;
     struct share_policy share; /* share.size == max */
     struct dbpool_waiter *whead, *wtail;
@@ -66,17 +76,16 @@ struct dbpool {
 
     atomic_uint_least64_t acquired, timeouts, connects, connect_failures, closed_broken;
     atomic_int_least64_t wait_us_total;
-    atomic_int_least64_t connect_timeout_us; /* o's, changed by reload (dbpool_set_limits) */
+    atomic_int_least64_t connect_timeout_us;   /* o's, changed by reload (dbpool_set_limits) */
+    atomic_int_least64_t statement_timeout_ms; /* o.conn's, likewise; older connections close */
 };
 
-/* Connections owner holds or is opening. Mutex held. */
+/* Connections owner holds (busy). Mutex held. */
 static size_t dbpool_held_locked(const struct dbpool *p, const void *owner)
 {
     size_t held = 0;
     for (size_t i = 0; i < p->nbusy; i++)
         held += p->busy[i]->owner == owner;
-    for (size_t i = 0; i < p->nopeners; i++)
-        held += p->openers[i] == owner;
     return held;
 }
 
@@ -87,28 +96,6 @@ static bool dbpool_may_take(const struct dbpool *p, const void *owner)
     bool brief = p->o.brief && p->o.brief(owner);
     return share_may_take(&p->share, dbpool_held_locked(p, owner), p->open - p->nidle, others,
                           brief);
-}
-
-/* Reserve a slot for owner to open a connection in. Mutex held; open < max. */
-static void dbpool_opening_add(struct dbpool *p, const void *owner)
-{
-    if (p->nopeners == p->openers_cap) {
-        p->openers_cap = p->openers_cap ? p->openers_cap * 2 : 8;
-        p->openers = xrealloc(p->openers, p->openers_cap * sizeof(*p->openers));
-    }
-    p->openers[p->nopeners++] = owner;
-    p->open++;
-}
-
-/* The connect in owner's slot ended (the slot stays counted in open). Mutex held. */
-static void dbpool_opening_remove(struct dbpool *p, const void *owner)
-{
-    for (size_t i = 0; i < p->nopeners; i++) {
-        if (p->openers[i] == owner) {
-            p->openers[i] = p->openers[--p->nopeners];
-            return;
-        }
-    }
 }
 
 static void dbpool_busy_add(struct dbpool *p, struct dbconn *c, const void *owner)
@@ -146,7 +133,14 @@ static void dbpool_unlink_waiter(struct dbpool *p, struct dbpool_waiter *w)
     p->nwaiting--;
 }
 
-/* Pop an idle connection that is still alive; dead ones go on *dead for closing unlocked. */
+/* Whether c was opened with settings a reload has changed since (it is closed, not reused). */
+static bool dbpool_outdated(const struct dbpool *p, const struct dbconn *c)
+{
+    return c->statement_timeout_ms != atomic_load(&p->statement_timeout_ms);
+}
+
+/* Pop an idle connection that is still alive and current; dead and outdated ones go on *dead
+ * for closing unlocked. */
 static struct dbconn *dbpool_pop_idle(struct dbpool *p, struct dbconn **dead)
 {
     while (p->idle) {
@@ -154,12 +148,14 @@ static struct dbconn *dbpool_pop_idle(struct dbpool *p, struct dbconn **dead)
         p->idle = c->next;
         c->next = NULL;
         p->nidle--;
-        if (!dbconn_is_dead(c))
+        bool outdated = dbpool_outdated(p, c);
+        if (!outdated && !dbconn_is_dead(c))
             return c;
         p->open--;
         c->next = *dead;
         *dead = c;
-        atomic_fetch_add_explicit(&p->closed_broken, 1, memory_order_relaxed);
+        if (!outdated)
+            atomic_fetch_add_explicit(&p->closed_broken, 1, memory_order_relaxed);
     }
     return NULL;
 }
@@ -169,7 +165,14 @@ static struct dbconn *dbpool_pop_idle(struct dbpool *p, struct dbconn **dead)
  * at once, each backend start-up slowing the others past their deadline). Mutex held. */
 static bool dbpool_may_open(const struct dbpool *p)
 {
-    return p->open < p->max && p->nopeners < DBPOOL_MAX_OPENING;
+    return p->open < p->max && p->nopeners < DBPOOL_MAX_OPENING &&
+           (!p->fail_us || mclock_now_us() - p->fail_us >= DBPOOL_CONNECT_BACKOFF_US);
+}
+
+/* Nothing busy, idle or being opened: no waiter can be served but by a new connect. */
+static bool dbpool_empty(const struct dbpool *p)
+{
+    return !p->nbusy && !p->idle && !p->nopeners;
 }
 
 /* Waiter w's answer: granted a connection, or failed. Mutex held. */
@@ -180,7 +183,7 @@ static void dbpool_wake(struct dbpool *p, struct dbpool_waiter *w)
     pthread_cond_signal(&w->cond);
 }
 
-static void dbpool_start_connect(struct dbpool *p, const void *owner, int64_t deadline_us);
+static void dbpool_start_connect(struct dbpool *p, int64_t deadline_us);
 
 /* Give idle connections to eligible waiters, oldest first; eligible waiters left over beyond
  * the connects already running get a connect each while there is room. Mutex held. */
@@ -190,6 +193,8 @@ static void dbpool_dispatch(struct dbpool *p, struct dbconn **dead)
     struct dbpool_waiter *w = p->whead;
     while (w && (p->idle || dbpool_may_open(p) || covered)) {
         struct dbpool_waiter *next = w->next;
+        if (w->done) /* answered by a failed connect started just now: the list moved on */
+            break;
         if (dbpool_may_take(p, w->owner)) {
             struct dbconn *c = dbpool_pop_idle(p, dead);
             if (c) {
@@ -199,7 +204,7 @@ static void dbpool_dispatch(struct dbpool *p, struct dbconn **dead)
             } else if (covered) {
                 covered--;
             } else if (dbpool_may_open(p)) {
-                dbpool_start_connect(p, w->owner, w->deadline_us);
+                dbpool_start_connect(p, w->deadline_us);
             }
         }
         w = next;
@@ -231,6 +236,7 @@ int dbpool_create(const struct dbpool_opts *opts, struct dbpool **out)
     if (p->share.cap < 1)
         p->share.cap = p->max;
     atomic_init(&p->connect_timeout_us, p->o.connect_timeout_us);
+    atomic_init(&p->statement_timeout_ms, p->o.conn.statement_timeout_ms);
     pthread_mutex_init(&p->mutex, NULL);
     pthread_cond_init(&p->connectors_done, NULL);
     *out = p;
@@ -239,19 +245,24 @@ int dbpool_create(const struct dbpool_opts *opts, struct dbpool **out)
 
 struct dbpool_connector {
     struct dbpool *p;
-    const void *owner; /* the waiter's tenant the slot is counted for while connecting */
     int64_t deadline_us;
+    int64_t statement_timeout_ms; /* the pool's when the connect started */
 };
 
-/* A connect failed: the oldest waiter gets the error if nothing else can serve it. Mutex held. */
+/* A connect failed with err. Mutex held, its slot given back. */
 static void dbpool_connect_failed(struct dbpool *p, const char *err)
 {
-    if (p->nbusy || p->idle || !p->whead)
+    atomic_fetch_add_explicit(&p->connect_failures, 1, memory_order_relaxed);
+    p->fail_us = mclock_now_us();
+    snprintf(p->fail_err, sizeof(p->fail_err), "%s", err);
+    if (!dbpool_empty(p))
         return;
-    struct dbpool_waiter *w = p->whead;
-    w->rc = -ECONNRESET;
-    snprintf(w->err, sizeof(w->err), "%s", err);
-    dbpool_wake(p, w);
+    for (struct dbpool_waiter *w = p->whead, *next; w; w = next) {
+        next = w->next;
+        w->rc = -ECONNRESET;
+        snprintf(w->err, sizeof(w->err), "%s", err);
+        dbpool_wake(p, w);
+    }
 }
 
 /* Connector thread: open one connection in the slot reserved for it, then hand it on. */
@@ -261,23 +272,24 @@ static void *dbpool_connector_main(void *arg)
     struct dbpool *p = k->p;
     struct dbconn *c = NULL;
     char err[256] = "";
-    int rc = dbconn_open(&p->o.conn, k->deadline_us, &c, err, sizeof(err));
+    struct dbconn_params prm = p->o.conn;
+    prm.statement_timeout_ms = k->statement_timeout_ms;
+    int rc = dbconn_open(&prm, k->deadline_us, &c, err, sizeof(err));
     struct dbconn *dead = NULL;
     pthread_mutex_lock(&p->mutex);
-    dbpool_opening_remove(p, k->owner);
-    if (rc == 0 && !p->stopping) {
+    p->nopeners--;
+    if (rc == 0 && !p->stopping && p->open <= p->max) {
         atomic_fetch_add_explicit(&p->connects, 1, memory_order_relaxed);
+        p->fail_us = 0;
         c->next = p->idle;
         p->idle = c;
         p->nidle++;
     } else {
         p->open--;
-        if (rc == 0) {
+        if (rc == 0) /* stopping, or max lowered meanwhile */
             dead = c;
-        } else {
-            atomic_fetch_add_explicit(&p->connect_failures, 1, memory_order_relaxed);
+        else
             dbpool_connect_failed(p, err);
-        }
     }
     if (!p->stopping)
         dbpool_dispatch(p, &dead);
@@ -289,17 +301,20 @@ static void *dbpool_connector_main(void *arg)
     return NULL;
 }
 
-/* Reserve a slot for owner and start a connector thread for it. Mutex held; may_open. The
- * connect gets connect_timeout_us, or the waiter's time (until deadline_us) if that is longer. */
-static void dbpool_start_connect(struct dbpool *p, const void *owner, int64_t deadline_us)
+/* Reserve a slot and start a connector thread for it. Mutex held; may_open. The connect gets
+ * connect_timeout_us, or the waiter's time (until deadline_us) if that is longer. */
+static void dbpool_start_connect(struct dbpool *p, int64_t deadline_us)
 {
     struct dbpool_connector *k = xcalloc(1, sizeof(*k));
     k->p = p;
-    k->owner = owner;
+    k->statement_timeout_ms = atomic_load(&p->statement_timeout_ms);
     k->deadline_us = mclock_now_us() + atomic_load(&p->connect_timeout_us);
     if (k->deadline_us < deadline_us)
         k->deadline_us = deadline_us;
-    dbpool_opening_add(p, owner);
+    if (k->deadline_us > p->connects_end_us)
+        p->connects_end_us = k->deadline_us;
+    p->nopeners++;
+    p->open++;
     p->connectors++;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
@@ -309,12 +324,11 @@ static void dbpool_start_connect(struct dbpool *p, const void *owner, int64_t de
     int rc = pthread_create(&tid, &attr, dbpool_connector_main, k);
     pthread_attr_destroy(&attr);
     if (rc) {
-        /* No thread: the slot is given back and the failure is the waiters' answer. */
-        dbpool_opening_remove(p, owner);
+        /* No thread: the slot is given back and this is a failed connect. */
+        p->nopeners--;
         p->open--;
         p->connectors--;
         free(k);
-        atomic_fetch_add_explicit(&p->connect_failures, 1, memory_order_relaxed);
         dbpool_connect_failed(p, "connect failed: cannot start a connector thread");
     }
 }
@@ -345,6 +359,13 @@ int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, str
             return 0;
         }
     }
+    /* A connect failed just now and nothing could serve this request: that is its answer. */
+    if (dbpool_empty(p) && p->fail_us && mclock_now_us() - p->fail_us < DBPOOL_CONNECT_BACKOFF_US) {
+        snprintf(err, errlen, "%s", p->fail_err);
+        pthread_mutex_unlock(&p->mutex);
+        dbpool_close_list(dead);
+        return -ECONNRESET;
+    }
 
     /* Wait for a released connection or one opened for this or an earlier waiter (the
      * dispatch below starts a connect if there is room). */
@@ -360,8 +381,16 @@ int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, str
     dbpool_dispatch(p, &dead);
 
     struct timespec ts = mclock_timespec(deadline_us);
+    bool extended = false;
     while (!w.done) {
         if (pthread_cond_timedwait(&w.cond, &p->mutex, &ts) == ETIMEDOUT && !w.done) {
+            /* Nothing busy: only a running connect can serve it, and its outcome (a
+             * connection or the database's error) is this request's answer, not a timeout. */
+            if (!extended && !p->nbusy && p->nopeners) {
+                extended = true;
+                ts = mclock_timespec(p->connects_end_us + DBPOOL_CONNECT_GRACE_US);
+                continue;
+            }
             dbpool_unlink_waiter(p, &w);
             break;
         }
@@ -395,7 +424,7 @@ void dbpool_release(struct dbpool *p, struct dbconn *c, bool broken)
     struct dbconn *dead = NULL;
     pthread_mutex_lock(&p->mutex);
     dbpool_busy_remove(p, c);
-    if (broken || p->stopping || p->open > p->max) {
+    if (broken || p->stopping || p->open > p->max || dbpool_outdated(p, c)) {
         p->open--;
         c->next = dead;
         dead = c;
@@ -422,10 +451,11 @@ void dbpool_kick(struct dbpool *p)
 }
 
 void dbpool_set_limits(struct dbpool *p, size_t max, struct share_policy share,
-                       int64_t connect_timeout_us)
+                       int64_t connect_timeout_us, int64_t statement_timeout_ms)
 {
     struct dbconn *dead = NULL;
     atomic_store(&p->connect_timeout_us, connect_timeout_us);
+    atomic_store(&p->statement_timeout_ms, statement_timeout_ms);
     pthread_mutex_lock(&p->mutex);
     p->max = max ? max : 1;
     p->share = share;
@@ -516,7 +546,6 @@ void dbpool_destroy(struct dbpool *p)
     pthread_cond_destroy(&p->connectors_done);
     dbpool_close_list(p->idle);
     free(p->busy);
-    free(p->openers);
     free(p->conninfo);
     free(p->appname);
     pthread_mutex_destroy(&p->mutex);

@@ -76,11 +76,13 @@ void dbpool_release(struct dbpool *p, struct dbconn *c, bool broken);
 void dbpool_kick(struct dbpool *p);
 
 /* Change limits (config reload). A smaller max closes idle connections above it; connects
- * started from now on get connect_timeout_us (see dbpool_opts). */
+ * started from now on get connect_timeout_us (see dbpool_opts) and statement_timeout_ms (the
+ * session's backstop, see dbconn_params): connections opened with another one are closed when
+ * next idle or released, and replaced on demand. */
 void dbpool_set_limits(struct dbpool *p, size_t max, struct share_policy share,
-                       int64_t connect_timeout_us);
+                       int64_t connect_timeout_us, int64_t statement_timeout_ms);
 
-/* Connections owner holds or is opening now (metrics). */
+/* Connections owner holds now (metrics). */
 size_t dbpool_held(struct dbpool *p, const void *owner);
 
 /* Close every idle connection (say, after the database restarted). */

@@ -42,6 +42,13 @@ static bool server_others_active(const void *ctx)
     return workpool_others_active(ctx);
 }
 
+/* The session's statement_timeout for tier c's connections: a server-side backstop a little
+ * past the call timeout, so a statement whose cancel got lost still ends. */
+static int64_t server_statement_backstop_ms(const struct tier_cfg *c)
+{
+    return c->breaker_timeout_ms + 1000;
+}
+
 /* Create tier t's parts from its first settings c. */
 static int server_tier_start(struct server *srv, struct tier_rt *t, const struct tier_cfg *c)
 {
@@ -61,9 +68,7 @@ static int server_tier_start(struct server *srv, struct tier_rt *t, const struct
     struct dbpool_opts po = {
         .conn = {.conninfo = srv->cfg.database_url,
                  .appname = t->appname,
-                 /* Server-side backstop a little past the call timeout: a statement whose
-                  * cancel got lost still ends. */
-                 .statement_timeout_ms = c->breaker_timeout_ms + 1000,
+                 .statement_timeout_ms = server_statement_backstop_ms(c),
                  .setup_sql = apiwork_session_sql,
                  .stmts = apiwork_statements,
                  .nstmts = apiwork_statement_count},
@@ -489,8 +494,8 @@ static void server_tier_apply(struct server *srv, struct tier_rt *t, const struc
     struct workpool_limits lim = tierset_pool_limits(c);
     if (workpool_set_limits(t->pool, &lim))
         log_error("reload", "tier %s: could not start every new worker thread", c->name);
-    dbpool_set_limits(t->db, (size_t)c->db_max, tiers_conn_policy(c),
-                      c->breaker_timeout_ms * 1000);
+    dbpool_set_limits(t->db, (size_t)c->db_max, tiers_conn_policy(c), c->breaker_timeout_ms * 1000,
+                      server_statement_backstop_ms(c));
     ratelimit_set(t->rl, c->rate_limit, c->rate_window_s);
     struct breaker_cfg ob = tierset_breaker_cfg(old), nb = tierset_breaker_cfg(c);
     if (memcmp(&ob, &nb, sizeof(ob)) != 0)

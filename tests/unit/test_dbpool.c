@@ -221,7 +221,9 @@ static void start_waiter(struct waiter *w, struct dbpool *p, const void *owner, 
 
 /* A connect started with too little of the requester's time left still completes (it is given
  * connect_timeout_us), and the connection is kept for the next requester instead of being
- * thrown away: under load, that is what stops connects from timing out one after another. */
+ * thrown away: under load, that is what stops connects from timing out one after another.
+ * (Another connection is busy meanwhile: with nothing busy, the requester would wait for the
+ * connect, see a_connect_that_times_out_with_nothing_busy_fails_its_waiter.) */
 static void a_connect_past_the_requesters_deadline_is_kept(void **state)
 {
     (void)state;
@@ -232,22 +234,24 @@ static void a_connect_past_the_requesters_deadline_is_kept(void **state)
         .conn = params(url, app), .max = 2, .share = {.size = 2}, .connect_timeout_us = 10 * SEC};
     struct dbpool *p = NULL;
     assert_int_equal(dbpool_create(&o, &p), 0);
-    struct dbconn *c = NULL;
+    struct dbconn *busy = NULL, *c = NULL;
+    assert_int_equal(get(p, A, 5 * SEC, &busy), 0);
     char err[256];
     /* One microsecond: no connect is that fast. The connect goes on after the requester left. */
-    assert_int_equal(dbpool_acquire(p, A, mclock_now_us() + 1, &c, err, sizeof(err)), -ETIMEDOUT);
+    assert_int_equal(dbpool_acquire(p, B, mclock_now_us() + 1, &c, err, sizeof(err)), -ETIMEDOUT);
     assert_null(c);
     int64_t end = mclock_now_us() + 10 * SEC;
     while (stats(p).opening && mclock_now_us() < end)
         nap_ms(5);
     struct dbpool_stats s = stats(p);
-    assert_int_equal(s.connects, 1);
+    assert_int_equal(s.connects, 2);
     assert_int_equal(s.idle, 1);
-    assert_int_equal(s.active, 0);
+    assert_int_equal(s.active, 1);
     /* The next requester gets that connection, nothing new opened. */
     assert_int_equal(get(p, B, 5 * SEC, &c), 0);
-    assert_int_equal(stats(p).connects, 1);
+    assert_int_equal(stats(p).connects, 2);
     dbpool_release(p, c, false);
+    dbpool_release(p, busy, false);
     dbpool_destroy(p);
 }
 
@@ -631,6 +635,51 @@ static void a_waiter_takes_a_released_connection_while_its_connect_is_slow(void 
     finish(p, app);
 }
 
+/* The session's statement_timeout of c, as PostgreSQL reports it ("1s"). */
+static void show_timeout(struct dbconn *c, char *buf, size_t len)
+{
+    PGresult *res = PQexec(c->pg, "SHOW statement_timeout");
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    snprintf(buf, len, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+}
+
+/* A reload that changes the statement timeout (a tier's call timeout) reaches the connections:
+ * ones opened with the old one are closed when next released or found idle, and the next
+ * request gets a connection set up with the new one. Before, they kept the start-up backstop,
+ * which killed statements that the new, longer call timeout allowed. */
+static void a_new_statement_timeout_replaces_the_connections_set_up_with_the_old(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64], v[32];
+    app_for(app, sizeof(app), "stmt-timeout");
+    struct dbpool_opts o = {.conn = params(url, app), .max = 2, .connect_timeout_us = 5 * SEC};
+    o.conn.statement_timeout_ms = 1000;
+    struct dbpool *p = NULL;
+    assert_int_equal(dbpool_create(&o, &p), 0);
+    struct dbconn *held = NULL, *idle = NULL;
+    assert_int_equal(get(p, A, 5 * SEC, &held), 0);
+    assert_int_equal(get(p, B, 5 * SEC, &idle), 0);
+    show_timeout(held, v, sizeof(v));
+    assert_string_equal(v, "1s");
+    dbpool_release(p, idle, false);
+
+    dbpool_set_limits(p, 2, (struct share_policy){.cap = 0}, 5 * SEC, 2500);
+    dbpool_release(p, held, false); /* outdated: closed, not kept */
+    struct dbconn *c = NULL;
+    assert_int_equal(get(p, A, 5 * SEC, &c), 0); /* the idle one is outdated too */
+    show_timeout(c, v, sizeof(v));
+    assert_string_equal(v, "2500ms");
+    struct dbpool_stats s = stats(p);
+    assert_int_equal(s.connects, 3);
+    assert_int_equal(s.closed_broken, 0);
+    assert_int_equal(s.idle, 0);
+    assert_int_equal(wait_backends(app, 1), 1);
+    dbpool_release(p, c, false);
+    finish(p, app);
+}
+
 static void *opener_main(void *arg)
 {
     struct waiter *w = arg;
@@ -638,7 +687,10 @@ static void *opener_main(void *arg)
     return NULL;
 }
 
-static void connections_being_opened_count_for_their_tenant(void **state)
+/* Three requests of one tenant on a cold pool of 3 with a reserve of 1: connects are started
+ * for them (a connection being opened is nobody's yet), but the tenant ends holding 2 and
+ * the last connection stays free for a newcomer, who gets it. */
+static void a_tenant_on_a_cold_pool_leaves_the_reserve_to_a_newcomer(void **state)
 {
     (void)state;
     NEED_PG();
@@ -661,11 +713,44 @@ static void connections_being_opened_count_for_their_tenant(void **state)
     }
     assert_int_equal(ok, 2);
     assert_int_equal(timed_out, 1);
-    assert_int_equal(stats(p).connects, 2);
+    struct dbconn *b = NULL;
+    assert_int_equal(get(p, B, 5 * SEC, &b), 0);
+    assert_true(stats(p).connects <= 3);
+    dbpool_release(p, b, false);
     for (int i = 0; i < 3; i++)
         if (w[i].rc == 0)
             dbpool_release(p, w[i].got, false);
     finish(p, app);
+}
+
+/* A waiter whose deadline passes while nothing is busy and a connect runs waits for that
+ * connect: its outcome is the answer. A database that does not answer (here: a connect whose
+ * setup waits on a lock the test holds, past the connect timeout) fails the request with the
+ * connect's error, as a breaker failure must, not with the pool's "no connection free". */
+static void a_connect_that_times_out_with_nothing_busy_fails_its_waiter(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "blackhole");
+    struct dbpool_opts o = {.conn = params(url, app), .max = 2, .connect_timeout_us = 600 * MS};
+    o.conn.setup_sql = "SELECT pg_advisory_xact_lock_shared(4218)";
+    struct dbpool *p = NULL;
+    assert_int_equal(dbpool_create(&o, &p), 0);
+    admin_do("SELECT pg_advisory_lock(4218)");
+    struct dbconn *c = NULL;
+    char err[256] = "";
+    int64_t t0 = mclock_now_us();
+    assert_int_equal(dbpool_acquire(p, A, t0 + 200 * MS, &c, err, sizeof(err)), -ECONNRESET);
+    int64_t took = mclock_now_us() - t0;
+    assert_true(took >= 550 * MS && took < 3 * SEC);
+    assert_non_null(strstr(err, "timed out"));
+    admin_do("SELECT pg_advisory_unlock(4218)");
+    struct dbpool_stats s = stats(p);
+    assert_int_equal(s.connect_failures, 1);
+    assert_int_equal(s.timeouts, 0);
+    dbpool_stop(p);
+    dbpool_destroy(p);
 }
 
 static void no_tenant_cap_when_alone(void **state)
@@ -758,7 +843,7 @@ static void smaller_max_closes_idle_connections(void **state)
     for (int i = 0; i < 3; i++)
         assert_int_equal(get(p, A, 5 * SEC, &c[i]), 0);
     dbpool_release(p, c[0], false);
-    dbpool_set_limits(p, 1, (struct share_policy){.cap = 0}, 1000000);
+    dbpool_set_limits(p, 1, (struct share_policy){.cap = 0}, 1000000, 0);
     /* The idle one above max is closed now, busy ones when they come back. */
     assert_int_equal(stats(p).idle, 0);
     assert_int_equal(wait_backends(app, 2), 2);
@@ -853,7 +938,7 @@ static void hand_off_survives_flipping_caps(void **state)
     for (unsigned k = 0; atomic_load(&done) < THREADS; k++) {
         atomic_store(&others, k % 2 == 0);
         dbpool_kick(p);
-        dbpool_set_limits(p, MAX, (struct share_policy){.cap = 1 + k % 3}, 1000000);
+        dbpool_set_limits(p, MAX, (struct share_policy){.cap = 1 + k % 3}, 1000000, 0);
         int64_t n = backends(app);
         if (n > max_seen)
             max_seen = n;
@@ -987,16 +1072,26 @@ static void connect_to_closed_port_fails_fast(void **state)
     assert_null(c);
     assert_non_null(strstr(err, "connect failed"));
 
-    /* Through a pool: the reserved slot is given back, so the next try fails the same way
-     * instead of waiting for a slot that is never freed. */
+    /* Through a pool: the connect's error is the waiter's answer (nothing else could serve
+     * it). An acquire just after it fails at once with the same error and starts no connect (a
+     * refusing database is not sent one per request); past the backoff, the next one tries
+     * again. The slot is given back each time. */
     struct dbpool_opts o = {.conn = prm, .max = 1};
     struct dbpool *p = NULL;
     assert_int_equal(dbpool_create(&o, &p), 0);
-    for (int i = 0; i < 2; i++) {
-        t0 = mclock_now_us();
-        assert_int_equal(dbpool_acquire(p, A, t0 + 10 * SEC, &c, err, sizeof(err)), -ECONNRESET);
-        assert_true(mclock_now_us() - t0 < 3 * SEC);
-    }
+    t0 = mclock_now_us();
+    assert_int_equal(dbpool_acquire(p, A, t0 + 10 * SEC, &c, err, sizeof(err)), -ECONNRESET);
+    assert_true(mclock_now_us() - t0 < 3 * SEC);
+    assert_non_null(strstr(err, "connect failed"));
+    err[0] = '\0';
+    assert_int_equal(dbpool_acquire(p, B, mclock_now_us() + 10 * SEC, &c, err, sizeof(err)),
+                     -ECONNRESET);
+    assert_non_null(strstr(err, "connect failed"));
+    assert_int_equal(stats(p).connect_failures, 1);
+    nap_ms(150); /* past the backoff */
+    t0 = mclock_now_us();
+    assert_int_equal(dbpool_acquire(p, A, t0 + 10 * SEC, &c, err, sizeof(err)), -ECONNRESET);
+    assert_true(mclock_now_us() - t0 < 3 * SEC);
     struct dbpool_stats s = stats(p);
     assert_int_equal(s.connect_failures, 2);
     assert_int_equal(s.connects, 0);
@@ -1034,13 +1129,15 @@ int main(void)
         cmocka_unit_test(opens_lazily_and_reuses_idle_connections),
         cmocka_unit_test(a_connect_past_the_requesters_deadline_is_kept),
         cmocka_unit_test(a_waiter_takes_a_released_connection_while_its_connect_is_slow),
+        cmocka_unit_test(a_new_statement_timeout_replaces_the_connections_set_up_with_the_old),
         cmocka_unit_test(never_opens_more_than_max),
         cmocka_unit_test(acquire_times_out_near_its_deadline),
         cmocka_unit_test(waiters_are_served_first_come_first_served),
         cmocka_unit_test(tenant_cap_binds_while_others_are_active),
         cmocka_unit_test(no_tenant_cap_when_alone),
         cmocka_unit_test(a_newcomer_never_waits_behind_a_busy_tenant),
-        cmocka_unit_test(connections_being_opened_count_for_their_tenant),
+        cmocka_unit_test(a_tenant_on_a_cold_pool_leaves_the_reserve_to_a_newcomer),
+        cmocka_unit_test(a_connect_that_times_out_with_nothing_busy_fails_its_waiter),
         cmocka_unit_test(brief_requests_take_any_free_connection),
         cmocka_unit_test(connection_killed_while_idle_is_replaced),
         cmocka_unit_test(broken_release_frees_the_slot),
