@@ -132,7 +132,18 @@ int fairq_push(struct fairq *q, const char *key, struct fairq_item *item, int64_
 {
     if (q->queued >= q->lim.queue_max + slack)
         return FAIRQ_FULL;
-    struct fairq_tenant *t = fairq_lookup(q, key, true);
+    /* Slack is for items an idle worker takes at once: not for a tenant fairq_pop would pass
+     * over now (at its share), whose item would wait. */
+    struct fairq_tenant *t = fairq_lookup(q, key, false);
+    if (slack && t &&
+        !share_may_take(&q->lim.slots, t->in_flight, q->in_flight, fairq_others_active(q, t),
+                        fairq_tenant_brief(t))) {
+        slack = 0;
+        if (q->queued >= q->lim.queue_max)
+            return FAIRQ_FULL;
+    }
+    if (!t)
+        t = fairq_lookup(q, key, true);
     if (t->queued >= q->lim.tenant_queue_max + slack) {
         t->last_active_us = now_us;
         return FAIRQ_TENANT_FULL;

@@ -205,6 +205,18 @@ static void slack_admits_items_an_idle_worker_takes_at_once(void **state)
     assert_int_equal(pop_done(&q, 1), 'A');
     assert_int_equal(pop_done(&q, 1), 'B');
     fairq_destroy(&q);
+
+    /* No slack for a tenant at its share while others are active: its item would wait. */
+    qinit(&q, 0, 0, 1, 1000, 1);
+    struct job k[3] = {{.tenant = "A"}, {.tenant = "B"}, {.tenant = "A"}};
+    assert_int_equal(fairq_push(&q, "A", &k[0].item, 0, 2), FAIRQ_OK);
+    struct fairq_item *a = fairq_pop(&q, 1); /* A holds one worker: its share */
+    assert_non_null(a);
+    assert_int_equal(fairq_push(&q, "B", &k[1].item, 1, 1), FAIRQ_OK);
+    assert_int_equal(fairq_push(&q, "A", &k[2].item, 1, 1), FAIRQ_FULL);
+    assert_int_equal(pop_done(&q, 2), 'B');
+    fairq_done(&q, a->tenant, 2);
+    fairq_destroy(&q);
 }
 
 static void tenant_queue_bound_refuses_only_that_tenant(void **state)
