@@ -21,6 +21,7 @@ WORK=$ROOT/build/evloop-work
 BIN=$ROOT/build/bulkhead
 PROBE=$ROOT/build/bench/evloop
 PGBIN=/usr/lib/postgresql/15/bin
+. "$ROOT/bench/common.sh"
 rm -rf "$WORK"
 mkdir -p "$WORK"
 chmod 755 "$WORK"
@@ -37,23 +38,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 12000))
-        [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ] && { echo "$p"; return; }
-    done
-}
-
-# The database as bench/run.sh makes it: pg.sh creates "bulkhead" and applies init-db.sql
-# (schema and rows).
-DB=""
-for _ in 1 2 3; do
-    PG_PORT=$(free_port)
-    DB=$(scripts/pg.sh start "$WORK/pg" "$PG_PORT" 2>"$WORK/pg-start.log") && break
-    DB=""
-done
-[ -n "$DB" ] || { cat "$WORK/pg-start.log" >&2; echo "evloop.sh: PostgreSQL did not start" >&2; exit 1; }
+# The database as bench/run.sh makes it.
+bench_pg_start evloop.sh
 
 API_PORT=$(free_port)
 (cd "$WORK" && DATABASE_URL=$DB API_PORT=$API_PORT API_BIND=127.0.0.1 exec "$BIN" >"$WORK/server.log" 2>&1) &

@@ -23,6 +23,7 @@ PGBIN=/usr/lib/postgresql/15/bin
 SECTIONS=${BENCH_SECTIONS:-data health isolation storms fairness scaling choices}
 ALL_SECTIONS="data health isolation storms fairness scaling choices"
 has() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
+. "$ROOT/bench/common.sh"
 . "$ROOT/bench/fairness.sh"
 . "$ROOT/bench/storms.sh"
 mkdir -p "$RESULTS"
@@ -42,22 +43,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A random port nobody listens on (other test servers may share this machine).
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-)
-        [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ] && { echo "$p"; return; }
-    done
-}
-
-DB=""
-for _ in 1 2 3; do
-    PG_PORT=$(free_port)
-    DB=$(scripts/pg.sh start "$WORK/pg" "$PG_PORT" 2>"$WORK/pg-start.log") && break
-    DB=""
-done
-[ -n "$DB" ] || { cat "$WORK/pg-start.log" >&2; echo "bench: PostgreSQL did not start" >&2; exit 1; }
+bench_pg_start bench
 API_PORT=$(free_port)
 MIN_PORT=$(free_port)
 (cd "$WORK" && DATABASE_URL=$DB API_PORT=$API_PORT API_BIND=127.0.0.1 exec "$BIN" >"$WORK/server.log" 2>&1) &
