@@ -170,6 +170,16 @@ static void wait_pending(struct dbpool *p, size_t n)
     assert_int_equal(stats(p).pending, n);
 }
 
+/* Poll until n connects are running (connects run on their own threads), then until idle
+ * connections number n_idle (SIZE_MAX: either is not waited for). Bounded; the caller asserts. */
+static void wait_opening_idle(struct dbpool *p, size_t n, size_t n_idle)
+{
+    int64_t end = mclock_now_us() + WAIT_S * SEC;
+    while ((stats(p).opening != n || (n_idle != SIZE_MAX && stats(p).idle != n_idle)) &&
+           mclock_now_us() < end)
+        nap_ms(2);
+}
+
 static void finish(struct dbpool *p, const char *app)
 {
     dbpool_stop(p);
@@ -240,9 +250,7 @@ static void a_connect_past_the_requesters_deadline_is_kept(void **state)
     /* One microsecond: no connect is that fast. The connect goes on after the requester left. */
     assert_int_equal(dbpool_acquire(p, B, mclock_now_us() + 1, &c, err, sizeof(err)), -ETIMEDOUT);
     assert_null(c);
-    int64_t end = mclock_now_us() + 10 * SEC;
-    while (stats(p).opening && mclock_now_us() < end)
-        nap_ms(5);
+    wait_opening_idle(p, 0, SIZE_MAX);
     struct dbpool_stats s = stats(p);
     assert_int_equal(s.connects, 2);
     assert_int_equal(s.idle, 1);
@@ -610,9 +618,7 @@ static void a_waiter_takes_a_released_connection_while_its_connect_is_slow(void 
     struct waiter w = {0};
     start_waiter(&w, p, B, 10 * SEC);
     wait_pending(p, 1);
-    int64_t end = mclock_now_us() + WAIT_S * SEC;
-    while (stats(p).opening != 1 && mclock_now_us() < end)
-        nap_ms(1);
+    wait_opening_idle(p, 1, SIZE_MAX);
     assert_int_equal(stats(p).opening, 1);
 
     dbpool_release(p, c1, false);
@@ -623,9 +629,7 @@ static void a_waiter_takes_a_released_connection_while_its_connect_is_slow(void 
     assert_int_equal(stats(p).connects, 1);
 
     admin_do("SELECT pg_advisory_unlock(4217)");
-    end = mclock_now_us() + WAIT_S * SEC;
-    while (stats(p).idle != 1 && mclock_now_us() < end)
-        nap_ms(5);
+    wait_opening_idle(p, 0, 1);
     struct dbpool_stats s = stats(p);
     assert_int_equal(s.idle, 1);
     assert_int_equal(s.opening, 0);
@@ -954,9 +958,7 @@ static void hand_off_survives_flipping_caps(void **state)
     assert_true(max_seen <= MAX);
     /* Connects started for waiters that were served by a released connection meanwhile end
      * on their own (their connections go idle). */
-    int64_t end = mclock_now_us() + WAIT_S * SEC;
-    while (stats(p).opening && mclock_now_us() < end)
-        nap_ms(5);
+    wait_opening_idle(p, 0, SIZE_MAX);
     struct dbpool_stats st = stats(p);
     assert_int_equal(st.acquired, THREADS * 30);
     assert_true(st.connects <= MAX);
