@@ -1,6 +1,25 @@
 # bench/common.sh: what the bench scripts share (sourced by bench/run.sh and bench/evloop.sh,
-# from the repository root, with WORK set): a free port, and the private PostgreSQL with the
-# bench database.
+# from the repository root, with WORK set): the tool check, stopping what they started at exit,
+# a free port, and the private PostgreSQL with the bench database.
+
+# Exit with the missing one unless every tool (a command or an executable path) is there.
+# $1 names the caller.
+bench_need() {
+    local who=$1 tool
+    shift
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null 2>&1 || [ -x "$tool" ] || { echo "$who: missing $tool" >&2; exit 2; }
+    done
+}
+
+# Processes to stop at exit (append their PIDs), and the private PostgreSQL with them.
+pids=()
+bench_cleanup() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+    scripts/pg.sh stop "$WORK/pg" >/dev/null 2>&1
+}
+trap bench_cleanup EXIT
 
 # A random port nobody listens on (other test servers may share this machine).
 free_port() {

@@ -26,17 +26,7 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 chmod 755 "$WORK"
 
-for tool in wrk "$PGBIN/pgbench" "$BIN" "$PROBE"; do
-    command -v "$tool" >/dev/null 2>&1 || [ -x "$tool" ] || { echo "evloop.sh: missing $tool" >&2; exit 2; }
-done
-
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
-    scripts/pg.sh stop "$WORK/pg" >/dev/null 2>&1
-}
-trap cleanup EXIT
+bench_need evloop.sh wrk "$PGBIN/pgbench" "$BIN" "$PROBE"
 
 # The database as bench/run.sh makes it.
 bench_pg_start evloop.sh

@@ -31,17 +31,7 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 chmod 755 "$WORK"
 
-for tool in wrk hey "$PGBIN/pgbench" "$BIN" "$MINIMAL"; do
-    command -v "$tool" >/dev/null 2>&1 || [ -x "$tool" ] || { echo "bench: missing $tool" >&2; exit 2; }
-done
-
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
-    scripts/pg.sh stop "$WORK/pg" >/dev/null 2>&1
-}
-trap cleanup EXIT
+bench_need bench wrk hey "$PGBIN/pgbench" "$BIN" "$MINIMAL"
 
 bench_pg_start bench
 API_PORT=$(free_port)
