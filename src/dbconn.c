@@ -50,63 +50,75 @@ static void dbconn_msg(char *err, size_t errlen, const char *what, const char *d
 }
 
 /*
- * Read every result of the statement in flight. The first successful result is kept in *res;
- * an error anywhere in the sequence (a failed COMMIT after a good INSERT, say) fails the whole.
+ * Take every result that has arrived: -EINPROGRESS while the statement still runs (wait for
+ * the socket, PQconsumeInput, call again), else its outcome. The first successful result is
+ * kept in *res; an error anywhere in the sequence (a failed COMMIT after a good INSERT, say)
+ * fails the whole.
  */
-static int dbconn_collect(struct dbconn *c, int64_t deadline_us, PGresult **res, char *err,
-                          size_t errlen)
+static int dbconn_drain(struct dbconn *c, struct dbconn_acc *a, PGresult **res, char *err,
+                        size_t errlen)
 {
-    PGresult *keep = NULL;
-    int rc = 0;
     for (;;) {
-        while (PQisBusy(c->pg)) {
-            int w = dbconn_wait(c->pg, POLLIN, deadline_us);
-            if (w) {
-                PQclear(keep);
-                if (w == -ETIMEDOUT)
-                    dbconn_msg(err, errlen, "query timed out", NULL);
-                else
-                    dbconn_msg(err, errlen, "connection lost", strerror(-w));
-                return w;
-            }
-            if (!PQconsumeInput(c->pg)) {
-                PQclear(keep);
-                dbconn_msg(err, errlen, "connection lost", PQerrorMessage(c->pg));
-                return -ECONNRESET;
-            }
-        }
+        if (PQisBusy(c->pg))
+            return -EINPROGRESS;
         PGresult *r = PQgetResult(c->pg);
         if (!r)
             break;
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
-            if (!keep && rc == 0)
-                keep = r;
+            if (!a->keep && a->rc == 0)
+                a->keep = r;
             else
                 PQclear(r);
             continue;
         }
-        if (rc == 0) {
+        if (a->rc == 0) {
             const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
             dbconn_msg(err, errlen, "query failed", PQresultErrorMessage(r));
-            rc = (state && !strcmp(state, DBCONN_SQLSTATE_CANCELED)) ? -ETIMEDOUT : -EIO;
+            a->rc = (state && !strcmp(state, DBCONN_SQLSTATE_CANCELED)) ? -ETIMEDOUT : -EIO;
         }
         PQclear(r);
     }
+    PGresult *keep = a->keep;
+    a->keep = NULL;
     if (PQstatus(c->pg) == CONNECTION_BAD) {
         PQclear(keep);
         dbconn_msg(err, errlen, "connection lost", PQerrorMessage(c->pg));
         return -ECONNRESET;
     }
-    if (rc) {
+    if (a->rc) {
         PQclear(keep);
-        return rc;
+        return a->rc;
     }
     if (res)
         *res = keep;
     else
         PQclear(keep);
     return 0;
+}
+
+/* Read the statement in flight to its end, waiting at most until deadline_us. */
+static int dbconn_collect(struct dbconn *c, int64_t deadline_us, PGresult **res, char *err,
+                          size_t errlen)
+{
+    struct dbconn_acc a = {0};
+    for (;;) {
+        int rc = dbconn_drain(c, &a, res, err, errlen);
+        if (rc != -EINPROGRESS)
+            return rc;
+        int w = dbconn_wait(c->pg, POLLIN, deadline_us);
+        if (!w && !PQconsumeInput(c->pg))
+            w = -ECONNRESET;
+        if (w) {
+            PQclear(a.keep);
+            if (w == -ETIMEDOUT)
+                dbconn_msg(err, errlen, "query timed out", NULL);
+            else
+                dbconn_msg(err, errlen, "connection lost",
+                           w == -ECONNRESET ? PQerrorMessage(c->pg) : strerror(-w));
+            return w;
+        }
+    }
 }
 
 static int dbconn_simple(struct dbconn *c, const char *sql, int64_t deadline_us, char *err,
@@ -212,15 +224,34 @@ fail:
     return rc;
 }
 
-int dbconn_exec(struct dbconn *c, const char *stmt, int nparams, const char *const *values,
-                int64_t deadline_us, PGresult **res, char *err, size_t errlen)
+int dbconn_send(struct dbconn *c, const char *stmt, int nparams, const char *const *values,
+                char *err, size_t errlen)
 {
-    *res = NULL;
+    PQclear(c->acc.keep);
+    c->acc = (struct dbconn_acc){0};
     if (!PQsendQueryPrepared(c->pg, stmt, nparams, values, NULL, NULL, 0)) {
         dbconn_msg(err, errlen, "send failed", PQerrorMessage(c->pg));
         return -ECONNRESET;
     }
-    return dbconn_collect(c, deadline_us, res, err, errlen);
+    return 0;
+}
+
+int dbconn_exec(struct dbconn *c, const char *stmt, int nparams, const char *const *values,
+                int64_t deadline_us, PGresult **res, char *err, size_t errlen)
+{
+    *res = NULL;
+    int rc = dbconn_send(c, stmt, nparams, values, err, errlen);
+    return rc ? rc : dbconn_collect(c, deadline_us, res, err, errlen);
+}
+
+int dbconn_read(struct dbconn *c, PGresult **res, char *err, size_t errlen)
+{
+    *res = NULL;
+    if (!PQconsumeInput(c->pg)) {
+        dbconn_msg(err, errlen, "connection lost", PQerrorMessage(c->pg));
+        return -ECONNRESET;
+    }
+    return dbconn_drain(c, &c->acc, res, err, errlen);
 }
 
 int dbconn_cancel(struct dbconn *c, int64_t deadline_us)
@@ -258,6 +289,7 @@ void dbconn_close(struct dbconn *c)
 {
     if (!c)
         return;
+    PQclear(c->acc.keep);
     if (c->cancel)
         PQfreeCancel(c->cancel);
     if (c->pg)

@@ -31,6 +31,12 @@ struct dbconn_params {
     size_t nstmts;
 };
 
+/* The results of a statement read so far: dbconn_read may see them arrive in parts. */
+struct dbconn_acc {
+    PGresult *keep; /* the first successful result; owned */
+    int rc;         /* the first failure, or 0 */
+};
+
 struct dbconn {
     PGconn *pg;                   /* owned */
     PGcancel *cancel;             /* owned: cancel handle made at open */
@@ -38,6 +44,9 @@ struct dbconn {
     int64_t statement_timeout_ms; /* the params' statement_timeout_ms it was opened with */
     const void *owner;            /* tenant holding it; guarded by the owning pool's mutex */
     struct dbconn *next;          /* pool's idle list link; guarded by the pool's mutex */
+    struct dbconn_acc acc;        /* dbconn_read's results so far (holder's thread) */
+    uint64_t watched;             /* bit i: the socket is in event loop i's epoll set (http.h;
+                                     the holder's thread) */
 };
 
 /* Result codes besides 0: -ETIMEDOUT, -ECONNRESET (connection lost or refused), -EIO (the
@@ -49,6 +58,14 @@ int dbconn_open(const struct dbconn_params *p, int64_t deadline_us, struct dbcon
 /* Run a prepared statement (text parameters). On 0, *res is the result (caller PQclears). */
 int dbconn_exec(struct dbconn *c, const char *stmt, int nparams, const char *const *values,
                 int64_t deadline_us, PGresult **res, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* The same in two steps, for an event loop: send the statement (0 or -ECONNRESET), then call
+ * dbconn_read each time the socket (PQsocket) is readable: -EINPROGRESS until the statement
+ * ended, then as dbconn_exec. A statement dropped half-read is ended by dbconn_cancel. */
+int dbconn_send(struct dbconn *c, const char *stmt, int nparams, const char *const *values,
+                char *err, size_t errlen) __attribute__((warn_unused_result));
+int dbconn_read(struct dbconn *c, PGresult **res, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* After -ETIMEDOUT: cancel the running statement and read its end. Returns 0 when the

@@ -21,6 +21,7 @@
 #include "apierr.h"
 #include "config.h"
 #include "cpus.h"
+#include "evloop.h"
 #include "log.h"
 #include "reqhead.h"
 #include "request.h"
@@ -31,18 +32,24 @@
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#define HTTP_BACKLOG 1024
+
 struct http {
-    struct MHD_Daemon *daemon; /* owned */
-    struct http_opts opts;     /* copied; what it points to is not owned */
-    size_t max_body;           /* HTTP_MAX_BODY_BYTES */
-    size_t max_head;           /* HTTP_CONNECTION_MEMORY: the largest head served */
+    struct http_opts opts; /* copied; what it points to is not owned */
+    size_t max_body;       /* HTTP_MAX_BODY_BYTES */
+    size_t max_head;       /* HTTP_CONNECTION_MEMORY: the largest head served */
     uint16_t port;
+    int listen_fd;                /* owned until quiesced, then closed (-1) */
+    struct evloop *loops;         /* owned: the HTTP threads */
+    unsigned n;                   /* threads, one daemon each */
+    struct MHD_Daemon *daemons[]; /* owned; daemon i is driven by loop i */
 };
 
 static void http_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -183,84 +190,172 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
 
 static unsigned http_threads(const struct config *cfg)
 {
-    if (cfg->http_threads > 0)
-        return (unsigned)cfg->http_threads;
-    return cpus_usable();
+    unsigned n = cfg->http_threads > 0 ? (unsigned)cfg->http_threads : cpus_usable();
+    return n > EVLOOP_MAX ? EVLOOP_MAX : n;
+}
+
+/* The listening socket the daemons share (each accepts from it on its own thread). */
+static int http_listen(const struct config *cfg, bool *v6, int *out)
+{
+    struct sockaddr_in sin = {0};
+    struct sockaddr_in6 sin6 = {0};
+    struct sockaddr *sa;
+    socklen_t salen;
+    if (inet_pton(AF_INET, cfg->api_bind, &sin.sin_addr) == 1) {
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons((uint16_t)cfg->api_port);
+        sa = (struct sockaddr *)&sin;
+        salen = sizeof(sin);
+        *v6 = false;
+    } else if (inet_pton(AF_INET6, cfg->api_bind, &sin6.sin6_addr) == 1) {
+        sin6.sin6_family = AF_INET6;
+        sin6.sin6_port = htons((uint16_t)cfg->api_port);
+        sa = (struct sockaddr *)&sin6;
+        salen = sizeof(sin6);
+        *v6 = true;
+    } else {
+        log_error("config", "API_BIND: \"%s\" is not an IPv4 or IPv6 address", cfg->api_bind);
+        return -EINVAL;
+    }
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (*v6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, sa, salen) || listen(fd, HTTP_BACKLOG)) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    *out = fd;
+    return 0;
+}
+
+static void http_run(void *ctx, unsigned i)
+{
+    struct http *h = ctx;
+    MHD_run(h->daemons[i]);
+}
+
+static int64_t http_timeout_us(void *ctx, unsigned i)
+{
+    struct http *h = ctx;
+    MHD_UNSIGNED_LONG_LONG ms;
+    if (MHD_get_timeout(h->daemons[i], &ms) != MHD_YES)
+        return -1;
+    return ms > 1000 ? 1000000 : (int64_t)ms * 1000;
+}
+
+/* Loop i's daemon: libmicrohttpd in external epoll mode, accepting from the shared socket. */
+static struct MHD_Daemon *http_daemon(struct http *h, unsigned i, bool v6)
+{
+    const struct config *cfg = h->opts.cfg;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (v6)
+        flags |= MHD_USE_IPv6;
+    /* Each daemon takes its part of the connection cap, as libmicrohttpd's own pool does. */
+    unsigned limit =
+        (unsigned)cfg->http_max_conns / h->n + (i < (unsigned)cfg->http_max_conns % h->n);
+    if (limit == 0)
+        limit = 1;
+    struct MHD_OptionItem mhd_opts[] = {
+        {MHD_OPTION_LISTEN_SOCKET, h->listen_fd, NULL},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)http_completed, h},
+        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)limit, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->http_idle_timeout, NULL},
+        /* Room for a head over the limit to reach http_head_ok (see the top of this file). */
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)(2 * cfg->http_conn_memory), NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    /* The logger goes first so that libmicrohttpd's start-up messages reach it too. */
+    return MHD_start_daemon(flags, 0, NULL, NULL, http_access, h, MHD_OPTION_EXTERNAL_LOGGER,
+                            http_mhd_log, h, MHD_OPTION_ARRAY, mhd_opts, MHD_OPTION_END);
 }
 
 int http_start(const struct http_opts *opts, struct http **out)
 {
     const struct config *cfg = opts->cfg;
-    struct http *h = xcalloc(1, sizeof(*h));
+    unsigned n = http_threads(cfg);
+    struct http *h = xcalloc(1, sizeof(*h) + n * sizeof(h->daemons[0]));
     h->opts = *opts;
     h->max_body = (size_t)cfg->http_max_body;
     h->max_head = (size_t)cfg->http_conn_memory;
-
-    struct sockaddr_in sin = {0};
-    struct sockaddr_in6 sin6 = {0};
-    struct sockaddr *sa;
-    unsigned flags =
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
-    if (inet_pton(AF_INET, cfg->api_bind, &sin.sin_addr) == 1) {
-        sin.sin_family = AF_INET;
-        sin.sin_port = htons((uint16_t)cfg->api_port);
-        sa = (struct sockaddr *)&sin;
-    } else if (inet_pton(AF_INET6, cfg->api_bind, &sin6.sin6_addr) == 1) {
-        sin6.sin6_family = AF_INET6;
-        sin6.sin6_port = htons((uint16_t)cfg->api_port);
-        sa = (struct sockaddr *)&sin6;
-        flags |= MHD_USE_IPv6;
-    } else {
-        log_error("config", "API_BIND: \"%s\" is not an IPv4 or IPv6 address", cfg->api_bind);
-        free(h);
-        return -EINVAL;
+    h->n = n;
+    h->listen_fd = -1;
+    bool v6 = false;
+    int rc = http_listen(cfg, &v6, &h->listen_fd);
+    if (rc) {
+        if (rc != -EINVAL)
+            log_error("http_start",
+                      "cannot listen on %s:%" PRId64 " (port in use, or no permission): %s",
+                      cfg->api_bind, cfg->api_port, strerror(-rc));
+        http_stop(h);
+        return rc == -EINVAL ? rc : -EADDRINUSE;
     }
-
-    unsigned threads = http_threads(cfg);
-    struct MHD_OptionItem mhd_opts[] = {
-        {MHD_OPTION_SOCK_ADDR, 0, sa},
-        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)http_completed, h},
-        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->http_max_conns, NULL},
-        {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->http_idle_timeout, NULL},
-        /* Room for a head over the limit to reach http_head_ok (see the top of this file). */
-        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)(2 * cfg->http_conn_memory), NULL},
-        {MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL},
-        {MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL},
-        {threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads, NULL},
-        {MHD_OPTION_END, 0, NULL},
-    };
-    /* The logger goes first so that libmicrohttpd's start-up messages reach it too. */
-    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, http_access, h, MHD_OPTION_EXTERNAL_LOGGER,
-                                 http_mhd_log, h, MHD_OPTION_ARRAY, mhd_opts, MHD_OPTION_END);
-    if (!h->daemon) {
-        log_error("http_start", "cannot listen on %s:%" PRId64 " (port in use, or no permission)",
-                  cfg->api_bind, cfg->api_port);
-        free(h);
-        return -EADDRINUSE;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(h->listen_fd, (struct sockaddr *)&ss, &sl) == 0)
+        h->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                 : ((struct sockaddr_in *)&ss)->sin_port);
+    int sources[EVLOOP_MAX];
+    for (unsigned i = 0; i < n; i++) {
+        h->daemons[i] = http_daemon(h, i, v6);
+        const union MHD_DaemonInfo *info =
+            h->daemons[i] ? MHD_get_daemon_info(h->daemons[i], MHD_DAEMON_INFO_EPOLL_FD) : NULL;
+        if (!info) {
+            log_error("http_start", "libmicrohttpd did not start (see its log above)");
+            http_stop(h);
+            return -ENOMEM;
+        }
+        sources[i] = info->epoll_fd;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    h->port = info ? info->port : (uint16_t)cfg->api_port;
-    log_info("http_start", "listening on %s:%u with %u HTTP threads", cfg->api_bind, h->port,
-             threads);
+    struct evloop_ops ops = {.run = http_run, .timeout_us = http_timeout_us, .ctx = h};
+    rc = evloop_start("http", n, sources, &ops, &h->loops);
+    if (rc) {
+        log_error("http_start", "cannot start the HTTP threads: %s", strerror(-rc));
+        http_stop(h);
+        return rc;
+    }
+    log_info("http_start", "listening on %s:%u with %u HTTP threads", cfg->api_bind, h->port, n);
     *out = h;
     return 0;
 }
 
+/* Loop thread: this daemon stops accepting (the socket is closed once all have). */
+static void http_quiesce_one(void *ctx, unsigned i)
+{
+    struct http *h = ctx;
+    MHD_quiesce_daemon(h->daemons[i]);
+}
+
 void http_quiesce(struct http *h)
 {
-    if (h && h->daemon) {
-        MHD_socket s = MHD_quiesce_daemon(h->daemon);
-        if (s != MHD_INVALID_SOCKET)
-            close(s);
+    if (!h || h->listen_fd < 0)
+        return;
+    if (h->loops) {
+        evloop_call(h->loops, http_quiesce_one, h);
+    } else {
+        for (unsigned i = 0; i < h->n; i++)
+            if (h->daemons[i])
+                MHD_quiesce_daemon(h->daemons[i]);
     }
+    close(h->listen_fd);
+    h->listen_fd = -1;
 }
 
 void http_stop(struct http *h)
 {
     if (!h)
         return;
-    if (h->daemon)
-        MHD_stop_daemon(h->daemon);
+    /* Every daemon lets go of the shared socket before any stops (a daemon that stops while
+     * it still listens closes the socket under the others). */
+    http_quiesce(h);
+    evloop_stop(h->loops);
+    for (unsigned i = 0; i < h->n; i++)
+        if (h->daemons[i])
+            MHD_stop_daemon(h->daemons[i]);
     free(h);
 }
 

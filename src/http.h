@@ -1,5 +1,6 @@
 /*
- * http: the libmicrohttpd daemon (epoll, a pool of event threads, suspend/resume).
+ * http: libmicrohttpd on the event threads (evloop.h): one daemon per thread in external epoll
+ * mode, all accepting from one listening socket, each driven by its thread's loop.
  *
  * It turns libmicrohttpd's callbacks into the request life cycle of request.h: create on the
  * first call, read the body on the next ones (refusing oversized bodies with 413 before they are

@@ -3,6 +3,7 @@
  * (see request.h for who owns a request when).
  */
 #include "request.h"
+#include "evloop.h"
 #include "log.h"
 #include "mclock.h"
 #include "tierset.h"
@@ -39,6 +40,7 @@ struct request *request_new(const struct request_hooks *hooks, struct MHD_Connec
     struct request *r = xcalloc(1, sizeof(*r));
     r->hooks = hooks;
     r->conn = conn;
+    r->loop = evloop_current();
     r->url = url;
     r->method_name = method;
     if (!strcmp(method, "GET"))
@@ -303,9 +305,12 @@ void request_defer(struct request *r)
 void request_resume(struct request *r)
 {
     struct MHD_Connection *c = r->conn;
+    struct evloop_thread *loop = r->loop;
     r->state = REQUEST_READY;
     /* From here on the HTTP thread owns r again; resuming is the last touch. */
     MHD_resume_connection(c);
+    if (loop && loop != evloop_current())
+        evloop_wake(loop);
 }
 
 enum MHD_Result request_send(struct request *r)

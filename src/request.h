@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct evloop_thread;
 struct tier_rt;
 struct request;
 
@@ -73,6 +74,7 @@ struct request_args {
 struct request {
     const struct request_hooks *hooks; /* not owned */
     struct MHD_Connection *conn;       /* not owned; valid until the completion callback */
+    struct evloop_thread *loop;        /* the HTTP thread that owns conn (evloop.h) */
     const char *url;                   /* libmicrohttpd's copy, valid for the request's life */
     enum request_method method;
     const char *method_name;

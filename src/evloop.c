@@ -1,0 +1,301 @@
+/*
+ * evloop: epoll loops for the HTTP threads and the statements they run (see evloop.h).
+ *
+ * Each iteration waits for the nearest of: the source's timeout, the earliest watch deadline,
+ * an event. Ready watches fire in the order epoll reports them, passed deadlines after them,
+ * then the source runs (libmicrohttpd sends what the watches answered and reads new requests).
+ * The armed watches of a loop are few (its requests in the database), so the earliest deadline
+ * is found by walking them.
+ */
+#include "evloop.h"
+#include "log.h"
+#include "mclock.h"
+#include "xalloc.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define EVLOOP_BATCH 64
+#define EVLOOP_STACK (512 * 1024) /* libmicrohttpd's callbacks run here, and request handling */
+
+struct evloop_thread {
+    struct evloop *l;
+    unsigned index;
+    pthread_t tid;
+    bool started;
+    int ep;                     /* epoll set; owned */
+    int ctl;                    /* eventfd: evloop_call and evloop_stop; owned */
+    int source;                 /* not owned */
+    struct evloop_watch *armed; /* armed watches (loop thread only) */
+};
+
+struct evloop {
+    struct evloop_ops ops;
+    unsigned n;
+    atomic_bool stopping;
+    /* _shared: the mutex guards the call in progress. */
+    pthread_mutex_t mutex;
+    pthread_cond_t called;               /* signalled when the loop that was asked ran it */
+    void (*call)(void *ctx, unsigned i); /* the function a loop is asked to run, or NULL */
+    void *call_ctx;
+    unsigned call_index; /* the loop asked */
+    bool call_done;
+    struct evloop_thread t[]; /* n of them */
+};
+
+static _Thread_local struct evloop_thread *evloop_self;
+
+struct evloop_thread *evloop_current(void)
+{
+    return evloop_self;
+}
+
+static void evloop_unlink(struct evloop_watch *w)
+{
+    struct evloop_thread *t = w->loop;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        t->armed = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->next = w->prev = NULL;
+    w->loop = NULL;
+}
+
+int evloop_watch(struct evloop_thread *t, struct evloop_watch *w, uint64_t *watched,
+                 int64_t deadline_us)
+{
+    uint64_t bit = 1ull << t->index;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = w};
+    int rc = -1;
+    if (*watched & bit) {
+        rc = epoll_ctl(t->ep, EPOLL_CTL_MOD, w->fd, &ev);
+        /* The descriptor was closed and its number reused since (libpq drops a broken
+         * connection's socket): it is a new file to this set. */
+        if (rc && errno == ENOENT)
+            *watched &= ~bit;
+    }
+    if (!(*watched & bit)) {
+        rc = epoll_ctl(t->ep, EPOLL_CTL_ADD, w->fd, &ev);
+        if (rc == 0)
+            *watched |= bit;
+    }
+    if (rc)
+        return -errno;
+    w->deadline_us = deadline_us;
+    w->loop = t;
+    w->prev = NULL;
+    w->next = t->armed;
+    if (t->armed)
+        t->armed->prev = w;
+    t->armed = w;
+    return 0;
+}
+
+void evloop_unwatch(struct evloop_watch *w)
+{
+    struct evloop_thread *t = w->loop;
+    if (!t)
+        return;
+    /* Disarmed but kept: a one-shot registration with no events never reports. */
+    struct epoll_event ev = {.events = EPOLLONESHOT, .data.ptr = NULL};
+    epoll_ctl(t->ep, EPOLL_CTL_MOD, w->fd, &ev);
+    evloop_unlink(w);
+}
+
+static void evloop_fire(struct evloop_watch *w, enum evloop_event ev)
+{
+    if (ev != EVLOOP_READY)
+        evloop_unwatch(w);
+    else
+        evloop_unlink(w); /* the one-shot registration disarmed itself */
+    w->fire(w, ev);
+}
+
+/* Milliseconds until the nearest deadline (rounded up), -1 = none. */
+static int evloop_timeout_ms(struct evloop_thread *t, int64_t now)
+{
+    int64_t next = t->l->ops.timeout_us(t->l->ops.ctx, t->index);
+    for (struct evloop_watch *w = t->armed; w; w = w->next) {
+        int64_t left = w->deadline_us - now;
+        if (left < 0)
+            left = 0;
+        if (next < 0 || left < next)
+            next = left;
+    }
+    if (next < 0)
+        return -1;
+    if (next > 1000000)
+        next = 1000000;
+    return (int)((next + 999) / 1000);
+}
+
+static void evloop_expire(struct evloop_thread *t)
+{
+    int64_t now = mclock_now_us();
+    struct evloop_watch *w = t->armed;
+    while (w) {
+        struct evloop_watch *next = w->next;
+        if (w->deadline_us <= now) {
+            evloop_fire(w, EVLOOP_TIMEOUT);
+            next = t->armed; /* the callback may have armed or disarmed others: walk again */
+        }
+        w = next;
+    }
+}
+
+void evloop_wake(struct evloop_thread *t)
+{
+    uint64_t one = 1;
+    if (write(t->ctl, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        log_warn("evloop", "control write: %s", strerror(errno));
+}
+
+/* The control eventfd was written: run the call asked of this loop, if any. */
+static void evloop_control(struct evloop_thread *t)
+{
+    uint64_t v;
+    if (read(t->ctl, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        log_warn("evloop", "control read: %s", strerror(errno));
+    struct evloop *l = t->l;
+    pthread_mutex_lock(&l->mutex);
+    if (l->call && !l->call_done && l->call_index == t->index) {
+        l->call(l->call_ctx, t->index);
+        l->call_done = true;
+        pthread_cond_broadcast(&l->called);
+    }
+    pthread_mutex_unlock(&l->mutex);
+}
+
+static void *evloop_main(void *arg)
+{
+    struct evloop_thread *t = arg;
+    struct evloop *l = t->l;
+    evloop_self = t;
+    struct epoll_event evs[EVLOOP_BATCH];
+    while (!atomic_load_explicit(&l->stopping, memory_order_acquire)) {
+        int n = epoll_wait(t->ep, evs, EVLOOP_BATCH, evloop_timeout_ms(t, mclock_now_us()));
+        if (n < 0 && errno != EINTR) {
+            log_error("evloop", "epoll_wait: %s", strerror(errno));
+            break;
+        }
+        bool control = false;
+        for (int i = 0; i < n; i++) {
+            void *p = evs[i].data.ptr;
+            if (p == &t->source)
+                continue;
+            if (p == &t->ctl)
+                control = true;
+            else if (p)
+                evloop_fire(p, EVLOOP_READY);
+        }
+        evloop_expire(t);
+        l->ops.run(l->ops.ctx, t->index);
+        if (control)
+            evloop_control(t);
+    }
+    while (t->armed)
+        evloop_fire(t->armed, EVLOOP_STOP);
+    l->ops.run(l->ops.ctx, t->index);
+    evloop_self = NULL;
+    return NULL;
+}
+
+static int evloop_init_thread(struct evloop_thread *t, int source)
+{
+    t->source = source;
+    t->ep = epoll_create1(EPOLL_CLOEXEC);
+    t->ctl = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (t->ep < 0 || t->ctl < 0)
+        return -errno;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &t->source};
+    if (epoll_ctl(t->ep, EPOLL_CTL_ADD, source, &ev))
+        return -errno;
+    ev.data.ptr = &t->ctl;
+    if (epoll_ctl(t->ep, EPOLL_CTL_ADD, t->ctl, &ev))
+        return -errno;
+    return 0;
+}
+
+int evloop_start(const char *name, unsigned n, const int *sources, const struct evloop_ops *ops,
+                 struct evloop **out)
+{
+    if (n == 0 || n > EVLOOP_MAX)
+        return -EINVAL;
+    struct evloop *l = xcalloc(1, sizeof(*l) + n * sizeof(l->t[0]));
+    l->ops = *ops;
+    l->n = n;
+    pthread_mutex_init(&l->mutex, NULL);
+    mclock_cond_init(&l->called);
+    int rc = 0;
+    for (unsigned i = 0; i < n; i++) {
+        l->t[i] = (struct evloop_thread){.l = l, .index = i, .ep = -1, .ctl = -1};
+        if (!rc)
+            rc = evloop_init_thread(&l->t[i], sources[i]);
+    }
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, EVLOOP_STACK);
+    for (unsigned i = 0; i < n && !rc; i++) {
+        rc = -pthread_create(&l->t[i].tid, &attr, evloop_main, &l->t[i]);
+        if (rc)
+            break;
+        l->t[i].started = true;
+        char tname[16];
+        snprintf(tname, sizeof(tname), "%.10s-%u", name, i);
+        pthread_setname_np(l->t[i].tid, tname);
+    }
+    pthread_attr_destroy(&attr);
+    if (rc) {
+        evloop_stop(l);
+        return rc;
+    }
+    *out = l;
+    return 0;
+}
+
+void evloop_call(struct evloop *l, void (*fn)(void *ctx, unsigned index), void *ctx)
+{
+    for (unsigned i = 0; i < l->n; i++) {
+        pthread_mutex_lock(&l->mutex);
+        l->call = fn;
+        l->call_ctx = ctx;
+        l->call_done = false;
+        l->call_index = i;
+        evloop_wake(&l->t[i]);
+        while (!l->call_done)
+            pthread_cond_wait(&l->called, &l->mutex);
+        l->call = NULL;
+        pthread_mutex_unlock(&l->mutex);
+    }
+}
+
+void evloop_stop(struct evloop *l)
+{
+    if (!l)
+        return;
+    atomic_store_explicit(&l->stopping, true, memory_order_release);
+    for (unsigned i = 0; i < l->n; i++)
+        if (l->t[i].started)
+            evloop_wake(&l->t[i]);
+    for (unsigned i = 0; i < l->n; i++) {
+        struct evloop_thread *t = &l->t[i];
+        if (t->started)
+            pthread_join(t->tid, NULL);
+        if (t->ep >= 0)
+            close(t->ep);
+        if (t->ctl >= 0)
+            close(t->ctl);
+    }
+    pthread_cond_destroy(&l->called);
+    pthread_mutex_destroy(&l->mutex);
+    free(l);
+}

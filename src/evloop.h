@@ -1,0 +1,75 @@
+/*
+ * evloop: the HTTP event threads, each an epoll loop that also waits on PostgreSQL sockets.
+ *
+ * N threads, each with its own epoll set holding one "source" descriptor given at start (the
+ * thread's libmicrohttpd daemon's epoll set, see http.c), a control eventfd, and the sockets
+ * of the statements this thread has in flight (watches). After every batch of events the
+ * owner's run callback drives the source (MHD_run), so a request answered by a watch on this
+ * thread goes out without changing thread.
+ *
+ * DESIGN: everything a loop holds (its armed watches, the source) is touched only by its own
+ * thread; other threads reach a loop through evloop_call and evloop_stop, which post to its
+ * eventfd and wait. A watch is one-shot: it fires once (ready, deadline passed, or loop
+ * stopping) and is then disarmed; the callback may arm it again. Its socket stays in the epoll
+ * set (EPOLLONESHOT, disarmed), so arming it again on the same loop costs one epoll_ctl; the
+ * loops holding a socket are a bitmask kept with the socket by the caller.
+ */
+#ifndef BULKHEAD_EVLOOP_H
+#define BULKHEAD_EVLOOP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define EVLOOP_MAX 64 /* loops at most (the watched bitmask) */
+
+struct evloop;        /* all the loops */
+struct evloop_thread; /* one loop */
+
+struct evloop_ops {
+    void (*run)(void *ctx, unsigned index);           /* drive loop index's source (its thread) */
+    int64_t (*timeout_us)(void *ctx, unsigned index); /* the source's next timeout, -1 = none */
+    void *ctx;
+};
+
+enum evloop_event {
+    EVLOOP_READY,   /* the socket is readable */
+    EVLOOP_TIMEOUT, /* the deadline passed first */
+    EVLOOP_STOP     /* the loop is stopping (evloop_stop): give up */
+};
+
+/* A wait for one socket, embedded in its owner (a request). Loop thread only. */
+struct evloop_watch {
+    void (*fire)(struct evloop_watch *w, enum evloop_event ev); /* set by the owner */
+    int fd;                                                     /* the socket watched */
+    int64_t deadline_us;                                        /* monotonic */
+    struct evloop_thread *loop;                                 /* armed on, or NULL */
+    struct evloop_watch *next, *prev;                           /* the loop's armed list */
+};
+
+/* Start n loops (n <= EVLOOP_MAX) named "<name>-<i>", loop i waiting on sources[i]. */
+int evloop_start(const char *name, unsigned n, const int *sources, const struct evloop_ops *ops,
+                 struct evloop **out) __attribute__((warn_unused_result));
+
+/* Run fn(ctx, index) on every loop's thread, one after the other, and return when all ran. */
+void evloop_call(struct evloop *l, void (*fn)(void *ctx, unsigned index), void *ctx);
+
+/* End every loop: armed watches fire EVLOOP_STOP, the run callback is called a last time,
+ * and the threads are joined. Then free. */
+void evloop_stop(struct evloop *l);
+
+/* The loop running on the calling thread, or NULL on any other thread. */
+struct evloop_thread *evloop_current(void);
+
+/* Any thread: make loop t run its source soon (libmicrohttpd 0.9.75 has no wake-up of its own
+ * for a connection resumed from another thread in external epoll mode). */
+void evloop_wake(struct evloop_thread *t);
+
+/* Loop thread: wait for w->fd to be readable until deadline_us, then call w->fire once.
+ * *watched is the fd's bitmask of loops holding it (0 for a new socket). 0 or -errno. */
+int evloop_watch(struct evloop_thread *t, struct evloop_watch *w, uint64_t *watched,
+                 int64_t deadline_us) __attribute__((warn_unused_result));
+
+/* Loop thread: disarm an armed watch without firing it (its socket goes elsewhere). */
+void evloop_unwatch(struct evloop_watch *w);
+
+#endif
