@@ -10,6 +10,7 @@
  */
 #include "api.h"
 #include "admin.h"
+#include "apiwork.h"
 #include "apierr.h"
 #include "assets.h"
 #include "auth.h"
@@ -386,9 +387,9 @@ static bool api_data(const struct api_deps *d, struct request *r)
 
     /* Suspend before queueing: a worker may finish before this thread returns. */
     request_defer(r);
-    int rc = workpool_submit(t->pool, r->tenant, &r->item);
+    int rc = apiwork_submit(d, r);
     if (rc == 0)
-        return true; /* the worker owns r now */
+        return true; /* whoever runs it owns r now */
     breaker_release(t->breaker, r->permit);
     if (rc == -ESHUTDOWN)
         apierr_reply(r, APIERR_SHUTTING_DOWN);

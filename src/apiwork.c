@@ -8,6 +8,7 @@
 #include "apierr.h"
 #include "breaker.h"
 #include "dbpool.h"
+#include "evloop.h"
 #include "log.h"
 #include "mclock.h"
 #include "request.h"
@@ -59,40 +60,52 @@ static void apiwork_pqclear(void *res)
     PQclear(res);
 }
 
-/* Run the request's statement(s) on conn. On 0, *res holds the row to send. */
-static int apiwork_exec(struct request *r, struct dbconn *conn, int64_t deadline, PGresult **res,
-                        char *err, size_t errlen)
+/* The one statement that answers r (besides a delay): its name and text parameters. */
+struct apiwork_stmt {
+    const char *name;
+    int n;
+    const char *v[3];
+    char b1[32], b2[32]; /* the numbers among v */
+};
+
+static void apiwork_pick(const struct request *r, struct apiwork_stmt *s)
 {
     const struct tier_cfg *c = tierset_cfg(r->tier);
     const struct request_args *a = &r->args;
-    char b1[32], b2[32];
     const char *tenant = (r->tenant[0] == 'i' && r->tenant[1] == 'd') ? r->tenant + 3 : NULL;
+    if (r->method == METHOD_POST) {
+        *s = (struct apiwork_stmt){STMT_WRITE, 3, {c->name, tenant, a->payload}, "", ""};
+        return;
+    }
+    if (a->force_error) {
+        *s = (struct apiwork_stmt){STMT_FAIL, 1, {c->name}, "", ""};
+        return;
+    }
+    *s = (struct apiwork_stmt){tenant ? STMT_READ_TENANT : STMT_READ_TIER, 3, {0}, "", ""};
+    snprintf(s->b1, sizeof(s->b1), "%" PRId64, a->cursor);
+    snprintf(s->b2, sizeof(s->b2), "%" PRId64, a->limit);
+    s->v[0] = tenant ? tenant : c->name;
+    s->v[1] = s->b1;
+    s->v[2] = s->b2;
+}
 
-    if (a->delay_ms > 0) {
-        snprintf(b1, sizeof(b1), "%" PRId64, a->delay_ms);
-        const char *v[] = {b1};
+/* Run the request's statement(s) on conn (worker thread). On 0, *res holds the row to send. */
+static int apiwork_exec(struct request *r, struct dbconn *conn, int64_t deadline, PGresult **res,
+                        char *err, size_t errlen)
+{
+    if (r->args.delay_ms > 0) {
+        char b[32];
+        snprintf(b, sizeof(b), "%" PRId64, r->args.delay_ms);
+        const char *v[] = {b};
         int rc = dbconn_exec(conn, STMT_SLEEP, 1, v, deadline, res, err, errlen);
         PQclear(*res);
         *res = NULL;
         if (rc)
             return rc;
     }
-    if (r->method == METHOD_POST) {
-        const char *v[] = {c->name, tenant, a->payload};
-        return dbconn_exec(conn, STMT_WRITE, 3, v, deadline, res, err, errlen);
-    }
-    if (a->force_error) {
-        const char *v[] = {c->name};
-        return dbconn_exec(conn, STMT_FAIL, 1, v, deadline, res, err, errlen);
-    }
-    snprintf(b1, sizeof(b1), "%" PRId64, a->cursor);
-    snprintf(b2, sizeof(b2), "%" PRId64, a->limit);
-    if (tenant) {
-        const char *v[] = {tenant, b1, b2};
-        return dbconn_exec(conn, STMT_READ_TENANT, 3, v, deadline, res, err, errlen);
-    }
-    const char *v[] = {c->name, b1, b2};
-    return dbconn_exec(conn, STMT_READ_TIER, 3, v, deadline, res, err, errlen);
+    struct apiwork_stmt st;
+    apiwork_pick(r, &st);
+    return dbconn_exec(conn, st.name, st.n, st.v, deadline, res, err, errlen);
 }
 
 /* Reply with the statement's result (worker thread). */
@@ -173,19 +186,19 @@ static void apiwork_reply_failure(struct request *r, const struct tier_cfg *c, e
 }
 
 /*
- * The one way out of a worker, in this order:
+ * The one way out of an attempt, in this order:
  *   1. the connection goes back to the pool: the client's next request may need it, and a
  *      client that was answered must find it there (tests count idle connections);
  *   2. the breaker hears the verdict (or the permit is released): a client that saw a failure
  *      and asks again must meet the breaker that counted it;
- *   3. the reply is set and the request resumed, last: after request_resume the HTTP thread
- *      owns r and may already have freed it.
+ *   3. the reply is set (then the caller resumes the request, last: after request_resume the
+ *      HTTP thread owns r and may already have freed it).
  * A timed-out statement is the exception to 1: the client is answered at its deadline, and
  * the statement is cancelled after the resume, because a cancel may take up to
  * APIWORK_CANCEL_GRACE_US and the client must not wait for it.
  */
-static void apiwork_leave(struct request *r, struct dbconn *conn, PGresult *res,
-                          struct apiwork_end end, const char *err)
+static void apiwork_settle(struct request *r, struct dbconn *conn, PGresult *res,
+                           struct apiwork_end end, const char *err)
 {
     struct tier_rt *t = r->tier;
     const struct tier_cfg *c = tierset_cfg(t);
@@ -202,9 +215,17 @@ static void apiwork_leave(struct request *r, struct dbconn *conn, PGresult *res,
         apiwork_reply_rows(r, res);
     else
         apiwork_reply_failure(r, c, end.err, err);
+}
+
+/* Worker thread: settle, resume, then cancel a timed-out statement (it may block). */
+static void apiwork_leave(struct request *r, struct dbconn *conn, PGresult *res,
+                          struct apiwork_end end, const char *err)
+{
+    struct dbpool *db = r->tier->db;
+    apiwork_settle(r, conn, res, end, err);
     request_resume(r);
     if (end.conn == APIWORK_CONN_CANCEL)
-        dbpool_release(t->db, conn, dbconn_cancel(conn, mclock_now_us() + APIWORK_CANCEL_GRACE_US));
+        dbpool_release(db, conn, dbconn_cancel(conn, mclock_now_us() + APIWORK_CANCEL_GRACE_US));
 }
 
 static void apiwork_run(struct fairq_item *item, void *ctx)
@@ -213,13 +234,13 @@ static void apiwork_run(struct fairq_item *item, void *ctx)
     struct request *r = (struct request *)(void *)((char *)item - offsetof(struct request, item));
     struct tier_rt *t = r->tier;
     const struct tier_cfg *c = tierset_cfg(t);
-    int64_t start = mclock_now_us();
+    int64_t start = item->begun_us; /* an item begun on an event thread held its slot since */
     r->queue_us = start - item->enqueued_us;
     int64_t deadline = start + c->breaker_timeout_ms * 1000;
     int64_t acquire_deadline = start + c->db_acquire_timeout_ms * 1000;
     if (acquire_deadline > deadline)
         acquire_deadline = deadline;
-    int retries = r->method == METHOD_POST ? 0 : (int)d->retry_reads;
+    int retries = r->method == METHOD_POST ? 0 : (int)d->retry_reads - (r->db_retried ? 1 : 0);
 
     char err[300] = "";
     struct dbconn *conn = NULL;
@@ -258,6 +279,130 @@ static void apiwork_drop(struct fairq_item *item, enum workpool_drop_reason why,
     else
         apierr_reply(r, APIERR_SHUTTING_DOWN);
     request_resume(r);
+}
+
+/* ---- the event-thread way ------------------------------------------------------------ */
+
+static void apiwork_start(const struct api_deps *d, struct request *r, struct evloop_thread *loop);
+
+static struct request *apiwork_request(struct fairq_item *item)
+{
+    return (struct request *)(void *)((char *)item - offsetof(struct request, item));
+}
+
+/* Event thread: r's attempt ended. Settle it, give its slot back (starting the request that
+ * slot lets in), resume it, and cancel a timed-out statement on the pool's thread. */
+static void apiwork_end_here(const struct api_deps *d, struct request *r, PGresult *res,
+                             struct apiwork_end end, const char *err)
+{
+    struct tier_rt *t = r->tier;
+    struct dbconn *conn = r->db;
+    struct fairq_tenant *tenant = r->item.tenant;
+    int64_t begun = r->item.begun_us;
+    r->db = NULL;
+    apiwork_settle(r, conn, res, end, err);
+    request_resume(r); /* r is the HTTP thread's from here on */
+    if (end.conn == APIWORK_CONN_CANCEL)
+        dbpool_cancel_release(t->db, conn, mclock_now_us() + APIWORK_CANCEL_GRACE_US);
+    struct evloop_thread *loop = evloop_current();
+    struct fairq_item *next = workpool_end(t->pool, tenant, begun, loop != NULL);
+    if (next)
+        apiwork_start(d, apiwork_request(next), loop);
+}
+
+/* Event thread: r's statement socket is readable, its deadline passed, or the loop stops. */
+static void apiwork_fire(struct evloop_watch *w, enum evloop_event ev)
+{
+    struct request *r = (struct request *)(void *)((char *)w - offsetof(struct request, watch));
+    const struct api_deps *d = r->work_ctx;
+    struct tier_rt *t = r->tier;
+    char err[300] = "";
+    PGresult *res = NULL;
+    int rc;
+    if (ev == EVLOOP_READY) {
+        rc = dbconn_read(r->db, &res, err, sizeof(err));
+        if (rc == -EINPROGRESS) {
+            rc = evloop_watch(evloop_current(), w, &r->db->watched, w->deadline_us);
+            if (rc == 0)
+                return;
+            snprintf(err, sizeof(err), "connection lost: %s", strerror(-rc));
+            rc = -ECONNRESET;
+        }
+    } else if (ev == EVLOOP_TIMEOUT) {
+        rc = -ETIMEDOUT;
+        snprintf(err, sizeof(err), "query timed out");
+    } else {
+        /* The HTTP threads stop: the statement ends with its connection. */
+        r->query_us = mclock_now_us() - r->sent_us;
+        struct apiwork_end end = apiwork_classify(-ESHUTDOWN, true);
+        end.conn = APIWORK_CONN_CLOSE;
+        apiwork_end_here(d, r, NULL, end, "shutting down");
+        return;
+    }
+    r->query_us = mclock_now_us() - r->sent_us;
+    /* A read that met a dead connection is retried once on a fresh one, by a worker thread
+     * (a new connection may have to be opened, and waited for). */
+    if (rc == -ECONNRESET && r->method != METHOD_POST && d->retry_reads > 0) {
+        log_warn("db_retry", "tier %s: %s; retrying the read on a new connection",
+                 tierset_cfg(t)->name, err);
+        dbpool_release(t->db, r->db, true);
+        r->db = NULL;
+        r->db_retried = true;
+        if (workpool_hand(t->pool, &r->item) == 0)
+            return;
+    }
+    apiwork_end_here(d, r, res, apiwork_classify(rc, r->db != NULL), err);
+}
+
+/*
+ * Event thread: r holds a slot of its tier (workpool_begin, or popped by workpool_end). Send
+ * its statement on an idle connection and watch the socket from this loop; when that cannot
+ * be done without waiting (no idle connection, a delay asked for, the send failed), a worker
+ * thread runs it instead, with the slot it holds.
+ */
+static void apiwork_start(const struct api_deps *d, struct request *r, struct evloop_thread *loop)
+{
+    struct tier_rt *t = r->tier;
+    const struct tier_cfg *c = tierset_cfg(t);
+    r->work_ctx = d;
+    r->queue_us = r->item.begun_us - r->item.enqueued_us;
+    if (r->args.delay_ms == 0 && dbpool_try_acquire(t->db, r->item.tenant, &r->db) == 0) {
+        struct apiwork_stmt st;
+        apiwork_pick(r, &st);
+        char err[300];
+        r->sent_us = mclock_now_us();
+        int rc = dbconn_send(r->db, st.name, st.n, st.v, err, sizeof(err));
+        if (rc == 0) {
+            r->watch.fire = apiwork_fire;
+            r->watch.fd = PQsocket(r->db->pg);
+            rc = evloop_watch(loop, &r->watch, &r->db->watched,
+                              r->item.begun_us + c->breaker_timeout_ms * 1000);
+            if (rc == 0)
+                return;
+        }
+        /* Nothing reached the database: the worker's attempt is the first. */
+        dbpool_release(t->db, r->db, true);
+        r->db = NULL;
+    }
+    if (workpool_hand(t->pool, &r->item) == 0)
+        return;
+    apiwork_end_here(d, r, NULL, apiwork_classify(-ESHUTDOWN, false), "shutting down");
+}
+
+int apiwork_submit(const struct api_deps *d, struct request *r)
+{
+    struct workpool *wp = r->tier->pool;
+    struct evloop_thread *loop = evloop_current();
+    if (loop && r->args.delay_ms == 0) {
+        int rc = workpool_begin(wp, r->tenant, &r->item);
+        if (rc == 0) {
+            apiwork_start(d, r, loop);
+            return 0;
+        }
+        if (rc != -EBUSY)
+            return rc;
+    }
+    return workpool_submit(wp, r->tenant, &r->item);
 }
 
 const struct workpool_ops apiwork_ops_template = {.run = apiwork_run, .drop = apiwork_drop};

@@ -74,7 +74,7 @@ static int dbconn_drain(struct dbconn *c, struct dbconn_acc *a, PGresult **res, 
         }
         if (a->rc == 0) {
             const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-            dbconn_msg(err, errlen, "query failed", PQresultErrorMessage(r));
+            dbconn_msg(a->msg, sizeof(a->msg), "query failed", PQresultErrorMessage(r));
             a->rc = (state && !strcmp(state, DBCONN_SQLSTATE_CANCELED)) ? -ETIMEDOUT : -EIO;
         }
         PQclear(r);
@@ -88,6 +88,8 @@ static int dbconn_drain(struct dbconn *c, struct dbconn_acc *a, PGresult **res, 
     }
     if (a->rc) {
         PQclear(keep);
+        if (err && errlen)
+            snprintf(err, errlen, "%s", a->msg);
         return a->rc;
     }
     if (res)
@@ -101,7 +103,7 @@ static int dbconn_drain(struct dbconn *c, struct dbconn_acc *a, PGresult **res, 
 static int dbconn_collect(struct dbconn *c, int64_t deadline_us, PGresult **res, char *err,
                           size_t errlen)
 {
-    struct dbconn_acc a = {0};
+    struct dbconn_acc a = {.keep = NULL, .rc = 0};
     for (;;) {
         int rc = dbconn_drain(c, &a, res, err, errlen);
         if (rc != -EINPROGRESS)
@@ -228,7 +230,8 @@ int dbconn_send(struct dbconn *c, const char *stmt, int nparams, const char *con
                 char *err, size_t errlen)
 {
     PQclear(c->acc.keep);
-    c->acc = (struct dbconn_acc){0};
+    c->acc.keep = NULL;
+    c->acc.rc = 0;
     if (!PQsendQueryPrepared(c->pg, stmt, nparams, values, NULL, NULL, 0)) {
         dbconn_msg(err, errlen, "send failed", PQerrorMessage(c->pg));
         return -ECONNRESET;

@@ -35,6 +35,7 @@ struct dbconn_params {
 struct dbconn_acc {
     PGresult *keep; /* the first successful result; owned */
     int rc;         /* the first failure, or 0 */
+    char msg[256];  /* its message */
 };
 
 struct dbconn {

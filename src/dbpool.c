@@ -71,7 +71,7 @@ struct dbpool {
     struct dbpool_waiter *whead, *wtail;
     size_t nwaiting;
     bool stopping;
-    size_t connectors;              /* connector threads not yet finished */
+    size_t connectors;              /* connector and canceller threads not yet finished */
     pthread_cond_t connectors_done; /* signalled when connectors drops to 0 (destroy) */
 
     atomic_uint_least64_t acquired, timeouts, connects, connect_failures, closed_broken;
@@ -417,6 +417,70 @@ int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, str
     atomic_fetch_add_explicit(&p->timeouts, 1, memory_order_relaxed);
     snprintf(err, errlen, "no connection free within the acquire timeout");
     return -ETIMEDOUT;
+}
+
+int dbpool_try_acquire(struct dbpool *p, const void *owner, struct dbconn **out)
+{
+    struct dbconn *dead = NULL, *c = NULL;
+    pthread_mutex_lock(&p->mutex);
+    /* Waiters go first: a connection that could be taken now would have been given to one. */
+    if (!p->stopping && !p->nwaiting && dbpool_may_take(p, owner)) {
+        c = dbpool_pop_idle(p, &dead);
+        if (c)
+            dbpool_busy_add(p, c, owner);
+    }
+    pthread_mutex_unlock(&p->mutex);
+    dbpool_close_list(dead);
+    if (!c)
+        return -EAGAIN;
+    atomic_fetch_add_explicit(&p->acquired, 1, memory_order_relaxed);
+    *out = c;
+    return 0;
+}
+
+struct dbpool_canceller {
+    struct dbpool *p;
+    struct dbconn *c;
+    int64_t deadline_us;
+};
+
+/* Canceller thread: end the statement, then give the connection back (closed if unclean). */
+static void *dbpool_canceller_main(void *arg)
+{
+    struct dbpool_canceller *k = arg;
+    struct dbpool *p = k->p;
+    dbpool_release(p, k->c, dbconn_cancel(k->c, k->deadline_us) != 0);
+    free(k);
+    pthread_mutex_lock(&p->mutex);
+    if (--p->connectors == 0)
+        pthread_cond_broadcast(&p->connectors_done);
+    pthread_mutex_unlock(&p->mutex);
+    return NULL;
+}
+
+void dbpool_cancel_release(struct dbpool *p, struct dbconn *c, int64_t deadline_us)
+{
+    struct dbpool_canceller *k = xcalloc(1, sizeof(*k));
+    *k = (struct dbpool_canceller){.p = p, .c = c, .deadline_us = deadline_us};
+    pthread_mutex_lock(&p->mutex);
+    p->connectors++;
+    pthread_mutex_unlock(&p->mutex);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, DBPOOL_CONNECTOR_STACK);
+    pthread_t tid;
+    int rc = pthread_create(&tid, &attr, dbpool_canceller_main, k);
+    pthread_attr_destroy(&attr);
+    if (rc) {
+        /* No thread: the statement is ended by closing its connection. */
+        free(k);
+        dbpool_release(p, c, true);
+        pthread_mutex_lock(&p->mutex);
+        if (--p->connectors == 0)
+            pthread_cond_broadcast(&p->connectors_done);
+        pthread_mutex_unlock(&p->mutex);
+    }
 }
 
 void dbpool_release(struct dbpool *p, struct dbconn *c, bool broken)

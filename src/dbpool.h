@@ -69,6 +69,16 @@ int dbpool_create(const struct dbpool_opts *opts, struct dbpool **out)
 int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, struct dbconn **out,
                    char *err, size_t errlen) __attribute__((warn_unused_result));
 
+/* Any thread, never waiting: take an idle connection for owner if no one waits for one and
+ * owner may take it now. 0 and *out, or -EAGAIN (use dbpool_acquire). */
+int dbpool_try_acquire(struct dbpool *p, const void *owner, struct dbconn **out)
+    __attribute__((warn_unused_result));
+
+/* c's statement passed its deadline: cancel it on a thread of the pool's (a cancel is a new
+ * connection to the server and a wait, up to deadline_us), then release c, closed if it did not
+ * end cleanly. dbpool_destroy waits for it. */
+void dbpool_cancel_release(struct dbpool *p, struct dbconn *c, int64_t deadline_us);
+
 /* Give a connection back; broken ones are closed and their slot freed. */
 void dbpool_release(struct dbpool *p, struct dbconn *c, bool broken);
 

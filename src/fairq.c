@@ -176,6 +176,28 @@ static struct fairq_item *fairq_take_head(struct fairq *q, struct fairq_tenant *
     return it;
 }
 
+bool fairq_take(struct fairq *q, const char *key, struct fairq_item *item, int64_t now_us)
+{
+    struct fairq_tenant *t = fairq_lookup(q, key, false);
+    if (t && t->queued)
+        return false; /* its own items first */
+    if (!share_may_take(&q->lim.slots, t ? t->in_flight : 0, q->in_flight,
+                        t ? fairq_others_active(q, t) : q->ntenants > 0,
+                        t && fairq_tenant_brief(t)))
+        return false;
+    if (!t)
+        t = fairq_lookup(q, key, true);
+    item->next = NULL;
+    item->tenant = t;
+    item->enqueued_us = now_us;
+    item->begun_us = now_us;
+    t->in_flight++;
+    t->served++;
+    q->in_flight++;
+    t->last_active_us = now_us;
+    return true;
+}
+
 struct fairq_item *fairq_pop(struct fairq *q, int64_t now_us)
 {
     struct fairq_tenant *start = q->cursor;
@@ -188,6 +210,7 @@ struct fairq_item *fairq_pop(struct fairq *q, int64_t now_us)
                            fairq_tenant_brief(t))) {
             q->cursor = t->rnext;
             struct fairq_item *it = fairq_take_head(q, t);
+            it->begun_us = now_us;
             t->in_flight++;
             t->served++;
             q->in_flight++;

@@ -30,7 +30,8 @@ struct fairq_tenant;
 struct fairq_item {
     struct fairq_item *next;     /* next in its tenant's FIFO */
     struct fairq_tenant *tenant; /* set by fairq_push; valid until fairq_done */
-    int64_t enqueued_us;         /* monotonic time of fairq_push */
+    int64_t enqueued_us;         /* monotonic time of fairq_push (or fairq_take) */
+    int64_t begun_us;            /* when it was counted in flight (fairq_pop, fairq_take) */
 };
 
 /* One tenant's state. Owned by the queue; lives while active (see above). */
@@ -82,6 +83,10 @@ void fairq_set_limits(struct fairq *q, const struct fairq_limits *lim);
  * so a tier with queue_max 0 still serves whatever finds a worker free. */
 int fairq_push(struct fairq *q, const char *key, struct fairq_item *item, int64_t now_us,
                size_t slack);
+
+/* Serve item now, without queueing, if tenant key has nothing waiting and share.h's rule lets
+ * it take a slot: true with it counted in flight (as fairq_pop would), false otherwise. */
+bool fairq_take(struct fairq *q, const char *key, struct fairq_item *item, int64_t now_us);
 
 /* The next item to serve, or NULL when nothing may be served now. Counts it in flight. */
 struct fairq_item *fairq_pop(struct fairq *q, int64_t now_us);

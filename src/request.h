@@ -21,6 +21,7 @@
 #define BULKHEAD_REQUEST_H
 
 #include "breaker.h"
+#include "evloop.h"
 #include "fairq.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -31,7 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct evloop_thread;
+struct dbconn;
 struct tier_rt;
 struct request;
 
@@ -98,6 +99,13 @@ struct request {
     int64_t retry_after_us;     /* a refusal's Retry-After, set by the limiter or breaker */
     bool rl_applied;            /* the tier is rate-limited: send RateLimit-* headers */
     struct ratelimit_result rl; /* the verdict behind those headers */
+
+    /* /api/data run on an event thread (apiwork.c); that thread's while the statement runs. */
+    struct evloop_watch watch; /* the statement's socket */
+    struct dbconn *db;         /* held while the statement runs there, else NULL */
+    const void *work_ctx;      /* the api_deps it runs with */
+    int64_t sent_us;           /* when the statement was sent */
+    bool db_retried;           /* a dead connection was met once already: no more retries */
 
     int64_t t_start_us; /* monotonic: request created */
     int64_t queue_us;   /* time waited for a worker; -1 = never queued */

@@ -47,8 +47,9 @@ struct workpool {
     size_t waking;                  /* taken off the stack, not yet looking for work */
     pthread_cond_t idle;            /* signalled when in-flight work finishes (for stop) */
     struct fairq q;
-    size_t target;  /* threads that should run */
-    size_t running; /* threads not yet retired */
+    struct fairq_item *handed, *handed_tail; /* begun items a thread must run (workpool_hand) */
+    size_t target;                           /* threads that should run */
+    size_t running;                          /* threads not yet retired */
     bool stopping;
     struct workpool_thread threads[WORKPOOL_MAX_THREADS];
 
@@ -89,10 +90,20 @@ static void *workpool_main(void *arg)
     struct workpool *wp = self->wp;
     pthread_mutex_lock(&wp->mutex);
     for (;;) {
-        if (self->index >= wp->target || (wp->stopping && wp->q.queued == 0))
+        if (self->index >= wp->target || (wp->stopping && wp->q.queued == 0 && !wp->handed))
             break;
         int64_t popped = mclock_now_us();
-        struct fairq_item *it = wp->stopping ? NULL : fairq_pop(&wp->q, popped);
+        struct fairq_item *it = wp->handed;
+        if (it) {
+            /* Begun elsewhere and counted in flight since: its hold started then. */
+            wp->handed = it->next;
+            if (!wp->handed)
+                wp->handed_tail = NULL;
+            it->next = NULL;
+            popped = it->begun_us;
+        } else if (!wp->stopping) {
+            it = fairq_pop(&wp->q, popped);
+        }
         if (!it) {
             self->parked = true;
             self->next_parked = wp->parked;
@@ -125,7 +136,8 @@ static void *workpool_main(void *arg)
      * itself (see fairq_done above); it leaves instead, so it hands that look to a parked
      * worker. Without this, items held back by a tenant's share could wait with every
      * remaining worker parked. */
-    struct workpool_thread *th = wp->q.queued && !wp->stopping ? workpool_unpark_one(wp) : NULL;
+    struct workpool_thread *th =
+        (wp->q.queued && !wp->stopping) || wp->handed ? workpool_unpark_one(wp) : NULL;
     pthread_cond_broadcast(&wp->idle);
     pthread_mutex_unlock(&wp->mutex);
     if (th)
@@ -242,6 +254,64 @@ int workpool_submit(struct workpool *wp, const char *tenant, struct fairq_item *
     }
 }
 
+int workpool_begin(struct workpool *wp, const char *tenant, struct fairq_item *item)
+{
+    pthread_mutex_lock(&wp->mutex);
+    int rc = -ESHUTDOWN;
+    if (!wp->stopping)
+        rc = fairq_take(&wp->q, tenant, item, mclock_now_us()) ? 0 : -EBUSY;
+    workpool_mirror(wp);
+    pthread_mutex_unlock(&wp->mutex);
+    if (rc == 0)
+        atomic_fetch_add_explicit(&wp->submitted, 1, memory_order_relaxed);
+    return rc;
+}
+
+int workpool_hand(struct workpool *wp, struct fairq_item *item)
+{
+    pthread_mutex_lock(&wp->mutex);
+    if (wp->stopping) {
+        pthread_mutex_unlock(&wp->mutex);
+        return -ESHUTDOWN;
+    }
+    item->next = NULL;
+    if (wp->handed_tail)
+        wp->handed_tail->next = item;
+    else
+        wp->handed = item;
+    wp->handed_tail = item;
+    struct workpool_thread *th = workpool_unpark_one(wp);
+    pthread_mutex_unlock(&wp->mutex);
+    if (th)
+        pthread_cond_signal(&th->cond);
+    return 0;
+}
+
+struct fairq_item *workpool_end(struct workpool *wp, struct fairq_tenant *t, int64_t begun_us,
+                                bool take_next)
+{
+    int64_t now_us = mclock_now_us();
+    pthread_mutex_lock(&wp->mutex);
+    fairq_record_hold(&wp->q, t, now_us - begun_us);
+    fairq_done(&wp->q, t, now_us);
+    atomic_fetch_add_explicit(&wp->completed, 1, memory_order_relaxed);
+    struct fairq_item *next = NULL;
+    struct workpool_thread *th = NULL;
+    if (!wp->stopping && wp->q.queued) {
+        if (take_next)
+            next = fairq_pop(&wp->q, now_us);
+        if (!next) /* a slot is free again: let a worker look */
+            th = workpool_unpark_one(wp);
+    }
+    workpool_mirror(wp);
+    if (wp->q.in_flight == 0)
+        pthread_cond_broadcast(&wp->idle);
+    pthread_mutex_unlock(&wp->mutex);
+    if (th)
+        pthread_cond_signal(&th->cond);
+    return next;
+}
+
 static void workpool_drop_list(struct workpool *wp, struct fairq_item *list,
                                enum workpool_drop_reason why)
 {
@@ -304,7 +374,7 @@ void workpool_stats(struct workpool *wp, struct workpool_stats *out)
     out->queued = wp->q.queued;
     out->queue_max = wp->q.lim.queue_max;
     out->tenants = wp->q.ntenants;
-    out->idle = wp->nparked;
+    out->idle = wp->target > wp->q.in_flight ? wp->target - wp->q.in_flight : 0;
     pthread_mutex_unlock(&wp->mutex);
     out->submitted = atomic_load_explicit(&wp->submitted, memory_order_relaxed);
     out->completed = atomic_load_explicit(&wp->completed, memory_order_relaxed);

@@ -1,10 +1,12 @@
 /*
  * workpool: one tier's worker threads and its bounded, tenant-fair queue (the logic bulkhead).
  *
- * HTTP threads submit work and never wait: a full queue is refused at once. Worker threads pop
- * work in tenant round-robin order (fairq) and run it; the janitor expires work that waited
- * longer than the tier's queue timeout. Each tier has its own pool, so a tier can only ever
- * exhaust its own threads.
+ * A "worker" is a slot: threads = slots, and an item holds one from the time it begins to its
+ * end, whether it runs on a worker thread or on an event thread without blocking (see
+ * workpool_begin). HTTP threads submit work and never wait: a full queue is refused at once.
+ * Worker threads pop work in tenant round-robin order (fairq) and run it; the janitor expires work
+ * that waited longer than the tier's queue timeout. Each tier has its own pool, so a tier can only
+ * ever exhaust its own threads.
  *
  * DESIGN: one mutex guards the fairq, the thread targets, the idle-worker stack and `stopping`.
  * Each worker parks on its own condition variable (new work wakes exactly one, the most recently
@@ -59,6 +61,22 @@ int workpool_create(const char *name, const struct workpool_limits *lim,
 /* HTTP thread. 0, -EAGAIN (queue full), -EDQUOT (tenant's queue share full), -ESHUTDOWN. */
 int workpool_submit(struct workpool *wp, const char *tenant, struct fairq_item *item)
     __attribute__((warn_unused_result));
+
+/*
+ * The event-thread way (apiwork.c), for an item that can run without blocking a thread:
+ * workpool_begin counts it in flight at once when its tenant has nothing waiting and may take
+ * a slot (0; -EBUSY: submit it instead; -ESHUTDOWN). If it then has to block after all,
+ * workpool_hand gives it to a worker thread, which runs it ahead of the queue (it holds its slot
+ * already; -ESHUTDOWN: no thread will, end it). Otherwise workpool_end tells the pool it finished
+ * (t and begun_us: its fairq_item's tenant and begun_us); with take_next the item that the freed
+ * slot lets in, if any, is popped and returned for the caller to start (counted in flight, begun
+ * now), else a worker is woken.
+ */
+int workpool_begin(struct workpool *wp, const char *tenant, struct fairq_item *item)
+    __attribute__((warn_unused_result));
+int workpool_hand(struct workpool *wp, struct fairq_item *item) __attribute__((warn_unused_result));
+struct fairq_item *workpool_end(struct workpool *wp, struct fairq_tenant *t, int64_t begun_us,
+                                bool take_next);
 
 /* Janitor thread: drop items that waited since before cutoff_us, and forget idle tenants. */
 void workpool_expire(struct workpool *wp, int64_t cutoff_us, int64_t now_us);
