@@ -240,7 +240,7 @@ static void apiwork_run(struct fairq_item *item, void *ctx)
     int64_t acquire_deadline = start + c->db_acquire_timeout_ms * 1000;
     if (acquire_deadline > deadline)
         acquire_deadline = deadline;
-    int retries = r->method == METHOD_POST ? 0 : (int)d->retry_reads - (r->db_retried ? 1 : 0);
+    int retries = r->method == METHOD_POST ? 0 : (int)(d->retry_reads - r->db_retries);
 
     char err[300] = "";
     struct dbconn *conn = NULL;
@@ -284,6 +284,7 @@ static void apiwork_drop(struct fairq_item *item, enum workpool_drop_reason why,
 /* ---- the event-thread way ------------------------------------------------------------ */
 
 static void apiwork_start(const struct api_deps *d, struct request *r, struct evloop_thread *loop);
+static void apiwork_acquire(struct request *r);
 
 static struct request *apiwork_request(struct fairq_item *item)
 {
@@ -340,53 +341,137 @@ static void apiwork_fire(struct evloop_watch *w, enum evloop_event ev)
         return;
     }
     r->query_us = mclock_now_us() - r->sent_us;
-    /* A read that met a dead connection is retried once on a fresh one, by a worker thread
-     * (a new connection may have to be opened, and waited for). */
-    if (rc == -ECONNRESET && r->method != METHOD_POST && d->retry_reads > 0) {
+    /* A read that met a dead connection is retried on a fresh one. */
+    if (rc == -ECONNRESET && r->method != METHOD_POST && r->db_retries < d->retry_reads) {
         log_warn("db_retry", "tier %s: %s; retrying the read on a new connection",
                  tierset_cfg(t)->name, err);
         dbpool_release(t->db, r->db, true);
         r->db = NULL;
-        r->db_retried = true;
-        if (workpool_hand(t->pool, &r->item) == 0)
-            return;
+        r->db_retries++;
+        apiwork_acquire(r);
+        return;
     }
     apiwork_end_here(d, r, res, apiwork_classify(rc, r->db != NULL), err);
 }
 
+/* Work loop: r has its connection (or the answer that it gets none): send its statement and
+ * watch its socket from this loop. */
+static void apiwork_connected(struct request *r, struct dbconn *c, int rc, const char *why)
+{
+    const struct api_deps *d = r->work_ctx;
+    struct tier_rt *t = r->tier;
+    if (rc) {
+        r->query_us = -1;
+        apiwork_end_here(d, r, NULL, apiwork_classify(rc, false), why);
+        return;
+    }
+    r->db = c;
+    struct apiwork_stmt st;
+    apiwork_pick(r, &st);
+    char err[300];
+    r->sent_us = mclock_now_us();
+    rc = dbconn_send(c, st.name, st.n, st.v, err, sizeof(err));
+    if (rc == 0) {
+        r->watch.fire = apiwork_fire;
+        r->watch.fd = PQsocket(c->pg);
+        rc = evloop_watch(r->work_loop, &r->watch, &c->watched,
+                          r->item.begun_us + tierset_cfg(t)->breaker_timeout_ms * 1000);
+        if (rc == 0)
+            return;
+    }
+    /* Nothing reached the database: a worker's attempt (on a new connection) is the first. */
+    dbpool_release(t->db, c, true);
+    r->db = NULL;
+    if (workpool_hand(t->pool, &r->item) == 0)
+        return;
+    apiwork_end_here(d, r, NULL, apiwork_classify(-ESHUTDOWN, false), "shutting down");
+}
+
+/* Work loop: the pool's answer, posted there by whichever thread gave it. */
+static void apiwork_answered(struct evloop_task *task)
+{
+    struct request *r = (struct request *)(void *)((char *)task - offsetof(struct request, task));
+    evloop_unwatch(&r->watch); /* the acquire deadline's timer, unless it fired already */
+    apiwork_connected(r, r->dbwait.granted, r->dbwait.granted ? 0 : r->dbwait.rc, r->dbwait.err);
+}
+
+/* Any thread: the pool answered r's wait. */
+static void apiwork_pool_done(struct dbpool_wait *w, struct dbconn *c, int rc, const char *err)
+{
+    (void)c;
+    (void)rc;
+    (void)err; /* all kept in w, read by apiwork_answered */
+    struct request *r = (struct request *)(void *)((char *)w - offsetof(struct request, dbwait));
+    r->task.fn = apiwork_answered;
+    if (evloop_current() == r->work_loop)
+        apiwork_answered(&r->task);
+    else
+        evloop_post(r->work_loop, &r->task);
+}
+
+/* Work loop: r's wait for a connection passed its deadline, or the loop stops. */
+static void apiwork_wait_fire(struct evloop_watch *w, enum evloop_event ev)
+{
+    struct request *r = (struct request *)(void *)((char *)w - offsetof(struct request, watch));
+    struct tier_rt *t = r->tier;
+    int rc;
+    while ((rc = dbpool_abandon(t->db, &r->dbwait)) == -EINPROGRESS) {
+        /* Only a running connect can serve it: its outcome is the answer. */
+        if (ev == EVLOOP_TIMEOUT && evloop_watch(r->work_loop, w, NULL, r->dbwait.deadline_us) == 0)
+            return;
+    }
+    if (rc == -EALREADY)
+        return; /* the answer is on its way here (apiwork_answered) */
+    apiwork_connected(r, NULL, ev == EVLOOP_STOP ? -ESHUTDOWN : -ETIMEDOUT,
+                      ev == EVLOOP_STOP ? "shutting down"
+                                        : "no connection free within the acquire timeout");
+}
+
 /*
- * Event thread: r holds a slot of its tier (workpool_begin, or popped by workpool_end). Send
- * its statement on an idle connection and watch the socket from this loop; when that cannot
- * be done without waiting (no idle connection, a delay asked for, the send failed), a worker
- * thread runs it instead, with the slot it holds.
+ * Event thread: r holds a slot of its tier (workpool_begin, or popped by workpool_end). Take a
+ * connection without blocking (waiting for one, bounded by the acquire timeout, on this loop's
+ * timer), send its statement and watch the socket from this loop. A request that asked for a
+ * delay (two statements, the first a sleep) runs on a worker thread with the slot it holds.
  */
 static void apiwork_start(const struct api_deps *d, struct request *r, struct evloop_thread *loop)
 {
     struct tier_rt *t = r->tier;
-    const struct tier_cfg *c = tierset_cfg(t);
     r->work_ctx = d;
+    r->work_loop = loop;
     r->queue_us = r->item.begun_us - r->item.enqueued_us;
-    if (r->args.delay_ms == 0 && dbpool_try_acquire(t->db, r->item.tenant, &r->db) == 0) {
-        struct apiwork_stmt st;
-        apiwork_pick(r, &st);
-        char err[300];
-        r->sent_us = mclock_now_us();
-        int rc = dbconn_send(r->db, st.name, st.n, st.v, err, sizeof(err));
-        if (rc == 0) {
-            r->watch.fire = apiwork_fire;
-            r->watch.fd = PQsocket(r->db->pg);
-            rc = evloop_watch(loop, &r->watch, &r->db->watched,
-                              r->item.begun_us + c->breaker_timeout_ms * 1000);
-            if (rc == 0)
-                return;
-        }
-        /* Nothing reached the database: the worker's attempt is the first. */
-        dbpool_release(t->db, r->db, true);
-        r->db = NULL;
-    }
-    if (workpool_hand(t->pool, &r->item) == 0)
+    if (r->args.delay_ms > 0) {
+        if (workpool_hand(t->pool, &r->item) == 0)
+            return;
+        apiwork_end_here(d, r, NULL, apiwork_classify(-ESHUTDOWN, false), "shutting down");
         return;
-    apiwork_end_here(d, r, NULL, apiwork_classify(-ESHUTDOWN, false), "shutting down");
+    }
+    apiwork_acquire(r);
+}
+
+/* Work loop: take a connection for r, or wait for one on this loop's timer. */
+static void apiwork_acquire(struct request *r)
+{
+    struct tier_rt *t = r->tier;
+    const struct tier_cfg *c = tierset_cfg(t);
+    int64_t deadline = r->item.begun_us + c->breaker_timeout_ms * 1000;
+    int64_t acquire_deadline = r->item.begun_us + c->db_acquire_timeout_ms * 1000;
+    if (acquire_deadline > deadline)
+        acquire_deadline = deadline;
+    /* The timer first: the answer may come before dbpool_acquire_async returns. */
+    r->watch.fire = apiwork_wait_fire;
+    r->watch.fd = -1;
+    if (evloop_watch(r->work_loop, &r->watch, NULL, acquire_deadline) != 0)
+        abort(); /* a timer alone makes no system call and cannot fail */
+    r->dbwait.owner = r->item.tenant;
+    r->dbwait.deadline_us = acquire_deadline;
+    r->dbwait.done = apiwork_pool_done;
+    struct dbconn *conn = NULL;
+    char err[256] = "";
+    int rc = dbpool_acquire_async(t->db, &r->dbwait, &conn, err, sizeof(err));
+    if (rc == -EINPROGRESS)
+        return;
+    evloop_unwatch(&r->watch);
+    apiwork_connected(r, conn, rc, err);
 }
 
 int apiwork_submit(const struct api_deps *d, struct request *r)

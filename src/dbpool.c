@@ -40,15 +40,10 @@
 #define DBPOOL_CONNECT_BACKOFF_US 100000       /* after a failed connect, before the next */
 #define DBPOOL_CONNECT_GRACE_US   50000        /* a connect's failure reaches its waiter */
 
-struct dbpool_waiter {
-    pthread_cond_t cond;    /* signalled when done is set */
-    const void *owner;      /* tenant asking */
-    int64_t deadline_us;    /* when it gives up */
-    struct dbconn *granted; /* a connection handed over, or NULL */
-    int rc;                 /* a failed connect given to it as its answer (-ECONNRESET), or 0 */
-    char err[256];          /* that connect's error */
-    bool done;              /* granted, failed, or pool stopping */
-    struct dbpool_waiter *next, *prev;
+/* A thread waiting in dbpool_acquire: its wait, and where it sleeps (w.done is NULL). */
+struct dbpool_sync {
+    struct dbpool_wait w;
+    pthread_cond_t cond; /* signalled when w.answered is set */
 };
 
 struct dbpool {
@@ -68,7 +63,8 @@ struct dbpool {
     size_t open;             /* idle + busy + opening; at most max */
     size_t max;
     struct share_policy share; /* share.size == max */
-    struct dbpool_waiter *whead, *wtail;
+    struct dbpool_wait *whead, *wtail;
+    struct dbpool_wait *answered; /* asynchronous waits answered, their callbacks not yet run */
     size_t nwaiting;
     bool stopping;
     size_t connectors;              /* connector and canceller threads not yet finished */
@@ -119,7 +115,7 @@ static void dbpool_busy_remove(struct dbpool *p, struct dbconn *c)
     c->owner = NULL;
 }
 
-static void dbpool_unlink_waiter(struct dbpool *p, struct dbpool_waiter *w)
+static void dbpool_unlink_waiter(struct dbpool *p, struct dbpool_wait *w)
 {
     if (w->prev)
         w->prev->next = w->next;
@@ -176,11 +172,35 @@ static bool dbpool_empty(const struct dbpool *p)
 }
 
 /* Waiter w's answer: granted a connection, or failed. Mutex held. */
-static void dbpool_wake(struct dbpool *p, struct dbpool_waiter *w)
+static void dbpool_wake(struct dbpool *p, struct dbpool_wait *w)
 {
-    w->done = true;
+    w->answered = true;
     dbpool_unlink_waiter(p, w);
-    pthread_cond_signal(&w->cond);
+    if (w->done) {
+        w->next = p->answered;
+        p->answered = w;
+    } else {
+        pthread_cond_signal(&((struct dbpool_sync *)(void *)w)->cond);
+    }
+}
+
+/* Unlock, then run the callbacks of the asynchronous waits answered meanwhile (no lock held:
+ * a callback may take or release a connection of this pool). */
+static void dbpool_unlock(struct dbpool *p)
+{
+    struct dbpool_wait *list = p->answered;
+    p->answered = NULL;
+    pthread_mutex_unlock(&p->mutex);
+    while (list) {
+        struct dbpool_wait *w = list;
+        list = w->next;
+        w->next = NULL;
+        if (w->granted)
+            atomic_fetch_add_explicit(&p->acquired, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&p->wait_us_total, mclock_now_us() - w->start_us,
+                                  memory_order_relaxed);
+        w->done(w, w->granted, w->rc, w->err);
+    }
 }
 
 static void dbpool_start_connect(struct dbpool *p, int64_t deadline_us);
@@ -190,10 +210,10 @@ static void dbpool_start_connect(struct dbpool *p, int64_t deadline_us);
 static void dbpool_dispatch(struct dbpool *p, struct dbconn **dead)
 {
     size_t covered = p->nopeners; /* waiters the running connects will serve */
-    struct dbpool_waiter *w = p->whead;
+    struct dbpool_wait *w = p->whead;
     while (w && (p->idle || dbpool_may_open(p) || covered)) {
-        struct dbpool_waiter *next = w->next;
-        if (w->done) /* answered by a failed connect started just now: the list moved on */
+        struct dbpool_wait *next = w->next;
+        if (w->answered) /* answered by a failed connect started just now: the list moved on */
             break;
         if (dbpool_may_take(p, w->owner)) {
             struct dbconn *c = dbpool_pop_idle(p, dead);
@@ -257,7 +277,7 @@ static void dbpool_connect_failed(struct dbpool *p, const char *err)
     snprintf(p->fail_err, sizeof(p->fail_err), "%s", err);
     if (!dbpool_empty(p))
         return;
-    for (struct dbpool_waiter *w = p->whead, *next; w; w = next) {
+    for (struct dbpool_wait *w = p->whead, *next; w; w = next) {
         next = w->next;
         w->rc = -ECONNRESET;
         snprintf(w->err, sizeof(w->err), "%s", err);
@@ -293,11 +313,14 @@ static void *dbpool_connector_main(void *arg)
     }
     if (!p->stopping)
         dbpool_dispatch(p, &dead);
+    dbpool_unlock(p);
+    dbpool_close_list(dead);
+    free(k);
+    /* Last: dbpool_destroy may free the pool as soon as this is seen. */
+    pthread_mutex_lock(&p->mutex);
     if (--p->connectors == 0)
         pthread_cond_broadcast(&p->connectors_done);
     pthread_mutex_unlock(&p->mutex);
-    dbpool_close_list(dead);
-    free(k);
     return NULL;
 }
 
@@ -333,28 +356,36 @@ static void dbpool_start_connect(struct dbpool *p, int64_t deadline_us)
     }
 }
 
-int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, struct dbconn **out,
-                   char *err, size_t errlen)
+static void dbpool_enqueue(struct dbpool *p, struct dbpool_wait *w)
 {
-    int64_t start = mclock_now_us();
-    struct dbconn *dead = NULL;
-    pthread_mutex_lock(&p->mutex);
+    w->next = NULL;
+    w->prev = p->wtail;
+    if (p->wtail)
+        p->wtail->next = w;
+    else
+        p->whead = w;
+    p->wtail = w;
+    p->nwaiting++;
+}
+
+/* What an acquire can do without waiting. Mutex held. 0 and *out; -ESHUTDOWN or -ECONNRESET
+ * (err says why); -EINPROGRESS: w is queued (and may be answered already, by the dispatch that
+ * follows). */
+static int dbpool_try_locked(struct dbpool *p, struct dbpool_wait *w, struct dbconn **out,
+                             struct dbconn **dead, char *err, size_t errlen)
+{
     if (p->stopping) {
-        pthread_mutex_unlock(&p->mutex);
         snprintf(err, errlen, "shutting down");
         return -ESHUTDOWN;
     }
     /* Waiters allowed to take a connection go first; one that is not allowed (its tenant at
      * its share, or only the reserve left) is passed over, never waited behind. */
     if (p->nwaiting)
-        dbpool_dispatch(p, &dead);
-    if (dbpool_may_take(p, owner)) {
-        struct dbconn *c = dbpool_pop_idle(p, &dead);
+        dbpool_dispatch(p, dead);
+    if (dbpool_may_take(p, w->owner)) {
+        struct dbconn *c = dbpool_pop_idle(p, dead);
         if (c) {
-            dbpool_busy_add(p, c, owner);
-            pthread_mutex_unlock(&p->mutex);
-            dbpool_close_list(dead);
-            atomic_fetch_add_explicit(&p->acquired, 1, memory_order_relaxed);
+            dbpool_busy_add(p, c, w->owner);
             *out = c;
             return 0;
         }
@@ -362,61 +393,92 @@ int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, str
     /* A connect failed just now and nothing could serve this request: that is its answer. */
     if (dbpool_empty(p) && p->fail_us && mclock_now_us() - p->fail_us < DBPOOL_CONNECT_BACKOFF_US) {
         snprintf(err, errlen, "%s", p->fail_err);
-        pthread_mutex_unlock(&p->mutex);
-        dbpool_close_list(dead);
         return -ECONNRESET;
     }
-
     /* Wait for a released connection or one opened for this or an earlier waiter (the
-     * dispatch below starts a connect if there is room). */
-    struct dbpool_waiter w = {.owner = owner, .deadline_us = deadline_us};
-    mclock_cond_init(&w.cond);
-    w.prev = p->wtail;
-    if (p->wtail)
-        p->wtail->next = &w;
-    else
-        p->whead = &w;
-    p->wtail = &w;
-    p->nwaiting++;
-    dbpool_dispatch(p, &dead);
+     * dispatch starts a connect if there is room). */
+    w->start_us = mclock_now_us();
+    w->answered = w->extended = false;
+    w->granted = NULL;
+    w->rc = 0;
+    w->err[0] = '\0';
+    dbpool_enqueue(p, w);
+    dbpool_dispatch(p, dead);
+    return -EINPROGRESS;
+}
 
-    struct timespec ts = mclock_timespec(deadline_us);
-    bool extended = false;
-    while (!w.done) {
-        if (pthread_cond_timedwait(&w.cond, &p->mutex, &ts) == ETIMEDOUT && !w.done) {
-            /* Nothing busy: only a running connect can serve it, and its outcome (a
-             * connection or the database's error) is this request's answer, not a timeout. */
-            if (!extended && !p->nbusy && p->nopeners) {
-                extended = true;
-                ts = mclock_timespec(p->connects_end_us + DBPOOL_CONNECT_GRACE_US);
-                continue;
+/* The deadline of w passed. Mutex held. true: keep waiting until w->deadline_us, moved to
+ * when the running connects end (nothing is busy, so only a connect can serve it, and its
+ * outcome is the answer, not a timeout); false: w is out of the queue, timed out. */
+static bool dbpool_expire_locked(struct dbpool *p, struct dbpool_wait *w)
+{
+    if (!w->extended && !p->nbusy && p->nopeners) {
+        w->extended = true;
+        w->deadline_us = p->connects_end_us + DBPOOL_CONNECT_GRACE_US;
+        return true;
+    }
+    dbpool_unlink_waiter(p, w);
+    atomic_fetch_add_explicit(&p->timeouts, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&p->wait_us_total, mclock_now_us() - w->start_us,
+                              memory_order_relaxed);
+    return false;
+}
+
+int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, struct dbconn **out,
+                   char *err, size_t errlen)
+{
+    struct dbconn *dead = NULL;
+    struct dbpool_sync sw = {.w = {.owner = owner, .deadline_us = deadline_us}};
+    mclock_cond_init(&sw.cond); /* the dispatch in dbpool_try_locked may signal it */
+    pthread_mutex_lock(&p->mutex);
+    int rc = dbpool_try_locked(p, &sw.w, out, &dead, err, errlen);
+    if (rc == -EINPROGRESS) {
+        while (!sw.w.answered) {
+            struct timespec ts = mclock_timespec(sw.w.deadline_us);
+            if (pthread_cond_timedwait(&sw.cond, &p->mutex, &ts) == ETIMEDOUT && !sw.w.answered &&
+                !dbpool_expire_locked(p, &sw.w)) {
+                snprintf(err, errlen, "no connection free within the acquire timeout");
+                rc = -ETIMEDOUT;
+                break;
             }
-            dbpool_unlink_waiter(p, &w);
-            break;
+        }
+        if (sw.w.answered) {
+            atomic_fetch_add_explicit(&p->wait_us_total, mclock_now_us() - sw.w.start_us,
+                                      memory_order_relaxed);
+            rc = sw.w.granted ? 0 : sw.w.rc;
+            if (rc)
+                snprintf(err, errlen, "%s", sw.w.err);
+            else
+                *out = sw.w.granted;
         }
     }
-    bool stopping = p->stopping;
-    pthread_mutex_unlock(&p->mutex);
-    pthread_cond_destroy(&w.cond);
+    dbpool_unlock(p);
+    pthread_cond_destroy(&sw.cond);
     dbpool_close_list(dead);
-    atomic_fetch_add_explicit(&p->wait_us_total, mclock_now_us() - start, memory_order_relaxed);
-
-    if (w.granted) {
+    if (rc == 0)
         atomic_fetch_add_explicit(&p->acquired, 1, memory_order_relaxed);
-        *out = w.granted;
-        return 0;
-    }
-    if (w.rc) {
-        snprintf(err, errlen, "%s", w.err);
-        return w.rc;
-    }
-    if (stopping) {
-        snprintf(err, errlen, "shutting down");
-        return -ESHUTDOWN;
-    }
-    atomic_fetch_add_explicit(&p->timeouts, 1, memory_order_relaxed);
-    snprintf(err, errlen, "no connection free within the acquire timeout");
-    return -ETIMEDOUT;
+    return rc;
+}
+
+int dbpool_acquire_async(struct dbpool *p, struct dbpool_wait *w, struct dbconn **out, char *err,
+                         size_t errlen)
+{
+    struct dbconn *dead = NULL;
+    pthread_mutex_lock(&p->mutex);
+    int rc = dbpool_try_locked(p, w, out, &dead, err, errlen);
+    dbpool_unlock(p);
+    dbpool_close_list(dead);
+    if (rc == 0)
+        atomic_fetch_add_explicit(&p->acquired, 1, memory_order_relaxed);
+    return rc;
+}
+
+int dbpool_abandon(struct dbpool *p, struct dbpool_wait *w)
+{
+    pthread_mutex_lock(&p->mutex);
+    int rc = w->answered ? -EALREADY : dbpool_expire_locked(p, w) ? -EINPROGRESS : 0;
+    pthread_mutex_unlock(&p->mutex);
+    return rc;
 }
 
 int dbpool_try_acquire(struct dbpool *p, const void *owner, struct dbconn **out)
@@ -500,7 +562,7 @@ void dbpool_release(struct dbpool *p, struct dbconn *c, bool broken)
         p->nidle++;
     }
     dbpool_dispatch(p, &dead);
-    pthread_mutex_unlock(&p->mutex);
+    dbpool_unlock(p);
     dbpool_close_list(dead);
 }
 
@@ -510,7 +572,7 @@ void dbpool_kick(struct dbpool *p)
     pthread_mutex_lock(&p->mutex);
     if (p->nwaiting)
         dbpool_dispatch(p, &dead);
-    pthread_mutex_unlock(&p->mutex);
+    dbpool_unlock(p);
     dbpool_close_list(dead);
 }
 
@@ -535,7 +597,7 @@ void dbpool_set_limits(struct dbpool *p, size_t max, struct share_policy share,
         dead = c;
     }
     dbpool_dispatch(p, &dead);
-    pthread_mutex_unlock(&p->mutex);
+    dbpool_unlock(p);
     dbpool_close_list(dead);
 }
 
@@ -547,7 +609,7 @@ void dbpool_close_idle(struct dbpool *p)
     p->idle = NULL;
     p->nidle = 0;
     dbpool_dispatch(p, &dead);
-    pthread_mutex_unlock(&p->mutex);
+    dbpool_unlock(p);
     dbpool_close_list(dead);
 }
 
@@ -581,18 +643,17 @@ void dbpool_stop(struct dbpool *p)
 {
     pthread_mutex_lock(&p->mutex);
     p->stopping = true;
-    for (struct dbpool_waiter *w = p->whead; w;) {
-        struct dbpool_waiter *next = w->next;
-        w->done = true;
-        dbpool_unlink_waiter(p, w);
-        pthread_cond_signal(&w->cond);
-        w = next;
+    while (p->whead) {
+        struct dbpool_wait *w = p->whead;
+        w->rc = -ESHUTDOWN;
+        snprintf(w->err, sizeof(w->err), "shutting down");
+        dbpool_wake(p, w);
     }
     struct dbconn *dead = p->idle;
     p->open -= p->nidle;
     p->idle = NULL;
     p->nidle = 0;
-    pthread_mutex_unlock(&p->mutex);
+    dbpool_unlock(p);
     dbpool_close_list(dead);
 }
 

@@ -15,8 +15,10 @@
  * short-lived connector threads (at most DBPOOL_MAX_OPENING), so a worker waits for whichever
  * comes first, a released connection or a new one. Each waiter sleeps on its own condition
  * variable and is woken only when it has been given a connection or its answer (a failed
- * connect when nothing else can serve it, or stop). others_active and brief are read without
- * the pool's mutex (the worker pool's lock-free state), so a change of them reaches waiters
+ * connect when nothing else can serve it, or stop). An event thread waits without blocking
+ * (dbpool_acquire_async): its wait sits in the same FIFO, and its answer is a callback run by
+ * whichever thread gave it, after that thread released the mutex. others_active and brief are read
+ * without the pool's mutex (the worker pool's lock-free state), so a change of them reaches waiters
  * through dbpool_kick.
  */
 #ifndef BULKHEAD_DBPOOL_H
@@ -51,6 +53,25 @@ struct dbpool_opts {
     int64_t connect_timeout_us;
 };
 
+/* An acquire that does not block its thread (dbpool_acquire_async), embedded in its owner. */
+struct dbpool_wait {
+    /* Set by the caller before dbpool_acquire_async. */
+    const void *owner;   /* tenant asking */
+    int64_t deadline_us; /* when it gives up (moved later by dbpool_abandon, see there) */
+    /* The answer, run once on the thread that gave it, with no lock of the pool held: c granted
+     * (rc 0), or c NULL and rc -ECONNRESET (a connect failed and nothing else could serve it;
+     * err says why) or -ESHUTDOWN. NULL for the pool's own blocking waits. */
+    void (*done)(struct dbpool_wait *w, struct dbconn *c, int rc, const char *err);
+    /* The pool's, under its mutex. */
+    struct dbpool_wait *next, *prev; /* the FIFO of waiters, then the list of answers to run */
+    struct dbconn *granted;          /* a connection handed over, or NULL */
+    int rc;                          /* a failure given as its answer, or 0 */
+    char err[256];                   /* its reason */
+    bool answered;                   /* granted or failed: out of the FIFO */
+    bool extended;                   /* its deadline was moved once already */
+    int64_t start_us;                /* when it began to wait */
+};
+
 struct dbpool_stats {
     size_t max, active, idle, pending, opening;
     size_t reserve; /* connections only a tenant holding none may take */
@@ -68,6 +89,20 @@ int dbpool_create(const struct dbpool_opts *opts, struct dbpool **out)
  */
 int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, struct dbconn **out,
                    char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/*
+ * dbpool_acquire without blocking the thread (an event thread's): 0 and *out, -ESHUTDOWN or
+ * -ECONNRESET (err) at once, or -EINPROGRESS: w waits in the same FIFO as blocking waiters and
+ * w->done gives the answer, possibly before this returns (on this thread). Until then the
+ * caller watches w->deadline_us and calls dbpool_abandon when it passes.
+ */
+int dbpool_acquire_async(struct dbpool *p, struct dbpool_wait *w, struct dbconn **out, char *err,
+                         size_t errlen) __attribute__((warn_unused_result));
+
+/* w's deadline passed. 0: it left the queue, timed out (no answer will come); -EINPROGRESS:
+ * nothing is busy and a connect is running, whose outcome is its answer: wait on, until the new
+ * w->deadline_us; -EALREADY: it was answered, its done runs (or ran). */
+int dbpool_abandon(struct dbpool *p, struct dbpool_wait *w) __attribute__((warn_unused_result));
 
 /* Any thread, never waiting: take an idle connection for owner if no one waits for one and
  * owner may take it now. 0 and *out, or -EAGAIN (use dbpool_acquire). */

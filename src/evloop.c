@@ -34,6 +34,10 @@ struct evloop_thread {
     int ctl;                    /* eventfd: evloop_call and evloop_stop; owned */
     int source;                 /* not owned */
     struct evloop_watch *armed; /* armed watches (loop thread only) */
+    bool again;                 /* run the source again before sleeping (loop thread only) */
+    /* _shared: inbox_mutex guards the inbox. */
+    pthread_mutex_t inbox_mutex;
+    struct evloop_task *inbox, *inbox_tail; /* posted, not yet run */
 };
 
 struct evloop {
@@ -73,6 +77,8 @@ static void evloop_unlink(struct evloop_watch *w)
 int evloop_watch(struct evloop_thread *t, struct evloop_watch *w, uint64_t *watched,
                  int64_t deadline_us)
 {
+    if (w->fd < 0)
+        goto arm;
     uint64_t bit = 1ull << t->index;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = w};
     int rc = -1;
@@ -90,6 +96,7 @@ int evloop_watch(struct evloop_thread *t, struct evloop_watch *w, uint64_t *watc
     }
     if (rc)
         return -errno;
+arm:
     w->deadline_us = deadline_us;
     w->loop = t;
     w->prev = NULL;
@@ -107,7 +114,8 @@ void evloop_unwatch(struct evloop_watch *w)
         return;
     /* Disarmed but kept: a one-shot registration with no events never reports. */
     struct epoll_event ev = {.events = EPOLLONESHOT, .data.ptr = NULL};
-    epoll_ctl(t->ep, EPOLL_CTL_MOD, w->fd, &ev);
+    if (w->fd >= 0)
+        epoll_ctl(t->ep, EPOLL_CTL_MOD, w->fd, &ev);
     evloop_unlink(w);
 }
 
@@ -154,6 +162,12 @@ static void evloop_expire(struct evloop_thread *t)
 
 void evloop_wake(struct evloop_thread *t)
 {
+    if (t == evloop_self) {
+        /* From the loop itself, maybe inside the source's run (libmicrohttpd's callbacks): the
+         * next turn does not sleep. */
+        t->again = true;
+        return;
+    }
     uint64_t one = 1;
     if (write(t->ctl, &one, sizeof(one)) < 0 && errno != EAGAIN)
         log_warn("evloop", "control write: %s", strerror(errno));
@@ -175,6 +189,40 @@ static void evloop_control(struct evloop_thread *t)
     pthread_mutex_unlock(&l->mutex);
 }
 
+void evloop_post(struct evloop_thread *t, struct evloop_task *task)
+{
+    task->next = NULL;
+    pthread_mutex_lock(&t->inbox_mutex);
+    bool first = !t->inbox;
+    if (t->inbox_tail)
+        t->inbox_tail->next = task;
+    else
+        t->inbox = task;
+    t->inbox_tail = task;
+    pthread_mutex_unlock(&t->inbox_mutex);
+    if (first)
+        evloop_wake(t);
+}
+
+/* Run what was posted, and what that posts. */
+static void evloop_run_inbox(struct evloop_thread *t)
+{
+    for (;;) {
+        pthread_mutex_lock(&t->inbox_mutex);
+        struct evloop_task *list = t->inbox;
+        t->inbox = t->inbox_tail = NULL;
+        pthread_mutex_unlock(&t->inbox_mutex);
+        if (!list)
+            return;
+        while (list) {
+            struct evloop_task *task = list;
+            list = task->next;
+            task->next = NULL;
+            task->fn(task);
+        }
+    }
+}
+
 static void *evloop_main(void *arg)
 {
     struct evloop_thread *t = arg;
@@ -182,7 +230,9 @@ static void *evloop_main(void *arg)
     evloop_self = t;
     struct epoll_event evs[EVLOOP_BATCH];
     while (!atomic_load_explicit(&l->stopping, memory_order_acquire)) {
-        int n = epoll_wait(t->ep, evs, EVLOOP_BATCH, evloop_timeout_ms(t, mclock_now_us()));
+        int ms = t->again ? 0 : evloop_timeout_ms(t, mclock_now_us());
+        t->again = false;
+        int n = epoll_wait(t->ep, evs, EVLOOP_BATCH, ms);
         if (n < 0 && errno != EINTR) {
             log_error("evloop", "epoll_wait: %s", strerror(errno));
             break;
@@ -197,13 +247,17 @@ static void *evloop_main(void *arg)
             else if (p)
                 evloop_fire(p, EVLOOP_READY);
         }
+        evloop_run_inbox(t);
         evloop_expire(t);
         l->ops.run(l->ops.ctx, t->index);
         if (control)
             evloop_control(t);
     }
-    while (t->armed)
+    evloop_run_inbox(t);
+    while (t->armed) {
         evloop_fire(t->armed, EVLOOP_STOP);
+        evloop_run_inbox(t);
+    }
     l->ops.run(l->ops.ctx, t->index);
     evloop_self = NULL;
     return NULL;
@@ -238,6 +292,7 @@ int evloop_start(const char *name, unsigned n, const int *sources, const struct 
     int rc = 0;
     for (unsigned i = 0; i < n; i++) {
         l->t[i] = (struct evloop_thread){.l = l, .index = i, .ep = -1, .ctl = -1};
+        pthread_mutex_init(&l->t[i].inbox_mutex, NULL);
         if (!rc)
             rc = evloop_init_thread(&l->t[i], sources[i]);
     }
@@ -294,6 +349,7 @@ void evloop_stop(struct evloop *l)
             close(t->ep);
         if (t->ctl >= 0)
             close(t->ctl);
+        pthread_mutex_destroy(&t->inbox_mutex);
     }
     pthread_cond_destroy(&l->called);
     pthread_mutex_destroy(&l->mutex);

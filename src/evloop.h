@@ -46,6 +46,12 @@ struct evloop_watch {
     struct evloop_watch *next, *prev;                           /* the loop's armed list */
 };
 
+/* A function to run on a given loop, embedded in its owner (evloop_post). */
+struct evloop_task {
+    void (*fn)(struct evloop_task *task); /* runs on the loop's thread */
+    struct evloop_task *next;             /* the loop's inbox (its mutex) */
+};
+
 /* Start n loops (n <= EVLOOP_MAX) named "<name>-<i>", loop i waiting on sources[i]. */
 int evloop_start(const char *name, unsigned n, const int *sources, const struct evloop_ops *ops,
                  struct evloop **out) __attribute__((warn_unused_result));
@@ -64,8 +70,13 @@ struct evloop_thread *evloop_current(void);
  * for a connection resumed from another thread in external epoll mode). */
 void evloop_wake(struct evloop_thread *t);
 
+/* Any thread: run task->fn on loop t soon, in the order posted. A loop that stops runs what
+ * was posted before it fires EVLOOP_STOP, and what those posted. */
+void evloop_post(struct evloop_thread *t, struct evloop_task *task);
+
 /* Loop thread: wait for w->fd to be readable until deadline_us, then call w->fire once.
- * *watched is the fd's bitmask of loops holding it (0 for a new socket). 0 or -errno. */
+ * *watched is the fd's bitmask of loops holding it (0 for a new socket). With w->fd -1 it is
+ * a timer alone (watched unused, may be NULL). 0 or -errno. */
 int evloop_watch(struct evloop_thread *t, struct evloop_watch *w, uint64_t *watched,
                  int64_t deadline_us) __attribute__((warn_unused_result));
 

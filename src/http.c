@@ -233,10 +233,29 @@ static int http_listen(const struct config *cfg, bool *v6, int *out)
     return 0;
 }
 
+/* A connection of this thread's daemon closed during its run (http_notify). */
+static _Thread_local bool http_closed;
+
+static void http_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                        enum MHD_ConnectionNotificationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+        http_closed = true;
+}
+
 static void http_run(void *ctx, unsigned i)
 {
     struct http *h = ctx;
+    http_closed = false;
     MHD_run(h->daemons[i]);
+    /* A daemon at its connection cap takes the listening socket out of its epoll set, and puts
+     * it back only at the start of a run: after a close, run once more so that a client
+     * waiting in the backlog is accepted now, not at the next event. */
+    if (http_closed)
+        MHD_run(h->daemons[i]);
 }
 
 static int64_t http_timeout_us(void *ctx, unsigned i)
@@ -263,6 +282,7 @@ static struct MHD_Daemon *http_daemon(struct http *h, unsigned i, bool v6)
     struct MHD_OptionItem mhd_opts[] = {
         {MHD_OPTION_LISTEN_SOCKET, h->listen_fd, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)http_completed, h},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)http_notify, h},
         {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)limit, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->http_idle_timeout, NULL},
         /* Room for a head over the limit to reach http_head_ok (see the top of this file). */

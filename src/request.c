@@ -309,8 +309,8 @@ void request_resume(struct request *r)
     r->state = REQUEST_READY;
     /* From here on the HTTP thread owns r again; resuming is the last touch. */
     MHD_resume_connection(c);
-    if (loop && loop != evloop_current())
-        evloop_wake(loop);
+    if (loop)
+        evloop_wake(loop); /* libmicrohttpd would not look at it before its next event */
 }
 
 enum MHD_Result request_send(struct request *r)

@@ -21,6 +21,7 @@
 #define BULKHEAD_REQUEST_H
 
 #include "breaker.h"
+#include "dbpool.h"
 #include "evloop.h"
 #include "fairq.h"
 #include "metrics.h"
@@ -101,11 +102,14 @@ struct request {
     struct ratelimit_result rl; /* the verdict behind those headers */
 
     /* /api/data run on an event thread (apiwork.c); that thread's while the statement runs. */
-    struct evloop_watch watch; /* the statement's socket */
-    struct dbconn *db;         /* held while the statement runs there, else NULL */
-    const void *work_ctx;      /* the api_deps it runs with */
-    int64_t sent_us;           /* when the statement was sent */
-    bool db_retried;           /* a dead connection was met once already: no more retries */
+    struct evloop_thread *work_loop; /* the loop running it */
+    struct evloop_watch watch;       /* the statement's socket, or the acquire deadline */
+    struct dbpool_wait dbwait;       /* waiting for a connection */
+    struct evloop_task task;         /* the pool's answer, posted to work_loop */
+    struct dbconn *db;               /* held while the statement runs there, else NULL */
+    const void *work_ctx;            /* the api_deps it runs with */
+    int64_t sent_us;                 /* when the statement was sent */
+    int64_t db_retries;              /* reads retried after meeting a dead connection */
 
     int64_t t_start_us; /* monotonic: request created */
     int64_t queue_us;   /* time waited for a worker; -1 = never queued */

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 
 static struct h_suite suite = {.name = "breaker"}; /* a server with the seed defaults */
 static struct h_server fast; /* another one, with short breaker timings from a tiers file */
@@ -220,6 +221,50 @@ static void client_errors_and_rejections_are_not_failures(void **state)
     json_decref(cb);
 }
 
+/* A plain read runs on its event thread (no delay asked): a statement there that passes the
+ * deadline, here blocked by a lock the test holds, is answered 504 at the deadline, cancelled
+ * in PostgreSQL from another thread, and its connection comes back clean. */
+static void an_event_thread_statement_past_its_deadline_is_cancelled_and_reused(void **state)
+{
+    (void)state;
+    assert_int_equal(get(&fast, "/api/data", "free", "locked"), 200); /* warm a connection */
+    json_t *cp0 = tier_section(&fast, "free", "connectionPool");
+    int64_t timeouts0 = h_metric(fast.base, "free", "circuitBreaker", "timeouts");
+    PGconn *locker = PQconnectdb(suite.db_url);
+    assert_int_equal(PQstatus(locker), CONNECTION_OK);
+    PGresult *res = PQexec(locker, "BEGIN; LOCK TABLE tenant_data IN ACCESS EXCLUSIVE MODE");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    const char *h[] = {"X-Tenant-Tier: free", "X-Tenant-Id: locked", NULL};
+    struct h_resp r;
+    h_get(h_url(&fast, "/api/data"), h, &r);
+    assert_int_equal(r.status, 504);
+    json_t *j = h_json(&r);
+    assert_string_equal(json_string_value(json_object_get(j, "error")), "timeout");
+    json_decref(j);
+    h_resp_free(&r);
+    /* The lock is still held: only a cancel ends the statement that waits for it. */
+    assert_true(H_WAIT(h_sql_int(suite.db_url, "SELECT count(*) FROM pg_stat_activity WHERE "
+                                               "application_name = 'bulkhead-free' AND "
+                                               "state = 'active'") == 0,
+                       5000));
+    assert_true(H_WAIT(h_metric(fast.base, "free", "connectionPool", "active") == 0 &&
+                           h_metric(fast.base, "free", "connectionPool", "idle") >= 1,
+                       5000));
+    res = PQexec(locker, "COMMIT");
+    PQclear(res);
+    PQfinish(locker);
+    assert_int_equal(h_metric(fast.base, "free", "circuitBreaker", "timeouts"), timeouts0 + 1);
+    assert_int_equal(get(&fast, "/api/data", "free", "locked"), 200);
+    json_t *cp1 = tier_section(&fast, "free", "connectionPool");
+    assert_int_equal(json_integer_value(json_object_get(cp1, "closedBroken")),
+                     json_integer_value(json_object_get(cp0, "closedBroken")));
+    assert_int_equal(json_integer_value(json_object_get(cp1, "connects")),
+                     json_integer_value(json_object_get(cp0, "connects")));
+    json_decref(cp0);
+    json_decref(cp1);
+}
+
 static void a_timeout_answers_at_the_deadline_and_frees_the_connection(void **state)
 {
     (void)state;
@@ -380,6 +425,7 @@ int main(void)
         cmocka_unit_test(half_open_admits_only_the_trial_call),
         cmocka_unit_test(client_errors_and_rejections_are_not_failures),
         cmocka_unit_test(a_timeout_answers_at_the_deadline_and_frees_the_connection),
+        cmocka_unit_test(an_event_thread_statement_past_its_deadline_is_cancelled_and_reused),
         cmocka_unit_test(a_database_outage_opens_breakers_and_everything_recovers),
         cmocka_unit_test(admin_endpoints_are_off_without_a_token),
         cmocka_unit_test(operators_force_open_disable_and_reset),
