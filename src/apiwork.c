@@ -23,6 +23,9 @@
 #include <string.h>
 
 #define APIWORK_CANCEL_GRACE_US 1000000 /* time for a cancelled statement to end cleanly */
+/* A write whose payload is larger than this is sent by a worker thread: libpq sends a statement
+ * whole before it returns, and a large one could wait on a full socket buffer. */
+#define APIWORK_LOOP_BODY_MAX (64 * 1024)
 
 /* Statement names, in apiwork_statements order. */
 #define STMT_READ_TIER   "read_tier"
@@ -228,6 +231,15 @@ static void apiwork_leave(struct request *r, struct dbconn *conn, PGresult *res,
         dbpool_release(db, conn, dbconn_cancel(conn, mclock_now_us() + APIWORK_CANCEL_GRACE_US));
 }
 
+/* A connection was found dead under a statement: the server restarted or killed its
+ * backends, most likely all of them, and the idle ones would fail the retry too (one killed
+ * a moment ago may not look dead yet). Closed with it, so the retry gets a new connection. */
+static void apiwork_drop_dead(struct dbpool *db, struct dbconn *conn)
+{
+    dbpool_release(db, conn, true);
+    dbpool_close_idle(db);
+}
+
 static void apiwork_run(struct fairq_item *item, void *ctx)
 {
     const struct api_deps *d = ctx;
@@ -255,7 +267,7 @@ static void apiwork_run(struct fairq_item *item, void *ctx)
         r->query_us = mclock_now_us() - q0;
         /* A read that met a dead connection is retried once on a fresh one. */
         if (rc == -ECONNRESET && retries-- > 0) {
-            dbpool_release(t->db, conn, true);
+            apiwork_drop_dead(t->db, conn);
             conn = NULL;
             log_warn("db_retry", "tier %s: %s; retrying the read on a new connection", c->name,
                      err);
@@ -286,6 +298,13 @@ static void apiwork_drop(struct fairq_item *item, enum workpool_drop_reason why,
 static void apiwork_start(const struct api_deps *d, struct request *r, struct evloop_thread *loop);
 static void apiwork_acquire(struct request *r);
 
+/* Work loop: a queued request that a freed slot let in (apiwork_end_here). */
+static void apiwork_start_posted(struct evloop_task *task)
+{
+    struct request *r = (struct request *)(void *)((char *)task - offsetof(struct request, task));
+    apiwork_start(r->work_ctx, r, evloop_current());
+}
+
 static struct request *apiwork_request(struct fairq_item *item)
 {
     return (struct request *)(void *)((char *)item - offsetof(struct request, item));
@@ -307,8 +326,15 @@ static void apiwork_end_here(const struct api_deps *d, struct request *r, PGresu
         dbpool_cancel_release(t->db, conn, mclock_now_us() + APIWORK_CANCEL_GRACE_US);
     struct evloop_thread *loop = evloop_current();
     struct fairq_item *next = workpool_end(t->pool, tenant, begun, loop != NULL);
-    if (next)
-        apiwork_start(d, apiwork_request(next), loop);
+    if (next) {
+        /* Started from the loop's inbox, not from here: a request that ends at once (the
+         * database refusing connects) would start the next one from inside its own end, and
+         * a long queue would go as deep as it is long. */
+        struct request *n = apiwork_request(next);
+        n->work_ctx = d;
+        n->task.fn = apiwork_start_posted;
+        evloop_post(loop, &n->task);
+    }
 }
 
 /* Event thread: r's statement socket is readable, its deadline passed, or the loop stops. */
@@ -345,7 +371,7 @@ static void apiwork_fire(struct evloop_watch *w, enum evloop_event ev)
     if (rc == -ECONNRESET && r->method != METHOD_POST && r->db_retries < d->retry_reads) {
         log_warn("db_retry", "tier %s: %s; retrying the read on a new connection",
                  tierset_cfg(t)->name, err);
-        dbpool_release(t->db, r->db, true);
+        apiwork_drop_dead(t->db, r->db);
         r->db = NULL;
         r->db_retries++;
         apiwork_acquire(r);
@@ -378,6 +404,10 @@ static void apiwork_connected(struct request *r, struct dbconn *c, int rc, const
                           r->item.begun_us + tierset_cfg(t)->breaker_timeout_ms * 1000);
         if (rc == 0)
             return;
+        /* Sent, but its answer cannot be awaited: it may run, so it is not run again. */
+        snprintf(err, sizeof(err), "cannot watch the connection: %s", strerror(-rc));
+        apiwork_end_here(d, r, NULL, apiwork_classify(-ECONNRESET, true), err);
+        return;
     }
     /* Nothing reached the database: a worker's attempt (on a new connection) is the first. */
     dbpool_release(t->db, c, true);
@@ -431,7 +461,8 @@ static void apiwork_wait_fire(struct evloop_watch *w, enum evloop_event ev)
  * Event thread: r holds a slot of its tier (workpool_begin, or popped by workpool_end). Take a
  * connection without blocking (waiting for one, bounded by the acquire timeout, on this loop's
  * timer), send its statement and watch the socket from this loop. A request that asked for a
- * delay (two statements, the first a sleep) runs on a worker thread with the slot it holds.
+ * delay (two statements, the first a sleep) or writes a large payload runs on a worker thread
+ * with the slot it holds.
  */
 static void apiwork_start(const struct api_deps *d, struct request *r, struct evloop_thread *loop)
 {
@@ -439,7 +470,8 @@ static void apiwork_start(const struct api_deps *d, struct request *r, struct ev
     r->work_ctx = d;
     r->work_loop = loop;
     r->queue_us = r->item.begun_us - r->item.enqueued_us;
-    if (r->args.delay_ms > 0) {
+    if (r->args.delay_ms > 0 ||
+        (r->args.payload && strlen(r->args.payload) > APIWORK_LOOP_BODY_MAX)) {
         if (workpool_hand(t->pool, &r->item) == 0)
             return;
         apiwork_end_here(d, r, NULL, apiwork_classify(-ESHUTDOWN, false), "shutting down");

@@ -99,7 +99,7 @@ static const struct cfg_def cfg_table[] = {
      "least severe event logged (access lines are info)", OFF(log_level)},
     {"ACCESS_LOG", CFG_BOOL, "true", 0, 0, NULL, "one access line per request on stdout",
      OFF(access_log)},
-    {"DB_READ_RETRIES", CFG_INT, "1", 0, 3, NULL,
+    {"DB_READ_RETRIES", CFG_INT, "2", 0, 3, NULL,
      "times an idempotent read is retried on a fresh connection after a dead one",
      OFF(retry_reads)},
     {"TRUSTED_PROXIES", CFG_STR, "", 0, 0, NULL,

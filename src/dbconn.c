@@ -216,6 +216,8 @@ int dbconn_open(const struct dbconn_params *p, int64_t deadline_us, struct dbcon
     }
     c->cancel = PQgetCancel(pg);
     rc = dbconn_setup(c, p, deadline_us, err, errlen);
+    if (rc == -ECONNRESET)
+        rc = -EPIPE; /* the server accepted it, then ended it (its backend was killed) */
     if (rc)
         goto fail;
     c->opened_us = mclock_now_us();

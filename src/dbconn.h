@@ -53,6 +53,8 @@ struct dbconn {
 /* Result codes besides 0: -ETIMEDOUT, -ECONNRESET (connection lost or refused), -EIO (the
  * statement failed in PostgreSQL; err has its message), -ENOMEM. */
 
+/* Open and set up a connection; besides the codes above, -EPIPE: the server accepted it and
+ * ended it during the set-up (its backend was terminated): another attempt may well succeed. */
 int dbconn_open(const struct dbconn_params *p, int64_t deadline_us, struct dbconn **out, char *err,
                 size_t errlen) __attribute__((warn_unused_result));
 

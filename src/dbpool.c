@@ -308,6 +308,8 @@ static void *dbpool_connector_main(void *arg)
         p->open--;
         if (rc == 0) /* stopping, or max lowered meanwhile */
             dead = c;
+        else if (rc == -EPIPE) /* not the database refusing: the dispatch below tries again */
+            atomic_fetch_add_explicit(&p->connect_failures, 1, memory_order_relaxed);
         else
             dbpool_connect_failed(p, err);
     }
@@ -434,6 +436,12 @@ int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, str
     int rc = dbpool_try_locked(p, &sw.w, out, &dead, err, errlen);
     if (rc == -EINPROGRESS) {
         while (!sw.w.answered) {
+            if (p->answered) {
+                /* Answers to event threads given meanwhile: run them before sleeping. */
+                dbpool_unlock(p);
+                pthread_mutex_lock(&p->mutex);
+                continue;
+            }
             struct timespec ts = mclock_timespec(sw.w.deadline_us);
             if (pthread_cond_timedwait(&sw.cond, &p->mutex, &ts) == ETIMEDOUT && !sw.w.answered &&
                 !dbpool_expire_locked(p, &sw.w)) {
@@ -525,6 +533,8 @@ void dbpool_cancel_release(struct dbpool *p, struct dbconn *c, int64_t deadline_
     struct dbpool_canceller *k = xcalloc(1, sizeof(*k));
     *k = (struct dbpool_canceller){.p = p, .c = c, .deadline_us = deadline_us};
     pthread_mutex_lock(&p->mutex);
+    /* Nobody's while it is cancelled: its tenant may be gone before the cancel ends. */
+    c->owner = NULL;
     p->connectors++;
     pthread_mutex_unlock(&p->mutex);
     pthread_attr_t attr;

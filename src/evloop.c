@@ -173,12 +173,18 @@ void evloop_wake(struct evloop_thread *t)
         log_warn("evloop", "control write: %s", strerror(errno));
 }
 
-/* The control eventfd was written: run the call asked of this loop, if any. */
-static void evloop_control(struct evloop_thread *t)
+/* The control eventfd was written: reset it before anything posted is looked at (a write
+ * that lands after this read is seen by the next epoll_wait, none is lost). */
+static void evloop_drain_control(struct evloop_thread *t)
 {
     uint64_t v;
     if (read(t->ctl, &v, sizeof(v)) < 0 && errno != EAGAIN)
         log_warn("evloop", "control read: %s", strerror(errno));
+}
+
+/* Run the call asked of this loop, if any. */
+static void evloop_control(struct evloop_thread *t)
+{
     struct evloop *l = t->l;
     pthread_mutex_lock(&l->mutex);
     if (l->call && !l->call_done && l->call_index == t->index) {
@@ -242,9 +248,10 @@ static void *evloop_main(void *arg)
             void *p = evs[i].data.ptr;
             if (p == &t->source)
                 continue;
-            if (p == &t->ctl)
+            if (p == &t->ctl) {
                 control = true;
-            else if (p)
+                evloop_drain_control(t);
+            } else if (p)
                 evloop_fire(p, EVLOOP_READY);
         }
         evloop_run_inbox(t);
@@ -341,10 +348,12 @@ void evloop_stop(struct evloop *l)
     for (unsigned i = 0; i < l->n; i++)
         if (l->t[i].started)
             evloop_wake(&l->t[i]);
+    /* All joined before any descriptor closes: a loop's last turn may still wake another. */
+    for (unsigned i = 0; i < l->n; i++)
+        if (l->t[i].started)
+            pthread_join(l->t[i].tid, NULL);
     for (unsigned i = 0; i < l->n; i++) {
         struct evloop_thread *t = &l->t[i];
-        if (t->started)
-            pthread_join(t->tid, NULL);
         if (t->ep >= 0)
             close(t->ep);
         if (t->ctl >= 0)
