@@ -374,7 +374,7 @@ void workpool_stats(struct workpool *wp, struct workpool_stats *out)
     out->queued = wp->q.queued;
     out->queue_max = wp->q.lim.queue_max;
     out->tenants = wp->q.ntenants;
-    out->idle = wp->nparked;
+    out->idle = wp->target > wp->q.in_flight ? wp->target - wp->q.in_flight : 0;
     pthread_mutex_unlock(&wp->mutex);
     out->submitted = atomic_load_explicit(&wp->submitted, memory_order_relaxed);
     out->completed = atomic_load_explicit(&wp->completed, memory_order_relaxed);

@@ -49,7 +49,7 @@ struct workpool_limits {
 /* A consistent snapshot for metrics. */
 struct workpool_stats {
     size_t threads, busy, queued, queue_max, tenants;
-    size_t idle; /* workers parked, waiting for work */
+    size_t idle; /* slots free: threads less items in flight (begun or popped) */
     uint64_t submitted, completed, rejected_full, rejected_tenant, expired;
 };
 
