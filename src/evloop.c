@@ -44,6 +44,7 @@ struct evloop {
     struct evloop_ops ops;
     unsigned n;
     atomic_bool stopping;
+    pthread_mutex_t call_lock; /* one evloop_call at a time */
     /* _shared: the mutex guards the call in progress. */
     pthread_mutex_t mutex;
     pthread_cond_t called;               /* signalled when the loop that was asked ran it */
@@ -295,6 +296,7 @@ int evloop_start(const char *name, unsigned n, const int *sources, const struct 
     l->ops = *ops;
     l->n = n;
     pthread_mutex_init(&l->mutex, NULL);
+    pthread_mutex_init(&l->call_lock, NULL);
     mclock_cond_init(&l->called);
     int rc = 0;
     for (unsigned i = 0; i < n; i++) {
@@ -326,6 +328,7 @@ int evloop_start(const char *name, unsigned n, const int *sources, const struct 
 
 void evloop_call(struct evloop *l, void (*fn)(void *ctx, unsigned index), void *ctx)
 {
+    pthread_mutex_lock(&l->call_lock);
     for (unsigned i = 0; i < l->n; i++) {
         pthread_mutex_lock(&l->mutex);
         l->call = fn;
@@ -338,6 +341,7 @@ void evloop_call(struct evloop *l, void (*fn)(void *ctx, unsigned index), void *
         l->call = NULL;
         pthread_mutex_unlock(&l->mutex);
     }
+    pthread_mutex_unlock(&l->call_lock);
 }
 
 void evloop_stop(struct evloop *l)
@@ -362,5 +366,6 @@ void evloop_stop(struct evloop *l)
     }
     pthread_cond_destroy(&l->called);
     pthread_mutex_destroy(&l->mutex);
+    pthread_mutex_destroy(&l->call_lock);
     free(l);
 }

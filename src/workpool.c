@@ -45,7 +45,6 @@ struct workpool {
     struct workpool_thread *parked; /* idle workers, most recently idle on top */
     size_t nparked;                 /* how many are on that stack */
     size_t waking;                  /* taken off the stack, not yet looking for work */
-    pthread_cond_t idle;            /* signalled when in-flight work finishes (for stop) */
     struct fairq q;
     struct fairq_item *handed, *handed_tail; /* begun items a thread must run (workpool_hand) */
     size_t target;                           /* threads that should run */
@@ -127,8 +126,6 @@ static void *workpool_main(void *arg)
         atomic_fetch_add_explicit(&wp->completed, 1, memory_order_relaxed);
         /* A tenant below its share again may unblock a queued item: this thread looks for it
          * next, so no one else needs waking. */
-        if (wp->q.in_flight == 0)
-            pthread_cond_broadcast(&wp->idle);
     }
     self->exited = true;
     wp->running--;
@@ -138,7 +135,6 @@ static void *workpool_main(void *arg)
      * remaining worker parked. */
     struct workpool_thread *th =
         (wp->q.queued && !wp->stopping) || wp->handed ? workpool_unpark_one(wp) : NULL;
-    pthread_cond_broadcast(&wp->idle);
     pthread_mutex_unlock(&wp->mutex);
     if (th)
         pthread_cond_signal(&th->cond);
@@ -209,7 +205,6 @@ int workpool_create(const char *name, const struct workpool_limits *lim,
     struct fairq_limits ql = workpool_q_limits(lim);
     fairq_init(&wp->q, &ql, seed);
     pthread_mutex_init(&wp->mutex, NULL);
-    pthread_cond_init(&wp->idle, NULL);
     for (size_t i = 0; i < WORKPOOL_MAX_THREADS; i++)
         pthread_cond_init(&wp->threads[i].cond, NULL);
 
@@ -233,9 +228,11 @@ int workpool_submit(struct workpool *wp, const char *tenant, struct fairq_item *
         pthread_mutex_unlock(&wp->mutex);
         return -ESHUTDOWN;
     }
-    /* Idle workers (parked, or woken and about to look) take an item at once: it does not
-     * wait, so the queue's limits let that many more in. */
-    int r = fairq_push(&wp->q, tenant, item, mclock_now_us(), wp->nparked + wp->waking);
+    /* A free slot takes an item at once (a worker thread is free for every free slot: items
+     * begun on event threads hold slots, not threads): it does not wait, so the queue's limits
+     * let that many more in. */
+    size_t free_slots = wp->target > wp->q.in_flight ? wp->target - wp->q.in_flight : 0;
+    int r = fairq_push(&wp->q, tenant, item, mclock_now_us(), free_slots);
     workpool_mirror(wp);
     struct workpool_thread *th = r == FAIRQ_OK ? workpool_unpark_one(wp) : NULL;
     pthread_mutex_unlock(&wp->mutex);
@@ -304,8 +301,6 @@ struct fairq_item *workpool_end(struct workpool *wp, struct fairq_tenant *t, int
             th = workpool_unpark_one(wp);
     }
     workpool_mirror(wp);
-    if (wp->q.in_flight == 0)
-        pthread_cond_broadcast(&wp->idle);
     pthread_mutex_unlock(&wp->mutex);
     if (th)
         pthread_cond_signal(&th->cond);
@@ -426,7 +421,6 @@ void workpool_destroy(struct workpool *wp)
     fairq_destroy(&wp->q);
     for (size_t i = 0; i < WORKPOOL_MAX_THREADS; i++)
         pthread_cond_destroy(&wp->threads[i].cond);
-    pthread_cond_destroy(&wp->idle);
     pthread_mutex_destroy(&wp->mutex);
     free(wp);
 }

@@ -8,12 +8,11 @@
  * that waited longer than the tier's queue timeout. Each tier has its own pool, so a tier can only
  * ever exhaust its own threads.
  *
- * DESIGN: one mutex guards the fairq, the thread targets, the idle-worker stack and `stopping`.
- * Each worker parks on its own condition variable (new work wakes exactly one, the most recently
- * idle); a pool-wide condition variable `idle` tells workpool_stop that in-flight work ended.
- * Work runs with no lock held. The counters and the active-tenant count are atomics read
- * without the mutex (metrics, and the connection pool's lock-free workpool_others_active).
- * Callbacks: run (worker thread) executes an item; drop (the caller of
+ * DESIGN: one mutex guards the fairq, the thread targets, the idle-worker stack, the handed
+ * items and `stopping`. Each worker parks on its own condition variable (new work wakes exactly
+ * one, the most recently idle). Work runs with no lock held. The counters and the active-tenant
+ * count are atomics read without the mutex (metrics, and the connection pool's lock-free
+ * workpool_others_active). Callbacks: run (worker thread) executes an item; drop (the caller of
  * workpool_expire/workpool_stop) answers an item that will never run.
  */
 #ifndef BULKHEAD_WORKPOOL_H
@@ -105,7 +104,9 @@ struct workpool_tenant_load {
 };
 size_t workpool_top_tenants(struct workpool *wp, struct workpool_tenant_load *out, size_t n);
 
-/* Refuse new work, drop queued items (WORKPOOL_SHUTDOWN), wait for running ones, join threads. */
+/* Refuse new work, drop queued items (WORKPOOL_SHUTDOWN), let the worker threads finish what
+ * they run (handed items too) and join them. Items begun on event threads end later, with
+ * workpool_end: the event threads answer them before they stop (http_stop). */
 void workpool_stop(struct workpool *wp);
 void workpool_destroy(struct workpool *wp);
 
