@@ -256,6 +256,29 @@ static void wait_pool_idle(struct workpool *wp, size_t n)
     assert_int_equal(st.idle, n);
 }
 
+/*
+ * Leave every worker parked: `threads` held items of one tenant run at once (one on each
+ * worker), then end. A worker counts its item completed and parks without letting go of the
+ * pool's mutex in between, so once all are counted, the next taker of the mutex comes after
+ * every worker parked. (idle counts free slots, not parked workers, so it cannot tell this.)
+ */
+static void park_every_worker(struct ctx *c, struct workpool *wp, size_t threads)
+{
+    enum { Z = NTENANTS - 1 };
+    struct job *warm = calloc(threads, sizeof(*warm));
+    assert_non_null(warm);
+    struct workpool_stats st;
+    workpool_stats(wp, &st);
+    for (size_t i = 0; i < threads; i++)
+        assert_int_equal(submit(wp, &warm[i], Z, true), 0);
+    WAIT_UNTIL(c, c->t_running[Z] == (int)threads);
+    for (size_t i = 0; i < threads; i++)
+        release(c, &warm[i]);
+    wait_pool_completed(wp, st.completed + threads);
+    workpool_stats(wp, &st); /* the counter is read without the mutex: take it once more */
+    free(warm);
+}
+
 static void *stopper_main(void *arg)
 {
     struct ctx *c = arg;
@@ -530,7 +553,12 @@ static void a_pool_without_a_queue_runs_what_finds_a_free_worker(void **state)
     enum { A, B };
     struct ctx c;
     ctx_init(&c);
-    struct workpool *wp = pool(&c, 2, 0, 0, 2);
+    /* Parked workers are the ones counted as taking an item at once: park both first, with a
+     * queue (before they park, a pool without one refuses everything), then remove it. */
+    struct workpool *wp = pool(&c, 2, 2, 2, 2);
+    park_every_worker(&c, wp, 2);
+    struct workpool_limits none = limits(2, 0, 0, 2);
+    assert_int_equal(workpool_set_limits(wp, &none), 0);
     wait_pool_idle(wp, 2);
     struct job x1 = {0}, x2 = {0}, x3 = {0};
     /* Back to back, before either worker has woken: both count as taken at once. */
@@ -539,10 +567,10 @@ static void a_pool_without_a_queue_runs_what_finds_a_free_worker(void **state)
     assert_int_equal(submit(wp, &x3, A, true), -EAGAIN); /* every worker has one: no queue */
     WAIT_UNTIL(&c, x1.started && x2.started);
     release_all(&c);
-    wait_pool_completed(wp, 2);
+    wait_pool_completed(wp, 2 + 2); /* the warm-up's two, then x1 and x2 */
     struct workpool_stats st;
     workpool_stats(wp, &st);
-    assert_int_equal(st.submitted, 2);
+    assert_int_equal(st.submitted, 2 + 2);
     assert_int_equal(st.rejected_full, 1);
     assert_int_equal(x3.runs + x3.drops, 0);
     stop_and_destroy(&c, wp);
