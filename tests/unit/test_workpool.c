@@ -1118,6 +1118,38 @@ static void after_stop_begin_and_hand_are_refused_and_begun_items_still_end(void
     ctx_destroy(&c);
 }
 
+/*
+ * Every slot is held by a begun item (a request running on its event thread) and the worker is
+ * parked with nothing it may run: a pool without a queue must refuse a newcomer's item (-EAGAIN),
+ * as it does when its workers are busy. It queues it instead, past queue_max 0, to wait for the
+ * slot: workpool_submit passes the parked workers as fairq_push's slack ("will take an item at
+ * once"), and fairq_push checks the share rule, which sees no free slot, only for a tenant it
+ * already knows.
+ */
+static void
+a_pool_without_a_queue_refuses_a_newcomer_while_begun_items_hold_every_slot(void **state)
+{
+    (void)state;
+    enum { A, B };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 1, 1, 1, 1);
+    park_every_worker(&c, wp, 1);
+    struct workpool_limits none = limits(1, 0, 0, 1);
+    assert_int_equal(workpool_set_limits(wp, &none), 0);
+    struct job a = {0}, q = {0};
+    assert_int_equal(begin(wp, &a, A, false), 0);
+    int rc = submit(wp, &q, B, false);
+    struct workpool_stats st = pool_stats(wp);
+    /* Undo before judging, so that a failure leaves nothing running. */
+    assert_null(end(wp, &a, false));
+    if (rc == 0)
+        WAIT_UNTIL(&c, q.runs == 1);
+    assert_int_equal(st.queued, 0);
+    assert_int_equal(rc, -EAGAIN);
+    stop_and_destroy(&c, wp);
+}
+
 /* ---- everything at once ------------------------------------------------------------------ */
 
 struct submitter {
@@ -1234,6 +1266,8 @@ int main(void)
         cmocka_unit_test(end_with_take_next_returns_the_queued_item_begun_and_in_flight),
         cmocka_unit_test(end_without_take_next_lets_a_worker_run_the_queued_item),
         cmocka_unit_test(after_stop_begin_and_hand_are_refused_and_begun_items_still_end),
+        cmocka_unit_test(
+            a_pool_without_a_queue_refuses_a_newcomer_while_begun_items_hold_every_slot),
         cmocka_unit_test(every_item_is_accounted_for_under_resizes_and_expiry),
     };
     return cmocka_run_group_tests_name("workpool", tests, NULL, NULL);
