@@ -6,8 +6,8 @@
 #      Chromium), deployment checks (docker-compose config);
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build: unit and integration tests again;
 #      any sanitizer report in a test or in a server log fails the run;
-#   3. ThreadSanitizer build: the concurrent modules' unit tests (pools, queues, limiter, breaker,
-#      tier set, api over real HTTP), then the server itself under ThreadSanitizer through the
+#   3. ThreadSanitizer build: the concurrent modules' unit tests (pools, queues, event loops,
+#      limiter, breaker, tier set, api over real HTTP), then the server itself under ThreadSanitizer through the
 #      integration tests that drive reload and the hot path (TSAN_INTEGRATION);
 #   4. fuzz smoke: every libFuzzer target for FUZZ_SMOKE_SECONDS (default 10) each.
 # Select passes with BH_PASSES="release asan tsan fuzz" (all by default); narrow tests with
@@ -190,8 +190,8 @@ for pass in $PASSES; do
         echo "-- ThreadSanitizer build (concurrent modules, then the server under load and reload)"
         build build/tsan thread || continue
         export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
-        for m in fairq workpool dbpool share ratelimit breaker rlredis log tierset janitor api \
-            report history; do
+        for m in fairq workpool dbpool evloop share ratelimit breaker rlredis log tierset janitor \
+            api report history; do
             bin=build/tsan/tests/unit/test_$m
             selected "test_$m" || continue
             [ -x "$bin" ] && run_tap tsan "test_$m" "$bin"

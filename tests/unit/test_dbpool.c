@@ -6,15 +6,20 @@
  * is skipped. Each test gives its pool its own application_name, so a separate libpq
  * connection (`admin`) can count the pool's backends in pg_stat_activity: what the server sees,
  * not what the pool believes. Threads wait for each other on pool state (pending waiters) with
- * bounded polls; nothing sleeps to synchronise.
+ * bounded polls; nothing sleeps to synchronise. Also: the event threads' ways in (try_acquire,
+ * which never waits, and cancel_release, a running statement cancelled on a pool thread), and
+ * a statement sent and read in steps (dbconn_send, dbconn_read), with a relay (pgproxy) that
+ * holds back the statement's end so that its error and its end come in separate reads.
  */
 #include "dbconn.h"
 #include "dbpool.h"
 #include "mclock.h"
+#include "pgproxy.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -44,6 +49,7 @@ static const struct dbconn_stmt stmts[] = {
     {"pid", "SELECT pg_backend_pid()"},
     {"sleep", "SELECT pg_sleep($1::float8)"},
     {"div", "SELECT 1 / $1::int"},
+    {"late", "SELECT 7 FROM pg_sleep($1::float8)"},
     {"peers", "SELECT count(*) FROM pg_stat_activity "
               "WHERE application_name = current_setting('application_name')"},
 };
@@ -966,6 +972,179 @@ static void hand_off_survives_flipping_caps(void **state)
     finish(p, app);
 }
 
+/* ---- the event threads' ways in ----------------------------------------------------------- */
+
+/* Backends of the pool's test sleeping in pg_sleep now (pid's statement is running). */
+static int64_t sleeping(int64_t pid)
+{
+    char pidtxt[24];
+    snprintf(pidtxt, sizeof(pidtxt), "%lld", (long long)pid);
+    return admin_int("SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int "
+                     "AND state = 'active' AND wait_event = 'PgSleep'",
+                     pidtxt);
+}
+
+/* Poll until pid's statement is in pg_sleep: a cancel sent before it runs would find the
+ * backend idle and be lost. */
+static void wait_sleeping(int64_t pid)
+{
+    int64_t end = mclock_now_us() + WAIT_S * SEC;
+    while (sleeping(pid) != 1 && mclock_now_us() < end)
+        nap_ms(2);
+    assert_int_equal(sleeping(pid), 1);
+}
+
+static void try_acquire_takes_only_an_idle_connection_and_never_connects(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "try");
+    struct dbpool *p = mkpool(app, 2, 0, NULL);
+    struct dbconn *c = NULL, *d = NULL, *e = NULL;
+    /* A cold pool has room for two, but nothing idle: no, and no connect started for it. */
+    assert_int_equal(dbpool_try_acquire(p, A, &c), -EAGAIN);
+    assert_null(c);
+    struct dbpool_stats s = stats(p);
+    assert_int_equal(s.connects + s.opening + s.pending + s.active, 0);
+    assert_int_equal(backends(app), 0);
+
+    assert_int_equal(get(p, A, 5 * SEC, &c), 0);
+    dbpool_release(p, c, false);
+    assert_int_equal(dbpool_try_acquire(p, B, &d), 0);
+    assert_ptr_equal(d, c);
+    assert_int_equal(q_int(d, "one", NULL), 1);
+    s = stats(p);
+    assert_int_equal(s.active, 1);
+    assert_int_equal(s.idle, 0);
+    assert_int_equal(s.acquired, 2);
+    assert_int_equal(dbpool_held(p, B), 1);
+
+    /* The only connection is busy; room for another, still no connect. */
+    assert_int_equal(dbpool_try_acquire(p, A, &e), -EAGAIN);
+    assert_null(e);
+    s = stats(p);
+    assert_int_equal(s.opening, 0);
+    assert_int_equal(s.connects, 1);
+    assert_int_equal(wait_backends(app, 1), 1);
+    dbpool_release(p, d, false);
+
+    /* Stopped: nothing is handed out (the idle one is closed). */
+    dbpool_stop(p);
+    assert_int_equal(dbpool_try_acquire(p, A, &e), -EAGAIN);
+    dbpool_destroy(p);
+    assert_int_equal(wait_backends(app, 0), 0);
+}
+
+/* An idle connection is not taken past a waiter, nor by a tenant the share rule holds back;
+ * the answer comes at once either way. */
+static void try_acquire_gives_way_to_waiters_and_to_the_share_rule(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "try-share");
+    atomic_bool others = true;
+    struct dbpool *p = mkpool(app, 2, 1, &others);
+    struct dbconn *a1, *b1, *x = NULL;
+    assert_int_equal(get(p, A, 5 * SEC, &a1), 0);
+    assert_int_equal(get(p, B, 5 * SEC, &b1), 0);
+    dbpool_release(p, b1, false);
+    /* A holds its share (1) beside an active B: the idle connection is not A's. */
+    assert_int_equal(dbpool_try_acquire(p, A, &x), -EAGAIN);
+    assert_null(x);
+    assert_int_equal(dbpool_try_acquire(p, B, &x), 0);
+    assert_ptr_equal(x, b1);
+    dbpool_release(p, x, false);
+    x = NULL;
+
+    /* A waits for a connection (passed over, at its share). B could take the idle one, but
+     * waiters go first: -EAGAIN, at once, and the idle connection stays. */
+    struct waiter w;
+    memset(&w, 0, sizeof(w));
+    start_waiter(&w, p, A, 60 * SEC);
+    wait_pending(p, 1);
+    int64_t t0 = mclock_now_us();
+    assert_int_equal(dbpool_try_acquire(p, B, &x), -EAGAIN);
+    assert_true(mclock_now_us() - t0 < SEC);
+    assert_null(x);
+    assert_int_equal(stats(p).idle, 1);
+
+    /* A's own connection comes back: the waiter is served, and B may take the idle one. */
+    dbpool_release(p, a1, false);
+    pthread_join(w.tid, NULL);
+    assert_int_equal(w.rc, 0);
+    assert_int_equal(dbpool_try_acquire(p, B, &x), 0);
+    assert_ptr_equal(x, b1);
+    struct dbpool_stats s = stats(p);
+    assert_int_equal(s.active, 2);
+    assert_int_equal(s.connects, 2);
+    dbpool_release(p, w.got, false);
+    dbpool_release(p, x, false);
+    finish(p, app);
+}
+
+/* A statement past its deadline on an event thread: cancelled on a pool thread, its connection
+ * comes back clean to the pool (same backend, not closed), long before the statement would
+ * have ended. */
+static void cancel_release_ends_a_running_statement_and_returns_the_connection(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "cancel-rel");
+    struct dbpool *p = mkpool(app, 1, 0, NULL);
+    struct dbconn *c, *again;
+    assert_int_equal(get(p, A, 5 * SEC, &c), 0);
+    int64_t pid = q_int(c, "pid", NULL);
+    const char *ten[1] = {"10"};
+    char err[256] = "";
+    assert_int_equal(dbconn_send(c, "sleep", 1, ten, err, sizeof(err)), 0);
+    wait_sleeping(pid);
+
+    int64_t t0 = mclock_now_us();
+    dbpool_cancel_release(p, c, t0 + 5 * SEC);
+    /* max 1: only the cancelled connection coming back can serve this. */
+    assert_int_equal(get(p, B, 9 * SEC, &again), 0);
+    int64_t took = mclock_now_us() - t0;
+    print_message("# cancelled and back in %lld ms\n", (long long)(took / MS));
+    assert_true(took < 5 * SEC);
+    assert_ptr_equal(again, c);
+    assert_int_equal(q_int(again, "pid", NULL), pid);
+    assert_int_equal(q_int(again, "one", NULL), 1);
+    assert_int_equal(sleeping(pid), 0);
+    struct dbpool_stats s = stats(p);
+    assert_int_equal(s.closed_broken, 0);
+    assert_int_equal(s.connects, 1);
+    dbpool_release(p, again, false);
+    finish(p, app);
+}
+
+/* dbpool_destroy waits for a cancel in progress: when it returns, the statement has ended and
+ * the canceller is done with the pool (AddressSanitizer would see it touch freed memory). */
+static void destroy_waits_for_the_cancel_of_a_running_statement(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "cancel-destroy");
+    struct dbpool *p = mkpool(app, 1, 0, NULL);
+    struct dbconn *c;
+    assert_int_equal(get(p, A, 5 * SEC, &c), 0);
+    int64_t pid = q_int(c, "pid", NULL);
+    const char *ten[1] = {"10"};
+    char err[256] = "";
+    assert_int_equal(dbconn_send(c, "sleep", 1, ten, err, sizeof(err)), 0);
+    wait_sleeping(pid);
+    int64_t t0 = mclock_now_us();
+    dbpool_cancel_release(p, c, t0 + 5 * SEC);
+    dbpool_stop(p);
+    dbpool_destroy(p);
+    assert_true(mclock_now_us() - t0 < 5 * SEC);
+    assert_int_equal(sleeping(pid), 0);
+    assert_int_equal(wait_backends(app, 0), 0);
+}
+
 /* ---- one connection ----------------------------------------------------------------------- */
 
 static void exec_past_deadline_times_out_and_cancel_keeps_connection(void **state)
@@ -1043,6 +1222,132 @@ static void sql_error_is_eio_and_connection_survives(void **state)
     assert_string_equal(dbconn_sqlstate(NULL), "");
     assert_false(dbconn_is_dead(c));
     dbconn_close(c);
+}
+
+/* Wait (bounded) until fd is readable. */
+static bool readable(int fd, int64_t deadline_us)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int64_t left = deadline_us - mclock_now_us();
+    return left > 0 && poll(&pfd, 1, (int)(left / 1000) + 1) == 1;
+}
+
+/* As an event loop would: read each time the socket is readable until the statement ended.
+ * *inprogress counts the -EINPROGRESS answers. */
+static int read_to_end(struct dbconn *c, PGresult **res, char *err, size_t errlen, int *inprogress)
+{
+    int64_t end = mclock_now_us() + WAIT_S * SEC;
+    for (;;) {
+        int rc = dbconn_read(c, res, err, errlen);
+        if (rc != -EINPROGRESS)
+            return rc;
+        assert_null(*res);
+        (*inprogress)++;
+        if (!readable(PQsocket(c->pg), end))
+            fail_msg("the statement did not end within %d s", WAIT_S);
+    }
+}
+
+static void send_then_read_is_in_progress_until_the_statement_ends(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "steps");
+    struct dbconn_params prm = params(url, app);
+    struct dbconn *c;
+    char err[256] = "";
+    assert_int_equal(dbconn_open(&prm, mclock_now_us() + 10 * SEC, &c, err, sizeof(err)), 0);
+    const char *fifth[1] = {"0.2"};
+    int64_t t0 = mclock_now_us();
+    assert_int_equal(dbconn_send(c, "late", 1, fifth, err, sizeof(err)), 0);
+    /* The server sleeps 200 ms first: nothing can be there yet. */
+    PGresult *res = (PGresult *)1;
+    assert_int_equal(dbconn_read(c, &res, err, sizeof(err)), -EINPROGRESS);
+    assert_null(res);
+    int inprogress = 1;
+    assert_int_equal(read_to_end(c, &res, err, sizeof(err), &inprogress), 0);
+    assert_true(mclock_now_us() - t0 >= 200 * MS);
+    assert_non_null(res);
+    assert_int_equal(PQntuples(res), 1);
+    assert_string_equal(PQgetvalue(res, 0, 0), "7");
+    PQclear(res);
+    /* Read to its end: the connection is ready for the next statement. */
+    assert_int_equal(q_int(c, "one", NULL), 1);
+    dbconn_close(c);
+}
+
+/* A failed statement read in steps is -EIO with PostgreSQL's message, and its failure does
+ * not outlive it: the next statement sent on the connection succeeds. */
+static void a_failed_statement_read_in_steps_is_eio_with_the_server_message(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "steps-eio");
+    struct dbconn_params prm = params(url, app);
+    struct dbconn *c;
+    char err[256] = "";
+    assert_int_equal(dbconn_open(&prm, mclock_now_us() + 10 * SEC, &c, err, sizeof(err)), 0);
+    const char *zero[1] = {"0"}, *no_wait[1] = {"0"};
+    assert_int_equal(dbconn_send(c, "div", 1, zero, err, sizeof(err)), 0);
+    PGresult *res = NULL;
+    int inprogress = 0;
+    assert_int_equal(read_to_end(c, &res, err, sizeof(err), &inprogress), -EIO);
+    assert_null(res);
+    assert_non_null(strstr(err, "division by zero"));
+    assert_null(strchr(err, '\n'));
+
+    err[0] = '\0';
+    assert_int_equal(dbconn_send(c, "late", 1, no_wait, err, sizeof(err)), 0);
+    assert_int_equal(read_to_end(c, &res, err, sizeof(err), &inprogress), 0);
+    assert_non_null(res);
+    assert_string_equal(PQgetvalue(res, 0, 0), "7");
+    PQclear(res);
+    dbconn_close(c);
+}
+
+/* The error reaches the client before the end of its statement (ReadyForQuery, held back by
+ * the relay): the read that sees the error says -EINPROGRESS, and the read that sees the end
+ * returns the error with its message. */
+static void an_error_read_before_its_statement_ends_is_returned_at_the_end(void **state)
+{
+    (void)state;
+    NEED_PG();
+    struct pgproxy *px = NULL;
+    assert_int_equal(pgproxy_start(atoi(getenv("BH_TEST_PG_PORT")), &px), 0);
+    char purl[300], app[64];
+    snprintf(purl, sizeof(purl),
+             "postgresql://postgres@127.0.0.1:%d/bulkhead?sslmode=disable&gssencmode=disable",
+             pgproxy_port(px));
+    app_for(app, sizeof(app), "split");
+    struct dbconn_params prm = params(purl, app);
+    struct dbconn *c;
+    char err[256] = "";
+    assert_int_equal(dbconn_open(&prm, mclock_now_us() + 10 * SEC, &c, err, sizeof(err)), 0);
+
+    pgproxy_hold(px, 'Z');
+    unsigned errors = pgproxy_relayed(px, 'E');
+    const char *zero[1] = {"0"};
+    assert_int_equal(dbconn_send(c, "div", 1, zero, err, sizeof(err)), 0);
+    assert_true(pgproxy_wait_held(px, mclock_now_us() + WAIT_S * SEC));
+    assert_int_equal(pgproxy_relayed(px, 'E'), errors + 1);
+    /* The error is on the socket, the end is not. */
+    assert_true(readable(PQsocket(c->pg), mclock_now_us() + WAIT_S * SEC));
+    PGresult *res = (PGresult *)1;
+    assert_int_equal(dbconn_read(c, &res, err, sizeof(err)), -EINPROGRESS);
+    assert_null(res);
+    assert_int_equal(dbconn_read(c, &res, err, sizeof(err)), -EINPROGRESS); /* still not */
+
+    pgproxy_release(px);
+    int inprogress = 0;
+    err[0] = '\0';
+    assert_int_equal(read_to_end(c, &res, err, sizeof(err), &inprogress), -EIO);
+    assert_null(res);
+    assert_non_null(strstr(err, "division by zero"));
+    assert_int_equal(q_int(c, "one", NULL), 1);
+    dbconn_close(c);
+    pgproxy_stop(px);
 }
 
 /* A TCP port on 127.0.0.1 that nothing listens on. */
@@ -1150,6 +1455,13 @@ int main(void)
         cmocka_unit_test(statement_timeout_is_a_server_side_backstop),
         cmocka_unit_test(sql_error_is_eio_and_connection_survives),
         cmocka_unit_test(connect_to_closed_port_fails_fast),
+        cmocka_unit_test(try_acquire_takes_only_an_idle_connection_and_never_connects),
+        cmocka_unit_test(try_acquire_gives_way_to_waiters_and_to_the_share_rule),
+        cmocka_unit_test(cancel_release_ends_a_running_statement_and_returns_the_connection),
+        cmocka_unit_test(destroy_waits_for_the_cancel_of_a_running_statement),
+        cmocka_unit_test(send_then_read_is_in_progress_until_the_statement_ends),
+        cmocka_unit_test(a_failed_statement_read_in_steps_is_eio_with_the_server_message),
+        cmocka_unit_test(an_error_read_before_its_statement_ends_is_returned_at_the_end),
     };
     return cmocka_run_group_tests_name("dbpool", tests, group_setup, group_teardown);
 }

@@ -6,6 +6,9 @@
  * every wait is a condition-variable wait on the real condition, bounded by WAIT_S seconds.
  * No test sleeps. The share-cap tests use "probe" jobs of another tenant: a probe that runs
  * proves a worker was idle, so a capped tenant that did not get it was refused by the cap.
+ * The event-thread way (workpool_begin, workpool_hand, workpool_end) is driven from the test
+ * thread, which plays the event thread: a begun item holds a slot there until it is ended or
+ * handed to a worker.
  */
 #include "workpool.h"
 #include "mclock.h"
@@ -43,6 +46,7 @@ struct job {
     pthread_t ran_on, dropped_on;
     bool saw_stop_returned; /* at the end of run(): had workpool_stop returned already? */
     int64_t spin_us;        /* run() computes this long (stress test: work that takes time) */
+    int64_t run_begun_us;   /* the item's begun_us as run() saw it */
 };
 
 /* What the callbacks observed. The mutex guards every field; cv is broadcast on any change. */
@@ -93,6 +97,7 @@ static void job_run(struct fairq_item *it, void *arg)
     pthread_mutex_lock(&c->mu);
     j->started = true;
     j->ran_on = pthread_self();
+    j->run_begun_us = it->begun_us;
     c->running++;
     if (c->running > c->max_running)
         c->max_running = c->running;
@@ -237,7 +242,7 @@ static void wait_pool_completed(struct workpool *wp, uint64_t n)
     assert_int_equal(st.completed, n);
 }
 
-/* Wait until exactly n workers are parked. */
+/* Wait until exactly n slots are free (threads less items in flight). */
 static void wait_pool_idle(struct workpool *wp, size_t n)
 {
     int64_t end = mclock_now_us() + WAIT_S * 1000000ll;
@@ -249,6 +254,29 @@ static void wait_pool_idle(struct workpool *wp, size_t n)
         sched_yield();
     }
     assert_int_equal(st.idle, n);
+}
+
+/*
+ * Leave every worker parked: `threads` held items of one tenant run at once (one on each
+ * worker), then end. A worker counts its item completed and parks without letting go of the
+ * pool's mutex in between, so once all are counted, the next taker of the mutex comes after
+ * every worker parked. (idle counts free slots, not parked workers, so it cannot tell this.)
+ */
+static void park_every_worker(struct ctx *c, struct workpool *wp, size_t threads)
+{
+    enum { Z = NTENANTS - 1 };
+    struct job *warm = calloc(threads, sizeof(*warm));
+    assert_non_null(warm);
+    struct workpool_stats st;
+    workpool_stats(wp, &st);
+    for (size_t i = 0; i < threads; i++)
+        assert_int_equal(submit(wp, &warm[i], Z, true), 0);
+    WAIT_UNTIL(c, c->t_running[Z] == (int)threads);
+    for (size_t i = 0; i < threads; i++)
+        release(c, &warm[i]);
+    wait_pool_completed(wp, st.completed + threads);
+    workpool_stats(wp, &st); /* the counter is read without the mutex: take it once more */
+    free(warm);
 }
 
 static void *stopper_main(void *arg)
@@ -525,7 +553,12 @@ static void a_pool_without_a_queue_runs_what_finds_a_free_worker(void **state)
     enum { A, B };
     struct ctx c;
     ctx_init(&c);
-    struct workpool *wp = pool(&c, 2, 0, 0, 2);
+    /* Parked workers are the ones counted as taking an item at once: park both first, with a
+     * queue (before they park, a pool without one refuses everything), then remove it. */
+    struct workpool *wp = pool(&c, 2, 2, 2, 2);
+    park_every_worker(&c, wp, 2);
+    struct workpool_limits none = limits(2, 0, 0, 2);
+    assert_int_equal(workpool_set_limits(wp, &none), 0);
     wait_pool_idle(wp, 2);
     struct job x1 = {0}, x2 = {0}, x3 = {0};
     /* Back to back, before either worker has woken: both count as taken at once. */
@@ -534,10 +567,10 @@ static void a_pool_without_a_queue_runs_what_finds_a_free_worker(void **state)
     assert_int_equal(submit(wp, &x3, A, true), -EAGAIN); /* every worker has one: no queue */
     WAIT_UNTIL(&c, x1.started && x2.started);
     release_all(&c);
-    wait_pool_completed(wp, 2);
+    wait_pool_completed(wp, 2 + 2); /* the warm-up's two, then x1 and x2 */
     struct workpool_stats st;
     workpool_stats(wp, &st);
-    assert_int_equal(st.submitted, 2);
+    assert_int_equal(st.submitted, 2 + 2);
     assert_int_equal(st.rejected_full, 1);
     assert_int_equal(x3.runs + x3.drops, 0);
     stop_and_destroy(&c, wp);
@@ -784,17 +817,336 @@ static void a_retiring_worker_hands_on_the_item_its_own_held_back(void **state)
     wait_pool_completed(wp, 1);
     wait_pool_idle(wp, 1);
     assert_int_equal(submit(wp, &next, j[on1].tix, false), 0);
-    /* The submit woke worker 0, which found nothing it may run and parked again. */
+    /* The submit woke worker 0, which finds nothing it may run. (Whether it parked again is
+     * not observable: idle counts free slots, not parked workers.) */
     wait_pool_idle(wp, 1);
     struct workpool_stats st;
     workpool_stats(wp, &st);
     assert_int_equal(st.queued, 1);
     struct workpool_limits lim = limits(1, 16, 8, 1);
     assert_int_equal(workpool_set_limits(wp, &lim), 0);
-    wait_pool_idle(wp, 1); /* the shrink woke everyone; worker 0 parked again */
+    /* One slot now, held by the item on worker 1, which retires after it. */
+    wait_pool_idle(wp, 0);
     /* Worker 1 finishes and retires: the queued item must still run. */
     release(&c, &j[on1]);
     WAIT_UNTIL(&c, next.runs == 1);
+    stop_and_destroy(&c, wp);
+}
+
+/* ---- the event-thread way ----------------------------------------------------------------- */
+
+/* The test thread as an event thread: begin j for tenant tix. hold: if it is handed to a worker,
+ * its run waits for release. */
+static int begin(struct workpool *wp, struct job *j, int tix, bool hold)
+{
+    j->tix = tix;
+    j->hold = hold;
+    return workpool_begin(wp, tenant_names[tix], &j->item);
+}
+
+/* End j, begun here or returned by workpool_end; the next item to start here, if taken. */
+static struct job *end(struct workpool *wp, struct job *j, bool take_next)
+{
+    struct fairq_item *next = workpool_end(wp, j->item.tenant, j->item.begun_us, take_next);
+    return next ? job_of(next) : NULL;
+}
+
+static struct workpool_stats pool_stats(struct workpool *wp)
+{
+    struct workpool_stats st;
+    workpool_stats(wp, &st);
+    return st;
+}
+
+/* A begun item is counted busy and holds one of the slots (threads) until it ends; idle counts
+ * the slots left. With every slot held, workpool_begin says -EBUSY and changes nothing. */
+static void a_begun_item_holds_a_slot_until_it_is_ended(void **state)
+{
+    (void)state;
+    enum { A, B, C };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 2, 10, 10, 2);
+    struct job a = {0}, b = {0}, x = {0};
+    int64_t t0 = mclock_now_us();
+    assert_int_equal(begin(wp, &a, A, false), 0);
+    assert_non_null(a.item.tenant);
+    assert_true(a.item.begun_us >= t0 && a.item.begun_us <= mclock_now_us());
+    struct workpool_stats st = pool_stats(wp);
+    assert_int_equal(st.busy, 1);
+    assert_int_equal(st.idle, 1);
+    assert_int_equal(st.queued, 0);
+    assert_int_equal(st.submitted, 1);
+    assert_int_equal(begin(wp, &b, B, false), 0);
+    st = pool_stats(wp);
+    assert_int_equal(st.busy, 2);
+    assert_int_equal(st.idle, 0);
+
+    assert_int_equal(begin(wp, &x, C, false), -EBUSY);
+    st = pool_stats(wp);
+    assert_int_equal(st.submitted, 2);
+    assert_int_equal(st.busy, 2);
+    assert_int_equal(st.tenants, 2); /* a refused newcomer is not remembered */
+
+    assert_null(end(wp, &a, false));
+    st = pool_stats(wp);
+    assert_int_equal(st.busy, 1);
+    assert_int_equal(st.idle, 1);
+    assert_int_equal(st.completed, 1);
+    assert_int_equal(begin(wp, &x, C, false), 0); /* the slot a freed */
+    assert_null(end(wp, &x, true));               /* nothing queued: nothing to take */
+    assert_null(end(wp, &b, false));
+    st = pool_stats(wp);
+    assert_int_equal(st.busy, 0);
+    assert_int_equal(st.idle, 2);
+    assert_int_equal(st.submitted, 3);
+    assert_int_equal(st.completed, 3);
+    assert_int_equal(CTX_READ(&c, c.completed), 0); /* no worker ran any of them */
+    stop_and_destroy(&c, wp);
+}
+
+/* share.h's rule holds for begun items: beside another active tenant, a tenant at its share
+ * is refused although a slot is free; a newcomer gets it. */
+static void begin_refuses_a_tenant_at_its_share_while_others_are_active(void **state)
+{
+    (void)state;
+    enum { A, B, Z = 7 };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 3, 10, 10, 1);
+    struct job z = {0}, a1 = {0}, a2 = {0}, b = {0};
+    assert_int_equal(submit(wp, &z, Z, true), 0);
+    WAIT_UNTIL(&c, z.started);
+    assert_int_equal(begin(wp, &a1, A, false), 0);
+    assert_int_equal(pool_stats(wp).idle, 1);
+    assert_int_equal(begin(wp, &a2, A, false), -EBUSY);
+    assert_int_equal(begin(wp, &b, B, false), 0);
+    struct workpool_stats st = pool_stats(wp);
+    assert_int_equal(st.busy, 3);
+    assert_int_equal(st.submitted, 3);
+    assert_null(end(wp, &a1, false));
+    assert_null(end(wp, &b, false));
+    release(&c, &z);
+    wait_pool_completed(wp, 3);
+    stop_and_destroy(&c, wp);
+}
+
+/* Slots, not threads, bound the work: with one slot held by a begun item, a pool of two
+ * threads runs one queued item at a time on its workers; handed over, the begun item runs on
+ * the other thread and the two together never exceed two. */
+static void begun_items_count_against_the_thread_limit(void **state)
+{
+    (void)state;
+    enum { A, B, C, N = 4 };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 2, 10, 10, 2);
+    struct job a = {0}, x = {0}, q[N];
+    memset(q, 0, sizeof(q));
+    assert_int_equal(begin(wp, &a, A, true), 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(submit(wp, &q[i], B, true), 0);
+    WAIT_UNTIL(&c, q[0].started);
+    struct workpool_stats st = pool_stats(wp);
+    assert_int_equal(st.busy, 2);
+    assert_int_equal(st.queued, N - 1);
+    assert_int_equal(st.idle, 0);
+    assert_int_equal(begin(wp, &x, C, false), -EBUSY);
+    /* One item of B at a time while a holds the other slot (B alone may take both). */
+    release(&c, &q[0]);
+    WAIT_UNTIL(&c, q[1].started);
+    assert_int_equal(CTX_READ(&c, c.max_running), 1);
+    assert_false(CTX_READ(&c, q[2].started));
+
+    int64_t begun = a.item.begun_us;
+    assert_int_equal(workpool_hand(wp, &a.item), 0);
+    WAIT_UNTIL(&c, a.started);
+    assert_int_equal(CTX_READ(&c, c.running), 2);
+    assert_false(pthread_equal(CTX_READ(&c, a.ran_on), pthread_self()));
+    assert_int_equal(CTX_READ(&c, a.run_begun_us), begun);
+    st = pool_stats(wp);
+    assert_int_equal(st.busy, 2);
+    assert_int_equal(st.queued, N - 2);
+
+    release_all(&c);
+    WAIT_UNTIL(&c, c.completed == N + 1);
+    wait_pool_completed(wp, N + 1);
+    assert_int_equal(CTX_READ(&c, c.max_running), 2);
+    assert_int_equal(a.runs, 1);
+    st = pool_stats(wp);
+    assert_int_equal(st.busy, 0);
+    assert_int_equal(st.submitted, N + 1);
+    stop_and_destroy(&c, wp);
+}
+
+/* A handed item runs on a worker with the slot it holds: it needs no free one (a queued item
+ * waits for one meanwhile), and when it ends its slot is what lets the queued item in. */
+static void a_handed_item_runs_on_a_worker_with_the_slot_it_holds(void **state)
+{
+    (void)state;
+    enum { A, B, Z = 7 };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 2, 10, 10, 2);
+    struct job x = {0}, h = {0}, q = {0};
+    assert_int_equal(submit(wp, &x, Z, true), 0);
+    WAIT_UNTIL(&c, x.started);
+    assert_int_equal(begin(wp, &h, A, true), 0);
+    assert_int_equal(submit(wp, &q, B, false), 0);
+    assert_int_equal(pool_stats(wp).queued, 1);
+
+    int64_t begun = h.item.begun_us;
+    assert_int_equal(workpool_hand(wp, &h.item), 0);
+    WAIT_UNTIL(&c, h.started);
+    assert_false(pthread_equal(CTX_READ(&c, h.ran_on), pthread_self()));
+    assert_int_equal(CTX_READ(&c, h.run_begun_us), begun); /* its hold began at begin */
+    assert_int_equal(CTX_READ(&c, c.running), 2);
+    struct workpool_stats st = pool_stats(wp);
+    assert_int_equal(st.busy, 2);
+    assert_int_equal(st.queued, 1);
+    assert_int_equal(CTX_READ(&c, q.runs), 0);
+
+    /* h ends: its slot goes to q while x still runs. */
+    release(&c, &h);
+    WAIT_UNTIL(&c, q.runs == 1);
+    assert_int_equal(CTX_READ(&c, x.runs), 0);
+    release(&c, &x);
+    WAIT_UNTIL(&c, c.completed == 3);
+    wait_pool_completed(wp, 3);
+    assert_int_equal(CTX_READ(&c, c.max_running), 2);
+    assert_int_equal(h.runs, 1);
+    stop_and_destroy(&c, wp);
+}
+
+/* workpool_end with take_next: the queued item the freed slot lets in is popped for the caller
+ * (begun now, counted in flight), and no worker runs it. */
+static void end_with_take_next_returns_the_queued_item_begun_and_in_flight(void **state)
+{
+    (void)state;
+    enum { A, B };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 1, 10, 10, 1);
+    struct job a = {0}, q = {0};
+    assert_int_equal(begin(wp, &a, A, false), 0);
+    assert_int_equal(submit(wp, &q, B, false), 0);
+    assert_int_equal(pool_stats(wp).queued, 1);
+    int64_t t_end = mclock_now_us();
+    struct job *next = end(wp, &a, true);
+    assert_ptr_equal(next, &q);
+    assert_true(q.item.begun_us >= t_end && q.item.begun_us <= mclock_now_us());
+    assert_true(q.item.enqueued_us <= t_end);
+    struct workpool_stats st = pool_stats(wp);
+    assert_int_equal(st.busy, 1);
+    assert_int_equal(st.queued, 0);
+    assert_int_equal(st.idle, 0);
+    assert_int_equal(st.completed, 1);
+    assert_null(end(wp, next, true));
+    st = pool_stats(wp);
+    assert_int_equal(st.busy, 0);
+    assert_int_equal(st.completed, 2);
+    workpool_stop(wp);
+    assert_int_equal(q.runs + q.drops, 0);
+    workpool_destroy(wp);
+    ctx_destroy(&c);
+}
+
+/* Without take_next, the freed slot goes to a worker, which pops the queued item itself. */
+static void end_without_take_next_lets_a_worker_run_the_queued_item(void **state)
+{
+    (void)state;
+    enum { A, B };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 1, 10, 10, 1);
+    struct job a = {0}, q = {0};
+    assert_int_equal(begin(wp, &a, A, false), 0);
+    assert_int_equal(submit(wp, &q, B, false), 0);
+    assert_int_equal(pool_stats(wp).queued, 1);
+    int64_t t_end = mclock_now_us();
+    assert_null(end(wp, &a, false));
+    WAIT_UNTIL(&c, q.runs == 1);
+    assert_false(pthread_equal(CTX_READ(&c, q.ran_on), pthread_self()));
+    assert_true(CTX_READ(&c, q.run_begun_us) >= t_end); /* popped after the slot was freed */
+    wait_pool_completed(wp, 2);
+    struct workpool_stats st = pool_stats(wp);
+    assert_int_equal(st.busy, 0);
+    assert_int_equal(st.queued, 0);
+    assert_int_equal(st.submitted, 2);
+    stop_and_destroy(&c, wp);
+}
+
+/* Once stopping, begin and hand are refused (-ESHUTDOWN); an item handed before still runs
+ * and is waited for; an item begun before still ends (it holds its slot until then). */
+static void after_stop_begin_and_hand_are_refused_and_begun_items_still_end(void **state)
+{
+    (void)state;
+    enum { A, B, C, D };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 2, 10, 10, 2);
+    struct job a = {0}, h = {0}, q = {0}, x = {0}, late = {0};
+    assert_int_equal(begin(wp, &a, A, false), 0);
+    assert_int_equal(begin(wp, &h, B, true), 0);
+    assert_int_equal(workpool_hand(wp, &h.item), 0);
+    WAIT_UNTIL(&c, h.started);
+    assert_int_equal(submit(wp, &q, C, false), 0); /* no slot: it waits */
+
+    pthread_t stopper;
+    assert_int_equal(pthread_create(&stopper, NULL, stopper_main, &c), 0);
+    WAIT_UNTIL(&c, c.shutdown == 1); /* the stop dropped q: the pool is stopping */
+    assert_int_equal(begin(wp, &x, D, false), -ESHUTDOWN);
+    assert_int_equal(workpool_hand(wp, &a.item), -ESHUTDOWN);
+    assert_int_equal(submit(wp, &late, D, false), -ESHUTDOWN);
+    assert_false(CTX_READ(&c, c.stop_returned)); /* h is still held on its worker */
+    release(&c, &h);
+    pthread_join(stopper, NULL);
+    assert_int_equal(h.runs, 1);
+    assert_false(h.saw_stop_returned);
+    assert_int_equal(q.drops, 1);
+    assert_int_equal(q.why, WORKPOOL_SHUTDOWN);
+
+    struct workpool_stats st = pool_stats(wp);
+    assert_int_equal(st.busy, 1); /* a, begun here */
+    assert_null(end(wp, &a, true));
+    st = pool_stats(wp);
+    assert_int_equal(st.busy, 0);
+    assert_int_equal(st.completed, 2);
+    assert_int_equal(st.submitted, 3);
+    assert_int_equal(a.runs + x.runs + x.drops + late.runs + late.drops, 0);
+    workpool_destroy(wp);
+    ctx_destroy(&c);
+}
+
+/*
+ * Every slot is held by a begun item (a request running on its event thread) and the worker is
+ * parked with nothing it may run: a pool without a queue must refuse a newcomer's item (-EAGAIN),
+ * as it does when its workers are busy. It queues it instead, past queue_max 0, to wait for the
+ * slot: workpool_submit passes the parked workers as fairq_push's slack ("will take an item at
+ * once"), and fairq_push checks the share rule, which sees no free slot, only for a tenant it
+ * already knows.
+ */
+static void
+a_pool_without_a_queue_refuses_a_newcomer_while_begun_items_hold_every_slot(void **state)
+{
+    (void)state;
+    enum { A, B };
+    struct ctx c;
+    ctx_init(&c);
+    struct workpool *wp = pool(&c, 1, 1, 1, 1);
+    park_every_worker(&c, wp, 1);
+    struct workpool_limits none = limits(1, 0, 0, 1);
+    assert_int_equal(workpool_set_limits(wp, &none), 0);
+    struct job a = {0}, q = {0};
+    assert_int_equal(begin(wp, &a, A, false), 0);
+    int rc = submit(wp, &q, B, false);
+    struct workpool_stats st = pool_stats(wp);
+    /* Undo before judging, so that a failure leaves nothing running. */
+    assert_null(end(wp, &a, false));
+    if (rc == 0)
+        WAIT_UNTIL(&c, q.runs == 1);
+    assert_int_equal(st.queued, 0);
+    assert_int_equal(rc, -EAGAIN);
     stop_and_destroy(&c, wp);
 }
 
@@ -907,6 +1259,15 @@ int main(void)
         cmocka_unit_test(bad_thread_counts_are_refused),
         cmocka_unit_test(top_tenants_lists_busiest_first),
         cmocka_unit_test(a_retiring_worker_hands_on_the_item_its_own_held_back),
+        cmocka_unit_test(a_begun_item_holds_a_slot_until_it_is_ended),
+        cmocka_unit_test(begin_refuses_a_tenant_at_its_share_while_others_are_active),
+        cmocka_unit_test(begun_items_count_against_the_thread_limit),
+        cmocka_unit_test(a_handed_item_runs_on_a_worker_with_the_slot_it_holds),
+        cmocka_unit_test(end_with_take_next_returns_the_queued_item_begun_and_in_flight),
+        cmocka_unit_test(end_without_take_next_lets_a_worker_run_the_queued_item),
+        cmocka_unit_test(after_stop_begin_and_hand_are_refused_and_begun_items_still_end),
+        cmocka_unit_test(
+            a_pool_without_a_queue_refuses_a_newcomer_while_begun_items_hold_every_slot),
         cmocka_unit_test(every_item_is_accounted_for_under_resizes_and_expiry),
     };
     return cmocka_run_group_tests_name("workpool", tests, NULL, NULL);
