@@ -3,10 +3,10 @@
  *
  * Order of checks for /api/data, cheapest and least committal first:
  *   tier and tenant (400/401) -> arguments and body (400/413/415) -> [1] rate limit (429)
- *   -> [4] breaker permit (503 circuit_open) -> [2] tier queue (503 bulkhead_full)
- *   -> worker: [3] connection (503 pool_timeout) -> statement (500/504) -> breaker verdict.
- * Nothing before the queue blocks, so an HTTP thread never waits on a worker or the database;
- * the worker side is apiwork.c.
+ *   -> [4] breaker permit (503 circuit_open) -> [2] a slot of the tier, or its queue
+ *   (503 bulkhead_full) -> [3] connection (503 pool_timeout) -> statement (500/504) -> breaker
+ *   verdict. Nothing here blocks: the HTTP (event) thread never waits on a slot, a connection
+ *   or the database; the statement side is apiwork.c.
  */
 #include "api.h"
 #include "admin.h"

@@ -1,7 +1,9 @@
 /*
- * apiwork: /api/data on a tier worker (see apiwork.h): take a connection of the tier's pool,
- * run the request's prepared statement(s) with the call timeout as deadline, map the result to
- * a breaker verdict and an answer, and hand the request back to its HTTP thread.
+ * apiwork: /api/data's statement (see apiwork.h): take a connection of the tier's pool, run the
+ * request's prepared statement(s) with the call timeout as deadline, map the result to a
+ * breaker verdict and an answer, and resume the request. Two ways, one set of rules: on its
+ * event thread without blocking (the end of this file: the loop's watches and timer), or on a
+ * worker thread of its tier, blocking (apiwork_run), for what must block.
  */
 #include "apiwork.h"
 #include "api.h"

@@ -5,17 +5,19 @@
  * that connection, and freed when libmicrohttpd reports it complete (after the response went
  * out or the client left). It is answered in one of two ways:
  *   - at once on the HTTP thread (health, metrics, every rejection): request_reply*;
- *   - later by a worker: the HTTP thread calls request_defer (the connection is suspended and
- *     the request handed to the tier's queue); the worker fills the reply and calls
- *     request_resume, after which it must not touch the request again.
- * Between request_defer and request_resume only the worker (or the janitor, dropping it from
- * the queue) touches the request. The HTTP thread learns that it handed the request on from
+ *   - later: the HTTP thread calls request_defer (the connection is suspended) and hands the
+ *     request on (apiwork.c: its statement runs on an event thread's loop or on a worker
+ *     thread); whoever runs it fills the reply and calls request_resume, after which it must
+ *     not touch the request again.
+ * Between request_defer and request_resume only the one running it (or the janitor, dropping
+ * it from the queue) touches the request. The HTTP thread learns that it handed the request on from
  * its dispatch callback, never by reading the request; the one exception is `state`, an atomic
  * it may load when libmicrohttpd calls it spuriously for a suspended connection.
  *
  * DESIGN: a request is one thread's at a time (above); the hand-offs are request_defer plus
- * the queue's mutex one way, and request_resume (state stored after the reply) plus
- * libmicrohttpd's resume the other. The hooks run on the HTTP thread.
+ * the queue's or a loop's inbox mutex one way, and request_resume (state stored after the
+ * reply) plus libmicrohttpd's resume and a wake of the owning loop the other. The hooks run on
+ * the HTTP thread.
  */
 #ifndef BULKHEAD_REQUEST_H
 #define BULKHEAD_REQUEST_H
