@@ -295,9 +295,13 @@ struct fairq_item *workpool_end(struct workpool *wp, struct fairq_tenant *t, int
     struct fairq_item *next = NULL;
     struct workpool_thread *th = NULL;
     if (!wp->stopping && wp->q.queued) {
+        /* The caller takes what the freed slot lets in; when nothing may be served now, a
+         * worker's fairq_pop would find nothing either, so none is woken to look (a tenant at
+         * its share with items queued would otherwise cost a wake-up per request of the
+         * others). Without take_next, a worker looks. */
         if (take_next)
             next = fairq_pop(&wp->q, now_us);
-        if (!next) /* a slot is free again: let a worker look */
+        else
             th = workpool_unpark_one(wp);
     }
     workpool_mirror(wp);
