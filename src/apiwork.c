@@ -339,6 +339,14 @@ static void apiwork_end_here(const struct api_deps *d, struct request *r, PGresu
     }
 }
 
+/* Whether r may be run again on a new connection when its connection turns out dead: a read
+ * with retries left (DB_READ_RETRIES). */
+static bool apiwork_may_retry(const struct request *r)
+{
+    const struct api_deps *d = r->work_ctx;
+    return r->method != METHOD_POST && r->db_retries < d->retry_reads;
+}
+
 /* Event thread: r's statement socket is readable, its deadline passed, or the loop stops. */
 static void apiwork_fire(struct evloop_watch *w, enum evloop_event ev)
 {
@@ -370,7 +378,7 @@ static void apiwork_fire(struct evloop_watch *w, enum evloop_event ev)
     }
     r->query_us = mclock_now_us() - r->sent_us;
     /* A read that met a dead connection is retried on a fresh one. */
-    if (rc == -ECONNRESET && r->method != METHOD_POST && r->db_retries < d->retry_reads) {
+    if (rc == -ECONNRESET && apiwork_may_retry(r)) {
         log_warn("db_retry", "tier %s: %s; retrying the read on a new connection",
                  tierset_cfg(t)->name, err);
         apiwork_drop_dead(t->db, r->db);
@@ -411,7 +419,18 @@ static void apiwork_connected(struct request *r, struct dbconn *c, int rc, const
         apiwork_end_here(d, r, NULL, apiwork_classify(-ECONNRESET, true), err);
         return;
     }
-    /* Nothing reached the database: a worker's attempt (on a new connection) is the first. */
+    /* Nothing reached the database. A read retries here on a new connection (one given without
+     * its liveness check may be dead: dbpool_wait.trust_recent); anything else makes its
+     * first attempt on a worker, on a connection checked as it is taken. */
+    if (apiwork_may_retry(r)) {
+        log_warn("db_retry", "tier %s: %s; retrying the read on a new connection",
+                 tierset_cfg(t)->name, err);
+        apiwork_drop_dead(t->db, c);
+        r->db = NULL;
+        r->db_retries++;
+        apiwork_acquire(r);
+        return;
+    }
     dbpool_release(t->db, c, true);
     r->db = NULL;
     if (workpool_hand(t->pool, &r->item) == 0)
@@ -498,6 +517,7 @@ static void apiwork_acquire(struct request *r)
         abort(); /* a timer alone makes no system call and cannot fail */
     r->dbwait.owner = r->item.tenant;
     r->dbwait.deadline_us = acquire_deadline;
+    r->dbwait.trust_recent = apiwork_may_retry(r);
     r->dbwait.done = apiwork_pool_done;
     struct dbconn *conn = NULL;
     char err[256] = "";

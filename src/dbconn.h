@@ -42,6 +42,7 @@ struct dbconn {
     PGconn *pg;                   /* owned */
     PGcancel *cancel;             /* owned: cancel handle made at open */
     int64_t opened_us;            /* monotonic time of open */
+    int64_t released_us;          /* when it last went back idle; guarded by the pool's mutex */
     int64_t statement_timeout_ms; /* the params' statement_timeout_ms it was opened with */
     const void *owner;            /* tenant holding it; guarded by the owning pool's mutex */
     struct dbconn *next;          /* pool's idle list link; guarded by the pool's mutex */

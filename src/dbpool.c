@@ -136,16 +136,19 @@ static bool dbpool_outdated(const struct dbpool *p, const struct dbconn *c)
 }
 
 /* Pop an idle connection that is still alive and current; dead and outdated ones go on *dead
- * for closing unlocked. */
-static struct dbconn *dbpool_pop_idle(struct dbpool *p, struct dbconn **dead)
+ * for closing unlocked. trust: one released recently is taken as alive (dbpool_wait). */
+static struct dbconn *dbpool_pop_idle(struct dbpool *p, struct dbconn **dead, bool trust)
 {
+    int64_t now = trust ? mclock_now_us() : 0;
     while (p->idle) {
         struct dbconn *c = p->idle;
         p->idle = c->next;
         c->next = NULL;
         p->nidle--;
         bool outdated = dbpool_outdated(p, c);
-        if (!outdated && !dbconn_is_dead(c))
+        if (!outdated && ((trust && now - c->released_us < DBPOOL_TRUST_RECENT_US &&
+                           PQstatus(c->pg) == CONNECTION_OK) ||
+                          !dbconn_is_dead(c)))
             return c;
         p->open--;
         c->next = *dead;
@@ -216,7 +219,7 @@ static void dbpool_dispatch(struct dbpool *p, struct dbconn **dead)
         if (w->answered) /* answered by a failed connect started just now: the list moved on */
             break;
         if (dbpool_may_take(p, w->owner)) {
-            struct dbconn *c = dbpool_pop_idle(p, dead);
+            struct dbconn *c = dbpool_pop_idle(p, dead, w->trust_recent);
             if (c) {
                 dbpool_busy_add(p, c, w->owner);
                 w->granted = c;
@@ -301,6 +304,7 @@ static void *dbpool_connector_main(void *arg)
     if (rc == 0 && !p->stopping && p->open <= p->max) {
         atomic_fetch_add_explicit(&p->connects, 1, memory_order_relaxed);
         p->fail_us = 0;
+        c->released_us = c->opened_us;
         c->next = p->idle;
         p->idle = c;
         p->nidle++;
@@ -385,7 +389,7 @@ static int dbpool_try_locked(struct dbpool *p, struct dbpool_wait *w, struct dbc
     if (p->nwaiting)
         dbpool_dispatch(p, dead);
     if (dbpool_may_take(p, w->owner)) {
-        struct dbconn *c = dbpool_pop_idle(p, dead);
+        struct dbconn *c = dbpool_pop_idle(p, dead, w->trust_recent);
         if (c) {
             dbpool_busy_add(p, c, w->owner);
             *out = c;
@@ -495,7 +499,7 @@ int dbpool_try_acquire(struct dbpool *p, const void *owner, struct dbconn **out)
     pthread_mutex_lock(&p->mutex);
     /* Waiters go first: a connection that could be taken now would have been given to one. */
     if (!p->stopping && !p->nwaiting && dbpool_may_take(p, owner)) {
-        c = dbpool_pop_idle(p, &dead);
+        c = dbpool_pop_idle(p, &dead, false);
         if (c)
             dbpool_busy_add(p, c, owner);
     }
@@ -567,6 +571,7 @@ void dbpool_release(struct dbpool *p, struct dbconn *c, bool broken)
         if (broken)
             atomic_fetch_add_explicit(&p->closed_broken, 1, memory_order_relaxed);
     } else {
+        c->released_us = mclock_now_us();
         c->next = p->idle;
         p->idle = c;
         p->nidle++;

@@ -36,6 +36,9 @@ struct dbpool;
 /* Connections being opened at once in one pool, at most. */
 #define DBPOOL_MAX_OPENING 4
 
+/* An idle connection released this recently was alive then; see dbpool_wait.trust_recent. */
+#define DBPOOL_TRUST_RECENT_US 1000000
+
 struct dbpool_opts {
     struct dbconn_params conn; /* copied; its strings and statements must outlive the pool */
     size_t max;                /* connections at most */
@@ -58,6 +61,10 @@ struct dbpool_wait {
     /* Set by the caller before dbpool_acquire_async. */
     const void *owner;   /* tenant asking */
     int64_t deadline_us; /* when it gives up (moved later by dbpool_abandon, see there) */
+    /* The caller retries a statement that meets a dead connection (a read): an idle connection
+     * released less than DBPOOL_TRUST_RECENT_US ago is given without the liveness check, a
+     * system call per statement under load. */
+    bool trust_recent;
     /* The answer, run once on the thread that gave it, with no lock of the pool held: c granted
      * (rc 0), or c NULL and rc -ECONNRESET (a connect failed and nothing else could serve it;
      * err says why) or -ESHUTDOWN. NULL for the pool's own blocking waits. */

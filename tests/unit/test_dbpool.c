@@ -784,6 +784,18 @@ static void no_tenant_cap_when_alone(void **state)
     finish(pools[1], app);
 }
 
+/* Terminate backend pid and wait until the server no longer shows it. */
+static void kill_backend(int64_t pid)
+{
+    char pidtxt[24];
+    snprintf(pidtxt, sizeof(pidtxt), "%lld", (long long)pid);
+    assert_int_equal(admin_int("SELECT pg_terminate_backend($1::int)::int", pidtxt), 1);
+    int64_t end = mclock_now_us() + WAIT_S * SEC;
+    while (admin_int("SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int", pidtxt) &&
+           mclock_now_us() < end)
+        nap_ms(5);
+}
+
 static void connection_killed_while_idle_is_replaced(void **state)
 {
     (void)state;
@@ -797,13 +809,7 @@ static void connection_killed_while_idle_is_replaced(void **state)
     assert_false(dbconn_is_dead(c));
     dbpool_release(p, c, false);
 
-    char pidtxt[24];
-    snprintf(pidtxt, sizeof(pidtxt), "%lld", (long long)pid);
-    assert_int_equal(admin_int("SELECT pg_terminate_backend($1::int)::int", pidtxt), 1);
-    int64_t end = mclock_now_us() + WAIT_S * SEC;
-    while (admin_int("SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int", pidtxt) &&
-           mclock_now_us() < end)
-        nap_ms(5);
+    kill_backend(pid);
     /* The pool still holds it as idle; the test may look at it since nothing else runs. */
     assert_true(dbconn_is_dead(c));
 
@@ -815,6 +821,99 @@ static void connection_killed_while_idle_is_replaced(void **state)
     assert_int_equal(s.closed_broken, 1);
     assert_int_equal(s.connects, 2);
     dbpool_release(p, fresh, false);
+    finish(p, app);
+}
+
+struct async_take {
+    struct dbpool_wait w; /* first: the callback's pointer is the struct's */
+    atomic_bool done;
+};
+
+static void async_taken(struct dbpool_wait *w, struct dbconn *c, int rc, const char *err)
+{
+    (void)c;
+    (void)err;
+    assert_int_equal(rc, 0);
+    atomic_store(&((struct async_take *)(void *)w)->done, true);
+}
+
+/* An acquire on the event threads' way in (dbpool_acquire_async), by A; the connect it may
+ * start is waited for, bounded. */
+static struct dbconn *take_async(struct dbpool *p, bool trust_recent)
+{
+    struct async_take t = {.w = {.owner = A,
+                                 .deadline_us = mclock_now_us() + WAIT_S * SEC,
+                                 .trust_recent = trust_recent,
+                                 .done = async_taken}};
+    atomic_init(&t.done, false);
+    struct dbconn *c = NULL;
+    char err[256] = "";
+    int rc = dbpool_acquire_async(p, &t.w, &c, err, sizeof(err));
+    if (rc == -EINPROGRESS) {
+        int64_t end = mclock_now_us() + WAIT_S * SEC;
+        while (!atomic_load(&t.done) && mclock_now_us() < end)
+            nap_ms(2);
+        assert_true(atomic_load(&t.done));
+        c = t.w.granted;
+        rc = 0;
+    }
+    assert_int_equal(rc, 0);
+    return c;
+}
+
+/* A connection of p whose backend is killed while it is idle in p; its pid in *pid. */
+static struct dbconn *killed_idle(struct dbpool *p, int64_t *pid)
+{
+    struct dbconn *c;
+    assert_int_equal(get(p, A, 5 * SEC, &c), 0);
+    *pid = q_int(c, "pid", NULL);
+    dbpool_release(p, c, false);
+    kill_backend(*pid);
+    return c;
+}
+
+/* A caller that retries on a dead connection (a read on an event thread) is given a
+ * connection released less than DBPOOL_TRUST_RECENT_US ago without the liveness check (a
+ * system call per statement): here a killed one, which its statement then finds dead. One idle
+ * for longer is checked even so, and so is any for a caller that does not retry. */
+static void a_retrying_caller_takes_a_recently_released_connection_unchecked(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "trusted");
+    struct dbpool *p = mkpool(app, 1, 0, NULL);
+
+    int64_t pid;
+    struct dbconn *dead = killed_idle(p, &pid);
+    struct dbconn *c = take_async(p, true);
+    assert_ptr_equal(c, dead);
+    assert_int_equal(stats(p).closed_broken, 0);
+    PGresult *res = NULL;
+    char err[256] = "";
+    assert_int_equal(
+        dbconn_exec(c, "one", 0, NULL, mclock_now_us() + 5 * SEC, &res, err, sizeof(err)),
+        -ECONNRESET);
+    assert_null(res);
+    dbpool_release(p, c, true);
+    assert_int_equal(stats(p).closed_broken, 1);
+
+    /* Idle for longer than the window: checked, closed and replaced. The test may move its
+     * release time back since nothing else runs. */
+    dead = killed_idle(p, &pid);
+    dead->released_us -= DBPOOL_TRUST_RECENT_US;
+    c = take_async(p, true);
+    assert_ptr_not_equal(c, dead); /* freed: only its address is compared */
+    assert_int_not_equal(q_int(c, "pid", NULL), pid);
+    assert_int_equal(stats(p).closed_broken, 2);
+    dbpool_release(p, c, false);
+
+    /* Released just now, for a caller that does not retry: checked. */
+    dead = killed_idle(p, &pid);
+    c = take_async(p, false);
+    assert_int_not_equal(q_int(c, "pid", NULL), pid);
+    assert_int_equal(stats(p).closed_broken, 3);
+    dbpool_release(p, c, false);
     finish(p, app);
 }
 
@@ -1447,6 +1546,7 @@ int main(void)
         cmocka_unit_test(a_connect_that_times_out_with_nothing_busy_fails_its_waiter),
         cmocka_unit_test(brief_requests_take_any_free_connection),
         cmocka_unit_test(connection_killed_while_idle_is_replaced),
+        cmocka_unit_test(a_retrying_caller_takes_a_recently_released_connection_unchecked),
         cmocka_unit_test(broken_release_frees_the_slot),
         cmocka_unit_test(smaller_max_closes_idle_connections),
         cmocka_unit_test(stop_wakes_waiters_with_eshutdown),
