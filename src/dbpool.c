@@ -288,6 +288,30 @@ static void dbpool_connect_failed(struct dbpool *p, const char *err)
     }
 }
 
+/* Start a detached pool thread (connector or canceller) running fn(arg); 0 or pthread_create's
+ * error. The caller counted it in p->connectors already. */
+static int dbpool_thread_start(void *(*fn)(void *), void *arg)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, DBPOOL_CONNECTOR_STACK);
+    pthread_t tid;
+    int rc = pthread_create(&tid, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return rc;
+}
+
+/* A pool thread's last act (or its start's failure, unlocked): dbpool_destroy may free the
+ * pool as soon as the count it waits for is seen at 0. */
+static void dbpool_thread_done(struct dbpool *p)
+{
+    pthread_mutex_lock(&p->mutex);
+    if (--p->connectors == 0)
+        pthread_cond_broadcast(&p->connectors_done);
+    pthread_mutex_unlock(&p->mutex);
+}
+
 /* Connector thread: open one connection in the slot reserved for it, then hand it on. */
 static void *dbpool_connector_main(void *arg)
 {
@@ -322,11 +346,7 @@ static void *dbpool_connector_main(void *arg)
     dbpool_unlock(p);
     dbpool_close_list(dead);
     free(k);
-    /* Last: dbpool_destroy may free the pool as soon as this is seen. */
-    pthread_mutex_lock(&p->mutex);
-    if (--p->connectors == 0)
-        pthread_cond_broadcast(&p->connectors_done);
-    pthread_mutex_unlock(&p->mutex);
+    dbpool_thread_done(p); /* last */
     return NULL;
 }
 
@@ -345,14 +365,7 @@ static void dbpool_start_connect(struct dbpool *p, int64_t deadline_us)
     p->nopeners++;
     p->open++;
     p->connectors++;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, DBPOOL_CONNECTOR_STACK);
-    pthread_t tid;
-    int rc = pthread_create(&tid, &attr, dbpool_connector_main, k);
-    pthread_attr_destroy(&attr);
-    if (rc) {
+    if (dbpool_thread_start(dbpool_connector_main, k)) {
         /* No thread: the slot is given back and this is a failed connect. */
         p->nopeners--;
         p->open--;
@@ -525,10 +538,7 @@ static void *dbpool_canceller_main(void *arg)
     struct dbpool *p = k->p;
     dbpool_release(p, k->c, dbconn_cancel(k->c, k->deadline_us) != 0);
     free(k);
-    pthread_mutex_lock(&p->mutex);
-    if (--p->connectors == 0)
-        pthread_cond_broadcast(&p->connectors_done);
-    pthread_mutex_unlock(&p->mutex);
+    dbpool_thread_done(p); /* last */
     return NULL;
 }
 
@@ -541,21 +551,11 @@ void dbpool_cancel_release(struct dbpool *p, struct dbconn *c, int64_t deadline_
     c->owner = NULL;
     p->connectors++;
     pthread_mutex_unlock(&p->mutex);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, DBPOOL_CONNECTOR_STACK);
-    pthread_t tid;
-    int rc = pthread_create(&tid, &attr, dbpool_canceller_main, k);
-    pthread_attr_destroy(&attr);
-    if (rc) {
+    if (dbpool_thread_start(dbpool_canceller_main, k)) {
         /* No thread: the statement is ended by closing its connection. */
         free(k);
         dbpool_release(p, c, true);
-        pthread_mutex_lock(&p->mutex);
-        if (--p->connectors == 0)
-            pthread_cond_broadcast(&p->connectors_done);
-        pthread_mutex_unlock(&p->mutex);
+        dbpool_thread_done(p);
     }
 }
 
