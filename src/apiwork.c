@@ -15,6 +15,7 @@
 #include "mclock.h"
 #include "request.h"
 #include "tierset.h"
+#include "xalloc.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -390,6 +391,254 @@ static void apiwork_fire(struct evloop_watch *w, enum evloop_event ev)
     apiwork_end_here(d, r, res, apiwork_classify(rc, r->db != NULL), err);
 }
 
+/* ---- lanes: a tenant's reads pipelined on one connection (event threads) ------------------- */
+
+/*
+ * A lane is a connection of the tier's pool held by one event loop for one tenant, in
+ * libpq's pipeline mode: a read of that tenant on that loop joins it, its statement sent
+ * behind the ones in flight, instead of taking a connection of its own. PostgreSQL then runs
+ * a batch per wake-up on one backend instead of one statement per backend (measured: see
+ * bench/optimisations.md). A lane is joined only by its own tenant, so no tenant ever waits
+ * behind another's statement, and each statement is its own transaction (a Sync after each),
+ * so a failing one fails alone. Limits: APIWORK_LANE_DEPTH statements in flight, and a lane
+ * whose oldest statement was sent longer than APIWORK_LANE_FRESH_US ago is not joined (a slow
+ * statement of the tenant does not hold its quick ones back). The lane's connection goes back
+ * to the pool when its last statement is answered.
+ *
+ * Deadlines: each statement keeps its own (the call timeout), on the loop's timer. When one
+ * passes, its request is answered 504, the lane ends, its connection is cancelled on a pool
+ * thread (every statement of the lane is read to its end, then it is reused or closed) and the
+ * lane's other requests take a connection again, within their own deadlines. A lost connection
+ * fails every statement of the lane: each read is retried as any other (DB_READ_RETRIES).
+ *
+ * Ownership: a lane, its list and its requests' lane fields are its loop's alone.
+ */
+#define APIWORK_LANE_DEPTH    4    /* statements in flight on one lane at most */
+#define APIWORK_LANE_FRESH_US 2000 /* a lane whose oldest statement is older is not joined */
+
+struct apiwork_lane {
+    struct dbconn *conn; /* held from the tier's pool for owner */
+    struct tier_rt *tier;
+    const void *owner;           /* the tenant (fairq tenant) */
+    struct request *head, *tail; /* statements in flight, oldest first */
+    size_t depth;
+    struct evloop_watch watch;        /* the connection's socket */
+    struct apiwork_lane *next, *prev; /* the loop's lanes */
+};
+
+static _Thread_local struct apiwork_lane *apiwork_lanes; /* this loop's */
+
+/* Whether r's statement may go on a lane: a read (a write is never sent twice, and the lane's
+ * failure retries its reads). */
+static bool apiwork_lane_fits(const struct request *r)
+{
+    return r->method != METHOD_POST;
+}
+
+/* A lane of this loop that r may join, or NULL. */
+static struct apiwork_lane *apiwork_lane_find(const struct request *r)
+{
+    int64_t now = mclock_now_us();
+    for (struct apiwork_lane *l = apiwork_lanes; l; l = l->next)
+        if (l->tier == r->tier && l->owner == r->item.tenant && l->depth < APIWORK_LANE_DEPTH &&
+            now - l->head->sent_us < APIWORK_LANE_FRESH_US)
+            return l;
+    return NULL;
+}
+
+/* Take l off the loop: no request joins it, its socket is not watched. Its requests stay. */
+static void apiwork_lane_unlink(struct apiwork_lane *l)
+{
+    evloop_unwatch(&l->watch);
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        apiwork_lanes = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    l->next = l->prev = NULL;
+}
+
+/* The lane's requests, taken off it (their deadline timers disarmed), oldest first. */
+static struct request *apiwork_lane_take_all(struct apiwork_lane *l)
+{
+    struct request *list = l->head;
+    for (struct request *m = list; m; m = m->lane_next) {
+        evloop_unwatch(&m->watch);
+        m->lane = NULL;
+    }
+    l->head = l->tail = NULL;
+    l->depth = 0;
+    return list;
+}
+
+/* End request m of a lane with outcome rc; the lane keeps the connection. */
+static void apiwork_lane_answer(struct request *m, PGresult *res, int rc, const char *err)
+{
+    struct apiwork_end end = apiwork_classify(rc, true);
+    end.conn = APIWORK_CONN_NONE;
+    m->query_us = mclock_now_us() - m->sent_us;
+    apiwork_end_here(m->work_ctx, m, res, end, err);
+}
+
+/* The lane's connection is lost (rc, err): close it (and the pool's idle ones), retry each
+ * read that may be, answer the others. */
+static void apiwork_lane_fail(struct apiwork_lane *l, int rc, const char *err)
+{
+    apiwork_lane_unlink(l);
+    struct request *m = apiwork_lane_take_all(l);
+    if (rc == -ESHUTDOWN)
+        dbpool_release(l->tier->db, l->conn, true);
+    else
+        apiwork_drop_dead(l->tier->db, l->conn);
+    free(l);
+    while (m) {
+        struct request *next = m->lane_next;
+        m->lane_next = NULL;
+        if (rc == -ECONNRESET && apiwork_may_retry(m)) {
+            log_warn("db_retry", "tier %s: %s; retrying the read on a new connection",
+                     tierset_cfg(m->tier)->name, err);
+            m->db_retries++;
+            apiwork_acquire(m);
+        } else {
+            apiwork_lane_answer(m, NULL, rc, err);
+        }
+        m = next;
+    }
+}
+
+/* Work loop: the lane's socket is readable (or the loop stops). */
+static void apiwork_lane_fire(struct evloop_watch *w, enum evloop_event ev)
+{
+    struct apiwork_lane *l =
+        (struct apiwork_lane *)(void *)((char *)w - offsetof(struct apiwork_lane, watch));
+    char err[300] = "";
+    if (ev != EVLOOP_READY) {
+        apiwork_lane_fail(l, -ESHUTDOWN, "shutting down");
+        return;
+    }
+    if (dbconn_pipe_consume(l->conn, err, sizeof(err))) {
+        apiwork_lane_fail(l, -ECONNRESET, err);
+        return;
+    }
+    for (;;) {
+        PGresult *res = NULL;
+        err[0] = '\0';
+        int rc = dbconn_pipe_next(l->conn, &res, err, sizeof(err));
+        if (rc == -EINPROGRESS)
+            break;
+        if (rc == -ECONNRESET || rc == -ENODATA) {
+            apiwork_lane_fail(l, -ECONNRESET, rc == -ENODATA ? "out of step" : err);
+            return;
+        }
+        struct request *m = l->head;
+        l->head = m->lane_next;
+        if (!l->head)
+            l->tail = NULL;
+        l->depth--;
+        m->lane_next = NULL;
+        m->lane = NULL;
+        evloop_unwatch(&m->watch);
+        if (!l->head) {
+            /* The last one: the connection goes back first (apiwork_settle's order). */
+            apiwork_lane_unlink(l);
+            dbpool_release(l->tier->db, l->conn, dbconn_pipe_exit(l->conn) != 0);
+            free(l);
+            apiwork_lane_answer(m, res, rc, err);
+            return;
+        }
+        apiwork_lane_answer(m, res, rc, err);
+    }
+    int wr = evloop_watch(evloop_current(), &l->watch, &l->conn->watched, INT64_MAX);
+    if (wr) {
+        snprintf(err, sizeof(err), "cannot watch the connection: %s", strerror(-wr));
+        apiwork_lane_fail(l, -ECONNRESET, err);
+    }
+}
+
+/* Work loop: the call timeout of r, a request on a lane, passed (or the loop stops). */
+static void apiwork_lane_expired(struct evloop_watch *w, enum evloop_event ev)
+{
+    struct request *r = (struct request *)(void *)((char *)w - offsetof(struct request, watch));
+    struct apiwork_lane *l = r->lane;
+    if (ev != EVLOOP_TIMEOUT) {
+        apiwork_lane_fail(l, -ESHUTDOWN, "shutting down");
+        return;
+    }
+    apiwork_lane_unlink(l);
+    struct request *m = apiwork_lane_take_all(l);
+    struct tier_rt *t = l->tier;
+    struct dbconn *conn = l->conn;
+    free(l);
+    /* Cancelled on a pool thread: every statement of the lane is read to its end there. */
+    dbpool_cancel_release(t->db, conn, mclock_now_us() + APIWORK_CANCEL_GRACE_US);
+    while (m) {
+        struct request *next = m->lane_next;
+        m->lane_next = NULL;
+        if (m == r)
+            apiwork_lane_answer(m, NULL, -ETIMEDOUT, "query timed out");
+        else
+            apiwork_acquire(m); /* within its own deadline */
+        m = next;
+    }
+}
+
+/* Work loop: send r's statement on lane l and keep r on it until its outcome is read. */
+static void apiwork_lane_push(struct apiwork_lane *l, struct request *r)
+{
+    struct apiwork_stmt st;
+    apiwork_pick(r, &st);
+    char err[300] = "";
+    r->lane = l;
+    r->lane_next = NULL;
+    if (l->tail)
+        l->tail->lane_next = r;
+    else
+        l->head = r;
+    l->tail = r;
+    l->depth++;
+    r->sent_us = mclock_now_us();
+    r->watch.fire = apiwork_lane_expired;
+    r->watch.fd = -1;
+    if (evloop_watch(r->work_loop, &r->watch, NULL,
+                     r->item.begun_us + tierset_cfg(r->tier)->breaker_timeout_ms * 1000) != 0)
+        abort(); /* a timer alone makes no system call and cannot fail */
+    if (dbconn_pipe_send(l->conn, st.name, st.n, st.v, err, sizeof(err)))
+        apiwork_lane_fail(l, -ECONNRESET, err);
+}
+
+/* Work loop: open a lane on c, just taken for r, and send r's statement on it. */
+static void apiwork_lane_open(struct request *r, struct dbconn *c)
+{
+    struct apiwork_lane *l = xcalloc(1, sizeof(*l));
+    l->conn = c;
+    l->tier = r->tier;
+    l->owner = r->item.tenant;
+    l->watch.fire = apiwork_lane_fire;
+    l->watch.fd = PQsocket(c->pg);
+    l->next = apiwork_lanes;
+    if (apiwork_lanes)
+        apiwork_lanes->prev = l;
+    apiwork_lanes = l;
+    char err[300] = "";
+    int rc = dbconn_pipe_enter(c);
+    if (rc == 0)
+        rc = evloop_watch(r->work_loop, &l->watch, &c->watched, INT64_MAX);
+    if (rc) {
+        snprintf(err, sizeof(err), "cannot use the connection: %s", strerror(-rc));
+        r->lane = NULL;
+        apiwork_lane_fail(l, -ECONNRESET, err); /* nothing in flight yet */
+        if (apiwork_may_retry(r)) {
+            r->db_retries++;
+            apiwork_acquire(r);
+        } else {
+            apiwork_lane_answer(r, NULL, -ECONNRESET, err);
+        }
+        return;
+    }
+    apiwork_lane_push(l, r);
+}
+
 /* Work loop: r has its connection (or the answer that it gets none): send its statement and
  * watch its socket from this loop. */
 static void apiwork_connected(struct request *r, struct dbconn *c, int rc, const char *why)
@@ -399,6 +648,10 @@ static void apiwork_connected(struct request *r, struct dbconn *c, int rc, const
     if (rc) {
         r->query_us = -1;
         apiwork_end_here(d, r, NULL, apiwork_classify(rc, false), why);
+        return;
+    }
+    if (apiwork_lane_fits(r)) {
+        apiwork_lane_open(r, c);
         return;
     }
     r->db = c;
@@ -510,6 +763,11 @@ static void apiwork_acquire(struct request *r)
     int64_t acquire_deadline = r->item.begun_us + c->db_acquire_timeout_ms * 1000;
     if (acquire_deadline > deadline)
         acquire_deadline = deadline;
+    struct apiwork_lane *lane = apiwork_lane_fits(r) ? apiwork_lane_find(r) : NULL;
+    if (lane) {
+        apiwork_lane_push(lane, r);
+        return;
+    }
     /* The timer first: the answer may come before dbpool_acquire_async returns. */
     r->watch.fire = apiwork_wait_fire;
     r->watch.fd = -1;

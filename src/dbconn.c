@@ -259,11 +259,124 @@ int dbconn_read(struct dbconn *c, PGresult **res, char *err, size_t errlen)
     return dbconn_drain(c, &c->acc, res, err, errlen);
 }
 
+int dbconn_pipe_enter(struct dbconn *c)
+{
+    if (!PQenterPipelineMode(c->pg))
+        return -ECONNRESET;
+    c->pipe_pending = 0;
+    PQclear(c->acc.keep);
+    c->acc = (struct dbconn_acc){.keep = NULL, .rc = 0};
+    return 0;
+}
+
+int dbconn_pipe_send(struct dbconn *c, const char *stmt, int nparams, const char *const *values,
+                     char *err, size_t errlen)
+{
+    /* PQpipelineSync flushes: the statement leaves now, in one write with its Sync. */
+    if (!PQsendQueryPrepared(c->pg, stmt, nparams, values, NULL, NULL, 0) ||
+        !PQpipelineSync(c->pg)) {
+        dbconn_msg(err, errlen, "send failed", PQerrorMessage(c->pg));
+        return -ECONNRESET;
+    }
+    c->pipe_pending++;
+    return 0;
+}
+
+int dbconn_pipe_consume(struct dbconn *c, char *err, size_t errlen)
+{
+    if (!PQconsumeInput(c->pg)) {
+        dbconn_msg(err, errlen, "connection lost", PQerrorMessage(c->pg));
+        return -ECONNRESET;
+    }
+    return 0;
+}
+
+int dbconn_pipe_next(struct dbconn *c, PGresult **res, char *err, size_t errlen)
+{
+    struct dbconn_acc *a = &c->acc;
+    *res = NULL;
+    bool after_null = false;
+    while (c->pipe_pending) {
+        if (PQstatus(c->pg) == CONNECTION_BAD) {
+            dbconn_msg(err, errlen, "connection lost", PQerrorMessage(c->pg));
+            return -ECONNRESET;
+        }
+        if (PQisBusy(c->pg))
+            return -EINPROGRESS;
+        PGresult *r = PQgetResult(c->pg);
+        if (!r) {
+            /* The end of a statement's results; its Sync's follows. Twice in a row: nothing
+             * more has arrived. */
+            if (after_null)
+                return -EINPROGRESS;
+            after_null = true;
+            continue;
+        }
+        after_null = false;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            c->pipe_pending--;
+            int rc = a->rc;
+            if (rc) {
+                PQclear(a->keep);
+                if (err && errlen)
+                    snprintf(err, errlen, "%s", a->msg);
+            } else {
+                *res = a->keep;
+            }
+            *a = (struct dbconn_acc){.keep = NULL, .rc = 0};
+            return rc;
+        }
+        if ((st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) && !a->keep && a->rc == 0) {
+            a->keep = r;
+            continue;
+        }
+        if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && a->rc == 0) {
+            const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            dbconn_msg(a->msg, sizeof(a->msg), "query failed",
+                       st == PGRES_PIPELINE_ABORTED ? "aborted" : PQresultErrorMessage(r));
+            a->rc = (state && !strcmp(state, DBCONN_SQLSTATE_CANCELED)) ? -ETIMEDOUT : -EIO;
+        }
+        PQclear(r);
+    }
+    return -ENODATA;
+}
+
+int dbconn_pipe_exit(struct dbconn *c)
+{
+    return c->pipe_pending == 0 && PQexitPipelineMode(c->pg) ? 0 : -EBUSY;
+}
+
+/* dbconn_cancel's end in pipeline mode: read every statement in flight to its end, then leave
+ * pipeline mode. */
+static int dbconn_pipe_drain(struct dbconn *c, int64_t deadline_us)
+{
+    while (c->pipe_pending) {
+        PGresult *res = NULL;
+        int rc = dbconn_pipe_next(c, &res, NULL, 0);
+        PQclear(res);
+        if (rc == -ECONNRESET)
+            return rc;
+        if (rc != -EINPROGRESS)
+            continue;
+        int w = dbconn_wait(c->pg, POLLIN, deadline_us);
+        if (w || !PQconsumeInput(c->pg))
+            return -ECONNRESET;
+    }
+    return dbconn_pipe_exit(c) ? -ECONNRESET : 0;
+}
+
 int dbconn_cancel(struct dbconn *c, int64_t deadline_us)
 {
     char buf[256];
     if (!c->cancel || !PQcancel(c->cancel, buf, (int)sizeof(buf)))
         return -ECONNRESET;
+    if (PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF) {
+        if (dbconn_pipe_drain(c, deadline_us))
+            return -ECONNRESET;
+        return !PQisBusy(c->pg) && PQtransactionStatus(c->pg) == PQTRANS_IDLE ? 0 : -ECONNRESET;
+    }
     /* The statement now ends with query_canceled; read up to the end so the protocol is in
      * sync again. Any outcome but a clean end means the connection is closed by the caller. */
     int rc = dbconn_collect(c, deadline_us, NULL, NULL, 0);

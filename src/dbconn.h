@@ -49,6 +49,7 @@ struct dbconn {
     struct dbconn_acc acc;        /* dbconn_read's results so far (holder's thread) */
     uint64_t watched;             /* bit i: the socket is in event loop i's epoll set (http.h;
                                      the holder's thread) */
+    unsigned pipe_pending;        /* pipeline mode: statements sent, outcome not yet read */
 };
 
 /* Result codes besides 0: -ETIMEDOUT, -ECONNRESET (connection lost or refused), -EIO (the
@@ -71,6 +72,23 @@ int dbconn_send(struct dbconn *c, const char *stmt, int nparams, const char *con
                 char *err, size_t errlen) __attribute__((warn_unused_result));
 int dbconn_read(struct dbconn *c, PGresult **res, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+
+/* Pipeline mode (libpq's), for an event loop: several statements in flight on one connection,
+ * each its own implicit transaction (a Sync after each), so a failing one fails alone.
+ * dbconn_pipe_enter on an idle connection; dbconn_pipe_send each statement (0 or -ECONNRESET);
+ * when the socket is readable, PQconsumeInput (dbconn_pipe_consume), then dbconn_pipe_next
+ * until -EINPROGRESS: each call is the outcome of the oldest statement in flight, as
+ * dbconn_exec's, or -ECONNRESET for all of them (the connection is lost). dbconn_pipe_exit once
+ * nothing is in flight (0, or -EBUSY: close the connection). dbconn_cancel handles a
+ * connection in pipeline mode too: every statement is read to its end. */
+int dbconn_pipe_enter(struct dbconn *c) __attribute__((warn_unused_result));
+int dbconn_pipe_send(struct dbconn *c, const char *stmt, int nparams, const char *const *values,
+                     char *err, size_t errlen) __attribute__((warn_unused_result));
+int dbconn_pipe_consume(struct dbconn *c, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+int dbconn_pipe_next(struct dbconn *c, PGresult **res, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+int dbconn_pipe_exit(struct dbconn *c) __attribute__((warn_unused_result));
 
 /* After -ETIMEDOUT: cancel the running statement and read its end. Returns 0 when the
  * connection is clean and reusable, negative when it must be closed. */

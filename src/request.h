@@ -35,6 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct apiwork_lane;
 struct dbconn;
 struct tier_rt;
 struct request;
@@ -105,13 +106,16 @@ struct request {
 
     /* /api/data run on an event thread (apiwork.c); that thread's while the statement runs. */
     struct evloop_thread *work_loop; /* the loop running it */
-    struct evloop_watch watch;       /* the statement's socket, or the acquire deadline */
+    struct evloop_watch watch;       /* the statement's socket, or the acquire deadline, or (in
+                                        a lane) the call's deadline */
     struct dbpool_wait dbwait;       /* waiting for a connection */
     struct evloop_task task;         /* the pool's answer, posted to work_loop */
     struct dbconn *db;               /* held while the statement runs there, else NULL */
     const void *work_ctx;            /* the api_deps it runs with */
     int64_t sent_us;                 /* when the statement was sent */
     int64_t db_retries;              /* reads retried after meeting a dead connection */
+    struct apiwork_lane *lane;       /* the pipelined connection its read is on, or NULL */
+    struct request *lane_next;       /* the next statement in flight on that lane */
 
     int64_t t_start_us; /* monotonic: request created */
     int64_t queue_us;   /* time waited for a worker; -1 = never queued */
