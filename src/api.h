@@ -44,8 +44,10 @@ struct api_deps {
     struct capctl *capacity;              /* the capacity controller (NULL: none, in tests) */
     const struct params_cidr *proxies;    /* TRUSTED_PROXIES */
     size_t nproxies;
-    int64_t retry_reads; /* DB_READ_RETRIES */
-    struct admin *admin; /* NULL unless ADMIN_TOKEN is set: /admin is off */
+    int64_t retry_reads;  /* DB_READ_RETRIES */
+    int64_t lane_depth;   /* DB_PIPELINE_DEPTH */
+    int64_t lane_join_us; /* DB_PIPELINE_JOIN_MS, in us */
+    struct admin *admin;  /* NULL unless ADMIN_TOKEN is set: /admin is off */
 };
 
 /* HTTP thread. Returns false with r READY (reply set), or true when r was suspended and handed

@@ -400,10 +400,10 @@ static void apiwork_fire(struct evloop_watch *w, enum evloop_event ev)
  * a batch per wake-up on one backend instead of one statement per backend (measured: see
  * bench/optimisations.md). A lane is joined only by its own tenant, so no tenant ever waits
  * behind another's statement, and each statement is its own transaction (a Sync after each),
- * so a failing one fails alone. Limits: APIWORK_LANE_DEPTH statements in flight, and a lane
- * whose oldest statement was sent longer than APIWORK_LANE_FRESH_US ago is not joined (a slow
- * statement of the tenant does not hold its quick ones back). The lane's connection goes back
- * to the pool when its last statement is answered.
+ * so a failing one fails alone. Limits: DB_PIPELINE_DEPTH statements in flight (1: no lanes),
+ * and a lane whose oldest statement was sent longer than DB_PIPELINE_JOIN_MS ago is not joined
+ * (a slow statement of the tenant does not hold its quick ones back for long). The lane's
+ * connection goes back to the pool when its last statement is answered.
  *
  * Deadlines: each statement keeps its own (the call timeout), on the loop's timer. When one
  * passes, its request is answered 504, the lane ends, its connection is cancelled on a pool
@@ -413,8 +413,10 @@ static void apiwork_fire(struct evloop_watch *w, enum evloop_event ev)
  *
  * Ownership: a lane, its list and its requests' lane fields are its loop's alone.
  */
-#define APIWORK_LANE_DEPTH    4    /* statements in flight on one lane at most */
-#define APIWORK_LANE_FRESH_US 2000 /* a lane whose oldest statement is older is not joined */
+
+/* When a lane's statement passes its deadline, the lane's others whose deadline is this close
+ * are answered 504 with it: a new connection could not serve them in time. */
+#define APIWORK_LANE_EXPIRE_US 5000
 
 struct apiwork_lane {
     struct dbconn *conn; /* held from the tier's pool for owner */
@@ -428,20 +430,28 @@ struct apiwork_lane {
 
 static _Thread_local struct apiwork_lane *apiwork_lanes; /* this loop's */
 
+/* When r's call times out (the tier's call timeout from when it took its slot). */
+static int64_t apiwork_deadline(const struct request *r)
+{
+    return r->item.begun_us + tierset_cfg(r->tier)->breaker_timeout_ms * 1000;
+}
+
 /* Whether r's statement may go on a lane: a read (a write is never sent twice, and the lane's
  * failure retries its reads). */
 static bool apiwork_lane_fits(const struct request *r)
 {
-    return r->method != METHOD_POST;
+    const struct api_deps *d = r->work_ctx;
+    return r->method != METHOD_POST && d->lane_depth > 1;
 }
 
 /* A lane of this loop that r may join, or NULL. */
 static struct apiwork_lane *apiwork_lane_find(const struct request *r)
 {
+    const struct api_deps *d = r->work_ctx;
     int64_t now = mclock_now_us();
     for (struct apiwork_lane *l = apiwork_lanes; l; l = l->next)
-        if (l->tier == r->tier && l->owner == r->item.tenant && l->depth < APIWORK_LANE_DEPTH &&
-            now - l->head->sent_us < APIWORK_LANE_FRESH_US)
+        if (l->tier == r->tier && l->owner == r->item.tenant && l->depth < (size_t)d->lane_depth &&
+            now - l->head->sent_us < d->lane_join_us)
             return l;
     return NULL;
 }
@@ -572,10 +582,11 @@ static void apiwork_lane_expired(struct evloop_watch *w, enum evloop_event ev)
     free(l);
     /* Cancelled on a pool thread: every statement of the lane is read to its end there. */
     dbpool_cancel_release(t->db, conn, mclock_now_us() + APIWORK_CANCEL_GRACE_US);
+    int64_t soon = mclock_now_us() + APIWORK_LANE_EXPIRE_US;
     while (m) {
         struct request *next = m->lane_next;
         m->lane_next = NULL;
-        if (m == r)
+        if (m == r || apiwork_deadline(m) <= soon)
             apiwork_lane_answer(m, NULL, -ETIMEDOUT, "query timed out");
         else
             apiwork_acquire(m); /* within its own deadline */
@@ -600,8 +611,7 @@ static void apiwork_lane_push(struct apiwork_lane *l, struct request *r)
     r->sent_us = mclock_now_us();
     r->watch.fire = apiwork_lane_expired;
     r->watch.fd = -1;
-    if (evloop_watch(r->work_loop, &r->watch, NULL,
-                     r->item.begun_us + tierset_cfg(r->tier)->breaker_timeout_ms * 1000) != 0)
+    if (evloop_watch(r->work_loop, &r->watch, NULL, apiwork_deadline(r)) != 0)
         abort(); /* a timer alone makes no system call and cannot fail */
     if (dbconn_pipe_send(l->conn, st.name, st.n, st.v, err, sizeof(err)))
         apiwork_lane_fail(l, -ECONNRESET, err);
@@ -765,6 +775,7 @@ static void apiwork_acquire(struct request *r)
         acquire_deadline = deadline;
     struct apiwork_lane *lane = apiwork_lane_fits(r) ? apiwork_lane_find(r) : NULL;
     if (lane) {
+        dbpool_count_pipelined(t->db);
         apiwork_lane_push(lane, r);
         return;
     }

@@ -102,6 +102,13 @@ static const struct cfg_def cfg_table[] = {
     {"DB_READ_RETRIES", CFG_INT, "2", 0, 3, NULL,
      "times an idempotent read is retried on a fresh connection after a dead one",
      OFF(retry_reads)},
+    {"DB_PIPELINE_DEPTH", CFG_INT, "4", 1, 32, NULL,
+     "a tenant's reads in flight on one connection at most (pipelined; 1: one per connection)",
+     OFF(pipeline_depth)},
+    {"DB_PIPELINE_JOIN_MS", CFG_INT, "2", 0, 60000, NULL,
+     "a read joins a pipelined connection only if its oldest statement was sent less than "
+     "this many ms ago",
+     OFF(pipeline_join_ms)},
     {"TRUSTED_PROXIES", CFG_STR, "", 0, 0, NULL,
      "load balancers (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client",
      OFF(trusted_proxies)},

@@ -42,6 +42,8 @@ struct config {
     enum config_loglevel log_level;
     bool access_log;            /* one line per request on stdout */
     int64_t retry_reads;        /* retries of an idempotent read on a dead connection */
+    int64_t pipeline_depth;     /* a tenant's reads in flight on one connection at most */
+    int64_t pipeline_join_ms;   /* a pipelined connection is joined while its oldest is younger */
     char *trusted_proxies;      /* proxies whose X-Forwarded-For names the client ("" = none) */
     bool capacity_control;      /* the capacity controller shapes lower tiers */
     int64_t capacity_interval;  /* ms between its verdicts */

@@ -348,21 +348,33 @@ int dbconn_pipe_exit(struct dbconn *c)
     return c->pipe_pending == 0 && PQexitPipelineMode(c->pg) ? 0 : -EBUSY;
 }
 
-/* dbconn_cancel's end in pipeline mode: read every statement in flight to its end, then leave
- * pipeline mode. */
+/* dbconn_cancel's end in pipeline mode: read every statement in flight to its end, cancelling
+ * each (nobody waits for any of them), then leave pipeline mode. A cancel that reaches the
+ * backend between two statements is lost, so one is sent again after each end and every
+ * DBCONN_RECANCEL_US without progress. */
+#define DBCONN_RECANCEL_US 100000
 static int dbconn_pipe_drain(struct dbconn *c, int64_t deadline_us)
 {
+    char buf[256];
+    bool cancel = false;
     while (c->pipe_pending) {
+        if (cancel && !PQcancel(c->cancel, buf, (int)sizeof(buf)))
+            return -ECONNRESET;
         PGresult *res = NULL;
         int rc = dbconn_pipe_next(c, &res, NULL, 0);
         PQclear(res);
         if (rc == -ECONNRESET)
             return rc;
+        cancel = true;
         if (rc != -EINPROGRESS)
             continue;
-        int w = dbconn_wait(c->pg, POLLIN, deadline_us);
+        int64_t until = mclock_now_us() + DBCONN_RECANCEL_US;
+        int w = dbconn_wait(c->pg, POLLIN, until < deadline_us ? until : deadline_us);
+        if (w == -ETIMEDOUT && until < deadline_us)
+            continue; /* no progress: cancel again */
         if (w || !PQconsumeInput(c->pg))
             return -ECONNRESET;
+        cancel = false;
     }
     return dbconn_pipe_exit(c) ? -ECONNRESET : 0;
 }

@@ -71,6 +71,7 @@ struct dbpool {
     pthread_cond_t connectors_done; /* signalled when connectors drops to 0 (destroy) */
 
     atomic_uint_least64_t acquired, timeouts, connects, connect_failures, closed_broken;
+    atomic_uint_least64_t pipelined;
     atomic_int_least64_t wait_us_total;
     atomic_int_least64_t connect_timeout_us;   /* o's, changed by reload (dbpool_set_limits) */
     atomic_int_least64_t statement_timeout_ms; /* o.conn's, likewise; older connections close */
@@ -581,6 +582,11 @@ void dbpool_release(struct dbpool *p, struct dbconn *c, bool broken)
     dbpool_close_list(dead);
 }
 
+void dbpool_count_pipelined(struct dbpool *p)
+{
+    atomic_fetch_add_explicit(&p->pipelined, 1, memory_order_relaxed);
+}
+
 void dbpool_kick(struct dbpool *p)
 {
     struct dbconn *dead = NULL;
@@ -643,6 +649,7 @@ void dbpool_stats(struct dbpool *p, struct dbpool_stats *out)
     out->connects = atomic_load_explicit(&p->connects, memory_order_relaxed);
     out->connect_failures = atomic_load_explicit(&p->connect_failures, memory_order_relaxed);
     out->closed_broken = atomic_load_explicit(&p->closed_broken, memory_order_relaxed);
+    out->pipelined = atomic_load_explicit(&p->pipelined, memory_order_relaxed);
     out->wait_us_total = atomic_load_explicit(&p->wait_us_total, memory_order_relaxed);
 }
 

@@ -83,6 +83,7 @@ struct dbpool_stats {
     size_t max, active, idle, pending, opening;
     size_t reserve; /* connections only a tenant holding none may take */
     uint64_t acquired, timeouts, connects, connect_failures, closed_broken;
+    uint64_t pipelined;    /* statements sent behind another on a held connection */
     int64_t wait_us_total; /* summed time acquirers waited */
 };
 
@@ -123,6 +124,9 @@ void dbpool_cancel_release(struct dbpool *p, struct dbconn *c, int64_t deadline_
 
 /* Give a connection back; broken ones are closed and their slot freed. */
 void dbpool_release(struct dbpool *p, struct dbconn *c, bool broken);
+
+/* Count a statement sent on a held connection behind another (pipelined; any thread). */
+void dbpool_count_pipelined(struct dbpool *p);
 
 /* Re-run hand-off after the set of active tenants changed (janitor thread). */
 void dbpool_kick(struct dbpool *p);

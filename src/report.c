@@ -80,6 +80,8 @@ static const struct report_field report_fields[] = {
      "Failed attempts to open a PostgreSQL connection."},
     {POOL, "closedBroken", REPORT_U64, RT(db.closed_broken), "bulkhead_db_connections_broken_total",
      NULL, "counter", "Connections closed because they broke."},
+    {POOL, "pipelined", REPORT_U64, RT(db.pipelined), "bulkhead_db_statements_pipelined_total",
+     NULL, "counter", "Reads sent on a tenant's connection behind another of its reads."},
     {POOL, "acquireTimeoutMs", REPORT_I64, RT(cfg.db_acquire_timeout_ms)},
 
     {THREADS, "active", REPORT_SIZE, RT(wp.busy), "bulkhead_workers_busy", NULL, "gauge",

@@ -332,6 +332,8 @@ static void server_wire(struct server *srv)
                                  .proxies = srv->proxies,
                                  .nproxies = srv->nproxies,
                                  .retry_reads = srv->cfg.retry_reads,
+                                 .lane_depth = srv->cfg.pipeline_depth,
+                                 .lane_join_us = srv->cfg.pipeline_join_ms * 1000,
                                  .admin = srv->admin};
 }
 

@@ -1347,6 +1347,97 @@ static int read_to_end(struct dbconn *c, PGresult **res, char *err, size_t errle
     }
 }
 
+/* The outcome of the oldest pipelined statement on c, waiting for it (bounded). */
+static int pipe_next_wait(struct dbconn *c, PGresult **res, char *err, size_t errlen)
+{
+    int64_t end = mclock_now_us() + WAIT_S * SEC;
+    for (;;) {
+        int rc = dbconn_pipe_next(c, res, err, errlen);
+        if (rc != -EINPROGRESS)
+            return rc;
+        if (!readable(PQsocket(c->pg), end))
+            fail_msg("no pipelined outcome within %d s", WAIT_S);
+        assert_int_equal(dbconn_pipe_consume(c, err, errlen), 0);
+    }
+}
+
+static int64_t res_int(PGresult *res)
+{
+    assert_non_null(res);
+    int64_t v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return v;
+}
+
+/* Pipelined statements on one connection come back in order, each its own transaction: the
+ * one that fails fails alone, with PostgreSQL's message, and the connection leaves pipeline
+ * mode clean. */
+static void pipelined_statements_end_in_order_and_fail_alone(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "pipe");
+    struct dbconn_params prm = params(url, app);
+    struct dbconn *c;
+    char err[256] = "";
+    assert_int_equal(dbconn_open(&prm, mclock_now_us() + 10 * SEC, &c, err, sizeof(err)), 0);
+    int64_t pid = q_int(c, "pid", NULL);
+    assert_int_equal(dbconn_pipe_enter(c), 0);
+    const char *zero[1] = {"0"}, *nap[1] = {"0.05"};
+    assert_int_equal(dbconn_pipe_send(c, "late", 1, nap, err, sizeof(err)), 0);
+    assert_int_equal(dbconn_pipe_send(c, "div", 1, zero, err, sizeof(err)), 0);
+    assert_int_equal(dbconn_pipe_send(c, "pid", 0, NULL, err, sizeof(err)), 0);
+    assert_int_equal(dbconn_pipe_send(c, "one", 0, NULL, err, sizeof(err)), 0);
+    assert_int_equal(c->pipe_pending, 4);
+    assert_int_equal(dbconn_pipe_exit(c), -EBUSY); /* statements in flight */
+
+    PGresult *res = NULL;
+    assert_int_equal(pipe_next_wait(c, &res, err, sizeof(err)), 0);
+    assert_int_equal(res_int(res), 7);
+    res = (PGresult *)1;
+    assert_int_equal(pipe_next_wait(c, &res, err, sizeof(err)), -EIO);
+    assert_null(res);
+    assert_non_null(strstr(err, "division by zero"));
+    assert_int_equal(pipe_next_wait(c, &res, err, sizeof(err)), 0);
+    assert_int_equal(res_int(res), pid);
+    assert_int_equal(pipe_next_wait(c, &res, err, sizeof(err)), 0);
+    assert_int_equal(res_int(res), 1);
+    assert_int_equal(dbconn_pipe_next(c, &res, err, sizeof(err)), -ENODATA);
+
+    assert_int_equal(dbconn_pipe_exit(c), 0);
+    assert_int_equal(PQpipelineStatus(c->pg), PQ_PIPELINE_OFF);
+    assert_int_equal(q_int(c, "one", NULL), 1);
+    dbconn_close(c);
+}
+
+/* A cancel in pipeline mode ends every statement in flight, not only the running one (nobody
+ * waits for the others), and leaves the connection clean and out of pipeline mode. */
+static void a_cancelled_pipeline_ends_every_statement_and_keeps_the_connection(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "pipecancel");
+    struct dbconn_params prm = params(url, app);
+    struct dbconn *c;
+    char err[256] = "";
+    assert_int_equal(dbconn_open(&prm, mclock_now_us() + 10 * SEC, &c, err, sizeof(err)), 0);
+    int64_t pid = q_int(c, "pid", NULL);
+    assert_int_equal(dbconn_pipe_enter(c), 0);
+    const char *long_nap[1] = {"30"};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(dbconn_pipe_send(c, "sleep", 1, long_nap, err, sizeof(err)), 0);
+    wait_sleeping(pid); /* the first one runs */
+    int64_t t0 = mclock_now_us();
+    assert_int_equal(dbconn_cancel(c, t0 + 10 * SEC), 0);
+    assert_true(mclock_now_us() - t0 < 10 * SEC); /* not three 30 s sleeps */
+    assert_int_equal(c->pipe_pending, 0);
+    assert_int_equal(PQpipelineStatus(c->pg), PQ_PIPELINE_OFF);
+    assert_int_equal(q_int(c, "pid", NULL), pid);
+    dbconn_close(c);
+}
+
 static void send_then_read_is_in_progress_until_the_statement_ends(void **state)
 {
     (void)state;
@@ -1560,6 +1651,8 @@ int main(void)
         cmocka_unit_test(cancel_release_ends_a_running_statement_and_returns_the_connection),
         cmocka_unit_test(destroy_waits_for_the_cancel_of_a_running_statement),
         cmocka_unit_test(send_then_read_is_in_progress_until_the_statement_ends),
+        cmocka_unit_test(pipelined_statements_end_in_order_and_fail_alone),
+        cmocka_unit_test(a_cancelled_pipeline_ends_every_statement_and_keeps_the_connection),
         cmocka_unit_test(a_failed_statement_read_in_steps_is_eio_with_the_server_message),
         cmocka_unit_test(an_error_read_before_its_statement_ends_is_returned_at_the_end),
     };
