@@ -265,6 +265,186 @@ static void an_event_thread_statement_past_its_deadline_is_cancelled_and_reused(
     json_decref(cp1);
 }
 
+/* ---- lanes: a tenant's reads pipelined on one connection -------------------------------- */
+
+/* One event loop and a join window of a minute: every read of a tenant that arrives while its
+ * lane has room joins it, whatever the timing. */
+#define LANE_TIERS                                                                                 \
+    "{\"free\": {\"workers\": 4, \"db_max\": 4, \"rate_limit\": 0, \"breaker_timeout_ms\": 500,"   \
+    " \"breaker_reset_ms\": 400, \"breaker_min_calls\": 100, \"tenant_share_pct\": 100,"           \
+    " \"tenant_reserve_pct\": 0},"                                                                 \
+    " \"enterprise\": {\"workers\": 8, \"db_max\": 2, \"breaker_timeout_ms\": 5000}}"
+
+static int lane_server(struct h_server *s)
+{
+    char env[400];
+    if (h_tiers_env("tiers-lanes.json", LANE_TIERS, env, sizeof(env)))
+        return -1;
+    const char *e[] = {env, "HTTP_THREADS=1", "DB_PIPELINE_JOIN_MS=60000", "DB_PIPELINE_DEPTH=4",
+                       NULL};
+    return h_server_start(s, suite.db_url, e);
+}
+
+struct lane_get {
+    const struct h_server *s;
+    char path[128];
+    const char *tier;
+    struct h_resp r;
+    pthread_t th;
+};
+
+static void *lane_get_main(void *arg)
+{
+    struct lane_get *g = arg;
+    char th[64];
+    snprintf(th, sizeof(th), "X-Tenant-Tier: %s", g->tier);
+    const char *h[] = {th, NULL}; /* the tenant is the client's address: one tenant */
+    h_get(h_url(g->s, g->path), h, &g->r);
+    return NULL;
+}
+
+static void lane_get_start(struct lane_get *g, const struct h_server *s, const char *tier,
+                           const char *path)
+{
+    g->s = s;
+    g->tier = tier;
+    snprintf(g->path, sizeof(g->path), "%s", path);
+    assert_int_equal(pthread_create(&g->th, NULL, lane_get_main, g), 0);
+}
+
+/* Statements of app that PostgreSQL is running (here: waiting for the test's lock). */
+static int64_t active_statements(const char *app)
+{
+    char sql[200];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM pg_stat_activity WHERE application_name = '%s' AND "
+             "state = 'active'",
+             app);
+    return h_sql_int(suite.db_url, sql);
+}
+
+static PGconn *lock_tenant_data(void)
+{
+    PGconn *locker = PQconnectdb(suite.db_url);
+    assert_int_equal(PQstatus(locker), CONNECTION_OK);
+    PGresult *res = PQexec(locker, "BEGIN; LOCK TABLE tenant_data IN ACCESS EXCLUSIVE MODE");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    return locker;
+}
+
+static void unlock_tenant_data(PGconn *locker)
+{
+    PQclear(PQexec(locker, "COMMIT"));
+    PQfinish(locker);
+}
+
+/* Four reads of one tenant, the first held by a lock: the three others are sent behind it on
+ * its connection (one connection for four statements), and each is answered with its own page
+ * (cursors chosen so that each expects a different row). */
+static void a_tenants_reads_share_its_connection_each_answered_with_its_own_rows(void **state)
+{
+    (void)state;
+    struct h_server s;
+    assert_int_equal(lane_server(&s), 0);
+    int64_t ids[4];
+    for (int i = 0; i < 4; i++) {
+        char sql[160];
+        snprintf(sql, sizeof(sql),
+                 "SELECT id FROM tenant_data WHERE tier = 'enterprise' ORDER BY id OFFSET %d "
+                 "LIMIT 1",
+                 i);
+        ids[i] = h_sql_int(suite.db_url, sql);
+        assert_true(ids[i] > 0);
+    }
+    const char *eh[] = {"X-Tenant-Tier: enterprise", NULL};
+    struct h_resp warm;
+    h_get(h_url(&s, "/api/data?limit=1"), eh, &warm);
+    assert_int_equal(warm.status, 200);
+    h_resp_free(&warm);
+    int64_t piped0 = h_metric(s.base, "enterprise", "connectionPool", "pipelined");
+
+    PGconn *locker = lock_tenant_data();
+    struct lane_get g[4];
+    lane_get_start(&g[0], &s, "enterprise", "/api/data?limit=1");
+    assert_true(H_WAIT(active_statements("bulkhead-enterprise") == 1, 10000));
+    for (int i = 1; i < 4; i++) {
+        char path[96];
+        snprintf(path, sizeof(path), "/api/data?limit=1&cursor=%lld", (long long)ids[i - 1]);
+        lane_get_start(&g[i], &s, "enterprise", path);
+    }
+    assert_true(
+        H_WAIT(h_metric(s.base, "enterprise", "connectionPool", "pipelined") == piped0 + 3, 10000));
+    /* Still one statement running, on the one connection held. */
+    assert_int_equal(active_statements("bulkhead-enterprise"), 1);
+    assert_int_equal(h_metric(s.base, "enterprise", "connectionPool", "active"), 1);
+    unlock_tenant_data(locker);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(g[i].th, NULL);
+        assert_int_equal(g[i].r.status, 200);
+        json_t *rows = h_json(&g[i].r);
+        assert_true(json_is_array(rows));
+        assert_int_equal(json_array_size(rows), 1);
+        assert_int_equal(json_integer_value(json_object_get(json_array_get(rows, 0), "id")),
+                         ids[i]);
+        json_decref(rows);
+        h_resp_free(&g[i].r);
+    }
+    assert_true(H_WAIT(h_metric(s.base, "enterprise", "connectionPool", "active") == 0, 5000));
+    assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
+}
+
+/* Three reads on one lane, all held by a lock past their deadline: each is answered 504 (the
+ * first at its deadline; the others, which had time left, on another connection, blocked too,
+ * at theirs), and the cancels end every statement of each lane (not only the running one)
+ * while the lock is still held, so the connections come back clean and are reused. */
+static void a_lane_past_its_deadline_is_cancelled_whole_and_its_connection_reused(void **state)
+{
+    (void)state;
+    struct h_server s;
+    assert_int_equal(lane_server(&s), 0);
+    const char *fh[] = {"X-Tenant-Tier: free", NULL};
+    /* Three connections open and idle (a delayed read runs on a worker with a connection of
+     * its own): under the lock no new one could be set up (preparing its statements waits for
+     * the table). */
+    long st[3];
+    assert_int_equal(
+        h_burst("GET", h_url(&s, "/api/data?limit=1&delay_ms=300"), fh, 3, 3, st, NULL), 0);
+    assert_int_equal(h_count(st, 3, 200), 3);
+    assert_true(H_WAIT(h_metric(s.base, "free", "connectionPool", "idle") == 3, 5000));
+    int64_t piped0 = h_metric(s.base, "free", "connectionPool", "pipelined");
+    int64_t broken0 = h_metric(s.base, "free", "connectionPool", "closedBroken");
+    int64_t timeouts0 = h_metric(s.base, "free", "circuitBreaker", "timeouts");
+
+    PGconn *locker = lock_tenant_data();
+    struct lane_get g[3];
+    lane_get_start(&g[0], &s, "free", "/api/data?limit=1");
+    assert_true(H_WAIT(active_statements("bulkhead-free") == 1, 10000));
+    lane_get_start(&g[1], &s, "free", "/api/data?limit=2");
+    lane_get_start(&g[2], &s, "free", "/api/data?limit=3");
+    assert_true(
+        H_WAIT(h_metric(s.base, "free", "connectionPool", "pipelined") == piped0 + 2, 10000));
+    for (int i = 0; i < 3; i++) {
+        pthread_join(g[i].th, NULL);
+        if (g[i].r.status != 504)
+            fail_msg("read %d: %ld %s", i, g[i].r.status, g[i].r.body ? g[i].r.body : "");
+        h_resp_free(&g[i].r);
+    }
+    assert_int_equal(h_metric(s.base, "free", "circuitBreaker", "timeouts"), timeouts0 + 3);
+    /* The lock is still held: only cancels end the statements that wait for it. */
+    assert_true(H_WAIT(active_statements("bulkhead-free") == 0, 10000));
+    assert_true(H_WAIT(h_metric(s.base, "free", "connectionPool", "active") == 0 &&
+                           h_metric(s.base, "free", "connectionPool", "idle") >= 1,
+                       10000));
+    unlock_tenant_data(locker);
+    assert_int_equal(h_metric(s.base, "free", "connectionPool", "closedBroken"), broken0);
+    struct h_resp r;
+    h_get(h_url(&s, "/api/data?limit=1"), fh, &r);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
+}
+
 static void a_timeout_answers_at_the_deadline_and_frees_the_connection(void **state)
 {
     (void)state;
@@ -426,6 +606,8 @@ int main(void)
         cmocka_unit_test(client_errors_and_rejections_are_not_failures),
         cmocka_unit_test(a_timeout_answers_at_the_deadline_and_frees_the_connection),
         cmocka_unit_test(an_event_thread_statement_past_its_deadline_is_cancelled_and_reused),
+        cmocka_unit_test(a_tenants_reads_share_its_connection_each_answered_with_its_own_rows),
+        cmocka_unit_test(a_lane_past_its_deadline_is_cancelled_whole_and_its_connection_reused),
         cmocka_unit_test(a_database_outage_opens_breakers_and_everything_recovers),
         cmocka_unit_test(admin_endpoints_are_off_without_a_token),
         cmocka_unit_test(operators_force_open_disable_and_reset),
