@@ -102,7 +102,7 @@ static const struct cfg_def cfg_table[] = {
     {"DB_READ_RETRIES", CFG_INT, "2", 0, 3, NULL,
      "times an idempotent read is retried on a fresh connection after a dead one",
      OFF(retry_reads)},
-    {"DB_PIPELINE_DEPTH", CFG_INT, "4", 1, 32, NULL,
+    {"DB_PIPELINE_DEPTH", CFG_INT, "8", 1, 32, NULL,
      "a tenant's reads in flight on one connection at most (pipelined; 1: one per connection)",
      OFF(pipeline_depth)},
     {"DB_PIPELINE_JOIN_MS", CFG_INT, "2", 0, 60000, NULL,

@@ -111,6 +111,8 @@ static void defaults_all_parse_to_the_documented_values(void **state)
     assert_int_equal(c.log_level, CONFIG_LOG_INFO);
     assert_true(c.access_log);
     assert_int_equal(c.retry_reads, 2);
+    assert_int_equal(c.pipeline_depth, 8);
+    assert_int_equal(c.pipeline_join_ms, 2);
     config_free(&c);
     assert_null(c.database_url);
     assert_null(c.redis_url);
