@@ -626,18 +626,15 @@ static void apiwork_lane_open(struct request *r, struct dbconn *c)
     l->owner = r->item.tenant;
     l->watch.fire = apiwork_lane_fire;
     l->watch.fd = PQsocket(c->pg);
-    l->next = apiwork_lanes;
-    if (apiwork_lanes)
-        apiwork_lanes->prev = l;
-    apiwork_lanes = l;
     char err[300] = "";
     int rc = dbconn_pipe_enter(c);
     if (rc == 0)
         rc = evloop_watch(r->work_loop, &l->watch, &c->watched, INT64_MAX);
     if (rc) {
+        /* Nothing sent: this connection is closed (not the pool's others), r tries again. */
         snprintf(err, sizeof(err), "cannot use the connection: %s", strerror(-rc));
-        r->lane = NULL;
-        apiwork_lane_fail(l, -ECONNRESET, err); /* nothing in flight yet */
+        free(l);
+        dbpool_release(r->tier->db, c, true);
         if (apiwork_may_retry(r)) {
             r->db_retries++;
             apiwork_acquire(r);
@@ -646,6 +643,10 @@ static void apiwork_lane_open(struct request *r, struct dbconn *c)
         }
         return;
     }
+    l->next = apiwork_lanes;
+    if (apiwork_lanes)
+        apiwork_lanes->prev = l;
+    apiwork_lanes = l;
     apiwork_lane_push(l, r);
 }
 
@@ -673,8 +674,7 @@ static void apiwork_connected(struct request *r, struct dbconn *c, int rc, const
     if (rc == 0) {
         r->watch.fire = apiwork_fire;
         r->watch.fd = PQsocket(c->pg);
-        rc = evloop_watch(r->work_loop, &r->watch, &c->watched,
-                          r->item.begun_us + tierset_cfg(t)->breaker_timeout_ms * 1000);
+        rc = evloop_watch(r->work_loop, &r->watch, &c->watched, apiwork_deadline(r));
         if (rc == 0)
             return;
         /* Sent, but its answer cannot be awaited: it may run, so it is not run again. */
@@ -769,11 +769,15 @@ static void apiwork_acquire(struct request *r)
 {
     struct tier_rt *t = r->tier;
     const struct tier_cfg *c = tierset_cfg(t);
-    int64_t deadline = r->item.begun_us + c->breaker_timeout_ms * 1000;
-    int64_t acquire_deadline = r->item.begun_us + c->db_acquire_timeout_ms * 1000;
+    /* From now: a read retried, or moved off a lane that timed out, late in its call has the
+     * acquire timeout again, within its call's deadline. */
+    int64_t deadline = apiwork_deadline(r);
+    int64_t acquire_deadline = mclock_now_us() + c->db_acquire_timeout_ms * 1000;
     if (acquire_deadline > deadline)
         acquire_deadline = deadline;
-    struct apiwork_lane *lane = apiwork_lane_fits(r) ? apiwork_lane_find(r) : NULL;
+    /* A retried read does not join a lane: that connection may have died with the other. */
+    struct apiwork_lane *lane =
+        apiwork_lane_fits(r) && r->db_retries == 0 ? apiwork_lane_find(r) : NULL;
     if (lane) {
         dbpool_count_pipelined(t->db);
         apiwork_lane_push(lane, r);

@@ -34,7 +34,11 @@ struct evloop_thread {
     int ctl;                    /* eventfd: evloop_call and evloop_stop; owned */
     int source;                 /* not owned */
     struct evloop_watch *armed; /* armed watches (loop thread only) */
-    bool again;                 /* run the source again before sleeping (loop thread only) */
+    /* The events of the turn, batch_next the next to handle (loop thread only): a watch
+     * disarmed meanwhile, maybe freed, is blanked out there (evloop_unlink). */
+    struct epoll_event *batch;
+    int batch_next, batch_n;
+    bool again; /* run the source again before sleeping (loop thread only) */
     /* _shared: inbox_mutex guards the inbox. */
     pthread_mutex_t inbox_mutex;
     struct evloop_task *inbox, *inbox_tail; /* posted, not yet run */
@@ -65,6 +69,9 @@ struct evloop_thread *evloop_current(void)
 static void evloop_unlink(struct evloop_watch *w)
 {
     struct evloop_thread *t = w->loop;
+    for (int i = t->batch_next; i < t->batch_n; i++)
+        if (t->batch[i].data.ptr == w)
+            t->batch[i].data.ptr = NULL;
     if (w->prev)
         w->prev->next = w->next;
     else
@@ -245,8 +252,10 @@ static void *evloop_main(void *arg)
             break;
         }
         bool control = false;
-        for (int i = 0; i < n; i++) {
-            void *p = evs[i].data.ptr;
+        t->batch = evs;
+        t->batch_n = n;
+        for (t->batch_next = 0; t->batch_next < n;) {
+            void *p = evs[t->batch_next++].data.ptr;
             if (p == &t->source)
                 continue;
             if (p == &t->ctl) {
@@ -255,6 +264,7 @@ static void *evloop_main(void *arg)
             } else if (p)
                 evloop_fire(p, EVLOOP_READY);
         }
+        t->batch_n = 0;
         evloop_run_inbox(t);
         evloop_expire(t);
         l->ops.run(l->ops.ctx, t->index);

@@ -544,6 +544,57 @@ static void a_closed_socket_whose_number_was_reused_is_added_again(void **state)
 /* evloop_stop: every armed watch fires STOP on its own loop's thread, then the source runs a
  * last time, and the threads are joined before it returns. A watch that fired already is not
  * fired again. */
+/* Two watches whose events come in one turn, the first to fire disarming the other (say, a
+ * request ending a connection that another one waits on, then freeing it). */
+struct rival {
+    struct probe p; /* first: the watch's container */
+    struct rival *other;
+};
+
+static void rival_fire(struct evloop_watch *w, enum evloop_event ev)
+{
+    struct rival *r = (struct rival *)(void *)((char *)w - offsetof(struct probe, w));
+    if (ev == EVLOOP_READY && r->other->p.w.loop)
+        evloop_unwatch(&r->other->p.w);
+    probe_fire(w, ev);
+}
+
+/* Loop thread (evloop_call): make both readable while the loop is busy here, so that its next
+ * epoll_wait reports them together. */
+static void poke_both_fn(void *arg, unsigned i)
+{
+    struct rival *r = arg;
+    if (i == 1) {
+        poke(&r[0].p);
+        poke(&r[1].p);
+    }
+}
+
+static void a_watch_disarmed_by_another_in_the_same_turn_does_not_fire(void **state)
+{
+    (void)state;
+    struct ctx c;
+    start(&c);
+    struct rival r[2];
+    for (int i = 0; i < 2; i++) {
+        probe_init(&r[i].p, &c);
+        r[i].p.w.fire = rival_fire;
+        r[i].other = &r[1 - i];
+        assert_int_equal(arm(&c, &r[i].p, 1, far_deadline()), 0);
+    }
+    evloop_call(c.l, poke_both_fn, r);
+    WAIT_UNTIL(&c, r[0].p.fires + r[1].p.fires >= 1);
+    round_trip(&c);
+    round_trip(&c);
+    pthread_mutex_lock(&c.mu);
+    assert_int_equal(r[0].p.fires + r[1].p.fires, 1);
+    pthread_mutex_unlock(&c.mu);
+    stop(&c);
+    assert_int_equal(r[0].p.fires + r[1].p.fires, 1); /* neither was armed at the stop */
+    probe_close(&r[0].p);
+    probe_close(&r[1].p);
+}
+
 static void stop_fires_stop_on_armed_watches_and_joins(void **state)
 {
     (void)state;
@@ -601,6 +652,7 @@ int main(void)
         cmocka_unit_test(a_watch_whose_deadline_passes_fires_timeout_and_not_ready),
         cmocka_unit_test(rearming_a_socket_on_its_loop_modifies_its_registration),
         cmocka_unit_test(a_closed_socket_whose_number_was_reused_is_added_again),
+        cmocka_unit_test(a_watch_disarmed_by_another_in_the_same_turn_does_not_fire),
         cmocka_unit_test(stop_fires_stop_on_armed_watches_and_joins),
     };
     return cmocka_run_group_tests_name("evloop", tests, NULL, NULL);
