@@ -221,6 +221,33 @@ static void client_errors_and_rejections_are_not_failures(void **state)
     json_decref(cb);
 }
 
+/* Statements of app that PostgreSQL is running (here: waiting for the test's lock). */
+static int64_t active_statements(const char *app)
+{
+    char sql[200];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM pg_stat_activity WHERE application_name = '%s' AND "
+             "state = 'active'",
+             app);
+    return h_sql_int(suite.db_url, sql);
+}
+
+static PGconn *lock_tenant_data(void)
+{
+    PGconn *locker = PQconnectdb(suite.db_url);
+    assert_int_equal(PQstatus(locker), CONNECTION_OK);
+    PGresult *res = PQexec(locker, "BEGIN; LOCK TABLE tenant_data IN ACCESS EXCLUSIVE MODE");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    return locker;
+}
+
+static void unlock_tenant_data(PGconn *locker)
+{
+    PQclear(PQexec(locker, "COMMIT"));
+    PQfinish(locker);
+}
+
 /* A plain read runs on its event thread (no delay asked): a statement there that passes the
  * deadline, here blocked by a lock the test holds, is answered 504 at the deadline, cancelled
  * in PostgreSQL from another thread, and its connection comes back clean. */
@@ -230,11 +257,7 @@ static void an_event_thread_statement_past_its_deadline_is_cancelled_and_reused(
     assert_int_equal(get(&fast, "/api/data", "free", "locked"), 200); /* warm a connection */
     json_t *cp0 = tier_section(&fast, "free", "connectionPool");
     int64_t timeouts0 = h_metric(fast.base, "free", "circuitBreaker", "timeouts");
-    PGconn *locker = PQconnectdb(suite.db_url);
-    assert_int_equal(PQstatus(locker), CONNECTION_OK);
-    PGresult *res = PQexec(locker, "BEGIN; LOCK TABLE tenant_data IN ACCESS EXCLUSIVE MODE");
-    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
-    PQclear(res);
+    PGconn *locker = lock_tenant_data();
     const char *h[] = {"X-Tenant-Tier: free", "X-Tenant-Id: locked", NULL};
     struct h_resp r;
     h_get(h_url(&fast, "/api/data"), h, &r);
@@ -244,16 +267,11 @@ static void an_event_thread_statement_past_its_deadline_is_cancelled_and_reused(
     json_decref(j);
     h_resp_free(&r);
     /* The lock is still held: only a cancel ends the statement that waits for it. */
-    assert_true(H_WAIT(h_sql_int(suite.db_url, "SELECT count(*) FROM pg_stat_activity WHERE "
-                                               "application_name = 'bulkhead-free' AND "
-                                               "state = 'active'") == 0,
-                       5000));
+    assert_true(H_WAIT(active_statements("bulkhead-free") == 0, 5000));
     assert_true(H_WAIT(h_metric(fast.base, "free", "connectionPool", "active") == 0 &&
                            h_metric(fast.base, "free", "connectionPool", "idle") >= 1,
                        5000));
-    res = PQexec(locker, "COMMIT");
-    PQclear(res);
-    PQfinish(locker);
+    unlock_tenant_data(locker);
     assert_int_equal(h_metric(fast.base, "free", "circuitBreaker", "timeouts"), timeouts0 + 1);
     assert_int_equal(get(&fast, "/api/data", "free", "locked"), 200);
     json_t *cp1 = tier_section(&fast, "free", "connectionPool");
@@ -310,33 +328,6 @@ static void lane_get_start(struct lane_get *g, const struct h_server *s, const c
     g->tier = tier;
     snprintf(g->path, sizeof(g->path), "%s", path);
     assert_int_equal(pthread_create(&g->th, NULL, lane_get_main, g), 0);
-}
-
-/* Statements of app that PostgreSQL is running (here: waiting for the test's lock). */
-static int64_t active_statements(const char *app)
-{
-    char sql[200];
-    snprintf(sql, sizeof(sql),
-             "SELECT count(*) FROM pg_stat_activity WHERE application_name = '%s' AND "
-             "state = 'active'",
-             app);
-    return h_sql_int(suite.db_url, sql);
-}
-
-static PGconn *lock_tenant_data(void)
-{
-    PGconn *locker = PQconnectdb(suite.db_url);
-    assert_int_equal(PQstatus(locker), CONNECTION_OK);
-    PGresult *res = PQexec(locker, "BEGIN; LOCK TABLE tenant_data IN ACCESS EXCLUSIVE MODE");
-    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
-    PQclear(res);
-    return locker;
-}
-
-static void unlock_tenant_data(PGconn *locker)
-{
-    PQclear(PQexec(locker, "COMMIT"));
-    PQfinish(locker);
 }
 
 /* Four reads of one tenant, the first held by a lock: the three others are sent behind it on
