@@ -424,11 +424,15 @@ struct apiwork_lane {
     const void *owner;           /* the tenant (fairq tenant) */
     struct request *head, *tail; /* statements in flight, oldest first */
     size_t depth;
+    bool broken;                      /* a send failed: failed at the turn's end */
     struct evloop_watch watch;        /* the connection's socket */
     struct apiwork_lane *next, *prev; /* the loop's lanes */
 };
 
 static _Thread_local struct apiwork_lane *apiwork_lanes; /* this loop's */
+/* The end of the turn's flush (apiwork_lanes_flush), and whether it is due. */
+static _Thread_local struct evloop_task apiwork_flush_task;
+static _Thread_local bool apiwork_flush_due;
 
 /* When r's call times out (the tier's call timeout from when it took its slot). */
 static int64_t apiwork_deadline(const struct request *r)
@@ -441,7 +445,7 @@ static int64_t apiwork_deadline(const struct request *r)
 static bool apiwork_lane_fits(const struct request *r)
 {
     const struct api_deps *d = r->work_ctx;
-    return r->method != METHOD_POST && d->lane_depth > 1;
+    return r->method != METHOD_POST && !r->args.force_error && d->lane_depth > 1;
 }
 
 /* A lane of this loop that r may join, or NULL. */
@@ -450,8 +454,8 @@ static struct apiwork_lane *apiwork_lane_find(const struct request *r)
     const struct api_deps *d = r->work_ctx;
     int64_t now = mclock_now_us();
     for (struct apiwork_lane *l = apiwork_lanes; l; l = l->next)
-        if (l->tier == r->tier && l->owner == r->item.tenant && l->depth < (size_t)d->lane_depth &&
-            now - l->head->sent_us < d->lane_join_us)
+        if (l->tier == r->tier && l->owner == r->item.tenant && l->head && !l->broken &&
+            l->depth < (size_t)d->lane_depth && now - l->head->sent_us < d->lane_join_us)
             return l;
     return NULL;
 }
@@ -489,6 +493,24 @@ static void apiwork_lane_answer(struct request *m, PGresult *res, int rc, const 
     end.conn = APIWORK_CONN_NONE;
     m->query_us = mclock_now_us() - m->sent_us;
     apiwork_end_here(m->work_ctx, m, res, end, err);
+}
+
+/* End request m of a lane with its statement's outcome: one that was not run (its batch
+ * aborted by another's failure) takes a connection again, within its deadline. */
+static void apiwork_lane_settle(struct request *m, PGresult *res, int rc, const char *err)
+{
+    if (rc == -EAGAIN)
+        apiwork_acquire(m);
+    else
+        apiwork_lane_answer(m, res, rc, err);
+}
+
+/* Every statement and Sync of l is read: its connection goes back to the pool. */
+static void apiwork_lane_close(struct apiwork_lane *l)
+{
+    apiwork_lane_unlink(l);
+    dbpool_release(l->tier->db, l->conn, dbconn_pipe_exit(l->conn) != 0);
+    free(l);
 }
 
 /* The lane's connection is lost (rc, err): close it (and the pool's idle ones), retry each
@@ -537,8 +559,13 @@ static void apiwork_lane_fire(struct evloop_watch *w, enum evloop_event ev)
         int rc = dbconn_pipe_next(l->conn, &res, err, sizeof(err));
         if (rc == -EINPROGRESS)
             break;
-        if (rc == -ECONNRESET || rc == -ENODATA) {
-            apiwork_lane_fail(l, -ECONNRESET, rc == -ENODATA ? "out of step" : err);
+        if (rc == -ENODATA && !l->head) {
+            apiwork_lane_close(l);
+            return;
+        }
+        if (rc == -ECONNRESET || rc == -ENODATA || !l->head) {
+            PQclear(res);
+            apiwork_lane_fail(l, -ECONNRESET, rc == -ECONNRESET ? err : "out of step");
             return;
         }
         struct request *m = l->head;
@@ -550,14 +577,22 @@ static void apiwork_lane_fire(struct evloop_watch *w, enum evloop_event ev)
         m->lane = NULL;
         evloop_unwatch(&m->watch);
         if (!l->head) {
-            /* The last one: the connection goes back first (apiwork_settle's order). */
-            apiwork_lane_unlink(l);
-            dbpool_release(l->tier->db, l->conn, dbconn_pipe_exit(l->conn) != 0);
-            free(l);
-            apiwork_lane_answer(m, res, rc, err);
-            return;
+            /* The last one. Its batch's Sync is most often read with it: then the connection
+             * goes back before the answer (apiwork_settle's order). */
+            PGresult *none = NULL;
+            char why[300] = "";
+            int end = dbconn_pipe_next(l->conn, &none, why, sizeof(why));
+            if (end == -ENODATA)
+                apiwork_lane_close(l);
+            else if (end != -EINPROGRESS)
+                apiwork_lane_fail(l, -ECONNRESET, end == -ECONNRESET ? why : "out of step");
+            PQclear(none);
+            apiwork_lane_settle(m, res, rc, err);
+            if (end != -EINPROGRESS)
+                return;
+            continue;
         }
-        apiwork_lane_answer(m, res, rc, err);
+        apiwork_lane_settle(m, res, rc, err);
     }
     int wr = evloop_watch(evloop_current(), &l->watch, &l->conn->watched, INT64_MAX);
     if (wr) {
@@ -594,7 +629,21 @@ static void apiwork_lane_expired(struct evloop_watch *w, enum evloop_event ev)
     }
 }
 
-/* Work loop: send r's statement on lane l and keep r on it until its outcome is read. */
+/* Work loop, at the end of a turn: the statements queued on each lane leave as one batch (one
+ * write, one Sync, one reply from PostgreSQL). */
+static void apiwork_lanes_flush(struct evloop_task *task)
+{
+    (void)task;
+    apiwork_flush_due = false;
+    for (struct apiwork_lane *l = apiwork_lanes, *next; l; l = next) {
+        next = l->next;
+        char err[300] = "send failed";
+        if (l->broken || (l->conn->pipe_unsynced && dbconn_pipe_sync(l->conn, err, sizeof(err))))
+            apiwork_lane_fail(l, -ECONNRESET, err);
+    }
+}
+
+/* Work loop: queue r's statement on lane l and keep r on it until its outcome is read. */
 static void apiwork_lane_push(struct apiwork_lane *l, struct request *r)
 {
     struct apiwork_stmt st;
@@ -613,8 +662,17 @@ static void apiwork_lane_push(struct apiwork_lane *l, struct request *r)
     r->watch.fd = -1;
     if (evloop_watch(r->work_loop, &r->watch, NULL, apiwork_deadline(r)) != 0)
         abort(); /* a timer alone makes no system call and cannot fail */
-    if (dbconn_pipe_send(l->conn, st.name, st.n, st.v, err, sizeof(err)))
-        apiwork_lane_fail(l, -ECONNRESET, err);
+    /* Queued: the turn's statements of a lane leave in one write at its end. A failed send
+     * fails the lane there too (here the caller may be reading the lane). */
+    if (!apiwork_flush_due) {
+        apiwork_flush_due = true;
+        apiwork_flush_task.fn = apiwork_lanes_flush;
+        evloop_defer(r->work_loop, &apiwork_flush_task);
+    }
+    if (dbconn_pipe_send(l->conn, st.name, st.n, st.v, err, sizeof(err))) {
+        log_warn("db_pipeline", "tier %s: %s", tierset_cfg(l->tier)->name, err);
+        l->broken = true;
+    }
 }
 
 /* Work loop: open a lane on c, just taken for r, and send r's statement on it. */

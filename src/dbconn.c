@@ -263,7 +263,8 @@ int dbconn_pipe_enter(struct dbconn *c)
 {
     if (!PQenterPipelineMode(c->pg))
         return -ECONNRESET;
-    c->pipe_pending = 0;
+    c->pipe_pending = c->pipe_unsynced = c->pipe_syncs = 0;
+    c->pipe_started = false;
     PQclear(c->acc.keep);
     c->acc = (struct dbconn_acc){.keep = NULL, .rc = 0};
     return 0;
@@ -272,13 +273,25 @@ int dbconn_pipe_enter(struct dbconn *c)
 int dbconn_pipe_send(struct dbconn *c, const char *stmt, int nparams, const char *const *values,
                      char *err, size_t errlen)
 {
-    /* PQpipelineSync flushes: the statement leaves now, in one write with its Sync. */
-    if (!PQsendQueryPrepared(c->pg, stmt, nparams, values, NULL, NULL, 0) ||
-        !PQpipelineSync(c->pg)) {
+    /* In pipeline mode libpq writes only past 64 kB queued: this one leaves with the Sync. */
+    if (!PQsendQueryPrepared(c->pg, stmt, nparams, values, NULL, NULL, 0)) {
         dbconn_msg(err, errlen, "send failed", PQerrorMessage(c->pg));
         return -ECONNRESET;
     }
     c->pipe_pending++;
+    c->pipe_unsynced++;
+    return 0;
+}
+
+int dbconn_pipe_sync(struct dbconn *c, char *err, size_t errlen)
+{
+    /* PQpipelineSync queues the Sync and flushes (libpq 15): one write for the batch. */
+    if (!PQpipelineSync(c->pg)) {
+        dbconn_msg(err, errlen, "send failed", PQerrorMessage(c->pg));
+        return -ECONNRESET;
+    }
+    c->pipe_unsynced = 0;
+    c->pipe_syncs++;
     return 0;
 }
 
@@ -296,7 +309,7 @@ int dbconn_pipe_next(struct dbconn *c, PGresult **res, char *err, size_t errlen)
     struct dbconn_acc *a = &c->acc;
     *res = NULL;
     bool after_null = false;
-    while (c->pipe_pending) {
+    while (c->pipe_pending || c->pipe_syncs) {
         if (PQstatus(c->pg) == CONNECTION_BAD) {
             dbconn_msg(err, errlen, "connection lost", PQerrorMessage(c->pg));
             return -ECONNRESET;
@@ -305,8 +318,22 @@ int dbconn_pipe_next(struct dbconn *c, PGresult **res, char *err, size_t errlen)
             return -EINPROGRESS;
         PGresult *r = PQgetResult(c->pg);
         if (!r) {
-            /* The end of a statement's results; its Sync's follows. Twice in a row: nothing
-             * more has arrived. */
+            if (c->pipe_started) {
+                /* The end of the oldest statement's results: its outcome. */
+                c->pipe_started = false;
+                c->pipe_pending--;
+                int rc = a->rc;
+                if (rc) {
+                    PQclear(a->keep);
+                    if (err && errlen)
+                        snprintf(err, errlen, "%s", a->msg);
+                } else {
+                    *res = a->keep;
+                }
+                *a = (struct dbconn_acc){.keep = NULL, .rc = 0};
+                return rc;
+            }
+            /* Between a Sync and what follows it. Twice in a row: nothing more has arrived. */
             if (after_null)
                 return -EINPROGRESS;
             after_null = true;
@@ -316,17 +343,23 @@ int dbconn_pipe_next(struct dbconn *c, PGresult **res, char *err, size_t errlen)
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_PIPELINE_SYNC) {
             PQclear(r);
-            c->pipe_pending--;
-            int rc = a->rc;
-            if (rc) {
-                PQclear(a->keep);
-                if (err && errlen)
-                    snprintf(err, errlen, "%s", a->msg);
-            } else {
-                *res = a->keep;
-            }
-            *a = (struct dbconn_acc){.keep = NULL, .rc = 0};
-            return rc;
+            if (c->pipe_started || !c->pipe_syncs)
+                return -ENODATA; /* out of step */
+            c->pipe_syncs--;
+            continue;
+        }
+        if (!c->pipe_pending) {
+            PQclear(r);
+            return -ENODATA; /* a result of no statement sent: out of step */
+        }
+        c->pipe_started = true;
+        const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+        if (sev && (!strcmp(sev, "FATAL") || !strcmp(sev, "PANIC"))) {
+            /* The server ends the session (the next read meets its end): everything in flight
+             * is lost, as when the connection drops. */
+            dbconn_msg(err, errlen, "connection lost", PQresultErrorMessage(r));
+            PQclear(r);
+            return -ECONNRESET;
         }
         if ((st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) && !a->keep && a->rc == 0) {
             a->keep = r;
@@ -334,9 +367,14 @@ int dbconn_pipe_next(struct dbconn *c, PGresult **res, char *err, size_t errlen)
         }
         if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && a->rc == 0) {
             const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-            dbconn_msg(a->msg, sizeof(a->msg), "query failed",
-                       st == PGRES_PIPELINE_ABORTED ? "aborted" : PQresultErrorMessage(r));
-            a->rc = (state && !strcmp(state, DBCONN_SQLSTATE_CANCELED)) ? -ETIMEDOUT : -EIO;
+            if (st == PGRES_PIPELINE_ABORTED) {
+                dbconn_msg(a->msg, sizeof(a->msg), "query not run",
+                           "aborted: an earlier statement of its batch failed");
+                a->rc = -EAGAIN;
+            } else {
+                dbconn_msg(a->msg, sizeof(a->msg), "query failed", PQresultErrorMessage(r));
+                a->rc = (state && !strcmp(state, DBCONN_SQLSTATE_CANCELED)) ? -ETIMEDOUT : -EIO;
+            }
         }
         PQclear(r);
     }
@@ -345,7 +383,7 @@ int dbconn_pipe_next(struct dbconn *c, PGresult **res, char *err, size_t errlen)
 
 int dbconn_pipe_exit(struct dbconn *c)
 {
-    return c->pipe_pending == 0 && PQexitPipelineMode(c->pg) ? 0 : -EBUSY;
+    return c->pipe_pending == 0 && c->pipe_syncs == 0 && PQexitPipelineMode(c->pg) ? 0 : -EBUSY;
 }
 
 /* dbconn_cancel's end in pipeline mode: read every statement in flight to its end, cancelling
@@ -357,7 +395,9 @@ static int dbconn_pipe_drain(struct dbconn *c, int64_t deadline_us)
 {
     char buf[256];
     bool cancel = false;
-    while (c->pipe_pending) {
+    if (c->pipe_unsynced && dbconn_pipe_sync(c, NULL, 0))
+        return -ECONNRESET;
+    while (c->pipe_pending || c->pipe_syncs) {
         if (cancel && !PQcancel(c->cancel, buf, (int)sizeof(buf)))
             return -ECONNRESET;
         PGresult *res = NULL;

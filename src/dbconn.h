@@ -49,7 +49,11 @@ struct dbconn {
     struct dbconn_acc acc;        /* dbconn_read's results so far (holder's thread) */
     uint64_t watched;             /* bit i: the socket is in event loop i's epoll set (http.h;
                                      the holder's thread) */
-    unsigned pipe_pending;        /* pipeline mode: statements sent, outcome not yet read */
+    /* Pipeline mode (holder's thread): statements sent whose outcome is not yet read, those
+     * of them not yet followed by a Sync, Syncs sent and not yet read, and whether results of
+     * the oldest statement have been read. */
+    unsigned pipe_pending, pipe_unsynced, pipe_syncs;
+    bool pipe_started;
 };
 
 /* Result codes besides 0: -ETIMEDOUT, -ECONNRESET (connection lost or refused), -EIO (the
@@ -73,17 +77,22 @@ int dbconn_send(struct dbconn *c, const char *stmt, int nparams, const char *con
 int dbconn_read(struct dbconn *c, PGresult **res, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* Pipeline mode (libpq's), for an event loop: several statements in flight on one connection,
- * each its own implicit transaction (a Sync after each), so a failing one fails alone.
- * dbconn_pipe_enter on an idle connection; dbconn_pipe_send each statement (0 or -ECONNRESET);
- * when the socket is readable, PQconsumeInput (dbconn_pipe_consume), then dbconn_pipe_next
- * until -EINPROGRESS: each call is the outcome of the oldest statement in flight, as
- * dbconn_exec's, or -ECONNRESET for all of them (the connection is lost). dbconn_pipe_exit once
- * nothing is in flight (0, or -EBUSY: close the connection). dbconn_cancel handles a
+/* Pipeline mode (libpq's), for an event loop: several statements in flight on one connection.
+ * dbconn_pipe_enter on an idle connection; dbconn_pipe_send queues a statement (no write);
+ * dbconn_pipe_sync ends a batch with a Sync and writes what is queued, in one write (0 or
+ * -ECONNRESET). The statements of one batch share an implicit transaction: when one fails,
+ * those after it in the batch are not run, and end -EAGAIN ("aborted": they may be sent
+ * again); a batch of one fails alone. When the socket is readable, PQconsumeInput
+ * (dbconn_pipe_consume), then dbconn_pipe_next until -EINPROGRESS: each call is the outcome of
+ * the oldest statement in flight, as dbconn_exec's, or -EAGAIN, or -ECONNRESET for all of them
+ * (the connection is lost), or -ENODATA once nothing is in flight (every statement and Sync
+ * read). dbconn_pipe_exit then (0, or -EBUSY: close the connection). dbconn_cancel handles a
  * connection in pipeline mode too: every statement is read to its end. */
 int dbconn_pipe_enter(struct dbconn *c) __attribute__((warn_unused_result));
 int dbconn_pipe_send(struct dbconn *c, const char *stmt, int nparams, const char *const *values,
                      char *err, size_t errlen) __attribute__((warn_unused_result));
+int dbconn_pipe_sync(struct dbconn *c, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 int dbconn_pipe_consume(struct dbconn *c, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 int dbconn_pipe_next(struct dbconn *c, PGresult **res, char *err, size_t errlen)

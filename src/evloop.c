@@ -39,6 +39,7 @@ struct evloop_thread {
     struct epoll_event *batch;
     int batch_next, batch_n;
     bool again; /* run the source again before sleeping (loop thread only) */
+    struct evloop_task *deferred, *deferred_tail; /* evloop_defer (loop thread only) */
     /* _shared: inbox_mutex guards the inbox. */
     pthread_mutex_t inbox_mutex;
     struct evloop_task *inbox, *inbox_tail; /* posted, not yet run */
@@ -237,6 +238,29 @@ static void evloop_run_inbox(struct evloop_thread *t)
     }
 }
 
+void evloop_defer(struct evloop_thread *t, struct evloop_task *task)
+{
+    task->next = NULL;
+    if (t->deferred_tail)
+        t->deferred_tail->next = task;
+    else
+        t->deferred = task;
+    t->deferred_tail = task;
+}
+
+/* The end of a turn: run what was deferred to it, and what that defers. */
+static void evloop_run_deferred(struct evloop_thread *t)
+{
+    while (t->deferred) {
+        struct evloop_task *task = t->deferred;
+        t->deferred = task->next;
+        if (!t->deferred)
+            t->deferred_tail = NULL;
+        task->next = NULL;
+        task->fn(task);
+    }
+}
+
 static void *evloop_main(void *arg)
 {
     struct evloop_thread *t = arg;
@@ -270,6 +294,7 @@ static void *evloop_main(void *arg)
         l->ops.run(l->ops.ctx, t->index);
         if (control)
             evloop_control(t);
+        evloop_run_deferred(t);
     }
     evloop_run_inbox(t);
     while (t->armed) {
@@ -277,6 +302,7 @@ static void *evloop_main(void *arg)
         evloop_run_inbox(t);
     }
     l->ops.run(l->ops.ctx, t->index);
+    evloop_run_deferred(t);
     evloop_self = NULL;
     return NULL;
 }

@@ -74,6 +74,12 @@ void evloop_wake(struct evloop_thread *t);
  * was posted before it fires EVLOOP_STOP, and what those posted. */
 void evloop_post(struct evloop_thread *t, struct evloop_task *task);
 
+/* Loop thread: run task->fn at the end of this turn, after the source's run, before the loop
+ * waits again (work that gathers what the turn produced, e.g. one write for several
+ * statements). The task is not run twice: deferring it again before it ran is the caller's
+ * to avoid. */
+void evloop_defer(struct evloop_thread *t, struct evloop_task *task);
+
 /* Loop thread: wait for w->fd to be readable until deadline_us, then call w->fire once.
  * *watched is the fd's bitmask of loops holding it (0 for a new socket). With w->fd -1 it is
  * a timer alone (watched unused, may be NULL). 0 or -errno. */

@@ -1369,9 +1369,9 @@ static int64_t res_int(PGresult *res)
     return v;
 }
 
-/* Pipelined statements on one connection come back in order, each its own transaction: the
- * one that fails fails alone, with PostgreSQL's message, and the connection leaves pipeline
- * mode clean. */
+/* Pipelined statements on one connection come back in order; each in a batch of its own (a
+ * Sync after it) is its own transaction: the one that fails fails alone, with PostgreSQL's
+ * message, and the connection leaves pipeline mode clean. */
 static void pipelined_statements_end_in_order_and_fail_alone(void **state)
 {
     (void)state;
@@ -1385,11 +1385,20 @@ static void pipelined_statements_end_in_order_and_fail_alone(void **state)
     int64_t pid = q_int(c, "pid", NULL);
     assert_int_equal(dbconn_pipe_enter(c), 0);
     const char *zero[1] = {"0"}, *nap[1] = {"0.05"};
-    assert_int_equal(dbconn_pipe_send(c, "late", 1, nap, err, sizeof(err)), 0);
-    assert_int_equal(dbconn_pipe_send(c, "div", 1, zero, err, sizeof(err)), 0);
-    assert_int_equal(dbconn_pipe_send(c, "pid", 0, NULL, err, sizeof(err)), 0);
-    assert_int_equal(dbconn_pipe_send(c, "one", 0, NULL, err, sizeof(err)), 0);
+    const char *names[] = {"late", "div", "pid", "one"};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(dbconn_pipe_send(c, names[i], i < 2 ? 1 : 0,
+                                          i == 0   ? nap
+                                          : i == 1 ? zero
+                                                   : NULL,
+                                          err, sizeof(err)),
+                         0);
+        assert_int_equal(c->pipe_unsynced, 1);
+        assert_int_equal(dbconn_pipe_sync(c, err, sizeof(err)), 0);
+        assert_int_equal(c->pipe_unsynced, 0);
+    }
     assert_int_equal(c->pipe_pending, 4);
+    assert_int_equal(c->pipe_syncs, 4);
     assert_int_equal(dbconn_pipe_exit(c), -EBUSY); /* statements in flight */
 
     PGresult *res = NULL;
@@ -1403,7 +1412,8 @@ static void pipelined_statements_end_in_order_and_fail_alone(void **state)
     assert_int_equal(res_int(res), pid);
     assert_int_equal(pipe_next_wait(c, &res, err, sizeof(err)), 0);
     assert_int_equal(res_int(res), 1);
-    assert_int_equal(dbconn_pipe_next(c, &res, err, sizeof(err)), -ENODATA);
+    assert_int_equal(pipe_next_wait(c, &res, err, sizeof(err)), -ENODATA);
+    assert_int_equal(c->pipe_syncs, 0);
 
     assert_int_equal(dbconn_pipe_exit(c), 0);
     assert_int_equal(PQpipelineStatus(c->pg), PQ_PIPELINE_OFF);
@@ -1411,8 +1421,61 @@ static void pipelined_statements_end_in_order_and_fail_alone(void **state)
     dbconn_close(c);
 }
 
+/* Statements queued together leave as one batch: each is answered with its own result, in
+ * order; a failing one ends the batch (those after it are -EAGAIN, not run: nothing of them
+ * happened, so they may be sent again), and the failure does not outlive its batch. */
+static void a_failure_in_a_batch_leaves_the_rest_of_it_unrun_and_the_next_batch_runs(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "pipebatch");
+    struct dbconn_params prm = params(url, app);
+    struct dbconn *c;
+    char err[256] = "";
+    assert_int_equal(dbconn_open(&prm, mclock_now_us() + 10 * SEC, &c, err, sizeof(err)), 0);
+    int64_t pid = q_int(c, "pid", NULL);
+    assert_int_equal(dbconn_pipe_enter(c), 0);
+    const char *zero[1] = {"0"}, *nap[1] = {"0.05"};
+    assert_int_equal(dbconn_pipe_send(c, "late", 1, nap, err, sizeof(err)), 0);
+    assert_int_equal(dbconn_pipe_send(c, "pid", 0, NULL, err, sizeof(err)), 0);
+    assert_int_equal(dbconn_pipe_send(c, "div", 1, zero, err, sizeof(err)), 0);
+    assert_int_equal(dbconn_pipe_send(c, "sleep", 1, nap, err, sizeof(err)), 0);
+    assert_int_equal(dbconn_pipe_send(c, "one", 0, NULL, err, sizeof(err)), 0);
+    assert_int_equal(c->pipe_unsynced, 5);
+    assert_int_equal(dbconn_pipe_sync(c, err, sizeof(err)), 0);
+    assert_int_equal(dbconn_pipe_send(c, "pid", 0, NULL, err, sizeof(err)), 0);
+    assert_int_equal(dbconn_pipe_sync(c, err, sizeof(err)), 0);
+    assert_int_equal(c->pipe_pending, 6);
+    assert_int_equal(c->pipe_syncs, 2);
+
+    PGresult *res = NULL;
+    assert_int_equal(pipe_next_wait(c, &res, err, sizeof(err)), 0);
+    assert_int_equal(res_int(res), 7);
+    assert_int_equal(pipe_next_wait(c, &res, err, sizeof(err)), 0);
+    assert_int_equal(res_int(res), pid);
+    res = (PGresult *)1;
+    assert_int_equal(pipe_next_wait(c, &res, err, sizeof(err)), -EIO);
+    assert_null(res);
+    assert_non_null(strstr(err, "division by zero"));
+    for (int i = 0; i < 2; i++) {
+        res = (PGresult *)1;
+        err[0] = '\0';
+        assert_int_equal(pipe_next_wait(c, &res, err, sizeof(err)), -EAGAIN);
+        assert_null(res);
+        assert_non_null(strstr(err, "aborted"));
+    }
+    assert_int_equal(pipe_next_wait(c, &res, err, sizeof(err)), 0);
+    assert_int_equal(res_int(res), pid);
+    assert_int_equal(pipe_next_wait(c, &res, err, sizeof(err)), -ENODATA);
+    assert_int_equal(dbconn_pipe_exit(c), 0);
+    assert_int_equal(q_int(c, "one", NULL), 1);
+    dbconn_close(c);
+}
+
 /* A cancel in pipeline mode ends every statement in flight, not only the running one (nobody
- * waits for the others), and leaves the connection clean and out of pipeline mode. */
+ * waits for the others), those queued and not yet written too, and leaves the connection
+ * clean and out of pipeline mode. */
 static void a_cancelled_pipeline_ends_every_statement_and_keeps_the_connection(void **state)
 {
     (void)state;
@@ -1426,13 +1489,19 @@ static void a_cancelled_pipeline_ends_every_statement_and_keeps_the_connection(v
     int64_t pid = q_int(c, "pid", NULL);
     assert_int_equal(dbconn_pipe_enter(c), 0);
     const char *long_nap[1] = {"30"};
-    for (int i = 0; i < 3; i++)
+    /* A batch of two, one of one, and one queued without its Sync. */
+    for (int i = 0; i < 4; i++) {
         assert_int_equal(dbconn_pipe_send(c, "sleep", 1, long_nap, err, sizeof(err)), 0);
+        if (i == 1 || i == 2)
+            assert_int_equal(dbconn_pipe_sync(c, err, sizeof(err)), 0);
+    }
     wait_sleeping(pid); /* the first one runs */
     int64_t t0 = mclock_now_us();
     assert_int_equal(dbconn_cancel(c, t0 + 10 * SEC), 0);
-    assert_true(mclock_now_us() - t0 < 10 * SEC); /* not three 30 s sleeps */
+    assert_true(mclock_now_us() - t0 < 10 * SEC); /* not 30 s sleeps */
     assert_int_equal(c->pipe_pending, 0);
+    assert_int_equal(c->pipe_syncs, 0);
+    assert_int_equal(c->pipe_unsynced, 0);
     assert_int_equal(PQpipelineStatus(c->pg), PQ_PIPELINE_OFF);
     assert_int_equal(q_int(c, "pid", NULL), pid);
     dbconn_close(c);
@@ -1652,6 +1721,7 @@ int main(void)
         cmocka_unit_test(destroy_waits_for_the_cancel_of_a_running_statement),
         cmocka_unit_test(send_then_read_is_in_progress_until_the_statement_ends),
         cmocka_unit_test(pipelined_statements_end_in_order_and_fail_alone),
+        cmocka_unit_test(a_failure_in_a_batch_leaves_the_rest_of_it_unrun_and_the_next_batch_runs),
         cmocka_unit_test(a_cancelled_pipeline_ends_every_statement_and_keeps_the_connection),
         cmocka_unit_test(a_failed_statement_read_in_steps_is_eio_with_the_server_message),
         cmocka_unit_test(an_error_read_before_its_statement_ends_is_returned_at_the_end),

@@ -595,6 +595,84 @@ static void a_watch_disarmed_by_another_in_the_same_turn_does_not_fire(void **st
     probe_close(&r[1].p);
 }
 
+/* A watch whose callback defers work to the end of the turn (as lanes gather the turn's
+ * statements into one write). */
+struct deferrer {
+    struct probe p; /* first: the watch's container */
+    struct evloop_task task[2];
+    /* Under p.c->mu: */
+    int ran[2];
+    unsigned ran_seq[2];             /* c->seq when each ran */
+    unsigned run_seq_seen[2];        /* the loop's last run then */
+    struct evloop_thread *ran_on[2]; /* evloop_current() then */
+};
+
+static void deferred_record(struct deferrer *d, int k)
+{
+    struct ctx *c = d->p.c;
+    pthread_mutex_lock(&c->mu);
+    d->ran[k]++;
+    d->ran_seq[k] = ++c->seq;
+    d->run_seq_seen[k] = c->run_seq[1];
+    d->ran_on[k] = evloop_current();
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* The second task: deferred by the first, in the same end of turn. */
+static void deferred_second(struct evloop_task *task)
+{
+    deferred_record((struct deferrer *)(void *)((char *)task - offsetof(struct deferrer, task[1])),
+                    1);
+}
+
+static void deferred_first(struct evloop_task *task)
+{
+    struct deferrer *d =
+        (struct deferrer *)(void *)((char *)task - offsetof(struct deferrer, task));
+    deferred_record(d, 0);
+    evloop_defer(evloop_current(), &d->task[1]);
+}
+
+static void deferrer_fire(struct evloop_watch *w, enum evloop_event ev)
+{
+    struct deferrer *d = (struct deferrer *)(void *)((char *)w - offsetof(struct probe, w));
+    probe_fire(w, ev);
+    evloop_defer(evloop_current(), &d->task[0]);
+}
+
+static void work_deferred_in_a_turn_runs_after_its_source_run_on_the_same_loop(void **state)
+{
+    (void)state;
+    struct ctx c;
+    start(&c);
+    struct deferrer d;
+    memset(&d, 0, sizeof(d));
+    probe_init(&d.p, &c);
+    d.p.w.fire = deferrer_fire;
+    d.task[0].fn = deferred_first;
+    d.task[1].fn = deferred_second;
+    assert_int_equal(arm(&c, &d.p, 1, far_deadline()), 0);
+    poke(&d.p);
+    WAIT_UNTIL(&c, d.ran[1] == 1);
+    round_trip(&c);
+    pthread_mutex_lock(&c.mu);
+    assert_int_equal(d.p.fires, 1);
+    assert_int_equal(d.ran[0], 1);
+    assert_int_equal(d.ran[1], 1);
+    /* fire, then the source's run, then the deferred work, on loop 1's thread */
+    assert_true(d.run_seq_seen[0] > d.p.fired_seq);
+    assert_true(d.ran_seq[0] > d.run_seq_seen[0]);
+    assert_ptr_equal(d.ran_on[0], c.self[1]);
+    /* what deferred work defers runs in the same end of turn: no run in between */
+    assert_true(d.ran_seq[1] > d.ran_seq[0]);
+    assert_int_equal(d.run_seq_seen[1], d.run_seq_seen[0]);
+    assert_ptr_equal(d.ran_on[1], c.self[1]);
+    pthread_mutex_unlock(&c.mu);
+    stop(&c);
+    probe_close(&d.p);
+}
+
 static void stop_fires_stop_on_armed_watches_and_joins(void **state)
 {
     (void)state;
@@ -653,6 +731,7 @@ int main(void)
         cmocka_unit_test(rearming_a_socket_on_its_loop_modifies_its_registration),
         cmocka_unit_test(a_closed_socket_whose_number_was_reused_is_added_again),
         cmocka_unit_test(a_watch_disarmed_by_another_in_the_same_turn_does_not_fire),
+        cmocka_unit_test(work_deferred_in_a_turn_runs_after_its_source_run_on_the_same_loop),
         cmocka_unit_test(stop_fires_stop_on_armed_watches_and_joins),
     };
     return cmocka_run_group_tests_name("evloop", tests, NULL, NULL);
