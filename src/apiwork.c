@@ -399,8 +399,12 @@ static void apiwork_fire(struct evloop_watch *w, enum evloop_event ev)
  * behind the ones in flight, instead of taking a connection of its own. PostgreSQL then runs
  * a batch per wake-up on one backend instead of one statement per backend (measured: see
  * bench/optimisations.md). A lane is joined only by its own tenant, so no tenant ever waits
- * behind another's statement, and each statement is its own transaction (a Sync after each),
- * so a failing one fails alone. Limits: DB_PIPELINE_DEPTH statements in flight (1: no lanes),
+ * behind another's statement. The statements a loop turn queues on a lane leave together at
+ * the turn's end (apiwork_lanes_flush): one write, one Sync, one reply from PostgreSQL. They
+ * share an implicit transaction (reads only: each still sees its own snapshot); when one fails,
+ * the rest of its batch is not run and takes a connection again (apiwork_lane_settle), so
+ * every request still gets its own statement's outcome. A forced error never joins a lane.
+ * Limits: DB_PIPELINE_DEPTH statements in flight (1: no lanes),
  * and a lane whose oldest statement was sent longer than DB_PIPELINE_JOIN_MS ago is not joined
  * (a slow statement of the tenant does not hold its quick ones back for long). The lane's
  * connection goes back to the pool when its last statement is answered.

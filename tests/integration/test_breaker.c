@@ -6,6 +6,9 @@
  */
 #include "harness.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -14,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <libpq-fe.h>
@@ -436,6 +441,149 @@ static void a_lane_past_its_deadline_is_cancelled_whole_and_its_connection_reuse
     assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
 }
 
+/* The backend of app whose statement waits for a lock (the test's), or 0. */
+static int64_t lock_waiter(const char *app)
+{
+    char sql[240];
+    snprintf(sql, sizeof(sql),
+             "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE application_name = '%s' "
+             "AND state = 'active' AND wait_event_type = 'Lock'",
+             app);
+    return h_sql_int(suite.db_url, sql);
+}
+
+static void cancel_backend(int64_t pid)
+{
+    char sql[80];
+    snprintf(sql, sizeof(sql), "SELECT pg_cancel_backend(%lld)::int", (long long)pid);
+    assert_int_equal(h_sql_int(suite.db_url, sql), 1);
+}
+
+/* A GET on a connection of its own whose last line is written later (raw_finish), so that
+ * two requests can reach the server in one turn of its loop. */
+struct raw_get {
+    int fd;
+    char buf[8192];
+    size_t n;
+};
+
+static void raw_start(struct raw_get *g, const struct h_server *s, const char *path)
+{
+    g->n = 0;
+    g->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(g->fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(g->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    char req[256];
+    int n = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.1\r\nHost: t\r\nX-Tenant-Tier: enterprise\r\n"
+                     "Connection: close\r\n",
+                     path);
+    assert_int_equal(write(g->fd, req, (size_t)n), n);
+}
+
+static void raw_finish(struct raw_get *g)
+{
+    assert_int_equal(write(g->fd, "\r\n", 2), 2);
+}
+
+/* Read the reply to its end (the server closes: Connection: close); its status, and its body
+ * parsed (caller decrefs). */
+static long raw_reply(struct raw_get *g, json_t **body)
+{
+    for (;;) {
+        struct pollfd p = {.fd = g->fd, .events = POLLIN};
+        assert_int_equal(poll(&p, 1, 10000), 1);
+        assert_true(g->n < sizeof(g->buf) - 1);
+        ssize_t r = read(g->fd, g->buf + g->n, sizeof(g->buf) - 1 - g->n);
+        assert_true(r >= 0);
+        if (r == 0)
+            break;
+        g->n += (size_t)r;
+    }
+    close(g->fd);
+    g->buf[g->n] = '\0';
+    long status = strtol(g->buf + 9, NULL, 10); /* "HTTP/1.1 200" */
+    const char *b = strstr(g->buf, "\r\n\r\n");
+    assert_non_null(b);
+    *body = json_loads(b + 4, 0, NULL);
+    return status;
+}
+
+/* Three reads of a tenant on one lane, held by a lock; an operator cancels the running
+ * statement twice (pg_cancel_backend): those two reads fail (504, the cancel's outcome). The
+ * last two reach the server together, so most often they leave in one batch and PostgreSQL
+ * does not run the second once the first failed: it is still answered with its own row once
+ * the lock goes (taking a connection again), with no connection lost. */
+static void a_read_that_fails_on_a_lane_fails_alone(void **state)
+{
+    (void)state;
+    struct h_server s;
+    assert_int_equal(lane_server(&s), 0);
+    int64_t ids[2];
+    for (int i = 0; i < 2; i++) {
+        char sql[160];
+        snprintf(sql, sizeof(sql),
+                 "SELECT id FROM tenant_data WHERE tier = 'enterprise' ORDER BY id OFFSET %d "
+                 "LIMIT 1",
+                 i + 2);
+        ids[i] = h_sql_int(suite.db_url, sql);
+    }
+    const char *eh[] = {"X-Tenant-Tier: enterprise", NULL};
+    struct h_resp warm;
+    h_get(h_url(&s, "/api/data?limit=1"), eh, &warm);
+    assert_int_equal(warm.status, 200);
+    h_resp_free(&warm);
+    int64_t piped0 = h_metric(s.base, "enterprise", "connectionPool", "pipelined");
+    int64_t broken0 = h_metric(s.base, "enterprise", "connectionPool", "closedBroken");
+
+    PGconn *locker = lock_tenant_data();
+    struct lane_get first;
+    lane_get_start(&first, &s, "enterprise", "/api/data?limit=1");
+    int64_t pid = 0;
+    assert_true(H_WAIT((pid = lock_waiter("bulkhead-enterprise")) != 0, 10000));
+    struct raw_get g[2];
+    for (int i = 0; i < 2; i++) {
+        char path[96];
+        snprintf(path, sizeof(path), "/api/data?limit=1&cursor=%lld", (long long)(ids[i] - 1));
+        raw_start(&g[i], &s, path);
+    }
+    raw_finish(&g[0]);
+    raw_finish(&g[1]);
+    assert_true(
+        H_WAIT(h_metric(s.base, "enterprise", "connectionPool", "pipelined") == piped0 + 2, 10000));
+
+    cancel_backend(pid);
+    pthread_join(first.th, NULL);
+    assert_int_equal(first.r.status, 504);
+    h_resp_free(&first.r);
+    /* The first ended, so the lane's backend now waits with one of the two. */
+    assert_true(H_WAIT(lock_waiter("bulkhead-enterprise") == pid, 10000));
+    cancel_backend(pid);
+    struct pollfd p[2] = {{.fd = g[0].fd, .events = POLLIN}, {.fd = g[1].fd, .events = POLLIN}};
+    assert_true(poll(p, 2, 10000) >= 1);
+    int failed = (p[0].revents & POLLIN) ? 0 : 1;
+    json_t *body = NULL;
+    assert_int_equal(raw_reply(&g[failed], &body), 504);
+    json_decref(body);
+    /* The other waits for the lock: on the lane, or on a connection taken again. */
+    int64_t other = 0;
+    assert_true(H_WAIT((other = lock_waiter("bulkhead-enterprise")) != 0, 10000));
+    printf("# the other read %s\n",
+           other == pid ? "ran in a batch of its own" : "was not run in its batch: sent again");
+    unlock_tenant_data(locker);
+    assert_int_equal(raw_reply(&g[1 - failed], &body), 200);
+    assert_true(json_is_array(body));
+    assert_int_equal(json_array_size(body), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(body, 0), "id")),
+                     ids[1 - failed]);
+    json_decref(body);
+    assert_true(H_WAIT(h_metric(s.base, "enterprise", "connectionPool", "active") == 0, 5000));
+    assert_int_equal(h_metric(s.base, "enterprise", "connectionPool", "closedBroken"), broken0);
+    assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
+}
+
 static void a_timeout_answers_at_the_deadline_and_frees_the_connection(void **state)
 {
     (void)state;
@@ -599,6 +747,7 @@ int main(void)
         cmocka_unit_test(an_event_thread_statement_past_its_deadline_is_cancelled_and_reused),
         cmocka_unit_test(a_tenants_reads_share_its_connection_each_answered_with_its_own_rows),
         cmocka_unit_test(a_lane_past_its_deadline_is_cancelled_whole_and_its_connection_reused),
+        cmocka_unit_test(a_read_that_fails_on_a_lane_fails_alone),
         cmocka_unit_test(a_database_outage_opens_breakers_and_everything_recovers),
         cmocka_unit_test(admin_endpoints_are_off_without_a_token),
         cmocka_unit_test(operators_force_open_disable_and_reset),
