@@ -407,7 +407,8 @@ static void apiwork_fire(struct evloop_watch *w, enum evloop_event ev)
  * Limits: DB_PIPELINE_DEPTH statements in flight (1: no lanes),
  * and a lane whose oldest statement was sent longer than DB_PIPELINE_JOIN_MS ago is not joined
  * (a slow statement of the tenant does not hold its quick ones back for long). The lane's
- * connection goes back to the pool when its last statement is answered.
+ * connection goes back to the pool when its last statement and its batch's end are read
+ * (together, nearly always; then before the answer, as apiwork_settle's order wants).
  *
  * Deadlines: each statement keeps its own (the call timeout), on the loop's timer. When one
  * passes, its request is answered 504, the lane ends, its connection is cancelled on a pool
@@ -500,11 +501,13 @@ static void apiwork_lane_answer(struct request *m, PGresult *res, int rc, const 
 }
 
 /* End request m of a lane with its statement's outcome: one that was not run (its batch
- * aborted by another's failure) takes a connection again, within its deadline. */
+ * aborted by another's failure) is sent again, within its deadline. */
 static void apiwork_lane_settle(struct request *m, PGresult *res, int rc, const char *err)
 {
-    if (rc == -EAGAIN)
-        apiwork_acquire(m);
+    if (rc == -EAGAIN && apiwork_deadline(m) <= mclock_now_us() + APIWORK_LANE_EXPIRE_US)
+        apiwork_lane_answer(m, NULL, -ETIMEDOUT, "query timed out"); /* no time for another try */
+    else if (rc == -EAGAIN)
+        apiwork_acquire(m); /* a lane of its tenant, maybe this one, or a connection */
     else
         apiwork_lane_answer(m, res, rc, err);
 }
@@ -549,6 +552,18 @@ static void apiwork_lane_fire(struct evloop_watch *w, enum evloop_event ev)
     struct apiwork_lane *l =
         (struct apiwork_lane *)(void *)((char *)w - offsetof(struct apiwork_lane, watch));
     char err[300] = "";
+    if (ev == EVLOOP_TIMEOUT) {
+        /* Only a lane whose statements are all answered has a deadline: its batch's end did
+         * not come (apiwork_lane_rewatch). Nobody waits on it; the connection is closed. */
+        log_warn("db_pipeline",
+                 "tier %s: the end of a batch did not arrive; closing its "
+                 "connection",
+                 tierset_cfg(l->tier)->name);
+        apiwork_lane_unlink(l);
+        dbpool_release(l->tier->db, l->conn, true);
+        free(l);
+        return;
+    }
     if (ev != EVLOOP_READY) {
         apiwork_lane_fail(l, -ESHUTDOWN, "shutting down");
         return;
@@ -567,7 +582,7 @@ static void apiwork_lane_fire(struct evloop_watch *w, enum evloop_event ev)
             apiwork_lane_close(l);
             return;
         }
-        if (rc == -ECONNRESET || rc == -ENODATA || !l->head) {
+        if (rc == -ECONNRESET || rc == -ENODATA || rc == -EPROTO || !l->head) {
             PQclear(res);
             apiwork_lane_fail(l, -ECONNRESET, rc == -ECONNRESET ? err : "out of step");
             return;
@@ -598,7 +613,11 @@ static void apiwork_lane_fire(struct evloop_watch *w, enum evloop_event ev)
         }
         apiwork_lane_settle(m, res, rc, err);
     }
-    int wr = evloop_watch(evloop_current(), &l->watch, &l->conn->watched, INT64_MAX);
+    /* A lane with statements in flight waits as long as they may (each has its own timer);
+     * one waiting only for its batch's end (read with its last answer, nearly always) waits
+     * the cancel grace at most. */
+    int64_t until = l->head ? INT64_MAX : mclock_now_us() + APIWORK_CANCEL_GRACE_US;
+    int wr = evloop_watch(evloop_current(), &l->watch, &l->conn->watched, until);
     if (wr) {
         snprintf(err, sizeof(err), "cannot watch the connection: %s", strerror(-wr));
         apiwork_lane_fail(l, -ECONNRESET, err);

@@ -344,13 +344,13 @@ int dbconn_pipe_next(struct dbconn *c, PGresult **res, char *err, size_t errlen)
         if (st == PGRES_PIPELINE_SYNC) {
             PQclear(r);
             if (c->pipe_started || !c->pipe_syncs)
-                return -ENODATA; /* out of step */
+                return -EPROTO;
             c->pipe_syncs--;
             continue;
         }
         if (!c->pipe_pending) {
             PQclear(r);
-            return -ENODATA; /* a result of no statement sent: out of step */
+            return -EPROTO; /* a result of no statement sent */
         }
         c->pipe_started = true;
         const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
@@ -395,16 +395,14 @@ static int dbconn_pipe_drain(struct dbconn *c, int64_t deadline_us)
 {
     char buf[256];
     bool cancel = false;
-    if (c->pipe_unsynced && dbconn_pipe_sync(c, NULL, 0))
-        return -ECONNRESET;
     while (c->pipe_pending || c->pipe_syncs) {
         if (cancel && !PQcancel(c->cancel, buf, (int)sizeof(buf)))
             return -ECONNRESET;
         PGresult *res = NULL;
         int rc = dbconn_pipe_next(c, &res, NULL, 0);
         PQclear(res);
-        if (rc == -ECONNRESET)
-            return rc;
+        if (rc == -ECONNRESET || rc == -EPROTO)
+            return -ECONNRESET;
         cancel = true;
         if (rc != -EINPROGRESS)
             continue;
@@ -422,6 +420,11 @@ static int dbconn_pipe_drain(struct dbconn *c, int64_t deadline_us)
 int dbconn_cancel(struct dbconn *c, int64_t deadline_us)
 {
     char buf[256];
+    /* Statements queued and not yet written go out first (with a Sync): the cancel then finds
+     * the first of the lane's statements running, and the re-cancels the rest. */
+    if (PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF && c->pipe_unsynced &&
+        dbconn_pipe_sync(c, NULL, 0))
+        return -ECONNRESET;
     if (!c->cancel || !PQcancel(c->cancel, buf, (int)sizeof(buf)))
         return -ECONNRESET;
     if (PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF) {

@@ -57,7 +57,9 @@ struct dbconn {
 };
 
 /* Result codes besides 0: -ETIMEDOUT, -ECONNRESET (connection lost or refused), -EIO (the
- * statement failed in PostgreSQL; err has its message), -ENOMEM. */
+ * statement failed in PostgreSQL; err has its message), -ENOMEM; in pipeline mode also -EAGAIN
+ * (not run: its batch failed before it), -ENODATA (nothing in flight) and -EPROTO (a result
+ * that no statement sent explains: close the connection). */
 
 /* Open and set up a connection; besides the codes above, -EPIPE: the server accepted it and
  * ended it during the set-up (its backend was terminated): another attempt may well succeed. */
@@ -78,7 +80,8 @@ int dbconn_read(struct dbconn *c, PGresult **res, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* Pipeline mode (libpq's), for an event loop: several statements in flight on one connection.
- * dbconn_pipe_enter on an idle connection; dbconn_pipe_send queues a statement (no write);
+ * dbconn_pipe_enter on an idle connection; dbconn_pipe_send queues a statement (libpq writes
+ * nothing below 64 kB queued);
  * dbconn_pipe_sync ends a batch with a Sync and writes what is queued, in one write (0 or
  * -ECONNRESET). The statements of one batch share an implicit transaction: when one fails,
  * those after it in the batch are not run, and end -EAGAIN ("aborted": they may be sent
@@ -86,7 +89,8 @@ int dbconn_read(struct dbconn *c, PGresult **res, char *err, size_t errlen)
  * (dbconn_pipe_consume), then dbconn_pipe_next until -EINPROGRESS: each call is the outcome of
  * the oldest statement in flight, as dbconn_exec's, or -EAGAIN, or -ECONNRESET for all of them
  * (the connection is lost), or -ENODATA once nothing is in flight (every statement and Sync
- * read). dbconn_pipe_exit then (0, or -EBUSY: close the connection). dbconn_cancel handles a
+ * read), or -EPROTO (out of step). dbconn_pipe_exit then (0, or -EBUSY: close the
+ * connection). dbconn_cancel handles a
  * connection in pipeline mode too: every statement is read to its end. */
 int dbconn_pipe_enter(struct dbconn *c) __attribute__((warn_unused_result));
 int dbconn_pipe_send(struct dbconn *c, const char *stmt, int nparams, const char *const *values,

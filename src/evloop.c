@@ -3,7 +3,8 @@
  *
  * Each iteration waits for the nearest of: the source's timeout, the earliest watch deadline,
  * an event. Ready watches fire in the order epoll reports them, passed deadlines after them,
- * then the source runs (libmicrohttpd sends what the watches answered and reads new requests).
+ * then the source runs (libmicrohttpd sends what the watches answered and reads new requests),
+ * then the work deferred to the end of the turn (evloop_defer).
  * The armed watches of a loop are few (its requests in the database), so the earliest deadline
  * is found by walking them.
  */
@@ -297,12 +298,17 @@ static void *evloop_main(void *arg)
         evloop_run_deferred(t);
     }
     evloop_run_inbox(t);
-    while (t->armed) {
-        evloop_fire(t->armed, EVLOOP_STOP);
+    /* The source's last runs may start work (a request read as the loop stopped) that arms
+     * watches, directly or from deferred work: those fire EVLOOP_STOP too, until none is. */
+    do {
+        while (t->armed) {
+            evloop_fire(t->armed, EVLOOP_STOP);
+            evloop_run_inbox(t);
+        }
+        l->ops.run(l->ops.ctx, t->index);
+        evloop_run_deferred(t);
         evloop_run_inbox(t);
-    }
-    l->ops.run(l->ops.ctx, t->index);
-    evloop_run_deferred(t);
+    } while (t->armed);
     evloop_self = NULL;
     return NULL;
 }

@@ -49,7 +49,7 @@ struct evloop_watch {
 /* A function to run on a given loop, embedded in its owner (evloop_post). */
 struct evloop_task {
     void (*fn)(struct evloop_task *task); /* runs on the loop's thread */
-    struct evloop_task *next;             /* the loop's inbox (its mutex) */
+    struct evloop_task *next;             /* the loop's inbox (its mutex), or deferred list */
 };
 
 /* Start n loops (n <= EVLOOP_MAX) named "<name>-<i>", loop i waiting on sources[i]. */
@@ -76,8 +76,9 @@ void evloop_post(struct evloop_thread *t, struct evloop_task *task);
 
 /* Loop thread: run task->fn at the end of this turn, after the source's run, before the loop
  * waits again (work that gathers what the turn produced, e.g. one write for several
- * statements). The task is not run twice: deferring it again before it ran is the caller's
- * to avoid. */
+ * statements); what it defers runs then too. When the loop stops, deferred work runs after the
+ * source's last run, and watches it arms fire EVLOOP_STOP. A task must not be deferred again
+ * before it ran (the caller keeps a flag). */
 void evloop_defer(struct evloop_thread *t, struct evloop_task *task);
 
 /* Loop thread: wait for w->fd to be readable until deadline_us, then call w->fire once.

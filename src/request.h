@@ -112,10 +112,10 @@ struct request {
     struct evloop_task task;         /* the pool's answer, posted to work_loop */
     struct dbconn *db;               /* held while the statement runs there, else NULL */
     const void *work_ctx;            /* the api_deps it runs with */
-    int64_t sent_us;                 /* when the statement was sent */
+    int64_t sent_us;                 /* when the statement was sent (on a lane: queued) */
     int64_t db_retries;              /* reads retried after meeting a dead connection */
     struct apiwork_lane *lane;       /* the pipelined connection its read is on, or NULL */
-    struct request *lane_next;       /* the next statement in flight on that lane */
+    struct request *lane_next;       /* the next statement on that lane (sent or queued) */
 
     int64_t t_start_us; /* monotonic: request created */
     int64_t queue_us;   /* time waited for a worker; -1 = never queued */
