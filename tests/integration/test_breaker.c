@@ -335,6 +335,27 @@ static void lane_get_start(struct lane_get *g, const struct h_server *s, const c
     assert_int_equal(pthread_create(&g->th, NULL, lane_get_main, g), 0);
 }
 
+/* Start the lane server and warm one enterprise connection; ids[i] is the id of the
+ * enterprise row at offset first + i, i < n (the row a read with cursor ids[i] - 1 starts at). */
+static void lane_server_warm(struct h_server *s, int64_t *ids, int n, int first)
+{
+    assert_int_equal(lane_server(s), 0);
+    for (int i = 0; i < n; i++) {
+        char sql[160];
+        snprintf(sql, sizeof(sql),
+                 "SELECT id FROM tenant_data WHERE tier = 'enterprise' ORDER BY id OFFSET %d "
+                 "LIMIT 1",
+                 first + i);
+        ids[i] = h_sql_int(suite.db_url, sql);
+        assert_true(ids[i] > 0);
+    }
+    const char *eh[] = {"X-Tenant-Tier: enterprise", NULL};
+    struct h_resp warm;
+    h_get(h_url(s, "/api/data?limit=1"), eh, &warm);
+    assert_int_equal(warm.status, 200);
+    h_resp_free(&warm);
+}
+
 /* Four reads of one tenant, the first held by a lock: the three others are sent behind it on
  * its connection (one connection for four statements), and each is answered with its own page
  * (cursors chosen so that each expects a different row). */
@@ -342,22 +363,8 @@ static void a_tenants_reads_share_its_connection_each_answered_with_its_own_rows
 {
     (void)state;
     struct h_server s;
-    assert_int_equal(lane_server(&s), 0);
     int64_t ids[4];
-    for (int i = 0; i < 4; i++) {
-        char sql[160];
-        snprintf(sql, sizeof(sql),
-                 "SELECT id FROM tenant_data WHERE tier = 'enterprise' ORDER BY id OFFSET %d "
-                 "LIMIT 1",
-                 i);
-        ids[i] = h_sql_int(suite.db_url, sql);
-        assert_true(ids[i] > 0);
-    }
-    const char *eh[] = {"X-Tenant-Tier: enterprise", NULL};
-    struct h_resp warm;
-    h_get(h_url(&s, "/api/data?limit=1"), eh, &warm);
-    assert_int_equal(warm.status, 200);
-    h_resp_free(&warm);
+    lane_server_warm(&s, ids, 4, 0);
     int64_t piped0 = h_metric(s.base, "enterprise", "connectionPool", "pipelined");
 
     PGconn *locker = lock_tenant_data();
@@ -520,21 +527,8 @@ static void a_read_that_fails_on_a_lane_fails_alone(void **state)
 {
     (void)state;
     struct h_server s;
-    assert_int_equal(lane_server(&s), 0);
     int64_t ids[2];
-    for (int i = 0; i < 2; i++) {
-        char sql[160];
-        snprintf(sql, sizeof(sql),
-                 "SELECT id FROM tenant_data WHERE tier = 'enterprise' ORDER BY id OFFSET %d "
-                 "LIMIT 1",
-                 i + 2);
-        ids[i] = h_sql_int(suite.db_url, sql);
-    }
-    const char *eh[] = {"X-Tenant-Tier: enterprise", NULL};
-    struct h_resp warm;
-    h_get(h_url(&s, "/api/data?limit=1"), eh, &warm);
-    assert_int_equal(warm.status, 200);
-    h_resp_free(&warm);
+    lane_server_warm(&s, ids, 2, 2);
     int64_t piped0 = h_metric(s.base, "enterprise", "connectionPool", "pipelined");
     int64_t broken0 = h_metric(s.base, "enterprise", "connectionPool", "closedBroken");
 

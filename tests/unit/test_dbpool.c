@@ -235,6 +235,13 @@ static void start_waiter(struct waiter *w, struct dbpool *p, const void *owner, 
 
 /* ---- the pool ----------------------------------------------------------------------------- */
 
+/* Take a connection of p for A (5 s to wait) into *c; returns its backend's pid. */
+static int64_t take_with_pid(struct dbpool *p, struct dbconn **c)
+{
+    assert_int_equal(get(p, A, 5 * SEC, c), 0);
+    return q_int(*c, "pid", NULL);
+}
+
 /* A connect started with too little of the requester's time left still completes (it is given
  * connect_timeout_us), and the connection is kept for the next requester instead of being
  * thrown away: under load, that is what stops connects from timing out one after another.
@@ -804,8 +811,7 @@ static void connection_killed_while_idle_is_replaced(void **state)
     app_for(app, sizeof(app), "killed");
     struct dbpool *p = mkpool(app, 1, 0, NULL);
     struct dbconn *c;
-    assert_int_equal(get(p, A, 5 * SEC, &c), 0);
-    int64_t pid = q_int(c, "pid", NULL);
+    int64_t pid = take_with_pid(p, &c);
     assert_false(dbconn_is_dead(c));
     dbpool_release(p, c, false);
 
@@ -865,8 +871,7 @@ static struct dbconn *take_async(struct dbpool *p, bool trust_recent)
 static struct dbconn *killed_idle(struct dbpool *p, int64_t *pid)
 {
     struct dbconn *c;
-    assert_int_equal(get(p, A, 5 * SEC, &c), 0);
-    *pid = q_int(c, "pid", NULL);
+    *pid = take_with_pid(p, &c);
     dbpool_release(p, c, false);
     kill_backend(*pid);
     return c;
@@ -925,8 +930,7 @@ static void broken_release_frees_the_slot(void **state)
     app_for(app, sizeof(app), "broken");
     struct dbpool *p = mkpool(app, 1, 0, NULL);
     struct dbconn *c;
-    assert_int_equal(get(p, A, 5 * SEC, &c), 0);
-    int64_t pid = q_int(c, "pid", NULL);
+    int64_t pid = take_with_pid(p, &c);
     dbpool_release(p, c, true);
     struct dbpool_stats s = stats(p);
     assert_int_equal(s.closed_broken, 1);
@@ -1194,8 +1198,7 @@ static void cancel_release_ends_a_running_statement_and_returns_the_connection(v
     app_for(app, sizeof(app), "cancel-rel");
     struct dbpool *p = mkpool(app, 1, 0, NULL);
     struct dbconn *c, *again;
-    assert_int_equal(get(p, A, 5 * SEC, &c), 0);
-    int64_t pid = q_int(c, "pid", NULL);
+    int64_t pid = take_with_pid(p, &c);
     const char *ten[1] = {"10"};
     char err[256] = "";
     assert_int_equal(dbconn_send(c, "sleep", 1, ten, err, sizeof(err)), 0);
@@ -1229,8 +1232,7 @@ static void destroy_waits_for_the_cancel_of_a_running_statement(void **state)
     app_for(app, sizeof(app), "cancel-destroy");
     struct dbpool *p = mkpool(app, 1, 0, NULL);
     struct dbconn *c;
-    assert_int_equal(get(p, A, 5 * SEC, &c), 0);
-    int64_t pid = q_int(c, "pid", NULL);
+    int64_t pid = take_with_pid(p, &c);
     const char *ten[1] = {"10"};
     char err[256] = "";
     assert_int_equal(dbconn_send(c, "sleep", 1, ten, err, sizeof(err)), 0);
@@ -1246,6 +1248,35 @@ static void destroy_waits_for_the_cancel_of_a_running_statement(void **state)
 
 /* ---- one connection ----------------------------------------------------------------------- */
 
+/* Open a connection with prm (10 s to do it in); the test fails if it cannot. */
+static struct dbconn *open_conn(const struct dbconn_params *prm)
+{
+    struct dbconn *c = NULL;
+    char err[256] = "";
+    int rc = dbconn_open(prm, mclock_now_us() + 10 * SEC, &c, err, sizeof(err));
+    if (rc)
+        fail_msg("open %s: %d %s", prm->appname, rc, err);
+    return c;
+}
+
+/* A connection to the shared cluster, its application_name made from tag (app_for). */
+static struct dbconn *open_tagged(const char *tag)
+{
+    char app[64];
+    app_for(app, sizeof(app), tag);
+    struct dbconn_params prm = params(url, app);
+    return open_conn(&prm);
+}
+
+/* open_tagged's connection, in pipeline mode; its backend's pid (read before) in *pid. */
+static struct dbconn *open_pipelined(const char *tag, int64_t *pid)
+{
+    struct dbconn *c = open_tagged(tag);
+    *pid = q_int(c, "pid", NULL);
+    assert_int_equal(dbconn_pipe_enter(c), 0);
+    return c;
+}
+
 static void exec_past_deadline_times_out_and_cancel_keeps_connection(void **state)
 {
     (void)state;
@@ -1253,9 +1284,8 @@ static void exec_past_deadline_times_out_and_cancel_keeps_connection(void **stat
     char app[64];
     app_for(app, sizeof(app), "cancel");
     struct dbconn_params prm = params(url, app);
-    struct dbconn *c;
+    struct dbconn *c = open_conn(&prm);
     char err[256] = "";
-    assert_int_equal(dbconn_open(&prm, mclock_now_us() + 10 * SEC, &c, err, sizeof(err)), 0);
     int64_t pid = q_int(c, "pid", NULL);
 
     const char *thirty[1] = {"30"};
@@ -1286,9 +1316,8 @@ static void statement_timeout_is_a_server_side_backstop(void **state)
     app_for(app, sizeof(app), "stmt-timeout");
     struct dbconn_params prm = params(url, app);
     prm.statement_timeout_ms = 150;
-    struct dbconn *c;
+    struct dbconn *c = open_conn(&prm);
     char err[256] = "";
-    assert_int_equal(dbconn_open(&prm, mclock_now_us() + 10 * SEC, &c, err, sizeof(err)), 0);
     const char *two[1] = {"2"};
     PGresult *res = NULL;
     /* The client deadline is far; PostgreSQL ends the statement (57014), reported as timeout. */
@@ -1303,12 +1332,8 @@ static void sql_error_is_eio_and_connection_survives(void **state)
 {
     (void)state;
     NEED_PG();
-    char app[64];
-    app_for(app, sizeof(app), "eio");
-    struct dbconn_params prm = params(url, app);
-    struct dbconn *c;
+    struct dbconn *c = open_tagged("eio");
     char err[256] = "";
-    assert_int_equal(dbconn_open(&prm, mclock_now_us() + 10 * SEC, &c, err, sizeof(err)), 0);
     const char *zero[1] = {"0"};
     PGresult *res = (PGresult *)1;
     int rc = dbconn_exec(c, "div", 1, zero, mclock_now_us() + 10 * SEC, &res, err, sizeof(err));
@@ -1376,14 +1401,9 @@ static void pipelined_statements_end_in_order_and_fail_alone(void **state)
 {
     (void)state;
     NEED_PG();
-    char app[64];
-    app_for(app, sizeof(app), "pipe");
-    struct dbconn_params prm = params(url, app);
-    struct dbconn *c;
+    int64_t pid;
+    struct dbconn *c = open_pipelined("pipe", &pid);
     char err[256] = "";
-    assert_int_equal(dbconn_open(&prm, mclock_now_us() + 10 * SEC, &c, err, sizeof(err)), 0);
-    int64_t pid = q_int(c, "pid", NULL);
-    assert_int_equal(dbconn_pipe_enter(c), 0);
     const char *zero[1] = {"0"}, *nap[1] = {"0.05"};
     const char *names[] = {"late", "div", "pid", "one"};
     for (int i = 0; i < 4; i++) {
@@ -1428,14 +1448,9 @@ static void a_failure_in_a_batch_leaves_the_rest_of_it_unrun_and_the_next_batch_
 {
     (void)state;
     NEED_PG();
-    char app[64];
-    app_for(app, sizeof(app), "pipebatch");
-    struct dbconn_params prm = params(url, app);
-    struct dbconn *c;
+    int64_t pid;
+    struct dbconn *c = open_pipelined("pipebatch", &pid);
     char err[256] = "";
-    assert_int_equal(dbconn_open(&prm, mclock_now_us() + 10 * SEC, &c, err, sizeof(err)), 0);
-    int64_t pid = q_int(c, "pid", NULL);
-    assert_int_equal(dbconn_pipe_enter(c), 0);
     const char *zero[1] = {"0"}, *nap[1] = {"0.05"};
     assert_int_equal(dbconn_pipe_send(c, "late", 1, nap, err, sizeof(err)), 0);
     assert_int_equal(dbconn_pipe_send(c, "pid", 0, NULL, err, sizeof(err)), 0);
@@ -1480,14 +1495,9 @@ static void a_cancelled_pipeline_ends_every_statement_and_keeps_the_connection(v
 {
     (void)state;
     NEED_PG();
-    char app[64];
-    app_for(app, sizeof(app), "pipecancel");
-    struct dbconn_params prm = params(url, app);
-    struct dbconn *c;
+    int64_t pid;
+    struct dbconn *c = open_pipelined("pipecancel", &pid);
     char err[256] = "";
-    assert_int_equal(dbconn_open(&prm, mclock_now_us() + 10 * SEC, &c, err, sizeof(err)), 0);
-    int64_t pid = q_int(c, "pid", NULL);
-    assert_int_equal(dbconn_pipe_enter(c), 0);
     const char *long_nap[1] = {"30"};
     /* A batch of two, one of one, and one queued without its Sync. */
     for (int i = 0; i < 4; i++) {
@@ -1511,12 +1521,8 @@ static void send_then_read_is_in_progress_until_the_statement_ends(void **state)
 {
     (void)state;
     NEED_PG();
-    char app[64];
-    app_for(app, sizeof(app), "steps");
-    struct dbconn_params prm = params(url, app);
-    struct dbconn *c;
+    struct dbconn *c = open_tagged("steps");
     char err[256] = "";
-    assert_int_equal(dbconn_open(&prm, mclock_now_us() + 10 * SEC, &c, err, sizeof(err)), 0);
     const char *fifth[1] = {"0.2"};
     int64_t t0 = mclock_now_us();
     assert_int_equal(dbconn_send(c, "late", 1, fifth, err, sizeof(err)), 0);
@@ -1542,12 +1548,8 @@ static void a_failed_statement_read_in_steps_is_eio_with_the_server_message(void
 {
     (void)state;
     NEED_PG();
-    char app[64];
-    app_for(app, sizeof(app), "steps-eio");
-    struct dbconn_params prm = params(url, app);
-    struct dbconn *c;
+    struct dbconn *c = open_tagged("steps-eio");
     char err[256] = "";
-    assert_int_equal(dbconn_open(&prm, mclock_now_us() + 10 * SEC, &c, err, sizeof(err)), 0);
     const char *zero[1] = {"0"}, *no_wait[1] = {"0"};
     assert_int_equal(dbconn_send(c, "div", 1, zero, err, sizeof(err)), 0);
     PGresult *res = NULL;
@@ -1581,9 +1583,8 @@ static void an_error_read_before_its_statement_ends_is_returned_at_the_end(void 
              pgproxy_port(px));
     app_for(app, sizeof(app), "split");
     struct dbconn_params prm = params(purl, app);
-    struct dbconn *c;
+    struct dbconn *c = open_conn(&prm);
     char err[256] = "";
-    assert_int_equal(dbconn_open(&prm, mclock_now_us() + 10 * SEC, &c, err, sizeof(err)), 0);
 
     pgproxy_hold(px, 'Z');
     unsigned errors = pgproxy_relayed(px, 'E');
