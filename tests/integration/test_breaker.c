@@ -226,15 +226,22 @@ static void client_errors_and_rejections_are_not_failures(void **state)
     json_decref(cb);
 }
 
+/* One figure (what) over the statements of app that PostgreSQL is running, those matching
+ * "AND ..." more too ("" for all). */
+static int64_t running_of(const char *app, const char *what, const char *more)
+{
+    char sql[300];
+    snprintf(sql, sizeof(sql),
+             "SELECT %s FROM pg_stat_activity WHERE application_name = '%s' AND state = "
+             "'active'%s",
+             what, app, more);
+    return h_sql_int(suite.db_url, sql);
+}
+
 /* Statements of app that PostgreSQL is running (here: waiting for the test's lock). */
 static int64_t active_statements(const char *app)
 {
-    char sql[200];
-    snprintf(sql, sizeof(sql),
-             "SELECT count(*) FROM pg_stat_activity WHERE application_name = '%s' AND "
-             "state = 'active'",
-             app);
-    return h_sql_int(suite.db_url, sql);
+    return running_of(app, "count(*)", "");
 }
 
 static PGconn *lock_tenant_data(void)
@@ -451,12 +458,7 @@ static void a_lane_past_its_deadline_is_cancelled_whole_and_its_connection_reuse
 /* The backend of app whose statement waits for a lock (the test's), or 0. */
 static int64_t lock_waiter(const char *app)
 {
-    char sql[240];
-    snprintf(sql, sizeof(sql),
-             "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE application_name = '%s' "
-             "AND state = 'active' AND wait_event_type = 'Lock'",
-             app);
-    return h_sql_int(suite.db_url, sql);
+    return running_of(app, "coalesce(max(pid), 0)", " AND wait_event_type = 'Lock'");
 }
 
 static void cancel_backend(int64_t pid)
