@@ -553,8 +553,8 @@ static void apiwork_lane_fire(struct evloop_watch *w, enum evloop_event ev)
         (struct apiwork_lane *)(void *)((char *)w - offsetof(struct apiwork_lane, watch));
     char err[300] = "";
     if (ev == EVLOOP_TIMEOUT) {
-        /* Only a lane whose statements are all answered has a deadline: its batch's end did
-         * not come (apiwork_lane_rewatch). Nobody waits on it; the connection is closed. */
+        /* Only a lane whose statements are all answered has a deadline (armed at the end of
+         * this function): its batch's end did not come. Nobody waits on it; it is closed. */
         log_warn("db_pipeline",
                  "tier %s: the end of a batch did not arrive; closing its "
                  "connection",
