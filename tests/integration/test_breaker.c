@@ -232,8 +232,8 @@ static int64_t running_of(const char *app, const char *what, const char *more)
 {
     char sql[300];
     snprintf(sql, sizeof(sql),
-             "SELECT %s FROM pg_stat_activity WHERE application_name = '%s' AND state = "
-             "'active'%s",
+             "SELECT %s FROM pg_stat_activity WHERE datname = current_database() AND "
+             "application_name = '%s' AND state = 'active'%s",
              what, app, more);
     return h_sql_int(suite.db_url, sql);
 }
@@ -597,6 +597,7 @@ static void a_timeout_answers_at_the_deadline_and_frees_the_connection(void **st
     h_resp_free(&r);
     /* The statement was cancelled in PostgreSQL and the same connection came back. */
     assert_true(H_WAIT(h_sql_int(suite.db_url, "SELECT count(*) FROM pg_stat_activity WHERE "
+                                               "datname = current_database() AND "
                                                "application_name = 'bulkhead-free' AND "
                                                "state = 'active'") == 0,
                        5000));
