@@ -63,18 +63,19 @@ note_fail() {
 # Seconds each slow job took on the 2-CPU machine (jobs not listed: a few seconds). Only the
 # order matters: the longest start first, so the run does not end waiting on one long job.
 declare -A EXPECT=(
-    [release/test_redis_auth]=51 [release/test_fairness]=49 [release/test_redis]=47
-    [release/test_reload]=44 [release/test_dashboard]=27 [release/test_faults]=23
-    [release/test_scaleout]=21 [release/test_api]=15 [release/test_storms]=18
-    [release/test_faults_resources]=18 [release/test_breaker]=12 [release/test_core]=7
-    [release/test_deploy]=6 [release/test_dbpool]=5 [release/compose]=11
-    [asan/test_redis_auth]=53 [asan/test_fairness]=50 [asan/test_redis]=47 [asan/test_reload]=44
-    [asan/test_dashboard]=29 [asan/test_faults]=28 [asan/test_scaleout]=22 [asan/test_api]=20
-    [asan/test_storms]=19 [asan/test_faults_resources]=19 [asan/test_breaker]=15
-    [asan/test_tenancy]=13 [asan/test_core]=9 [asan/test_deploy]=7 [asan/test_admin]=6
-    [tsan/test_reload]=45 [tsan/test_redis]=44 [tsan/test_dashboard]=28 [tsan/test_fairq]=15
-    [tsan/test_breaker]=16 [tsan/test_tenancy]=14 [tsan/test_core]=10 [tsan/test_log]=5
-    [tsan/test_observability]=5 [tsan/test_dbpool]=5
+    [release/test_redis_auth]=52 [release/test_fairness]=50 [release/test_redis]=48
+    [release/test_reload]=47 [release/test_dashboard]=40 [release/test_faults]=34
+    [release/test_scaleout]=24 [release/test_faults_resources]=24 [release/test_storms]=19
+    [release/unit-test_dbpool]=17 [release/test_breaker]=16 [release/test_tenancy]=10
+    [release/test_ratelimit]=10 [release/test_observability]=10 [release/test_core]=10
+    [release/compose]=5
+    [asan/test_redis_auth]=57 [asan/test_fairness]=53 [asan/test_reload]=48 [asan/test_redis]=47
+    [asan/unit-test_dbpool]=41 [asan/test_faults]=37 [asan/test_dashboard]=31
+    [asan/test_faults_resources]=28 [asan/test_storms]=25 [asan/test_scaleout]=23
+    [asan/test_breaker]=19 [asan/test_tenancy]=14 [asan/test_admin]=14 [asan/test_deploy]=13
+    [asan/test_core]=12 [asan/test_budget]=11
+    [tsan/test_redis]=53 [tsan/test_reload]=46 [tsan/unit-test_dbpool]=46 [tsan/test_dashboard]=34
+    [tsan/test_breaker]=24 [tsan/test_tenancy]=17 [tsan/test_core]=13
 )
 if [ -f "$TIMES" ]; then
     while read -r key secs; do [ -n "$key" ] && EXPECT[$key]=$secs; done <"$TIMES"
@@ -101,8 +102,15 @@ start_shared_pg() {
     for _ in 1 2 3 4 5; do
         BH_TEST_PG_PORT=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-)
         export BH_TEST_PG_PORT
-        PG_FSYNC=off PG_MAX_CONNECTIONS=$((300 * JOBS)) \
-            scripts/pg.sh start "$SHARED_PG" "$BH_TEST_PG_PORT" >"$LOGS/pg-shared.log" 2>&1 && return 0
+        if PG_FSYNC=off PG_MAX_CONNECTIONS=$((300 * JOBS)) \
+            scripts/pg.sh start "$SHARED_PG" "$BH_TEST_PG_PORT" >"$LOGS/pg-shared.log" 2>&1; then
+            # Tests copy their databases from a template nobody connects to (unit tests use
+            # "bulkhead" itself, and CREATE DATABASE refuses a template in use).
+            export BH_TEST_DB_TEMPLATE=bh_template
+            /usr/lib/postgresql/15/bin/psql -h 127.0.0.1 -p "$BH_TEST_PG_PORT" -U postgres -qAt \
+                -c "CREATE DATABASE bh_template TEMPLATE bulkhead" postgres >>"$LOGS/pg-shared.log" 2>&1
+            return
+        fi
     done
     cat "$LOGS/pg-shared.log"
     return 1
@@ -149,6 +157,15 @@ enqueue() { # spec
     queue+=("$1")
 }
 
+# A test binary's job name: unit and integration tests may share a name (test_breaker), so an
+# integration test's name is its own and a unit test's starts with "unit-".
+job_name() { # binary
+    case "$1" in
+    */tests/unit/*) echo "unit-$(basename "$1")" ;;
+    *) basename "$1" ;;
+    esac
+}
+
 # The tests a pass runs, once its build is done.
 enqueue_pass() { # pass
     local pass=$1 b bin name
@@ -158,7 +175,7 @@ enqueue_pass() { # pass
         for bin in "$b"/tests/unit/test_* "$b"/tests/integration/test_*; do
             [ -x "$bin" ] || continue
             name=$(basename "$bin")
-            selected "$name" && enqueue "$pass|tap|$name|$bin"
+            selected "$name" && enqueue "$pass|tap|$(job_name "$bin")|$bin"
         done
         if [ "$pass" = release ] && selected compose && [ -f docker-compose.yml ]; then
             enqueue "release|compose|compose|"
@@ -168,13 +185,13 @@ enqueue_pass() { # pass
         for name in fairq workpool dbpool evloop share ratelimit breaker rlredis log tierset janitor \
             api report history; do
             bin=$b/tests/unit/test_$name
-            selected "test_$name" && [ -x "$bin" ] && enqueue "tsan|tap|test_$name|$bin"
+            selected "test_$name" && [ -x "$bin" ] && enqueue "tsan|tap|$(job_name "$bin")|$bin"
         done
         # A report in a server's log fails the run (the scan at the end).
         for name in ${TSAN_INTEGRATION:-test_core test_reload test_ratelimit test_breaker \
             test_observability test_tenancy test_redis test_dashboard}; do
             bin=$b/tests/integration/$name
-            selected "$name" && [ -x "$bin" ] && enqueue "tsan|tap|$name|$bin"
+            selected "$name" && [ -x "$bin" ] && enqueue "tsan|tap|$(job_name "$bin")|$bin"
         done
         ;;
     fuzz)

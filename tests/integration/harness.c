@@ -148,13 +148,16 @@ int h_db_create(const char *name, char *url, size_t urllen)
     }
     /* Test binaries of several passes run at once in one cluster: each pass has its prefix. */
     const char *prefix = getenv("BH_TEST_DB_PREFIX");
+    /* A copy of "bulkhead" nobody connects to: CREATE DATABASE refuses a template in use. */
+    const char *tmpl = getenv("BH_TEST_DB_TEMPLATE");
     char db[128], admin[200], sql[300];
     snprintf(db, sizeof(db), "%s%s", prefix ? prefix : "", name);
     snprintf(admin, sizeof(admin), "postgresql://postgres@127.0.0.1:%s/postgres", port);
     snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS \"%s\" WITH (FORCE)", db);
     if (h_sql_exec(admin, sql))
         return -1;
-    snprintf(sql, sizeof(sql), "CREATE DATABASE \"%s\" TEMPLATE bulkhead", db);
+    snprintf(sql, sizeof(sql), "CREATE DATABASE \"%s\" TEMPLATE \"%s\"", db,
+             tmpl ? tmpl : "bulkhead");
     if (h_sql_exec(admin, sql))
         return -1;
     snprintf(url, urllen, "postgresql://postgres@127.0.0.1:%s/%s", port, db);
