@@ -335,6 +335,7 @@ static void server_wire(struct server *srv)
                                            .health = srv->health,
                                            .redis = srv->redis,
                                            .auth = srv->auth,
+                                           .admin = srv->admin,
                                            .tarpit = srv->tarpit,
                                            .capacity = srv->capacity,
                                            .in_flight = &srv->in_flight,
