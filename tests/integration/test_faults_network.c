@@ -18,6 +18,7 @@
 #include <curl/curl.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -79,8 +80,8 @@ static int start_server(void)
 struct call {
     const char *method, *path, *body;
     pthread_t thread;
-    long status;
-    char code[64]; /* the error's "error", or "" */
+    atomic_long status; /* -1 until answered (0: no answer at all) */
+    char code[64];      /* the error's "error", or ""; read after the join */
 };
 
 static void *call_main(void *arg)
@@ -89,18 +90,19 @@ static void *call_main(void *arg)
     const char *h[] = {"Authorization: Bearer " TOKEN, "Content-Type: application/json", NULL};
     struct h_resp r;
     h_request(c->method, h_url(&srv, c->path), h, c->body, &r);
-    c->status = r.status;
     json_t *j = h_json(&r);
     snprintf(c->code, sizeof(c->code), "%s",
              j ? json_string_value(json_object_get(j, "error")) ?: "" : "");
     json_decref(j);
+    atomic_store(&c->status, r.status);
     h_resp_free(&r);
     return NULL;
 }
 
 static void call_start(struct call *c, const char *method, const char *path, const char *body)
 {
-    *c = (struct call){.method = method, .path = path, .body = body, .status = -1};
+    *c = (struct call){.method = method, .path = path, .body = body};
+    atomic_init(&c->status, -1);
     assert_int_equal(pthread_create(&c->thread, NULL, call_main, c), 0);
 }
 
@@ -109,7 +111,7 @@ static long admin_now(const char *method, const char *path, const char *body)
     struct call c;
     call_start(&c, method, path, body);
     pthread_join(c.thread, NULL);
-    return c.status;
+    return atomic_load(&c.status);
 }
 
 static void an_admin_request_on_a_silent_database_is_answered_and_the_worker_recovers(void **state)
@@ -125,12 +127,13 @@ static void an_admin_request_on_a_silent_database_is_answered_and_the_worker_rec
     call_start(&c, "GET", "/admin/tenants/early", NULL);
     assert_true(H_WAIT(fk_relay_waiting(relay, "bulkhead-admin"), 10000));
     /* The worker gives up on the statement at its deadline rather than waiting for TCP. */
-    assert_true(H_WAIT(c.status != -1, ADMIN_ANSWER_MS));
+    assert_true(H_WAIT(atomic_load(&c.status) != -1, ADMIN_ANSWER_MS));
     pthread_join(c.thread, NULL);
     int64_t took = h_now_ms() - t0;
-    printf("# admin request on a silent database: %ld %s after %.2f s\n", c.status, c.code,
+    long status = atomic_load(&c.status);
+    printf("# admin request on a silent database: %ld %s after %.2f s\n", status, c.code,
            (double)took / 1000.0);
-    assert_int_equal(c.status, 503);
+    assert_int_equal(status, 503);
     assert_string_equal(c.code, "database_unavailable");
 
     /* The network is back: the worker opens a new connection and serves. */
@@ -160,9 +163,9 @@ sigterm_ends_the_server_in_time_while_its_threads_wait_on_a_silent_database(void
     pthread_join(c.thread, NULL);
     printf("# SIGTERM with an admin request and a key reload waiting on a silent database: "
            "exit %d after %lld ms (SHUTDOWN_TIMEOUT_MS=%d); the admin request: %ld %s\n",
-           rc, (long long)took, SHUTDOWN_MS, c.status, c.code);
+           rc, (long long)took, SHUTDOWN_MS, atomic_load(&c.status), c.code);
     assert_int_equal(rc, 0);
-    assert_int_equal(c.status, 503);
+    assert_int_equal(atomic_load(&c.status), 503);
     assert_string_equal(c.code, "shutting_down");
 }
 

@@ -233,7 +233,7 @@ static void a_statement_that_ignores_cancels_gets_them_less_and_less_often(void 
     assert_int_equal(dbconn_pipe_enter(c), 0);
     assert_int_equal(dbconn_pipe_send(c, "stubborn", 1, secs, err, sizeof(err)), 0);
     assert_int_equal(dbconn_pipe_sync(c, err, sizeof(err)), 0);
-    wait_running(pid, false);
+    wait_running(pid, true); /* in its loop's pg_sleep: inside the block that catches cancels */
     int64_t t0 = mclock_now_us();
     assert_int_equal(dbconn_cancel(c, t0 + 10 * SEC), 0);
     double took_ms = (double)(mclock_now_us() - t0) / 1000.0;
@@ -350,13 +350,17 @@ static int group_setup(void **state)
         fprintf(stderr, "cannot reach PostgreSQL at %s: %s", url, PQerrorMessage(admin));
         return -1;
     }
-    /* A statement that catches every cancel until it has run `secs` seconds. */
-    PGresult *res = PQexec(
-        admin, "CREATE OR REPLACE FUNCTION bh_test_stubborn(secs float8) RETURNS int "
-               "LANGUAGE plpgsql AS $$ DECLARE t0 timestamptz := clock_timestamp(); "
-               "caught int := 0; BEGIN WHILE clock_timestamp() < t0 + secs * interval '1 s' LOOP "
-               "BEGIN PERFORM pg_sleep(0.01); EXCEPTION WHEN query_canceled THEN "
-               "caught := caught + 1; END; END LOOP; RETURN caught; END $$");
+    /* A statement that catches every cancel until it has run `secs` seconds: the whole timed
+     * loop is inside the block that catches them (a cancel that lands outside it, in the few
+     * instructions between the handler and the block again, would end the statement). */
+    PGresult *res =
+        PQexec(admin, "CREATE OR REPLACE FUNCTION bh_test_stubborn(secs float8) RETURNS int "
+                      "LANGUAGE plpgsql AS $$ DECLARE t0 timestamptz := clock_timestamp(); "
+                      "caught int := 0; done bool := false; BEGIN LOOP BEGIN "
+                      "WHILE clock_timestamp() < t0 + secs * interval '1 s' LOOP "
+                      "PERFORM pg_sleep(0.01); END LOOP; done := true; "
+                      "EXCEPTION WHEN query_canceled THEN caught := caught + 1; END; "
+                      "EXIT WHEN done; END LOOP; RETURN caught; END $$");
     bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
     if (!ok)
         fprintf(stderr, "cannot create bh_test_stubborn: %s", PQresultErrorMessage(res));
