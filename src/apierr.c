@@ -100,6 +100,13 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                              .when = "the tenant used up its rate limit (its own override, or its "
                                      "tier's); Retry-After: until a request would be admitted",
                              .held = APIERR_HOLD_TENANT},
+    [APIERR_TOO_MANY_AUTH_FAILURES] = {"too_many_auth_failures", 429, OUTCOME_RATE_LIMITED,
+                                       APIERR_RETRY_WAIT,
+                                       .message = "too many failed admin authentications",
+                                       .when = "10 failed admin authentications from the "
+                                               "client's address within 60 s (then one more "
+                                               "every 6 s): its token is not compared; "
+                                               "Retry-After: until one more attempt is allowed"},
     [APIERR_HEADERS_TOO_LARGE] = {"headers_too_large", 431, CLIENT,
                                   .message = "the request's header fields are too large",
                                   .when = "the request head passes `HTTP_CONNECTION_MEMORY`, "

@@ -38,7 +38,8 @@ struct cfg_def {
     const char *name;    /* environment variable */
     enum cfg_type type;  /* how the value is parsed */
     const char *def;     /* default, as it would be written in the environment */
-    int64_t min, max;    /* CFG_INT bounds, inclusive */
+    int64_t min, max;    /* CFG_INT bounds, inclusive; CFG_SECRET: min, its shortest length
+                            unless empty */
     const char *choices; /* CFG_ENUM: values separated by '|', in enum order */
     const char *help;    /* one line for --help and the README */
     size_t offset;       /* where the value lives in struct config */
@@ -88,11 +89,15 @@ static const struct cfg_def cfg_table[] = {
     {"AUTH_MODE", CFG_ENUM, "header", 0, 0, "header|apikey",
      "header: trust X-Tenant-Tier (behind a trusted gateway); apikey: tier from the API key",
      OFF(auth_mode)},
-    {"AUTH_CACHE_TTL_MS", CFG_INT, "5000", 0, 3600000, NULL,
-     "how long an API-key lookup is cached (revocations take effect within it)",
+    /* A reload reads the whole key table: 1000 ms at least (auth.h's AUTH_TTL_MIN_MS). */
+    {"AUTH_CACHE_TTL_MS", CFG_INT, "5000", 1000, 3600000, NULL,
+     "API keys are reloaded at least this often; a notified change (every change made by the "
+     "admin API or the CLI) is seen at once",
      OFF(auth_cache_ttl)},
-    {"ADMIN_TOKEN", CFG_SECRET, "", 0, 0, NULL,
-     "bearer token for /admin endpoints (empty: admin endpoints are off)", OFF(admin_token)},
+    {"ADMIN_TOKEN", CFG_SECRET, "", 32, 0, NULL,
+     "bearer token for /admin endpoints (empty: admin endpoints are off); failed attempts are "
+     "limited per client address",
+     OFF(admin_token)},
     {"LOG_FORMAT", CFG_ENUM, "json", 0, 0, "json|text", "log line format on stdout/stderr",
      OFF(log_format)},
     {"LOG_LEVEL", CFG_ENUM, "info", 0, 0, "debug|info|warn|error",
@@ -173,9 +178,18 @@ static int cfg_set(struct config *cfg, const struct cfg_def *d, const char *valu
 {
     char *base = (char *)cfg;
     switch (d->type) {
+    case CFG_SECRET:
+        /* Never the value itself in the message: it is a secret, even a bad one. */
+        if (value[0] && (int64_t)strlen(value) < d->min) {
+            snprintf(err, errlen,
+                     "%s: must be empty or at least %" PRId64
+                     " characters long (got %zu); generate one with: openssl rand -hex 32",
+                     d->name, d->min, strlen(value));
+            return -EINVAL;
+        }
+        /* fall through */
     case CFG_STR:
-    case CFG_CONN:
-    case CFG_SECRET: {
+    case CFG_CONN: {
         char **slot = (char **)(void *)(base + d->offset);
         free(*slot);
         *slot = xstrdup(value);
@@ -423,8 +437,13 @@ void config_print_help(FILE *out, bool markdown)
             break;
         case CFG_STR:
         case CFG_CONN:
-        case CFG_SECRET:
             snprintf(allowed, sizeof(allowed), "text");
+            break;
+        case CFG_SECRET:
+            if (d->min > 0)
+                snprintf(allowed, sizeof(allowed), "empty, or %" PRId64 "+ characters", d->min);
+            else
+                snprintf(allowed, sizeof(allowed), "text");
             break;
         }
         /* A '|' would split a Markdown table cell. */

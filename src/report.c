@@ -6,6 +6,7 @@
  * tell the series apart), so a family's samples stay together as the format requires.
  */
 #include "report.h"
+#include "admin.h"
 #include "capctl.h"
 #include "health.h"
 #include "mclock.h"
@@ -195,7 +196,13 @@ struct report_proc_field {
     int unit;      /* REPORT_UNIT_*: how the value is written */
 };
 
-enum { REPORT_ALWAYS, REPORT_NEEDS_REDIS, REPORT_NEEDS_AUTH, REPORT_NEEDS_TARPIT };
+enum {
+    REPORT_ALWAYS,
+    REPORT_NEEDS_REDIS,
+    REPORT_NEEDS_AUTH,
+    REPORT_NEEDS_TARPIT,
+    REPORT_NEEDS_ADMIN
+};
 enum {
     REPORT_UNIT_COUNT,   /* an integer, as is */
     REPORT_UNIT_SECONDS, /* microseconds, written in seconds */
@@ -219,6 +226,15 @@ static const struct report_proc_field report_proc_fields[] = {
      "API-key checks, by result.", RP(auth_accepted), REPORT_NEEDS_AUTH},
     {"bulkhead_auth_decisions_total", "result=\"rejected\"", "counter",
      "API-key checks, by result.", RP(auth_rejected), REPORT_NEEDS_AUTH},
+    {"bulkhead_admin_auth_total", "result=\"accepted\"", "counter",
+     "Admin authentications, by result (limited: refused without comparing the token).",
+     RP(admin_accepted), REPORT_NEEDS_ADMIN},
+    {"bulkhead_admin_auth_total", "result=\"refused\"", "counter",
+     "Admin authentications, by result (limited: refused without comparing the token).",
+     RP(admin_refused), REPORT_NEEDS_ADMIN},
+    {"bulkhead_admin_auth_total", "result=\"limited\"", "counter",
+     "Admin authentications, by result (limited: refused without comparing the token).",
+     RP(admin_limited), REPORT_NEEDS_ADMIN},
     {"bulkhead_tarpit_held_total", NULL, "counter",
      "Refusals held because the client came back before its Retry-After.", RP(tarpit_held),
      REPORT_NEEDS_TARPIT},
@@ -291,6 +307,14 @@ void report_read_process(const struct report_sources *src, struct report_process
         out->auth_keys = as.keys;
         out->auth_accepted = as.accepted;
         out->auth_rejected = as.rejected;
+    }
+    if (src->admin) {
+        struct admin_stats as;
+        admin_stats(src->admin, &as);
+        out->have_admin = true;
+        out->admin_accepted = as.accepted;
+        out->admin_refused = as.refused;
+        out->admin_limited = as.limited;
     }
     if (src->tarpit) {
         struct tarpit_stats ts;
@@ -673,6 +697,7 @@ static void prom_process(FILE *f, const struct report_process *p)
         const struct report_proc_field *fd = &report_proc_fields[k];
         if ((fd->needs == REPORT_NEEDS_REDIS && !p->have_redis) ||
             (fd->needs == REPORT_NEEDS_AUTH && !p->have_auth) ||
+            (fd->needs == REPORT_NEEDS_ADMIN && !p->have_admin) ||
             (fd->needs == REPORT_NEEDS_TARPIT && !p->have_tarpit))
             continue;
         if (!last || strcmp(last, fd->prom))

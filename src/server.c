@@ -4,7 +4,16 @@
  * Start order: health probe, tiers (breaker, limiter, workers, pool) and the capacity controller,
  * API keys (after bringing the tenants schema up to date), Redis limiter, tarpit, admin worker,
  * history, janitor, and the HTTP listener last, so no request arrives before its path exists.
+ * Every start-up check on the database is bounded (dbconn.h, tenantdb.h): a silent database
+ * fails the start rather than hanging it.
+ *
  * Shutdown is the reverse, after in-flight requests have had SHUTDOWN_TIMEOUT_MS to finish.
+ * Then the admin worker's wait on the database is ended (its request is answered 503), the
+ * tiers' workers finish the calls they are in (each at its deadline at most: breaker_timeout_ms
+ * and a cancel's grace), replies get SERVER_REPLY_GRACE_US to leave, and the threads with a
+ * connection of their own (key refresher, health prober) are stopped at once, whatever the
+ * database does: SIGTERM ends within SHUTDOWN_TIMEOUT_MS + SERVER_REPLY_GRACE_US and a few
+ * milliseconds unless a tier request is still in a database call.
  */
 #include "server.h"
 #include "admin.h"
@@ -13,6 +22,7 @@
 #include "auth.h"
 #include "breaker.h"
 #include "capctl.h"
+#include "dbconn.h"
 #include "dbpool.h"
 #include "health.h"
 #include "history.h"
@@ -105,6 +115,9 @@ static void server_tier_free(struct tier_rt *t)
     t->breaker = NULL;
 }
 
+#define SERVER_CHECK_TIMEOUT_MS 5000    /* a start-up (or SIGHUP) check's connect and query */
+#define SERVER_REPLY_GRACE_US   1000000 /* after the workers stop, for their replies to leave */
+
 /* Warn when this instance's pools could need more connections than the database allows. */
 static void server_check_budget(struct server *srv)
 {
@@ -116,19 +129,27 @@ static void server_check_budget(struct server *srv)
     const struct tier_table *tiers = tierset_snapshot(srv->tiers);
     for (size_t i = 0; i < tiers->count; i++)
         need += tiers->tiers[i].db_max;
-    const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
-    const char *vals[] = {srv->cfg.database_url, "bulkhead-startup", "5", NULL};
-    PGconn *pg = PQconnectdbParams(keys, vals, 1);
-    if (PQstatus(pg) != CONNECTION_OK) {
+    const struct dbconn_params p = {.conninfo = srv->cfg.database_url,
+                                    .appname = "bulkhead-startup",
+                                    .statement_timeout_ms = SERVER_CHECK_TIMEOUT_MS};
+    struct dbconn *db = NULL;
+    PGresult *res = NULL;
+    char err[300];
+    int64_t deadline = mclock_now_us() + SERVER_CHECK_TIMEOUT_MS * 1000ll;
+    int rc = dbconn_open(&p, deadline, &db, err, sizeof(err));
+    if (!rc)
+        rc = dbconn_query(db,
+                          "SELECT current_setting('max_connections')::int - "
+                          "current_setting('superuser_reserved_connections')::int",
+                          0, NULL, deadline, &res, err, sizeof(err));
+    if (rc) {
         log_warn("db_budget",
-                 "cannot check max_connections now (database unreachable); this "
-                 "instance may open up to %" PRId64 " connections",
-                 need);
-        PQfinish(pg);
+                 "cannot check max_connections now (%s); this instance may open up to %" PRId64
+                 " connections",
+                 err, need);
+        dbconn_close(db);
         return;
     }
-    PGresult *res = PQexec(pg, "SELECT current_setting('max_connections')::int - "
-                               "current_setting('superuser_reserved_connections')::int");
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
         int64_t allowed = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
         if (need > allowed)
@@ -145,7 +166,7 @@ static void server_check_budget(struct server *srv)
                      need, allowed, allowed / need);
     }
     PQclear(res);
-    PQfinish(pg);
+    dbconn_close(db);
 }
 
 static void server_log_config(struct server *srv)
@@ -314,6 +335,7 @@ static void server_wire(struct server *srv)
                                            .health = srv->health,
                                            .redis = srv->redis,
                                            .auth = srv->auth,
+                                           .admin = srv->admin,
                                            .tarpit = srv->tarpit,
                                            .capacity = srv->capacity,
                                            .in_flight = &srv->in_flight,
@@ -362,9 +384,10 @@ static int server_start_tiers(struct server *srv, const struct tier_table *tiers
 /* The tenants schema, brought up to date before anything reads it. */
 static int server_tenants_schema(struct server *srv)
 {
-    PGconn *pg = NULL;
+    struct dbconn *db = NULL;
     char err[300];
-    int rc = tenantdb_connect(srv->cfg.database_url, "bulkhead-startup", &pg, err, sizeof(err));
+    int rc =
+        tenantdb_connect(srv->cfg.database_url, "bulkhead-startup", NULL, &db, err, sizeof(err));
     if (rc) {
         log_error("tenants_schema",
                   "AUTH_MODE=apikey: cannot bring the tenants schema up to date: %s (apply "
@@ -372,7 +395,7 @@ static int server_tenants_schema(struct server *srv)
                   err);
         return rc;
     }
-    PQfinish(pg);
+    dbconn_close(db);
     return 0;
 }
 
@@ -575,12 +598,13 @@ void server_stop(struct server *srv)
         log_warn("shutdown",
                  "%d requests still running after %" PRId64 " ms; answering queued ones 503", left,
                  srv->cfg.shutdown_timeout);
-    /* Stop the workers: queued requests are answered 503, running ones finish. */
+    /* The admin worker's wait on the database ends now (503); the tiers' workers answer their
+     * queued requests 503 and finish the calls they are in, each by its deadline. */
+    admin_stop(srv->admin);
     for (size_t i = 0; i < tierset_count(srv->tiers); i++)
         workpool_stop(tierset_tier(srv->tiers, i)->pool);
-    admin_stop(srv->admin);
     /* Their replies still have to be sent before the HTTP threads go. */
-    server_drain(srv, mclock_now_us() + 2000000);
+    server_drain(srv, mclock_now_us() + SERVER_REPLY_GRACE_US);
     server_teardown(srv);
     log_info("shutdown", "stopped cleanly in %" PRId64 " ms", (mclock_now_us() - start) / 1000);
 }

@@ -679,6 +679,8 @@ static void a_database_outage_opens_breakers_and_everything_recovers(void **stat
 
 /* ---- operator controls -------------------------------------------------------------------- */
 
+#define OPS_TOKEN "s3cret-token-0123456789abcdef0123" /* ADMIN_TOKEN: 32 characters at least */
+
 static long admin(const struct h_server *s, const char *path, const char *token)
 {
     char auth[128];
@@ -701,20 +703,20 @@ static void admin_endpoints_are_off_without_a_token(void **state)
 static void operators_force_open_disable_and_reset(void **state)
 {
     (void)state;
-    const char *e[] = {"ADMIN_TOKEN=s3cret-token", NULL};
+    const char *e[] = {"ADMIN_TOKEN=" OPS_TOKEN, NULL};
     struct h_server s;
     assert_int_equal(h_server_start(&s, suite.db_url, e), 0);
     assert_int_equal(admin(&s, "/admin/breaker/pro/open", "wrong"), 401);
     assert_int_equal(admin(&s, "/admin/breaker/pro/open", NULL), 401);
-    assert_int_equal(admin(&s, "/admin/breaker/nosuch/open", "s3cret-token"), 404);
-    assert_int_equal(admin(&s, "/admin/breaker/pro/explode", "s3cret-token"), 404);
+    assert_int_equal(admin(&s, "/admin/breaker/nosuch/open", OPS_TOKEN), 404);
+    assert_int_equal(admin(&s, "/admin/breaker/pro/explode", OPS_TOKEN), 404);
 
-    assert_int_equal(admin(&s, "/admin/breaker/pro/open", "s3cret-token"), 200);
+    assert_int_equal(admin(&s, "/admin/breaker/pro/open", OPS_TOKEN), 200);
     assert_string_equal(breaker_state(&s, "pro"), "OPEN");
     assert_int_equal(get(&s, "/api/data", "pro", "ops"), 503);
     assert_int_equal(get(&s, "/api/data", "enterprise", "ops"), 200);
 
-    assert_int_equal(admin(&s, "/admin/breaker/pro/disable", "s3cret-token"), 200);
+    assert_int_equal(admin(&s, "/admin/breaker/pro/disable", OPS_TOKEN), 200);
     for (int i = 0; i < 12; i++)
         assert_int_equal(get(&s, "/api/data?force_error=true", "pro", "ops"), 500);
     assert_string_equal(breaker_state(&s, "pro"), "CLOSED"); /* disabled: nothing trips it */
@@ -722,7 +724,7 @@ static void operators_force_open_disable_and_reset(void **state)
     assert_string_equal(json_string_value(json_object_get(cb, "mode")), "disabled");
     json_decref(cb);
 
-    assert_int_equal(admin(&s, "/admin/breaker/pro/reset", "s3cret-token"), 200);
+    assert_int_equal(admin(&s, "/admin/breaker/pro/reset", OPS_TOKEN), 200);
     cb = tier_section(&s, "pro", "circuitBreaker");
     assert_string_equal(json_string_value(json_object_get(cb, "mode")), "auto");
     assert_string_equal(json_string_value(json_object_get(cb, "state")), "CLOSED");

@@ -162,6 +162,49 @@ static void int_bounds_are_inclusive_for_every_int_row(void **state)
     assert_int_equal(ints, 19);
 }
 
+static void an_auth_cache_shorter_than_a_second_is_refused(void **state)
+{
+    (void)state;
+    /* 0 used to mean a reload of the whole key table every millisecond. */
+    static const char *const bad[] = {"0", "1", "999"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct config c;
+        char err[256], want[256];
+        assert_int_equal(load_one(&c, "AUTH_CACHE_TTL_MS", bad[i], err, sizeof(err)), -EINVAL);
+        snprintf(want, sizeof(want),
+                 "AUTH_CACHE_TTL_MS: must be an integer from 1000 to 3600000 (got \"%s\")", bad[i]);
+        assert_string_equal(err, want);
+    }
+    struct config c;
+    char err[256];
+    assert_int_equal(load_one(&c, "AUTH_CACHE_TTL_MS", "1000", err, sizeof(err)), 0);
+    assert_int_equal(c.auth_cache_ttl, 1000);
+    config_free(&c);
+}
+
+static void a_short_admin_token_is_refused_without_being_printed(void **state)
+{
+    (void)state;
+    /* 31 characters: one short. */
+    const char *shortish = "guessable-0123456789abcdefghijk";
+    assert_int_equal(strlen(shortish), 31);
+    struct config c;
+    char err[256];
+    assert_int_equal(load_one(&c, "ADMIN_TOKEN", shortish, err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "ADMIN_TOKEN: must be empty or at least 32 characters long (got 31); "
+                             "generate one with: openssl rand -hex 32");
+    assert_null(strstr(err, "guessable"));
+    assert_int_equal(load_one(&c, "ADMIN_TOKEN", "x", err, sizeof(err)), -EINVAL);
+    /* 32 characters, and empty, are accepted. */
+    const char *enough = "0123456789abcdef0123456789abcdef";
+    assert_int_equal(load_one(&c, "ADMIN_TOKEN", enough, err, sizeof(err)), 0);
+    assert_string_equal(c.admin_token, enough);
+    config_free(&c);
+    assert_int_equal(load_one(&c, "ADMIN_TOKEN", "", err, sizeof(err)), 0);
+    assert_string_equal(c.admin_token, "");
+    config_free(&c);
+}
+
 static void int_values_are_strict_decimal(void **state)
 {
     (void)state;
@@ -278,14 +321,15 @@ static void strings_are_kept_verbatim(void **state)
 {
     (void)state;
     struct fake_env e = {.names = {"DATABASE_URL", "API_BIND", "ADMIN_TOKEN", "REDIS_URL"},
-                         .values = {"host=/tmp dbname=x", "::1", " spaced # token ", "redis://r"},
+                         .values = {"host=/tmp dbname=x", "::1",
+                                    " spaced # token, long enough to pass ", "redis://r"},
                          .n = 4};
     struct config c;
     char err[256];
     assert_int_equal(config_load_from(&c, fake_get, &e, err, sizeof(err)), 0);
     assert_string_equal(c.database_url, "host=/tmp dbname=x");
     assert_string_equal(c.api_bind, "::1");
-    assert_string_equal(c.admin_token, " spaced # token ");
+    assert_string_equal(c.admin_token, " spaced # token, long enough to pass ");
     assert_string_equal(c.redis_url, "redis://r");
     config_free(&c);
 }
@@ -652,7 +696,8 @@ static void effective_settings_name_their_source_and_mask_secrets(void **state)
     assert_int_equal(setenv("DATABASE_URL", "postgresql://app:envpass@db/app", 1), 0);
     assert_int_equal(setenv("API_PORT", "9000", 1), 0);
     assert_int_equal(setenv("LOG_LEVEL", "", 1), 0); /* empty: .env may fill it in */
-    const char *path = write_env_file("API_PORT=9001\nLOG_LEVEL=debug\nADMIN_TOKEN=tok3n\n"
+    const char *path = write_env_file("API_PORT=9001\nLOG_LEVEL=debug\n"
+                                      "ADMIN_TOKEN=tok3n-0123456789abcdef0123456789abcdef\n"
                                       "REDIS_URL=redis://bh:redispass@r:6380/1\n"
                                       "TRUSTED_PROXIES=\nDATABASE_URL=postgresql://x:filepass@h/x\n"
                                       "API_BIND='::'\n");
@@ -746,6 +791,8 @@ int main(void)
         cmocka_unit_test(every_row_accepts_its_default_written_explicitly),
         cmocka_unit_test(int_bounds_are_inclusive_for_every_int_row),
         cmocka_unit_test(int_values_are_strict_decimal),
+        cmocka_unit_test(an_auth_cache_shorter_than_a_second_is_refused),
+        cmocka_unit_test(a_short_admin_token_is_refused_without_being_printed),
         cmocka_unit_test(enum_spellings_map_to_their_values),
         cmocka_unit_test(enum_refuses_other_spellings_listing_the_choices),
         cmocka_unit_test(bool_spellings),
