@@ -45,8 +45,9 @@ static int setup(void **state)
     if (!port || h_db_create("faults_network", db_url, sizeof(db_url)) ||
         fk_relay_start(atoi(port), &relay))
         return -1;
-    snprintf(relay_url, sizeof(relay_url), "postgresql://postgres@127.0.0.1:%d/faults_network",
-             fk_relay_port(relay));
+    /* The same database (its name as h_db_create made it), through the relay's port. */
+    snprintf(relay_url, sizeof(relay_url), "postgresql://postgres@127.0.0.1:%d%s",
+             fk_relay_port(relay), strrchr(db_url, '/'));
     return 0;
 }
 
