@@ -53,14 +53,13 @@ static void api_method_not_allowed(struct request *r, const char *allow)
 }
 
 /*
- * The client's address as "ip:<addr>", the tenant key when no tenant id is given. Behind a
- * trusted proxy (TRUSTED_PROXIES) the client is the rightmost untrusted X-Forwarded-For entry;
- * from anyone else X-Forwarded-For is ignored, since a client can write what it likes there.
- * Several X-Forwarded-For fields are one list in their order (RFC 9110 5.3): a proxy that adds
- * a field of its own rather than appending to the client's is read right, not the client's
- * first field.
+ * The client's address. Behind a trusted proxy (TRUSTED_PROXIES) the client is the rightmost
+ * untrusted X-Forwarded-For entry; from anyone else X-Forwarded-For is ignored, since a client
+ * can write what it likes there. Several X-Forwarded-For fields are one list in their order
+ * (RFC 9110 5.3): a proxy that adds a field of its own rather than appending to the client's is
+ * read right, not the client's first field.
  */
-static void api_client_key(const struct api_deps *d, struct request *r, char *out, size_t len)
+static void api_client_addr(const struct api_deps *d, struct request *r, char *out, size_t len)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
@@ -81,7 +80,18 @@ static void api_client_key(const struct api_deps *d, struct request *r, char *ou
             snprintf(addr, sizeof(addr), "%s", fwd);
         free(xff);
     }
-    snprintf(out, len, "ip:%s", addr);
+    snprintf(out, len, "%s", addr);
+}
+
+/* The client as "ip:<key>": the tenant key when no tenant id is given, and the name of every
+ * address-keyed limit and hold. An IPv6 client is its network of CLIENT_IPV6_PREFIX bits
+ * (params_client_key): one host commonly holds a whole /64 and could rotate through it. */
+static void api_client_key(const struct api_deps *d, struct request *r, char *out, size_t len)
+{
+    char addr[INET6_ADDRSTRLEN], key[PARAMS_CLIENT_KEY_MAX];
+    api_client_addr(d, r, addr, sizeof(addr));
+    params_client_key(addr, d->ipv6_prefix, key, sizeof(key));
+    snprintf(out, len, "ip:%s", key);
 }
 
 /* ---- /health, /livez, /readyz ------------------------------------------------------------ */
@@ -455,9 +465,9 @@ static bool api_dashboard_data(const struct api_deps *d, struct request *r)
 
 static bool api_admin(const struct api_deps *d, struct request *r)
 {
-    char client[INET6_ADDRSTRLEN + 8];
-    api_client_key(d, r, client, sizeof(client));
-    return admin_handle(d->admin, client + 3, r); /* without "ip:" */
+    char client[INET6_ADDRSTRLEN];
+    api_client_addr(d, r, client, sizeof(client));
+    return admin_handle(d->admin, client, r);
 }
 
 /* ---- routing ---------------------------------------------------------------------------- */

@@ -45,6 +45,7 @@ struct config {
     int64_t pipeline_depth;     /* a tenant's reads in flight on one connection at most */
     int64_t pipeline_join_ms;   /* a pipelined connection is joined while its oldest is younger */
     char *trusted_proxies;      /* proxies whose X-Forwarded-For names the client ("" = none) */
+    int64_t client_ipv6_prefix; /* bits of an IPv6 client's address that name it */
     bool capacity_control;      /* the capacity controller shapes lower tiers */
     int64_t capacity_interval;  /* ms between its verdicts */
     int64_t capacity_baseline;  /* s of the baseline window */

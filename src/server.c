@@ -334,7 +334,8 @@ static void server_wire(struct server *srv)
                                  .retry_reads = srv->cfg.retry_reads,
                                  .lane_depth = srv->cfg.pipeline_depth,
                                  .lane_join_us = srv->cfg.pipeline_join_ms * 1000,
-                                 .admin = srv->admin};
+                                 .admin = srv->admin,
+                                 .ipv6_prefix = (unsigned)srv->cfg.client_ipv6_prefix};
 }
 
 /* The tier set, every tier's parts, and the capacity controller over them. */

@@ -5,7 +5,8 @@
  * held (counted as outcome "held", visible while held in bulkhead_tarpit_holding) and still
  * answered with the refusal; a client that waits as told is answered at once; fresh tenant ids
  * from one address do not escape a full tier, while a rate limit stays each tenant's own;
- * clients behind one trusted proxy are told apart by their forwarded address; past TARPIT_MAX_HELD
+ * clients behind one trusted proxy are told apart by their forwarded address, an IPv6 one by its
+ * /64; past TARPIT_MAX_HELD
  * refusals are answered at once and counted, and the server's descriptors come back to where they
  * were; shutdown answers a held request at once. States and counts, no timing thresholds.
  */
@@ -206,6 +207,19 @@ static void clients_behind_one_proxy_are_told_apart(void **state)
     assert_true(H_WAIT(held_total() == held0 + 1, 20000));
 }
 
+static void an_ipv6_client_is_its_64(void **state)
+{
+    (void)state;
+    /* No tenant id: the client is its address, and an IPv6 one its /64 (CLIENT_IPV6_PREFIX). */
+    assert_int_equal(get_free(NULL, "2001:db8:1:2::1", NULL), 200);
+    /* Another address in the same /64 is the same client: its allowance is spent. */
+    assert_int_equal(get_free(NULL, "2001:db8:1:2:ffff:ffff:ffff:ffff", NULL), 429);
+    /* The next /64 is another client, and so is an IPv4 client. */
+    assert_int_equal(get_free(NULL, "2001:db8:1:3::1", NULL), 200);
+    assert_int_equal(get_free(NULL, "10.1.0.64", NULL), 200);
+    assert_int_equal(get_free(NULL, "10.1.0.65", NULL), 200);
+}
+
 static void a_client_that_waits_is_answered_at_once(void **state)
 {
     (void)state;
@@ -281,6 +295,7 @@ int main(void)
         cmocka_unit_test(a_fresh_tenant_id_does_not_escape_a_full_tier),
         cmocka_unit_test(a_rate_limit_is_the_tenants_own_business),
         cmocka_unit_test(clients_behind_one_proxy_are_told_apart),
+        cmocka_unit_test(an_ipv6_client_is_its_64),
         cmocka_unit_test(a_client_that_waits_is_answered_at_once),
         cmocka_unit_test(holds_are_bounded_and_descriptors_come_back),
         cmocka_unit_test(shutdown_answers_a_held_request),
