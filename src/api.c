@@ -290,10 +290,16 @@ static bool api_rate_limit(const struct api_deps *d, struct request *r, const st
         return true; /* unlimited: no limiter work at all */
     struct tier_rt *t = r->tier;
     int64_t now = mclock_now_us();
-    if (!d->redis || rlredis_check(d->redis, c->name, limit, c->rate_window_s, r->tenant, &r->rl))
-        ratelimit_check_limit(t->rl, r->tenant, limit, now, &r->rl);
-    else
+    if (!d->redis || rlredis_check(d->redis, c->name, limit, c->rate_window_s, r->tenant, &r->rl)) {
+        if (ratelimit_check_limit(t->rl, r->tenant, limit, now, &r->rl)) {
+            /* The table is full: the tenant shares the bucket of its address. */
+            char addr[PARAMS_CLIENT_KEY_MAX + 4];
+            api_client_key(d, r, addr, sizeof(addr));
+            ratelimit_check_overflow(t->rl, addr, limit, now, &r->rl);
+        }
+    } else {
         ratelimit_count(t->rl, r->rl.allowed);
+    }
     r->rl_applied = true;
     if (r->rl.allowed)
         return true;
