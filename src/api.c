@@ -240,11 +240,29 @@ static bool api_arg(struct request *r, const char *name, const char **v)
     return rc != -EINVAL;
 }
 
-static bool api_parse_read_args(struct request *r)
+/* force_error and delay_ms let a client fail or slow its tier on purpose (the reference
+ * design's verification): refused unless TEST_PARAMS allows them, since where tenants are real
+ * one of them could open its tier's breaker for all. */
+static bool api_test_params_off(const struct api_deps *d, struct request *r)
+{
+    const char *v;
+    if (d->test_params ||
+        (request_arg(r, "force_error", &v) == -ENOENT && request_arg(r, "delay_ms", &v) == -ENOENT))
+        return false;
+    apierr_replyf(r, APIERR_INVALID_ARGUMENT,
+                  "force_error and delay_ms are test parameters, off on this server: "
+                  "TEST_PARAMS=on turns them on (its default, auto, has them on in "
+                  "AUTH_MODE=header only)");
+    return true;
+}
+
+static bool api_parse_read_args(const struct api_deps *d, struct request *r)
 {
     struct request_args *a = &r->args;
     a->limit = API_LIMIT_DEFAULT;
     const char *v;
+    if (api_test_params_off(d, r))
+        return false;
     if (!api_arg(r, "force_error", &v) || (v && params_bool(v, &a->force_error))) {
         apierr_replyf(r, APIERR_INVALID_ARGUMENT, "force_error must be true or false");
         return false;
@@ -374,7 +392,7 @@ static bool api_data(const struct api_deps *d, struct request *r)
     }
     if (!api_identify(d, r))
         return false;
-    if (r->method == METHOD_POST ? !api_parse_write_body(r) : !api_parse_read_args(r))
+    if (r->method == METHOD_POST ? !api_parse_write_body(r) : !api_parse_read_args(d, r))
         return false;
 
     struct tier_rt *t = r->tier;

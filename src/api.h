@@ -48,6 +48,7 @@ struct api_deps {
     int64_t lane_depth;   /* DB_PIPELINE_DEPTH */
     int64_t lane_join_us; /* DB_PIPELINE_JOIN_MS, in us */
     struct admin *admin;  /* NULL unless ADMIN_TOKEN is set: /admin is off */
+    bool test_params;     /* force_error and delay_ms are accepted (TEST_PARAMS) */
     unsigned ipv6_prefix; /* CLIENT_IPV6_PREFIX: an IPv6 client is its network of these bits */
 };
 

@@ -88,6 +88,10 @@ static const struct cfg_def cfg_table[] = {
     {"AUTH_MODE", CFG_ENUM, "header", 0, 0, "header|apikey",
      "header: trust X-Tenant-Tier (behind a trusted gateway); apikey: tier from the API key",
      OFF(auth_mode)},
+    {"TEST_PARAMS", CFG_ENUM, "auto", 0, 0, "auto|on|off",
+     "accept the test parameters force_error and delay_ms on /api/data (auto: in AUTH_MODE=header "
+     "only; refused with 400 when off)",
+     OFF(test_params)},
     {"AUTH_CACHE_TTL_MS", CFG_INT, "5000", 0, 3600000, NULL,
      "how long an API-key lookup is cached (revocations take effect within it)",
      OFF(auth_cache_ttl)},

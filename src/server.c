@@ -335,6 +335,9 @@ static void server_wire(struct server *srv)
                                  .lane_depth = srv->cfg.pipeline_depth,
                                  .lane_join_us = srv->cfg.pipeline_join_ms * 1000,
                                  .admin = srv->admin,
+                                 .test_params = srv->cfg.test_params == CONFIG_TEST_PARAMS_ON ||
+                                                (srv->cfg.test_params == CONFIG_TEST_PARAMS_AUTO &&
+                                                 srv->cfg.auth_mode == CONFIG_AUTH_HEADER),
                                  .ipv6_prefix = (unsigned)srv->cfg.client_ipv6_prefix};
 }
 

@@ -105,6 +105,7 @@ static void defaults_all_parse_to_the_documented_values(void **state)
     assert_int_equal(c.redis_timeout, 50);
     assert_int_equal(c.rl_max_keys, 100000);
     assert_int_equal(c.auth_mode, CONFIG_AUTH_HEADER);
+    assert_int_equal(c.test_params, CONFIG_TEST_PARAMS_AUTO);
     assert_int_equal(c.client_ipv6_prefix, 64);
     assert_int_equal(c.auth_cache_ttl, 5000);
     assert_string_equal(c.admin_token, "");
@@ -124,7 +125,7 @@ static void every_row_accepts_its_default_written_explicitly(void **state)
     (void)state;
     struct row rows[64];
     size_t n = table_rows(rows, 64);
-    assert_int_equal(n, 33); /* every field of struct config has a row */
+    assert_int_equal(n, 34); /* every field of struct config has a row */
     for (size_t i = 0; i < n; i++) {
         struct config c;
         char err[256];
@@ -212,6 +213,9 @@ static void enum_spellings_map_to_their_values(void **state)
         {"RATE_LIMIT_BACKEND", "redis", offsetof(struct config, rl_backend), CONFIG_BACKEND_REDIS},
         {"AUTH_MODE", "header", offsetof(struct config, auth_mode), CONFIG_AUTH_HEADER},
         {"AUTH_MODE", "apikey", offsetof(struct config, auth_mode), CONFIG_AUTH_APIKEY},
+        {"TEST_PARAMS", "auto", offsetof(struct config, test_params), CONFIG_TEST_PARAMS_AUTO},
+        {"TEST_PARAMS", "on", offsetof(struct config, test_params), CONFIG_TEST_PARAMS_ON},
+        {"TEST_PARAMS", "off", offsetof(struct config, test_params), CONFIG_TEST_PARAMS_OFF},
         {"LOG_FORMAT", "json", offsetof(struct config, log_format), CONFIG_LOG_JSON},
         {"LOG_FORMAT", "text", offsetof(struct config, log_format), CONFIG_LOG_TEXT},
         {"LOG_LEVEL", "debug", offsetof(struct config, log_level), CONFIG_LOG_DEBUG},
