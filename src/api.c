@@ -343,6 +343,14 @@ static bool api_rate_limit(const struct api_deps *d, struct request *r, const st
  */
 static bool api_refused(const struct api_deps *d, struct request *r, bool deferred)
 {
+    /* The capacity gate it passed is left at once, charged nothing: it did no work, and a held
+     * refusal must not keep its tier's slot (one held request would shed a tier paced below
+     * one) nor charge its hold as busy time. */
+    if (r->cap_entered_us) {
+        int64_t left = mclock_now_us();
+        capctl_leave(d->capacity, r->tier->index, left, left);
+        r->cap_entered_us = 0;
+    }
     enum apierr_hold hold = r->error ? apierr_held((enum apierr)(r->error - 1)) : APIERR_HOLD_NONE;
     if (!d->tarpit || hold == APIERR_HOLD_NONE || !r->reply_retry_s) {
         if (deferred)

@@ -4,7 +4,8 @@
  * reaches a worker fails to connect at once.
  *
  * Covered: the invalid_tier reply lists the set's tiers; unknown paths are 404; the rate limit
- * answers 429 with Retry-After and RateLimit-* headers; an open breaker answers circuit_open
+ * answers 429 with Retry-After and RateLimit-* headers; a refusal held by the tarpit holds no
+ * capacity slot while held (capctl's in_progress); an open breaker answers circuit_open
  * with the time until a trial; a worker that cannot connect answers database_unavailable and
  * the breaker counts it; /metrics/bulkheads and /metrics render the set; admin needs the token
  * and knows the tiers, and checks tenant requests before the database; and replies stay right while
@@ -15,13 +16,16 @@
 #include "api.h"
 #include "apiwork.h"
 #include "breaker.h"
+#include "capctl.h"
 #include "config.h"
 #include "fakeset.h"
 #include "history.h"
 #include "http.h"
 #include "log.h"
+#include "mclock.h"
 #include "report.h"
 #include "request.h"
+#include "tarpit.h"
 #include "tierset.h"
 
 #include "../promtext.h"
@@ -59,6 +63,8 @@ static struct {
     struct report_sources sources;
     struct api_deps deps;
     struct admin *admin;
+    struct capctl *capacity;
+    struct tarpit *tarpit;
     struct http *http;
     char base[64];
 } t;
@@ -76,6 +82,8 @@ static void hook_done(void *ctx, const struct request *r, int64_t total_us)
     (void)ctx;
     metrics_observe(r->tier ? &r->tier->m : &t.untiered, r->outcome, (int)r->status, total_us,
                     r->queue_us, r->query_us);
+    if (r->cap_entered_us) /* as the server does */
+        capctl_leave(t.capacity, r->tier->index, r->cap_entered_us, mclock_now_us());
 }
 
 static void hook_freed(void *ctx)
@@ -124,8 +132,32 @@ static int setup(void **state)
         .token = "secret", .conninfo = "host=127.0.0.1 port=1 connect_timeout=2", .tiers = t.ts};
     if (admin_create(&ac, &t.admin))
         return -1;
-    t.deps = (struct api_deps){
-        .tiers = t.ts, .metrics = &t.sources, .history = t.history, .admin = t.admin};
+    /* The capacity controller counts what is in progress (it never gates here: nothing ticks
+     * it); the tarpit holds refusals up to a minute, longer than any test runs. */
+    const struct capctl_cfg cc = {.enabled = true,
+                                  .active_us = 1000000,
+                                  .baseline_us = 60000000,
+                                  .min_samples = 8,
+                                  .decrease = 0.5,
+                                  .increase = 0.1};
+    if (capctl_create(&cc, tierset_count(t.ts), &t.capacity))
+        return -1;
+    for (size_t i = 0; i < tierset_count(t.ts); i++) {
+        struct capctl_tier_cfg tc = {
+            .priority = (int64_t)i, .max = 2, .floor = 0.1, .tolerance = 1.0};
+        capctl_configure(t.capacity, i, &tc);
+    }
+    const struct tarpit_cfg tc = {
+        .max_clients = 1000, .max_held = 16, .max_hold_us = 60000000, .release = api_release_held};
+    if (tarpit_create(&tc, &t.tarpit))
+        return -1;
+    t.deps = (struct api_deps){.tiers = t.ts,
+                               .metrics = &t.sources,
+                               .history = t.history,
+                               .admin = t.admin,
+                               .capacity = t.capacity,
+                               .tarpit = t.tarpit,
+                               .ipv6_prefix = 64};
     struct http_opts ho = {.cfg = &t.cfg,
                            .hooks = &t.hooks,
                            .draining = &t.draining,
@@ -142,7 +174,10 @@ static int teardown(void **state)
 {
     (void)state;
     admin_stop(t.admin);
+    tarpit_stop(t.tarpit); /* held requests are answered before the HTTP threads go */
     http_stop(t.http);
+    tarpit_destroy(t.tarpit);
+    capctl_destroy(t.capacity);
     admin_destroy(t.admin);
     fakeset_destroy(t.ts);
     history_destroy(t.history);
@@ -291,6 +326,80 @@ static void the_rate_limit_answers_429_with_retry_after(void **state)
              header_int(&r, "Retry-After"));
     assert_non_null(strstr(r.headers, want));
     assert_non_null(strstr(r.headers, "RateLimit-Policy: \"tiny\";q=2;w="));
+}
+
+/* ---- the tarpit and the capacity gate ---------------------------------------------------- */
+
+struct bg_fetch {
+    const char *tier, *tenant;
+    struct reply r;
+    pthread_t th;
+};
+
+static void *bg_fetch_main(void *arg)
+{
+    struct bg_fetch *b = arg;
+    char th[64], tn[64];
+    snprintf(th, sizeof(th), "X-Tenant-Tier: %s", b->tier);
+    snprintf(tn, sizeof(tn), "X-Tenant-Id: %s", b->tenant);
+    fetch("GET", "/api/data", th, tn, &b->r);
+    return NULL;
+}
+
+static size_t holding(void)
+{
+    struct tarpit_stats st;
+    tarpit_stats(t.tarpit, &st);
+    return st.holding;
+}
+
+static uint64_t held(void)
+{
+    struct tarpit_stats st;
+    tarpit_stats(t.tarpit, &st);
+    return st.held;
+}
+
+static void wait_holding(size_t n)
+{
+    for (int i = 0; i < 30000 && holding() != n; i++)
+        usleep(1000);
+    assert_int_equal(holding(), n);
+}
+
+static void a_held_refusal_keeps_no_capacity_slot(void **state)
+{
+    (void)state;
+    /* tiny: 2 per hour. Spent, then refused at once (its turn is half an hour away)... */
+    struct reply r;
+    for (int i = 0; i < 2; i++) {
+        fetch("GET", "/api/data", "X-Tenant-Tier: tiny", "X-Tenant-Id: hog", &r);
+        assert_int_equal(r.status, 503);
+    }
+    fetch("GET", "/api/data", "X-Tenant-Tier: tiny", "X-Tenant-Id: hog", &r);
+    assert_int_equal(r.status, 429);
+    /* ...and back at once: held, for up to a minute. It passed the capacity gate before the
+     * limiter refused it, and left it at the refusal: tiny has nothing in progress. */
+    size_t tiny = tierset_find(t.ts, "tiny")->index;
+    struct bg_fetch b = {.tier = "tiny", .tenant = "hog"};
+    assert_int_equal(pthread_create(&b.th, NULL, bg_fetch_main, &b), 0);
+    wait_holding(1);
+    uint64_t held1 = held();
+    struct capctl_tier_stats cs;
+    capctl_stats(t.capacity, tiny, &cs);
+    assert_int_equal(holding(), 1); /* still held when the gate was read */
+    assert_int_equal(held(), held1);
+    assert_int_equal(cs.in_progress, 0);
+    /* Stopping the tarpit answers the held request at once. The tarpit takes no more holds
+     * from here on (the tests after this one need none). */
+    tarpit_stop(t.tarpit);
+    pthread_join(b.th, NULL);
+    char code[64];
+    assert_int_equal(b.r.status, 429);
+    assert_string_equal(error_code(&b.r, code, sizeof(code)), "rate_limited");
+    assert_true(header_int(&b.r, "Retry-After") > 1000); /* half an hour away */
+    capctl_stats(t.capacity, tiny, &cs);
+    assert_int_equal(cs.in_progress, 0);
 }
 
 static void an_open_breaker_answers_circuit_open(void **state)
@@ -459,6 +568,7 @@ int main(void)
         cmocka_unit_test(a_missing_tier_is_refused_with_the_valid_tiers),
         cmocka_unit_test(an_unknown_path_is_not_found),
         cmocka_unit_test(the_rate_limit_answers_429_with_retry_after),
+        cmocka_unit_test(a_held_refusal_keeps_no_capacity_slot),
         cmocka_unit_test(an_open_breaker_answers_circuit_open),
         cmocka_unit_test(a_worker_that_cannot_connect_answers_database_unavailable),
         cmocka_unit_test(metrics_render_the_fake_set),
