@@ -180,15 +180,24 @@ unsigned apierr_status(enum apierr e)
     return apierr_table[e].status;
 }
 
+int64_t apierr_retry_s(enum apierr e, int64_t retry_after_us)
+{
+    switch (apierr_table[e].retry) {
+    case APIERR_RETRY_SECOND:
+        return 1;
+    case APIERR_RETRY_WAIT:
+        return request_retry_seconds(retry_after_us);
+    case APIERR_RETRY_NONE:
+        break;
+    }
+    return 0;
+}
+
 void apierr_reply_members(struct request *r, enum apierr e, const char *message,
                           const char *members)
 {
     const struct apierr_row *row = &apierr_table[e];
-    int64_t retry_s = 0;
-    if (row->retry == APIERR_RETRY_SECOND)
-        retry_s = 1;
-    else if (row->retry == APIERR_RETRY_WAIT)
-        retry_s = request_retry_seconds(r->retry_after_us);
+    int64_t retry_s = apierr_retry_s(e, r->retry_after_us);
     request_reply_error(r, row->status, row->outcome, row->code, message ? message : row->message,
                         members, retry_s);
     r->error = (int)e + 1;

@@ -233,8 +233,8 @@ static void server_request_done(void *ctx, const struct request *r, int64_t tota
     metrics_observe(m, r->outcome, (int)r->status, total_us, r->queue_us, r->query_us);
     if (r->cap_entered_us) {
         capctl_leave(srv->capacity, r->tier->index, r->cap_entered_us, mclock_now_us());
-        if (r->outcome == OUTCOME_OK)
-            capctl_observe(srv->capacity, r->tier->index, total_us);
+        if (r->outcome == OUTCOME_OK) /* its latency, not the time it waited for its turn */
+            capctl_observe(srv->capacity, r->tier->index, total_us - r->held_us);
     }
 }
 

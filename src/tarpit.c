@@ -1,5 +1,6 @@
 /*
- * tarpit: the "retry not before" table and the held requests' timer (see tarpit.h).
+ * tarpit: the clients' times (their next turn, or when they were told to come back), and the
+ * held requests' timer (see tarpit.h).
  */
 #include "tarpit.h"
 #include "keytab.h"
@@ -17,7 +18,8 @@ struct tp_held {
 
 struct tarpit {
     struct tarpit_cfg cfg;
-    struct keytab *clients; /* owned: key -> monotonic time before which it is too early */
+    struct keytab *clients; /* owned: key -> the client's next turn, or the time it was told
+                               (monotonic); before it, the client is early */
     pthread_t thread;
 
     /* _shared: the mutex guards the heap, stopping; wake tells the thread the earliest hold
@@ -126,27 +128,72 @@ static bool tp_not_before(int64_t *value, void *ctx)
     return true;
 }
 
-int64_t tarpit_check(struct tarpit *tp, const char *key1, const char *key2, int64_t retry_after_us,
-                     int64_t now_us)
+/* keytab update for a rate limit's refusal, under its client's lock: its turn is the later of
+ * when the limiter would admit one and the client's next turn; it is taken (and the next turn
+ * is one interval later) when it comes within the request's budget. */
+struct tp_turn {
+    int64_t now_us, wait_us, interval_us, budget_us;
+    int64_t floor_us;   /* the other key's time */
+    int64_t not_before; /* out: the client's time before this refusal */
+    int64_t turn;       /* out: this refusal's turn */
+    bool taken;         /* out: the request is held until turn */
+};
+
+static bool tp_take_turn(int64_t *value, void *ctx)
 {
-    int64_t due = 0;
-    const char *keys[2] = {key1, key2};
-    for (int i = 0; i < 2; i++) {
-        if (keys[i]) {
-            int64_t t = keytab_get(tp->clients, keys[i], now_us);
-            if (t > due)
-                due = t;
+    struct tp_turn *t = ctx;
+    t->not_before = *value > t->floor_us ? *value : t->floor_us;
+    int64_t ready = t->now_us + t->wait_us;
+    t->turn = ready > t->not_before ? ready : t->not_before;
+    t->taken = t->budget_us > 0 && t->turn > t->now_us && t->turn - t->now_us <= t->budget_us;
+    if (!t->taken)
+        return false;
+    *value = t->turn + t->interval_us;
+    return true;
+}
+
+void tarpit_check(struct tarpit *tp, const struct tarpit_refusal *rf, int64_t now_us,
+                  struct tarpit_verdict *out)
+{
+    int64_t budget = tp->cfg.max_hold_us - rf->held_us;
+    int64_t floor = rf->key2 ? keytab_get(tp->clients, rf->key2, now_us) : 0;
+    int64_t not_before = floor;
+    out->until_us = now_us;
+    out->retry_us = rf->wait_us;
+    if (rf->interval_us > 0 && rf->key1) {
+        struct tp_turn t = {.now_us = now_us,
+                            .wait_us = rf->wait_us,
+                            .interval_us = rf->interval_us,
+                            .budget_us = budget,
+                            .floor_us = floor};
+        if (keytab_update(tp->clients, rf->key1, now_us, tp_take_turn, &t)) {
+            /* A new client and a full table: its turns cannot be kept, so it is not held. */
+            atomic_fetch_add_explicit(&tp->untracked, 1, memory_order_relaxed);
+            return;
         }
+        if (t.taken) {
+            out->until_us = t.turn;
+            out->retry_us = t.turn - now_us;
+            return;
+        }
+        not_before = t.not_before;
+        out->retry_us = t.turn - now_us; /* behind the turns already taken */
+    } else if (rf->key1) {
+        int64_t t = keytab_get(tp->clients, rf->key1, now_us);
+        if (t > not_before)
+            not_before = t;
     }
-    int64_t until = now_us;
-    if (due > now_us)
-        until = due < now_us + tp->cfg.max_hold_us ? due : now_us + tp->cfg.max_hold_us;
-    /* The refusal will tell the client to wait retry_after_us from when it goes out. */
-    int64_t next = until + retry_after_us;
+    if (not_before > now_us && budget > 0) {
+        /* Early: held until its time, at most its budget. Nothing new is told. */
+        out->until_us = not_before < now_us + budget ? not_before : now_us + budget;
+        return;
+    }
+    /* Answered now: the client may come back when it is told. */
+    int64_t next = now_us + out->retry_us;
+    const char *keys[2] = {rf->key1, rf->key2};
     for (int i = 0; i < 2; i++)
         if (keys[i] && keytab_update(tp->clients, keys[i], now_us, tp_not_before, &next))
             atomic_fetch_add_explicit(&tp->untracked, 1, memory_order_relaxed);
-    return until;
 }
 
 bool tarpit_hold(struct tarpit *tp, void *item, int64_t until_us)
