@@ -12,26 +12,28 @@
  *     budget (max_hold_us, less the time it was held already) is held until its turn. A client
  *     with several connections is thus served at its rate, in arrival order, and no token
  *     refills unused while its requests wait. A request with no turn within its budget is
- *     refused; its Retry-After is its turn (behind the requests already waiting).
+ *     refused, with its turn (behind the turns already taken) as its Retry-After.
  *   - a refusal about the whole tier (503 bulkhead_full, 503 shed), with the Retry-After it
- *     carries: the first is answered at once (fail fast), and tells the client when to come
- *     back.
- * A client back early (before the time it was told, or while its turns run past the budget of
- * the request at hand) is held until that time, at most the request's budget. A closed loop at
- * full speed thus costs one refusal per Retry-After (at most per max_hold) per connection; a
- * client that waits as told is never held. Holding a request tells the client nothing new, so it
- * never pushes the client's time further; only a refusal that goes out does, to what it says.
+ *     carries.
+ * Either refusal, when it goes out, is answered at once (fail fast) and tells the client when
+ * to come back. A client back before that time whose request is refused again (no turn within
+ * reach) is held until that time, at most the request's budget, and then admitted again: a
+ * closed loop at full speed thus costs one refusal per Retry-After (at most per max_hold) per
+ * connection, and a client that waits as told is never held. Holding a request tells the
+ * client nothing new, so it never pushes the client's time further; only a refusal that goes
+ * out does, to what it says.
  *
  * The caller names the client by up to two keys (the tenant within the tier and, for a refusal
  * about the whole tier, the client's address within the tier, so that fresh tenant ids from one
  * address do not escape); the later of their times counts.
  *
- * Bounded: at most max_clients keys (then new clients are not tracked: never held, answered
- * at once), at most max_held requests held at once (then refusals are answered at once).
+ * Bounded: at most max_clients keys in each of its two tables (then new clients are not
+ * tracked: never held, answered at once), at most max_held requests held at once (then
+ * refusals are answered at once).
  *
- * DESIGN: each key's time (the client's next turn, or the time it was told) lives in a keytab
- * (sharded, lock per shard), and a turn is taken under its key's shard lock, so two refusals of
- * one client never get the same turn. Held requests sit in a min-heap under the tarpit's mutex,
+ * DESIGN: the times clients were told and their next turns live in two keytabs (sharded, lock
+ * per shard); a turn is taken under its key's shard lock, so two refusals of one client never
+ * get the same turn. Held requests sit in a min-heap under the tarpit's mutex,
  * and one tarpit thread sleeps on a condition variable until the earliest is due, then hands
  * each due request to release() with no lock held (release must not admit it there: it posts it
  * to its own thread). tarpit_stop releases every held request at once (shutdown).
@@ -46,7 +48,7 @@
 struct tarpit;
 
 struct tarpit_cfg {
-    size_t max_clients;  /* keys remembered */
+    size_t max_clients;  /* keys remembered, in each table */
     size_t max_held;     /* requests held at once */
     int64_t max_hold_us; /* longest hold */
     /* Tarpit thread (or the caller of tarpit_stop): answer a held item now. */
@@ -59,7 +61,7 @@ struct tarpit_stats {
     uint64_t overflow;  /* refusals that would have been held but were answered at once */
     uint64_t untracked; /* clients not remembered: the table was full */
     size_t holding;     /* held now */
-    size_t clients;     /* keys tracked */
+    size_t clients;     /* keys tracked (times told, and turns) */
 };
 
 /* Returns 0, or a negative errno (thread not started). */

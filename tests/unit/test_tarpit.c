@@ -2,13 +2,13 @@
  * test_tarpit: Retry-After enforcement and paced delivery (tarpit.h).
  *
  * On explicit times: a rate-limited request is held until its turn, the client's turns one
- * interval apart in arrival order, as far as its hold budget reaches; past that it is held out
- * its budget when its client is early, and answered with its turn as Retry-After; a turn beyond
- * reach of a client that was not early is answered at once. A refusal about the tier is answered
- * at once the first time, and an early client is held until the time it was told (at most its
- * budget), without pushing that time; either of its two keys catches it; an untracked client
- * (table full) is answered at once. On the tarpit's thread: held requests are released earliest
- * first; past max_held a hold is refused and counted; stop releases everything held.
+ * interval apart in arrival order, as far as its hold budget reaches; past that it is answered
+ * at once with its turn as Retry-After, and a client back before that is held until then (at
+ * most its budget), or until its turn when one comes within reach. A refusal about the tier is
+ * answered at once the first time, and an early client is held until the time it was told (at
+ * most its budget), without pushing that time; either of its two keys catches it; an untracked
+ * client (table full) is answered at once. On the tarpit's thread: held requests are released
+ * earliest first; past max_held a hold is refused and counted; stop releases everything held.
  */
 #include "mclock.h"
 #include "tarpit.h"
@@ -116,16 +116,22 @@ static void a_rate_limited_request_waits_for_its_turn_in_arrival_order(void **st
                          t0 + 200 * MS + k * T);
         assert_int_equal(retry, t0 + 200 * MS + k * T - now);
     }
-    /* The tenth has no turn within 5 s: its client is early (its turns run on), so it is held
-     * its whole budget, and told its turn. */
+    /* The tenth has no turn within 5 s: refused at once (fail fast), told its turn, the first
+     * free one (the turns held for the others are not given away). */
     int64_t now = t0 + 9 * MS;
-    assert_int_equal(rate(tp, "free|id:a", 191 * MS, T, 0, now, &retry), now + 5 * S);
+    assert_int_equal(rate(tp, "free|id:a", 191 * MS, T, 0, now, &retry), now);
     assert_int_equal(retry, t0 + 200 * MS + 9 * T - now);
-    /* Admitted again then and refused: its budget is spent, so it is answered, its Retry-After
-     * still the first free turn (the turns held for the others are not given away). */
+    /* Its client is back at once, and again: the first retry's turn is not yet within reach, so
+     * it is held until the time told, at most 5 s; then admitted again and still refused, it is
+     * answered with what is left. */
+    now = t0 + 10 * MS;
+    assert_int_equal(rate(tp, "free|id:a", 190 * MS, T, 0, now, NULL), now + 5 * S);
     now += 5 * S;
-    assert_int_equal(rate(tp, "free|id:a", 50 * MS, T, 5 * S, now, &retry), now);
+    assert_int_equal(rate(tp, "free|id:a", 190 * MS, T, 5 * S, now, &retry), now);
     assert_int_equal(retry, t0 + 200 * MS + 9 * T - now);
+    /* Back once its turn is within reach: held until it, and served then. */
+    assert_int_equal(rate(tp, "free|id:a", 100 * MS, T, 0, t0 + 1 * S, NULL),
+                     t0 + 200 * MS + 9 * T);
     /* Another tenant has its own turns. */
     assert_int_equal(rate(tp, "free|id:b", 300 * MS, T, 0, t0, NULL), t0 + 300 * MS);
     tarpit_destroy(tp);
@@ -147,6 +153,8 @@ static void a_turn_beyond_reach_is_refused_at_once_and_its_time_enforced(void **
     assert_int_equal(retry, 24 * S);
     /* A request held 2 s already has 3 s left. */
     assert_int_equal(rate(tp, "free|id:h", 20 * S, T, 2 * S, t0 + 10 * S, NULL), t0 + 13 * S);
+    /* Within 5 s of its turn, a request is held until its turn. */
+    assert_int_equal(rate(tp, "free|id:h", 4 * S, T, 0, t0 + 26 * S, NULL), t0 + 30 * S);
     tarpit_destroy(tp);
 }
 
@@ -200,9 +208,12 @@ static void an_untracked_client_is_answered_at_once(void **state)
     struct seen s;
     struct tarpit *tp = mk(&s, 2, 10);
     const int64_t t0 = 100 * S;
+    /* Two clients told when to come back, two with turns taken: both tables are full. */
     assert_int_equal(tier(tp, "k1", NULL, 1 * S, 0, t0, NULL), t0);
     assert_int_equal(tier(tp, "k2", NULL, 1 * S, 0, t0, NULL), t0);
-    /* The table is full: k3 is not remembered, so its retry is not held, nor given a turn. */
+    assert_int_equal(rate(tp, "r1", 100 * MS, 600 * MS, 0, t0, NULL), t0 + 100 * MS);
+    assert_int_equal(rate(tp, "r2", 100 * MS, 600 * MS, 0, t0, NULL), t0 + 100 * MS);
+    /* k3 is not remembered, so its retry is not held; k4 is given no turn, so it is answered. */
     assert_int_equal(tier(tp, "k3", NULL, 1 * S, 0, t0, NULL), t0);
     assert_int_equal(tier(tp, "k3", NULL, 1 * S, 0, t0 + 1, NULL), t0 + 1);
     int64_t retry = 0;
@@ -210,12 +221,14 @@ static void an_untracked_client_is_answered_at_once(void **state)
     assert_int_equal(retry, 100 * MS);
     struct tarpit_stats st;
     tarpit_stats(tp, &st);
-    assert_int_equal(st.clients, 2);
+    assert_int_equal(st.clients, 4);
     assert_int_equal(st.untracked, 3);
     /* Once the others' times pass, there is room again. */
-    assert_int_equal(tarpit_sweep(tp, t0 + 2 * S), 2);
+    assert_int_equal(tarpit_sweep(tp, t0 + 2 * S), 4);
     assert_int_equal(tier(tp, "k3", NULL, 1 * S, 0, t0 + 2 * S, NULL), t0 + 2 * S);
     assert_int_equal(tier(tp, "k3", NULL, 1 * S, 0, t0 + 2 * S + 1, NULL), t0 + 3 * S);
+    assert_int_equal(rate(tp, "k4", 100 * MS, 600 * MS, 0, t0 + 2 * S, NULL),
+                     t0 + 2 * S + 100 * MS);
     tarpit_destroy(tp);
 }
 
