@@ -97,8 +97,12 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                                                "`application/json`"},
     [APIERR_RATE_LIMITED] = {"rate_limited", 429, OUTCOME_RATE_LIMITED, APIERR_RETRY_WAIT,
                              .message = "the tenant's rate limit is used up",
-                             .when = "the tenant used up its rate limit (its own override, or its "
-                                     "tier's); Retry-After: until a request would be admitted",
+                             .when =
+                                 "the tenant used up its rate limit (its own override, or its "
+                                 "tier's), and its turn is not within `TARPIT_MAX_HOLD_MS` (with "
+                                 "the tarpit on, an earlier one is held until its turn and "
+                                 "served); Retry-After: until a request would be admitted, "
+                                 "behind the tenant's held requests",
                              .held = APIERR_HOLD_TENANT},
     [APIERR_HEADERS_TOO_LARGE] = {"headers_too_large", 431, CLIENT,
                                   .message = "the request's header fields are too large",
@@ -163,7 +167,7 @@ static const char *apierr_hold_doc(enum apierr_hold h)
     case APIERR_HOLD_NONE:
         return "-";
     case APIERR_HOLD_TENANT:
-        return "by tenant";
+        return "until its turn, by tenant";
     case APIERR_HOLD_TIER:
         return "by tenant or address";
     }

@@ -133,11 +133,11 @@ static const struct cfg_def cfg_table[] = {
      "its Retry-After; then admit it again",
      OFF(tarpit)},
     {"TARPIT_MAX_HELD", CFG_INT, "1024", 1, 1000000, NULL,
-     "refusals held at once; past it, refusals are answered at once", OFF(tarpit_max_held)},
+     "requests held at once; past it, refusals are answered at once", OFF(tarpit_max_held)},
     {"TARPIT_MAX_HOLD_MS", CFG_INT, "5000", 1, 600000, NULL,
      "longest a request is held, whatever its turn or Retry-After", OFF(tarpit_max_hold)},
     {"TARPIT_MAX_CLIENTS", CFG_INT, "100000", 16, 100000000, NULL,
-     "clients remembered with a Retry-After; past it, new clients are not held",
+     "clients remembered with a Retry-After, and with turns; past it, new clients are not held",
      OFF(tarpit_max_clients)},
 };
 
