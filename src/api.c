@@ -12,7 +12,8 @@
  * A refusal gives back what admission took before it (the capacity gate, the breaker permit),
  * then goes out or, when the tarpit says so, is held: its request waits, suspended and holding
  * nothing, and is admitted again from [0] on its own event thread when its time comes (a rate
- * limit's turn, or the Retry-After its client did not wait for).
+ * limit's turn, or the Retry-After its client did not wait for). The one thing it keeps is a
+ * rate-limit token it was granted: admitted again, it does not pay twice.
  */
 #include "api.h"
 #include "admin.h"
@@ -396,14 +397,12 @@ static int64_t api_hold_until(const struct api_deps *d, struct request *r, enum 
     }
     struct tarpit_verdict v;
     tarpit_check(d->tarpit, &rf, now, &v);
-    if (v.until_us <= now && hold == APIERR_HOLD_TENANT) {
+    if (hold == APIERR_HOLD_TENANT) {
         r->retry_after_us = v.retry_us; /* its turn, behind those already waiting */
         r->rl.retry_after_us = v.retry_us;
     }
     return v.until_us;
 }
-
-static void api_readmit(struct evloop_task *task);
 
 /*
  * r was refused with e at admission (rc: apiwork_submit's). The capacity gate it passed is
@@ -449,7 +448,10 @@ static bool api_admit(const struct api_deps *d, struct request *r, bool suspende
 {
     struct tier_rt *t = r->tier;
     const struct tier_cfg *c = tierset_cfg(t);
-    r->rl_applied = false; /* the headers of this attempt's verdict, if it reaches the limiter */
+    /* A request the limiter admitted in an earlier attempt (then refused by the breaker or a
+     * full tier, and held) keeps the place it was given: one request, one token. */
+    bool charged = r->rl.allowed;
+    r->rl_applied = charged; /* the headers of the verdict, once it reached the limiter */
     /* [0] The shared capacity: a higher tier may need it (capctl.h). First, since a tier that
      * is shed should cost as little as a refusal can. */
     int64_t now = mclock_now_us(), retry_us = 0;
@@ -458,7 +460,7 @@ static bool api_admit(const struct api_deps *d, struct request *r, bool suspende
         return api_refuse(d, r, suspended, APIERR_SHED, 0);
     }
     r->cap_entered_us = d->capacity ? now : 0;
-    if (!api_rate_limit(d, r, c))
+    if (!charged && !api_rate_limit(d, r, c))
         return api_refuse(d, r, suspended, APIERR_RATE_LIMITED, 0);
 
     r->permit = breaker_acquire(t->breaker, mclock_now_us(), &r->retry_after_us);

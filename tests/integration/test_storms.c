@@ -29,11 +29,14 @@
 
 /* free admits one request per hour per tenant: the second is refused with a Retry-After of
  * an hour, and any request after it is back too early. pro keeps its built-in settings. tiny
- * has one worker and one queue slot: two slow requests fill it, a third is bulkhead_full. */
+ * has one worker and one queue slot: two slow requests fill it, a third is bulkhead_full. small
+ * has one worker, no queue, and 2 requests per hour per tenant. */
 #define STORM_TIERS                                                                                \
     "{\"free\": {\"rate_limit\": 1, \"rate_window_s\": 3600}, \"pro\": {}, \"enterprise\": {},"    \
     " \"tiny\": {\"workers\": 1, \"queue_max\": 1, \"db_max\": 1, \"rate_limit\": 0,"              \
-    " \"queue_timeout_ms\": 60000, \"breaker_timeout_ms\": 60000}}"
+    " \"queue_timeout_ms\": 60000, \"breaker_timeout_ms\": 60000},"                                \
+    " \"small\": {\"workers\": 1, \"queue_max\": 0, \"db_max\": 1, \"rate_limit\": 2,"             \
+    " \"rate_window_s\": 3600, \"breaker_timeout_ms\": 60000}}"
 
 static struct h_suite suite = {
     .name = "storms",
@@ -183,6 +186,48 @@ static void a_fresh_tenant_id_does_not_escape_a_full_tier(void **state)
     }
 }
 
+/* One GET of tier small as tenant, from the forwarded address 10.9.0.3; the status. */
+static long get_small(const char *tenant, const char *query)
+{
+    char th[96], url[64];
+    snprintf(th, sizeof(th), "X-Tenant-Id: %s", tenant);
+    snprintf(url, sizeof(url), "/api/data?limit=1%s", query);
+    const char *h[] = {"X-Tenant-Tier: small", th, "X-Forwarded-For: 10.9.0.3", NULL};
+    struct h_resp r;
+    h_get(h_url(&suite.srv, url), h, &r);
+    long st = r.status;
+    h_resp_free(&r);
+    return st;
+}
+
+static void *slow_small(void *arg)
+{
+    *(long *)arg = get_small("busy", "&delay_ms=500");
+    return NULL;
+}
+
+static void a_held_request_keeps_the_rate_limit_token_it_was_granted(void **state)
+{
+    (void)state;
+    /* small's one worker is busy for half a second... */
+    long busy = 0;
+    pthread_t t;
+    pthread_create(&t, NULL, slow_small, &busy);
+    assert_true(H_WAIT(h_metric(base(), "small", "threadPool", "active") == 1, 20000));
+    int64_t allowed0 = h_metric(base(), "small", "rateLimiter", "allowed");
+    /* ...so a request past the limiter is refused as bulkhead_full, at once the first time... */
+    assert_int_equal(get_small("first", ""), 503);
+    /* ...and held when its client (the same address) is back early: admitted again a second
+     * later, the worker free by then, it is served on the token it was granted. */
+    assert_int_equal(get_small("again", ""), 200);
+    pthread_join(t, NULL);
+    assert_int_equal(busy, 200);
+    assert_int_equal(h_metric(base(), "small", "rateLimiter", "allowed"), allowed0 + 2);
+    assert_int_equal(h_metric(base(), "small", "rateLimiter", "rejected"), 0);
+    /* Its tenant has one of its two left. */
+    assert_int_equal(get_small("again", ""), 200);
+}
+
 static void a_rate_limit_is_the_tenants_own_business(void **state)
 {
     (void)state;
@@ -300,6 +345,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_client_back_too_early_is_held_and_still_refused),
         cmocka_unit_test(a_fresh_tenant_id_does_not_escape_a_full_tier),
+        cmocka_unit_test(a_held_request_keeps_the_rate_limit_token_it_was_granted),
         cmocka_unit_test(a_rate_limit_is_the_tenants_own_business),
         cmocka_unit_test(clients_behind_one_proxy_are_told_apart),
         cmocka_unit_test(an_ipv6_client_is_its_64),
