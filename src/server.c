@@ -254,8 +254,8 @@ static void server_request_done(void *ctx, const struct request *r, int64_t tota
     metrics_observe(m, r->outcome, (int)r->status, total_us, r->queue_us, r->query_us);
     if (r->cap_entered_us) {
         capctl_leave(srv->capacity, r->tier->index, r->cap_entered_us, mclock_now_us());
-        if (r->outcome == OUTCOME_OK)
-            capctl_observe(srv->capacity, r->tier->index, total_us);
+        if (r->outcome == OUTCOME_OK) /* its latency, not the time it waited for its turn */
+            capctl_observe(srv->capacity, r->tier->index, total_us - r->held_us);
     }
 }
 
@@ -356,7 +356,11 @@ static void server_wire(struct server *srv)
                                  .retry_reads = srv->cfg.retry_reads,
                                  .lane_depth = srv->cfg.pipeline_depth,
                                  .lane_join_us = srv->cfg.pipeline_join_ms * 1000,
-                                 .admin = srv->admin};
+                                 .admin = srv->admin,
+                                 .test_params = srv->cfg.test_params == CONFIG_TEST_PARAMS_ON ||
+                                                (srv->cfg.test_params == CONFIG_TEST_PARAMS_AUTO &&
+                                                 srv->cfg.auth_mode == CONFIG_AUTH_HEADER),
+                                 .ipv6_prefix = (unsigned)srv->cfg.client_ipv6_prefix};
 }
 
 /* The tier set, every tier's parts, and the capacity controller over them. */

@@ -105,6 +105,8 @@ static void defaults_all_parse_to_the_documented_values(void **state)
     assert_int_equal(c.redis_timeout, 50);
     assert_int_equal(c.rl_max_keys, 100000);
     assert_int_equal(c.auth_mode, CONFIG_AUTH_HEADER);
+    assert_int_equal(c.test_params, CONFIG_TEST_PARAMS_AUTO);
+    assert_int_equal(c.client_ipv6_prefix, 64);
     assert_int_equal(c.auth_cache_ttl, 5000);
     assert_string_equal(c.admin_token, "");
     assert_int_equal(c.log_format, CONFIG_LOG_JSON);
@@ -123,7 +125,7 @@ static void every_row_accepts_its_default_written_explicitly(void **state)
     (void)state;
     struct row rows[64];
     size_t n = table_rows(rows, 64);
-    assert_int_equal(n, 32); /* every field of struct config has a row */
+    assert_int_equal(n, 34); /* every field of struct config has a row */
     for (size_t i = 0; i < n; i++) {
         struct config c;
         char err[256];
@@ -159,7 +161,7 @@ static void int_bounds_are_inclusive_for_every_int_row(void **state)
             assert_string_equal(err, want);
         }
     }
-    assert_int_equal(ints, 19);
+    assert_int_equal(ints, 20);
 }
 
 static void an_auth_cache_shorter_than_a_second_is_refused(void **state)
@@ -254,6 +256,9 @@ static void enum_spellings_map_to_their_values(void **state)
         {"RATE_LIMIT_BACKEND", "redis", offsetof(struct config, rl_backend), CONFIG_BACKEND_REDIS},
         {"AUTH_MODE", "header", offsetof(struct config, auth_mode), CONFIG_AUTH_HEADER},
         {"AUTH_MODE", "apikey", offsetof(struct config, auth_mode), CONFIG_AUTH_APIKEY},
+        {"TEST_PARAMS", "auto", offsetof(struct config, test_params), CONFIG_TEST_PARAMS_AUTO},
+        {"TEST_PARAMS", "on", offsetof(struct config, test_params), CONFIG_TEST_PARAMS_ON},
+        {"TEST_PARAMS", "off", offsetof(struct config, test_params), CONFIG_TEST_PARAMS_OFF},
         {"LOG_FORMAT", "json", offsetof(struct config, log_format), CONFIG_LOG_JSON},
         {"LOG_FORMAT", "text", offsetof(struct config, log_format), CONFIG_LOG_TEXT},
         {"LOG_LEVEL", "debug", offsetof(struct config, log_level), CONFIG_LOG_DEBUG},
