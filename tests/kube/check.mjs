@@ -314,7 +314,8 @@ function rules(file, opts) {
             fail(`${maxReplicas} replicas x ${per} connections > ${allowed} the database allows`);
         else note(`connection budget: ${maxReplicas} replicas x ${per} <= ${allowed}`);
     } else {
-        note(`connection budget: ${maxReplicas} replicas x ${per} = ${maxReplicas * per} connections for your PostgreSQL`);
+        const admin = settings.ADMIN_TOKEN ? "" : " (+1 per replica with ADMIN_TOKEN)";
+        note(`connection budget: ${maxReplicas} replicas x ${per} = ${maxReplicas * per} connections for your PostgreSQL${admin}`);
     }
     // What the C test hands to `bulkhead config --effective`.
     console.log(`SETTINGS ${JSON.stringify({ given, tiers })}`);
