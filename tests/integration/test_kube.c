@@ -361,6 +361,8 @@ static void the_checks_fail_on_a_broken_manifest(void **state)
         {"rules", "s/maxUnavailable: 1/maxUnavailable: 0/", "allows no disruption"},
         {"rules", "s/maxReplicas: 2/maxReplicas: 3/", "connections >"},
         {"rules", "s/LOG_FORMAT:/LOG_FROMAT:/", "LOG_FROMAT is not one"},
+        {"rules", "s/enableServiceLinks: false/enableServiceLinks: true/",
+         "enableServiceLinks is not false"},
     };
     const char *dev = overlay_rendered("dev");
     for (size_t i = 0; i < sizeof(broken) / sizeof(broken[0]); i++) {

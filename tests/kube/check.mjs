@@ -231,6 +231,7 @@ function rules(file, opts) {
     if ((csc.capabilities?.add || []).length) fail(`capabilities added: ${csc.capabilities.add}`);
     if ((csc.seccompProfile ?? psc.seccompProfile)?.type !== "RuntimeDefault") fail("seccompProfile is not RuntimeDefault");
     if (pod.automountServiceAccountToken !== false) fail("the service account token is mounted (the server never calls the API)");
+    if (pod.enableServiceLinks !== false) fail("enableServiceLinks is not false (a Service named ops would set OPS_PORT=tcp://...)");
 
     // CPU: HTTP_THREADS=0 starts one event thread per CPU of the limit, rounded up; a fraction
     // would leave a thread throttled. An explicit HTTP_THREADS must be that many.
