@@ -569,27 +569,36 @@ static bool api_admin(const struct api_deps *d, struct request *r)
 
 /* ---- routing ---------------------------------------------------------------------------- */
 
+/* The listeners a route answers on when OPS_PORT is set (without it, API_PORT answers all). */
+enum api_listeners {
+    API_PUBLIC = 1, /* API_PORT */
+    API_OPS = 2,    /* OPS_PORT */
+    API_BOTH = 3,   /* the probes and /health: orchestrators and balancers ask the public port */
+};
+
 struct api_route {
     const char *path;
     bool prefix;       /* path is a prefix ending in '/' */
     const char *allow; /* for 405 */
     bool read_only;    /* GET and HEAD only */
+    enum api_listeners on;
     bool (*handler)(const struct api_deps *d, struct request *r); /* true: handed to a worker */
 };
 
 static const struct api_route api_routes[] = {
-    {"/health", false, "GET, HEAD", true, api_health},
-    {"/livez", false, "GET, HEAD", true, api_livez},
-    {"/readyz", false, "GET, HEAD", true, api_readyz},
-    {"/api/data", false, "GET, HEAD, POST", false, api_data},
-    {"/metrics/bulkheads", false, "GET, HEAD", true, api_bulkheads},
-    {"/metrics", false, "GET, HEAD", true, api_prometheus},
-    {"/dashboard", false, "GET, HEAD", true, api_dashboard},
-    {"/dashboard/data", false, "GET, HEAD", true, api_dashboard_data},
-    {"/admin/", true, "POST", false, api_admin},
+    {"/health", false, "GET, HEAD", true, API_BOTH, api_health},
+    {"/livez", false, "GET, HEAD", true, API_BOTH, api_livez},
+    {"/readyz", false, "GET, HEAD", true, API_BOTH, api_readyz},
+    {"/api/data", false, "GET, HEAD, POST", false, API_PUBLIC, api_data},
+    {"/metrics/bulkheads", false, "GET, HEAD", true, API_OPS, api_bulkheads},
+    {"/metrics", false, "GET, HEAD", true, API_OPS, api_prometheus},
+    {"/dashboard", false, "GET, HEAD", true, API_OPS, api_dashboard},
+    {"/dashboard/data", false, "GET, HEAD", true, API_OPS, api_dashboard_data},
+    {"/admin/", true, "POST", false, API_OPS, api_admin},
 };
 
-bool api_dispatch(const struct api_deps *d, struct request *r)
+/* Route r, as received on listener `on` (API_PUBLIC or API_OPS). */
+static bool api_route(const struct api_deps *d, struct request *r, enum api_listeners on)
 {
     const struct api_route *route = NULL;
     for (size_t i = 0; i < sizeof(api_routes) / sizeof(api_routes[0]); i++) {
@@ -603,9 +612,25 @@ bool api_dispatch(const struct api_deps *d, struct request *r)
         apierr_reply(r, APIERR_NOT_FOUND);
         return false;
     }
+    if (d->ops_port && !(route->on & on)) {
+        apierr_replyf(r, APIERR_NOT_FOUND, "%s",
+                      on == API_PUBLIC ? "not served on the public port"
+                                       : "not served on the operators' port");
+        return false;
+    }
     if (route->read_only && r->method != METHOD_GET && r->method != METHOD_HEAD) {
         api_method_not_allowed(r, route->allow);
         return false;
     }
     return route->handler(d, r);
+}
+
+bool api_dispatch(const struct api_deps *d, struct request *r)
+{
+    return api_route(d, r, API_PUBLIC);
+}
+
+bool api_dispatch_ops(const struct api_deps *d, struct request *r)
+{
+    return api_route(d, r, API_OPS);
 }

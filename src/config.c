@@ -54,6 +54,10 @@ static const struct cfg_def cfg_table[] = {
     {"API_PORT", CFG_INT, "8080", 1, 65535, NULL, "TCP port the API listens on", OFF(api_port)},
     {"API_BIND", CFG_STR, "0.0.0.0", 0, 0, NULL, "address the API listens on (IPv4 or IPv6)",
      OFF(api_bind)},
+    {"OPS_PORT", CFG_INT, "0", 0, 65535, NULL,
+     "operators' port (on API_BIND): /metrics, /metrics/bulkheads, /dashboard and /admin answer "
+     "there and 404 on API_PORT; the probes answer on both (0: off, one port for everything)",
+     OFF(ops_port)},
     {"TIERS_FILE", CFG_STR, "", 0, 0, NULL,
      "JSON tier table replacing the built-in one (see config/tiers.json)", OFF(tiers_file)},
     {"HTTP_THREADS", CFG_INT, "0", 0, 64, NULL,
@@ -265,6 +269,11 @@ int config_load_from(struct config *cfg, const char *(*get)(const char *name, vo
             goto fail; /* a broken default is a programming error, caught by the unit tests */
         if (v && *v && cfg_set(cfg, d, v, err, errlen) != 0)
             goto fail;
+    }
+    if (cfg->ops_port && cfg->ops_port == cfg->api_port) {
+        snprintf(err, errlen, "OPS_PORT: must differ from API_PORT (both %" PRId64 ")",
+                 cfg->api_port);
+        goto fail;
     }
     return 0;
 fail:

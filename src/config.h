@@ -24,6 +24,7 @@ struct config {
     char *database_url;        /* libpq connection string or URL; "" = libpq defaults */
     int64_t api_port;          /* TCP port to listen on */
     char *api_bind;            /* listen address (IPv4 or IPv6 literal) */
+    int64_t ops_port;          /* the operators' port; 0 = operator endpoints on api_port */
     char *tiers_file;          /* JSON tier table; "" = the built-in seed table */
     int64_t http_threads;      /* libmicrohttpd event threads; 0 = one per CPU */
     int64_t http_max_conns;    /* concurrent client connections before refusing */

@@ -210,6 +210,7 @@ static void server_teardown(struct server *srv)
 {
     server_stop_tiers(srv);
     admin_stop(srv->admin);
+    http_stop(srv->ops);
     http_stop(srv->http);
     janitor_stop(srv->janitor);
     tarpit_destroy(srv->tarpit);
@@ -228,6 +229,7 @@ static void server_teardown(struct server *srv)
     config_free(&srv->cfg);
     srv->tiers = NULL;
     srv->http = NULL;
+    srv->ops = NULL;
     srv->janitor = NULL;
     srv->history = NULL;
     srv->tarpit = NULL;
@@ -274,6 +276,11 @@ static void server_request_freed(void *ctx)
 static bool server_dispatch(void *ctx, struct request *r)
 {
     return api_dispatch(ctx, r);
+}
+
+static bool server_dispatch_ops(void *ctx, struct request *r)
+{
+    return api_dispatch_ops(ctx, r);
 }
 
 /* ---- janitor chores ---------------------------------------------------------------------- */
@@ -360,7 +367,8 @@ static void server_wire(struct server *srv)
                                  .test_params = srv->cfg.test_params == CONFIG_TEST_PARAMS_ON ||
                                                 (srv->cfg.test_params == CONFIG_TEST_PARAMS_AUTO &&
                                                  srv->cfg.auth_mode == CONFIG_AUTH_HEADER),
-                                 .ipv6_prefix = (unsigned)srv->cfg.client_ipv6_prefix};
+                                 .ipv6_prefix = (unsigned)srv->cfg.client_ipv6_prefix,
+                                 .ops_port = srv->cfg.ops_port != 0};
 }
 
 /* The tier set, every tier's parts, and the capacity controller over them. */
@@ -448,7 +456,8 @@ static int server_start_backends(struct server *srv)
     return rc;
 }
 
-/* The threads that use everything else: janitor, then the HTTP listener. */
+/* The threads that use everything else: janitor, then the HTTP listener, then the operators'
+ * one (OPS_PORT: one event thread of its own, so a scrape never waits behind API traffic). */
 static int server_start_threads(struct server *srv)
 {
     const struct janitor_chore chores[] = {
@@ -460,13 +469,22 @@ static int server_start_threads(struct server *srv)
     int rc = janitor_start(chores, sizeof(chores) / sizeof(chores[0]), &srv->janitor);
     if (rc)
         return rc;
-    const struct http_opts ho = {.cfg = &srv->cfg,
-                                 .hooks = &srv->hooks,
-                                 .draining = &srv->draining,
-                                 .drain_exempt = api_is_probe,
-                                 .dispatch = server_dispatch,
-                                 .ctx = &srv->api};
-    return http_start(&ho, &srv->http);
+    struct http_opts ho = {.name = "http",
+                           .cfg = &srv->cfg,
+                           .port = srv->cfg.api_port,
+                           .hooks = &srv->hooks,
+                           .draining = &srv->draining,
+                           .drain_exempt = api_is_probe,
+                           .dispatch = server_dispatch,
+                           .ctx = &srv->api};
+    rc = http_start(&ho, &srv->http);
+    if (rc || !srv->cfg.ops_port)
+        return rc;
+    ho.name = "ops";
+    ho.port = srv->cfg.ops_port;
+    ho.threads = 1;
+    ho.dispatch = server_dispatch_ops;
+    return http_start(&ho, &srv->ops);
 }
 
 int server_start(struct server *srv, const struct config *cfg, const struct tier_table *tiers)
@@ -595,6 +613,7 @@ void server_stop(struct server *srv)
     int64_t start = mclock_now_us();
     atomic_store(&srv->draining, true);
     http_quiesce(srv->http);
+    http_quiesce(srv->ops);
     /* Held refusals are answered now rather than at their time: nobody waits on a tarpit. */
     tarpit_stop(srv->tarpit);
     int left = server_drain(srv, start + srv->cfg.shutdown_timeout * 1000);

@@ -125,7 +125,7 @@ static void every_row_accepts_its_default_written_explicitly(void **state)
     (void)state;
     struct row rows[64];
     size_t n = table_rows(rows, 64);
-    assert_int_equal(n, 34); /* every field of struct config has a row */
+    assert_int_equal(n, 35); /* every field of struct config has a row */
     for (size_t i = 0; i < n; i++) {
         struct config c;
         char err[256];
@@ -161,7 +161,7 @@ static void int_bounds_are_inclusive_for_every_int_row(void **state)
             assert_string_equal(err, want);
         }
     }
-    assert_int_equal(ints, 20);
+    assert_int_equal(ints, 21);
 }
 
 static void an_auth_cache_shorter_than_a_second_is_refused(void **state)
@@ -361,6 +361,26 @@ static void an_empty_value_counts_as_unset_for_every_row(void **state)
         config_free(&c);
     }
     config_free(&def);
+}
+
+/* OPS_PORT: off by default (one port, as the reference design); on, it cannot be API_PORT. */
+static void ops_port_is_off_by_default_and_cannot_be_the_api_port(void **state)
+{
+    (void)state;
+    struct config c;
+    char err[256];
+    assert_int_equal(load_one(&c, "LOG_LEVEL", "info", err, sizeof(err)), 0);
+    assert_int_equal(c.ops_port, 0);
+    config_free(&c);
+    assert_int_equal(load_one(&c, "OPS_PORT", "9090", err, sizeof(err)), 0);
+    assert_int_equal(c.ops_port, 9090);
+    config_free(&c);
+    assert_int_equal(load_one(&c, "OPS_PORT", "8080", err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "OPS_PORT: must differ from API_PORT (both 8080)");
+    assert_null(c.api_bind); /* freed */
+    struct fake_env e = {.names = {"API_PORT", "OPS_PORT"}, .values = {"9191", "9191"}, .n = 2};
+    assert_int_equal(config_load_from(&c, fake_get, &e, err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "OPS_PORT: must differ from API_PORT (both 9191)");
 }
 
 static void first_bad_value_stops_the_load_and_frees_everything(void **state)
@@ -818,6 +838,7 @@ int main(void)
         cmocka_unit_test(env_example_copied_as_is_changes_nothing),
         cmocka_unit_test(mask_hides_every_password_form),
         cmocka_unit_test(effective_settings_name_their_source_and_mask_secrets),
+        cmocka_unit_test(ops_port_is_off_by_default_and_cannot_be_the_api_port),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
