@@ -418,11 +418,17 @@ static void a_lane_past_its_deadline_is_cancelled_whole_and_its_connection_reuse
     /* Three connections open and idle (a delayed read runs on a worker with a connection of
      * its own): under the lock no new one could be set up (preparing its statements waits for
      * the table). */
+    /* On a slow machine (ThreadSanitizer beside other tests) a delayed read may pass the 500 ms
+     * call timeout: its connection is cancelled and reused, or closed, so try again until three
+     * are idle (the breaker needs 100 calls before it opens). */
     long st[3];
-    assert_int_equal(
-        h_burst("GET", h_url(&s, "/api/data?limit=1&delay_ms=300"), fh, 3, 3, st, NULL), 0);
-    assert_int_equal(h_count(st, 3, 200), 3);
-    assert_true(H_WAIT(h_metric(s.base, "free", "connectionPool", "idle") == 3, 5000));
+    bool three = false;
+    for (int attempt = 0; attempt < 3 && !three; attempt++) {
+        assert_int_equal(
+            h_burst("GET", h_url(&s, "/api/data?limit=1&delay_ms=300"), fh, 3, 3, st, NULL), 0);
+        three = H_WAIT(h_metric(s.base, "free", "connectionPool", "idle") == 3, 5000);
+    }
+    assert_true(three);
     int64_t piped0 = h_metric(s.base, "free", "connectionPool", "pipelined");
     int64_t broken0 = h_metric(s.base, "free", "connectionPool", "closedBroken");
     int64_t timeouts0 = h_metric(s.base, "free", "circuitBreaker", "timeouts");

@@ -31,7 +31,7 @@ static int setup(void **state)
     snprintf(ops_env, sizeof(ops_env), "OPS_PORT=%d", port);
     snprintf(ops_base, sizeof(ops_base), "http://127.0.0.1:%d", port);
     suite.env[0] = ops_env;
-    suite.env[1] = "ADMIN_TOKEN=ops-secret";
+    suite.env[1] = "ADMIN_TOKEN=ops-secret-0123456789abcdefghijklmn";
     return h_suite_start(&suite);
 }
 
@@ -42,7 +42,8 @@ static int teardown(void **state)
     return 0;
 }
 
-static const char *const admin_auth[] = {"Authorization: Bearer ops-secret", NULL};
+static const char *const admin_auth[] = {
+    "Authorization: Bearer ops-secret-0123456789abcdefghijklmn", NULL};
 
 /* method path on base: its status; *body its JSON (NULL to ignore it). */
 static long ask(const char *base, const char *method, const char *path, json_t **body)

@@ -172,7 +172,7 @@ static int setup(void **state)
         snprintf(ops[i], sizeof(ops[i]), "http://127.0.0.1:%d", port);
         snprintf(ops_target[i], sizeof(ops_target[i]), "127.0.0.1:%d", port);
         const char *env[] = {"RATE_LIMIT_BACKEND=redis", redis_env, ops_env[i],
-                             "ADMIN_TOKEN=prom-secret", NULL};
+                             "ADMIN_TOKEN=prom-secret-0123456789abcdefghijklm", NULL};
         if (h_server_start(&inst[i], db_url, env))
             return -1;
     }
@@ -376,7 +376,7 @@ static long admin(int i, const char *action)
 {
     char u[200];
     snprintf(u, sizeof(u), "%s/admin/breaker/free/%s", ops[i], action);
-    const char *h[] = {"Authorization: Bearer prom-secret", NULL};
+    const char *h[] = {"Authorization: Bearer prom-secret-0123456789abcdefghijklm", NULL};
     struct h_resp r;
     h_request("POST", u, h, "", &r);
     long st = r.status;
