@@ -2,9 +2,9 @@
  * dbpool: one tier's PostgreSQL connections (the database bulkhead).
  *
  * At most `max` connections, opened lazily on demand, kept open, replaced when broken. Who may
- * take a connection is share.h's rule, the same as for workers: a tenant holding none, or whose
- * requests are brief, may take any free one; any other leaves the last `reserve` free for
- * newcomers and, while other tenants of the tier are active, holds at most its share, so one
+ * take a connection is share.h's rule, the same as for workers: a tenant holding none may take
+ * any free one; any other leaves the last `reserve` free for newcomers and, while other tenants
+ * of the tier are active, holds at most its share (one more if its requests are brief), so one
  * tenant's slow queries cannot hold every connection of its tier. A worker that may not take one
  * now waits, bounded by its deadline, in a FIFO of waiters; a released connection is handed
  * straight to the first waiter allowed to take it, and waiters that are not allowed are passed
@@ -46,8 +46,8 @@ struct dbpool_opts {
     /* Whether tenants other than the caller are active in the tier (lock-free, may be NULL). */
     bool (*others_active)(const void *ctx);
     const void *others_ctx;
-    /* Whether owner's requests are brief (lock-free, while owner has a request in flight; may
-     * be NULL: nobody is). */
+    /* Whether owner's requests are brief now (share.h; lock-free, while owner has a request in
+     * flight; may be NULL: nobody is). */
     bool (*brief)(const void *owner);
     /* The least time a connect is given, whatever the waiter's deadline (0: its deadline). A
      * connection opened past the waiter's deadline is kept in the pool (the waiter got

@@ -67,8 +67,9 @@ static const struct tier_key tier_keys[] = {
      "tenant never takes them, even alone",
      TOFF(tenant_reserve_pct)},
     {"brief_request_ms", 5, 0, 60000,
-     "a tenant whose recent requests held a worker less than this (ms, mean) may take any free "
-     "worker or connection, share and reserve aside: it gives it back at once; 0 = none",
+     "a tenant whose recent requests held a worker less than this (ms, mean), one of which ended "
+     "less than this ago, may take one worker and one connection past its share (never the "
+     "reserve); 0 = none",
      TOFF(brief_request_ms)},
     {"priority", 10, 0, 1000,
      "rank over the shared capacity: while a tier of higher priority is active, this one is "

@@ -566,9 +566,10 @@ static bool brief_flag(const void *owner)
     return owner == A && atomic_load(&a_brief);
 }
 
-/* A tenant with brief requests may take any free connection: past its share beside others and
- * into the reserve; as soon as it is not brief, the share and the reserve bind again. */
-static void brief_requests_take_any_free_connection(void **state)
+/* A tenant with brief requests takes one connection past its share beside others, never a
+ * second; alone, every connection but the reserve, like any tenant (a newcomer takes the
+ * reserve); as soon as it is not brief, its share binds again. */
+static void brief_requests_take_one_connection_past_the_share_never_the_reserve(void **state)
 {
     (void)state;
     NEED_PG();
@@ -585,13 +586,21 @@ static void brief_requests_take_any_free_connection(void **state)
     };
     struct dbpool *p = NULL;
     assert_int_equal(dbpool_create(&o, &p), 0);
-    struct dbconn *a[4];
+    struct dbconn *a[4], *b;
     atomic_store(&a_brief, true);
-    for (int i = 0; i < 4; i++)
-        assert_int_equal(get(p, A, 5 * SEC, &a[i]), 0);
-    assert_int_equal(dbpool_held(p, A), 4);
-    for (int i = 1; i < 4; i++)
+    assert_int_equal(get(p, A, 5 * SEC, &a[0]), 0);
+    assert_int_equal(get(p, A, 5 * SEC, &a[1]), 0);           /* one past its share of 1 */
+    assert_int_equal(get(p, A, 100 * MS, &a[2]), -ETIMEDOUT); /* not two */
+    assert_int_equal(dbpool_held(p, A), 2);
+    atomic_store(&others, false);
+    assert_int_equal(get(p, A, 5 * SEC, &a[2]), 0);
+    assert_int_equal(get(p, A, 100 * MS, &a[3]), -ETIMEDOUT); /* the reserve */
+    assert_int_equal(get(p, B, 5 * SEC, &b), 0);              /* is the newcomer's */
+    assert_int_equal(stats(p).active, 4);
+    dbpool_release(p, b, false);
+    for (int i = 1; i < 3; i++)
         dbpool_release(p, a[i], false);
+    atomic_store(&others, true);
     atomic_store(&a_brief, false);
     assert_int_equal(get(p, A, 100 * MS, &a[1]), -ETIMEDOUT); /* at its share of 1 */
     dbpool_release(p, a[0], false);
@@ -1705,7 +1714,7 @@ int main(void)
         cmocka_unit_test(a_newcomer_never_waits_behind_a_busy_tenant),
         cmocka_unit_test(a_tenant_on_a_cold_pool_leaves_the_reserve_to_a_newcomer),
         cmocka_unit_test(a_connect_that_times_out_with_nothing_busy_fails_its_waiter),
-        cmocka_unit_test(brief_requests_take_any_free_connection),
+        cmocka_unit_test(brief_requests_take_one_connection_past_the_share_never_the_reserve),
         cmocka_unit_test(connection_killed_while_idle_is_replaced),
         cmocka_unit_test(a_retrying_caller_takes_a_recently_released_connection_unchecked),
         cmocka_unit_test(broken_release_frees_the_slot),
