@@ -19,7 +19,9 @@
  * (dbpool_acquire_async): its wait sits in the same FIFO, and its answer is a callback run by
  * whichever thread gave it, after that thread released the mutex. others_active and brief are read
  * without the pool's mutex (the worker pool's lock-free state), so a change of them reaches waiters
- * through dbpool_kick.
+ * through dbpool_kick. The janitor's dbpool_reap_idle closes idle connections the server killed
+ * (or that idled too long) without waiting for a request to find them: it polls every idle
+ * socket at once with no lock held, and closes only those still idle as they were polled.
  */
 #ifndef BULKHEAD_DBPOOL_H
 #define BULKHEAD_DBPOOL_H
@@ -83,6 +85,7 @@ struct dbpool_stats {
     size_t max, active, idle, pending, opening;
     size_t reserve; /* connections only a tenant holding none may take */
     uint64_t acquired, timeouts, connects, connect_failures, closed_broken;
+    uint64_t closed_idle;  /* closed by dbpool_reap_idle after idling past its timeout */
     uint64_t pipelined;    /* statements sent behind another on a held connection */
     int64_t wait_us_total; /* summed time acquirers waited */
 };
@@ -143,6 +146,13 @@ size_t dbpool_held(struct dbpool *p, const void *owner);
 
 /* Close every idle connection (say, after the database restarted). */
 void dbpool_close_idle(struct dbpool *p);
+
+/* Janitor thread: close the idle connections found dead (the server closed or killed them: their
+ * socket is readable; counted in closed_broken) and, when idle_timeout_us > 0, those idle since
+ * before now_us - idle_timeout_us (closed_idle). One poll() of every idle socket, the mutex
+ * released meanwhile; a connection taken (or taken and given back) since is left alone. Returns
+ * how many were found dead. */
+size_t dbpool_reap_idle(struct dbpool *p, int64_t now_us, int64_t idle_timeout_us);
 
 void dbpool_stats(struct dbpool *p, struct dbpool_stats *out);
 

@@ -27,6 +27,7 @@ struct tier_cfg {
     int64_t queue_timeout_ms;       /* longest wait in the queue before 503 queue_timeout */
     int64_t db_max;                 /* PostgreSQL connections at most (database bulkhead) */
     int64_t db_acquire_timeout_ms;  /* longest wait for a connection before 503 */
+    int64_t db_idle_timeout_ms;     /* an idle connection is closed after this; 0 = never */
     int64_t rate_limit;             /* requests per window per tenant; 0 = unlimited */
     int64_t rate_window_s;          /* the window of rate_limit, in seconds */
     int64_t breaker_timeout_ms;     /* a call slower than this fails with 504 */

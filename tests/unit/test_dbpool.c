@@ -839,6 +839,86 @@ static void connection_killed_while_idle_is_replaced(void **state)
     finish(p, app);
 }
 
+/* The janitor's reaper: idle connections whose backend the server killed are closed without a
+ * request (closed_broken), the live idle one and the busy one are left alone. */
+static void the_reaper_closes_idle_connections_the_server_killed(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "reap");
+    struct dbpool *p = mkpool(app, 4, 0, NULL);
+    struct dbconn *c[4];
+    int64_t pid[4];
+    for (int i = 0; i < 4; i++)
+        pid[i] = take_with_pid(p, &c[i]);
+    for (int i = 0; i < 3; i++)
+        dbpool_release(p, c[i], false);
+    assert_int_equal(stats(p).idle, 3);
+    /* Nothing dead, no timeout: nothing to close. */
+    assert_int_equal(dbpool_reap_idle(p, mclock_now_us(), 0), 0);
+    assert_int_equal(stats(p).idle, 3);
+
+    kill_backend(pid[0]);
+    kill_backend(pid[2]);
+    kill_backend(pid[3]); /* busy: its holder finds out */
+    size_t found = 0;
+    int64_t end = mclock_now_us() + WAIT_S * SEC;
+    while (found < 2 && mclock_now_us() < end) {
+        found += dbpool_reap_idle(p, mclock_now_us(), 0);
+        if (found < 2)
+            nap_ms(2); /* the server's end of a killed connection arrives on its own time */
+    }
+    assert_int_equal(found, 2);
+    struct dbpool_stats st = stats(p);
+    assert_int_equal(st.idle, 1);
+    assert_int_equal(st.active, 1);
+    assert_int_equal(st.closed_broken, 2);
+    assert_int_equal(st.closed_idle, 0);
+    assert_int_equal(wait_backends(app, 1), 1); /* pid[1]'s, and only it */
+    struct dbconn *live;
+    assert_int_equal(take_with_pid(p, &live), pid[1]);
+    dbpool_release(p, live, false);
+    dbpool_release(p, c[3], true);
+    assert_int_equal(stats(p).closed_broken, 3);
+    finish(p, app);
+}
+
+/* With an idle timeout (time injected), the reaper closes what idled that long, least recently
+ * used first, counted in closed_idle; 0 never closes. */
+static void the_reaper_closes_connections_idle_past_the_timeout(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "idlet");
+    struct dbpool *p = mkpool(app, 2, 0, NULL);
+    struct dbconn *c0, *c1;
+    int64_t pid0 = take_with_pid(p, &c0), pid1 = take_with_pid(p, &c1);
+    int64_t before = mclock_now_us();
+    dbpool_release(p, c0, false);
+    int64_t mid = mclock_now_us();
+    while (mclock_now_us() <= mid)
+        ; /* c1 goes idle strictly after mid */
+    dbpool_release(p, c1, false);
+    const int64_t timeout = 5 * SEC;
+    assert_int_equal(dbpool_reap_idle(p, before + timeout - 1, timeout), 0);
+    assert_int_equal(dbpool_reap_idle(p, mid + 1000 * SEC, 0), 0);
+    assert_int_equal(stats(p).idle, 2);
+    assert_int_equal(stats(p).closed_idle, 0);
+    assert_int_equal(dbpool_reap_idle(p, mid + timeout, timeout), 0); /* none dead ... */
+    struct dbpool_stats st = stats(p);
+    assert_int_equal(st.closed_idle, 1); /* ... c0 idled 5 s */
+    assert_int_equal(st.closed_broken, 0);
+    assert_int_equal(st.idle, 1);
+    assert_int_equal(wait_backends(app, 1), 1);
+    struct dbconn *left;
+    assert_int_equal(take_with_pid(p, &left), pid1);
+    assert_int_not_equal(pid1, pid0);
+    dbpool_release(p, left, false);
+    finish(p, app);
+}
+
 struct async_take {
     struct dbpool_wait w; /* first: the callback's pointer is the struct's */
     atomic_bool done;
@@ -1716,6 +1796,8 @@ int main(void)
         cmocka_unit_test(a_connect_that_times_out_with_nothing_busy_fails_its_waiter),
         cmocka_unit_test(brief_requests_take_one_connection_past_the_share_never_the_reserve),
         cmocka_unit_test(connection_killed_while_idle_is_replaced),
+        cmocka_unit_test(the_reaper_closes_idle_connections_the_server_killed),
+        cmocka_unit_test(the_reaper_closes_connections_idle_past_the_timeout),
         cmocka_unit_test(a_retrying_caller_takes_a_recently_released_connection_unchecked),
         cmocka_unit_test(broken_release_frees_the_slot),
         cmocka_unit_test(smaller_max_closes_idle_connections),
