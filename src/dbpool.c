@@ -637,7 +637,8 @@ void dbpool_close_idle(struct dbpool *p)
 }
 
 /* An idle connection as dbpool_reap_idle saw it: it is closed only if it is still on the idle
- * list, released at the same time (not taken and given back since). */
+ * list, released at the same time (not taken and given back since; one closed meanwhile and
+ * another allocated at its address would need the same released_us, to the microsecond). */
 struct dbpool_seen {
     struct dbconn *c;    /* compared, never dereferenced unless found idle again */
     int64_t released_us; /* its released_us then */

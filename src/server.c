@@ -259,8 +259,7 @@ static bool server_dispatch(void *ctx, struct request *r)
 
 #define SERVER_QUEUE_CHECK_US 50000   /* queue timeouts are answered within this */
 #define SERVER_SWEEP_US       5000000 /* expired rate-limit keys are dropped this often */
-#define SERVER_IDLE_CHECK_US  1000000 /* dead or long-idle pool connections are closed this often  \
-                                       */
+#define SERVER_IDLE_CHECK_US  1000000 /* dead or long-idle connections are closed this often */
 
 /* Answer requests that waited past their tier's queue timeout; let connection waiters
  * re-check their tenant's share (the set of active tenants may have changed). */
@@ -284,7 +283,9 @@ static void server_chore_idle_conns(void *ctx, int64_t now)
         struct tier_rt *t = tierset_tier(srv->tiers, i);
         size_t dead = dbpool_reap_idle(t->db, now, tierset_cfg(t)->db_idle_timeout_ms * 1000);
         if (dead)
-            log_warn("db_idle", "tier %s: %zu idle connections were closed by the database; closed",
+            log_warn("db_idle",
+                     "tier %s: %zu idle connections were killed or closed by the database; "
+                     "closed, reopened on demand",
                      t->name, dead);
     }
 }
