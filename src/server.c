@@ -287,6 +287,7 @@ static bool server_dispatch_ops(void *ctx, struct request *r)
 
 #define SERVER_QUEUE_CHECK_US 50000   /* queue timeouts are answered within this */
 #define SERVER_SWEEP_US       5000000 /* expired rate-limit keys are dropped this often */
+#define SERVER_IDLE_CHECK_US  1000000 /* dead or long-idle connections are closed this often */
 
 /* Answer requests that waited past their tier's queue timeout; let connection waiters
  * re-check their tenant's share (the set of active tenants may have changed). */
@@ -299,6 +300,22 @@ static void server_chore_queues(void *ctx, int64_t now)
         dbpool_kick(t->db);
     }
     admin_expire(srv->admin, now);
+}
+
+/* Close the pool connections the database closed or killed while idle, and those idle past
+ * their tier's db_idle_timeout_ms, without waiting for a request to find them. */
+static void server_chore_idle_conns(void *ctx, int64_t now)
+{
+    struct server *srv = ctx;
+    for (size_t i = 0; i < tierset_count(srv->tiers); i++) {
+        struct tier_rt *t = tierset_tier(srv->tiers, i);
+        size_t dead = dbpool_reap_idle(t->db, now, tierset_cfg(t)->db_idle_timeout_ms * 1000);
+        if (dead)
+            log_warn("db_idle",
+                     "tier %s: %zu idle connections were killed or closed by the database; "
+                     "closed, reopened on demand",
+                     t->name, dead);
+    }
 }
 
 static void server_chore_sample(void *ctx, int64_t now)
@@ -464,6 +481,7 @@ static int server_start_threads(struct server *srv)
         {SERVER_QUEUE_CHECK_US, server_chore_queues, srv},
         {HISTORY_INTERVAL_MS * 1000, server_chore_sample, srv},
         {SERVER_SWEEP_US, server_chore_sweep, srv},
+        {SERVER_IDLE_CHECK_US, server_chore_idle_conns, srv},
         {srv->cfg.capacity_interval * 1000, server_chore_capacity, srv},
     };
     int rc = janitor_start(chores, sizeof(chores) / sizeof(chores[0]), &srv->janitor);
