@@ -405,8 +405,8 @@ static void idle_connections_killed_by_the_database_are_closed_without_a_request
     assert_true(idle >= 4);
     int64_t t0 = h_now_ms();
     int64_t killed = h_sql_int(suite.db_url, "SELECT count(pg_terminate_backend(pid, 5000)) FROM "
-                                             "pg_stat_activity WHERE application_name = "
-                                             "'bulkhead-pro'");
+                                             "pg_stat_activity WHERE datname = current_database() "
+                                             "AND application_name = 'bulkhead-pro'");
     assert_int_equal(killed, idle);
     bool closed = H_WAIT(h_metric(b, "pro", "connectionPool", "idle") == 0 &&
                              h_metric(b, "pro", "connectionPool", "closedBroken") == broken0 + idle,
