@@ -52,6 +52,8 @@ struct config {
     bool capacity_control;      /* the capacity controller shapes lower tiers */
     int64_t capacity_interval;  /* ms between its verdicts */
     int64_t capacity_baseline;  /* s of the baseline window */
+    bool fleet;                 /* exchange tier states with the other instances (fleet.h) */
+    int64_t fleet_interval;     /* ms between exchanges */
     bool tarpit;                /* hold refusals of clients that ignore Retry-After */
     int64_t tarpit_max_held;    /* refusals held at once */
     int64_t tarpit_max_hold;    /* ms, longest hold */

@@ -71,11 +71,11 @@ char *fleet_encode(const struct fleet_tier *tiers, size_t n)
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) {
         const struct fleet_tier *t = &tiers[i];
-        json_array_append_new(arr,
-                              json_pack("{s:s, s:b, s:b, s:b, s:f, s:I, s:I}", "name", t->name,
-                                        "active", t->active, "threatened", t->threatened,
-                                        "pressing", t->pressing, "usage", t->usage, "in_progress",
-                                        (json_int_t)t->in_progress, "shed", (json_int_t)t->shed));
+        json_array_append_new(
+            arr, json_pack("{s:s, s:b, s:b, s:b, s:f, s:f, s:I, s:I}", "name", t->name, "active",
+                           t->active, "threatened", t->threatened, "pressing", t->pressing,
+                           "pressure", t->pressure, "usage", t->usage, "in_progress",
+                           (json_int_t)t->in_progress, "shed", (json_int_t)t->shed));
     }
     json_t *doc = json_pack("{s:i, s:o}", "v", 1, "tiers", arr);
     char *s = json_dumps(doc, JSON_COMPACT);
@@ -90,11 +90,11 @@ static bool fleet_decode_tier(json_t *o, struct fleet_tier *t)
 {
     const char *name = NULL;
     int active = 0, threatened = 0, pressing = 0;
-    double usage = 0;
+    double usage = 0, pressure = 0;
     json_int_t in_progress = 0, shed = 0;
-    if (json_unpack(o, "{s:s, s:b, s:b, s:b, s:F, s:I, s:I}", "name", &name, "active", &active,
-                    "threatened", &threatened, "pressing", &pressing, "usage", &usage,
-                    "in_progress", &in_progress, "shed", &shed) ||
+    if (json_unpack(o, "{s:s, s:b, s:b, s:b, s:F, s:F, s:I, s:I}", "name", &name, "active", &active,
+                    "threatened", &threatened, "pressing", &pressing, "pressure", &pressure,
+                    "usage", &usage, "in_progress", &in_progress, "shed", &shed) ||
         !name[0] || strlen(name) >= FLEET_NAME_MAX)
         return false;
     memset(t, 0, sizeof(*t));
@@ -103,6 +103,7 @@ static bool fleet_decode_tier(json_t *o, struct fleet_tier *t)
     t->threatened = threatened;
     t->pressing = pressing;
     t->usage = usage > 0 ? usage : 0;
+    t->pressure = pressure > 0 ? pressure : 0;
     t->in_progress = in_progress > 0 ? (int64_t)in_progress : 0;
     t->shed = shed > 0 ? (uint64_t)shed : 0;
     return true;
@@ -355,6 +356,8 @@ static void fleet_add(struct fleet_sum *s, const struct fleet_tier *t)
     s->active += t->active;
     s->threatened += t->threatened;
     s->pressing += t->pressing;
+    if (t->threatened && t->pressure > s->pressure)
+        s->pressure = t->pressure;
     s->usage += t->usage;
     s->in_progress += t->in_progress;
     s->shed += t->shed;

@@ -45,6 +45,7 @@ struct fleet_tier {
     bool active;         /* had a request within the capacity controller's active time */
     bool threatened;     /* its last verdict threatens its latency objective */
     bool pressing;       /* uses enough of its limit that it may be cut */
+    double pressure;     /* when threatened, its measured latency / objective (> 1) */
     double usage;        /* requests in progress, on average, recently */
     int64_t in_progress; /* requests admitted and not finished */
     uint64_t shed;       /* requests the capacity controller refused, in total */
@@ -53,6 +54,7 @@ struct fleet_tier {
 /* One tier over the other instances (this one excluded): how many of them see it so. */
 struct fleet_sum {
     size_t active, threatened, pressing;
+    double pressure; /* the worst among the instances where it threatens its objective */
     double usage;
     int64_t in_progress;
     uint64_t shed;

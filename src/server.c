@@ -24,6 +24,7 @@
 #include "capctl.h"
 #include "dbconn.h"
 #include "dbpool.h"
+#include "fleet.h"
 #include "health.h"
 #include "history.h"
 #include "http.h"
@@ -213,6 +214,7 @@ static void server_teardown(struct server *srv)
     http_stop(srv->ops);
     http_stop(srv->http);
     janitor_stop(srv->janitor);
+    fleet_stop(srv->fleet); /* after the janitor, which publishes to it */
     tarpit_destroy(srv->tarpit);
     capctl_destroy(srv->capacity);
     history_destroy(srv->history);
@@ -458,6 +460,18 @@ static int server_start_backends(struct server *srv)
                             sizeof(err));
         if (rc) {
             log_error("config", "%s", err);
+            return rc;
+        }
+    }
+    if (srv->cfg.fleet && srv->cfg.capacity_control) {
+        const int64_t every = srv->cfg.fleet_interval * 1000;
+        const struct fleet_cfg fc = {.conninfo = srv->cfg.database_url,
+                                     .instance_id = srv->instance_id,
+                                     .interval_us = every,
+                                     .ttl_us = every * 4 > 1000000 ? every * 4 : 1000000};
+        rc = fleet_start(&fc, &srv->fleet);
+        if (rc) {
+            log_error("fleet", "cannot start the fleet exchange: %s", strerror(-rc));
             return rc;
         }
     }

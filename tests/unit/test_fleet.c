@@ -39,6 +39,7 @@ static struct fleet_tier tier(const char *name, bool active, bool threatened, bo
     struct fleet_tier t = {.active = active, .threatened = threatened, .pressing = pressing};
     snprintf(t.name, sizeof(t.name), "%s", name);
     t.usage = pressing ? 2.5 : 0;
+    t.pressure = threatened ? 1.5 : 0;
     t.in_progress = active ? 3 : 0;
     t.shed = 7;
     return t;
@@ -59,6 +60,7 @@ static void the_state_json_round_trips(void **state)
     assert_int_equal(out[0].shed, 7);
     assert_string_equal(out[1].name, "enterprise");
     assert_true(out[1].active && out[1].threatened && !out[1].pressing);
+    assert_true(out[1].pressure > 1.49 && out[1].pressure < 1.51);
     /* max bounds what is read */
     json = fleet_encode(in, 2);
     assert_int_equal(fleet_decode(json, out, 1), 1);
@@ -76,10 +78,13 @@ static void a_malformed_row_is_refused_and_a_malformed_tier_skipped(void **state
     const char *json =
         "{\"tiers\":[{\"name\":\"free\"},"
         "{\"name\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\",\"active\":true,"
-        "\"threatened\":false,\"pressing\":false,\"usage\":0,\"in_progress\":0,\"shed\":0},"
-        "{\"name\":\"\",\"active\":true,\"threatened\":false,\"pressing\":false,\"usage\":0,"
+        "\"threatened\":false,\"pressing\":false,\"pressure\":0,\"usage\":0,\"in_progress\":0,"
+        "\"shed\":0},"
+        "{\"name\":\"\",\"active\":true,\"threatened\":false,\"pressing\":false,\"pressure\":0,"
+        "\"usage\":0,"
         "\"in_progress\":0,\"shed\":0},"
-        "{\"name\":\"pro\",\"active\":true,\"threatened\":false,\"pressing\":false,\"usage\":-1,"
+        "{\"name\":\"pro\",\"active\":true,\"threatened\":false,\"pressing\":false,"
+        "\"pressure\":0,\"usage\":-1,"
         "\"in_progress\":-5,\"shed\":2}]}";
     assert_int_equal(fleet_decode(json, out, 4), 1);
     assert_string_equal(out[0].name, "pro");
@@ -152,6 +157,7 @@ static void two_instances_see_each_others_tiers_never_their_own(void **state)
     assert_int_equal(sb[0].active, 1); /* a's free */
     assert_int_equal(sb[1].active, 0); /* nobody publishes pro */
     assert_int_equal(sb[2].in_progress, 3);
+    assert_true(sb[2].pressure > 1.49 && sb[2].pressure < 1.51);
     struct fleet_sum sa[3];
     int64_t end = mclock_now_us() + WAIT_US;
     while (!(fleet_view(a, names, 3, sa) && sa[0].active == 1) && mclock_now_us() < end)
