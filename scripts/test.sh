@@ -191,7 +191,7 @@ for pass in $PASSES; do
         build build/tsan thread || continue
         export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
         for m in fairq workpool dbpool evloop share ratelimit breaker rlredis log tierset janitor \
-            api report history; do
+            api report history capctl; do
             bin=build/tsan/tests/unit/test_$m
             selected "test_$m" || continue
             [ -x "$bin" ] && run_tap tsan "test_$m" "$bin"

@@ -47,7 +47,7 @@ struct config {
     char *trusted_proxies;      /* proxies whose X-Forwarded-For names the client ("" = none) */
     bool capacity_control;      /* the capacity controller shapes lower tiers */
     int64_t capacity_interval;  /* ms between its verdicts */
-    int64_t capacity_baseline;  /* s of the baseline window */
+    int64_t capacity_baseline;  /* s: time constant of a level's rise */
     bool tarpit;                /* hold refusals of clients that ignore Retry-After */
     int64_t tarpit_max_held;    /* refusals held at once */
     int64_t tarpit_max_hold;    /* ms, longest hold */

@@ -557,6 +557,7 @@ static void page_loads_and_shows_every_tier(void **state)
         assert_non_null(strstr(s, "DB connections"));
         assert_non_null(strstr(s, "Queue"));
         assert_non_null(strstr(s, "Tenants"));
+        assert_non_null(strstr(s, "Objective"));
     }
     assert_int_equal(cdp_eval_int(&browser, "+document.querySelector('[data-tier=\"gold\"]')"
                                             ".dataset.threads"),
@@ -567,6 +568,13 @@ static void page_loads_and_shows_every_tier(void **state)
                      3);
     assert_int_equal(cdp_eval_int(&browser, "+document.querySelector('[data-tier=\"gold\"]')"
                                             ".dataset.shedding"),
+                     0);
+    /* Its objective: a tenth of its call timeout (3 s, the default), not threatened. */
+    assert_int_equal(cdp_eval_int(&browser, "+document.querySelector('[data-tier=\"gold\"]')"
+                                            ".dataset.objectiveMs"),
+                     300);
+    assert_int_equal(cdp_eval_int(&browser, "+document.querySelector('[data-tier=\"gold\"]')"
+                                            ".dataset.threatened"),
                      0);
     assert_int_equal(cdp_eval_int(&browser, "+document.querySelector('[data-tier=\"enterprise\"]')"
                                             ".dataset.threads"),
