@@ -31,6 +31,7 @@ static const struct {
     {"queue_timeout_ms", offsetof(struct tier_cfg, queue_timeout_ms)},
     {"db_max", offsetof(struct tier_cfg, db_max)},
     {"db_acquire_timeout_ms", offsetof(struct tier_cfg, db_acquire_timeout_ms)},
+    {"db_idle_timeout_ms", offsetof(struct tier_cfg, db_idle_timeout_ms)},
     {"rate_limit", offsetof(struct tier_cfg, rate_limit)},
     {"rate_window_s", offsetof(struct tier_cfg, rate_window_s)},
     {"breaker_timeout_ms", offsetof(struct tier_cfg, breaker_timeout_ms)},
@@ -48,6 +49,8 @@ static const struct {
     {"priority", offsetof(struct tier_cfg, priority)},
     {"capacity_floor_pct", offsetof(struct tier_cfg, capacity_floor_pct)},
     {"capacity_tolerance_pct", offsetof(struct tier_cfg, capacity_tolerance_pct)},
+    {"capacity_margin_us", offsetof(struct tier_cfg, capacity_margin_us)},
+    {"latency_objective_ms", offsetof(struct tier_cfg, latency_objective_ms)},
 };
 #define KEY_COUNT (sizeof(key_fields) / sizeof(key_fields[0]))
 
