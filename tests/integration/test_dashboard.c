@@ -530,7 +530,7 @@ static void page_loads_and_shows_every_tier(void **state)
     assert_true(wait_page("document.body.dataset.state === 'live' && "
                           "+document.body.dataset.updates >= 1",
                           30000));
-    char s[256];
+    char s[1024]; /* a card's text is longer than 256 */
     cdp_eval_str(&browser, "document.title", s, sizeof(s));
     assert_non_null(strstr(s, "bulkhead"));
     /* Every tier of the table, in its order, as a card and as a chart scope. */
