@@ -54,6 +54,8 @@ struct cc_tier {
     bool verdict;                  /* this interval gave one */
     double mean_us, p99_us;        /* the last verdict's typical latency and p99 */
     double level_us;               /* the smoothed long-term typical latency (0: none yet) */
+    double judged_level_us;        /* the level the last verdict was judged against */
+    double judged_thr_us;          /* ... and its threshold (0: none) */
     int64_t level_at_us;           /* when the level last took a verdict */
     bool threatened;               /* the last verdict threatens the objective */
     double pressure;               /* its measured / target (> 1 when threatened) */
@@ -293,6 +295,8 @@ static double cc_threshold(const struct cc_tier *t)
 static void cc_judge(const struct capctl *c, struct cc_tier *t, int64_t now)
 {
     double thr = cc_threshold(t);
+    t->judged_level_us = t->level_us;
+    t->judged_thr_us = thr;
     double by_mean = thr > 0 ? t->mean_us / thr : 0;
     double by_p99 = t->cfg.objective_us > 0 ? t->p99_us / (double)t->cfg.objective_us : 0;
     t->pressure = by_mean > by_p99 ? by_mean : by_p99;
@@ -494,8 +498,9 @@ static bool cc_log_episode(struct cc_tier *t, const char *name, int64_t now)
             log_info("capacity_objective",
                      "tier %s: threatening its objective: typical latency %.3f ms (level %.3f ms, "
                      "threshold %.3f ms), p99 %.3f ms (objective %.0f ms)",
-                     name, t->mean_us / 1000.0, t->level_us / 1000.0, cc_threshold(t) / 1000.0,
-                     t->p99_us / 1000.0, (double)t->cfg.objective_us / 1000.0);
+                     name, t->mean_us / 1000.0, t->judged_level_us / 1000.0,
+                     t->judged_thr_us / 1000.0, t->p99_us / 1000.0,
+                     (double)t->cfg.objective_us / 1000.0);
         return true;
     }
     if (!t->episode || t->threatened || now - t->last_threat_us < CAPCTL_EPISODE_QUIET_US)
@@ -575,7 +580,7 @@ void capctl_stats(struct capctl *c, size_t i, struct capctl_tier_stats *out)
     out->mean_us = t->mean_us;
     out->p99_us = t->p99_us;
     out->level_us = t->level_us;
-    out->threshold_us = cc_threshold(t);
+    out->threshold_us = t->judged_thr_us;
     out->objective_us = t->cfg.objective_us;
     out->threatened_us = t->threatened_us;
     pthread_mutex_unlock(&c->mutex);

@@ -109,8 +109,9 @@ struct capctl_tier_stats {
     double mean_us;        /* the last verdict's typical latency (0: no verdict yet) */
     double p99_us;         /* the last verdict's p99 latency (0: no verdict yet) */
     double level_us;       /* its level: the smoothed long-term typical latency (0: none yet) */
-    double threshold_us;   /* a typical latency above this threatens: max(level x (1 + tol),
-                              level + margin) */
+    double threshold_us;   /* the last verdict's threshold: a typical latency above it
+                              threatened (max(level x (1 + tol), level + margin), the level as
+                              it was before that verdict moved it; 0: none yet) */
     int64_t objective_us;  /* its p99 objective */
     int64_t threatened_us; /* time spent threatening its objective, in total */
     int64_t in_progress;   /* requests admitted and not finished */

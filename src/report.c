@@ -185,8 +185,8 @@ static const struct report_field report_fields[] = {
     {CAPACITY, "thresholdMs", REPORT_REAL, RT(cap_threshold_ms)},
     {NULL, NULL, REPORT_REAL, RT(cap_threshold_s), "bulkhead_capacity_latency_threshold_seconds",
      NULL, "gauge",
-     "A typical latency above this threatens the tier's objective: its level plus its tolerance "
-     "and margin."},
+     "The threshold the tier's last verdict was judged against: a typical latency above it "
+     "threatens the objective (its level then, plus its tolerance and margin)."},
     {CAPACITY, "threatened", REPORT_BOOL, RT(cap.threatened), "bulkhead_capacity_threatened", NULL,
      "gauge", "1 while the tier's latency threatens its objective (lower tiers may be cut).", true},
     {CAPACITY, "threatenedSeconds", REPORT_REAL, RT(cap_threatened_s),

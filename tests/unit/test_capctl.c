@@ -15,7 +15,8 @@
  *   above sends too few requests for a verdict; a quiet tier above does not keep the cut;
  * - a floor of 0 closes the tier and it reopens; pacing below one request, bounded to
  *   CAPCTL_PAUSE_MAX_US and rescaled when the limit moves (issue 26, item 6);
- * - time threatened is counted; on a simulated database the limit settles in a band;
+ * - time threatened is counted, and the threshold shown is the one the verdict was judged by;
+ * - on a simulated database the limit settles in a band;
  * - the request path on several threads beside the verdicts (and a reload) keeps its counts
  *   (run under ThreadSanitizer by scripts/test.sh).
  */
@@ -609,6 +610,26 @@ static void the_time_threatened_is_counted(void **state)
     capctl_destroy(s.c);
 }
 
+static void the_threshold_shown_is_the_one_the_verdict_was_judged_by(void **state)
+{
+    (void)state;
+    struct sim s;
+    sim_init(&s, tiers);
+    sim_run(&s, 50, (struct flow[]){QUIET, QUIET, ENT_HOT});
+    /* Enterprise turns sparse at 0.25 ms, nothing below: its first verdict (after ten
+     * intervals) passes its threshold of 0.19 ms, and moves its level towards 0.25 ms, which
+     * lifts the threshold past 0.25 ms. What the stats show is what the verdict was judged by. */
+    int k = 0;
+    while (!stats(&s, ENT).threatened && k++ < 20)
+        sim_interval(&s, (struct flow[]){QUIET, QUIET, {3, 250, 0, 0}});
+    struct capctl_tier_stats st = stats(&s, ENT);
+    assert_true(st.threatened);
+    assert_true(st.mean_us > st.threshold_us);
+    assert_true(st.threshold_us < 200);
+    assert_true(st.level_us > st.threshold_us - 100); /* the level moved on */
+    capctl_destroy(s.c);
+}
+
 /*
  * A simulated database: enterprise's latency is 0.09 ms plus 1 ms per free request running,
  * free offers 5 at once. Enterprise's typical latency leaves its slowest tenth out and may
@@ -724,6 +745,7 @@ int main(void)
         cmocka_unit_test(a_pause_is_bounded_whatever_the_request_took),
         cmocka_unit_test(a_pause_follows_the_limit_as_it_grows_back),
         cmocka_unit_test(the_time_threatened_is_counted),
+        cmocka_unit_test(the_threshold_shown_is_the_one_the_verdict_was_judged_by),
         cmocka_unit_test(on_a_simulated_database_the_limit_settles_in_a_band),
         cmocka_unit_test(the_request_path_and_the_verdicts_run_side_by_side),
     };
