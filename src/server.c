@@ -331,13 +331,56 @@ static void server_chore_sample(void *ctx, int64_t now)
     history_record(srv->history, srv->sample);
 }
 
+/* The fleet's view of each tier, for the controller's next verdict (local control without it). */
+static void server_fleet_in(struct server *srv, const char *const *names, size_t n)
+{
+    struct fleet_sum sum[TIERS_MAX];
+    bool live = fleet_view(srv->fleet, names, n, sum);
+    struct fleet_stats st;
+    fleet_stats(srv->fleet, &st);
+    bool fresh = st.exchanges != srv->fleet_seen;
+    srv->fleet_seen = st.exchanges;
+    for (size_t i = 0; i < n; i++) {
+        const struct capctl_remote r = {.active = sum[i].active > 0,
+                                        .threatened = sum[i].threatened > 0,
+                                        .pressing = sum[i].pressing > 0,
+                                        .fresh = fresh,
+                                        .pressure = sum[i].pressure};
+        capctl_remote(srv->capacity, i, live ? &r : NULL);
+    }
+}
+
+/* This instance's tiers as the controller left them, for the others. */
+static void server_fleet_out(struct server *srv, const char *const *names, size_t n)
+{
+    struct fleet_tier out[TIERS_MAX];
+    for (size_t i = 0; i < n; i++) {
+        struct capctl_tier_stats cs;
+        capctl_stats(srv->capacity, i, &cs);
+        out[i] = (struct fleet_tier){.active = cs.active,
+                                     .threatened = cs.threatened,
+                                     .pressing = cs.pressing,
+                                     .pressure = cs.threatened ? cs.pressure : 0,
+                                     .usage = cs.usage,
+                                     .in_progress = cs.in_progress,
+                                     .shed = cs.shed};
+        snprintf(out[i].name, sizeof(out[i].name), "%s", names[i]);
+    }
+    fleet_publish(srv->fleet, out, n);
+}
+
 static void server_chore_capacity(void *ctx, int64_t now)
 {
     struct server *srv = ctx;
     const char *names[TIERS_MAX];
-    for (size_t i = 0; i < tierset_count(srv->tiers); i++)
+    size_t n = tierset_count(srv->tiers);
+    for (size_t i = 0; i < n; i++)
         names[i] = tierset_tier(srv->tiers, i)->name;
+    if (srv->fleet)
+        server_fleet_in(srv, names, n);
     capctl_tick(srv->capacity, now, names);
+    if (srv->fleet)
+        server_fleet_out(srv, names, n);
 }
 
 static void server_chore_sweep(void *ctx, int64_t now)
@@ -367,6 +410,7 @@ static void server_wire(struct server *srv)
                                            .admin = srv->admin,
                                            .tarpit = srv->tarpit,
                                            .capacity = srv->capacity,
+                                           .fleet = srv->fleet,
                                            .in_flight = &srv->in_flight,
                                            .draining = &srv->draining,
                                            .started_wall_us = srv->started_wall_us,
