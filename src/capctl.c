@@ -62,6 +62,7 @@ struct cc_tier {
     double pressure;               /* its measured / target (> 1 when threatened) */
     int64_t threatened_us;         /* time spent threatened, in total */
     int64_t last_threat_us;        /* the last tick that found it threatened */
+    double threat_pressure;        /* its pressure then */
     int64_t threat_end_us;         /* the tick that found the last threat over */
     int64_t prev_busy_us;          /* busy_us at the last tick */
     double usage;                  /* requests in progress on average, smoothed */
@@ -381,9 +382,10 @@ static void cc_assess(struct capctl *c, int64_t now_us, int64_t dt_us, bool *act
             t->threatened = false;
         if (threatened && dt_us > 0)
             t->threatened_us += dt_us;
-        if (t->threatened)
+        if (t->threatened) {
             t->last_threat_us = now_us;
-        else if (threatened)
+            t->threat_pressure = t->pressure;
+        } else if (threatened)
             t->threat_end_us = now_us;
     }
 }
@@ -602,6 +604,8 @@ void capctl_stats(struct capctl *c, size_t i, struct capctl_tier_stats *out)
     out->objective_us = t->cfg.objective_us;
     out->threatened_us = t->threatened_us;
     out->active = t->active;
+    out->last_threat_us = t->last_threat_us;
+    out->threat_pressure = t->threat_pressure;
     out->pressure = t->pressure;
     out->remote_active = t->remote.active;
     out->remote_threatened = t->remote.threatened;

@@ -119,6 +119,8 @@ struct capctl_tier_stats {
     int64_t in_progress;   /* requests admitted and not finished */
     uint64_t admitted, shed;
     bool active;            /* had a request within active_us (as of the last tick) */
+    int64_t last_threat_us; /* the last tick that found it threatening its objective (0: none) */
+    double threat_pressure; /* its pressure then */
     double pressure;        /* the last verdict's latency / what it may be (> 1: threatened) */
     bool remote_active;     /* the fleet: another instance has this tier active */
     bool remote_threatened; /* ... threatening its objective */

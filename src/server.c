@@ -351,16 +351,21 @@ static void server_fleet_in(struct server *srv, const char *const *names, size_t
 }
 
 /* This instance's tiers as the controller left them, for the others. */
-static void server_fleet_out(struct server *srv, const char *const *names, size_t n)
+static void server_fleet_out(struct server *srv, const char *const *names, size_t n, int64_t now)
 {
     struct fleet_tier out[TIERS_MAX];
     for (size_t i = 0; i < n; i++) {
         struct capctl_tier_stats cs;
         capctl_stats(srv->capacity, i, &cs);
+        /* A threat is published if any verdict since the last exchange found one: threats
+         * under a storm come and go within an interval or two, and an exchange that sampled
+         * only the current verdict would miss most of them. */
+        bool threat = cs.threatened || (cs.last_threat_us > 0 &&
+                                        now - cs.last_threat_us <= srv->cfg.fleet_interval * 1000);
         out[i] = (struct fleet_tier){.active = cs.active,
-                                     .threatened = cs.threatened,
+                                     .threatened = threat,
                                      .pressing = cs.pressing,
-                                     .pressure = cs.threatened ? cs.pressure : 0,
+                                     .pressure = threat ? cs.threat_pressure : 0,
                                      .usage = cs.usage,
                                      .in_progress = cs.in_progress,
                                      .shed = cs.shed};
@@ -380,7 +385,7 @@ static void server_chore_capacity(void *ctx, int64_t now)
         server_fleet_in(srv, names, n);
     capctl_tick(srv->capacity, now, names);
     if (srv->fleet)
-        server_fleet_out(srv, names, n);
+        server_fleet_out(srv, names, n, now);
 }
 
 static void server_chore_sweep(void *ctx, int64_t now)
