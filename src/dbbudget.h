@@ -1,8 +1,8 @@
 /*
- * budget: database-time budgets per tenant (a tier's db_time_ms_per_min, or a tenant's own).
+ * dbbudget: database-time budgets per tenant (a tier's db_time_ms_per_min, or a tenant's own).
  *
  * A budget of B ms per minute is a bucket of B ms of database time, refilled continuously at B
- * per BUDGET_WINDOW_S. A statement is charged after it ran, by the time it held its connection
+ * per DBBUDGET_WINDOW_S. A statement is charged after it ran, by the time it held its connection
  * (its cost is known only then), so a tenant may run into debt; while it is in debt (the bucket
  * at or below zero) its requests are refused (429 db_time_exhausted, api.c) until the refill
  * has paid the debt back. A fresh tenant may use B ms at once.
@@ -16,8 +16,8 @@
  * an override) applies from the next charge: a tenant in debt stays refused for the time it
  * was told, whatever its new budget.
  *
- * Per instance. budget_check and budget_charge are the whole interface the request path uses,
- * and budget_step / budget_after_charge are the arithmetic on one stored time: sharing
+ * Per instance. dbbudget_check and dbbudget_charge are the whole interface the request path uses,
+ * and dbbudget_step / dbbudget_after_charge are the arithmetic on one stored time: sharing
  * budgets across instances (as rlredis.c shares the rate limit) is a backend with those two
  * calls, the same arithmetic in a Redis script, behind this seam; not built yet.
  *
@@ -25,19 +25,19 @@
  * (HTTP thread) and a charge (the thread that ends the statement: an event thread or a tier's
  * worker) lock the tenant's shard only. Counters are atomics. Every call takes its clock.
  */
-#ifndef BULKHEAD_BUDGET_H
-#define BULKHEAD_BUDGET_H
+#ifndef BULKHEAD_DBBUDGET_H
+#define BULKHEAD_DBBUDGET_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define BUDGET_WINDOW_S 60 /* budgets are per minute */
+#define DBBUDGET_WINDOW_S 60 /* budgets are per minute */
 
-struct budget;
+struct dbbudget;
 
-/* One tenant's bucket at a moment (budget_check, budget_step). */
-struct budget_verdict {
+/* One tenant's bucket at a moment (dbbudget_check, dbbudget_step). */
+struct dbbudget_verdict {
     bool allowed;           /* out of debt: the bucket holds more than nothing */
     int64_t limit_ms;       /* B */
     int64_t remaining_ms;   /* what the bucket holds now, 0 while in debt */
@@ -45,7 +45,7 @@ struct budget_verdict {
     int64_t full_us;        /* until the bucket is full again (0: full) */
 };
 
-struct budget_stats {
+struct dbbudget_stats {
     uint64_t charges;    /* statements charged */
     uint64_t charged_us; /* database time charged */
     uint64_t untracked;  /* charges dropped: the table was full */
@@ -53,26 +53,26 @@ struct budget_stats {
 };
 
 /* At most max_keys tenants at once. */
-struct budget *budget_create(size_t max_keys);
-void budget_destroy(struct budget *b);
+struct dbbudget *dbbudget_create(size_t max_keys);
+void dbbudget_destroy(struct dbbudget *b);
 
 /* HTTP thread: key's bucket at now under limit_ms per minute (> 0). Changes nothing. */
-void budget_check(struct budget *b, const char *key, int64_t limit_ms, int64_t now_us,
-                  struct budget_verdict *out);
+void dbbudget_check(struct dbbudget *b, const char *key, int64_t limit_ms, int64_t now_us,
+                    struct dbbudget_verdict *out);
 
 /* Any thread, after a statement: charge key cost_us of database time under limit_ms per minute
  * (> 0). 0, or -ENOSPC when the table is full and key not held (not charged; counted). */
-int budget_charge(struct budget *b, const char *key, int64_t limit_ms, int64_t cost_us,
-                  int64_t now_us);
+int dbbudget_charge(struct dbbudget *b, const char *key, int64_t limit_ms, int64_t cost_us,
+                    int64_t now_us);
 
 /* The arithmetic on one stored full_at (0: fresh): the bucket at now, and full_at after a
  * charge of cost_us (never before now). */
-void budget_step(int64_t limit_ms, int64_t full_at, int64_t now_us, struct budget_verdict *out);
-int64_t budget_after_charge(int64_t limit_ms, int64_t full_at, int64_t cost_us, int64_t now_us);
+void dbbudget_step(int64_t limit_ms, int64_t full_at, int64_t now_us, struct dbbudget_verdict *out);
+int64_t dbbudget_after_charge(int64_t limit_ms, int64_t full_at, int64_t cost_us, int64_t now_us);
 
 /* Janitor thread: delete tenants whose bucket is full. Returns how many. */
-size_t budget_sweep(struct budget *b, int64_t now_us);
+size_t dbbudget_sweep(struct dbbudget *b, int64_t now_us);
 
-void budget_stats(struct budget *b, struct budget_stats *out);
+void dbbudget_stats(struct dbbudget *b, struct dbbudget_stats *out);
 
 #endif
