@@ -104,6 +104,12 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                                  "served); Retry-After: until a request would be admitted, "
                                  "behind the tenant's held requests",
                              .held = APIERR_HOLD_TENANT},
+    [APIERR_DB_TIME_EXHAUSTED] = {"db_time_exhausted", 429, OUTCOME_RATE_LIMITED, APIERR_RETRY_WAIT,
+                                  .message = "the tenant's database-time budget is used up",
+                                  .when = "the tenant's statements used up its database-time "
+                                          "budget (its tier's `db_time_ms_per_min`) and it is "
+                                          "in debt; Retry-After: until the refill has paid the "
+                                          "debt back"},
     [APIERR_TOO_MANY_AUTH_FAILURES] = {"too_many_auth_failures", 429, OUTCOME_RATE_LIMITED,
                                        APIERR_RETRY_WAIT,
                                        .message = "too many failed admin authentications",

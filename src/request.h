@@ -23,6 +23,7 @@
 #define BULKHEAD_REQUEST_H
 
 #include "breaker.h"
+#include "dbbudget.h"
 #include "dbpool.h"
 #include "evloop.h"
 #include "fairq.h"
@@ -103,6 +104,12 @@ struct request {
     int64_t retry_after_us;     /* a refusal's Retry-After, set by the limiter or breaker */
     bool rl_applied;            /* the tier is rate-limited: send RateLimit-* headers */
     struct ratelimit_result rl; /* the verdict behind those headers */
+
+    /* The database-time budget's verdict at admission (api.c), and the limits in shadow mode
+     * that let it pass (a bit per tenantstat_reason), counted when it ends (server.c). */
+    bool budget_applied; /* the tenant has a budget that is enforced: send its policy */
+    struct dbbudget_verdict budget;
+    unsigned shadow;
 
     /* /api/data run on an event thread (apiwork.c); that thread's while the statement runs. */
     struct evloop_thread *work_loop; /* the loop running it */
