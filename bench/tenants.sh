@@ -40,18 +40,18 @@ rps() { # threads conc seconds url headers...
         awk '/Non-2xx/ { bad = $NF } /^Requests\/sec:/ { rps = $2 } END { printf "%.0f %d\n", rps, bad }'
 }
 
-# Start a server; prints its URL. name, then NAME=value settings.
+# Start a server; its URL in SURL. name, then NAME=value settings.
 serve() {
     local name=$1 port
     shift
     port=$(free_port)
-    (cd "$WORK" && env DATABASE_URL="$DB" API_PORT="$port" API_BIND=127.0.0.1 TARPIT=false \
-        CAPACITY_CONTROL=false "$@" exec "$BIN" >"$WORK/server-$name.log" 2>&1) &
+    (cd "$WORK" && exec env DATABASE_URL="$DB" API_PORT="$port" API_BIND=127.0.0.1 TARPIT=false \
+        CAPACITY_CONTROL=false ACCESS_LOG=false "$@" "$BIN" >"$WORK/server-$name.log" 2>&1) &
     pids+=("$!")
     for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
     curl -fs "http://127.0.0.1:$port/health" >/dev/null ||
         { echo "tenants: server $name did not start (see $WORK/server-$name.log)" >&2; exit 1; }
-    echo "http://127.0.0.1:$port"
+    SURL="http://127.0.0.1:$port"
 }
 
 # free as built in, its rate limit lifted, with a budget (0: none).
@@ -64,8 +64,10 @@ tiers() { # budget_ms
 }
 
 # 1. The accounting's cost.
-ON=$(serve on TENANT_ACCOUNTING=true)
-OFF=$(serve off TENANT_ACCOUNTING=false)
+serve on TENANT_ACCOUNTING=true
+ON=$SURL
+serve off TENANT_ACCOUNTING=false
+OFF=$SURL
 ENT="X-Tenant-Tier: enterprise"
 rps 2 16 2 "$ON/api/data?limit=10" "$ENT" >/dev/null # warm-up: connections, caches
 rps 2 16 2 "$OFF/api/data?limit=10" "$ENT" >/dev/null
@@ -84,8 +86,10 @@ bench_cleanup_servers
 # 2. Budgets: a cheap tenant beside an expensive one.
 tiers "$BUDGET_MS" >"$WORK/tiers-budget.json"
 tiers 0 >"$WORK/tiers-none.json"
-BUD=$(serve budget TIERS_FILE="$WORK/tiers-budget.json")
-NONE=$(serve none TIERS_FILE="$WORK/tiers-none.json")
+serve budget TIERS_FILE="$WORK/tiers-budget.json"
+BUD=$SURL
+serve none TIERS_FILE="$WORK/tiers-none.json"
+NONE=$SURL
 FREE="X-Tenant-Tier: free"
 cheap() { rps 1 3 "$DUR" "$1/api/data" "$FREE" "X-Tenant-Id: cheap-one"; }
 heavy() { rps 1 12 "$((DUR + 2))" "$1/api/data?delay_ms=200" "$FREE" "X-Tenant-Id: heavy-one"; }

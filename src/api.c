@@ -221,6 +221,8 @@ static bool api_identify(const struct api_deps *d, struct request *r)
         r->tenant_label = r->tenant + 3;
         r->args.own_rate_limit = id.own_rate_limit;
         r->args.rate_limit = id.rate_limit;
+        r->args.own_db_time = id.own_db_time;
+        r->args.db_time_ms_per_min = id.db_time_ms_per_min;
         return true;
     }
 
@@ -350,12 +352,12 @@ static void api_shadow(struct request *r, const struct tier_cfg *c, enum tenants
              r->tenant_label, tenantstat_reason_name(why));
 }
 
-/* Layer 1b, the database-time budget. Returns false when refused (r->budget says until when).
- * The budget is charged when the request ends (server.c), by the time its statement held a
- * connection. */
+/* Layer 1b, the database-time budget: the tenant's own if it has one, else its tier's.
+ * Returns false when refused (r->budget says until when). The budget is charged when the
+ * request ends (server.c: r->budget.limit_ms), by the time its statement held a connection. */
 static bool api_db_budget(struct request *r, const struct tier_cfg *c)
 {
-    int64_t limit = c->db_time_ms_per_min;
+    int64_t limit = r->args.own_db_time ? r->args.db_time_ms_per_min : c->db_time_ms_per_min;
     if (limit <= 0 || !r->tier->budget)
         return true;
     dbbudget_check(r->tier->budget, r->tenant, limit, mclock_now_us(), &r->budget);
@@ -390,9 +392,10 @@ static void api_refusal_reply(struct request *r, enum apierr e, int rc)
         break;
     case APIERR_DB_TIME_EXHAUSTED:
         apierr_replyf(r, e,
-                      "tenant %s used its %" PRId64 " ms of database time per minute (tier %s); "
+                      "tenant %s used its %" PRId64 " ms of database time per minute (%s %s); "
                       "it is refused until the refill has paid its debt back",
-                      r->tenant_label, r->budget.limit_ms, c->name);
+                      r->tenant_label, r->budget.limit_ms,
+                      r->args.own_db_time ? "its own budget, in tier" : "tier", c->name);
         break;
     case APIERR_CIRCUIT_OPEN:
         apierr_replyf(r, e, "tier %s is failing; its circuit breaker is open", c->name);

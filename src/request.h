@@ -75,6 +75,10 @@ struct request_args {
     int64_t tenant_db_id; /* apikey mode: the tenant's row id; 0 = none */
     bool own_rate_limit;  /* apikey mode: the tenant's override wins over the tier's limit */
     int64_t rate_limit;   /* with own_rate_limit: per the tier's window, 0 = unlimited */
+
+    /* apikey mode: the tenant's own database-time budget (ms per minute, 0 = none) wins. */
+    bool own_db_time;
+    int64_t db_time_ms_per_min;
 };
 
 struct request {

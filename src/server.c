@@ -288,10 +288,9 @@ static enum tenantstat_reason server_refusal(const struct request *r)
 static void server_tenant_done(struct server *srv, const struct request *r, int64_t now)
 {
     struct tier_rt *t = r->tier;
-    const struct tier_cfg *c = tierset_cfg(t);
     int64_t db_us = r->query_us > 0 ? r->query_us : 0;
-    if (db_us && c->db_time_ms_per_min > 0)
-        (void)dbbudget_charge(t->budget, r->tenant, c->db_time_ms_per_min, db_us, now);
+    if (db_us && r->budget.limit_ms > 0) /* the budget checked at admission (api.c) */
+        (void)dbbudget_charge(t->budget, r->tenant, r->budget.limit_ms, db_us, now);
     if (!srv->tenants)
         return;
     int64_t begun = r->item.begun_us;

@@ -15,6 +15,7 @@
 #include <math.h>
 
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -286,6 +287,68 @@ static void shadow_mode_refuses_nothing_and_counts_the_same(void **state)
     assert_true(h_server_log_has(&suite.srv, "\"event\":\"shadow_refusal\""));
 }
 
+/* A tenant's own budget through the admin API (AUTH_MODE=apikey) wins over its tier's: a
+ * second server on the suite's database and tier file, TEST_PARAMS on for delay_ms. */
+static void a_tenants_own_budget_set_through_the_admin_api_wins_over_its_tiers(void **state)
+{
+    (void)state;
+    char tiers_env[450];
+    snprintf(tiers_env, sizeof(tiers_env), "TIERS_FILE=%s", suite.tiers_path);
+    const char *env[] = {"AUTH_MODE=apikey",
+                         "TEST_PARAMS=on",
+                         "ADMIN_TOKEN=" TOKEN,
+                         "TARPIT=false",
+                         "CAPACITY_CONTROL=false",
+                         tiers_env,
+                         NULL};
+    struct h_server srv;
+    assert_int_equal(h_server_start(&srv, suite.db_url, env), 0);
+    const char *ah[] = {BEARER, "Content-Type: application/json", NULL};
+    struct h_resp r;
+    assert_int_equal(h_request("POST", h_url(&srv, "/admin/tenants"), ah,
+                               "{\"name\":\"own-budget\",\"tier\":\"acct\","
+                               "\"db_time_ms_per_min\":300}",
+                               &r),
+                     0);
+    assert_int_equal(r.status, 201);
+    json_t *t = h_json(&r);
+    char key[80], auth[120];
+    snprintf(key, sizeof(key), "%s", json_string_value(json_object_get(t, "api_key")));
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(t, "overrides"), "db_time_ms_per_min")),
+        300);
+    json_decref(t);
+    h_resp_free(&r);
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+    const char *kh[] = {auth, NULL};
+    const char *url = h_url(&srv, "/api/data?limit=1&delay_ms=200");
+    /* The key is usable once the key table reloaded (a notification). */
+    assert_true(
+        H_WAIT(h_get(url, kh, &r) == 0 && r.status != 401 ? true : (h_resp_free(&r), false), 5000));
+    assert_int_equal(r.status, 200); /* acct has no budget: its own does */
+    h_resp_free(&r);
+    assert_int_equal(h_get(url, kh, &r), 0);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    assert_int_equal(h_get(url, kh, &r), 0);
+    assert_int_equal(r.status, 429);
+    assert_non_null(strstr(r.body, "db_time_exhausted"));
+    assert_non_null(strstr(r.body, "its own budget"));
+    h_resp_free(&r);
+    /* null removes it: the tier's (none) applies again once the table reloaded. */
+    assert_int_equal(h_request("PATCH", h_url(&srv, "/admin/tenants/own-budget"), ah,
+                               "{\"db_time_ms_per_min\":null}", &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    assert_true(H_WAIT(h_get(h_url(&srv, "/api/data?limit=1"), kh, &r) == 0 && r.status == 200
+                           ? true
+                           : (h_resp_free(&r), false),
+                       5000));
+    h_resp_free(&r);
+    assert_int_equal(h_server_stop(&srv, SIGTERM, 30000), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -294,6 +357,7 @@ int main(void)
         cmocka_unit_test(
             over_its_budget_the_expensive_tenant_is_refused_and_the_cheap_one_untouched),
         cmocka_unit_test(shadow_mode_refuses_nothing_and_counts_the_same),
+        cmocka_unit_test(a_tenants_own_budget_set_through_the_admin_api_wins_over_its_tiers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
