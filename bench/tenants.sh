@@ -136,6 +136,14 @@ OUT=$RESULTS/tenants-$STAMP.md
     echo "| budgets: cheap tenant of free (c3) beside an expensive one (c12, 200 ms statements), db_time_ms_per_min=$BUDGET_MS, vs alone | $B_BESIDE req/s (non-2xx $B_BAD) | $B_ALONE req/s | $(printf '%.2f' "$B_R") | >= 0.9: $(mark "$B_R" 0.9) |"
     echo "| ... the same beside it with no budget (reference) | $B_NONE req/s | $B_ALONE req/s | $(printf '%.2f' "$N_R") | reported |"
     echo "| ... the expensive tenant: served + refused with the budget / without | $H_B req/s ($H_BAD refused) | $H_N req/s | | reported |"
+    echo
+    echo "Each run (req/s): accounting on, off:"
+    echo
+    sed 's/^/    /' "$WORK/cost"
+    echo
+    echo "Each run (req/s): cheap alone, beside with budget, its non-2xx, beside without budget, expensive with budget, its non-2xx, expensive without:"
+    echo
+    sed 's/^/    /' "$WORK/budget"
 } >"$OUT"
 cat "$OUT"
 echo

@@ -2,12 +2,12 @@
  * admin: operator endpoints, off unless ADMIN_TOKEN is set.
  *
  *   POST   /admin/breaker/<tier>/open|disable|reset  force a tier's breaker (answered at once)
- *   POST   /admin/tenants                    {"name","tier"[,"rate_limit"]}: 201, the key once
+ *   POST   /admin/tenants                    {"name","tier"[,overrides]}: 201, the key once
  *   GET    /admin/tenants?limit=N&after=NAME every tenant by name, a page at a time
  *   GET    /admin/tenants/<name>             one tenant: tier, overrides, created, revoked
  *   GET    /admin/tenants/<name>/usage       its last minute per tier and its database-time
  *                                            budget (tenantview.h; answered at once)
- *   PATCH  /admin/tenants/<name>             {"tier", "rate_limit": n|null}: 200
+ *   PATCH  /admin/tenants/<name>             {"tier", "rate_limit", "db_time_ms_per_min"}: 200
  *   DELETE /admin/tenants/<name>             revoke its key: 204
  *   POST   /admin/tenants/<name>/keys        a new key, the old one stops working: 201
  *   GET    /admin/audit?limit=N&before=ID&tenant=NAME  the latest changes, newest first

@@ -22,8 +22,9 @@
  * calls, the same arithmetic in a Redis script, behind this seam; not built yet.
  *
  * DESIGN: the times live in a keytab (KEYTAB_SHARDS shards, each with its own mutex): the check
- * (HTTP thread) and a charge (the thread that ends the statement: an event thread or a tier's
- * worker) lock the tenant's shard only. Counters are atomics. Every call takes its clock.
+ * (api.c, at admission) and a charge (server.c, as the request ends) both run on HTTP threads,
+ * the sweep on the janitor's; each locks the tenant's shard only. Counters are atomics. Every
+ * call takes its clock.
  */
 #ifndef BULKHEAD_DBBUDGET_H
 #define BULKHEAD_DBBUDGET_H
