@@ -10,14 +10,16 @@
 #      same tier (wrk -c12, 200 ms statements) with free's db_time_ms_per_min set, against the
 #      cheap tenant alone; and, for reference, beside it with no budget.
 #
-# Settings: BENCH_DURATION (s per measurement, 5), BENCH_RUNS (2), BENCH_BUDGET_MS (free's
-# db_time_ms_per_min, 1000). Writes bench/results/tenants-<date>.md.
+# The budget servers run with the tarpit (the default): a client that ignores Retry-After is
+# held, not answered at wire speed. Settings: BENCH_DURATION (s per measurement, 5), BENCH_RUNS
+# (2), BENCH_BUDGET_MS (free's db_time_ms_per_min, 60000: one connection's time). Writes
+# bench/results/tenants-<date>.md.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 DUR=${BENCH_DURATION:-5}
 RUNS=${BENCH_RUNS:-2}
-BUDGET_MS=${BENCH_BUDGET_MS:-1000}
+BUDGET_MS=${BENCH_BUDGET_MS:-60000}
 WORK=$ROOT/build/bench-tenants
 RESULTS=$ROOT/bench/results
 BIN=$ROOT/build/bulkhead
@@ -45,7 +47,7 @@ serve() {
     local name=$1 port
     shift
     port=$(free_port)
-    (cd "$WORK" && exec env DATABASE_URL="$DB" API_PORT="$port" API_BIND=127.0.0.1 TARPIT=false \
+    (cd "$WORK" && exec env DATABASE_URL="$DB" API_PORT="$port" API_BIND=127.0.0.1 \
         CAPACITY_CONTROL=false ACCESS_LOG=false "$@" "$BIN" >"$WORK/server-$name.log" 2>&1) &
     pids+=("$!")
     for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
@@ -64,9 +66,9 @@ tiers() { # budget_ms
 }
 
 # 1. The accounting's cost.
-serve on TENANT_ACCOUNTING=true
+serve on TENANT_ACCOUNTING=true TARPIT=false
 ON=$SURL
-serve off TENANT_ACCOUNTING=false
+serve off TENANT_ACCOUNTING=false TARPIT=false
 OFF=$SURL
 ENT="X-Tenant-Tier: enterprise"
 rps 2 16 2 "$ON/api/data?limit=10" "$ENT" >/dev/null # warm-up: connections, caches
@@ -112,6 +114,8 @@ for run in $(seq "$RUNS"); do
     read -r hn _ <"$WORK/heavy-n-$run"
     echo "$alone $beside $bad $nobudget $hb $hbad $hn" >>"$WORK/budget"
 done
+# What each used in the last minute, as the budget server counted it.
+curl -fs "$BUD/metrics/tenants?tier=free&limit=5" >"$WORK/who.json"
 bench_cleanup_servers
 B_ALONE=$(awk '{ print $1 }' "$WORK/budget" | median)
 B_BESIDE=$(awk '{ print $2 }' "$WORK/budget" | median)
@@ -144,6 +148,13 @@ OUT=$RESULTS/tenants-$STAMP.md
     echo "Each run (req/s): cheap alone, beside with budget, its non-2xx, beside without budget, expensive with budget, its non-2xx, expensive without:"
     echo
     sed 's/^/    /' "$WORK/budget"
+    echo
+    echo "The budget server's /metrics/tenants?tier=free at the end:"
+    echo
+    echo '```'
+    cat "$WORK/who.json"
+    echo
+    echo '```'
 } >"$OUT"
 cat "$OUT"
 echo

@@ -111,7 +111,8 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                                           "budget (its own override, or its tier's "
                                           "`db_time_ms_per_min`) and it is "
                                           "in debt; Retry-After: until the refill has paid the "
-                                          "debt back"},
+                                          "debt back",
+                                  .held = APIERR_HOLD_TIER},
     [APIERR_TOO_MANY_AUTH_FAILURES] = {"too_many_auth_failures", 429, OUTCOME_RATE_LIMITED,
                                        APIERR_RETRY_WAIT,
                                        .message = "too many failed admin authentications",
