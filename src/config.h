@@ -55,6 +55,7 @@ struct config {
     bool fleet;                 /* exchange tier states with the other instances (fleet.h) */
     int64_t fleet_interval;     /* ms between exchanges */
     bool tarpit;                /* hold refusals of clients that ignore Retry-After */
+    bool tenant_accounting;     /* per-tenant accounting (tenantstat.h) */
     int64_t tarpit_max_held;    /* refusals held at once */
     int64_t tarpit_max_hold;    /* ms, longest hold */
     int64_t tarpit_max_clients; /* clients remembered */

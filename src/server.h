@@ -69,6 +69,7 @@ struct server {
     struct capctl *capacity;        /* owned: the capacity controller over the tiers */
     struct fleet *fleet;            /* owned; NULL unless FLEET and CAPACITY_CONTROL are true */
     uint64_t fleet_seen;            /* the fleet's exchanges at the last tick (janitor only) */
+    struct tenantstat *tenants;     /* owned; NULL unless TENANT_ACCOUNTING=true */
     struct report_snap *sample;     /* owned: the janitor's scratch reading (janitor only) */
     atomic_int in_flight;           /* requests created and not yet freed */
     atomic_bool draining;           /* shutdown started: refuse new work */
