@@ -16,6 +16,7 @@
 #include "auth.h"
 #include "breaker.h"
 #include "capctl.h"
+#include "evloop.h"
 #include "health.h"
 #include "history.h"
 #include "mclock.h"
@@ -23,7 +24,7 @@
 #include "ratelimit.h"
 #include "report.h"
 #include "request.h"
-#include "rlredis.h"
+#include "rlsync.h"
 #include "tarpit.h"
 #include "tierset.h"
 #include "xalloc.h"
@@ -271,22 +272,19 @@ static bool api_parse_write_body(struct request *r)
     return true;
 }
 
-/* Layer 1, at the tenant's own limit if it has one, else the tier's. Returns false after
- * replying 429. */
-static bool api_rate_limit(const struct api_deps *d, struct request *r, const struct tier_cfg *c)
+enum api_limited {
+    API_LIMIT_PASS,    /* go on */
+    API_LIMIT_REFUSED, /* 429 set */
+    API_LIMIT_WAITING, /* the shared limiter holds r until its verdict (api_limit_decided) */
+};
+
+/* r's verdict is in r->rl (counted): reply 429 when it refuses. */
+static enum api_limited api_limit_verdict(struct request *r, const struct tier_cfg *c,
+                                          int64_t limit)
 {
-    int64_t limit = r->args.own_rate_limit ? r->args.rate_limit : c->rate_limit;
-    if (limit <= 0)
-        return true; /* unlimited: no limiter work at all */
-    struct tier_rt *t = r->tier;
-    int64_t now = mclock_now_us();
-    if (!d->redis || rlredis_check(d->redis, c->name, limit, c->rate_window_s, r->tenant, &r->rl))
-        ratelimit_check_limit(t->rl, r->tenant, limit, now, &r->rl);
-    else
-        ratelimit_count(t->rl, r->rl.allowed);
     r->rl_applied = true;
     if (r->rl.allowed)
-        return true;
+        return API_LIMIT_PASS;
     r->retry_after_us = r->rl.retry_after_us;
     if (r->args.own_rate_limit)
         apierr_replyf(r, APIERR_RATE_LIMITED,
@@ -296,7 +294,35 @@ static bool api_rate_limit(const struct api_deps *d, struct request *r, const st
         apierr_replyf(r, APIERR_RATE_LIMITED,
                       "tier %s allows %" PRId64 " requests per %" PRId64 " s per tenant", c->name,
                       limit, c->rate_window_s);
-    return false;
+    return API_LIMIT_REFUSED;
+}
+
+static int64_t api_limit_of(const struct request *r, const struct tier_cfg *c)
+{
+    return r->args.own_rate_limit ? r->args.rate_limit : c->rate_limit;
+}
+
+static void api_limit_decided(void *ctx, const struct ratelimit_result *verdict);
+
+/* Layer 1, at the tenant's own limit if it has one, else the tier's. */
+static enum api_limited api_rate_limit(const struct api_deps *d, struct request *r,
+                                       const struct tier_cfg *c)
+{
+    int64_t limit = api_limit_of(r, c);
+    if (limit <= 0)
+        return API_LIMIT_PASS; /* unlimited: no limiter work at all */
+    struct tier_rt *t = r->tier;
+    int64_t now = mclock_now_us();
+    int rc = d->redis ? rlsync_check(d->redis, c->name, r->tenant, limit, c->rate_window_s, now,
+                                     &r->rl, api_limit_decided, r)
+                      : -ENOSPC;
+    if (rc == 1)
+        return API_LIMIT_WAITING;
+    if (rc < 0)
+        ratelimit_check_limit(t->rl, r->tenant, limit, now, &r->rl); /* counts it */
+    else
+        ratelimit_count(t->rl, r->rl.allowed);
+    return api_limit_verdict(r, c, limit);
 }
 
 /*
@@ -349,7 +375,76 @@ void api_release_held(void *item, void *ctx)
     request_resume(item);
 }
 
-/* Returns true when r was handed to a worker: from then on the worker owns it. */
+/*
+ * After the rate limit: [4] a breaker permit, then [2] a worker. `deferred`: r is suspended
+ * already (it waited for the shared limiter's verdict). Returns true when r was handed on (to a
+ * worker or the tarpit), false with r's reply set (and r resumed when it was deferred).
+ */
+static bool api_admit(const struct api_deps *d, struct request *r, const struct tier_cfg *c,
+                      bool deferred)
+{
+    struct tier_rt *t = r->tier;
+    r->permit = breaker_acquire(t->breaker, mclock_now_us(), &r->retry_after_us);
+    if (r->permit == BREAKER_DENY) {
+        apierr_replyf(r, APIERR_CIRCUIT_OPEN, "tier %s is failing; its circuit breaker is open",
+                      c->name);
+        return api_refused(d, r, deferred);
+    }
+
+    /* Suspend before queueing: a worker may finish before this thread returns. */
+    if (!deferred)
+        request_defer(r);
+    int rc = apiwork_submit(d, r);
+    if (rc == 0)
+        return true; /* whoever runs it owns r now */
+    breaker_release(t->breaker, r->permit);
+    if (rc == -ESHUTDOWN)
+        apierr_reply(r, APIERR_SHUTTING_DOWN);
+    else if (rc == -EDQUOT)
+        apierr_replyf(r, APIERR_BULKHEAD_FULL, "this tenant's share of tier %s's queue is full",
+                      c->name);
+    else
+        apierr_replyf(r, APIERR_BULKHEAD_FULL, "tier %s's worker queue is full", c->name);
+    return api_refused(d, r, true);
+}
+
+/* A verdict of the shared limiter for a request that waited for it. */
+struct api_limit_wait {
+    struct evloop_task task; /* first: api_limit_resume on the request's HTTP thread */
+    struct request *r;
+    struct ratelimit_result verdict;
+};
+
+/* r's HTTP thread: the rest of r's admission, with the verdict it waited for. */
+static void api_limit_resume(struct evloop_task *task)
+{
+    struct api_limit_wait *w = (struct api_limit_wait *)(void *)task;
+    struct request *r = w->r;
+    r->rl = w->verdict;
+    free(w);
+    const struct api_deps *d = r->work_ctx;
+    const struct tier_cfg *c = tierset_cfg(r->tier);
+    ratelimit_count(r->tier->rl, r->rl.allowed);
+    if (api_limit_verdict(r, c, api_limit_of(r, c)) == API_LIMIT_REFUSED)
+        api_refused(d, r, true);
+    else
+        api_admit(d, r, c, true);
+}
+
+/* The shared limiter's thread (rlsync): hand the verdict to r's HTTP thread, touching nothing
+ * of r but the loop it belongs to. */
+static void api_limit_decided(void *ctx, const struct ratelimit_result *verdict)
+{
+    struct request *r = ctx;
+    struct api_limit_wait *w = xmalloc(sizeof(*w));
+    w->task = (struct evloop_task){.fn = api_limit_resume};
+    w->r = r;
+    w->verdict = *verdict;
+    evloop_post(r->loop, &w->task);
+}
+
+/* Returns true when r was handed on (a worker, the tarpit, the shared limiter): from then on
+ * that owns it. */
 static bool api_data(const struct api_deps *d, struct request *r)
 {
     if (r->method == METHOD_OTHER) {
@@ -375,30 +470,18 @@ static bool api_data(const struct api_deps *d, struct request *r)
         return api_refused(d, r, false);
     }
     r->cap_entered_us = d->capacity ? now : 0;
-    if (!api_rate_limit(d, r, c))
+    r->work_ctx = d; /* for api_limit_resume */
+    switch (api_rate_limit(d, r, c)) {
+    case API_LIMIT_REFUSED:
         return api_refused(d, r, false);
-
-    r->permit = breaker_acquire(t->breaker, mclock_now_us(), &r->retry_after_us);
-    if (r->permit == BREAKER_DENY) {
-        apierr_replyf(r, APIERR_CIRCUIT_OPEN, "tier %s is failing; its circuit breaker is open",
-                      c->name);
-        return api_refused(d, r, false);
+    case API_LIMIT_WAITING:
+        /* Its verdict runs on this thread (api_limit_resume), so only after this returns. */
+        request_defer(r);
+        return true;
+    case API_LIMIT_PASS:
+        break;
     }
-
-    /* Suspend before queueing: a worker may finish before this thread returns. */
-    request_defer(r);
-    int rc = apiwork_submit(d, r);
-    if (rc == 0)
-        return true; /* whoever runs it owns r now */
-    breaker_release(t->breaker, r->permit);
-    if (rc == -ESHUTDOWN)
-        apierr_reply(r, APIERR_SHUTTING_DOWN);
-    else if (rc == -EDQUOT)
-        apierr_replyf(r, APIERR_BULKHEAD_FULL, "this tenant's share of tier %s's queue is full",
-                      c->name);
-    else
-        apierr_replyf(r, APIERR_BULKHEAD_FULL, "tier %s's worker queue is full", c->name);
-    return api_refused(d, r, true);
+    return api_admit(d, r, c, false);
 }
 
 /* ---- metrics, dashboard ------------------------------------------------------------------ */

@@ -42,7 +42,7 @@
 
 struct tierset;
 struct health;
-struct rlredis;
+struct rlsync;
 struct auth;
 struct http;
 struct janitor;
@@ -56,7 +56,7 @@ struct server {
     struct tierset *tiers;          /* owned, with every tier's parts */
     struct metrics_tier m_untiered; /* requests that never reached a tier (404, bad tier) */
     struct health *health;          /* owned */
-    struct rlredis *redis;          /* owned; NULL unless RATE_LIMIT_BACKEND=redis */
+    struct rlsync *redis;           /* owned; NULL unless RATE_LIMIT_BACKEND=redis */
     struct auth *auth;              /* owned; NULL unless AUTH_MODE=apikey */
     struct http *http;              /* owned */
     struct janitor *janitor;        /* owned */
