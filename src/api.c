@@ -2,11 +2,18 @@
  * api: routing, /api/data's request path, and the simple endpoints (see api.h).
  *
  * Order of checks for /api/data, cheapest and least committal first:
- *   tier and tenant (400/401) -> arguments and body (400/413/415) -> [1] rate limit (429)
- *   -> [4] breaker permit (503 circuit_open) -> [2] a slot of the tier, or its queue
- *   (503 bulkhead_full) -> [3] connection (503 pool_timeout) -> statement (500/504) -> breaker
- *   verdict. Nothing here blocks: the HTTP (event) thread never waits on a slot, a connection
- *   or the database; the statement side is apiwork.c.
+ *   tier and tenant (400/401) -> arguments and body (400/413/415) -> admission: [0] the
+ *   capacity gate (503 shed) -> [1] rate limit (429) -> [4] breaker permit (503 circuit_open)
+ *   -> [2] a slot of the tier, or its queue (503 bulkhead_full) -> [3] connection (503
+ *   pool_timeout) -> statement (500/504) -> breaker verdict. Nothing here blocks: the HTTP
+ *   (event) thread never waits on a slot, a connection or the database; the statement side is
+ *   apiwork.c.
+ *
+ * A refusal gives back what admission took before it (the capacity gate, the breaker permit),
+ * then goes out or, when the tarpit says so, is held: its request waits, suspended and holding
+ * nothing, and is admitted again from [0] on its own event thread when its time comes (a rate
+ * limit's turn, or the Retry-After its client did not wait for). The one thing it keeps is a
+ * rate-limit token it was granted: admitted again, it does not pay twice.
  */
 #include "api.h"
 #include "admin.h"
@@ -54,14 +61,13 @@ static void api_method_not_allowed(struct request *r, const char *allow)
 }
 
 /*
- * The client's address as "ip:<addr>", the tenant key when no tenant id is given. Behind a
- * trusted proxy (TRUSTED_PROXIES) the client is the rightmost untrusted X-Forwarded-For entry;
- * from anyone else X-Forwarded-For is ignored, since a client can write what it likes there.
- * Several X-Forwarded-For fields are one list in their order (RFC 9110 5.3): a proxy that adds
- * a field of its own rather than appending to the client's is read right, not the client's
- * first field.
+ * The client's address. Behind a trusted proxy (TRUSTED_PROXIES) the client is the rightmost
+ * untrusted X-Forwarded-For entry; from anyone else X-Forwarded-For is ignored, since a client
+ * can write what it likes there. Several X-Forwarded-For fields are one list in their order
+ * (RFC 9110 5.3): a proxy that adds a field of its own rather than appending to the client's is
+ * read right, not the client's first field.
  */
-static void api_client_key(const struct api_deps *d, struct request *r, char *out, size_t len)
+static void api_client_addr(const struct api_deps *d, struct request *r, char *out, size_t len)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
@@ -82,7 +88,18 @@ static void api_client_key(const struct api_deps *d, struct request *r, char *ou
             snprintf(addr, sizeof(addr), "%s", fwd);
         free(xff);
     }
-    snprintf(out, len, "ip:%s", addr);
+    snprintf(out, len, "%s", addr);
+}
+
+/* The client as "ip:<key>": the tenant key when no tenant id is given, and the name of every
+ * address-keyed limit and hold. An IPv6 client is its network of CLIENT_IPV6_PREFIX bits
+ * (params_client_key): one host commonly holds a whole /64 and could rotate through it. */
+static void api_client_key(const struct api_deps *d, struct request *r, char *out, size_t len)
+{
+    char addr[INET6_ADDRSTRLEN], key[PARAMS_CLIENT_KEY_MAX];
+    api_client_addr(d, r, addr, sizeof(addr));
+    params_client_key(addr, d->ipv6_prefix, key, sizeof(key));
+    snprintf(out, len, "ip:%s", key);
 }
 
 /* ---- /health, /livez, /readyz ------------------------------------------------------------ */
@@ -231,11 +248,29 @@ static bool api_arg(struct request *r, const char *name, const char **v)
     return rc != -EINVAL;
 }
 
-static bool api_parse_read_args(struct request *r)
+/* force_error and delay_ms let a client fail or slow its tier on purpose (the reference
+ * design's verification): refused unless TEST_PARAMS allows them, since where tenants are real
+ * one of them could open its tier's breaker for all. */
+static bool api_test_params_off(const struct api_deps *d, struct request *r)
+{
+    const char *v;
+    if (d->test_params ||
+        (request_arg(r, "force_error", &v) == -ENOENT && request_arg(r, "delay_ms", &v) == -ENOENT))
+        return false;
+    apierr_replyf(r, APIERR_INVALID_ARGUMENT,
+                  "force_error and delay_ms are test parameters, off on this server: "
+                  "TEST_PARAMS=on turns them on (its default, auto, has them on in "
+                  "AUTH_MODE=header only)");
+    return true;
+}
+
+static bool api_parse_read_args(const struct api_deps *d, struct request *r)
 {
     struct request_args *a = &r->args;
     a->limit = API_LIMIT_DEFAULT;
     const char *v;
+    if (api_test_params_off(d, r))
+        return false;
     if (!api_arg(r, "force_error", &v) || (v && params_bool(v, &a->force_error))) {
         apierr_replyf(r, APIERR_INVALID_ARGUMENT, "force_error must be true or false");
         return false;
@@ -272,39 +307,23 @@ static bool api_parse_write_body(struct request *r)
     return true;
 }
 
-enum api_limited {
-    API_LIMIT_PASS,    /* go on */
-    API_LIMIT_REFUSED, /* 429 set */
-    API_LIMIT_WAITING, /* the shared limiter holds r until its verdict (api_limit_decided) */
-};
-
-/* r's verdict is in r->rl (counted): reply 429 when it refuses. */
-static enum api_limited api_limit_verdict(struct request *r, const struct tier_cfg *c,
-                                          int64_t limit)
-{
-    r->rl_applied = true;
-    if (r->rl.allowed)
-        return API_LIMIT_PASS;
-    r->retry_after_us = r->rl.retry_after_us;
-    if (r->args.own_rate_limit)
-        apierr_replyf(r, APIERR_RATE_LIMITED,
-                      "tenant %s is allowed %" PRId64 " requests per %" PRId64 " s",
-                      r->tenant_label, limit, c->rate_window_s);
-    else
-        apierr_replyf(r, APIERR_RATE_LIMITED,
-                      "tier %s allows %" PRId64 " requests per %" PRId64 " s per tenant", c->name,
-                      limit, c->rate_window_s);
-    return API_LIMIT_REFUSED;
-}
-
+/* The rate limit that applies to r: the tenant's own if it has one, else the tier's. */
 static int64_t api_limit_of(const struct request *r, const struct tier_cfg *c)
 {
     return r->args.own_rate_limit ? r->args.rate_limit : c->rate_limit;
 }
 
+enum api_limited {
+    API_LIMIT_PASS,    /* admitted */
+    API_LIMIT_REFUSED, /* refused: r->rl says when a request would pass */
+    API_LIMIT_WAITING, /* the shared limiter holds r until its verdict (api_limit_decided) */
+};
+
 static void api_limit_decided(void *ctx, const struct ratelimit_result *verdict);
 
-/* Layer 1, at the tenant's own limit if it has one, else the tier's. */
+/* Layer 1. HTTP thread. With the shared limiter (RATE_LIMIT_BACKEND=redis) r may have to wait
+ * for Redis's answer (its tenant's lease here is used up): then it is r's limiter's until
+ * api_limit_decided, and r must be suspended by the caller. */
 static enum api_limited api_rate_limit(const struct api_deps *d, struct request *r,
                                        const struct tier_cfg *c)
 {
@@ -316,106 +335,196 @@ static enum api_limited api_rate_limit(const struct api_deps *d, struct request 
     int rc = d->redis ? rlsync_check(d->redis, c->name, r->tenant, limit, c->rate_window_s, now,
                                      &r->rl, api_limit_decided, r)
                       : -ENOSPC;
-    if (rc == 1)
+    if (rc == 1) {
+        r->work_ctx = d; /* for api_limit_resume */
         return API_LIMIT_WAITING;
-    if (rc < 0)
-        ratelimit_check_limit(t->rl, r->tenant, limit, now, &r->rl); /* counts it */
-    else
+    }
+    if (rc == 0) {
         ratelimit_count(t->rl, r->rl.allowed);
-    return api_limit_verdict(r, c, limit);
+    } else if (ratelimit_check_limit(t->rl, r->tenant, limit, now, &r->rl)) {
+        /* The table is full: the tenant shares the bucket of its address. */
+        char addr[PARAMS_CLIENT_KEY_MAX + 4];
+        api_client_key(d, r, addr, sizeof(addr));
+        ratelimit_check_overflow(t->rl, addr, limit, now, &r->rl);
+    }
+    r->rl_applied = true;
+    r->retry_after_us = r->rl.retry_after_us;
+    return r->rl.allowed ? API_LIMIT_PASS : API_LIMIT_REFUSED;
+}
+
+/* The reply of refusal e (rc: apiwork_submit's, for a full tier), built when it goes out. */
+static void api_refusal_reply(struct request *r, enum apierr e, int rc)
+{
+    const struct tier_cfg *c = tierset_cfg(r->tier);
+    switch (e) {
+    case APIERR_SHED:
+        apierr_replyf(r, e,
+                      "tier %s is limited: a tier of higher priority needs the shared capacity",
+                      c->name);
+        break;
+    case APIERR_RATE_LIMITED:
+        if (r->args.own_rate_limit)
+            apierr_replyf(r, e, "tenant %s is allowed %" PRId64 " requests per %" PRId64 " s",
+                          r->tenant_label, api_limit_of(r, c), c->rate_window_s);
+        else
+            apierr_replyf(r, e, "tier %s allows %" PRId64 " requests per %" PRId64 " s per tenant",
+                          c->name, api_limit_of(r, c), c->rate_window_s);
+        break;
+    case APIERR_CIRCUIT_OPEN:
+        apierr_replyf(r, e, "tier %s is failing; its circuit breaker is open", c->name);
+        break;
+    case APIERR_BULKHEAD_FULL:
+        if (rc == -EDQUOT)
+            apierr_replyf(r, e, "this tenant's share of tier %s's queue is full", c->name);
+        else
+            apierr_replyf(r, e, "tier %s's worker queue is full", c->name);
+        break;
+    default:
+        apierr_reply(r, e);
+        break;
+    }
 }
 
 /*
- * r was just refused on this thread (its reply is set). When the refusal carries a Retry-After
- * and its client (the tenant, and for a refusal about the tier also the address, within the
- * tier: apierr_held) is back before the time it was last told, hold it in the tarpit until
- * then. `deferred` says r is suspended already (it was
- * on its way to the queue); it is resumed here unless held. Returns true when held: the tarpit
- * owns r until it resumes it.
+ * What the tarpit makes of refusal e of r at now: the time to hold r until (<= now: answer it
+ * now), with r->retry_after_us set to the Retry-After that holds when it is answered.
  */
-static bool api_refused(const struct api_deps *d, struct request *r, bool deferred)
+static int64_t api_hold_until(const struct api_deps *d, struct request *r, enum apierr e,
+                              int64_t now)
 {
-    enum apierr_hold hold = r->error ? apierr_held((enum apierr)(r->error - 1)) : APIERR_HOLD_NONE;
-    if (!d->tarpit || hold == APIERR_HOLD_NONE || !r->reply_retry_s) {
-        if (deferred)
-            request_resume(r);
-        return false;
-    }
+    enum apierr_hold hold = apierr_held(e);
+    if (!d->tarpit || hold == APIERR_HOLD_NONE)
+        return now;
     const char *tier = tierset_cfg(r->tier)->name;
     char by_tenant[TIERS_NAME_MAX + FAIRQ_KEY_MAX + 2], by_addr[TIERS_NAME_MAX + 64], addr[56];
     snprintf(by_tenant, sizeof(by_tenant), "%s|%s", tier, r->tenant);
-    api_client_key(d, r, addr, sizeof(addr));
-    snprintf(by_addr, sizeof(by_addr), "%s|%s", tier, addr);
-    int64_t now = mclock_now_us();
-    bool addr_too = hold == APIERR_HOLD_TIER && strcmp(r->tenant, addr) != 0;
-    int64_t until = tarpit_check(d->tarpit, by_tenant, addr_too ? by_addr : NULL,
-                                 r->reply_retry_s * 1000000, now);
-    if (until <= now) {
-        if (deferred)
-            request_resume(r);
-        return false;
+    struct tarpit_refusal rf = {.key1 = by_tenant, .held_us = r->held_us};
+    if (hold == APIERR_HOLD_TENANT) {
+        /* A rate limit: its exact wait, and its turns one interval apart. */
+        rf.wait_us = r->rl.retry_after_us;
+        rf.interval_us = ratelimit_interval_us(r->rl.limit, r->rl.window_s);
+    } else {
+        /* About the tier: the client was told whole seconds; the address is the client too. */
+        rf.wait_us = apierr_retry_s(e, r->retry_after_us) * 1000000;
+        api_client_key(d, r, addr, sizeof(addr));
+        snprintf(by_addr, sizeof(by_addr), "%s|%s", tier, addr);
+        if (strcmp(r->tenant, addr) != 0)
+            rf.key2 = by_addr;
     }
-    enum metrics_outcome refused = r->outcome;
-    r->outcome = OUTCOME_HELD;
-    r->held_us = until - now;
-    if (!deferred)
-        request_defer(r); /* before the tarpit sees it: it may release it at once */
-    if (tarpit_hold(d->tarpit, r, until))
-        return true;
-    r->outcome = refused; /* too many held: answered at once after all */
-    r->held_us = 0;
-    request_resume(r);
-    return false;
-}
-
-/* The tarpit's thread: a held refusal is due. */
-void api_release_held(void *item, void *ctx)
-{
-    (void)ctx;
-    request_resume(item);
+    struct tarpit_verdict v;
+    tarpit_check(d->tarpit, &rf, now, &v);
+    if (hold == APIERR_HOLD_TENANT) {
+        r->retry_after_us = v.retry_us; /* its turn, behind those already waiting */
+        r->rl.retry_after_us = v.retry_us;
+    }
+    return v.until_us;
 }
 
 /*
- * After the rate limit: [4] a breaker permit, then [2] a worker. `deferred`: r is suspended
- * already (it waited for the shared limiter's verdict). Returns true when r was handed on (to a
- * worker or the tarpit), false with r's reply set (and r resumed when it was deferred).
+ * r was refused with e at admission (rc: apiwork_submit's). The capacity gate it passed is
+ * left at once, charged nothing (it did no work, and a held refusal must not keep its tier's
+ * slot); then r is held by the tarpit, or answered. `suspended`: r is suspended already (it was
+ * on its way to a slot, or it is being admitted again); answered, it is resumed here. Returns
+ * true when held: the tarpit owns r until it releases it.
  */
-static bool api_admit(const struct api_deps *d, struct request *r, const struct tier_cfg *c,
-                      bool deferred)
+static bool api_refuse(const struct api_deps *d, struct request *r, bool suspended, enum apierr e,
+                       int rc)
+{
+    struct tier_rt *t = r->tier;
+    int64_t now = mclock_now_us();
+    if (r->cap_entered_us) {
+        capctl_leave(d->capacity, t->index, now, now);
+        r->cap_entered_us = 0;
+    }
+    int64_t until = api_hold_until(d, r, e, now);
+    if (until > now) {
+        if (!suspended)
+            request_defer(r); /* before the tarpit sees it: it may release it at once */
+        suspended = true;
+        r->work_ctx = d;
+        r->held_us += until - now;
+        if (tarpit_hold(d->tarpit, r, until))
+            return true;
+        r->held_us -= until - now; /* too many held: answered at once after all */
+    }
+    api_refusal_reply(r, e, rc);
+    if (r->held_us)
+        r->outcome = OUTCOME_HELD; /* a refusal answered after a hold */
+    if (suspended)
+        request_resume(r);
+    return false;
+}
+
+/*
+ * After the rate limit: [4] a breaker permit, then [2] a worker. `suspended`: as api_admit's.
+ * Returns true when r was handed on (to a worker, or to the tarpit).
+ */
+static bool api_admit_limited(const struct api_deps *d, struct request *r, bool suspended)
 {
     struct tier_rt *t = r->tier;
     r->permit = breaker_acquire(t->breaker, mclock_now_us(), &r->retry_after_us);
-    if (r->permit == BREAKER_DENY) {
-        apierr_replyf(r, APIERR_CIRCUIT_OPEN, "tier %s is failing; its circuit breaker is open",
-                      c->name);
-        return api_refused(d, r, deferred);
-    }
+    if (r->permit == BREAKER_DENY)
+        return api_refuse(d, r, suspended, APIERR_CIRCUIT_OPEN, 0);
 
     /* Suspend before queueing: a worker may finish before this thread returns. */
-    if (!deferred)
+    if (!suspended)
         request_defer(r);
     int rc = apiwork_submit(d, r);
     if (rc == 0)
         return true; /* whoever runs it owns r now */
     breaker_release(t->breaker, r->permit);
-    if (rc == -ESHUTDOWN)
-        apierr_reply(r, APIERR_SHUTTING_DOWN);
-    else if (rc == -EDQUOT)
-        apierr_replyf(r, APIERR_BULKHEAD_FULL, "this tenant's share of tier %s's queue is full",
-                      c->name);
-    else
-        apierr_replyf(r, APIERR_BULKHEAD_FULL, "tier %s's worker queue is full", c->name);
-    return api_refused(d, r, true);
+    return api_refuse(d, r, true, rc == -ESHUTDOWN ? APIERR_SHUTTING_DOWN : APIERR_BULKHEAD_FULL,
+                      rc);
 }
 
-/* A verdict of the shared limiter for a request that waited for it. */
+/*
+ * Admission, from [0] on: on the HTTP thread for a new request, and again on the same thread
+ * (api_readmit) for one the tarpit held. Returns true when r was handed on (to a worker, back
+ * to the tarpit, or to the shared limiter until its verdict): from then on whoever has it owns
+ * it.
+ */
+static bool api_admit(const struct api_deps *d, struct request *r, bool suspended)
+{
+    struct tier_rt *t = r->tier;
+    const struct tier_cfg *c = tierset_cfg(t);
+    /* A request the limiter admitted in an earlier attempt (then refused by the breaker or a
+     * full tier, and held) keeps the place it was given: one request, one token. */
+    bool charged = r->rl.allowed;
+    r->rl_applied = charged; /* the headers of the verdict, once it reached the limiter */
+    /* [0] The shared capacity: a higher tier may need it (capctl.h). First, since a tier that
+     * is shed should cost as little as a refusal can. */
+    int64_t now = mclock_now_us(), retry_us = 0;
+    if (d->capacity && !capctl_enter(d->capacity, t->index, now, &retry_us)) {
+        r->retry_after_us = retry_us;
+        return api_refuse(d, r, suspended, APIERR_SHED, 0);
+    }
+    r->cap_entered_us = d->capacity ? now : 0;
+    if (!charged) {
+        switch (api_rate_limit(d, r, c)) {
+        case API_LIMIT_REFUSED:
+            return api_refuse(d, r, suspended, APIERR_RATE_LIMITED, 0);
+        case API_LIMIT_WAITING:
+            /* Its verdict comes back to this thread (api_limit_resume), so only after this
+             * returns: suspending it now is in time. It keeps its capacity slot meanwhile. */
+            if (!suspended)
+                request_defer(r);
+            return true;
+        case API_LIMIT_PASS:
+            break;
+        }
+    }
+    return api_admit_limited(d, r, suspended);
+}
+
+/* A verdict of the shared limiter for a request that waited for it (r->task may not be free:
+ * the verdict is copied on the limiter's thread, where r must not be touched). */
 struct api_limit_wait {
-    struct evloop_task task; /* first: api_limit_resume on the request's HTTP thread */
+    struct evloop_task task; /* first: api_limit_resume on r's HTTP thread */
     struct request *r;
     struct ratelimit_result verdict;
 };
 
-/* r's HTTP thread: the rest of r's admission, with the verdict it waited for. */
+/* r's HTTP thread: the rest of r's admission, with the verdict it waited for (r is suspended). */
 static void api_limit_resume(struct evloop_task *task)
 {
     struct api_limit_wait *w = (struct api_limit_wait *)(void *)task;
@@ -423,12 +532,13 @@ static void api_limit_resume(struct evloop_task *task)
     r->rl = w->verdict;
     free(w);
     const struct api_deps *d = r->work_ctx;
-    const struct tier_cfg *c = tierset_cfg(r->tier);
     ratelimit_count(r->tier->rl, r->rl.allowed);
-    if (api_limit_verdict(r, c, api_limit_of(r, c)) == API_LIMIT_REFUSED)
-        api_refused(d, r, true);
+    r->rl_applied = true;
+    r->retry_after_us = r->rl.retry_after_us;
+    if (!r->rl.allowed)
+        api_refuse(d, r, true, APIERR_RATE_LIMITED, 0);
     else
-        api_admit(d, r, c, true);
+        api_admit_limited(d, r, true);
 }
 
 /* The shared limiter's thread (rlsync): hand the verdict to r's HTTP thread, touching nothing
@@ -443,8 +553,23 @@ static void api_limit_decided(void *ctx, const struct ratelimit_result *verdict)
     evloop_post(r->loop, &w->task);
 }
 
-/* Returns true when r was handed on (a worker, the tarpit, the shared limiter): from then on
- * that owns it. */
+/* r's event thread: the tarpit released it; admit it again (it is suspended). */
+static void api_readmit(struct evloop_task *task)
+{
+    struct request *r = (struct request *)(void *)((char *)task - offsetof(struct request, task));
+    api_admit(r->work_ctx, r, true);
+}
+
+/* The tarpit's thread: a held request is due. Admission is its event thread's to run. */
+void api_release_held(void *item, void *ctx)
+{
+    (void)ctx;
+    struct request *r = item;
+    r->task.fn = api_readmit;
+    evloop_post(r->loop, &r->task);
+}
+
+/* Returns true when r was handed on (to a worker, or the tarpit): from then on it owns it. */
 static bool api_data(const struct api_deps *d, struct request *r)
 {
     if (r->method == METHOD_OTHER) {
@@ -453,35 +578,9 @@ static bool api_data(const struct api_deps *d, struct request *r)
     }
     if (!api_identify(d, r))
         return false;
-    if (r->method == METHOD_POST ? !api_parse_write_body(r) : !api_parse_read_args(r))
+    if (r->method == METHOD_POST ? !api_parse_write_body(r) : !api_parse_read_args(d, r))
         return false;
-
-    struct tier_rt *t = r->tier;
-    const struct tier_cfg *c = tierset_cfg(t);
-    /* [0] The shared capacity: a higher tier may need it (capctl.h). First, since a tier that
-     * is shed should cost as little as a refusal can. */
-    int64_t now = mclock_now_us(), retry_us = 0;
-    if (d->capacity && !capctl_enter(d->capacity, t->index, now, &retry_us)) {
-        r->retry_after_us = retry_us;
-        apierr_replyf(r, APIERR_SHED,
-                      "tier %s is limited: a tier of higher priority needs the "
-                      "shared capacity",
-                      c->name);
-        return api_refused(d, r, false);
-    }
-    r->cap_entered_us = d->capacity ? now : 0;
-    r->work_ctx = d; /* for api_limit_resume */
-    switch (api_rate_limit(d, r, c)) {
-    case API_LIMIT_REFUSED:
-        return api_refused(d, r, false);
-    case API_LIMIT_WAITING:
-        /* Its verdict runs on this thread (api_limit_resume), so only after this returns. */
-        request_defer(r);
-        return true;
-    case API_LIMIT_PASS:
-        break;
-    }
-    return api_admit(d, r, c, false);
+    return api_admit(d, r, false);
 }
 
 /* ---- metrics, dashboard ------------------------------------------------------------------ */
@@ -538,34 +637,43 @@ static bool api_dashboard_data(const struct api_deps *d, struct request *r)
 
 static bool api_admin(const struct api_deps *d, struct request *r)
 {
-    char client[INET6_ADDRSTRLEN + 8];
-    api_client_key(d, r, client, sizeof(client));
-    return admin_handle(d->admin, client + 3, r); /* without "ip:" */
+    char client[INET6_ADDRSTRLEN];
+    api_client_addr(d, r, client, sizeof(client));
+    return admin_handle(d->admin, client, r);
 }
 
 /* ---- routing ---------------------------------------------------------------------------- */
+
+/* The listeners a route answers on when OPS_PORT is set (without it, API_PORT answers all). */
+enum api_listeners {
+    API_PUBLIC = 1, /* API_PORT */
+    API_OPS = 2,    /* OPS_PORT */
+    API_BOTH = 3,   /* the probes and /health: orchestrators and balancers ask the public port */
+};
 
 struct api_route {
     const char *path;
     bool prefix;       /* path is a prefix ending in '/' */
     const char *allow; /* for 405 */
     bool read_only;    /* GET and HEAD only */
+    enum api_listeners on;
     bool (*handler)(const struct api_deps *d, struct request *r); /* true: handed to a worker */
 };
 
 static const struct api_route api_routes[] = {
-    {"/health", false, "GET, HEAD", true, api_health},
-    {"/livez", false, "GET, HEAD", true, api_livez},
-    {"/readyz", false, "GET, HEAD", true, api_readyz},
-    {"/api/data", false, "GET, HEAD, POST", false, api_data},
-    {"/metrics/bulkheads", false, "GET, HEAD", true, api_bulkheads},
-    {"/metrics", false, "GET, HEAD", true, api_prometheus},
-    {"/dashboard", false, "GET, HEAD", true, api_dashboard},
-    {"/dashboard/data", false, "GET, HEAD", true, api_dashboard_data},
-    {"/admin/", true, "POST", false, api_admin},
+    {"/health", false, "GET, HEAD", true, API_BOTH, api_health},
+    {"/livez", false, "GET, HEAD", true, API_BOTH, api_livez},
+    {"/readyz", false, "GET, HEAD", true, API_BOTH, api_readyz},
+    {"/api/data", false, "GET, HEAD, POST", false, API_PUBLIC, api_data},
+    {"/metrics/bulkheads", false, "GET, HEAD", true, API_OPS, api_bulkheads},
+    {"/metrics", false, "GET, HEAD", true, API_OPS, api_prometheus},
+    {"/dashboard", false, "GET, HEAD", true, API_OPS, api_dashboard},
+    {"/dashboard/data", false, "GET, HEAD", true, API_OPS, api_dashboard_data},
+    {"/admin/", true, "POST", false, API_OPS, api_admin},
 };
 
-bool api_dispatch(const struct api_deps *d, struct request *r)
+/* Route r, as received on listener `on` (API_PUBLIC or API_OPS). */
+static bool api_route(const struct api_deps *d, struct request *r, enum api_listeners on)
 {
     const struct api_route *route = NULL;
     for (size_t i = 0; i < sizeof(api_routes) / sizeof(api_routes[0]); i++) {
@@ -579,9 +687,25 @@ bool api_dispatch(const struct api_deps *d, struct request *r)
         apierr_reply(r, APIERR_NOT_FOUND);
         return false;
     }
+    if (d->ops_port && !(route->on & on)) {
+        apierr_replyf(r, APIERR_NOT_FOUND, "%s",
+                      on == API_PUBLIC ? "not served on the public port"
+                                       : "not served on the operators' port");
+        return false;
+    }
     if (route->read_only && r->method != METHOD_GET && r->method != METHOD_HEAD) {
         api_method_not_allowed(r, route->allow);
         return false;
     }
     return route->handler(d, r);
+}
+
+bool api_dispatch(const struct api_deps *d, struct request *r)
+{
+    return api_route(d, r, API_PUBLIC);
+}
+
+bool api_dispatch_ops(const struct api_deps *d, struct request *r)
+{
+    return api_route(d, r, API_OPS);
 }

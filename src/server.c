@@ -213,6 +213,7 @@ static void server_teardown(struct server *srv)
     rlsync_stop(srv->redis);
     server_stop_tiers(srv);
     admin_stop(srv->admin);
+    http_stop(srv->ops);
     http_stop(srv->http);
     janitor_stop(srv->janitor);
     tarpit_destroy(srv->tarpit);
@@ -231,6 +232,7 @@ static void server_teardown(struct server *srv)
     config_free(&srv->cfg);
     srv->tiers = NULL;
     srv->http = NULL;
+    srv->ops = NULL;
     srv->janitor = NULL;
     srv->history = NULL;
     srv->tarpit = NULL;
@@ -257,8 +259,8 @@ static void server_request_done(void *ctx, const struct request *r, int64_t tota
     metrics_observe(m, r->outcome, (int)r->status, total_us, r->queue_us, r->query_us);
     if (r->cap_entered_us) {
         capctl_leave(srv->capacity, r->tier->index, r->cap_entered_us, mclock_now_us());
-        if (r->outcome == OUTCOME_OK)
-            capctl_observe(srv->capacity, r->tier->index, total_us);
+        if (r->outcome == OUTCOME_OK) /* its latency, not the time it waited for its turn */
+            capctl_observe(srv->capacity, r->tier->index, total_us - r->held_us);
     }
 }
 
@@ -279,10 +281,16 @@ static bool server_dispatch(void *ctx, struct request *r)
     return api_dispatch(ctx, r);
 }
 
+static bool server_dispatch_ops(void *ctx, struct request *r)
+{
+    return api_dispatch_ops(ctx, r);
+}
+
 /* ---- janitor chores ---------------------------------------------------------------------- */
 
 #define SERVER_QUEUE_CHECK_US 50000   /* queue timeouts are answered within this */
 #define SERVER_SWEEP_US       5000000 /* expired rate-limit keys are dropped this often */
+#define SERVER_IDLE_CHECK_US  1000000 /* dead or long-idle connections are closed this often */
 
 /* Answer requests that waited past their tier's queue timeout; let connection waiters
  * re-check their tenant's share (the set of active tenants may have changed). */
@@ -295,6 +303,22 @@ static void server_chore_queues(void *ctx, int64_t now)
         dbpool_kick(t->db);
     }
     admin_expire(srv->admin, now);
+}
+
+/* Close the pool connections the database closed or killed while idle, and those idle past
+ * their tier's db_idle_timeout_ms, without waiting for a request to find them. */
+static void server_chore_idle_conns(void *ctx, int64_t now)
+{
+    struct server *srv = ctx;
+    for (size_t i = 0; i < tierset_count(srv->tiers); i++) {
+        struct tier_rt *t = tierset_tier(srv->tiers, i);
+        size_t dead = dbpool_reap_idle(t->db, now, tierset_cfg(t)->db_idle_timeout_ms * 1000);
+        if (dead)
+            log_warn("db_idle",
+                     "tier %s: %zu idle connections were killed or closed by the database; "
+                     "closed, reopened on demand",
+                     t->name, dead);
+    }
 }
 
 static void server_chore_sample(void *ctx, int64_t now)
@@ -359,7 +383,12 @@ static void server_wire(struct server *srv)
                                  .retry_reads = srv->cfg.retry_reads,
                                  .lane_depth = srv->cfg.pipeline_depth,
                                  .lane_join_us = srv->cfg.pipeline_join_ms * 1000,
-                                 .admin = srv->admin};
+                                 .admin = srv->admin,
+                                 .test_params = srv->cfg.test_params == CONFIG_TEST_PARAMS_ON ||
+                                                (srv->cfg.test_params == CONFIG_TEST_PARAMS_AUTO &&
+                                                 srv->cfg.auth_mode == CONFIG_AUTH_HEADER),
+                                 .ipv6_prefix = (unsigned)srv->cfg.client_ipv6_prefix,
+                                 .ops_port = srv->cfg.ops_port != 0};
 }
 
 /* The tier set, every tier's parts, and the capacity controller over them. */
@@ -454,25 +483,36 @@ static int server_start_backends(struct server *srv)
     return rc;
 }
 
-/* The threads that use everything else: janitor, then the HTTP listener. */
+/* The threads that use everything else: janitor, then the HTTP listener, then the operators'
+ * one (OPS_PORT: one event thread of its own, so a scrape never waits behind API traffic). */
 static int server_start_threads(struct server *srv)
 {
     const struct janitor_chore chores[] = {
         {SERVER_QUEUE_CHECK_US, server_chore_queues, srv},
         {HISTORY_INTERVAL_MS * 1000, server_chore_sample, srv},
         {SERVER_SWEEP_US, server_chore_sweep, srv},
+        {SERVER_IDLE_CHECK_US, server_chore_idle_conns, srv},
         {srv->cfg.capacity_interval * 1000, server_chore_capacity, srv},
     };
     int rc = janitor_start(chores, sizeof(chores) / sizeof(chores[0]), &srv->janitor);
     if (rc)
         return rc;
-    const struct http_opts ho = {.cfg = &srv->cfg,
-                                 .hooks = &srv->hooks,
-                                 .draining = &srv->draining,
-                                 .drain_exempt = api_is_probe,
-                                 .dispatch = server_dispatch,
-                                 .ctx = &srv->api};
-    return http_start(&ho, &srv->http);
+    struct http_opts ho = {.name = "http",
+                           .cfg = &srv->cfg,
+                           .port = srv->cfg.api_port,
+                           .hooks = &srv->hooks,
+                           .draining = &srv->draining,
+                           .drain_exempt = api_is_probe,
+                           .dispatch = server_dispatch,
+                           .ctx = &srv->api};
+    rc = http_start(&ho, &srv->http);
+    if (rc || !srv->cfg.ops_port)
+        return rc;
+    ho.name = "ops";
+    ho.port = srv->cfg.ops_port;
+    ho.threads = 1;
+    ho.dispatch = server_dispatch_ops;
+    return http_start(&ho, &srv->ops);
 }
 
 int server_start(struct server *srv, const struct config *cfg, const struct tier_table *tiers)
@@ -601,6 +641,7 @@ void server_stop(struct server *srv)
     int64_t start = mclock_now_us();
     atomic_store(&srv->draining, true);
     http_quiesce(srv->http);
+    http_quiesce(srv->ops);
     /* Held refusals are answered now rather than at their time: nobody waits on a tarpit. */
     tarpit_stop(srv->tarpit);
     int left = server_drain(srv, start + srv->cfg.shutdown_timeout * 1000);

@@ -417,9 +417,13 @@ bool fk_relay_waiting(struct fk_relay *r, const char *appname)
     bool waiting = false;
     pthread_mutex_lock(&r->mu);
     for (size_t i = 0; r->cut && i < r->nconns && !waiting; i++) {
-        int unread = 0;
-        waiting = r->conns[i].client >= 0 && !strcmp(r->conns[i].app, appname) &&
-                  ioctl(r->conns[i].client, FIONREAD, &unread) == 0 && unread > 0;
+        const struct fk_relay_conn *c = &r->conns[i];
+        if (c->client < 0 || strcmp(c->app, appname) != 0)
+            continue;
+        /* Its request held back, or the database's answer to a request sent before the cut. */
+        int to_db = 0, from_db = 0;
+        waiting = (ioctl(c->client, FIONREAD, &to_db) == 0 && to_db > 0) ||
+                  (c->server >= 0 && ioctl(c->server, FIONREAD, &from_db) == 0 && from_db > 0);
     }
     pthread_mutex_unlock(&r->mu);
     return waiting;

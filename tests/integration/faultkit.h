@@ -77,8 +77,8 @@ int fk_relay_start(int upstream_port, struct fk_relay **out);
 int fk_relay_port(const struct fk_relay *r);
 /* Stop forwarding (true) or forward again (false). */
 void fk_relay_cut(struct fk_relay *r, bool cut);
-/* Whether a connection of this application_name has sent bytes that the cut holds back: a
- * statement (or a connect) the server is waiting on. */
+/* Whether a connection of this application_name waits on bytes the cut holds back: a statement
+ * (or a connect) it sent, or the database's answer to one sent just before the cut. */
 bool fk_relay_waiting(struct fk_relay *r, const char *appname);
 /* Close every connection and free. */
 void fk_relay_stop(struct fk_relay *r);

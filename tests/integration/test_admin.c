@@ -754,6 +754,7 @@ static void back_to_back_revocations_reach_an_instance_with_an_hour_long_cache(v
     create(0, "second-out", "free", -1, ky, sizeof(ky));
     /* The key refreshers of the suite's instances, then the new instance's own: the newest. */
     int64_t before = h_sql_int(db_url, "SELECT count(*) FROM pg_stat_activity WHERE "
+                                       "datname = current_database() AND "
                                        "application_name = 'bulkhead-auth'");
     struct h_server m;
     const char *env[10];
@@ -766,11 +767,13 @@ static void back_to_back_revocations_reach_an_instance_with_an_hour_long_cache(v
     assert_int_equal(h_server_start(&m, db_url, env), 0);
     assert_true(H_WAIT(call_on(&m, kx, NULL) == 200 && call_on(&m, ky, NULL) == 200, 5000));
     assert_true(H_WAIT(h_sql_int(db_url, "SELECT count(*) FROM pg_stat_activity WHERE "
+                                         "datname = current_database() AND "
                                          "application_name = 'bulkhead-auth'") == before + 1,
                        10000));
     snprintf(sql, sizeof(sql),
-             "SELECT max(pid) FROM pg_stat_activity WHERE application_name = 'bulkhead-auth' "
-             "AND backend_start = (SELECT max(backend_start) FROM pg_stat_activity WHERE "
+             "SELECT max(pid) FROM pg_stat_activity WHERE datname = current_database() AND "
+             "application_name = 'bulkhead-auth' AND backend_start = (SELECT max(backend_start) "
+             "FROM pg_stat_activity WHERE datname = current_database() AND "
              "application_name = 'bulkhead-auth')");
     char pid[24];
     snprintf(pid, sizeof(pid), "%lld", (long long)h_sql_int(db_url, sql));

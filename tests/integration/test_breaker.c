@@ -212,13 +212,14 @@ static void client_errors_and_rejections_are_not_failures(void **state)
     json_decref(cb1);
 
     /* tiny: 1 worker, no queue, 3 per minute. A burst is refused by the rate limiter (429)
-     * and by the full bulkhead (503): neither is a failure of the tier. */
+     * and by the full bulkhead (503; one the tarpit held may be served when admitted again):
+     * neither is a failure of the tier. */
     const char *h[] = {"X-Tenant-Tier: tiny", "X-Tenant-Id: rejected", NULL};
     long st[10];
     assert_int_equal(h_burst("GET", h_url(&fast, "/api/data?delay_ms=200"), h, 10, 10, st, NULL),
                      0);
     assert_int_equal(h_count(st, 10, 429), 7);
-    assert_true(h_count(st, 10, 503) >= 1);
+    assert_int_equal(h_count(st, 10, 503) + h_count(st, 10, 200), 3);
     json_t *cb = tier_section(&fast, "tiny", "circuitBreaker");
     assert_int_equal(json_integer_value(json_object_get(cb, "failures")), 0);
     assert_int_equal(json_integer_value(json_object_get(cb, "timeouts")), 0);
@@ -417,11 +418,17 @@ static void a_lane_past_its_deadline_is_cancelled_whole_and_its_connection_reuse
     /* Three connections open and idle (a delayed read runs on a worker with a connection of
      * its own): under the lock no new one could be set up (preparing its statements waits for
      * the table). */
+    /* On a slow machine (ThreadSanitizer beside other tests) a delayed read may pass the 500 ms
+     * call timeout: its connection is cancelled and reused, or closed, so try again until three
+     * are idle (the breaker needs 100 calls before it opens). */
     long st[3];
-    assert_int_equal(
-        h_burst("GET", h_url(&s, "/api/data?limit=1&delay_ms=300"), fh, 3, 3, st, NULL), 0);
-    assert_int_equal(h_count(st, 3, 200), 3);
-    assert_true(H_WAIT(h_metric(s.base, "free", "connectionPool", "idle") == 3, 5000));
+    bool three = false;
+    for (int attempt = 0; attempt < 3 && !three; attempt++) {
+        assert_int_equal(
+            h_burst("GET", h_url(&s, "/api/data?limit=1&delay_ms=300"), fh, 3, 3, st, NULL), 0);
+        three = H_WAIT(h_metric(s.base, "free", "connectionPool", "idle") == 3, 5000);
+    }
+    assert_true(three);
     int64_t piped0 = h_metric(s.base, "free", "connectionPool", "pipelined");
     int64_t broken0 = h_metric(s.base, "free", "connectionPool", "closedBroken");
     int64_t timeouts0 = h_metric(s.base, "free", "circuitBreaker", "timeouts");

@@ -107,6 +107,8 @@ static void defaults_all_parse_to_the_documented_values(void **state)
     assert_int_equal(c.rl_sync_ms, 5);
     assert_int_equal(c.rl_max_keys, 100000);
     assert_int_equal(c.auth_mode, CONFIG_AUTH_HEADER);
+    assert_int_equal(c.test_params, CONFIG_TEST_PARAMS_AUTO);
+    assert_int_equal(c.client_ipv6_prefix, 64);
     assert_int_equal(c.auth_cache_ttl, 5000);
     assert_string_equal(c.admin_token, "");
     assert_int_equal(c.log_format, CONFIG_LOG_JSON);
@@ -125,7 +127,7 @@ static void every_row_accepts_its_default_written_explicitly(void **state)
     (void)state;
     struct row rows[64];
     size_t n = table_rows(rows, 64);
-    assert_int_equal(n, 34); /* every field of struct config has a row */
+    assert_int_equal(n, 37); /* every field of struct config has a row */
     for (size_t i = 0; i < n; i++) {
         struct config c;
         char err[256];
@@ -161,7 +163,7 @@ static void int_bounds_are_inclusive_for_every_int_row(void **state)
             assert_string_equal(err, want);
         }
     }
-    assert_int_equal(ints, 21);
+    assert_int_equal(ints, 23);
 }
 
 static void an_auth_cache_shorter_than_a_second_is_refused(void **state)
@@ -256,6 +258,9 @@ static void enum_spellings_map_to_their_values(void **state)
         {"RATE_LIMIT_BACKEND", "redis", offsetof(struct config, rl_backend), CONFIG_BACKEND_REDIS},
         {"AUTH_MODE", "header", offsetof(struct config, auth_mode), CONFIG_AUTH_HEADER},
         {"AUTH_MODE", "apikey", offsetof(struct config, auth_mode), CONFIG_AUTH_APIKEY},
+        {"TEST_PARAMS", "auto", offsetof(struct config, test_params), CONFIG_TEST_PARAMS_AUTO},
+        {"TEST_PARAMS", "on", offsetof(struct config, test_params), CONFIG_TEST_PARAMS_ON},
+        {"TEST_PARAMS", "off", offsetof(struct config, test_params), CONFIG_TEST_PARAMS_OFF},
         {"LOG_FORMAT", "json", offsetof(struct config, log_format), CONFIG_LOG_JSON},
         {"LOG_FORMAT", "text", offsetof(struct config, log_format), CONFIG_LOG_TEXT},
         {"LOG_LEVEL", "debug", offsetof(struct config, log_level), CONFIG_LOG_DEBUG},
@@ -358,6 +363,26 @@ static void an_empty_value_counts_as_unset_for_every_row(void **state)
         config_free(&c);
     }
     config_free(&def);
+}
+
+/* OPS_PORT: off by default (one port, as the reference design); on, it cannot be API_PORT. */
+static void ops_port_is_off_by_default_and_cannot_be_the_api_port(void **state)
+{
+    (void)state;
+    struct config c;
+    char err[256];
+    assert_int_equal(load_one(&c, "LOG_LEVEL", "info", err, sizeof(err)), 0);
+    assert_int_equal(c.ops_port, 0);
+    config_free(&c);
+    assert_int_equal(load_one(&c, "OPS_PORT", "9090", err, sizeof(err)), 0);
+    assert_int_equal(c.ops_port, 9090);
+    config_free(&c);
+    assert_int_equal(load_one(&c, "OPS_PORT", "8080", err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "OPS_PORT: must differ from API_PORT (both 8080)");
+    assert_null(c.api_bind); /* freed */
+    struct fake_env e = {.names = {"API_PORT", "OPS_PORT"}, .values = {"9191", "9191"}, .n = 2};
+    assert_int_equal(config_load_from(&c, fake_get, &e, err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "OPS_PORT: must differ from API_PORT (both 9191)");
 }
 
 static void first_bad_value_stops_the_load_and_frees_everything(void **state)
@@ -815,6 +840,7 @@ int main(void)
         cmocka_unit_test(env_example_copied_as_is_changes_nothing),
         cmocka_unit_test(mask_hides_every_password_form),
         cmocka_unit_test(effective_settings_name_their_source_and_mask_secrets),
+        cmocka_unit_test(ops_port_is_off_by_default_and_cannot_be_the_api_port),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
