@@ -19,7 +19,8 @@ shared_start() {
     (cd "$WORK" && DATABASE_URL=$DB API_PORT=$RS_PORT API_BIND=127.0.0.1 \
         RATE_LIMIT_BACKEND=redis REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
         exec "$BIN" >"$WORK/server-redis.log" 2>&1) &
-    pids+=($!)
+    RSRV=$!
+    pids+=("$RSRV")
     RURL=http://127.0.0.1:$RS_PORT
     for _ in $(seq 100); do
         redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && curl -fs "$RURL/health" >/dev/null && return 0
@@ -41,8 +42,33 @@ redis_cpu_ms() { redis-cli -p "$REDIS_PORT" info cpu | tr -d '\r' | awk -F: '/^u
 redis_metric() { curl -fs "$RURL/metrics" | awk -v m="$1" '$1 == m { printf "%.0f\n", $2 }'; }
 HITS='bulkhead_ratelimit_backend_hits_total{result="counted"}'
 
+# One storm at the in-memory instance: mem (2xx/s), m0 and m1 (its CPU seconds around it).
+shared_mem() {
+    free_drained
+    m0=$(cpu_s "$SRV")
+    mem=$(shared_storm "$URL")
+    m1=$(cpu_s "$SRV")
+}
+
+# One storm at the Redis-backed instance: red, r0/r1 (CPU), and Redis's and the instance's
+# counters around it.
+shared_redis() {
+    URL=$RURL free_drained
+    r0=$(cpu_s "$RSRV")
+    c0=$(redis_cmds) u0=$(redis_cpu_ms)
+    b0=$(redis_metric bulkhead_ratelimit_backend_batches_total)
+    w0=$(redis_metric bulkhead_ratelimit_backend_waits_total)
+    h0=$(redis_metric "$HITS")
+    red=$(shared_storm "$RURL")
+    r1=$(cpu_s "$RSRV")
+    c1=$(redis_cmds) u1=$(redis_cpu_ms)
+    b1=$(redis_metric bulkhead_ratelimit_backend_batches_total)
+    w1=$(redis_metric bulkhead_ratelimit_backend_waits_total)
+    h1=$(redis_metric "$HITS")
+}
+
 # One line per run in shared_rows: "mem_2xx_s redis_2xx_s redis_cmds_s batches_s waits
-# hits_s redis_cpu_ms_per_s".
+# hits_s redis_cpu_ms_per_s mem_server_us_per_req redis_server_us_per_req".
 section_shared() {
     shared_start || return 1
     storm_lua "$WORK/sharedfresh.lua" "/api/data"
@@ -52,23 +78,17 @@ section_shared() {
     shared_storm "$URL" >/dev/null
     shared_storm "$RURL" >/dev/null
     DUR=$d
-    local run mem red c0 c1 b0 b1 w0 w1 h0 h1 u0 u1
+    local run
     for run in $(seq "$RUNS"); do
-        free_drained
-        mem=$(shared_storm "$URL")
-        free_drained
-        c0=$(redis_cmds) u0=$(redis_cpu_ms)
-        b0=$(redis_metric bulkhead_ratelimit_backend_batches_total)
-        w0=$(redis_metric bulkhead_ratelimit_backend_waits_total)
-        h0=$(redis_metric "$HITS")
-        red=$(shared_storm "$RURL")
-        c1=$(redis_cmds) u1=$(redis_cpu_ms)
-        b1=$(redis_metric bulkhead_ratelimit_backend_batches_total)
-        w1=$(redis_metric bulkhead_ratelimit_backend_waits_total)
-        h1=$(redis_metric "$HITS")
-        URL=$RURL free_drained
+        # Memory first in odd runs, Redis first in even ones: neither always follows the other.
+        [ $((run % 2)) = 1 ] && shared_mem
+        shared_redis
+        [ $((run % 2)) = 0 ] && shared_mem
         echo "$mem $red $(((c1 - c0) / DUR)) $(((b1 - b0) / DUR)) $((w1 - w0))" \
-            "$(((h1 - h0) / DUR)) $(((u1 - u0) / DUR))" >>"$WORK/shared_rows"
+            "$(((h1 - h0) / DUR)) $(((u1 - u0) / DUR))" \
+            "$(awk -v a="$m0" -v b="$m1" -v n="$mem" -v d="$DUR" 'BEGIN { printf "%.0f", (n > 0 ? (b - a) * 1e6 / (n * d) : 0) }')" \
+            "$(awk -v a="$r0" -v b="$r1" -v n="$red" -v d="$DUR" 'BEGIN { printf "%.0f", (n > 0 ? (b - a) * 1e6 / (n * d) : 0) }')" \
+            >>"$WORK/shared_rows"
     done
 }
 
@@ -79,5 +99,6 @@ shared_rows() {
     r=$(awk '{ print ($1 > 0 ? $2 / $1 : 0) }' "$WORK/shared_rows" | median)
     r=$(printf '%.2f' "$r")
     echo "| shared rate limit: the fresh-tenant free storm (wrk -c50) through RATE_LIMIT_BACKEND=redis vs memory, 2xx/s | $(shared_col 2) req/s | $(shared_col 1) req/s | $r | >= 0.9: $(mark "$r" 0.9) |"
-    echo "| ... what it cost Redis: commands/s, batches/s, tenants' hits counted/s, Redis CPU ms per s, requests that waited | $(shared_col 3) commands/s, $(shared_col 4) batches/s, $(shared_col 6) hits/s, $(shared_col 7) ms/s CPU, $(shared_col 5) waits | | | reported |"
+    echo "| ... what it cost Redis: commands/s (each EVALSHA and the GET, SET and TIME it runs), batches/s (round trips), hits counted/s, Redis CPU ms per s, requests that waited | $(shared_col 3) commands/s, $(shared_col 4) batches/s, $(shared_col 6) hits/s, $(shared_col 7) ms/s CPU, $(shared_col 5) waits | | | reported |"
+    echo "| ... the server's CPU per request (utime + stime over 2xx), redis vs memory | $(shared_col 9) us | $(shared_col 8) us | | reported |"
 }

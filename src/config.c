@@ -91,9 +91,9 @@ static const struct cfg_def cfg_table[] = {
      "redis backend: a tenant's lease, the % of its limit (at least 1 request) an instance "
      "admits before Redis has counted them; N instances admit at most limit + (N-1) x lease",
      OFF(rl_lease_pct)},
-    {"RATE_LIMIT_SYNC_MS", CFG_INT, "5", 1, 1000, NULL,
+    {"RATE_LIMIT_SYNC_MS", CFG_INT, "20", 1, 1000, NULL,
      "redis backend: admitted requests reach Redis within this many ms, all of an instance's "
-     "in one batch (at once when a tenant's lease is used up)",
+     "in one batch (at once when a tenant's lease is used up); the bound does not depend on it",
      OFF(rl_sync_ms)},
     {"RATE_LIMIT_MAX_KEYS", CFG_INT, "100000", 16, 100000000, NULL,
      "rate-limit keys tracked per tier; new keys past it share their address's overflow bucket",

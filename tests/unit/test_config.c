@@ -104,7 +104,7 @@ static void defaults_all_parse_to_the_documented_values(void **state)
     assert_string_equal(c.redis_url, "redis://127.0.0.1:6379");
     assert_int_equal(c.redis_timeout, 50);
     assert_int_equal(c.rl_lease_pct, 10);
-    assert_int_equal(c.rl_sync_ms, 5);
+    assert_int_equal(c.rl_sync_ms, 20);
     assert_int_equal(c.rl_max_keys, 100000);
     assert_int_equal(c.auth_mode, CONFIG_AUTH_HEADER);
     assert_int_equal(c.test_params, CONFIG_TEST_PARAMS_AUTO);
