@@ -66,6 +66,7 @@ struct server {
     struct tarpit *tarpit;          /* owned; NULL unless TARPIT=true */
     struct admin *admin;            /* owned; NULL unless ADMIN_TOKEN is set */
     struct capctl *capacity;        /* owned: the capacity controller over the tiers */
+    struct tenantstat *tenants;     /* owned; NULL unless TENANT_ACCOUNTING=true */
     struct report_snap *sample;     /* owned: the janitor's scratch reading (janitor only) */
     atomic_int in_flight;           /* requests created and not yet freed */
     atomic_bool draining;           /* shutdown started: refuse new work */

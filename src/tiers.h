@@ -49,6 +49,10 @@ struct tier_cfg {
     int64_t capacity_margin_us;     /* ... and (both must be passed) in microseconds */
     int64_t latency_objective_ms;   /* its p99 objective; 0: a tenth of breaker_timeout_ms */
     int64_t tenant_linger_ms;       /* a tenant counts as active this long after its last one */
+    int64_t db_time_ms_per_min;     /* database time a tenant's statements may hold connections
+                                       per minute (dbbudget.h); 0 = no budget */
+    int64_t rate_limit_shadow;      /* 1: the rate limit refuses nothing, counts what it would */
+    int64_t db_time_shadow;         /* 1: the database-time budget refuses nothing, the same */
 };
 
 struct tier_table {

@@ -51,6 +51,9 @@ static const struct {
     {"capacity_tolerance_pct", offsetof(struct tier_cfg, capacity_tolerance_pct)},
     {"capacity_margin_us", offsetof(struct tier_cfg, capacity_margin_us)},
     {"latency_objective_ms", offsetof(struct tier_cfg, latency_objective_ms)},
+    {"db_time_ms_per_min", offsetof(struct tier_cfg, db_time_ms_per_min)},
+    {"rate_limit_shadow", offsetof(struct tier_cfg, rate_limit_shadow)},
+    {"db_time_shadow", offsetof(struct tier_cfg, db_time_shadow)},
 };
 #define KEY_COUNT (sizeof(key_fields) / sizeof(key_fields[0]))
 
