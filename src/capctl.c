@@ -1,13 +1,15 @@
 /*
- * capctl: latency histograms per tier, the interval verdict, and the admission gate (see
- * capctl.h for the rule and the threads).
+ * capctl: latency histograms per tier, the interval verdict against the tier's objective, and
+ * the admission gate (see capctl.h for the rule and the threads).
  *
  * A tier's latencies land in a histogram of quarter-octave buckets (bucket k holds
- * [2^(k/4), 2^((k+1)/4)) us, so a median is known to within 19 %, well inside any tolerance).
- * The controller keeps the histogram as of its last verdict and reads the difference: an
- * interval's median. A tier with too few latencies gets no verdict until it has enough or
- * CAPCTL_MAX_WAIT intervals have passed. The baseline is the lowest verdict median over the
- * baseline window, kept as CAPCTL_SLOTS slots of that window each holding its own minimum.
+ * [2^(k/4), 2^((k+1)/4)) us, so a quantile is known to within 19 %). The controller keeps the
+ * histogram as of its last verdict and reads the difference: an interval's typical latency
+ * (the mean of its fastest nine tenths: a closed-loop client's rate follows the mean, and the
+ * slowest tenth is the objective's business) and its p99. A tier with too few latencies gets no
+ * verdict until it has enough or CAPCTL_MAX_WAIT intervals have passed. Its level is an
+ * exponentially weighted mean of its verdicts' typical latencies (capctl.h says which, and how
+ * fast).
  */
 #include "capctl.h"
 #include "log.h"
@@ -21,47 +23,68 @@
 #include <string.h>
 
 #define CAPCTL_BUCKETS  100     /* up to 2^25 us: half a minute */
-#define CAPCTL_SLOTS    30      /* baseline window slots */
-#define CAPCTL_MAX_WAIT 10      /* intervals a quiet tier may take to gather its samples */
 #define CAPCTL_UNIT     1000000 /* limits travel to the request path in millionths */
+#define CAPCTL_USAGE_US 100000  /* time constant of the usage's smoothing */
+#define CAPCTL_OWN_MIN  3       /* clear latencies (and a quarter of a verdict's) to learn from */
 
 struct cc_tier {
     /* Request path: atomics only. */
-    _Atomic int64_t limit_u;      /* limit x CAPCTL_UNIT; at or above max: no limit */
+    _Atomic int64_t limit_u;      /* limit x CAPCTL_UNIT; at or above max: no limit; 0: closed */
     _Atomic int64_t max_u;        /* max x CAPCTL_UNIT */
     atomic_bool gated;            /* a higher-priority tier is active */
-    _Atomic int64_t next_free_us; /* pacing (limit < 1): no admission before this */
+    _Atomic int64_t next_free_us; /* pacing (0 < limit < 1): no admission before this */
     atomic_int_least64_t in_progress;
     _Atomic int64_t last_seen_us; /* the last request's arrival */
+    _Atomic int64_t busy_us;      /* the time admitted requests held their slot, in total */
+    _Atomic int64_t last_end_us;  /* when its last admitted request ended */
     atomic_uint_least64_t hist[CAPCTL_BUCKETS];
+    atomic_uint_least64_t clear[CAPCTL_BUCKETS]; /* those that ended with nothing below running */
+    _Atomic uint32_t below;                      /* the tiers of lower priority, as bits */
     atomic_uint_least64_t admitted, shed;
 
     /* Controller: guarded by capctl.mutex. */
     struct capctl_tier_cfg cfg;
     double limit;
     uint64_t prev[CAPCTL_BUCKETS]; /* the histogram at the last verdict */
+    uint64_t prev_clear[CAPCTL_BUCKETS];
+    uint64_t nclear;               /* the verdict's latencies with nothing below running */
+    double clear_mean_us;          /* ... and their typical latency */
     int waited;                    /* intervals since the last verdict */
     uint64_t pending;              /* latencies since the last verdict (0: nothing served) */
     bool verdict;                  /* this interval gave one */
-    bool congested;                /* the last verdict's: ratio > 1 */
-    double ratio;                  /* the last verdict's median / (baseline x (1 + tolerance)) */
-    double median_us;              /* the last verdict's median */
-    double baseline_us;            /* the lowest median of the window (0: none yet) */
-    double slot_min[CAPCTL_SLOTS]; /* lowest median of each baseline slot (0: none) */
-    int64_t slot_epoch[CAPCTL_SLOTS];
-    bool shedding;
+    double mean_us, p99_us;        /* the last verdict's typical latency and p99 */
+    double level_us;               /* the smoothed long-term typical latency (0: none yet) */
+    double judged_level_us;        /* the level the last verdict was judged against */
+    double judged_thr_us;          /* ... and its threshold (0: none) */
+    int64_t level_at_us;           /* when the level last took a verdict */
+    bool threatened;               /* the last verdict threatens the objective */
+    double pressure;               /* its measured / target (> 1 when threatened) */
+    int64_t threatened_us;         /* time spent threatened, in total */
+    int64_t last_threat_us;        /* the last tick that found it threatened */
+    int64_t threat_end_us;         /* the tick that found the last threat over */
+    int64_t prev_busy_us;          /* busy_us at the last tick */
+    double usage;                  /* requests in progress on average, smoothed */
+    bool pressing;                 /* usage presses the limit */
+    bool released;                 /* the last interval: nothing shed, and little used */
+    uint64_t prev_shed;            /* shed at the last tick */
+    bool shed_episode;             /* a logged episode of shedding is open */
+    int64_t last_shed_us;          /* the last tick that found it shedding */
+    bool episode;                  /* a logged episode of threats is open */
+    int64_t episode_us;            /* when it began */
+    int64_t episode_threatened_us; /* threatened_us when it began */
 };
 
 struct capctl {
     struct capctl_cfg cfg;
     size_t ntiers;
-    pthread_mutex_t mutex; /* guards the controller fields of every tier */
+    pthread_mutex_t mutex; /* guards the controller fields of every tier, and last_tick_us */
+    int64_t last_tick_us;  /* 0: no tick yet */
     struct cc_tier tier[CAPCTL_MAX_TIERS];
 };
 
 int capctl_create(const struct capctl_cfg *cfg, size_t ntiers, struct capctl **out)
 {
-    if (ntiers == 0 || ntiers > CAPCTL_MAX_TIERS)
+    if (ntiers == 0 || ntiers > CAPCTL_MAX_TIERS || cfg->recovery_us <= 0 || cfg->level_us <= 0)
         return -EINVAL;
     struct capctl *c = xcalloc(1, sizeof(*c));
     c->cfg = *cfg;
@@ -93,6 +116,8 @@ void capctl_configure(struct capctl *c, size_t i, const struct capctl_tier_cfg *
     t->cfg = *tc;
     if (t->cfg.floor > t->cfg.max)
         t->cfg.floor = t->cfg.max;
+    if (t->cfg.floor > 0 && t->cfg.floor < CAPCTL_MIN_LIMIT)
+        t->cfg.floor = CAPCTL_MIN_LIMIT;
     if (first || t->limit > t->cfg.max)
         t->limit = t->cfg.max;
     if (t->limit < t->cfg.floor)
@@ -100,6 +125,13 @@ void capctl_configure(struct capctl *c, size_t i, const struct capctl_tier_cfg *
     atomic_store_explicit(&t->max_u, (int64_t)(t->cfg.max * (double)CAPCTL_UNIT),
                           memory_order_relaxed);
     cc_publish(t);
+    for (size_t a = 0; a < c->ntiers; a++) {
+        uint32_t below = 0;
+        for (size_t b = 0; b < c->ntiers; b++)
+            if (c->tier[b].cfg.max > 0 && c->tier[b].cfg.priority < c->tier[a].cfg.priority)
+                below |= 1u << b;
+        atomic_store_explicit(&c->tier[a].below, below, memory_order_relaxed);
+    }
     pthread_mutex_unlock(&c->mutex);
 }
 
@@ -118,9 +150,9 @@ bool capctl_enter(struct capctl *c, size_t i, int64_t now_us, int64_t *retry_us)
         if (!open) {
             int64_t free_at = atomic_load_explicit(&t->next_free_us, memory_order_relaxed);
             bool paced = lim < CAPCTL_UNIT && now_us < free_at;
-            if (n >= cap || paced) {
+            if (lim <= 0 || n >= cap || paced) {
                 atomic_fetch_add_explicit(&t->shed, 1, memory_order_relaxed);
-                *retry_us = paced ? free_at - now_us : 0;
+                *retry_us = paced && lim > 0 ? free_at - now_us : 0;
                 return false;
             }
         }
@@ -136,12 +168,17 @@ void capctl_leave(struct capctl *c, size_t i, int64_t entered_us, int64_t now_us
 {
     struct cc_tier *t = &c->tier[i];
     atomic_fetch_sub_explicit(&t->in_progress, 1, memory_order_relaxed);
+    int64_t d = now_us > entered_us ? now_us - entered_us : 0;
+    atomic_fetch_add_explicit(&t->busy_us, d, memory_order_relaxed);
+    if (now_us > atomic_load_explicit(&t->last_end_us, memory_order_relaxed))
+        atomic_store_explicit(&t->last_end_us, now_us, memory_order_relaxed); /* racy max: fine */
     int64_t lim = atomic_load_explicit(&t->limit_u, memory_order_relaxed);
     if (lim <= 0 || lim >= CAPCTL_UNIT || !atomic_load_explicit(&t->gated, memory_order_relaxed))
         return;
-    /* The slot was busy d: it stays idle d x (1/limit - 1), so it is busy `limit` of the time. */
-    double d = (double)(now_us - entered_us);
-    int64_t free_at = now_us + (int64_t)(d * ((double)CAPCTL_UNIT / (double)lim - 1.0));
+    /* The slot was busy d: it stays idle d x (1/limit - 1), so it is busy `limit` of the time;
+     * never longer than CAPCTL_PAUSE_MAX_US (a slow request does not close the tier for long). */
+    double pause = (double)d * ((double)CAPCTL_UNIT / (double)lim - 1.0);
+    int64_t free_at = now_us + (pause < CAPCTL_PAUSE_MAX_US ? (int64_t)pause : CAPCTL_PAUSE_MAX_US);
     int64_t cur = atomic_load_explicit(&t->next_free_us, memory_order_relaxed);
     while (cur < free_at &&
            !atomic_compare_exchange_weak_explicit(&t->next_free_us, &cur, free_at,
@@ -167,56 +204,115 @@ static double cc_bucket_mid(size_t k)
     return exp2(((double)k + 0.5) / 4.0);
 }
 
-void capctl_observe(struct capctl *c, size_t i, int64_t latency_us)
+void capctl_observe(struct capctl *c, size_t i, int64_t latency_us, int64_t now_us)
 {
-    atomic_fetch_add_explicit(&c->tier[i].hist[cc_bucket(latency_us)], 1, memory_order_relaxed);
+    struct cc_tier *t = &c->tier[i];
+    size_t k = cc_bucket(latency_us);
+    atomic_fetch_add_explicit(&t->hist[k], 1, memory_order_relaxed);
+    /* Clear: no lower tier had a request in progress at any time during this one (none now,
+     * and the last to end ended before this one began). */
+    int64_t began = now_us - latency_us;
+    uint32_t below = atomic_load_explicit(&t->below, memory_order_relaxed);
+    for (size_t j = 0; below; j++, below >>= 1) {
+        const struct cc_tier *u = &c->tier[j];
+        if ((below & 1) && (atomic_load_explicit(&u->in_progress, memory_order_relaxed) > 0 ||
+                            atomic_load_explicit(&u->last_end_us, memory_order_relaxed) > began))
+            return;
+    }
+    atomic_fetch_add_explicit(&t->clear[k], 1, memory_order_relaxed);
 }
 
 /* ---- the verdict ------------------------------------------------------------------------- */
 
-/* Read tier t's latencies since its last verdict; set t->verdict and t->median_us. */
+/* The value of rank r (1-based) among the n latencies of d[] (a histogram's difference). */
+static double cc_rank(const uint64_t *d, uint64_t r)
+{
+    uint64_t seen = 0;
+    for (size_t k = 0; k < CAPCTL_BUCKETS; k++) {
+        seen += d[k];
+        if (seen >= r)
+            return cc_bucket_mid(k);
+    }
+    return cc_bucket_mid(CAPCTL_BUCKETS - 1);
+}
+
+/* The mean of the fastest nine tenths of the n latencies of d[]. */
+static double cc_typical(const uint64_t *d, uint64_t n)
+{
+    uint64_t want = (9 * n + 9) / 10, got = 0;
+    double sum = 0;
+    for (size_t k = 0; k < CAPCTL_BUCKETS && got < want; k++) {
+        uint64_t take = d[k] < want - got ? d[k] : want - got;
+        sum += (double)take * cc_bucket_mid(k);
+        got += take;
+    }
+    return got ? sum / (double)got : 0;
+}
+
+/* Read tier t's latencies since its last verdict; set t->verdict, and with it the verdict's
+ * typical latency and p99 (with fewer than 100 latencies, the p99 is the slowest of them), and
+ * the typical latency of its clear latencies (nothing below running). */
 static void cc_read(const struct capctl *c, struct cc_tier *t)
 {
-    uint64_t now[CAPCTL_BUCKETS], n = 0;
+    uint64_t now[CAPCTL_BUCKETS], d[CAPCTL_BUCKETS], n = 0;
     for (size_t k = 0; k < CAPCTL_BUCKETS; k++) {
         now[k] = atomic_load_explicit(&t->hist[k], memory_order_relaxed);
-        n += now[k] - t->prev[k];
+        d[k] = now[k] - t->prev[k];
+        n += d[k];
     }
     t->pending = n;
     t->verdict = n >= c->cfg.min_samples || (n > 0 && ++t->waited >= CAPCTL_MAX_WAIT);
     if (!t->verdict)
         return;
-    uint64_t half = (n + 1) / 2, seen = 0;
-    for (size_t k = 0; k < CAPCTL_BUCKETS; k++) {
-        seen += now[k] - t->prev[k];
-        if (seen >= half) {
-            t->median_us = cc_bucket_mid(k);
-            break;
-        }
-    }
+    t->mean_us = cc_typical(d, n);
+    t->p99_us = cc_rank(d, (99 * n + 99) / 100);
     memcpy(t->prev, now, sizeof(now));
     t->waited = 0;
+    t->nclear = 0;
+    for (size_t k = 0; k < CAPCTL_BUCKETS; k++) {
+        now[k] = atomic_load_explicit(&t->clear[k], memory_order_relaxed);
+        d[k] = now[k] - t->prev_clear[k];
+        t->nclear += d[k];
+    }
+    t->clear_mean_us = cc_typical(d, t->nclear);
+    memcpy(t->prev_clear, now, sizeof(now));
 }
 
-/* Fold a verdict's median into the baseline window; return the baseline (0: none). */
-static double cc_baseline(const struct capctl *c, struct cc_tier *t, int64_t now_us)
+/* The typical latency beyond which tier t threatens its objective (0: no level yet). */
+static double cc_threshold(const struct cc_tier *t)
 {
-    int64_t slot_us = c->cfg.baseline_us / CAPCTL_SLOTS;
-    if (slot_us < 1)
-        slot_us = 1;
-    int64_t epoch = now_us / slot_us;
-    size_t s = (size_t)(epoch % CAPCTL_SLOTS);
-    if (t->verdict) {
-        if (t->slot_epoch[s] != epoch || t->slot_min[s] <= 0 || t->median_us < t->slot_min[s])
-            t->slot_min[s] = t->median_us;
-        t->slot_epoch[s] = epoch;
+    if (t->level_us <= 0)
+        return 0;
+    double ratio = t->level_us * (1.0 + t->cfg.tolerance);
+    double margin = t->level_us + (double)t->cfg.margin_us;
+    return ratio > margin ? ratio : margin;
+}
+
+/* Judge tier t's fresh verdict against its objective (the level as it was), then move the
+ * level: towards the typical latency of the verdict's clear latencies when it has enough of
+ * them (CAPCTL_OWN_MIN, and a quarter of the verdict: that latency is the tier's own), else
+ * towards its typical latency, rising only as slowly as level_us. */
+static void cc_judge(const struct capctl *c, struct cc_tier *t, int64_t now)
+{
+    double thr = cc_threshold(t);
+    t->judged_level_us = t->level_us;
+    t->judged_thr_us = thr;
+    double by_mean = thr > 0 ? t->mean_us / thr : 0;
+    double by_p99 = t->cfg.objective_us > 0 ? t->p99_us / (double)t->cfg.objective_us : 0;
+    t->pressure = by_mean > by_p99 ? by_mean : by_p99;
+    t->threatened = t->pressure > 1;
+
+    bool own = t->nclear >= CAPCTL_OWN_MIN && 4 * t->nclear >= t->pending;
+    double target = own ? t->clear_mean_us : t->mean_us;
+    if (t->level_us <= 0) {
+        t->level_us = target;
+    } else {
+        bool slow = !own && target > t->level_us;
+        double tau = slow ? (double)c->cfg.level_us : (double)CAPCTL_LEVEL_FAST_US;
+        double a = 1.0 - exp(-(double)(now - t->level_at_us) / tau);
+        t->level_us += a * (target - t->level_us);
     }
-    double base = 0;
-    for (size_t k = 0; k < CAPCTL_SLOTS; k++)
-        if (t->slot_min[k] > 0 && epoch - t->slot_epoch[k] < CAPCTL_SLOTS &&
-            (base == 0 || t->slot_min[k] < base))
-            base = t->slot_min[k];
-    return base;
+    t->level_at_us = now;
 }
 
 static bool cc_active(const struct cc_tier *t, int64_t now_us, int64_t active_us)
@@ -225,75 +321,89 @@ static bool cc_active(const struct cc_tier *t, int64_t now_us, int64_t active_us
            now_us - atomic_load_explicit(&t->last_seen_us, memory_order_relaxed) < active_us;
 }
 
-/* The worst ratio, among tiers above priority p that are active and gave a verdict this
- * interval, of median to target (> 1: congested); 0 when none is congested. */
-static double cc_pressure_above(const struct capctl *c, const bool *active, int64_t p)
+/* Smooth tier t's usage over the dt_us since the last tick; say whether it presses its limit. */
+static void cc_usage(struct cc_tier *t, int64_t dt_us)
+{
+    int64_t busy = atomic_load_explicit(&t->busy_us, memory_order_relaxed);
+    uint64_t shed = atomic_load_explicit(&t->shed, memory_order_relaxed);
+    double raw = 0;
+    if (dt_us > 0) {
+        raw = (double)(busy - t->prev_busy_us) / (double)dt_us;
+        if (raw > t->cfg.max)
+            raw = t->cfg.max; /* requests that waited long (queued, held) end in a burst */
+        t->usage += (1.0 - exp(-(double)dt_us / CAPCTL_USAGE_US)) * (raw - t->usage);
+    }
+    double lim = t->limit < t->cfg.max ? t->limit : t->cfg.max;
+    double press = 0.5 * lim < CAPCTL_PRESS_USAGE ? 0.5 * lim : CAPCTL_PRESS_USAGE;
+    t->pressing = t->usage >= press;
+    /* Released: its limit refused nothing in the interval and it used little of it. */
+    t->released = dt_us > 0 && shed == t->prev_shed && raw < press;
+    t->prev_busy_us = busy;
+    t->prev_shed = shed;
+}
+
+/* Read every tier: activity, gate, usage, this interval's verdict and the threats. */
+static void cc_assess(struct capctl *c, int64_t now_us, int64_t dt_us, bool *active)
+{
+    for (size_t i = 0; i < c->ntiers; i++)
+        active[i] = cc_active(&c->tier[i], now_us, c->cfg.active_us);
+    for (size_t i = 0; i < c->ntiers; i++) {
+        struct cc_tier *t = &c->tier[i];
+        bool gated = false;
+        for (size_t j = 0; j < c->ntiers && c->cfg.enabled; j++)
+            gated |= active[j] && c->tier[j].cfg.priority > t->cfg.priority;
+        atomic_store_explicit(&t->gated, gated, memory_order_relaxed);
+        cc_usage(t, dt_us);
+    }
+    for (size_t i = 0; i < c->ntiers; i++) {
+        struct cc_tier *t = &c->tier[i];
+        bool threatened = t->threatened;
+        int64_t prev_tick = now_us - dt_us;
+        /* Idle: nothing in progress and nothing arrived since the last tick. Its complaint, if
+         * any, is stale (latencies still arriving are stragglers), and none is needed. */
+        bool idle = !active[i] ||
+                    (atomic_load_explicit(&t->in_progress, memory_order_relaxed) == 0 &&
+                     atomic_load_explicit(&t->last_seen_us, memory_order_relaxed) < prev_tick);
+        cc_read(c, t);
+        if (t->verdict)
+            cc_judge(c, t, now_us);
+        if (idle)
+            t->threatened = false;
+        if (threatened && dt_us > 0)
+            t->threatened_us += dt_us;
+        if (t->threatened)
+            t->last_threat_us = now_us;
+        else if (threatened)
+            t->threat_end_us = now_us;
+    }
+}
+
+/* The worst pressure among the active tiers above priority p that threaten their objective:
+ * fresh: only those whose verdict of this interval does. 0 when none does. */
+static double cc_threat_above(const struct capctl *c, const bool *active, int64_t p, bool fresh)
 {
     double worst = 0;
     for (size_t i = 0; i < c->ntiers; i++) {
         const struct cc_tier *u = &c->tier[i];
-        if (active[i] && u->cfg.priority > p && u->verdict && u->ratio > 1 && u->ratio > worst)
-            worst = u->ratio;
+        if (active[i] && u->cfg.priority > p && u->threatened && (u->verdict || !fresh) &&
+            u->pressure > worst)
+            worst = u->pressure;
     }
     return worst;
 }
 
-/* Whether tier t may grow back: no tier above it is active, or among the active ones above it
- * none is congested in a verdict of this interval and at least one gave a verdict. A tier above
- * that is active but idle (nothing in progress, nothing served since its last verdict) has no
- * complaint: it neither blocks nor is needed (a verdict from before it went quiet is stale). */
-static bool cc_may_grow(const struct capctl *c, const bool *active, const struct cc_tier *t)
-{
-    bool above = false, verdict = false;
-    for (size_t i = 0; i < c->ntiers; i++) {
-        const struct cc_tier *u = &c->tier[i];
-        if (!active[i] || u->cfg.priority <= t->cfg.priority)
-            continue;
-        if (!u->verdict && u->pending == 0 &&
-            atomic_load_explicit(&u->in_progress, memory_order_relaxed) == 0)
-            continue;
-        above = true;
-        verdict |= u->verdict;
-        if (u->verdict && u->congested)
-            return false;
-    }
-    return !above || verdict;
-}
-
-/* Read every tier: activity, this interval's verdict, baseline, congestion; set the gates. */
-static void cc_assess(struct capctl *c, int64_t now_us, bool *active)
-{
-    for (size_t i = 0; i < c->ntiers; i++) {
-        struct cc_tier *t = &c->tier[i];
-        active[i] = cc_active(t, now_us, c->cfg.active_us);
-        cc_read(c, t);
-        t->baseline_us = cc_baseline(c, t, now_us);
-        if (t->verdict) {
-            double target = t->baseline_us * (1.0 + t->cfg.tolerance);
-            t->ratio = target > 0 ? t->median_us / target : 0;
-            t->congested = t->ratio > 1;
-        }
-    }
-    for (size_t i = 0; i < c->ntiers; i++) {
-        bool gated = false;
-        for (size_t j = 0; j < c->ntiers && c->cfg.enabled; j++)
-            gated |= active[j] && c->tier[j].cfg.priority > c->tier[i].cfg.priority;
-        atomic_store_explicit(&c->tier[i].gated, gated, memory_order_relaxed);
-    }
-}
-
-/* Cut the lowest-priority active, gated tier above its floor that has pressure above it. Returns
- * its index, or -1. */
+/* Cut the lowest-priority active, gated, pressing tier above its floor that a fresh verdict
+ * above it threatens. Returns its index, or -1. */
 static int cc_cut(struct capctl *c, const bool *active)
 {
     int pick = -1;
     double pressure = 0;
     for (size_t i = 0; i < c->ntiers; i++) {
         struct cc_tier *t = &c->tier[i];
-        if (!active[i] || !atomic_load_explicit(&t->gated, memory_order_relaxed) ||
+        if (!active[i] || !atomic_load_explicit(&t->gated, memory_order_relaxed) || !t->pressing ||
             t->limit <= t->cfg.floor)
             continue;
-        double p = cc_pressure_above(c, active, t->cfg.priority);
+        double p = cc_threat_above(c, active, t->cfg.priority, true);
         if (p > 1 && (pick < 0 || t->cfg.priority < c->tier[pick].cfg.priority)) {
             pick = (int)i;
             pressure = p;
@@ -302,31 +412,132 @@ static int cc_cut(struct capctl *c, const bool *active)
     if (pick >= 0) {
         struct cc_tier *t = &c->tier[pick];
         double factor = 1.0 / pressure > c->cfg.decrease ? 1.0 / pressure : c->cfg.decrease;
+        /* From what it uses when that is less than its limit: a cut that does not bind
+         * protects nobody. */
         double from = t->limit < t->cfg.max ? t->limit : t->cfg.max;
-        t->limit = from * factor > t->cfg.floor ? from * factor : t->cfg.floor;
+        if (t->usage < from)
+            from = t->usage;
+        double to = from * factor;
+        t->limit = to > t->cfg.floor && to >= CAPCTL_MIN_LIMIT ? to : t->cfg.floor;
     }
     return pick;
 }
 
-/* Log the tiers that started or stopped shedding; returns how many did. */
-static int cc_log_changes(struct capctl *c, const char *const *names)
+/* When a tier above priority p that is active last threatened its objective (0: never). */
+static int64_t cc_last_threat_above(const struct capctl *c, const bool *active, int64_t p)
+{
+    int64_t last = 0;
+    for (size_t i = 0; i < c->ntiers; i++) {
+        const struct cc_tier *u = &c->tier[i];
+        if (active[i] && u->cfg.priority > p && u->last_threat_us > last)
+            last = u->last_threat_us;
+    }
+    return last;
+}
+
+/* Grow tier t: straight to its max when it is released and does not press (its traffic is
+ * light: the storm is over); by dt_us's share of recovery_us when it does not press, or when
+ * nothing above threatened its objective for CAPCTL_CALM_US; CAPCTL_PROBE times slower while
+ * it presses and a tier above threatened lately (probing for room during a storm); not at all
+ * while it presses and a tier above threatens. */
+static void cc_grow(struct capctl *c, const bool *active, struct cc_tier *t, int64_t dt_us,
+                    int64_t now)
+{
+    if (t->limit >= t->cfg.max)
+        return;
+    if (t->released && !t->pressing) {
+        t->limit = t->cfg.max; /* its traffic is light now: the limit protects nobody */
+        return;
+    }
+    double step = t->cfg.max * (double)dt_us / (double)c->cfg.recovery_us;
+    if (t->pressing) {
+        if (cc_threat_above(c, active, t->cfg.priority, false) > 1)
+            return;
+        int64_t last = cc_last_threat_above(c, active, t->cfg.priority);
+        if (last > 0 && now - last < CAPCTL_CALM_US)
+            step /= CAPCTL_PROBE;
+    }
+    t->limit += step;
+    if (t->limit > t->cfg.max)
+        t->limit = t->cfg.max;
+}
+
+/* The limit went from was to t->limit: a pause pending on the old one is rescaled to the new
+ * one (a tier grown back is not held by pauses its cut imposed), or dropped when the tier is
+ * no longer paced. */
+static void cc_repace(struct cc_tier *t, double was, int64_t now)
+{
+    bool paced =
+        atomic_load_explicit(&t->gated, memory_order_relaxed) && t->limit > 0 && t->limit < 1;
+    int64_t cur = atomic_load_explicit(&t->next_free_us, memory_order_relaxed);
+    for (;;) {
+        int64_t next = 0;
+        if (paced && cur > now && was > 0 && was < 1) {
+            double rest = (double)(cur - now) * (1.0 / t->limit - 1.0) / (1.0 / was - 1.0);
+            next = now + (rest < CAPCTL_PAUSE_MAX_US ? (int64_t)rest : CAPCTL_PAUSE_MAX_US);
+        } else if (paced) {
+            return; /* nothing pending, or nothing to rescale from */
+        }
+        if (next == cur ||
+            atomic_compare_exchange_weak_explicit(&t->next_free_us, &cur, next,
+                                                  memory_order_relaxed, memory_order_relaxed))
+            return;
+    }
+}
+
+/* Log the start and the end of tier t's episodes of threats: one begins with a verdict that
+ * threatens, and ends once none has for CAPCTL_EPISODE_QUIET_US (so a tier that flaps at its
+ * threshold logs two lines, not two per interval). Returns whether one began or ended. */
+static bool cc_log_episode(struct cc_tier *t, const char *name, int64_t now)
+{
+    if (t->threatened && !t->episode) {
+        t->episode = true;
+        t->episode_us = now;
+        t->episode_threatened_us = t->threatened_us;
+        if (name)
+            log_info("capacity_objective",
+                     "tier %s: threatening its objective: typical latency %.3f ms (level %.3f ms, "
+                     "threshold %.3f ms), p99 %.3f ms (objective %.0f ms)",
+                     name, t->mean_us / 1000.0, t->judged_level_us / 1000.0,
+                     t->judged_thr_us / 1000.0, t->p99_us / 1000.0,
+                     (double)t->cfg.objective_us / 1000.0);
+        return true;
+    }
+    if (!t->episode || t->threatened || now - t->last_threat_us < CAPCTL_EPISODE_QUIET_US)
+        return false;
+    t->episode = false;
+    if (name)
+        log_info("capacity_objective",
+                 "tier %s: within its objective again; threatened %.1f s of the last %.1f s", name,
+                 (double)(t->threatened_us - t->episode_threatened_us) / 1e6,
+                 (double)(t->threat_end_us - t->episode_us) / 1e6);
+    return true;
+}
+
+/* Log the tiers that started or stopped shedding or threatening; returns how many did. */
+static int cc_log_changes(struct capctl *c, const char *const *names, int64_t now)
 {
     int changed = 0;
     for (size_t i = 0; i < c->ntiers; i++) {
         struct cc_tier *t = &c->tier[i];
+        changed += cc_log_episode(t, names ? names[i] : NULL, now);
+        /* Shedding episodes are logged the same way: from the first cut to a quiet second. */
         bool shedding =
             atomic_load_explicit(&t->gated, memory_order_relaxed) && t->limit < t->cfg.max;
-        if (shedding == t->shedding)
+        if (shedding)
+            t->last_shed_us = now;
+        if (shedding == t->shed_episode ||
+            (!shedding && now - t->last_shed_us < CAPCTL_EPISODE_QUIET_US))
             continue;
-        t->shedding = shedding;
+        t->shed_episode = shedding;
         changed++;
         if (!names)
             continue;
         if (shedding)
             log_info("capacity_shed",
-                     "tier %s: shedding, limit %.2f of %.0f (a higher tier's latency is %.1fx "
-                     "its baseline)",
-                     names[i], t->limit, t->cfg.max, t->ratio > 0 ? t->ratio : 0.0);
+                     "tier %s: shedding, limit %.2f of %.0f (a higher tier threatens its "
+                     "objective; this one's usage %.2f)",
+                     names[i], t->limit, t->cfg.max, t->usage);
         else
             log_info("capacity_shed", "tier %s: no longer shedding", names[i]);
     }
@@ -337,18 +548,21 @@ int capctl_tick(struct capctl *c, int64_t now_us, const char *const *names)
 {
     bool active[CAPCTL_MAX_TIERS];
     pthread_mutex_lock(&c->mutex);
-    cc_assess(c, now_us, active);
+    int64_t dt = c->last_tick_us > 0 && now_us > c->last_tick_us ? now_us - c->last_tick_us : 0;
+    c->last_tick_us = now_us;
+    cc_assess(c, now_us, dt, active);
+    double was[CAPCTL_MAX_TIERS];
+    for (size_t i = 0; i < c->ntiers; i++)
+        was[i] = c->tier[i].limit;
     int cut = cc_cut(c, active);
     for (size_t i = 0; i < c->ntiers; i++) {
         struct cc_tier *t = &c->tier[i];
-        if ((int)i != cut && t->limit < t->cfg.max && cc_may_grow(c, active, t)) {
-            t->limit += c->cfg.increase * t->cfg.max;
-            if (t->limit > t->cfg.max)
-                t->limit = t->cfg.max;
-        }
+        if ((int)i != cut)
+            cc_grow(c, active, t, dt, now_us);
         cc_publish(t);
+        cc_repace(t, was[i], now_us);
     }
-    int changed = cc_log_changes(c, names);
+    int changed = cc_log_changes(c, names, now_us);
     pthread_mutex_unlock(&c->mutex);
     return changed;
 }
@@ -359,10 +573,16 @@ void capctl_stats(struct capctl *c, size_t i, struct capctl_tier_stats *out)
     pthread_mutex_lock(&c->mutex);
     out->gated = atomic_load_explicit(&t->gated, memory_order_relaxed);
     out->limit = out->gated ? t->limit : t->cfg.max;
-    out->shedding = t->shedding;
-    out->congested = t->congested;
-    out->median_us = t->median_us;
-    out->baseline_us = t->baseline_us;
+    out->shedding = out->gated && t->limit < t->cfg.max;
+    out->threatened = t->threatened;
+    out->pressing = t->pressing;
+    out->usage = t->usage;
+    out->mean_us = t->mean_us;
+    out->p99_us = t->p99_us;
+    out->level_us = t->level_us;
+    out->threshold_us = t->judged_thr_us;
+    out->objective_us = t->cfg.objective_us;
+    out->threatened_us = t->threatened_us;
     pthread_mutex_unlock(&c->mutex);
     out->in_progress = atomic_load_explicit(&t->in_progress, memory_order_relaxed);
     out->admitted = atomic_load_explicit(&t->admitted, memory_order_relaxed);

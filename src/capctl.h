@@ -5,35 +5,61 @@
  * does, one per instance, with no coordination between instances (like TCP flows, each reacts
  * to the same congestion).
  *
- * Signal: the latency of each tier's served requests (arrival to reply, server side), as the
- * median of every interval, against the tier's own baseline, the lowest such median of the
- * last baseline window. A tier is congested when its median passes baseline x (1 + tolerance).
- * Why this and not the database's query time: in the storms this is built for, enterprise's
- * query time did not move while its total time grew sixfold (it waited for CPUs and HTTP
- * threads busy with the lower tier): a tier's own latency sees contention wherever it is.
+ * Signal: each tier's own latency (arrival to reply, server side), read every interval as a
+ * verdict (once the tier has min_samples latencies, or after CAPCTL_MAX_WAIT intervals), against
+ * the tier's objective. A tier *threatens its objective* when its verdict's p99 passes its
+ * latency objective, or when its typical latency (the mean of the fastest nine tenths) has
+ * grown over its level (the same, smoothed over the long term) by more than both its tolerance
+ * (a ratio) and its margin (an absolute time, so noise of a few tens of microseconds never
+ * counts). Why the tier's own latency and not the database's
+ * query time: in the storms this is built for, enterprise's query time did not move while its
+ * total time grew sixfold (it waited for CPUs and HTTP threads busy with the lower tier).
+ *
+ * Attribution. A tier's level is learnt from its *clear* latencies, those of requests during
+ * which no tier below it had a request in progress: nobody below can have caused them,
+ * so they are its own latency, whatever its load (a sparse client's latency is higher than a
+ * busy loop's, and that is not congestion). It follows their typical latency within about a
+ * second. When too few of a verdict's latencies are clear (a tier below always has something
+ * running: a storm), the level follows all of them, falling within a second but rising only as
+ * slowly as level_us, so a storm is not learnt as normal. And a tier's *usage* is the requests
+ * it had in progress, on average, recently (the time its requests held their slots, per unit
+ * of time). It *presses* when its usage is at least half its limit, or at least
+ * CAPCTL_PRESS_USAGE (a quarter of one request's time): only a pressing tier can be what
+ * threatens a tier above, so only a pressing tier is cut (from what it uses, when that is less
+ * than its limit, so that the cut binds), and a tier that does not press grows back whatever
+ * the tiers above say.
  *
  * Rule, every interval:
  *   - a tier is "gated" while a tier of higher priority is active (had a request within
  *     active_us); only a gated tier is ever limited, so capacity nobody above wants is never
  *     withheld (work-conserving: free alone gets everything its bulkheads allow);
- *   - when an active tier is congested, the lowest-priority gated tier below it that is above
- *     its floor is cut: its limit is multiplied by max(decrease, target/median), one tier per
- *     interval, lowest priority first;
- *   - when no active tier is congested (and at least one gave a verdict), every limit below
- *     its maximum grows by increase x max (additive increase); a tier with nobody above it
- *     grows back in any case.
+ *   - when an active tier gives a verdict that threatens its objective, the lowest-priority
+ *     gated, pressing tier below it that is above its floor is cut: its limit is multiplied
+ *     by max(decrease, the threatened tier's target / measured), one tier per interval;
+ *   - a tier whose limit refused nothing in the interval, and that used less than would
+ *     press it, is back at its maximum at once: its traffic is light, the storm is over;
+ *   - every other limit below its maximum grows while no tier above it threatens its
+ *     objective (as of its last verdict, whatever its sample count since) or while the tier
+ *     does not press: from nothing to its maximum in recovery_us; but while it presses and a
+ *     tier above threatened within CAPCTL_CALM_US, CAPCTL_PROBE times slower (it probes for
+ *     room during a storm, and gets it all back once the storm is over).
  * The limit is the tier's effective concurrency: requests admitted and not finished. At or
- * above the tier's max it binds nothing; at 1 or more it caps requests in progress; below 1
- * the tier gets that fraction of one request's time (pacing: after a request that took d, the
- * next waits d x (1/limit - 1)), so a tier can be held below one connection's worth.
+ * above the tier's max it binds nothing; at 1 or more it caps requests in progress; between
+ * CAPCTL_MIN_LIMIT and 1 the tier gets that fraction of one request's time (pacing: after a
+ * request that took d, the next waits d x (1/limit - 1), never more than CAPCTL_PAUSE_MAX_US,
+ * and a pause is rescaled whenever the limit changes); at 0 (a floor of 0) the tier is closed
+ * while gated. A cut below CAPCTL_MIN_LIMIT goes to the floor.
  *
  * Requests over the limit are refused at once (503 shed) before any worker or connection is
  * used; capctl_enter says when to retry.
  *
  * DESIGN: the request path (capctl_enter/leave/observe, HTTP threads) only touches atomics: a
- * tier's limit, gate, pacing time, in-progress count and latency histogram. capctl_tick (the
- * janitor thread) and capctl_configure (a reload, main thread) take the controller's mutex,
- * which guards the baseline windows, the previous histograms and the configuration.
+ * tier's limit, gate, pacing time, in-progress count, busy time and latency histograms (and
+ * capctl_observe reads the lower tiers' in-progress counts).
+ * capctl_tick (the janitor thread), capctl_configure (a reload, main thread) and capctl_stats
+ * (any thread) take the controller's mutex, which guards every tier's controller fields (the
+ * previous histograms, levels, verdicts and configuration). The tick also rescales pacing
+ * times with a compare-and-swap, the only atomic both sides write.
  */
 #ifndef BULKHEAD_CAPCTL_H
 #define BULKHEAD_CAPCTL_H
@@ -44,32 +70,51 @@
 
 #define CAPCTL_MAX_TIERS 16
 
+#define CAPCTL_MAX_WAIT         10      /* intervals a quiet tier may take to gather its samples */
+#define CAPCTL_MIN_LIMIT        0.01    /* the smallest limit above 0: 1 % of one request's time */
+#define CAPCTL_PAUSE_MAX_US     1000000 /* the longest pause pacing imposes after a request */
+#define CAPCTL_PRESS_USAGE      0.25    /* usage that presses whatever the limit */
+#define CAPCTL_LEVEL_FAST_US    1000000 /* time constant of a level that follows its latency */
+#define CAPCTL_CALM_US          1000000 /* no threat above for this long: a storm is over */
+#define CAPCTL_PROBE            10      /* growth this many times slower until then */
+#define CAPCTL_EPISODE_QUIET_US 1000000 /* a logged episode ends after this long without */
+
 struct capctl;
 
 struct capctl_cfg {
     bool enabled;        /* false: every tier is always admitted (the gate is never shut) */
     int64_t active_us;   /* a tier with no request for this long wants nothing */
-    int64_t baseline_us; /* the baseline is the lowest interval median over this window */
+    int64_t level_us;    /* time constant of a level rising while a lower tier presses */
+    int64_t recovery_us; /* a cut limit grows from 0 to its max in this time */
     size_t min_samples;  /* latencies an interval needs for a verdict */
     double decrease;     /* the deepest cut in one interval (0.5: halve) */
-    double increase;     /* additive step per interval, as a fraction of the tier's max */
 };
 
 struct capctl_tier_cfg {
-    int64_t priority; /* higher is served first */
-    double max;       /* the tier's largest concurrency (its limit binds nothing at or above) */
-    double floor;     /* the least it is ever cut to; below 1 means pacing */
-    double tolerance; /* latency growth it accepts before lower tiers are cut (0.5 = 50 %) */
+    int64_t priority;     /* higher is served first */
+    double max;           /* the tier's largest concurrency (its limit binds nothing at or above) */
+    double floor;         /* the least it is ever cut to; below 1 means pacing, 0 closed */
+    double tolerance;     /* growth over the level it accepts, as a ratio (0.5 = 50 %) */
+    int64_t margin_us;    /* ... and as a time: both must be passed to threaten */
+    int64_t objective_us; /* p99 latency objective: a verdict's p99 above it threatens */
 };
 
 struct capctl_tier_stats {
-    double limit;        /* effective concurrency now (max when not limited) */
-    bool gated;          /* a higher-priority tier is active: the limit applies */
-    bool shedding;       /* gated and below its max */
-    bool congested;      /* its latency passed its tolerance in the last verdict */
-    double median_us;    /* the last interval's median latency (0: no verdict) */
-    double baseline_us;  /* its baseline (0: none yet) */
-    int64_t in_progress; /* requests admitted and not finished */
+    double limit;          /* effective concurrency now (max when not limited) */
+    bool gated;            /* a higher-priority tier is active: the limit applies */
+    bool shedding;         /* gated and below its max */
+    bool threatened;       /* its last verdict threatens its objective (cleared when idle) */
+    bool pressing;         /* its usage presses its limit (it may be cut) */
+    double usage;          /* requests in progress on average, recently */
+    double mean_us;        /* the last verdict's typical latency (0: no verdict yet) */
+    double p99_us;         /* the last verdict's p99 latency (0: no verdict yet) */
+    double level_us;       /* its level: the smoothed long-term typical latency (0: none yet) */
+    double threshold_us;   /* the last verdict's threshold: a typical latency above it
+                              threatened (max(level x (1 + tol), level + margin), the level as
+                              it was before that verdict moved it; 0: none yet) */
+    int64_t objective_us;  /* its p99 objective */
+    int64_t threatened_us; /* time spent threatening its objective, in total */
+    int64_t in_progress;   /* requests admitted and not finished */
     uint64_t admitted, shed;
 };
 
@@ -83,18 +128,19 @@ void capctl_configure(struct capctl *c, size_t i, const struct capctl_tier_cfg *
 
 /*
  * HTTP thread: may a request of tier i start now? true: it counts as in progress until
- * capctl_leave. false: shed it; *retry_us says when the tier could admit one again (at least
- * one interval: the next verdict may change it).
+ * capctl_leave. false: shed it; *retry_us says when the tier could admit one again (0: at the
+ * next verdict, which may change it).
  */
 bool capctl_enter(struct capctl *c, size_t i, int64_t now_us, int64_t *retry_us)
     __attribute__((warn_unused_result));
 /* A request admitted at entered_us ended at now_us (any thread). */
 void capctl_leave(struct capctl *c, size_t i, int64_t entered_us, int64_t now_us);
-/* A request of tier i was served in latency_us (the signal; any thread). */
-void capctl_observe(struct capctl *c, size_t i, int64_t latency_us);
+/* A request of tier i, served in latency_us, ended at now_us (the signal; any thread). */
+void capctl_observe(struct capctl *c, size_t i, int64_t latency_us, int64_t now_us);
 
-/* One interval's verdict (janitor thread): returns how many tiers started or stopped shedding;
- * with names (the tiers' names by index), each change is logged. */
+/* One interval's verdict (janitor thread): returns how many episodes of shedding or of threats
+ * to an objective began or ended (an episode ends after CAPCTL_EPISODE_QUIET_US without); with
+ * names (the tiers' names by index), each is logged (capacity_shed, capacity_objective). */
 int capctl_tick(struct capctl *c, int64_t now_us, const char *const *names);
 
 void capctl_stats(struct capctl *c, size_t i, struct capctl_tier_stats *out);

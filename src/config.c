@@ -137,13 +137,14 @@ static const struct cfg_def cfg_table[] = {
      "an IPv6 client is its network of this many leading bits for address-keyed limits and holds",
      OFF(client_ipv6_prefix)},
     {"CAPACITY_CONTROL", CFG_BOOL, "true", 0, 0, NULL,
-     "limit lower-priority tiers while a higher tier's latency passes its tolerance",
+     "limit lower-priority tiers while a higher tier's latency threatens its objective",
      OFF(capacity_control)},
     {"CAPACITY_INTERVAL_MS", CFG_INT, "100", 10, 10000, NULL,
      "how often the capacity controller decides (one verdict per interval)",
      OFF(capacity_interval)},
-    {"CAPACITY_BASELINE_S", CFG_INT, "300", 10, 86400, NULL,
-     "a tier's baseline latency is the lowest interval median over this window",
+    {"CAPACITY_BASELINE_S", CFG_INT, "60", 10, 86400, NULL,
+     "how slowly a tier's latency level (its baseline) rises while a lower tier presses: the "
+     "time constant, in seconds",
      OFF(capacity_baseline)},
     {"TARPIT", CFG_BOOL, "true", 0, 0, NULL,
      "hold a rate-limited request until its turn, and a client's refusal when it is back before "

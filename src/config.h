@@ -53,7 +53,7 @@ struct config {
     int64_t client_ipv6_prefix; /* bits of an IPv6 client's address that name it */
     bool capacity_control;      /* the capacity controller shapes lower tiers */
     int64_t capacity_interval;  /* ms between its verdicts */
-    int64_t capacity_baseline;  /* s of the baseline window */
+    int64_t capacity_baseline;  /* s: time constant of a level's rise */
     bool tarpit;                /* hold refusals of clients that ignore Retry-After */
     bool tenant_accounting;     /* per-tenant accounting (tenantstat.h) */
     int64_t tarpit_max_held;    /* refusals held at once */

@@ -160,20 +160,38 @@ static const struct report_field report_fields[] = {
     {CAPACITY, "priority", REPORT_I64, RT(cfg.priority)},
     {CAPACITY, "limit", REPORT_REAL, RT(cap_limit), "bulkhead_capacity_limit", NULL, "gauge",
      "Requests of the tier allowed at once by the capacity controller (its max when not "
-     "limited; below 1: paced)."},
+     "limited; below 1: paced; 0: closed)."},
     {CAPACITY, "max", REPORT_I64, RT(cfg.db_max)},
     {CAPACITY, "floor", REPORT_REAL, RT(cap_floor)},
-    {CAPACITY, "toleranceMs", REPORT_REAL, RT(cap_target_ms)},
     {CAPACITY, "gated", REPORT_BOOL, RT(cap.gated)},
     {CAPACITY, "shedding", REPORT_BOOL, RT(cap.shedding), "bulkhead_capacity_shedding", NULL,
      "gauge", "1 while the capacity controller limits the tier for a higher one.", true},
-    {CAPACITY, "congested", REPORT_BOOL, RT(cap.congested)},
-    {CAPACITY, "latencyMedianMs", REPORT_REAL, RT(cap_median_ms)},
-    {CAPACITY, "latencyBaselineMs", REPORT_REAL, RT(cap_baseline_ms)},
-    {NULL, NULL, REPORT_REAL, RT(cap_median_s), "bulkhead_capacity_latency_median_seconds", NULL,
-     "gauge", "The tier's median latency in the controller's last verdict (its signal)."},
-    {NULL, NULL, REPORT_REAL, RT(cap_baseline_s), "bulkhead_capacity_latency_baseline_seconds",
-     NULL, "gauge", "The tier's baseline: its lowest verdict median over CAPACITY_BASELINE_S."},
+    {CAPACITY, "usage", REPORT_REAL, RT(cap.usage)},
+    {CAPACITY, "pressing", REPORT_BOOL, RT(cap.pressing)},
+    {CAPACITY, "objectiveMs", REPORT_REAL, RT(cap_objective_ms)},
+    {NULL, NULL, REPORT_REAL, RT(cap_objective_s), "bulkhead_capacity_objective_seconds", NULL,
+     "gauge", "The tier's p99 latency objective (latency_objective_ms)."},
+    {CAPACITY, "latencyP99Ms", REPORT_REAL, RT(cap_p99_ms)},
+    {NULL, NULL, REPORT_REAL, RT(cap_p99_s), "bulkhead_capacity_latency_p99_seconds", NULL, "gauge",
+     "The tier's p99 latency in the controller's last verdict, against its objective."},
+    {CAPACITY, "latencyMeanMs", REPORT_REAL, RT(cap_mean_ms)},
+    {NULL, NULL, REPORT_REAL, RT(cap_mean_s), "bulkhead_capacity_latency_mean_seconds", NULL,
+     "gauge",
+     "The tier's typical latency in the controller's last verdict: the mean of its fastest nine "
+     "tenths."},
+    {CAPACITY, "latencyLevelMs", REPORT_REAL, RT(cap_level_ms)},
+    {NULL, NULL, REPORT_REAL, RT(cap_level_s), "bulkhead_capacity_latency_level_seconds", NULL,
+     "gauge", "The tier's level: its typical latency, smoothed over the long term."},
+    {CAPACITY, "thresholdMs", REPORT_REAL, RT(cap_threshold_ms)},
+    {NULL, NULL, REPORT_REAL, RT(cap_threshold_s), "bulkhead_capacity_latency_threshold_seconds",
+     NULL, "gauge",
+     "The threshold the tier's last verdict was judged against: a typical latency above it "
+     "threatens the objective (its level then, plus its tolerance and margin)."},
+    {CAPACITY, "threatened", REPORT_BOOL, RT(cap.threatened), "bulkhead_capacity_threatened", NULL,
+     "gauge", "1 while the tier's latency threatens its objective (lower tiers may be cut).", true},
+    {CAPACITY, "threatenedSeconds", REPORT_REAL, RT(cap_threatened_s),
+     "bulkhead_capacity_threatened_seconds_total", NULL, "counter",
+     "Time the tier's latency threatened its objective."},
     {CAPACITY, "inProgress", REPORT_I64, RT(cap.in_progress)},
     {CAPACITY, "admitted", REPORT_U64, RT(cap.admitted)},
     {CAPACITY, "shed", REPORT_U64, RT(cap.shed), "bulkhead_capacity_shed_total", NULL, "counter",
@@ -384,24 +402,24 @@ static void report_read_tier(struct tier_rt *t, const struct report_process *p,
     out->queue_share = tiers_tenant_queue_cap(c);
     out->worker_reserve = (int64_t)wpol.reserve;
     out->conn_reserve = (int64_t)cpol.reserve;
-    if (src_cap) {
+    memset(&out->cap, 0, sizeof(out->cap));
+    out->cap_floor = (double)c->db_max * (double)c->capacity_floor_pct / 100.0;
+    /* No controller (CAPACITY_CONTROL=false, a test's fake set): the section reads zeros,
+     * not whatever the snapshot's memory held. */
+    if (src_cap)
         capctl_stats(src_cap, t->index, &out->cap);
-        out->cap_limit = out->cap.limit;
-        out->cap_floor = (double)c->db_max * (double)c->capacity_floor_pct / 100.0;
-        out->cap_median_ms = out->cap.median_us / 1000.0;
-        out->cap_baseline_ms = out->cap.baseline_us / 1000.0;
-        out->cap_target_ms =
-            out->cap_baseline_ms * (1.0 + (double)c->capacity_tolerance_pct / 100.0);
-        out->cap_median_s = out->cap.median_us / 1e6;
-        out->cap_baseline_s = out->cap.baseline_us / 1e6;
-    } else {
-        /* No controller (CAPACITY_CONTROL=false, a test's fake set): the section reads zeros,
-         * not whatever the snapshot's memory held. */
-        memset(&out->cap, 0, sizeof(out->cap));
-        out->cap_limit = out->cap_floor = 0;
-        out->cap_median_ms = out->cap_baseline_ms = out->cap_target_ms = 0;
-        out->cap_median_s = out->cap_baseline_s = 0;
-    }
+    out->cap_limit = src_cap ? out->cap.limit : 0;
+    out->cap_objective_ms = (double)tiers_latency_objective_ms(c);
+    out->cap_p99_ms = out->cap.p99_us / 1000.0;
+    out->cap_mean_ms = out->cap.mean_us / 1000.0;
+    out->cap_level_ms = out->cap.level_us / 1000.0;
+    out->cap_threshold_ms = out->cap.threshold_us / 1000.0;
+    out->cap_objective_s = out->cap_objective_ms / 1000.0;
+    out->cap_p99_s = out->cap.p99_us / 1e6;
+    out->cap_mean_s = out->cap.mean_us / 1e6;
+    out->cap_level_s = out->cap.level_us / 1e6;
+    out->cap_threshold_s = out->cap.threshold_us / 1e6;
+    out->cap_threatened_s = (double)out->cap.threatened_us / 1e6;
     out->rl_backend = "none (unlimited)";
     out->rl_backend_errors = 0;
     if (c->rate_limit > 0) {

@@ -76,7 +76,9 @@ struct report_tier {
     struct metrics_hist_snap total, queue, query; /* latency, queue wait, query time */
     struct capctl_tier_stats cap;                 /* the capacity controller's view */
     double cap_limit, cap_floor;                  /* in requests at once */
-    double cap_median_ms, cap_baseline_ms, cap_target_ms, cap_median_s, cap_baseline_s;
+    double cap_objective_ms, cap_p99_ms, cap_mean_ms, cap_level_ms, cap_threshold_ms;
+    double cap_objective_s, cap_p99_s, cap_mean_s, cap_level_s, cap_threshold_s;
+    double cap_threatened_s; /* time spent threatening its objective */
 };
 
 /* The process, as read. */

@@ -103,7 +103,9 @@ static struct capctl_tier_cfg server_capacity_cfg(const struct tier_cfg *c)
                                     .max = (double)c->db_max,
                                     .floor =
                                         (double)c->db_max * (double)c->capacity_floor_pct / 100.0,
-                                    .tolerance = (double)c->capacity_tolerance_pct / 100.0};
+                                    .tolerance = (double)c->capacity_tolerance_pct / 100.0,
+                                    .margin_us = c->capacity_margin_us,
+                                    .objective_us = tiers_latency_objective_ms(c) * 1000};
 }
 
 /* Free tier t's parts (any of them may be missing after a failed start). */
@@ -314,9 +316,10 @@ static void server_request_done(void *ctx, const struct request *r, int64_t tota
     if (r->tier && r->tenant[0])
         server_tenant_done(srv, r, mclock_now_us());
     if (r->cap_entered_us) {
-        capctl_leave(srv->capacity, r->tier->index, r->cap_entered_us, mclock_now_us());
+        int64_t now = mclock_now_us();
+        capctl_leave(srv->capacity, r->tier->index, r->cap_entered_us, now);
         if (r->outcome == OUTCOME_OK) /* its latency, not the time it waited for its turn */
-            capctl_observe(srv->capacity, r->tier->index, total_us - r->held_us);
+            capctl_observe(srv->capacity, r->tier->index, total_us - r->held_us, now);
     }
 }
 
@@ -458,12 +461,14 @@ static int server_start_tiers(struct server *srv, const struct tier_table *tiers
         rc = server_tier_start(srv, tierset_tier(srv->tiers, i), &tiers->tiers[i]);
     if (rc)
         return rc;
+    /* A cut tier is back at its max within 1 s of the tiers above it ceasing to threaten
+     * their objectives (README: Between tiers). */
     const struct capctl_cfg cc = {.enabled = srv->cfg.capacity_control,
                                   .active_us = 1000000,
-                                  .baseline_us = srv->cfg.capacity_baseline * 1000000,
-                                  .min_samples = 8,
-                                  .decrease = 0.5,
-                                  .increase = 0.1};
+                                  .level_us = srv->cfg.capacity_baseline * 1000000,
+                                  .recovery_us = 1000000,
+                                  .min_samples = 20,
+                                  .decrease = 0.5};
     if (srv->cfg.tenant_accounting)
         srv->tenants = tenantstat_create(tiers->count);
     rc = capctl_create(&cc, tiers->count, &srv->capacity);

@@ -77,15 +77,24 @@ static const struct tier_key tier_keys[] = {
      TOFF(brief_request_ms)},
     {"priority", 10, 0, 1000,
      "rank over the shared capacity: while a tier of higher priority is active, this one is "
-     "limited when that tier's latency passes its tolerance",
+     "limited when that tier's latency threatens its objective and this one presses",
      TOFF(priority)},
     {"capacity_floor_pct", 10, 0, 100,
      "the least this tier is cut to, as % of db_max in requests at once (below one request: "
-     "paced); 100 = never cut",
+     "paced; 0: it may be shut while a higher tier is threatened); 100 = never cut",
      TOFF(capacity_floor_pct)},
     {"capacity_tolerance_pct", 100, 1, 10000,
-     "how much this tier's latency may grow over its baseline before lower tiers are cut",
+     "how much this tier's typical latency may grow over its level (%) before it threatens its "
+     "objective; it must also grow by capacity_margin_us",
      TOFF(capacity_tolerance_pct)},
+    {"capacity_margin_us", 100, 0, 10000000,
+     "how much this tier's typical latency may grow over its level (microseconds) before it "
+     "threatens its objective; it must also grow by capacity_tolerance_pct",
+     TOFF(capacity_margin_us)},
+    {"latency_objective_ms", 0, 0, 600000,
+     "this tier's p99 latency objective: lower tiers are cut while it is passed; 0 = a tenth of "
+     "breaker_timeout_ms",
+     TOFF(latency_objective_ms)},
     {"tenant_linger_ms", 1000, 0, 3600000,
      "how long a tenant still counts as active after its last request ended (its neighbours stay "
      "at their share meanwhile)",
@@ -305,6 +314,13 @@ int64_t tiers_tenant_worker_cap(const struct tier_cfg *c)
 int64_t tiers_tenant_conn_cap(const struct tier_cfg *c)
 {
     return (int64_t)tiers_conn_policy(c).cap;
+}
+
+int64_t tiers_latency_objective_ms(const struct tier_cfg *c)
+{
+    if (c->latency_objective_ms > 0)
+        return c->latency_objective_ms;
+    return c->breaker_timeout_ms >= 10 ? c->breaker_timeout_ms / 10 : 1;
 }
 
 int64_t tiers_tenant_queue_cap(const struct tier_cfg *c)

@@ -44,7 +44,10 @@ struct tier_cfg {
     int64_t brief_request_ms;       /* brief below this (fairq.h): one slot past the share */
     int64_t priority;               /* rank over the shared capacity; higher is served first */
     int64_t capacity_floor_pct;     /* least it is cut to, % of db_max in requests at once */
-    int64_t capacity_tolerance_pct; /* its latency growth before lower tiers are cut */
+    int64_t capacity_tolerance_pct; /* its median's growth over its level (%) before lower
+                                       tiers are cut */
+    int64_t capacity_margin_us;     /* ... and (both must be passed) in microseconds */
+    int64_t latency_objective_ms;   /* its p99 objective; 0: a tenth of breaker_timeout_ms */
     int64_t tenant_linger_ms;       /* a tenant counts as active this long after its last one */
     int64_t db_time_ms_per_min;     /* database time a tenant's statements may hold connections
                                        per minute (dbbudget.h); 0 = no budget */
@@ -89,6 +92,8 @@ struct share_policy tiers_conn_policy(const struct tier_cfg *c);
 int64_t tiers_tenant_worker_cap(const struct tier_cfg *c);
 int64_t tiers_tenant_conn_cap(const struct tier_cfg *c);
 int64_t tiers_tenant_queue_cap(const struct tier_cfg *c);
+/* The tier's p99 latency objective in ms (latency_objective_ms, or its default). */
+int64_t tiers_latency_objective_ms(const struct tier_cfg *c);
 
 /* "free, pro, enterprise": the names, for error messages. */
 void tiers_names(const struct tier_table *t, char *buf, size_t buflen);

@@ -530,7 +530,7 @@ static void page_loads_and_shows_every_tier(void **state)
     assert_true(wait_page("document.body.dataset.state === 'live' && "
                           "+document.body.dataset.updates >= 1",
                           30000));
-    char s[256];
+    char s[1024]; /* a card's text is longer than 256 */
     cdp_eval_str(&browser, "document.title", s, sizeof(s));
     assert_non_null(strstr(s, "bulkhead"));
     /* Every tier of the table, in its order, as a card and as a chart scope. */
@@ -557,6 +557,7 @@ static void page_loads_and_shows_every_tier(void **state)
         assert_non_null(strstr(s, "DB connections"));
         assert_non_null(strstr(s, "Queue"));
         assert_non_null(strstr(s, "Tenants"));
+        assert_non_null(strstr(s, "Objective"));
     }
     assert_int_equal(cdp_eval_int(&browser, "+document.querySelector('[data-tier=\"gold\"]')"
                                             ".dataset.threads"),
@@ -568,6 +569,12 @@ static void page_loads_and_shows_every_tier(void **state)
                           "=== 3 && +document.querySelector('[data-tier=\"gold\"]')"
                           ".dataset.shedding === 0",
                           10000));
+    /* Its objective: a tenth of its call timeout (3 s, the default), not threatened. */
+    assert_int_equal(cdp_eval_int(&browser, "+document.querySelector('[data-tier=\"gold\"]')"
+                                            ".dataset.objectiveMs"),
+                     300);
+    assert_true(wait_page(
+        "+document.querySelector('[data-tier=\"gold\"]').dataset.threatened === 0", 10000));
     assert_int_equal(cdp_eval_int(&browser, "+document.querySelector('[data-tier=\"enterprise\"]')"
                                             ".dataset.threads"),
                      12);

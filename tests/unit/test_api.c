@@ -141,10 +141,10 @@ static int setup(void **state)
      * it); the tarpit holds refusals up to a minute, longer than any test runs. */
     const struct capctl_cfg cc = {.enabled = true,
                                   .active_us = 1000000,
-                                  .baseline_us = 60000000,
+                                  .level_us = 60000000,
+                                  .recovery_us = 1000000,
                                   .min_samples = 8,
-                                  .decrease = 0.5,
-                                  .increase = 0.1};
+                                  .decrease = 0.5};
     if (capctl_create(&cc, tierset_count(t.ts), &t.capacity))
         return -1;
     for (size_t i = 0; i < tierset_count(t.ts); i++) {
