@@ -7,7 +7,7 @@
 #
 # Settings: BENCH_DURATION (s per measurement, 10), BENCH_RUNS (3), BENCH_CONC (32, warm-up),
 # BENCH_DATA_CONC (the data rows' concurrencies, "16 64"),
-# BENCH_SECTIONS (default "data health isolation storms fairness scaling choices"). A run of only some
+# BENCH_SECTIONS (default "data health isolation storms fairness scaling choices shared"). A run of only some
 # sections writes bench/results/partial-<date>.md and leaves latest.md and the README alone.
 set -u
 cd "$(dirname "$0")/.."
@@ -20,12 +20,13 @@ RESULTS=$ROOT/bench/results
 BIN=$ROOT/build/bulkhead
 MINIMAL=$ROOT/build/bench/minimal
 PGBIN=/usr/lib/postgresql/15/bin
-SECTIONS=${BENCH_SECTIONS:-data health isolation storms fairness scaling choices}
-ALL_SECTIONS="data health isolation storms fairness scaling choices"
+SECTIONS=${BENCH_SECTIONS:-data health isolation storms fairness scaling choices shared}
+ALL_SECTIONS="data health isolation storms fairness scaling choices shared"
 has() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 . "$ROOT/bench/common.sh"
 . "$ROOT/bench/fairness.sh"
 . "$ROOT/bench/storms.sh"
+. "$ROOT/bench/shared.sh"
 mkdir -p "$RESULTS"
 rm -rf "$WORK"
 mkdir -p "$WORK"
@@ -223,6 +224,7 @@ fi
 # 7. Storms against a sink (bench/storms.sh), 8. fairness inside a tier (bench/fairness.sh).
 has storms && section_storms
 has fairness && section_fairness
+has shared && section_shared # 9. the shared rate limit (bench/shared.sh)
 
 H_R=$(ratio "$H_OURS" "$H_MIN")
 R_R=$(ratio "$R_OURS" "$R_MIN")
@@ -252,6 +254,7 @@ OUT=$RESULTS/$STAMP.md
     echo "| server RSS idle / peak under load-test.sh | $RSS_IDLE MB / $RSS_LOAD MB | | | <= 64 MB: $(mark "$RSS_LOAD" 64 le) |"
     has storms && storms_rows
     has fairness && fairness_rows
+    has shared && shared_rows
     echo
     echo "load-test.sh verdict: $([ "$LT_STATUS" -eq 0 ] && echo PASS || echo FAIL); fairness inside free: $FAIR"
     echo

@@ -182,8 +182,8 @@ enqueue_pass() { # pass
         fi
         ;;
     tsan)
-        for name in fairq workpool dbpool dbconn auth evloop share ratelimit tarpit breaker rlredis log \
-            tierset janitor api report history capctl fleet tenantstat dbbudget; do
+        for name in fairq workpool dbpool dbconn auth evloop share ratelimit tarpit breaker rlredis rlsync \
+            log tierset janitor api report history tenantstat dbbudget capctl fleet; do
             bin=$b/tests/unit/test_$name
             selected "test_$name" && [ -x "$bin" ] && enqueue "tsan|tap|$(job_name "$bin")|$bin"
         done

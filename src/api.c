@@ -34,7 +34,7 @@
 #include "ratelimit.h"
 #include "report.h"
 #include "request.h"
-#include "rlredis.h"
+#include "rlsync.h"
 #include "tarpit.h"
 #include "tenantstat.h"
 #include "tenantview.h"
@@ -320,27 +320,43 @@ static int64_t api_limit_of(const struct request *r, const struct tier_cfg *c)
     return r->args.own_rate_limit ? r->args.rate_limit : c->rate_limit;
 }
 
-/* Layer 1. Returns false when refused (r->rl says when a request would pass). */
-static bool api_rate_limit(const struct api_deps *d, struct request *r, const struct tier_cfg *c)
+enum api_limited {
+    API_LIMIT_PASS,    /* admitted */
+    API_LIMIT_REFUSED, /* refused: r->rl says when a request would pass */
+    API_LIMIT_WAITING, /* the shared limiter holds r until its verdict (api_limit_decided) */
+};
+
+static void api_limit_decided(void *ctx, const struct ratelimit_result *verdict);
+
+/* Layer 1. HTTP thread. With the shared limiter (RATE_LIMIT_BACKEND=redis) r may have to wait
+ * for Redis's answer (its tenant's lease here is used up): then it is r's limiter's until
+ * api_limit_decided, and r must be suspended by the caller. */
+static enum api_limited api_rate_limit(const struct api_deps *d, struct request *r,
+                                       const struct tier_cfg *c)
 {
     int64_t limit = api_limit_of(r, c);
     if (limit <= 0)
-        return true; /* unlimited: no limiter work at all */
+        return API_LIMIT_PASS; /* unlimited: no limiter work at all */
     struct tier_rt *t = r->tier;
     int64_t now = mclock_now_us();
-    if (!d->redis || rlredis_check(d->redis, c->name, limit, c->rate_window_s, r->tenant, &r->rl)) {
-        if (ratelimit_check_limit(t->rl, r->tenant, limit, now, &r->rl)) {
-            /* The table is full: the tenant shares the bucket of its address. */
-            char addr[PARAMS_CLIENT_KEY_MAX + 4];
-            api_client_key(d, r, addr, sizeof(addr));
-            ratelimit_check_overflow(t->rl, addr, limit, now, &r->rl);
-        }
-    } else {
+    int rc = d->redis ? rlsync_check(d->redis, c->name, r->tenant, limit, c->rate_window_s, now,
+                                     &r->rl, api_limit_decided, r)
+                      : -ENOSPC;
+    if (rc == 1) {
+        r->work_ctx = d; /* for api_limit_resume */
+        return API_LIMIT_WAITING;
+    }
+    if (rc == 0) {
         ratelimit_count(t->rl, r->rl.allowed);
+    } else if (ratelimit_check_limit(t->rl, r->tenant, limit, now, &r->rl)) {
+        /* The table is full: the tenant shares the bucket of its address. */
+        char addr[PARAMS_CLIENT_KEY_MAX + 4];
+        api_client_key(d, r, addr, sizeof(addr));
+        ratelimit_check_overflow(t->rl, addr, limit, now, &r->rl);
     }
     r->rl_applied = true;
     r->retry_after_us = r->rl.retry_after_us;
-    return r->rl.allowed;
+    return r->rl.allowed ? API_LIMIT_PASS : API_LIMIT_REFUSED;
 }
 
 /* A limit in shadow mode would have refused r with `why`: count it (tenantstat, at the end) and
@@ -483,9 +499,55 @@ static bool api_refuse(const struct api_deps *d, struct request *r, bool suspend
 }
 
 /*
+ * After the rate limit: [4] a breaker permit, then [2] a worker. `suspended`: as api_admit's.
+ * Returns true when r was handed on (to a worker, or to the tarpit).
+ */
+static bool api_admit_limited(const struct api_deps *d, struct request *r, bool suspended)
+{
+    struct tier_rt *t = r->tier;
+    r->permit = breaker_acquire(t->breaker, mclock_now_us(), &r->retry_after_us);
+    if (r->permit == BREAKER_DENY)
+        return api_refuse(d, r, suspended, APIERR_CIRCUIT_OPEN, 0);
+
+    /* Suspend before queueing: a worker may finish before this thread returns. */
+    if (!suspended)
+        request_defer(r);
+    int rc = apiwork_submit(d, r);
+    if (rc == 0)
+        return true; /* whoever runs it owns r now */
+    breaker_release(t->breaker, r->permit);
+    return api_refuse(d, r, true, rc == -ESHUTDOWN ? APIERR_SHUTTING_DOWN : APIERR_BULKHEAD_FULL,
+                      rc);
+}
+
+/*
+ * The rate limit's verdict is known (refused: it would refuse r): apply it, or in shadow mode
+ * only count it; then the database-time budget, then api_admit_limited. `suspended`: as
+ * api_admit's. Returns true when r was handed on.
+ */
+static bool api_after_limit(const struct api_deps *d, struct request *r, bool suspended,
+                            bool refused)
+{
+    const struct tier_cfg *c = tierset_cfg(r->tier);
+    if (refused) {
+        if (!c->rate_limit_shadow)
+            return api_refuse(d, r, suspended, APIERR_RATE_LIMITED, 0);
+        api_shadow(r, c, TENANTSTAT_RATE_LIMITED);
+        r->rl_applied = false; /* a shadow limit shows the client nothing */
+        r->retry_after_us = 0;
+    } else if (c->rate_limit_shadow) {
+        r->rl_applied = false;
+    }
+    if (!api_db_budget(r, c))
+        return api_refuse(d, r, suspended, APIERR_DB_TIME_EXHAUSTED, 0);
+    return api_admit_limited(d, r, suspended);
+}
+
+/*
  * Admission, from [0] on: on the HTTP thread for a new request, and again on the same thread
- * (api_readmit) for one the tarpit held. Returns true when r was handed on (to a worker, or
- * back to the tarpit): from then on whoever has it owns it.
+ * (api_readmit) for one the tarpit held. Returns true when r was handed on (to a worker, back
+ * to the tarpit, or to the shared limiter until its verdict): from then on whoever has it owns
+ * it.
  */
 static bool api_admit(const struct api_deps *d, struct request *r, bool suspended)
 {
@@ -503,31 +565,55 @@ static bool api_admit(const struct api_deps *d, struct request *r, bool suspende
         return api_refuse(d, r, suspended, APIERR_SHED, 0);
     }
     r->cap_entered_us = d->capacity ? now : 0;
-    if (!charged && !api_rate_limit(d, r, c)) {
-        if (!c->rate_limit_shadow)
-            return api_refuse(d, r, suspended, APIERR_RATE_LIMITED, 0);
-        api_shadow(r, c, TENANTSTAT_RATE_LIMITED);
-        r->rl_applied = false; /* a shadow limit shows the client nothing */
-        r->retry_after_us = 0;
-    } else if (c->rate_limit_shadow) {
-        r->rl_applied = false;
+    if (!charged) {
+        switch (api_rate_limit(d, r, c)) {
+        case API_LIMIT_REFUSED:
+            return api_after_limit(d, r, suspended, true);
+        case API_LIMIT_WAITING:
+            /* Its verdict comes back to this thread (api_limit_resume), so only after this
+             * returns: suspending it now is in time. It keeps its capacity slot meanwhile. */
+            if (!suspended)
+                request_defer(r);
+            return true;
+        case API_LIMIT_PASS:
+            break;
+        }
     }
-    if (!api_db_budget(r, c))
-        return api_refuse(d, r, suspended, APIERR_DB_TIME_EXHAUSTED, 0);
+    return api_after_limit(d, r, suspended, false);
+}
 
-    r->permit = breaker_acquire(t->breaker, mclock_now_us(), &r->retry_after_us);
-    if (r->permit == BREAKER_DENY)
-        return api_refuse(d, r, suspended, APIERR_CIRCUIT_OPEN, 0);
+/* A verdict of the shared limiter for a request that waited for it (r->task may not be free:
+ * the verdict is copied on the limiter's thread, where r must not be touched). */
+struct api_limit_wait {
+    struct evloop_task task; /* first: api_limit_resume on r's HTTP thread */
+    struct request *r;
+    struct ratelimit_result verdict;
+};
 
-    /* Suspend before queueing: a worker may finish before this thread returns. */
-    if (!suspended)
-        request_defer(r);
-    int rc = apiwork_submit(d, r);
-    if (rc == 0)
-        return true; /* whoever runs it owns r now */
-    breaker_release(t->breaker, r->permit);
-    return api_refuse(d, r, true, rc == -ESHUTDOWN ? APIERR_SHUTTING_DOWN : APIERR_BULKHEAD_FULL,
-                      rc);
+/* r's HTTP thread: the rest of r's admission, with the verdict it waited for (r is suspended). */
+static void api_limit_resume(struct evloop_task *task)
+{
+    struct api_limit_wait *w = (struct api_limit_wait *)(void *)task;
+    struct request *r = w->r;
+    r->rl = w->verdict;
+    free(w);
+    const struct api_deps *d = r->work_ctx;
+    ratelimit_count(r->tier->rl, r->rl.allowed);
+    r->rl_applied = true;
+    r->retry_after_us = r->rl.retry_after_us;
+    api_after_limit(d, r, true, !r->rl.allowed);
+}
+
+/* The shared limiter's thread (rlsync): hand the verdict to r's HTTP thread, touching nothing
+ * of r but the loop it belongs to. */
+static void api_limit_decided(void *ctx, const struct ratelimit_result *verdict)
+{
+    struct request *r = ctx;
+    struct api_limit_wait *w = xmalloc(sizeof(*w));
+    w->task = (struct evloop_task){.fn = api_limit_resume};
+    w->r = r;
+    w->verdict = *verdict;
+    evloop_post(r->loop, &w->task);
 }
 
 /* r's event thread: the tarpit released it; admit it again (it is suspended). */

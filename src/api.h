@@ -25,7 +25,7 @@ struct report_sources;
 struct history;
 struct health;
 struct auth;
-struct rlredis;
+struct rlsync;
 struct tarpit;
 struct admin;
 struct capctl;
@@ -40,7 +40,7 @@ struct api_deps {
     struct health *health;                /* /health, /readyz */
     const atomic_bool *draining;          /* /readyz: shutdown has begun */
     struct auth *auth;                    /* NULL unless AUTH_MODE=apikey */
-    struct rlredis *redis;                /* NULL unless RATE_LIMIT_BACKEND=redis */
+    struct rlsync *redis;                 /* NULL unless RATE_LIMIT_BACKEND=redis */
     struct tarpit *tarpit;                /* NULL unless TARPIT=true */
     struct capctl *capacity;              /* the capacity controller (NULL: none, in tests) */
     struct tenantstat *tenants;           /* per-tenant accounting (NULL: none, in tests) */

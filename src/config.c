@@ -87,6 +87,14 @@ static const struct cfg_def cfg_table[] = {
     {"REDIS_TIMEOUT_MS", CFG_INT, "50", 1, 10000, NULL,
      "timeout of every Redis connect and call; past it the local limiter takes over",
      OFF(redis_timeout)},
+    {"RATE_LIMIT_LEASE_PCT", CFG_INT, "10", 0, 100, NULL,
+     "redis backend: a tenant's lease, the % of its limit (at least 1 request) an instance "
+     "admits before Redis has counted them; N instances admit at most limit + (N-1) x lease",
+     OFF(rl_lease_pct)},
+    {"RATE_LIMIT_SYNC_MS", CFG_INT, "20", 1, 1000, NULL,
+     "redis backend: admitted requests reach Redis within this many ms, all of an instance's "
+     "in one batch (at once when a tenant's lease is used up); the bound does not depend on it",
+     OFF(rl_sync_ms)},
     {"RATE_LIMIT_MAX_KEYS", CFG_INT, "100000", 16, 100000000, NULL,
      "rate-limit keys tracked per tier; new keys past it share their address's overflow bucket",
      OFF(rl_max_keys)},

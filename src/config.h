@@ -36,6 +36,8 @@ struct config {
     enum config_backend rl_backend;
     char *redis_url;       /* redis://host:port[/db] for the shared rate limiter */
     int64_t redis_timeout; /* ms for any Redis connect or call */
+    int64_t rl_lease_pct;  /* % of a tenant's limit an instance admits before Redis counts it */
+    int64_t rl_sync_ms;    /* ms at most between admitted hits and their batch to Redis */
     int64_t rl_max_keys;   /* tracked rate-limit keys per tier before the overflow bucket */
     enum config_auth auth_mode;
     enum config_test_params test_params; /* force_error, delay_ms: auto = in header mode */

@@ -15,8 +15,8 @@
 struct kt_entry {
     struct kt_entry *next; /* hash chain */
     uint64_t hash;
-    int64_t value; /* deadline, monotonic us */
-    char key[];    /* NUL-terminated */
+    int64_t value;        /* deadline, monotonic us */
+    unsigned char tail[]; /* the table's data_size bytes of data, then the key (NUL-terminated) */
 };
 
 struct kt_shard {
@@ -30,15 +30,29 @@ struct kt_shard {
 
 struct keytab {
     uint64_t seed;
-    size_t max_keys; /* bound on `keys`, over all shards */
+    size_t max_keys;  /* bound on `keys`, over all shards */
+    size_t data_size; /* bytes of caller data per entry, a multiple of 8 */
     struct kt_shard shards[KEYTAB_SHARDS];
     atomic_size_t keys; /* entries in all shards; a new entry reserves its place here first */
     _Atomic int64_t last_full_sweep_us; /* the last sweep of every shard on a full table */
 };
 
+static const char *kt_key(const struct keytab *kt, const struct kt_entry *e)
+{
+    return (const char *)e->tail + kt->data_size;
+}
+
 struct keytab *keytab_create(size_t max_keys)
 {
+    return keytab_create_data(max_keys, 0);
+}
+
+struct keytab *keytab_create_data(size_t max_keys, size_t data_size)
+{
+    if (data_size > KEYTAB_DATA_MAX)
+        abort(); /* a programming error: the update copies the data through the stack */
     struct keytab *kt = xcalloc(1, sizeof(*kt));
+    kt->data_size = (data_size + 7) & ~(size_t)7;
     if (getrandom(&kt->seed, sizeof(kt->seed), 0) != sizeof(kt->seed))
         kt->seed = (uint64_t)mclock_wall_us();
     kt->max_keys = max_keys;
@@ -123,33 +137,40 @@ static bool kt_reserve(struct keytab *kt)
 }
 
 /* The shard and chain head of key, and its entry if present. Shard mutex held. */
-static struct kt_entry **kt_find(struct kt_shard *s, uint64_t h, const char *key,
-                                 struct kt_entry **found)
+static struct kt_entry **kt_find(const struct keytab *kt, struct kt_shard *s, uint64_t h,
+                                 const char *key, struct kt_entry **found)
 {
     if (!s->buckets)
         s->buckets = xcalloc(s->nbuckets, sizeof(*s->buckets));
     struct kt_entry **head = &s->buckets[(h / KEYTAB_SHARDS) & (s->nbuckets - 1)];
     struct kt_entry **pp = head;
-    while (*pp && ((*pp)->hash != h || strcmp((*pp)->key, key) != 0))
+    while (*pp && ((*pp)->hash != h || strcmp(kt_key(kt, *pp), key) != 0))
         pp = &(*pp)->next;
     *found = *pp;
     return *found ? pp : head;
 }
 
-/* One attempt of keytab_update, with its shard's own sweep when the table is full. */
+/* One attempt of keytab_update_data, with its shard's own sweep when the table is full. */
 static int kt_update_once(struct keytab *kt, const char *key, uint64_t h, int64_t now_us,
-                          bool (*fn)(int64_t *value, void *ctx), void *ctx)
+                          bool (*fn)(int64_t *value, void *data, void *ctx), void *ctx)
 {
     struct kt_shard *s = &kt->shards[h % KEYTAB_SHARDS];
+    _Alignas(8) unsigned char data[KEYTAB_DATA_MAX];
     pthread_mutex_lock(&s->mutex);
     struct kt_entry *e;
-    struct kt_entry **pp = kt_find(s, h, key, &e);
-    int64_t v = e && e->value > now_us ? e->value : 0;
+    struct kt_entry **pp = kt_find(kt, s, h, key, &e);
+    bool live = e && e->value > now_us;
+    int64_t v = live ? e->value : 0;
+    if (live)
+        memcpy(data, e->tail, kt->data_size);
+    else
+        memset(data, 0, kt->data_size);
     int rc = 0;
-    if (!fn(&v, ctx)) {
+    if (!fn(&v, data, ctx)) {
         /* nothing to store */
     } else if (e && v > now_us) {
         e->value = v;
+        memcpy(e->tail, data, kt->data_size);
     } else if (e) {
         *pp = e->next; /* no information left: delete */
         free(e);
@@ -159,13 +180,14 @@ static int kt_update_once(struct keytab *kt, const char *key, uint64_t h, int64_
         bool placed = kt_reserve(kt);
         if (!placed && now_us - s->last_sweep_us >= KEYTAB_SWEEP_GAP_US) {
             kt_shard_sweep(kt, s, now_us);
-            pp = kt_find(s, h, key, &e); /* the sweep may have moved the chain head */
+            pp = kt_find(kt, s, h, key, &e); /* the sweep may have moved the chain head */
             placed = kt_reserve(kt);
         }
         if (placed) {
             size_t klen = strlen(key);
-            e = xmalloc(sizeof(*e) + klen + 1);
-            memcpy(e->key, key, klen + 1);
+            e = xmalloc(sizeof(*e) + kt->data_size + klen + 1);
+            memcpy(e->tail, data, kt->data_size);
+            memcpy(e->tail + kt->data_size, key, klen + 1);
             e->hash = h;
             e->value = v;
             e->next = *pp;
@@ -188,8 +210,8 @@ static bool kt_claim_full_sweep(struct keytab *kt, int64_t now_us)
                                                    memory_order_relaxed, memory_order_relaxed);
 }
 
-int keytab_update(struct keytab *kt, const char *key, int64_t now_us,
-                  bool (*fn)(int64_t *value, void *ctx), void *ctx)
+int keytab_update_data(struct keytab *kt, const char *key, int64_t now_us,
+                       bool (*fn)(int64_t *value, void *data, void *ctx), void *ctx)
 {
     uint64_t h = kt_hash(kt->seed, key);
     int rc = kt_update_once(kt, key, h, now_us, fn, ctx);
@@ -198,6 +220,26 @@ int keytab_update(struct keytab *kt, const char *key, int64_t now_us,
     if (rc == -ENOSPC && kt_claim_full_sweep(kt, now_us) && keytab_sweep(kt, now_us) > 0)
         rc = kt_update_once(kt, key, h, now_us, fn, ctx);
     return rc;
+}
+
+/* keytab_update's function, called through keytab_update_data. */
+struct kt_plain {
+    bool (*fn)(int64_t *value, void *ctx);
+    void *ctx;
+};
+
+static bool kt_plain_step(int64_t *value, void *data, void *ctx)
+{
+    (void)data;
+    struct kt_plain *p = ctx;
+    return p->fn(value, p->ctx);
+}
+
+int keytab_update(struct keytab *kt, const char *key, int64_t now_us,
+                  bool (*fn)(int64_t *value, void *ctx), void *ctx)
+{
+    struct kt_plain p = {fn, ctx};
+    return keytab_update_data(kt, key, now_us, kt_plain_step, &p);
 }
 
 static bool kt_keep(int64_t *value, void *ctx)

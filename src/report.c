@@ -250,6 +250,22 @@ static const struct report_proc_field report_proc_fields[] = {
     {"bulkhead_ratelimit_backend_fallbacks_total", NULL, "counter",
      "Decisions made in memory because Redis was unavailable.", RP(redis_fallbacks),
      REPORT_NEEDS_REDIS},
+    {"bulkhead_ratelimit_backend_batches_total", NULL, "counter",
+     "Batches of admitted requests counted by Redis (one round trip each).", RP(redis_batches),
+     REPORT_NEEDS_REDIS},
+    {"bulkhead_ratelimit_backend_hits_total", "result=\"counted\"", "counter",
+     "Admitted requests sent to Redis: counted, or dropped because their batch failed.",
+     RP(redis_hits_sent), REPORT_NEEDS_REDIS},
+    {"bulkhead_ratelimit_backend_hits_total", "result=\"dropped\"", "counter",
+     "Admitted requests sent to Redis: counted, or dropped because their batch failed.",
+     RP(redis_hits_dropped), REPORT_NEEDS_REDIS},
+    {"bulkhead_ratelimit_backend_waits_total", NULL, "counter",
+     "Requests that waited for Redis's answer: their tenant's lease on this instance was used "
+     "up.",
+     RP(redis_waits), REPORT_NEEDS_REDIS},
+    {"bulkhead_ratelimit_backend_tenants", NULL, "gauge",
+     "Tenants whose shared count this instance holds a view of.", RP(redis_keys),
+     REPORT_NEEDS_REDIS},
     {"bulkhead_auth_keys", NULL, "gauge", "Live API keys known to the server.", RP(auth_keys),
      REPORT_NEEDS_AUTH},
     {"bulkhead_auth_decisions_total", "result=\"accepted\"", "counter",
@@ -337,12 +353,17 @@ void report_read_process(const struct report_sources *src, struct report_process
     out->draining = src->draining && atomic_load(src->draining);
     procstat_read(&out->ps);
     if (src->redis) {
-        struct rlredis_stats rs;
-        rlredis_stats(src->redis, &rs);
+        struct rlsync_stats rs;
+        rlsync_stats(src->redis, &rs);
         out->have_redis = true;
         out->redis_up = rs.up;
         out->redis_errors = rs.errors;
         out->redis_fallbacks = rs.fallbacks;
+        out->redis_batches = rs.batches;
+        out->redis_hits_sent = rs.hits_sent;
+        out->redis_hits_dropped = rs.hits_dropped;
+        out->redis_waits = rs.waits;
+        out->redis_keys = rs.keys;
     }
     if (src->fleet) {
         struct fleet_stats fs;

@@ -20,7 +20,7 @@
 #include "metrics.h"
 #include "procstat.h"
 #include "ratelimit.h"
-#include "rlredis.h"
+#include "rlsync.h"
 #include "tiers.h"
 #include "workpool.h"
 
@@ -43,7 +43,7 @@ struct report_sources {
     struct tierset *tiers;               /* every tier's parts and counters */
     const struct metrics_tier *untiered; /* requests that reached no tier (404, bad tier) */
     struct health *health;               /* NULL: reported as healthy, no probe */
-    struct rlredis *redis;               /* NULL unless RATE_LIMIT_BACKEND=redis */
+    struct rlsync *redis;                /* NULL unless RATE_LIMIT_BACKEND=redis */
     struct auth *auth;                   /* NULL unless AUTH_MODE=apikey */
     struct admin *admin;                 /* NULL unless ADMIN_TOKEN is set */
     struct tarpit *tarpit;               /* NULL unless TARPIT=true */
@@ -93,6 +93,7 @@ struct report_process {
     uint64_t db_up, in_flight, draining;
     bool have_redis, have_auth, have_admin;
     uint64_t redis_up, redis_errors, redis_fallbacks;
+    uint64_t redis_batches, redis_hits_sent, redis_hits_dropped, redis_waits, redis_keys;
     uint64_t auth_keys, auth_accepted, auth_rejected;
     uint64_t admin_accepted, admin_refused, admin_limited; /* admin authentications */
     bool have_tarpit;

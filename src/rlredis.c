@@ -1,69 +1,41 @@
 /*
- * rlredis: GCRA in Redis through hiredis (see rlredis.h).
+ * rlredis: hits to Redis in batches (see rlredis.h).
  *
- * The Lua script mirrors ratelimit_gcra: integer microseconds, T = window / limit,
- * tau = (limit - 1) * T, a key's value is its TAT and it expires when the TAT passes, so Redis
- * holds no state for idle tenants. Connections are per HTTP thread (thread-local), created on
- * first use and registered here so rlredis_destroy can close them after the HTTP threads end.
+ * The Lua script adds n hits of interval T to one TAT per key, the way ratelimit_gcra admits
+ * them (a passed TAT counts from now), in integer microseconds of Redis's clock, and sets the
+ * key to expire when its TAT passes, so Redis holds no state for idle tenants. It returns, per
+ * key, the TAT minus Redis's now: a duration, which means the same on every instance's clock.
  */
 #include "rlredis.h"
 #include "config.h"
-#include "log.h"
-#include "mclock.h"
 #include "xalloc.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define RLREDIS_RETRY_US 1000000 /* how long Redis stays "down" before one thread retries */
-
 static const char rlredis_script[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "local T = tonumber(ARGV[1])\n"
-    "local tau = (tonumber(ARGV[2]) - 1) * T\n"
-    "local tat = tonumber(redis.call('GET', KEYS[1])) or now\n"
-    "if tat < now then tat = now end\n"
-    "if now < tat - tau then return {0, 0, tat - tau - now, tat - now} end\n"
-    "local nxt = tat + T\n"
-    "redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX',"
-    " math.max(1, math.ceil((nxt - now) / 1000)))\n"
-    "local diff = now + tau - nxt\n"
-    "local rem = 0\n"
-    "if diff >= 0 then rem = math.floor(diff / T) + 1 end\n"
-    "return {1, rem, 0, nxt - now}\n";
-
-struct rlredis_conn {
-    redisContext *ctx;         /* owned; NULL when not connected */
-    char sha[41];              /* the script's SHA1 on this server */
-    struct rlredis_conn *next; /* registry link, guarded by rlredis.mutex */
-};
+    "local out = {}\n"
+    "for i = 1, #KEYS do\n"
+    "  local tat = tonumber(redis.call('GET', KEYS[i])) or now\n"
+    "  if tat < now then tat = now end\n"
+    "  tat = tat + tonumber(ARGV[2 * i]) * tonumber(ARGV[2 * i - 1])\n"
+    "  redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX',"
+    " math.max(1, math.ceil((tat - now) / 1000)))\n"
+    "  out[i] = tat - now\n"
+    "end\n"
+    "return out\n";
 
 struct rlredis {
     struct rlredis_url url; /* where, and the credentials for AUTH */
     struct timeval timeout;
-    uint64_t id; /* distinguishes instances in thread-local caches */
-
-    pthread_mutex_t mutex;      /* guards conns */
-    struct rlredis_conn *conns; /* every thread's connection, owned */
-
-    atomic_int_least64_t retry_at_us; /* while now < this, Redis is considered down */
-    atomic_bool up;
-    atomic_uint_least64_t calls, errors, fallbacks;
+    redisContext *ctx; /* owned; NULL when not connected */
+    char sha[41];      /* the script's SHA1 on this server */
 };
-
-static atomic_uint_least64_t rlredis_next_id = 1;
-
-/* This thread's connection for the instance it last used. */
-static _Thread_local struct {
-    uint64_t owner_id;
-    struct rlredis_conn *conn;
-} rlredis_tls;
 
 /* Percent-decode in[0..n) into out (size outlen, NUL-terminated). Refuses blanks and control
  * characters (they must be escaped), bad or NUL escapes, and results that do not fit. */
@@ -180,54 +152,38 @@ int rlredis_create(const char *url, int64_t timeout_ms, struct rlredis **out, ch
     }
     r->timeout.tv_sec = (time_t)(timeout_ms / 1000);
     r->timeout.tv_usec = (suseconds_t)((timeout_ms % 1000) * 1000);
-    r->id = atomic_fetch_add(&rlredis_next_id, 1);
-    pthread_mutex_init(&r->mutex, NULL);
-    atomic_store(&r->up, true); /* so the first failure is logged as a transition */
     *out = r;
     return 0;
+}
+
+static void rlredis_drop(struct rlredis *r)
+{
+    if (r->ctx)
+        redisFree(r->ctx);
+    r->ctx = NULL;
+    r->sha[0] = '\0';
 }
 
 void rlredis_destroy(struct rlredis *r)
 {
     if (!r)
         return;
-    for (struct rlredis_conn *c = r->conns; c;) {
-        struct rlredis_conn *next = c->next;
-        if (c->ctx)
-            redisFree(c->ctx);
-        free(c);
-        c = next;
-    }
-    pthread_mutex_destroy(&r->mutex);
+    rlredis_drop(r);
     explicit_bzero(&r->url, sizeof(r->url));
     free(r);
 }
 
-static struct rlredis_conn *rlredis_thread_conn(struct rlredis *r)
+/* Redis's error text, or the connection's. */
+static const char *rlredis_why(const struct rlredis *r, const redisReply *rep)
 {
-    if (rlredis_tls.owner_id == r->id)
-        return rlredis_tls.conn;
-    struct rlredis_conn *c = xcalloc(1, sizeof(*c));
-    pthread_mutex_lock(&r->mutex);
-    c->next = r->conns;
-    r->conns = c;
-    pthread_mutex_unlock(&r->mutex);
-    rlredis_tls.owner_id = r->id;
-    rlredis_tls.conn = c;
-    return c;
-}
-
-static void rlredis_drop(struct rlredis_conn *c)
-{
-    if (c->ctx)
-        redisFree(c->ctx);
-    c->ctx = NULL;
-    c->sha[0] = '\0';
+    if (rep && rep->type == REDIS_REPLY_ERROR)
+        return rep->str;
+    return r->ctx && r->ctx->errstr[0] ? r->ctx->errstr : "unexpected reply";
 }
 
 /* AUTH [user] password, when the URL has a password. 0 or -EIO with Redis's reason in err (a
  * reply such as WRONGPASS or NOAUTH never repeats the password). */
-static int rlredis_auth(struct rlredis *r, struct rlredis_conn *c, char *err, size_t errlen)
+static int rlredis_auth(struct rlredis *r, char *err, size_t errlen)
 {
     if (!r->url.password[0])
         return 0;
@@ -238,161 +194,197 @@ static int rlredis_auth(struct rlredis *r, struct rlredis_conn *c, char *err, si
         argv[1] = r->url.password;
         lens[1] = lens[2];
     }
-    redisReply *rep = redisCommandArgv(c->ctx, argc, argv, lens);
+    redisReply *rep = redisCommandArgv(r->ctx, argc, argv, lens);
     bool ok = rep && rep->type == REDIS_REPLY_STATUS;
     if (!ok)
         snprintf(err, errlen, "AUTH%s%.64s refused: %.160s", r->url.user[0] ? " as " : "",
-                 r->url.user, rep && rep->type == REDIS_REPLY_ERROR ? rep->str : c->ctx->errstr);
+                 r->url.user, rlredis_why(r, rep));
+    freeReplyObject(rep);
+    return ok ? 0 : -EIO;
+}
+
+/* SCRIPT LOAD on the current connection. 0 or -EIO with err. */
+static int rlredis_load(struct rlredis *r, char *err, size_t errlen)
+{
+    redisReply *rep = redisCommand(r->ctx, "SCRIPT LOAD %s", rlredis_script);
+    bool ok = rep && rep->type == REDIS_REPLY_STRING && rep->len == 40;
+    if (ok) {
+        memcpy(r->sha, rep->str, 40);
+        r->sha[40] = '\0';
+    } else {
+        snprintf(err, errlen, "SCRIPT LOAD failed: %.200s", rlredis_why(r, rep));
+    }
     freeReplyObject(rep);
     return ok ? 0 : -EIO;
 }
 
 /* Connect, authenticate, select the database and load the script. 0 or -EIO with err. */
-static int rlredis_connect(struct rlredis *r, struct rlredis_conn *c, char *err, size_t errlen)
+static int rlredis_connect(struct rlredis *r, char *err, size_t errlen)
 {
-    c->ctx = redisConnectWithTimeout(r->url.host, r->url.port, r->timeout);
-    if (!c->ctx || c->ctx->err) {
+    r->ctx = redisConnectWithTimeout(r->url.host, r->url.port, r->timeout);
+    if (!r->ctx || r->ctx->err) {
         snprintf(err, errlen, "connect %.100s:%d: %.120s", r->url.host, r->url.port,
-                 c->ctx ? c->ctx->errstr : "out of memory");
-        rlredis_drop(c);
+                 r->ctx ? r->ctx->errstr : "out of memory");
+        rlredis_drop(r);
         return -EIO;
     }
-    redisSetTimeout(c->ctx, r->timeout);
-    if (rlredis_auth(r, c, err, errlen)) {
-        rlredis_drop(c);
-        return -EIO;
-    }
-    redisReply *rep;
+    redisSetTimeout(r->ctx, r->timeout);
+    if (rlredis_auth(r, err, errlen))
+        goto fail;
     if (r->url.db) {
-        rep = redisCommand(c->ctx, "SELECT %d", r->url.db);
+        redisReply *rep = redisCommand(r->ctx, "SELECT %d", r->url.db);
         bool ok = rep && rep->type == REDIS_REPLY_STATUS;
         if (!ok)
-            snprintf(err, errlen, "SELECT %d failed: %.160s", r->url.db,
-                     rep && rep->type == REDIS_REPLY_ERROR ? rep->str : c->ctx->errstr);
+            snprintf(err, errlen, "SELECT %d failed: %.160s", r->url.db, rlredis_why(r, rep));
         freeReplyObject(rep);
-        if (!ok) {
-            rlredis_drop(c);
-            return -EIO;
-        }
+        if (!ok)
+            goto fail;
     }
-    rep = redisCommand(c->ctx, "SCRIPT LOAD %s", rlredis_script);
-    if (!rep || rep->type != REDIS_REPLY_STRING || rep->len != 40) {
-        snprintf(err, errlen, "SCRIPT LOAD failed: %s",
-                 rep && rep->type == REDIS_REPLY_ERROR ? rep->str : c->ctx->errstr);
-        freeReplyObject(rep);
-        rlredis_drop(c);
-        return -EIO;
-    }
-    memcpy(c->sha, rep->str, 40);
-    c->sha[40] = '\0';
-    freeReplyObject(rep);
+    if (rlredis_load(r, err, errlen))
+        goto fail;
     return 0;
-}
-
-static bool rlredis_reply_ok(const redisReply *rep)
-{
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4)
-        return false;
-    for (size_t i = 0; i < 4; i++)
-        if (rep->element[i]->type != REDIS_REPLY_INTEGER)
-            return false;
-    return true;
-}
-
-/*
- * One EVALSHA. It is tried a second time on a fresh connection when Redis lost the script, or
- * when a connection that had worked before fails: after a Redis restart every idle thread's
- * connection is dead, and that is no reason to declare the new server down.
- */
-static int rlredis_eval(struct rlredis *r, struct rlredis_conn *c, const char *key, int64_t T,
-                        int64_t limit, struct ratelimit_result *out, char *err, size_t errlen)
-{
-    for (int attempt = 0; attempt < 2; attempt++) {
-        bool reused = c->ctx != NULL;
-        if (!c->ctx && rlredis_connect(r, c, err, errlen))
-            return -EIO;
-        redisReply *rep = redisCommand(c->ctx, "EVALSHA %s 1 %s %lld %lld", c->sha, key,
-                                       (long long)T, (long long)limit);
-        if (!rep) {
-            snprintf(err, errlen, "call failed: %s", c->ctx->errstr);
-            rlredis_drop(c);
-            if (reused && attempt == 0)
-                continue;
-            return -EIO;
-        }
-        if (rep->type == REDIS_REPLY_ERROR && !strncmp(rep->str, "NOSCRIPT", 8) && attempt == 0) {
-            freeReplyObject(rep);
-            rlredis_drop(c);
-            continue;
-        }
-        if (!rlredis_reply_ok(rep)) {
-            snprintf(err, errlen, "unexpected reply: %s",
-                     rep->type == REDIS_REPLY_ERROR ? rep->str : "not 4 integers");
-            freeReplyObject(rep);
-            rlredis_drop(c);
-            return -EIO;
-        }
-        out->allowed = rep->element[0]->integer == 1;
-        out->limit = limit;
-        out->remaining = rep->element[1]->integer;
-        out->retry_after_us = rep->element[2]->integer;
-        out->reset_us = rep->element[3]->integer;
-        freeReplyObject(rep);
-        return 0;
-    }
-    snprintf(err, errlen, "script could not be loaded");
+fail:
+    rlredis_drop(r);
     return -EIO;
 }
 
-int rlredis_check(struct rlredis *r, const char *tier, int64_t limit, int64_t window_s,
-                  const char *key, struct ratelimit_result *out)
+int rlredis_ping(struct rlredis *r, char *err, size_t errlen)
 {
-    int64_t now = mclock_now_us();
-    int64_t retry_at = atomic_load_explicit(&r->retry_at_us, memory_order_relaxed);
-    if (now < retry_at) {
-        atomic_fetch_add_explicit(&r->fallbacks, 1, memory_order_relaxed);
-        return -EAGAIN;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        bool reused = r->ctx != NULL;
+        if (!r->ctx && rlredis_connect(r, err, errlen))
+            return -EIO;
+        redisReply *rep = redisCommand(r->ctx, "PING");
+        bool ok = rep && rep->type == REDIS_REPLY_STATUS;
+        if (!ok)
+            snprintf(err, errlen, "PING failed: %.200s", rlredis_why(r, rep));
+        freeReplyObject(rep);
+        if (ok)
+            return 0;
+        rlredis_drop(r);
+        if (!reused)
+            break;
     }
-    /* While down, exactly one thread claims the next try; the others keep falling back. */
-    if (!atomic_load_explicit(&r->up, memory_order_relaxed) &&
-        !atomic_compare_exchange_strong(&r->retry_at_us, &retry_at, now + RLREDIS_RETRY_US)) {
-        atomic_fetch_add_explicit(&r->fallbacks, 1, memory_order_relaxed);
-        return -EAGAIN;
+    return -EIO;
+}
+
+/* Queue one EVALSHA for charges c[0..n) (n <= RLREDIS_KEYS_PER_CALL) on the connection. */
+static int rlredis_append(struct rlredis *r, const struct rlredis_charge *c, size_t n)
+{
+    enum { MAXARG = 3 + 3 * RLREDIS_KEYS_PER_CALL };
+    const char *argv[MAXARG];
+    size_t lens[MAXARG];
+    char keys[RLREDIS_KEYS_PER_CALL][16 + RLREDIS_KEY_MAX], nums[2 * RLREDIS_KEYS_PER_CALL][24],
+        nkeys[16];
+    size_t argc = 0;
+    snprintf(nkeys, sizeof(nkeys), "%zu", n);
+    argv[argc++] = "EVALSHA";
+    argv[argc++] = r->sha;
+    argv[argc++] = nkeys;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "bulkhead:rl:%s", c[i].key);
+        argv[argc++] = keys[i];
     }
-    struct rlredis_conn *c = rlredis_thread_conn(r);
-    char rkey[160];
-    snprintf(rkey, sizeof(rkey), "bulkhead:rl:%s:%s", tier, key);
-    int64_t T = window_s * 1000000 / limit;
-    if (T < 1)
-        T = 1;
-    char err[256] = "";
-    int rc = rlredis_eval(r, c, rkey, T, limit, out, err, sizeof(err));
-    if (rc) {
-        atomic_fetch_add_explicit(&r->errors, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&r->fallbacks, 1, memory_order_relaxed);
-        atomic_store(&r->retry_at_us, mclock_now_us() + RLREDIS_RETRY_US);
-        if (atomic_exchange(&r->up, false))
-            log_error("redis_down",
-                      "rate-limit backend Redis unavailable (%s); using the in-memory limiter "
-                      "until it answers again",
-                      err);
-        return rc;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(nums[2 * i], sizeof(nums[0]), "%lld", (long long)c[i].interval_us);
+        snprintf(nums[2 * i + 1], sizeof(nums[0]), "%lld", (long long)c[i].hits);
+        argv[argc++] = nums[2 * i];
+        argv[argc++] = nums[2 * i + 1];
     }
-    out->window_s = window_s;
-    atomic_fetch_add_explicit(&r->calls, 1, memory_order_relaxed);
-    if (!atomic_exchange(&r->up, true)) {
-        /* Clear the retry claim this thread took, or every other thread would keep deciding
-         * locally for up to a second after Redis is back. */
-        atomic_store(&r->retry_at_us, 0);
-        log_info("redis_up", "rate-limit backend Redis answering again; limits are shared");
+    for (size_t i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    return redisAppendCommandArgv(r->ctx, (int)argc, argv, lens) == REDIS_OK ? 0 : -EIO;
+}
+
+/* The reply to one EVALSHA for c[0..n): ahead_us filled. 1: NOSCRIPT (nothing ran). */
+static int rlredis_take(const redisReply *rep, struct rlredis_charge *c, size_t n, char *err,
+                        size_t errlen)
+{
+    if (rep->type == REDIS_REPLY_ERROR && !strncmp(rep->str, "NOSCRIPT", 8))
+        return 1;
+    bool ok = rep->type == REDIS_REPLY_ARRAY && rep->elements == n;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = rep->element[i]->type == REDIS_REPLY_INTEGER;
+    if (!ok) {
+        snprintf(err, errlen, "unexpected reply: %.200s",
+                 rep->type == REDIS_REPLY_ERROR ? rep->str : "not one integer per key");
+        return -EIO;
     }
+    for (size_t i = 0; i < n; i++)
+        c[i].ahead_us = rep->element[i]->integer;
     return 0;
 }
 
-void rlredis_stats(struct rlredis *r, struct rlredis_stats *out)
+/* Send every chunk in `todo` (a bitmask over chunks of RLREDIS_KEYS_PER_CALL) and read their
+ * replies; a chunk answered NOSCRIPT stays in *todo. 0 or -EIO with err (connection dropped). */
+static int rlredis_round(struct rlredis *r, struct rlredis_charge *c, size_t n, bool *todo,
+                         size_t chunks, char *err, size_t errlen)
 {
-    out->up = atomic_load(&r->up) && mclock_now_us() >= atomic_load(&r->retry_at_us);
-    out->calls = atomic_load(&r->calls);
-    out->errors = atomic_load(&r->errors);
-    out->fallbacks = atomic_load(&r->fallbacks);
+    for (size_t k = 0; k < chunks; k++) {
+        size_t at = k * RLREDIS_KEYS_PER_CALL, m = n - at;
+        if (todo[k] &&
+            rlredis_append(r, c + at, m < RLREDIS_KEYS_PER_CALL ? m : RLREDIS_KEYS_PER_CALL))
+            goto lost;
+    }
+    for (size_t k = 0; k < chunks; k++) {
+        if (!todo[k])
+            continue;
+        size_t at = k * RLREDIS_KEYS_PER_CALL, m = n - at;
+        void *v = NULL;
+        if (redisGetReply(r->ctx, &v) != REDIS_OK || !v)
+            goto lost;
+        int rc = rlredis_take(v, c + at, m < RLREDIS_KEYS_PER_CALL ? m : RLREDIS_KEYS_PER_CALL, err,
+                              errlen);
+        freeReplyObject(v);
+        if (rc < 0) {
+            rlredis_drop(r);
+            return rc;
+        }
+        todo[k] = rc == 1;
+    }
+    return 0;
+lost:
+    snprintf(err, errlen, "call failed: %.200s", r->ctx->errstr);
+    rlredis_drop(r);
+    return -EIO;
+}
+
+int rlredis_charge(struct rlredis *r, struct rlredis_charge *c, size_t n, char *err, size_t errlen)
+{
+    size_t chunks = (n + RLREDIS_KEYS_PER_CALL - 1) / RLREDIS_KEYS_PER_CALL;
+    if (chunks == 0)
+        return 0;
+    bool *todo = xmalloc(chunks * sizeof(*todo));
+    int rc = -EIO;
+    /* Three rounds at most: a dead connection replaced, then a script loaded again. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        bool reused = r->ctx != NULL;
+        if (!r->ctx && rlredis_connect(r, err, errlen))
+            break;
+        bool fresh = attempt == 0 || !reused;
+        if (fresh)
+            for (size_t k = 0; k < chunks; k++)
+                todo[k] = true;
+        if (rlredis_round(r, c, n, todo, chunks, err, errlen)) {
+            if (reused && attempt == 0)
+                continue; /* a connection that died with an old server */
+            break;
+        }
+        size_t left = 0;
+        for (size_t k = 0; k < chunks; k++)
+            left += todo[k];
+        if (left == 0) {
+            rc = 0;
+            break;
+        }
+        /* Redis forgot the script (SCRIPT FLUSH, a restart behind a proxy): load it again and
+         * send what it refused; nothing of those chunks ran. */
+        if (rlredis_load(r, err, errlen)) {
+            rlredis_drop(r);
+            break;
+        }
+        snprintf(err, errlen, "script could not be loaded");
+    }
+    free(todo);
+    return rc;
 }

@@ -34,7 +34,7 @@
 #include "log.h"
 #include "mclock.h"
 #include "ratelimit.h"
-#include "rlredis.h"
+#include "rlsync.h"
 #include "tarpit.h"
 #include "tenantdb.h"
 #include "tenantstat.h"
@@ -217,6 +217,9 @@ static void server_stop_tiers(struct server *srv)
 /* Free whatever server_start created, in reverse order; safe on a partial start. */
 static void server_teardown(struct server *srv)
 {
+    /* Requests waiting for the shared limiter's answer get their verdicts now, while the HTTP
+     * threads can still finish them. */
+    rlsync_stop(srv->redis);
     server_stop_tiers(srv);
     admin_stop(srv->admin);
     http_stop(srv->ops);
@@ -230,7 +233,7 @@ static void server_teardown(struct server *srv)
     free(srv->sample);
     admin_destroy(srv->admin);
     auth_stop(srv->auth);
-    rlredis_destroy(srv->redis);
+    rlsync_destroy(srv->redis);
     health_stop(srv->health);
     for (size_t i = 0; srv->tiers && i < tierset_count(srv->tiers); i++)
         server_tier_free(tierset_tier(srv->tiers, i));
@@ -573,8 +576,15 @@ static int server_start_backends(struct server *srv)
         }
     }
     if (srv->cfg.rl_backend == CONFIG_BACKEND_REDIS) {
-        rc = rlredis_create(srv->cfg.redis_url, srv->cfg.redis_timeout, &srv->redis, err,
-                            sizeof(err));
+        /* RATE_LIMIT_MAX_KEYS per tier, as the in-memory limiters have (any tier may hold
+         * tenants with a limit of their own), in one table. */
+        const struct rlsync_cfg rc_cfg = {.redis_url = srv->cfg.redis_url,
+                                          .timeout_ms = srv->cfg.redis_timeout,
+                                          .lease_pct = srv->cfg.rl_lease_pct,
+                                          .sync_us = srv->cfg.rl_sync_ms * 1000,
+                                          .max_keys = (size_t)srv->cfg.rl_max_keys *
+                                                      tierset_count(srv->tiers)};
+        rc = rlsync_create(&rc_cfg, &srv->redis, err, sizeof(err));
         if (rc) {
             log_error("config", "%s", err);
             return rc;

@@ -43,7 +43,7 @@
 
 struct tierset;
 struct health;
-struct rlredis;
+struct rlsync;
 struct auth;
 struct http;
 struct janitor;
@@ -58,7 +58,7 @@ struct server {
     struct tierset *tiers;          /* owned, with every tier's parts */
     struct metrics_tier m_untiered; /* requests that never reached a tier (404, bad tier) */
     struct health *health;          /* owned */
-    struct rlredis *redis;          /* owned; NULL unless RATE_LIMIT_BACKEND=redis */
+    struct rlsync *redis;           /* owned; NULL unless RATE_LIMIT_BACKEND=redis */
     struct auth *auth;              /* owned; NULL unless AUTH_MODE=apikey */
     struct http *http;              /* owned: API_PORT */
     struct http *ops;               /* owned; NULL unless OPS_PORT is set */

@@ -148,7 +148,8 @@ static void the_test_parameters_are_on_in_header_mode_and_can_be_turned_off(void
  * cut. */
 #define CAP_TIERS                                                                                  \
     "{\"free\": {\"rate_limit\": 1, \"rate_window_s\": 3600, \"capacity_floor_pct\": 20},"         \
-    " \"pro\": {}, \"enterprise\": {\"capacity_tolerance_pct\": 20}}"
+    " \"pro\": {}, \"enterprise\": {\"capacity_tolerance_pct\": 20, \"latency_objective_ms\": "    \
+    "50}}"
 
 static double cap_num(const struct h_server *srv, const char *tier, const char *field)
 {
@@ -254,10 +255,11 @@ static void a_held_refusal_keeps_no_slot_so_free_is_still_served(void **state)
     /* The hog spends its one request and is told to come back in an hour. */
     assert_int_equal(get_on(&s, NULL, "free", "hog", NULL, 0, NULL), 200);
     assert_int_equal(get_on(&s, NULL, "free", "hog", NULL, 0, NULL), 429);
-    /* enterprise's baseline, then its own slow reads: free is cut to its floor, one request. */
+    /* enterprise's level, then its own slow reads, past its p99 objective (50 ms): free is cut
+     * to its floor, one request. */
     for (int i = 0; i < 200; i++)
         assert_int_equal(get_on(&s, NULL, "enterprise", "steady", NULL, 0, NULL), 200);
-    assert_true(H_WAIT(cap_num(&s, "enterprise", "latencyBaselineMs") > 0, 20000));
+    assert_true(H_WAIT(cap_num(&s, "enterprise", "latencyLevelMs") > 0, 20000));
     struct load slow = {
         .srv = &s, .tier = "enterprise", .path = "/api/data?limit=1&delay_ms=100", .threads = 24};
     struct load trickle = {.srv = &s, .tier = "free", .fresh = true, .threads = 3};
@@ -265,10 +267,10 @@ static void a_held_refusal_keeps_no_slot_so_free_is_still_served(void **state)
     load_start(&trickle);
     bool cut = h_wait_until(free_is_at_one, &s, 60000);
     load_stop(&trickle);
-    printf("# free limit %.2f (floor %.2f), enterprise median %.1f ms, baseline %.3f ms\n",
-           cap_num(&s, "free", "limit"), cap_num(&s, "free", "floor"),
-           cap_num(&s, "enterprise", "latencyMedianMs"),
-           cap_num(&s, "enterprise", "latencyBaselineMs"));
+    printf("# free limit %.2f (floor %.2f, usage %.2f), enterprise typical %.1f ms, level %.3f "
+           "ms\n",
+           cap_num(&s, "free", "limit"), cap_num(&s, "free", "floor"), cap_num(&s, "free", "usage"),
+           cap_num(&s, "enterprise", "latencyMeanMs"), cap_num(&s, "enterprise", "latencyLevelMs"));
     assert_true(cut);
     assert_true(H_WAIT(cap_num(&s, "free", "inProgress") == 0, 20000));
 
@@ -308,7 +310,12 @@ static void a_held_refusal_keeps_no_slot_so_free_is_still_served(void **state)
     pthread_join(hog.t, NULL);
     assert_true(hog.status == 429 || hog.status == 503);
     assert_true(hog_held);
-    assert_true(still_cut);
+    /* Not asserted any more: still_cut. Since issue 31 a cut tier whose traffic turns light
+     * (nothing refused in an interval, little used) has its maximum back at the next verdict,
+     * so free is no longer cut while the others come one at a time. What proves that the held
+     * refusal keeps no slot is its in-progress count of 0 while it is held: the gate counts
+     * requests in progress whether it binds or not. */
+    (void)still_cut;
     assert_true(in_progress == 0);
     assert_int_equal(served, 5);
 }

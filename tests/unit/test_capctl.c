@@ -67,7 +67,7 @@ static const struct capctl_tier_cfg tiers[NT] = {
      .max = 50,
      .floor = 25,
      .tolerance = 0.5,
-     .margin_us = 100,
+     .margin_us = 50,
      .objective_us = 300 * MS},
 };
 
@@ -607,7 +607,7 @@ static void the_time_threatened_is_counted(void **state)
     assert_false(st.threatened);
     assert_int_equal(st.threatened_us, 1000 * MS);
     assert_true(st.objective_us == 300 * MS);
-    assert_true(st.threshold_us >= st.level_us + 100);
+    assert_true(st.threshold_us >= st.level_us + 50);
     capctl_destroy(s.c);
 }
 
@@ -634,7 +634,7 @@ static void the_threshold_shown_is_the_one_the_verdict_was_judged_by(void **stat
 /*
  * A simulated database: enterprise's latency is 0.09 ms plus 1 ms per free request running,
  * free offers 5 at once. Enterprise's typical latency leaves its slowest tenth out and may
- * grow by max(50 %, 0.1 ms): free is held to running about a tenth of the time, and after
+ * grow by max(50 %, 0.05 ms): free is held to running about a tenth of the time, and after
  * settling its limit stays in a band well below one request, above its floor, never shut.
  */
 static void on_a_simulated_database_the_limit_settles_in_a_band(void **state)
