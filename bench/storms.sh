@@ -157,9 +157,33 @@ section_storms() {
                  END { printf "free50 %.0f %d\n", r, bad }' >>"$WORK/storm_alone"
         free_drained
     done
+    storms_fleet
     kill -TERM "$SINK" 2>/dev/null
     wait "$SINK" 2>/dev/null
     storms_recovery
+}
+
+# Across instances (issue 28): the cheap-read storm on a second instance B of the same database,
+# enterprise (wrk -c4) on A; the same storm on the sink is the reference, in the same run. B
+# never serves enterprise: only the fleet view (src/fleet.c) tells it to give way.
+storms_fleet() {
+    side_server fleetb ACCESS_LOG=false
+    local b=$SIDE_URL b_pid=$SIDE_PID run
+    : >"$WORK/fleet_rows"
+    for run in $(seq "$RUNS"); do
+        storm_run cheapfresh "$SURL" $((DUR + 2)) "fsink$run"
+        sleep 1
+        read -r sink_rps sink_p99 < <(ent_measure)
+        wait "$STORM_PID"
+        storm_run cheapfresh "$b" $((DUR + 2)) "fb$run"
+        sleep 1
+        read -r b_rps b_p99 < <(ent_measure)
+        wait "$STORM_PID"
+        sleep 1
+        echo "$sink_rps $sink_p99 $b_rps $b_p99" >>"$WORK/fleet_rows"
+    done
+    kill -TERM "$b_pid" 2>/dev/null
+    wait "$b_pid" 2>/dev/null
 }
 
 # After a storm (issue 31): the busy-free storm beside enterprise (wrk -c4) on bulkhead for DUR
@@ -205,6 +229,11 @@ storms_rows() {
         echo "| $label: enterprise (wrk -c4) beside it, bulkhead vs sink | $(storm_stat "$s" 6) req/s (p99 $(storm_stat "$s" 7) ms) | $(storm_stat "$s" 4) req/s beside the sink (alone $(storm_stat "$s" 2)) | $r | >= 0.9: $(mark "$r" 0.9) |"
     done
     echo "| ... enterprise p99 beside the cheap-read storm on bulkhead / alone | $(storm_stat cheapfresh 7) ms | $(storm_stat cheapfresh 3) ms | $(printf '%.2f' "$(storm_p99_ratio cheapfresh)") | reported |"
+    local fs fb fr
+    fs=$(cut -d' ' -f1 "$WORK/fleet_rows" | median)
+    fb=$(cut -d' ' -f3 "$WORK/fleet_rows" | median)
+    fr=$(printf '%.2f' "$(awk '{ print ($1 > 0 ? $3 / $1 : 0) }' "$WORK/fleet_rows" | median)")
+    echo "| fleet: the cheap-read storm on instance B (same database), enterprise (wrk -c4) on instance A, vs the same storm on the sink | $fb req/s (p99 $(cut -d' ' -f4 "$WORK/fleet_rows" | median) ms) | $fs req/s beside the sink | $fr | >= 0.9: $(mark "$fr" 0.9) |"
     local ra rr0 rrr
     ra=$(cut -d' ' -f1 "$WORK/recovery_rows" | median)
     rr0=$(cut -d' ' -f2 "$WORK/recovery_rows" | median)

@@ -40,6 +40,7 @@ struct cc_tier {
     atomic_uint_least64_t hist[CAPCTL_BUCKETS];
     atomic_uint_least64_t clear[CAPCTL_BUCKETS]; /* those that ended with nothing below running */
     _Atomic uint32_t below;                      /* the tiers of lower priority, as bits */
+    atomic_bool remote_pressing; /* it presses its limit on another instance (fleet) */
     atomic_uint_least64_t admitted, shed;
 
     /* Controller: guarded by capctl.mutex. */
@@ -61,6 +62,7 @@ struct cc_tier {
     double pressure;               /* its measured / target (> 1 when threatened) */
     int64_t threatened_us;         /* time spent threatened, in total */
     int64_t last_threat_us;        /* the last tick that found it threatened */
+    double threat_pressure;        /* its pressure then */
     int64_t threat_end_us;         /* the tick that found the last threat over */
     int64_t prev_busy_us;          /* busy_us at the last tick */
     double usage;                  /* requests in progress on average, smoothed */
@@ -72,6 +74,9 @@ struct cc_tier {
     bool episode;                  /* a logged episode of threats is open */
     int64_t episode_us;            /* when it began */
     int64_t episode_threatened_us; /* threatened_us when it began */
+    struct capctl_remote remote;   /* the fleet's view of it (capctl_remote), or zeros */
+    int64_t remote_threat_us;      /* the last tick at which another instance said it threatens */
+    bool active;                   /* the last tick found it active here */
 };
 
 struct capctl {
@@ -216,7 +221,8 @@ void capctl_observe(struct capctl *c, size_t i, int64_t latency_us, int64_t now_
     for (size_t j = 0; below; j++, below >>= 1) {
         const struct cc_tier *u = &c->tier[j];
         if ((below & 1) && (atomic_load_explicit(&u->in_progress, memory_order_relaxed) > 0 ||
-                            atomic_load_explicit(&u->last_end_us, memory_order_relaxed) > began))
+                            atomic_load_explicit(&u->last_end_us, memory_order_relaxed) > began ||
+                            atomic_load_explicit(&u->remote_pressing, memory_order_relaxed)))
             return;
     }
     atomic_fetch_add_explicit(&t->clear[k], 1, memory_order_relaxed);
@@ -345,13 +351,18 @@ static void cc_usage(struct cc_tier *t, int64_t dt_us)
 /* Read every tier: activity, gate, usage, this interval's verdict and the threats. */
 static void cc_assess(struct capctl *c, int64_t now_us, int64_t dt_us, bool *active)
 {
-    for (size_t i = 0; i < c->ntiers; i++)
+    for (size_t i = 0; i < c->ntiers; i++) {
         active[i] = cc_active(&c->tier[i], now_us, c->cfg.active_us);
+        c->tier[i].active = active[i];
+        if (c->tier[i].remote.threatened)
+            c->tier[i].remote_threat_us = now_us;
+    }
     for (size_t i = 0; i < c->ntiers; i++) {
         struct cc_tier *t = &c->tier[i];
         bool gated = false;
         for (size_t j = 0; j < c->ntiers && c->cfg.enabled; j++)
-            gated |= active[j] && c->tier[j].cfg.priority > t->cfg.priority;
+            gated |= (active[j] || c->tier[j].remote.active) &&
+                     c->tier[j].cfg.priority > t->cfg.priority;
         atomic_store_explicit(&t->gated, gated, memory_order_relaxed);
         cc_usage(t, dt_us);
     }
@@ -371,9 +382,10 @@ static void cc_assess(struct capctl *c, int64_t now_us, int64_t dt_us, bool *act
             t->threatened = false;
         if (threatened && dt_us > 0)
             t->threatened_us += dt_us;
-        if (t->threatened)
+        if (t->threatened) {
             t->last_threat_us = now_us;
-        else if (threatened)
+            t->threat_pressure = t->pressure;
+        } else if (threatened)
             t->threat_end_us = now_us;
     }
 }
@@ -388,6 +400,10 @@ static double cc_threat_above(const struct capctl *c, const bool *active, int64_
         if (active[i] && u->cfg.priority > p && u->threatened && (u->verdict || !fresh) &&
             u->pressure > worst)
             worst = u->pressure;
+        /* Another instance's threat counts the same, once per exchange that reports it. */
+        if (u->cfg.priority > p && u->remote.threatened && (u->remote.fresh || !fresh) &&
+            u->remote.pressure > worst)
+            worst = u->remote.pressure;
     }
     return worst;
 }
@@ -431,6 +447,8 @@ static int64_t cc_last_threat_above(const struct capctl *c, const bool *active, 
         const struct cc_tier *u = &c->tier[i];
         if (active[i] && u->cfg.priority > p && u->last_threat_us > last)
             last = u->last_threat_us;
+        if (u->cfg.priority > p && u->remote_threat_us > last)
+            last = u->remote_threat_us;
     }
     return last;
 }
@@ -562,6 +580,8 @@ int capctl_tick(struct capctl *c, int64_t now_us, const char *const *names)
         cc_publish(t);
         cc_repace(t, was[i], now_us);
     }
+    for (size_t i = 0; i < c->ntiers; i++)
+        c->tier[i].remote.fresh = false; /* a remote threat cuts once per exchange */
     int changed = cc_log_changes(c, names, now_us);
     pthread_mutex_unlock(&c->mutex);
     return changed;
@@ -583,8 +603,27 @@ void capctl_stats(struct capctl *c, size_t i, struct capctl_tier_stats *out)
     out->threshold_us = t->judged_thr_us;
     out->objective_us = t->cfg.objective_us;
     out->threatened_us = t->threatened_us;
+    out->active = t->active;
+    out->last_threat_us = t->last_threat_us;
+    out->threat_pressure = t->threat_pressure;
+    out->pressure = t->pressure;
+    out->remote_active = t->remote.active;
+    out->remote_threatened = t->remote.threatened;
+    out->remote_pressing = t->remote.pressing;
     pthread_mutex_unlock(&c->mutex);
     out->in_progress = atomic_load_explicit(&t->in_progress, memory_order_relaxed);
     out->admitted = atomic_load_explicit(&t->admitted, memory_order_relaxed);
     out->shed = atomic_load_explicit(&t->shed, memory_order_relaxed);
+}
+
+void capctl_remote(struct capctl *c, size_t i, const struct capctl_remote *r)
+{
+    struct cc_tier *t = &c->tier[i];
+    pthread_mutex_lock(&c->mutex);
+    if (r)
+        t->remote = *r;
+    else
+        memset(&t->remote, 0, sizeof(t->remote));
+    atomic_store_explicit(&t->remote_pressing, t->remote.pressing, memory_order_relaxed);
+    pthread_mutex_unlock(&c->mutex);
 }

@@ -2,8 +2,10 @@
  * capctl: priority over the capacity every tier shares (the database, and the CPUs the server,
  * its HTTP threads and PostgreSQL run on). The bulkheads bound each tier's own pools; they do
  * not stop a busy low tier from taking the shared machine from a higher one. This controller
- * does, one per instance, with no coordination between instances (like TCP flows, each reacts
- * to the same congestion).
+ * does, one per instance. In a fleet each instance also hears what the others' tiers do
+ * (fleet.h, capctl_remote): a tier is gated while a higher tier is active on any instance, and
+ * cut while one threatens its objective on any instance, so a storm on one instance yields to
+ * enterprise served by another. Without that view each instance controls its tiers alone.
  *
  * Signal: each tier's own latency (arrival to reply, server side), read every interval as a
  * verdict (once the tier has min_samples latencies, or after CAPCTL_MAX_WAIT intervals), against
@@ -116,6 +118,22 @@ struct capctl_tier_stats {
     int64_t threatened_us; /* time spent threatening its objective, in total */
     int64_t in_progress;   /* requests admitted and not finished */
     uint64_t admitted, shed;
+    bool active;            /* had a request within active_us (as of the last tick) */
+    int64_t last_threat_us; /* the last tick that found it threatening its objective (0: none) */
+    double threat_pressure; /* its pressure then */
+    double pressure;        /* the last verdict's latency / what it may be (> 1: threatened) */
+    bool remote_active;     /* the fleet: another instance has this tier active */
+    bool remote_threatened; /* ... threatening its objective */
+    bool remote_pressing;   /* ... pressing its limit */
+};
+
+/* What the other instances of the fleet say of one tier (fleet.h), given before a tick. */
+struct capctl_remote {
+    bool active;     /* active on at least one other instance */
+    bool threatened; /* threatens its objective on at least one */
+    bool pressing;   /* presses its limit on at least one */
+    bool fresh;      /* a new exchange since the last capctl_remote: a threat in it may cut */
+    double pressure; /* the worst pressure among those where it threatens */
 };
 
 /* ntiers tiers (index = the tier set's), every limit at its max. 0 or -EINVAL. */
@@ -144,5 +162,12 @@ void capctl_observe(struct capctl *c, size_t i, int64_t latency_us, int64_t now_
 int capctl_tick(struct capctl *c, int64_t now_us, const char *const *names);
 
 void capctl_stats(struct capctl *c, size_t i, struct capctl_tier_stats *out);
+
+/* Janitor thread, before capctl_tick: tier i as the other instances see it (NULL: nothing,
+ * the fleet view is lost or off: local control). A tier is gated while a higher tier is
+ * active here or anywhere; a fresh remote threat from a higher tier cuts this instance's
+ * pressing lower tiers as a local one does; a lower tier pressing elsewhere makes this
+ * instance's latencies not clear (that tier may be what slowed them). */
+void capctl_remote(struct capctl *c, size_t i, const struct capctl_remote *r);
 
 #endif

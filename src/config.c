@@ -146,6 +146,15 @@ static const struct cfg_def cfg_table[] = {
      "how slowly a tier's latency level (its baseline) rises while a lower tier presses: the "
      "time constant, in seconds",
      OFF(capacity_baseline)},
+    {"FLEET", CFG_BOOL, "true", 0, 0, NULL,
+     "share each tier's state with the other instances on the same database (table "
+     "bulkhead_fleet), so a tier is limited while a higher tier is active or threatened on any "
+     "instance; false: each instance controls its tiers alone",
+     OFF(fleet)},
+    {"FLEET_INTERVAL_MS", CFG_INT, "250", 20, 10000, NULL,
+     "how often an instance exchanges its tiers' states with the others (one statement); an "
+     "instance not heard from for four intervals (at least 1 s) is gone",
+     OFF(fleet_interval)},
     {"TARPIT", CFG_BOOL, "true", 0, 0, NULL,
      "hold a rate-limited request until its turn, and a client's refusal when it is back before "
      "its Retry-After; then admit it again",

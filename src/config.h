@@ -54,6 +54,8 @@ struct config {
     bool capacity_control;      /* the capacity controller shapes lower tiers */
     int64_t capacity_interval;  /* ms between its verdicts */
     int64_t capacity_baseline;  /* s: time constant of a level's rise */
+    bool fleet;                 /* exchange tier states with the other instances (fleet.h) */
+    int64_t fleet_interval;     /* ms between exchanges */
     bool tarpit;                /* hold refusals of clients that ignore Retry-After */
     bool tenant_accounting;     /* per-tenant accounting (tenantstat.h) */
     int64_t tarpit_max_held;    /* refusals held at once */

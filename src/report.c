@@ -8,6 +8,7 @@
 #include "report.h"
 #include "admin.h"
 #include "capctl.h"
+#include "fleet.h"
 #include "health.h"
 #include "mclock.h"
 #include "procstat.h"
@@ -192,6 +193,13 @@ static const struct report_field report_fields[] = {
     {CAPACITY, "threatenedSeconds", REPORT_REAL, RT(cap_threatened_s),
      "bulkhead_capacity_threatened_seconds_total", NULL, "counter",
      "Time the tier's latency threatened its objective."},
+    {CAPACITY, "fleetActive", REPORT_BOOL, RT(cap.remote_active), "bulkhead_capacity_fleet_active",
+     NULL, "gauge", "1 while another instance of the fleet has the tier active (FLEET)."},
+    {CAPACITY, "fleetThreatened", REPORT_BOOL, RT(cap.remote_threatened),
+     "bulkhead_capacity_fleet_threatened", NULL, "gauge",
+     "1 while the tier threatens its objective on another instance of the fleet: this "
+     "instance's lower tiers may be cut for it."},
+    {CAPACITY, "fleetPressing", REPORT_BOOL, RT(cap.remote_pressing)},
     {CAPACITY, "inProgress", REPORT_I64, RT(cap.in_progress)},
     {CAPACITY, "admitted", REPORT_U64, RT(cap.admitted)},
     {CAPACITY, "shed", REPORT_U64, RT(cap.shed), "bulkhead_capacity_shed_total", NULL, "counter",
@@ -222,7 +230,8 @@ enum {
     REPORT_NEEDS_REDIS,
     REPORT_NEEDS_AUTH,
     REPORT_NEEDS_TARPIT,
-    REPORT_NEEDS_ADMIN
+    REPORT_NEEDS_ADMIN,
+    REPORT_NEEDS_FLEET
 };
 enum {
     REPORT_UNIT_COUNT,   /* an integer, as is */
@@ -285,6 +294,20 @@ static const struct report_proc_field report_proc_fields[] = {
     {"bulkhead_tarpit_untracked_total", NULL, "counter",
      "Refusals whose client was not remembered: TARPIT_MAX_CLIENTS were.", RP(tarpit_untracked),
      REPORT_NEEDS_TARPIT},
+    {"bulkhead_fleet_up", NULL, "gauge",
+     "1 while this instance exchanges tier states with the fleet (0: local control).", RP(fleet_up),
+     REPORT_NEEDS_FLEET},
+    {"bulkhead_fleet_instances", NULL, "gauge",
+     "Other live instances seen at the last exchange of tier states.", RP(fleet_instances),
+     REPORT_NEEDS_FLEET},
+    {"bulkhead_fleet_exchanges_total", NULL, "counter", "Exchanges of tier states with the fleet.",
+     RP(fleet_exchanges), REPORT_NEEDS_FLEET},
+    {"bulkhead_fleet_failures_total", NULL, "counter",
+     "Failed connections and exchanges of tier states with the fleet.", RP(fleet_failures),
+     REPORT_NEEDS_FLEET},
+    {"bulkhead_fleet_exchange_seconds", NULL, "gauge",
+     "The round trip of the last exchange of tier states.", RP(fleet_rtt_us), REPORT_NEEDS_FLEET,
+     REPORT_UNIT_SECONDS},
     {"bulkhead_database_up", NULL, "gauge", "1 when the health probe reaches PostgreSQL.",
      RP(db_up), REPORT_ALWAYS},
     {"bulkhead_requests_in_flight", NULL, "gauge", "Requests received and not finished.",
@@ -341,6 +364,16 @@ void report_read_process(const struct report_sources *src, struct report_process
         out->redis_hits_dropped = rs.hits_dropped;
         out->redis_waits = rs.waits;
         out->redis_keys = rs.keys;
+    }
+    if (src->fleet) {
+        struct fleet_stats fs;
+        fleet_stats(src->fleet, &fs);
+        out->have_fleet = true;
+        out->fleet_up = fs.up;
+        out->fleet_instances = fs.instances;
+        out->fleet_exchanges = fs.exchanges;
+        out->fleet_failures = fs.failures;
+        out->fleet_rtt_us = (uint64_t)fs.rtt_us;
     }
     if (src->auth) {
         struct auth_stats as;
@@ -740,7 +773,8 @@ static void prom_process(FILE *f, const struct report_process *p)
         if ((fd->needs == REPORT_NEEDS_REDIS && !p->have_redis) ||
             (fd->needs == REPORT_NEEDS_AUTH && !p->have_auth) ||
             (fd->needs == REPORT_NEEDS_ADMIN && !p->have_admin) ||
-            (fd->needs == REPORT_NEEDS_TARPIT && !p->have_tarpit))
+            (fd->needs == REPORT_NEEDS_TARPIT && !p->have_tarpit) ||
+            (fd->needs == REPORT_NEEDS_FLEET && !p->have_fleet))
             continue;
         if (!last || strcmp(last, fd->prom))
             prom_family(f, fd->prom, fd->type, fd->help);

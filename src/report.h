@@ -35,6 +35,7 @@
 
 struct tierset;
 struct health;
+struct fleet;
 
 /* Where the numbers come from. Set up by the server (or a test) and read-only while in use;
  * the optional sources are NULL when absent. */
@@ -47,6 +48,7 @@ struct report_sources {
     struct admin *admin;                 /* NULL unless ADMIN_TOKEN is set */
     struct tarpit *tarpit;               /* NULL unless TARPIT=true */
     struct capctl *capacity;             /* NULL: no capacity section */
+    struct fleet *fleet;                 /* NULL unless the fleet exchange runs */
     const atomic_int *in_flight;         /* requests received and not finished */
     const atomic_bool *draining;         /* shutdown has begun */
     int64_t started_wall_us;             /* process start, Unix us */
@@ -95,6 +97,8 @@ struct report_process {
     uint64_t auth_keys, auth_accepted, auth_rejected;
     uint64_t admin_accepted, admin_refused, admin_limited; /* admin authentications */
     bool have_tarpit;
+    bool have_fleet;
+    uint64_t fleet_up, fleet_instances, fleet_exchanges, fleet_failures, fleet_rtt_us;
     uint64_t tarpit_held, tarpit_holding, tarpit_overflow, tarpit_clients, tarpit_untracked;
     uint64_t untiered_outcomes[OUTCOME_COUNT];
     uint64_t untiered_statuses[METRICS_STATUS_COUNT];

@@ -26,6 +26,7 @@
 #include "dbbudget.h"
 #include "dbconn.h"
 #include "dbpool.h"
+#include "fleet.h"
 #include "health.h"
 #include "history.h"
 #include "http.h"
@@ -224,6 +225,7 @@ static void server_teardown(struct server *srv)
     http_stop(srv->ops);
     http_stop(srv->http);
     janitor_stop(srv->janitor);
+    fleet_stop(srv->fleet); /* after the janitor, which publishes to it */
     tarpit_destroy(srv->tarpit);
     capctl_destroy(srv->capacity);
     tenantstat_destroy(srv->tenants);
@@ -388,13 +390,61 @@ static void server_chore_sample(void *ctx, int64_t now)
     history_record(srv->history, srv->sample);
 }
 
+/* The fleet's view of each tier, for the controller's next verdict (local control without it). */
+static void server_fleet_in(struct server *srv, const char *const *names, size_t n)
+{
+    struct fleet_sum sum[TIERS_MAX];
+    bool live = fleet_view(srv->fleet, names, n, sum);
+    struct fleet_stats st;
+    fleet_stats(srv->fleet, &st);
+    bool fresh = st.exchanges != srv->fleet_seen;
+    srv->fleet_seen = st.exchanges;
+    for (size_t i = 0; i < n; i++) {
+        const struct capctl_remote r = {.active = sum[i].active > 0,
+                                        .threatened = sum[i].threatened > 0,
+                                        .pressing = sum[i].pressing > 0,
+                                        .fresh = fresh,
+                                        .pressure = sum[i].pressure};
+        capctl_remote(srv->capacity, i, live ? &r : NULL);
+    }
+}
+
+/* This instance's tiers as the controller left them, for the others. */
+static void server_fleet_out(struct server *srv, const char *const *names, size_t n, int64_t now)
+{
+    struct fleet_tier out[TIERS_MAX];
+    for (size_t i = 0; i < n; i++) {
+        struct capctl_tier_stats cs;
+        capctl_stats(srv->capacity, i, &cs);
+        /* A threat is published if any verdict since the last exchange found one: threats
+         * under a storm come and go within an interval or two, and an exchange that sampled
+         * only the current verdict would miss most of them. */
+        bool threat = cs.threatened || (cs.last_threat_us > 0 &&
+                                        now - cs.last_threat_us <= srv->cfg.fleet_interval * 1000);
+        out[i] = (struct fleet_tier){.active = cs.active,
+                                     .threatened = threat,
+                                     .pressing = cs.pressing,
+                                     .pressure = threat ? cs.threat_pressure : 0,
+                                     .usage = cs.usage,
+                                     .in_progress = cs.in_progress,
+                                     .shed = cs.shed};
+        snprintf(out[i].name, sizeof(out[i].name), "%s", names[i]);
+    }
+    fleet_publish(srv->fleet, out, n);
+}
+
 static void server_chore_capacity(void *ctx, int64_t now)
 {
     struct server *srv = ctx;
     const char *names[TIERS_MAX];
-    for (size_t i = 0; i < tierset_count(srv->tiers); i++)
+    size_t n = tierset_count(srv->tiers);
+    for (size_t i = 0; i < n; i++)
         names[i] = tierset_tier(srv->tiers, i)->name;
+    if (srv->fleet)
+        server_fleet_in(srv, names, n);
     capctl_tick(srv->capacity, now, names);
+    if (srv->fleet)
+        server_fleet_out(srv, names, n, now);
 }
 
 static void server_chore_sweep(void *ctx, int64_t now)
@@ -426,6 +476,7 @@ static void server_wire(struct server *srv)
                                            .admin = srv->admin,
                                            .tarpit = srv->tarpit,
                                            .capacity = srv->capacity,
+                                           .fleet = srv->fleet,
                                            .in_flight = &srv->in_flight,
                                            .draining = &srv->draining,
                                            .started_wall_us = srv->started_wall_us,
@@ -536,6 +587,18 @@ static int server_start_backends(struct server *srv)
         rc = rlsync_create(&rc_cfg, &srv->redis, err, sizeof(err));
         if (rc) {
             log_error("config", "%s", err);
+            return rc;
+        }
+    }
+    if (srv->cfg.fleet && srv->cfg.capacity_control) {
+        const int64_t every = srv->cfg.fleet_interval * 1000;
+        const struct fleet_cfg fc = {.conninfo = srv->cfg.database_url,
+                                     .instance_id = srv->instance_id,
+                                     .interval_us = every,
+                                     .ttl_us = every * 4 > 1000000 ? every * 4 : 1000000};
+        rc = fleet_start(&fc, &srv->fleet);
+        if (rc) {
+            log_error("fleet", "cannot start the fleet exchange: %s", strerror(-rc));
             return rc;
         }
     }

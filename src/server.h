@@ -51,6 +51,7 @@ struct history;
 struct tarpit;
 struct admin;
 struct capctl;
+struct fleet;
 
 struct server {
     struct config cfg;              /* owned; environment settings */
@@ -66,6 +67,8 @@ struct server {
     struct tarpit *tarpit;          /* owned; NULL unless TARPIT=true */
     struct admin *admin;            /* owned; NULL unless ADMIN_TOKEN is set */
     struct capctl *capacity;        /* owned: the capacity controller over the tiers */
+    struct fleet *fleet;            /* owned; NULL unless FLEET and CAPACITY_CONTROL are true */
+    uint64_t fleet_seen;            /* the fleet's exchanges at the last tick (janitor only) */
     struct tenantstat *tenants;     /* owned; NULL unless TENANT_ACCOUNTING=true */
     struct report_snap *sample;     /* owned: the janitor's scratch reading (janitor only) */
     atomic_int in_flight;           /* requests created and not yet freed */

@@ -224,11 +224,13 @@ over_its_budget_the_expensive_tenant_is_refused_and_the_cheap_one_untouched(void
     json_t *o = h_json(&r);
     assert_string_equal(json_string_value(json_object_get(o, "error")), "db_time_exhausted");
     json_decref(o);
-    /* About 100 ms of debt at 300 ms per minute: paid back in about 20 s. */
+    /* At least 100 ms of debt (two statements of at least 200 ms) at 300 ms per minute: paid
+     * back in 20 s or more; how much more depends on how long the statements really took on
+     * this machine, so it is checked against the database time counted for the tenant below. */
     char v[128];
     assert_non_null(h_header(&r, "Retry-After", v, sizeof(v)));
     int retry = atoi(v);
-    assert_true(retry >= 15 && retry <= 25);
+    assert_true(retry >= 19);
     assert_non_null(h_header(&r, "RateLimit-Policy", v, sizeof(v)));
     assert_non_null(strstr(v, "\"budget_db_time\";q=300;w=60"));
     assert_non_null(h_header(&r, "RateLimit", v, sizeof(v)));
@@ -240,6 +242,10 @@ over_its_budget_the_expensive_tenant_is_refused_and_the_cheap_one_untouched(void
     json_t *doc;
     json_t *heavy = row_of("budget", "heavy", &doc);
     assert_int_equal(count_of(heavy, "refused_by", "db_time_exhausted"), 2);
+    /* The Retry-After is the debt's pay-back time: (used - 300 ms) at 5 ms per second. */
+    double used_ms = json_number_value(json_object_get(heavy, "db_time_ms"));
+    double expect_s = (used_ms - 300.0) * 60.0 / 300.0;
+    assert_true(retry >= expect_s - 2 && retry <= expect_s + 2);
     json_t *doc2;
     json_t *cheap = row_of("budget", "cheap", &doc2);
     assert_int_equal(json_integer_value(json_object_get(cheap, "refused")), 0);

@@ -25,6 +25,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -675,6 +676,88 @@ struct client {
     long attempts, admitted;
 };
 
+/* ---- the fleet (capctl_remote) ------------------------------------------------------------ */
+
+static void remote(struct sim *s, size_t i, bool active, bool threatened, bool fresh)
+{
+    const struct capctl_remote r = {
+        .active = active, .threatened = threatened, .fresh = fresh, .pressure = 4};
+    capctl_remote(s->c, i, &r);
+}
+
+static void enterprise_active_on_another_instance_gates_free_here(void **state)
+{
+    (void)state;
+    struct sim s;
+    sim_init(&s, tiers);
+    sim_run(&s, 20, (struct flow[]){FREE_STORM, QUIET, QUIET});
+    assert_false(stats(&s, FREE).gated); /* alone here: work-conserving */
+    remote(&s, ENT, true, false, true);
+    sim_run(&s, 20, (struct flow[]){FREE_STORM, QUIET, QUIET});
+    assert_true(stats(&s, FREE).gated);
+    assert_true(stats(&s, ENT).remote_active);
+    /* active but content elsewhere: gated, never cut */
+    assert_true(limit_of(&s, FREE) == 5);
+    assert_int_equal(s.shed[FREE], 0);
+    capctl_remote(s.c, ENT, NULL); /* the view lost: local control, free is not gated */
+    sim_run(&s, 1, (struct flow[]){FREE_STORM, QUIET, QUIET});
+    assert_false(stats(&s, FREE).gated);
+    assert_false(stats(&s, ENT).remote_active);
+    capctl_destroy(s.c);
+}
+
+static void a_remote_threat_cuts_free_here_once_per_exchange(void **state)
+{
+    (void)state;
+    struct sim s;
+    sim_init(&s, tiers);
+    sim_run(&s, 20, (struct flow[]){FREE_STORM, QUIET, QUIET});
+    assert_true(stats(&s, FREE).pressing);
+    /* One exchange says enterprise threatens its objective elsewhere (pressure 4): free is cut
+     * by the deepest step, 0.5, once; the same report on later ticks cuts no further. */
+    remote(&s, ENT, true, true, true);
+    double before = limit_of(&s, FREE);
+    sim_run(&s, 1, (struct flow[]){FREE_STORM, QUIET, QUIET});
+    double after = limit_of(&s, FREE);
+    assert_true(after < before);
+    assert_true(after >= before * 0.5 * 0.99 || after == tiers[FREE].floor);
+    remote(&s, ENT, true, true, false); /* the same exchange, read again */
+    sim_run(&s, 3, (struct flow[]){FREE_STORM, QUIET, QUIET});
+    assert_true(limit_of(&s, FREE) <= after); /* neither cut again nor grown while threatened */
+    assert_true(limit_of(&s, FREE) >= after * 0.99);
+    /* More exchanges with the threat: cut down to its floor, never below. */
+    for (int k = 0; k < 40; k++) {
+        remote(&s, ENT, true, true, true);
+        sim_run(&s, 1, (struct flow[]){FREE_STORM, QUIET, QUIET});
+    }
+    assert_true(limit_of(&s, FREE) == tiers[FREE].floor);
+    assert_true(s.shed[FREE] > 0);
+    /* The threat over everywhere: free grows back to its max. */
+    remote(&s, ENT, true, false, true);
+    sim_run(&s, 40, (struct flow[]){FREE_STORM, QUIET, QUIET});
+    assert_true(limit_of(&s, FREE) == 5);
+    capctl_destroy(s.c);
+}
+
+static void a_lower_tier_pressing_elsewhere_makes_latencies_here_not_clear(void **state)
+{
+    (void)state;
+    struct sim s;
+    sim_init(&s, tiers);
+    /* Enterprise alone here, hot: its level is its own latency. */
+    sim_run(&s, 50, (struct flow[]){QUIET, QUIET, ENT_HOT});
+    double level = stats(&s, ENT).level_us;
+    /* Free presses on another instance and enterprise slows fivefold here: its latencies are
+     * not clear, so its level rises only slowly and it threatens its objective (with nothing
+     * pressing elsewhere, the level would follow within a second and hide the storm). */
+    const struct capctl_remote busy = {.active = true, .pressing = true};
+    capctl_remote(s.c, FREE, &busy);
+    sim_run(&s, 20, (struct flow[]){QUIET, QUIET, {200, 450, 10, 0}});
+    assert_true(stats(&s, ENT).threatened);
+    assert_true(stats(&s, ENT).level_us < 2 * level);
+    capctl_destroy(s.c);
+}
+
 static void *client_main(void *arg)
 {
     struct client *cl = arg;
@@ -747,6 +830,9 @@ int main(void)
         cmocka_unit_test(the_time_threatened_is_counted),
         cmocka_unit_test(the_threshold_shown_is_the_one_the_verdict_was_judged_by),
         cmocka_unit_test(on_a_simulated_database_the_limit_settles_in_a_band),
+        cmocka_unit_test(enterprise_active_on_another_instance_gates_free_here),
+        cmocka_unit_test(a_remote_threat_cuts_free_here_once_per_exchange),
+        cmocka_unit_test(a_lower_tier_pressing_elsewhere_makes_latencies_here_not_clear),
         cmocka_unit_test(the_request_path_and_the_verdicts_run_side_by_side),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
