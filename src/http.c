@@ -188,7 +188,7 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     request_finish(r, toe);
 }
 
-static unsigned http_threads(const struct config *cfg)
+unsigned http_thread_count(const struct config *cfg)
 {
     unsigned n = cfg->http_threads > 0 ? (unsigned)cfg->http_threads : cpus_usable();
     return n > EVLOOP_MAX ? EVLOOP_MAX : n;
@@ -297,7 +297,7 @@ static struct MHD_Daemon *http_daemon(struct http *h, unsigned i, bool v6)
 int http_start(const struct http_opts *opts, struct http **out)
 {
     const struct config *cfg = opts->cfg;
-    unsigned n = http_threads(cfg);
+    unsigned n = http_thread_count(cfg);
     struct http *h = xcalloc(1, sizeof(*h) + n * sizeof(h->daemons[0]));
     h->opts = *opts;
     h->max_body = (size_t)cfg->http_max_body;
@@ -331,7 +331,11 @@ int http_start(const struct http_opts *opts, struct http **out)
         }
         sources[i] = info->epoll_fd;
     }
-    struct evloop_ops ops = {.run = http_run, .timeout_us = http_timeout_us, .ctx = h};
+    struct evloop_ops ops = {.run = http_run,
+                             .timeout_us = http_timeout_us,
+                             .ctx = h,
+                             .lag = opts->loop_lag,
+                             .lag_probe_us = opts->loop_lag ? HTTP_LAG_PROBE_US : 0};
     rc = evloop_start("http", n, sources, &ops, &h->loops);
     if (rc) {
         log_error("http_start", "cannot start the HTTP threads: %s", strerror(-rc));

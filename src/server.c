@@ -319,7 +319,9 @@ static void server_wire(struct server *srv)
                                            .in_flight = &srv->in_flight,
                                            .draining = &srv->draining,
                                            .started_wall_us = srv->started_wall_us,
-                                           .instance_id = srv->instance_id};
+                                           .instance_id = srv->instance_id,
+                                           .loop_lag = srv->loop_lag,
+                                           .nloops = http_thread_count(&srv->cfg)};
     srv->api = (struct api_deps){.tiers = srv->tiers,
                                  .metrics = &srv->sources,
                                  .history = srv->history,
@@ -438,7 +440,8 @@ static int server_start_threads(struct server *srv)
                                  .draining = &srv->draining,
                                  .drain_exempt = api_is_probe,
                                  .dispatch = server_dispatch,
-                                 .ctx = &srv->api};
+                                 .ctx = &srv->api,
+                                 .loop_lag = srv->loop_lag};
     return http_start(&ho, &srv->http);
 }
 
