@@ -4,6 +4,7 @@
 #   make run        start a private PostgreSQL in .run/ and serve on API_PORT (default 8080);
 #                   with DATABASE_URL set, use that database instead
 #   make test       every test (unit, integration, sanitizers, fuzz smoke); ends "N passed, N failed"
+#   make check      the release pass of make test alone (unit and integration): the edit-test loop
 #   make bench      the benchmark suite; writes bench/results/
 #   make fuzz       run every fuzz target for FUZZ_SECONDS (default 60) each (make fuzz-build:
 #                   build them only)
@@ -53,7 +54,7 @@ UNIT_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/tests/support/%.o,$(notdir $(UNIT_S
 TEST_SUPPORT_OBJS := $(patsubst %.c,$(BUILD)/tests/support/%.o,$(notdir $(TEST_SUPPORT_SRCS)))
 TEST_LIBS = $(shell pkg-config --libs cmocka libcurl 2>/dev/null)
 
-.PHONY: all deps run test test-build bench fuzz fuzz-build soak format format-check clean
+.PHONY: all deps run test check test-build bench fuzz fuzz-build soak format format-check clean
 all: deps
 	@$(MAKE) --no-print-directory $(BUILD)/bulkhead
 
@@ -116,6 +117,10 @@ run:
 test:
 	@scripts/deps.sh build test
 	@scripts/test.sh
+
+check:
+	@scripts/deps.sh build test
+	@BH_PASSES=release scripts/test.sh
 
 bench:
 	@scripts/deps.sh build bench

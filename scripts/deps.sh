@@ -10,7 +10,13 @@ set -eu
 pkgs_build="gcc make pkg-config libc6-dev libmicrohttpd-dev libpq-dev libjansson-dev libhiredis-dev libssl-dev"
 pkgs_run="postgresql-15 postgresql-client-15 util-linux"
 pkgs_test="libcmocka-dev libcurl4-openssl-dev postgresql-15 postgresql-client-15 redis-server nginx-light \
-chromium fonts-dejavu-core docker-compose clang libclang-rt-14-dev procps iproute2 curl"
+chromium fonts-dejavu-core docker-compose clang libclang-rt-14-dev procps iproute2 curl prometheus"
+# Commands the tests need that another source may have installed already (a kubectl from the
+# Kubernetes project's repository, Node.js from NodeSource): the Debian package is installed
+# only when the command is missing. Debian 12's kubectl (kubernetes-client, 1.20) embeds
+# kustomize v2, which deploy/kubernetes/ is written for too; Node.js and npm install the
+# schema checker's packages (tests/kube/package.json).
+cmds_test="kubectl:kubernetes-client node:nodejs npm:npm"
 pkgs_bench="wrk hey postgresql-15 postgresql-client-15 procps curl iproute2 nginx-light"
 # What the server image needs: shared libraries, curl for HEALTHCHECK. Nothing else: no load
 # generators in a production image.
@@ -19,11 +25,15 @@ pkgs_runtime="libmicrohttpd12 libpq5 libjansson4 libhiredis0.14 libssl3 curl ca-
 pkgs_loadtest="hey wrk curl ca-certificates"
 
 want=""
+cmds=""
 for set in "$@"; do
     case "$set" in
     build) want="$want $pkgs_build" ;;
     run) want="$want $pkgs_run" ;;
-    test) want="$want $pkgs_test" ;;
+    test)
+        want="$want $pkgs_test"
+        cmds="$cmds $cmds_test"
+        ;;
     bench) want="$want $pkgs_bench" ;;
     runtime) want="$want $pkgs_runtime" ;;
     loadtest) want="$want $pkgs_loadtest" ;;
@@ -39,6 +49,11 @@ for p in $want; do
     case " $missing " in *" $p "*) continue ;; esac
     status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
     [ "$status" = "installed" ] || missing="$missing $p"
+done
+for c in $cmds; do
+    command -v "${c%%:*}" >/dev/null 2>&1 && continue
+    case " $missing " in *" ${c#*:} "*) continue ;; esac
+    missing="$missing ${c#*:}"
 done
 [ -z "$missing" ] && exit 0
 

@@ -3,6 +3,8 @@
 #
 #   scripts/fuzz.sh [SECONDS]        (default 60; `make fuzz` passes FUZZ_SECONDS, test.sh 10)
 #   FUZZ_TARGETS="fuzz_tiers ..."    run only these targets
+#   FUZZ_NO_BUILD=1                  run what is built (scripts/test.sh builds every target first,
+#                                    `make fuzz-build`, then runs them side by side)
 #
 # Each target is built by the Makefile (make build/fuzz/<target>: clang with libFuzzer, ASan and
 # UBSan, its own source and the src/ modules it needs, the project's warnings). It runs on a
@@ -48,7 +50,8 @@ targets=${FUZZ_TARGETS:-$(for f in tests/fuzz/fuzz_*.c; do basename "$f" .c; don
 failed=0
 for t in $targets; do
     log=$OUT/logs/$t.log
-    if ! make --no-print-directory "build/fuzz/$t" >"$OUT/logs/$t.build.log" 2>&1; then
+    if [ -z "${FUZZ_NO_BUILD:-}" ] &&
+        ! make --no-print-directory "build/fuzz/$t" >"$OUT/logs/$t.build.log" 2>&1; then
         echo "fuzz FAIL $t: build failed: $(grep -m1 -E 'error|FUZZ_NEEDS' "$OUT/logs/$t.build.log")"
         failed=1
         continue

@@ -6,7 +6,8 @@
 #                                  apply init-db.sql; prints the DATABASE_URL
 #   scripts/pg.sh stop DIR         fast shutdown
 # The cluster listens on 127.0.0.1:PORT and on a socket in DIR, trusts local connections
-# (it is a private development/test cluster), and logs to DIR/log.
+# (it is a private development/test cluster), and logs to DIR/log. PG_FSYNC (on) and
+# PG_MAX_CONNECTIONS (300) set those two server settings.
 set -eu
 PGBIN=/usr/lib/postgresql/15/bin
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,7 +36,7 @@ start)
             || { cat "$dir/initdb.log" >&2; exit 1; }
     fi
     as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=${PG_FSYNC:-on}" \
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=${PG_MAX_CONNECTIONS:-300} -c fsync=${PG_FSYNC:-on}" \
         start >/dev/null || { tail -20 "$dir/log" >&2; exit 1; }
     "$PGBIN/psql" -h "$dir" -p "$port" -U postgres -qAt -c "SELECT 1 FROM pg_database WHERE datname='bulkhead'" postgres \
         | grep -q 1 || "$PGBIN/createdb" -h "$dir" -p "$port" -U postgres bulkhead

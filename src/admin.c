@@ -1,14 +1,21 @@
 /*
- * admin: the operator endpoints of admin.h, on the HTTP thread: the token, the routes, every
- * check of a tenant request, and the hand-off of a valid one to the admin worker.
+ * admin: the operator endpoints of admin.h, on the HTTP thread: the token and the limit on
+ * failed attempts, the routes, every check of a tenant request, and the hand-off of a valid one
+ * to the admin worker.
+ *
+ * DESIGN: the failed attempts live in a keytab (its shards' mutexes) as one GCRA time per
+ * address (ratelimit_gcra); the shared overflow budget has its own mutex; counters are atomics.
+ * Any HTTP thread may run admin_handle at once.
  */
 #include "admin.h"
 #include "adminwork.h"
 #include "apierr.h"
 #include "auth.h"
 #include "breaker.h"
+#include "keytab.h"
 #include "mclock.h"
 #include "params.h"
+#include "ratelimit.h"
 #include "request.h"
 #include "tenantdb.h"
 #include "tenantreq.h"
@@ -16,7 +23,10 @@
 #include "xalloc.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +36,10 @@ struct admin {
     char actor[24];         /* "token:" and 8 hex digits of the token's SHA-256: who, in audits */
     struct tierset *tiers;  /* not owned */
     struct adminwork *work; /* owned: the worker that runs tenant requests */
+    struct keytab *fails;   /* owned: each address's GCRA time for failed attempts */
+    pthread_mutex_t overflow_mu; /* guards overflow_tat */
+    int64_t overflow_tat;        /* the budget shared by addresses the table has no room for */
+    atomic_uint_least64_t accepted, refused, limited;
 };
 
 int admin_create(const struct admin_cfg *cfg, struct admin **out)
@@ -42,8 +56,17 @@ int admin_create(const struct admin_cfg *cfg, struct admin **out)
         free(a);
         return rc;
     }
+    a->fails = keytab_create(ADMIN_AUTH_CLIENTS);
+    pthread_mutex_init(&a->overflow_mu, NULL);
     *out = a;
     return 0;
+}
+
+void admin_stats(struct admin *a, struct admin_stats *out)
+{
+    out->accepted = atomic_load_explicit(&a->accepted, memory_order_relaxed);
+    out->refused = atomic_load_explicit(&a->refused, memory_order_relaxed);
+    out->limited = atomic_load_explicit(&a->limited, memory_order_relaxed);
 }
 
 void admin_expire(struct admin *a, int64_t now_us)
@@ -63,8 +86,52 @@ void admin_destroy(struct admin *a)
     if (!a)
         return;
     adminwork_destroy(a->work);
+    keytab_destroy(a->fails);
+    pthread_mutex_destroy(&a->overflow_mu);
     free(a->token);
     free(a);
+}
+
+/* ---- failed attempts ---------------------------------------------------------------------- */
+
+/* One more failure against the GCRA time *tat at now; whether it fitted the budget. */
+static bool admin_fail_step(int64_t *tat, void *ctx)
+{
+    struct ratelimit_result r;
+    ratelimit_gcra(ADMIN_AUTH_FAILURES, ADMIN_AUTH_WINDOW_S, tat, *(const int64_t *)ctx, &r);
+    return r.allowed;
+}
+
+/* Whether client's failures go to the shared budget: it is not tracked and has no room. */
+static bool admin_overflows(struct admin *a, const char *client, int64_t now)
+{
+    return keytab_get(a->fails, client, now) == 0 && keytab_count(a->fails) >= ADMIN_AUTH_CLIENTS;
+}
+
+/* How long client must wait before its token is compared again (0: now). */
+static int64_t admin_auth_wait(struct admin *a, const char *client, int64_t now)
+{
+    int64_t tat;
+    if (admin_overflows(a, client, now)) {
+        pthread_mutex_lock(&a->overflow_mu);
+        tat = a->overflow_tat;
+        pthread_mutex_unlock(&a->overflow_mu);
+    } else {
+        tat = keytab_get(a->fails, client, now);
+    }
+    struct ratelimit_result r;
+    ratelimit_gcra(ADMIN_AUTH_FAILURES, ADMIN_AUTH_WINDOW_S, &tat, now, &r); /* a copy: a look */
+    return r.allowed ? 0 : r.retry_after_us;
+}
+
+static void admin_auth_failed(struct admin *a, const char *client, int64_t now)
+{
+    if (!admin_overflows(a, client, now) &&
+        keytab_update(a->fails, client, now, admin_fail_step, &now) != -ENOSPC)
+        return;
+    pthread_mutex_lock(&a->overflow_mu);
+    admin_fail_step(&a->overflow_tat, &now);
+    pthread_mutex_unlock(&a->overflow_mu);
 }
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -329,12 +396,26 @@ bool admin_handle(struct admin *a, const char *client, struct request *r)
                       "admin endpoints are off (set ADMIN_TOKEN to enable them)");
         return false;
     }
+    int64_t now = mclock_now_us();
+    int64_t wait_us = admin_auth_wait(a, client, now);
+    if (wait_us > 0) {
+        atomic_fetch_add_explicit(&a->limited, 1, memory_order_relaxed);
+        r->retry_after_us = wait_us;
+        apierr_replyf(r, APIERR_TOO_MANY_AUTH_FAILURES,
+                      "%d failed admin authentications from this address within %d s; the "
+                      "token is not checked until Retry-After",
+                      ADMIN_AUTH_FAILURES, ADMIN_AUTH_WINDOW_S);
+        return false;
+    }
     const char *given = params_bearer(request_header(r, MHD_HTTP_HEADER_AUTHORIZATION));
     if (!given || !params_equal_ct(given, a->token)) {
+        admin_auth_failed(a, client, now);
+        atomic_fetch_add_explicit(&a->refused, 1, memory_order_relaxed);
         apierr_replyf(r, APIERR_UNAUTHORIZED,
                       "admin endpoints need Authorization: Bearer <ADMIN_TOKEN>");
         return false;
     }
+    atomic_fetch_add_explicit(&a->accepted, 1, memory_order_relaxed);
     const char *path = r->url + strlen("/admin/");
     if (!strncmp(path, "breaker/", strlen("breaker/")))
         return admin_breaker(a, r, path);

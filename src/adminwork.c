@@ -12,18 +12,20 @@
 #include "xalloc.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <libpq-fe.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct adminwork {
     char *conninfo;        /* owned: DATABASE_URL */
     struct workpool *pool; /* owned: the queue and its one worker */
-    PGconn *pg;            /* the worker thread's; NULL until the first job, or once lost */
+    struct dbconn *db;     /* the worker thread's; NULL until the first job, or once lost */
+    int stop_pipe[2];      /* adminwork_stop writes [1]; the connection's waits poll [0] */
 };
 
 static const char *const adminwork_actions[] = {
@@ -41,35 +43,36 @@ static struct adminwork_job *adminwork_job_of(struct fairq_item *item)
  * the last one was closed by the server. */
 static int adminwork_conn(struct adminwork *w, char *err, size_t errlen)
 {
-    if (w->pg && (!PQconsumeInput(w->pg) || PQstatus(w->pg) != CONNECTION_OK)) {
-        PQfinish(w->pg);
-        w->pg = NULL;
+    if (w->db && dbconn_is_dead(w->db)) {
+        dbconn_close(w->db);
+        w->db = NULL;
     }
-    if (w->pg)
+    if (w->db)
         return 0;
-    return tenantdb_connect(w->conninfo, "bulkhead-admin", &w->pg, err, errlen);
+    return tenantdb_connect(w->conninfo, "bulkhead-admin", &w->stop_pipe[0], &w->db, err, errlen);
 }
 
-static int adminwork_exec(PGconn *pg, const struct adminwork_job *job, struct tenantdb_result *res)
+static int adminwork_exec(struct dbconn *db, const struct adminwork_job *job,
+                          struct tenantdb_result *res)
 {
     const struct tenantdb_actor who = {
         .who = job->actor, .address = job->address, .request_id = job->r->request_id};
     const char *name = job->name[0] ? job->name : NULL;
     switch (job->op) {
     case ADMINWORK_CREATE:
-        return tenantdb_create(pg, &job->req, &who, res);
+        return tenantdb_create(db, &job->req, &who, res);
     case ADMINWORK_LIST:
-        return tenantdb_list(pg, name, job->limit, res);
+        return tenantdb_list(db, name, job->limit, res);
     case ADMINWORK_GET:
-        return tenantdb_get(pg, job->name, res);
+        return tenantdb_get(db, job->name, res);
     case ADMINWORK_UPDATE:
-        return tenantdb_update(pg, job->name, &job->req, &who, res);
+        return tenantdb_update(db, job->name, &job->req, &who, res);
     case ADMINWORK_ROTATE:
-        return tenantdb_rotate(pg, job->name, &who, res);
+        return tenantdb_rotate(db, job->name, &who, res);
     case ADMINWORK_REVOKE:
-        return tenantdb_revoke(pg, job->name, &who, res);
+        return tenantdb_revoke(db, job->name, &who, res);
     case ADMINWORK_AUDIT:
-        return tenantdb_audit(pg, job->before, name, job->limit, res);
+        return tenantdb_audit(db, job->before, name, job->limit, res);
     }
     return -EINVAL;
 }
@@ -132,6 +135,8 @@ static void adminwork_fail(const struct adminwork_job *job, int rc, const char *
     } else if (rc == -ECONNRESET) {
         log_warn("admin_db", "cannot reach the database: %s", err);
         apierr_reply(r, APIERR_DATABASE_UNAVAILABLE);
+    } else if (rc == -ECANCELED) {
+        apierr_reply(r, APIERR_SHUTTING_DOWN); /* adminwork_stop ended its wait */
     } else {
         log_warn("admin_db", "%s failed: %s", adminwork_actions[job->op] ? "a change" : "a read",
                  err);
@@ -150,11 +155,11 @@ static void adminwork_run(struct fairq_item *item, void *ctx)
     struct tenantdb_result res = {0};
     int rc = adminwork_conn(w, res.err, sizeof(res.err));
     if (!rc)
-        rc = adminwork_exec(w->pg, job, &res);
+        rc = adminwork_exec(w->db, job, &res);
     r->query_us = mclock_now_us() - start;
-    if (rc == -ECONNRESET && w->pg) {
-        PQfinish(w->pg); /* the next job opens a new one */
-        w->pg = NULL;
+    if ((rc == -ECONNRESET || rc == -ECANCELED) && w->db) {
+        dbconn_close(w->db); /* lost, silent or mid-statement: the next job opens a new one */
+        w->db = NULL;
     }
     if (rc)
         adminwork_fail(job, rc, res.err);
@@ -184,6 +189,11 @@ static void adminwork_drop(struct fairq_item *item, enum workpool_drop_reason wh
 int adminwork_start(const char *conninfo, struct adminwork **out)
 {
     struct adminwork *w = xcalloc(1, sizeof(*w));
+    if (pipe2(w->stop_pipe, O_CLOEXEC)) {
+        int rc = -errno;
+        free(w);
+        return rc;
+    }
     w->conninfo = xstrdup(conninfo);
     const struct workpool_limits lim = {.threads = 1,
                                         .queue_max = ADMINWORK_QUEUE_MAX,
@@ -192,6 +202,8 @@ int adminwork_start(const char *conninfo, struct adminwork **out)
     const struct workpool_ops ops = {.run = adminwork_run, .drop = adminwork_drop, .ctx = w};
     int rc = workpool_create("admin", &lim, &ops, &w->pool);
     if (rc) {
+        close(w->stop_pipe[0]);
+        close(w->stop_pipe[1]);
         free(w->conninfo);
         free(w);
         return rc;
@@ -213,18 +225,23 @@ void adminwork_expire(struct adminwork *w, int64_t now_us)
 
 void adminwork_stop(struct adminwork *w)
 {
-    if (w)
-        workpool_stop(w->pool);
+    if (!w)
+        return;
+    /* Readable for good: the running job's wait ends now, and so would any later one. */
+    if (write(w->stop_pipe[1], "x", 1) < 0 && errno != EAGAIN)
+        log_warn("admin", "cannot signal the admin worker to stop: %s", strerror(errno));
+    workpool_stop(w->pool);
 }
 
 void adminwork_destroy(struct adminwork *w)
 {
     if (!w)
         return;
-    workpool_stop(w->pool);
+    adminwork_stop(w);
     workpool_destroy(w->pool);
-    if (w->pg)
-        PQfinish(w->pg);
+    dbconn_close(w->db);
+    close(w->stop_pipe[0]);
+    close(w->stop_pipe[1]);
     free(w->conninfo);
     free(w);
 }

@@ -6,11 +6,16 @@
  * never runs is answered 503: admin_busy when it waited past ADMINWORK_QUEUE_TIMEOUT_MS,
  * shutting_down at shutdown.
  *
+ * The worker never waits on the database without a bound (tenantdb.h): a statement the
+ * database does not answer is given up after TENANTDB_STATEMENT_TIMEOUT_MS +
+ * TENANTDB_ANSWER_GRACE_MS (503 database_unavailable), and at shutdown adminwork_stop ends the
+ * wait at once (503 shutting_down).
+ *
  * DESIGN: the queue is a workpool of one thread (its mutex and condition variables; the janitor
  * expires it through adminwork_expire); the connection is that thread's alone, opened at the
- * first job and again after it is lost. A job belongs to the HTTP thread until
- * adminwork_submit accepts it, then to the worker (or to whoever drops it), which frees it
- * before resuming its request.
+ * first job and again after it is lost. adminwork_stop writes a stop pipe that every wait of
+ * that connection polls. A job belongs to the HTTP thread until adminwork_submit accepts it,
+ * then to the worker (or to whoever drops it), which frees it before resuming its request.
  */
 #ifndef BULKHEAD_ADMINWORK_H
 #define BULKHEAD_ADMINWORK_H
@@ -62,7 +67,8 @@ int adminwork_submit(struct adminwork *w, struct adminwork_job *job)
 /* Janitor thread: answer the jobs that waited past ADMINWORK_QUEUE_TIMEOUT_MS. */
 void adminwork_expire(struct adminwork *w, int64_t now_us);
 
-/* Refuse new jobs, answer queued ones, wait for the running one. Then destroy frees. */
+/* Refuse new jobs, answer queued ones, end the running one's wait on the database and wait for
+ * it (a moment). Then destroy frees. */
 void adminwork_stop(struct adminwork *w);
 void adminwork_destroy(struct adminwork *w);
 

@@ -2,11 +2,18 @@
  * api: routing, /api/data's request path, and the simple endpoints (see api.h).
  *
  * Order of checks for /api/data, cheapest and least committal first:
- *   tier and tenant (400/401) -> arguments and body (400/413/415) -> [1] rate limit (429)
- *   -> [4] breaker permit (503 circuit_open) -> [2] a slot of the tier, or its queue
- *   (503 bulkhead_full) -> [3] connection (503 pool_timeout) -> statement (500/504) -> breaker
- *   verdict. Nothing here blocks: the HTTP (event) thread never waits on a slot, a connection
- *   or the database; the statement side is apiwork.c.
+ *   tier and tenant (400/401) -> arguments and body (400/413/415) -> admission: [0] the
+ *   capacity gate (503 shed) -> [1] rate limit (429) -> [4] breaker permit (503 circuit_open)
+ *   -> [2] a slot of the tier, or its queue (503 bulkhead_full) -> [3] connection (503
+ *   pool_timeout) -> statement (500/504) -> breaker verdict. Nothing here blocks: the HTTP
+ *   (event) thread never waits on a slot, a connection or the database; the statement side is
+ *   apiwork.c.
+ *
+ * A refusal gives back what admission took before it (the capacity gate, the breaker permit),
+ * then goes out or, when the tarpit says so, is held: its request waits, suspended and holding
+ * nothing, and is admitted again from [0] on its own event thread when its time comes (a rate
+ * limit's turn, or the Retry-After its client did not wait for). The one thing it keeps is a
+ * rate-limit token it was granted: admitted again, it does not pay twice.
  */
 #include "api.h"
 #include "admin.h"
@@ -16,6 +23,7 @@
 #include "auth.h"
 #include "breaker.h"
 #include "capctl.h"
+#include "evloop.h"
 #include "health.h"
 #include "history.h"
 #include "mclock.h"
@@ -53,14 +61,13 @@ static void api_method_not_allowed(struct request *r, const char *allow)
 }
 
 /*
- * The client's address as "ip:<addr>", the tenant key when no tenant id is given. Behind a
- * trusted proxy (TRUSTED_PROXIES) the client is the rightmost untrusted X-Forwarded-For entry;
- * from anyone else X-Forwarded-For is ignored, since a client can write what it likes there.
- * Several X-Forwarded-For fields are one list in their order (RFC 9110 5.3): a proxy that adds
- * a field of its own rather than appending to the client's is read right, not the client's
- * first field.
+ * The client's address. Behind a trusted proxy (TRUSTED_PROXIES) the client is the rightmost
+ * untrusted X-Forwarded-For entry; from anyone else X-Forwarded-For is ignored, since a client
+ * can write what it likes there. Several X-Forwarded-For fields are one list in their order
+ * (RFC 9110 5.3): a proxy that adds a field of its own rather than appending to the client's is
+ * read right, not the client's first field.
  */
-static void api_client_key(const struct api_deps *d, struct request *r, char *out, size_t len)
+static void api_client_addr(const struct api_deps *d, struct request *r, char *out, size_t len)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
@@ -81,7 +88,18 @@ static void api_client_key(const struct api_deps *d, struct request *r, char *ou
             snprintf(addr, sizeof(addr), "%s", fwd);
         free(xff);
     }
-    snprintf(out, len, "ip:%s", addr);
+    snprintf(out, len, "%s", addr);
+}
+
+/* The client as "ip:<key>": the tenant key when no tenant id is given, and the name of every
+ * address-keyed limit and hold. An IPv6 client is its network of CLIENT_IPV6_PREFIX bits
+ * (params_client_key): one host commonly holds a whole /64 and could rotate through it. */
+static void api_client_key(const struct api_deps *d, struct request *r, char *out, size_t len)
+{
+    char addr[INET6_ADDRSTRLEN], key[PARAMS_CLIENT_KEY_MAX];
+    api_client_addr(d, r, addr, sizeof(addr));
+    params_client_key(addr, d->ipv6_prefix, key, sizeof(key));
+    snprintf(out, len, "ip:%s", key);
 }
 
 /* ---- /health, /livez, /readyz ------------------------------------------------------------ */
@@ -230,11 +248,29 @@ static bool api_arg(struct request *r, const char *name, const char **v)
     return rc != -EINVAL;
 }
 
-static bool api_parse_read_args(struct request *r)
+/* force_error and delay_ms let a client fail or slow its tier on purpose (the reference
+ * design's verification): refused unless TEST_PARAMS allows them, since where tenants are real
+ * one of them could open its tier's breaker for all. */
+static bool api_test_params_off(const struct api_deps *d, struct request *r)
+{
+    const char *v;
+    if (d->test_params ||
+        (request_arg(r, "force_error", &v) == -ENOENT && request_arg(r, "delay_ms", &v) == -ENOENT))
+        return false;
+    apierr_replyf(r, APIERR_INVALID_ARGUMENT,
+                  "force_error and delay_ms are test parameters, off on this server: "
+                  "TEST_PARAMS=on turns them on (its default, auto, has them on in "
+                  "AUTH_MODE=header only)");
+    return true;
+}
+
+static bool api_parse_read_args(const struct api_deps *d, struct request *r)
 {
     struct request_args *a = &r->args;
     a->limit = API_LIMIT_DEFAULT;
     const char *v;
+    if (api_test_params_off(d, r))
+        return false;
     if (!api_arg(r, "force_error", &v) || (v && params_bool(v, &a->force_error))) {
         apierr_replyf(r, APIERR_INVALID_ARGUMENT, "force_error must be true or false");
         return false;
@@ -271,85 +307,194 @@ static bool api_parse_write_body(struct request *r)
     return true;
 }
 
-/* Layer 1, at the tenant's own limit if it has one, else the tier's. Returns false after
- * replying 429. */
+/* The rate limit that applies to r: the tenant's own if it has one, else the tier's. */
+static int64_t api_limit_of(const struct request *r, const struct tier_cfg *c)
+{
+    return r->args.own_rate_limit ? r->args.rate_limit : c->rate_limit;
+}
+
+/* Layer 1. Returns false when refused (r->rl says when a request would pass). */
 static bool api_rate_limit(const struct api_deps *d, struct request *r, const struct tier_cfg *c)
 {
-    int64_t limit = r->args.own_rate_limit ? r->args.rate_limit : c->rate_limit;
+    int64_t limit = api_limit_of(r, c);
     if (limit <= 0)
         return true; /* unlimited: no limiter work at all */
     struct tier_rt *t = r->tier;
     int64_t now = mclock_now_us();
-    if (!d->redis || rlredis_check(d->redis, c->name, limit, c->rate_window_s, r->tenant, &r->rl))
-        ratelimit_check_limit(t->rl, r->tenant, limit, now, &r->rl);
-    else
+    if (!d->redis || rlredis_check(d->redis, c->name, limit, c->rate_window_s, r->tenant, &r->rl)) {
+        if (ratelimit_check_limit(t->rl, r->tenant, limit, now, &r->rl)) {
+            /* The table is full: the tenant shares the bucket of its address. */
+            char addr[PARAMS_CLIENT_KEY_MAX + 4];
+            api_client_key(d, r, addr, sizeof(addr));
+            ratelimit_check_overflow(t->rl, addr, limit, now, &r->rl);
+        }
+    } else {
         ratelimit_count(t->rl, r->rl.allowed);
+    }
     r->rl_applied = true;
-    if (r->rl.allowed)
-        return true;
     r->retry_after_us = r->rl.retry_after_us;
-    if (r->args.own_rate_limit)
-        apierr_replyf(r, APIERR_RATE_LIMITED,
-                      "tenant %s is allowed %" PRId64 " requests per %" PRId64 " s",
-                      r->tenant_label, limit, c->rate_window_s);
-    else
-        apierr_replyf(r, APIERR_RATE_LIMITED,
-                      "tier %s allows %" PRId64 " requests per %" PRId64 " s per tenant", c->name,
-                      limit, c->rate_window_s);
+    return r->rl.allowed;
+}
+
+/* The reply of refusal e (rc: apiwork_submit's, for a full tier), built when it goes out. */
+static void api_refusal_reply(struct request *r, enum apierr e, int rc)
+{
+    const struct tier_cfg *c = tierset_cfg(r->tier);
+    switch (e) {
+    case APIERR_SHED:
+        apierr_replyf(r, e,
+                      "tier %s is limited: a tier of higher priority needs the shared capacity",
+                      c->name);
+        break;
+    case APIERR_RATE_LIMITED:
+        if (r->args.own_rate_limit)
+            apierr_replyf(r, e, "tenant %s is allowed %" PRId64 " requests per %" PRId64 " s",
+                          r->tenant_label, api_limit_of(r, c), c->rate_window_s);
+        else
+            apierr_replyf(r, e, "tier %s allows %" PRId64 " requests per %" PRId64 " s per tenant",
+                          c->name, api_limit_of(r, c), c->rate_window_s);
+        break;
+    case APIERR_CIRCUIT_OPEN:
+        apierr_replyf(r, e, "tier %s is failing; its circuit breaker is open", c->name);
+        break;
+    case APIERR_BULKHEAD_FULL:
+        if (rc == -EDQUOT)
+            apierr_replyf(r, e, "this tenant's share of tier %s's queue is full", c->name);
+        else
+            apierr_replyf(r, e, "tier %s's worker queue is full", c->name);
+        break;
+    default:
+        apierr_reply(r, e);
+        break;
+    }
+}
+
+/*
+ * What the tarpit makes of refusal e of r at now: the time to hold r until (<= now: answer it
+ * now), with r->retry_after_us set to the Retry-After that holds when it is answered.
+ */
+static int64_t api_hold_until(const struct api_deps *d, struct request *r, enum apierr e,
+                              int64_t now)
+{
+    enum apierr_hold hold = apierr_held(e);
+    if (!d->tarpit || hold == APIERR_HOLD_NONE)
+        return now;
+    const char *tier = tierset_cfg(r->tier)->name;
+    char by_tenant[TIERS_NAME_MAX + FAIRQ_KEY_MAX + 2], by_addr[TIERS_NAME_MAX + 64], addr[56];
+    snprintf(by_tenant, sizeof(by_tenant), "%s|%s", tier, r->tenant);
+    struct tarpit_refusal rf = {.key1 = by_tenant, .held_us = r->held_us};
+    if (hold == APIERR_HOLD_TENANT) {
+        /* A rate limit: its exact wait, and its turns one interval apart. */
+        rf.wait_us = r->rl.retry_after_us;
+        rf.interval_us = ratelimit_interval_us(r->rl.limit, r->rl.window_s);
+    } else {
+        /* About the tier: the client was told whole seconds; the address is the client too. */
+        rf.wait_us = apierr_retry_s(e, r->retry_after_us) * 1000000;
+        api_client_key(d, r, addr, sizeof(addr));
+        snprintf(by_addr, sizeof(by_addr), "%s|%s", tier, addr);
+        if (strcmp(r->tenant, addr) != 0)
+            rf.key2 = by_addr;
+    }
+    struct tarpit_verdict v;
+    tarpit_check(d->tarpit, &rf, now, &v);
+    if (hold == APIERR_HOLD_TENANT) {
+        r->retry_after_us = v.retry_us; /* its turn, behind those already waiting */
+        r->rl.retry_after_us = v.retry_us;
+    }
+    return v.until_us;
+}
+
+/*
+ * r was refused with e at admission (rc: apiwork_submit's). The capacity gate it passed is
+ * left at once, charged nothing (it did no work, and a held refusal must not keep its tier's
+ * slot); then r is held by the tarpit, or answered. `suspended`: r is suspended already (it was
+ * on its way to a slot, or it is being admitted again); answered, it is resumed here. Returns
+ * true when held: the tarpit owns r until it releases it.
+ */
+static bool api_refuse(const struct api_deps *d, struct request *r, bool suspended, enum apierr e,
+                       int rc)
+{
+    struct tier_rt *t = r->tier;
+    int64_t now = mclock_now_us();
+    if (r->cap_entered_us) {
+        capctl_leave(d->capacity, t->index, now, now);
+        r->cap_entered_us = 0;
+    }
+    int64_t until = api_hold_until(d, r, e, now);
+    if (until > now) {
+        if (!suspended)
+            request_defer(r); /* before the tarpit sees it: it may release it at once */
+        suspended = true;
+        r->work_ctx = d;
+        r->held_us += until - now;
+        if (tarpit_hold(d->tarpit, r, until))
+            return true;
+        r->held_us -= until - now; /* too many held: answered at once after all */
+    }
+    api_refusal_reply(r, e, rc);
+    if (r->held_us)
+        r->outcome = OUTCOME_HELD; /* a refusal answered after a hold */
+    if (suspended)
+        request_resume(r);
     return false;
 }
 
 /*
- * r was just refused on this thread (its reply is set). When the refusal carries a Retry-After
- * and its client (the tenant, and for a refusal about the tier also the address, within the
- * tier: apierr_held) is back before the time it was last told, hold it in the tarpit until
- * then. `deferred` says r is suspended already (it was
- * on its way to the queue); it is resumed here unless held. Returns true when held: the tarpit
- * owns r until it resumes it.
+ * Admission, from [0] on: on the HTTP thread for a new request, and again on the same thread
+ * (api_readmit) for one the tarpit held. Returns true when r was handed on (to a worker, or
+ * back to the tarpit): from then on whoever has it owns it.
  */
-static bool api_refused(const struct api_deps *d, struct request *r, bool deferred)
+static bool api_admit(const struct api_deps *d, struct request *r, bool suspended)
 {
-    enum apierr_hold hold = r->error ? apierr_held((enum apierr)(r->error - 1)) : APIERR_HOLD_NONE;
-    if (!d->tarpit || hold == APIERR_HOLD_NONE || !r->reply_retry_s) {
-        if (deferred)
-            request_resume(r);
-        return false;
+    struct tier_rt *t = r->tier;
+    const struct tier_cfg *c = tierset_cfg(t);
+    /* A request the limiter admitted in an earlier attempt (then refused by the breaker or a
+     * full tier, and held) keeps the place it was given: one request, one token. */
+    bool charged = r->rl.allowed;
+    r->rl_applied = charged; /* the headers of the verdict, once it reached the limiter */
+    /* [0] The shared capacity: a higher tier may need it (capctl.h). First, since a tier that
+     * is shed should cost as little as a refusal can. */
+    int64_t now = mclock_now_us(), retry_us = 0;
+    if (d->capacity && !capctl_enter(d->capacity, t->index, now, &retry_us)) {
+        r->retry_after_us = retry_us;
+        return api_refuse(d, r, suspended, APIERR_SHED, 0);
     }
-    const char *tier = tierset_cfg(r->tier)->name;
-    char by_tenant[TIERS_NAME_MAX + FAIRQ_KEY_MAX + 2], by_addr[TIERS_NAME_MAX + 64], addr[56];
-    snprintf(by_tenant, sizeof(by_tenant), "%s|%s", tier, r->tenant);
-    api_client_key(d, r, addr, sizeof(addr));
-    snprintf(by_addr, sizeof(by_addr), "%s|%s", tier, addr);
-    int64_t now = mclock_now_us();
-    bool addr_too = hold == APIERR_HOLD_TIER && strcmp(r->tenant, addr) != 0;
-    int64_t until = tarpit_check(d->tarpit, by_tenant, addr_too ? by_addr : NULL,
-                                 r->reply_retry_s * 1000000, now);
-    if (until <= now) {
-        if (deferred)
-            request_resume(r);
-        return false;
-    }
-    enum metrics_outcome refused = r->outcome;
-    r->outcome = OUTCOME_HELD;
-    r->held_us = until - now;
-    if (!deferred)
-        request_defer(r); /* before the tarpit sees it: it may release it at once */
-    if (tarpit_hold(d->tarpit, r, until))
-        return true;
-    r->outcome = refused; /* too many held: answered at once after all */
-    r->held_us = 0;
-    request_resume(r);
-    return false;
+    r->cap_entered_us = d->capacity ? now : 0;
+    if (!charged && !api_rate_limit(d, r, c))
+        return api_refuse(d, r, suspended, APIERR_RATE_LIMITED, 0);
+
+    r->permit = breaker_acquire(t->breaker, mclock_now_us(), &r->retry_after_us);
+    if (r->permit == BREAKER_DENY)
+        return api_refuse(d, r, suspended, APIERR_CIRCUIT_OPEN, 0);
+
+    /* Suspend before queueing: a worker may finish before this thread returns. */
+    if (!suspended)
+        request_defer(r);
+    int rc = apiwork_submit(d, r);
+    if (rc == 0)
+        return true; /* whoever runs it owns r now */
+    breaker_release(t->breaker, r->permit);
+    return api_refuse(d, r, true, rc == -ESHUTDOWN ? APIERR_SHUTTING_DOWN : APIERR_BULKHEAD_FULL,
+                      rc);
 }
 
-/* The tarpit's thread: a held refusal is due. */
+/* r's event thread: the tarpit released it; admit it again (it is suspended). */
+static void api_readmit(struct evloop_task *task)
+{
+    struct request *r = (struct request *)(void *)((char *)task - offsetof(struct request, task));
+    api_admit(r->work_ctx, r, true);
+}
+
+/* The tarpit's thread: a held request is due. Admission is its event thread's to run. */
 void api_release_held(void *item, void *ctx)
 {
     (void)ctx;
-    request_resume(item);
+    struct request *r = item;
+    r->task.fn = api_readmit;
+    evloop_post(r->loop, &r->task);
 }
 
-/* Returns true when r was handed to a worker: from then on the worker owns it. */
+/* Returns true when r was handed on (to a worker, or the tarpit): from then on it owns it. */
 static bool api_data(const struct api_deps *d, struct request *r)
 {
     if (r->method == METHOD_OTHER) {
@@ -358,47 +503,9 @@ static bool api_data(const struct api_deps *d, struct request *r)
     }
     if (!api_identify(d, r))
         return false;
-    if (r->method == METHOD_POST ? !api_parse_write_body(r) : !api_parse_read_args(r))
+    if (r->method == METHOD_POST ? !api_parse_write_body(r) : !api_parse_read_args(d, r))
         return false;
-
-    struct tier_rt *t = r->tier;
-    const struct tier_cfg *c = tierset_cfg(t);
-    /* [0] The shared capacity: a higher tier may need it (capctl.h). First, since a tier that
-     * is shed should cost as little as a refusal can. */
-    int64_t now = mclock_now_us(), retry_us = 0;
-    if (d->capacity && !capctl_enter(d->capacity, t->index, now, &retry_us)) {
-        r->retry_after_us = retry_us;
-        apierr_replyf(r, APIERR_SHED,
-                      "tier %s is limited: a tier of higher priority needs the "
-                      "shared capacity",
-                      c->name);
-        return api_refused(d, r, false);
-    }
-    r->cap_entered_us = d->capacity ? now : 0;
-    if (!api_rate_limit(d, r, c))
-        return api_refused(d, r, false);
-
-    r->permit = breaker_acquire(t->breaker, mclock_now_us(), &r->retry_after_us);
-    if (r->permit == BREAKER_DENY) {
-        apierr_replyf(r, APIERR_CIRCUIT_OPEN, "tier %s is failing; its circuit breaker is open",
-                      c->name);
-        return api_refused(d, r, false);
-    }
-
-    /* Suspend before queueing: a worker may finish before this thread returns. */
-    request_defer(r);
-    int rc = apiwork_submit(d, r);
-    if (rc == 0)
-        return true; /* whoever runs it owns r now */
-    breaker_release(t->breaker, r->permit);
-    if (rc == -ESHUTDOWN)
-        apierr_reply(r, APIERR_SHUTTING_DOWN);
-    else if (rc == -EDQUOT)
-        apierr_replyf(r, APIERR_BULKHEAD_FULL, "this tenant's share of tier %s's queue is full",
-                      c->name);
-    else
-        apierr_replyf(r, APIERR_BULKHEAD_FULL, "tier %s's worker queue is full", c->name);
-    return api_refused(d, r, true);
+    return api_admit(d, r, false);
 }
 
 /* ---- metrics, dashboard ------------------------------------------------------------------ */
@@ -455,34 +562,43 @@ static bool api_dashboard_data(const struct api_deps *d, struct request *r)
 
 static bool api_admin(const struct api_deps *d, struct request *r)
 {
-    char client[INET6_ADDRSTRLEN + 8];
-    api_client_key(d, r, client, sizeof(client));
-    return admin_handle(d->admin, client + 3, r); /* without "ip:" */
+    char client[INET6_ADDRSTRLEN];
+    api_client_addr(d, r, client, sizeof(client));
+    return admin_handle(d->admin, client, r);
 }
 
 /* ---- routing ---------------------------------------------------------------------------- */
+
+/* The listeners a route answers on when OPS_PORT is set (without it, API_PORT answers all). */
+enum api_listeners {
+    API_PUBLIC = 1, /* API_PORT */
+    API_OPS = 2,    /* OPS_PORT */
+    API_BOTH = 3,   /* the probes and /health: orchestrators and balancers ask the public port */
+};
 
 struct api_route {
     const char *path;
     bool prefix;       /* path is a prefix ending in '/' */
     const char *allow; /* for 405 */
     bool read_only;    /* GET and HEAD only */
+    enum api_listeners on;
     bool (*handler)(const struct api_deps *d, struct request *r); /* true: handed to a worker */
 };
 
 static const struct api_route api_routes[] = {
-    {"/health", false, "GET, HEAD", true, api_health},
-    {"/livez", false, "GET, HEAD", true, api_livez},
-    {"/readyz", false, "GET, HEAD", true, api_readyz},
-    {"/api/data", false, "GET, HEAD, POST", false, api_data},
-    {"/metrics/bulkheads", false, "GET, HEAD", true, api_bulkheads},
-    {"/metrics", false, "GET, HEAD", true, api_prometheus},
-    {"/dashboard", false, "GET, HEAD", true, api_dashboard},
-    {"/dashboard/data", false, "GET, HEAD", true, api_dashboard_data},
-    {"/admin/", true, "POST", false, api_admin},
+    {"/health", false, "GET, HEAD", true, API_BOTH, api_health},
+    {"/livez", false, "GET, HEAD", true, API_BOTH, api_livez},
+    {"/readyz", false, "GET, HEAD", true, API_BOTH, api_readyz},
+    {"/api/data", false, "GET, HEAD, POST", false, API_PUBLIC, api_data},
+    {"/metrics/bulkheads", false, "GET, HEAD", true, API_OPS, api_bulkheads},
+    {"/metrics", false, "GET, HEAD", true, API_OPS, api_prometheus},
+    {"/dashboard", false, "GET, HEAD", true, API_OPS, api_dashboard},
+    {"/dashboard/data", false, "GET, HEAD", true, API_OPS, api_dashboard_data},
+    {"/admin/", true, "POST", false, API_OPS, api_admin},
 };
 
-bool api_dispatch(const struct api_deps *d, struct request *r)
+/* Route r, as received on listener `on` (API_PUBLIC or API_OPS). */
+static bool api_route(const struct api_deps *d, struct request *r, enum api_listeners on)
 {
     const struct api_route *route = NULL;
     for (size_t i = 0; i < sizeof(api_routes) / sizeof(api_routes[0]); i++) {
@@ -496,9 +612,25 @@ bool api_dispatch(const struct api_deps *d, struct request *r)
         apierr_reply(r, APIERR_NOT_FOUND);
         return false;
     }
+    if (d->ops_port && !(route->on & on)) {
+        apierr_replyf(r, APIERR_NOT_FOUND, "%s",
+                      on == API_PUBLIC ? "not served on the public port"
+                                       : "not served on the operators' port");
+        return false;
+    }
     if (route->read_only && r->method != METHOD_GET && r->method != METHOD_HEAD) {
         api_method_not_allowed(r, route->allow);
         return false;
     }
     return route->handler(d, r);
+}
+
+bool api_dispatch(const struct api_deps *d, struct request *r)
+{
+    return api_route(d, r, API_PUBLIC);
+}
+
+bool api_dispatch_ops(const struct api_deps *d, struct request *r)
+{
+    return api_route(d, r, API_OPS);
 }

@@ -48,6 +48,9 @@ struct api_deps {
     int64_t lane_depth;   /* DB_PIPELINE_DEPTH */
     int64_t lane_join_us; /* DB_PIPELINE_JOIN_MS, in us */
     struct admin *admin;  /* NULL unless ADMIN_TOKEN is set: /admin is off */
+    bool test_params;     /* force_error and delay_ms are accepted (TEST_PARAMS) */
+    unsigned ipv6_prefix; /* CLIENT_IPV6_PREFIX: an IPv6 client is its network of these bits */
+    bool ops_port;        /* OPS_PORT is set: operator endpoints answer on it alone */
 };
 
 /* HTTP thread. Returns false with r READY (reply set), or true when r was suspended and handed
@@ -55,11 +58,18 @@ struct api_deps {
  * read its state. */
 bool api_dispatch(const struct api_deps *d, struct request *r);
 
+/* The same for a request on the operators' port (OPS_PORT): /metrics, /metrics/bulkheads,
+ * /dashboard, /admin and the probes answer there; anything else is a 404. With OPS_PORT set,
+ * api_dispatch answers those operator paths 404 in turn, and the probes on both. */
+bool api_dispatch_ops(const struct api_deps *d, struct request *r);
+
 /* Any thread: whether url is a probe (/livez, /readyz), answered even while draining so that
  * an orchestrator sees the process alive and not ready (http_opts.drain_exempt). */
 bool api_is_probe(const char *url);
 
-/* The tarpit's release callback (tarpit_cfg.release): answer a held refusal now. */
+/* The tarpit's release callback (tarpit_cfg.release; any thread): a held request's time has
+ * come; it is posted to its event thread, which admits it again (served, held again, or
+ * answered with its refusal). */
 void api_release_held(void *item, void *ctx);
 
 #endif

@@ -97,9 +97,20 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                                                "`application/json`"},
     [APIERR_RATE_LIMITED] = {"rate_limited", 429, OUTCOME_RATE_LIMITED, APIERR_RETRY_WAIT,
                              .message = "the tenant's rate limit is used up",
-                             .when = "the tenant used up its rate limit (its own override, or its "
-                                     "tier's); Retry-After: until a request would be admitted",
+                             .when =
+                                 "the tenant used up its rate limit (its own override, or its "
+                                 "tier's), and its turn is not within `TARPIT_MAX_HOLD_MS` (with "
+                                 "the tarpit on, an earlier one is held until its turn and "
+                                 "served); Retry-After: until a request would be admitted, "
+                                 "behind the tenant's held requests",
                              .held = APIERR_HOLD_TENANT},
+    [APIERR_TOO_MANY_AUTH_FAILURES] = {"too_many_auth_failures", 429, OUTCOME_RATE_LIMITED,
+                                       APIERR_RETRY_WAIT,
+                                       .message = "too many failed admin authentications",
+                                       .when = "10 failed admin authentications from the "
+                                               "client's address within 60 s (then one more "
+                                               "every 6 s): its token is not compared; "
+                                               "Retry-After: until one more attempt is allowed"},
     [APIERR_HEADERS_TOO_LARGE] = {"headers_too_large", 431, CLIENT,
                                   .message = "the request's header fields are too large",
                                   .when = "the request head passes `HTTP_CONNECTION_MEMORY`, "
@@ -163,7 +174,7 @@ static const char *apierr_hold_doc(enum apierr_hold h)
     case APIERR_HOLD_NONE:
         return "-";
     case APIERR_HOLD_TENANT:
-        return "by tenant";
+        return "until its turn, by tenant";
     case APIERR_HOLD_TIER:
         return "by tenant or address";
     }
@@ -180,15 +191,24 @@ unsigned apierr_status(enum apierr e)
     return apierr_table[e].status;
 }
 
+int64_t apierr_retry_s(enum apierr e, int64_t retry_after_us)
+{
+    switch (apierr_table[e].retry) {
+    case APIERR_RETRY_SECOND:
+        return 1;
+    case APIERR_RETRY_WAIT:
+        return request_retry_seconds(retry_after_us);
+    case APIERR_RETRY_NONE:
+        break;
+    }
+    return 0;
+}
+
 void apierr_reply_members(struct request *r, enum apierr e, const char *message,
                           const char *members)
 {
     const struct apierr_row *row = &apierr_table[e];
-    int64_t retry_s = 0;
-    if (row->retry == APIERR_RETRY_SECOND)
-        retry_s = 1;
-    else if (row->retry == APIERR_RETRY_WAIT)
-        retry_s = request_retry_seconds(r->retry_after_us);
+    int64_t retry_s = apierr_retry_s(e, r->retry_after_us);
     request_reply_error(r, row->status, row->outcome, row->code, message ? message : row->message,
                         members, retry_s);
     r->error = (int)e + 1;

@@ -11,6 +11,7 @@
 #define BULKHEAD_APIERR_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 struct request;
@@ -35,6 +36,7 @@ enum apierr {
     APIERR_URI_TOO_LONG,
     APIERR_UNSUPPORTED_MEDIA_TYPE,
     APIERR_RATE_LIMITED,
+    APIERR_TOO_MANY_AUTH_FAILURES,
     APIERR_HEADERS_TOO_LARGE,
     APIERR_DATABASE_ERROR,
     APIERR_AUTH_UNAVAILABLE,
@@ -67,6 +69,10 @@ void apierr_reply_members(struct request *r, enum apierr e, const char *message,
  * from one address are one client. */
 enum apierr_hold { APIERR_HOLD_NONE, APIERR_HOLD_TENANT, APIERR_HOLD_TIER };
 enum apierr_hold apierr_held(enum apierr e);
+
+/* The Retry-After, in seconds, of a reply of e given the refusing layer's wait (r->retry_after_us);
+ * 0 when e carries none. */
+int64_t apierr_retry_s(enum apierr e, int64_t retry_after_us);
 
 /* The code ("queue_timeout") and status of e. */
 const char *apierr_code(enum apierr e);

@@ -3,18 +3,24 @@
  *
  * The table is open addressing over the binary SHA-256 of each key; the hash is uniformly
  * distributed, so its first bytes are the slot and no seed is needed. The refresher holds one
- * connection that LISTENs on AUTH_NOTIFY_CHANNEL and waits on it with poll(), bounded by the
- * TTL; a self-pipe ends the wait at shutdown. The table also counts each tier's tenants and
- * overrides, once per load, for the metrics. If the database cannot be read, the last table
- * stays in force (availability over freshness) and the failure is logged and counted.
+ * connection (dbconn.h) that LISTENs on AUTH_NOTIFY_CHANNEL and waits on it with poll(),
+ * bounded by the TTL; a self-pipe ends the wait, and any wait of the connection, at shutdown.
+ * libpq reads a notification that arrives during a reload together with the reload's
+ * results and queues it (PQnotifies), where poll() on the socket would never see it: so after
+ * every reload the queue is read, and anything in it means a reload again. The table also
+ * counts each tier's tenants and overrides, once per load, for the metrics. If the database
+ * cannot be read, the last table stays in force (availability over freshness) and the failure
+ * is logged and counted.
  */
 #include "auth.h"
+#include "dbconn.h"
 #include "log.h"
 #include "mclock.h"
 #include "params.h"
 #include "xalloc.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libpq-fe.h>
 #include <openssl/evp.h>
 #include <poll.h>
@@ -51,8 +57,8 @@ struct auth {
     char *conninfo; /* owned */
     int64_t ttl_us;
     pthread_t thread;
-    int stop_pipe[2]; /* writing to [1] ends the refresher */
-    PGconn *listen;   /* refresher thread only */
+    int stop_pipe[2];      /* writing to [1] ends the refresher and its connection's waits */
+    struct dbconn *listen; /* the refresher's (auth_start's before it runs); NULL when lost */
 
     pthread_rwlock_t lock;    /* guards table */
     struct auth_table *table; /* owned; NULL until the first load */
@@ -141,11 +147,20 @@ static void auth_count(struct auth_table *t, const struct auth_entry *e)
     t->tiers[i].overrides += e->rate_limit >= 0;
 }
 
-/* Read every live key. NULL on failure (err says why). */
-static struct auth_table *auth_load(PGconn *pg, char *err, size_t errlen)
+/* Read every live key. NULL on failure (err says why, *lost whether the connection must be
+ * closed: gone, silent, or stopped mid-statement). */
+static struct auth_table *auth_load(struct dbconn *db, bool *lost, char *err, size_t errlen)
 {
-    PGresult *res = PQexec(pg, "SELECT key_hash, name, tier, coalesce(rate_limit, -1) FROM tenants "
-                               "WHERE revoked_at IS NULL");
+    PGresult *res = NULL;
+    int64_t deadline =
+        mclock_now_us() + (AUTH_STATEMENT_TIMEOUT_MS + AUTH_ANSWER_GRACE_MS) * 1000ll;
+    int rc = dbconn_query(db,
+                          "SELECT key_hash, name, tier, coalesce(rate_limit, -1) FROM tenants "
+                          "WHERE revoked_at IS NULL",
+                          0, NULL, deadline, &res, err, errlen);
+    *lost = rc != 0 || PQstatus(db->pg) != CONNECTION_OK;
+    if (rc)
+        return NULL;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         snprintf(err, errlen, "%s", PQresultErrorMessage(res));
         PQclear(res);
@@ -176,39 +191,55 @@ static struct auth_table *auth_load(PGconn *pg, char *err, size_t errlen)
     return t;
 }
 
-static PGconn *auth_connect(const char *conninfo, char *err, size_t errlen)
+/* A connection that LISTENs on AUTH_NOTIFY_CHANNEL, or NULL (err says why). */
+static struct dbconn *auth_connect(struct auth *a, char *err, size_t errlen)
 {
-    const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
-    const char *vals[] = {conninfo, "bulkhead-auth", "5", NULL};
-    PGconn *pg = PQconnectdbParams(keys, vals, 1);
-    if (PQstatus(pg) != CONNECTION_OK) {
-        snprintf(err, errlen, "%s", PQerrorMessage(pg));
-        PQfinish(pg);
+    const struct dbconn_params p = {.conninfo = a->conninfo,
+                                    .appname = "bulkhead-auth",
+                                    .statement_timeout_ms = AUTH_STATEMENT_TIMEOUT_MS,
+                                    .stop_fd = &a->stop_pipe[0]};
+    struct dbconn *db = NULL;
+    if (dbconn_open(&p, mclock_now_us() + AUTH_CONNECT_TIMEOUT_MS * 1000ll, &db, err, errlen))
         return NULL;
+    PGresult *res = NULL;
+    int rc =
+        dbconn_query(db, "LISTEN " AUTH_NOTIFY_CHANNEL, 0, NULL,
+                     mclock_now_us() + (AUTH_STATEMENT_TIMEOUT_MS + AUTH_ANSWER_GRACE_MS) * 1000ll,
+                     &res, err, errlen);
+    if (!rc && PQresultStatus(res) != PGRES_COMMAND_OK) {
+        snprintf(err, errlen, "%s", PQresultErrorMessage(res));
+        rc = -EIO;
     }
-    PGresult *res = PQexec(pg, "LISTEN " AUTH_NOTIFY_CHANNEL);
-    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
     PQclear(res);
-    if (!ok) {
-        snprintf(err, errlen, "%s", PQerrorMessage(pg));
-        PQfinish(pg);
+    if (rc) {
+        dbconn_close(db);
         return NULL;
     }
-    return pg;
+    return db;
+}
+
+/* Whether auth_stop has begun. */
+static bool auth_stopping(struct auth *a)
+{
+    struct pollfd pfd = {.fd = a->stop_pipe[0], .events = POLLIN};
+    return poll(&pfd, 1, 0) > 0;
 }
 
 /* Refresher thread (and start-up): rebuild the table. */
 static int auth_reload(struct auth *a)
 {
     char err[300] = "";
+    bool lost = false;
     if (!a->listen)
-        a->listen = auth_connect(a->conninfo, err, sizeof(err));
-    struct auth_table *t = a->listen ? auth_load(a->listen, err, sizeof(err)) : NULL;
+        a->listen = auth_connect(a, err, sizeof(err));
+    struct auth_table *t = a->listen ? auth_load(a->listen, &lost, err, sizeof(err)) : NULL;
     if (!t) {
-        if (a->listen && PQstatus(a->listen) != CONNECTION_OK) {
-            PQfinish(a->listen);
+        if (lost) {
+            dbconn_close(a->listen);
             a->listen = NULL;
         }
+        if (auth_stopping(a))
+            return -ECANCELED; /* abandoned, not failed */
         size_t n = strlen(err);
         while (n && err[n - 1] == '\n')
             err[--n] = '\0';
@@ -227,36 +258,50 @@ static int auth_reload(struct auth *a)
     return 0;
 }
 
+/* Refresher thread: whether a change was notified since the last look (the notifications read
+ * from the socket now, and those libpq read along with a reload's results), or the connection
+ * was lost (then it is closed: the reload reconnects, and reads what it missed). */
+static bool auth_notified(struct auth *a)
+{
+    if (!a->listen)
+        return false;
+    PQconsumeInput(a->listen->pg);
+    bool notified = false;
+    PGnotify *n;
+    while ((n = PQnotifies(a->listen->pg))) {
+        notified = true;
+        PQfreemem(n);
+    }
+    if (PQstatus(a->listen->pg) != CONNECTION_OK) {
+        dbconn_close(a->listen);
+        a->listen = NULL;
+        notified = true;
+    }
+    return notified;
+}
+
 static void *auth_main(void *arg)
 {
     struct auth *a = arg;
     int64_t next = mclock_now_us() + a->ttl_us;
+    bool reload = auth_notified(a); /* a change made during auth_start's load */
     for (;;) {
+        if (reload) {
+            /* Until no change was notified during the last reload: each one may have committed
+             * after that reload's snapshot. */
+            do
+                auth_reload(a);
+            while (!auth_stopping(a) && auth_notified(a));
+            next = mclock_now_us() + a->ttl_us;
+        }
         struct pollfd pfd[2] = {{.fd = a->stop_pipe[0], .events = POLLIN},
-                                {.fd = a->listen ? PQsocket(a->listen) : -1, .events = POLLIN}};
+                                {.fd = a->listen ? PQsocket(a->listen->pg) : -1, .events = POLLIN}};
         int64_t left = next - mclock_now_us();
         int ms = left > 0 ? (int)((left + 999) / 1000) : 0;
         int r = poll(pfd, 2, ms);
         if (r > 0 && pfd[0].revents)
             break;
-        bool notified = false;
-        if (r > 0 && pfd[1].revents && a->listen) {
-            PQconsumeInput(a->listen);
-            PGnotify *n;
-            while ((n = PQnotifies(a->listen))) {
-                notified = true;
-                PQfreemem(n);
-            }
-            if (PQstatus(a->listen) != CONNECTION_OK) {
-                PQfinish(a->listen);
-                a->listen = NULL;
-                notified = true; /* reconnect and reload now */
-            }
-        }
-        if (notified || mclock_now_us() >= next) {
-            auth_reload(a);
-            next = mclock_now_us() + a->ttl_us;
-        }
+        reload = (r > 0 && pfd[1].revents && auth_notified(a)) || mclock_now_us() >= next;
     }
     return NULL;
 }
@@ -265,9 +310,9 @@ int auth_start(const char *conninfo, int64_t ttl_ms, struct auth **out, char *er
 {
     struct auth *a = xcalloc(1, sizeof(*a));
     a->conninfo = xstrdup(conninfo);
-    a->ttl_us = (ttl_ms > 0 ? ttl_ms : 1) * 1000;
+    a->ttl_us = (ttl_ms > AUTH_TTL_MIN_MS ? ttl_ms : AUTH_TTL_MIN_MS) * 1000;
     pthread_rwlock_init(&a->lock, NULL);
-    if (pipe(a->stop_pipe)) {
+    if (pipe2(a->stop_pipe, O_CLOEXEC)) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         goto fail;
     }
@@ -288,8 +333,7 @@ fail_pipe:
     close(a->stop_pipe[0]);
     close(a->stop_pipe[1]);
 fail:
-    if (a->listen)
-        PQfinish(a->listen);
+    dbconn_close(a->listen);
     auth_table_free(a->table);
     pthread_rwlock_destroy(&a->lock);
     free(a->conninfo);
@@ -306,8 +350,7 @@ void auth_stop(struct auth *a)
     pthread_join(a->thread, NULL);
     close(a->stop_pipe[0]);
     close(a->stop_pipe[1]);
-    if (a->listen)
-        PQfinish(a->listen);
+    dbconn_close(a->listen);
     auth_table_free(a->table);
     pthread_rwlock_destroy(&a->lock);
     free(a->conninfo);

@@ -11,8 +11,14 @@
  * cannot reach the database, and the lookup's timing depends only on the key's hash, never on how
  * much of a real key it matches.
  *
+ * The refresher never waits on the database without a bound: its connection has TCP keepalives
+ * and tcp_user_timeout, a connect gives up after AUTH_CONNECT_TIMEOUT_MS, a reload's statement
+ * ends at AUTH_STATEMENT_TIMEOUT_MS in the server and is given up AUTH_ANSWER_GRACE_MS later
+ * (the previous table stays in force), and auth_stop ends any wait at once.
+ *
  * DESIGN: the refresher thread builds a new table and swaps it in under a write lock; HTTP
- * threads look up under the read lock.
+ * threads look up under the read lock. The refresher's connection is its own; auth_stop writes
+ * a stop pipe that the refresher's sleep and every wait of that connection poll.
  */
 #ifndef BULKHEAD_AUTH_H
 #define BULKHEAD_AUTH_H
@@ -39,8 +45,13 @@ struct auth_stats {
     int64_t loaded_wall_us; /* when the table was last loaded */
 };
 
+#define AUTH_TTL_MIN_MS           1000  /* AUTH_CACHE_TTL_MS at least: a reload reads every key */
+#define AUTH_CONNECT_TIMEOUT_MS   5000  /* the refresher's connect and its set-up */
+#define AUTH_STATEMENT_TIMEOUT_MS 30000 /* a reload's SELECT, ended by the server */
+#define AUTH_ANSWER_GRACE_MS      2000  /* then given up without an answer */
+
 /* Load the table once (failing start-up if the database cannot be read), then start the
- * refresher. */
+ * refresher, which reloads every ttl_ms (AUTH_TTL_MIN_MS at least) and on notification. */
 int auth_start(const char *conninfo, int64_t ttl_ms, struct auth **out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 void auth_stop(struct auth *a);

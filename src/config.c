@@ -39,7 +39,8 @@ struct cfg_def {
     const char *name;    /* environment variable */
     enum cfg_type type;  /* how the value is parsed */
     const char *def;     /* default, as it would be written in the environment */
-    int64_t min, max;    /* CFG_INT bounds, inclusive */
+    int64_t min, max;    /* CFG_INT bounds, inclusive; CFG_SECRET: min, its shortest length
+                            unless empty */
     const char *choices; /* CFG_ENUM: values separated by '|', in enum order */
     const char *help;    /* one line for --help and the README */
     size_t offset;       /* where the value lives in struct config */
@@ -54,6 +55,10 @@ static const struct cfg_def cfg_table[] = {
     {"API_PORT", CFG_INT, "8080", 1, 65535, NULL, "TCP port the API listens on", OFF(api_port)},
     {"API_BIND", CFG_STR, "0.0.0.0", 0, 0, NULL, "address the API listens on (IPv4 or IPv6)",
      OFF(api_bind)},
+    {"OPS_PORT", CFG_INT, "0", 0, 65535, NULL,
+     "operators' port (on API_BIND): /metrics, /metrics/bulkheads, /dashboard and /admin answer "
+     "there and 404 on API_PORT; the probes answer on both (0: off, one port for everything)",
+     OFF(ops_port)},
     {"TIERS_FILE", CFG_STR, "", 0, 0, NULL,
      "JSON tier table replacing the built-in one (see config/tiers.json)", OFF(tiers_file)},
     {"HTTP_THREADS", CFG_INT, "0", 0, 64, NULL,
@@ -84,16 +89,24 @@ static const struct cfg_def cfg_table[] = {
      "timeout of every Redis connect and call; past it the local limiter takes over",
      OFF(redis_timeout)},
     {"RATE_LIMIT_MAX_KEYS", CFG_INT, "100000", 16, 100000000, NULL,
-     "rate-limit keys tracked per tier; new keys past it share one overflow bucket",
+     "rate-limit keys tracked per tier; new keys past it share their address's overflow bucket",
      OFF(rl_max_keys)},
     {"AUTH_MODE", CFG_ENUM, "header", 0, 0, "header|apikey",
      "header: trust X-Tenant-Tier (behind a trusted gateway); apikey: tier from the API key",
      OFF(auth_mode)},
-    {"AUTH_CACHE_TTL_MS", CFG_INT, "5000", 0, 3600000, NULL,
-     "how long an API-key lookup is cached (revocations take effect within it)",
+    {"TEST_PARAMS", CFG_ENUM, "auto", 0, 0, "auto|on|off",
+     "accept the test parameters force_error and delay_ms on /api/data (auto: in AUTH_MODE=header "
+     "only; refused with 400 when off)",
+     OFF(test_params)},
+    /* A reload reads the whole key table: 1000 ms at least (auth.h's AUTH_TTL_MIN_MS). */
+    {"AUTH_CACHE_TTL_MS", CFG_INT, "5000", 1000, 3600000, NULL,
+     "API keys are reloaded at least this often; a notified change (every change made by the "
+     "admin API or the CLI) is seen at once",
      OFF(auth_cache_ttl)},
-    {"ADMIN_TOKEN", CFG_SECRET, "", 0, 0, NULL,
-     "bearer token for /admin endpoints (empty: admin endpoints are off)", OFF(admin_token)},
+    {"ADMIN_TOKEN", CFG_SECRET, "", 32, 0, NULL,
+     "bearer token for /admin endpoints (empty: admin endpoints are off); failed attempts are "
+     "limited per client address",
+     OFF(admin_token)},
     {"LOG_FORMAT", CFG_ENUM, "json", 0, 0, "json|text", "log line format on stdout/stderr",
      OFF(log_format)},
     {"LOG_LEVEL", CFG_ENUM, "info", 0, 0, "debug|info|warn|error",
@@ -121,6 +134,9 @@ static const struct cfg_def cfg_table[] = {
     {"TRUSTED_PROXIES", CFG_STR, "", 0, 0, NULL,
      "load balancers (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client",
      OFF(trusted_proxies)},
+    {"CLIENT_IPV6_PREFIX", CFG_INT, "64", 0, 128, NULL,
+     "an IPv6 client is its network of this many leading bits for address-keyed limits and holds",
+     OFF(client_ipv6_prefix)},
     {"CAPACITY_CONTROL", CFG_BOOL, "true", 0, 0, NULL,
      "limit lower-priority tiers while a higher tier's latency passes its tolerance",
      OFF(capacity_control)},
@@ -131,14 +147,15 @@ static const struct cfg_def cfg_table[] = {
      "a tier's baseline latency is the lowest interval median over this window",
      OFF(capacity_baseline)},
     {"TARPIT", CFG_BOOL, "true", 0, 0, NULL,
-     "hold the refusal of a client that sends again before its Retry-After, until that time",
+     "hold a rate-limited request until its turn, and a client's refusal when it is back before "
+     "its Retry-After; then admit it again",
      OFF(tarpit)},
     {"TARPIT_MAX_HELD", CFG_INT, "1024", 1, 1000000, NULL,
-     "refusals held at once; past it, refusals are answered at once", OFF(tarpit_max_held)},
+     "requests held at once; past it, refusals are answered at once", OFF(tarpit_max_held)},
     {"TARPIT_MAX_HOLD_MS", CFG_INT, "5000", 1, 600000, NULL,
-     "longest a refusal is held, whatever its Retry-After", OFF(tarpit_max_hold)},
+     "longest a request is held, whatever its turn or Retry-After", OFF(tarpit_max_hold)},
     {"TARPIT_MAX_CLIENTS", CFG_INT, "100000", 16, 100000000, NULL,
-     "clients remembered with a Retry-After; past it, new clients are not held",
+     "clients remembered with a Retry-After, and with turns; past it, new clients are not held",
      OFF(tarpit_max_clients)},
 };
 
@@ -204,9 +221,18 @@ static int cfg_set(struct config *cfg, const struct cfg_def *d, const char *valu
 {
     char *base = (char *)cfg;
     switch (d->type) {
+    case CFG_SECRET:
+        /* Never the value itself in the message: it is a secret, even a bad one. */
+        if (value[0] && (int64_t)strlen(value) < d->min) {
+            snprintf(err, errlen,
+                     "%s: must be empty or at least %" PRId64
+                     " characters long (got %zu); generate one with: openssl rand -hex 32",
+                     d->name, d->min, strlen(value));
+            return -EINVAL;
+        }
+        /* fall through */
     case CFG_STR:
-    case CFG_CONN:
-    case CFG_SECRET: {
+    case CFG_CONN: {
         char **slot = (char **)(void *)(base + d->offset);
         free(*slot);
         *slot = xstrdup(value);
@@ -284,6 +310,11 @@ int config_load_from(struct config *cfg, const char *(*get)(const char *name, vo
             goto fail; /* a broken default is a programming error, caught by the unit tests */
         if (v && *v && cfg_set(cfg, d, v, err, errlen) != 0)
             goto fail;
+    }
+    if (cfg->ops_port && cfg->ops_port == cfg->api_port) {
+        snprintf(err, errlen, "OPS_PORT: must differ from API_PORT (both %" PRId64 ")",
+                 cfg->api_port);
+        goto fail;
     }
     return 0;
 fail:
@@ -467,8 +498,13 @@ void config_print_help(FILE *out, bool markdown)
             break;
         case CFG_STR:
         case CFG_CONN:
-        case CFG_SECRET:
             snprintf(allowed, sizeof(allowed), "text");
+            break;
+        case CFG_SECRET:
+            if (d->min > 0)
+                snprintf(allowed, sizeof(allowed), "empty, or %" PRId64 "+ characters", d->min);
+            else
+                snprintf(allowed, sizeof(allowed), "text");
             break;
         }
         /* A '|' would split a Markdown table cell. */

@@ -15,6 +15,7 @@
 
 enum config_backend { CONFIG_BACKEND_MEMORY, CONFIG_BACKEND_REDIS };
 enum config_auth { CONFIG_AUTH_HEADER, CONFIG_AUTH_APIKEY };
+enum config_test_params { CONFIG_TEST_PARAMS_AUTO, CONFIG_TEST_PARAMS_ON, CONFIG_TEST_PARAMS_OFF };
 enum config_logfmt { CONFIG_LOG_JSON, CONFIG_LOG_TEXT };
 enum config_loglevel { CONFIG_LOG_DEBUG, CONFIG_LOG_INFO, CONFIG_LOG_WARN, CONFIG_LOG_ERROR };
 
@@ -23,6 +24,7 @@ struct config {
     char *database_url;        /* libpq connection string or URL; "" = libpq defaults */
     int64_t api_port;          /* TCP port to listen on */
     char *api_bind;            /* listen address (IPv4 or IPv6 literal) */
+    int64_t ops_port;          /* the operators' port; 0 = operator endpoints on api_port */
     char *tiers_file;          /* JSON tier table; "" = the built-in seed table */
     int64_t http_threads;      /* libmicrohttpd event threads; 0 = one per CPU */
     int64_t http_max_conns;    /* concurrent client connections before refusing */
@@ -36,8 +38,9 @@ struct config {
     int64_t redis_timeout; /* ms for any Redis connect or call */
     int64_t rl_max_keys;   /* tracked rate-limit keys per tier before the overflow bucket */
     enum config_auth auth_mode;
-    int64_t auth_cache_ttl; /* ms an API-key lookup is trusted */
-    char *admin_token;      /* bearer token for /admin; "" = admin endpoints off */
+    enum config_test_params test_params; /* force_error, delay_ms: auto = in header mode */
+    int64_t auth_cache_ttl;              /* ms an API-key lookup is trusted */
+    char *admin_token;                   /* bearer token for /admin; "" = admin endpoints off */
     enum config_logfmt log_format;
     enum config_loglevel log_level;
     bool access_log;            /* one line per request on stdout */
@@ -47,6 +50,7 @@ struct config {
     int64_t pipeline_depth;     /* a tenant's reads in flight on one connection at most */
     int64_t pipeline_join_ms;   /* a pipelined connection is joined while its oldest is younger */
     char *trusted_proxies;      /* proxies whose X-Forwarded-For names the client ("" = none) */
+    int64_t client_ipv6_prefix; /* bits of an IPv6 client's address that name it */
     bool capacity_control;      /* the capacity controller shapes lower tiers */
     int64_t capacity_interval;  /* ms between its verdicts */
     int64_t capacity_baseline;  /* s of the baseline window */

@@ -2,9 +2,16 @@
  * dbconn: libpq's asynchronous API under poll() deadlines (see dbconn.h).
  *
  * Connections are opened with PQconnectStartParams/PQconnectPoll, statements sent with
- * PQsendQueryPrepared and read with PQconsumeInput/PQgetResult, so no libpq call can block past
- * a deadline except DNS resolution at open. TCP keepalives and tcp_user_timeout make a dead
- * peer visible to the kernel even when nobody is waiting on the socket.
+ * PQsendQueryPrepared (or PQsendQueryParams) and read with PQconsumeInput/PQgetResult, so no
+ * libpq call can block past a deadline except DNS resolution at open (and a send that finds the
+ * kernel's send buffer full: statements are far smaller). TCP keepalives and tcp_user_timeout
+ * make a dead peer visible to the kernel even when nobody is waiting on the socket.
+ *
+ * DESIGN: a connection is its holder's alone. A cancel request runs PQcancel on a detached
+ * sender thread that owns a copy of the cancel handle; the sender and the waiting holder share
+ * one small record (a mutex, a condition variable, a reference count of two), freed by the
+ * last to let go, so a holder that stops waiting at its deadline leaves nothing the sender
+ * needs. dbconn_senders (process-wide, atomic) counts the senders alive.
  */
 #include "dbconn.h"
 #include "mclock.h"
@@ -12,30 +19,41 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define DBCONN_SQLSTATE_CANCELED "57014" /* query_canceled: statement_timeout or cancel */
 
-static int dbconn_wait(PGconn *pg, short events, int64_t deadline_us)
+#define DBCONN_SENDER_STACK (256 * 1024) /* PQcancel: a socket, a connect, 16 bytes each way */
+
+/* Cancel senders alive in the process (dbconn_send_cancel); at most DBCONN_CANCEL_SENDERS. */
+static atomic_int dbconn_senders;
+
+/* Wait until c's socket is ready for events, deadline_us passes (-ETIMEDOUT) or stop_fd
+ * (-1: none) is readable (-ECANCELED). */
+static int dbconn_wait(PGconn *pg, int stop_fd, short events, int64_t deadline_us)
 {
-    int64_t left = deadline_us - mclock_now_us();
-    if (left <= 0)
-        return -ETIMEDOUT;
-    struct pollfd pfd = {.fd = PQsocket(pg), .events = events};
-    if (pfd.fd < 0)
+    struct pollfd pfd[2] = {{.fd = PQsocket(pg), .events = events},
+                            {.fd = stop_fd, .events = POLLIN}};
+    if (pfd[0].fd < 0)
         return -ECONNRESET;
-    int ms = (int)((left + 999) / 1000);
-    int r;
-    do {
-        r = poll(&pfd, 1, ms);
-    } while (r < 0 && errno == EINTR);
-    if (r == 0)
-        return -ETIMEDOUT;
-    if (r < 0)
-        return -errno;
-    return 0;
+    for (;;) {
+        int64_t left = deadline_us - mclock_now_us();
+        if (left <= 0)
+            return -ETIMEDOUT;
+        int r = poll(pfd, 2, (int)((left + 999) / 1000));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (pfd[1].revents)
+            return -ECANCELED; /* before a ready socket: a stop ends every wait */
+        if (r > 0)
+            return 0;
+    }
 }
 
 static void dbconn_msg(char *err, size_t errlen, const char *what, const char *detail)
@@ -99,6 +117,18 @@ static int dbconn_drain(struct dbconn *c, struct dbconn_acc *a, PGresult **res, 
     return 0;
 }
 
+/* The message of a wait that ended with w. */
+static void dbconn_wait_msg(struct dbconn *c, int w, char *err, size_t errlen)
+{
+    if (w == -ETIMEDOUT)
+        dbconn_msg(err, errlen, "query timed out", NULL);
+    else if (w == -ECANCELED)
+        dbconn_msg(err, errlen, "query abandoned", "stopping");
+    else
+        dbconn_msg(err, errlen, "connection lost",
+                   w == -ECONNRESET ? PQerrorMessage(c->pg) : strerror(-w));
+}
+
 /* Read the statement in flight to its end, waiting at most until deadline_us. */
 static int dbconn_collect(struct dbconn *c, int64_t deadline_us, PGresult **res, char *err,
                           size_t errlen)
@@ -108,16 +138,12 @@ static int dbconn_collect(struct dbconn *c, int64_t deadline_us, PGresult **res,
         int rc = dbconn_drain(c, &a, res, err, errlen);
         if (rc != -EINPROGRESS)
             return rc;
-        int w = dbconn_wait(c->pg, POLLIN, deadline_us);
+        int w = dbconn_wait(c->pg, c->stop_fd, POLLIN, deadline_us);
         if (!w && !PQconsumeInput(c->pg))
             w = -ECONNRESET;
         if (w) {
             PQclear(a.keep);
-            if (w == -ETIMEDOUT)
-                dbconn_msg(err, errlen, "query timed out", NULL);
-            else
-                dbconn_msg(err, errlen, "connection lost",
-                           w == -ECONNRESET ? PQerrorMessage(c->pg) : strerror(-w));
+            dbconn_wait_msg(c, w, err, errlen);
             return w;
         }
     }
@@ -192,6 +218,7 @@ int dbconn_open(const struct dbconn_params *p, int64_t deadline_us, struct dbcon
     }
     struct dbconn *c = xcalloc(1, sizeof(*c));
     c->pg = pg;
+    c->stop_fd = p->stop_fd ? *p->stop_fd : -1;
     c->statement_timeout_ms = p->statement_timeout_ms;
     int rc = 0;
     if (PQstatus(pg) == CONNECTION_BAD) {
@@ -206,15 +233,18 @@ int dbconn_open(const struct dbconn_params *p, int64_t deadline_us, struct dbcon
             rc = -ECONNRESET;
             goto fail;
         }
-        int w = dbconn_wait(pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline_us);
+        int w = dbconn_wait(pg, c->stop_fd, st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
+                            deadline_us);
         if (w) {
-            dbconn_msg(err, errlen, "connect failed", w == -ETIMEDOUT ? "timed out" : strerror(-w));
-            rc = w == -ETIMEDOUT ? -ETIMEDOUT : -ECONNRESET;
+            dbconn_msg(err, errlen, "connect failed",
+                       w == -ETIMEDOUT   ? "timed out"
+                       : w == -ECANCELED ? "stopping"
+                                         : strerror(-w));
+            rc = w == -ETIMEDOUT || w == -ECANCELED ? w : -ECONNRESET;
             goto fail;
         }
         st = PQconnectPoll(pg);
     }
-    c->cancel = PQgetCancel(pg);
     rc = dbconn_setup(c, p, deadline_us, err, errlen);
     if (rc == -ECONNRESET)
         rc = -EPIPE; /* the server accepted it, then ended it (its backend was killed) */
@@ -247,6 +277,49 @@ int dbconn_exec(struct dbconn *c, const char *stmt, int nparams, const char *con
     *res = NULL;
     int rc = dbconn_send(c, stmt, nparams, values, err, errlen);
     return rc ? rc : dbconn_collect(c, deadline_us, res, err, errlen);
+}
+
+int dbconn_query(struct dbconn *c, const char *sql, int nparams, const char *const *values,
+                 int64_t deadline_us, PGresult **res, char *err, size_t errlen)
+{
+    *res = NULL;
+    int sent = nparams ? PQsendQueryParams(c->pg, sql, nparams, NULL, values, NULL, NULL, 0)
+                       : PQsendQuery(c->pg, sql);
+    if (!sent) {
+        dbconn_msg(err, errlen, "send failed", PQerrorMessage(c->pg));
+        return -ECONNRESET;
+    }
+    /* As PQexec: the last result, unless one failed (the server runs nothing after it). */
+    PGresult *keep = NULL;
+    for (;;) {
+        while (!PQisBusy(c->pg)) {
+            PGresult *r = PQgetResult(c->pg);
+            if (!r) {
+                if (!keep) {
+                    dbconn_msg(err, errlen, "connection lost", PQerrorMessage(c->pg));
+                    return -ECONNRESET;
+                }
+                *res = keep;
+                return 0;
+            }
+            ExecStatusType st = PQresultStatus(r);
+            bool failed = keep && PQresultStatus(keep) == PGRES_FATAL_ERROR;
+            if (failed || st == PGRES_COPY_IN || st == PGRES_COPY_OUT) {
+                PQclear(r); /* no COPY here: only a statement of ours */
+                continue;
+            }
+            PQclear(keep);
+            keep = r;
+        }
+        int w = dbconn_wait(c->pg, c->stop_fd, POLLIN, deadline_us);
+        if (!w && !PQconsumeInput(c->pg))
+            w = -ECONNRESET;
+        if (w) {
+            PQclear(keep);
+            dbconn_wait_msg(c, w, err, errlen);
+            return w;
+        }
+    }
 }
 
 int dbconn_read(struct dbconn *c, PGresult **res, char *err, size_t errlen)
@@ -386,46 +459,142 @@ int dbconn_pipe_exit(struct dbconn *c)
     return c->pipe_pending == 0 && c->pipe_syncs == 0 && PQexitPipelineMode(c->pg) ? 0 : -EBUSY;
 }
 
-/* dbconn_cancel's end in pipeline mode: read every statement in flight to its end, cancelling
- * each (nobody waits for any of them), then leave pipeline mode. A cancel that reaches the
- * backend between two statements is lost, so one is sent again after each end and every
- * DBCONN_RECANCEL_US without progress. */
-#define DBCONN_RECANCEL_US 100000
+/* ---- cancel ------------------------------------------------------------------------------ */
+
+/* One cancel request, shared by its sender thread and the holder waiting for it. */
+struct dbconn_sender {
+    PGcancel *cancel;   /* owned: this request's own copy of the handle */
+    pthread_mutex_t mu; /* guards done, sent, refs */
+    pthread_cond_t cv;  /* signalled when done */
+    bool done, sent;    /* PQcancel returned; and whether the server took the request */
+    int refs;           /* the sender and the holder; the last to let go frees */
+};
+
+static void dbconn_sender_unref(struct dbconn_sender *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool last = --s->refs == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (!last)
+        return;
+    PQfreeCancel(s->cancel);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+/* Sender thread: PQcancel, however long it takes. */
+static void *dbconn_sender_main(void *arg)
+{
+    struct dbconn_sender *s = arg;
+    char buf[256];
+    bool sent = PQcancel(s->cancel, buf, (int)sizeof(buf)) == 1;
+    pthread_mutex_lock(&s->mu);
+    s->done = true;
+    s->sent = sent;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    dbconn_sender_unref(s);
+    atomic_fetch_sub(&dbconn_senders, 1); /* last */
+    return NULL;
+}
+
+/* Ask the server to cancel c's running statement; wait for the request to be delivered until
+ * deadline_us at most. 0 when it was, -ECONNRESET when it could not be, -ETIMEDOUT when it was
+ * not done in time, -EAGAIN when DBCONN_CANCEL_SENDERS are in flight already. */
+static int dbconn_send_cancel(struct dbconn *c, int64_t deadline_us)
+{
+    if (atomic_fetch_add(&dbconn_senders, 1) >= DBCONN_CANCEL_SENDERS) {
+        atomic_fetch_sub(&dbconn_senders, 1);
+        return -EAGAIN;
+    }
+    struct dbconn_sender *s = xcalloc(1, sizeof(*s));
+    s->cancel = PQgetCancel(c->pg);
+    s->refs = 2;
+    pthread_mutex_init(&s->mu, NULL);
+    mclock_cond_init(&s->cv);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, DBCONN_SENDER_STACK);
+    pthread_t tid;
+    int started = s->cancel ? pthread_create(&tid, &attr, dbconn_sender_main, s) : EINVAL;
+    pthread_attr_destroy(&attr);
+    if (started != 0) {
+        atomic_fetch_sub(&dbconn_senders, 1);
+        s->refs = 1;
+        dbconn_sender_unref(s);
+        return -ECONNRESET;
+    }
+    c->cancels++;
+    struct timespec until = mclock_timespec(deadline_us);
+    pthread_mutex_lock(&s->mu);
+    while (!s->done && pthread_cond_timedwait(&s->cv, &s->mu, &until) != ETIMEDOUT)
+        ;
+    int rc = !s->done ? -ETIMEDOUT : s->sent ? 0 : -ECONNRESET;
+    pthread_mutex_unlock(&s->mu);
+    dbconn_sender_unref(s);
+    return rc;
+}
+
+/* dbconn_cancel's end in pipeline mode: read every statement in flight to its end. The oldest
+ * statement still pending runs when its outcome is not there to read; it gets one cancel,
+ * unless an earlier statement of its batch failed (then the server runs nothing more of that
+ * batch: its statements end "aborted" without one), and another each time it is still
+ * running after a wait that doubles from DBCONN_RECANCEL_FIRST_MS (a cancel that reached the
+ * backend between two statements was lost). */
 static int dbconn_pipe_drain(struct dbconn *c, int64_t deadline_us)
 {
-    char buf[256];
-    bool cancel = false;
+    unsigned cancelled = c->pipe_pending; /* the statement the last cancel was for, by the
+                                             count of statements pending when it was sent */
+    int64_t backoff = DBCONN_RECANCEL_FIRST_MS * 1000, again = mclock_now_us() + backoff;
+    bool batch_failed = false; /* a statement of the oldest batch failed: the rest do not run */
     while (c->pipe_pending || c->pipe_syncs) {
-        if (cancel && !PQcancel(c->cancel, buf, (int)sizeof(buf)))
-            return -ECONNRESET;
+        unsigned syncs = c->pipe_syncs;
         PGresult *res = NULL;
         int rc = dbconn_pipe_next(c, &res, NULL, 0);
         PQclear(res);
         if (rc == -ECONNRESET || rc == -EPROTO)
             return -ECONNRESET;
-        cancel = true;
-        if (rc != -EINPROGRESS)
+        if (c->pipe_syncs < syncs)
+            batch_failed = false; /* a batch ended: the next one runs */
+        if (rc != -EINPROGRESS && rc != -ENODATA) {
+            if (rc != 0)
+                batch_failed = true;
             continue;
-        int64_t until = mclock_now_us() + DBCONN_RECANCEL_US;
-        int w = dbconn_wait(c->pg, POLLIN, until < deadline_us ? until : deadline_us);
+        }
+        if (rc == -ENODATA)
+            break;
+        int64_t now = mclock_now_us();
+        if (c->pipe_pending && !batch_failed && (c->pipe_pending != cancelled || now >= again)) {
+            if (c->pipe_pending != cancelled)
+                backoff = DBCONN_RECANCEL_FIRST_MS * 1000;
+            else
+                backoff *= 2;
+            cancelled = c->pipe_pending;
+            again = now + backoff;
+            if (dbconn_send_cancel(c, deadline_us))
+                return -ECONNRESET;
+        }
+        int64_t until =
+            c->pipe_pending && !batch_failed && again < deadline_us ? again : deadline_us;
+        int w = dbconn_wait(c->pg, c->stop_fd, POLLIN, until);
         if (w == -ETIMEDOUT && until < deadline_us)
-            continue; /* no progress: cancel again */
+            continue; /* still running: cancel again */
         if (w || !PQconsumeInput(c->pg))
             return -ECONNRESET;
-        cancel = false;
     }
     return dbconn_pipe_exit(c) ? -ECONNRESET : 0;
 }
 
 int dbconn_cancel(struct dbconn *c, int64_t deadline_us)
 {
-    char buf[256];
     /* Statements queued and not yet written go out first (with a Sync): the cancel then finds
      * the first of the lane's statements running, and the re-cancels the rest. */
     if (PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF && c->pipe_unsynced &&
         dbconn_pipe_sync(c, NULL, 0))
         return -ECONNRESET;
-    if (!c->cancel || !PQcancel(c->cancel, buf, (int)sizeof(buf)))
+    if (dbconn_send_cancel(c, deadline_us))
         return -ECONNRESET;
     if (PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF) {
         if (dbconn_pipe_drain(c, deadline_us))
@@ -463,8 +632,6 @@ void dbconn_close(struct dbconn *c)
     if (!c)
         return;
     PQclear(c->acc.keep);
-    if (c->cancel)
-        PQfreeCancel(c->cancel);
     if (c->pg)
         PQfinish(c->pg);
     free(c);

@@ -1,10 +1,24 @@
 /*
  * dbconn: one libpq connection, driven with deadlines.
  *
- * Every network wait (connect, prepare, query) is a poll() bounded by the caller's deadline, so
+ * Every network wait (connect, prepare, query, cancel) is bounded by the caller's deadline, so
  * a stalled or dead database costs a worker at most its deadline. A query past its deadline
  * returns -ETIMEDOUT at once; dbconn_cancel then cancels it in PostgreSQL and tells whether the
- * connection can be reused. Statements are prepared once per connection, at open.
+ * connection can be reused. Statements are prepared once per connection, at open. A connection
+ * may also be given a stop pipe: once it is readable every wait ends at once with -ECANCELED
+ * (the threads that must end at shutdown whatever the database does: the key refresher, the
+ * admin worker, the health prober). dbconn_query runs SQL that is not prepared, for them.
+ *
+ * A cancel is a new connection to the server, and libpq 15's PQcancel blocks with no deadline
+ * of its own: it sets the connection's keepalives and tcp_user_timeout on its socket (TCP only),
+ * which bound a wait for a server that stopped answering after the connect (tcp_user_timeout,
+ * 10 s here), but not a connect() whose SYNs go unanswered (the kernel's SYN retries, about
+ * 2 min on Linux's defaults) nor a peer that accepts and never answers (a hung postmaster, a
+ * proxy). So dbconn sends it from a short-lived thread of its own and waits for it until the
+ * caller's deadline at most; past that the sender is left to end by itself. At most
+ * DBCONN_CANCEL_SENDERS are in flight in the process: past that no cancel is sent and the
+ * connection is reported unusable (closing it ends the statement too:
+ * client_connection_check_interval, and the statement_timeout backstop).
  *
  * A dbconn is used by one thread at a time (the worker holding it from its pool).
  */
@@ -29,6 +43,8 @@ struct dbconn_params {
     const char *setup_sql;           /* run once after connecting (SET ...), or NULL */
     const struct dbconn_stmt *stmts; /* prepared at open; not owned */
     size_t nstmts;
+    const int *stop_fd; /* NULL, or a descriptor (a stop pipe's read end, not owned) whose
+                           readability ends every wait of the connection with -ECANCELED */
 };
 
 /* The results of a statement read so far: dbconn_read may see them arrive in parts. */
@@ -40,7 +56,8 @@ struct dbconn_acc {
 
 struct dbconn {
     PGconn *pg;                   /* owned */
-    PGcancel *cancel;             /* owned: cancel handle made at open */
+    int stop_fd;                  /* the params' *stop_fd, or -1 */
+    uint64_t cancels;             /* cancel requests sent for it (the holder's thread) */
     int64_t opened_us;            /* monotonic time of open */
     int64_t released_us;          /* when it last went back idle; guarded by the pool's mutex */
     int64_t statement_timeout_ms; /* the params' statement_timeout_ms it was opened with */
@@ -57,7 +74,8 @@ struct dbconn {
 };
 
 /* Result codes besides 0: -ETIMEDOUT, -ECONNRESET (connection lost or refused), -EIO (the
- * statement failed in PostgreSQL; err has its message), -ENOMEM; in pipeline mode also -EAGAIN
+ * statement failed in PostgreSQL; err has its message), -ENOMEM, -ECANCELED (the stop pipe is
+ * readable: the connection is mid-statement, close it); in pipeline mode also -EAGAIN
  * (not run: its batch failed before it), -ENODATA (nothing in flight) and -EPROTO (a result
  * that no statement sent explains: close the connection). */
 
@@ -69,6 +87,15 @@ int dbconn_open(const struct dbconn_params *p, int64_t deadline_us, struct dbcon
 /* Run a prepared statement (text parameters). On 0, *res is the result (caller PQclears). */
 int dbconn_exec(struct dbconn *c, const char *stmt, int nparams, const char *const *values,
                 int64_t deadline_us, PGresult **res, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Run sql (not prepared) with text parameters, as PQexecParams would (nparams 0: the simple
+ * protocol, where sql may hold several statements), bounded by deadline_us and the stop pipe.
+ * 0 with *res the statement's result whatever its status, for the caller to read (the first
+ * error's, or the last one's; the caller PQclears); or -ETIMEDOUT, -ECANCELED, -ECONNRESET with
+ * *res NULL and err set, the connection then mid-statement (close it). */
+int dbconn_query(struct dbconn *c, const char *sql, int nparams, const char *const *values,
+                 int64_t deadline_us, PGresult **res, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
 /* The same in two steps, for an event loop: send the statement (0 or -ECONNRESET), then call
@@ -103,8 +130,15 @@ int dbconn_pipe_next(struct dbconn *c, PGresult **res, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 int dbconn_pipe_exit(struct dbconn *c) __attribute__((warn_unused_result));
 
-/* After -ETIMEDOUT: cancel the running statement and read its end. Returns 0 when the
- * connection is clean and reusable, negative when it must be closed. */
+/* After -ETIMEDOUT: cancel the running statement and read its end, until deadline_us at most
+ * (the cancel's own connection included). Returns 0 when the connection is clean and reusable,
+ * negative when it must be closed. In pipeline mode the statements still in flight are read to
+ * their end: one cancel for the statement running, none for those its batch will not run, and
+ * a statement still running DBCONN_RECANCEL_FIRST_MS after its cancel (which may have reached
+ * the backend between two statements and been lost) gets another, then again after twice as
+ * long each time. c->cancels counts them. */
+#define DBCONN_RECANCEL_FIRST_MS 250
+#define DBCONN_CANCEL_SENDERS    16 /* cancel requests in flight at once, in the process */
 int dbconn_cancel(struct dbconn *c, int64_t deadline_us);
 
 /* An idle connection that has anything to read was closed or killed by the server. */

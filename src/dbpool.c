@@ -30,6 +30,7 @@
 #include "xalloc.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -71,6 +72,7 @@ struct dbpool {
     pthread_cond_t connectors_done; /* signalled when connectors drops to 0 (destroy) */
 
     atomic_uint_least64_t acquired, timeouts, connects, connect_failures, closed_broken;
+    atomic_uint_least64_t closed_idle;
     atomic_uint_least64_t pipelined;
     atomic_int_least64_t wait_us_total;
     atomic_int_least64_t connect_timeout_us;   /* o's, changed by reload (dbpool_set_limits) */
@@ -634,6 +636,89 @@ void dbpool_close_idle(struct dbpool *p)
     dbpool_close_list(dead);
 }
 
+/* An idle connection as dbpool_reap_idle saw it: it is closed only if it is still on the idle
+ * list, released at the same time (not taken and given back since; one closed meanwhile and
+ * another allocated at its address would need the same released_us, to the microsecond). */
+struct dbpool_seen {
+    struct dbconn *c;    /* compared, never dereferenced unless found idle again */
+    int64_t released_us; /* its released_us then */
+    bool dead;           /* its socket was readable, or it was not usable */
+};
+
+/* Unlink the idle connections of seen[0..n) still idle as seen, onto *dead. Mutex held.
+ * Returns how many of them were dead. */
+static size_t dbpool_reap_locked(struct dbpool *p, const struct dbpool_seen *seen, size_t n,
+                                 struct dbconn **dead)
+{
+    size_t found_dead = 0;
+    for (struct dbconn **pp = &p->idle; *pp;) {
+        struct dbconn *c = *pp;
+        const struct dbpool_seen *s = NULL;
+        for (size_t i = 0; i < n && !s; i++)
+            if (seen[i].c == c && seen[i].released_us == c->released_us)
+                s = &seen[i];
+        if (!s) {
+            pp = &c->next;
+            continue;
+        }
+        *pp = c->next;
+        p->nidle--;
+        p->open--;
+        c->next = *dead;
+        *dead = c;
+        atomic_fetch_add_explicit(s->dead ? &p->closed_broken : &p->closed_idle, 1,
+                                  memory_order_relaxed);
+        found_dead += s->dead;
+    }
+    return found_dead;
+}
+
+size_t dbpool_reap_idle(struct dbpool *p, int64_t now_us, int64_t idle_timeout_us)
+{
+    pthread_mutex_lock(&p->mutex);
+    size_t n = p->stopping ? 0 : p->nidle;
+    if (n == 0) {
+        pthread_mutex_unlock(&p->mutex);
+        return 0;
+    }
+    struct dbpool_seen *seen = xcalloc(n, sizeof(*seen));
+    struct pollfd *fds = xcalloc(n, sizeof(*fds));
+    size_t i = 0;
+    for (struct dbconn *c = p->idle; c && i < n; c = c->next, i++) {
+        seen[i] = (struct dbpool_seen){
+            .c = c, .released_us = c->released_us, .dead = PQstatus(c->pg) != CONNECTION_OK};
+        fds[i] = (struct pollfd){.fd = PQsocket(c->pg), .events = POLLIN};
+        if (fds[i].fd < 0)
+            seen[i].dead = true;
+    }
+    pthread_mutex_unlock(&p->mutex);
+
+    /* An idle connection has nothing to read unless the server closed or killed it. A socket
+     * taken meanwhile may be readable for its statement's result: such a connection is no
+     * longer idle as seen, and is left alone below. */
+    int ready = poll(fds, (nfds_t)n, 0);
+    size_t k = 0;
+    for (size_t j = 0; j < n; j++) {
+        seen[j].dead = seen[j].dead || (ready > 0 && fds[j].revents != 0);
+        bool expired = idle_timeout_us > 0 && now_us - seen[j].released_us >= idle_timeout_us;
+        if (seen[j].dead || expired)
+            seen[k++] = seen[j];
+    }
+    free(fds);
+    if (k == 0) {
+        free(seen);
+        return 0;
+    }
+    struct dbconn *dead = NULL;
+    pthread_mutex_lock(&p->mutex);
+    size_t found_dead = dbpool_reap_locked(p, seen, k, &dead);
+    dbpool_dispatch(p, &dead); /* the freed slots may let a waiter's connect start */
+    dbpool_unlock(p);
+    free(seen);
+    dbpool_close_list(dead);
+    return found_dead;
+}
+
 void dbpool_stats(struct dbpool *p, struct dbpool_stats *out)
 {
     pthread_mutex_lock(&p->mutex);
@@ -649,6 +734,7 @@ void dbpool_stats(struct dbpool *p, struct dbpool_stats *out)
     out->connects = atomic_load_explicit(&p->connects, memory_order_relaxed);
     out->connect_failures = atomic_load_explicit(&p->connect_failures, memory_order_relaxed);
     out->closed_broken = atomic_load_explicit(&p->closed_broken, memory_order_relaxed);
+    out->closed_idle = atomic_load_explicit(&p->closed_idle, memory_order_relaxed);
     out->pipelined = atomic_load_explicit(&p->pipelined, memory_order_relaxed);
     out->wait_us_total = atomic_load_explicit(&p->wait_us_total, memory_order_relaxed);
 }

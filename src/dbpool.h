@@ -2,9 +2,9 @@
  * dbpool: one tier's PostgreSQL connections (the database bulkhead).
  *
  * At most `max` connections, opened lazily on demand, kept open, replaced when broken. Who may
- * take a connection is share.h's rule, the same as for workers: a tenant holding none, or whose
- * requests are brief, may take any free one; any other leaves the last `reserve` free for
- * newcomers and, while other tenants of the tier are active, holds at most its share, so one
+ * take a connection is share.h's rule, the same as for workers: a tenant holding none may take
+ * any free one; any other leaves the last `reserve` free for newcomers and, while other tenants
+ * of the tier are active, holds at most its share (one more if its requests are brief), so one
  * tenant's slow queries cannot hold every connection of its tier. A worker that may not take one
  * now waits, bounded by its deadline, in a FIFO of waiters; a released connection is handed
  * straight to the first waiter allowed to take it, and waiters that are not allowed are passed
@@ -19,7 +19,9 @@
  * (dbpool_acquire_async): its wait sits in the same FIFO, and its answer is a callback run by
  * whichever thread gave it, after that thread released the mutex. others_active and brief are read
  * without the pool's mutex (the worker pool's lock-free state), so a change of them reaches waiters
- * through dbpool_kick.
+ * through dbpool_kick. The janitor's dbpool_reap_idle closes idle connections the server killed
+ * (or that idled too long) without waiting for a request to find them: it polls every idle
+ * socket at once with no lock held, and closes only those still idle as they were polled.
  */
 #ifndef BULKHEAD_DBPOOL_H
 #define BULKHEAD_DBPOOL_H
@@ -46,8 +48,8 @@ struct dbpool_opts {
     /* Whether tenants other than the caller are active in the tier (lock-free, may be NULL). */
     bool (*others_active)(const void *ctx);
     const void *others_ctx;
-    /* Whether owner's requests are brief (lock-free, while owner has a request in flight; may
-     * be NULL: nobody is). */
+    /* Whether owner's requests are brief now (share.h; lock-free, while owner has a request in
+     * flight; may be NULL: nobody is). */
     bool (*brief)(const void *owner);
     /* The least time a connect is given, whatever the waiter's deadline (0: its deadline). A
      * connection opened past the waiter's deadline is kept in the pool (the waiter got
@@ -83,6 +85,7 @@ struct dbpool_stats {
     size_t max, active, idle, pending, opening;
     size_t reserve; /* connections only a tenant holding none may take */
     uint64_t acquired, timeouts, connects, connect_failures, closed_broken;
+    uint64_t closed_idle;  /* closed by dbpool_reap_idle after idling past its timeout */
     uint64_t pipelined;    /* statements sent behind another on a held connection */
     int64_t wait_us_total; /* summed time acquirers waited */
 };
@@ -143,6 +146,13 @@ size_t dbpool_held(struct dbpool *p, const void *owner);
 
 /* Close every idle connection (say, after the database restarted). */
 void dbpool_close_idle(struct dbpool *p);
+
+/* Janitor thread: close the idle connections found dead (the server closed or killed them: their
+ * socket is readable; counted in closed_broken) and, when idle_timeout_us > 0, those idle since
+ * before now_us - idle_timeout_us (closed_idle). One poll() of every idle socket, the mutex
+ * released meanwhile; a connection taken (or taken and given back) since is left alone. Returns
+ * how many were found dead. */
+size_t dbpool_reap_idle(struct dbpool *p, int64_t now_us, int64_t idle_timeout_us);
 
 void dbpool_stats(struct dbpool *p, struct dbpool_stats *out);
 

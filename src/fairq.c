@@ -37,11 +37,17 @@ void fairq_init(struct fairq *q, const struct fairq_limits *lim, uint64_t seed)
     fairq_set_limits(q, lim);
 }
 
+static void fairq_brief_update(const struct fairq *q, struct fairq_tenant *t);
+
 void fairq_set_limits(struct fairq *q, const struct fairq_limits *lim)
 {
     q->lim = *lim;
     if (q->lim.slots.cap < 1)
         q->lim.slots.cap = 1;
+    /* brief_us may have changed: every verdict is recomputed with it. */
+    for (size_t i = 0; i < q->nbuckets; i++)
+        for (struct fairq_tenant *t = q->buckets[i]; t; t = t->hnext)
+            fairq_brief_update(q, t);
 }
 
 void fairq_destroy(struct fairq *q)
@@ -137,7 +143,7 @@ int fairq_push(struct fairq *q, const char *key, struct fairq_item *item, int64_
     struct fairq_tenant *t = fairq_lookup(q, key, false);
     if (slack && t &&
         !share_may_take(&q->lim.slots, t->in_flight, q->in_flight, fairq_others_active(q, t),
-                        fairq_tenant_brief(t))) {
+                        fairq_tenant_brief(t, now_us))) {
         slack = 0;
         if (q->queued >= q->lim.queue_max)
             return FAIRQ_FULL;
@@ -183,7 +189,7 @@ bool fairq_take(struct fairq *q, const char *key, struct fairq_item *item, int64
         return false; /* its own items first */
     if (!share_may_take(&q->lim.slots, t ? t->in_flight : 0, q->in_flight,
                         t ? fairq_others_active(q, t) : q->ntenants > 0,
-                        t && fairq_tenant_brief(t)))
+                        t && fairq_tenant_brief(t, now_us)))
         return false;
     if (!t)
         t = fairq_lookup(q, key, true);
@@ -207,7 +213,7 @@ struct fairq_item *fairq_pop(struct fairq *q, int64_t now_us)
     do {
         /* share.h's rule: a tenant that may not take a worker now is passed over. */
         if (share_may_take(&q->lim.slots, t->in_flight, q->in_flight, fairq_others_active(q, t),
-                           fairq_tenant_brief(t))) {
+                           fairq_tenant_brief(t, now_us))) {
             q->cursor = t->rnext;
             struct fairq_item *it = fairq_take_head(q, t);
             it->begun_us = now_us;
@@ -222,11 +228,25 @@ struct fairq_item *fairq_pop(struct fairq *q, int64_t now_us)
     return NULL;
 }
 
+/* Recompute t's brief verdict (fairq.h) after its mean or its last end changed, as the time
+ * until which it holds: every input changes only here, so readers need no lock. */
+static void fairq_brief_update(const struct fairq *q, struct fairq_tenant *t)
+{
+    bool mean_brief = q->lim.brief_us > 0 && t->hold_samples >= FAIRQ_BRIEF_SAMPLES &&
+                      t->hold_avg_us < q->lim.brief_us;
+    int64_t until = mean_brief && t->held_at_done > 0 ? t->last_done_us + q->lim.brief_us : 0;
+    atomic_store_explicit(&t->brief_until_us, until, memory_order_relaxed);
+}
+
 void fairq_done(struct fairq *q, struct fairq_tenant *t, int64_t now_us)
 {
     t->in_flight--;
     q->in_flight--;
     t->last_active_us = now_us;
+    /* Every item still in flight was running at this end; those begun later were not. */
+    t->last_done_us = now_us;
+    t->held_at_done = t->in_flight;
+    fairq_brief_update(q, t);
 }
 
 void fairq_record_hold(struct fairq *q, struct fairq_tenant *t, int64_t held_us)
@@ -239,14 +259,12 @@ void fairq_record_hold(struct fairq *q, struct fairq_tenant *t, int64_t held_us)
         t->hold_avg_us += (held_us - t->hold_avg_us) / 4;
     if (t->hold_samples < UINT32_MAX)
         t->hold_samples++;
-    bool brief = q->lim.brief_us > 0 && t->hold_samples >= FAIRQ_BRIEF_SAMPLES &&
-                 t->hold_avg_us < q->lim.brief_us;
-    atomic_store_explicit(&t->brief, brief, memory_order_relaxed);
+    fairq_brief_update(q, t);
 }
 
-bool fairq_tenant_brief(const struct fairq_tenant *t)
+bool fairq_tenant_brief(const struct fairq_tenant *t, int64_t now_us)
 {
-    return atomic_load_explicit(&t->brief, memory_order_relaxed);
+    return now_us < atomic_load_explicit(&t->brief_until_us, memory_order_relaxed);
 }
 
 static struct fairq_item *fairq_collect(struct fairq *q, int64_t cutoff_us, bool all)

@@ -9,6 +9,16 @@
  * A tenant is "active" from its first request until linger_us after its last one finished, so a
  * tenant sending a steady trickle keeps a busy neighbour capped between its requests.
  *
+ * A tenant is "brief" (share.h: one slot past its share while others are active) while
+ *   - its recent items held a worker for less than brief_us on average (a mean over at least
+ *     FAIRQ_BRIEF_SAMPLES finished items), and
+ *   - it is giving slots back now: one of its items ended less than brief_us ago, and one it
+ *     still holds was already running then.
+ * The second part sees the work in progress, which the mean sees only once it ends: a tenant
+ * whose requests stop ending stops being brief brief_us after the last one ended, and a burst
+ * begun at once (every item of it started after the tenant's last end) is held to its share
+ * until one of it ends.
+ *
  * Not thread-safe: the owner (workpool) holds its mutex around every call.
  */
 #ifndef BULKHEAD_FAIRQ_H
@@ -45,10 +55,14 @@ struct fairq_tenant {
     uint32_t in_flight;                 /* items popped and not yet done */
     uint64_t served;                    /* items popped, ever (metrics) */
     int64_t last_active_us;             /* last push, pop or done */
+    int64_t last_done_us;               /* when one of its items last ended (fairq_done) */
+    uint32_t held_at_done;              /* items in flight that were running at that end */
     int64_t hold_avg_us;                /* recent mean time an item held a worker (EWMA 1/4) */
     uint32_t hold_samples;              /* items measured (saturates) */
-    atomic_bool brief; /* see above; written with the owner's lock held, read without it by the
-                          connection pool while one of the tenant's items runs */
+    /* Brief (see above) while the clock is below this; 0: not brief. Written with the owner's
+     * lock held at every end and hold measured, read without it by the connection pool while
+     * one of the tenant's items runs (fairq_tenant_brief). */
+    atomic_int_least64_t brief_until_us;
 };
 
 struct fairq_limits {
@@ -56,7 +70,8 @@ struct fairq_limits {
     size_t tenant_queue_max;   /* one tenant's queued items at most */
     struct share_policy slots; /* who may take one of the workers (slots.size = workers) */
     int64_t linger_us;         /* how long an idle tenant still counts as active */
-    int64_t brief_us;          /* a recent mean hold below this makes a tenant brief; 0: never */
+    int64_t brief_us;          /* brief (see above) needs a recent mean hold below this and an
+                                  end this recent; 0: nobody is brief */
 };
 
 struct fairq {
@@ -91,14 +106,15 @@ bool fairq_take(struct fairq *q, const char *key, struct fairq_item *item, int64
 /* The next item to serve, or NULL when nothing may be served now. Counts it in flight. */
 struct fairq_item *fairq_pop(struct fairq *q, int64_t now_us);
 
-/* An item returned by fairq_pop has finished. */
+/* An item returned by fairq_pop (or fairq_take) has finished: t is giving a slot back. */
 void fairq_done(struct fairq *q, struct fairq_tenant *t, int64_t now_us);
 
-/* An item of t held a worker for held_us: update t's mean hold and its brief flag. */
+/* An item of t held a worker for held_us: update t's mean hold (before its fairq_done). */
 void fairq_record_hold(struct fairq *q, struct fairq_tenant *t, int64_t held_us);
 
-/* Whether t's requests are brief (any thread, while one of t's items is in flight). */
-bool fairq_tenant_brief(const struct fairq_tenant *t);
+/* Whether t's requests are brief at now_us (any thread, while one of t's items is in flight:
+ * lock-free, one atomic load). */
+bool fairq_tenant_brief(const struct fairq_tenant *t, int64_t now_us);
 
 /* Remove and return (as a list linked by ->next) the queued items enqueued before cutoff_us. */
 struct fairq_item *fairq_expire(struct fairq *q, int64_t cutoff_us);

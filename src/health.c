@@ -3,7 +3,8 @@
  *
  * The prober keeps one connection and runs "SELECT 1" on it, bounded by the interval; on any
  * error it drops the connection and reconnects on the next round, so a restarted database is
- * noticed within one interval.
+ * noticed within one interval. health_stop writes a stop pipe that ends a probe's wait on the
+ * database at once, so stopping never waits for a silent database.
  */
 #include "health.h"
 #include "dbconn.h"
@@ -12,11 +13,13 @@
 #include "xalloc.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const struct dbconn_stmt health_stmts[] = {{"health_ping", "SELECT 1"}};
 
@@ -25,6 +28,7 @@ struct health {
     int64_t interval_us;
     pthread_t thread;
     struct dbconn *conn; /* prober thread only */
+    int stop_pipe[2];    /* health_stop writes [1]; the probe's waits poll [0] */
 
     pthread_mutex_t mutex; /* guards reason, stop; with wake, ends the sleep on stop */
     pthread_cond_t wake;
@@ -48,7 +52,8 @@ static void health_probe(struct health *h)
         struct dbconn_params p = {.conninfo = h->conninfo,
                                   .appname = "bulkhead-health",
                                   .stmts = health_stmts,
-                                  .nstmts = 1};
+                                  .nstmts = 1,
+                                  .stop_fd = &h->stop_pipe[0]};
         rc = dbconn_open(&p, deadline, &h->conn, err, sizeof(err));
     }
     if (rc == 0) {
@@ -60,6 +65,8 @@ static void health_probe(struct health *h)
             h->conn = NULL;
         }
     }
+    if (rc == -ECANCELED)
+        return; /* health_stop: not a verdict on the database */
     bool was = atomic_load(&h->ok);
     bool now_ok = rc == 0;
     atomic_store(&h->latency_us, mclock_now_us() - start);
@@ -94,6 +101,11 @@ static void *health_main(void *arg)
 int health_start(const char *conninfo, int64_t interval_ms, struct health **out)
 {
     struct health *h = xcalloc(1, sizeof(*h));
+    if (pipe2(h->stop_pipe, O_CLOEXEC)) {
+        int rc = -errno;
+        free(h);
+        return rc;
+    }
     h->conninfo = xstrdup(conninfo);
     h->interval_us = interval_ms * 1000;
     pthread_mutex_init(&h->mutex, NULL);
@@ -103,6 +115,8 @@ int health_start(const char *conninfo, int64_t interval_ms, struct health **out)
     int rc = pthread_create(&h->thread, NULL, health_main, h);
     if (rc) {
         dbconn_close(h->conn);
+        close(h->stop_pipe[0]);
+        close(h->stop_pipe[1]);
         free(h->conninfo);
         free(h);
         return -rc;
@@ -120,8 +134,12 @@ void health_stop(struct health *h)
     h->stop = true;
     pthread_cond_signal(&h->wake);
     pthread_mutex_unlock(&h->mutex);
+    if (write(h->stop_pipe[1], "x", 1) < 0) /* a probe under way ends its wait */
+        log_warn("health", "cannot signal the prober to stop: %s", strerror(errno));
     pthread_join(h->thread, NULL);
     dbconn_close(h->conn);
+    close(h->stop_pipe[0]);
+    close(h->stop_pipe[1]);
     pthread_cond_destroy(&h->wake);
     pthread_mutex_destroy(&h->mutex);
     free(h->conninfo);

@@ -4,7 +4,8 @@
  * is called. Transitions are logged once, with the cause.
  *
  * DESIGN: one thread (the prober) writes; any thread reads. The verdict and its time are
- * atomics; the last error text is guarded by a mutex.
+ * atomics; the last error text is guarded by a mutex. health_stop writes a stop pipe that every
+ * wait of the prober's connection polls, so a probe under way never delays it.
  */
 #ifndef BULKHEAD_HEALTH_H
 #define BULKHEAD_HEALTH_H

@@ -194,8 +194,14 @@ unsigned http_thread_count(const struct config *cfg)
     return n > EVLOOP_MAX ? EVLOOP_MAX : n;
 }
 
+static unsigned http_threads(const struct http_opts *opts)
+{
+    unsigned n = opts->threads ? opts->threads : http_thread_count(opts->cfg);
+    return n > EVLOOP_MAX ? EVLOOP_MAX : n;
+}
+
 /* The listening socket the daemons share (each accepts from it on its own thread). */
-static int http_listen(const struct config *cfg, bool *v6, int *out)
+static int http_listen(const struct config *cfg, int64_t port, bool *v6, int *out)
 {
     struct sockaddr_in sin = {0};
     struct sockaddr_in6 sin6 = {0};
@@ -203,13 +209,13 @@ static int http_listen(const struct config *cfg, bool *v6, int *out)
     socklen_t salen;
     if (inet_pton(AF_INET, cfg->api_bind, &sin.sin_addr) == 1) {
         sin.sin_family = AF_INET;
-        sin.sin_port = htons((uint16_t)cfg->api_port);
+        sin.sin_port = htons((uint16_t)port);
         sa = (struct sockaddr *)&sin;
         salen = sizeof(sin);
         *v6 = false;
     } else if (inet_pton(AF_INET6, cfg->api_bind, &sin6.sin6_addr) == 1) {
         sin6.sin6_family = AF_INET6;
-        sin6.sin6_port = htons((uint16_t)cfg->api_port);
+        sin6.sin6_port = htons((uint16_t)port);
         sa = (struct sockaddr *)&sin6;
         salen = sizeof(sin6);
         *v6 = true;
@@ -297,20 +303,23 @@ static struct MHD_Daemon *http_daemon(struct http *h, unsigned i, bool v6)
 int http_start(const struct http_opts *opts, struct http **out)
 {
     const struct config *cfg = opts->cfg;
-    unsigned n = http_thread_count(cfg);
+    unsigned n = http_threads(opts);
     struct http *h = xcalloc(1, sizeof(*h) + n * sizeof(h->daemons[0]));
     h->opts = *opts;
+    if (!h->opts.name)
+        h->opts.name = "http";
+    opts = &h->opts;
     h->max_body = (size_t)cfg->http_max_body;
     h->max_head = (size_t)cfg->http_conn_memory;
     h->n = n;
     h->listen_fd = -1;
     bool v6 = false;
-    int rc = http_listen(cfg, &v6, &h->listen_fd);
+    int rc = http_listen(cfg, opts->port, &v6, &h->listen_fd);
     if (rc) {
         if (rc != -EINVAL)
             log_error("http_start",
-                      "cannot listen on %s:%" PRId64 " (port in use, or no permission): %s",
-                      cfg->api_bind, cfg->api_port, strerror(-rc));
+                      "%s: cannot listen on %s:%" PRId64 " (port in use, or no permission): %s",
+                      opts->name, cfg->api_bind, opts->port, strerror(-rc));
         http_stop(h);
         return rc == -EINVAL ? rc : -EADDRINUSE;
     }
@@ -336,13 +345,14 @@ int http_start(const struct http_opts *opts, struct http **out)
                              .ctx = h,
                              .lag = opts->loop_lag,
                              .lag_probe_us = opts->loop_lag ? HTTP_LAG_PROBE_US : 0};
-    rc = evloop_start("http", n, sources, &ops, &h->loops);
+    rc = evloop_start(opts->name, n, sources, &ops, &h->loops);
     if (rc) {
         log_error("http_start", "cannot start the HTTP threads: %s", strerror(-rc));
         http_stop(h);
         return rc;
     }
-    log_info("http_start", "listening on %s:%u with %u HTTP threads", cfg->api_bind, h->port, n);
+    log_info("http_start", "%s: listening on %s:%u with %u HTTP threads", opts->name, cfg->api_bind,
+             h->port, n);
     *out = h;
     return 0;
 }

@@ -23,7 +23,10 @@ struct request;
 struct request_hooks;
 
 struct http_opts {
-    const struct config *cfg;              /* API_BIND, API_PORT, HTTP_*; must outlive the daemon */
+    const char *name;                      /* logs and thread names: "ops", or NULL: "http" */
+    const struct config *cfg;              /* API_BIND, HTTP_*; must outlive the daemon */
+    int64_t port;                          /* API_PORT or OPS_PORT, on API_BIND (0: any free) */
+    unsigned threads;                      /* event threads; 0: HTTP_THREADS (one per CPU) */
     const struct request_hooks *hooks;     /* given to every request; must outlive the daemon */
     const atomic_bool *draining;           /* while true, new requests get 503 shutting_down */
     bool (*drain_exempt)(const char *url); /* except these (the probes), or NULL: none */

@@ -6,7 +6,8 @@
  * and then keeps its period, never in a burst). The server's chores: every 50 ms answer queued
  * requests that waited past their tier's queue timeout and let connection waiters re-check
  * their tenant's share; every HISTORY_INTERVAL_MS a dashboard sample; every 5 s drop expired
- * rate-limit keys. (Named after PgBouncer's janitor, which does the same kind of housekeeping.)
+ * rate-limit keys; every second close pool connections found dead or idle too long. (Named after
+ * PgBouncer's janitor, which does the same kind of housekeeping.)
  */
 #ifndef BULKHEAD_JANITOR_H
 #define BULKHEAD_JANITOR_H

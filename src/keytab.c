@@ -227,6 +227,11 @@ size_t keytab_sweep(struct keytab *kt, int64_t now_us)
     return freed;
 }
 
+uint64_t keytab_hash(const struct keytab *kt, const char *key)
+{
+    return kt_hash(kt->seed, key);
+}
+
 size_t keytab_count(const struct keytab *kt)
 {
     return atomic_load_explicit(&kt->keys, memory_order_relaxed);

@@ -45,6 +45,10 @@ int64_t keytab_get(struct keytab *kt, const char *key, int64_t now_us);
 /* Delete keys whose deadline has passed. Returns how many. */
 size_t keytab_sweep(struct keytab *kt, int64_t now_us);
 
+/* The table's keyed hash of key (its seed is random per table): to spread what a client names
+ * over buckets of one's own without the client choosing where it lands. */
+uint64_t keytab_hash(const struct keytab *kt, const char *key);
+
 /* Keys held now (lock-free; may include keys that expired but were not swept yet). */
 size_t keytab_count(const struct keytab *kt);
 

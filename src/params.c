@@ -203,6 +203,36 @@ bool params_cidr_contains(const struct params_cidr *set, size_t n, const char *a
     return false;
 }
 
+void params_client_key(const char *addr, unsigned v6_prefix, char *out, size_t outlen)
+{
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    struct params_cidr a;
+    if (!outlen)
+        return;
+    if (!addr || params_addr(addr, &a) || a.family != AF_INET6) {
+        snprintf(out, outlen, "%s", addr ? addr : "");
+        return;
+    }
+    if (!memcmp(a.addr, mapped, sizeof(mapped))) {
+        if (!inet_ntop(AF_INET, a.addr + 12, out, (socklen_t)outlen))
+            out[0] = '\0';
+        return;
+    }
+    unsigned bits = v6_prefix < 128 ? v6_prefix : 128;
+    for (unsigned i = 0; i < 16; i++) {
+        unsigned keep = bits > 8 * i ? bits - 8 * i : 0;
+        if (keep < 8)
+            a.addr[i] &= (unsigned char)(0xff00u >> keep);
+    }
+    char text[INET6_ADDRSTRLEN];
+    if (!inet_ntop(AF_INET6, a.addr, text, sizeof(text)))
+        text[0] = '\0';
+    if (bits == 128)
+        snprintf(out, outlen, "%s", text);
+    else
+        snprintf(out, outlen, "%s/%u", text, bits);
+}
+
 bool params_forwarded_client(const char *xff, const struct params_cidr *set, size_t n, char *out,
                              size_t outlen)
 {

@@ -64,6 +64,18 @@ bool params_cidr_contains(const struct params_cidr *set, size_t n, const char *a
 bool params_forwarded_client(const char *xff, const struct params_cidr *set, size_t n, char *out,
                              size_t outlen);
 
+#define PARAMS_CLIENT_KEY_MAX 48 /* params_client_key's longest text, with its NUL */
+
+/*
+ * The name under which a client address is limited and held: an IPv4 address as it is; an IPv6
+ * address as its network of v6_prefix leading bits, "2001:db8:1:2::/64" (one host is commonly
+ * handed a whole /64 and could rotate through it), or as it is at 128; an IPv4-mapped IPv6
+ * address (::ffff:192.0.2.1, an IPv4 client of a dual-stack listener) as the IPv4 address, so
+ * that IPv4 clients are never lumped into one network. Anything that is not an address is
+ * copied as is (cut to outlen). v6_prefix above 128 counts as 128.
+ */
+void params_client_key(const char *addr, unsigned v6_prefix, char *out, size_t outlen);
+
 /* Compare two strings in time independent of where they differ. */
 bool params_equal_ct(const char *a, const char *b);
 

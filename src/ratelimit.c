@@ -9,7 +9,6 @@
 #include "xalloc.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,17 +16,21 @@
 struct ratelimit {
     _Atomic int64_t limit, window_s; /* read per request; written by ratelimit_set */
     struct keytab *tats;             /* owned: one TAT per tracked key, at most max_keys */
-    pthread_mutex_t overflow_mutex;  /* guards overflow_tat */
-    int64_t overflow_tat;
+    /* The TATs of untracked keys, by their client's address (ratelimit_overflow_bucket). */
+    _Atomic int64_t overflow_tat[RATELIMIT_OVERFLOW_BUCKETS];
     atomic_uint_least64_t allowed, rejected, overflow;
 };
+
+int64_t ratelimit_interval_us(int64_t limit, int64_t window_s)
+{
+    int64_t T = limit > 0 ? window_s * 1000000 / limit : 1;
+    return T < 1 ? 1 : T;
+}
 
 void ratelimit_gcra(int64_t limit, int64_t window_s, int64_t *tat, int64_t now_us,
                     struct ratelimit_result *out)
 {
-    int64_t T = window_s * 1000000 / limit;
-    if (T < 1)
-        T = 1;
+    int64_t T = ratelimit_interval_us(limit, window_s);
     int64_t tau = (limit - 1) * T;
     int64_t cur = *tat > now_us ? *tat : now_us;
     out->limit = limit;
@@ -52,9 +55,7 @@ int64_t ratelimit_next_us(const struct ratelimit_result *r)
 {
     if (!r->allowed)
         return r->retry_after_us;
-    int64_t T = r->limit > 0 ? r->window_s * 1000000 / r->limit : 1;
-    if (T < 1)
-        T = 1;
+    int64_t T = ratelimit_interval_us(r->limit, r->window_s);
     /* As in ratelimit_gcra: diff = now + tau - tat, and tat - now is reset_us. One more request
      * fits each time diff passes a multiple of T (remaining = diff / T + 1). */
     int64_t diff = (r->limit - 1) * T - r->reset_us;
@@ -67,7 +68,6 @@ struct ratelimit *ratelimit_create(int64_t limit, int64_t window_s, size_t max_k
     atomic_store(&rl->limit, limit);
     atomic_store(&rl->window_s, window_s);
     rl->tats = keytab_create(max_keys);
-    pthread_mutex_init(&rl->overflow_mutex, NULL);
     return rl;
 }
 
@@ -76,7 +76,6 @@ void ratelimit_destroy(struct ratelimit *rl)
     if (!rl)
         return;
     keytab_destroy(rl->tats);
-    pthread_mutex_destroy(&rl->overflow_mutex);
     free(rl);
 }
 
@@ -99,15 +98,15 @@ static bool rl_step(int64_t *tat, void *ctx)
     return st->out->allowed;
 }
 
-void ratelimit_check(struct ratelimit *rl, const char *key, int64_t now_us,
-                     struct ratelimit_result *out)
+int ratelimit_check(struct ratelimit *rl, const char *key, int64_t now_us,
+                    struct ratelimit_result *out)
 {
-    ratelimit_check_limit(rl, key, atomic_load_explicit(&rl->limit, memory_order_relaxed), now_us,
-                          out);
+    return ratelimit_check_limit(rl, key, atomic_load_explicit(&rl->limit, memory_order_relaxed),
+                                 now_us, out);
 }
 
-void ratelimit_check_limit(struct ratelimit *rl, const char *key, int64_t limit, int64_t now_us,
-                           struct ratelimit_result *out)
+int ratelimit_check_limit(struct ratelimit *rl, const char *key, int64_t limit, int64_t now_us,
+                          struct ratelimit_result *out)
 {
     struct rl_step st = {.limit = limit,
                          .window_s = atomic_load_explicit(&rl->window_s, memory_order_relaxed),
@@ -116,16 +115,44 @@ void ratelimit_check_limit(struct ratelimit *rl, const char *key, int64_t limit,
     if (st.limit <= 0) {
         memset(out, 0, sizeof(*out));
         out->allowed = true;
+        return 0;
+    }
+    int rc = keytab_update(rl->tats, key, now_us, rl_step, &st);
+    if (rc)
+        return rc; /* full: nothing decided, the caller names the client's address */
+    ratelimit_count(rl, out->allowed);
+    return 0;
+}
+
+size_t ratelimit_overflow_bucket(const struct ratelimit *rl, const char *addr)
+{
+    return (size_t)(keytab_hash(rl->tats, addr) % RATELIMIT_OVERFLOW_BUCKETS);
+}
+
+void ratelimit_check_overflow(struct ratelimit *rl, const char *addr, int64_t limit, int64_t now_us,
+                              struct ratelimit_result *out)
+{
+    int64_t tier_limit = atomic_load_explicit(&rl->limit, memory_order_relaxed);
+    int64_t window_s = atomic_load_explicit(&rl->window_s, memory_order_relaxed);
+    if (tier_limit > 0)
+        limit = tier_limit;
+    atomic_fetch_add_explicit(&rl->overflow, 1, memory_order_relaxed);
+    if (limit <= 0) {
+        memset(out, 0, sizeof(*out));
+        out->allowed = true;
+        ratelimit_count(rl, true);
         return;
     }
-    if (keytab_update(rl->tats, key, now_us, rl_step, &st) == -ENOSPC) {
-        /* Table full: this key shares the overflow bucket with every other untracked key. */
-        int64_t tier_limit = atomic_load_explicit(&rl->limit, memory_order_relaxed);
-        atomic_fetch_add_explicit(&rl->overflow, 1, memory_order_relaxed);
-        pthread_mutex_lock(&rl->overflow_mutex);
-        ratelimit_gcra(tier_limit > 0 ? tier_limit : st.limit, st.window_s, &rl->overflow_tat,
-                       now_us, out);
-        pthread_mutex_unlock(&rl->overflow_mutex);
+    /* One GCRA step on the bucket's TAT, stored only when the request passes (and only if no
+     * other thread moved the TAT meanwhile: then the step is taken again from the new one). */
+    _Atomic int64_t *b = &rl->overflow_tat[ratelimit_overflow_bucket(rl, addr)];
+    int64_t seen = atomic_load_explicit(b, memory_order_relaxed);
+    for (;;) {
+        int64_t tat = seen;
+        ratelimit_gcra(limit, window_s, &tat, now_us, out);
+        if (!out->allowed || atomic_compare_exchange_weak_explicit(
+                                 b, &seen, tat, memory_order_relaxed, memory_order_relaxed))
+            break;
     }
     ratelimit_count(rl, out->allowed);
 }

@@ -9,12 +9,15 @@
  *
  * State is one 64-bit "theoretical arrival time" (TAT) per key. A key whose TAT has passed holds
  * no information and is deleted, so idle keys expire by themselves. At most max_keys keys are
- * tracked; when the table is full, new keys share one overflow bucket with the tier's limit, so
- * cycling through fresh tenant ids buys a client no extra requests.
+ * tracked; when the table is full, a new key is not tracked and is decided on one of
+ * RATELIMIT_OVERFLOW_BUCKETS overflow buckets at the tier's limit, the one its client's
+ * address hashes to (a keyed hash): cycling through fresh tenant ids buys a client no more
+ * than one tier allowance, and a client that filled the table exhausts its own bucket, not the
+ * new tenants' of every other address. Memory stays bounded: the buckets are a fixed array.
  *
  * DESIGN: the TATs live in a keytab (64 shards, each with its own mutex: HTTP threads contend
- * only when two requests hash to the same shard at the same moment); the overflow bucket has
- * its own mutex. Counters are atomics.
+ * only when two requests hash to the same shard at the same moment); an overflow bucket is an
+ * atomic TAT updated by compare-and-swap. Counters are atomics.
  */
 #ifndef BULKHEAD_RATELIMIT_H
 #define BULKHEAD_RATELIMIT_H
@@ -22,6 +25,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#define RATELIMIT_OVERFLOW_BUCKETS 1024 /* per limiter: 8 KiB */
 
 struct ratelimit;
 
@@ -48,15 +53,28 @@ void ratelimit_destroy(struct ratelimit *rl);
 /* Change the rate live (config reload); existing keys keep their TAT. */
 void ratelimit_set(struct ratelimit *rl, int64_t limit, int64_t window_s);
 
-/* HTTP thread. Decide for key at now_us (monotonic). */
-void ratelimit_check(struct ratelimit *rl, const char *key, int64_t now_us,
-                     struct ratelimit_result *out);
+/* HTTP thread. Decide for key at now_us (monotonic), at the tier's limit. Returns 0, or
+ * -ENOSPC when the table is full and key is not tracked: nothing was decided or counted, and
+ * ratelimit_check_overflow decides by the client's address. */
+int ratelimit_check(struct ratelimit *rl, const char *key, int64_t now_us,
+                    struct ratelimit_result *out) __attribute__((warn_unused_result));
 
 /* The same with the key's own limit per the tier's window (a tenant's override, which wins
- * over the tier's limit); 0 = unlimited. Keys past max_keys share the overflow bucket at the
- * tier's limit, whatever their own. */
-void ratelimit_check_limit(struct ratelimit *rl, const char *key, int64_t limit, int64_t now_us,
-                           struct ratelimit_result *out);
+ * over the tier's limit); 0 = unlimited (always 0: no state at all). */
+int ratelimit_check_limit(struct ratelimit *rl, const char *key, int64_t limit, int64_t now_us,
+                          struct ratelimit_result *out) __attribute__((warn_unused_result));
+
+/* HTTP thread: a key the table could not track, from the client at address addr (its
+ * address key, as api.c names it): decided on addr's overflow bucket at the tier's limit
+ * (limit, the key's own, only when the tier is unlimited), and counted as overflow. */
+void ratelimit_check_overflow(struct ratelimit *rl, const char *addr, int64_t limit, int64_t now_us,
+                              struct ratelimit_result *out);
+
+/* The overflow bucket addr's untracked keys share, 0..RATELIMIT_OVERFLOW_BUCKETS-1 (tests). */
+size_t ratelimit_overflow_bucket(const struct ratelimit *rl, const char *addr);
+
+/* The time one request takes from a limit of limit per window_s: W/N in us, at least 1. */
+int64_t ratelimit_interval_us(int64_t limit, int64_t window_s);
 
 /*
  * The GCRA step on one TAT, shared with the Redis backend's tests: given the stored tat

@@ -6,6 +6,7 @@
  * tell the series apart), so a family's samples stay together as the format requires.
  */
 #include "report.h"
+#include "admin.h"
 #include "capctl.h"
 #include "health.h"
 #include "mclock.h"
@@ -80,6 +81,9 @@ static const struct report_field report_fields[] = {
      "Failed attempts to open a PostgreSQL connection."},
     {POOL, "closedBroken", REPORT_U64, RT(db.closed_broken), "bulkhead_db_connections_broken_total",
      NULL, "counter", "Connections closed because they broke."},
+    {POOL, "closedIdle", REPORT_U64, RT(db.closed_idle),
+     "bulkhead_db_connections_idle_closed_total", NULL, "counter",
+     "Connections closed after idling past db_idle_timeout_ms."},
     {POOL, "pipelined", REPORT_U64, RT(db.pipelined), "bulkhead_db_statements_pipelined_total",
      NULL, "counter", "Reads sent on a tenant's connection behind another of its reads."},
     {POOL, "acquireTimeoutMs", REPORT_I64, RT(cfg.db_acquire_timeout_ms)},
@@ -195,7 +199,13 @@ struct report_proc_field {
     int unit;      /* REPORT_UNIT_*: how the value is written */
 };
 
-enum { REPORT_ALWAYS, REPORT_NEEDS_REDIS, REPORT_NEEDS_AUTH, REPORT_NEEDS_TARPIT };
+enum {
+    REPORT_ALWAYS,
+    REPORT_NEEDS_REDIS,
+    REPORT_NEEDS_AUTH,
+    REPORT_NEEDS_TARPIT,
+    REPORT_NEEDS_ADMIN
+};
 enum {
     REPORT_UNIT_COUNT,   /* an integer, as is */
     REPORT_UNIT_SECONDS, /* microseconds, written in seconds */
@@ -219,15 +229,24 @@ static const struct report_proc_field report_proc_fields[] = {
      "API-key checks, by result.", RP(auth_accepted), REPORT_NEEDS_AUTH},
     {"bulkhead_auth_decisions_total", "result=\"rejected\"", "counter",
      "API-key checks, by result.", RP(auth_rejected), REPORT_NEEDS_AUTH},
+    {"bulkhead_admin_auth_total", "result=\"accepted\"", "counter",
+     "Admin authentications, by result (limited: refused without comparing the token).",
+     RP(admin_accepted), REPORT_NEEDS_ADMIN},
+    {"bulkhead_admin_auth_total", "result=\"refused\"", "counter",
+     "Admin authentications, by result (limited: refused without comparing the token).",
+     RP(admin_refused), REPORT_NEEDS_ADMIN},
+    {"bulkhead_admin_auth_total", "result=\"limited\"", "counter",
+     "Admin authentications, by result (limited: refused without comparing the token).",
+     RP(admin_limited), REPORT_NEEDS_ADMIN},
     {"bulkhead_tarpit_held_total", NULL, "counter",
-     "Refusals held because the client came back before its Retry-After.", RP(tarpit_held),
+     "Requests held: until their rate-limit turn, or their client's Retry-After.", RP(tarpit_held),
      REPORT_NEEDS_TARPIT},
-    {"bulkhead_tarpit_holding", NULL, "gauge", "Refusals held now.", RP(tarpit_holding),
+    {"bulkhead_tarpit_holding", NULL, "gauge", "Requests held now.", RP(tarpit_holding),
      REPORT_NEEDS_TARPIT},
     {"bulkhead_tarpit_overflow_total", NULL, "counter",
      "Refusals answered at once because TARPIT_MAX_HELD were held.", RP(tarpit_overflow),
      REPORT_NEEDS_TARPIT},
-    {"bulkhead_tarpit_clients", NULL, "gauge", "Clients remembered with a Retry-After.",
+    {"bulkhead_tarpit_clients", NULL, "gauge", "Clients remembered with a Retry-After or a turn.",
      RP(tarpit_clients), REPORT_NEEDS_TARPIT},
     {"bulkhead_tarpit_untracked_total", NULL, "counter",
      "Refusals whose client was not remembered: TARPIT_MAX_CLIENTS were.", RP(tarpit_untracked),
@@ -296,6 +315,14 @@ void report_read_process(const struct report_sources *src, struct report_process
         out->auth_keys = as.keys;
         out->auth_accepted = as.accepted;
         out->auth_rejected = as.rejected;
+    }
+    if (src->admin) {
+        struct admin_stats as;
+        admin_stats(src->admin, &as);
+        out->have_admin = true;
+        out->admin_accepted = as.accepted;
+        out->admin_refused = as.refused;
+        out->admin_limited = as.limited;
     }
     if (src->tarpit) {
         struct tarpit_stats ts;
@@ -679,6 +706,7 @@ static void prom_process(FILE *f, const struct report_process *p)
         const struct report_proc_field *fd = &report_proc_fields[k];
         if ((fd->needs == REPORT_NEEDS_REDIS && !p->have_redis) ||
             (fd->needs == REPORT_NEEDS_AUTH && !p->have_auth) ||
+            (fd->needs == REPORT_NEEDS_ADMIN && !p->have_admin) ||
             (fd->needs == REPORT_NEEDS_TARPIT && !p->have_tarpit))
             continue;
         if (!last || strcmp(last, fd->prom))

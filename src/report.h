@@ -45,6 +45,7 @@ struct report_sources {
     struct health *health;               /* NULL: reported as healthy, no probe */
     struct rlredis *redis;               /* NULL unless RATE_LIMIT_BACKEND=redis */
     struct auth *auth;                   /* NULL unless AUTH_MODE=apikey */
+    struct admin *admin;                 /* NULL unless ADMIN_TOKEN is set */
     struct tarpit *tarpit;               /* NULL unless TARPIT=true */
     struct capctl *capacity;             /* NULL: no capacity section */
     const atomic_int *in_flight;         /* requests received and not finished */
@@ -89,9 +90,10 @@ struct report_process {
     char reason[256];    /* why not healthy ("" when healthy) */
     int64_t db_probe_us; /* last health probe's round trip */
     uint64_t db_up, in_flight, draining;
-    bool have_redis, have_auth;
+    bool have_redis, have_auth, have_admin;
     uint64_t redis_up, redis_errors, redis_fallbacks;
     uint64_t auth_keys, auth_accepted, auth_rejected;
+    uint64_t admin_accepted, admin_refused, admin_limited; /* admin authentications */
     bool have_tarpit;
     uint64_t tarpit_held, tarpit_holding, tarpit_overflow, tarpit_clients, tarpit_untracked;
     uint64_t untiered_outcomes[OUTCOME_COUNT];

@@ -4,7 +4,16 @@
  * Start order: health probe, tiers (breaker, limiter, workers, pool) and the capacity controller,
  * API keys (after bringing the tenants schema up to date), Redis limiter, tarpit, admin worker,
  * history, janitor, and the HTTP listener last, so no request arrives before its path exists.
+ * Every start-up check on the database is bounded (dbconn.h, tenantdb.h): a silent database
+ * fails the start rather than hanging it.
+ *
  * Shutdown is the reverse, after in-flight requests have had SHUTDOWN_TIMEOUT_MS to finish.
+ * Then the admin worker's wait on the database is ended (its request is answered 503), the
+ * tiers' workers finish the calls they are in (each at its deadline at most: breaker_timeout_ms
+ * and a cancel's grace), replies get SERVER_REPLY_GRACE_US to leave, and the threads with a
+ * connection of their own (key refresher, health prober) are stopped at once, whatever the
+ * database does: SIGTERM ends within SHUTDOWN_TIMEOUT_MS + SERVER_REPLY_GRACE_US and a few
+ * milliseconds unless a tier request is still in a database call.
  */
 #include "server.h"
 #include "admin.h"
@@ -13,6 +22,7 @@
 #include "auth.h"
 #include "breaker.h"
 #include "capctl.h"
+#include "dbconn.h"
 #include "dbpool.h"
 #include "health.h"
 #include "history.h"
@@ -105,6 +115,9 @@ static void server_tier_free(struct tier_rt *t)
     t->breaker = NULL;
 }
 
+#define SERVER_CHECK_TIMEOUT_MS 5000    /* a start-up (or SIGHUP) check's connect and query */
+#define SERVER_REPLY_GRACE_US   1000000 /* after the workers stop, for their replies to leave */
+
 /* Warn when this instance's pools could need more connections than the database allows. */
 static void server_check_budget(struct server *srv)
 {
@@ -116,19 +129,27 @@ static void server_check_budget(struct server *srv)
     const struct tier_table *tiers = tierset_snapshot(srv->tiers);
     for (size_t i = 0; i < tiers->count; i++)
         need += tiers->tiers[i].db_max;
-    const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
-    const char *vals[] = {srv->cfg.database_url, "bulkhead-startup", "5", NULL};
-    PGconn *pg = PQconnectdbParams(keys, vals, 1);
-    if (PQstatus(pg) != CONNECTION_OK) {
+    const struct dbconn_params p = {.conninfo = srv->cfg.database_url,
+                                    .appname = "bulkhead-startup",
+                                    .statement_timeout_ms = SERVER_CHECK_TIMEOUT_MS};
+    struct dbconn *db = NULL;
+    PGresult *res = NULL;
+    char err[300];
+    int64_t deadline = mclock_now_us() + SERVER_CHECK_TIMEOUT_MS * 1000ll;
+    int rc = dbconn_open(&p, deadline, &db, err, sizeof(err));
+    if (!rc)
+        rc = dbconn_query(db,
+                          "SELECT current_setting('max_connections')::int - "
+                          "current_setting('superuser_reserved_connections')::int",
+                          0, NULL, deadline, &res, err, sizeof(err));
+    if (rc) {
         log_warn("db_budget",
-                 "cannot check max_connections now (database unreachable); this "
-                 "instance may open up to %" PRId64 " connections",
-                 need);
-        PQfinish(pg);
+                 "cannot check max_connections now (%s); this instance may open up to %" PRId64
+                 " connections",
+                 err, need);
+        dbconn_close(db);
         return;
     }
-    PGresult *res = PQexec(pg, "SELECT current_setting('max_connections')::int - "
-                               "current_setting('superuser_reserved_connections')::int");
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
         int64_t allowed = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
         if (need > allowed)
@@ -145,7 +166,7 @@ static void server_check_budget(struct server *srv)
                      need, allowed, allowed / need);
     }
     PQclear(res);
-    PQfinish(pg);
+    dbconn_close(db);
 }
 
 static void server_log_config(struct server *srv)
@@ -189,6 +210,7 @@ static void server_teardown(struct server *srv)
 {
     server_stop_tiers(srv);
     admin_stop(srv->admin);
+    http_stop(srv->ops);
     http_stop(srv->http);
     janitor_stop(srv->janitor);
     tarpit_destroy(srv->tarpit);
@@ -207,6 +229,7 @@ static void server_teardown(struct server *srv)
     config_free(&srv->cfg);
     srv->tiers = NULL;
     srv->http = NULL;
+    srv->ops = NULL;
     srv->janitor = NULL;
     srv->history = NULL;
     srv->tarpit = NULL;
@@ -233,8 +256,8 @@ static void server_request_done(void *ctx, const struct request *r, int64_t tota
     metrics_observe(m, r->outcome, (int)r->status, total_us, r->queue_us, r->query_us);
     if (r->cap_entered_us) {
         capctl_leave(srv->capacity, r->tier->index, r->cap_entered_us, mclock_now_us());
-        if (r->outcome == OUTCOME_OK)
-            capctl_observe(srv->capacity, r->tier->index, total_us);
+        if (r->outcome == OUTCOME_OK) /* its latency, not the time it waited for its turn */
+            capctl_observe(srv->capacity, r->tier->index, total_us - r->held_us);
     }
 }
 
@@ -255,10 +278,16 @@ static bool server_dispatch(void *ctx, struct request *r)
     return api_dispatch(ctx, r);
 }
 
+static bool server_dispatch_ops(void *ctx, struct request *r)
+{
+    return api_dispatch_ops(ctx, r);
+}
+
 /* ---- janitor chores ---------------------------------------------------------------------- */
 
 #define SERVER_QUEUE_CHECK_US 50000   /* queue timeouts are answered within this */
 #define SERVER_SWEEP_US       5000000 /* expired rate-limit keys are dropped this often */
+#define SERVER_IDLE_CHECK_US  1000000 /* dead or long-idle connections are closed this often */
 
 /* Answer requests that waited past their tier's queue timeout; let connection waiters
  * re-check their tenant's share (the set of active tenants may have changed). */
@@ -271,6 +300,22 @@ static void server_chore_queues(void *ctx, int64_t now)
         dbpool_kick(t->db);
     }
     admin_expire(srv->admin, now);
+}
+
+/* Close the pool connections the database closed or killed while idle, and those idle past
+ * their tier's db_idle_timeout_ms, without waiting for a request to find them. */
+static void server_chore_idle_conns(void *ctx, int64_t now)
+{
+    struct server *srv = ctx;
+    for (size_t i = 0; i < tierset_count(srv->tiers); i++) {
+        struct tier_rt *t = tierset_tier(srv->tiers, i);
+        size_t dead = dbpool_reap_idle(t->db, now, tierset_cfg(t)->db_idle_timeout_ms * 1000);
+        if (dead)
+            log_warn("db_idle",
+                     "tier %s: %zu idle connections were killed or closed by the database; "
+                     "closed, reopened on demand",
+                     t->name, dead);
+    }
 }
 
 static void server_chore_sample(void *ctx, int64_t now)
@@ -314,6 +359,7 @@ static void server_wire(struct server *srv)
                                            .health = srv->health,
                                            .redis = srv->redis,
                                            .auth = srv->auth,
+                                           .admin = srv->admin,
                                            .tarpit = srv->tarpit,
                                            .capacity = srv->capacity,
                                            .in_flight = &srv->in_flight,
@@ -336,7 +382,12 @@ static void server_wire(struct server *srv)
                                  .retry_reads = srv->cfg.retry_reads,
                                  .lane_depth = srv->cfg.pipeline_depth,
                                  .lane_join_us = srv->cfg.pipeline_join_ms * 1000,
-                                 .admin = srv->admin};
+                                 .admin = srv->admin,
+                                 .test_params = srv->cfg.test_params == CONFIG_TEST_PARAMS_ON ||
+                                                (srv->cfg.test_params == CONFIG_TEST_PARAMS_AUTO &&
+                                                 srv->cfg.auth_mode == CONFIG_AUTH_HEADER),
+                                 .ipv6_prefix = (unsigned)srv->cfg.client_ipv6_prefix,
+                                 .ops_port = srv->cfg.ops_port != 0};
 }
 
 /* The tier set, every tier's parts, and the capacity controller over them. */
@@ -364,9 +415,10 @@ static int server_start_tiers(struct server *srv, const struct tier_table *tiers
 /* The tenants schema, brought up to date before anything reads it. */
 static int server_tenants_schema(struct server *srv)
 {
-    PGconn *pg = NULL;
+    struct dbconn *db = NULL;
     char err[300];
-    int rc = tenantdb_connect(srv->cfg.database_url, "bulkhead-startup", &pg, err, sizeof(err));
+    int rc =
+        tenantdb_connect(srv->cfg.database_url, "bulkhead-startup", NULL, &db, err, sizeof(err));
     if (rc) {
         log_error("tenants_schema",
                   "AUTH_MODE=apikey: cannot bring the tenants schema up to date: %s (apply "
@@ -374,7 +426,7 @@ static int server_tenants_schema(struct server *srv)
                   err);
         return rc;
     }
-    PQfinish(pg);
+    dbconn_close(db);
     return 0;
 }
 
@@ -423,26 +475,38 @@ static int server_start_backends(struct server *srv)
     return rc;
 }
 
-/* The threads that use everything else: janitor, then the HTTP listener. */
+/* The threads that use everything else: janitor, then the HTTP listener, then the operators'
+ * one (OPS_PORT: one event thread of its own, so a scrape never waits behind API traffic). */
 static int server_start_threads(struct server *srv)
 {
     const struct janitor_chore chores[] = {
         {SERVER_QUEUE_CHECK_US, server_chore_queues, srv},
         {HISTORY_INTERVAL_MS * 1000, server_chore_sample, srv},
         {SERVER_SWEEP_US, server_chore_sweep, srv},
+        {SERVER_IDLE_CHECK_US, server_chore_idle_conns, srv},
         {srv->cfg.capacity_interval * 1000, server_chore_capacity, srv},
     };
     int rc = janitor_start(chores, sizeof(chores) / sizeof(chores[0]), &srv->janitor);
     if (rc)
         return rc;
-    const struct http_opts ho = {.cfg = &srv->cfg,
-                                 .hooks = &srv->hooks,
-                                 .draining = &srv->draining,
-                                 .drain_exempt = api_is_probe,
-                                 .dispatch = server_dispatch,
-                                 .ctx = &srv->api,
-                                 .loop_lag = srv->loop_lag};
-    return http_start(&ho, &srv->http);
+    struct http_opts ho = {.name = "http",
+                           .cfg = &srv->cfg,
+                           .port = srv->cfg.api_port,
+                           .hooks = &srv->hooks,
+                           .draining = &srv->draining,
+                           .drain_exempt = api_is_probe,
+                           .dispatch = server_dispatch,
+                           .ctx = &srv->api,
+                           .loop_lag = srv->loop_lag};
+    rc = http_start(&ho, &srv->http);
+    if (rc || !srv->cfg.ops_port)
+        return rc;
+    ho.name = "ops";
+    ho.port = srv->cfg.ops_port;
+    ho.threads = 1;
+    ho.dispatch = server_dispatch_ops;
+    ho.loop_lag = NULL; /* the ops listener's one thread is not an API loop */
+    return http_start(&ho, &srv->ops);
 }
 
 int server_start(struct server *srv, const struct config *cfg, const struct tier_table *tiers)
@@ -571,6 +635,7 @@ void server_stop(struct server *srv)
     int64_t start = mclock_now_us();
     atomic_store(&srv->draining, true);
     http_quiesce(srv->http);
+    http_quiesce(srv->ops);
     /* Held refusals are answered now rather than at their time: nobody waits on a tarpit. */
     tarpit_stop(srv->tarpit);
     int left = server_drain(srv, start + srv->cfg.shutdown_timeout * 1000);
@@ -578,12 +643,13 @@ void server_stop(struct server *srv)
         log_warn("shutdown",
                  "%d requests still running after %" PRId64 " ms; answering queued ones 503", left,
                  srv->cfg.shutdown_timeout);
-    /* Stop the workers: queued requests are answered 503, running ones finish. */
+    /* The admin worker's wait on the database ends now (503); the tiers' workers answer their
+     * queued requests 503 and finish the calls they are in, each by its deadline. */
+    admin_stop(srv->admin);
     for (size_t i = 0; i < tierset_count(srv->tiers); i++)
         workpool_stop(tierset_tier(srv->tiers, i)->pool);
-    admin_stop(srv->admin);
     /* Their replies still have to be sent before the HTTP threads go. */
-    server_drain(srv, mclock_now_us() + 2000000);
+    server_drain(srv, mclock_now_us() + SERVER_REPLY_GRACE_US);
     server_teardown(srv);
     log_info("shutdown", "stopped cleanly in %" PRId64 " ms", (mclock_now_us() - start) / 1000);
 }

@@ -7,6 +7,7 @@
  * reverse.
  *
  *   http ──dispatch──> api ──> ratelimit, breaker, workpool ... worker: dbpool, breaker
+ *   ops (OPS_PORT, one thread) ──dispatch_ops──> api: /metrics, /dashboard, /admin, probes
  *     │                 └──> report (snapshot) ──> JSON, Prometheus; history (dashboard)
  *     └─ request ──hooks (begin, done, freed)──> server: counters, in-flight, shutdown drain
  *   janitor ──chores──> server: queue timeouts, pool kicks, dashboard samples, limiter sweep
@@ -58,7 +59,8 @@ struct server {
     struct health *health;          /* owned */
     struct rlredis *redis;          /* owned; NULL unless RATE_LIMIT_BACKEND=redis */
     struct auth *auth;              /* owned; NULL unless AUTH_MODE=apikey */
-    struct http *http;              /* owned */
+    struct http *http;              /* owned: API_PORT */
+    struct http *ops;               /* owned; NULL unless OPS_PORT is set */
     struct janitor *janitor;        /* owned */
     struct history *history;        /* owned: per-second samples for the dashboard */
     struct tarpit *tarpit;          /* owned; NULL unless TARPIT=true */

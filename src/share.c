@@ -24,9 +24,9 @@ bool share_may_take(const struct share_policy *p, size_t held, size_t in_use, bo
 {
     if (in_use >= p->size)
         return false;
-    if (held == 0 || brief)
+    if (held == 0)
         return true;
-    if (others_active && held >= p->cap)
+    if (others_active && held >= p->cap + (brief ? 1u : 0u))
         return false;
     return p->size - in_use > p->reserve;
 }

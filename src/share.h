@@ -3,15 +3,19 @@
  * its connection pool (dbpool), so both bulkheads treat tenants the same way.
  *
  * A pool has `size` slots. A tenant may take one more slot when one is free and either
- *   - it holds nothing yet (a newcomer), or its requests are brief (they give a slot back
- *     within milliseconds, so holding one more delays nobody by more than that): it may take
- *     any free slot; or
+ *   - it holds nothing yet (a newcomer): it may take any free slot; or
  *   - taking it leaves more than `reserve` slots free (the last `reserve` free slots are kept
  *     for newcomers, so a newcomer never waits for a busy tenant's slow work) and, while other
- *     tenants are active, it holds fewer than `cap` (its share).
- * What it costs a busy tenant alone: nothing when its requests are brief; otherwise `reserve`
- * slots of the pool. Its share applies only while others are active. "Active" and "brief" are
- * decided by the caller (fairq: hysteresis after the last request; a recent mean hold time).
+ *     tenants are active, it holds fewer than `cap` (its share), or fewer than cap + 1 when its
+ *     requests are brief (they give a slot back within milliseconds).
+ * The bounds hold whatever the caller says about the tenant: brief buys one slot past the share
+ * and never the reserve, so a tenant whose requests turn slow after it was judged brief holds
+ * at most one slot more than an ordinary busy tenant, and a newcomer always finds the reserve.
+ * What it costs a busy tenant alone: `reserve` slots of the pool; its share applies only while
+ * others are active.
+ *
+ * "Active" and "brief" are decided by the caller (fairq: hysteresis after the last request; a
+ * brief verdict that sees the work in progress).
  *
  * Pure functions of their arguments: no state, no locks, any thread.
  */
@@ -34,7 +38,7 @@ struct share_policy share_policy_pct(size_t size, long share_pct, long reserve_p
 
 /* Whether a tenant holding `held` slots may take one more, with `in_use` slots taken by all
  * tenants together, others_active telling whether another tenant is active and brief whether
- * the tenant's requests are brief. */
+ * the tenant's requests are brief now. */
 bool share_may_take(const struct share_policy *p, size_t held, size_t in_use, bool others_active,
                     bool brief);
 

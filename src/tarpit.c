@@ -1,5 +1,6 @@
 /*
- * tarpit: the "retry not before" table and the held requests' timer (see tarpit.h).
+ * tarpit: the clients' times (when they were told to come back, and their next turn), and the
+ * held requests' timer (see tarpit.h).
  */
 #include "tarpit.h"
 #include "keytab.h"
@@ -17,7 +18,9 @@ struct tp_held {
 
 struct tarpit {
     struct tarpit_cfg cfg;
-    struct keytab *clients; /* owned: key -> monotonic time before which it is too early */
+    struct keytab *told;  /* owned: key -> the time the client was told to come back
+                             (monotonic); before it, the client is early */
+    struct keytab *turns; /* owned: key -> the client's next turn at its rate limit */
     pthread_t thread;
 
     /* _shared: the mutex guards the heap, stopping; wake tells the thread the earliest hold
@@ -98,7 +101,8 @@ int tarpit_create(const struct tarpit_cfg *cfg, struct tarpit **out)
 {
     struct tarpit *tp = xcalloc(1, sizeof(*tp));
     tp->cfg = *cfg;
-    tp->clients = keytab_create(cfg->max_clients);
+    tp->told = keytab_create(cfg->max_clients);
+    tp->turns = keytab_create(cfg->max_clients);
     tp->heap = xcalloc(cfg->max_held ? cfg->max_held : 1, sizeof(*tp->heap));
     pthread_mutex_init(&tp->mutex, NULL);
     mclock_cond_init(&tp->wake);
@@ -107,7 +111,8 @@ int tarpit_create(const struct tarpit_cfg *cfg, struct tarpit **out)
         pthread_cond_destroy(&tp->wake);
         pthread_mutex_destroy(&tp->mutex);
         free(tp->heap);
-        keytab_destroy(tp->clients);
+        keytab_destroy(tp->turns);
+        keytab_destroy(tp->told);
         free(tp);
         return -rc;
     }
@@ -126,27 +131,67 @@ static bool tp_not_before(int64_t *value, void *ctx)
     return true;
 }
 
-int64_t tarpit_check(struct tarpit *tp, const char *key1, const char *key2, int64_t retry_after_us,
-                     int64_t now_us)
+/* keytab update for a rate limit's refusal, under its client's lock: its turn is the later of
+ * when the limiter would admit one and the client's next turn; it is taken (and the next turn
+ * is one interval later) when it comes within the request's budget. */
+struct tp_turn {
+    int64_t now_us, wait_us, interval_us, budget_us;
+    int64_t turn; /* out: this refusal's turn */
+    bool taken;   /* out: the request is held until turn */
+};
+
+static bool tp_take_turn(int64_t *value, void *ctx)
 {
-    int64_t due = 0;
-    const char *keys[2] = {key1, key2};
-    for (int i = 0; i < 2; i++) {
-        if (keys[i]) {
-            int64_t t = keytab_get(tp->clients, keys[i], now_us);
-            if (t > due)
-                due = t;
-        }
-    }
-    int64_t until = now_us;
-    if (due > now_us)
-        until = due < now_us + tp->cfg.max_hold_us ? due : now_us + tp->cfg.max_hold_us;
-    /* The refusal will tell the client to wait retry_after_us from when it goes out. */
-    int64_t next = until + retry_after_us;
-    for (int i = 0; i < 2; i++)
-        if (keys[i] && keytab_update(tp->clients, keys[i], now_us, tp_not_before, &next))
+    struct tp_turn *t = ctx;
+    int64_t ready = t->now_us + t->wait_us;
+    t->turn = ready > *value ? ready : *value;
+    t->taken = t->budget_us > 0 && t->turn > t->now_us && t->turn - t->now_us <= t->budget_us;
+    if (!t->taken)
+        return false;
+    *value = t->turn + t->interval_us;
+    return true;
+}
+
+void tarpit_check(struct tarpit *tp, const struct tarpit_refusal *rf, int64_t now_us,
+                  struct tarpit_verdict *out)
+{
+    int64_t budget = tp->cfg.max_hold_us - rf->held_us;
+    out->until_us = now_us;
+    out->retry_us = rf->wait_us;
+    if (rf->interval_us > 0 && rf->key1) {
+        struct tp_turn t = {.now_us = now_us,
+                            .wait_us = rf->wait_us,
+                            .interval_us = rf->interval_us,
+                            .budget_us = budget};
+        if (keytab_update(tp->turns, rf->key1, now_us, tp_take_turn, &t)) {
+            /* A new client and a full table: its turns cannot be kept, so it is not held. */
             atomic_fetch_add_explicit(&tp->untracked, 1, memory_order_relaxed);
-    return until;
+            return;
+        }
+        if (t.taken) {
+            out->until_us = t.turn;
+            out->retry_us = t.turn - now_us;
+            return;
+        }
+        out->retry_us = t.turn - now_us; /* behind the turns already taken */
+    }
+    const char *keys[2] = {rf->key1, rf->key2};
+    int64_t told = 0;
+    for (int i = 0; i < 2; i++) {
+        int64_t t = keys[i] ? keytab_get(tp->told, keys[i], now_us) : 0;
+        if (t > told)
+            told = t;
+    }
+    if (told > now_us && budget > 0) {
+        /* Back before it was told: held until then, at most its budget. Nothing new is told. */
+        out->until_us = told < now_us + budget ? told : now_us + budget;
+        return;
+    }
+    /* Answered now: the client may come back when it is told. */
+    int64_t next = now_us + out->retry_us;
+    for (int i = 0; i < 2; i++)
+        if (keys[i] && keytab_update(tp->told, keys[i], now_us, tp_not_before, &next))
+            atomic_fetch_add_explicit(&tp->untracked, 1, memory_order_relaxed);
 }
 
 bool tarpit_hold(struct tarpit *tp, void *item, int64_t until_us)
@@ -169,7 +214,7 @@ bool tarpit_hold(struct tarpit *tp, void *item, int64_t until_us)
 
 size_t tarpit_sweep(struct tarpit *tp, int64_t now_us)
 {
-    return keytab_sweep(tp->clients, now_us);
+    return keytab_sweep(tp->told, now_us) + keytab_sweep(tp->turns, now_us);
 }
 
 void tarpit_stats(struct tarpit *tp, struct tarpit_stats *out)
@@ -180,7 +225,7 @@ void tarpit_stats(struct tarpit *tp, struct tarpit_stats *out)
     out->held = atomic_load_explicit(&tp->held, memory_order_relaxed);
     out->overflow = atomic_load_explicit(&tp->overflow, memory_order_relaxed);
     out->untracked = atomic_load_explicit(&tp->untracked, memory_order_relaxed);
-    out->clients = keytab_count(tp->clients);
+    out->clients = keytab_count(tp->told) + keytab_count(tp->turns);
 }
 
 void tarpit_stop(struct tarpit *tp)
@@ -214,6 +259,7 @@ void tarpit_destroy(struct tarpit *tp)
     pthread_cond_destroy(&tp->wake);
     pthread_mutex_destroy(&tp->mutex);
     free(tp->heap);
-    keytab_destroy(tp->clients);
+    keytab_destroy(tp->turns);
+    keytab_destroy(tp->told);
     free(tp);
 }

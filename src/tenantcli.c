@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <libpq-fe.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,13 +124,13 @@ static void tenantcli_print_tenant(const char *json, const char *key)
 }
 
 /* list: every page, as a table. */
-static int tenantcli_list(PGconn *pg)
+static int tenantcli_list(struct dbconn *db)
 {
     printf("%-24s %-12s %-11s %-21s %s\n", "NAME", "TIER", "RATE_LIMIT", "CREATED", "REVOKED");
     char after[PARAMS_TENANT_MAX + 1] = "";
     for (;;) {
         struct tenantdb_result res;
-        int rc = tenantdb_list(pg, after[0] ? after : NULL, TENANTDB_PAGE_MAX, &res);
+        int rc = tenantdb_list(db, after[0] ? after : NULL, TENANTDB_PAGE_MAX, &res);
         if (rc) {
             fprintf(stderr, "bulkhead: %s\n", res.err);
             return 1;
@@ -160,7 +159,7 @@ static int tenantcli_list(PGconn *pg)
 }
 
 /* audit: the latest changes, one line each. */
-static int tenantcli_audit(PGconn *pg, const struct tenantcli_args *a)
+static int tenantcli_audit(struct dbconn *db, const struct tenantcli_args *a)
 {
     int64_t limit = 100;
     if ((a->limit && params_int(a->limit, 1, TENANTDB_PAGE_MAX, &limit)) ||
@@ -170,7 +169,7 @@ static int tenantcli_audit(PGconn *pg, const struct tenantcli_args *a)
         return 2;
     }
     struct tenantdb_result res;
-    if (tenantdb_audit(pg, 0, a->tenant, limit, &res)) {
+    if (tenantdb_audit(db, 0, a->tenant, limit, &res)) {
         fprintf(stderr, "bulkhead: %s\n", res.err);
         return 1;
     }
@@ -195,7 +194,8 @@ static int tenantcli_audit(PGconn *pg, const struct tenantcli_args *a)
 }
 
 /* The commands that read or change one tenant, through the admin API's implementation. */
-static int tenantcli_run(PGconn *pg, const struct tenantcli_args *a, const struct tenantreq *req)
+static int tenantcli_run(struct dbconn *db, const struct tenantcli_args *a,
+                         const struct tenantreq *req)
 {
     char user[64] = "cli:", msg[200];
     const struct passwd *pw = getpwuid(geteuid());
@@ -206,11 +206,11 @@ static int tenantcli_run(PGconn *pg, const struct tenantcli_args *a, const struc
     const struct tenantdb_actor who = {.who = user, .address = "local"};
     const char *name = a->pos[0], *cmd = a->cmd;
     struct tenantdb_result res;
-    int rc = !strcmp(cmd, "create")   ? tenantdb_create(pg, req, &who, &res)
-             : !strcmp(cmd, "rotate") ? tenantdb_rotate(pg, name, &who, &res)
-             : !strcmp(cmd, "revoke") ? tenantdb_revoke(pg, name, &who, &res)
-             : !strcmp(cmd, "show")   ? tenantdb_get(pg, name, &res)
-                                      : tenantdb_update(pg, name, req, &who, &res);
+    int rc = !strcmp(cmd, "create")   ? tenantdb_create(db, req, &who, &res)
+             : !strcmp(cmd, "rotate") ? tenantdb_rotate(db, name, &who, &res)
+             : !strcmp(cmd, "revoke") ? tenantdb_revoke(db, name, &who, &res)
+             : !strcmp(cmd, "show")   ? tenantdb_get(db, name, &res)
+                                      : tenantdb_update(db, name, req, &who, &res);
     if (rc == -ENOENT || rc == -EEXIST) {
         tenantdb_strerror(rc, name, msg, sizeof(msg));
         fprintf(stderr, "bulkhead: %s\n", msg);
@@ -269,18 +269,18 @@ int tenantcli_main(const struct config *cfg, const struct tier_table *tiers, int
         rc = tenantcli_check(&a, tiers, &req);
     if (rc)
         return rc;
-    PGconn *pg = NULL;
+    struct dbconn *db = NULL;
     char err[300];
-    if (tenantdb_connect(cfg->database_url, "bulkhead-cli", &pg, err, sizeof(err))) {
+    if (tenantdb_connect(cfg->database_url, "bulkhead-cli", NULL, &db, err, sizeof(err))) {
         fprintf(stderr, "bulkhead: cannot use the database: %s\n", err);
         return 1;
     }
     if (!strcmp(a.cmd, "list"))
-        rc = tenantcli_list(pg);
+        rc = tenantcli_list(db);
     else if (!strcmp(a.cmd, "audit"))
-        rc = tenantcli_audit(pg, &a);
+        rc = tenantcli_audit(db, &a);
     else
-        rc = tenantcli_run(pg, &a, &req);
-    PQfinish(pg);
+        rc = tenantcli_run(db, &a, &req);
+    dbconn_close(db);
     return rc;
 }

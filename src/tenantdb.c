@@ -4,6 +4,7 @@
  */
 #include "tenantdb.h"
 #include "assets.h"
+#include "mclock.h"
 #include "xalloc.h"
 
 #include <errno.h>
@@ -82,23 +83,32 @@ static void tenantdb_message(char *err, size_t errlen, const char *msg)
         err[--n] = '\0';
 }
 
-/* Run sql. With text: on 0, *text is a malloc'd copy of the first column of the first row,
- * -ENOENT when there is no row. */
-static int tenantdb_exec(PGconn *pg, const char *sql, int n, const char *const *v, char **text,
-                         char *err, size_t errlen)
+/* Run sql (n 0: the simple protocol, which takes several statements). With text: on 0, *text is
+ * a malloc'd copy of the first column of the first row, -ENOENT when there is no row. */
+static int tenantdb_exec(struct dbconn *db, const char *sql, int n, const char *const *v,
+                         char **text, char *err, size_t errlen)
 {
-    PGresult *res = PQexecParams(pg, sql, n, NULL, v, NULL, NULL, 0);
+    PGresult *res = NULL;
+    int64_t deadline =
+        mclock_now_us() + (TENANTDB_STATEMENT_TIMEOUT_MS + TENANTDB_ANSWER_GRACE_MS) * 1000ll;
+    int rc = dbconn_query(db, sql, n, v, deadline, &res, err, errlen);
+    if (rc == -ETIMEDOUT) {
+        snprintf(err, errlen, "the database did not answer within %d ms",
+                 TENANTDB_STATEMENT_TIMEOUT_MS + TENANTDB_ANSWER_GRACE_MS);
+        return -ECONNRESET;
+    }
+    if (rc)
+        return rc == -ECANCELED ? rc : -ECONNRESET;
     ExecStatusType st = PQresultStatus(res);
-    int rc = 0;
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
         const char *constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
-        if (PQstatus(pg) != CONNECTION_OK)
+        if (PQstatus(db->pg) != CONNECTION_OK)
             rc = -ECONNRESET;
         else if (constraint && !strcmp(constraint, "tenants_name_key"))
             rc = -EEXIST;
         else
             rc = -EIO;
-        tenantdb_message(err, errlen, res ? PQresultErrorMessage(res) : PQerrorMessage(pg));
+        tenantdb_message(err, errlen, PQresultErrorMessage(res));
     } else if (text) {
         if (PQntuples(res) > 0)
             *text = xstrdup(PQgetvalue(res, 0, 0));
@@ -107,6 +117,14 @@ static int tenantdb_exec(PGconn *pg, const char *sql, int n, const char *const *
     }
     PQclear(res);
     return rc;
+}
+
+/* End a failed transaction, on a connection still usable. */
+static void tenantdb_rollback(struct dbconn *db)
+{
+    char err[200];
+    if (PQstatus(db->pg) == CONNECTION_OK)
+        (void)tenantdb_exec(db, "ROLLBACK", 0, NULL, NULL, err, sizeof(err));
 }
 
 const char *tenantdb_schema(size_t *len)
@@ -120,10 +138,10 @@ const char *tenantdb_schema(size_t *len)
     return begin;
 }
 
-int tenantdb_migrate(PGconn *pg, char *err, size_t errlen)
+int tenantdb_migrate(struct dbconn *db, char *err, size_t errlen)
 {
     char *missing = NULL;
-    int rc = tenantdb_exec(pg, tenantdb_sql_missing, 0, NULL, &missing, err, errlen);
+    int rc = tenantdb_exec(db, tenantdb_sql_missing, 0, NULL, &missing, err, errlen);
     bool current = rc == 0 && !strcmp(missing, "0");
     free(missing);
     if (rc || current)
@@ -138,49 +156,40 @@ int tenantdb_migrate(PGconn *pg, char *err, size_t errlen)
     memcpy(sql, schema, len);
     sql[len] = '\0';
     /* Instances starting together take turns; the notices of "already exists" are noise. */
-    rc = tenantdb_exec(pg, "BEGIN", 0, NULL, NULL, err, errlen);
+    rc = tenantdb_exec(db, "BEGIN", 0, NULL, NULL, err, errlen);
     if (!rc)
-        rc = tenantdb_exec(pg,
+        rc = tenantdb_exec(db,
                            "SELECT pg_advisory_xact_lock(hashtext('bulkhead tenants schema')), "
                            "set_config('client_min_messages', 'warning', true)",
                            0, NULL, NULL, err, errlen);
-    if (!rc) {
-        PGresult *res = PQexec(pg, sql);
-        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-            rc = PQstatus(pg) != CONNECTION_OK ? -ECONNRESET : -EIO;
-            tenantdb_message(err, errlen, PQresultErrorMessage(res));
-        }
-        PQclear(res);
-    }
     if (!rc)
-        rc = tenantdb_exec(pg, "COMMIT", 0, NULL, NULL, err, errlen);
-    else
-        PQclear(PQexec(pg, "ROLLBACK"));
+        rc = tenantdb_exec(db, sql, 0, NULL, NULL, err, errlen);
+    if (!rc)
+        rc = tenantdb_exec(db, "COMMIT", 0, NULL, NULL, err, errlen);
+    else if (rc != -ECONNRESET && rc != -ECANCELED)
+        tenantdb_rollback(db);
     free(sql);
     return rc;
 }
 
-int tenantdb_connect(const char *conninfo, const char *appname, PGconn **out, char *err,
-                     size_t errlen)
+int tenantdb_connect(const char *conninfo, const char *appname, const int *stop_fd,
+                     struct dbconn **out, char *err, size_t errlen)
 {
-    const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
-    const char *vals[] = {conninfo, appname, "5", NULL};
-    PGconn *pg = PQconnectdbParams(keys, vals, 1);
-    if (PQstatus(pg) != CONNECTION_OK) {
-        tenantdb_message(err, errlen, PQerrorMessage(pg));
-        PQfinish(pg);
-        return -ECONNRESET;
-    }
-    char set[80];
-    snprintf(set, sizeof(set), "SET statement_timeout = %d", TENANTDB_STATEMENT_TIMEOUT_MS);
-    int rc = tenantdb_exec(pg, set, 0, NULL, NULL, err, errlen);
-    if (!rc)
-        rc = tenantdb_migrate(pg, err, errlen);
+    const struct dbconn_params p = {.conninfo = conninfo,
+                                    .appname = appname,
+                                    .statement_timeout_ms = TENANTDB_STATEMENT_TIMEOUT_MS,
+                                    .stop_fd = stop_fd};
+    struct dbconn *db = NULL;
+    int rc =
+        dbconn_open(&p, mclock_now_us() + TENANTDB_CONNECT_TIMEOUT_MS * 1000ll, &db, err, errlen);
+    if (rc)
+        return rc == -ECANCELED || rc == -EIO ? rc : -ECONNRESET;
+    rc = tenantdb_migrate(db, err, errlen);
     if (rc) {
-        PQfinish(pg);
+        dbconn_close(db);
         return rc;
     }
-    *out = pg;
+    *out = db;
     return 0;
 }
 
@@ -197,31 +206,31 @@ void tenantdb_result_free(struct tenantdb_result *r)
  * which returns the tenant after the change, write the audit row, notify, commit. Anything
  * that fails rolls the whole change back.
  */
-static int tenantdb_change(PGconn *pg, const char *action, const char *name, const char *sql, int n,
-                           const char *const *v, const struct tenantdb_actor *who,
+static int tenantdb_change(struct dbconn *db, const char *action, const char *name, const char *sql,
+                           int n, const char *const *v, const struct tenantdb_actor *who,
                            struct tenantdb_result *out)
 {
     char *err = out->err;
     size_t errlen = sizeof(out->err);
-    int rc = tenantdb_exec(pg, "BEGIN", 0, NULL, NULL, err, errlen);
+    int rc = tenantdb_exec(db, "BEGIN", 0, NULL, NULL, err, errlen);
     if (rc)
         return rc;
     if (strcmp(action, "create") != 0)
-        rc = tenantdb_exec(pg, tenantdb_sql_lock, 1, &name, &out->before, err, errlen);
+        rc = tenantdb_exec(db, tenantdb_sql_lock, 1, &name, &out->before, err, errlen);
     if (!rc)
-        rc = tenantdb_exec(pg, sql, n, v, &out->json, err, errlen);
+        rc = tenantdb_exec(db, sql, n, v, &out->json, err, errlen);
     if (!rc) {
         const char *a[] = {who->who,    who->address, action,         name,
                            out->before, out->json,    who->request_id};
-        rc = tenantdb_exec(pg, tenantdb_sql_audit, 7, a, NULL, err, errlen);
+        rc = tenantdb_exec(db, tenantdb_sql_audit, 7, a, NULL, err, errlen);
     }
     if (!rc)
-        rc = tenantdb_exec(pg, tenantdb_sql_notify, 1, &name, NULL, err, errlen);
+        rc = tenantdb_exec(db, tenantdb_sql_notify, 1, &name, NULL, err, errlen);
     if (!rc)
-        rc = tenantdb_exec(pg, "COMMIT", 0, NULL, NULL, err, errlen);
+        rc = tenantdb_exec(db, "COMMIT", 0, NULL, NULL, err, errlen);
     if (rc) {
-        if (PQstatus(pg) == CONNECTION_OK)
-            PQclear(PQexec(pg, "ROLLBACK"));
+        if (rc != -ECONNRESET && rc != -ECANCELED)
+            tenantdb_rollback(db);
         tenantdb_result_free(out);
         out->key[0] = '\0';
     }
@@ -239,8 +248,8 @@ static int tenantdb_new_key(struct tenantdb_result *out, char hash[65])
     return 0;
 }
 
-int tenantdb_create(PGconn *pg, const struct tenantreq *req, const struct tenantdb_actor *who,
-                    struct tenantdb_result *out)
+int tenantdb_create(struct dbconn *db, const struct tenantreq *req,
+                    const struct tenantdb_actor *who, struct tenantdb_result *out)
 {
     memset(out, 0, sizeof(*out));
     char hash[65], limit[24];
@@ -250,10 +259,10 @@ int tenantdb_create(PGconn *pg, const struct tenantreq *req, const struct tenant
     snprintf(limit, sizeof(limit), "%" PRId64, req->rate_limit);
     const char *v[] = {req->name, req->tier, hash,
                        req->rate_limit_op == TENANTREQ_SET ? limit : NULL};
-    return tenantdb_change(pg, "create", req->name, tenantdb_sql_create, 4, v, who, out);
+    return tenantdb_change(db, "create", req->name, tenantdb_sql_create, 4, v, who, out);
 }
 
-int tenantdb_update(PGconn *pg, const char *name, const struct tenantreq *req,
+int tenantdb_update(struct dbconn *db, const char *name, const struct tenantreq *req,
                     const struct tenantdb_actor *who, struct tenantdb_result *out)
 {
     memset(out, 0, sizeof(*out));
@@ -264,10 +273,10 @@ int tenantdb_update(PGconn *pg, const char *name, const struct tenantreq *req,
                                                              : "keep";
     const char *v[] = {name, req->tier[0] ? req->tier : NULL, op,
                        req->rate_limit_op == TENANTREQ_SET ? limit : NULL};
-    return tenantdb_change(pg, "update", name, tenantdb_sql_update, 4, v, who, out);
+    return tenantdb_change(db, "update", name, tenantdb_sql_update, 4, v, who, out);
 }
 
-int tenantdb_rotate(PGconn *pg, const char *name, const struct tenantdb_actor *who,
+int tenantdb_rotate(struct dbconn *db, const char *name, const struct tenantdb_actor *who,
                     struct tenantdb_result *out)
 {
     memset(out, 0, sizeof(*out));
@@ -276,32 +285,32 @@ int tenantdb_rotate(PGconn *pg, const char *name, const struct tenantdb_actor *w
     if (rc)
         return rc;
     const char *v[] = {name, hash};
-    return tenantdb_change(pg, "rotate", name, tenantdb_sql_rotate, 2, v, who, out);
+    return tenantdb_change(db, "rotate", name, tenantdb_sql_rotate, 2, v, who, out);
 }
 
-int tenantdb_revoke(PGconn *pg, const char *name, const struct tenantdb_actor *who,
+int tenantdb_revoke(struct dbconn *db, const char *name, const struct tenantdb_actor *who,
                     struct tenantdb_result *out)
 {
     memset(out, 0, sizeof(*out));
-    return tenantdb_change(pg, "revoke", name, tenantdb_sql_revoke, 1, &name, who, out);
+    return tenantdb_change(db, "revoke", name, tenantdb_sql_revoke, 1, &name, who, out);
 }
 
-int tenantdb_get(PGconn *pg, const char *name, struct tenantdb_result *out)
+int tenantdb_get(struct dbconn *db, const char *name, struct tenantdb_result *out)
 {
     memset(out, 0, sizeof(*out));
-    return tenantdb_exec(pg, tenantdb_sql_get, 1, &name, &out->json, out->err, sizeof(out->err));
+    return tenantdb_exec(db, tenantdb_sql_get, 1, &name, &out->json, out->err, sizeof(out->err));
 }
 
-int tenantdb_list(PGconn *pg, const char *after, int64_t limit, struct tenantdb_result *out)
+int tenantdb_list(struct dbconn *db, const char *after, int64_t limit, struct tenantdb_result *out)
 {
     memset(out, 0, sizeof(*out));
     char lim[24];
     snprintf(lim, sizeof(lim), "%" PRId64, limit);
     const char *v[] = {after, lim};
-    return tenantdb_exec(pg, tenantdb_sql_list, 2, v, &out->json, out->err, sizeof(out->err));
+    return tenantdb_exec(db, tenantdb_sql_list, 2, v, &out->json, out->err, sizeof(out->err));
 }
 
-int tenantdb_audit(PGconn *pg, int64_t before, const char *tenant, int64_t limit,
+int tenantdb_audit(struct dbconn *db, int64_t before, const char *tenant, int64_t limit,
                    struct tenantdb_result *out)
 {
     memset(out, 0, sizeof(*out));
@@ -309,7 +318,7 @@ int tenantdb_audit(PGconn *pg, int64_t before, const char *tenant, int64_t limit
     snprintf(b, sizeof(b), "%" PRId64, before);
     snprintf(lim, sizeof(lim), "%" PRId64, limit);
     const char *v[] = {b, tenant, lim};
-    return tenantdb_exec(pg, tenantdb_sql_audit_list, 3, v, &out->json, out->err, sizeof(out->err));
+    return tenantdb_exec(db, tenantdb_sql_audit_list, 3, v, &out->json, out->err, sizeof(out->err));
 }
 
 void tenantdb_strerror(int rc, const char *name, char *buf, size_t len)

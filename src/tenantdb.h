@@ -13,25 +13,31 @@
  * "created", "revoked"}, never with a key or its hash; a new key is returned once, in
  * struct tenantdb_result, and only its SHA-256 is stored.
  *
- * Plain blocking libpq on a connection the caller owns (the CLI's, or the admin worker's): one
- * thread per connection at a time. Every function returns 0 or a negative errno:
+ * On a connection the caller owns (the CLI's, or the admin worker's; dbconn.h), one thread at a
+ * time. No wait is unbounded: the server ends a statement at TENANTDB_STATEMENT_TIMEOUT_MS, and
+ * a statement not answered TENANTDB_ANSWER_GRACE_MS after that (the database or the network to
+ * it has gone silent) is given up as a lost connection; a stop pipe given at connect ends any
+ * wait at once. Every function returns 0 or a negative errno:
  *   -ENOENT      no tenant of that name;
  *   -EEXIST      create: the name is taken;
- *   -ECONNRESET  the connection is gone (the caller opens a new one);
+ *   -ECONNRESET  the connection is gone or silent (the caller closes it and opens a new one);
+ *   -ECANCELED   the stop pipe was written (the caller closes the connection);
  *   -EIO         a statement failed (err says why).
  */
 #ifndef BULKHEAD_TENANTDB_H
 #define BULKHEAD_TENANTDB_H
 
 #include "auth.h"
+#include "dbconn.h"
 #include "tenantreq.h"
 
-#include <libpq-fe.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define TENANTDB_PAGE_MAX             1000 /* tenants or audit events in one page */
-#define TENANTDB_STATEMENT_TIMEOUT_MS 5000 /* every statement of a tenant operation */
+#define TENANTDB_STATEMENT_TIMEOUT_MS 5000 /* every statement of a tenant operation (server) */
+#define TENANTDB_ANSWER_GRACE_MS      2000 /* after it, a statement without an answer is lost */
+#define TENANTDB_CONNECT_TIMEOUT_MS   5000 /* a connect and its set-up */
 
 /* Who asks: written to the audit row and the event line. Not owned. */
 struct tenantdb_actor {
@@ -48,41 +54,45 @@ struct tenantdb_result {
 };
 
 /* Connect to conninfo as application_name appname with the statement timeout above, and bring
- * the tenants schema up to date (tenantdb_migrate). 0 or -ECONNRESET/-EIO with err set. */
-int tenantdb_connect(const char *conninfo, const char *appname, PGconn **out, char *err,
-                     size_t errlen) __attribute__((warn_unused_result));
+ * the tenants schema up to date (tenantdb_migrate). stop_fd: NULL, or a stop pipe's read end
+ * (dbconn_params). 0 or -ECONNRESET/-ECANCELED/-EIO with err set; close with dbconn_close. */
+int tenantdb_connect(const char *conninfo, const char *appname, const int *stop_fd,
+                     struct dbconn **out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* Apply init-db.sql's tenants part (embedded) when a table or column this code uses is
  * missing: once, under an advisory lock, so instances starting together do not race. A
  * database already up to date is only read (no DDL, no lock, no ownership needed). */
-int tenantdb_migrate(PGconn *pg, char *err, size_t errlen) __attribute__((warn_unused_result));
+int tenantdb_migrate(struct dbconn *db, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* The tenants part of the embedded init-db.sql, between its "-- begin: tenants schema" and
  * "-- end: tenants schema" lines; *len set. NULL when the markers are missing. */
 const char *tenantdb_schema(size_t *len);
 
 /* Changes (audited, notified). req has passed tenantreq_complete for its kind. */
-int tenantdb_create(PGconn *pg, const struct tenantreq *req, const struct tenantdb_actor *who,
-                    struct tenantdb_result *out) __attribute__((warn_unused_result));
-int tenantdb_update(PGconn *pg, const char *name, const struct tenantreq *req,
+int tenantdb_create(struct dbconn *db, const struct tenantreq *req,
+                    const struct tenantdb_actor *who, struct tenantdb_result *out)
+    __attribute__((warn_unused_result));
+int tenantdb_update(struct dbconn *db, const char *name, const struct tenantreq *req,
                     const struct tenantdb_actor *who, struct tenantdb_result *out)
     __attribute__((warn_unused_result));
 /* A new key; the old one stops working. A revoked tenant is reinstated with the new key. */
-int tenantdb_rotate(PGconn *pg, const char *name, const struct tenantdb_actor *who,
+int tenantdb_rotate(struct dbconn *db, const char *name, const struct tenantdb_actor *who,
                     struct tenantdb_result *out) __attribute__((warn_unused_result));
 /* Revoke the tenant's key (again: no change, the first revocation's time stays). */
-int tenantdb_revoke(PGconn *pg, const char *name, const struct tenantdb_actor *who,
+int tenantdb_revoke(struct dbconn *db, const char *name, const struct tenantdb_actor *who,
                     struct tenantdb_result *out) __attribute__((warn_unused_result));
 
 /* Reads. get: the tenant. list: {"tenants": [...], "next": name|null}, by name after `after`
  * (NULL: from the start). audit: {"events": [...], "next": id|null}, newest first, ids below
  * `before` (0: the newest), of one tenant (NULL: all). limit 1..TENANTDB_PAGE_MAX; "next" is
  * what to pass for the following page, null on the last one. */
-int tenantdb_get(PGconn *pg, const char *name, struct tenantdb_result *out)
+int tenantdb_get(struct dbconn *db, const char *name, struct tenantdb_result *out)
     __attribute__((warn_unused_result));
-int tenantdb_list(PGconn *pg, const char *after, int64_t limit, struct tenantdb_result *out)
+int tenantdb_list(struct dbconn *db, const char *after, int64_t limit, struct tenantdb_result *out)
     __attribute__((warn_unused_result));
-int tenantdb_audit(PGconn *pg, int64_t before, const char *tenant, int64_t limit,
+int tenantdb_audit(struct dbconn *db, int64_t before, const char *tenant, int64_t limit,
                    struct tenantdb_result *out) __attribute__((warn_unused_result));
 
 /* Free what a result holds (it may be reused afterwards). */

@@ -41,6 +41,10 @@ static const struct tier_key tier_keys[] = {
     {"db_max", 5, 1, 1000, "PostgreSQL connections at most (database bulkhead)", TOFF(db_max)},
     {"db_acquire_timeout_ms", 1000, 1, 600000,
      "longest wait for a free connection; then 503 pool_timeout", TOFF(db_acquire_timeout_ms)},
+    {"db_idle_timeout_ms", 600000, 0, 86400000,
+     "a connection idle this long is closed (reopened on demand); 0 = never. Connections the "
+     "database closed or killed are closed within a second whatever this is",
+     TOFF(db_idle_timeout_ms)},
     {"rate_limit", TIER_NO_DEFAULT, 0, 1000000000, "requests per tenant per window; 0 = unlimited",
      TOFF(rate_limit)},
     {"rate_window_s", 60, 1, 86400, "the rate-limit window, in seconds", TOFF(rate_window_s)},
@@ -67,8 +71,9 @@ static const struct tier_key tier_keys[] = {
      "tenant never takes them, even alone",
      TOFF(tenant_reserve_pct)},
     {"brief_request_ms", 5, 0, 60000,
-     "a tenant whose recent requests held a worker less than this (ms, mean) may take any free "
-     "worker or connection, share and reserve aside: it gives it back at once; 0 = none",
+     "a tenant whose recent requests held a worker less than this (ms, mean), one of which ended "
+     "less than this ago, may take one worker and one connection past its share (never the "
+     "reserve); 0 = none",
      TOFF(brief_request_ms)},
     {"priority", 10, 0, 1000,
      "rank over the shared capacity: while a tier of higher priority is active, this one is "

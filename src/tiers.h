@@ -27,6 +27,7 @@ struct tier_cfg {
     int64_t queue_timeout_ms;       /* longest wait in the queue before 503 queue_timeout */
     int64_t db_max;                 /* PostgreSQL connections at most (database bulkhead) */
     int64_t db_acquire_timeout_ms;  /* longest wait for a connection before 503 */
+    int64_t db_idle_timeout_ms;     /* an idle connection is closed after this; 0 = never */
     int64_t rate_limit;             /* requests per window per tenant; 0 = unlimited */
     int64_t rate_window_s;          /* the window of rate_limit, in seconds */
     int64_t breaker_timeout_ms;     /* a call slower than this fails with 504 */
@@ -40,7 +41,7 @@ struct tier_cfg {
                                        other tenants of the tier wait */
     int64_t tenant_queue_pct;       /* most of the queue one tenant may fill */
     int64_t tenant_reserve_pct;     /* workers/connections kept for tenants holding none */
-    int64_t brief_request_ms;       /* a mean hold below this lets a tenant take any free slot */
+    int64_t brief_request_ms;       /* brief below this (fairq.h): one slot past the share */
     int64_t priority;               /* rank over the shared capacity; higher is served first */
     int64_t capacity_floor_pct;     /* least it is cut to, % of db_max in requests at once */
     int64_t capacity_tolerance_pct; /* its latency growth before lower tiers are cut */

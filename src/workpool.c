@@ -357,7 +357,7 @@ int workpool_set_limits(struct workpool *wp, const struct workpool_limits *lim)
 
 bool workpool_tenant_brief(const void *tenant)
 {
-    return fairq_tenant_brief(tenant);
+    return fairq_tenant_brief(tenant, mclock_now_us());
 }
 
 bool workpool_others_active(const struct workpool *wp)
@@ -387,13 +387,14 @@ size_t workpool_top_tenants(struct workpool *wp, struct workpool_tenant_load *ou
     const struct fairq_tenant *top[16];
     if (n > 16)
         n = 16;
+    int64_t now = mclock_now_us();
     pthread_mutex_lock(&wp->mutex);
     size_t found = fairq_top(&wp->q, top, n);
     for (size_t i = 0; i < found; i++) {
         snprintf(out[i].key, sizeof(out[i].key), "%s", top[i]->key);
         out[i].id = top[i];
         out[i].hold_avg_us = top[i]->hold_avg_us;
-        out[i].brief = fairq_tenant_brief(top[i]);
+        out[i].brief = fairq_tenant_brief(top[i], now);
         out[i].in_flight = top[i]->in_flight;
         out[i].queued = top[i]->queued;
     }

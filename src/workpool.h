@@ -42,7 +42,8 @@ struct workpool_limits {
     struct share_policy share; /* who may take a worker (share.h); share.size is threads */
     int64_t linger_us;         /* a tenant counts as active this long after its last item */
     int64_t brief_us;          /* a tenant whose items held a worker less than this, on recent
-                                  average, is brief (fairq.h); 0 = nobody is */
+                                  average, and one of which ended less than this ago, is brief
+                                  (fairq.h); 0 = nobody is */
 };
 
 /* A consistent snapshot for metrics. */
@@ -87,8 +88,9 @@ int workpool_set_limits(struct workpool *wp, const struct workpool_limits *lim);
  * item, whether anyone else is. */
 bool workpool_others_active(const struct workpool *wp);
 
-/* Whether the tenant of an item in flight (its fairq_item.tenant) has brief requests
- * (lock-free; any thread, while that item runs or waits on its worker). */
+/* Whether the tenant of an item in flight (its fairq_item.tenant) has brief requests now
+ * (fairq.h; lock-free, reads the clock; any thread, while that item runs or waits on its
+ * worker). */
 bool workpool_tenant_brief(const void *tenant);
 
 void workpool_stats(struct workpool *wp, struct workpool_stats *out);
@@ -100,7 +102,7 @@ struct workpool_tenant_load {
                        compare only, never dereference: the tenant may be gone already */
     uint32_t in_flight, queued;
     int64_t hold_avg_us; /* recent mean time its items held a worker */
-    bool brief;          /* its requests count as brief */
+    bool brief;          /* its requests count as brief now */
 };
 size_t workpool_top_tenants(struct workpool *wp, struct workpool_tenant_load *out, size_t n);
 

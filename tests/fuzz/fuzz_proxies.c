@@ -3,7 +3,8 @@
  * bytes. The input is split at its first newline: a proxy list, then a forwarded-for value.
  * Invariants: a list is accepted only when every entry is an address with an in-range prefix;
  * every parsed network contains its own address; the client found behind the proxies is a
- * canonical address that is not itself trusted, and it appears in the header.
+ * canonical address that is not itself trusted, and it appears in the header; its key
+ * (params_client_key) is a network that contains it, or the address itself.
  */
 #include "fuzz.h"
 #include "params.h"
@@ -43,6 +44,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct params_cidr one[1];
         size_t m = 0;
         FUZZ_CHECK(params_parse_cidrs(client, one, 1, &m, why, sizeof(why)) == 0 && m == 1);
+        unsigned prefix = size ? data[0] % 130u : 64;
+        char key[PARAMS_CLIENT_KEY_MAX];
+        params_client_key(client, prefix, key, sizeof(key));
+        FUZZ_CHECK(strlen(key) < sizeof(key) - 1);
+        struct params_cidr net[1];
+        FUZZ_CHECK(params_parse_cidrs(key, net, 1, &m, why, sizeof(why)) == 0 && m == 1);
+        FUZZ_CHECK(params_cidr_contains(net, 1, client) ||
+                   (one[0].family == AF_INET6 && net[0].family == AF_INET)); /* ::ffff:a.b.c.d */
     }
     free(s);
     return 0;

@@ -146,15 +146,21 @@ int h_db_create(const char *name, char *url, size_t urllen)
         fprintf(stderr, "harness: BH_TEST_PG_PORT not set (run scripts/test.sh)\n");
         return -1;
     }
-    char admin[200], sql[300];
+    /* Test binaries of several passes run at once in one cluster: each pass has its prefix. */
+    const char *prefix = getenv("BH_TEST_DB_PREFIX");
+    /* A copy of "bulkhead" nobody connects to: CREATE DATABASE refuses a template in use. */
+    const char *tmpl = getenv("BH_TEST_DB_TEMPLATE");
+    char db[128], admin[200], sql[300];
+    snprintf(db, sizeof(db), "%s%s", prefix ? prefix : "", name);
     snprintf(admin, sizeof(admin), "postgresql://postgres@127.0.0.1:%s/postgres", port);
-    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS \"%s\" WITH (FORCE)", name);
+    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS \"%s\" WITH (FORCE)", db);
     if (h_sql_exec(admin, sql))
         return -1;
-    snprintf(sql, sizeof(sql), "CREATE DATABASE \"%s\" TEMPLATE bulkhead", name);
+    snprintf(sql, sizeof(sql), "CREATE DATABASE \"%s\" TEMPLATE \"%s\"", db,
+             tmpl ? tmpl : "bulkhead");
     if (h_sql_exec(admin, sql))
         return -1;
-    snprintf(url, urllen, "postgresql://postgres@127.0.0.1:%s/%s", port, name);
+    snprintf(url, urllen, "postgresql://postgres@127.0.0.1:%s/%s", port, db);
     return 0;
 }
 

@@ -2,8 +2,9 @@
  * harness: what every integration test needs to drive the real binary.
  *
  * - PostgreSQL: the test run (scripts/test.sh) starts one shared cluster and exports
- *   BH_TEST_PG_DIR/BH_TEST_PG_PORT; h_db_create makes a fresh database in it (a copy of the
- *   "bulkhead" database with init-db.sql applied). Tests that stop or restart PostgreSQL start
+ *   BH_TEST_PG_PORT; h_db_create makes a fresh database in it (a copy of the "bulkhead"
+ *   database with init-db.sql applied, BH_TEST_DB_TEMPLATE, named with BH_TEST_DB_PREFIX so that
+ *   the passes running at once never share one). Tests that stop or restart PostgreSQL start
  *   a private cluster with h_pg_start.
  * - The server: h_server_start runs $BULKHEAD_BIN (build/bulkhead, or a sanitizer build) on a
  *   free port with the given environment, waits until /health answers, and logs to a file.

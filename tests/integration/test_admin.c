@@ -9,6 +9,11 @@
  * gets its 4xx and changes nothing; every action, by the API or the CLI, is an audit row (read
  * back through GET /admin/audit, page by page) and an event line; the list is paged; the
  * metrics count the tenants with overrides; an older database gains the schema at start.
+ * Failed admin authentications are limited per client address (a correct token from a limited
+ * address is refused too, without being compared; another address is not affected, and the
+ * limit lifts by itself); an instance with an hour-long key cache still refuses two keys
+ * revoked back to back, the second while the first one's reload runs, within seconds (the
+ * test allows 30: a 50,000-key reload under ThreadSanitizer takes a few).
  */
 #include "../redisproc.h"
 #include "harness.h"
@@ -25,7 +30,7 @@
 
 #include <cmocka.h>
 
-#define TOKEN  "admin-secret-for-tests"
+#define TOKEN  "admin-secret-for-tests-0123456789"
 #define TTL_MS 2000
 /* How long a change may take to reach an instance: the cache lifetime, plus room for a reload
  * that starts just before the change and a slow (sanitizer) build. A notified change is seen
@@ -38,9 +43,15 @@ static struct h_server inst[2];
 static char tiers_env[400];
 
 /* The seed's tiers with free's 100 per hour: no refill while a test counts. */
-static const char *const base_env[] = {"AUTH_MODE=apikey",       "ADMIN_TOKEN=" TOKEN,
-                                       "AUTH_CACHE_TTL_MS=2000", "TARPIT=false",
-                                       "CAPACITY_CONTROL=false", NULL};
+/* Behind a "load balancer" at 127.0.0.1: a test names the client in X-Forwarded-For, so that
+ * the failed authentications of one test do not limit the next one's requests. */
+static const char *const base_env[] = {"AUTH_MODE=apikey",
+                                       "ADMIN_TOKEN=" TOKEN,
+                                       "AUTH_CACHE_TTL_MS=2000",
+                                       "TARPIT=false",
+                                       "CAPACITY_CONTROL=false",
+                                       "TRUSTED_PROXIES=127.0.0.1",
+                                       NULL};
 
 static int setup(void **state)
 {
@@ -78,13 +89,16 @@ static int teardown(void **state)
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-/* An admin request to server s with the token (or `auth` instead when not NULL); the reply in
- * *out when out is not NULL. Returns the status. */
-static long admin_on(const struct h_server *s, const char *method, const char *path,
-                     const char *body, const char *auth, struct h_resp *out)
+/* An admin request to server s with the token (or `auth` instead when not NULL), from client
+ * address `from` (X-Forwarded-For; NULL: 127.0.0.1 itself); the reply in *out when out is not
+ * NULL. Returns the status. */
+static long admin_from(const struct h_server *s, const char *from, const char *method,
+                       const char *path, const char *body, const char *auth, struct h_resp *out)
 {
+    char xff[80];
+    snprintf(xff, sizeof(xff), "X-Forwarded-For: %s", from ? from : "127.0.0.1");
     const char *h[] = {auth ? auth : "Authorization: Bearer " TOKEN,
-                       "Content-Type: application/json", NULL};
+                       "Content-Type: application/json", from ? xff : NULL, NULL};
     struct h_resp r;
     h_request(method, h_url(s, path), h, body, &r);
     long st = r.status;
@@ -93,6 +107,12 @@ static long admin_on(const struct h_server *s, const char *method, const char *p
     else
         h_resp_free(&r);
     return st;
+}
+
+static long admin_on(const struct h_server *s, const char *method, const char *path,
+                     const char *body, const char *auth, struct h_resp *out)
+{
+    return admin_from(s, NULL, method, path, body, auth, out);
 }
 
 static long admin(int i, const char *method, const char *path, const char *body, struct h_resp *out)
@@ -195,17 +215,21 @@ static void admin_requests_need_the_token(void **state)
     int64_t before = db_fingerprint();
     static const char *const wrong[] = {
         "X-Nothing: 1", "Authorization: Bearer wrong", "Authorization: Bearer " TOKEN "x",
-        "Authorization: Basic " TOKEN, "Authorization: Bearer admin-secret-for-test"};
+        "Authorization: Basic " TOKEN, "Authorization: Bearer admin-secret-for-tests-012345678"};
+    const char *from = "192.0.2.1"; /* a stranger: its failures limit nobody else */
     for (size_t k = 0; k < sizeof(wrong) / sizeof(wrong[0]); k++) {
         struct h_resp r;
         char code[64];
-        assert_int_equal(admin_on(&inst[0], "POST", "/admin/tenants",
-                                  "{\"name\":\"intruder\",\"tier\":\"enterprise\"}", wrong[k], &r),
+        assert_int_equal(admin_from(&inst[0], from, "POST", "/admin/tenants",
+                                    "{\"name\":\"intruder\",\"tier\":\"enterprise\"}", wrong[k],
+                                    &r),
                          401);
         assert_string_equal(error_code(&r, code, sizeof(code)), "unauthorized");
         h_resp_free(&r);
-        assert_int_equal(admin_on(&inst[1], "GET", "/admin/tenants", NULL, wrong[k], NULL), 401);
-        assert_int_equal(admin_on(&inst[1], "GET", "/admin/audit", NULL, wrong[k], NULL), 401);
+        assert_int_equal(admin_from(&inst[1], from, "GET", "/admin/tenants", NULL, wrong[k], NULL),
+                         401);
+        assert_int_equal(admin_from(&inst[1], from, "GET", "/admin/audit", NULL, wrong[k], NULL),
+                         401);
     }
     assert_int_equal(db_fingerprint(), before);
 }
@@ -660,6 +684,129 @@ static void an_older_database_gains_the_tenants_schema_at_start(void **state)
     assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
 }
 
+/* bulkhead_admin_auth_total{result} on server s. */
+static double admin_auth(const struct h_server *s, const char *result)
+{
+    char label[40];
+    snprintf(label, sizeof(label), "result=\"%s\"", result);
+    return h_prom(s->base, "bulkhead_admin_auth_total", label);
+}
+
+static void failed_admin_logins_are_limited_per_address(void **state)
+{
+    (void)state;
+    const struct h_server *s = &inst[0];
+    const char *guesser = "198.51.100.7", *other = "198.51.100.8";
+    const char *bad = "Authorization: Bearer not-the-admin-token-0123456789abcdef";
+    double refused0 = admin_auth(s, "refused"), limited0 = admin_auth(s, "limited");
+    /* Ten wrong tokens are compared and refused, 401 each. */
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(admin_from(s, guesser, "GET", "/admin/tenants", NULL, bad, NULL), 401);
+    /* The eleventh is not compared: 429, with the time until one more attempt is allowed. */
+    struct h_resp r;
+    char code[64], v[16];
+    assert_int_equal(admin_from(s, guesser, "GET", "/admin/tenants", NULL, bad, &r), 429);
+    assert_string_equal(error_code(&r, code, sizeof(code)), "too_many_auth_failures");
+    assert_non_null(h_header(&r, "Retry-After", v, sizeof(v)));
+    long retry = strtol(v, NULL, 10);
+    assert_true(retry >= 1 && retry <= 60);
+    h_resp_free(&r);
+    /* Nor is the right one, from that address, until then: a guess that happened to be right
+     * would otherwise still be told so. */
+    assert_int_equal(admin_from(s, guesser, "GET", "/admin/tenants", NULL, NULL, &r), 429);
+    assert_string_equal(error_code(&r, code, sizeof(code)), "too_many_auth_failures");
+    h_resp_free(&r);
+    /* Another address is not affected, either way. */
+    assert_int_equal(admin_from(s, other, "GET", "/admin/tenants", NULL, NULL, NULL), 200);
+    assert_int_equal(admin_from(s, other, "GET", "/admin/tenants", NULL, bad, NULL), 401);
+    /* Nor is the same address on the other instance (each instance keeps its own count). */
+    assert_int_equal(admin_from(&inst[1], guesser, "GET", "/admin/tenants", NULL, NULL, NULL), 200);
+    assert_true(admin_auth(s, "refused") == refused0 + 11);
+    assert_true(admin_auth(s, "limited") == limited0 + 2);
+    printf("# 10 failures from one address, then 429 with Retry-After: %ld s\n", retry);
+    /* The limit lifts by itself: the right token is accepted again after Retry-After. */
+    int64_t t0 = h_now_ms();
+    assert_true(
+        H_WAIT(admin_from(s, guesser, "GET", "/admin/tenants", NULL, NULL, NULL) == 200, 70000));
+    printf("# the limited address was served again after %.1f s\n",
+           (double)(h_now_ms() - t0) / 1000.0);
+}
+
+/* Waiting for a condition on the database, through one connection (cheaper than h_sql_int's
+ * connection per call, so that the wait notices a short state). */
+static bool backend_active(PGconn *pg, const char *pid)
+{
+    const char *v[] = {pid};
+    PGresult *res = PQexecParams(pg,
+                                 "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int AND "
+                                 "state = 'active'",
+                                 1, NULL, v, NULL, NULL, 0);
+    bool active = PQresultStatus(res) == PGRES_TUPLES_OK && !strcmp(PQgetvalue(res, 0, 0), "1");
+    PQclear(res);
+    return active;
+}
+
+static void back_to_back_revocations_reach_an_instance_with_an_hour_long_cache(void **state)
+{
+    (void)state;
+    char kx[80], ky[80], sql[300];
+    create(0, "first-out", "free", -1, kx, sizeof(kx));
+    create(0, "second-out", "free", -1, ky, sizeof(ky));
+    /* The key refreshers of the suite's instances, then the new instance's own: the newest. */
+    int64_t before = h_sql_int(db_url, "SELECT count(*) FROM pg_stat_activity WHERE "
+                                       "datname = current_database() AND "
+                                       "application_name = 'bulkhead-auth'");
+    struct h_server m;
+    const char *env[10];
+    size_t n = 0;
+    for (; base_env[n]; n++)
+        env[n] = base_env[n];
+    env[n++] = tiers_env;
+    env[n++] = "AUTH_CACHE_TTL_MS=3600000"; /* the last one wins */
+    env[n] = NULL;
+    assert_int_equal(h_server_start(&m, db_url, env), 0);
+    assert_true(H_WAIT(call_on(&m, kx, NULL) == 200 && call_on(&m, ky, NULL) == 200, 5000));
+    assert_true(H_WAIT(h_sql_int(db_url, "SELECT count(*) FROM pg_stat_activity WHERE "
+                                         "datname = current_database() AND "
+                                         "application_name = 'bulkhead-auth'") == before + 1,
+                       10000));
+    snprintf(sql, sizeof(sql),
+             "SELECT max(pid) FROM pg_stat_activity WHERE datname = current_database() AND "
+             "application_name = 'bulkhead-auth' AND backend_start = (SELECT max(backend_start) "
+             "FROM pg_stat_activity WHERE datname = current_database() AND "
+             "application_name = 'bulkhead-auth')");
+    char pid[24];
+    snprintf(pid, sizeof(pid), "%lld", (long long)h_sql_int(db_url, sql));
+
+    /* A key table large enough that a reload takes a while. */
+    assert_int_equal(h_sql_exec(db_url, "INSERT INTO tenants (name, tier, key_hash) SELECT "
+                                        "'filler-' || i, 'free', encode(sha256(('filler' || "
+                                        "i)::bytea), 'hex') FROM generate_series(1, 50000) i"),
+                     0);
+    PGconn *pg = PQconnectdb(db_url);
+    assert_int_equal(PQstatus(pg), CONNECTION_OK);
+    /* The first revocation, through the admin API, starts a reload on every instance; the
+     * second commits while the new instance's reload runs. */
+    assert_int_equal(admin(0, "DELETE", "/admin/tenants/first-out", NULL, NULL), 204);
+    bool seen = H_WAIT(backend_active(pg, pid), 5000);
+    PGresult *res = PQexec(pg, "WITH r AS (UPDATE tenants SET revoked_at = now() WHERE name = "
+                               "'second-out' RETURNING name) SELECT pg_notify('bulkhead_tenants', "
+                               "name) FROM r");
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    PQclear(res);
+    printf("# the second revocation committed %s the first one's reload\n",
+           seen ? "during" : "after");
+    /* Both refused within seconds: far below the hour the cache could otherwise last. */
+    int64_t t0 = h_now_ms();
+    bool both = H_WAIT(call_on(&m, kx, NULL) == 401 && call_on(&m, ky, NULL) == 401, 30000);
+    printf("# both keys refused after %lld ms (AUTH_CACHE_TTL_MS=3600000)\n",
+           (long long)(h_now_ms() - t0));
+    PQfinish(pg);
+    assert_int_equal(h_sql_exec(db_url, "DELETE FROM tenants WHERE name LIKE 'filler-%'"), 0);
+    assert_int_equal(h_server_stop(&m, SIGTERM, 20000), 0);
+    assert_true(both);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -673,6 +820,8 @@ int main(void)
         cmocka_unit_test(every_action_is_an_audit_row_and_an_event_line),
         cmocka_unit_test(the_list_is_paged_by_name_and_shows_no_keys),
         cmocka_unit_test(an_older_database_gains_the_tenants_schema_at_start),
+        cmocka_unit_test(failed_admin_logins_are_limited_per_address),
+        cmocka_unit_test(back_to_back_revocations_reach_an_instance_with_an_hour_long_cache),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -212,13 +212,14 @@ static void client_errors_and_rejections_are_not_failures(void **state)
     json_decref(cb1);
 
     /* tiny: 1 worker, no queue, 3 per minute. A burst is refused by the rate limiter (429)
-     * and by the full bulkhead (503): neither is a failure of the tier. */
+     * and by the full bulkhead (503; one the tarpit held may be served when admitted again):
+     * neither is a failure of the tier. */
     const char *h[] = {"X-Tenant-Tier: tiny", "X-Tenant-Id: rejected", NULL};
     long st[10];
     assert_int_equal(h_burst("GET", h_url(&fast, "/api/data?delay_ms=200"), h, 10, 10, st, NULL),
                      0);
     assert_int_equal(h_count(st, 10, 429), 7);
-    assert_true(h_count(st, 10, 503) >= 1);
+    assert_int_equal(h_count(st, 10, 503) + h_count(st, 10, 200), 3);
     json_t *cb = tier_section(&fast, "tiny", "circuitBreaker");
     assert_int_equal(json_integer_value(json_object_get(cb, "failures")), 0);
     assert_int_equal(json_integer_value(json_object_get(cb, "timeouts")), 0);
@@ -232,8 +233,8 @@ static int64_t running_of(const char *app, const char *what, const char *more)
 {
     char sql[300];
     snprintf(sql, sizeof(sql),
-             "SELECT %s FROM pg_stat_activity WHERE application_name = '%s' AND state = "
-             "'active'%s",
+             "SELECT %s FROM pg_stat_activity WHERE datname = current_database() AND "
+             "application_name = '%s' AND state = 'active'%s",
              what, app, more);
     return h_sql_int(suite.db_url, sql);
 }
@@ -417,11 +418,17 @@ static void a_lane_past_its_deadline_is_cancelled_whole_and_its_connection_reuse
     /* Three connections open and idle (a delayed read runs on a worker with a connection of
      * its own): under the lock no new one could be set up (preparing its statements waits for
      * the table). */
+    /* On a slow machine (ThreadSanitizer beside other tests) a delayed read may pass the 500 ms
+     * call timeout: its connection is cancelled and reused, or closed, so try again until three
+     * are idle (the breaker needs 100 calls before it opens). */
     long st[3];
-    assert_int_equal(
-        h_burst("GET", h_url(&s, "/api/data?limit=1&delay_ms=300"), fh, 3, 3, st, NULL), 0);
-    assert_int_equal(h_count(st, 3, 200), 3);
-    assert_true(H_WAIT(h_metric(s.base, "free", "connectionPool", "idle") == 3, 5000));
+    bool three = false;
+    for (int attempt = 0; attempt < 3 && !three; attempt++) {
+        assert_int_equal(
+            h_burst("GET", h_url(&s, "/api/data?limit=1&delay_ms=300"), fh, 3, 3, st, NULL), 0);
+        three = H_WAIT(h_metric(s.base, "free", "connectionPool", "idle") == 3, 5000);
+    }
+    assert_true(three);
     int64_t piped0 = h_metric(s.base, "free", "connectionPool", "pipelined");
     int64_t broken0 = h_metric(s.base, "free", "connectionPool", "closedBroken");
     int64_t timeouts0 = h_metric(s.base, "free", "circuitBreaker", "timeouts");
@@ -597,6 +604,7 @@ static void a_timeout_answers_at_the_deadline_and_frees_the_connection(void **st
     h_resp_free(&r);
     /* The statement was cancelled in PostgreSQL and the same connection came back. */
     assert_true(H_WAIT(h_sql_int(suite.db_url, "SELECT count(*) FROM pg_stat_activity WHERE "
+                                               "datname = current_database() AND "
                                                "application_name = 'bulkhead-free' AND "
                                                "state = 'active'") == 0,
                        5000));
@@ -678,6 +686,8 @@ static void a_database_outage_opens_breakers_and_everything_recovers(void **stat
 
 /* ---- operator controls -------------------------------------------------------------------- */
 
+#define OPS_TOKEN "s3cret-token-0123456789abcdef0123" /* ADMIN_TOKEN: 32 characters at least */
+
 static long admin(const struct h_server *s, const char *path, const char *token)
 {
     char auth[128];
@@ -700,20 +710,20 @@ static void admin_endpoints_are_off_without_a_token(void **state)
 static void operators_force_open_disable_and_reset(void **state)
 {
     (void)state;
-    const char *e[] = {"ADMIN_TOKEN=s3cret-token", NULL};
+    const char *e[] = {"ADMIN_TOKEN=" OPS_TOKEN, NULL};
     struct h_server s;
     assert_int_equal(h_server_start(&s, suite.db_url, e), 0);
     assert_int_equal(admin(&s, "/admin/breaker/pro/open", "wrong"), 401);
     assert_int_equal(admin(&s, "/admin/breaker/pro/open", NULL), 401);
-    assert_int_equal(admin(&s, "/admin/breaker/nosuch/open", "s3cret-token"), 404);
-    assert_int_equal(admin(&s, "/admin/breaker/pro/explode", "s3cret-token"), 404);
+    assert_int_equal(admin(&s, "/admin/breaker/nosuch/open", OPS_TOKEN), 404);
+    assert_int_equal(admin(&s, "/admin/breaker/pro/explode", OPS_TOKEN), 404);
 
-    assert_int_equal(admin(&s, "/admin/breaker/pro/open", "s3cret-token"), 200);
+    assert_int_equal(admin(&s, "/admin/breaker/pro/open", OPS_TOKEN), 200);
     assert_string_equal(breaker_state(&s, "pro"), "OPEN");
     assert_int_equal(get(&s, "/api/data", "pro", "ops"), 503);
     assert_int_equal(get(&s, "/api/data", "enterprise", "ops"), 200);
 
-    assert_int_equal(admin(&s, "/admin/breaker/pro/disable", "s3cret-token"), 200);
+    assert_int_equal(admin(&s, "/admin/breaker/pro/disable", OPS_TOKEN), 200);
     for (int i = 0; i < 12; i++)
         assert_int_equal(get(&s, "/api/data?force_error=true", "pro", "ops"), 500);
     assert_string_equal(breaker_state(&s, "pro"), "CLOSED"); /* disabled: nothing trips it */
@@ -721,7 +731,7 @@ static void operators_force_open_disable_and_reset(void **state)
     assert_string_equal(json_string_value(json_object_get(cb, "mode")), "disabled");
     json_decref(cb);
 
-    assert_int_equal(admin(&s, "/admin/breaker/pro/reset", "s3cret-token"), 200);
+    assert_int_equal(admin(&s, "/admin/breaker/pro/reset", OPS_TOKEN), 200);
     cb = tier_section(&s, "pro", "circuitBreaker");
     assert_string_equal(json_string_value(json_object_get(cb, "mode")), "auto");
     assert_string_equal(json_string_value(json_object_get(cb, "state")), "CLOSED");

@@ -561,13 +561,13 @@ static void page_loads_and_shows_every_tier(void **state)
     assert_int_equal(cdp_eval_int(&browser, "+document.querySelector('[data-tier=\"gold\"]')"
                                             ".dataset.threads"),
                      6);
-    /* The capacity controller's limit: gold's max (its db_max), nothing shed at rest. */
-    assert_int_equal(cdp_eval_int(&browser, "+document.querySelector('[data-tier=\"gold\"]')"
-                                            ".dataset.capacityLimit"),
-                     3);
-    assert_int_equal(cdp_eval_int(&browser, "+document.querySelector('[data-tier=\"gold\"]')"
-                                            ".dataset.shedding"),
-                     0);
+    /* The capacity controller's limit: gold's max (its db_max), nothing shed at rest. The
+     * traffic of the test before may have left gold cut on a busy machine: at rest it grows
+     * back within a few of the controller's intervals, and the page shows it. */
+    assert_true(wait_page("+document.querySelector('[data-tier=\"gold\"]').dataset.capacityLimit "
+                          "=== 3 && +document.querySelector('[data-tier=\"gold\"]')"
+                          ".dataset.shedding === 0",
+                          10000));
     assert_int_equal(cdp_eval_int(&browser, "+document.querySelector('[data-tier=\"enterprise\"]')"
                                             ".dataset.threads"),
                      12);

@@ -386,7 +386,8 @@ static char *compose_config(const char *dir, const char *env, const char *profil
 {
     char cmd[1600];
     snprintf(cmd, sizeof(cmd),
-             "cd '%s' && env -u SCALE_PORT -u API_HOST_PORT -u OPS_PORT -u BALANCER_IP "
+             "cd '%s' && env -u SCALE_PORT -u API_HOST_PORT -u OPS_PORT -u OPS_HOST_PORT "
+             "-u BALANCER_IP "
              "-u BALANCER_SUBNET -u BULKHEAD_IMAGE %s docker-compose -f docker-compose.yml %s "
              "config 2>&1",
              dir, env, profiles);
@@ -531,7 +532,7 @@ static void compose_passes_every_setting_from_dotenv_to_the_instances(void **sta
     char cmd[4000];
     snprintf(cmd, sizeof(cmd),
              "rm -rf '%s' && mkdir -p '%s/deploy' && cp '%s/docker-compose.yml' '%s/init-db.sql' "
-             "'%s/Dockerfile' '%s/' && cp '%s/deploy/'* '%s/deploy/' && echo ok",
+             "'%s/Dockerfile' '%s/' && cp -r '%s/deploy/'* '%s/deploy/' && echo ok",
              dir, dir, root(), root(), root(), dir, root(), dir);
     char *out = run(cmd);
     assert_non_null(out);

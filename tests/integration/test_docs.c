@@ -137,7 +137,7 @@ static void every_documented_endpoint_answers(void **state)
     (void)state;
     char url[300];
     assert_int_equal(h_db_create("docs", url, sizeof(url)), 0);
-    const char *e[] = {"ADMIN_TOKEN=t", NULL};
+    const char *e[] = {"ADMIN_TOKEN=docs-token-0123456789abcdef0123456789", NULL};
     struct h_server s;
     assert_int_equal(h_server_start(&s, url, e), 0);
     struct {

@@ -5,7 +5,9 @@
  * is held to its share of free's workers, connections and queue. A slow tenant that holds
  * every worker and connection but the newcomers' reserve does not delay a quiet tenant's first
  * request, drains to its share while that tenant is active, and gets the pool back after the
- * linger; alone, a tenant uses everything but the reserve. States and counts, no timings.
+ * linger; alone, a tenant uses everything but the reserve, and a tenant whose cheap reads made it
+ * brief still leaves the reserve to a newcomer when it bursts slow requests. States and counts,
+ * no timings.
  */
 #include "harness.h"
 
@@ -309,6 +311,110 @@ static void a_quiet_tenant_is_served_beside_a_slow_one_holding_the_tier(void **s
     h_server_stop(&s2, SIGTERM, 20000);
 }
 
+/* ---- the issue-26 scenario: a tenant turns brief, then bursts slow requests ---------------- */
+
+/* free as built in (10 workers, 5 connections, share 50 %, reserve 10 %), the rate limit lifted
+ * and the waits long, as above; brief_request_ms 200 so that cheap reads count as brief on any
+ * machine, sanitizer builds included. */
+#define BRIEF_TIERS                                                                                \
+    "{\"free\": {\"workers\": 10, \"queue_max\": 20, \"db_max\": 5, \"rate_limit\": 1000000,"      \
+    " \"tenant_share_pct\": 50, \"tenant_queue_pct\": 50, \"tenant_reserve_pct\": 10,"             \
+    " \"tenant_linger_ms\": 1000, \"brief_request_ms\": 200, \"queue_timeout_ms\": 60000,"         \
+    " \"db_acquire_timeout_ms\": 60000, \"breaker_timeout_ms\": 60000},"                           \
+    " \"pro\": {}, \"enterprise\": {}}"
+
+struct slow_burst {
+    const struct h_server *srv;
+    long st[10];
+};
+
+static void *slow_burst_main(void *arg)
+{
+    struct slow_burst *b = arg;
+    const char *h[] = {"X-Tenant-Tier: free", "X-Tenant-Id: bursty", NULL};
+    h_burst("GET", h_url(b->srv, "/api/data?delay_ms=2000"), h, 10, 10, b->st, NULL);
+    return NULL;
+}
+
+/* Waits until the burst holds what it can, and records the most it ever held meanwhile. */
+struct burst_watch {
+    const struct h_server *srv;
+    int64_t max_in_flight, max_conns;
+};
+
+static bool burst_settled(void *arg)
+{
+    struct burst_watch *w = arg;
+    struct held v = tenant_held(w->srv, "free", "id:bursty");
+    if (v.in_flight > w->max_in_flight)
+        w->max_in_flight = v.in_flight;
+    if (v.conns > w->max_conns)
+        w->max_conns = v.conns;
+    return v.in_flight + v.queued == 10 && v.conns == 4;
+}
+
+/*
+ * A tenant sends cheap reads (it is brief: they held a worker for a few milliseconds), then ten
+ * 2 s requests at once. Being brief buys no more than one slot past its share beside others and
+ * never the reserve: alone, the burst holds 9 of the 10 workers and 4 of the 5 connections (its
+ * tenth request waits), and a newcomer's read is answered while none of the burst has ended.
+ * Before issue 26 the burst took all 10 workers and all 5 connections, and the newcomer waited
+ * 2 s for the first of them to end.
+ */
+static void a_tenant_turned_brief_cannot_burst_into_the_reserve(void **state)
+{
+    (void)state;
+    char tiers_env[400];
+    assert_int_equal(h_tiers_env("fair-brief.json", BRIEF_TIERS, tiers_env, sizeof(tiers_env)), 0);
+    const char *env[] = {tiers_env, "ACCESS_LOG=false", NULL};
+    struct h_server s2;
+    assert_int_equal(h_server_start(&s2, suite.db_url, env), 0);
+
+    const char *hb[] = {"X-Tenant-Tier: free", "X-Tenant-Id: bursty", NULL};
+    for (int i = 0; i < 6; i++) {
+        struct h_resp r;
+        h_get(h_url(&s2, "/api/data?limit=5"), hb, &r);
+        assert_int_equal(r.status, 200);
+        h_resp_free(&r);
+    }
+    /* A request is counted ended just after its answer is sent. */
+    assert_true(H_WAIT(h_metric(s2.base, "free", "threadPool", "completed") == 6, 10000));
+    int64_t ended = 6;
+
+    struct slow_burst burst = {.srv = &s2};
+    pthread_t bt;
+    pthread_create(&bt, NULL, slow_burst_main, &burst);
+    struct burst_watch w = {.srv = &s2};
+    bool settled = h_wait_until(burst_settled, &w, 20000);
+    printf("# burst alone: held at most %lld workers and %lld connections (bound 9 and 4)\n",
+           (long long)w.max_in_flight, (long long)w.max_conns);
+    assert_true(settled);
+    struct held v = tenant_held(&s2, "free", "id:bursty");
+    assert_int_equal(v.in_flight, 9);
+    assert_int_equal(v.queued, 1);
+
+    const char *hn[] = {"X-Tenant-Tier: free", "X-Tenant-Id: newbie", NULL};
+    struct h_resp r;
+    h_get(h_url(&s2, "/api/data?limit=5"), hn, &r);
+    long newbie = r.status;
+    double newbie_s = r.seconds;
+    h_resp_free(&r);
+    /* The newcomer's request is the only one that ended since the burst began. */
+    assert_true(H_WAIT(h_metric(s2.base, "free", "threadPool", "completed") >= ended + 1, 10000));
+    int64_t ended_after = h_metric(s2.base, "free", "threadPool", "completed");
+    v = tenant_held(&s2, "free", "id:bursty");
+    printf("# newcomer: %ld in %.0f ms; %lld of the burst ended meanwhile\n", newbie,
+           newbie_s * 1000, (long long)(ended_after - ended - 1));
+    assert_int_equal(newbie, 200);
+    assert_int_equal(ended_after, ended + 1);
+    assert_true(w.max_in_flight <= 9);
+    assert_true(w.max_conns <= 4);
+
+    pthread_join(bt, NULL);
+    assert_int_equal(h_count(burst.st, 10, 200), 10);
+    h_server_stop(&s2, SIGTERM, 20000);
+}
+
 /* pro has seen no other tenant in this server: solo is alone in it and holds every worker and
  * connection of pro but the newcomers' reserve (30 workers less 3, 20 connections less 2),
  * well past its share of 15 and 10, which binds only beside others. */
@@ -346,6 +452,7 @@ int main(void)
         cmocka_unit_test(a_noisy_tenant_cannot_starve_its_tier_mates),
         cmocka_unit_test(a_tenant_alone_uses_the_whole_pool_but_the_reserve),
         cmocka_unit_test(a_quiet_tenant_is_served_beside_a_slow_one_holding_the_tier),
+        cmocka_unit_test(a_tenant_turned_brief_cannot_burst_into_the_reserve),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -490,8 +490,9 @@ static bool pro_sleeping(void *arg)
 {
     (void)arg;
     return h_sql_int(db_url,
-                     "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                     "'bulkhead-pro' AND state = 'active' AND query LIKE '%pg_sleep%'") == 1;
+                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+                     "application_name = 'bulkhead-pro' AND state = 'active' AND query LIKE "
+                     "'%pg_sleep%'") == 1;
 }
 
 static void a_read_whose_connection_dies_mid_query_is_retried_on_a_fresh_one(void **state)
@@ -509,8 +510,9 @@ static void a_read_whose_connection_dies_mid_query_is_retried_on_a_fresh_one(voi
     pthread_create(&g.th, NULL, bg_get_main, &g);
     bool seen = h_wait_until(pro_sleeping, NULL, 30000);
     int64_t killed = seen ? h_sql_int(db_url, "SELECT count(pg_terminate_backend(pid)) FROM "
-                                              "pg_stat_activity WHERE application_name = "
-                                              "'bulkhead-pro' AND state = 'active'")
+                                              "pg_stat_activity WHERE datname = current_database() "
+                                              "AND application_name = 'bulkhead-pro' "
+                                              "AND state = 'active'")
                           : 0;
     pthread_join(g.th, NULL);
     printf("# read killed mid-query: answered %ld after %.2f s\n", g.status, g.seconds);

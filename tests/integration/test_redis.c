@@ -41,7 +41,7 @@ static int setup(void **state)
     snprintf(redis_env, sizeof(redis_env), "REDIS_URL=%s", redis.url);
     /* Four HTTP threads: four Redis connections per instance, all of which die on a restart. */
     static const char *env[] = {"RATE_LIMIT_BACKEND=redis", redis_env, tiers_env, "HTTP_THREADS=4",
-                                "REDIS_TIMEOUT_MS=200",     NULL};
+                                "REDIS_TIMEOUT_MS=1000",    NULL};
     for (int i = 0; i < 2; i++)
         if (h_server_start(&inst[i], db_url, env))
             return -1;

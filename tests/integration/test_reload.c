@@ -27,7 +27,8 @@
 static struct h_suite suite = {.name = "reload"}; /* tiers_json: set by setup */
 
 static const char *count_free_conns =
-    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'bulkhead-free'";
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+    "application_name = 'bulkhead-free'";
 
 /* The tier table: free with the given numbers; pro and enterprise fixed. */
 static void tiers_of(int rate_limit, int workers, int db_max, char *buf, size_t len)

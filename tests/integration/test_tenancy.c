@@ -2,8 +2,9 @@
  * test_tenancy: API keys and tenant isolation (AUTH_MODE=apikey) through the real binary and
  * its tenant CLI: keys are shown once and stored hashed, the key decides the tier (a header
  * never upgrades anyone), tenants read and write only their own rows, writes are acknowledged
- * after the commit, revocation and tier changes take effect, and header mode keeps the seed's
- * contract.
+ * after the commit, revocation and tier changes take effect, the test parameters (force_error,
+ * delay_ms) are refused so that no tenant can open its tier's breaker for the others, and header
+ * mode keeps the seed's contract.
  */
 #include "harness.h"
 
@@ -22,8 +23,15 @@ static char key_a[80], key_b[80], key_e[80];
 
 static int prepare(const char *db_url);
 
+/* Free's 100 requests are per hour: the rate-limit test counts refusals of a burst, and a
+ * slow machine (a sanitizer build beside other tests) must not see tokens refill during it.
+ * TARPIT=false: the flood counts the limiter's refusals, which the tarpit would hold until
+ * their turns and serve (test_storms and test_admission cover it). */
 static struct h_suite suite = {
-    .name = "tenancy", .env = {"AUTH_MODE=apikey", "AUTH_CACHE_TTL_MS=60000"}, .prepare = prepare};
+    .name = "tenancy",
+    .tiers_json = H_TIERS_HOURLY,
+    .env = {"AUTH_MODE=apikey", "AUTH_CACHE_TTL_MS=60000", "TARPIT=false"},
+    .prepare = prepare};
 
 /* Run the CLI; returns its exit status and fills out with stdout (+stderr when err). */
 static int cli(char *out, size_t outlen, bool with_stderr, const char *fmt, ...)
@@ -324,6 +332,34 @@ static void each_tenant_has_its_own_rate_limit(void **state)
     assert_int_equal(h_count(st, 10, 200), 10); /* globex is untouched by acme's flood */
 }
 
+static void test_parameters_are_refused_so_no_tenant_opens_the_breaker(void **state)
+{
+    (void)state;
+    /* TEST_PARAMS=auto: off in apikey mode. The reference design's ten forced errors, and a
+     * delay: each refused with 400 naming the setting, before any limit or the breaker. */
+    int64_t failures = h_metric(suite.srv.base, "free", "circuitBreaker", "failures");
+    for (int i = 0; i < 12; i++) {
+        struct h_resp r;
+        assert_int_equal(call("GET",
+                              i % 2 ? "/api/data?delay_ms=3000" : "/api/data?force_error=true",
+                              key_b, NULL, NULL, &r),
+                         400);
+        json_t *j = h_json(&r);
+        assert_string_equal(json_string_value(json_object_get(j, "error")), "invalid_argument");
+        assert_non_null(strstr(json_string_value(json_object_get(j, "message")), "TEST_PARAMS"));
+        json_decref(j);
+        h_resp_free(&r);
+    }
+    char st[32];
+    assert_string_equal(
+        h_metric_text(suite.srv.base, "free", "circuitBreaker", "state", st, sizeof(st)), "CLOSED");
+    assert_int_equal(h_metric(suite.srv.base, "free", "circuitBreaker", "failures"), failures);
+    /* force_error=false asks for nothing: refused the same, the parameter is off. */
+    assert_int_equal(call("GET", "/api/data?force_error=false", key_b, NULL, NULL, NULL), 400);
+    /* The tenant's ordinary reads are untouched. */
+    assert_int_equal(call("GET", "/api/data?limit=1", key_b, NULL, NULL, NULL), 200);
+}
+
 static void header_mode_writes_for_the_header_tenant(void **state)
 {
     (void)state;
@@ -364,6 +400,7 @@ int main(void)
         cmocka_unit_test(tenants_read_and_write_only_their_own_rows),
         cmocka_unit_test(bad_bodies_are_refused_and_store_nothing),
         cmocka_unit_test(revocation_rotation_and_tier_changes_take_effect),
+        cmocka_unit_test(test_parameters_are_refused_so_no_tenant_opens_the_breaker),
         cmocka_unit_test(each_tenant_has_its_own_rate_limit),
         cmocka_unit_test(header_mode_writes_for_the_header_tenant),
     };

@@ -1,9 +1,9 @@
 /*
  * pgproxy: a relay thread that frames the server's messages (see pgproxy.h).
  *
- * The server's bytes collect in a buffer; every whole message in it is written to the client
- * unless it is the held type, where relaying stops until the release. The client's bytes go
- * to the server as they come. Either side closing ends the relay.
+ * The server's bytes collect in a buffer; the whole messages in it are written to the client
+ * (in one write) up to one of the held type, where relaying stops until the release. The client's
+ * bytes go to the server as they come. Either side closing ends the relay.
  */
 #include "pgproxy.h"
 #include "mclock.h"
@@ -36,6 +36,7 @@ struct pgproxy {
     bool released;     /* the test let it go */
     bool stopping;
     unsigned relayed[256]; /* server messages relayed, by type */
+    unsigned queued[256];  /* whole server messages waiting behind the held one, by type */
 };
 
 static int pgproxy_write_all(int fd, const unsigned char *p, size_t n)
@@ -52,11 +53,28 @@ static int pgproxy_write_all(int fd, const unsigned char *p, size_t n)
     return 0;
 }
 
-/* Relay the whole messages in the buffer, up to a held one. -1 when the client is gone. */
+/* Count the whole messages after the held one at off (the test may wait for one). Under mu. */
+static void pgproxy_count_queued(struct pgproxy *px, size_t off)
+{
+    memset(px->queued, 0, sizeof(px->queued));
+    while (px->len - off >= 5) {
+        uint32_t mlen;
+        memcpy(&mlen, px->buf + off + 1, 4);
+        size_t total = 1 + (size_t)ntohl(mlen);
+        if (px->len - off < total)
+            break;
+        px->queued[px->buf[off]]++;
+        off += total;
+    }
+}
+
+/* Relay the whole messages in the buffer, up to a held one, in one write: what the server sent
+ * behind a released message reaches the client with it, as one read. -1 when the client is
+ * gone. */
 static int pgproxy_flush(struct pgproxy *px)
 {
     size_t off = 0;
-    int rc = 0;
+    pthread_mutex_lock(&px->mu);
     while (px->len - off >= 5) {
         unsigned char type = px->buf[off];
         uint32_t mlen;
@@ -64,25 +82,22 @@ static int pgproxy_flush(struct pgproxy *px)
         size_t total = 1 + (size_t)ntohl(mlen);
         if (px->len - off < total)
             break;
-        pthread_mutex_lock(&px->mu);
         if (px->hold == (char)type && !px->released) {
             px->holding = true;
+            pgproxy_count_queued(px, off + total);
             pthread_cond_broadcast(&px->cv);
-            pthread_mutex_unlock(&px->mu);
             break;
         }
         if (px->hold == (char)type) { /* released: this one goes, the hold ends */
             px->hold = 0;
             px->holding = px->released = false;
+            memset(px->queued, 0, sizeof(px->queued));
         }
         px->relayed[type]++;
-        pthread_mutex_unlock(&px->mu);
-        if (pgproxy_write_all(px->client, px->buf + off, total)) {
-            rc = -1;
-            break;
-        }
         off += total;
     }
+    pthread_mutex_unlock(&px->mu);
+    int rc = off ? pgproxy_write_all(px->client, px->buf, off) : 0;
     memmove(px->buf, px->buf + off, px->len - off);
     px->len -= off;
     return rc;
@@ -256,6 +271,18 @@ void pgproxy_release(struct pgproxy *px)
     px->released = true;
     pthread_mutex_unlock(&px->mu);
     pgproxy_poke(px);
+}
+
+bool pgproxy_wait_queued(struct pgproxy *px, char type, int64_t deadline_us)
+{
+    struct timespec ts = mclock_timespec(deadline_us);
+    pthread_mutex_lock(&px->mu);
+    while (!(px->holding && px->queued[(unsigned char)type]) &&
+           pthread_cond_timedwait(&px->cv, &px->mu, &ts) != ETIMEDOUT)
+        ;
+    bool queued = px->holding && px->queued[(unsigned char)type];
+    pthread_mutex_unlock(&px->mu);
+    return queued;
 }
 
 unsigned pgproxy_relayed(struct pgproxy *px, char type)

@@ -6,9 +6,11 @@
  * It listens on a free port of 127.0.0.1, accepts one client, connects it to the server and
  * relays both ways on its own thread. Server-to-client bytes go on whole protocol messages at a
  * time (a type byte and a 32-bit length), so the relay can stop in front of the next message of
- * a type (say 'Z', ReadyForQuery) until the test lets it go. The client must ask for neither
- * SSL nor GSS encryption (sslmode=disable, gssencmode=disable): their one-byte answers are not
- * framed.
+ * a type (say 'Z', ReadyForQuery) until the test lets it go; whatever whole messages are ready
+ * then leave in one write. A second client (a cancel request, say) is never accepted: its
+ * connect completes in the listen backlog and nothing ever answers it. The client must ask for
+ * neither SSL nor GSS encryption (sslmode=disable, gssencmode=disable): their one-byte answers are
+ * not framed.
  *
  * DESIGN: the relay thread owns both sockets. The mutex guards the hold, the counts and
  * `stopping`; the test waits on the condition variable, and wakes the thread (a release, the
@@ -30,6 +32,10 @@ int pgproxy_port(const struct pgproxy *px); /* where the client connects */
 void pgproxy_hold(struct pgproxy *px, char type);
 /* Wait, until deadline_us at most, for the relay to stop there: whether it did. */
 bool pgproxy_wait_held(struct pgproxy *px, int64_t deadline_us);
+/* Wait, until deadline_us at most, for a whole server message of this type to be waiting
+ * behind the held one (say, a notification that came after a held ReadyForQuery). On release
+ * they reach the client together, in one write. */
+bool pgproxy_wait_queued(struct pgproxy *px, char type, int64_t deadline_us);
 /* Relay the held message and go on relaying everything. */
 void pgproxy_release(struct pgproxy *px);
 /* Server messages of this type relayed to the client so far. */

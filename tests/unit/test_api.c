@@ -4,7 +4,9 @@
  * reaches a worker fails to connect at once.
  *
  * Covered: the invalid_tier reply lists the set's tiers; unknown paths are 404; the rate limit
- * answers 429 with Retry-After and RateLimit-* headers; an open breaker answers circuit_open
+ * answers 429 with Retry-After and RateLimit-* headers; a request refused before its turn is
+ * held by the tarpit and admitted again when its turn comes, in arrival order, holding no
+ * capacity slot while held (capctl's in_progress); an open breaker answers circuit_open
  * with the time until a trial; a worker that cannot connect answers database_unavailable and
  * the breaker counts it; /metrics/bulkheads and /metrics render the set; admin needs the token
  * and knows the tiers, and checks tenant requests before the database; and replies stay right while
@@ -15,13 +17,17 @@
 #include "api.h"
 #include "apiwork.h"
 #include "breaker.h"
+#include "capctl.h"
 #include "config.h"
 #include "fakeset.h"
 #include "history.h"
 #include "http.h"
 #include "log.h"
+#include "mclock.h"
 #include "report.h"
+#include "ratelimit.h"
 #include "request.h"
+#include "tarpit.h"
 #include "tierset.h"
 
 #include "../promtext.h"
@@ -42,11 +48,14 @@
 
 #include <cmocka.h>
 
-/* free: the seed's; tiny: 2 requests per hour, a breaker that never opens by itself. */
+/* free: the seed's; tiny: 2 requests per hour, paced: 2 per 2 s (one more each second), with
+ * breakers that never open by themselves. */
 static const char tiers_json[] =
     "{\"free\": {\"workers\": 2, \"db_max\": 1, \"breaker_min_calls\": 1000},"
     " \"tiny\": {\"workers\": 1, \"db_max\": 1, \"rate_limit\": 2, \"rate_window_s\": 3600,"
-    "            \"breaker_min_calls\": 1000}}";
+    "            \"breaker_min_calls\": 1000},"
+    " \"paced\": {\"workers\": 2, \"db_max\": 1, \"rate_limit\": 2, \"rate_window_s\": 2,"
+    "             \"breaker_min_calls\": 1000}}";
 
 static struct {
     struct config cfg;
@@ -59,6 +68,8 @@ static struct {
     struct report_sources sources;
     struct api_deps deps;
     struct admin *admin;
+    struct capctl *capacity;
+    struct tarpit *tarpit;
     struct http *http;
     char base[64];
 } t;
@@ -76,6 +87,8 @@ static void hook_done(void *ctx, const struct request *r, int64_t total_us)
     (void)ctx;
     metrics_observe(r->tier ? &r->tier->m : &t.untiered, r->outcome, (int)r->status, total_us,
                     r->queue_us, r->query_us);
+    if (r->cap_entered_us) /* as the server does */
+        capctl_leave(t.capacity, r->tier->index, r->cap_entered_us, mclock_now_us());
 }
 
 static void hook_freed(void *ctx)
@@ -124,8 +137,33 @@ static int setup(void **state)
         .token = "secret", .conninfo = "host=127.0.0.1 port=1 connect_timeout=2", .tiers = t.ts};
     if (admin_create(&ac, &t.admin))
         return -1;
-    t.deps = (struct api_deps){
-        .tiers = t.ts, .metrics = &t.sources, .history = t.history, .admin = t.admin};
+    /* The capacity controller counts what is in progress (it never gates here: nothing ticks
+     * it); the tarpit holds refusals up to a minute, longer than any test runs. */
+    const struct capctl_cfg cc = {.enabled = true,
+                                  .active_us = 1000000,
+                                  .baseline_us = 60000000,
+                                  .min_samples = 8,
+                                  .decrease = 0.5,
+                                  .increase = 0.1};
+    if (capctl_create(&cc, tierset_count(t.ts), &t.capacity))
+        return -1;
+    for (size_t i = 0; i < tierset_count(t.ts); i++) {
+        struct capctl_tier_cfg tc = {
+            .priority = (int64_t)i, .max = 2, .floor = 0.1, .tolerance = 1.0};
+        capctl_configure(t.capacity, i, &tc);
+    }
+    const struct tarpit_cfg tc = {
+        .max_clients = 1000, .max_held = 16, .max_hold_us = 60000000, .release = api_release_held};
+    if (tarpit_create(&tc, &t.tarpit))
+        return -1;
+    t.deps = (struct api_deps){.tiers = t.ts,
+                               .metrics = &t.sources,
+                               .history = t.history,
+                               .admin = t.admin,
+                               .capacity = t.capacity,
+                               .tarpit = t.tarpit,
+                               .test_params = true,
+                               .ipv6_prefix = 64};
     struct http_opts ho = {.cfg = &t.cfg,
                            .hooks = &t.hooks,
                            .draining = &t.draining,
@@ -142,7 +180,10 @@ static int teardown(void **state)
 {
     (void)state;
     admin_stop(t.admin);
+    tarpit_stop(t.tarpit); /* held requests are answered before the HTTP threads go */
     http_stop(t.http);
+    tarpit_destroy(t.tarpit);
+    capctl_destroy(t.capacity);
     admin_destroy(t.admin);
     fakeset_destroy(t.ts);
     history_destroy(t.history);
@@ -250,9 +291,9 @@ static void a_missing_tier_is_refused_with_the_valid_tiers(void **state)
     json_t *j = json_loads(r.body, 0, NULL);
     assert_string_equal(json_string_value(json_object_get(j, "error")), "invalid_tier");
     assert_string_equal(json_string_value(json_object_get(j, "message")),
-                        "missing X-Tenant-Tier header; valid tiers: free, tiny");
+                        "missing X-Tenant-Tier header; valid tiers: free, tiny, paced");
     json_t *valid = json_object_get(j, "valid_tiers");
-    assert_int_equal(json_array_size(valid), 2);
+    assert_int_equal(json_array_size(valid), 3);
     assert_string_equal(json_string_value(json_array_get(valid, 1)), "tiny");
     assert_non_null(json_string_value(json_object_get(j, "request_id")));
     json_decref(j);
@@ -293,6 +334,121 @@ static void the_rate_limit_answers_429_with_retry_after(void **state)
     assert_non_null(strstr(r.headers, "RateLimit-Policy: \"tiny\";q=2;w="));
 }
 
+/* ---- the tarpit and the capacity gate ---------------------------------------------------- */
+
+struct bg_fetch {
+    const char *tier, *tenant;
+    struct reply r;
+    pthread_t th;
+};
+
+static void *bg_fetch_main(void *arg)
+{
+    struct bg_fetch *b = arg;
+    char th[64], tn[64];
+    snprintf(th, sizeof(th), "X-Tenant-Tier: %s", b->tier);
+    snprintf(tn, sizeof(tn), "X-Tenant-Id: %s", b->tenant);
+    fetch("GET", "/api/data", th, tn, &b->r);
+    return NULL;
+}
+
+static size_t holding(void)
+{
+    struct tarpit_stats st;
+    tarpit_stats(t.tarpit, &st);
+    return st.holding;
+}
+
+static uint64_t held(void)
+{
+    struct tarpit_stats st;
+    tarpit_stats(t.tarpit, &st);
+    return st.held;
+}
+
+static void wait_holding(size_t n)
+{
+    for (int i = 0; i < 30000 && holding() != n; i++)
+        usleep(1000);
+    assert_int_equal(holding(), n);
+}
+
+static struct ratelimit_stats limiter(const char *tier)
+{
+    struct ratelimit_stats st;
+    ratelimit_stats(tierset_find(t.ts, tier)->rl, &st);
+    return st;
+}
+
+static void a_request_early_for_its_turn_is_held_and_admitted_then(void **state)
+{
+    (void)state;
+    /* paced: 2 per 2 s, one more each second. The tenant's burst, each request admitted (and
+     * failing to connect: there is no database). */
+    struct reply r;
+    char code[64];
+    for (int i = 0; i < 2; i++) {
+        fetch("GET", "/api/data", "X-Tenant-Tier: paced", "X-Tenant-Id: turns", &r);
+        assert_int_equal(r.status, 503);
+    }
+    struct ratelimit_stats before = limiter("paced");
+    uint64_t held0 = held();
+    /* Three more at once: each refused by the limiter is held until its turn, one second after
+     * the one before, and admitted then. None is answered 429. */
+    struct bg_fetch b[3];
+    for (int i = 0; i < 3; i++) {
+        b[i] = (struct bg_fetch){.tier = "paced", .tenant = "turns"};
+        assert_int_equal(pthread_create(&b[i].th, NULL, bg_fetch_main, &b[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(b[i].th, NULL);
+        assert_int_equal(b[i].r.status, 503);
+        assert_string_equal(error_code(&b[i].r, code, sizeof(code)), "database_unavailable");
+        assert_int_equal(header_int(&b[i].r, "RateLimit-Limit"), 2);
+    }
+    /* Each was admitted exactly once; every refusal was held, and admitted when its turn came
+     * (the turns themselves, to the microsecond: test_tarpit). */
+    struct ratelimit_stats after = limiter("paced");
+    assert_int_equal(after.allowed, before.allowed + 3);
+    assert_true(held() > held0);
+    assert_int_equal(held() - held0, after.rejected - before.rejected);
+}
+
+static void a_held_refusal_keeps_no_capacity_slot(void **state)
+{
+    (void)state;
+    /* tiny: 2 per hour. Spent, then refused at once (its turn is half an hour away)... */
+    struct reply r;
+    for (int i = 0; i < 2; i++) {
+        fetch("GET", "/api/data", "X-Tenant-Tier: tiny", "X-Tenant-Id: hog", &r);
+        assert_int_equal(r.status, 503);
+    }
+    fetch("GET", "/api/data", "X-Tenant-Tier: tiny", "X-Tenant-Id: hog", &r);
+    assert_int_equal(r.status, 429);
+    /* ...and back at once: held, for up to a minute. It passed the capacity gate before the
+     * limiter refused it, and left it at the refusal: tiny has nothing in progress. */
+    size_t tiny = tierset_find(t.ts, "tiny")->index;
+    struct bg_fetch b = {.tier = "tiny", .tenant = "hog"};
+    assert_int_equal(pthread_create(&b.th, NULL, bg_fetch_main, &b), 0);
+    wait_holding(1);
+    uint64_t held1 = held();
+    struct capctl_tier_stats cs;
+    capctl_stats(t.capacity, tiny, &cs);
+    assert_int_equal(holding(), 1); /* still held when the gate was read */
+    assert_int_equal(held(), held1);
+    assert_int_equal(cs.in_progress, 0);
+    /* Stopping the tarpit admits the held request again: refused, answered at once. The
+     * tarpit takes no more holds from here on (the tests after this one need none). */
+    tarpit_stop(t.tarpit);
+    pthread_join(b.th, NULL);
+    char code[64];
+    assert_int_equal(b.r.status, 429);
+    assert_string_equal(error_code(&b.r, code, sizeof(code)), "rate_limited");
+    assert_true(header_int(&b.r, "Retry-After") > 1000); /* its turn, half an hour away */
+    capctl_stats(t.capacity, tiny, &cs);
+    assert_int_equal(cs.in_progress, 0);
+}
+
 static void an_open_breaker_answers_circuit_open(void **state)
 {
     (void)state;
@@ -330,7 +486,7 @@ static void metrics_render_the_fake_set(void **state)
     fetch("GET", "/metrics/bulkheads", NULL, NULL, &r);
     assert_int_equal(r.status, 200);
     json_t *j = json_loads(r.body, 0, NULL);
-    assert_int_equal(json_object_size(j), 2);
+    assert_int_equal(json_object_size(j), 3);
     assert_int_equal(json_integer_value(json_object_get(
                          json_object_get(json_object_get(j, "tiny"), "threadPool"), "poolSize")),
                      1);
@@ -459,6 +615,8 @@ int main(void)
         cmocka_unit_test(a_missing_tier_is_refused_with_the_valid_tiers),
         cmocka_unit_test(an_unknown_path_is_not_found),
         cmocka_unit_test(the_rate_limit_answers_429_with_retry_after),
+        cmocka_unit_test(a_request_early_for_its_turn_is_held_and_admitted_then),
+        cmocka_unit_test(a_held_refusal_keeps_no_capacity_slot),
         cmocka_unit_test(an_open_breaker_answers_circuit_open),
         cmocka_unit_test(a_worker_that_cannot_connect_answers_database_unavailable),
         cmocka_unit_test(metrics_render_the_fake_set),

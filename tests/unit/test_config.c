@@ -105,6 +105,8 @@ static void defaults_all_parse_to_the_documented_values(void **state)
     assert_int_equal(c.redis_timeout, 50);
     assert_int_equal(c.rl_max_keys, 100000);
     assert_int_equal(c.auth_mode, CONFIG_AUTH_HEADER);
+    assert_int_equal(c.test_params, CONFIG_TEST_PARAMS_AUTO);
+    assert_int_equal(c.client_ipv6_prefix, 64);
     assert_int_equal(c.auth_cache_ttl, 5000);
     assert_string_equal(c.admin_token, "");
     assert_int_equal(c.log_format, CONFIG_LOG_JSON);
@@ -123,7 +125,7 @@ static void every_row_accepts_its_default_written_explicitly(void **state)
     (void)state;
     struct row rows[64];
     size_t n = table_rows(rows, 64);
-    assert_int_equal(n, 32); /* every field of struct config has a row */
+    assert_int_equal(n, 35); /* every field of struct config has a row */
     for (size_t i = 0; i < n; i++) {
         struct config c;
         char err[256];
@@ -159,7 +161,50 @@ static void int_bounds_are_inclusive_for_every_int_row(void **state)
             assert_string_equal(err, want);
         }
     }
-    assert_int_equal(ints, 19);
+    assert_int_equal(ints, 21);
+}
+
+static void an_auth_cache_shorter_than_a_second_is_refused(void **state)
+{
+    (void)state;
+    /* 0 used to mean a reload of the whole key table every millisecond. */
+    static const char *const bad[] = {"0", "1", "999"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct config c;
+        char err[256], want[256];
+        assert_int_equal(load_one(&c, "AUTH_CACHE_TTL_MS", bad[i], err, sizeof(err)), -EINVAL);
+        snprintf(want, sizeof(want),
+                 "AUTH_CACHE_TTL_MS: must be an integer from 1000 to 3600000 (got \"%s\")", bad[i]);
+        assert_string_equal(err, want);
+    }
+    struct config c;
+    char err[256];
+    assert_int_equal(load_one(&c, "AUTH_CACHE_TTL_MS", "1000", err, sizeof(err)), 0);
+    assert_int_equal(c.auth_cache_ttl, 1000);
+    config_free(&c);
+}
+
+static void a_short_admin_token_is_refused_without_being_printed(void **state)
+{
+    (void)state;
+    /* 31 characters: one short. */
+    const char *shortish = "guessable-0123456789abcdefghijk";
+    assert_int_equal(strlen(shortish), 31);
+    struct config c;
+    char err[256];
+    assert_int_equal(load_one(&c, "ADMIN_TOKEN", shortish, err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "ADMIN_TOKEN: must be empty or at least 32 characters long (got 31); "
+                             "generate one with: openssl rand -hex 32");
+    assert_null(strstr(err, "guessable"));
+    assert_int_equal(load_one(&c, "ADMIN_TOKEN", "x", err, sizeof(err)), -EINVAL);
+    /* 32 characters, and empty, are accepted. */
+    const char *enough = "0123456789abcdef0123456789abcdef";
+    assert_int_equal(load_one(&c, "ADMIN_TOKEN", enough, err, sizeof(err)), 0);
+    assert_string_equal(c.admin_token, enough);
+    config_free(&c);
+    assert_int_equal(load_one(&c, "ADMIN_TOKEN", "", err, sizeof(err)), 0);
+    assert_string_equal(c.admin_token, "");
+    config_free(&c);
 }
 
 static void int_values_are_strict_decimal(void **state)
@@ -211,6 +256,9 @@ static void enum_spellings_map_to_their_values(void **state)
         {"RATE_LIMIT_BACKEND", "redis", offsetof(struct config, rl_backend), CONFIG_BACKEND_REDIS},
         {"AUTH_MODE", "header", offsetof(struct config, auth_mode), CONFIG_AUTH_HEADER},
         {"AUTH_MODE", "apikey", offsetof(struct config, auth_mode), CONFIG_AUTH_APIKEY},
+        {"TEST_PARAMS", "auto", offsetof(struct config, test_params), CONFIG_TEST_PARAMS_AUTO},
+        {"TEST_PARAMS", "on", offsetof(struct config, test_params), CONFIG_TEST_PARAMS_ON},
+        {"TEST_PARAMS", "off", offsetof(struct config, test_params), CONFIG_TEST_PARAMS_OFF},
         {"LOG_FORMAT", "json", offsetof(struct config, log_format), CONFIG_LOG_JSON},
         {"LOG_FORMAT", "text", offsetof(struct config, log_format), CONFIG_LOG_TEXT},
         {"LOG_LEVEL", "debug", offsetof(struct config, log_level), CONFIG_LOG_DEBUG},
@@ -278,14 +326,15 @@ static void strings_are_kept_verbatim(void **state)
 {
     (void)state;
     struct fake_env e = {.names = {"DATABASE_URL", "API_BIND", "ADMIN_TOKEN", "REDIS_URL"},
-                         .values = {"host=/tmp dbname=x", "::1", " spaced # token ", "redis://r"},
+                         .values = {"host=/tmp dbname=x", "::1",
+                                    " spaced # token, long enough to pass ", "redis://r"},
                          .n = 4};
     struct config c;
     char err[256];
     assert_int_equal(config_load_from(&c, fake_get, &e, err, sizeof(err)), 0);
     assert_string_equal(c.database_url, "host=/tmp dbname=x");
     assert_string_equal(c.api_bind, "::1");
-    assert_string_equal(c.admin_token, " spaced # token ");
+    assert_string_equal(c.admin_token, " spaced # token, long enough to pass ");
     assert_string_equal(c.redis_url, "redis://r");
     config_free(&c);
 }
@@ -312,6 +361,26 @@ static void an_empty_value_counts_as_unset_for_every_row(void **state)
         config_free(&c);
     }
     config_free(&def);
+}
+
+/* OPS_PORT: off by default (one port, as the reference design); on, it cannot be API_PORT. */
+static void ops_port_is_off_by_default_and_cannot_be_the_api_port(void **state)
+{
+    (void)state;
+    struct config c;
+    char err[256];
+    assert_int_equal(load_one(&c, "LOG_LEVEL", "info", err, sizeof(err)), 0);
+    assert_int_equal(c.ops_port, 0);
+    config_free(&c);
+    assert_int_equal(load_one(&c, "OPS_PORT", "9090", err, sizeof(err)), 0);
+    assert_int_equal(c.ops_port, 9090);
+    config_free(&c);
+    assert_int_equal(load_one(&c, "OPS_PORT", "8080", err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "OPS_PORT: must differ from API_PORT (both 8080)");
+    assert_null(c.api_bind); /* freed */
+    struct fake_env e = {.names = {"API_PORT", "OPS_PORT"}, .values = {"9191", "9191"}, .n = 2};
+    assert_int_equal(config_load_from(&c, fake_get, &e, err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "OPS_PORT: must differ from API_PORT (both 9191)");
 }
 
 static void first_bad_value_stops_the_load_and_frees_everything(void **state)
@@ -652,7 +721,8 @@ static void effective_settings_name_their_source_and_mask_secrets(void **state)
     assert_int_equal(setenv("DATABASE_URL", "postgresql://app:envpass@db/app", 1), 0);
     assert_int_equal(setenv("API_PORT", "9000", 1), 0);
     assert_int_equal(setenv("LOG_LEVEL", "", 1), 0); /* empty: .env may fill it in */
-    const char *path = write_env_file("API_PORT=9001\nLOG_LEVEL=debug\nADMIN_TOKEN=tok3n\n"
+    const char *path = write_env_file("API_PORT=9001\nLOG_LEVEL=debug\n"
+                                      "ADMIN_TOKEN=tok3n-0123456789abcdef0123456789abcdef\n"
                                       "REDIS_URL=redis://bh:redispass@r:6380/1\n"
                                       "TRUSTED_PROXIES=\nDATABASE_URL=postgresql://x:filepass@h/x\n"
                                       "API_BIND='::'\n");
@@ -746,6 +816,8 @@ int main(void)
         cmocka_unit_test(every_row_accepts_its_default_written_explicitly),
         cmocka_unit_test(int_bounds_are_inclusive_for_every_int_row),
         cmocka_unit_test(int_values_are_strict_decimal),
+        cmocka_unit_test(an_auth_cache_shorter_than_a_second_is_refused),
+        cmocka_unit_test(a_short_admin_token_is_refused_without_being_printed),
         cmocka_unit_test(enum_spellings_map_to_their_values),
         cmocka_unit_test(enum_refuses_other_spellings_listing_the_choices),
         cmocka_unit_test(bool_spellings),
@@ -766,6 +838,7 @@ int main(void)
         cmocka_unit_test(env_example_copied_as_is_changes_nothing),
         cmocka_unit_test(mask_hides_every_password_form),
         cmocka_unit_test(effective_settings_name_their_source_and_mask_secrets),
+        cmocka_unit_test(ops_port_is_off_by_default_and_cannot_be_the_api_port),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -566,9 +566,10 @@ static bool brief_flag(const void *owner)
     return owner == A && atomic_load(&a_brief);
 }
 
-/* A tenant with brief requests may take any free connection: past its share beside others and
- * into the reserve; as soon as it is not brief, the share and the reserve bind again. */
-static void brief_requests_take_any_free_connection(void **state)
+/* A tenant with brief requests takes one connection past its share beside others, never a
+ * second; alone, every connection but the reserve, like any tenant (a newcomer takes the
+ * reserve); as soon as it is not brief, its share binds again. */
+static void brief_requests_take_one_connection_past_the_share_never_the_reserve(void **state)
 {
     (void)state;
     NEED_PG();
@@ -585,13 +586,21 @@ static void brief_requests_take_any_free_connection(void **state)
     };
     struct dbpool *p = NULL;
     assert_int_equal(dbpool_create(&o, &p), 0);
-    struct dbconn *a[4];
+    struct dbconn *a[4], *b;
     atomic_store(&a_brief, true);
-    for (int i = 0; i < 4; i++)
-        assert_int_equal(get(p, A, 5 * SEC, &a[i]), 0);
-    assert_int_equal(dbpool_held(p, A), 4);
-    for (int i = 1; i < 4; i++)
+    assert_int_equal(get(p, A, 5 * SEC, &a[0]), 0);
+    assert_int_equal(get(p, A, 5 * SEC, &a[1]), 0);           /* one past its share of 1 */
+    assert_int_equal(get(p, A, 100 * MS, &a[2]), -ETIMEDOUT); /* not two */
+    assert_int_equal(dbpool_held(p, A), 2);
+    atomic_store(&others, false);
+    assert_int_equal(get(p, A, 5 * SEC, &a[2]), 0);
+    assert_int_equal(get(p, A, 100 * MS, &a[3]), -ETIMEDOUT); /* the reserve */
+    assert_int_equal(get(p, B, 5 * SEC, &b), 0);              /* is the newcomer's */
+    assert_int_equal(stats(p).active, 4);
+    dbpool_release(p, b, false);
+    for (int i = 1; i < 3; i++)
         dbpool_release(p, a[i], false);
+    atomic_store(&others, true);
     atomic_store(&a_brief, false);
     assert_int_equal(get(p, A, 100 * MS, &a[1]), -ETIMEDOUT); /* at its share of 1 */
     dbpool_release(p, a[0], false);
@@ -827,6 +836,86 @@ static void connection_killed_while_idle_is_replaced(void **state)
     assert_int_equal(s.closed_broken, 1);
     assert_int_equal(s.connects, 2);
     dbpool_release(p, fresh, false);
+    finish(p, app);
+}
+
+/* The janitor's reaper: idle connections whose backend the server killed are closed without a
+ * request (closed_broken), the live idle one and the busy one are left alone. */
+static void the_reaper_closes_idle_connections_the_server_killed(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "reap");
+    struct dbpool *p = mkpool(app, 4, 0, NULL);
+    struct dbconn *c[4];
+    int64_t pid[4];
+    for (int i = 0; i < 4; i++)
+        pid[i] = take_with_pid(p, &c[i]);
+    for (int i = 0; i < 3; i++)
+        dbpool_release(p, c[i], false);
+    assert_int_equal(stats(p).idle, 3);
+    /* Nothing dead, no timeout: nothing to close. */
+    assert_int_equal(dbpool_reap_idle(p, mclock_now_us(), 0), 0);
+    assert_int_equal(stats(p).idle, 3);
+
+    kill_backend(pid[0]);
+    kill_backend(pid[2]);
+    kill_backend(pid[3]); /* busy: its holder finds out */
+    size_t found = 0;
+    int64_t end = mclock_now_us() + WAIT_S * SEC;
+    while (found < 2 && mclock_now_us() < end) {
+        found += dbpool_reap_idle(p, mclock_now_us(), 0);
+        if (found < 2)
+            nap_ms(2); /* the server's end of a killed connection arrives on its own time */
+    }
+    assert_int_equal(found, 2);
+    struct dbpool_stats st = stats(p);
+    assert_int_equal(st.idle, 1);
+    assert_int_equal(st.active, 1);
+    assert_int_equal(st.closed_broken, 2);
+    assert_int_equal(st.closed_idle, 0);
+    assert_int_equal(wait_backends(app, 1), 1); /* pid[1]'s, and only it */
+    struct dbconn *live;
+    assert_int_equal(take_with_pid(p, &live), pid[1]);
+    dbpool_release(p, live, false);
+    dbpool_release(p, c[3], true);
+    assert_int_equal(stats(p).closed_broken, 3);
+    finish(p, app);
+}
+
+/* With an idle timeout (time injected), the reaper closes what idled that long, least recently
+ * used first, counted in closed_idle; 0 never closes. */
+static void the_reaper_closes_connections_idle_past_the_timeout(void **state)
+{
+    (void)state;
+    NEED_PG();
+    char app[64];
+    app_for(app, sizeof(app), "idlet");
+    struct dbpool *p = mkpool(app, 2, 0, NULL);
+    struct dbconn *c0, *c1;
+    int64_t pid0 = take_with_pid(p, &c0), pid1 = take_with_pid(p, &c1);
+    int64_t before = mclock_now_us();
+    dbpool_release(p, c0, false);
+    int64_t mid = mclock_now_us();
+    while (mclock_now_us() <= mid)
+        ; /* c1 goes idle strictly after mid */
+    dbpool_release(p, c1, false);
+    const int64_t timeout = 5 * SEC;
+    assert_int_equal(dbpool_reap_idle(p, before + timeout - 1, timeout), 0);
+    assert_int_equal(dbpool_reap_idle(p, mid + 1000 * SEC, 0), 0);
+    assert_int_equal(stats(p).idle, 2);
+    assert_int_equal(stats(p).closed_idle, 0);
+    assert_int_equal(dbpool_reap_idle(p, mid + timeout, timeout), 0); /* none dead ... */
+    struct dbpool_stats st = stats(p);
+    assert_int_equal(st.closed_idle, 1); /* ... c0 idled 5 s */
+    assert_int_equal(st.closed_broken, 0);
+    assert_int_equal(st.idle, 1);
+    assert_int_equal(wait_backends(app, 1), 1);
+    struct dbconn *left;
+    assert_int_equal(take_with_pid(p, &left), pid1);
+    assert_int_not_equal(pid1, pid0);
+    dbpool_release(p, left, false);
     finish(p, app);
 }
 
@@ -1705,8 +1794,10 @@ int main(void)
         cmocka_unit_test(a_newcomer_never_waits_behind_a_busy_tenant),
         cmocka_unit_test(a_tenant_on_a_cold_pool_leaves_the_reserve_to_a_newcomer),
         cmocka_unit_test(a_connect_that_times_out_with_nothing_busy_fails_its_waiter),
-        cmocka_unit_test(brief_requests_take_any_free_connection),
+        cmocka_unit_test(brief_requests_take_one_connection_past_the_share_never_the_reserve),
         cmocka_unit_test(connection_killed_while_idle_is_replaced),
+        cmocka_unit_test(the_reaper_closes_idle_connections_the_server_killed),
+        cmocka_unit_test(the_reaper_closes_connections_idle_past_the_timeout),
         cmocka_unit_test(a_retrying_caller_takes_a_recently_released_connection_unchecked),
         cmocka_unit_test(broken_release_frees_the_slot),
         cmocka_unit_test(smaller_max_closes_idle_connections),

@@ -4,7 +4,9 @@
  * Round-robin across tenants, FIFO inside one, the two queue bounds, the share cap that only
  * binds while other tenants are active (and the linger that keeps them active), expiry, drain,
  * sweep, the busiest-tenant list and hash-table growth; fairq_take (an item served at once,
- * without queueing, by the same share rule as fairq_pop) and the begun_us both stamp. fairq is
+ * without queueing, by the same share rule as fairq_pop) and the begun_us both stamp; the brief
+ * verdict (a short mean hold and workers given back now: one past the share, never the reserve,
+ * not for a burst begun at once, lapsing brief_us after the last end). fairq is
  * single-threaded by contract (the workpool locks around it), so these tests need no threads.
  */
 #include "fairq.h"
@@ -368,54 +370,180 @@ static void a_newcomer_takes_the_worker_a_busy_tenant_must_leave(void **state)
     fairq_destroy(&q);
 }
 
+/* Give tenant key FAIRQ_BRIEF_SAMPLES items of 100 us, each ending at now while the next runs
+ * (fairq_take, so the caller's queue must let it hold two): its mean hold is short and it is
+ * giving workers back, so it is brief until now + brief_us. w[FAIRQ_BRIEF_SAMPLES] stays in
+ * flight for the caller to end. */
+static struct fairq_tenant *cycle_brief(struct fairq *q, const char *key, struct job *w,
+                                        int64_t now)
+{
+    assert_true(fairq_take(q, key, &w[0].item, now));
+    for (int i = 1; i <= FAIRQ_BRIEF_SAMPLES; i++) {
+        assert_true(fairq_take(q, key, &w[i].item, now));
+        fairq_record_hold(q, w[i - 1].item.tenant, 100);
+        fairq_done(q, w[i - 1].item.tenant, now);
+    }
+    struct fairq_tenant *t = w[0].item.tenant;
+    assert_int_equal(t->in_flight, 1);
+    assert_int_equal(t->hold_avg_us, 100);
+    assert_true(fairq_tenant_brief(t, now));
+    return t;
+}
+
 /* Brief requests: once a tenant's recent items held a worker for less than brief_us on
- * average (after FAIRQ_BRIEF_SAMPLES of them), it may take any free worker, past its share and
- * the reserve; one slow item makes it an ordinary tenant again. */
-static void brief_requests_take_any_free_worker_until_they_turn_slow(void **state)
+ * average (after FAIRQ_BRIEF_SAMPLES of them) and it is giving workers back, it may take one
+ * worker past its share beside others, never two and never the reserve; one slow item makes it
+ * an ordinary tenant again. */
+static void brief_requests_take_one_worker_past_the_share_until_they_turn_slow(void **state)
 {
     (void)state;
     struct fairq_limits l = {.queue_max = BIG,
                              .tenant_queue_max = BIG,
-                             .slots = {.size = 4, .cap = 2, .reserve = 1},
+                             .slots = {.size = 6, .cap = 2, .reserve = 1},
                              .linger_us = 1000,
                              .brief_us = 5000};
     struct fairq q;
     fairq_init(&q, &l, 41);
-    struct job a[4], b, warm[FAIRQ_BRIEF_SAMPLES];
+    struct job a[4], b, b2, c, w[FAIRQ_BRIEF_SAMPLES + 1];
+    struct job warm[FAIRQ_BRIEF_SAMPLES];
     for (int i = 0; i < FAIRQ_BRIEF_SAMPLES; i++) {
-        assert_int_equal(push(&q, &warm[i], "A", i, 1), FAIRQ_OK);
-        struct fairq_item *it = fairq_pop(&q, 1);
-        assert_false(fairq_tenant_brief(it->tenant)); /* not before enough samples */
-        fairq_record_hold(&q, it->tenant, 100);
-        fairq_done(&q, it->tenant, 1);
+        assert_true(fairq_take(&q, "A", &warm[i].item, 1));
+        assert_false(fairq_tenant_brief(warm[i].item.tenant, 1)); /* not before enough samples */
+        fairq_record_hold(&q, warm[i].item.tenant, 100);
+        fairq_done(&q, warm[i].item.tenant, 1);
     }
-    struct fairq_tenant *ta = warm[0].item.tenant;
-    assert_true(fairq_tenant_brief(ta));
-    assert_int_equal(ta->hold_avg_us, 100);
+    struct fairq_tenant *ta = cycle_brief(&q, "A", w, 1);
 
     assert_int_equal(push(&q, &b, "B", 0, 2), FAIRQ_OK);
-    assert_non_null(pop(&q, 2));
+    assert_ptr_equal(pop(&q, 2), &b);
     for (int i = 0; i < 4; i++)
         assert_int_equal(push(&q, &a[i], "A", i, 2), FAIRQ_OK);
-    /* B active, A's share 2, reserve 1: brief A still runs on all three free workers. */
-    struct job *r[3];
-    for (int i = 0; i < 3; i++) {
-        r[i] = pop(&q, 3);
-        assert_non_null(r[i]);
-    }
-    assert_null(fairq_pop(&q, 3)); /* no worker free */
+    /* B active, A's share 2: brief A runs on 3 workers, not 4, though 3 are free. */
+    assert_ptr_equal(pop(&q, 3), &a[0]);
+    assert_ptr_equal(pop(&q, 3), &a[1]);
+    assert_null(fairq_pop(&q, 3));
+    assert_true(fairq_tenant_brief(ta, 3)); /* still brief: it is the bound that holds it */
     assert_int_equal(ta->in_flight, 3);
+    assert_int_equal(q.in_flight, 4);
+    /* Of the two free workers a newcomer takes one; the last is the reserve. */
+    assert_true(fairq_take(&q, "C", &c.item, 3));
+    assert_false(fairq_take(&q, "B", &b2.item, 3)); /* B holds one: the reserve is not its */
 
-    /* A 200 ms item: A's mean jumps past 5 ms and A is held to its share and the reserve. */
+    /* A 200 ms item: A's mean jumps past 5 ms and A is held to its share. */
     fairq_record_hold(&q, ta, 200000);
     fairq_done(&q, ta, 4);
-    assert_false(fairq_tenant_brief(ta));
-    assert_null(fairq_pop(&q, 4)); /* A at 2 = its share beside B; the free one is the reserve */
+    assert_false(fairq_tenant_brief(ta, 4));
+    assert_int_equal(ta->in_flight, 2);
+    assert_null(fairq_pop(&q, 4)); /* A at 2 = its share beside B and C */
 
     fairq_drain(&q);
     while (ta->in_flight)
         fairq_done(&q, ta, 5);
     fairq_done(&q, b.item.tenant, 5);
+    fairq_done(&q, c.item.tenant, 5);
+    fairq_destroy(&q);
+}
+
+/* The issue-26 case in one queue: a tenant alone turns brief on cheap items, then sends slow
+ * ones all at once. However brief, it fills every worker but the reserve, and a newcomer takes
+ * the reserve while none of the burst has ended. */
+static void a_brief_tenant_alone_leaves_the_reserve_to_a_newcomer(void **state)
+{
+    (void)state;
+    struct fairq_limits l = {.queue_max = BIG,
+                             .tenant_queue_max = BIG,
+                             .slots = {.size = 10, .cap = 5, .reserve = 1},
+                             .linger_us = 1000,
+                             .brief_us = 5000};
+    struct fairq q;
+    fairq_init(&q, &l, 47);
+    struct job w[FAIRQ_BRIEF_SAMPLES + 1], burst[10], n;
+    struct fairq_tenant *ta = cycle_brief(&q, "A", w, 10);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(push(&q, &burst[i], "A", i, 11), FAIRQ_OK);
+    int served = 0;
+    while (fairq_pop(&q, 12))
+        served++;
+    assert_int_equal(served, 8); /* 9 held with the cheap one still running */
+    assert_int_equal(ta->in_flight, 9);
+    assert_true(fairq_tenant_brief(ta, 12));
+    assert_true(fairq_take(&q, "N", &n.item, 13));
+    assert_int_equal(q.in_flight, 10);
+
+    fairq_drain(&q);
+    while (ta->in_flight)
+        fairq_done(&q, ta, 14);
+    fairq_done(&q, n.item.tenant, 14);
+    fairq_destroy(&q);
+}
+
+/* The verdict sees the work in progress: a tenant whose past items were all short is not brief
+ * for a burst begun at once after its last end (nothing it holds ran when it last gave a
+ * worker back), so beside others the burst stops at its share; once one of the burst ends while
+ * the rest run, it is brief, for brief_us after that end and no longer. */
+static void a_burst_begun_at_once_is_held_to_its_share_until_one_of_it_ends(void **state)
+{
+    (void)state;
+    struct fairq_limits l = {.queue_max = BIG,
+                             .tenant_queue_max = BIG,
+                             .slots = {.size = 8, .cap = 2, .reserve = 1},
+                             .linger_us = 1000000,
+                             .brief_us = 5000};
+    struct fairq q;
+    fairq_init(&q, &l, 49);
+    struct job warm[FAIRQ_BRIEF_SAMPLES], b, a[4];
+    for (int i = 0; i < FAIRQ_BRIEF_SAMPLES; i++) {
+        assert_true(fairq_take(&q, "A", &warm[i].item, 1));
+        fairq_record_hold(&q, warm[i].item.tenant, 100);
+        fairq_done(&q, warm[i].item.tenant, 1);
+    }
+    struct fairq_tenant *ta = warm[0].item.tenant;
+    assert_int_equal(ta->hold_avg_us, 100);  /* short on average ... */
+    assert_false(fairq_tenant_brief(ta, 2)); /* ... but nothing of it runs: not giving back */
+    assert_true(fairq_take(&q, "B", &b.item, 2));
+
+    assert_true(fairq_take(&q, "A", &a[0].item, 10));
+    assert_true(fairq_take(&q, "A", &a[1].item, 10));
+    assert_false(fairq_take(&q, "A", &a[2].item, 10)); /* at its share, not brief */
+    assert_false(fairq_tenant_brief(ta, 10));
+
+    /* a[0] ends short while a[1] runs: A is giving workers back, and brief. */
+    fairq_record_hold(&q, ta, 100);
+    fairq_done(&q, ta, 11);
+    assert_true(fairq_tenant_brief(ta, 11));
+    assert_true(fairq_take(&q, "A", &a[0].item, 11));
+    assert_true(fairq_take(&q, "A", &a[2].item, 11)); /* one past its share */
+    assert_false(fairq_take(&q, "A", &a[3].item, 11));
+    /* Nothing of it ends for brief_us: it is brief no more. */
+    assert_true(fairq_tenant_brief(ta, 11 + 4999));
+    assert_false(fairq_tenant_brief(ta, 11 + 5000));
+
+    for (int i = 0; i < 3; i++)
+        fairq_done(&q, ta, 6000);
+    fairq_done(&q, b.item.tenant, 6000);
+    fairq_destroy(&q);
+}
+
+/* A reload that turns brief off (brief_us 0) ends every verdict at once. */
+static void set_limits_recomputes_the_brief_verdicts(void **state)
+{
+    (void)state;
+    struct fairq_limits l = {.queue_max = BIG,
+                             .tenant_queue_max = BIG,
+                             .slots = {.size = 4, .cap = 4},
+                             .linger_us = 1000,
+                             .brief_us = 5000};
+    struct fairq q;
+    fairq_init(&q, &l, 51);
+    struct job w[FAIRQ_BRIEF_SAMPLES + 1];
+    struct fairq_tenant *ta = cycle_brief(&q, "A", w, 1);
+    l.brief_us = 0;
+    fairq_set_limits(&q, &l);
+    assert_false(fairq_tenant_brief(ta, 2));
+    l.brief_us = 5000;
+    fairq_set_limits(&q, &l);
+    assert_true(fairq_tenant_brief(ta, 2));
+    fairq_done(&q, ta, 3);
     fairq_destroy(&q);
 }
 
@@ -821,16 +949,13 @@ static void take_refuses_when_every_slot_is_in_flight(void **state)
     fairq_destroy(&q);
 }
 
-/* share.h's rule, as fairq_pop applies it: a tenant alone takes past its share, beside others it
- * stops at its share, a newcomer gets a free slot, a brief tenant any free slot. */
+/* share.h's rule, as fairq_take applies it: a tenant alone takes past its share, beside others
+ * it stops at its share, a newcomer gets a free slot. */
 static void take_holds_a_tenant_to_its_share_while_others_are_active(void **state)
 {
     (void)state;
     struct fairq q;
     qinit_slots(&q, 5, 1, 0);
-    struct fairq_limits l = q.lim;
-    l.brief_us = 5000;
-    fairq_set_limits(&q, &l);
     struct job a[3], b[2], c;
     assert_true(fairq_take(&q, "A", &a[0].item, 1));
     assert_true(fairq_take(&q, "A", &a[1].item, 1)); /* alone: the share does not bind */
@@ -843,18 +968,10 @@ static void take_holds_a_tenant_to_its_share_while_others_are_active(void **stat
     assert_int_equal(tb->in_flight, 1);
     assert_int_equal(q.in_flight, 3);
     assert_true(fairq_take(&q, "C", &c.item, 3)); /* two slots are free: a newcomer gets one */
-
-    /* B turns brief (FAIRQ_BRIEF_SAMPLES short holds): it takes a free slot past its share. */
-    for (int i = 0; i < FAIRQ_BRIEF_SAMPLES; i++)
-        fairq_record_hold(&q, tb, 100);
-    assert_true(fairq_tenant_brief(tb));
-    assert_true(fairq_take(&q, "B", &b[1].item, 4));
-    assert_int_equal(tb->in_flight, 2);
-    assert_int_equal(q.in_flight, 5);
+    assert_int_equal(q.in_flight, 4);
 
     fairq_done(&q, ta, 5);
     fairq_done(&q, ta, 5);
-    fairq_done(&q, tb, 5);
     fairq_done(&q, tb, 5);
     fairq_done(&q, c.item.tenant, 5);
     fairq_destroy(&q);
@@ -912,7 +1029,10 @@ int main(void)
         cmocka_unit_test(share_cap_binds_only_while_others_are_active),
         cmocka_unit_test(idle_tenant_lingers_then_sweep_lifts_the_cap),
         cmocka_unit_test(a_newcomer_takes_the_worker_a_busy_tenant_must_leave),
-        cmocka_unit_test(brief_requests_take_any_free_worker_until_they_turn_slow),
+        cmocka_unit_test(brief_requests_take_one_worker_past_the_share_until_they_turn_slow),
+        cmocka_unit_test(a_brief_tenant_alone_leaves_the_reserve_to_a_newcomer),
+        cmocka_unit_test(a_burst_begun_at_once_is_held_to_its_share_until_one_of_it_ends),
+        cmocka_unit_test(set_limits_recomputes_the_brief_verdicts),
         cmocka_unit_test(sweep_frees_only_tenants_idle_for_linger),
         cmocka_unit_test(expire_takes_exactly_items_older_than_cutoff),
         cmocka_unit_test(drain_returns_every_queued_item_and_keeps_in_flight),

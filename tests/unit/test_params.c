@@ -389,6 +389,41 @@ static void forwarded_client_is_the_rightmost_untrusted_entry(void **state)
     assert_false(params_forwarded_client("1.2.3.4,", set, n, out, sizeof(out)));
 }
 
+static const char *key_of(const char *addr, unsigned prefix)
+{
+    static char out[PARAMS_CLIENT_KEY_MAX];
+    params_client_key(addr, prefix, out, sizeof(out));
+    return out;
+}
+
+static void an_ipv6_client_is_its_network_and_ipv4_is_unchanged(void **state)
+{
+    (void)state;
+    /* Two addresses in one /64 are one client; the next /64 is another. */
+    assert_string_equal(key_of("2001:db8:1:2::1", 64), "2001:db8:1:2::/64");
+    assert_string_equal(key_of("2001:db8:1:2:ffff:ffff:ffff:ffff", 64), "2001:db8:1:2::/64");
+    assert_string_equal(key_of("2001:db8:1:3::1", 64), "2001:db8:1:3::/64");
+    /* Prefixes off a 16-bit group boundary, and the ends of the range. */
+    assert_string_equal(key_of("2001:db8:1:2ff::1", 56), "2001:db8:1:200::/56");
+    assert_string_equal(key_of("2001:db8:abcd:ef01::1", 33), "2001:db8:8000::/33");
+    assert_string_equal(key_of("2001:db8::1", 128), "2001:db8::1");
+    assert_string_equal(key_of("2001:db8::1", 200), "2001:db8::1");
+    assert_string_equal(key_of("2001:db8::1", 0), "::/0");
+    /* The longest key fits. */
+    assert_string_equal(key_of("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", 127),
+                        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/127");
+    /* IPv4 is unchanged, also when it reaches a dual-stack listener as ::ffff:a.b.c.d: IPv4
+     * clients are never lumped into one IPv6 network. */
+    assert_string_equal(key_of("192.0.2.7", 64), "192.0.2.7");
+    assert_string_equal(key_of("::ffff:192.0.2.7", 64), "192.0.2.7");
+    assert_string_equal(key_of("::ffff:192.0.2.8", 0), "192.0.2.8");
+    /* Not an address: as it is (the server's "unknown"). */
+    assert_string_equal(key_of("unknown", 64), "unknown");
+    char small[8];
+    params_client_key("2001:db8:1:2::1", 64, small, sizeof(small));
+    assert_string_equal(small, "2001:db");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -408,6 +443,7 @@ int main(void)
         cmocka_unit_test(cidr_lists_parse_addresses_and_prefixes),
         cmocka_unit_test(cidr_lists_refuse_bad_entries),
         cmocka_unit_test(forwarded_client_is_the_rightmost_untrusted_entry),
+        cmocka_unit_test(an_ipv6_client_is_its_network_and_ipv4_is_unchanged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

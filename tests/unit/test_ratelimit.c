@@ -4,11 +4,13 @@
  * Every check passes an explicit now_us, so the arithmetic is checked to the microsecond: a
  * fresh key's burst of exactly N, remaining/reset/retry_after as documented, one request per
  * emission interval T = window/N afterwards, the full burst again after the window. Then the
- * table: independent keys, limit 0, sweep, the key cap with its shared overflow bucket, and
- * several threads on one key.
+ * table: independent keys, limit 0, sweep, the key cap with its overflow buckets (one per
+ * address: a client that fills the table exhausts its own, not another address's), and several
+ * threads on one key.
  */
 #include "ratelimit.h"
 
+#include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -34,6 +36,30 @@ static int64_t interval(int64_t n)
     return WINDOW * SEC / n;
 }
 
+#define ADDR "ip:192.0.2.1" /* the client every key below comes from, unless said otherwise */
+
+/* One request for key from addr at now, with its own limit: as api.c asks, the overflow bucket
+ * of its address when the table cannot track it. */
+static void check_limit_from(struct ratelimit *rl, const char *key, const char *addr, int64_t limit,
+                             int64_t now, struct ratelimit_result *r)
+{
+    if (ratelimit_check_limit(rl, key, limit, now, r) == -ENOSPC)
+        ratelimit_check_overflow(rl, addr, limit, now, r);
+}
+
+static void check_limit(struct ratelimit *rl, const char *key, int64_t limit, int64_t now,
+                        struct ratelimit_result *r)
+{
+    check_limit_from(rl, key, ADDR, limit, now, r);
+}
+
+/* The same at the tier's limit. */
+static void check(struct ratelimit *rl, const char *key, int64_t now, struct ratelimit_result *r)
+{
+    if (ratelimit_check(rl, key, now, r) == -ENOSPC)
+        ratelimit_check_overflow(rl, ADDR, 0, now, r);
+}
+
 /* Send n requests for key at now; return how many were allowed, and the last verdict. */
 static int64_t fire(struct ratelimit *rl, const char *key, int64_t now, int64_t n,
                     struct ratelimit_result *last)
@@ -41,7 +67,7 @@ static int64_t fire(struct ratelimit *rl, const char *key, int64_t now, int64_t 
     int64_t allowed = 0;
     struct ratelimit_result r;
     for (int64_t i = 0; i < n; i++) {
-        ratelimit_check(rl, key, now, &r);
+        check(rl, key, now, &r);
         allowed += r.allowed;
     }
     if (last)
@@ -57,7 +83,7 @@ static void fresh_key_burst_admits_exactly_n(void **state)
         struct ratelimit *rl = ratelimit_create(n, WINDOW, 1000);
         for (int64_t k = 1; k <= n + 10; k++) {
             struct ratelimit_result r;
-            ratelimit_check(rl, "tenant", T0, &r);
+            check(rl, "tenant", T0, &r);
             assert_int_equal(r.limit, n);
             if (k <= n) {
                 /* The k-th of a burst: N-k left, the whole burst back after k intervals. */
@@ -92,15 +118,15 @@ static void one_more_request_after_exactly_one_interval(void **state)
         struct ratelimit *rl = ratelimit_create(n, WINDOW, 1000);
         assert_int_equal(fire(rl, "k", T0, n, NULL), n);
         struct ratelimit_result r;
-        ratelimit_check(rl, "k", T0 + t - 1, &r);
+        check(rl, "k", T0 + t - 1, &r);
         assert_false(r.allowed);
         assert_int_equal(r.retry_after_us, 1);
-        ratelimit_check(rl, "k", T0 + t, &r);
+        check(rl, "k", T0 + t, &r);
         assert_true(r.allowed);
         assert_int_equal(r.remaining, 0);
         assert_int_equal(r.reset_us, n * t);
         /* And only one: the next is again a full interval away. */
-        ratelimit_check(rl, "k", T0 + t, &r);
+        check(rl, "k", T0 + t, &r);
         assert_false(r.allowed);
         assert_int_equal(r.retry_after_us, t);
         ratelimit_destroy(rl);
@@ -116,12 +142,12 @@ static void partial_refill_reports_remaining(void **state)
     /* Three intervals later, three requests are available. */
     for (int64_t k = 2; k >= 0; k--) {
         struct ratelimit_result r;
-        ratelimit_check(rl, "k", T0 + 3 * t, &r);
+        check(rl, "k", T0 + 3 * t, &r);
         assert_true(r.allowed);
         assert_int_equal(r.remaining, k);
     }
     struct ratelimit_result r;
-    ratelimit_check(rl, "k", T0 + 3 * t, &r);
+    check(rl, "k", T0 + 3 * t, &r);
     assert_false(r.allowed);
     ratelimit_destroy(rl);
 }
@@ -251,7 +277,7 @@ static void limit_zero_is_unlimited_and_stores_nothing(void **state)
         char key[32];
         snprintf(key, sizeof(key), "k%d", i % 100);
         struct ratelimit_result r;
-        ratelimit_check(rl, key, T0, &r);
+        check(rl, key, T0, &r);
         allowed += r.allowed;
     }
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
@@ -282,7 +308,7 @@ static void sweep_deletes_only_keys_whose_tat_passed(void **state)
     assert_int_equal(st.keys, 1);
     /* "three" kept its state: two more requests are not a fresh burst. */
     struct ratelimit_result r;
-    ratelimit_check(rl, "three", T0 + t, &r);
+    check(rl, "three", T0 + t, &r);
     assert_true(r.allowed);
     assert_int_equal(r.remaining, n - 3);
     assert_int_equal(ratelimit_sweep(rl, T0 + 4 * t - 1), 0);
@@ -294,20 +320,21 @@ static void sweep_deletes_only_keys_whose_tat_passed(void **state)
     ratelimit_destroy(rl);
 }
 
-static void full_table_sends_new_keys_to_one_overflow_bucket(void **state)
+static void full_table_sends_a_clients_new_keys_to_its_addresss_bucket(void **state)
 {
     (void)state;
     const int64_t n = 100;
     const size_t max_keys = 1000; /* not a multiple of the shard count */
     const int64_t distinct = 1000000;
     struct ratelimit *rl = ratelimit_create(n, WINDOW, max_keys);
-    /* A client cycling through a million fresh keys, one request each, all at once. */
+    /* A client cycling through a million fresh keys from one address, one request each, all at
+     * once. */
     int64_t allowed = 0;
     for (int64_t i = 0; i < distinct; i++) {
         char key[32];
         snprintf(key, sizeof(key), "cycle-%lld", (long long)i);
         struct ratelimit_result r;
-        ratelimit_check(rl, key, T0, &r);
+        check(rl, key, T0, &r);
         allowed += r.allowed;
     }
     struct ratelimit_stats st;
@@ -319,10 +346,61 @@ static void full_table_sends_new_keys_to_one_overflow_bucket(void **state)
     /* Tracked keys got their first request; all the others shared one burst of N. */
     assert_int_equal(allowed, (int64_t)st.keys + n);
     struct ratelimit_result r;
-    ratelimit_check(rl, "yet-another-key", T0, &r);
+    check(rl, "yet-another-key", T0, &r);
     assert_false(r.allowed);
     /* A tracked key keeps its own full limit. */
     assert_int_equal(fire(rl, "cycle-0", T0, n, NULL), n - 1);
+    ratelimit_destroy(rl);
+}
+
+/* An address whose untracked keys share another bucket than addr's. */
+static void other_bucket(const struct ratelimit *rl, const char *addr, char *out, size_t len)
+{
+    size_t mine = ratelimit_overflow_bucket(rl, addr);
+    for (int i = 2; i < 100000; i++) {
+        snprintf(out, len, "ip:198.51.100.%d", i);
+        if (ratelimit_overflow_bucket(rl, out) != mine)
+            return;
+    }
+    fail_msg("every address hashes to one bucket");
+}
+
+static void a_client_that_filled_the_table_exhausts_only_its_own_overflow_bucket(void **state)
+{
+    (void)state;
+    const int64_t n = 5;
+    struct ratelimit *rl = ratelimit_create(n, WINDOW, 16);
+    /* One client fills the table, then spends its address's overflow bucket on fresh ids. */
+    int64_t allowed = 0;
+    for (int i = 0; i < 200; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "flood-%d", i);
+        struct ratelimit_result r;
+        check_limit_from(rl, key, ADDR, n, T0, &r);
+        allowed += r.allowed;
+    }
+    assert_int_equal(allowed, 16 + n);
+    struct ratelimit_result r;
+    check_limit_from(rl, "flood-new", ADDR, n, T0, &r);
+    assert_false(r.allowed);
+    /* A new tenant from another address is not tracked either, but its bucket is untouched: its
+     * whole burst is there. */
+    char other[64];
+    other_bucket(rl, ADDR, other, sizeof(other));
+    int64_t theirs = 0;
+    for (int i = 0; i < (int)n + 2; i++) {
+        check_limit_from(rl, "newcomer", other, n, T0, &r);
+        theirs += r.allowed;
+    }
+    assert_int_equal(theirs, n);
+    /* The split is by address, not by key: the flooder's next fresh key still lands in its own
+     * (spent) bucket, and the buckets are a fixed array whatever the addresses. */
+    check_limit_from(rl, "flood-again", ADDR, n, T0, &r);
+    assert_false(r.allowed);
+    assert_true(ratelimit_overflow_bucket(rl, other) < RATELIMIT_OVERFLOW_BUCKETS);
+    struct ratelimit_stats st;
+    ratelimit_stats(rl, &st);
+    assert_int_equal(st.keys, 16);
     ratelimit_destroy(rl);
 }
 
@@ -337,7 +415,7 @@ static void key_count_never_exceeds_max_keys(void **state)
             char key[32];
             snprintf(key, sizeof(key), "key-%zu", i);
             struct ratelimit_result r;
-            ratelimit_check(rl, key, T0, &r);
+            check(rl, key, T0, &r);
         }
         struct ratelimit_stats st;
         ratelimit_stats(rl, &st);
@@ -355,7 +433,7 @@ static void passed_keys_make_room_in_a_full_table(void **state)
         char key[32];
         snprintf(key, sizeof(key), "old-%d", i);
         struct ratelimit_result r;
-        ratelimit_check(rl, key, T0, &r);
+        check(rl, key, T0, &r);
     }
     struct ratelimit_stats st;
     ratelimit_stats(rl, &st);
@@ -366,7 +444,7 @@ static void passed_keys_make_room_in_a_full_table(void **state)
         char key[32];
         snprintf(key, sizeof(key), "new-%d", i);
         struct ratelimit_result r;
-        ratelimit_check(rl, key, T0 + t + SEC, &r);
+        check(rl, key, T0 + t + SEC, &r);
     }
     ratelimit_stats(rl, &st);
     assert_int_equal(st.keys, 64);
@@ -382,7 +460,7 @@ static void set_changes_the_rate_and_keeps_tats(void **state)
     ratelimit_set(rl, 100, WINDOW);
     /* The new burst tolerance is 99 intervals of 0.6 s: k waits one new interval. */
     struct ratelimit_result r;
-    ratelimit_check(rl, "k", T0, &r);
+    check(rl, "k", T0, &r);
     assert_false(r.allowed);
     assert_int_equal(r.limit, 100);
     assert_int_equal(r.retry_after_us, interval(100));
@@ -449,7 +527,7 @@ static void a_keys_own_limit_wins_over_the_tiers(void **state)
     struct ratelimit_result r;
     int64_t allowed = 0;
     for (int i = 0; i < 8; i++) {
-        ratelimit_check_limit(rl, "gold", 5, T0, &r);
+        check_limit(rl, "gold", 5, T0, &r);
         allowed += r.allowed;
     }
     assert_int_equal(allowed, 5); /* its own 5, not the tier's 100 */
@@ -460,7 +538,7 @@ static void a_keys_own_limit_wins_over_the_tiers(void **state)
     assert_int_equal(r.limit, 100);
     /* An override of 0 is unlimited: no state, every request admitted. */
     for (int i = 0; i < 1000; i++) {
-        ratelimit_check_limit(rl, "vip", 0, T0, &r);
+        check_limit(rl, "vip", 0, T0, &r);
         assert_true(r.allowed);
     }
     struct ratelimit_stats st;
@@ -469,9 +547,9 @@ static void a_keys_own_limit_wins_over_the_tiers(void **state)
     assert_int_equal(st.limit, 100); /* the tier's, as reported */
     /* A raised override counts what the key used already (its TAT is kept): 5 of 5 used were
      * a whole window's worth, so at 1000 per window the next one passes one interval later. */
-    ratelimit_check_limit(rl, "gold", 1000, T0, &r);
+    check_limit(rl, "gold", 1000, T0, &r);
     assert_false(r.allowed);
-    ratelimit_check_limit(rl, "gold", 1000, T0 + interval(1000), &r);
+    check_limit(rl, "gold", 1000, T0 + interval(1000), &r);
     assert_true(r.allowed);
     ratelimit_destroy(rl);
 }
@@ -489,7 +567,8 @@ int main(void)
         cmocka_unit_test(keys_are_independent),
         cmocka_unit_test(limit_zero_is_unlimited_and_stores_nothing),
         cmocka_unit_test(sweep_deletes_only_keys_whose_tat_passed),
-        cmocka_unit_test(full_table_sends_new_keys_to_one_overflow_bucket),
+        cmocka_unit_test(full_table_sends_a_clients_new_keys_to_its_addresss_bucket),
+        cmocka_unit_test(a_client_that_filled_the_table_exhausts_only_its_own_overflow_bucket),
         cmocka_unit_test(key_count_never_exceeds_max_keys),
         cmocka_unit_test(passed_keys_make_room_in_a_full_table),
         cmocka_unit_test(set_changes_the_rate_and_keeps_tats),

@@ -1,9 +1,10 @@
 /*
  * test_share: the admission rule both pools apply (share.h), as a table of situations.
  *
- * A newcomer (holding nothing) or a tenant with brief requests takes any free slot, the reserve
- * included; any other busy tenant never takes the last `reserve` free slots, alone or not, and
- * while others are active it stops at its share; nobody takes a slot that is not free. And the
+ * A newcomer (holding nothing) takes any free slot, the reserve included; any other tenant never
+ * takes the last `reserve` free slots, alone or not, brief or not, and while others are active
+ * it stops at its share, or one slot past it when its requests are brief; nobody takes a slot
+ * that is not free. And the
  * policy built from a tier's percentages: the share rounds down but never below 1, the reserve
  * rounds up, is at least 1 when set and always leaves a lone tenant one slot.
  */
@@ -39,8 +40,11 @@ static const struct situation situations[] = {
     {"without a reserve, a tenant alone takes the last slot", 5, 2, 0, 4, 4, false, false, true},
     {"without a reserve, the share still binds beside others", 5, 2, 0, 2, 3, true, false, false},
     {"a share of the whole pool binds nothing beside others", 5, 5, 0, 4, 4, true, false, true},
-    {"brief requests take the reserve too", 10, 5, 1, 9, 9, false, true, true},
-    {"brief requests take beyond the share beside others", 10, 5, 1, 7, 9, true, true, true},
+    {"brief requests never take the reserve, alone", 10, 5, 1, 9, 9, false, true, false},
+    {"brief requests never take the reserve, beside others", 10, 5, 1, 5, 9, true, true, false},
+    {"brief requests take one slot past the share beside others", 10, 5, 1, 5, 7, true, true, true},
+    {"brief requests take no second slot past the share", 10, 5, 1, 6, 7, true, true, false},
+    {"brief requests alone take every slot but the reserve", 10, 5, 1, 8, 8, false, true, true},
     {"brief requests take no slot when none is free", 10, 5, 1, 9, 10, true, true, false},
 };
 
@@ -68,6 +72,23 @@ static void a_lone_busy_tenant_fills_all_but_the_reserve(void **state)
     assert_true(share_may_take(&p, 0, held, true, false));
     assert_true(share_may_take(&p, 0, held + 1, true, false));
     assert_false(share_may_take(&p, 0, held + 2, true, false));
+}
+
+/* However brief a tenant's requests are said to be, a burst of them leaves a newcomer the
+ * reserve and, beside others, holds one slot past the share at most. */
+static void a_brief_tenant_bursting_leaves_the_reserve_and_one_past_its_share(void **state)
+{
+    (void)state;
+    struct share_policy p = {.size = 10, .cap = 5, .reserve = 1};
+    size_t held = 0;
+    while (share_may_take(&p, held, held, false, true))
+        held++;
+    assert_int_equal(held, 9);
+    assert_true(share_may_take(&p, 0, held, true, false)); /* the newcomer's */
+    held = 0;
+    while (share_may_take(&p, held, held + 1, true, true)) /* a neighbour holds one */
+        held++;
+    assert_int_equal(held, 6);
 }
 
 static void policies_from_percentages_round_as_documented(void **state)
@@ -99,6 +120,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_situation_gets_its_verdict),
         cmocka_unit_test(a_lone_busy_tenant_fills_all_but_the_reserve),
+        cmocka_unit_test(a_brief_tenant_bursting_leaves_the_reserve_and_one_past_its_share),
         cmocka_unit_test(policies_from_percentages_round_as_documented),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

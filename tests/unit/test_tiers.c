@@ -31,6 +31,7 @@ static const struct {
     {"queue_timeout_ms", offsetof(struct tier_cfg, queue_timeout_ms)},
     {"db_max", offsetof(struct tier_cfg, db_max)},
     {"db_acquire_timeout_ms", offsetof(struct tier_cfg, db_acquire_timeout_ms)},
+    {"db_idle_timeout_ms", offsetof(struct tier_cfg, db_idle_timeout_ms)},
     {"rate_limit", offsetof(struct tier_cfg, rate_limit)},
     {"rate_window_s", offsetof(struct tier_cfg, rate_window_s)},
     {"breaker_timeout_ms", offsetof(struct tier_cfg, breaker_timeout_ms)},

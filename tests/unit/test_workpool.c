@@ -464,31 +464,43 @@ static void a_newcomer_runs_while_a_busy_tenant_holds_every_other_worker(void **
     stop_and_destroy(&c, wp);
 }
 
-/* The pool measures how long each item held its worker: a tenant whose items end at once is
- * brief and takes every free worker beside another tenant, past its share and the reserve. */
-static void a_tenant_with_brief_items_uses_every_free_worker(void **state)
+/* The pool measures how long each item held its worker: a tenant whose items end at once while
+ * it runs others is brief and, beside another tenant, takes one worker past its share; never a
+ * second, and never the reserve: a newcomer that arrives next still finds a worker. */
+static void a_tenant_with_brief_items_takes_one_worker_past_its_share(void **state)
 {
     (void)state;
-    enum { A, B };
+    enum { A, B, D };
     struct ctx c;
     ctx_init(&c);
-    struct workpool *wp = pool_brief(&c, 4, 100, 100, 2, 1, 1000000, 1000000);
-    struct job warm[FAIRQ_BRIEF_SAMPLES], b = {0}, a[3];
+    struct workpool *wp = pool_brief(&c, 6, 100, 100, 2, 1, 1000000, 1000000);
+    struct job warm[FAIRQ_BRIEF_SAMPLES], b = {0}, d = {0}, a[4];
     memset(warm, 0, sizeof(warm));
     memset(a, 0, sizeof(a));
+    assert_int_equal(submit(wp, &a[0], A, true), 0);
+    WAIT_UNTIL(&c, c.t_running[A] == 1);
+    /* Short items end while a[0] runs: A is giving workers back. */
     for (int i = 0; i < FAIRQ_BRIEF_SAMPLES; i++)
         assert_int_equal(submit(wp, &warm[i], A, false), 0);
     wait_pool_completed(wp, FAIRQ_BRIEF_SAMPLES);
-    assert_true(workpool_tenant_brief(warm[0].item.tenant));
+    assert_true(workpool_tenant_brief(a[0].item.tenant));
 
     assert_int_equal(submit(wp, &b, B, true), 0);
     WAIT_UNTIL(&c, c.t_running[B] == 1);
-    for (int i = 0; i < 3; i++)
+    for (int i = 1; i < 4; i++)
         assert_int_equal(submit(wp, &a[i], A, true), 0);
-    WAIT_UNTIL(&c, c.t_running[A] == 3);
-    wait_pool_idle(wp, 0);
+    WAIT_UNTIL(&c, c.t_running[A] == 3); /* its share of 2, and one more */
+    /* D arrives after A's last item: the one idle worker A may not take is D's, then only the
+     * reserve is left and A's last item waits. */
+    assert_int_equal(submit(wp, &d, D, true), 0);
+    WAIT_UNTIL(&c, c.t_running[D] == 1);
+    wait_pool_idle(wp, 1);
+    struct workpool_stats st;
+    workpool_stats(wp, &st);
+    assert_int_equal(st.queued, 1);
+    assert_int_equal(CTX_READ(&c, c.t_running[A]), 3);
     release_all(&c);
-    WAIT_UNTIL(&c, c.completed == FAIRQ_BRIEF_SAMPLES + 4);
+    WAIT_UNTIL(&c, c.completed == FAIRQ_BRIEF_SAMPLES + 6);
     stop_and_destroy(&c, wp);
 }
 
@@ -1249,7 +1261,7 @@ int main(void)
         cmocka_unit_test(running_items_never_exceed_threads),
         cmocka_unit_test(tenant_share_is_capped_while_others_are_active),
         cmocka_unit_test(a_newcomer_runs_while_a_busy_tenant_holds_every_other_worker),
-        cmocka_unit_test(a_tenant_with_brief_items_uses_every_free_worker),
+        cmocka_unit_test(a_tenant_with_brief_items_takes_one_worker_past_its_share),
         cmocka_unit_test(submit_refuses_full_queue_tenant_share_and_shutdown),
         cmocka_unit_test(a_pool_without_a_queue_runs_what_finds_a_free_worker),
         cmocka_unit_test(expire_drops_only_items_queued_before_cutoff),
