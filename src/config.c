@@ -180,7 +180,8 @@ static int cfg_choice_index(const char *choices, const char *value)
     return -1;
 }
 
-/* Strict decimal fraction from 0 to 1: digits, at most one '.', nothing else ("0.01", "1", ".5"). */
+/* Strict decimal fraction from 0 to 1: digits, at most one '.', nothing else ("0.01", "1", ".5").
+ */
 static int cfg_parse_fraction(const char *s, double *out)
 {
     size_t digits = 0, dots = 0;
@@ -262,8 +263,7 @@ static int cfg_set(struct config *cfg, const struct cfg_def *d, const char *valu
     case CFG_FRACTION: {
         double v;
         if (cfg_parse_fraction(value, &v)) {
-            snprintf(err, errlen, "%s: must be a decimal from 0 to 1 (got \"%s\")", d->name,
-                     value);
+            snprintf(err, errlen, "%s: must be a decimal from 0 to 1 (got \"%s\")", d->name, value);
             return -EINVAL;
         }
         *(double *)(void *)(base + d->offset) = v;
@@ -494,7 +494,7 @@ void config_print_help(FILE *out, bool markdown)
             snprintf(allowed, sizeof(allowed), "true|false");
             break;
         case CFG_FRACTION:
-            snprintf(allowed, sizeof(allowed), "0..1");
+            snprintf(allowed, sizeof(allowed), "0.0..1.0");
             break;
         case CFG_STR:
         case CFG_CONN:
