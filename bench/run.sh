@@ -6,7 +6,8 @@
 # median is kept. Results go to stdout and to bench/results/<date>.md (and latest.md).
 #
 # Settings: BENCH_DURATION (s per measurement, 10), BENCH_RUNS (3), BENCH_CONC (32, warm-up),
-# BENCH_DATA_CONC (the data rows' concurrencies, "16 64"),
+# BENCH_DATA_CONC (the data rows' concurrencies, "16 64"), BENCH_LAT_THREADS (wrk threads of the
+# data rows and the scaling table, 1),
 # BENCH_SECTIONS (default "data health isolation storms fairness scaling choices"). A run of only some
 # sections writes bench/results/partial-<date>.md and leaves latest.md and the README alone.
 set -u
@@ -88,7 +89,11 @@ pgbench_run "$CONC" >/dev/null
 DUR=$DUR_SAVE
 
 # wrk with the tail: "rps p50_ms p99_ms p99.9_ms non2xx" (wrk's --latency stops at p99; its Lua
-# done() reads any percentile of the same histogram).
+# done() reads any percentile of the same histogram). One wrk thread (BENCH_LAT_THREADS): with
+# two, the load generator's second thread competes with the server and PostgreSQL for these two
+# CPUs and the tail measured is mostly its own (bench/optimisations.md, "The tail at c=64":
+# the same server, c=64, p99 14.8-25.6 ms with wrk -t2 against 4.6-6.5 ms with -t1, the same
+# throughput, the server's own p99 2-8.5 ms in both).
 cat >"$WORK/tail.lua" <<'LUA'
 done = function(summary, latency, requests)
     io.write(string.format("TAIL %.3f %.3f %.3f\n", latency:percentile(50) / 1000.0,
@@ -98,7 +103,7 @@ LUA
 wrk_lat() { # conc url headers...
     local c=$1 url=$2
     shift 2
-    local h=() t=${WRK_THREADS:-2}
+    local h=() t=${BENCH_LAT_THREADS:-1}
     for x in "$@"; do h+=(-H "$x"); done
     [ "$c" -lt 2 ] && t=1
     wrk -t"$t" -c"$c" -d"${DUR}s" -T 10s -s "$WORK/tail.lua" "${h[@]}" "$url" 2>&1 | awk '
