@@ -157,10 +157,9 @@ static uint64_t history_samples_json(struct history *h, int64_t since, json_t *s
             json_object_set_new(tiers, h->names[t], history_tier_json(&s->tiers[t]));
         json_t *lag = json_pack("{s:f, s:f}", "p50", (double)s->lag_p50_us / 1000.0, "p99",
                                 (double)s->lag_p99_us / 1000.0);
-        json_array_append_new(samples,
-                              json_pack("{s:I, s:I, s:o, s:{s:o}}", "seq", (json_int_t)s->seq, "t",
-                                        (json_int_t)s->wall_ms, "tiers", tiers, "eventLoops",
-                                        "lagMs", lag));
+        json_array_append_new(samples, json_pack("{s:I, s:I, s:o, s:{s:o}}", "seq",
+                                                 (json_int_t)s->seq, "t", (json_int_t)s->wall_ms,
+                                                 "tiers", tiers, "eventLoops", "lagMs", lag));
     }
     pthread_mutex_unlock(&h->mutex);
     return last;

@@ -98,8 +98,8 @@ struct report_process {
     uint64_t tarpit_held, tarpit_holding, tarpit_overflow, tarpit_clients, tarpit_untracked;
     uint64_t untiered_outcomes[OUTCOME_COUNT];
     uint64_t untiered_statuses[METRICS_STATUS_COUNT];
-    struct procstat ps; /* CPU, memory, descriptors, threads */
-    unsigned nloops;    /* HTTP event loops */
+    struct procstat ps;                                  /* CPU, memory, descriptors, threads */
+    unsigned nloops;                                     /* HTTP event loops */
     struct metrics_hist_snap loop_lag[REPORT_LOOPS_MAX]; /* each one's lag so far */
 };
 

@@ -547,9 +547,8 @@ static void each_event_loop_reports_its_lag(void **state)
     assert_true(h_wait_until(has_samples, NULL, 10000));
     json_t *hist = h_get_json(h_url(&suite.srv, "/dashboard/data?since=0"));
     assert_non_null(hist);
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(hist, "server"),
-                                                        "eventLoops")),
-                     loops);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(hist, "server"), "eventLoops")), loops);
     json_t *samples = json_object_get(hist, "samples");
     assert_true(json_array_size(samples) > 0);
     size_t i;
