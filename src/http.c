@@ -46,10 +46,9 @@ struct http {
     size_t max_body;       /* HTTP_MAX_BODY_BYTES */
     size_t max_head;       /* HTTP_CONNECTION_MEMORY: the largest head served */
     uint16_t port;
-    bool listening;               /* the sockets below are open (until quiesced) */
+    int listen_fd;                /* owned until quiesced, then closed (-1) */
     struct evloop *loops;         /* owned: the HTTP threads */
-    unsigned n;                   /* threads, one daemon and one listening socket each */
-    int listen_fds[EVLOOP_MAX];   /* owned until quiesced: daemon i accepts from the i-th */
+    unsigned n;                   /* threads, one daemon each */
     struct MHD_Daemon *daemons[]; /* owned; daemon i is driven by loop i */
 };
 
@@ -201,90 +200,43 @@ static unsigned http_threads(const struct http_opts *opts)
     return n > EVLOOP_MAX ? EVLOOP_MAX : n;
 }
 
-/* A TCP socket bound to sa (SO_REUSEPORT when reuseport), listening if listen_too. */
-static int http_socket(const struct sockaddr *sa, socklen_t salen, bool reuseport, bool listen_too)
+/* The listening socket the daemons share (each accepts from it on its own thread). */
+static int http_listen(const struct config *cfg, int64_t port, bool *v6, int *out)
 {
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one))) {
-        int rc = -errno;
-        close(fd);
-        return rc;
-    }
-    if (sa->sa_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, sa, salen) || (listen_too && listen(fd, HTTP_BACKLOG))) {
-        int rc = -errno;
-        close(fd);
-        return rc;
-    }
-    return fd;
-}
-
-static uint16_t *http_sa_port(struct sockaddr *sa)
-{
-    return sa->sa_family == AF_INET6 ? &((struct sockaddr_in6 *)sa)->sin6_port
-                                     : &((struct sockaddr_in *)sa)->sin_port;
-}
-
-/* One listening socket per daemon (n of them in fds), on one port: see DESIGN in http.h.
- * With several, each is bound with SO_REUSEPORT and the kernel spreads new connections over
- * them. A port is first claimed by a plain socket, closed just before the group binds: it
- * fails on a port anyone holds, so that a second instance (whose group would be let into this
- * one's by SO_REUSEPORT) is refused as before. Port 0 takes the claim's port; if another
- * process takes it in between, the claim is tried again. */
-static int http_listen(const struct config *cfg, int64_t port, bool *v6, unsigned n, int *fds)
-{
-    struct sockaddr_storage ss = {0};
-    struct sockaddr *sa = (struct sockaddr *)&ss;
+    struct sockaddr_in sin = {0};
+    struct sockaddr_in6 sin6 = {0};
+    struct sockaddr *sa;
     socklen_t salen;
-    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, cfg->api_bind, &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        salen = sizeof(*sin);
+    if (inet_pton(AF_INET, cfg->api_bind, &sin.sin_addr) == 1) {
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons((uint16_t)port);
+        sa = (struct sockaddr *)&sin;
+        salen = sizeof(sin);
         *v6 = false;
-    } else if (inet_pton(AF_INET6, cfg->api_bind, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        salen = sizeof(*sin6);
+    } else if (inet_pton(AF_INET6, cfg->api_bind, &sin6.sin6_addr) == 1) {
+        sin6.sin6_family = AF_INET6;
+        sin6.sin6_port = htons((uint16_t)port);
+        sa = (struct sockaddr *)&sin6;
+        salen = sizeof(sin6);
         *v6 = true;
     } else {
         log_error("config", "API_BIND: \"%s\" is not an IPv4 or IPv6 address", cfg->api_bind);
         return -EINVAL;
     }
-    if (n == 1) {
-        *http_sa_port(sa) = htons((uint16_t)port);
-        int fd = http_socket(sa, salen, false, true);
-        if (fd < 0)
-            return fd;
-        fds[0] = fd;
-        return 0;
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (*v6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, sa, salen) || listen(fd, HTTP_BACKLOG)) {
+        int rc = -errno;
+        close(fd);
+        return rc;
     }
-    int rc = -EADDRINUSE;
-    for (int attempt = 0; attempt < (port ? 1 : 8) && rc == -EADDRINUSE; attempt++) {
-        *http_sa_port(sa) = htons((uint16_t)port);
-        int claim = http_socket(sa, salen, false, false);
-        if (claim < 0)
-            return claim;
-        socklen_t len = salen;
-        rc = getsockname(claim, sa, &len) ? -errno : 0;
-        close(claim);
-        unsigned made = 0;
-        while (!rc && made < n) {
-            int fd = http_socket(sa, salen, true, true);
-            if (fd < 0)
-                rc = fd;
-            else
-                fds[made++] = fd;
-        }
-        if (rc)
-            while (made)
-                close(fds[--made]);
-    }
-    return rc;
+    *out = fd;
+    return 0;
 }
 
 /* A connection of this thread's daemon closed during its run (http_notify). */
@@ -321,7 +273,7 @@ static int64_t http_timeout_us(void *ctx, unsigned i)
     return ms > 1000 ? 1000000 : (int64_t)ms * 1000;
 }
 
-/* Loop i's daemon: libmicrohttpd in external epoll mode, accepting from its own socket. */
+/* Loop i's daemon: libmicrohttpd in external epoll mode, accepting from the shared socket. */
 static struct MHD_Daemon *http_daemon(struct http *h, unsigned i, bool v6)
 {
     const struct config *cfg = h->opts.cfg;
@@ -334,7 +286,7 @@ static struct MHD_Daemon *http_daemon(struct http *h, unsigned i, bool v6)
     if (limit == 0)
         limit = 1;
     struct MHD_OptionItem mhd_opts[] = {
-        {MHD_OPTION_LISTEN_SOCKET, h->listen_fds[i], NULL},
+        {MHD_OPTION_LISTEN_SOCKET, h->listen_fd, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)http_completed, h},
         {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)http_notify, h},
         {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)limit, NULL},
@@ -360,8 +312,9 @@ int http_start(const struct http_opts *opts, struct http **out)
     h->max_body = (size_t)cfg->http_max_body;
     h->max_head = (size_t)cfg->http_conn_memory;
     h->n = n;
+    h->listen_fd = -1;
     bool v6 = false;
-    int rc = http_listen(cfg, opts->port, &v6, n, h->listen_fds);
+    int rc = http_listen(cfg, opts->port, &v6, &h->listen_fd);
     if (rc) {
         if (rc != -EINVAL)
             log_error("http_start",
@@ -370,10 +323,9 @@ int http_start(const struct http_opts *opts, struct http **out)
         http_stop(h);
         return rc == -EINVAL ? rc : -EADDRINUSE;
     }
-    h->listening = true;
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
-    if (getsockname(h->listen_fds[0], (struct sockaddr *)&ss, &sl) == 0)
+    if (getsockname(h->listen_fd, (struct sockaddr *)&ss, &sl) == 0)
         h->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                  : ((struct sockaddr_in *)&ss)->sin_port);
     int sources[EVLOOP_MAX];
@@ -405,7 +357,7 @@ int http_start(const struct http_opts *opts, struct http **out)
     return 0;
 }
 
-/* Loop thread: this daemon stops accepting (the sockets are closed once all have). */
+/* Loop thread: this daemon stops accepting (the socket is closed once all have). */
 static void http_quiesce_one(void *ctx, unsigned i)
 {
     struct http *h = ctx;
@@ -414,7 +366,7 @@ static void http_quiesce_one(void *ctx, unsigned i)
 
 void http_quiesce(struct http *h)
 {
-    if (!h || !h->listening)
+    if (!h || h->listen_fd < 0)
         return;
     if (h->loops) {
         evloop_call(h->loops, http_quiesce_one, h);
@@ -423,16 +375,15 @@ void http_quiesce(struct http *h)
             if (h->daemons[i])
                 MHD_quiesce_daemon(h->daemons[i]);
     }
-    for (unsigned i = 0; i < h->n; i++)
-        close(h->listen_fds[i]);
-    h->listening = false;
+    close(h->listen_fd);
+    h->listen_fd = -1;
 }
 
 void http_stop(struct http *h)
 {
     if (!h)
         return;
-    /* Every daemon lets go of its socket before any stops (a daemon that stops while
+    /* Every daemon lets go of the shared socket before any stops (a daemon that stops while
      * it still listens closes the socket under the others). */
     http_quiesce(h);
     evloop_stop(h->loops);

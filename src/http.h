@@ -1,15 +1,6 @@
 /*
  * http: libmicrohttpd on the event threads (evloop.h): one daemon per thread in external epoll
- * mode, each driven by its thread's loop and accepting from its own listening socket.
- *
- * DESIGN: the daemons used to share one listening socket. Every loop woke for a new connection
- * and the first to run accepted it (up to ten a run), so a client opening its connections at
- * once (wrk, a connection pool) had nearly all of them on one loop: one HTTP thread did all the
- * HTTP work, the other idled, and a request ready on the busy loop waited for everything that
- * loop had to do first (bench/optimisations.md, "The tail"). Now each daemon has its socket,
- * all bound to the port with SO_REUSEPORT, and the kernel spreads new connections over them by
- * their addresses' hash. A daemon at its share of HTTP_MAX_CONNECTIONS leaves the connections
- * sent to it in its socket's backlog until one of its own closes.
+ * mode, all accepting from one listening socket, each driven by its thread's loop.
  *
  * It turns libmicrohttpd's callbacks into the request life cycle of request.h: create on the
  * first call, read the body on the next ones (refusing oversized bodies with 413 before they are
