@@ -19,6 +19,8 @@ CREATE TABLE IF NOT EXISTS tenants (
 -- The tenant's overrides of its tier's settings; NULL: the tier's value applies.
 ALTER TABLE tenants ADD COLUMN IF NOT EXISTS rate_limit bigint
     CHECK (rate_limit BETWEEN 0 AND 1000000000);
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS db_time_ms_per_min bigint
+    CHECK (db_time_ms_per_min BETWEEN 0 AND 100000000);
 
 -- One row per change made by `bulkhead tenant` or the admin API, written in the change's own
 -- transaction: who (the admin token's id or "cli:<user>"), from where, what, and the tenant

@@ -183,13 +183,13 @@ enqueue_pass() { # pass
         ;;
     tsan)
         for name in fairq workpool dbpool dbconn auth evloop share ratelimit tarpit breaker rlredis log \
-            tierset janitor api report history; do
+            tierset janitor api report history tenantstat dbbudget; do
             bin=$b/tests/unit/test_$name
             selected "test_$name" && [ -x "$bin" ] && enqueue "tsan|tap|$(job_name "$bin")|$bin"
         done
         # A report in a server's log fails the run (the scan at the end).
         for name in ${TSAN_INTEGRATION:-test_core test_reload test_ratelimit test_breaker \
-            test_observability test_tenancy test_redis test_dashboard}; do
+            test_observability test_tenancy test_redis test_dashboard test_tenants}; do
             bin=$b/tests/integration/$name
             selected "$name" && [ -x "$bin" ] && enqueue "tsan|tap|$(job_name "$bin")|$bin"
         done

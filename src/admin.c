@@ -19,6 +19,7 @@
 #include "request.h"
 #include "tenantdb.h"
 #include "tenantreq.h"
+#include "tenantview.h"
 #include "tierset.h"
 #include "xalloc.h"
 
@@ -32,11 +33,12 @@
 #include <string.h>
 
 struct admin {
-    char *token;            /* owned: ADMIN_TOKEN */
-    char actor[24];         /* "token:" and 8 hex digits of the token's SHA-256: who, in audits */
-    struct tierset *tiers;  /* not owned */
-    struct adminwork *work; /* owned: the worker that runs tenant requests */
-    struct keytab *fails;   /* owned: each address's GCRA time for failed attempts */
+    char *token;           /* owned: ADMIN_TOKEN */
+    char actor[24];        /* "token:" and 8 hex digits of the token's SHA-256: who, in audits */
+    struct tierset *tiers; /* not owned */
+    struct tenantstat *tenants;  /* not owned; NULL: no accounting */
+    struct adminwork *work;      /* owned: the worker that runs tenant requests */
+    struct keytab *fails;        /* owned: each address's GCRA time for failed attempts */
     pthread_mutex_t overflow_mu; /* guards overflow_tat */
     int64_t overflow_tat;        /* the budget shared by addresses the table has no room for */
     atomic_uint_least64_t accepted, refused, limited;
@@ -47,6 +49,7 @@ int admin_create(const struct admin_cfg *cfg, struct admin **out)
     struct admin *a = xcalloc(1, sizeof(*a));
     a->token = xstrdup(cfg->token);
     a->tiers = cfg->tiers;
+    a->tenants = cfg->tenants;
     char hash[65];
     auth_hash_key(cfg->token, hash);
     snprintf(a->actor, sizeof(a->actor), "token:%.8s", hash);
@@ -370,6 +373,39 @@ static bool admin_tenant_job(struct admin *a, struct request *r, const char *res
     return admin_no_body(r);
 }
 
+/* /admin/tenants/<name>/usage: from memory, on this thread (tenantview.h). */
+static bool admin_usage(struct admin *a, struct request *r, const char *path)
+{
+    if (!admin_is_read(r))
+        return admin_not_allowed(r, "GET, HEAD");
+    const char *name = path + strlen("tenants/");
+    size_t len = strlen(name) - strlen("/usage");
+    char text[PARAMS_TENANT_MAX + 2], tenant[sizeof(((struct tenantreq *)0)->name)];
+    snprintf(text, sizeof(text), "%.*s", (int)(len < sizeof(text) - 1 ? len : sizeof(text) - 1),
+             name);
+    if (!admin_name(a, r, text, tenant))
+        return false;
+    if (!a->tenants) {
+        apierr_replyf(r, APIERR_NOT_FOUND, "per-tenant accounting is off (TENANT_ACCOUNTING)");
+        return false;
+    }
+    char *body = tenantview_usage_json(a->tenants, a->tiers, tenant, mclock_now_us());
+    request_reply_owned(r, MHD_HTTP_OK, OUTCOME_OK, body, strlen(body), free, body);
+    request_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    return false;
+}
+
+/* Whether path is tenants/<one segment>/usage. */
+static bool admin_is_usage(const char *path)
+{
+    size_t n = strlen(path);
+    if (strncmp(path, "tenants/", strlen("tenants/")) != 0 || n < strlen("tenants/x/usage") ||
+        strcmp(path + n - strlen("/usage"), "/usage") != 0)
+        return false;
+    const char *slash = strchr(path + strlen("tenants/"), '/');
+    return slash == path + n - strlen("/usage");
+}
+
 /* The tenant endpoints and the audit log: check, then queue. */
 static bool admin_tenants(struct admin *a, const char *client, struct request *r, const char *path)
 {
@@ -419,6 +455,8 @@ bool admin_handle(struct admin *a, const char *client, struct request *r)
     const char *path = r->url + strlen("/admin/");
     if (!strncmp(path, "breaker/", strlen("breaker/")))
         return admin_breaker(a, r, path);
+    if (admin_is_usage(path))
+        return admin_usage(a, r, path);
     if (!strcmp(path, "audit") || !strncmp(path, "tenants", strlen("tenants")))
         return admin_tenants(a, client, r, path);
     apierr_replyf(r, APIERR_NOT_FOUND,

@@ -2,10 +2,12 @@
  * admin: operator endpoints, off unless ADMIN_TOKEN is set.
  *
  *   POST   /admin/breaker/<tier>/open|disable|reset  force a tier's breaker (answered at once)
- *   POST   /admin/tenants                    {"name","tier"[,"rate_limit"]}: 201, the key once
+ *   POST   /admin/tenants                    {"name","tier"[,overrides]}: 201, the key once
  *   GET    /admin/tenants?limit=N&after=NAME every tenant by name, a page at a time
  *   GET    /admin/tenants/<name>             one tenant: tier, overrides, created, revoked
- *   PATCH  /admin/tenants/<name>             {"tier", "rate_limit": n|null}: 200
+ *   GET    /admin/tenants/<name>/usage       its last minute per tier and its database-time
+ *                                            budget (tenantview.h; answered at once)
+ *   PATCH  /admin/tenants/<name>             {"tier", "rate_limit", "db_time_ms_per_min"}: 200
  *   DELETE /admin/tenants/<name>             revoke its key: 204
  *   POST   /admin/tenants/<name>/keys        a new key, the old one stops working: 201
  *   GET    /admin/audit?limit=N&before=ID&tenant=NAME  the latest changes, newest first
@@ -32,6 +34,7 @@
 struct admin;
 struct request;
 struct tierset;
+struct tenantstat;
 
 #define ADMIN_PAGE_DEFAULT  100   /* tenants or events per page unless limit= says */
 #define ADMIN_AUTH_FAILURES 10    /* failed authentications per address per window... */
@@ -39,9 +42,10 @@ struct tierset;
 #define ADMIN_AUTH_CLIENTS  10000 /* addresses tracked; past it they share one budget */
 
 struct admin_cfg {
-    const char *token;     /* ADMIN_TOKEN, not empty (copied) */
-    const char *conninfo;  /* DATABASE_URL (copied) */
-    struct tierset *tiers; /* the tiers a tenant may be in; must outlive the admin */
+    const char *token;          /* ADMIN_TOKEN, not empty (copied) */
+    const char *conninfo;       /* DATABASE_URL (copied) */
+    struct tierset *tiers;      /* the tiers a tenant may be in; must outlive the admin */
+    struct tenantstat *tenants; /* per-tenant accounting, or NULL; must outlive the admin */
 };
 
 /* Admin authentications so far (any thread). */

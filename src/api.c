@@ -3,7 +3,8 @@
  *
  * Order of checks for /api/data, cheapest and least committal first:
  *   tier and tenant (400/401) -> arguments and body (400/413/415) -> admission: [0] the
- *   capacity gate (503 shed) -> [1] rate limit (429) -> [4] breaker permit (503 circuit_open)
+ *   capacity gate (503 shed) -> [1] rate limit (429) -> [1b] database-time budget (429
+ *   db_time_exhausted) -> [4] breaker permit (503 circuit_open)
  *   -> [2] a slot of the tier, or its queue (503 bulkhead_full) -> [3] connection (503
  *   pool_timeout) -> statement (500/504) -> breaker verdict. Nothing here blocks: the HTTP
  *   (event) thread never waits on a slot, a connection or the database; the statement side is
@@ -23,9 +24,11 @@
 #include "auth.h"
 #include "breaker.h"
 #include "capctl.h"
+#include "dbbudget.h"
 #include "evloop.h"
 #include "health.h"
 #include "history.h"
+#include "log.h"
 #include "mclock.h"
 #include "params.h"
 #include "ratelimit.h"
@@ -33,6 +36,8 @@
 #include "request.h"
 #include "rlredis.h"
 #include "tarpit.h"
+#include "tenantstat.h"
+#include "tenantview.h"
 #include "tierset.h"
 #include "xalloc.h"
 
@@ -216,6 +221,8 @@ static bool api_identify(const struct api_deps *d, struct request *r)
         r->tenant_label = r->tenant + 3;
         r->args.own_rate_limit = id.own_rate_limit;
         r->args.rate_limit = id.rate_limit;
+        r->args.own_db_time = id.own_db_time;
+        r->args.db_time_ms_per_min = id.db_time_ms_per_min;
         return true;
     }
 
@@ -336,6 +343,35 @@ static bool api_rate_limit(const struct api_deps *d, struct request *r, const st
     return r->rl.allowed;
 }
 
+/* A limit in shadow mode would have refused r with `why`: count it (tenantstat, at the end) and
+ * log it, and let r pass. */
+static void api_shadow(struct request *r, const struct tier_cfg *c, enum tenantstat_reason why)
+{
+    r->shadow |= 1u << why;
+    log_info("shadow_refusal", "tier %s: tenant %s would be refused %s (shadow mode)", c->name,
+             r->tenant_label, tenantstat_reason_name(why));
+}
+
+/* Layer 1b, the database-time budget: the tenant's own if it has one, else its tier's.
+ * Returns false when refused (r->budget says until when). The budget is charged when the
+ * request ends (server.c: r->budget.limit_ms), by the time its statement held a connection. */
+static bool api_db_budget(struct request *r, const struct tier_cfg *c)
+{
+    int64_t limit = r->args.own_db_time ? r->args.db_time_ms_per_min : c->db_time_ms_per_min;
+    if (limit <= 0 || !r->tier->budget)
+        return true;
+    dbbudget_check(r->tier->budget, r->tenant, limit, mclock_now_us(), &r->budget);
+    r->budget_applied = !c->db_time_shadow; /* a shadow budget shows the client nothing */
+    if (r->budget.allowed)
+        return true;
+    if (c->db_time_shadow) {
+        api_shadow(r, c, TENANTSTAT_DB_TIME_EXHAUSTED);
+        return true;
+    }
+    r->retry_after_us = r->budget.retry_after_us;
+    return false;
+}
+
 /* The reply of refusal e (rc: apiwork_submit's, for a full tier), built when it goes out. */
 static void api_refusal_reply(struct request *r, enum apierr e, int rc)
 {
@@ -353,6 +389,13 @@ static void api_refusal_reply(struct request *r, enum apierr e, int rc)
         else
             apierr_replyf(r, e, "tier %s allows %" PRId64 " requests per %" PRId64 " s per tenant",
                           c->name, api_limit_of(r, c), c->rate_window_s);
+        break;
+    case APIERR_DB_TIME_EXHAUSTED:
+        apierr_replyf(r, e,
+                      "tenant %s used its %" PRId64 " ms of database time per minute (%s %s); "
+                      "it is refused until the refill has paid its debt back",
+                      r->tenant_label, r->budget.limit_ms,
+                      r->args.own_db_time ? "its own budget, in tier" : "tier", c->name);
         break;
     case APIERR_CIRCUIT_OPEN:
         apierr_replyf(r, e, "tier %s is failing; its circuit breaker is open", c->name);
@@ -460,8 +503,17 @@ static bool api_admit(const struct api_deps *d, struct request *r, bool suspende
         return api_refuse(d, r, suspended, APIERR_SHED, 0);
     }
     r->cap_entered_us = d->capacity ? now : 0;
-    if (!charged && !api_rate_limit(d, r, c))
-        return api_refuse(d, r, suspended, APIERR_RATE_LIMITED, 0);
+    if (!charged && !api_rate_limit(d, r, c)) {
+        if (!c->rate_limit_shadow)
+            return api_refuse(d, r, suspended, APIERR_RATE_LIMITED, 0);
+        api_shadow(r, c, TENANTSTAT_RATE_LIMITED);
+        r->rl_applied = false; /* a shadow limit shows the client nothing */
+        r->retry_after_us = 0;
+    } else if (c->rate_limit_shadow) {
+        r->rl_applied = false;
+    }
+    if (!api_db_budget(r, c))
+        return api_refuse(d, r, suspended, APIERR_DB_TIME_EXHAUSTED, 0);
 
     r->permit = breaker_acquire(t->breaker, mclock_now_us(), &r->retry_after_us);
     if (r->permit == BREAKER_DENY)
@@ -527,11 +579,56 @@ static bool api_prometheus(const struct api_deps *d, struct request *r)
     size_t len = 0;
     char *text = report_prometheus(snap, &len);
     free(snap);
+    if (d->tenants) {
+        /* The top tenants' families after the tiers' (tenantview.h). */
+        char *more = NULL;
+        size_t n = 0;
+        FILE *f = open_memstream(&more, &n);
+        if (!f)
+            abort();
+        tenantview_prometheus(f, d->tenants, d->tiers, mclock_now_us());
+        fclose(f);
+        text = xrealloc(text, len + n + 1);
+        memcpy(text + len, more, n + 1);
+        len += n;
+        free(more);
+    }
     request_reply_owned(r, MHD_HTTP_OK, OUTCOME_OK, text, len, free, text);
     /* request_set put application/json; the exposition format has its own type. */
     MHD_del_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                             "text/plain; version=0.0.4; charset=utf-8");
+    return false;
+}
+
+/* GET /metrics/tenants?tier=&by=&limit=: the heaviest tenants per tier (tenantview.h). */
+static bool api_tenants(const struct api_deps *d, struct request *r)
+{
+    const char *tier, *by_name, *limit_text;
+    int64_t limit = TENANTVIEW_LIMIT_DEFAULT;
+    if (!api_arg(r, "tier", &tier) || (tier && !tierset_find(d->tiers, tier))) {
+        api_invalid_tier(d, r, true);
+        return false;
+    }
+    if (!api_arg(r, "by", &by_name) || (by_name && tenantstat_field_by_name(by_name) < 0)) {
+        apierr_replyf(r, APIERR_INVALID_ARGUMENT,
+                      "by must be db_time, queue_wait, pool_wait, requests or refused");
+        return false;
+    }
+    if (!api_arg(r, "limit", &limit_text) ||
+        (limit_text && params_int(limit_text, 1, TENANTSTAT_TOP_MAX, &limit))) {
+        apierr_replyf(r, APIERR_INVALID_ARGUMENT, "limit must be an integer from 1 to %d",
+                      TENANTSTAT_TOP_MAX);
+        return false;
+    }
+    if (!d->tenants) {
+        apierr_replyf(r, APIERR_NOT_FOUND, "per-tenant accounting is off");
+        return false;
+    }
+    int by = by_name ? tenantstat_field_by_name(by_name) : TENANTSTAT_DB_US;
+    char *text = tenantview_json(d->tenants, d->tiers, tier, by, (size_t)limit, mclock_now_us());
+    request_reply_owned(r, MHD_HTTP_OK, OUTCOME_OK, text, strlen(text), free, text);
+    request_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     return false;
 }
 
@@ -591,6 +688,7 @@ static const struct api_route api_routes[] = {
     {"/readyz", false, "GET, HEAD", true, API_BOTH, api_readyz},
     {"/api/data", false, "GET, HEAD, POST", false, API_PUBLIC, api_data},
     {"/metrics/bulkheads", false, "GET, HEAD", true, API_OPS, api_bulkheads},
+    {"/metrics/tenants", false, "GET, HEAD", true, API_OPS, api_tenants},
     {"/metrics", false, "GET, HEAD", true, API_OPS, api_prometheus},
     {"/dashboard", false, "GET, HEAD", true, API_OPS, api_dashboard},
     {"/dashboard/data", false, "GET, HEAD", true, API_OPS, api_dashboard_data},

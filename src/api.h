@@ -29,6 +29,7 @@ struct rlredis;
 struct tarpit;
 struct admin;
 struct capctl;
+struct tenantstat;
 
 /* What the endpoints need. Filled by the server (or a test) before the first request and
  * read-only afterwards; whatever it points to must outlive the HTTP daemon and the workers. */
@@ -42,6 +43,7 @@ struct api_deps {
     struct rlredis *redis;                /* NULL unless RATE_LIMIT_BACKEND=redis */
     struct tarpit *tarpit;                /* NULL unless TARPIT=true */
     struct capctl *capacity;              /* the capacity controller (NULL: none, in tests) */
+    struct tenantstat *tenants;           /* per-tenant accounting (NULL: none, in tests) */
     const struct params_cidr *proxies;    /* TRUSTED_PROXIES */
     size_t nproxies;
     int64_t retry_reads;  /* DB_READ_RETRIES */
@@ -59,8 +61,8 @@ struct api_deps {
 bool api_dispatch(const struct api_deps *d, struct request *r);
 
 /* The same for a request on the operators' port (OPS_PORT): /metrics, /metrics/bulkheads,
- * /dashboard, /admin and the probes answer there; anything else is a 404. With OPS_PORT set,
- * api_dispatch answers those operator paths 404 in turn, and the probes on both. */
+ * /metrics/tenants, /dashboard, /admin and the probes answer there; anything else is a 404. With
+ * OPS_PORT set, api_dispatch answers those operator paths 404 in turn, and the probes on both. */
 bool api_dispatch_ops(const struct api_deps *d, struct request *r);
 
 /* Any thread: whether url is a probe (/livez, /readyz), answered even while draining so that

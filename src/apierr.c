@@ -42,7 +42,8 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
     [APIERR_INVALID_ARGUMENT] = {"invalid_argument", 400, CLIENT,
                                  .message = "a query argument is malformed or out of range",
                                  .when = "a query argument, or an admin request's number "
-                                         "(`rate_limit`), is malformed or out of range"},
+                                         "(`rate_limit`, `db_time_ms_per_min`), is malformed or "
+                                         "out of range"},
     [APIERR_INVALID_BODY] = {"invalid_body", 400, CLIENT,
                              .message = "the body must be {\"payload\": {...}}",
                              .when = "the POST body is not `{\"payload\": {...}}`; an admin "
@@ -104,6 +105,14 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                                  "served); Retry-After: until a request would be admitted, "
                                  "behind the tenant's held requests",
                              .held = APIERR_HOLD_TENANT},
+    [APIERR_DB_TIME_EXHAUSTED] = {"db_time_exhausted", 429, OUTCOME_RATE_LIMITED, APIERR_RETRY_WAIT,
+                                  .message = "the tenant's database-time budget is used up",
+                                  .when = "the tenant's statements used up its database-time "
+                                          "budget (its own override, or its tier's "
+                                          "`db_time_ms_per_min`) and it is "
+                                          "in debt; Retry-After: until the refill has paid the "
+                                          "debt back",
+                                  .held = APIERR_HOLD_TIER},
     [APIERR_TOO_MANY_AUTH_FAILURES] = {"too_many_auth_failures", 429, OUTCOME_RATE_LIMITED,
                                        APIERR_RETRY_WAIT,
                                        .message = "too many failed admin authentications",

@@ -266,6 +266,7 @@ static void apiwork_run(struct fairq_item *item, void *ctx)
         if (rc)
             break;
         int64_t q0 = mclock_now_us();
+        r->sent_us = q0; /* what it waited for the connection shows in the accounting */
         rc = apiwork_exec(r, conn, deadline, &res, err, sizeof(err));
         r->query_us = mclock_now_us() - q0;
         /* A read that met a dead connection is retried once on a fresh one. */

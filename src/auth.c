@@ -37,6 +37,7 @@ struct auth_entry {
     char tenant[AUTH_TENANT_MAX + 1];
     char tier[33];
     int64_t rate_limit; /* the tenant's own rate limit; -1: the tier's */
+    int64_t db_time;    /* its own db_time_ms_per_min; -1: the tier's */
 };
 
 /* How many tenants of one tier the table holds (for metrics). */
@@ -155,7 +156,8 @@ static struct auth_table *auth_load(struct dbconn *db, bool *lost, char *err, si
     int64_t deadline =
         mclock_now_us() + (AUTH_STATEMENT_TIMEOUT_MS + AUTH_ANSWER_GRACE_MS) * 1000ll;
     int rc = dbconn_query(db,
-                          "SELECT key_hash, name, tier, coalesce(rate_limit, -1) FROM tenants "
+                          "SELECT key_hash, name, tier, coalesce(rate_limit, -1), "
+                          "coalesce(db_time_ms_per_min, -1) FROM tenants "
                           "WHERE revoked_at IS NULL",
                           0, NULL, deadline, &res, err, errlen);
     *lost = rc != 0 || PQstatus(db->pg) != CONNECTION_OK;
@@ -184,6 +186,7 @@ static struct auth_table *auth_load(struct dbconn *db, bool *lost, char *err, si
         snprintf(e->tenant, sizeof(e->tenant), "%s", PQgetvalue(res, i, 1));
         snprintf(e->tier, sizeof(e->tier), "%s", PQgetvalue(res, i, 2));
         e->rate_limit = strtoll(PQgetvalue(res, i, 3), NULL, 10);
+        e->db_time = strtoll(PQgetvalue(res, i, 4), NULL, 10);
         auth_count(t, e);
         t->keys++;
     }
@@ -393,6 +396,8 @@ int auth_identify(struct auth *a, const char *authorization, const char *x_api_k
                 memcpy(out->tier, t->slots[s].tier, sizeof(out->tier));
                 out->own_rate_limit = t->slots[s].rate_limit >= 0;
                 out->rate_limit = t->slots[s].rate_limit;
+                out->own_db_time = t->slots[s].db_time >= 0;
+                out->db_time_ms_per_min = t->slots[s].db_time;
                 rc = 0;
                 break;
             }

@@ -37,6 +37,8 @@ struct auth_identity {
     char tier[33];
     bool own_rate_limit; /* the tenant has its own rate limit, which wins over the tier's */
     int64_t rate_limit;  /* with own_rate_limit: requests per the tier's window, 0 = unlimited */
+    bool own_db_time;    /* the tenant has its own database-time budget, which wins */
+    int64_t db_time_ms_per_min; /* with own_db_time: ms per minute, 0 = no budget */
 };
 
 struct auth_stats {

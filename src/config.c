@@ -150,6 +150,10 @@ static const struct cfg_def cfg_table[] = {
      "hold a rate-limited request until its turn, and a client's refusal when it is back before "
      "its Retry-After; then admit it again",
      OFF(tarpit)},
+    {"TENANT_ACCOUNTING", CFG_BOOL, "true", 0, 0, NULL,
+     "count each tenant's database time, waits, requests and refusals per tier over the last "
+     "minute (/metrics/tenants, the top tenants' Prometheus series, /admin/tenants/NAME/usage)",
+     OFF(tenant_accounting)},
     {"TARPIT_MAX_HELD", CFG_INT, "1024", 1, 1000000, NULL,
      "requests held at once; past it, refusals are answered at once", OFF(tarpit_max_held)},
     {"TARPIT_MAX_HOLD_MS", CFG_INT, "5000", 1, 600000, NULL,

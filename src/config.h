@@ -55,6 +55,7 @@ struct config {
     int64_t capacity_interval;  /* ms between its verdicts */
     int64_t capacity_baseline;  /* s of the baseline window */
     bool tarpit;                /* hold refusals of clients that ignore Retry-After */
+    bool tenant_accounting;     /* per-tenant accounting (tenantstat.h) */
     int64_t tarpit_max_held;    /* refusals held at once */
     int64_t tarpit_max_hold;    /* ms, longest hold */
     int64_t tarpit_max_clients; /* clients remembered */

@@ -203,6 +203,37 @@ static void request_ratelimit_headers(const struct request *r, struct MHD_Respon
                             request_i64(n1, sizeof(n1), request_retry_seconds(rl->reset_us)));
 }
 
+/*
+ * The database-time budget (dbbudget.h), a second policy in the same fields, in ms of database
+ * time per 60 s: RateLimit-Policy: "free_db_time";q=600;w=60 and RateLimit:
+ * "free_db_time";r=120;t=0 (r: ms left; t: a 429's Retry-After, else 0 as the bucket refills
+ * continuously).
+ */
+static void request_budget_headers(const struct request *r, struct MHD_Response *resp)
+{
+    const struct dbbudget_verdict *b = &r->budget;
+    const char *policy = r->tier ? r->tier->name : "default";
+    char v[TIERS_NAME_MAX + 80], n1[24], n2[24];
+    size_t len = 0;
+    request_put(v, sizeof(v), &len, "\"");
+    request_put(v, sizeof(v), &len, policy);
+    request_put(v, sizeof(v), &len, "_db_time\";q=");
+    request_put(v, sizeof(v), &len, request_i64(n1, sizeof(n1), b->limit_ms));
+    request_put(v, sizeof(v), &len, ";w=");
+    request_put(v, sizeof(v), &len, request_i64(n2, sizeof(n2), DBBUDGET_WINDOW_S));
+    MHD_add_response_header(resp, "RateLimit-Policy", v);
+    len = 0;
+    request_put(v, sizeof(v), &len, "\"");
+    request_put(v, sizeof(v), &len, policy);
+    request_put(v, sizeof(v), &len, "_db_time\";r=");
+    request_put(v, sizeof(v), &len, request_i64(n1, sizeof(n1), b->remaining_ms));
+    request_put(v, sizeof(v), &len, ";t=");
+    request_put(
+        v, sizeof(v), &len,
+        request_i64(n2, sizeof(n2), b->allowed ? 0 : request_retry_seconds(b->retry_after_us)));
+    MHD_add_response_header(resp, "RateLimit", v);
+}
+
 static void request_set(struct request *r, unsigned status, enum metrics_outcome outcome,
                         struct MHD_Response *resp, const char *content_type)
 {
@@ -221,6 +252,8 @@ static void request_set(struct request *r, unsigned status, enum metrics_outcome
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
     if (r->rl_applied)
         request_ratelimit_headers(r, resp);
+    if (r->budget_applied)
+        request_budget_headers(r, resp);
 }
 
 void request_reply_json(struct request *r, unsigned status, enum metrics_outcome outcome,

@@ -23,6 +23,7 @@
 #define BULKHEAD_REQUEST_H
 
 #include "breaker.h"
+#include "dbbudget.h"
 #include "dbpool.h"
 #include "evloop.h"
 #include "fairq.h"
@@ -74,6 +75,10 @@ struct request_args {
     int64_t tenant_db_id; /* apikey mode: the tenant's row id; 0 = none */
     bool own_rate_limit;  /* apikey mode: the tenant's override wins over the tier's limit */
     int64_t rate_limit;   /* with own_rate_limit: per the tier's window, 0 = unlimited */
+
+    /* apikey mode: the tenant's own database-time budget (ms per minute, 0 = none) wins. */
+    bool own_db_time;
+    int64_t db_time_ms_per_min;
 };
 
 struct request {
@@ -103,6 +108,12 @@ struct request {
     int64_t retry_after_us;     /* a refusal's Retry-After, set by the limiter or breaker */
     bool rl_applied;            /* the tier is rate-limited: send RateLimit-* headers */
     struct ratelimit_result rl; /* the verdict behind those headers */
+
+    /* The database-time budget's verdict at admission (api.c), and the limits in shadow mode
+     * that let it pass (a bit per tenantstat_reason), counted when it ends (server.c). */
+    bool budget_applied; /* the tenant has a budget that is enforced: send its policy */
+    struct dbbudget_verdict budget;
+    unsigned shadow;
 
     /* /api/data run on an event thread (apiwork.c); that thread's while the statement runs. */
     struct evloop_thread *work_loop; /* the loop running it */

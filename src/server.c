@@ -22,6 +22,8 @@
 #include "auth.h"
 #include "breaker.h"
 #include "capctl.h"
+#include "apierr.h"
+#include "dbbudget.h"
 #include "dbconn.h"
 #include "dbpool.h"
 #include "health.h"
@@ -34,6 +36,7 @@
 #include "rlredis.h"
 #include "tarpit.h"
 #include "tenantdb.h"
+#include "tenantstat.h"
 #include "tierset.h"
 #include "workpool.h"
 #include "xalloc.h"
@@ -65,6 +68,7 @@ static int server_tier_start(struct server *srv, struct tier_rt *t, const struct
     struct breaker_cfg bc = tierset_breaker_cfg(c);
     t->breaker = breaker_create(c->name, &bc);
     t->rl = ratelimit_create(c->rate_limit, c->rate_window_s, (size_t)srv->cfg.rl_max_keys);
+    t->budget = dbbudget_create((size_t)srv->cfg.rl_max_keys);
 
     struct workpool_ops ops = apiwork_ops_template;
     ops.ctx = &srv->api;
@@ -108,10 +112,12 @@ static void server_tier_free(struct tier_rt *t)
     workpool_destroy(t->pool);
     dbpool_destroy(t->db);
     ratelimit_destroy(t->rl);
+    dbbudget_destroy(t->budget);
     breaker_destroy(t->breaker);
     t->pool = NULL;
     t->db = NULL;
     t->rl = NULL;
+    t->budget = NULL;
     t->breaker = NULL;
 }
 
@@ -215,6 +221,7 @@ static void server_teardown(struct server *srv)
     janitor_stop(srv->janitor);
     tarpit_destroy(srv->tarpit);
     capctl_destroy(srv->capacity);
+    tenantstat_destroy(srv->tenants);
     history_destroy(srv->history);
     free(srv->sample);
     admin_destroy(srv->admin);
@@ -249,11 +256,60 @@ static void server_request_begin(void *ctx)
     atomic_fetch_add_explicit(&srv->in_flight, 1, memory_order_relaxed);
 }
 
+/* Why r was refused, for the accounting (TENANTSTAT_NONE: it was not). */
+static enum tenantstat_reason server_refusal(const struct request *r)
+{
+    switch (r->error ? (enum apierr)(r->error - 1) : APIERR_COUNT) {
+    case APIERR_RATE_LIMITED:
+        return TENANTSTAT_RATE_LIMITED;
+    case APIERR_DB_TIME_EXHAUSTED:
+        return TENANTSTAT_DB_TIME_EXHAUSTED;
+    case APIERR_SHED:
+        return TENANTSTAT_SHED;
+    case APIERR_BULKHEAD_FULL:
+        return TENANTSTAT_BULKHEAD_FULL;
+    case APIERR_QUEUE_TIMEOUT:
+        return TENANTSTAT_QUEUE_TIMEOUT;
+    case APIERR_POOL_TIMEOUT:
+        return TENANTSTAT_POOL_TIMEOUT;
+    case APIERR_CIRCUIT_OPEN:
+        return TENANTSTAT_CIRCUIT_OPEN;
+    default:
+        return TENANTSTAT_NONE;
+    }
+}
+
+/*
+ * HTTP thread, as an /api/data request of a known tenant ends: charge its statement's database
+ * time to its budget (dbbudget.h; in shadow mode too, so that what it would refuse is counted)
+ * and count it (tenantstat.h). The time charged is the time its statement held a connection,
+ * known only now: a tenant over its budget is in debt from here on.
+ */
+static void server_tenant_done(struct server *srv, const struct request *r, int64_t now)
+{
+    struct tier_rt *t = r->tier;
+    int64_t db_us = r->query_us > 0 ? r->query_us : 0;
+    if (db_us && r->budget.limit_ms > 0) /* the budget checked at admission (api.c) */
+        (void)dbbudget_charge(t->budget, r->tenant, r->budget.limit_ms, db_us, now);
+    if (!srv->tenants)
+        return;
+    int64_t begun = r->item.begun_us;
+    struct tenantstat_sample s = {
+        .db_us = db_us,
+        .queue_us = r->queue_us > 0 ? r->queue_us : 0,
+        .pool_us = r->sent_us > begun && begun > 0 && r->query_us >= 0 ? r->sent_us - begun : 0,
+        .refused = server_refusal(r),
+        .shadow = r->shadow};
+    tenantstat_record(srv->tenants, t->index, r->tenant, &s, now);
+}
+
 static void server_request_done(void *ctx, const struct request *r, int64_t total_us)
 {
     struct server *srv = ctx;
     struct metrics_tier *m = r->tier ? &r->tier->m : &srv->m_untiered;
     metrics_observe(m, r->outcome, (int)r->status, total_us, r->queue_us, r->query_us);
+    if (r->tier && r->tenant[0])
+        server_tenant_done(srv, r, mclock_now_us());
     if (r->cap_entered_us) {
         capctl_leave(srv->capacity, r->tier->index, r->cap_entered_us, mclock_now_us());
         if (r->outcome == OUTCOME_OK) /* its latency, not the time it waited for its turn */
@@ -338,8 +394,10 @@ static void server_chore_capacity(void *ctx, int64_t now)
 static void server_chore_sweep(void *ctx, int64_t now)
 {
     struct server *srv = ctx;
-    for (size_t i = 0; i < tierset_count(srv->tiers); i++)
+    for (size_t i = 0; i < tierset_count(srv->tiers); i++) {
         ratelimit_sweep(tierset_tier(srv->tiers, i)->rl, now);
+        dbbudget_sweep(tierset_tier(srv->tiers, i)->budget, now);
+    }
     if (srv->tarpit)
         tarpit_sweep(srv->tarpit, now);
 }
@@ -377,6 +435,7 @@ static void server_wire(struct server *srv)
                                  .redis = srv->redis,
                                  .tarpit = srv->tarpit,
                                  .capacity = srv->capacity,
+                                 .tenants = srv->tenants,
                                  .proxies = srv->proxies,
                                  .nproxies = srv->nproxies,
                                  .retry_reads = srv->cfg.retry_reads,
@@ -404,6 +463,8 @@ static int server_start_tiers(struct server *srv, const struct tier_table *tiers
                                   .min_samples = 8,
                                   .decrease = 0.5,
                                   .increase = 0.1};
+    if (srv->cfg.tenant_accounting)
+        srv->tenants = tenantstat_create(tiers->count);
     rc = capctl_create(&cc, tiers->count, &srv->capacity);
     for (size_t i = 0; rc == 0 && i < tiers->count; i++) {
         struct capctl_tier_cfg tc = server_capacity_cfg(&tiers->tiers[i]);
@@ -447,8 +508,10 @@ static int server_start_backends(struct server *srv)
         }
     }
     if (srv->cfg.admin_token[0]) {
-        const struct admin_cfg ac = {
-            .token = srv->cfg.admin_token, .conninfo = srv->cfg.database_url, .tiers = srv->tiers};
+        const struct admin_cfg ac = {.token = srv->cfg.admin_token,
+                                     .conninfo = srv->cfg.database_url,
+                                     .tiers = srv->tiers,
+                                     .tenants = srv->tenants};
         rc = admin_create(&ac, &srv->admin);
         if (rc) {
             log_error("admin", "cannot start the admin worker: %s", strerror(-rc));

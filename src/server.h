@@ -66,6 +66,7 @@ struct server {
     struct tarpit *tarpit;          /* owned; NULL unless TARPIT=true */
     struct admin *admin;            /* owned; NULL unless ADMIN_TOKEN is set */
     struct capctl *capacity;        /* owned: the capacity controller over the tiers */
+    struct tenantstat *tenants;     /* owned; NULL unless TENANT_ACCOUNTING=true */
     struct report_snap *sample;     /* owned: the janitor's scratch reading (janitor only) */
     /* Each HTTP thread's event-loop lag (written by that thread, read by report.c). */
     struct metrics_hist loop_lag[REPORT_LOOPS_MAX];

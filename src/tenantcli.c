@@ -24,14 +24,16 @@ struct tenantcli_args {
     const char *pos[TENANTCLI_MAX_POS];
     int npos;
     const char *tier, *rate_limit, *tenant, *limit; /* --tier, --rate-limit, --tenant, --limit */
+    const char *db_time;                            /* --db-time */
 };
 
 static void tenantcli_usage(FILE *out)
 {
-    fprintf(out, "usage: bulkhead tenant create NAME TIER [--rate-limit N]\n"
+    fprintf(out, "usage: bulkhead tenant create NAME TIER [--rate-limit N] [--db-time MS]\n"
                  "       bulkhead tenant list\n"
                  "       bulkhead tenant show NAME\n"
-                 "       bulkhead tenant set NAME [--tier TIER] [--rate-limit N|none]\n"
+                 "       bulkhead tenant set NAME [--tier TIER] [--rate-limit N|none] "
+                 "[--db-time MS|none]\n"
                  "       bulkhead tenant set-tier NAME TIER\n"
                  "       bulkhead tenant rotate NAME\n"
                  "       bulkhead tenant revoke NAME\n"
@@ -39,7 +41,9 @@ static void tenantcli_usage(FILE *out)
                  "NAME is 1 to 64 characters of A-Z a-z 0-9 . _ -\n"
                  "--rate-limit: the tenant's own limit, requests per its tier's window (0: "
                  "unlimited);\n"
-                 "              none removes it (the tier's limit applies)\n");
+                 "              none removes it (the tier's limit applies)\n"
+                 "--db-time: the tenant's own database-time budget, ms per minute (0: none);\n"
+                 "           none removes it (the tier's db_time_ms_per_min applies)\n");
 }
 
 /* 0, or 2 after printing the usage. */
@@ -47,15 +51,17 @@ static int tenantcli_parse(int argc, char **argv, struct tenantcli_args *a)
 {
     memset(a, 0, sizeof(*a));
     a->cmd = argv[0];
-    static const char *const opts[] = {"--tier", "--rate-limit", "--tenant", "--limit"};
-    const char **slots[] = {&a->tier, &a->rate_limit, &a->tenant, &a->limit};
+    static const char *const opts[] = {"--tier", "--rate-limit", "--tenant", "--limit",
+                                       "--db-time"};
+    const char **slots[] = {&a->tier, &a->rate_limit, &a->tenant, &a->limit, &a->db_time};
+    const size_t nopts = sizeof(opts) / sizeof(opts[0]);
     for (int i = 1; i < argc; i++) {
         size_t k = 0;
-        while (k < 4 && strcmp(argv[i], opts[k]))
+        while (k < nopts && strcmp(argv[i], opts[k]))
             k++;
-        if (k < 4 && i + 1 < argc && !*slots[k]) {
+        if (k < nopts && i + 1 < argc && !*slots[k]) {
             *slots[k] = argv[++i];
-        } else if (k == 4 && strncmp(argv[i], "--", 2) && a->npos < TENANTCLI_MAX_POS) {
+        } else if (k == nopts && strncmp(argv[i], "--", 2) && a->npos < TENANTCLI_MAX_POS) {
             a->pos[a->npos++] = argv[i];
         } else {
             tenantcli_usage(stderr);
@@ -66,12 +72,12 @@ static int tenantcli_parse(int argc, char **argv, struct tenantcli_args *a)
 }
 
 /* Whether a has exactly npos positionals and only the options in allowed ("tr" = --tier and
- * --rate-limit, "nl" = --tenant and --limit). */
+ * --rate-limit (and --db-time with r), "nl" = --tenant and --limit). */
 static bool tenantcli_shape(const struct tenantcli_args *a, int npos, const char *allowed)
 {
     return a->npos == npos && (!a->tier || strchr(allowed, 't')) &&
-           (!a->rate_limit || strchr(allowed, 'r')) && (!a->tenant || strchr(allowed, 'n')) &&
-           (!a->limit || strchr(allowed, 'l'));
+           (!a->rate_limit || strchr(allowed, 'r')) && (!a->db_time || strchr(allowed, 'r')) &&
+           (!a->tenant || strchr(allowed, 'n')) && (!a->limit || strchr(allowed, 'l'));
 }
 
 /* The request of create, set and set-tier from the arguments; 0 or 2 after the message. */
@@ -84,8 +90,9 @@ static int tenantcli_request(const struct tenantcli_args *a, enum tenantreq_kind
         const char *field, *value;
     } set[] = {{"name", a->pos[0]},
                {"tier", a->npos > 1 ? a->pos[1] : a->tier},
-               {"rate_limit", a->rate_limit}};
-    for (size_t i = 0; i < 3; i++) {
+               {"rate_limit", a->rate_limit},
+               {"db_time_ms_per_min", a->db_time}};
+    for (size_t i = 0; i < sizeof(set) / sizeof(set[0]); i++) {
         if (!set[i].value)
             continue;
         if (tenantreq_set_text(req, set[i].field, set[i].value, tiers, why, sizeof(why))) {
@@ -112,6 +119,12 @@ static void tenantcli_print_tenant(const char *json, const char *key)
         printf("rate limit: %" JSON_INTEGER_FORMAT " (its own)\n", json_integer_value(limit));
     else
         printf("rate limit: the tier's\n");
+    json_t *dbt = json_object_get(json_object_get(t, "overrides"), "db_time_ms_per_min");
+    if (dbt)
+        printf("database-time budget: %" JSON_INTEGER_FORMAT " ms per minute (its own)\n",
+               json_integer_value(dbt));
+    else
+        printf("database-time budget: the tier's\n");
     const char *revoked = json_string_value(json_object_get(t, "revoked"));
     printf("created: %s\n", json_string_value(json_object_get(t, "created")));
     if (revoked)

@@ -19,18 +19,20 @@
 /* A tenant (alias t) as JSON; never its key_hash. */
 #define TENANTDB_JSON                                                                              \
     "json_build_object('name', t.name, 'tier', t.tier, 'overrides', "                              \
-    "json_strip_nulls(json_build_object('rate_limit', t.rate_limit)), 'created', " TENANTDB_TIME(  \
+    "json_strip_nulls(json_build_object('rate_limit', t.rate_limit, 'db_time_ms_per_min', "        \
+    "t.db_time_ms_per_min)), 'created', " TENANTDB_TIME(                                           \
         "t.created_at") ", 'revoked', " TENANTDB_TIME("t.revoked_at") ")::text"
 
 static const char tenantdb_sql_lock[] =
     "SELECT " TENANTDB_JSON " FROM tenants t WHERE t.name = $1 FOR UPDATE";
 static const char tenantdb_sql_create[] =
-    "INSERT INTO tenants AS t (name, tier, key_hash, rate_limit) "
-    "VALUES ($1, $2, $3, $4::bigint) RETURNING " TENANTDB_JSON;
+    "INSERT INTO tenants AS t (name, tier, key_hash, rate_limit, db_time_ms_per_min) "
+    "VALUES ($1, $2, $3, $4::bigint, $5::bigint) RETURNING " TENANTDB_JSON;
 static const char tenantdb_sql_update[] =
     "UPDATE tenants t SET tier = coalesce($2, t.tier), rate_limit = CASE $3 "
-    "WHEN 'set' THEN $4::bigint WHEN 'clear' THEN NULL ELSE t.rate_limit END "
-    "WHERE t.name = $1 RETURNING " TENANTDB_JSON;
+    "WHEN 'set' THEN $4::bigint WHEN 'clear' THEN NULL ELSE t.rate_limit END, "
+    "db_time_ms_per_min = CASE $5 WHEN 'set' THEN $6::bigint WHEN 'clear' THEN NULL "
+    "ELSE t.db_time_ms_per_min END WHERE t.name = $1 RETURNING " TENANTDB_JSON;
 static const char tenantdb_sql_rotate[] =
     "UPDATE tenants t SET key_hash = $2, revoked_at = NULL WHERE t.name = $1 "
     "RETURNING " TENANTDB_JSON;
@@ -64,7 +66,8 @@ static const char tenantdb_sql_audit_list[] =
 static const char tenantdb_sql_missing[] =
     "SELECT count(*) FROM (VALUES ('tenants', 'name'), ('tenants', 'tier'), "
     "('tenants', 'key_hash'), ('tenants', 'created_at'), ('tenants', 'revoked_at'), "
-    "('tenants', 'rate_limit'), ('tenant_audit', 'id'), ('tenant_audit', 'at'), "
+    "('tenants', 'rate_limit'), ('tenants', 'db_time_ms_per_min'), ('tenant_audit', 'id'), "
+    "('tenant_audit', 'at'), "
     "('tenant_audit', 'actor'), ('tenant_audit', 'address'), ('tenant_audit', 'action'), "
     "('tenant_audit', 'tenant'), ('tenant_audit', 'before'), ('tenant_audit', 'after'), "
     "('tenant_audit', 'request_id')) AS need(tab, col) WHERE NOT EXISTS (SELECT 1 FROM "
@@ -252,28 +255,34 @@ int tenantdb_create(struct dbconn *db, const struct tenantreq *req,
                     const struct tenantdb_actor *who, struct tenantdb_result *out)
 {
     memset(out, 0, sizeof(*out));
-    char hash[65], limit[24];
+    char hash[65], limit[24], dbt[24];
     int rc = tenantdb_new_key(out, hash);
     if (rc)
         return rc;
     snprintf(limit, sizeof(limit), "%" PRId64, req->rate_limit);
+    snprintf(dbt, sizeof(dbt), "%" PRId64, req->db_time);
     const char *v[] = {req->name, req->tier, hash,
-                       req->rate_limit_op == TENANTREQ_SET ? limit : NULL};
-    return tenantdb_change(db, "create", req->name, tenantdb_sql_create, 4, v, who, out);
+                       req->rate_limit_op == TENANTREQ_SET ? limit : NULL,
+                       req->db_time_op == TENANTREQ_SET ? dbt : NULL};
+    return tenantdb_change(db, "create", req->name, tenantdb_sql_create, 5, v, who, out);
 }
 
 int tenantdb_update(struct dbconn *db, const char *name, const struct tenantreq *req,
                     const struct tenantdb_actor *who, struct tenantdb_result *out)
 {
     memset(out, 0, sizeof(*out));
-    char limit[24];
+    char limit[24], dbt[24];
     snprintf(limit, sizeof(limit), "%" PRId64, req->rate_limit);
-    const char *op = req->rate_limit_op == TENANTREQ_SET     ? "set"
-                     : req->rate_limit_op == TENANTREQ_CLEAR ? "clear"
-                                                             : "keep";
-    const char *v[] = {name, req->tier[0] ? req->tier : NULL, op,
-                       req->rate_limit_op == TENANTREQ_SET ? limit : NULL};
-    return tenantdb_change(db, "update", name, tenantdb_sql_update, 4, v, who, out);
+    snprintf(dbt, sizeof(dbt), "%" PRId64, req->db_time);
+    static const char *const ops[] = {
+        [TENANTREQ_KEEP] = "keep", [TENANTREQ_SET] = "set", [TENANTREQ_CLEAR] = "clear"};
+    const char *v[] = {name,
+                       req->tier[0] ? req->tier : NULL,
+                       ops[req->rate_limit_op],
+                       req->rate_limit_op == TENANTREQ_SET ? limit : NULL,
+                       ops[req->db_time_op],
+                       req->db_time_op == TENANTREQ_SET ? dbt : NULL};
+    return tenantdb_change(db, "update", name, tenantdb_sql_update, 6, v, who, out);
 }
 
 int tenantdb_rotate(struct dbconn *db, const char *name, const struct tenantdb_actor *who,

@@ -5,6 +5,7 @@
 #include "tenantreq.h"
 
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -14,6 +15,7 @@ void tenantreq_init(struct tenantreq *req)
 {
     memset(req, 0, sizeof(*req));
     req->rate_limit_op = TENANTREQ_KEEP;
+    req->db_time_op = TENANTREQ_KEEP;
 }
 
 /* " (got \"...\")" for a string, " (got a JSON number)" for anything else. */
@@ -54,26 +56,57 @@ static enum tenantreq_error tenantreq_tier(struct tenantreq *req, const char *te
     return TENANTREQ_OK;
 }
 
-static enum tenantreq_error tenantreq_bad_number(const char *field, const char *got, char *why,
-                                                 size_t whylen)
+/* The overrides: a name, its bound, what 0 means, and where it goes in a request. */
+struct tenantreq_knob {
+    const char *field;
+    int64_t max;
+    const char *zero;
+    size_t op_off, value_off;
+};
+
+static const struct tenantreq_knob tenantreq_knobs[] = {
+    {"rate_limit", TENANTREQ_RATE_LIMIT_MAX, "unlimited", offsetof(struct tenantreq, rate_limit_op),
+     offsetof(struct tenantreq, rate_limit)},
+    {"db_time_ms_per_min", TENANTREQ_DB_TIME_MAX, "no budget",
+     offsetof(struct tenantreq, db_time_op), offsetof(struct tenantreq, db_time)},
+};
+#define TENANTREQ_KNOBS (sizeof(tenantreq_knobs) / sizeof(tenantreq_knobs[0]))
+
+static const struct tenantreq_knob *tenantreq_knob(const char *field)
+{
+    for (size_t i = 0; i < TENANTREQ_KNOBS; i++)
+        if (!strcmp(field, tenantreq_knobs[i].field))
+            return &tenantreq_knobs[i];
+    return NULL;
+}
+
+static enum tenantreq_error tenantreq_bad_number(const struct tenantreq_knob *k, const char *got,
+                                                 char *why, size_t whylen)
 {
     snprintf(why, whylen,
-             "%s must be an integer from 0 to %d (0: unlimited), or null (none) to use the "
+             "%s must be an integer from 0 to %lld (0: %s), or null (none) to use the "
              "tier's%s",
-             field, TENANTREQ_RATE_LIMIT_MAX, got);
+             k->field, (long long)k->max, k->zero, got);
     return TENANTREQ_BAD_NUMBER;
 }
 
-static enum tenantreq_error tenantreq_rate_limit(struct tenantreq *req, int64_t v, char *why,
-                                                 size_t whylen)
+static void tenantreq_set_op(struct tenantreq *req, const struct tenantreq_knob *k,
+                             enum tenantreq_override op)
 {
-    if (v < 0 || v > TENANTREQ_RATE_LIMIT_MAX) {
+    *(enum tenantreq_override *)(void *)((char *)req + k->op_off) = op;
+}
+
+static enum tenantreq_error tenantreq_override(struct tenantreq *req,
+                                               const struct tenantreq_knob *k, int64_t v, char *why,
+                                               size_t whylen)
+{
+    if (v < 0 || v > k->max) {
         char got[40];
         snprintf(got, sizeof(got), " (got %lld)", (long long)v);
-        return tenantreq_bad_number("rate_limit", got, why, whylen);
+        return tenantreq_bad_number(k, got, why, whylen);
     }
-    req->rate_limit_op = TENANTREQ_SET;
-    req->rate_limit = v;
+    tenantreq_set_op(req, k, TENANTREQ_SET);
+    *(int64_t *)(void *)((char *)req + k->value_off) = v;
     return TENANTREQ_OK;
 }
 
@@ -109,22 +142,24 @@ static enum tenantreq_error tenantreq_member(enum tenantreq_kind kind, struct te
         return tenantreq_name(req, json_string_value(v), type, why, whylen);
     if (!strcmp(key, "tier"))
         return tenantreq_tier(req, json_string_value(v), type, tiers, why, whylen);
-    if (!strcmp(key, "rate_limit")) {
+    const struct tenantreq_knob *k = tenantreq_knob(key);
+    if (k) {
         if (json_is_null(v)) {
-            req->rate_limit_op = TENANTREQ_CLEAR;
+            tenantreq_set_op(req, k, TENANTREQ_CLEAR);
             return TENANTREQ_OK;
         }
         if (json_is_integer(v))
-            return tenantreq_rate_limit(req, json_integer_value(v), why, whylen);
+            return tenantreq_override(req, k, json_integer_value(v), why, whylen);
         char got[40];
         tenantreq_got(got, sizeof(got), NULL, type);
-        return tenantreq_bad_number("rate_limit", got, why, whylen);
+        return tenantreq_bad_number(k, got, why, whylen);
     }
     if (!strcmp(key, "name"))
         snprintf(why, whylen, "a tenant's name cannot be changed");
     else
         snprintf(why, whylen, "unknown field \"%.*s\"; fields: %s", TENANTREQ_QUOTE_MAX, key,
-                 kind == TENANTREQ_CREATE ? "name, tier, rate_limit" : "tier, rate_limit");
+                 kind == TENANTREQ_CREATE ? "name, tier, rate_limit, db_time_ms_per_min"
+                                          : "tier, rate_limit, db_time_ms_per_min");
     return TENANTREQ_BAD_BODY;
 }
 
@@ -168,18 +203,19 @@ enum tenantreq_error tenantreq_set_text(struct tenantreq *req, const char *field
         return tenantreq_name(req, value, "string", why, whylen);
     if (!strcmp(field, "tier"))
         return tenantreq_tier(req, value, "string", tiers, why, whylen);
-    if (!strcmp(field, "rate_limit")) {
+    const struct tenantreq_knob *k = tenantreq_knob(field);
+    if (k) {
         if (!strcmp(value, "none") || !strcmp(value, "null")) {
-            req->rate_limit_op = TENANTREQ_CLEAR;
+            tenantreq_set_op(req, k, TENANTREQ_CLEAR);
             return TENANTREQ_OK;
         }
         int64_t v; /* any integer here; the range is checked as for JSON, same message */
         if (params_int(value, 0, INT64_MAX, &v)) {
             char got[TENANTREQ_QUOTE_MAX + 16];
             tenantreq_got(got, sizeof(got), value, "string");
-            return tenantreq_bad_number("rate_limit", got, why, whylen);
+            return tenantreq_bad_number(k, got, why, whylen);
         }
-        return tenantreq_rate_limit(req, v, why, whylen);
+        return tenantreq_override(req, k, v, why, whylen);
     }
     snprintf(why, whylen, "unknown field \"%.*s\"", TENANTREQ_QUOTE_MAX, field);
     return TENANTREQ_BAD_BODY;
@@ -192,8 +228,10 @@ enum tenantreq_error tenantreq_complete(enum tenantreq_kind kind, const struct t
         snprintf(why, whylen, "a new tenant needs a name and a tier");
         return TENANTREQ_BAD_BODY;
     }
-    if (kind == TENANTREQ_UPDATE && !req->tier[0] && req->rate_limit_op == TENANTREQ_KEEP) {
-        snprintf(why, whylen, "nothing to change: give tier, rate_limit, or both");
+    if (kind == TENANTREQ_UPDATE && !req->tier[0] && req->rate_limit_op == TENANTREQ_KEEP &&
+        req->db_time_op == TENANTREQ_KEEP) {
+        snprintf(why, whylen,
+                 "nothing to change: give tier, rate_limit, db_time_ms_per_min, or several");
         return TENANTREQ_BAD_BODY;
     }
     return TENANTREQ_OK;

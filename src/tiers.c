@@ -90,6 +90,19 @@ static const struct tier_key tier_keys[] = {
      "how long a tenant still counts as active after its last request ended (its neighbours stay "
      "at their share meanwhile)",
      TOFF(tenant_linger_ms)},
+    {"db_time_ms_per_min", 0, 0, 100000000,
+     "database time (ms) each tenant's statements may hold connections per minute, charged after "
+     "each statement; a tenant over it is refused 429 db_time_exhausted until the refill has "
+     "paid its debt back; 0 = no budget",
+     TOFF(db_time_ms_per_min)},
+    {"rate_limit_shadow", 0, 0, 1,
+     "1: shadow mode, the rate limit refuses nothing but counts and logs every request it would "
+     "refuse",
+     TOFF(rate_limit_shadow)},
+    {"db_time_shadow", 0, 0, 1,
+     "1: shadow mode, the database-time budget refuses nothing but counts and logs every request "
+     "it would refuse",
+     TOFF(db_time_shadow)},
 };
 
 #define TIER_KEY_COUNT (sizeof(tier_keys) / sizeof(tier_keys[0]))

@@ -46,6 +46,10 @@ struct tier_cfg {
     int64_t capacity_floor_pct;     /* least it is cut to, % of db_max in requests at once */
     int64_t capacity_tolerance_pct; /* its latency growth before lower tiers are cut */
     int64_t tenant_linger_ms;       /* a tenant counts as active this long after its last one */
+    int64_t db_time_ms_per_min;     /* database time a tenant's statements may hold connections
+                                       per minute (dbbudget.h); 0 = no budget */
+    int64_t rate_limit_shadow;      /* 1: the rate limit refuses nothing, counts what it would */
+    int64_t db_time_shadow;         /* 1: the database-time budget refuses nothing, the same */
 };
 
 struct tier_table {

@@ -41,6 +41,7 @@ struct tier_rt {
     struct dbpool *db;       /* database bulkhead */
     struct ratelimit *rl;    /* local limiter (also the Redis limiter's fallback) */
     struct breaker *breaker; /* circuit breaker */
+    struct dbbudget *budget; /* database-time budgets of its tenants (dbbudget.h) */
     struct metrics_tier m;   /* requests this tier answered (atomics) */
 };
 

@@ -1,9 +1,9 @@
 /*
  * test_opsport: OPS_PORT, the operators' listener (issue 30). With it set, /metrics,
- * /metrics/bulkheads, /dashboard, /dashboard/data and /admin answer on the operators' port
- * only, and the public port answers them 404 in JSON, however the path is spelled, and changes
- * nothing (a forced-open breaker through the public port stays closed); the API answers on the
- * public port only; the probes and /health answer on both. A server without OPS_PORT serves
+ * /metrics/bulkheads, /metrics/tenants, /dashboard, /dashboard/data and /admin answer on the
+ * operators' port only, and the public port answers them 404 in JSON, however the path is spelled,
+ * and changes nothing (a forced-open breaker through the public port stays closed); the API answers
+ * on the public port only; the probes and /health answer on both. A server without OPS_PORT serves
  * everything on one port (every other integration test), and OPS_PORT equal to API_PORT is
  * refused at start.
  */
@@ -79,6 +79,7 @@ static void the_public_port_refuses_operator_paths_and_changes_nothing(void **st
     } refused[] = {
         {"GET", "/metrics"},
         {"GET", "/metrics/bulkheads"},
+        {"GET", "/metrics/tenants"},
         {"GET", "/dashboard"},
         {"GET", "/dashboard/data?since=0"},
         {"POST", "/admin/breaker/free/open"},
@@ -126,6 +127,7 @@ static void the_operators_port_serves_operator_paths_and_the_probes_only(void **
     } served[] = {
         {"GET", "/metrics", 200},
         {"GET", "/metrics/bulkheads", 200},
+        {"GET", "/metrics/tenants", 200},
         {"GET", "/dashboard", 200},
         {"GET", "/dashboard/data?since=0", 200},
         {"GET", "/livez", 200},

@@ -234,6 +234,51 @@ static void the_rate_limit_bound_is_the_tier_keys(void **state)
     assert_int_not_equal(tiers_parse(json, strlen(json), &t, err, sizeof(err)), 0);
 }
 
+static void the_database_time_budget_is_an_override_like_the_rate_limit(void **state)
+{
+    (void)state;
+    struct tenantreq req;
+    char why[300], json[200], err[300];
+    assert_int_equal(parse(TENANTREQ_CREATE,
+                           "{\"name\":\"a\",\"tier\":\"free\",\"db_time_ms_per_min\":600}", &req,
+                           why, sizeof(why)),
+                     TENANTREQ_OK);
+    assert_int_equal(req.db_time_op, TENANTREQ_SET);
+    assert_int_equal(req.db_time, 600);
+    assert_int_equal(req.rate_limit_op, TENANTREQ_KEEP);
+    /* An update of it alone is something to change; null removes it. */
+    assert_int_equal(
+        parse(TENANTREQ_UPDATE, "{\"db_time_ms_per_min\":null}", &req, why, sizeof(why)),
+        TENANTREQ_OK);
+    assert_int_equal(req.db_time_op, TENANTREQ_CLEAR);
+    assert_int_equal(parse(TENANTREQ_UPDATE, "{\"db_time_ms_per_min\":-1}", &req, why, sizeof(why)),
+                     TENANTREQ_BAD_NUMBER);
+    assert_non_null(strstr(why, "db_time_ms_per_min must be an integer from 0 to 100000000"));
+    assert_int_equal(
+        parse(TENANTREQ_UPDATE, "{\"db_time_ms_per_min\":\"5\"}", &req, why, sizeof(why)),
+        TENANTREQ_BAD_NUMBER);
+    /* The CLI's text: the same verdicts. */
+    tenantreq_init(&req);
+    assert_int_equal(
+        tenantreq_set_text(&req, "db_time_ms_per_min", "250", &tiers, why, sizeof(why)),
+        TENANTREQ_OK);
+    assert_int_equal(req.db_time, 250);
+    assert_int_equal(
+        tenantreq_set_text(&req, "db_time_ms_per_min", "none", &tiers, why, sizeof(why)),
+        TENANTREQ_OK);
+    assert_int_equal(req.db_time_op, TENANTREQ_CLEAR);
+    assert_int_equal(
+        tenantreq_set_text(&req, "db_time_ms_per_min", "100000001", &tiers, why, sizeof(why)),
+        TENANTREQ_BAD_NUMBER);
+    /* Its bound is the tier key's. */
+    struct tier_table t;
+    snprintf(json, sizeof(json), "{\"free\": {\"db_time_ms_per_min\": %d}}", TENANTREQ_DB_TIME_MAX);
+    assert_int_equal(tiers_parse(json, strlen(json), &t, err, sizeof(err)), 0);
+    snprintf(json, sizeof(json), "{\"free\": {\"db_time_ms_per_min\": %d}}",
+             TENANTREQ_DB_TIME_MAX + 1);
+    assert_int_not_equal(tiers_parse(json, strlen(json), &t, err, sizeof(err)), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -246,6 +291,7 @@ int main(void)
         cmocka_unit_test(what_is_not_a_json_object_of_known_fields_is_a_bad_body),
         cmocka_unit_test(the_cli_text_gets_the_same_verdicts_and_messages),
         cmocka_unit_test(the_rate_limit_bound_is_the_tier_keys),
+        cmocka_unit_test(the_database_time_budget_is_an_override_like_the_rate_limit),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -49,6 +49,9 @@ static const struct {
     {"priority", offsetof(struct tier_cfg, priority)},
     {"capacity_floor_pct", offsetof(struct tier_cfg, capacity_floor_pct)},
     {"capacity_tolerance_pct", offsetof(struct tier_cfg, capacity_tolerance_pct)},
+    {"db_time_ms_per_min", offsetof(struct tier_cfg, db_time_ms_per_min)},
+    {"rate_limit_shadow", offsetof(struct tier_cfg, rate_limit_shadow)},
+    {"db_time_shadow", offsetof(struct tier_cfg, db_time_shadow)},
 };
 #define KEY_COUNT (sizeof(key_fields) / sizeof(key_fields[0]))
 
