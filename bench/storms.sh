@@ -45,13 +45,14 @@ CONF
     return 1
 }
 
-# Lua for wrk: a fresh tenant id per request (each inside its own rate limit).
-storm_lua() { # file path_and_query
+# Lua for wrk: a fresh tenant id per request (each inside its own rate limit); tier free unless
+# given.
+storm_lua() { # file path_and_query [tier]
     cat >"$1" <<LUA
 local n = 0
 request = function()
     n = n + 1
-    return wrk.format("GET", "$2", { ["X-Tenant-Tier"] = "free",
+    return wrk.format("GET", "$2", { ["X-Tenant-Tier"] = "${3:-free}",
         ["X-Tenant-Id"] = "f" .. n .. "-" .. math.random(1000000000) })
 end
 LUA
@@ -132,6 +133,7 @@ section_storms() {
     sink_start || return 1
     storm_lua "$WORK/slowfresh.lua" "/api/data?delay_ms=1000"
     storm_lua "$WORK/cheapfresh.lua" "/api/data"
+    storm_lua "$WORK/entfresh.lua" "/api/data" enterprise
     : >"$WORK/storm_rows"
     local run s
     for run in $(seq "$RUNS"); do
@@ -148,9 +150,11 @@ section_storms() {
             free_drained
             echo "$s $alone_rps $alone_p99 $sink_rps $sink_p99 $bh_rps $bh_p99" >>"$WORK/storm_rows"
         done
-        # Capacity is not wasted: free alone vs enterprise alone, same concurrency (c50).
-        wrk_run_t1 50 "$URL/api/data?limit=10" "X-Tenant-Tier: enterprise" "X-Tenant-Id: ent50" |
-            awk '{ print "ent50", $1 }' >>"$WORK/storm_alone"
+        # Capacity is not wasted: free alone vs enterprise alone, the same load (c50, the same
+        # read, a fresh tenant per request on both: one enterprise tenant would ride a
+        # pipelined lane, a different load from free's).
+        wrk -t1 -c50 -d"${DUR}s" -s "$WORK/entfresh.lua" "$URL" 2>&1 |
+            awk '/^Requests\/sec:/ { r = $2 } END { printf "ent50 %.0f\n", r }' >>"$WORK/storm_alone"
         free_drained
         wrk -t1 -c50 -d"${DUR}s" -s "$WORK/cheapfresh.lua" "$URL" 2>&1 |
             awk '/^Requests\/sec:/ { r = $2 } /Non-2xx/ { bad = $NF }
@@ -213,6 +217,10 @@ storms_recovery() {
 # storm_stat name column -> median of that column (2 alone rps, 3 alone p99, 4 sink rps, ...)
 storm_stat() { awk -v n="$1" -v c="$2" '$1 == n { print $c }' "$WORK/storm_rows" | median; }
 storm_ratio() { awk -v n="$1" '$1 == n { print ($4 > 0 ? $6 / $4 : 0) }' "$WORK/storm_rows" | median; }
+# storm_ratio_spread name -> "min-max" of the per-run ratios behind storm_ratio.
+storm_ratio_spread() {
+    awk -v n="$1" '$1 == n { printf "%.2f\n", ($4 > 0 ? $6 / $4 : 0) }' "$WORK/storm_rows" | spread
+}
 storm_p99_ratio() { awk -v n="$1" '$1 == n { print ($3 > 0 ? $7 / $3 : 0) }' "$WORK/storm_rows" | median; }
 
 storms_rows() {
@@ -226,7 +234,7 @@ storms_rows() {
         esac
         local r
         r=$(printf '%.2f' "$(storm_ratio "$s")")
-        echo "| $label: enterprise (wrk -c4) beside it, bulkhead vs sink | $(storm_stat "$s" 6) req/s (p99 $(storm_stat "$s" 7) ms) | $(storm_stat "$s" 4) req/s beside the sink (alone $(storm_stat "$s" 2)) | $r | >= 0.9: $(mark "$r" 0.9) |"
+        echo "| $label: enterprise (wrk -c4) beside it, bulkhead vs sink | $(storm_stat "$s" 6) req/s (p99 $(storm_stat "$s" 7) ms) | $(storm_stat "$s" 4) req/s beside the sink (alone $(storm_stat "$s" 2)) | $r (runs $(storm_ratio_spread "$s")) | >= 0.9: $(mark "$r" 0.9) |"
     done
     echo "| ... enterprise p99 beside the cheap-read storm on bulkhead / alone | $(storm_stat cheapfresh 7) ms | $(storm_stat cheapfresh 3) ms | $(printf '%.2f' "$(storm_p99_ratio cheapfresh)") | reported |"
     local fs fb fr
@@ -245,5 +253,5 @@ storms_rows() {
     f50=$(awk '$1 == "free50" { print $2 }' "$WORK/storm_alone" | median)
     local rr
     rr=$(ratio "$f50" "$e50")
-    echo "| capacity not wasted: free alone (fresh tenants, c50) vs enterprise alone (c50) | $f50 req/s | $e50 req/s | $rr | >= 0.7: $(mark "$rr" 0.7) |"
+    echo "| capacity not wasted: free alone vs enterprise alone, the same load (cheap reads, a fresh tenant per request, c50) | $f50 req/s | $e50 req/s | $rr | >= 0.7: $(mark "$rr" 0.7) |"
 }

@@ -26,6 +26,7 @@ enum cfg_type {
     CFG_INT,
     CFG_ENUM,
     CFG_BOOL,
+    CFG_FRACTION, /* a decimal from 0 to 1, stored as a double */
 };
 
 /* Strings: every text type owns a char * in struct config. */
@@ -120,6 +121,14 @@ static const struct cfg_def cfg_table[] = {
      "least severe event logged (access lines are info)", OFF(log_level)},
     {"ACCESS_LOG", CFG_BOOL, "true", 0, 0, NULL, "one access line per request on stdout",
      OFF(access_log)},
+    {"ACCESS_LOG_SAMPLE", CFG_FRACTION, "1", 0, 0, NULL,
+     "fraction of successful requests given an access line; refusals, errors and slow requests "
+     "always get one",
+     OFF(access_log_sample)},
+    {"ACCESS_LOG_SLOW_MS", CFG_INT, "100", 0, 3600000, NULL,
+     "a request slower than this (ms, from its loop's wake-up to the reply sent) is always "
+     "logged, whatever ACCESS_LOG_SAMPLE (0: none counts as slow)",
+     OFF(access_log_slow_ms)},
     {"DB_READ_RETRIES", CFG_INT, "2", 0, 3, NULL,
      "times an idempotent read is retried on a fresh connection after a dead one",
      OFF(retry_reads)},
@@ -193,6 +202,29 @@ static int cfg_choice_index(const char *choices, const char *value)
     return -1;
 }
 
+/* Strict decimal fraction from 0 to 1: digits, at most one '.', nothing else ("0.01", "1", ".5").
+ */
+static int cfg_parse_fraction(const char *s, double *out)
+{
+    size_t digits = 0, dots = 0;
+    for (const char *p = s; *p; p++) {
+        if (isdigit((unsigned char)*p))
+            digits++;
+        else if (*p == '.' && !dots)
+            dots++;
+        else
+            return -EINVAL;
+    }
+    if (!digits)
+        return -EINVAL;
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (*end || !(v >= 0.0 && v <= 1.0))
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
 /* Strict decimal integer: optional '-', digits only, no overflow. */
 static int cfg_parse_int(const char *s, int64_t *out)
 {
@@ -248,6 +280,15 @@ static int cfg_set(struct config *cfg, const struct cfg_def *d, const char *valu
         }
         /* Every enum in struct config is an int-sized enum. */
         *(int *)(void *)(base + d->offset) = idx;
+        return 0;
+    }
+    case CFG_FRACTION: {
+        double v;
+        if (cfg_parse_fraction(value, &v)) {
+            snprintf(err, errlen, "%s: must be a decimal from 0 to 1 (got \"%s\")", d->name, value);
+            return -EINVAL;
+        }
+        *(double *)(void *)(base + d->offset) = v;
         return 0;
     }
     case CFG_BOOL: {
@@ -474,6 +515,9 @@ void config_print_help(FILE *out, bool markdown)
         case CFG_BOOL:
             snprintf(allowed, sizeof(allowed), "true|false");
             break;
+        case CFG_FRACTION:
+            snprintf(allowed, sizeof(allowed), "0.0..1.0");
+            break;
         case CFG_STR:
         case CFG_CONN:
             snprintf(allowed, sizeof(allowed), "text");
@@ -602,6 +646,9 @@ static char *cfg_value_text(const struct config *cfg, const struct cfg_def *d)
     }
     case CFG_BOOL:
         return xstrdup(*(const bool *)(const void *)(base + d->offset) ? "true" : "false");
+    case CFG_FRACTION:
+        snprintf(buf, sizeof(buf), "%g", *(const double *)(const void *)(base + d->offset));
+        return xstrdup(buf);
     }
     return xstrdup("");
 }

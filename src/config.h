@@ -46,6 +46,8 @@ struct config {
     enum config_logfmt log_format;
     enum config_loglevel log_level;
     bool access_log;            /* one line per request on stdout */
+    double access_log_sample;   /* fraction of successful requests logged, 0..1 */
+    int64_t access_log_slow_ms; /* slower requests are always logged; 0 = none is slow */
     int64_t retry_reads;        /* retries of an idempotent read on a dead connection */
     int64_t pipeline_depth;     /* a tenant's reads in flight on one connection at most */
     int64_t pipeline_join_ms;   /* a pipelined connection is joined while its oldest is younger */

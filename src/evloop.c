@@ -6,7 +6,10 @@
  * then the source runs (libmicrohttpd sends what the watches answered and reads new requests),
  * then the work deferred to the end of the turn (evloop_defer).
  * The armed watches of a loop are few (its requests in the database), so the earliest deadline
- * is found by walking them.
+ * is found by walking them. The wait's timeout is in microseconds (epoll_pwait2), so a deadline
+ * and the lag probe are met to the timer's slack; where the kernel or a seccomp profile lacks
+ * epoll_pwait2 the loop falls back to epoll_wait's milliseconds, rounded up, and a probe may
+ * then read up to 1 ms late.
  */
 #include "evloop.h"
 #include "log.h"
@@ -41,6 +44,8 @@ struct evloop_thread {
     int batch_next, batch_n;
     bool again; /* run the source again before sleeping (loop thread only) */
     struct evloop_task *deferred, *deferred_tail; /* evloop_defer (loop thread only) */
+    int64_t turn_us;      /* when this turn's wait returned (loop thread only) */
+    int64_t probe_due_us; /* the lag probe's next moment (loop thread only) */
     /* _shared: inbox_mutex guards the inbox. */
     pthread_mutex_t inbox_mutex;
     struct evloop_task *inbox, *inbox_tail; /* posted, not yet run */
@@ -62,10 +67,17 @@ struct evloop {
 };
 
 static _Thread_local struct evloop_thread *evloop_self;
+/* epoll_pwait2 failed with ENOSYS or EPERM once: every loop uses epoll_wait from then on. */
+static atomic_bool evloop_ms_waits;
 
 struct evloop_thread *evloop_current(void)
 {
     return evloop_self;
+}
+
+int64_t evloop_turn_us(const struct evloop_thread *t)
+{
+    return t->turn_us;
 }
 
 static void evloop_unlink(struct evloop_watch *w)
@@ -138,10 +150,16 @@ static void evloop_fire(struct evloop_watch *w, enum evloop_event ev)
     w->fire(w, ev);
 }
 
-/* Milliseconds until the nearest deadline (rounded up), -1 = none. */
-static int evloop_timeout_ms(struct evloop_thread *t, int64_t now)
+/* Microseconds until the nearest deadline (the source's, a watch's, the lag probe's), at most
+ * one second; -1 = none. */
+static int64_t evloop_timeout_us(struct evloop_thread *t, int64_t now)
 {
     int64_t next = t->l->ops.timeout_us(t->l->ops.ctx, t->index);
+    if (t->l->ops.lag) {
+        int64_t left = t->probe_due_us - now;
+        if (next < 0 || left < next)
+            next = left < 0 ? 0 : left;
+    }
     for (struct evloop_watch *w = t->armed; w; w = w->next) {
         int64_t left = w->deadline_us - now;
         if (left < 0)
@@ -149,11 +167,34 @@ static int evloop_timeout_ms(struct evloop_thread *t, int64_t now)
         if (next < 0 || left < next)
             next = left;
     }
-    if (next < 0)
-        return -1;
     if (next > 1000000)
         next = 1000000;
-    return (int)((next + 999) / 1000);
+    return next;
+}
+
+/* Wait for events until timeout_us (-1: none) has passed. */
+static int evloop_wait(struct evloop_thread *t, struct epoll_event *evs, int64_t timeout_us)
+{
+    if (!atomic_load_explicit(&evloop_ms_waits, memory_order_relaxed)) {
+        struct timespec ts = {.tv_sec = (time_t)(timeout_us / 1000000),
+                              .tv_nsec = (long)(timeout_us % 1000000) * 1000};
+        int n = epoll_pwait2(t->ep, evs, EVLOOP_BATCH, timeout_us < 0 ? NULL : &ts, NULL);
+        if (n >= 0 || (errno != ENOSYS && errno != EPERM))
+            return n;
+        atomic_store_explicit(&evloop_ms_waits, true, memory_order_relaxed);
+    }
+    return epoll_wait(t->ep, evs, EVLOOP_BATCH,
+                      timeout_us < 0 ? -1 : (int)((timeout_us + 999) / 1000));
+}
+
+/* The turn begins: how late the loop is to its lag probe, if it fell due (its histogram). */
+static void evloop_probe(struct evloop_thread *t)
+{
+    struct metrics_hist *lag = t->l->ops.lag;
+    if (!lag || t->turn_us < t->probe_due_us)
+        return;
+    metrics_hist_add(&lag[t->index], t->turn_us - t->probe_due_us);
+    t->probe_due_us = t->turn_us + t->l->ops.lag_probe_us;
 }
 
 static void evloop_expire(struct evloop_thread *t)
@@ -268,14 +309,17 @@ static void *evloop_main(void *arg)
     struct evloop *l = t->l;
     evloop_self = t;
     struct epoll_event evs[EVLOOP_BATCH];
+    t->probe_due_us = mclock_now_us() + l->ops.lag_probe_us;
     while (!atomic_load_explicit(&l->stopping, memory_order_acquire)) {
-        int ms = t->again ? 0 : evloop_timeout_ms(t, mclock_now_us());
+        int64_t timeout = t->again ? 0 : evloop_timeout_us(t, mclock_now_us());
         t->again = false;
-        int n = epoll_wait(t->ep, evs, EVLOOP_BATCH, ms);
+        int n = evloop_wait(t, evs, timeout);
         if (n < 0 && errno != EINTR) {
             log_error("evloop", "epoll_wait: %s", strerror(errno));
             break;
         }
+        t->turn_us = mclock_now_us();
+        evloop_probe(t);
         bool control = false;
         t->batch = evs;
         t->batch_n = n;
@@ -297,6 +341,7 @@ static void *evloop_main(void *arg)
             evloop_control(t);
         evloop_run_deferred(t);
     }
+    t->turn_us = mclock_now_us();
     evloop_run_inbox(t);
     /* The source's last runs may start work (a request read as the loop stopped) that arms
      * watches, directly or from deferred work: those fire EVLOOP_STOP too, until none is. */
@@ -332,7 +377,7 @@ static int evloop_init_thread(struct evloop_thread *t, int source)
 int evloop_start(const char *name, unsigned n, const int *sources, const struct evloop_ops *ops,
                  struct evloop **out)
 {
-    if (n == 0 || n > EVLOOP_MAX)
+    if (n == 0 || n > EVLOOP_MAX || (ops->lag && ops->lag_probe_us <= 0))
         return -EINVAL;
     struct evloop *l = xcalloc(1, sizeof(*l) + n * sizeof(l->t[0]));
     l->ops = *ops;

@@ -13,9 +13,18 @@
  * stopping) and is then disarmed; the callback may arm it again. Its socket stays in the epoll
  * set (EPOLLONESHOT, disarmed), so arming it again on the same loop costs one epoll_ctl; the
  * loops holding a socket are a bitmask kept with the socket by the caller.
+ *
+ * Lag: a loop that is busy, or waiting for a CPU, handles what became ready late, and a client
+ * sees that time although no request has been read yet. Each loop measures it the way Node's
+ * monitorEventLoopDelay does: a probe falls due every lag_probe_us, and how late the loop gets
+ * to it (a turn that ran past it, the thread woken late) is added to the loop's histogram,
+ * which its owner reads from any thread (relaxed atomics). evloop_turn_us is the moment the
+ * current turn's wait returned: the nearest the loop knows to when what it handles became ready.
  */
 #ifndef BULKHEAD_EVLOOP_H
 #define BULKHEAD_EVLOOP_H
+
+#include "metrics.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -29,6 +38,10 @@ struct evloop_ops {
     void (*run)(void *ctx, unsigned index);           /* drive loop index's source (its thread) */
     int64_t (*timeout_us)(void *ctx, unsigned index); /* the source's next timeout, -1 = none */
     void *ctx;
+    /* Loop i adds its lag to lag[i] every lag_probe_us (both 0/NULL: no probe). The caller owns
+     * the n histograms; they must outlive the loops. */
+    struct metrics_hist *lag;
+    int64_t lag_probe_us;
 };
 
 enum evloop_event {
@@ -65,6 +78,9 @@ void evloop_stop(struct evloop *l);
 
 /* The loop running on the calling thread, or NULL on any other thread. */
 struct evloop_thread *evloop_current(void);
+
+/* Loop thread: when the current turn's wait returned (monotonic us). */
+int64_t evloop_turn_us(const struct evloop_thread *t);
 
 /* Any thread: make loop t run its source soon (libmicrohttpd 0.9.75 has no wake-up of its own
  * for a connection resumed from another thread in external epoll mode). */

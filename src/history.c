@@ -21,7 +21,8 @@ struct history_tier {
 struct history_sample {
     uint64_t seq;
     int64_t wall_ms;
-    struct history_tier *tiers; /* ntiers entries, in the ring's block */
+    int64_t lag_p50_us, lag_p99_us; /* the worst HTTP event loop's lag during the interval */
+    struct history_tier *tiers;     /* ntiers entries, in the ring's block */
 };
 
 struct history {
@@ -38,6 +39,7 @@ struct history {
     /* Janitor only: the previous reading, to turn totals into per-interval counts. */
     uint64_t prev_outcomes[TIERS_MAX][OUTCOME_COUNT];
     struct metrics_hist_snap prev_total[TIERS_MAX];
+    struct metrics_hist_snap prev_lag[REPORT_LOOPS_MAX];
 };
 
 struct history *history_create(struct tierset *tiers)
@@ -79,10 +81,20 @@ void history_record(struct history *h, const struct report_snap *s)
         h->prev_total[t] = rt->total;
         report_sample(rt, out->v);
     }
+    int64_t lag_p50 = 0, lag_p99 = 0;
+    for (unsigned i = 0; i < s->proc.nloops; i++) {
+        int64_t p50 = metrics_hist_quantile(&s->proc.loop_lag[i], &h->prev_lag[i], 0.50);
+        int64_t p99 = metrics_hist_quantile(&s->proc.loop_lag[i], &h->prev_lag[i], 0.99);
+        lag_p50 = p50 > lag_p50 ? p50 : lag_p50;
+        lag_p99 = p99 > lag_p99 ? p99 : lag_p99;
+        h->prev_lag[i] = s->proc.loop_lag[i];
+    }
     pthread_mutex_lock(&h->mutex);
     struct history_sample *slot = &h->ring[h->next_seq % HISTORY_SAMPLES];
     slot->seq = h->next_seq++;
     slot->wall_ms = s->proc.now_wall_us / 1000;
+    slot->lag_p50_us = lag_p50;
+    slot->lag_p99_us = lag_p99;
     memcpy(slot->tiers, now, h->ntiers * sizeof(*now));
     pthread_mutex_unlock(&h->mutex);
 }
@@ -121,6 +133,7 @@ static json_t *history_server_json(const struct report_process *p)
     json_object_set_new(o, "dbProbeMs", json_real(probe_ms));
     json_object_set_new(o, "inFlight", json_integer((json_int_t)p->in_flight));
     json_object_set_new(o, "draining", json_boolean(p->draining));
+    json_object_set_new(o, "eventLoops", json_integer((json_int_t)p->nloops));
     /* Deprecated spellings of the same values. */
     json_object_set_new(o, "started_ms", json_integer(started_ms));
     json_object_set_new(o, "now_ms", json_integer(now_ms));
@@ -142,8 +155,11 @@ static uint64_t history_samples_json(struct history *h, int64_t since, json_t *s
         json_t *tiers = json_object();
         for (size_t t = 0; t < h->ntiers; t++)
             json_object_set_new(tiers, h->names[t], history_tier_json(&s->tiers[t]));
-        json_array_append_new(samples, json_pack("{s:I, s:I, s:o}", "seq", (json_int_t)s->seq, "t",
-                                                 (json_int_t)s->wall_ms, "tiers", tiers));
+        json_t *lag = json_pack("{s:f, s:f}", "p50", (double)s->lag_p50_us / 1000.0, "p99",
+                                (double)s->lag_p99_us / 1000.0);
+        json_array_append_new(samples, json_pack("{s:I, s:I, s:o, s:{s:o}}", "seq",
+                                                 (json_int_t)s->seq, "t", (json_int_t)s->wall_ms,
+                                                 "tiers", tiers, "eventLoops", "lagMs", lag));
     }
     pthread_mutex_unlock(&h->mutex);
     return last;

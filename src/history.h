@@ -4,7 +4,8 @@
  * Every HISTORY_INTERVAL_MS the janitor takes a snapshot (report_read) and hands it to
  * history_record, which keeps what the dashboard charts, per tier: the requests of that
  * interval by outcome, p50/p99 latency over the interval, and the fields report.c's table marks
- * as sampled (pool and queue levels, breaker state), in a ring of HISTORY_SAMPLES. The
+ * as sampled (pool and queue levels, breaker state), in a ring of HISTORY_SAMPLES; and the
+ * process's: the worst HTTP event loop's lag over the interval (evloop.h). The
  * dashboard polls history_json with the last sample number it has, so each poll carries only
  * new data.
  *
@@ -34,7 +35,7 @@ void history_record(struct history *h, const struct report_snap *s);
 /*
  * Samples with seq > since as a JSON document (malloc'd text; the caller frees it):
  *   {"server": {"version", "instance", "startedMs", "nowMs", "healthy", "reason", "dbProbeMs",
- *               "inFlight", "draining"},                    live: `live`, read at the call
+ *               "inFlight", "draining", "eventLoops"},      live: `live`, read at the call
  *    "tiers": ["free", ...], "intervalMs": 1000,
  *    "last": <newest seq>,                                   poll again with since=last
  *    "samples": [{"seq", "t" (Unix ms), "tiers": {"<name>": {
@@ -42,7 +43,8 @@ void history_record(struct history *h, const struct report_snap *s);
  *        "latencyMs": {"p50", "p99"},                        over the interval
  *        "threadPool": {"active", "queued", "poolSize", "queueLimit"},
  *        "connectionPool": {"active", "idle", "pending", "max"},
- *        "circuitBreaker": {"state"}, "fairness": {"activeTenants"}}}}, ...]}
+ *        "circuitBreaker": {"state"}, "fairness": {"activeTenants"}}},
+ *        "eventLoops": {"lagMs": {"p50", "p99"}}}, ...]}        the worst loop's, over the interval
  * The sections and keys are those of /metrics/bulkheads. Deprecated, kept for existing readers
  * and to be removed: "server" {"started_ms", "now_ms", "db_probe_ms", "in_flight"},
  * "interval_ms", and in a sample's tier the flat "p50_ms", "p99_ms", "busy", "threads",

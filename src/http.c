@@ -188,12 +188,15 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     request_finish(r, toe);
 }
 
+unsigned http_thread_count(const struct config *cfg)
+{
+    unsigned n = cfg->http_threads > 0 ? (unsigned)cfg->http_threads : cpus_usable();
+    return n > EVLOOP_MAX ? EVLOOP_MAX : n;
+}
+
 static unsigned http_threads(const struct http_opts *opts)
 {
-    const struct config *cfg = opts->cfg;
-    unsigned n = opts->threads           ? opts->threads
-                 : cfg->http_threads > 0 ? (unsigned)cfg->http_threads
-                                         : cpus_usable();
+    unsigned n = opts->threads ? opts->threads : http_thread_count(opts->cfg);
     return n > EVLOOP_MAX ? EVLOOP_MAX : n;
 }
 
@@ -337,7 +340,11 @@ int http_start(const struct http_opts *opts, struct http **out)
         }
         sources[i] = info->epoll_fd;
     }
-    struct evloop_ops ops = {.run = http_run, .timeout_us = http_timeout_us, .ctx = h};
+    struct evloop_ops ops = {.run = http_run,
+                             .timeout_us = http_timeout_us,
+                             .ctx = h,
+                             .lag = opts->loop_lag,
+                             .lag_probe_us = opts->loop_lag ? HTTP_LAG_PROBE_US : 0};
     rc = evloop_start(opts->name, n, sources, &ops, &h->loops);
     if (rc) {
         log_error("http_start", "cannot start the HTTP threads: %s", strerror(-rc));

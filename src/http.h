@@ -18,6 +18,7 @@
 
 struct config;
 struct http;
+struct metrics_hist;
 struct request;
 struct request_hooks;
 
@@ -33,7 +34,15 @@ struct http_opts {
      * was suspended and handed on: whoever resumes it owns it until then. */
     bool (*dispatch)(void *ctx, struct request *r);
     void *ctx;
+    /* Thread i adds its event loop's lag (evloop.h) to loop_lag[i], every HTTP_LAG_PROBE_US;
+     * http_thread_count(cfg) of them, owned by the caller, outliving the daemon. */
+    struct metrics_hist *loop_lag;
 };
+
+#define HTTP_LAG_PROBE_US 10000 /* how often each HTTP thread measures its loop's lag */
+
+/* How many HTTP threads http_start starts for cfg (HTTP_THREADS, or one per usable CPU). */
+unsigned http_thread_count(const struct config *cfg);
 
 /* Start listening. Returns 0 or a negative errno (the reason is logged). */
 int http_start(const struct http_opts *opts, struct http **out) __attribute__((warn_unused_result));

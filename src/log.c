@@ -4,9 +4,12 @@
  * Lines are capped at LOG_LINE_MAX bytes and user-supplied fields (path, tenant, request id)
  * are escaped and truncated, so a client cannot break the line format or make lines huge.
  *
- * An access line is written for every request, on the HTTP threads: it is built with plain
- * copies (no printf), the escaper copies runs of safe bytes at once, and each thread keeps the
- * formatted date of the current second.
+ * An access line is written for every request (or the sample log_sampling asks for), on the
+ * HTTP threads: it is built with plain copies (no printf), the escaper copies runs of safe bytes
+ * at once, and each thread keeps the formatted date of the current second. The sample is drawn
+ * per request from each thread's own generator (xorshift, seeded from the clock and the thread),
+ * so sampling takes no lock and a pattern in the traffic cannot line up with it as a counter's
+ * every-Nth could.
  *
  * DESIGN: a write(2) per line from every HTTP thread made them queue on the file's locks in the
  * kernel, which cost more than everything else about logging. So an access line, once
@@ -53,7 +56,9 @@ static struct {
     enum config_loglevel level;
     bool access;
     int fd;
-} log_cfg = {CONFIG_LOG_JSON, CONFIG_LOG_INFO, true, 1};
+    uint64_t sample_below; /* a success is logged when a draw is below this; UINT64_MAX: all */
+    int64_t slow_us;       /* always log requests this slow; 0: none is */
+} log_cfg = {CONFIG_LOG_JSON, CONFIG_LOG_INFO, true, 1, UINT64_MAX, 0};
 
 /* The pending lines and the writer thread; see DESIGN above. */
 static struct {
@@ -228,6 +233,42 @@ void log_setup(enum config_logfmt fmt, enum config_loglevel level, bool access, 
 bool log_access_enabled(void)
 {
     return log_cfg.access && log_cfg.level <= CONFIG_LOG_INFO;
+}
+
+void log_sampling(double fraction, int64_t slow_us)
+{
+    /* 2^64 * fraction, with 1 (and anything above) meaning every draw. */
+    log_cfg.sample_below = fraction >= 1.0  ? UINT64_MAX
+                           : fraction <= 0. ? 0
+                                            : (uint64_t)(fraction * 18446744073709551616.0);
+    log_cfg.slow_us = slow_us > 0 ? slow_us : 0;
+}
+
+/* This thread's next pseudo-random draw (xorshift64*). */
+static uint64_t log_draw(void)
+{
+    static _Thread_local uint64_t state;
+    if (!state) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        state = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)&state;
+        if (!state)
+            state = 0x9e3779b97f4a7c15ull;
+    }
+    state ^= state >> 12;
+    state ^= state << 25;
+    state ^= state >> 27;
+    return state * 0x2545f4914f6cdd1dull;
+}
+
+bool log_access_wanted(bool success, int64_t total_us)
+{
+    if (!log_access_enabled())
+        return false;
+    if (!success || log_cfg.sample_below == UINT64_MAX ||
+        (log_cfg.slow_us && total_us >= log_cfg.slow_us))
+        return true;
+    return log_cfg.sample_below && log_draw() < log_cfg.sample_below;
 }
 
 /* Bytes copied as they are into a JSON string: printable ASCII except '"' and '\\'. */

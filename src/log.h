@@ -6,8 +6,10 @@
  * an access line is copied into one pending buffer (under the log's one mutex) that a writer
  * thread writes out in batches of whole lines a few ms later, so an HTTP thread never waits on
  * the output (unless the buffer is full); an event is written, after whatever is pending,
- * before log_event returns. The log settings are the process's one global state: set by
- * log_setup before the threads that log start, read-only afterwards. DESIGN: see log.c.
+ * before log_event returns. Access lines can be sampled (log_sampling): a fraction of the
+ * successful requests get one, every refusal, error and slow request does. The log settings are
+ * the process's one global state: set by log_setup and log_sampling before the threads that log
+ * start, read-only afterwards. DESIGN: see log.c.
  */
 #ifndef BULKHEAD_LOG_H
 #define BULKHEAD_LOG_H
@@ -16,6 +18,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* What an access line reports; every string may be NULL (logged as null / "-"). */
 struct log_access {
@@ -50,6 +53,15 @@ void log_access(const struct log_access *a);
 
 /* True when access lines are written (callers skip building the record otherwise). */
 bool log_access_enabled(void);
+
+/* Which requests get an access line: a fraction (0..1) of the successful ones, drawn at random
+ * per request; a request that is not a success, or took slow_us or more (0: none is slow),
+ * always. Before the threads that log start; the default is every request. */
+void log_sampling(double fraction, int64_t slow_us);
+
+/* Any thread: whether a finished request gets an access line (log_access_enabled and the
+ * sampling above). success: a 2xx answer. */
+bool log_access_wanted(bool success, int64_t total_us);
 
 /*
  * Append s to dst[*len..cap) as a JSON string body (no quotes), escaping what JSON requires.

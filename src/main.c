@@ -72,6 +72,7 @@ static int main_serve(void)
     if (main_load(&cfg, &tiers, NULL))
         return 1;
     log_setup(cfg.log_format, cfg.log_level, cfg.access_log, STDOUT_FILENO);
+    log_sampling(cfg.access_log_sample, cfg.access_log_slow_ms * 1000);
 
     /* Every thread inherits this mask; only server_wait receives these signals. */
     sigset_t set;

@@ -352,6 +352,11 @@ void report_read_process(const struct report_sources *src, struct report_process
     out->in_flight = src->in_flight ? (uint64_t)atomic_load(src->in_flight) : 0;
     out->draining = src->draining && atomic_load(src->draining);
     procstat_read(&out->ps);
+    out->nloops = src->loop_lag ? src->nloops : 0;
+    if (out->nloops > REPORT_LOOPS_MAX)
+        out->nloops = REPORT_LOOPS_MAX;
+    for (unsigned i = 0; i < out->nloops; i++)
+        metrics_hist_read(&src->loop_lag[i], &out->loop_lag[i]);
     if (src->redis) {
         struct rlsync_stats rs;
         rlsync_stats(src->redis, &rs);
@@ -679,19 +684,20 @@ static void prom_family(FILE *f, const char *name, const char *type, const char 
     fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void prom_hist(FILE *f, const char *name, const char *tier,
+/* A histogram's series; key="value" is its label (tier, or loop). */
+static void prom_hist(FILE *f, const char *name, const char *key, const char *value,
                       const struct metrics_hist_snap *h)
 {
     uint64_t cum = 0;
     for (int i = 0; i < METRICS_HIST_BUCKETS; i++) {
         cum += h->counts[i];
-        fprintf(f, "%s_bucket{tier=\"%s\",le=\"%g\"} %" PRIu64 "\n", name, tier,
+        fprintf(f, "%s_bucket{%s=\"%s\",le=\"%g\"} %" PRIu64 "\n", name, key, value,
                 (double)metrics_hist_bounds_us[i] / 1e6, cum);
     }
     cum += h->counts[METRICS_HIST_BUCKETS];
-    fprintf(f, "%s_bucket{tier=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", name, tier, cum);
-    fprintf(f, "%s_sum{tier=\"%s\"} %.6f\n", name, tier, (double)h->sum_us / 1e6);
-    fprintf(f, "%s_count{tier=\"%s\"} %" PRIu64 "\n", name, tier, cum);
+    fprintf(f, "%s_bucket{%s=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", name, key, value, cum);
+    fprintf(f, "%s_sum{%s=\"%s\"} %.6f\n", name, key, value, (double)h->sum_us / 1e6);
+    fprintf(f, "%s_count{%s=\"%s\"} %" PRIu64 "\n", name, key, value, cum);
 }
 
 static void prom_outcomes(FILE *f, const char *name, const char *tier, const uint64_t *v)
@@ -719,7 +725,7 @@ static void prom_series(FILE *f, const struct report_field *fd, const struct rep
     const char *sep = fd->label ? "," : "", *label = fd->label ? fd->label : "";
     switch (fd->kind) {
     case REPORT_HIST:
-        prom_hist(f, fd->prom, t->name, p);
+        prom_hist(f, fd->prom, "tier", t->name, p);
         return;
     case REPORT_OUTCOMES:
         prom_outcomes(f, fd->prom, t->name, p);
@@ -789,6 +795,21 @@ static void prom_process(FILE *f, const struct report_process *p)
     }
 }
 
+/* The HTTP threads' event-loop lag, one histogram per loop. */
+static void prom_loops(FILE *f, const struct report_process *p)
+{
+    if (!p->nloops)
+        return;
+    prom_family(f, "bulkhead_event_loop_lag_seconds", "histogram",
+                "How late each HTTP event loop handled a moment it was due to (a probe every "
+                "few ms): what a request readable then waited before its loop read it.");
+    for (unsigned i = 0; i < p->nloops; i++) {
+        char idx[16];
+        snprintf(idx, sizeof(idx), "%u", i);
+        prom_hist(f, "bulkhead_event_loop_lag_seconds", "loop", idx, &p->loop_lag[i]);
+    }
+}
+
 char *report_prometheus(const struct report_snap *s, size_t *len)
 {
     char *buf = NULL;
@@ -804,6 +825,7 @@ char *report_prometheus(const struct report_snap *s, size_t *len)
         prom_tier_family(f, s, k, &k);
     }
     prom_process(f, &s->proc);
+    prom_loops(f, &s->proc);
     fclose(f);
     *len = size;
     return buf;

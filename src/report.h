@@ -32,6 +32,7 @@
 
 #define REPORT_TOP_TENANTS 5 /* busiest tenants listed per tier */
 #define REPORT_SAMPLED_MAX 16
+#define REPORT_LOOPS_MAX   64 /* HTTP event loops reported at most (EVLOOP_MAX) */
 
 struct tierset;
 struct health;
@@ -53,6 +54,8 @@ struct report_sources {
     const atomic_bool *draining;         /* shutdown has begun */
     int64_t started_wall_us;             /* process start, Unix us */
     const char *instance_id;             /* random per process */
+    const struct metrics_hist *loop_lag; /* nloops HTTP event loops' lag (evloop.h), or NULL */
+    unsigned nloops;
 };
 
 /* One tier, as read. */
@@ -102,7 +105,9 @@ struct report_process {
     uint64_t tarpit_held, tarpit_holding, tarpit_overflow, tarpit_clients, tarpit_untracked;
     uint64_t untiered_outcomes[OUTCOME_COUNT];
     uint64_t untiered_statuses[METRICS_STATUS_COUNT];
-    struct procstat ps; /* CPU, memory, descriptors, threads */
+    struct procstat ps;                                  /* CPU, memory, descriptors, threads */
+    unsigned nloops;                                     /* HTTP event loops */
+    struct metrics_hist_snap loop_lag[REPORT_LOOPS_MAX]; /* each one's lag so far */
 };
 
 struct report_snap {

@@ -51,7 +51,9 @@ struct request *request_new(const struct request_hooks *hooks, struct MHD_Connec
         r->method = METHOD_POST;
     else
         r->method = METHOD_OTHER;
-    r->t_start_us = mclock_now_us();
+    /* From when its loop's turn woke: the time it waited for the loop counts, as the client
+     * sees it (the nearest libmicrohttpd lets us get to when its bytes became readable). */
+    r->t_start_us = r->loop ? evloop_turn_us(r->loop) : mclock_now_us();
     r->queue_us = -1;
     r->query_us = -1;
     r->status = 500;
@@ -365,7 +367,8 @@ void request_finish(struct request *r, enum MHD_RequestTerminationCode toe)
         r->outcome = OUTCOME_CLIENT_ERROR;
     }
     hooks->done(hooks->ctx, r, total);
-    if (log_access_enabled()) {
+    bool success = r->outcome == OUTCOME_OK && r->status >= 200 && r->status < 300;
+    if (log_access_wanted(success, total)) {
         struct log_access a = {
             .request_id = r->request_id,
             .tier = r->tier ? r->tier->name : NULL,

@@ -128,7 +128,7 @@ struct request {
     struct apiwork_lane *lane;       /* the pipelined connection its read is on, or NULL */
     struct request *lane_next;       /* the next statement on that lane (sent or queued) */
 
-    int64_t t_start_us; /* monotonic: request created */
+    int64_t t_start_us; /* monotonic: its loop's turn that read it woke (evloop_turn_us) */
     int64_t queue_us;   /* time waited for a worker; -1 = never queued */
     int64_t query_us;   /* time in the database; -1 = no query */
 

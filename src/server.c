@@ -480,7 +480,9 @@ static void server_wire(struct server *srv)
                                            .in_flight = &srv->in_flight,
                                            .draining = &srv->draining,
                                            .started_wall_us = srv->started_wall_us,
-                                           .instance_id = srv->instance_id};
+                                           .instance_id = srv->instance_id,
+                                           .loop_lag = srv->loop_lag,
+                                           .nloops = http_thread_count(&srv->cfg)};
     srv->api = (struct api_deps){.tiers = srv->tiers,
                                  .metrics = &srv->sources,
                                  .history = srv->history,
@@ -635,7 +637,8 @@ static int server_start_threads(struct server *srv)
                            .draining = &srv->draining,
                            .drain_exempt = api_is_probe,
                            .dispatch = server_dispatch,
-                           .ctx = &srv->api};
+                           .ctx = &srv->api,
+                           .loop_lag = srv->loop_lag};
     rc = http_start(&ho, &srv->http);
     if (rc || !srv->cfg.ops_port)
         return rc;
@@ -643,6 +646,7 @@ static int server_start_threads(struct server *srv)
     ho.port = srv->cfg.ops_port;
     ho.threads = 1;
     ho.dispatch = server_dispatch_ops;
+    ho.loop_lag = NULL; /* the ops listener's one thread is not an API loop */
     return http_start(&ho, &srv->ops);
 }
 

@@ -71,9 +71,11 @@ struct server {
     uint64_t fleet_seen;            /* the fleet's exchanges at the last tick (janitor only) */
     struct tenantstat *tenants;     /* owned; NULL unless TENANT_ACCOUNTING=true */
     struct report_snap *sample;     /* owned: the janitor's scratch reading (janitor only) */
-    atomic_int in_flight;           /* requests created and not yet freed */
-    atomic_bool draining;           /* shutdown started: refuse new work */
-    pthread_mutex_t drain_mutex;    /* with drained: shutdown waits for in_flight == 0 */
+    /* Each HTTP thread's event-loop lag (written by that thread, read by report.c). */
+    struct metrics_hist loop_lag[REPORT_LOOPS_MAX];
+    atomic_int in_flight;        /* requests created and not yet freed */
+    atomic_bool draining;        /* shutdown started: refuse new work */
+    pthread_mutex_t drain_mutex; /* with drained: shutdown waits for in_flight == 0 */
     pthread_cond_t drained;
     struct params_cidr proxies[PARAMS_CIDRS_MAX]; /* TRUSTED_PROXIES, parsed */
     size_t nproxies;

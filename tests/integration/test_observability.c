@@ -7,7 +7,9 @@
  *   _total, histograms well formed, units in seconds, a series per tier, and counters moving by
  *   exactly the traffic sent.
  * - Access log: one JSON line per request with the right values, the request id the client got;
- *   LOG_FORMAT=text, LOG_LEVEL=warn, X-Request-Id validation.
+ *   LOG_FORMAT=text, LOG_LEVEL=warn, X-Request-Id validation; ACCESS_LOG_SAMPLE=0 drops the
+ *   successes' lines and keeps every refusal's, error's and slow request's.
+ * - The event loops' lag: a histogram per HTTP thread in /metrics, and in the dashboard's data.
  * - Lifecycle events (ready, breaker_open, shutdown) logged once each, with their cause.
  */
 #include "harness.h"
@@ -500,6 +502,68 @@ static void build_info_and_process_metrics_are_exported(void **state)
     prom_free(&d);
 }
 
+/* The lag probe of HTTP thread 0 has read its loop at least n times. */
+static bool loop_probed(void *arg)
+{
+    struct prom_doc d;
+    if (scrape(&suite.srv, &d))
+        return false;
+    double v = prom_value(&d, "bulkhead_event_loop_lag_seconds_count", 1, "loop", "0");
+    prom_free(&d);
+    return v >= *(double *)arg;
+}
+
+/* The dashboard has a sample (one a second). */
+static bool has_samples(void *arg)
+{
+    (void)arg;
+    json_t *hist = h_get_json(h_url(&suite.srv, "/dashboard/data?since=0"));
+    bool ok = hist && json_array_size(json_object_get(hist, "samples")) > 0;
+    json_decref(hist);
+    return ok;
+}
+
+/* Each HTTP thread's loop probes its lag (every 10 ms): a histogram per loop in /metrics, and
+ * the worst loop's p50/p99 per dashboard sample. */
+static void each_event_loop_reports_its_lag(void **state)
+{
+    (void)state;
+    double probes = 5;
+    assert_true(h_wait_until(loop_probed, &probes, 10000));
+    struct prom_doc d;
+    assert_int_equal(scrape(&suite.srv, &d), 0);
+    /* One series per HTTP thread, numbered from 0, each with probes. */
+    int loops = 0;
+    for (;; loops++) {
+        char idx[16];
+        snprintf(idx, sizeof(idx), "%d", loops);
+        double n = prom_value(&d, "bulkhead_event_loop_lag_seconds_count", 1, "loop", idx);
+        if (isnan(n))
+            break;
+        assert_true(n > 0);
+    }
+    assert_true(loops >= 1);
+    prom_free(&d);
+    assert_true(h_wait_until(has_samples, NULL, 10000));
+    json_t *hist = h_get_json(h_url(&suite.srv, "/dashboard/data?since=0"));
+    assert_non_null(hist);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(hist, "server"), "eventLoops")), loops);
+    json_t *samples = json_object_get(hist, "samples");
+    assert_true(json_array_size(samples) > 0);
+    size_t i;
+    json_t *smp;
+    json_array_foreach(samples, i, smp)
+    {
+        json_t *lag = json_object_get(json_object_get(smp, "eventLoops"), "lagMs");
+        assert_true(json_is_number(json_object_get(lag, "p50")));
+        assert_true(json_is_number(json_object_get(lag, "p99")));
+        assert_true(json_number_value(json_object_get(lag, "p99")) >=
+                    json_number_value(json_object_get(lag, "p50")));
+    }
+    json_decref(hist);
+}
+
 static double responses(const char *tier, const char *code)
 {
     struct prom_doc d;
@@ -792,6 +856,45 @@ static void access_log_false_writes_no_access_lines(void **state)
     assert_false(h_server_log_has(&s, "\"type\":\"access\""));
 }
 
+static void sampled_access_log_keeps_every_refusal_error_and_slow_request(void **state)
+{
+    (void)state;
+    struct h_server s;
+    assert_int_equal(start_with(&s, "ACCESS_LOG_SAMPLE=0"), 0);
+    char rid[32];
+    for (int i = 0; i < 5; i++) {
+        snprintf(rid, sizeof(rid), "sampled-ok-%d", i);
+        assert_int_equal(request_as(&s, "/api/data", "pro", "sampled", rid, NULL, 0), 200);
+    }
+    /* free allows a tenant 2 requests a minute: 2 successes, then 2 refusals. */
+    long want[] = {200, 200, 429, 429};
+    for (int i = 0; i < 4; i++) {
+        snprintf(rid, sizeof(rid), "sampled-free-%d", i);
+        assert_int_equal(request_as(&s, "/api/data", "free", "sampled", rid, NULL, 0), want[i]);
+    }
+    assert_int_equal(request_as(&s, "/nowhere", NULL, NULL, "sampled-404", NULL, 0), 404);
+    assert_int_equal(
+        request_as(&s, "/api/data?force_error=true", "pro", "sampled", "sampled-500", NULL, 0),
+        500);
+    /* Slower than ACCESS_LOG_SLOW_MS (100 by default): a 150 ms statement cannot be faster. */
+    assert_int_equal(
+        request_as(&s, "/api/data?delay_ms=150", "pro", "sampled", "sampled-slow", NULL, 0), 200);
+    assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
+    /* Stopped: every line is written. */
+    for (int i = 0; i < 5; i++) {
+        snprintf(rid, sizeof(rid), "sampled-ok-%d", i);
+        assert_int_equal(access_lines_for(&s, rid, NULL), 0);
+    }
+    assert_int_equal(access_lines_for(&s, "sampled-free-0", NULL), 0);
+    assert_int_equal(access_lines_for(&s, "sampled-free-1", NULL), 0);
+    const char *kept[] = {"sampled-free-2", "sampled-free-3", "sampled-404", "sampled-500",
+                          "sampled-slow"};
+    for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++)
+        if (access_lines_for(&s, kept[i], NULL) != 1)
+            fail_msg("no access line (or more than one) for %s", kept[i]);
+    assert_int_equal(h_server_log_count(&s, "\"type\":\"access\""), 5);
+}
+
 static void lifecycle_events_are_logged_once_with_their_cause(void **state)
 {
     (void)state;
@@ -851,12 +954,14 @@ int main(void)
         cmocka_unit_test(every_tier_has_its_series),
         cmocka_unit_test(counters_move_by_exactly_the_traffic_sent),
         cmocka_unit_test(build_info_and_process_metrics_are_exported),
+        cmocka_unit_test(each_event_loop_reports_its_lag),
         cmocka_unit_test(every_status_code_has_its_label),
         cmocka_unit_test(each_request_logs_one_json_access_line),
         cmocka_unit_test(request_id_is_generated_or_replaced_when_invalid),
         cmocka_unit_test(text_format_writes_text_lines),
         cmocka_unit_test(warn_level_suppresses_access_lines),
         cmocka_unit_test(access_log_false_writes_no_access_lines),
+        cmocka_unit_test(sampled_access_log_keeps_every_refusal_error_and_slow_request),
         cmocka_unit_test(lifecycle_events_are_logged_once_with_their_cause),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -114,6 +114,8 @@ static void defaults_all_parse_to_the_documented_values(void **state)
     assert_int_equal(c.log_format, CONFIG_LOG_JSON);
     assert_int_equal(c.log_level, CONFIG_LOG_INFO);
     assert_true(c.access_log);
+    assert_true(c.access_log_sample == 1.0);
+    assert_int_equal(c.access_log_slow_ms, 100);
     assert_int_equal(c.retry_reads, 2);
     assert_int_equal(c.pipeline_depth, 8);
     assert_int_equal(c.pipeline_join_ms, 2);
@@ -127,7 +129,7 @@ static void every_row_accepts_its_default_written_explicitly(void **state)
     (void)state;
     struct row rows[64];
     size_t n = table_rows(rows, 64);
-    assert_int_equal(n, 40); /* every field of struct config has a row */
+    assert_int_equal(n, 42); /* every field of struct config has a row */
     for (size_t i = 0; i < n; i++) {
         struct config c;
         char err[256];
@@ -163,7 +165,7 @@ static void int_bounds_are_inclusive_for_every_int_row(void **state)
             assert_string_equal(err, want);
         }
     }
-    assert_int_equal(ints, 24);
+    assert_int_equal(ints, 25);
 }
 
 static void an_auth_cache_shorter_than_a_second_is_refused(void **state)
@@ -320,6 +322,30 @@ static void bool_spellings(void **state)
         char err[256], want[256];
         assert_int_equal(load_one(&c, "ACCESS_LOG", bad[i], err, sizeof(err)), -EINVAL);
         snprintf(want, sizeof(want), "ACCESS_LOG: must be true or false (got \"%s\")", bad[i]);
+        assert_string_equal(err, want);
+    }
+}
+
+static void fractions_are_plain_decimals_from_0_to_1(void **state)
+{
+    (void)state;
+    static const char *const ok[] = {"0", "1", "0.01", ".5", "1.0", "0.000001"};
+    static const double want_v[] = {0, 1, 0.01, 0.5, 1, 0.000001};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        struct config c;
+        char err[256];
+        assert_int_equal(load_one(&c, "ACCESS_LOG_SAMPLE", ok[i], err, sizeof(err)), 0);
+        assert_true(c.access_log_sample == want_v[i]);
+        config_free(&c);
+    }
+    static const char *const bad[] = {"-0.1", "1.01", "2",    "1e-2", "0x1", "nan",
+                                      "inf",  ".",    "0.5.", " 0.5", "5%"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct config c;
+        char err[256], want[256];
+        assert_int_equal(load_one(&c, "ACCESS_LOG_SAMPLE", bad[i], err, sizeof(err)), -EINVAL);
+        snprintf(want, sizeof(want),
+                 "ACCESS_LOG_SAMPLE: must be a decimal from 0 to 1 (got \"%s\")", bad[i]);
         assert_string_equal(err, want);
     }
 }
@@ -823,6 +849,7 @@ int main(void)
         cmocka_unit_test(enum_spellings_map_to_their_values),
         cmocka_unit_test(enum_refuses_other_spellings_listing_the_choices),
         cmocka_unit_test(bool_spellings),
+        cmocka_unit_test(fractions_are_plain_decimals_from_0_to_1),
         cmocka_unit_test(strings_are_kept_verbatim),
         cmocka_unit_test(an_empty_value_counts_as_unset_for_every_row),
         cmocka_unit_test(first_bad_value_stops_the_load_and_frees_everything),

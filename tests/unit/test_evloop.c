@@ -8,7 +8,8 @@
  * that evloop_call runs there. Covered: start's refusals, evloop_call (once per loop, on its
  * thread, in order), evloop_wake, a readable source and the source's timeout, a watch firing
  * READY, TIMEOUT (and then not READY) and STOP, one-shot firing, re-arming (EPOLL_CTL_MOD, the
- * watched bitmask per loop, a descriptor number reused after close). Every wait is on the
+ * watched bitmask per loop, a descriptor number reused after close), and the lag probe (a loop
+ * kept busy shows up in its own lag histogram, an idle one keeps probing). Every wait is on the
  * test's condition variable, bounded by WAIT_S; nothing sleeps.
  */
 #include "evloop.h"
@@ -53,6 +54,8 @@ struct ctx {
     int64_t run_at_us[NLOOPS];              /* time of loop i's last run */
     unsigned seq;                           /* orders runs and fires */
     unsigned run_seq[NLOOPS];               /* seq of loop i's last run */
+    struct metrics_hist lag[NLOOPS];        /* the loops' lag (written by the loops) */
+    int64_t turn_us[NLOOPS];                /* evloop_turn_us in loop i's last run */
 };
 
 /* One watch on one socketpair: fds[0] is watched, the test writes fds[1]. */
@@ -107,6 +110,7 @@ static void run_cb(void *arg, unsigned i)
         c->run_elsewhere = true;
     c->timeout_us[i] = -1;
     c->run_at_us[i] = mclock_now_us();
+    c->turn_us[i] = self ? evloop_turn_us(self) : 0;
     c->run_seq[i] = ++c->seq;
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
@@ -141,8 +145,9 @@ static void noop_fn(void *arg, unsigned i)
     (void)i;
 }
 
-/* Start NLOOPS loops named "evt" on fresh eventfds, and learn their threads. */
-static void start(struct ctx *c)
+/* Start NLOOPS loops named "evt" on fresh eventfds, and learn their threads; with
+ * lag_probe_us > 0 each loop probes its lag into c->lag. */
+static void start_probing(struct ctx *c, int64_t lag_probe_us)
 {
     memset(c, 0, sizeof(*c));
     pthread_mutex_init(&c->mu, NULL);
@@ -152,10 +157,19 @@ static void start(struct ctx *c)
         assert_true(c->sources[i] >= 0);
         c->timeout_us[i] = -1;
     }
-    struct evloop_ops ops = {.run = run_cb, .timeout_us = timeout_cb, .ctx = c};
+    struct evloop_ops ops = {.run = run_cb,
+                             .timeout_us = timeout_cb,
+                             .ctx = c,
+                             .lag = lag_probe_us > 0 ? c->lag : NULL,
+                             .lag_probe_us = lag_probe_us};
     assert_int_equal(evloop_start("evt", NLOOPS, c->sources, &ops, &c->l), 0);
     assert_non_null(c->l);
     evloop_call(c->l, who_fn, c);
+}
+
+static void start(struct ctx *c)
+{
+    start_probing(c, 0);
 }
 
 static void stop(struct ctx *c)
@@ -267,6 +281,10 @@ static void start_refuses_no_loops_too_many_and_a_bad_source(void **state)
     assert_int_equal(evloop_start("bad", 0, src, &ops, &l), -EINVAL);
     assert_int_equal(evloop_start("bad", EVLOOP_MAX + 1, src, &ops, &l), -EINVAL);
     assert_int_equal(evloop_start("bad", 2, src, &ops, &l), -EBADF);
+    struct metrics_hist lag[2];
+    struct evloop_ops no_interval = {
+        .run = run_cb, .timeout_us = timeout_cb, .ctx = NULL, .lag = lag, .lag_probe_us = 0};
+    assert_int_equal(evloop_start("bad", 2, src, &no_interval, &l), -EINVAL);
     /* A regular file cannot be in an epoll set: what was made for the first loop is undone. */
     int ok = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), file = open("/dev/null", O_RDONLY);
     assert_true(ok >= 0 && file >= 0);
@@ -718,6 +736,50 @@ static void stop_fires_stop_on_armed_watches_and_joins(void **state)
     probe_close(&done);
 }
 
+#define LAG_PROBE_US 1000  /* the lag test's probe interval */
+#define BUSY_US      60000 /* how long it keeps loop 1 from waiting */
+
+/* Loop thread: loop 1 computes for BUSY_US without waiting (a turn that serves too much); the
+ * others return at once. */
+static void busy_fn(void *arg, unsigned i)
+{
+    (void)arg;
+    if (i != 1)
+        return;
+    int64_t until = mclock_now_us() + BUSY_US;
+    while (mclock_now_us() < until)
+        ;
+}
+
+/* Observations of h above bound_us, one of metrics_hist_bounds_us. */
+static uint64_t lag_above(struct metrics_hist *h, int64_t bound_us)
+{
+    uint64_t n = 0;
+    for (int b = 1; b <= METRICS_HIST_BUCKETS; b++)
+        if (metrics_hist_bounds_us[b - 1] >= bound_us)
+            n += atomic_load(&h->counts[b]);
+    return n;
+}
+
+static void a_loop_kept_busy_shows_its_lag_and_an_idle_one_keeps_probing(void **state)
+{
+    (void)state;
+    struct ctx c;
+    memset(&c, 0, sizeof(c));
+    start_probing(&c, LAG_PROBE_US);
+    /* Idle loops wake for their probe: samples arrive with nothing else happening. */
+    WAIT_UNTIL(&c, atomic_load(&c.lag[0].count) >= 3 && atomic_load(&c.lag[2].count) >= 3);
+    /* ... and, idle, they read them in time (some of them at least: this machine is shared). */
+    assert_true(atomic_load(&c.lag[0].count) > lag_above(&c.lag[0], 10000));
+    /* Loop 1 is kept busy for 60 ms: the probe that fell due meanwhile is read that late. */
+    evloop_call(c.l, busy_fn, NULL);
+    WAIT_UNTIL(&c, lag_above(&c.lag[1], 50000) >= 1);
+    /* A turn's time is when its wait returned: after the busy call, not before it. */
+    int64_t after = mclock_now_us();
+    WAIT_UNTIL(&c, c.turn_us[1] >= after);
+    stop(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -733,6 +795,7 @@ int main(void)
         cmocka_unit_test(a_watch_disarmed_by_another_in_the_same_turn_does_not_fire),
         cmocka_unit_test(work_deferred_in_a_turn_runs_after_its_source_run_on_the_same_loop),
         cmocka_unit_test(stop_fires_stop_on_armed_watches_and_joins),
+        cmocka_unit_test(a_loop_kept_busy_shows_its_lag_and_an_idle_one_keeps_probing),
     };
     return cmocka_run_group_tests_name("evloop", tests, NULL, NULL);
 }

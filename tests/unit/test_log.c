@@ -2,7 +2,9 @@
  * test_log: log_json_escape and the lines built with it. Escaping turns quotes, backslashes,
  * control bytes and bytes >= 0x80 into JSON escapes, stops at the cap without splitting an escape
  * and always leaves a NUL-terminated string; a whole log line, whatever a client put in its
- * fields, stays one line of valid JSON that fits the line cap.
+ * fields, stays one line of valid JSON that fits the line cap. Sampling (log_sampling): every
+ * request that is not a success and every slow one gets its line whatever the fraction, a
+ * fraction of the successes does (counted over many draws, with a margin no fair draw misses).
  */
 #include "log.h"
 
@@ -380,6 +382,40 @@ static void concurrent_access_lines_all_arrive_whole_and_in_order(void **state)
     assert_int_equal(lines, WRITERS * LINES_EACH);
 }
 
+static void sampling_keeps_every_refusal_error_and_slow_request(void **state)
+{
+    (void)state;
+    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_INFO, true, log_pipe[1]);
+    /* None of the successes, all of the rest. */
+    log_sampling(0.0, 100000);
+    for (int i = 0; i < 1000; i++) {
+        assert_false(log_access_wanted(true, 99999));
+        assert_true(log_access_wanted(false, 0));
+        assert_true(log_access_wanted(true, 100000));
+    }
+    /* 0: no request counts as slow. */
+    log_sampling(0.0, 0);
+    assert_false(log_access_wanted(true, INT64_MAX));
+    assert_true(log_access_wanted(false, 1));
+    /* A quarter of the successes: 10,000 draws land within 5 % of 2,500 (11 standard
+     * deviations); the refusals, all of them. */
+    log_sampling(0.25, 0);
+    int logged = 0;
+    for (int i = 0; i < 10000; i++) {
+        logged += log_access_wanted(true, 10);
+        assert_true(log_access_wanted(false, 10));
+    }
+    assert_in_range(logged, 2000, 3000);
+    /* 1 (the default): every request. */
+    log_sampling(1.0, 0);
+    for (int i = 0; i < 1000; i++)
+        assert_true(log_access_wanted(true, 10));
+    /* Access lines off: none, refusals included. */
+    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_WARN, true, log_pipe[1]);
+    assert_false(log_access_wanted(false, 10));
+    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_INFO, true, log_pipe[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -393,6 +429,7 @@ int main(void)
         cmocka_unit_test(text_lines_stay_one_line),
         cmocka_unit_test(levels_and_access_switch_filter_lines),
         cmocka_unit_test(concurrent_access_lines_all_arrive_whole_and_in_order),
+        cmocka_unit_test(sampling_keeps_every_refusal_error_and_slow_request),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
