@@ -265,7 +265,10 @@ static void *fleet_main(void *arg)
         int rc = f->db ? 0 : fleet_connect(f, err, sizeof(err));
         if (!rc)
             rc = fleet_exchange(f, err, sizeof(err));
-        if (rc && !fleet_stopping(f)) {
+        if (rc && fleet_stopping(f) && f->db) {
+            dbconn_close(f->db); /* ended mid-statement: fleet_leave opens a fresh one */
+            f->db = NULL;
+        } else if (rc) {
             fleet_strip(err);
             fleet_failed(f, err);
         }
@@ -309,6 +312,29 @@ fail_pipe:
     return rc;
 }
 
+/* Stop: delete this instance's row, on the thread's connection when it is idle, else on a
+ * fresh one (the thread may have been stopped mid-exchange), within FLEET_STOP_DELETE_MS. */
+static void fleet_leave(struct fleet *f)
+{
+    struct dbconn *db = f->db;
+    f->db = NULL;
+    int64_t deadline = mclock_now_us() + FLEET_STOP_DELETE_MS * 1000ll;
+    char err[200];
+    if (!db) {
+        const struct dbconn_params p = {.conninfo = f->conninfo,
+                                        .appname = "bulkhead-fleet",
+                                        .statement_timeout_ms = FLEET_STOP_DELETE_MS};
+        if (dbconn_open(&p, deadline, &db, err, sizeof(err)))
+            return;
+    }
+    db->stop_fd = -1; /* the stop pipe is readable now: it would end the delete at once */
+    PGresult *res = NULL;
+    const char *v[] = {f->instance_id};
+    if (dbconn_query(db, fleet_sql_leave, 1, v, deadline, &res, err, sizeof(err)) == 0)
+        PQclear(res);
+    dbconn_close(db);
+}
+
 void fleet_stop(struct fleet *f)
 {
     if (!f)
@@ -316,21 +342,7 @@ void fleet_stop(struct fleet *f)
     ssize_t w = write(f->stop_pipe[1], "x", 1);
     (void)w;
     pthread_join(f->thread, NULL);
-    if (f->db && !dbconn_is_dead(f->db)) {
-        /* The stop pipe is readable now: a fresh connection would end at once, so the delete
-         * goes on the thread's connection, which is idle between exchanges, with its own
-         * short deadline and without the pipe. */
-        f->db->stop_fd = -1;
-        PGresult *res = NULL;
-        char err[200];
-        const char *v[] = {f->instance_id};
-        if (dbconn_query(f->db, fleet_sql_leave, 1, v,
-                         mclock_now_us() + FLEET_STOP_DELETE_MS * 1000ll, &res, err,
-                         sizeof(err)) == 0)
-            PQclear(res);
-    }
-    if (f->db)
-        dbconn_close(f->db);
+    fleet_leave(f);
     close(f->stop_pipe[0]);
     close(f->stop_pipe[1]);
     pthread_mutex_destroy(&f->mutex);

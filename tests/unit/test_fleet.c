@@ -218,7 +218,8 @@ static void a_lost_connection_fails_once_and_the_next_interval_reconnects(void *
         nap();
     assert_int_equal(sb[2].active, 1);
 
-    assert_int_equal(terminate_fleet_backends(), 2);
+    /* at least these two (a backend of the test before may still be on its way out) */
+    assert_true(terminate_fleet_backends() >= 2);
     struct fleet_stats st;
     end = mclock_now_us() + WAIT_US;
     do {
