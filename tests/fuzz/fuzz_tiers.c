@@ -45,6 +45,11 @@ static const struct {
     {"priority", offsetof(struct tier_cfg, priority)},
     {"capacity_floor_pct", offsetof(struct tier_cfg, capacity_floor_pct)},
     {"capacity_tolerance_pct", offsetof(struct tier_cfg, capacity_tolerance_pct)},
+    {"capacity_margin_us", offsetof(struct tier_cfg, capacity_margin_us)},
+    {"latency_objective_ms", offsetof(struct tier_cfg, latency_objective_ms)},
+    {"db_time_ms_per_min", offsetof(struct tier_cfg, db_time_ms_per_min)},
+    {"rate_limit_shadow", offsetof(struct tier_cfg, rate_limit_shadow)},
+    {"db_time_shadow", offsetof(struct tier_cfg, db_time_shadow)},
 };
 
 static void load_keys(void)

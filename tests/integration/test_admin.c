@@ -310,9 +310,12 @@ static void an_override_of_5_admits_exactly_5_in_a_burst(void **state)
     assert_int_equal(h_burst("GET", h_url(&inst[0], "/api/data?limit=1"), h, 12, 12, st, NULL), 0);
     assert_int_equal(h_count(st, 12, 200), 5); /* its own 5, not free's 100 */
     assert_int_equal(h_count(st, 12, 429), 7);
-    /* The allowance is the tenant's across instances (Redis): nothing is left on the other. */
+    /* The allowance is the tenant's across instances (Redis): the other instance admits at most
+     * its lease before Redis's count reaches it (one request: 10 % of 5, at least 1; README,
+     * "a tenant's admissions over N instances"), then refuses. */
     assert_int_equal(h_burst("GET", h_url(&inst[1], "/api/data?limit=1"), h, 6, 6, st, NULL), 0);
-    assert_int_equal(h_count(st, 6, 429), 6);
+    assert_true(h_count(st, 6, 200) <= 1);
+    assert_true(h_count(st, 6, 429) >= 5);
     struct h_resp r;
     h_get(h_url(&inst[1], "/api/data?limit=1"), h, &r);
     char v[32];
