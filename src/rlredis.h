@@ -34,8 +34,9 @@ struct rlredis_url {
 };
 
 #define RLREDIS_KEYS_PER_CALL 128 /* tenants per EVALSHA: bounds how long one call blocks Redis */
-#define RLREDIS_KEY_MAX       128 /* bytes of a charge's key with its NUL: tier (32), ':', tenant (80) \
-                                   */
+#define RLREDIS_KEY_MAX                                                                            \
+    128 /* bytes of a charge's key with its NUL: tier (32), ':', tenant (80)                       \
+         */
 
 /* One tenant's hits, and what Redis answered. */
 struct rlredis_charge {
