@@ -1,9 +1,10 @@
 /*
  * fuzz_tenantreq: tenantreq_parse_json, the admin API's tenant bodies, on arbitrary bytes, as a
  * create and as an update. It accepts exactly the bodies an independent reading here accepts
- * (a JSON object of known fields: a valid name, one of the built-in tiers, a rate limit in
- * range or null; what each kind requires), and what it returns is what the body said; a
- * refusal always says why. An accepted request written back as JSON parses to the same one.
+ * (a JSON object of known fields: a valid name, one of the built-in tiers, a rate limit and a
+ * database-time budget in range or null; what each kind requires), and what it returns is what the
+ * body said; a refusal always says why. An accepted request written back as JSON parses to the same
+ * one.
  */
 #include "fuzz.h"
 #include "tenantreq.h"
@@ -34,19 +35,28 @@ static bool expect(enum tenantreq_kind kind, json_t *root, struct tenantreq *wan
                  json_integer_value(v) <= TENANTREQ_RATE_LIMIT_MAX) {
             want->rate_limit_op = TENANTREQ_SET;
             want->rate_limit = json_integer_value(v);
+        } else if (!strcmp(key, "db_time_ms_per_min") && json_is_null(v))
+            want->db_time_op = TENANTREQ_CLEAR;
+        else if (!strcmp(key, "db_time_ms_per_min") && json_is_integer(v) &&
+                 json_integer_value(v) >= 0 && json_integer_value(v) <= TENANTREQ_DB_TIME_MAX) {
+            want->db_time_op = TENANTREQ_SET;
+            want->db_time = json_integer_value(v);
         } else
             return false;
     }
     if (kind == TENANTREQ_CREATE)
         return want->name[0] && want->tier[0];
-    return want->tier[0] || want->rate_limit_op != TENANTREQ_KEEP;
+    return want->tier[0] || want->rate_limit_op != TENANTREQ_KEEP ||
+           want->db_time_op != TENANTREQ_KEEP;
 }
 
 static bool same(const struct tenantreq *a, const struct tenantreq *b)
 {
     return !strcmp(a->name, b->name) && !strcmp(a->tier, b->tier) &&
            a->rate_limit_op == b->rate_limit_op &&
-           (a->rate_limit_op != TENANTREQ_SET || a->rate_limit == b->rate_limit);
+           (a->rate_limit_op != TENANTREQ_SET || a->rate_limit == b->rate_limit) &&
+           a->db_time_op == b->db_time_op &&
+           (a->db_time_op != TENANTREQ_SET || a->db_time == b->db_time);
 }
 
 /* req as a body again. */
@@ -61,6 +71,10 @@ static char *write_back(const struct tenantreq *req)
         json_object_set_new(o, "rate_limit", json_integer(req->rate_limit));
     if (req->rate_limit_op == TENANTREQ_CLEAR)
         json_object_set_new(o, "rate_limit", json_null());
+    if (req->db_time_op == TENANTREQ_SET)
+        json_object_set_new(o, "db_time_ms_per_min", json_integer(req->db_time));
+    if (req->db_time_op == TENANTREQ_CLEAR)
+        json_object_set_new(o, "db_time_ms_per_min", json_null());
     char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return text;
