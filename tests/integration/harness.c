@@ -77,10 +77,54 @@ double h_median(double *v, int n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-static const char *h_root(void)
+const char *h_root(void)
 {
     const char *r = getenv("BH_ROOT");
     return r ? r : ".";
+}
+
+const char *h_work(void)
+{
+    const char *w = getenv("BH_TEST_WORK");
+    return w ? w : "/tmp";
+}
+
+int h_run(const char *cmd, char **out)
+{
+    size_t flen = strlen(cmd) + 16;
+    char *full = malloc(flen);
+    snprintf(full, flen, "(%s) 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    free(full);
+    if (!p) {
+        if (out)
+            *out = strdup("");
+        return -1;
+    }
+    size_t len = 0, cap = 8192;
+    char *buf = malloc(cap);
+    size_t n;
+    while ((n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+        len += n;
+        if (cap - len < 4096)
+            buf = realloc(buf, cap *= 2);
+    }
+    buf[len] = '\0';
+    int st = pclose(p);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+void h_diag(const char *text)
+{
+    for (const char *p = text; *p;) {
+        size_t n = strcspn(p, "\n");
+        printf("# %.*s\n", (int)n, p);
+        p += n + (p[n] == '\n');
+    }
 }
 
 static int h_system(const char *cmd)

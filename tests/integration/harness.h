@@ -60,6 +60,15 @@ struct h_server {
 /* env: NULL-terminated "NAME=value" strings added to the environment. Waits for /health to
  * answer (any status) within 20 s. 0 or -1. */
 int h_server_start(struct h_server *s, const char *database_url, const char *const *env);
+/* The project's root (BH_ROOT, default ".") and this test's work folder (BH_TEST_WORK, default
+ * /tmp). */
+const char *h_root(void);
+const char *h_work(void);
+/* Run a shell command with its stderr merged into its stdout; the whole output into *out (caller
+ * frees; out may be NULL). Its exit status, or -1 (no exit, or popen failed). */
+int h_run(const char *cmd, char **out);
+/* Print each line of text as a TAP diagnostic ("# line"). */
+void h_diag(const char *text);
 /* The absolute path of the binary under test ($BULKHEAD_BIN, relative to BH_ROOT; default
  * build/bulkhead), in a static buffer. */
 const char *h_bin(void);

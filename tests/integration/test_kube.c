@@ -47,61 +47,13 @@ static const char *const overlays[] = {"dev", "production", "production-queue-hp
 static char checker[700];   /* build/kube-check/check.mjs */
 static char opts_path[600]; /* check.mjs rules' options */
 
-static const char *root(void)
-{
-    const char *r = getenv("BH_ROOT");
-    return r ? r : ".";
-}
-
-static const char *work(void)
-{
-    const char *w = getenv("BH_TEST_WORK");
-    return w ? w : "/tmp";
-}
-
-/* Run a shell command; its stdout and stderr into *out (caller frees). Returns its exit
- * status, or -1. */
-static int run(const char *cmd, char **out)
-{
-    char full[4200];
-    snprintf(full, sizeof(full), "(%s) 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p)
-        return -1;
-    size_t len = 0, cap = 8192;
-    char *buf = malloc(cap);
-    size_t n;
-    while ((n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-        len += n;
-        if (cap - len < 4096)
-            buf = realloc(buf, cap *= 2);
-    }
-    buf[len] = '\0';
-    int st = pclose(p);
-    if (out)
-        *out = buf;
-    else
-        free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* Print each line of text as a TAP diagnostic. */
-static void diag(const char *text)
-{
-    for (const char *p = text; *p;) {
-        size_t n = strcspn(p, "\n");
-        printf("# %.*s\n", (int)n, p);
-        p += n + (p[n] == '\n');
-    }
-}
-
 /* The rendering of kustomization i into the work folder. */
 static const char *rendered(size_t i)
 {
     static char path[NKUST][600];
     if (!path[i][0]) {
         const char *slash = strrchr(kustomizations[i], '/');
-        snprintf(path[i], sizeof(path[i]), "%s/kube-%s.yaml", work(), slash + 1);
+        snprintf(path[i], sizeof(path[i]), "%s/kube-%s.yaml", h_work(), slash + 1);
     }
     return path[i];
 }
@@ -121,7 +73,7 @@ static json_t *config_defaults(void)
 {
     char cmd[700], *out = NULL;
     snprintf(cmd, sizeof(cmd), "'%s' config", h_bin());
-    if (run(cmd, &out) != 0) {
+    if (h_run(cmd, &out) != 0) {
         free(out);
         return NULL;
     }
@@ -151,7 +103,7 @@ static json_t *config_defaults(void)
 static int image_user(void)
 {
     char path[600];
-    snprintf(path, sizeof(path), "%s/Dockerfile", root());
+    snprintf(path, sizeof(path), "%s/Dockerfile", h_root());
     char *df = h_read_file(path);
     if (!df)
         return -1;
@@ -171,7 +123,7 @@ static int setup(void **state)
 {
     (void)state;
     char cmd[4000], *out = NULL;
-    if (run("command -v kubectl && command -v node && command -v npm", &out) != 0) {
+    if (h_run("command -v kubectl && command -v node && command -v npm", &out) != 0) {
         fprintf(stderr,
                 "test_kube: kubectl, node or npm is missing (scripts/deps.sh test "
                 "installs them):\n%s\n",
@@ -181,7 +133,7 @@ static int setup(void **state)
     }
     free(out);
     char dir[600];
-    snprintf(dir, sizeof(dir), "%s/build/kube-check", root());
+    snprintf(dir, sizeof(dir), "%s/build/kube-check", h_root());
     snprintf(checker, sizeof(checker), "%s/check.mjs", dir);
     snprintf(cmd, sizeof(cmd),
              "set -e; mkdir -p '%s'; cd '%s'; "
@@ -189,8 +141,8 @@ static int setup(void **state)
              "[ ! -d node_modules ]; then cp '%s/tests/kube/package.json' "
              "'%s/tests/kube/package-lock.json' .; npm ci --no-audit --no-fund --loglevel=error; "
              "fi; cp '%s/tests/kube/check.mjs' .",
-             dir, dir, root(), root(), root(), root());
-    if (run(cmd, &out) != 0) {
+             dir, dir, h_root(), h_root(), h_root(), h_root());
+    if (h_run(cmd, &out) != 0) {
         fprintf(stderr, "test_kube: could not install the schema checker into %s:\n%s\n", dir, out);
         free(out);
         return -1;
@@ -200,7 +152,7 @@ static int setup(void **state)
     json_t *opts = json_object();
     json_t *defaults = config_defaults();
     char tiers[600];
-    snprintf(tiers, sizeof(tiers), "%s/config/tiers.json", root());
+    snprintf(tiers, sizeof(tiers), "%s/config/tiers.json", h_root());
     json_t *builtin = json_load_file(tiers, 0, NULL);
     if (!defaults || !builtin || image_user() <= 0) {
         fprintf(stderr, "test_kube: cannot read `bulkhead config`, config/tiers.json or the "
@@ -212,7 +164,7 @@ static int setup(void **state)
     json_object_set_new(opts, "imageUser", json_integer(image_user()));
     /* The production overlays name a Secret the operator creates (its README lines). */
     json_object_set_new(opts, "externalSecrets", json_pack("[s]", "bulkhead-secrets"));
-    snprintf(opts_path, sizeof(opts_path), "%s/kube-check-opts.json", work());
+    snprintf(opts_path, sizeof(opts_path), "%s/kube-check-opts.json", h_work());
     int rc = json_dump_file(opts, opts_path, 0);
     json_decref(opts);
     return rc;
@@ -222,9 +174,9 @@ static int setup(void **state)
 static int render(size_t i, char **err)
 {
     char cmd[1400];
-    snprintf(cmd, sizeof(cmd), "cd '%s' && kubectl kustomize '%s' 2>'%s.err' >'%s'", root(),
+    snprintf(cmd, sizeof(cmd), "cd '%s' && kubectl kustomize '%s' 2>'%s.err' >'%s'", h_root(),
              kustomizations[i], rendered(i), rendered(i));
-    int rc = run(cmd, NULL);
+    int rc = h_run(cmd, NULL);
     if (rc && err) {
         char path[700];
         snprintf(path, sizeof(path), "%s.err", rendered(i));
@@ -237,7 +189,7 @@ static void every_kustomization_renders_with_kubectl(void **state)
 {
     (void)state;
     char *out = NULL;
-    run("kubectl version --client 2>&1 | tr '\\n' ' '", &out);
+    h_run("kubectl version --client 2>&1 | tr '\\n' ' '", &out);
     printf("# %s\n", out);
     free(out);
     for (size_t i = 0; i < NKUST; i++) {
@@ -263,9 +215,9 @@ static void every_rendered_object_validates_against_the_kubernetes_api_schemas(v
     for (size_t i = 0; i < NKUST; i++) {
         char cmd[1400], *out = NULL;
         snprintf(cmd, sizeof(cmd), "node '%s' schema '%s'", checker, rendered(i));
-        int rc = run(cmd, &out);
+        int rc = h_run(cmd, &out);
         printf("# %s:\n", kustomizations[i]);
-        diag(out);
+        h_diag(out);
         if (rc != 0)
             fail_msg("%s does not validate (check.mjs exit %d)", kustomizations[i], rc);
         free(out);
@@ -277,7 +229,7 @@ static int rules(const char *file, char **out)
 {
     char cmd[1800];
     snprintf(cmd, sizeof(cmd), "node '%s' rules '%s' '%s'", checker, file, opts_path);
-    return run(cmd, out);
+    return h_run(cmd, out);
 }
 
 static void every_overlay_keeps_the_deployment_rules(void **state)
@@ -290,7 +242,7 @@ static void every_overlay_keeps_the_deployment_rules(void **state)
         char *settings = strstr(out, "SETTINGS ");
         if (settings)
             *settings = '\0'; /* the next test reads it */
-        diag(out);
+        h_diag(out);
         if (rc != 0)
             fail_msg("overlay %s breaks the deployment rules (check.mjs exit %d)", overlays[i], rc);
         free(out);
@@ -310,11 +262,11 @@ static void the_settings_each_overlay_gives_are_accepted_by_the_server(void **st
         assert_non_null(s);
         free(out);
         char tiers[600];
-        snprintf(tiers, sizeof(tiers), "%s/kube-tiers-%s.json", work(), overlays[i]);
+        snprintf(tiers, sizeof(tiers), "%s/kube-tiers-%s.json", h_work(), overlays[i]);
         assert_int_equal(json_dump_file(json_object_get(s, "tiers"), tiers, 0), 0);
         /* env -i: only what the overlay gives (and the tier file, at its path here). */
         char cmd[8000];
-        int n = snprintf(cmd, sizeof(cmd), "cd '%s' && env -i", work());
+        int n = snprintf(cmd, sizeof(cmd), "cd '%s' && env -i", h_work());
         const char *k;
         json_t *v;
         json_object_foreach(json_object_get(s, "given"), k, v)
@@ -324,7 +276,7 @@ static void the_settings_each_overlay_gives_are_accepted_by_the_server(void **st
         }
         snprintf(cmd + n, sizeof(cmd) - (size_t)n, " '%s' config --effective", h_bin());
         json_decref(s);
-        int rc = run(cmd, &out);
+        int rc = h_run(cmd, &out);
         if (rc != 0)
             fail_msg("overlay %s: the server refuses its settings:\n%s", overlays[i], out);
         /* The tiers it runs with are the overlay's. */
@@ -367,16 +319,16 @@ static void the_checks_fail_on_a_broken_manifest(void **state)
     const char *dev = overlay_rendered("dev");
     for (size_t i = 0; i < sizeof(broken) / sizeof(broken[0]); i++) {
         char bad[700], cmd[2400], *out = NULL;
-        snprintf(bad, sizeof(bad), "%s/kube-broken-%zu.yaml", work(), i);
+        snprintf(bad, sizeof(bad), "%s/kube-broken-%zu.yaml", h_work(), i);
         snprintf(cmd, sizeof(cmd), "sed '%s' '%s' >'%s' && ! cmp -s '%s' '%s'", broken[i].sed, dev,
                  bad, dev, bad);
-        if (run(cmd, NULL) != 0)
+        if (h_run(cmd, NULL) != 0)
             fail_msg("mutation %zu (%s) changed nothing in the dev rendering", i, broken[i].sed);
         if (!strcmp(broken[i].mode, "schema"))
             snprintf(cmd, sizeof(cmd), "node '%s' schema '%s'", checker, bad);
         else
             snprintf(cmd, sizeof(cmd), "node '%s' rules '%s' '%s'", checker, bad, opts_path);
-        int rc = run(cmd, &out);
+        int rc = h_run(cmd, &out);
         if (rc != 1 || !strstr(out, broken[i].expect))
             fail_msg("mutation \"%s\": check.mjs %s exited %d without \"%s\":\n%s", broken[i].sed,
                      broken[i].mode, rc, broken[i].expect, out);
@@ -395,8 +347,8 @@ static void the_copies_inside_the_kustomizations_are_current(void **state)
     };
     for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
         char cmd[1400];
-        snprintf(cmd, sizeof(cmd), "cd '%s' && cmp '%s' '%s'", root(), pairs[i][0], pairs[i][1]);
-        if (run(cmd, NULL) != 0)
+        snprintf(cmd, sizeof(cmd), "cd '%s' && cmp '%s' '%s'", h_root(), pairs[i][0], pairs[i][1]);
+        if (h_run(cmd, NULL) != 0)
             fail_msg("%s differs from %s: copy it (kustomize reads nothing outside its folder)",
                      pairs[i][1], pairs[i][0]);
     }

@@ -43,43 +43,6 @@ static pid_t prom_pid;
 static char prom[64]; /* http://127.0.0.1:PORT */
 static char prom_log[460];
 
-static const char *root(void)
-{
-    const char *r = getenv("BH_ROOT");
-    return r ? r : ".";
-}
-
-static const char *work(void)
-{
-    const char *w = getenv("BH_TEST_WORK");
-    return w ? w : "/tmp";
-}
-
-/* Run a shell command; stdout and stderr into *out (caller frees, may be NULL). Exit status. */
-static int run(const char *cmd, char **out)
-{
-    char full[3000];
-    snprintf(full, sizeof(full), "(%s) 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p)
-        return -1;
-    size_t len = 0, cap = 8192;
-    char *buf = malloc(cap);
-    size_t n;
-    while ((n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-        len += n;
-        if (cap - len < 4096)
-            buf = realloc(buf, cap *= 2);
-    }
-    buf[len] = '\0';
-    int st = pclose(p);
-    if (out)
-        *out = buf;
-    else
-        free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static bool prom_ready(void *arg)
 {
     (void)arg;
@@ -102,13 +65,13 @@ static bool prom_ready(void *arg)
 static int prom_start(void)
 {
     char dir[400], cmd[2400];
-    snprintf(dir, sizeof(dir), "%s/prometheus-%d", work(), (int)getpid());
+    snprintf(dir, sizeof(dir), "%s/prometheus-%d", h_work(), (int)getpid());
     snprintf(cmd, sizeof(cmd),
              "rm -rf '%s' && mkdir -p '%s/data' && "
              "sed 's/^\\( *for: [0-9][0-9]*\\)m$/\\1s/' '%s/deploy/prometheus/rules.yml' "
              ">'%s/rules.yml' && grep -q 'for: 2s$' '%s/rules.yml'",
-             dir, dir, root(), dir, dir);
-    if (run(cmd, NULL) != 0) {
+             dir, dir, h_root(), dir, dir);
+    if (h_run(cmd, NULL) != 0) {
         fprintf(stderr, "test_prometheus: cannot prepare %s (rules.yml's for: lines?)\n", dir);
         return -1;
     }
@@ -249,8 +212,8 @@ static void promtool_accepts_the_rules_the_config_and_the_rule_unit_tests(void *
     };
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
         char cmd[1200], *out = NULL;
-        snprintf(cmd, sizeof(cmd), "cd '%s' && %s", root(), cmds[i]);
-        int rc = run(cmd, &out);
+        snprintf(cmd, sizeof(cmd), "cd '%s' && %s", h_root(), cmds[i]);
+        int rc = h_run(cmd, &out);
         printf("# %s: %s", cmds[i], strstr(out, "SUCCESS") ? "SUCCESS\n" : out);
         if (rc != 0)
             fail_msg("%s failed:\n%s", cmds[i], out);
@@ -270,16 +233,16 @@ static void the_rule_unit_tests_fail_when_a_rule_is_broken(void **state)
     };
     for (size_t i = 0; i < sizeof(breaks) / sizeof(breaks[0]); i++) {
         char dir[400], cmd[2400], *out = NULL;
-        snprintf(dir, sizeof(dir), "%s/promtool-broken-%zu", work(), i);
+        snprintf(dir, sizeof(dir), "%s/promtool-broken-%zu", h_work(), i);
         snprintf(cmd, sizeof(cmd),
                  "rm -rf '%s' && mkdir -p '%s' && cp '%s/deploy/prometheus/rules.test.yml' '%s/' "
                  "&& sed '%s' '%s/deploy/prometheus/rules.yml' >'%s/rules.yml' && "
                  "! cmp -s '%s/rules.yml' '%s/deploy/prometheus/rules.yml'",
-                 dir, dir, root(), dir, breaks[i], root(), dir, dir, root());
-        if (run(cmd, NULL) != 0)
+                 dir, dir, h_root(), dir, breaks[i], h_root(), dir, dir, h_root());
+        if (h_run(cmd, NULL) != 0)
             fail_msg("the break \"%s\" changed nothing in rules.yml", breaks[i]);
         snprintf(cmd, sizeof(cmd), "cd '%s' && promtool test rules rules.test.yml", dir);
-        int rc = run(cmd, &out);
+        int rc = h_run(cmd, &out);
         if (rc == 0)
             fail_msg("promtool test rules passed with \"%s\":\n%s", breaks[i], out);
         free(out);
@@ -469,14 +432,14 @@ static void every_dashboard_query_returns_data_from_prometheus(void **state)
         fail_msg("the recording rules have no rate for every tier within 30 s (see %s)", prom_log);
 
     char path[600];
-    snprintf(path, sizeof(path), "%s/deploy/grafana/dashboards/bulkhead.json", root());
+    snprintf(path, sizeof(path), "%s/deploy/grafana/dashboards/bulkhead.json", h_root());
     json_error_t err;
     json_t *dash = json_load_file(path, 0, &err);
     if (!dash)
         fail_msg("%s: %s (line %d)", path, err.text, err.line);
     /* The provisioning names the uid the panels read. */
     snprintf(path, sizeof(path), "%s/deploy/grafana/provisioning/datasources/bulkhead.yaml",
-             root());
+             h_root());
     char *ds = h_read_file(path);
     assert_non_null(ds);
     assert_non_null(strstr(ds, "uid: bulkhead-prometheus\n"));
