@@ -7,6 +7,8 @@
 #include "fuzz.h"
 #include "tiers.h"
 
+#include "../tierkeys.h"
+
 #include <errno.h>
 #include <inttypes.h>
 
@@ -17,40 +19,6 @@ static struct {
     size_t offset;
 } keys[32];
 static size_t nkeys;
-
-static const struct {
-    const char *name;
-    size_t offset;
-} fields[] = {
-    {"workers", offsetof(struct tier_cfg, workers)},
-    {"queue_max", offsetof(struct tier_cfg, queue_max)},
-    {"queue_timeout_ms", offsetof(struct tier_cfg, queue_timeout_ms)},
-    {"db_max", offsetof(struct tier_cfg, db_max)},
-    {"db_acquire_timeout_ms", offsetof(struct tier_cfg, db_acquire_timeout_ms)},
-    {"db_idle_timeout_ms", offsetof(struct tier_cfg, db_idle_timeout_ms)},
-    {"rate_limit", offsetof(struct tier_cfg, rate_limit)},
-    {"rate_window_s", offsetof(struct tier_cfg, rate_window_s)},
-    {"breaker_timeout_ms", offsetof(struct tier_cfg, breaker_timeout_ms)},
-    {"breaker_error_pct", offsetof(struct tier_cfg, breaker_error_pct)},
-    {"breaker_reset_ms", offsetof(struct tier_cfg, breaker_reset_ms)},
-    {"breaker_window_ms", offsetof(struct tier_cfg, breaker_window_ms)},
-    {"breaker_buckets", offsetof(struct tier_cfg, breaker_buckets)},
-    {"breaker_min_calls", offsetof(struct tier_cfg, breaker_min_calls)},
-    {"breaker_trial_calls", offsetof(struct tier_cfg, breaker_trial_calls)},
-    {"tenant_share_pct", offsetof(struct tier_cfg, tenant_share_pct)},
-    {"tenant_queue_pct", offsetof(struct tier_cfg, tenant_queue_pct)},
-    {"tenant_reserve_pct", offsetof(struct tier_cfg, tenant_reserve_pct)},
-    {"brief_request_ms", offsetof(struct tier_cfg, brief_request_ms)},
-    {"tenant_linger_ms", offsetof(struct tier_cfg, tenant_linger_ms)},
-    {"priority", offsetof(struct tier_cfg, priority)},
-    {"capacity_floor_pct", offsetof(struct tier_cfg, capacity_floor_pct)},
-    {"capacity_tolerance_pct", offsetof(struct tier_cfg, capacity_tolerance_pct)},
-    {"capacity_margin_us", offsetof(struct tier_cfg, capacity_margin_us)},
-    {"latency_objective_ms", offsetof(struct tier_cfg, latency_objective_ms)},
-    {"db_time_ms_per_min", offsetof(struct tier_cfg, db_time_ms_per_min)},
-    {"rate_limit_shadow", offsetof(struct tier_cfg, rate_limit_shadow)},
-    {"db_time_shadow", offsetof(struct tier_cfg, db_time_shadow)},
-};
 
 static void load_keys(void)
 {
@@ -71,9 +39,9 @@ static void load_keys(void)
                    &keys[nkeys].def, &keys[nkeys].min, &keys[nkeys].max) != 4)
             continue;
         bool found = false;
-        for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-            if (!strcmp(fields[i].name, keys[nkeys].name)) {
-                keys[nkeys].offset = fields[i].offset;
+        for (size_t i = 0; i < TIERKEYS_COUNT; i++) {
+            if (!strcmp(tierkeys[i].name, keys[nkeys].name)) {
+                keys[nkeys].offset = tierkeys[i].offset;
                 found = true;
             }
         }
@@ -81,7 +49,7 @@ static void load_keys(void)
         nkeys++;
     }
     free(text);
-    FUZZ_CHECK(nkeys == sizeof(fields) / sizeof(fields[0]));
+    FUZZ_CHECK(nkeys == TIERKEYS_COUNT);
 }
 
 static int64_t get(const struct tier_cfg *c, size_t k)

@@ -8,6 +8,8 @@
  */
 #include "tiers.h"
 
+#include "../tierkeys.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <setjmp.h>
@@ -21,48 +23,12 @@
 
 #include <cmocka.h>
 
-/* Every per-tier key and where it lands, independent of tiers.c's own table. */
-static const struct {
-    const char *name;
-    size_t offset;
-} key_fields[] = {
-    {"workers", offsetof(struct tier_cfg, workers)},
-    {"queue_max", offsetof(struct tier_cfg, queue_max)},
-    {"queue_timeout_ms", offsetof(struct tier_cfg, queue_timeout_ms)},
-    {"db_max", offsetof(struct tier_cfg, db_max)},
-    {"db_acquire_timeout_ms", offsetof(struct tier_cfg, db_acquire_timeout_ms)},
-    {"db_idle_timeout_ms", offsetof(struct tier_cfg, db_idle_timeout_ms)},
-    {"rate_limit", offsetof(struct tier_cfg, rate_limit)},
-    {"rate_window_s", offsetof(struct tier_cfg, rate_window_s)},
-    {"breaker_timeout_ms", offsetof(struct tier_cfg, breaker_timeout_ms)},
-    {"breaker_error_pct", offsetof(struct tier_cfg, breaker_error_pct)},
-    {"breaker_reset_ms", offsetof(struct tier_cfg, breaker_reset_ms)},
-    {"breaker_window_ms", offsetof(struct tier_cfg, breaker_window_ms)},
-    {"breaker_buckets", offsetof(struct tier_cfg, breaker_buckets)},
-    {"breaker_min_calls", offsetof(struct tier_cfg, breaker_min_calls)},
-    {"breaker_trial_calls", offsetof(struct tier_cfg, breaker_trial_calls)},
-    {"tenant_share_pct", offsetof(struct tier_cfg, tenant_share_pct)},
-    {"tenant_queue_pct", offsetof(struct tier_cfg, tenant_queue_pct)},
-    {"tenant_reserve_pct", offsetof(struct tier_cfg, tenant_reserve_pct)},
-    {"brief_request_ms", offsetof(struct tier_cfg, brief_request_ms)},
-    {"tenant_linger_ms", offsetof(struct tier_cfg, tenant_linger_ms)},
-    {"priority", offsetof(struct tier_cfg, priority)},
-    {"capacity_floor_pct", offsetof(struct tier_cfg, capacity_floor_pct)},
-    {"capacity_tolerance_pct", offsetof(struct tier_cfg, capacity_tolerance_pct)},
-    {"capacity_margin_us", offsetof(struct tier_cfg, capacity_margin_us)},
-    {"latency_objective_ms", offsetof(struct tier_cfg, latency_objective_ms)},
-    {"db_time_ms_per_min", offsetof(struct tier_cfg, db_time_ms_per_min)},
-    {"rate_limit_shadow", offsetof(struct tier_cfg, rate_limit_shadow)},
-    {"db_time_shadow", offsetof(struct tier_cfg, db_time_shadow)},
-};
-#define KEY_COUNT (sizeof(key_fields) / sizeof(key_fields[0]))
-
 static int64_t field(const struct tier_cfg *c, const char *key)
 {
-    for (size_t i = 0; i < KEY_COUNT; i++) {
-        if (!strcmp(key_fields[i].name, key)) {
+    for (size_t i = 0; i < TIERKEYS_COUNT; i++) {
+        if (!strcmp(tierkeys[i].name, key)) {
             int64_t v;
-            memcpy(&v, (const char *)c + key_fields[i].offset, sizeof(v));
+            memcpy(&v, (const char *)c + tierkeys[i].offset, sizeof(v));
             return v;
         }
     }
@@ -163,7 +129,7 @@ static void a_new_tier_takes_the_documented_defaults_for_keys_left_out(void **st
     (void)state;
     struct key_row rows[32];
     size_t n = help_rows(rows, 32);
-    assert_int_equal(n, KEY_COUNT); /* the help and this test know the same keys */
+    assert_int_equal(n, TIERKEYS_COUNT); /* the help and this test know the same keys */
     struct tier_table t;
     char err[400];
     assert_int_equal(parse("{\"bare\": {\"rate_limit\": 0}}", &t, err, sizeof(err)), 0);
