@@ -14,6 +14,7 @@
 #include "auth.h"
 #include "mclock.h"
 #include "pgproxy.h"
+#include "unitdb.h"
 #include "tenantdb.h"
 
 #include <errno.h>
@@ -305,15 +306,10 @@ static void stop_ends_a_reload_the_database_never_answers(void **state)
 static int group_setup(void **state)
 {
     (void)state;
-    const char *port = getenv("BH_TEST_PG_PORT");
-    if (!port || !*port)
-        return 0; /* the refresher's tests skip */
-    snprintf(url, sizeof(url), "postgresql://postgres@127.0.0.1:%s/bulkhead", port);
-    admin = PQconnectdb(url);
-    if (PQstatus(admin) != CONNECTION_OK) {
-        fprintf(stderr, "cannot reach PostgreSQL at %s: %s", url, PQerrorMessage(admin));
+    if (unitdb_open(url, sizeof(url), &admin))
         return -1;
-    }
+    if (!admin)
+        return 0;                                                /* the refresher's tests skip */
     PQclear(PQexec(admin, "SET client_min_messages = warning")); /* no "already exists" */
     size_t len = 0;
     const char *schema = tenantdb_schema(&len);
@@ -331,9 +327,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    if (admin)
-        PQfinish(admin);
-    return 0;
+    return unitdb_close(&admin);
 }
 
 int main(void)

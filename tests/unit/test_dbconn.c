@@ -15,6 +15,7 @@
 #include "dbconn.h"
 #include "mclock.h"
 #include "pgproxy.h"
+#include "unitdb.h"
 
 #include <errno.h>
 #include <math.h>
@@ -341,15 +342,10 @@ static void a_stop_pipe_ends_a_query_at_once(void **state)
 static int group_setup(void **state)
 {
     (void)state;
-    const char *port = getenv("BH_TEST_PG_PORT");
-    if (!port || !*port)
-        return 0; /* every test skips */
-    snprintf(url, sizeof(url), "postgresql://postgres@127.0.0.1:%s/bulkhead", port);
-    admin = PQconnectdb(url);
-    if (PQstatus(admin) != CONNECTION_OK) {
-        fprintf(stderr, "cannot reach PostgreSQL at %s: %s", url, PQerrorMessage(admin));
+    if (unitdb_open(url, sizeof(url), &admin))
         return -1;
-    }
+    if (!admin)
+        return 0; /* every test skips */
     /* A statement that catches every cancel until it has run `secs` seconds: the whole timed
      * loop is inside the block that catches them (a cancel that lands outside it, in the few
      * instructions between the handler and the block again, would end the statement). */
@@ -371,9 +367,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    if (admin)
-        PQfinish(admin);
-    return 0;
+    return unitdb_close(&admin);
 }
 
 int main(void)

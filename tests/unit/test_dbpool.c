@@ -15,6 +15,7 @@
 #include "dbpool.h"
 #include "mclock.h"
 #include "pgproxy.h"
+#include "unitdb.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1760,24 +1761,17 @@ static void connect_to_closed_port_fails_fast(void **state)
 static int group_setup(void **state)
 {
     (void)state;
-    const char *port = getenv("BH_TEST_PG_PORT");
-    if (!port || !*port)
-        return 0; /* every test skips */
-    snprintf(url, sizeof(url), "postgresql://postgres@127.0.0.1:%s/bulkhead", port);
-    admin = PQconnectdb(url);
-    if (PQstatus(admin) != CONNECTION_OK) {
-        fprintf(stderr, "cannot reach PostgreSQL at %s: %s", url, PQerrorMessage(admin));
+    if (unitdb_open(url, sizeof(url), &admin))
         return -1;
-    }
+    if (!admin)
+        return 0; /* every test skips */
     return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    if (admin)
-        PQfinish(admin);
-    return 0;
+    return unitdb_close(&admin);
 }
 
 int main(void)
