@@ -8,6 +8,8 @@
 #ifndef BULKHEAD_CONFIG_H
 #define BULKHEAD_CONFIG_H
 
+#include "log.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,8 +18,6 @@
 enum config_backend { CONFIG_BACKEND_MEMORY, CONFIG_BACKEND_REDIS };
 enum config_auth { CONFIG_AUTH_HEADER, CONFIG_AUTH_APIKEY };
 enum config_test_params { CONFIG_TEST_PARAMS_AUTO, CONFIG_TEST_PARAMS_ON, CONFIG_TEST_PARAMS_OFF };
-enum config_logfmt { CONFIG_LOG_JSON, CONFIG_LOG_TEXT };
-enum config_loglevel { CONFIG_LOG_DEBUG, CONFIG_LOG_INFO, CONFIG_LOG_WARN, CONFIG_LOG_ERROR };
 
 /* The parsed settings. Strings are owned by the struct (config_free releases them). */
 struct config {
@@ -43,8 +43,8 @@ struct config {
     enum config_test_params test_params; /* force_error, delay_ms: auto = in header mode */
     int64_t auth_cache_ttl;              /* ms an API-key lookup is trusted */
     char *admin_token;                   /* bearer token for /admin; "" = admin endpoints off */
-    enum config_logfmt log_format;
-    enum config_loglevel log_level;
+    enum log_format log_format;
+    enum log_level log_level;
     bool access_log;            /* one line per request on stdout */
     double access_log_sample;   /* fraction of successful requests logged, 0..1 */
     int64_t access_log_slow_ms; /* slower requests are always logged; 0 = none is slow */

@@ -52,13 +52,13 @@
 
 /* Set once by log_setup before threads start; read-only afterwards. */
 static struct {
-    enum config_logfmt fmt;
-    enum config_loglevel level;
+    enum log_format fmt;
+    enum log_level level;
     bool access;
     int fd;
     uint64_t sample_below; /* a success is logged when a draw is below this; UINT64_MAX: all */
     int64_t slow_us;       /* always log requests this slow; 0: none is */
-} log_cfg = {CONFIG_LOG_JSON, CONFIG_LOG_INFO, true, 1, UINT64_MAX, 0};
+} log_cfg = {LOG_FORMAT_JSON, LOG_LEVEL_INFO, true, 1, UINT64_MAX, 0};
 
 /* The pending lines and the writer thread; see DESIGN above. */
 static struct {
@@ -193,7 +193,7 @@ void log_flush(void)
     pthread_mutex_unlock(&log_out.mutex);
 }
 
-void log_setup(enum config_logfmt fmt, enum config_loglevel level, bool access, int fd)
+void log_setup(enum log_format fmt, enum log_level level, bool access, int fd)
 {
     /* Lines already handed on go to the old output; the writer reads log_cfg only while it
      * writes, which the drain waits out, so the change is made under the mutex. */
@@ -232,7 +232,7 @@ void log_setup(enum config_logfmt fmt, enum config_loglevel level, bool access, 
 
 bool log_access_enabled(void)
 {
-    return log_cfg.access && log_cfg.level <= CONFIG_LOG_INFO;
+    return log_cfg.access && log_cfg.level <= LOG_LEVEL_INFO;
 }
 
 void log_sampling(double fraction, int64_t slow_us)
@@ -486,7 +486,7 @@ static void log_append_field(char *buf, size_t *len, const char *val)
 
 static void log_append_str(char *buf, size_t *len, const char *key, const char *val)
 {
-    if (log_cfg.fmt == CONFIG_LOG_JSON) {
+    if (log_cfg.fmt == LOG_FORMAT_JSON) {
         log_put_lit(buf, len, ",\"");
         log_put_str(buf, len, key);
         if (!val) {
@@ -505,7 +505,7 @@ static void log_append_str(char *buf, size_t *len, const char *key, const char *
     }
 }
 
-void log_event(enum config_loglevel level, const char *event, const char *fmt, ...)
+void log_event(enum log_level level, const char *event, const char *fmt, ...)
 {
     if (level < log_cfg.level)
         return;
@@ -519,7 +519,7 @@ void log_event(enum config_loglevel level, const char *event, const char *fmt, .
     size_t len = 0;
     char ts[40];
     log_timestamp(ts, sizeof(ts));
-    if (log_cfg.fmt == CONFIG_LOG_JSON) {
+    if (log_cfg.fmt == LOG_FORMAT_JSON) {
         log_append(line, &len, "{\"time\":\"%s\",\"level\":\"%s\",\"type\":\"event\"", ts,
                    log_level_names[level]);
         log_append_str(line, &len, "event", event);
@@ -541,7 +541,7 @@ void log_access(const struct log_access *a)
     size_t len = 0;
     char ts[40];
     size_t tslen = log_timestamp(ts, sizeof(ts));
-    if (log_cfg.fmt == CONFIG_LOG_JSON) {
+    if (log_cfg.fmt == LOG_FORMAT_JSON) {
         log_put_lit(line, &len, "{\"time\":\"");
         log_put(line, &len, ts, tslen);
         log_put_lit(line, &len, "\",\"level\":\"info\",\"type\":\"access\"");

@@ -111,8 +111,8 @@ static void defaults_all_parse_to_the_documented_values(void **state)
     assert_int_equal(c.client_ipv6_prefix, 64);
     assert_int_equal(c.auth_cache_ttl, 5000);
     assert_string_equal(c.admin_token, "");
-    assert_int_equal(c.log_format, CONFIG_LOG_JSON);
-    assert_int_equal(c.log_level, CONFIG_LOG_INFO);
+    assert_int_equal(c.log_format, LOG_FORMAT_JSON);
+    assert_int_equal(c.log_level, LOG_LEVEL_INFO);
     assert_true(c.access_log);
     assert_true(c.access_log_sample == 1.0);
     assert_int_equal(c.access_log_slow_ms, 100);
@@ -263,12 +263,12 @@ static void enum_spellings_map_to_their_values(void **state)
         {"TEST_PARAMS", "auto", offsetof(struct config, test_params), CONFIG_TEST_PARAMS_AUTO},
         {"TEST_PARAMS", "on", offsetof(struct config, test_params), CONFIG_TEST_PARAMS_ON},
         {"TEST_PARAMS", "off", offsetof(struct config, test_params), CONFIG_TEST_PARAMS_OFF},
-        {"LOG_FORMAT", "json", offsetof(struct config, log_format), CONFIG_LOG_JSON},
-        {"LOG_FORMAT", "text", offsetof(struct config, log_format), CONFIG_LOG_TEXT},
-        {"LOG_LEVEL", "debug", offsetof(struct config, log_level), CONFIG_LOG_DEBUG},
-        {"LOG_LEVEL", "info", offsetof(struct config, log_level), CONFIG_LOG_INFO},
-        {"LOG_LEVEL", "warn", offsetof(struct config, log_level), CONFIG_LOG_WARN},
-        {"LOG_LEVEL", "error", offsetof(struct config, log_level), CONFIG_LOG_ERROR},
+        {"LOG_FORMAT", "json", offsetof(struct config, log_format), LOG_FORMAT_JSON},
+        {"LOG_FORMAT", "text", offsetof(struct config, log_format), LOG_FORMAT_TEXT},
+        {"LOG_LEVEL", "debug", offsetof(struct config, log_level), LOG_LEVEL_DEBUG},
+        {"LOG_LEVEL", "info", offsetof(struct config, log_level), LOG_LEVEL_INFO},
+        {"LOG_LEVEL", "warn", offsetof(struct config, log_level), LOG_LEVEL_WARN},
+        {"LOG_LEVEL", "error", offsetof(struct config, log_level), LOG_LEVEL_ERROR},
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         struct config c;
@@ -440,7 +440,7 @@ static void config_load_reads_the_process_environment(void **state)
     char err[256];
     assert_int_equal(config_load(&c, err, sizeof(err)), 0);
     assert_int_equal(c.api_port, 9191);
-    assert_int_equal(c.log_format, CONFIG_LOG_TEXT);
+    assert_int_equal(c.log_format, LOG_FORMAT_TEXT);
     config_free(&c);
     assert_int_equal(setenv("API_PORT", "x", 1), 0);
     assert_int_equal(config_load(&c, err, sizeof(err)), -EINVAL);
@@ -760,7 +760,7 @@ static void effective_settings_name_their_source_and_mask_secrets(void **state)
     assert_int_equal(config_load_all(&c, path, &origin, err, sizeof(err)), 0);
     unlink(path);
     assert_int_equal(c.api_port, 9000);
-    assert_int_equal(c.log_level, CONFIG_LOG_DEBUG);
+    assert_int_equal(c.log_level, LOG_LEVEL_DEBUG);
     assert_string_equal(c.database_url, "postgresql://app:envpass@db/app");
     char *text = NULL;
     size_t len = 0;
