@@ -121,16 +121,9 @@ int config_load_all(struct config *cfg, const char *dotenv_path, struct config_o
 /*
  * `bulkhead config --effective`: every setting in force as a .env line with its source
  * ("DATABASE_URL=postgresql://app:****@db/app   # environment"). ADMIN_TOKEN prints as ****,
- * and the password of DATABASE_URL and REDIS_URL is masked (config_mask_conn).
+ * and the password of DATABASE_URL and REDIS_URL is masked (log_mask_conn).
  */
 void config_print_effective(FILE *out, const struct config *cfg,
                             const struct config_origin *origin);
-
-/*
- * A copy of a connection URL or libpq string with its password replaced by "****": the
- * password of scheme://user:password@host, and the value of every password=... parameter
- * (keyword form, quoted or not, and URL query). Caller frees.
- */
-char *config_mask_conn(const char *value);
 
 #endif

@@ -24,6 +24,7 @@
  * blocking write gave). exit() drains the buffer (atexit). Lock order: log_out.mutex only.
  */
 #include "log.h"
+#include "xalloc.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -36,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -578,4 +580,60 @@ void log_access(const struct log_access *a)
         log_put_ms(line, &len, a->query_ms);
     }
     log_write(line, len, false);
+}
+
+/* Replace text[from, to) by "****" in the heap string *text. */
+static void log_mask_span(char **text, size_t from, size_t to)
+{
+    size_t len = strlen(*text);
+    char *out = xmalloc(len - (to - from) + 5);
+    memcpy(out, *text, from);
+    memcpy(out + from, "****", 4);
+    memcpy(out + from + 4, *text + to, len - to + 1);
+    free(*text);
+    *text = out;
+}
+
+char *log_mask_conn(const char *value)
+{
+    char *s = xstrdup(value);
+    /* URL: scheme://user:password@host... The userinfo ends at the last '@', so a password with
+     * an unencoded '@' is masked whole (more is masked rather than less). */
+    const char *scheme = strstr(s, "://");
+    if (scheme) {
+        size_t start = (size_t)(scheme - s) + 3;
+        const char *at = strrchr(s + start, '@');
+        const char *colon = at ? memchr(s + start, ':', (size_t)(at - (s + start))) : NULL;
+        if (colon && colon + 1 < at)
+            log_mask_span(&s, (size_t)(colon + 1 - s), (size_t)(at - s));
+    }
+    /* libpq keyword form (password=... or password = '...') and URL parameters (?password=). */
+    for (size_t i = 0; s[i]; i++) {
+        if (strncasecmp(s + i, "password", 8) != 0 || (i > 0 && !strchr(" \t?&", s[i - 1])))
+            continue;
+        size_t j = i + 8;
+        while (s[j] == ' ' || s[j] == '\t')
+            j++;
+        if (s[j] != '=')
+            continue;
+        j++;
+        while (s[j] == ' ' || s[j] == '\t')
+            j++;
+        size_t end = j;
+        if (s[j] == '\'') {
+            for (end = j + 1; s[end] && s[end] != '\''; end++)
+                if (s[end] == '\\' && s[end + 1])
+                    end++;
+            if (s[end])
+                end++;
+        } else {
+            while (s[end] && !strchr(" \t&", s[end]))
+                end++;
+        }
+        if (end > j) {
+            log_mask_span(&s, j, end);
+            i = j + 3;
+        }
+    }
+    return s;
 }

@@ -72,4 +72,11 @@ bool log_access_wanted(bool success, int64_t total_us);
  */
 void log_json_escape(char *dst, size_t cap, size_t *len, const char *s, size_t maxin);
 
+/*
+ * A copy of a connection URL or libpq string with its password replaced by "****": the
+ * password of scheme://user:password@host, and the value of every password=... parameter
+ * (keyword form, quoted or not, and URL query). Caller frees.
+ */
+char *log_mask_conn(const char *value);
+
 #endif

@@ -416,6 +416,39 @@ static void sampling_keeps_every_refusal_error_and_slow_request(void **state)
     log_setup(LOG_FORMAT_JSON, LOG_LEVEL_INFO, true, log_pipe[1]);
 }
 
+static void mask_hides_every_password_form(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"", ""},
+        {"postgresql://app:s3cret@db:5432/app", "postgresql://app:****@db:5432/app"},
+        {"postgres://app@db/app", "postgres://app@db/app"},
+        {"postgresql://db/app", "postgresql://db/app"},
+        {"postgresql://app:p@ss:w@db/app", "postgresql://app:****@db/app"},
+        {"postgresql://app:pw@db/app?sslmode=require&password=two",
+         "postgresql://app:****@db/app?sslmode=require&password=****"},
+        {"host=db user=app password=s3cret dbname=app",
+         "host=db user=app password=**** dbname=app"},
+        {"host=db password = 'a b\\'c' dbname=app", "host=db password = **** dbname=app"},
+        {"password=x", "password=****"},
+        {"host=db PASSWORD=x", "host=db PASSWORD=****"},
+        {"host=db passwordfile=/x", "host=db passwordfile=/x"},
+        {"host=db mypassword=x", "host=db mypassword=x"},
+        {"redis://127.0.0.1:6379", "redis://127.0.0.1:6379"},
+        {"redis://:s3cret@redis:6379/2", "redis://:****@redis:6379/2"},
+        {"redis://bulkhead:s3cret@redis", "redis://bulkhead:****@redis"},
+        {"redis://user@redis", "redis://user@redis"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *m = log_mask_conn(cases[i].in);
+        if (strcmp(m, cases[i].out))
+            fail_msg("mask(%s) = %s, want %s", cases[i].in, m, cases[i].out);
+        free(m);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -430,6 +463,7 @@ int main(void)
         cmocka_unit_test(levels_and_access_switch_filter_lines),
         cmocka_unit_test(concurrent_access_lines_all_arrive_whole_and_in_order),
         cmocka_unit_test(sampling_keeps_every_refusal_error_and_slow_request),
+        cmocka_unit_test(mask_hides_every_password_form),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
