@@ -619,3 +619,13 @@ void config_print_effective(FILE *out, const struct config *cfg, const struct co
         free(v);
     }
 }
+
+struct http_settings config_http_settings(const struct config *cfg)
+{
+    return (struct http_settings){.bind = cfg->api_bind,
+                                  .threads = cfg->http_threads,
+                                  .max_conns = cfg->http_max_conns,
+                                  .idle_timeout = cfg->http_idle_timeout,
+                                  .conn_memory = cfg->http_conn_memory,
+                                  .max_body = cfg->http_max_body};
+}

@@ -8,6 +8,7 @@
 #ifndef BULKHEAD_CONFIG_H
 #define BULKHEAD_CONFIG_H
 
+#include "http.h"
 #include "log.h"
 
 #include <stdbool.h>
@@ -125,5 +126,8 @@ int config_load_all(struct config *cfg, const char *dotenv_path, struct config_o
  */
 void config_print_effective(FILE *out, const struct config *cfg,
                             const struct config_origin *origin);
+
+/* The HTTP layer's settings (API_BIND, HTTP_*) as http.h takes them; bind points into cfg. */
+struct http_settings config_http_settings(const struct config *cfg);
 
 #endif

@@ -164,7 +164,7 @@ static int setup(void **state)
                                .tarpit = t.tarpit,
                                .test_params = true,
                                .ipv6_prefix = 64};
-    struct http_opts ho = {.cfg = &t.cfg,
+    struct http_opts ho = {.set = config_http_settings(&t.cfg),
                            .hooks = &t.hooks,
                            .draining = &t.draining,
                            .dispatch = dispatch,
