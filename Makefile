@@ -26,7 +26,7 @@ PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN := -Wall -Wextra -Wshadow -Wconversion -Wno-sign-conversion -Wstrict-prototypes \
         -Wmissing-prototypes -Wformat=2 -Wundef -Werror
 OPT ?= -O2
-# src/ is in folders by layer (README, "Code layout"; scripts/layers.sh keeps includes running
+# src/ is in folders by layer (README, "Source tree"; scripts/layers.sh keeps includes running
 # down). Every folder is on the include path and a module's name is unique across folders, so
 # includes name the header alone and objects are build/obj/<module>.o.
 SRC_DIRS := src $(patsubst %/,%,$(sort $(dir $(wildcard src/*/*.c src/*/*.h))))
