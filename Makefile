@@ -26,7 +26,13 @@ PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN := -Wall -Wextra -Wshadow -Wconversion -Wno-sign-conversion -Wstrict-prototypes \
         -Wmissing-prototypes -Wformat=2 -Wundef -Werror
 OPT ?= -O2
-CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) -pthread -MMD -MP \
+# src/ is in folders by layer (README, "Source tree"; scripts/layers.sh keeps includes running
+# down). Every folder is on the include path and a module's name is unique across folders, so
+# includes name the header alone and objects are build/obj/<module>.o.
+SRC_DIRS := src $(patsubst %/,%,$(sort $(dir $(wildcard src/*/*.c src/*/*.h))))
+SRC_INC := $(addprefix -I,$(SRC_DIRS))
+vpath %.c $(SRC_DIRS)
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) $(SRC_INC) -pthread -MMD -MP \
              -DBULKHEAD_VERSION='"$(VERSION)"' -DASSET_ROOT='"$(ROOT)"' $(PKG_CFLAGS) $(EXTRA_CFLAGS)
 ifneq ($(SAN),)
 CFLAGS_ALL += -fsanitize=$(SAN) -fno-omit-frame-pointer
@@ -34,10 +40,10 @@ LDSAN = -fsanitize=$(SAN)
 endif
 LDLIBS_ALL = $(PKG_LIBS) -pthread -lm $(LDSAN)
 
-SRCS := $(wildcard src/*.c)
+SRCS := $(wildcard src/*.c src/*/*.c)
 LIB_SRCS := $(filter-out src/main.c,$(SRCS))
-OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
-LIB_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
+OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(notdir $(SRCS)))
+LIB_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(notdir $(LIB_SRCS)))
 
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRCS))
@@ -65,10 +71,16 @@ $(BUILD)/bulkhead: $(OBJS)
 	@echo "  LINK    $@"
 	@$(CC) -o $@ $(OBJS) $(LDLIBS_ALL)
 
-$(BUILD)/obj/%.o: src/%.c
+# $(call src_of,module): its source in whichever folder holds it (vpath finds it as a
+# prerequisite; the recipe names it this way, since a .d file from before src/ had folders lists
+# the old flat path first). That old path is gone, which is no reason to stop: src/%.c: ;.
+src_of = $(filter %/$(1).c,$(SRCS))
+src/%.c: ;
+
+$(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	@echo "  CC      $<"
-	@$(CC) $(CFLAGS_ALL) -c -o $@ $<
+	@echo "  CC      $(call src_of,$*)"
+	@$(CC) $(CFLAGS_ALL) -c -o $@ $(call src_of,$*)
 
 # The embedded files are not seen by -MMD.
 $(BUILD)/obj/assets.o: config/tiers.json web/dashboard.html init-db.sql
@@ -76,25 +88,25 @@ $(BUILD)/obj/assets.o: config/tiers.json web/dashboard.html init-db.sql
 $(BUILD)/tests/support/%.o: tests/%.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
-	@$(CC) $(CFLAGS_ALL) -Isrc -c -o $@ $<
+	@$(CC) $(CFLAGS_ALL) -c -o $@ $<
 
 $(BUILD)/tests/support/%.o: tests/unit/%.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
-	@$(CC) $(CFLAGS_ALL) -Isrc -c -o $@ $<
+	@$(CC) $(CFLAGS_ALL) -c -o $@ $<
 
 $(BUILD)/tests/support/%.o: tests/integration/%.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
-	@$(CC) $(CFLAGS_ALL) -Isrc -c -o $@ $<
+	@$(CC) $(CFLAGS_ALL) -c -o $@ $<
 
 $(BUILD)/tests/unit/%: tests/unit/%.c $(UNIT_SUPPORT_OBJS) $(LIB_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Isrc -o $@ $< $(UNIT_SUPPORT_OBJS) $(LIB_OBJS) $(LDLIBS_ALL) $(TEST_LIBS)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(UNIT_SUPPORT_OBJS) $(LIB_OBJS) $(LDLIBS_ALL) $(TEST_LIBS)
 
 $(BUILD)/tests/integration/%: tests/integration/%.c $(TEST_SUPPORT_OBJS) $(LIB_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Isrc -Itests/integration -o $@ $< $(TEST_SUPPORT_OBJS) $(LIB_OBJS) \
+	$(CC) $(CFLAGS_ALL) -Itests/integration -o $@ $< $(TEST_SUPPORT_OBJS) $(LIB_OBJS) \
 	    $(LDLIBS_ALL) $(TEST_LIBS)
 
 test-build: $(BUILD)/bulkhead $(UNIT_BINS) $(INTEG_BINS)
@@ -137,27 +149,28 @@ fuzz:
 FUZZ_CC ?= clang
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_NEEDS_fuzz_params := params
-FUZZ_NEEDS_fuzz_dotenv := config fileio xalloc
+FUZZ_NEEDS_fuzz_dotenv := config fileio log xalloc
 FUZZ_NEEDS_fuzz_tiers := tiers share assets fileio xalloc
 FUZZ_NEEDS_fuzz_payload := params
-FUZZ_NEEDS_fuzz_redisurl := rlredis log xalloc config fileio
-FUZZ_NEEDS_fuzz_logescape := log
+FUZZ_NEEDS_fuzz_redisurl := rlredis log xalloc
+FUZZ_NEEDS_fuzz_logescape := log xalloc
 FUZZ_NEEDS_fuzz_proxies := params
 FUZZ_NEEDS_fuzz_tenantreq := tenantreq tiers share params assets fileio xalloc
 FUZZ_WARN := $(filter-out -Wlogical-op -Wduplicated-% -Wjump-misses-init -Wformat-signedness \
                -Wstringop-% -Wformat-overflow% -Wformat-truncation% -Wrestrict \
                -Wnull-dereference=%,$(WARN))
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=all \
-              $(FUZZ_WARN) -pthread -DASSET_ROOT='"$(ROOT)"' -Isrc -Itests/fuzz \
+              $(FUZZ_WARN) -pthread -DASSET_ROOT='"$(ROOT)"' $(SRC_INC) -Itests/fuzz \
               $(shell pkg-config --cflags jansson hiredis 2>/dev/null)
 FUZZ_LIBS = $(shell pkg-config --libs jansson hiredis 2>/dev/null) -pthread
 
 fuzz-build: $(addprefix build/fuzz/,$(FUZZ_TARGETS))
 
-build/fuzz/obj/%.o: src/%.c
+build/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	@echo "  FUZZCC  $<"
-	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c -o $@ $<
+	@echo "  FUZZCC  $(call src_of,$*)"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c -o $@ \
+	    $(call src_of,$*)
 
 build/fuzz/obj/assets.o: config/tiers.json web/dashboard.html init-db.sql
 
@@ -172,7 +185,7 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h \
 
 $(BUILD)/tests/soak/soak: tests/soak/soak.c $(TEST_SUPPORT_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Isrc -Itests/integration -o $@ $< $(TEST_SUPPORT_OBJS) $(LDLIBS_ALL) \
+	$(CC) $(CFLAGS_ALL) -Itests/integration -o $@ $< $(TEST_SUPPORT_OBJS) $(LDLIBS_ALL) \
 	    $(TEST_LIBS)
 
 soak:
@@ -181,10 +194,10 @@ soak:
 	@BUILD=$(BUILD) scripts/soak.sh
 
 format:
-	clang-format -i src/*.c src/*.h tests/*.c tests/*.h tests/*/*.c tests/*/*.h bench/*.c
+	clang-format -i src/*.c src/*.h src/*/*.c src/*/*.h tests/*.c tests/*.h tests/*/*.c tests/*/*.h bench/*.c
 
 format-check:
-	clang-format --dry-run --Werror src/*.c src/*.h tests/*.c tests/*.h tests/*/*.c tests/*/*.h bench/*.c
+	clang-format --dry-run --Werror src/*.c src/*.h src/*/*.c src/*/*.h tests/*.c tests/*.h tests/*/*.c tests/*/*.h bench/*.c
 
 clean:
 	rm -rf build

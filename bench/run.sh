@@ -72,7 +72,7 @@ median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 mark() { awk -v v="$1" -v t="$2" -v dir="${3:-ge}" 'BEGIN { ok = dir == "ge" ? v >= t : v <= t; print ok ? "met" : "**missed**" }'; }
 
-# The statement /api/data prepares for enterprise, page of 10 (see src/api.c).
+# The statement /api/data prepares for enterprise, page of 10 (see src/api/api.c).
 cat >"$WORK/query.sql" <<'SQL'
 SELECT coalesce(json_agg(r ORDER BY r.id), '[]')::text, max(r.id), count(*) FROM (SELECT id, tier, tenant, payload, created_at FROM tenant_data WHERE tier = 'enterprise' AND id > 0 ORDER BY id LIMIT 10) r;
 SQL
@@ -183,7 +183,7 @@ SAMPLED=$SIDE_PID
 SAMPLED_URL=$SIDE_URL
 # The 429 row measures what a refusal costs, so it runs on a third server with TARPIT=false:
 # with the tarpit (the default), wrk's closed loop of retries sent at once is held until its
-# Retry-After (src/tarpit.c), which the row beside it reports.
+# Retry-After (src/admission/tarpit.c), which the row beside it reports.
 side_server notarpit TARPIT=false
 NOTARPIT=$SIDE_PID
 TURL=$SIDE_URL

@@ -169,7 +169,7 @@ section_storms() {
 
 # Across instances (issue 28): the cheap-read storm on a second instance B of the same database,
 # enterprise (wrk -c4) on A; the same storm on the sink is the reference, in the same run. B
-# never serves enterprise: only the fleet view (src/fleet.c) tells it to give way.
+# never serves enterprise: only the fleet view (src/ops/fleet.c) tells it to give way.
 storms_fleet() {
     side_server fleetb ACCESS_LOG=false
     local b=$SIDE_URL b_pid=$SIDE_PID run

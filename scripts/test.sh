@@ -4,7 +4,8 @@
 #
 # Passes, each counted test by test (cmocka's TAP output):
 #   1. release build: unit tests, integration tests (real binary, real PostgreSQL/Redis/nginx/
-#      Chromium), deployment checks (docker-compose config);
+#      Chromium), deployment checks (docker-compose config), the layering of src/
+#      (scripts/layers.sh);
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build: unit and integration tests again;
 #      any sanitizer report in a test or in a server log fails the run;
 #   3. ThreadSanitizer build: the concurrent modules' unit tests (pools, queues, event loops,
@@ -151,7 +152,8 @@ build_pass() { # pass
 
 # ---- jobs ----------------------------------------------------------------------------------
 
-# A job is "pass|kind|name|binary": kind tap (a cmocka binary), compose, fuzz.
+# A job is "pass|kind|name|binary": kind tap (a cmocka binary), script (a check script: its exit
+# status, its last line printed), fuzz.
 queue=()
 
 enqueue() { # spec
@@ -183,7 +185,11 @@ enqueue_pass() { # pass
             selected "$name" && enqueue "$pass|tap|$(job_name "$bin")|$bin"
         done
         if [ "$pass" = release ] && selected compose && [ -f docker-compose.yml ]; then
-            enqueue "release|compose|compose|"
+            enqueue "release|script|compose|scripts/compose-check.sh"
+        fi
+        # The layering of src/: no include runs from a lower folder to a higher one.
+        if [ "$pass" = release ] && selected layers; then
+            enqueue "release|script|layers|scripts/layers.sh"
         fi
         ;;
     tsan)
@@ -242,8 +248,8 @@ launch() { # spec
             bash -c 'timeout "${BH_TEST_TIMEOUT:-900}" "$1" >"$2" 2>&1; echo $? >"$2.rc"' _ \
             "$bin" "$log" &
         ;;
-    compose)
-        setsid -w bash -c 'scripts/compose-check.sh >"$1" 2>&1; echo $? >"$1.rc"' _ "$log" &
+    script)
+        setsid -w bash -c '"$2" >"$1" 2>&1; echo $? >"$1.rc"' _ "$log" "$bin" &
         ;;
     fuzz)
         setsid -w env FUZZ_NO_BUILD=1 FUZZ_TARGETS="$name" \
@@ -256,7 +262,7 @@ launch() { # spec
 }
 declare -A JOB_T0=()
 
-# Count a finished job's results (cmocka's TAP, or the fuzz and compose lines).
+# Count a finished job's results (cmocka's TAP, or the fuzz and check scripts' lines).
 collect() { # spec seconds
     local spec=$1 secs=$2 pass kind name bin
     IFS='|' read -r pass kind name bin <<<"$spec"
@@ -283,13 +289,13 @@ collect() { # spec seconds
         fi
         printf '  %-8s %-34s %3d ok %3d failed %4ds\n' "$pass" "$name" "$ok" "$nok" "$secs"
         ;;
-    compose)
+    script)
         if [ "$rc" -eq 0 ]; then
             passed=$((passed + 1))
-            printf '  %-8s %-34s %3d ok %3d failed %4ds\n' release \
-                "docker-compose config ($(tail -1 "$log"))" 1 0 "$secs"
+            printf '  %-8s %-34s %3d ok %3d failed %4ds\n' "$pass" \
+                "$name ($(tail -1 "$log"))" 1 0 "$secs"
         else
-            note_fail "docker-compose config: $(tail -3 "$log")"
+            note_fail "$name ($bin): $(tail -3 "$log")"
         fi
         ;;
     fuzz)

@@ -566,62 +566,6 @@ int config_load_all(struct config *cfg, const char *dotenv_path, struct config_o
     return 0;
 }
 
-/* Replace text[from, to) by "****" in the heap string *text. */
-static void cfg_mask_span(char **text, size_t from, size_t to)
-{
-    size_t len = strlen(*text);
-    char *out = xmalloc(len - (to - from) + 5);
-    memcpy(out, *text, from);
-    memcpy(out + from, "****", 4);
-    memcpy(out + from + 4, *text + to, len - to + 1);
-    free(*text);
-    *text = out;
-}
-
-char *config_mask_conn(const char *value)
-{
-    char *s = xstrdup(value);
-    /* URL: scheme://user:password@host... The userinfo ends at the last '@', so a password with
-     * an unencoded '@' is masked whole (more is masked rather than less). */
-    const char *scheme = strstr(s, "://");
-    if (scheme) {
-        size_t start = (size_t)(scheme - s) + 3;
-        const char *at = strrchr(s + start, '@');
-        const char *colon = at ? memchr(s + start, ':', (size_t)(at - (s + start))) : NULL;
-        if (colon && colon + 1 < at)
-            cfg_mask_span(&s, (size_t)(colon + 1 - s), (size_t)(at - s));
-    }
-    /* libpq keyword form (password=... or password = '...') and URL parameters (?password=). */
-    for (size_t i = 0; s[i]; i++) {
-        if (strncasecmp(s + i, "password", 8) != 0 || (i > 0 && !strchr(" \t?&", s[i - 1])))
-            continue;
-        size_t j = i + 8;
-        while (s[j] == ' ' || s[j] == '\t')
-            j++;
-        if (s[j] != '=')
-            continue;
-        j++;
-        while (s[j] == ' ' || s[j] == '\t')
-            j++;
-        size_t end = j;
-        if (s[j] == '\'') {
-            for (end = j + 1; s[end] && s[end] != '\''; end++)
-                if (s[end] == '\\' && s[end + 1])
-                    end++;
-            if (s[end])
-                end++;
-        } else {
-            while (s[end] && !strchr(" \t&", s[end]))
-                end++;
-        }
-        if (end > j) {
-            cfg_mask_span(&s, j, end);
-            i = j + 3;
-        }
-    }
-    return s;
-}
-
 /* The value of row d in cfg as it would be written in .env (caller frees); secrets masked. */
 static char *cfg_value_text(const struct config *cfg, const struct cfg_def *d)
 {
@@ -631,7 +575,7 @@ static char *cfg_value_text(const struct config *cfg, const struct cfg_def *d)
     case CFG_STR:
         return xstrdup(*(char *const *)(const void *)(base + d->offset));
     case CFG_CONN:
-        return config_mask_conn(*(char *const *)(const void *)(base + d->offset));
+        return log_mask_conn(*(char *const *)(const void *)(base + d->offset));
     case CFG_SECRET:
         return xstrdup((*(char *const *)(const void *)(base + d->offset))[0] ? "****" : "");
     case CFG_INT:
@@ -674,4 +618,14 @@ void config_print_effective(FILE *out, const struct config *cfg, const struct co
         free(line);
         free(v);
     }
+}
+
+struct http_settings config_http_settings(const struct config *cfg)
+{
+    return (struct http_settings){.bind = cfg->api_bind,
+                                  .threads = cfg->http_threads,
+                                  .max_conns = cfg->http_max_conns,
+                                  .idle_timeout = cfg->http_idle_timeout,
+                                  .conn_memory = cfg->http_conn_memory,
+                                  .max_body = cfg->http_max_body};
 }

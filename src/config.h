@@ -8,6 +8,9 @@
 #ifndef BULKHEAD_CONFIG_H
 #define BULKHEAD_CONFIG_H
 
+#include "http.h"
+#include "log.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,8 +19,6 @@
 enum config_backend { CONFIG_BACKEND_MEMORY, CONFIG_BACKEND_REDIS };
 enum config_auth { CONFIG_AUTH_HEADER, CONFIG_AUTH_APIKEY };
 enum config_test_params { CONFIG_TEST_PARAMS_AUTO, CONFIG_TEST_PARAMS_ON, CONFIG_TEST_PARAMS_OFF };
-enum config_logfmt { CONFIG_LOG_JSON, CONFIG_LOG_TEXT };
-enum config_loglevel { CONFIG_LOG_DEBUG, CONFIG_LOG_INFO, CONFIG_LOG_WARN, CONFIG_LOG_ERROR };
 
 /* The parsed settings. Strings are owned by the struct (config_free releases them). */
 struct config {
@@ -43,8 +44,8 @@ struct config {
     enum config_test_params test_params; /* force_error, delay_ms: auto = in header mode */
     int64_t auth_cache_ttl;              /* ms an API-key lookup is trusted */
     char *admin_token;                   /* bearer token for /admin; "" = admin endpoints off */
-    enum config_logfmt log_format;
-    enum config_loglevel log_level;
+    enum log_format log_format;
+    enum log_level log_level;
     bool access_log;            /* one line per request on stdout */
     double access_log_sample;   /* fraction of successful requests logged, 0..1 */
     int64_t access_log_slow_ms; /* slower requests are always logged; 0 = none is slow */
@@ -121,16 +122,12 @@ int config_load_all(struct config *cfg, const char *dotenv_path, struct config_o
 /*
  * `bulkhead config --effective`: every setting in force as a .env line with its source
  * ("DATABASE_URL=postgresql://app:****@db/app   # environment"). ADMIN_TOKEN prints as ****,
- * and the password of DATABASE_URL and REDIS_URL is masked (config_mask_conn).
+ * and the password of DATABASE_URL and REDIS_URL is masked (log_mask_conn).
  */
 void config_print_effective(FILE *out, const struct config *cfg,
                             const struct config_origin *origin);
 
-/*
- * A copy of a connection URL or libpq string with its password replaced by "****": the
- * password of scheme://user:password@host, and the value of every password=... parameter
- * (keyword form, quoted or not, and URL query). Caller frees.
- */
-char *config_mask_conn(const char *value);
+/* The HTTP layer's settings (API_BIND, HTTP_*) as http.h takes them; bind points into cfg. */
+struct http_settings config_http_settings(const struct config *cfg);
 
 #endif

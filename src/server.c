@@ -463,6 +463,7 @@ static void server_chore_sweep(void *ctx, int64_t now)
 /* What every module is handed; filled before any thread that uses it starts. */
 static void server_wire(struct server *srv)
 {
+    struct http_settings http_set = config_http_settings(&srv->cfg);
     srv->hooks = (struct request_hooks){.instance_id = srv->instance_id,
                                         .begin = server_request_begin,
                                         .done = server_request_done,
@@ -482,7 +483,7 @@ static void server_wire(struct server *srv)
                                            .started_wall_us = srv->started_wall_us,
                                            .instance_id = srv->instance_id,
                                            .loop_lag = srv->loop_lag,
-                                           .nloops = http_thread_count(&srv->cfg)};
+                                           .nloops = http_thread_count(&http_set)};
     srv->api = (struct api_deps){.tiers = srv->tiers,
                                  .metrics = &srv->sources,
                                  .history = srv->history,
@@ -631,7 +632,7 @@ static int server_start_threads(struct server *srv)
     if (rc)
         return rc;
     struct http_opts ho = {.name = "http",
-                           .cfg = &srv->cfg,
+                           .set = config_http_settings(&srv->cfg),
                            .port = srv->cfg.api_port,
                            .hooks = &srv->hooks,
                            .draining = &srv->draining,

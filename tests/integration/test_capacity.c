@@ -1,5 +1,5 @@
 /*
- * test_capacity: the capacity controller (src/capctl.c) in the real binary, on a real
+ * test_capacity: the capacity controller (src/admission/capctl.c) in the real binary, on a real
  * PostgreSQL, under a real storm.
  *
  * free alone takes everything its bulkheads allow (never gated, never shed). A storm of cheap

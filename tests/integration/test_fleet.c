@@ -1,5 +1,5 @@
 /*
- * test_fleet: the capacity controller across instances (issue 28 item 1; src/fleet.c), in the
+ * test_fleet: the capacity controller across instances (issue 28 item 1; src/ops/fleet.c), in the
  * real binary: two instances on one PostgreSQL, enterprise's clients on A only, a free storm on
  * B only (the routing that took enterprise to 0.63 of its sink figure when each instance
  * defended only itself).

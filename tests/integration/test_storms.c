@@ -1,5 +1,6 @@
 /*
- * test_storms: clients that ignore Retry-After (TARPIT, src/tarpit.c) against the real binary.
+ * test_storms: clients that ignore Retry-After (TARPIT, src/admission/tarpit.c) against the real
+ * binary.
  *
  * A client refused with a Retry-After that sends again before it is up gets its next request
  * held (visible while held in bulkhead_tarpit_holding), admitted again when its time comes and,

@@ -116,7 +116,7 @@ static int setup(void **state)
 {
     (void)state;
     char err[200];
-    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_ERROR, false, open("/dev/null", O_WRONLY));
+    log_setup(LOG_FORMAT_JSON, LOG_LEVEL_ERROR, false, open("/dev/null", O_WRONLY));
     if (config_load_from(&t.cfg, cfg_get, NULL, err, sizeof(err)))
         return -1;
     t.cfg.api_port = 0; /* any free port */
@@ -164,7 +164,7 @@ static int setup(void **state)
                                .tarpit = t.tarpit,
                                .test_params = true,
                                .ipv6_prefix = 64};
-    struct http_opts ho = {.cfg = &t.cfg,
+    struct http_opts ho = {.set = config_http_settings(&t.cfg),
                            .hooks = &t.hooks,
                            .draining = &t.draining,
                            .dispatch = dispatch,

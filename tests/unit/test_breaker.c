@@ -515,7 +515,7 @@ static int quiet_logs(void **state)
 {
     (void)state;
     /* Transitions are logged at info/warn; keep the TAP output clean. */
-    log_setup(CONFIG_LOG_TEXT, CONFIG_LOG_ERROR, false, 2);
+    log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_ERROR, false, 2);
     return 0;
 }
 

@@ -152,7 +152,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_INFO, true, 1);
+    log_setup(LOG_FORMAT_JSON, LOG_LEVEL_INFO, true, 1);
     close(log_pipe[0]);
     close(log_pipe[1]);
     return 0;
@@ -193,7 +193,7 @@ static json_t *read_json_line(void)
 static void access_line_is_json_with_every_field(void **state)
 {
     (void)state;
-    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_INFO, true, log_pipe[1]);
+    log_setup(LOG_FORMAT_JSON, LOG_LEVEL_INFO, true, log_pipe[1]);
     assert_true(log_access_enabled());
     struct log_access a = {.request_id = "r-1",
                            .tier = "free",
@@ -229,7 +229,7 @@ static void access_line_is_json_with_every_field(void **state)
 static void hostile_oversized_fields_keep_the_line_valid_and_complete(void **state)
 {
     (void)state;
-    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_INFO, true, log_pipe[1]);
+    log_setup(LOG_FORMAT_JSON, LOG_LEVEL_INFO, true, log_pipe[1]);
     /* Every field at its worst: 6 output bytes for each input byte, far past the line cap. */
     static char hostile[5000];
     for (size_t i = 0; i < sizeof(hostile) - 1; i++)
@@ -261,7 +261,7 @@ static void hostile_oversized_fields_keep_the_line_valid_and_complete(void **sta
     }
     json_decref(j);
     /* Same with a long message in an event line. */
-    log_event(CONFIG_LOG_ERROR, "boom", "%s", hostile);
+    log_event(LOG_LEVEL_ERROR, "boom", "%s", hostile);
     j = read_json_line();
     assert_string_equal(json_string_value(json_object_get(j, "event")), "boom");
     assert_string_equal(json_string_value(json_object_get(j, "level")), "error");
@@ -269,7 +269,7 @@ static void hostile_oversized_fields_keep_the_line_valid_and_complete(void **sta
     json_decref(j);
     /* And with plain long text, one byte per character. */
     memset(hostile, 'a', sizeof(hostile) - 1);
-    log_event(CONFIG_LOG_WARN, "long", "%s", hostile);
+    log_event(LOG_LEVEL_WARN, "long", "%s", hostile);
     j = read_json_line();
     assert_true(strlen(json_string_value(json_object_get(j, "msg"))) > 3000);
     json_decref(j);
@@ -278,7 +278,7 @@ static void hostile_oversized_fields_keep_the_line_valid_and_complete(void **sta
 static void text_lines_stay_one_line(void **state)
 {
     (void)state;
-    log_setup(CONFIG_LOG_TEXT, CONFIG_LOG_INFO, true, log_pipe[1]);
+    log_setup(LOG_FORMAT_TEXT, LOG_LEVEL_INFO, true, log_pipe[1]);
     struct log_access a = {.method = "GET", .path = "/x\n{\"forged\":1}", .status = 200};
     log_access(&a);
     char buf[2 * LINE_CAP];
@@ -292,7 +292,7 @@ static void text_lines_stay_one_line(void **state)
     log_access(&a);
     line = read_one_line(buf, sizeof(buf));
     assert_non_null(strstr(line, " query_ms=0.000"));
-    log_event(CONFIG_LOG_ERROR, "ev", "m\r\n%s", hostile);
+    log_event(LOG_LEVEL_ERROR, "ev", "m\r\n%s", hostile);
     line = read_one_line(buf, sizeof(buf));
     assert_non_null(strstr(line, "error ev: m\\u000d\\u000a\\u0001"));
 }
@@ -300,7 +300,7 @@ static void text_lines_stay_one_line(void **state)
 static void levels_and_access_switch_filter_lines(void **state)
 {
     (void)state;
-    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_WARN, true, log_pipe[1]);
+    log_setup(LOG_FORMAT_JSON, LOG_LEVEL_WARN, true, log_pipe[1]);
     assert_false(log_access_enabled()); /* access lines are info */
     log_info("quiet", "not written");
     log_debug("quiet", "not written");
@@ -314,7 +314,7 @@ static void levels_and_access_switch_filter_lines(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "msg")), "n=7");
     assert_string_equal(json_string_value(json_object_get(j, "type")), "event");
     json_decref(j);
-    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_DEBUG, false, log_pipe[1]);
+    log_setup(LOG_FORMAT_JSON, LOG_LEVEL_DEBUG, false, log_pipe[1]);
     assert_false(log_access_enabled());
     log_access(&a);
     log_flush();
@@ -354,7 +354,7 @@ static void concurrent_access_lines_all_arrive_whole_and_in_order(void **state)
     (void)state;
     FILE *f = tmpfile();
     assert_non_null(f);
-    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_INFO, true, fileno(f));
+    log_setup(LOG_FORMAT_JSON, LOG_LEVEL_INFO, true, fileno(f));
     pthread_t th[WRITERS];
     for (intptr_t t = 0; t < WRITERS; t++)
         assert_int_equal(pthread_create(&th[t], NULL, write_access_lines, (void *)t), 0);
@@ -377,7 +377,7 @@ static void concurrent_access_lines_all_arrive_whole_and_in_order(void **state)
         lines++;
         json_decref(j);
     }
-    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_INFO, true, log_pipe[1]);
+    log_setup(LOG_FORMAT_JSON, LOG_LEVEL_INFO, true, log_pipe[1]);
     fclose(f);
     assert_int_equal(lines, WRITERS * LINES_EACH);
 }
@@ -385,7 +385,7 @@ static void concurrent_access_lines_all_arrive_whole_and_in_order(void **state)
 static void sampling_keeps_every_refusal_error_and_slow_request(void **state)
 {
     (void)state;
-    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_INFO, true, log_pipe[1]);
+    log_setup(LOG_FORMAT_JSON, LOG_LEVEL_INFO, true, log_pipe[1]);
     /* None of the successes, all of the rest. */
     log_sampling(0.0, 100000);
     for (int i = 0; i < 1000; i++) {
@@ -411,9 +411,42 @@ static void sampling_keeps_every_refusal_error_and_slow_request(void **state)
     for (int i = 0; i < 1000; i++)
         assert_true(log_access_wanted(true, 10));
     /* Access lines off: none, refusals included. */
-    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_WARN, true, log_pipe[1]);
+    log_setup(LOG_FORMAT_JSON, LOG_LEVEL_WARN, true, log_pipe[1]);
     assert_false(log_access_wanted(false, 10));
-    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_INFO, true, log_pipe[1]);
+    log_setup(LOG_FORMAT_JSON, LOG_LEVEL_INFO, true, log_pipe[1]);
+}
+
+static void mask_hides_every_password_form(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"", ""},
+        {"postgresql://app:s3cret@db:5432/app", "postgresql://app:****@db:5432/app"},
+        {"postgres://app@db/app", "postgres://app@db/app"},
+        {"postgresql://db/app", "postgresql://db/app"},
+        {"postgresql://app:p@ss:w@db/app", "postgresql://app:****@db/app"},
+        {"postgresql://app:pw@db/app?sslmode=require&password=two",
+         "postgresql://app:****@db/app?sslmode=require&password=****"},
+        {"host=db user=app password=s3cret dbname=app",
+         "host=db user=app password=**** dbname=app"},
+        {"host=db password = 'a b\\'c' dbname=app", "host=db password = **** dbname=app"},
+        {"password=x", "password=****"},
+        {"host=db PASSWORD=x", "host=db PASSWORD=****"},
+        {"host=db passwordfile=/x", "host=db passwordfile=/x"},
+        {"host=db mypassword=x", "host=db mypassword=x"},
+        {"redis://127.0.0.1:6379", "redis://127.0.0.1:6379"},
+        {"redis://:s3cret@redis:6379/2", "redis://:****@redis:6379/2"},
+        {"redis://bulkhead:s3cret@redis", "redis://bulkhead:****@redis"},
+        {"redis://user@redis", "redis://user@redis"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *m = log_mask_conn(cases[i].in);
+        if (strcmp(m, cases[i].out))
+            fail_msg("mask(%s) = %s, want %s", cases[i].in, m, cases[i].out);
+        free(m);
+    }
 }
 
 int main(void)
@@ -430,6 +463,7 @@ int main(void)
         cmocka_unit_test(levels_and_access_switch_filter_lines),
         cmocka_unit_test(concurrent_access_lines_all_arrive_whole_and_in_order),
         cmocka_unit_test(sampling_keeps_every_refusal_error_and_slow_request),
+        cmocka_unit_test(mask_hides_every_password_form),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -246,7 +246,7 @@ static void samples_carry_the_json_keys_and_the_deprecated_flat_ones(void **stat
 static int quiet(void **state)
 {
     (void)state;
-    log_setup(CONFIG_LOG_JSON, CONFIG_LOG_ERROR, false, open("/dev/null", O_WRONLY));
+    log_setup(LOG_FORMAT_JSON, LOG_LEVEL_ERROR, false, open("/dev/null", O_WRONLY));
     return 0;
 }
 

@@ -14,11 +14,13 @@
 #ifndef BULKHEAD_LOG_H
 #define BULKHEAD_LOG_H
 
-#include "config.h"
-
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* LOG_FORMAT and LOG_LEVEL (config.c parses the settings into these). */
+enum log_format { LOG_FORMAT_JSON, LOG_FORMAT_TEXT };
+enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
 
 /* What an access line reports; every string may be NULL (logged as null / "-"). */
 struct log_access {
@@ -34,20 +36,20 @@ struct log_access {
 
 /* Where and how lines go; the first call starts the writer thread. Lines handed on before a
  * later call are written to the old fd first. */
-void log_setup(enum config_logfmt fmt, enum config_loglevel level, bool access, int fd);
+void log_setup(enum log_format fmt, enum log_level level, bool access, int fd);
 
 /* Access lines reach the output a few ms after log_access returns; events before log_event
  * returns. log_flush returns once everything handed on so far is written. */
 void log_flush(void);
 
 /* An event: event is a short machine name ("pool_connect"), the message says what and why. */
-void log_event(enum config_loglevel level, const char *event, const char *fmt, ...)
+void log_event(enum log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define log_debug(ev, ...) log_event(CONFIG_LOG_DEBUG, ev, __VA_ARGS__)
-#define log_info(ev, ...)  log_event(CONFIG_LOG_INFO, ev, __VA_ARGS__)
-#define log_warn(ev, ...)  log_event(CONFIG_LOG_WARN, ev, __VA_ARGS__)
-#define log_error(ev, ...) log_event(CONFIG_LOG_ERROR, ev, __VA_ARGS__)
+#define log_debug(ev, ...) log_event(LOG_LEVEL_DEBUG, ev, __VA_ARGS__)
+#define log_info(ev, ...)  log_event(LOG_LEVEL_INFO, ev, __VA_ARGS__)
+#define log_warn(ev, ...)  log_event(LOG_LEVEL_WARN, ev, __VA_ARGS__)
+#define log_error(ev, ...) log_event(LOG_LEVEL_ERROR, ev, __VA_ARGS__)
 
 void log_access(const struct log_access *a);
 
@@ -69,5 +71,12 @@ bool log_access_wanted(bool success, int64_t total_us);
  * (request_reply_error) and is exposed for tests.
  */
 void log_json_escape(char *dst, size_t cap, size_t *len, const char *s, size_t maxin);
+
+/*
+ * A copy of a connection URL or libpq string with its password replaced by "****": the
+ * password of scheme://user:password@host, and the value of every password=... parameter
+ * (keyword form, quoted or not, and URL query). Caller frees.
+ */
+char *log_mask_conn(const char *value);
 
 #endif

@@ -7,7 +7,7 @@
  * key, the TAT minus Redis's now: a duration, which means the same on every instance's clock.
  */
 #include "rlredis.h"
-#include "config.h"
+#include "log.h"
 #include "xalloc.h"
 
 #include <errno.h>
@@ -143,7 +143,7 @@ int rlredis_create(const char *url, int64_t timeout_ms, struct rlredis **out, ch
 {
     struct rlredis *r = xcalloc(1, sizeof(*r));
     if (rlredis_parse_url(url, &r->url)) {
-        char *masked = config_mask_conn(url); /* the message must not show a password */
+        char *masked = log_mask_conn(url); /* the message must not show a password */
         snprintf(err, errlen, "REDIS_URL: \"%s\" is not redis://[[user]:password@]host[:port][/db]",
                  masked);
         free(masked);

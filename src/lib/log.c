@@ -24,6 +24,7 @@
  * blocking write gave). exit() drains the buffer (atexit). Lock order: log_out.mutex only.
  */
 #include "log.h"
+#include "xalloc.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -36,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,13 +54,13 @@
 
 /* Set once by log_setup before threads start; read-only afterwards. */
 static struct {
-    enum config_logfmt fmt;
-    enum config_loglevel level;
+    enum log_format fmt;
+    enum log_level level;
     bool access;
     int fd;
     uint64_t sample_below; /* a success is logged when a draw is below this; UINT64_MAX: all */
     int64_t slow_us;       /* always log requests this slow; 0: none is */
-} log_cfg = {CONFIG_LOG_JSON, CONFIG_LOG_INFO, true, 1, UINT64_MAX, 0};
+} log_cfg = {LOG_FORMAT_JSON, LOG_LEVEL_INFO, true, 1, UINT64_MAX, 0};
 
 /* The pending lines and the writer thread; see DESIGN above. */
 static struct {
@@ -193,7 +195,7 @@ void log_flush(void)
     pthread_mutex_unlock(&log_out.mutex);
 }
 
-void log_setup(enum config_logfmt fmt, enum config_loglevel level, bool access, int fd)
+void log_setup(enum log_format fmt, enum log_level level, bool access, int fd)
 {
     /* Lines already handed on go to the old output; the writer reads log_cfg only while it
      * writes, which the drain waits out, so the change is made under the mutex. */
@@ -232,7 +234,7 @@ void log_setup(enum config_logfmt fmt, enum config_loglevel level, bool access, 
 
 bool log_access_enabled(void)
 {
-    return log_cfg.access && log_cfg.level <= CONFIG_LOG_INFO;
+    return log_cfg.access && log_cfg.level <= LOG_LEVEL_INFO;
 }
 
 void log_sampling(double fraction, int64_t slow_us)
@@ -486,7 +488,7 @@ static void log_append_field(char *buf, size_t *len, const char *val)
 
 static void log_append_str(char *buf, size_t *len, const char *key, const char *val)
 {
-    if (log_cfg.fmt == CONFIG_LOG_JSON) {
+    if (log_cfg.fmt == LOG_FORMAT_JSON) {
         log_put_lit(buf, len, ",\"");
         log_put_str(buf, len, key);
         if (!val) {
@@ -505,7 +507,7 @@ static void log_append_str(char *buf, size_t *len, const char *key, const char *
     }
 }
 
-void log_event(enum config_loglevel level, const char *event, const char *fmt, ...)
+void log_event(enum log_level level, const char *event, const char *fmt, ...)
 {
     if (level < log_cfg.level)
         return;
@@ -519,7 +521,7 @@ void log_event(enum config_loglevel level, const char *event, const char *fmt, .
     size_t len = 0;
     char ts[40];
     log_timestamp(ts, sizeof(ts));
-    if (log_cfg.fmt == CONFIG_LOG_JSON) {
+    if (log_cfg.fmt == LOG_FORMAT_JSON) {
         log_append(line, &len, "{\"time\":\"%s\",\"level\":\"%s\",\"type\":\"event\"", ts,
                    log_level_names[level]);
         log_append_str(line, &len, "event", event);
@@ -541,7 +543,7 @@ void log_access(const struct log_access *a)
     size_t len = 0;
     char ts[40];
     size_t tslen = log_timestamp(ts, sizeof(ts));
-    if (log_cfg.fmt == CONFIG_LOG_JSON) {
+    if (log_cfg.fmt == LOG_FORMAT_JSON) {
         log_put_lit(line, &len, "{\"time\":\"");
         log_put(line, &len, ts, tslen);
         log_put_lit(line, &len, "\",\"level\":\"info\",\"type\":\"access\"");
@@ -578,4 +580,60 @@ void log_access(const struct log_access *a)
         log_put_ms(line, &len, a->query_ms);
     }
     log_write(line, len, false);
+}
+
+/* Replace text[from, to) by "****" in the heap string *text. */
+static void log_mask_span(char **text, size_t from, size_t to)
+{
+    size_t len = strlen(*text);
+    char *out = xmalloc(len - (to - from) + 5);
+    memcpy(out, *text, from);
+    memcpy(out + from, "****", 4);
+    memcpy(out + from + 4, *text + to, len - to + 1);
+    free(*text);
+    *text = out;
+}
+
+char *log_mask_conn(const char *value)
+{
+    char *s = xstrdup(value);
+    /* URL: scheme://user:password@host... The userinfo ends at the last '@', so a password with
+     * an unencoded '@' is masked whole (more is masked rather than less). */
+    const char *scheme = strstr(s, "://");
+    if (scheme) {
+        size_t start = (size_t)(scheme - s) + 3;
+        const char *at = strrchr(s + start, '@');
+        const char *colon = at ? memchr(s + start, ':', (size_t)(at - (s + start))) : NULL;
+        if (colon && colon + 1 < at)
+            log_mask_span(&s, (size_t)(colon + 1 - s), (size_t)(at - s));
+    }
+    /* libpq keyword form (password=... or password = '...') and URL parameters (?password=). */
+    for (size_t i = 0; s[i]; i++) {
+        if (strncasecmp(s + i, "password", 8) != 0 || (i > 0 && !strchr(" \t?&", s[i - 1])))
+            continue;
+        size_t j = i + 8;
+        while (s[j] == ' ' || s[j] == '\t')
+            j++;
+        if (s[j] != '=')
+            continue;
+        j++;
+        while (s[j] == ' ' || s[j] == '\t')
+            j++;
+        size_t end = j;
+        if (s[j] == '\'') {
+            for (end = j + 1; s[end] && s[end] != '\''; end++)
+                if (s[end] == '\\' && s[end + 1])
+                    end++;
+            if (s[end])
+                end++;
+        } else {
+            while (s[end] && !strchr(" \t&", s[end]))
+                end++;
+        }
+        if (end > j) {
+            log_mask_span(&s, j, end);
+            i = j + 3;
+        }
+    }
+    return s;
 }

@@ -19,7 +19,6 @@
  */
 #include "http.h"
 #include "apierr.h"
-#include "config.h"
 #include "cpus.h"
 #include "evloop.h"
 #include "log.h"
@@ -188,39 +187,39 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     request_finish(r, toe);
 }
 
-unsigned http_thread_count(const struct config *cfg)
+unsigned http_thread_count(const struct http_settings *set)
 {
-    unsigned n = cfg->http_threads > 0 ? (unsigned)cfg->http_threads : cpus_usable();
+    unsigned n = set->threads > 0 ? (unsigned)set->threads : cpus_usable();
     return n > EVLOOP_MAX ? EVLOOP_MAX : n;
 }
 
 static unsigned http_threads(const struct http_opts *opts)
 {
-    unsigned n = opts->threads ? opts->threads : http_thread_count(opts->cfg);
+    unsigned n = opts->threads ? opts->threads : http_thread_count(&opts->set);
     return n > EVLOOP_MAX ? EVLOOP_MAX : n;
 }
 
 /* The listening socket the daemons share (each accepts from it on its own thread). */
-static int http_listen(const struct config *cfg, int64_t port, bool *v6, int *out)
+static int http_listen(const struct http_settings *set, int64_t port, bool *v6, int *out)
 {
     struct sockaddr_in sin = {0};
     struct sockaddr_in6 sin6 = {0};
     struct sockaddr *sa;
     socklen_t salen;
-    if (inet_pton(AF_INET, cfg->api_bind, &sin.sin_addr) == 1) {
+    if (inet_pton(AF_INET, set->bind, &sin.sin_addr) == 1) {
         sin.sin_family = AF_INET;
         sin.sin_port = htons((uint16_t)port);
         sa = (struct sockaddr *)&sin;
         salen = sizeof(sin);
         *v6 = false;
-    } else if (inet_pton(AF_INET6, cfg->api_bind, &sin6.sin6_addr) == 1) {
+    } else if (inet_pton(AF_INET6, set->bind, &sin6.sin6_addr) == 1) {
         sin6.sin6_family = AF_INET6;
         sin6.sin6_port = htons((uint16_t)port);
         sa = (struct sockaddr *)&sin6;
         salen = sizeof(sin6);
         *v6 = true;
     } else {
-        log_error("config", "API_BIND: \"%s\" is not an IPv4 or IPv6 address", cfg->api_bind);
+        log_error("config", "API_BIND: \"%s\" is not an IPv4 or IPv6 address", set->bind);
         return -EINVAL;
     }
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -276,13 +275,12 @@ static int64_t http_timeout_us(void *ctx, unsigned i)
 /* Loop i's daemon: libmicrohttpd in external epoll mode, accepting from the shared socket. */
 static struct MHD_Daemon *http_daemon(struct http *h, unsigned i, bool v6)
 {
-    const struct config *cfg = h->opts.cfg;
+    const struct http_settings *set = &h->opts.set;
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (v6)
         flags |= MHD_USE_IPv6;
     /* Each daemon takes its part of the connection cap, as libmicrohttpd's own pool does. */
-    unsigned limit =
-        (unsigned)cfg->http_max_conns / h->n + (i < (unsigned)cfg->http_max_conns % h->n);
+    unsigned limit = (unsigned)set->max_conns / h->n + (i < (unsigned)set->max_conns % h->n);
     if (limit == 0)
         limit = 1;
     struct MHD_OptionItem mhd_opts[] = {
@@ -290,9 +288,9 @@ static struct MHD_Daemon *http_daemon(struct http *h, unsigned i, bool v6)
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)http_completed, h},
         {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)http_notify, h},
         {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)limit, NULL},
-        {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->http_idle_timeout, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)set->idle_timeout, NULL},
         /* Room for a head over the limit to reach http_head_ok (see the top of this file). */
-        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)(2 * cfg->http_conn_memory), NULL},
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)(2 * set->conn_memory), NULL},
         {MHD_OPTION_END, 0, NULL},
     };
     /* The logger goes first so that libmicrohttpd's start-up messages reach it too. */
@@ -302,24 +300,24 @@ static struct MHD_Daemon *http_daemon(struct http *h, unsigned i, bool v6)
 
 int http_start(const struct http_opts *opts, struct http **out)
 {
-    const struct config *cfg = opts->cfg;
+    const struct http_settings *set = &opts->set;
     unsigned n = http_threads(opts);
     struct http *h = xcalloc(1, sizeof(*h) + n * sizeof(h->daemons[0]));
     h->opts = *opts;
     if (!h->opts.name)
         h->opts.name = "http";
     opts = &h->opts;
-    h->max_body = (size_t)cfg->http_max_body;
-    h->max_head = (size_t)cfg->http_conn_memory;
+    h->max_body = (size_t)set->max_body;
+    h->max_head = (size_t)set->conn_memory;
     h->n = n;
     h->listen_fd = -1;
     bool v6 = false;
-    int rc = http_listen(cfg, opts->port, &v6, &h->listen_fd);
+    int rc = http_listen(set, opts->port, &v6, &h->listen_fd);
     if (rc) {
         if (rc != -EINVAL)
             log_error("http_start",
                       "%s: cannot listen on %s:%" PRId64 " (port in use, or no permission): %s",
-                      opts->name, cfg->api_bind, opts->port, strerror(-rc));
+                      opts->name, set->bind, opts->port, strerror(-rc));
         http_stop(h);
         return rc == -EINVAL ? rc : -EADDRINUSE;
     }
@@ -351,7 +349,7 @@ int http_start(const struct http_opts *opts, struct http **out)
         http_stop(h);
         return rc;
     }
-    log_info("http_start", "%s: listening on %s:%u with %u HTTP threads", opts->name, cfg->api_bind,
+    log_info("http_start", "%s: listening on %s:%u with %u HTTP threads", opts->name, set->bind,
              h->port, n);
     *out = h;
     return 0;
