@@ -162,9 +162,8 @@ static void server_tier_free(struct tier_rt *t)
 #define SERVER_REPLY_GRACE_US   1000000 /* after the workers stop, for their replies to leave */
 
 /* Warn when the pools could need more connections than the database allows: this instance's
- * own (the probe, the key cache, the admin worker, the fleet exchange, every tier of
- * budget_scope "instance") times the instances, plus the fleet-scoped tiers' db_max once for
- * the whole fleet. */
+ * own (the probe, the key cache, the admin worker, every tier of budget_scope "instance"), and
+ * the fleet-scoped tiers' db_max once for the whole fleet. */
 static void server_check_budget(struct server *srv)
 {
     int64_t need = 1, fleet = 0; /* the health probe */
@@ -172,8 +171,6 @@ static void server_check_budget(struct server *srv)
         need++;
     if (srv->cfg.admin_token[0])
         need++; /* the admin worker */
-    if (srv->cfg.fleet && srv->cfg.capacity_control)
-        need++; /* the fleet exchange */
     const struct tier_table *tiers = tierset_snapshot(srv->tiers);
     for (size_t i = 0; i < tiers->count; i++) {
         if (tiers->tiers[i].budget_scope == TIERS_SCOPE_FLEET)
