@@ -6,9 +6,10 @@
  * shared the database and the CPUs (enterprise kept 0.63 of its figure beside a sink). So each
  * instance publishes, every controller interval, each tier's state (active, threatening its
  * objective, pressing its limit, usage, in progress, shed) as one row of an unlogged table, and
- * reads the rows of the others in the same statement: one round trip per interval and instance,
- * never one per request. The capacity controller then gates a tier while a higher tier is
- * active anywhere, and cuts it while a higher tier is threatened anywhere (fleet_view).
+ * reads the rows of the others in the same statement: one round trip per interval and instance
+ * (four, in one short transaction, while a tier has a fleet budget), never one per request. The
+ * capacity controller then gates a tier while a higher tier is active anywhere, and cuts it while a
+ * higher tier is threatened anywhere (fleet_view).
  *
  * Why PostgreSQL and not Redis: every deployment has it (Redis is optional), and it is the
  * resource being defended, so a fleet that cannot reach it has nothing left to share. The table
@@ -27,14 +28,17 @@
  * instances grant from the same free room, it reads the others' live claims and demands and
  * takes its share (fleet_share): at least the minimum, its demand's part of what the minimums
  * leave, and never more than the total less the others' claims and one minimum kept for a
- * newcomer. The share is a lease: valid for ttl from the start of the exchange that granted it,
- * after which (the medium lost) the instance falls back to its minimum. A new instance takes
- * its minimum at once; a dead instance's claim stops counting when its row is older than ttl.
+ * newcomer. The share is a lease: valid for ttl less one interval from the start of the
+ * exchange that granted it, after which (the medium lost) the instance falls back to its
+ * minimum, before the others (which wait out the full ttl) stop counting its claim. A new instance
+ * takes its minimum at once; a dead instance's claim stops counting when its row is older than ttl.
  *
  * DESIGN: one thread of its own (blocking libpq, every wait bounded by a deadline and by the stop
- * pipe). fleet_publish (janitor thread) and fleet_view / fleet_stats (any thread) take the
- * mutex, which guards the published copy, the parsed rows of the others and the counters; the
- * thread holds it only to copy in and out, never across a database call.
+ * pipe). fleet_publish (janitor thread) and fleet_view / fleet_stats / fleet_leases (any
+ * thread) take the mutex, which guards the published copy, the parsed rows of the others, the
+ * leases and the counters; the thread holds it only to copy in and out and to compute the
+ * shares, never across a database call (the advisory lock of a budget exchange is a database
+ * lock, held by the thread's transaction across its read and write, not by the mutex).
  */
 #ifndef BULKHEAD_FLEET_H
 #define BULKHEAD_FLEET_H

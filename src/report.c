@@ -163,7 +163,7 @@ static const struct report_field report_fields[] = {
     {CAPACITY, "limit", REPORT_REAL, RT(cap_limit), "bulkhead_capacity_limit", NULL, "gauge",
      "Requests of the tier allowed at once by the capacity controller (its max when not "
      "limited; below 1: paced; 0: closed)."},
-    {CAPACITY, "max", REPORT_I64, RT(cfg.db_max)},
+    {CAPACITY, "max", REPORT_SIZE, RT(db.max)}, /* db_max, or this instance's fleet share */
     {CAPACITY, "floor", REPORT_REAL, RT(cap_floor)},
     {CAPACITY, "gated", REPORT_BOOL, RT(cap.gated)},
     {CAPACITY, "shedding", REPORT_BOOL, RT(cap.shedding), "bulkhead_capacity_shedding", NULL,
@@ -463,7 +463,7 @@ static void report_read_tier(struct tier_rt *t, const struct report_process *p,
     out->worker_reserve = (int64_t)wpol.reserve;
     out->conn_reserve = (int64_t)cpol.reserve;
     memset(&out->cap, 0, sizeof(out->cap));
-    out->cap_floor = (double)c->db_max * (double)c->capacity_floor_pct / 100.0;
+    out->cap_floor = (double)out->db.max * (double)c->capacity_floor_pct / 100.0;
     /* No controller (CAPACITY_CONTROL=false, a test's fake set): the section reads zeros,
      * not whatever the snapshot's memory held. */
     if (src_cap)

@@ -22,8 +22,12 @@
  *
  * DESIGN: tiers are created at start and live until exit; their settings are swapped whole on
  * SIGHUP (server_reload, main thread) through the tier set, whose readers take snapshots (see
- * tierset.h). in_flight and draining are atomics read by the HTTP threads; drain_mutex with
- * `drained` lets shutdown wait for the last request.
+ * tierset.h). A tier of budget_scope "fleet" has its pools resized live to its fleet share by
+ * the janitor (server_budgets_apply, from fleet_leases) and by a reload; both go through the
+ * pools' own locked set_limits, and the janitor applies again whenever the settings table it
+ * applied from was replaced, so the last word is the current share. in_flight and draining are
+ * atomics read by the HTTP threads; drain_mutex with `drained` lets shutdown wait for the last
+ * request.
  */
 #ifndef BULKHEAD_SERVER_H
 #define BULKHEAD_SERVER_H

@@ -304,6 +304,7 @@ static void a_new_instance_has_its_minimum_at_once_and_its_share_after(void **st
     PGresult *res = PQexec(lock, "BEGIN; LOCK TABLE bulkhead_fleet IN ACCESS EXCLUSIVE MODE");
     bool locked = PQresultStatus(res) == PGRES_COMMAND_OK;
     PQclear(res);
+    int64_t t0 = h_now_ms();
     int started = start_instance(&c);
     int64_t w = bud(&c, "workers"), n = bud(&c, "connections");
     int64_t leased = bud(&c, "leased");
@@ -311,6 +312,7 @@ static void a_new_instance_has_its_minimum_at_once_and_its_share_after(void **st
     bool fell = H_WAIT(bud(&a, "workers") == 2 && bud(&b, "workers") == 2 &&
                            bud(&a, "connections") == 1 && bud(&a, "leased") == 0,
                        20000);
+    int64_t fell_ms = h_now_ms() - t0;
     res = PQexec(lock, "COMMIT");
     PQclear(res);
     PQfinish(lock);
@@ -321,6 +323,8 @@ static void a_new_instance_has_its_minimum_at_once_and_its_share_after(void **st
     assert_int_equal(w, 2);
     assert_int_equal(n, 1);
     assert_int_equal(leased, 0);
+    printf("# the table locked: a and b at their minimums %lld ms later (leases valid 950 ms)\n",
+           (long long)fell_ms);
     assert_true(fell);
     /* three idle: 20 - 4 x 2 = 12 spare, 2 + 4 each; 10 - 4 = 6 spare, 1 + 2 each */
     bool split = H_WAIT(holds(&a, 6, 3, 3) && holds(&b, 6, 3, 3) && holds(&c, 6, 3, 3), 20000);
