@@ -63,9 +63,28 @@ static int64_t server_statement_backstop_ms(const struct tier_cfg *c)
     return c->breaker_timeout_ms + 1000;
 }
 
-/* Create tier t's parts from its first settings c. */
-static int server_tier_start(struct server *srv, struct tier_rt *t, const struct tier_cfg *c)
+/* c as this instance's pools see it: with budget_scope "fleet", workers and db_max are the
+ * fleet's totals and the pools get this instance's share (lease, or the minimum share without
+ * one); else c itself. */
+static struct tier_cfg server_tier_share(const struct tier_cfg *c, const struct fleet_lease *l)
 {
+    struct tier_cfg s = *c;
+    if (c->budget_scope != TIERS_SCOPE_FLEET)
+        return s;
+    s.workers = tiers_min_share(c->workers, c->budget_min_pct);
+    s.db_max = tiers_min_share(c->db_max, c->budget_min_pct);
+    if (l && l->workers > s.workers)
+        s.workers = l->workers < c->workers ? l->workers : c->workers;
+    if (l && l->conns > s.db_max)
+        s.db_max = l->conns < c->db_max ? l->conns : c->db_max;
+    return s;
+}
+
+/* Create tier t's parts from its first settings: c_total as configured, its pools at this
+ * instance's share (a fleet-scoped tier starts at its minimum, before it has seen the fleet). */
+static int server_tier_start(struct server *srv, struct tier_rt *t, const struct tier_cfg *c_total)
+{
+    const struct tier_cfg share = server_tier_share(c_total, NULL), *c = &share;
     struct breaker_cfg bc = tierset_breaker_cfg(c);
     t->breaker = breaker_create(c->name, &bc);
     t->rl = ratelimit_create(c->rate_limit, c->rate_window_s, (size_t)srv->cfg.rl_max_keys);
@@ -109,6 +128,21 @@ static struct capctl_tier_cfg server_capacity_cfg(const struct tier_cfg *c)
                                     .objective_us = tiers_latency_objective_ms(c) * 1000};
 }
 
+/* Tier t's pools and controller at share (server_tier_share): workers, connections, queue and
+ * fairness shares. Grows at once; a shrink retires threads and closes connections as they are
+ * returned (workpool_set_limits, dbpool_set_limits). Main thread (reload) or janitor (a new
+ * fleet share). */
+static void server_tier_limits(struct server *srv, struct tier_rt *t, const struct tier_cfg *share)
+{
+    struct capctl_tier_cfg tc = server_capacity_cfg(share);
+    capctl_configure(srv->capacity, t->index, &tc);
+    struct workpool_limits lim = tierset_pool_limits(share);
+    if (workpool_set_limits(t->pool, &lim))
+        log_error("tier_limits", "tier %s: could not start every new worker thread", t->name);
+    dbpool_set_limits(t->db, (size_t)share->db_max, tiers_conn_policy(share),
+                      share->breaker_timeout_ms * 1000, server_statement_backstop_ms(share));
+}
+
 /* Free tier t's parts (any of them may be missing after a failed start). */
 static void server_tier_free(struct tier_rt *t)
 {
@@ -127,23 +161,31 @@ static void server_tier_free(struct tier_rt *t)
 #define SERVER_CHECK_TIMEOUT_MS 5000    /* a start-up (or SIGHUP) check's connect and query */
 #define SERVER_REPLY_GRACE_US   1000000 /* after the workers stop, for their replies to leave */
 
-/* Warn when this instance's pools could need more connections than the database allows. */
+/* Warn when the pools could need more connections than the database allows: this instance's
+ * own (the probe, the key cache, the admin worker, every tier of budget_scope "instance"), and
+ * the fleet-scoped tiers' db_max once for the whole fleet. */
 static void server_check_budget(struct server *srv)
 {
-    int64_t need = 1; /* the health probe */
+    int64_t need = 1, fleet = 0; /* the health probe */
     if (srv->cfg.auth_mode == CONFIG_AUTH_APIKEY)
         need++;
     if (srv->cfg.admin_token[0])
         need++; /* the admin worker */
     const struct tier_table *tiers = tierset_snapshot(srv->tiers);
-    for (size_t i = 0; i < tiers->count; i++)
-        need += tiers->tiers[i].db_max;
+    for (size_t i = 0; i < tiers->count; i++) {
+        if (tiers->tiers[i].budget_scope == TIERS_SCOPE_FLEET)
+            fleet += tiers->tiers[i].db_max;
+        else
+            need += tiers->tiers[i].db_max;
+    }
     const struct dbconn_params p = {.conninfo = srv->cfg.database_url,
                                     .appname = "bulkhead-startup",
                                     .statement_timeout_ms = SERVER_CHECK_TIMEOUT_MS};
     struct dbconn *db = NULL;
     PGresult *res = NULL;
-    char err[300];
+    char err[300], fl[96] = "";
+    if (fleet)
+        snprintf(fl, sizeof(fl), " and %" PRId64 " for the fleet (budget_scope fleet)", fleet);
     int64_t deadline = mclock_now_us() + SERVER_CHECK_TIMEOUT_MS * 1000ll;
     int rc = dbconn_open(&p, deadline, &db, err, sizeof(err));
     if (!rc)
@@ -154,20 +196,24 @@ static void server_check_budget(struct server *srv)
     if (rc) {
         log_warn("db_budget",
                  "cannot check max_connections now (%s); this instance may open up to %" PRId64
-                 " connections",
-                 err, need);
+                 " connections%s",
+                 err, need, fl);
         dbconn_close(db);
         return;
     }
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
         int64_t allowed = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-        if (need > allowed)
+        if (need + fleet > allowed)
             log_warn("db_budget",
-                     "this instance may open %" PRId64
-                     " connections but the database allows %" PRId64
-                     " (max_connections - superuser_reserved_connections): raise "
+                     "this instance may open %" PRId64 " connections%s but the database allows "
+                     "%" PRId64 " (max_connections - superuser_reserved_connections): raise "
                      "max_connections, lower the tiers' db_max, or put PgBouncer in front",
-                     need, allowed);
+                     need + fleet, fl, allowed);
+        else if (fleet)
+            log_info("db_budget",
+                     "connection budget: %" PRId64 " per instance%s of %" PRId64
+                     " allowed; at most %" PRId64 " instances fit",
+                     need, fl, allowed, (allowed - fleet) / need);
         else
             log_info("db_budget",
                      "connection budget: %" PRId64 " per instance of %" PRId64
@@ -176,6 +222,25 @@ static void server_check_budget(struct server *srv)
     }
     PQclear(res);
     dbconn_close(db);
+}
+
+/* budget_scope "fleet" needs the fleet view: without it no instance could know the others'
+ * shares. 0, or -EINVAL with the tier named in err. */
+static int server_check_scopes(const struct server *srv, const struct tier_table *t, char *err,
+                               size_t errlen)
+{
+    if (srv->cfg.fleet && srv->cfg.capacity_control)
+        return 0;
+    for (size_t i = 0; i < t->count; i++) {
+        if (t->tiers[i].budget_scope == TIERS_SCOPE_FLEET) {
+            snprintf(err, errlen,
+                     "tiers.%s.budget_scope: \"fleet\" needs the fleet view (FLEET=true and "
+                     "CAPACITY_CONTROL=true)",
+                     t->tiers[i].name);
+            return -EINVAL;
+        }
+    }
+    return 0;
 }
 
 static void server_log_config(struct server *srv)
@@ -409,6 +474,28 @@ static void server_fleet_in(struct server *srv, const char *const *names, size_t
     }
 }
 
+/* A fleet-scoped tier's totals, demand and what its pools hold, for the next exchange. */
+static void server_fleet_budget_out(struct server *srv, size_t i, struct fleet_tier *out)
+{
+    struct tier_rt *t = tierset_tier(srv->tiers, i);
+    const struct tier_cfg *c = tierset_cfg(t);
+    if (c->budget_scope != TIERS_SCOPE_FLEET)
+        return;
+    struct workpool_stats ws;
+    struct dbpool_stats ds;
+    workpool_stats(t->pool, &ws);
+    dbpool_stats(t->db, &ds);
+    size_t open = ds.active + ds.idle + ds.opening;
+    out->budget_workers = c->workers;
+    out->budget_conns = c->db_max;
+    out->min_workers = tiers_min_share(c->workers, c->budget_min_pct);
+    out->min_conns = tiers_min_share(c->db_max, c->budget_min_pct);
+    out->demand = (int64_t)(ws.busy + ws.queued);
+    /* A shrink takes effect as work is returned: until then the pools hold more. */
+    out->held_workers = (int64_t)(ws.busy > ws.threads ? ws.busy : ws.threads);
+    out->held_conns = (int64_t)(open > ds.max ? open : ds.max);
+}
+
 /* This instance's tiers as the controller left them, for the others. */
 static void server_fleet_out(struct server *srv, const char *const *names, size_t n, int64_t now)
 {
@@ -429,8 +516,29 @@ static void server_fleet_out(struct server *srv, const char *const *names, size_
                                      .in_progress = cs.in_progress,
                                      .shed = cs.shed};
         snprintf(out[i].name, sizeof(out[i].name), "%s", names[i]);
+        server_fleet_budget_out(srv, i, &out[i]);
     }
     fleet_publish(srv->fleet, out, n);
+}
+
+/* A fleet-scoped tier's share in force, applied to its pools when it or the settings changed
+ * (after a reload, server_tier_apply applied it already; applying it again changes nothing). */
+static void server_budgets_apply(struct server *srv, const char *const *names, size_t n)
+{
+    struct fleet_lease l[TIERS_MAX];
+    fleet_leases(srv->fleet, names, n, l);
+    const struct tier_table *tab = tierset_snapshot(srv->tiers);
+    for (size_t i = 0; i < n; i++) {
+        const struct tier_cfg *c = &tab->tiers[i];
+        if (c->budget_scope != TIERS_SCOPE_FLEET)
+            continue;
+        struct tier_cfg share = server_tier_share(c, &l[i]);
+        struct server_budget *a = &srv->budget[i];
+        if (a->from == tab && a->workers == share.workers && a->conns == share.db_max)
+            continue;
+        server_tier_limits(srv, tierset_tier(srv->tiers, i), &share);
+        *a = (struct server_budget){.from = tab, .workers = share.workers, .conns = share.db_max};
+    }
 }
 
 static void server_chore_capacity(void *ctx, int64_t now)
@@ -440,8 +548,10 @@ static void server_chore_capacity(void *ctx, int64_t now)
     size_t n = tierset_count(srv->tiers);
     for (size_t i = 0; i < n; i++)
         names[i] = tierset_tier(srv->tiers, i)->name;
-    if (srv->fleet)
+    if (srv->fleet) {
         server_fleet_in(srv, names, n);
+        server_budgets_apply(srv, names, n);
+    }
     capctl_tick(srv->capacity, now, names);
     if (srv->fleet)
         server_fleet_out(srv, names, n, now);
@@ -527,7 +637,8 @@ static int server_start_tiers(struct server *srv, const struct tier_table *tiers
         srv->tenants = tenantstat_create(tiers->count);
     rc = capctl_create(&cc, tiers->count, &srv->capacity);
     for (size_t i = 0; rc == 0 && i < tiers->count; i++) {
-        struct capctl_tier_cfg tc = server_capacity_cfg(&tiers->tiers[i]);
+        struct tier_cfg share = server_tier_share(&tiers->tiers[i], NULL);
+        struct capctl_tier_cfg tc = server_capacity_cfg(&share);
         capctl_configure(srv->capacity, i, &tc);
     }
     return rc;
@@ -671,6 +782,11 @@ int server_start(struct server *srv, const struct config *cfg, const struct tier
         log_error("config", "TRUSTED_PROXIES: %s", why);
         goto fail;
     }
+    rc = server_check_scopes(srv, tiers, why, sizeof(why));
+    if (rc) {
+        log_error("config", "%s", why);
+        goto fail;
+    }
     rc = health_start(srv->cfg.database_url, srv->cfg.health_interval, &srv->health);
     if (rc)
         goto fail;
@@ -700,13 +816,11 @@ fail:
 static void server_tier_apply(struct server *srv, struct tier_rt *t, const struct tier_cfg *old,
                               const struct tier_cfg *c)
 {
-    struct capctl_tier_cfg tc = server_capacity_cfg(c);
-    capctl_configure(srv->capacity, t->index, &tc);
-    struct workpool_limits lim = tierset_pool_limits(c);
-    if (workpool_set_limits(t->pool, &lim))
-        log_error("reload", "tier %s: could not start every new worker thread", c->name);
-    dbpool_set_limits(t->db, (size_t)c->db_max, tiers_conn_policy(c), c->breaker_timeout_ms * 1000,
-                      server_statement_backstop_ms(c));
+    struct fleet_lease l = {0};
+    if (srv->fleet)
+        fleet_leases(srv->fleet, (const char *const[]){t->name}, 1, &l);
+    struct tier_cfg share = server_tier_share(c, &l);
+    server_tier_limits(srv, t, &share);
     ratelimit_set(t->rl, c->rate_limit, c->rate_window_s);
     struct breaker_cfg ob = tierset_breaker_cfg(old), nb = tierset_breaker_cfg(c);
     if (memcmp(&ob, &nb, sizeof(ob)) != 0)
@@ -725,7 +839,8 @@ int server_reload(struct server *srv)
         log_error("reload", "SIGHUP: %s; keeping the current settings", err);
         return -EINVAL;
     }
-    if (tierset_match(srv->tiers, &loaded, &next, err, sizeof(err))) {
+    if (tierset_match(srv->tiers, &loaded, &next, err, sizeof(err)) ||
+        server_check_scopes(srv, &next, err, sizeof(err))) {
         log_error("reload", "SIGHUP: %s; keeping the current settings", err);
         return -EINVAL;
     }

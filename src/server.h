@@ -22,8 +22,12 @@
  *
  * DESIGN: tiers are created at start and live until exit; their settings are swapped whole on
  * SIGHUP (server_reload, main thread) through the tier set, whose readers take snapshots (see
- * tierset.h). in_flight and draining are atomics read by the HTTP threads; drain_mutex with
- * `drained` lets shutdown wait for the last request.
+ * tierset.h). A tier of budget_scope "fleet" has its pools resized live to its fleet share by
+ * the janitor (server_budgets_apply, from fleet_leases) and by a reload; both go through the
+ * pools' own locked set_limits, and the janitor applies again whenever the settings table it
+ * applied from was replaced, so the last word is the current share. in_flight and draining are
+ * atomics read by the HTTP threads; drain_mutex with `drained` lets shutdown wait for the last
+ * request.
  */
 #ifndef BULKHEAD_SERVER_H
 #define BULKHEAD_SERVER_H
@@ -53,6 +57,12 @@ struct admin;
 struct capctl;
 struct fleet;
 
+/* A fleet-scoped tier's share as last applied to its pools (janitor only). */
+struct server_budget {
+    const struct tier_table *from; /* the settings it was applied with */
+    int64_t workers, conns;
+};
+
 struct server {
     struct config cfg;              /* owned; environment settings */
     struct tierset *tiers;          /* owned, with every tier's parts */
@@ -69,8 +79,9 @@ struct server {
     struct capctl *capacity;        /* owned: the capacity controller over the tiers */
     struct fleet *fleet;            /* owned; NULL unless FLEET and CAPACITY_CONTROL are true */
     uint64_t fleet_seen;            /* the fleet's exchanges at the last tick (janitor only) */
-    struct tenantstat *tenants;     /* owned; NULL unless TENANT_ACCOUNTING=true */
-    struct report_snap *sample;     /* owned: the janitor's scratch reading (janitor only) */
+    struct server_budget budget[TIERS_MAX]; /* fleet budgets applied (janitor only) */
+    struct tenantstat *tenants;             /* owned; NULL unless TENANT_ACCOUNTING=true */
+    struct report_snap *sample; /* owned: the janitor's scratch reading (janitor only) */
     /* Each HTTP thread's event-loop lag (written by that thread, read by report.c). */
     struct metrics_hist loop_lag[REPORT_LOOPS_MAX];
     atomic_int in_flight;        /* requests created and not yet freed */

@@ -45,6 +45,7 @@ static const struct tierkey tierkeys[] = {
     {"db_time_ms_per_min", offsetof(struct tier_cfg, db_time_ms_per_min)},
     {"rate_limit_shadow", offsetof(struct tier_cfg, rate_limit_shadow)},
     {"db_time_shadow", offsetof(struct tier_cfg, db_time_shadow)},
+    {"budget_min_pct", offsetof(struct tier_cfg, budget_min_pct)},
 };
 #define TIERKEYS_COUNT (sizeof(tierkeys) / sizeof(tierkeys[0]))
 

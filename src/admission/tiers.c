@@ -9,6 +9,7 @@
  * tier's value, so {"free": {"workers": 20}} changes free's workers and nothing else. A tier of
  * a new name starts from the defaults of tier_keys[], except keys without one (TIER_NO_DEFAULT:
  * rate_limit), which it must state: leaving rate_limit out must not make a tier unlimited.
+ * A key of named choices (budget_scope) is written as one of its names and stored as its index.
  */
 #include "tiers.h"
 #include "assets.h"
@@ -25,9 +26,13 @@ struct tier_key {
     int64_t def, min, max;
     const char *help;
     size_t offset;
+    const char *const *choices; /* a key written as one of these names (stored as its index,
+                                   min 0, max the last index), or NULL: an integer */
 };
 
-#define TOFF(field) offsetof(struct tier_cfg, field)
+static const char *const tiers_scopes[] = {"instance", "fleet", NULL};
+
+#define TOFF(field) .offset = offsetof(struct tier_cfg, field)
 
 /* The def of a key that a tier of a new name must state. Never a valid value (min >= 0). */
 #define TIER_NO_DEFAULT INT64_MIN
@@ -112,6 +117,15 @@ static const struct tier_key tier_keys[] = {
      "1: shadow mode, the database-time budget refuses nothing but counts and logs every request "
      "it would refuse",
      TOFF(db_time_shadow)},
+    {"budget_scope", TIERS_SCOPE_INSTANCE, TIERS_SCOPE_INSTANCE, TIERS_SCOPE_FLEET,
+     "what workers and db_max count: `instance`, each instance's; `fleet`, the fleet's totals, "
+     "split among the live instances by demand (needs FLEET=true and CAPACITY_CONTROL=true; "
+     "README: Fleet budgets)",
+     TOFF(budget_scope), .choices = tiers_scopes},
+    {"budget_min_pct", 10, 1, 100,
+     "with budget_scope `fleet`: an instance's least share of workers and db_max (%, at least "
+     "1): what it takes at once when it starts, and keeps without the fleet view",
+     TOFF(budget_min_pct)},
 };
 
 #define TIER_KEY_COUNT (sizeof(tier_keys) / sizeof(tier_keys[0]))
@@ -148,6 +162,40 @@ static bool tiers_valid_name(const char *name)
     return true;
 }
 
+/* "a", "b" or "c": a key's choices, for messages and the help. */
+static void tiers_choices(const struct tier_key *k, bool markdown, char *buf, size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; k->choices[i] && used < len; i++) {
+        int n = snprintf(buf + used, len - used, "%s%s%s%s",
+                         i ? (k->choices[i + 1] ? ", " : " or ") : "", markdown ? "`" : "\"",
+                         k->choices[i], markdown ? "`" : "\"");
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+}
+
+/* A key of named choices: val must be one of the names (its index is stored). */
+static int tiers_parse_choice(const char *name, const struct tier_key *k, json_t *val,
+                              struct tier_cfg *c, char *err, size_t errlen)
+{
+    const char *s = json_string_value(val);
+    for (size_t i = 0; s && k->choices[i]; i++) {
+        if (!strcmp(k->choices[i], s)) {
+            *tiers_field(c, k) = (int64_t)i;
+            return 0;
+        }
+    }
+    char names[128], *got = json_dumps(val, JSON_ENCODE_ANY | JSON_COMPACT | JSON_ENSURE_ASCII);
+    tiers_choices(k, false, names, sizeof(names));
+    snprintf(err, errlen, "tiers.%s.%s: must be %s (got %.32s)", name, k->name, names,
+             got ? got : "?");
+    free(got);
+    return -EINVAL;
+}
+
 static int tiers_parse_tier(const char *name, json_t *obj, const struct tier_table *builtin,
                             struct tier_cfg *c, char *err, size_t errlen)
 {
@@ -167,6 +215,11 @@ static int tiers_parse_tier(const char *name, json_t *obj, const struct tier_tab
         if (!k) {
             snprintf(err, errlen, "tiers.%s.%.64s: unknown key (see bulkhead --help)", name, key);
             return -EINVAL;
+        }
+        if (k->choices) {
+            if (tiers_parse_choice(name, k, val, c, err, errlen))
+                return -EINVAL;
+            continue;
         }
         json_int_t v = json_integer_value(val);
         if (!json_is_integer(val) || v < k->min || v > k->max) {
@@ -316,6 +369,14 @@ int64_t tiers_tenant_conn_cap(const struct tier_cfg *c)
     return (int64_t)tiers_conn_policy(c).cap;
 }
 
+int64_t tiers_min_share(int64_t total, int64_t min_pct)
+{
+    int64_t m = total * min_pct / 100;
+    if (m < 1)
+        m = 1;
+    return m < total ? m : total;
+}
+
 int64_t tiers_latency_objective_ms(const struct tier_cfg *c)
 {
     if (c->latency_objective_ms > 0)
@@ -347,6 +408,17 @@ void tiers_print_help(FILE *out, bool markdown)
     for (size_t i = 0; i < TIER_KEY_COUNT; i++) {
         const struct tier_key *k = &tier_keys[i];
         char def[40];
+        if (k->choices) {
+            char names[128];
+            tiers_choices(k, markdown, names, sizeof(names));
+            if (markdown)
+                fprintf(out, "| `%s` | `%s` | %s | %s |\n", k->name, k->choices[k->def], names,
+                        k->help);
+            else
+                fprintf(out, "  %-24s %s (default \"%s\", %s)\n", k->name, k->help,
+                        k->choices[k->def], names);
+            continue;
+        }
         if (k->def != TIER_NO_DEFAULT)
             snprintf(def, sizeof(def), "%" PRId64, k->def);
         else
@@ -364,10 +436,14 @@ void tiers_print_table(FILE *out, const struct tier_table *t, const char *prefix
 {
     for (size_t i = 0; i < t->count; i++) {
         fprintf(out, "%s%s:", prefix, t->tiers[i].name);
-        for (size_t k = 0; k < TIER_KEY_COUNT; k++)
-            fprintf(
-                out, " %s=%" PRId64, tier_keys[k].name,
-                *(const int64_t *)(const void *)((const char *)&t->tiers[i] + tier_keys[k].offset));
+        for (size_t k = 0; k < TIER_KEY_COUNT; k++) {
+            int64_t v =
+                *(const int64_t *)(const void *)((const char *)&t->tiers[i] + tier_keys[k].offset);
+            if (tier_keys[k].choices)
+                fprintf(out, " %s=%s", tier_keys[k].name, tier_keys[k].choices[v]);
+            else
+                fprintf(out, " %s=%" PRId64, tier_keys[k].name, v);
+        }
         fputc('\n', out);
     }
 }

@@ -2,9 +2,10 @@
  * tiers: the tier table, the data that defines each compartment.
  *
  * A tier is a value: a name and a set of numbers (threads, queue, connections, rate limit,
- * breaker settings, fairness shares). The built-in table is config/tiers.json, compiled into the
- * binary; TIERS_FILE replaces it. Every per-tier key is one row of a declarative table in
- * tiers.c, so adding a tier or changing a number needs no code change.
+ * breaker settings, fairness shares), and a few named choices stored as numbers (budget_scope:
+ * "instance" or "fleet", written as text in the JSON). The built-in table is config/tiers.json,
+ * compiled into the binary; TIERS_FILE replaces it. Every per-tier key is one row of a declarative
+ * table in tiers.c, so adding a tier or changing a number needs no code change.
  */
 #ifndef BULKHEAD_TIERS_H
 #define BULKHEAD_TIERS_H
@@ -53,6 +54,14 @@ struct tier_cfg {
                                        per minute (dbbudget.h); 0 = no budget */
     int64_t rate_limit_shadow;      /* 1: the rate limit refuses nothing, counts what it would */
     int64_t db_time_shadow;         /* 1: the database-time budget refuses nothing, the same */
+    int64_t budget_scope;           /* TIERS_SCOPE_*: whom workers and db_max count */
+    int64_t budget_min_pct;         /* fleet scope: an instance's least share, % of the totals */
+};
+
+/* budget_scope: what a tier's workers and db_max are totals of. */
+enum {
+    TIERS_SCOPE_INSTANCE = 0, /* each instance's (the seed's meaning) */
+    TIERS_SCOPE_FLEET = 1,    /* the fleet's, split among the live instances (fleet.h) */
 };
 
 struct tier_table {
@@ -92,6 +101,9 @@ struct share_policy tiers_conn_policy(const struct tier_cfg *c);
 int64_t tiers_tenant_worker_cap(const struct tier_cfg *c);
 int64_t tiers_tenant_conn_cap(const struct tier_cfg *c);
 int64_t tiers_tenant_queue_cap(const struct tier_cfg *c);
+/* With budget_scope "fleet": an instance's least share of a fleet total (workers or db_max),
+ * budget_min_pct of it, at least 1 and at most the total. */
+int64_t tiers_min_share(int64_t total, int64_t min_pct);
 /* The tier's p99 latency objective in ms (latency_objective_ms, or its default). */
 int64_t tiers_latency_objective_ms(const struct tier_cfg *c);
 

@@ -81,7 +81,8 @@ struct fairq_item *workpool_end(struct workpool *wp, struct fairq_tenant *t, int
 /* Janitor thread: drop items that waited since before cutoff_us, and forget idle tenants. */
 void workpool_expire(struct workpool *wp, int64_t cutoff_us, int64_t now_us);
 
-/* Change limits live (config reload): threads are started or retired, queued items stay. */
+/* Change limits live (config reload, a fleet budget's share): threads are started at once or
+ * retired as they finish what they run, queued items stay. */
 int workpool_set_limits(struct workpool *wp, const struct workpool_limits *lim);
 
 /* Whether more than one tenant is active in this pool (lock-free): for a caller running an

@@ -134,10 +134,11 @@ void dbpool_count_pipelined(struct dbpool *p);
 /* Re-run hand-off after the set of active tenants changed (janitor thread). */
 void dbpool_kick(struct dbpool *p);
 
-/* Change limits (config reload). A smaller max closes idle connections above it; connects
- * started from now on get connect_timeout_us (see dbpool_opts) and statement_timeout_ms (the
- * session's backstop, see dbconn_params): connections opened with another one are closed when
- * next idle or released, and replaced on demand. */
+/* Change limits (config reload, a fleet budget's share). A smaller max closes idle connections
+ * above it, busy ones as they are released; connects started from now on get
+ * connect_timeout_us (see dbpool_opts) and statement_timeout_ms (the session's backstop, see
+ * dbconn_params): connections opened with another one are closed when next idle or released,
+ * and replaced on demand. */
 void dbpool_set_limits(struct dbpool *p, size_t max, struct share_policy share,
                        int64_t connect_timeout_us, int64_t statement_timeout_ms);
 

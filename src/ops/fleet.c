@@ -41,6 +41,22 @@ static const char fleet_sql_exchange[] =
 
 static const char fleet_sql_leave[] = "DELETE FROM bulkhead_fleet WHERE instance = $1";
 
+/* With fleet budgets the exchange is a transaction under one advisory lock: between reading
+ * the others' claims and writing its own, no other instance grants from the same free room.
+ * Four round trips per interval (lock, read, write, commit), still none per request. */
+static const char fleet_sql_lock[] =
+    "BEGIN; SELECT pg_advisory_xact_lock(hashtext('bulkhead fleet budgets'))";
+static const char fleet_sql_read[] =
+    "SELECT instance, state::text FROM bulkhead_fleet WHERE instance <> $1 "
+    "AND seen > statement_timestamp() - make_interval(secs => $2::float8 / 1000) "
+    "ORDER BY instance LIMIT $3";
+static const char fleet_sql_write[] =
+    "WITH gone AS (DELETE FROM bulkhead_fleet WHERE seen < now() - interval '10 minutes') "
+    "INSERT INTO bulkhead_fleet (instance, state, seen) VALUES ($1, $2::jsonb, "
+    "statement_timestamp()) ON CONFLICT (instance) DO UPDATE SET state = EXCLUDED.state, "
+    "seen = EXCLUDED.seen";
+static const char fleet_sql_commit[] = "COMMIT";
+
 /* The tiers of one other instance, as read at the last exchange. */
 struct fleet_peer {
     struct fleet_tier tiers[FLEET_MAX_TIERS];
@@ -62,6 +78,7 @@ struct fleet {
     size_t npeers;
     int64_t last_ok_us; /* monotonic time of the last successful exchange, 0: none */
     struct fleet_stats stats;
+    struct fleet_lease lease[FLEET_MAX_TIERS]; /* mine[i]'s fleet budget, as last granted */
 };
 
 /* ---- the state JSON ---------------------------------------------------------------------- */
@@ -71,11 +88,15 @@ char *fleet_encode(const struct fleet_tier *tiers, size_t n)
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) {
         const struct fleet_tier *t = &tiers[i];
-        json_array_append_new(
-            arr, json_pack("{s:s, s:b, s:b, s:b, s:f, s:f, s:I, s:I}", "name", t->name, "active",
-                           t->active, "threatened", t->threatened, "pressing", t->pressing,
-                           "pressure", t->pressure, "usage", t->usage, "in_progress",
-                           (json_int_t)t->in_progress, "shed", (json_int_t)t->shed));
+        json_t *o = json_pack("{s:s, s:b, s:b, s:b, s:f, s:f, s:I, s:I}", "name", t->name, "active",
+                              t->active, "threatened", t->threatened, "pressing", t->pressing,
+                              "pressure", t->pressure, "usage", t->usage, "in_progress",
+                              (json_int_t)t->in_progress, "shed", (json_int_t)t->shed);
+        if (t->claim_workers > 0 || t->claim_conns > 0) /* a fleet-scoped budget */
+            json_object_update_new(o, json_pack("{s:I, s:I, s:I}", "demand", (json_int_t)t->demand,
+                                                "claim_workers", (json_int_t)t->claim_workers,
+                                                "claim_conns", (json_int_t)t->claim_conns));
+        json_array_append_new(arr, o);
     }
     json_t *doc = json_pack("{s:i, s:o}", "v", 1, "tiers", arr);
     char *s = json_dumps(doc, JSON_COMPACT);
@@ -85,16 +106,25 @@ char *fleet_encode(const struct fleet_tier *tiers, size_t n)
     return s;
 }
 
+/* A number another instance sent, within 0..FLEET_NUMBER_MAX: summed over FLEET_MAX_INSTANCES
+ * rows it cannot overflow. */
+#define FLEET_NUMBER_MAX 1000000000
+static int64_t fleet_clamp(json_int_t v)
+{
+    return v <= 0 ? 0 : v > FLEET_NUMBER_MAX ? FLEET_NUMBER_MAX : (int64_t)v;
+}
+
 /* One tier of another instance's row, or false if it is not one. */
 static bool fleet_decode_tier(json_t *o, struct fleet_tier *t)
 {
     const char *name = NULL;
     int active = 0, threatened = 0, pressing = 0;
     double usage = 0, pressure = 0;
-    json_int_t in_progress = 0, shed = 0;
-    if (json_unpack(o, "{s:s, s:b, s:b, s:b, s:F, s:F, s:I, s:I}", "name", &name, "active", &active,
-                    "threatened", &threatened, "pressing", &pressing, "pressure", &pressure,
-                    "usage", &usage, "in_progress", &in_progress, "shed", &shed) ||
+    json_int_t in_progress = 0, shed = 0, demand = 0, cw = 0, cc = 0;
+    if (json_unpack(o, "{s:s, s:b, s:b, s:b, s:F, s:F, s:I, s:I, s?I, s?I, s?I}", "name", &name,
+                    "active", &active, "threatened", &threatened, "pressing", &pressing, "pressure",
+                    &pressure, "usage", &usage, "in_progress", &in_progress, "shed", &shed,
+                    "demand", &demand, "claim_workers", &cw, "claim_conns", &cc) ||
         !name[0] || strlen(name) >= FLEET_NAME_MAX)
         return false;
     memset(t, 0, sizeof(*t));
@@ -106,6 +136,9 @@ static bool fleet_decode_tier(json_t *o, struct fleet_tier *t)
     t->pressure = pressure > 0 ? pressure : 0;
     t->in_progress = in_progress > 0 ? (int64_t)in_progress : 0;
     t->shed = shed > 0 ? (uint64_t)shed : 0;
+    t->demand = fleet_clamp(demand);
+    t->claim_workers = fleet_clamp(cw);
+    t->claim_conns = fleet_clamp(cc);
     return true;
 }
 
@@ -239,6 +272,138 @@ static int fleet_exchange(struct fleet *f, char *err, size_t errlen)
     return rc;
 }
 
+/* ---- fleet budgets ------------------------------------------------------------------------ */
+
+int64_t fleet_share(const struct fleet_share_in *in)
+{
+    int64_t n = (int64_t)in->others + 1;
+    int64_t spare = in->total - (n + 1) * in->min;
+    int64_t target = in->min;
+    if (spare > 0) {
+        int64_t d = in->demand + in->others_demand;
+        target += d > 0 ? (int64_t)((double)spare * (double)in->demand / (double)d) : spare / n;
+    }
+    int64_t room = in->total - in->min - in->others_claims;
+    int64_t share = target < room ? target : room;
+    return share > in->min ? share : in->min;
+}
+
+struct fleet_lease fleet_lease_at(const struct fleet_lease *granted, const struct fleet_tier *t,
+                                  int64_t now_us, int64_t valid_us)
+{
+    if (t->budget_workers <= 0)
+        return (struct fleet_lease){0};
+    if (granted->granted_us > 0 && now_us - granted->granted_us <= valid_us)
+        return *granted;
+    return (struct fleet_lease){.workers = t->min_workers, .conns = t->min_conns, .instances = 1};
+}
+
+/* Whether any tier published has a fleet budget (mutex held). */
+static bool fleet_has_budgets(const struct fleet *f)
+{
+    for (size_t i = 0; i < f->nmine; i++)
+        if (f->mine[i].budget_workers > 0)
+            return true;
+    return false;
+}
+
+/* This instance's shares from the others' rows just read, into pending[], and the claims its
+ * row will carry: the share, or what its pools hold if more (mutex held). */
+static void fleet_grant(struct fleet *f, struct fleet_lease *pending, int64_t t0)
+{
+    for (size_t i = 0; i < f->nmine; i++) {
+        struct fleet_tier *m = &f->mine[i];
+        pending[i] = (struct fleet_lease){0};
+        m->claim_workers = m->claim_conns = 0;
+        if (m->budget_workers <= 0)
+            continue;
+        struct fleet_share_in w = {
+            .total = m->budget_workers, .min = m->min_workers, .demand = m->demand};
+        struct fleet_share_in c = {
+            .total = m->budget_conns, .min = m->min_conns, .demand = m->demand};
+        for (size_t p = 0; p < f->npeers; p++) {
+            for (size_t j = 0; j < f->peers[p].ntiers; j++) {
+                const struct fleet_tier *o = &f->peers[p].tiers[j];
+                if (strcmp(o->name, m->name) || (o->claim_workers == 0 && o->claim_conns == 0))
+                    continue;
+                w.others++;
+                c.others++;
+                w.others_demand += o->demand;
+                c.others_demand += o->demand;
+                w.others_claims += o->claim_workers;
+                c.others_claims += o->claim_conns;
+            }
+        }
+        pending[i] = (struct fleet_lease){.workers = fleet_share(&w),
+                                          .conns = fleet_share(&c),
+                                          .instances = w.others + 1,
+                                          .granted_us = t0};
+        m->claim_workers =
+            pending[i].workers > m->held_workers ? pending[i].workers : m->held_workers;
+        m->claim_conns = pending[i].conns > m->held_conns ? pending[i].conns : m->held_conns;
+    }
+}
+
+/* Run one statement of the budget transaction and check its status. */
+static int fleet_step(struct fleet *f, const char *sql, int n, const char *const *v,
+                      int64_t deadline, ExecStatusType want, PGresult **keep, char *err,
+                      size_t errlen)
+{
+    PGresult *res = NULL;
+    int rc = dbconn_query(f->db, sql, n, v, deadline, &res, err, errlen);
+    if (!rc && PQresultStatus(res) != want) {
+        snprintf(err, errlen, "%s", PQresultErrorMessage(res));
+        rc = -EIO;
+    }
+    if (!rc && keep)
+        *keep = res;
+    else
+        PQclear(res);
+    return rc;
+}
+
+/* One exchange with fleet budgets: lock, read the others, grant, write, commit. A failure
+ * leaves the transaction open: the caller closes the connection, which rolls it back. */
+static int fleet_exchange_budgets(struct fleet *f, char *err, size_t errlen)
+{
+    int64_t t0 = mclock_now_us(), deadline = t0 + f->ttl_us;
+    char ttl[24], lim[24];
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)(f->ttl_us / 1000));
+    snprintf(lim, sizeof(lim), "%d", FLEET_MAX_INSTANCES + 1);
+    const char *rv[] = {f->instance_id, ttl, lim};
+    PGresult *res = NULL;
+    int rc = fleet_step(f, fleet_sql_lock, 0, NULL, deadline, PGRES_TUPLES_OK, NULL, err, errlen);
+    if (!rc)
+        rc = fleet_step(f, fleet_sql_read, 3, rv, deadline, PGRES_TUPLES_OK, &res, err, errlen);
+    if (rc)
+        return rc;
+    struct fleet_lease pending[FLEET_MAX_TIERS];
+    pthread_mutex_lock(&f->mutex);
+    fleet_read_rows(f, res);
+    fleet_grant(f, pending, t0);
+    size_t n = f->nmine;
+    char *state = fleet_encode(f->mine, f->nmine);
+    pthread_mutex_unlock(&f->mutex);
+    PQclear(res);
+    const char *wv[] = {f->instance_id, state};
+    rc = fleet_step(f, fleet_sql_write, 2, wv, deadline, PGRES_COMMAND_OK, NULL, err, errlen);
+    free(state);
+    if (!rc)
+        rc =
+            fleet_step(f, fleet_sql_commit, 0, NULL, deadline, PGRES_COMMAND_OK, NULL, err, errlen);
+    if (rc)
+        return rc;
+    int64_t now = mclock_now_us();
+    pthread_mutex_lock(&f->mutex);
+    memcpy(f->lease, pending, n * sizeof(pending[0]));
+    f->last_ok_us = now;
+    f->stats.exchanges++;
+    f->stats.rtt_us = now - t0;
+    fleet_set_up(f, true, NULL);
+    pthread_mutex_unlock(&f->mutex);
+    return 0;
+}
+
 /* Wait until next_us or the stop pipe; false once stopping. */
 static bool fleet_wait(struct fleet *f, int64_t next_us)
 {
@@ -263,8 +428,12 @@ static void *fleet_main(void *arg)
         next = mclock_now_us() + f->interval_us;
         char err[300] = "";
         int rc = f->db ? 0 : fleet_connect(f, err, sizeof(err));
+        pthread_mutex_lock(&f->mutex);
+        bool budgets = fleet_has_budgets(f);
+        pthread_mutex_unlock(&f->mutex);
         if (!rc)
-            rc = fleet_exchange(f, err, sizeof(err));
+            rc = budgets ? fleet_exchange_budgets(f, err, sizeof(err))
+                         : fleet_exchange(f, err, sizeof(err));
         if (rc && fleet_stopping(f) && f->db) {
             dbconn_close(f->db); /* ended mid-statement: fleet_leave opens a fresh one */
             f->db = NULL;
@@ -387,6 +556,20 @@ bool fleet_view(struct fleet *f, const char *const *names, size_t n, struct flee
                     fleet_add(&out[i], &f->peers[p].tiers[j]);
     pthread_mutex_unlock(&f->mutex);
     return live;
+}
+
+void fleet_leases(struct fleet *f, const char *const *names, size_t n, struct fleet_lease *out)
+{
+    memset(out, 0, n * sizeof(*out));
+    pthread_mutex_lock(&f->mutex);
+    /* Valid for ttl less one interval: the instance is back at its minimum before the others,
+     * which wait out the full ttl, count its claim as gone. */
+    int64_t now = mclock_now_us(), valid = f->ttl_us - f->interval_us;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < f->nmine; j++)
+            if (!strcmp(f->mine[j].name, names[i]))
+                out[i] = fleet_lease_at(&f->lease[j], &f->mine[j], now, valid);
+    pthread_mutex_unlock(&f->mutex);
 }
 
 void fleet_stats(struct fleet *f, struct fleet_stats *out)

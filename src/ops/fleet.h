@@ -6,9 +6,10 @@
  * shared the database and the CPUs (enterprise kept 0.63 of its figure beside a sink). So each
  * instance publishes, every controller interval, each tier's state (active, threatening its
  * objective, pressing its limit, usage, in progress, shed) as one row of an unlogged table, and
- * reads the rows of the others in the same statement: one round trip per interval and instance,
- * never one per request. The capacity controller then gates a tier while a higher tier is
- * active anywhere, and cuts it while a higher tier is threatened anywhere (fleet_view).
+ * reads the rows of the others in the same statement: one round trip per interval and instance
+ * (four, in one short transaction, while a tier has a fleet budget), never one per request. The
+ * capacity controller then gates a tier while a higher tier is active anywhere, and cuts it while a
+ * higher tier is threatened anywhere (fleet_view).
  *
  * Why PostgreSQL and not Redis: every deployment has it (Redis is optional), and it is the
  * resource being defended, so a fleet that cannot reach it has nothing left to share. The table
@@ -20,10 +21,24 @@
  * `up` false: each instance falls back to local control, logs fleet_medium_down once, and logs
  * fleet_medium_up when an exchange succeeds again.
  *
+ * Fleet budgets (a tier's budget_scope "fleet"): the tier's workers and db_max are totals for
+ * the fleet. Each instance publishes, per such tier, its demand (requests in progress and
+ * queued) and its claim (the share it was granted, or what its pools hold if more: a shrink
+ * takes effect as work is returned). At each exchange, under one advisory lock so that no two
+ * instances grant from the same free room, it reads the others' live claims and demands and
+ * takes its share (fleet_share): at least the minimum, its demand's part of what the minimums
+ * leave, and never more than the total less the others' claims and one minimum kept for a
+ * newcomer. The share is a lease: valid for ttl less one interval from the start of the
+ * exchange that granted it, after which (the medium lost) the instance falls back to its
+ * minimum, before the others (which wait out the full ttl) stop counting its claim. A new instance
+ * takes its minimum at once; a dead instance's claim stops counting when its row is older than ttl.
+ *
  * DESIGN: one thread of its own (blocking libpq, every wait bounded by a deadline and by the stop
- * pipe). fleet_publish (janitor thread) and fleet_view / fleet_stats (any thread) take the
- * mutex, which guards the published copy, the parsed rows of the others and the counters; the
- * thread holds it only to copy in and out, never across a database call.
+ * pipe). fleet_publish (janitor thread) and fleet_view / fleet_stats / fleet_leases (any
+ * thread) take the mutex, which guards the published copy, the parsed rows of the others, the
+ * leases and the counters; the thread holds it only to copy in and out and to compute the
+ * shares, never across a database call (the advisory lock of a budget exchange is a database
+ * lock, held by the thread's transaction across its read and write, not by the mutex).
  */
 #ifndef BULKHEAD_FLEET_H
 #define BULKHEAD_FLEET_H
@@ -49,6 +64,13 @@ struct fleet_tier {
     double usage;        /* requests in progress, on average, recently */
     int64_t in_progress; /* requests admitted and not finished */
     uint64_t shed;       /* requests the capacity controller refused, in total */
+    /* Fleet budgets: zero for a tier whose budget is per instance (budget_scope "instance"). */
+    int64_t budget_workers, budget_conns; /* the fleet's totals (workers, db_max); published by
+                                             this instance, never sent */
+    int64_t min_workers, min_conns;       /* the least shares (tiers_min_share; never sent) */
+    int64_t demand;                       /* requests in progress and queued */
+    int64_t held_workers, held_conns;     /* this instance's pools now (never sent) */
+    int64_t claim_workers, claim_conns;   /* sent: max(the share granted, what is held) */
 };
 
 /* One tier over the other instances (this one excluded): how many of them see it so. */
@@ -68,6 +90,23 @@ struct fleet_stats {
     uint64_t dropped;        /* rows ignored (malformed, or past FLEET_MAX_INSTANCES) */
     int64_t rtt_us;          /* the last exchange's round trip */
     int64_t changed_wall_us; /* when `up` last changed (wall clock) */
+};
+
+/* One tier's fleet budget on this instance: the share in force and how many share it. */
+struct fleet_lease {
+    int64_t workers, conns; /* this instance's share */
+    size_t instances;       /* instances sharing the totals, this one included */
+    int64_t granted_us;     /* monotonic start of the exchange that granted it, 0: none */
+};
+
+/* The share rule, for one total (README: Fleet budgets). */
+struct fleet_share_in {
+    int64_t total;         /* the fleet's total */
+    int64_t min;           /* the least share (tiers_min_share) */
+    int64_t demand;        /* this instance's demand */
+    int64_t others_demand; /* the other live instances' demands, summed */
+    int64_t others_claims; /* ... and their claims */
+    size_t others;         /* other live instances sharing the total */
 };
 
 struct fleet_cfg {
@@ -92,6 +131,20 @@ void fleet_publish(struct fleet *f, const struct fleet_tier *tiers, size_t n);
 bool fleet_view(struct fleet *f, const char *const *names, size_t n, struct fleet_sum *out);
 
 void fleet_stats(struct fleet *f, struct fleet_stats *out);
+
+/* The share, shared by N = others + 1 instances with one minimum kept for a newcomer:
+ * spare = total - (N + 1) x min; target = min + spare x demand / (demand + others_demand)
+ * (spare / N when nobody has demand; min when spare <= 0); share = max(min, min(target,
+ * total - min - others_claims)). */
+int64_t fleet_share(const struct fleet_share_in *in);
+
+/* The lease of the n tiers named, as of now (mclock): a tier's share when its lease was granted
+ * within ttl, else its minimum (instances 1). Tiers not fleet-scoped in the last publish read
+ * zeros. Any thread. */
+void fleet_leases(struct fleet *f, const char *const *names, size_t n, struct fleet_lease *out);
+/* The same rule at now_us, for one lease and its tier (exposed for the unit test). */
+struct fleet_lease fleet_lease_at(const struct fleet_lease *granted, const struct fleet_tier *t,
+                                  int64_t now_us, int64_t ttl_us);
 
 /* The state JSON one instance publishes (malloc'd), and its parse: exposed for the unit test.
  * fleet_decode returns the number of tiers read into out (at most max), or -EINVAL. */

@@ -62,6 +62,7 @@ struct report_field {
 #define LIMITER   "rateLimiter"
 #define FAIR      "fairness"
 #define CAPACITY  "capacity"
+#define BUDGET    "budget"
 
 static const struct report_field report_fields[] = {
     {POOL, "active", REPORT_SIZE, RT(db.active), "bulkhead_db_connections_active", NULL, "gauge",
@@ -162,7 +163,7 @@ static const struct report_field report_fields[] = {
     {CAPACITY, "limit", REPORT_REAL, RT(cap_limit), "bulkhead_capacity_limit", NULL, "gauge",
      "Requests of the tier allowed at once by the capacity controller (its max when not "
      "limited; below 1: paced; 0: closed)."},
-    {CAPACITY, "max", REPORT_I64, RT(cfg.db_max)},
+    {CAPACITY, "max", REPORT_SIZE, RT(db.max)}, /* db_max, or this instance's fleet share */
     {CAPACITY, "floor", REPORT_REAL, RT(cap_floor)},
     {CAPACITY, "gated", REPORT_BOOL, RT(cap.gated)},
     {CAPACITY, "shedding", REPORT_BOOL, RT(cap.shedding), "bulkhead_capacity_shedding", NULL,
@@ -204,6 +205,27 @@ static const struct report_field report_fields[] = {
     {CAPACITY, "admitted", REPORT_U64, RT(cap.admitted)},
     {CAPACITY, "shed", REPORT_U64, RT(cap.shed), "bulkhead_capacity_shed_total", NULL, "counter",
      "Requests refused (503 shed) because a higher tier needed the shared capacity."},
+
+    {BUDGET, "scope", REPORT_TEXT, RT(budget_scope)},
+    {BUDGET, "fleetWorkers", REPORT_I64, RT(budget_total_workers), "bulkhead_fleet_budget_total",
+     "resource=\"workers\"", "gauge",
+     "The tier's workers and connections, as totals for the fleet (budget_scope fleet) or for "
+     "this instance (instance)."},
+    {BUDGET, "fleetConnections", REPORT_I64, RT(budget_total_conns), "bulkhead_fleet_budget_total",
+     "resource=\"connections\""},
+    {BUDGET, "workers", REPORT_I64, RT(budget_workers), "bulkhead_fleet_budget_share",
+     "resource=\"workers\"", "gauge",
+     "This instance's share of the tier's workers and connections (its pools' limits now)."},
+    {BUDGET, "connections", REPORT_I64, RT(budget_conns), "bulkhead_fleet_budget_share",
+     "resource=\"connections\""},
+    {BUDGET, "minWorkers", REPORT_I64, RT(budget_min_workers)},
+    {BUDGET, "minConnections", REPORT_I64, RT(budget_min_conns)},
+    {BUDGET, "instances", REPORT_I64, RT(budget_instances), "bulkhead_fleet_budget_instances", NULL,
+     "gauge", "Instances sharing the tier's fleet budget, this one included (1: per instance)."},
+    {BUDGET, "leased", REPORT_BOOL, RT(budget_leased), "bulkhead_fleet_budget_leased", NULL,
+     "gauge",
+     "1 while a fleet-scoped tier's share is a lease granted by a recent exchange (0: its "
+     "minimum, without the fleet view; always 0 for a per-instance budget)."},
 
     {NULL, "requests", REPORT_OUTCOMES, RT(outcomes), "bulkhead_requests_total", NULL, "counter",
      "Requests finished, by tier and outcome."},
@@ -441,7 +463,7 @@ static void report_read_tier(struct tier_rt *t, const struct report_process *p,
     out->worker_reserve = (int64_t)wpol.reserve;
     out->conn_reserve = (int64_t)cpol.reserve;
     memset(&out->cap, 0, sizeof(out->cap));
-    out->cap_floor = (double)c->db_max * (double)c->capacity_floor_pct / 100.0;
+    out->cap_floor = (double)out->db.max * (double)c->capacity_floor_pct / 100.0;
     /* No controller (CAPACITY_CONTROL=false, a test's fake set): the section reads zeros,
      * not whatever the snapshot's memory held. */
     if (src_cap)
@@ -468,14 +490,37 @@ static void report_read_tier(struct tier_rt *t, const struct report_process *p,
     }
 }
 
+/* A tier's budget: its totals, and this instance's share as its pools have it now. */
+static void report_read_budget(const struct fleet_lease *l, struct report_tier *out)
+{
+    const struct tier_cfg *c = &out->cfg;
+    bool fleet = c->budget_scope == TIERS_SCOPE_FLEET;
+    out->budget_scope = fleet ? "fleet" : "instance";
+    out->budget_total_workers = c->workers;
+    out->budget_total_conns = c->db_max;
+    out->budget_workers = (int64_t)out->wp.threads;
+    out->budget_conns = (int64_t)out->db.max;
+    out->budget_min_workers = fleet ? tiers_min_share(c->workers, c->budget_min_pct) : c->workers;
+    out->budget_min_conns = fleet ? tiers_min_share(c->db_max, c->budget_min_pct) : c->db_max;
+    out->budget_instances = fleet && l->instances ? (int64_t)l->instances : 1;
+    out->budget_leased = fleet && l->granted_us > 0;
+}
+
 void report_read(const struct report_sources *src, struct report_snap *out)
 {
     report_read_process(src, &out->proc);
     int64_t now = mclock_now_us();
     out->ntiers = tierset_count(src->tiers);
+    const char *names[TIERS_MAX];
+    struct fleet_lease leases[TIERS_MAX] = {{0}};
+    for (size_t i = 0; i < out->ntiers; i++)
+        names[i] = tierset_tier(src->tiers, i)->name;
+    if (src->fleet)
+        fleet_leases(src->fleet, names, out->ntiers, leases);
     for (size_t i = 0; i < out->ntiers; i++) {
         struct report_tier *t = &out->tier[i];
         report_read_tier(tierset_tier(src->tiers, i), &out->proc, src->capacity, now, t);
+        report_read_budget(&leases[i], t);
         size_t tenants = 0;
         t->tenant_overrides = 0;
         if (src->auth)

@@ -84,6 +84,14 @@ struct report_tier {
     double cap_objective_ms, cap_p99_ms, cap_mean_ms, cap_level_ms, cap_threshold_ms;
     double cap_objective_s, cap_p99_s, cap_mean_s, cap_level_s, cap_threshold_s;
     double cap_threatened_s; /* time spent threatening its objective */
+    /* Its budget (budget_scope): with "fleet", the totals, this instance's share (what its
+     * pools have now) and the instances sharing them; with "instance", share = total, one. */
+    const char *budget_scope;
+    int64_t budget_total_workers, budget_total_conns;
+    int64_t budget_workers, budget_conns;
+    int64_t budget_min_workers, budget_min_conns;
+    int64_t budget_instances;
+    bool budget_leased; /* fleet: the share comes from a lease granted within its validity */
 };
 
 /* The process, as read. */

@@ -1,8 +1,9 @@
 /*
  * fuzz_tiers: tiers_parse on arbitrary bytes. An accepted table has 1 to TIERS_MAX uniquely
  * named tiers whose every value lies within the bounds tiers_print_help documents, with tenant
- * caps never below 1; writing it back as JSON parses to the identical table. A refused table
- * is left zeroed with a message starting "tiers".
+ * caps never below 1 and a budget_scope that is one of its two names; writing it back as JSON
+ * (budget_scope as its name) parses to the identical table. A refused table is left zeroed with
+ * a message starting "tiers".
  */
 #include "fuzz.h"
 #include "tiers.h"
@@ -20,6 +21,9 @@ static struct {
 } keys[32];
 static size_t nkeys;
 
+/* The one key of named choices, stored as the index of its name (tiers.h: TIERS_SCOPE_*). */
+static const char *const scopes[] = {"instance", "fleet"};
+
 static void load_keys(void)
 {
     char *text = NULL;
@@ -28,6 +32,7 @@ static void load_keys(void)
     FUZZ_CHECK(f != NULL);
     tiers_print_help(f, true);
     fclose(f);
+    FUZZ_CHECK(strstr(text, "| `budget_scope` | `instance` | `instance` or `fleet` |") != NULL);
     char *save = NULL;
     for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         FUZZ_CHECK(nkeys < sizeof(keys) / sizeof(keys[0]));
@@ -81,6 +86,9 @@ static void check_table(const struct tier_table *t)
         for (size_t k = 0; k < nkeys; k++)
             FUZZ_CHECK(get(c, k) >= keys[k].min && get(c, k) <= keys[k].max);
         FUZZ_CHECK(c->breaker_window_ms / c->breaker_buckets >= 1);
+        FUZZ_CHECK(c->budget_scope == TIERS_SCOPE_INSTANCE || c->budget_scope == TIERS_SCOPE_FLEET);
+        int64_t mw = tiers_min_share(c->workers, c->budget_min_pct);
+        FUZZ_CHECK(mw >= 1 && mw <= c->workers);
         FUZZ_CHECK(tiers_tenant_worker_cap(c) >= 1 && tiers_tenant_worker_cap(c) <= c->workers);
         FUZZ_CHECK(tiers_tenant_conn_cap(c) >= 1 && tiers_tenant_conn_cap(c) <= c->db_max);
         /* The reserve leaves a lone tenant at least one slot; a share never exceeds the pool. */
@@ -95,7 +103,7 @@ static void check_table(const struct tier_table *t)
 /* The table as JSON with every key written out. */
 static char *serialise(const struct tier_table *t, size_t *len)
 {
-    size_t cap = 64 + t->count * (TIERS_NAME_MAX + 16 + nkeys * 48);
+    size_t cap = 64 + t->count * (TIERS_NAME_MAX + 48 + nkeys * 48);
     char *out = malloc(cap);
     FUZZ_CHECK(out != NULL);
     size_t n = (size_t)snprintf(out, cap, "{");
@@ -104,7 +112,8 @@ static char *serialise(const struct tier_table *t, size_t *len)
         for (size_t k = 0; k < nkeys; k++)
             n += (size_t)snprintf(out + n, cap - n, "%s\"%s\": %" PRId64, k ? ", " : "",
                                   keys[k].name, get(&t->tiers[i], k));
-        n += (size_t)snprintf(out + n, cap - n, "}");
+        n += (size_t)snprintf(out + n, cap - n, ", \"budget_scope\": \"%s\"}",
+                              scopes[t->tiers[i].budget_scope]);
     }
     n += (size_t)snprintf(out + n, cap - n, "}");
     FUZZ_CHECK(n < cap);

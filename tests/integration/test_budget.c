@@ -2,7 +2,8 @@
  * test_budget: the connection budget check (server_check_budget). At start, and after a
  * reload, the server compares what its pools may open (1 health probe + every tier's db_max)
  * with what the database allows (max_connections - superuser_reserved_connections) and logs a
- * db_budget warning when it does not fit, or the budget line when it does.
+ * db_budget warning when it does not fit, or the budget line when it does. A tier whose budget
+ * is the fleet's (budget_scope "fleet") counts its db_max once for the fleet, not per instance.
  *
  * The tight database is a private cluster whose superuser_reserved_connections is raised to
  * 250 by ALTER SYSTEM and a restart: scripts/pg.sh pins max_connections=300 on the command
@@ -129,6 +130,48 @@ static void a_reload_that_outgrows_the_database_is_warned_about(void **state)
     assert_true(names);
 }
 
+static void a_fleet_budget_counts_once_for_the_fleet(void **state)
+{
+    (void)state;
+    char env[400];
+    assert_int_equal(h_tiers_env("tiers-budget-fleet.json",
+                                 "{\"free\": {\"db_max\": 5},"
+                                 " \"pro\": {\"db_max\": 10, \"budget_scope\": \"fleet\"}}",
+                                 env, sizeof(env)),
+                     0);
+    const char *e[] = {env, "FLEET=true", NULL};
+    struct h_server s;
+    assert_int_equal(h_server_start(&s, tight.url, e), 0);
+    /* 1 + 5 per instance, 10 for the fleet: (50 - 10) / 6 = 6 instances (per instance, 1 + 5 +
+     * 10 = 16 would let 3 fit) */
+    bool logged = h_server_log_has(&s, "connection budget: 6 per instance and 10 for the fleet "
+                                       "(budget_scope fleet) of 50 allowed; at most 6 instances "
+                                       "fit");
+    assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
+    assert_true(logged);
+    assert_false(h_server_log_has(&s, BUDGET_WARN));
+}
+
+static void a_fleet_budget_without_the_fleet_view_is_refused_at_start(void **state)
+{
+    (void)state;
+    char env[400];
+    assert_int_equal(h_tiers_env("tiers-budget-fleet.json",
+                                 "{\"free\": {\"db_max\": 5},"
+                                 " \"pro\": {\"db_max\": 10, \"budget_scope\": \"fleet\"}}",
+                                 env, sizeof(env)),
+                     0);
+    const char *e[] = {env, "FLEET=false", NULL};
+    struct h_server s;
+    int rc = h_server_start(&s, tight.url, e);
+    bool said = h_server_log_has(&s, "tiers.pro.budget_scope: \\\"fleet\\\" needs the fleet view "
+                                     "(FLEET=true and CAPACITY_CONTROL=true)");
+    if (rc == 0)
+        h_server_stop(&s, SIGTERM, 20000);
+    assert_int_not_equal(rc, 0);
+    assert_true(said);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -136,6 +179,8 @@ int main(void)
         cmocka_unit_test(a_database_with_room_logs_the_budget),
         cmocka_unit_test(an_unreachable_database_is_no_reason_not_to_start),
         cmocka_unit_test(a_reload_that_outgrows_the_database_is_warned_about),
+        cmocka_unit_test(a_fleet_budget_counts_once_for_the_fleet),
+        cmocka_unit_test(a_fleet_budget_without_the_fleet_view_is_refused_at_start),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

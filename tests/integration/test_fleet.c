@@ -15,6 +15,15 @@
  *   instance.
  * Enterprise's objective is 1 ms and its requests take 5 ms (delay_ms), so it threatens its
  * objective whatever the machine's speed: the test asserts states and counters, never timing.
+ *
+ * Fleet budgets (issue 28 item 3): pro's 20 workers and 10 connections are fleet totals
+ * (budget_scope "fleet", minimums 2 and 1), split among the live instances.
+ * - Two idle instances hold 9 workers and 4 connections each (README: Fleet budgets), their
+ *   claims in the table sum to at most the total less a newcomer's minimum.
+ * - A new instance has its minimum at once, before any exchange (the table locked meanwhile),
+ *   and 6 workers and 3 connections once the three have exchanged: 18 + 2 <= 20, 9 + 1 <= 10.
+ * - An instance killed (SIGKILL: its row stays) stops counting after its row's ttl: the other
+ *   two are back at 9 and 4 while its row is still in the table.
  */
 #include "harness.h"
 
@@ -32,12 +41,13 @@
 #include <cmocka.h>
 
 #define FLEET_TIERS                                                                                \
-    "{\"free\": {\"rate_limit\": 0}, \"pro\": {},"                                                 \
+    "{\"free\": {\"rate_limit\": 0},"                                                              \
+    " \"pro\": {\"budget_scope\": \"fleet\", \"workers\": 20, \"db_max\": 10},"                    \
     " \"enterprise\": {\"latency_objective_ms\": 1}}"
 
 static char db_url[300];
 static char tiers_env[600];
-static struct h_server a, b;
+static struct h_server a, b, c;
 
 static int start_instance(struct h_server *s)
 {
@@ -65,6 +75,8 @@ static int teardown(void **state)
         h_server_stop(&a, SIGTERM, 30000);
     if (b.pid > 0)
         h_server_stop(&b, SIGTERM, 30000);
+    if (c.pid > 0)
+        h_server_stop(&c, SIGTERM, 30000);
     return 0;
 }
 
@@ -206,6 +218,143 @@ static void the_lost_medium_falls_back_to_local_control_and_rejoins(void **state
     assert_true(h_prom(b.base, "bulkhead_fleet_failures_total", NULL) >= 1);
 }
 
+/* ---- fleet budgets ---------------------------------------------------------------------- */
+
+/* pro.budget.field of srv, a bool as 0/1 (INT64_MIN: no answer). */
+static int64_t bud(const struct h_server *srv, const char *field)
+{
+    json_t *sec = h_metric_section(srv->base, "pro", "budget");
+    json_t *f = json_object_get(sec, field);
+    int64_t v = json_is_integer(f)   ? (int64_t)json_integer_value(f)
+                : json_is_boolean(f) ? json_is_true(f)
+                                     : INT64_MIN;
+    json_decref(sec);
+    return v;
+}
+
+/* srv holds workers and conns of pro's totals, leased, shared by instances. */
+static bool holds(const struct h_server *srv, int64_t workers, int64_t conns, int64_t instances)
+{
+    json_t *sec = h_metric_section(srv->base, "pro", "budget");
+    bool ok = sec && json_integer_value(json_object_get(sec, "workers")) == workers &&
+              json_integer_value(json_object_get(sec, "connections")) == conns &&
+              json_integer_value(json_object_get(sec, "instances")) == instances &&
+              json_is_true(json_object_get(sec, "leased"));
+    json_decref(sec);
+    return ok;
+}
+
+/* pro's claims in the live rows of the table, summed (one statement: one instant). */
+static int64_t claims(const char *field)
+{
+    char sql[400];
+    snprintf(sql, sizeof(sql),
+             "SELECT coalesce(sum((t->>'%s')::int), 0) FROM bulkhead_fleet, "
+             "jsonb_array_elements(state->'tiers') t WHERE t->>'name' = 'pro' "
+             "AND seen > now() - interval '1 second'",
+             field);
+    return h_sql_int(db_url, sql);
+}
+
+/* Whether srv's /metrics has this exact line (h_prom reads one label; these series have two). */
+static bool prom_has(const struct h_server *srv, const char *line)
+{
+    struct h_resp r;
+    bool has = h_get(h_url(srv, "/metrics"), NULL, &r) == 0 && r.status == 200 && r.body &&
+               strstr(r.body, line);
+    h_resp_free(&r);
+    return has;
+}
+
+static void two_instances_split_a_fleet_budget_within_its_total(void **state)
+{
+    (void)state;
+    /* idle: 20 - 3 x 2 = 14 spare workers split evenly, 2 + 7 each; 10 - 3 x 1 = 7 spare
+     * connections, 1 + 3 each */
+    bool split = H_WAIT(holds(&a, 9, 4, 2) && holds(&b, 9, 4, 2), 20000);
+    printf("# pro on a: %lld workers, %lld connections; on b: %lld, %lld (of 20 and 10)\n",
+           (long long)bud(&a, "workers"), (long long)bud(&a, "connections"),
+           (long long)bud(&b, "workers"), (long long)bud(&b, "connections"));
+    assert_true(split);
+    /* the pools themselves have them */
+    assert_int_equal(h_metric(a.base, "pro", "threadPool", "poolSize"), 9);
+    assert_int_equal(h_metric(a.base, "pro", "connectionPool", "max"), 4);
+    assert_int_equal(bud(&a, "fleetWorkers"), 20);
+    assert_int_equal(bud(&a, "fleetConnections"), 10);
+    char scope[16];
+    assert_string_equal(h_metric_text(a.base, "pro", "budget", "scope", scope, sizeof(scope)),
+                        "fleet");
+    assert_string_equal(h_metric_text(a.base, "free", "budget", "scope", scope, sizeof(scope)),
+                        "instance");
+    assert_int_equal(h_metric(a.base, "free", "budget", "instances"), 1);
+    /* the claims as the table has them, at one instant: the total less a newcomer's minimum */
+    assert_true(claims("claim_workers") <= 18);
+    assert_true(claims("claim_conns") <= 9);
+    assert_true(prom_has(&a, "bulkhead_fleet_budget_share{tier=\"pro\",resource=\"workers\"} 9\n"));
+    assert_true(
+        prom_has(&a, "bulkhead_fleet_budget_total{tier=\"pro\",resource=\"connections\"} 10\n"));
+    assert_true(h_prom(a.base, "bulkhead_fleet_budget_instances", "tier=\"pro\"") == 2);
+}
+
+static void a_new_instance_has_its_minimum_at_once_and_its_share_after(void **state)
+{
+    (void)state;
+    /* The table locked: no exchange can happen, so what c has is what it took by itself. */
+    PGconn *lock = PQconnectdb(db_url);
+    PGresult *res = PQexec(lock, "BEGIN; LOCK TABLE bulkhead_fleet IN ACCESS EXCLUSIVE MODE");
+    bool locked = PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
+    int64_t t0 = h_now_ms();
+    int started = start_instance(&c);
+    int64_t w = bud(&c, "workers"), n = bud(&c, "connections");
+    int64_t leased = bud(&c, "leased");
+    /* a and b cannot renew their leases either: their shares fall to the minimum */
+    bool fell = H_WAIT(bud(&a, "workers") == 2 && bud(&b, "workers") == 2 &&
+                           bud(&a, "connections") == 1 && bud(&a, "leased") == 0,
+                       20000);
+    int64_t fell_ms = h_now_ms() - t0;
+    res = PQexec(lock, "COMMIT");
+    PQclear(res);
+    PQfinish(lock);
+    assert_true(locked);
+    assert_int_equal(started, 0);
+    printf("# a new instance before any exchange: %lld workers, %lld connections\n", (long long)w,
+           (long long)n);
+    assert_int_equal(w, 2);
+    assert_int_equal(n, 1);
+    assert_int_equal(leased, 0);
+    printf("# the table locked: a and b at their minimums %lld ms later (leases valid 950 ms)\n",
+           (long long)fell_ms);
+    assert_true(fell);
+    /* three idle: 20 - 4 x 2 = 12 spare, 2 + 4 each; 10 - 4 = 6 spare, 1 + 2 each */
+    bool split = H_WAIT(holds(&a, 6, 3, 3) && holds(&b, 6, 3, 3) && holds(&c, 6, 3, 3), 20000);
+    assert_true(split);
+    assert_true(claims("claim_workers") <= 18);
+    assert_true(claims("claim_conns") <= 9);
+}
+
+static void a_killed_instances_share_returns_after_its_ttl(void **state)
+{
+    (void)state;
+    assert_true(H_WAIT(holds(&c, 6, 3, 3), 20000));
+    assert_int_equal(h_sql_int(db_url, "SELECT count(*) FROM bulkhead_fleet"), 3);
+    int64_t t0 = h_now_ms();
+    assert_int_equal(h_server_stop(&c, SIGKILL, 10000), 128 + SIGKILL);
+    /* c's row stays (nobody deleted it) but stops counting after its ttl (1 s): a and b are
+     * back at half of the spare each */
+    bool back = H_WAIT(holds(&a, 9, 4, 2) && holds(&b, 9, 4, 2), 20000);
+    int64_t rows = h_sql_int(db_url, "SELECT count(*) FROM bulkhead_fleet");
+    printf("# SIGKILL to the share back on both others: %lld ms (ttl 1,000 ms, interval 50 ms)\n",
+           (long long)(h_now_ms() - t0));
+    assert_true(back);
+    assert_int_equal(rows, 3);
+    assert_true(claims("claim_workers") <= 18);
+    /* the dead row would otherwise stay ten minutes: the last test counts rows */
+    assert_int_equal(h_sql_exec(db_url, "DELETE FROM bulkhead_fleet WHERE seen < now() - "
+                                        "interval '1 second'"),
+                     0);
+}
+
 static void an_instance_that_stops_leaves_the_fleet_at_once(void **state)
 {
     (void)state;
@@ -223,6 +372,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_storm_on_one_instance_is_cut_for_enterprise_on_another),
         cmocka_unit_test(the_lost_medium_falls_back_to_local_control_and_rejoins),
+        cmocka_unit_test(two_instances_split_a_fleet_budget_within_its_total),
+        cmocka_unit_test(a_new_instance_has_its_minimum_at_once_and_its_share_after),
+        cmocka_unit_test(a_killed_instances_share_returns_after_its_ttl),
         cmocka_unit_test(an_instance_that_stops_leaves_the_fleet_at_once),
     };
     return cmocka_run_group_tests_name("fleet", tests, setup, teardown);

@@ -5,6 +5,8 @@
  * README's example tier file gives exactly what the README says; anything else (unknown keys,
  * values out of range or not integers, bad tier names, duplicates, too many tiers) is refused
  * naming "tiers.<tier>.<key>"; the tenant caps derived from the shares are never below 1.
+ * budget_scope, the one key of named choices, is "instance" (the default) or "fleet", written
+ * as text; a fleet budget's least share is budget_min_pct of the total, at least 1.
  */
 #include "tiers.h"
 
@@ -544,6 +546,55 @@ static void tenant_caps_are_never_below_one(void **state)
     assert_int_equal(tiers_tenant_queue_cap(&t.tiers[0]), 10);
 }
 
+static void budget_scope_is_instance_or_fleet_written_as_text(void **state)
+{
+    (void)state;
+    struct tier_table t;
+    char err[400];
+    assert_int_equal(parse("{\"t\": {\"rate_limit\": 0}}", &t, err, sizeof(err)), 0);
+    assert_int_equal(t.tiers[0].budget_scope, TIERS_SCOPE_INSTANCE);
+    assert_int_equal(t.tiers[0].budget_min_pct, 10);
+    assert_int_equal(parse("{\"pro\": {\"budget_scope\": \"fleet\", \"budget_min_pct\": 25}}", &t,
+                           err, sizeof(err)),
+                     0);
+    assert_int_equal(t.tiers[0].budget_scope, TIERS_SCOPE_FLEET);
+    assert_int_equal(t.tiers[0].budget_min_pct, 25);
+    assert_int_equal(t.tiers[0].workers, 30); /* the rest is pro's */
+    assert_int_equal(parse("{\"pro\": {\"budget_scope\": \"instance\"}}", &t, err, sizeof(err)), 0);
+    assert_int_equal(t.tiers[0].budget_scope, TIERS_SCOPE_INSTANCE);
+    refused("{\"pro\": {\"budget_scope\": 1}}",
+            "tiers.pro.budget_scope: must be \"instance\" or \"fleet\" (got 1)");
+    refused("{\"pro\": {\"budget_scope\": \"Fleet\"}}",
+            "tiers.pro.budget_scope: must be \"instance\" or \"fleet\" (got \"Fleet\")");
+    refused("{\"pro\": {\"budget_scope\": null}}", "tiers.pro.budget_scope: must be");
+    /* the help names the choices and the default */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_non_null(f);
+    tiers_print_help(f, true);
+    fclose(f);
+    assert_non_null(strstr(text, "| `budget_scope` | `instance` | `instance` or `fleet` |"));
+    free(text);
+    /* and the table in force prints the name */
+    f = open_memstream(&text, &len);
+    assert_int_equal(parse("{\"pro\": {\"budget_scope\": \"fleet\"}}", &t, err, sizeof(err)), 0);
+    tiers_print_table(f, &t, "");
+    fclose(f);
+    assert_non_null(strstr(text, " budget_scope=fleet "));
+    free(text);
+}
+
+static void a_fleet_budgets_least_share_is_its_pct_at_least_one(void **state)
+{
+    (void)state;
+    assert_int_equal(tiers_min_share(20, 10), 2);
+    assert_int_equal(tiers_min_share(50, 25), 12);
+    assert_int_equal(tiers_min_share(5, 10), 1); /* half a connection is one */
+    assert_int_equal(tiers_min_share(1, 1), 1);
+    assert_int_equal(tiers_min_share(7, 100), 7);
+}
+
 static void names_are_cut_to_the_buffer(void **state)
 {
     (void)state;
@@ -578,6 +629,8 @@ int main(void)
         cmocka_unit_test(load_file_errors_name_the_file),
         cmocka_unit_test(tenant_caps_are_never_below_one),
         cmocka_unit_test(names_are_cut_to_the_buffer),
+        cmocka_unit_test(budget_scope_is_instance_or_fleet_written_as_text),
+        cmocka_unit_test(a_fleet_budgets_least_share_is_its_pct_at_least_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
