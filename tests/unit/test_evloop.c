@@ -13,6 +13,7 @@
  * test's condition variable, bounded by WAIT_S; nothing sleeps.
  */
 #include "evloop.h"
+#include "compiler.h"
 #include "mclock.h"
 
 #include <errno.h>
@@ -185,7 +186,7 @@ static void stop(struct ctx *c)
 /* Loop thread: a watch fired. */
 static void probe_fire(struct evloop_watch *w, enum evloop_event ev)
 {
-    struct probe *p = (struct probe *)(void *)((char *)w - offsetof(struct probe, w));
+    struct probe *p = container_of(w, struct probe, w);
     struct ctx *c = p->c;
     struct evloop_thread *on = evloop_current();
     pthread_mutex_lock(&c->mu);
@@ -571,7 +572,7 @@ struct rival {
 
 static void rival_fire(struct evloop_watch *w, enum evloop_event ev)
 {
-    struct rival *r = (struct rival *)(void *)((char *)w - offsetof(struct probe, w));
+    struct rival *r = container_of(container_of(w, struct probe, w), struct rival, p);
     if (ev == EVLOOP_READY && r->other->p.w.loop)
         evloop_unwatch(&r->other->p.w);
     probe_fire(w, ev);
@@ -640,21 +641,19 @@ static void deferred_record(struct deferrer *d, int k)
 /* The second task: deferred by the first, in the same end of turn. */
 static void deferred_second(struct evloop_task *task)
 {
-    deferred_record((struct deferrer *)(void *)((char *)task - offsetof(struct deferrer, task[1])),
-                    1);
+    deferred_record(container_of(task, struct deferrer, task[1]), 1);
 }
 
 static void deferred_first(struct evloop_task *task)
 {
-    struct deferrer *d =
-        (struct deferrer *)(void *)((char *)task - offsetof(struct deferrer, task));
+    struct deferrer *d = container_of(task, struct deferrer, task[0]);
     deferred_record(d, 0);
     evloop_defer(evloop_current(), &d->task[1]);
 }
 
 static void deferrer_fire(struct evloop_watch *w, enum evloop_event ev)
 {
-    struct deferrer *d = (struct deferrer *)(void *)((char *)w - offsetof(struct probe, w));
+    struct deferrer *d = container_of(container_of(w, struct probe, w), struct deferrer, p);
     probe_fire(w, ev);
     evloop_defer(evloop_current(), &d->task[0]);
 }

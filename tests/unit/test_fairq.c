@@ -33,7 +33,7 @@ struct job {
 
 static struct job *job_of(struct fairq_item *it)
 {
-    return (struct job *)((char *)it - offsetof(struct job, item));
+    return container_of(it, struct job, item);
 }
 
 /* Push one job for tenant at now; returns fairq_push's verdict. */
