@@ -115,22 +115,21 @@ static void a_million_keys_are_inserted_found_deleted_and_walked(void **state)
     assert_true(t.nbuckets >= N); /* grown: the load stays at most 1 */
     assert_true(t.nbuckets > first_buckets);
     assert_true(htable_longest_chain(&t) <= 16); /* 1e6 keys, 2^20 buckets: about 9 expected */
+    /* Each looked up by a copy of its key (the entry's own would do, but a copy proves the
+     * comparison is by content). */
     for (int i = 0; i < N; i++) {
-        snprintf(key, sizeof(key), "id:tenant-%d", i);
+        memcpy(key, e[i].key, sizeof(key));
         struct ent *f = find(&t, key);
-        assert_non_null(f);
-        assert_int_equal(f->value, i);
+        if (f != &e[i])
+            fail_msg("%s not found", key);
     }
     for (int i = 0; i < N; i += 2)
         htable_remove(&t, &e[i].node);
     assert_int_equal(t.count, N / 2);
     for (int i = 0; i < N; i++) {
-        snprintf(key, sizeof(key), "id:tenant-%d", i);
-        struct ent *f = find(&t, key);
-        if (i % 2)
-            assert_ptr_equal(f, &e[i]);
-        else
-            assert_null(f);
+        memcpy(key, e[i].key, sizeof(key));
+        if (find(&t, key) != (i % 2 ? &e[i] : NULL))
+            fail_msg("%s: found %s", key, i % 2 ? "nothing" : "a deleted key");
     }
     /* The walk visits each remaining node once. */
     unsigned char *seen = calloc(N, 1);
@@ -140,7 +139,8 @@ static void a_million_keys_are_inserted_found_deleted_and_walked(void **state)
     size_t walked = 0;
     for (struct htable_node *n; (n = htable_iter_next(&it)) != NULL; walked++) {
         int v = container_of(n, struct ent, node)->value;
-        assert_true(v % 2 == 1 && !seen[v]);
+        if (v % 2 == 0 || seen[v])
+            fail_msg("walked %d: deleted, or twice", v);
         seen[v] = 1;
     }
     assert_int_equal(walked, N / 2);
@@ -277,7 +277,7 @@ static double now_ns(void)
 static void the_cost_of_one_hash_is_printed(void **state)
 {
     (void)state;
-    enum { N = 2000000 };
+    enum { N = 200000 };
     const char *key = "id:tenant-000123";
     size_t len = strlen(key);
     volatile uint64_t sink = 0;
