@@ -30,6 +30,7 @@
 #include "metrics.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define EVLOOP_MAX 64 /* loops at most (the watched bitmask) */
