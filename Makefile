@@ -19,7 +19,7 @@ SAN ?=
 CC ?= cc
 ROOT := $(CURDIR)
 
-PKGS := libmicrohttpd libpq jansson hiredis libcrypto
+PKGS := libmicrohttpd libpq jansson hiredis libcrypto libsodium
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -1,11 +1,13 @@
 /*
  * fairq: per-tenant FIFOs in a round-robin ring (see fairq.h for the policy).
  *
- * Tenants live in a seeded hash table while active. Tenants with queued items also sit on a
- * circular doubly linked ring; fairq_pop walks the ring from the cursor and serves the first
- * tenant allowed to run, then moves the cursor past it: one item per tenant per turn.
+ * Tenants live in a hash table (htable.h, keyed: clients name them) while active. Tenants with
+ * queued items also sit on a circular doubly linked ring; fairq_pop walks the ring from the cursor
+ * and serves the first tenant allowed to run, then moves the cursor past it: one item per tenant
+ * per turn.
  */
 #include "fairq.h"
+#include "compiler.h"
 #include "xalloc.h"
 
 #include <stdlib.h>
@@ -13,27 +15,20 @@
 
 /* Keys are cut to FAIRQ_KEY_MAX bytes (the stored copy's size), so hash only those: a longer
  * key must find the tenant it created, not make a new one on every push. */
-static uint64_t fairq_hash(const struct fairq *q, const char *key)
+static uint64_t fairq_hash(const char *key)
 {
-    uint64_t h = 1469598103934665603ull ^ q->seed;
-    const unsigned char *p = (const unsigned char *)key;
-    for (size_t i = 0; i < FAIRQ_KEY_MAX && p[i]; i++) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
-    /* Final mix so the low bits (the bucket) depend on every byte. */
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    return h;
+    return htable_hash(key, strnlen(key, FAIRQ_KEY_MAX));
 }
 
-void fairq_init(struct fairq *q, const struct fairq_limits *lim, uint64_t seed)
+static struct fairq_tenant *fairq_tenant_of(struct htable_node *n)
+{
+    return container_of(n, struct fairq_tenant, hnode);
+}
+
+void fairq_init(struct fairq *q, const struct fairq_limits *lim)
 {
     memset(q, 0, sizeof(*q));
-    q->nbuckets = 64;
-    q->buckets = xcalloc(q->nbuckets, sizeof(*q->buckets));
-    q->seed = seed;
+    htable_init(&q->tenants, 64);
     fairq_set_limits(q, lim);
 }
 
@@ -45,62 +40,35 @@ void fairq_set_limits(struct fairq *q, const struct fairq_limits *lim)
     if (q->lim.slots.cap < 1)
         q->lim.slots.cap = 1;
     /* brief_us may have changed: every verdict is recomputed with it. */
-    for (size_t i = 0; i < q->nbuckets; i++)
-        for (struct fairq_tenant *t = q->buckets[i]; t; t = t->hnext)
-            fairq_brief_update(q, t);
+    struct htable_iter it;
+    htable_iter_init(&it, &q->tenants);
+    for (struct htable_node *n; (n = htable_iter_next(&it)) != NULL;)
+        fairq_brief_update(q, fairq_tenant_of(n));
 }
 
 void fairq_destroy(struct fairq *q)
 {
-    for (size_t i = 0; i < q->nbuckets; i++) {
-        struct fairq_tenant *t = q->buckets[i];
-        while (t) {
-            struct fairq_tenant *next = t->hnext;
-            free(t);
-            t = next;
-        }
-    }
-    free(q->buckets);
+    struct htable_iter it;
+    htable_iter_init(&it, &q->tenants);
+    for (struct htable_node *n; (n = htable_iter_next(&it)) != NULL;)
+        free(fairq_tenant_of(n));
+    htable_destroy(&q->tenants);
     memset(q, 0, sizeof(*q));
-}
-
-static void fairq_grow(struct fairq *q)
-{
-    size_t nb = q->nbuckets * 2;
-    struct fairq_tenant **b = xcalloc(nb, sizeof(*b));
-    for (size_t i = 0; i < q->nbuckets; i++) {
-        struct fairq_tenant *t = q->buckets[i];
-        while (t) {
-            struct fairq_tenant *next = t->hnext;
-            size_t idx = t->hash & (nb - 1);
-            t->hnext = b[idx];
-            b[idx] = t;
-            t = next;
-        }
-    }
-    free(q->buckets);
-    q->buckets = b;
-    q->nbuckets = nb;
 }
 
 static struct fairq_tenant *fairq_lookup(struct fairq *q, const char *key, bool create)
 {
-    uint64_t h = fairq_hash(q, key);
-    size_t idx = h & (q->nbuckets - 1);
-    for (struct fairq_tenant *t = q->buckets[idx]; t; t = t->hnext)
-        if (t->hash == h && !strncmp(t->key, key, FAIRQ_KEY_MAX))
+    uint64_t h = fairq_hash(key);
+    for (struct htable_node *n = htable_first(&q->tenants, h); n; n = htable_next(n, h)) {
+        struct fairq_tenant *t = fairq_tenant_of(n);
+        if (!strncmp(t->key, key, FAIRQ_KEY_MAX))
             return t;
+    }
     if (!create)
         return NULL;
-    if (q->ntenants >= q->nbuckets) {
-        fairq_grow(q);
-        idx = h & (q->nbuckets - 1);
-    }
     struct fairq_tenant *t = xcalloc(1, sizeof(*t));
     strncpy(t->key, key, FAIRQ_KEY_MAX);
-    t->hash = h;
-    t->hnext = q->buckets[idx];
-    q->buckets[idx] = t;
+    htable_insert(&q->tenants, &t->hnode, h);
     q->ntenants++;
     return t;
 }
@@ -271,12 +239,13 @@ static struct fairq_item *fairq_collect(struct fairq *q, int64_t cutoff_us, bool
 {
     /* Walk the hash table, not the ring: taking heads may unlink tenants from the ring. */
     struct fairq_item *out = NULL, **tail = &out;
-    for (size_t i = 0; i < q->nbuckets && q->queued; i++) {
-        for (struct fairq_tenant *t = q->buckets[i]; t; t = t->hnext) {
-            while (t->head && (all || t->head->enqueued_us < cutoff_us)) {
-                *tail = fairq_take_head(q, t);
-                tail = &(*tail)->next;
-            }
+    struct htable_iter it;
+    htable_iter_init(&it, &q->tenants);
+    for (struct htable_node *n; q->queued && (n = htable_iter_next(&it)) != NULL;) {
+        struct fairq_tenant *t = fairq_tenant_of(n);
+        while (t->head && (all || t->head->enqueued_us < cutoff_us)) {
+            *tail = fairq_take_head(q, t);
+            tail = &(*tail)->next;
         }
     }
     return out;
@@ -295,19 +264,15 @@ struct fairq_item *fairq_drain(struct fairq *q)
 size_t fairq_sweep(struct fairq *q, int64_t now_us)
 {
     size_t freed = 0;
-    for (size_t i = 0; i < q->nbuckets; i++) {
-        struct fairq_tenant **pp = &q->buckets[i];
-        while (*pp) {
-            struct fairq_tenant *t = *pp;
-            if (t->queued == 0 && t->in_flight == 0 &&
-                now_us - t->last_active_us >= q->lim.linger_us) {
-                *pp = t->hnext;
-                free(t);
-                q->ntenants--;
-                freed++;
-            } else {
-                pp = &t->hnext;
-            }
+    struct htable_iter it;
+    htable_iter_init(&it, &q->tenants);
+    for (struct htable_node *n; (n = htable_iter_next(&it)) != NULL;) {
+        struct fairq_tenant *t = fairq_tenant_of(n);
+        if (t->queued == 0 && t->in_flight == 0 && now_us - t->last_active_us >= q->lim.linger_us) {
+            htable_remove(&q->tenants, n);
+            free(t);
+            q->ntenants--;
+            freed++;
         }
     }
     return freed;
@@ -316,23 +281,24 @@ size_t fairq_sweep(struct fairq *q, int64_t now_us)
 size_t fairq_top(const struct fairq *q, const struct fairq_tenant **out, size_t n)
 {
     size_t found = 0;
-    for (size_t i = 0; i < q->nbuckets && n; i++) {
-        for (const struct fairq_tenant *t = q->buckets[i]; t; t = t->hnext) {
-            uint32_t load = t->in_flight + t->queued;
-            if (load == 0)
-                continue;
-            /* Insertion into a short sorted list: n is small (a handful). */
-            size_t pos = found < n ? found : n;
-            while (pos > 0 && out[pos - 1]->in_flight + out[pos - 1]->queued < load)
-                pos--;
-            if (pos >= n)
-                continue;
-            size_t last = found < n ? found : n - 1;
-            memmove(&out[pos + 1], &out[pos], (last - pos) * sizeof(*out));
-            out[pos] = t;
-            if (found < n)
-                found++;
-        }
+    struct htable_iter it;
+    htable_iter_init(&it, &q->tenants);
+    for (struct htable_node *node; n && (node = htable_iter_next(&it)) != NULL;) {
+        const struct fairq_tenant *t = fairq_tenant_of(node);
+        uint32_t load = t->in_flight + t->queued;
+        if (load == 0)
+            continue;
+        /* Insertion into a short sorted list: n is small (a handful). */
+        size_t pos = found < n ? found : n;
+        while (pos > 0 && out[pos - 1]->in_flight + out[pos - 1]->queued < load)
+            pos--;
+        if (pos >= n)
+            continue;
+        size_t last = found < n ? found : n - 1;
+        memmove(&out[pos + 1], &out[pos], (last - pos) * sizeof(*out));
+        out[pos] = t;
+        if (found < n)
+            found++;
     }
     return found;
 }

@@ -24,6 +24,7 @@
 #ifndef BULKHEAD_FAIRQ_H
 #define BULKHEAD_FAIRQ_H
 
+#include "htable.h"
 #include "share.h"
 
 #include <stdatomic.h>
@@ -47,8 +48,7 @@ struct fairq_item {
 /* One tenant's state. Owned by the queue; lives while active (see above). */
 struct fairq_tenant {
     char key[FAIRQ_KEY_MAX + 1];
-    uint64_t hash;
-    struct fairq_tenant *hnext;         /* hash chain */
+    struct htable_node hnode;           /* in the queue's table of active tenants */
     struct fairq_tenant *rnext, *rprev; /* ring of tenants with queued items, or NULL */
     struct fairq_item *head, *tail;     /* its FIFO */
     uint32_t queued;                    /* items in its FIFO */
@@ -75,18 +75,16 @@ struct fairq_limits {
 };
 
 struct fairq {
-    struct fairq_tenant **buckets; /* owned; hash table of all active tenants */
-    size_t nbuckets;               /* power of two */
-    size_t ntenants;               /* active tenants */
-    struct fairq_tenant *cursor;   /* next tenant of the ring to serve */
-    size_t queued, in_flight;      /* in_flight: items popped and not done (busy workers) */
+    struct htable tenants;       /* every active tenant; the tenants are the queue's (sweep) */
+    size_t ntenants;             /* active tenants */
+    struct fairq_tenant *cursor; /* next tenant of the ring to serve */
+    size_t queued, in_flight;    /* in_flight: items popped and not done (busy workers) */
     struct fairq_limits lim;
-    uint64_t seed; /* hash seed, random per queue */
 };
 
 enum { FAIRQ_OK = 0, FAIRQ_FULL = 1, FAIRQ_TENANT_FULL = 2 };
 
-void fairq_init(struct fairq *q, const struct fairq_limits *lim, uint64_t seed);
+void fairq_init(struct fairq *q, const struct fairq_limits *lim);
 void fairq_destroy(struct fairq *q); /* the queue must hold no items */
 
 /* Change the limits (config reload). Items queued or in flight stay. */

@@ -5,6 +5,7 @@
  * tau = (limit - 1) * T, so exactly `limit` requests pass at once whatever the rounding of T.
  */
 #include "ratelimit.h"
+#include "htable.h"
 #include "keytab.h"
 #include "xalloc.h"
 
@@ -124,9 +125,9 @@ int ratelimit_check_limit(struct ratelimit *rl, const char *key, int64_t limit, 
     return 0;
 }
 
-size_t ratelimit_overflow_bucket(const struct ratelimit *rl, const char *addr)
+size_t ratelimit_overflow_bucket(const char *addr)
 {
-    return (size_t)(keytab_hash(rl->tats, addr) % RATELIMIT_OVERFLOW_BUCKETS);
+    return (size_t)(htable_hash_str(addr) % RATELIMIT_OVERFLOW_BUCKETS);
 }
 
 void ratelimit_check_overflow(struct ratelimit *rl, const char *addr, int64_t limit, int64_t now_us,
@@ -145,7 +146,7 @@ void ratelimit_check_overflow(struct ratelimit *rl, const char *addr, int64_t li
     }
     /* One GCRA step on the bucket's TAT, stored only when the request passes (and only if no
      * other thread moved the TAT meanwhile: then the step is taken again from the new one). */
-    _Atomic int64_t *b = &rl->overflow_tat[ratelimit_overflow_bucket(rl, addr)];
+    _Atomic int64_t *b = &rl->overflow_tat[ratelimit_overflow_bucket(addr)];
     int64_t seen = atomic_load_explicit(b, memory_order_relaxed);
     for (;;) {
         int64_t tat = seen;

@@ -71,7 +71,7 @@ void ratelimit_check_overflow(struct ratelimit *rl, const char *addr, int64_t li
                               struct ratelimit_result *out);
 
 /* The overflow bucket addr's untracked keys share, 0..RATELIMIT_OVERFLOW_BUCKETS-1 (tests). */
-size_t ratelimit_overflow_bucket(const struct ratelimit *rl, const char *addr);
+size_t ratelimit_overflow_bucket(const char *addr);
 
 /* The time one request takes from a limit of limit per window_s: W/N in us, at least 1. */
 int64_t ratelimit_interval_us(int64_t limit, int64_t window_s);

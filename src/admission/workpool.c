@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #define WORKPOOL_MAX_THREADS 1024
 #define WORKPOOL_STACK       (256 * 1024) /* workers run libpq calls and small formatting only */
@@ -199,11 +198,8 @@ int workpool_create(const char *name, const struct workpool_limits *lim,
     struct workpool *wp = xcalloc(1, sizeof(*wp));
     snprintf(wp->name, sizeof(wp->name), "%s", name);
     wp->ops = *ops;
-    uint64_t seed = 0;
-    if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
-        seed = (uint64_t)mclock_wall_us();
     struct fairq_limits ql = workpool_q_limits(lim);
-    fairq_init(&wp->q, &ql, seed);
+    fairq_init(&wp->q, &ql);
     pthread_mutex_init(&wp->mutex, NULL);
     for (size_t i = 0; i < WORKPOOL_MAX_THREADS; i++)
         pthread_cond_init(&wp->threads[i].cond, NULL);

@@ -24,6 +24,7 @@
 #include "auth.h"
 #include "breaker.h"
 #include "capctl.h"
+#include "compiler.h"
 #include "dbbudget.h"
 #include "evloop.h"
 #include "health.h"
@@ -619,7 +620,7 @@ static void api_limit_decided(void *ctx, const struct ratelimit_result *verdict)
 /* r's event thread: the tarpit released it; admit it again (it is suspended). */
 static void api_readmit(struct evloop_task *task)
 {
-    struct request *r = (struct request *)(void *)((char *)task - offsetof(struct request, task));
+    struct request *r = container_of(task, struct request, task);
     api_admit(r->work_ctx, r, true);
 }
 

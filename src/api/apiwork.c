@@ -9,6 +9,7 @@
 #include "api.h"
 #include "apierr.h"
 #include "breaker.h"
+#include "compiler.h"
 #include "dbpool.h"
 #include "evloop.h"
 #include "log.h"
@@ -246,7 +247,7 @@ static void apiwork_drop_dead(struct dbpool *db, struct dbconn *conn)
 static void apiwork_run(struct fairq_item *item, void *ctx)
 {
     const struct api_deps *d = ctx;
-    struct request *r = (struct request *)(void *)((char *)item - offsetof(struct request, item));
+    struct request *r = container_of(item, struct request, item);
     struct tier_rt *t = r->tier;
     const struct tier_cfg *c = tierset_cfg(t);
     int64_t start = item->begun_us; /* an item begun on an event thread held its slot since */
@@ -286,7 +287,7 @@ static void apiwork_run(struct fairq_item *item, void *ctx)
 static void apiwork_drop(struct fairq_item *item, enum workpool_drop_reason why, void *ctx)
 {
     (void)ctx;
-    struct request *r = (struct request *)(void *)((char *)item - offsetof(struct request, item));
+    struct request *r = container_of(item, struct request, item);
     breaker_release(r->tier->breaker, r->permit);
     r->queue_us = mclock_now_us() - item->enqueued_us;
     if (why == WORKPOOL_EXPIRED)
@@ -305,13 +306,13 @@ static void apiwork_acquire(struct request *r);
 /* Work loop: a queued request that a freed slot let in (apiwork_end_here). */
 static void apiwork_start_posted(struct evloop_task *task)
 {
-    struct request *r = (struct request *)(void *)((char *)task - offsetof(struct request, task));
+    struct request *r = container_of(task, struct request, task);
     apiwork_start(r->work_ctx, r, evloop_current());
 }
 
 static struct request *apiwork_request(struct fairq_item *item)
 {
-    return (struct request *)(void *)((char *)item - offsetof(struct request, item));
+    return container_of(item, struct request, item);
 }
 
 /* Event thread: r's attempt ended. Settle it, give its slot back (starting the request that
@@ -352,7 +353,7 @@ static bool apiwork_may_retry(const struct request *r)
 /* Event thread: r's statement socket is readable, its deadline passed, or the loop stops. */
 static void apiwork_fire(struct evloop_watch *w, enum evloop_event ev)
 {
-    struct request *r = (struct request *)(void *)((char *)w - offsetof(struct request, watch));
+    struct request *r = container_of(w, struct request, watch);
     const struct api_deps *d = r->work_ctx;
     struct tier_rt *t = r->tier;
     char err[300] = "";
@@ -550,8 +551,7 @@ static void apiwork_lane_fail(struct apiwork_lane *l, int rc, const char *err)
 /* Work loop: the lane's socket is readable (or the loop stops). */
 static void apiwork_lane_fire(struct evloop_watch *w, enum evloop_event ev)
 {
-    struct apiwork_lane *l =
-        (struct apiwork_lane *)(void *)((char *)w - offsetof(struct apiwork_lane, watch));
+    struct apiwork_lane *l = container_of(w, struct apiwork_lane, watch);
     char err[300] = "";
     if (ev == EVLOOP_TIMEOUT) {
         /* Only a lane whose statements are all answered has a deadline (armed at the end of
@@ -628,7 +628,7 @@ static void apiwork_lane_fire(struct evloop_watch *w, enum evloop_event ev)
 /* Work loop: the call timeout of r, a request on a lane, passed (or the loop stops). */
 static void apiwork_lane_expired(struct evloop_watch *w, enum evloop_event ev)
 {
-    struct request *r = (struct request *)(void *)((char *)w - offsetof(struct request, watch));
+    struct request *r = container_of(w, struct request, watch);
     struct apiwork_lane *l = r->lane;
     if (ev != EVLOOP_TIMEOUT) {
         apiwork_lane_fail(l, -ESHUTDOWN, "shutting down");
@@ -786,7 +786,7 @@ static void apiwork_connected(struct request *r, struct dbconn *c, int rc, const
 /* Work loop: the pool's answer, posted there by whichever thread gave it. */
 static void apiwork_answered(struct evloop_task *task)
 {
-    struct request *r = (struct request *)(void *)((char *)task - offsetof(struct request, task));
+    struct request *r = container_of(task, struct request, task);
     evloop_unwatch(&r->watch); /* the acquire deadline's timer, unless it fired already */
     apiwork_connected(r, r->dbwait.granted, r->dbwait.granted ? 0 : r->dbwait.rc, r->dbwait.err);
 }
@@ -797,7 +797,7 @@ static void apiwork_pool_done(struct dbpool_wait *w, struct dbconn *c, int rc, c
     (void)c;
     (void)rc;
     (void)err; /* all kept in w, read by apiwork_answered */
-    struct request *r = (struct request *)(void *)((char *)w - offsetof(struct request, dbwait));
+    struct request *r = container_of(w, struct request, dbwait);
     r->task.fn = apiwork_answered;
     if (evloop_current() == r->work_loop)
         apiwork_answered(&r->task);
@@ -808,7 +808,7 @@ static void apiwork_pool_done(struct dbpool_wait *w, struct dbconn *c, int rc, c
 /* Work loop: r's wait for a connection passed its deadline, or the loop stops. */
 static void apiwork_wait_fire(struct evloop_watch *w, enum evloop_event ev)
 {
-    struct request *r = (struct request *)(void *)((char *)w - offsetof(struct request, watch));
+    struct request *r = container_of(w, struct request, watch);
     struct tier_rt *t = r->tier;
     int rc;
     while ((rc = dbpool_abandon(t->db, &r->dbwait)) == -EINPROGRESS) {

@@ -5,8 +5,12 @@
  * an event. Ready watches fire in the order epoll reports them, passed deadlines after them,
  * then the source runs (libmicrohttpd sends what the watches answered and reads new requests),
  * then the work deferred to the end of the turn (evloop_defer).
- * The armed watches of a loop are few (its requests in the database), so the earliest deadline
- * is found by walking them. The wait's timeout is in microseconds (epoll_pwait2), so a deadline
+ * The armed watches are a binary min-heap in an array (heap[0] the earliest deadline, a
+ * watch's heap_index its place, ties in arming order), so the wait's timeout reads the root and
+ * each deadline that passes costs one pop: O(log n) comparisons. Before the heap the loop walked
+ * every watch for the timeout and again after each watch it fired, O(k n) when k of n passed
+ * at once (25,030,000 comparisons for 5,000 of 10,000 in test_evloop; 122,560 with the heap).
+ * The wait's timeout is in microseconds (epoll_pwait2), so a deadline
  * and the lag probe are met to the timer's slack; where the kernel or a seccomp profile lacks
  * epoll_pwait2 the loop falls back to epoll_wait's milliseconds, rounded up, and a probe may
  * then read up to 1 ms late.
@@ -34,10 +38,14 @@ struct evloop_thread {
     unsigned index;
     pthread_t tid;
     bool started;
-    int ep;                     /* epoll set; owned */
-    int ctl;                    /* eventfd: evloop_call and evloop_stop; owned */
-    int source;                 /* not owned */
-    struct evloop_watch *armed; /* armed watches (loop thread only) */
+    int ep;     /* epoll set; owned */
+    int ctl;    /* eventfd: evloop_call and evloop_stop; owned */
+    int source; /* not owned */
+    /* The armed watches, a min-heap by (deadline_us, armed_seq); grown, never shrunk (loop
+     * thread only). */
+    struct evloop_watch **heap; /* owned (the array; the watches are their owners') */
+    size_t nheap, heap_cap;
+    uint64_t armed_seq; /* the next watch armed gets it */
     /* The events of the turn, batch_next the next to handle (loop thread only): a watch
      * disarmed meanwhile, maybe freed, is blanked out there (evloop_unlink). */
     struct epoll_event *batch;
@@ -46,6 +54,7 @@ struct evloop_thread {
     struct evloop_task *deferred, *deferred_tail; /* evloop_defer (loop thread only) */
     int64_t turn_us;      /* when this turn's wait returned (loop thread only) */
     int64_t probe_due_us; /* the lag probe's next moment (loop thread only) */
+    uint64_t compares;    /* deadline comparisons made (loop thread only): for tests */
     /* _shared: inbox_mutex guards the inbox. */
     pthread_mutex_t inbox_mutex;
     struct evloop_task *inbox, *inbox_tail; /* posted, not yet run */
@@ -80,19 +89,74 @@ int64_t evloop_turn_us(const struct evloop_thread *t)
     return t->turn_us;
 }
 
+uint64_t evloop_deadline_compares(const struct evloop_thread *t)
+{
+    return t->compares;
+}
+
+/* Whether a's deadline comes before b's (the heap's order). */
+static bool evloop_before(struct evloop_thread *t, const struct evloop_watch *a,
+                          const struct evloop_watch *b)
+{
+    t->compares++;
+    return a->deadline_us < b->deadline_us ||
+           (a->deadline_us == b->deadline_us && a->armed_seq < b->armed_seq);
+}
+
+static void evloop_heap_set(struct evloop_thread *t, size_t i, struct evloop_watch *w)
+{
+    t->heap[i] = w;
+    w->heap_index = i;
+}
+
+static void evloop_sift_up(struct evloop_thread *t, size_t i)
+{
+    struct evloop_watch *w = t->heap[i];
+    while (i > 0 && evloop_before(t, w, t->heap[(i - 1) / 2])) {
+        evloop_heap_set(t, i, t->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    evloop_heap_set(t, i, w);
+}
+
+static void evloop_sift_down(struct evloop_thread *t, size_t i)
+{
+    struct evloop_watch *w = t->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= t->nheap)
+            break;
+        if (c + 1 < t->nheap && evloop_before(t, t->heap[c + 1], t->heap[c]))
+            c++;
+        if (!evloop_before(t, t->heap[c], w))
+            break;
+        evloop_heap_set(t, i, t->heap[c]);
+        i = c;
+    }
+    evloop_heap_set(t, i, w);
+}
+
+/* Put the watch at i where its deadline belongs (it moved, or another took its place). */
+static void evloop_heap_fix(struct evloop_thread *t, size_t i)
+{
+    if (i > 0 && evloop_before(t, t->heap[i], t->heap[(i - 1) / 2]))
+        evloop_sift_up(t, i);
+    else
+        evloop_sift_down(t, i);
+}
+
 static void evloop_unlink(struct evloop_watch *w)
 {
     struct evloop_thread *t = w->loop;
     for (int i = t->batch_next; i < t->batch_n; i++)
         if (t->batch[i].data.ptr == w)
             t->batch[i].data.ptr = NULL;
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        t->armed = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    w->next = w->prev = NULL;
+    size_t i = w->heap_index;
+    struct evloop_watch *last = t->heap[--t->nheap];
+    if (i < t->nheap) {
+        evloop_heap_set(t, i, last);
+        evloop_heap_fix(t, i);
+    }
     w->loop = NULL;
 }
 
@@ -120,12 +184,18 @@ int evloop_watch(struct evloop_thread *t, struct evloop_watch *w, uint64_t *watc
         return -errno;
 arm:
     w->deadline_us = deadline_us;
+    w->armed_seq = t->armed_seq++;
+    if (w->loop == t) { /* armed already: it moves to its new place */
+        evloop_heap_fix(t, w->heap_index);
+        return 0;
+    }
+    if (t->nheap == t->heap_cap) {
+        t->heap_cap = t->heap_cap ? 2 * t->heap_cap : 64;
+        t->heap = xrealloc(t->heap, t->heap_cap * sizeof(*t->heap));
+    }
     w->loop = t;
-    w->prev = NULL;
-    w->next = t->armed;
-    if (t->armed)
-        t->armed->prev = w;
-    t->armed = w;
+    evloop_heap_set(t, t->nheap++, w);
+    evloop_sift_up(t, t->nheap - 1);
     return 0;
 }
 
@@ -160,8 +230,9 @@ static int64_t evloop_timeout_us(struct evloop_thread *t, int64_t now)
         if (next < 0 || left < next)
             next = left < 0 ? 0 : left;
     }
-    for (struct evloop_watch *w = t->armed; w; w = w->next) {
-        int64_t left = w->deadline_us - now;
+    if (t->nheap) {
+        t->compares++;
+        int64_t left = t->heap[0]->deadline_us - now;
         if (left < 0)
             left = 0;
         if (next < 0 || left < next)
@@ -197,18 +268,21 @@ static void evloop_probe(struct evloop_thread *t)
     t->probe_due_us = t->turn_us + t->l->ops.lag_probe_us;
 }
 
+/* Fire the watches whose deadline has passed, earliest first (a callback may arm or disarm
+ * others: the root is read again after each). */
+static bool evloop_root_passed(struct evloop_thread *t, int64_t now)
+{
+    if (!t->nheap)
+        return false;
+    t->compares++;
+    return t->heap[0]->deadline_us <= now;
+}
+
 static void evloop_expire(struct evloop_thread *t)
 {
     int64_t now = mclock_now_us();
-    struct evloop_watch *w = t->armed;
-    while (w) {
-        struct evloop_watch *next = w->next;
-        if (w->deadline_us <= now) {
-            evloop_fire(w, EVLOOP_TIMEOUT);
-            next = t->armed; /* the callback may have armed or disarmed others: walk again */
-        }
-        w = next;
-    }
+    while (evloop_root_passed(t, now))
+        evloop_fire(t->heap[0], EVLOOP_TIMEOUT);
 }
 
 void evloop_wake(struct evloop_thread *t)
@@ -346,14 +420,14 @@ static void *evloop_main(void *arg)
     /* The source's last runs may start work (a request read as the loop stopped) that arms
      * watches, directly or from deferred work: those fire EVLOOP_STOP too, until none is. */
     do {
-        while (t->armed) {
-            evloop_fire(t->armed, EVLOOP_STOP);
+        while (t->nheap) {
+            evloop_fire(t->heap[0], EVLOOP_STOP);
             evloop_run_inbox(t);
         }
         l->ops.run(l->ops.ctx, t->index);
         evloop_run_deferred(t);
         evloop_run_inbox(t);
-    } while (t->armed);
+    } while (t->nheap);
     evloop_self = NULL;
     return NULL;
 }
@@ -449,6 +523,7 @@ void evloop_stop(struct evloop *l)
             close(t->ep);
         if (t->ctl >= 0)
             close(t->ctl);
+        free(t->heap);
         pthread_mutex_destroy(&t->inbox_mutex);
     }
     pthread_cond_destroy(&l->called);

@@ -7,6 +7,9 @@
  * owner's run callback drives the source (MHD_run), so a request answered by a watch on this
  * thread goes out without changing thread.
  *
+ * A loop keeps its armed watches in a binary min-heap by deadline (as libuv keeps its timers),
+ * so the next deadline is read in O(1) and k deadlines passing at once cost O(k log n).
+ *
  * DESIGN: everything a loop holds (its armed watches, the source) is touched only by its own
  * thread; other threads reach a loop through evloop_call and evloop_stop, which post to its
  * eventfd and wait. A watch is one-shot: it fires once (ready, deadline passed, or loop
@@ -27,6 +30,7 @@
 #include "metrics.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define EVLOOP_MAX 64 /* loops at most (the watched bitmask) */
@@ -56,7 +60,8 @@ struct evloop_watch {
     int fd;                                                     /* the socket watched */
     int64_t deadline_us;                                        /* monotonic */
     struct evloop_thread *loop;                                 /* armed on, or NULL */
-    struct evloop_watch *next, *prev;                           /* the loop's armed list */
+    size_t heap_index;  /* its place in the loop's deadline heap while armed */
+    uint64_t armed_seq; /* when it was armed, in the loop's order: equal deadlines fire in it */
 };
 
 /* A function to run on a given loop, embedded in its owner (evloop_post). */
@@ -82,6 +87,11 @@ struct evloop_thread *evloop_current(void);
 /* Loop thread: when the current turn's wait returned (monotonic us). */
 int64_t evloop_turn_us(const struct evloop_thread *t);
 
+/* Loop thread: how many times the loop has compared a deadline, with another or with the
+ * clock: what its timers cost, for tests (test_evloop proves k deadlines passing cost
+ * O(k log n) of them with n armed). */
+uint64_t evloop_deadline_compares(const struct evloop_thread *t);
+
 /* Any thread: make loop t run its source soon (libmicrohttpd 0.9.75 has no wake-up of its own
  * for a connection resumed from another thread in external epoll mode). */
 void evloop_wake(struct evloop_thread *t);
@@ -99,11 +109,12 @@ void evloop_defer(struct evloop_thread *t, struct evloop_task *task);
 
 /* Loop thread: wait for w->fd to be readable until deadline_us, then call w->fire once.
  * *watched is the fd's bitmask of loops holding it (0 for a new socket). With w->fd -1 it is
- * a timer alone (watched unused, may be NULL). 0 or -errno. */
+ * a timer alone (watched unused, may be NULL). A watch armed on t already is armed again: its
+ * new deadline replaces the old one. O(log n) with n watches armed on t. 0 or -errno. */
 int evloop_watch(struct evloop_thread *t, struct evloop_watch *w, uint64_t *watched,
                  int64_t deadline_us) __attribute__((warn_unused_result));
 
-/* Loop thread: disarm an armed watch without firing it (its socket goes elsewhere). */
+/* Loop thread: disarm an armed watch without firing it (its socket goes elsewhere). O(log n). */
 void evloop_unwatch(struct evloop_watch *w);
 
 #endif

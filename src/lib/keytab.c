@@ -1,8 +1,11 @@
 /*
- * keytab: sharded chained hash tables with an exact global bound (see keytab.h).
+ * keytab: a shard is an htable (htable.h) under its own mutex; the bound is global and exact
+ * (see keytab.h). The shard is the hash's top bits, the bucket its low bits (htable's), so the
+ * two choices do not correlate.
  */
 #include "keytab.h"
-#include "mclock.h"
+#include "compiler.h"
+#include "htable.h"
 #include "xalloc.h"
 
 #include <errno.h>
@@ -10,26 +13,22 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
+/* Allocated and freed here, with its key and data inside it. */
 struct kt_entry {
-    struct kt_entry *next; /* hash chain */
-    uint64_t hash;
-    int64_t value;        /* deadline, monotonic us */
+    struct htable_node node; /* in its shard's table */
+    int64_t value;           /* deadline, monotonic us */
     unsigned char tail[]; /* the table's data_size bytes of data, then the key (NUL-terminated) */
 };
 
 struct kt_shard {
     pthread_mutex_t mutex; /* guards the fields below */
-    struct kt_entry **buckets;
-    size_t nbuckets; /* power of two */
-    size_t count;    /* entries in this shard */
+    struct htable tab;     /* its entries; buckets allocated on first use: an idle table is free */
     int64_t last_sweep_us;
     char pad[64]; /* keep neighbouring shards' mutexes off one cache line */
 };
 
 struct keytab {
-    uint64_t seed;
     size_t max_keys;  /* bound on `keys`, over all shards */
     size_t data_size; /* bytes of caller data per entry, a multiple of 8 */
     struct kt_shard shards[KEYTAB_SHARDS];
@@ -53,17 +52,10 @@ struct keytab *keytab_create_data(size_t max_keys, size_t data_size)
         abort(); /* a programming error: the update copies the data through the stack */
     struct keytab *kt = xcalloc(1, sizeof(*kt));
     kt->data_size = (data_size + 7) & ~(size_t)7;
-    if (getrandom(&kt->seed, sizeof(kt->seed), 0) != sizeof(kt->seed))
-        kt->seed = (uint64_t)mclock_wall_us();
     kt->max_keys = max_keys;
-    size_t per = (max_keys + KEYTAB_SHARDS - 1) / KEYTAB_SHARDS; /* expected per shard */
-    size_t nb = 16;
-    while (nb < per)
-        nb *= 2;
     for (int i = 0; i < KEYTAB_SHARDS; i++) {
         pthread_mutex_init(&kt->shards[i].mutex, NULL);
-        /* Buckets are allocated on first use: an idle table costs nothing. */
-        kt->shards[i].nbuckets = nb;
+        htable_init(&kt->shards[i].tab, 16);
     }
     return kt;
 }
@@ -74,31 +66,19 @@ void keytab_destroy(struct keytab *kt)
         return;
     for (int i = 0; i < KEYTAB_SHARDS; i++) {
         struct kt_shard *s = &kt->shards[i];
-        for (size_t b = 0; s->buckets && b < s->nbuckets; b++) {
-            struct kt_entry *e = s->buckets[b];
-            while (e) {
-                struct kt_entry *next = e->next;
-                free(e);
-                e = next;
-            }
-        }
-        free(s->buckets);
+        struct htable_iter it;
+        htable_iter_init(&it, &s->tab);
+        for (struct htable_node *n; (n = htable_iter_next(&it)) != NULL;)
+            free(container_of(n, struct kt_entry, node));
+        htable_destroy(&s->tab);
         pthread_mutex_destroy(&s->mutex);
     }
     free(kt);
 }
 
-static uint64_t kt_hash(uint64_t seed, const char *key)
+static struct kt_shard *kt_shard_of(struct keytab *kt, uint64_t h)
 {
-    uint64_t h = 1469598103934665603ull ^ seed;
-    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
-        h ^= *p;
-        h *= 1099511628211ull;
-    }
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h;
+    return &kt->shards[(h >> 32) % KEYTAB_SHARDS];
 }
 
 /* Delete entries whose deadline has passed. Shard mutex held. */
@@ -106,20 +86,16 @@ static size_t kt_shard_sweep(struct keytab *kt, struct kt_shard *s, int64_t now_
 {
     size_t freed = 0;
     s->last_sweep_us = now_us;
-    for (size_t b = 0; s->buckets && b < s->nbuckets; b++) {
-        struct kt_entry **pp = &s->buckets[b];
-        while (*pp) {
-            struct kt_entry *e = *pp;
-            if (e->value <= now_us) {
-                *pp = e->next;
-                free(e);
-                freed++;
-            } else {
-                pp = &e->next;
-            }
+    struct htable_iter it;
+    htable_iter_init(&it, &s->tab);
+    for (struct htable_node *n; (n = htable_iter_next(&it)) != NULL;) {
+        struct kt_entry *e = container_of(n, struct kt_entry, node);
+        if (e->value <= now_us) {
+            htable_remove(&s->tab, n);
+            free(e);
+            freed++;
         }
     }
-    s->count -= freed;
     atomic_fetch_sub_explicit(&kt->keys, freed, memory_order_relaxed);
     return freed;
 }
@@ -136,29 +112,26 @@ static bool kt_reserve(struct keytab *kt)
     return false;
 }
 
-/* The shard and chain head of key, and its entry if present. Shard mutex held. */
-static struct kt_entry **kt_find(const struct keytab *kt, struct kt_shard *s, uint64_t h,
-                                 const char *key, struct kt_entry **found)
+/* The entry of key in s, or NULL. Shard mutex held. */
+static struct kt_entry *kt_find(const struct keytab *kt, struct kt_shard *s, uint64_t h,
+                                const char *key)
 {
-    if (!s->buckets)
-        s->buckets = xcalloc(s->nbuckets, sizeof(*s->buckets));
-    struct kt_entry **head = &s->buckets[(h / KEYTAB_SHARDS) & (s->nbuckets - 1)];
-    struct kt_entry **pp = head;
-    while (*pp && ((*pp)->hash != h || strcmp(kt_key(kt, *pp), key) != 0))
-        pp = &(*pp)->next;
-    *found = *pp;
-    return *found ? pp : head;
+    for (struct htable_node *n = htable_first(&s->tab, h); n; n = htable_next(n, h)) {
+        struct kt_entry *e = container_of(n, struct kt_entry, node);
+        if (!strcmp(kt_key(kt, e), key))
+            return e;
+    }
+    return NULL;
 }
 
 /* One attempt of keytab_update_data, with its shard's own sweep when the table is full. */
 static int kt_update_once(struct keytab *kt, const char *key, uint64_t h, int64_t now_us,
                           bool (*fn)(int64_t *value, void *data, void *ctx), void *ctx)
 {
-    struct kt_shard *s = &kt->shards[h % KEYTAB_SHARDS];
+    struct kt_shard *s = kt_shard_of(kt, h);
     _Alignas(8) unsigned char data[KEYTAB_DATA_MAX];
     pthread_mutex_lock(&s->mutex);
-    struct kt_entry *e;
-    struct kt_entry **pp = kt_find(kt, s, h, key, &e);
+    struct kt_entry *e = kt_find(kt, s, h, key);
     bool live = e && e->value > now_us;
     int64_t v = live ? e->value : 0;
     if (live)
@@ -172,15 +145,13 @@ static int kt_update_once(struct keytab *kt, const char *key, uint64_t h, int64_
         e->value = v;
         memcpy(e->tail, data, kt->data_size);
     } else if (e) {
-        *pp = e->next; /* no information left: delete */
+        htable_remove(&s->tab, &e->node); /* no information left: delete */
         free(e);
-        s->count--;
         atomic_fetch_sub_explicit(&kt->keys, 1, memory_order_relaxed);
     } else if (v > now_us) {
         bool placed = kt_reserve(kt);
         if (!placed && now_us - s->last_sweep_us >= KEYTAB_SWEEP_GAP_US) {
             kt_shard_sweep(kt, s, now_us);
-            pp = kt_find(kt, s, h, key, &e); /* the sweep may have moved the chain head */
             placed = kt_reserve(kt);
         }
         if (placed) {
@@ -188,11 +159,8 @@ static int kt_update_once(struct keytab *kt, const char *key, uint64_t h, int64_
             e = xmalloc(sizeof(*e) + kt->data_size + klen + 1);
             memcpy(e->tail, data, kt->data_size);
             memcpy(e->tail + kt->data_size, key, klen + 1);
-            e->hash = h;
             e->value = v;
-            e->next = *pp;
-            *pp = e;
-            s->count++;
+            htable_insert(&s->tab, &e->node, h);
         } else {
             rc = -ENOSPC;
         }
@@ -213,7 +181,7 @@ static bool kt_claim_full_sweep(struct keytab *kt, int64_t now_us)
 int keytab_update_data(struct keytab *kt, const char *key, int64_t now_us,
                        bool (*fn)(int64_t *value, void *data, void *ctx), void *ctx)
 {
-    uint64_t h = kt_hash(kt->seed, key);
+    uint64_t h = htable_hash_str(key);
     int rc = kt_update_once(kt, key, h, now_us, fn, ctx);
     /* Full, and this key's shard had nothing to give back: the dead keys may sit in other
      * shards. Sweep them all (no shard lock held, so no lock order to keep) and try again. */
@@ -262,16 +230,11 @@ size_t keytab_sweep(struct keytab *kt, int64_t now_us)
     for (int i = 0; i < KEYTAB_SHARDS; i++) {
         struct kt_shard *s = &kt->shards[i];
         pthread_mutex_lock(&s->mutex);
-        if (s->count)
+        if (s->tab.count)
             freed += kt_shard_sweep(kt, s, now_us);
         pthread_mutex_unlock(&s->mutex);
     }
     return freed;
-}
-
-uint64_t keytab_hash(const struct keytab *kt, const char *key)
-{
-    return kt_hash(kt->seed, key);
 }
 
 size_t keytab_count(const struct keytab *kt)

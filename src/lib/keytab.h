@@ -13,8 +13,8 @@
  * shared rate limiter's view of a tenant, rlsync.c); they live and die with the deadline: a key
  * whose deadline has passed is fresh again, its data zeroed.
  *
- * DESIGN: keys are spread over KEYTAB_SHARDS shards by a seeded hash, each shard with its own
- * mutex; a caller's update function runs under its key's shard mutex, so read-modify-write of
+ * DESIGN: keys are spread over KEYTAB_SHARDS shards by a keyed hash (htable.h), each shard with its
+ * own mutex; a caller's update function runs under its key's shard mutex, so read-modify-write of
  * one key is atomic and calls for different shards never contend. The key count is an atomic.
  */
 #ifndef BULKHEAD_KEYTAB_H
@@ -59,10 +59,6 @@ int64_t keytab_get(struct keytab *kt, const char *key, int64_t now_us);
 
 /* Delete keys whose deadline has passed. Returns how many. */
 size_t keytab_sweep(struct keytab *kt, int64_t now_us);
-
-/* The table's keyed hash of key (its seed is random per table): to spread what a client names
- * over buckets of one's own without the client choosing where it lands. */
-uint64_t keytab_hash(const struct keytab *kt, const char *key);
 
 /* Keys held now (lock-free; may include keys that expired but were not swept yet). */
 size_t keytab_count(const struct keytab *kt);

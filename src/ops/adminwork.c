@@ -4,6 +4,7 @@
  */
 #include "adminwork.h"
 #include "apierr.h"
+#include "compiler.h"
 #include "log.h"
 #include "mclock.h"
 #include "request.h"
@@ -36,7 +37,7 @@ static const char *const adminwork_actions[] = {
 
 static struct adminwork_job *adminwork_job_of(struct fairq_item *item)
 {
-    return (struct adminwork_job *)(void *)((char *)item - offsetof(struct adminwork_job, item));
+    return container_of(item, struct adminwork_job, item);
 }
 
 /* The worker's connection, opened (and the schema brought up to date) when there is none or

@@ -1,8 +1,9 @@
 /*
  * auth: the key table and its refresher thread (see auth.h).
  *
- * The table is open addressing over the binary SHA-256 of each key; the hash is uniformly
- * distributed, so its first bytes are the slot and no seed is needed. The refresher holds one
+ * The table is an htable (htable.h) over the binary SHA-256 of each key: that hash is uniformly
+ * distributed and beyond a client's choosing, so its first 8 bytes are the table's hash and no
+ * keyed hash is needed over it. The refresher holds one
  * connection (dbconn.h) that LISTENs on AUTH_NOTIFY_CHANNEL and waits on it with poll(),
  * bounded by the TTL; a self-pipe ends the wait, and any wait of the connection, at shutdown.
  * libpq reads a notification that arrives during a reload together with the reload's
@@ -13,7 +14,9 @@
  * is logged and counted.
  */
 #include "auth.h"
+#include "compiler.h"
 #include "dbconn.h"
+#include "htable.h"
 #include "log.h"
 #include "mclock.h"
 #include "params.h"
@@ -33,7 +36,8 @@
 #include <unistd.h>
 
 struct auth_entry {
-    unsigned char hash[32]; /* SHA-256 of the key; all zero = empty slot */
+    struct htable_node node; /* in its table's index */
+    unsigned char hash[32];  /* SHA-256 of the key */
     char tenant[AUTH_TENANT_MAX + 1];
     char tier[33];
     int64_t rate_limit; /* the tenant's own rate limit; -1: the tier's */
@@ -47,8 +51,8 @@ struct auth_tier_count {
 };
 
 struct auth_table {
-    struct auth_entry *slots; /* owned */
-    size_t nslots;            /* power of two, at least twice the keys */
+    struct auth_entry *entries; /* owned: keys of them */
+    struct htable index;        /* the entries by hash */
     size_t keys;
     struct auth_tier_count tiers[AUTH_TIERS_COUNTED]; /* by tier, in the order met */
     size_t ntiers;
@@ -119,18 +123,19 @@ static int auth_hex_to_bin(const char *hex, unsigned char out[32])
     return 0;
 }
 
-static size_t auth_slot(const struct auth_table *t, const unsigned char hash[32])
+static uint64_t auth_index_hash(const unsigned char hash[32])
 {
     uint64_t h;
     memcpy(&h, hash, sizeof(h));
-    return (size_t)h & (t->nslots - 1);
+    return h;
 }
 
 static void auth_table_free(struct auth_table *t)
 {
     if (!t)
         return;
-    free(t->slots);
+    htable_destroy(&t->index);
+    free(t->entries);
     free(t);
 }
 
@@ -170,19 +175,15 @@ static struct auth_table *auth_load(struct dbconn *db, bool *lost, char *err, si
     }
     int rows = PQntuples(res);
     struct auth_table *t = xcalloc(1, sizeof(*t));
-    t->nslots = 16;
-    while (t->nslots < (size_t)rows * 2)
-        t->nslots *= 2;
-    t->slots = xcalloc(t->nslots, sizeof(*t->slots));
+    t->entries = xcalloc(rows ? (size_t)rows : 1, sizeof(*t->entries));
+    htable_init(&t->index, (size_t)rows);
     for (int i = 0; i < rows; i++) {
         unsigned char hash[32];
         if (auth_hex_to_bin(PQgetvalue(res, i, 0), hash))
             continue; /* not a hash this server wrote: such a row can match no key */
-        size_t s = auth_slot(t, hash);
-        while (t->slots[s].tenant[0])
-            s = (s + 1) & (t->nslots - 1);
-        struct auth_entry *e = &t->slots[s];
+        struct auth_entry *e = &t->entries[t->keys];
         memcpy(e->hash, hash, 32);
+        htable_insert(&t->index, &e->node, auth_index_hash(hash));
         snprintf(e->tenant, sizeof(e->tenant), "%s", PQgetvalue(res, i, 1));
         snprintf(e->tier, sizeof(e->tier), "%s", PQgetvalue(res, i, 2));
         e->rate_limit = strtoll(PQgetvalue(res, i, 3), NULL, 10);
@@ -389,19 +390,19 @@ int auth_identify(struct auth *a, const char *authorization, const char *x_api_k
     if (!t) {
         rc = -EAGAIN;
     } else {
-        size_t s = auth_slot(t, md);
-        while (t->slots[s].tenant[0]) {
-            if (auth_hash_equal(t->slots[s].hash, md)) {
-                memcpy(out->tenant, t->slots[s].tenant, sizeof(out->tenant));
-                memcpy(out->tier, t->slots[s].tier, sizeof(out->tier));
-                out->own_rate_limit = t->slots[s].rate_limit >= 0;
-                out->rate_limit = t->slots[s].rate_limit;
-                out->own_db_time = t->slots[s].db_time >= 0;
-                out->db_time_ms_per_min = t->slots[s].db_time;
+        uint64_t h = auth_index_hash(md);
+        for (struct htable_node *n = htable_first(&t->index, h); n; n = htable_next(n, h)) {
+            const struct auth_entry *e = container_of(n, struct auth_entry, node);
+            if (auth_hash_equal(e->hash, md)) {
+                memcpy(out->tenant, e->tenant, sizeof(out->tenant));
+                memcpy(out->tier, e->tier, sizeof(out->tier));
+                out->own_rate_limit = e->rate_limit >= 0;
+                out->rate_limit = e->rate_limit;
+                out->own_db_time = e->db_time >= 0;
+                out->db_time_ms_per_min = e->db_time;
                 rc = 0;
                 break;
             }
-            s = (s + 1) & (t->nslots - 1);
         }
     }
     pthread_rwlock_unlock(&a->lock);

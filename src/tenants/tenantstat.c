@@ -4,9 +4,12 @@
  * A stripe is a small array scanned linearly: TENANTSTAT_STRIPE_KEYS entries of which the hash
  * is compared first, so a record costs one lock and at most that many compares of 64-bit
  * words, and a tenant taken in costs one more scan for the least weight (a min-heap would make
- * that O(log n), for a table this small a scan is cheaper).
+ * that O(log n), for a table this small a scan is cheaper). So a stripe is not a hash table
+ * (htable.h): it takes only the keyed hash from there, to pick the stripe, since clients choose
+ * the keys.
  */
 #include "tenantstat.h"
+#include "htable.h"
 #include "xalloc.h"
 
 #include <pthread.h>
@@ -14,11 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
 
 struct ts_entry {
-    uint64_t hash;                 /* of key, with the table's seed */
+    uint64_t hash;                 /* htable_hash of key */
     int64_t err;                   /* the weight inherited when taken in */
     int64_t entered;               /* the minute it was taken in */
     struct tenantstat_counts cur;  /* this minute (the stripe's) */
@@ -36,7 +37,6 @@ struct ts_stripe {
 
 struct tenantstat {
     size_t ntiers;
-    uint64_t seed;             /* keys are chosen by clients: a keyed hash spreads them */
     struct ts_stripe *stripes; /* owned: ntiers * TENANTSTAT_STRIPES, tier-major */
 };
 
@@ -75,8 +75,6 @@ struct tenantstat *tenantstat_create(size_t ntiers)
 {
     struct tenantstat *ts = xcalloc(1, sizeof(*ts));
     ts->ntiers = ntiers;
-    if (getrandom(&ts->seed, sizeof(ts->seed), 0) != (ssize_t)sizeof(ts->seed))
-        ts->seed = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)ts;
     ts->stripes = xcalloc(ntiers * TENANTSTAT_STRIPES, sizeof(*ts->stripes));
     for (size_t i = 0; i < ntiers * TENANTSTAT_STRIPES; i++)
         pthread_mutex_init(&ts->stripes[i].mutex, NULL);
@@ -91,19 +89,6 @@ void tenantstat_destroy(struct tenantstat *ts)
         pthread_mutex_destroy(&ts->stripes[i].mutex);
     free(ts->stripes);
     free(ts);
-}
-
-static uint64_t ts_hash(uint64_t seed, const char *key)
-{
-    uint64_t h = 1469598103934665603ull ^ seed;
-    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
-        h ^= *p;
-        h *= 1099511628211ull;
-    }
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h;
 }
 
 /* The share of the previous minute still within the last window at now, as num / W. */
@@ -216,7 +201,7 @@ void tenantstat_record(struct tenantstat *ts, size_t tier, const char *key,
 {
     if (tier >= ts->ntiers || !key[0])
         return;
-    uint64_t h = ts_hash(ts->seed, key);
+    uint64_t h = htable_hash_str(key);
     struct ts_stripe *s = &ts->stripes[tier * TENANTSTAT_STRIPES + h % TENANTSTAT_STRIPES];
     int64_t m = now_us / TENANTSTAT_WINDOW_US, num = ts_prev_num(now_us);
     int64_t w = smp->db_us + smp->queue_us + smp->pool_us + 1000; /* 1 ms per request */
@@ -285,7 +270,7 @@ bool tenantstat_get(struct tenantstat *ts, size_t tier, const char *key, int64_t
 {
     if (tier >= ts->ntiers)
         return false;
-    uint64_t h = ts_hash(ts->seed, key);
+    uint64_t h = htable_hash_str(key);
     struct ts_stripe *s = &ts->stripes[tier * TENANTSTAT_STRIPES + h % TENANTSTAT_STRIPES];
     int64_t m = now_us / TENANTSTAT_WINDOW_US, num = ts_prev_num(now_us);
     bool found = false;

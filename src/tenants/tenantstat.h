@@ -14,8 +14,8 @@
  * the last 60 s), as a sliding-window counter does. Each tier's totals (all tenants, held or
  * not) are kept the same way, so the tenants not shown sum to total - shown ("other").
  *
- * DESIGN: a tier's tenants are spread over TENANTSTAT_STRIPES stripes by a seeded hash of the
- * tenant, each stripe with its own mutex over its entries, its totals and its minute: a
+ * DESIGN: a tier's tenants are spread over TENANTSTAT_STRIPES stripes by a keyed hash of the
+ * tenant (htable.h), each stripe with its own mutex over its entries, its totals and its minute: a
  * record (the HTTP thread that ends a request, tenantstat_record) locks its tenant's stripe
  * alone, for a scan of at most TENANTSTAT_STRIPE_KEYS entries, so no lock is shared by all
  * event threads and two tenants contend only when they share a stripe. A reader locks the

@@ -9,6 +9,7 @@
  * not for a burst begun at once, lapsing brief_us after the last end). fairq is
  * single-threaded by contract (the workpool locks around it), so these tests need no threads.
  */
+#include "compiler.h"
 #include "fairq.h"
 
 #include <setjmp.h>
@@ -32,7 +33,7 @@ struct job {
 
 static struct job *job_of(struct fairq_item *it)
 {
-    return (struct job *)((char *)it - offsetof(struct job, item));
+    return container_of(it, struct job, item);
 }
 
 /* Push one job for tenant at now; returns fairq_push's verdict. */
@@ -62,13 +63,13 @@ static char pop_done(struct fairq *q, int64_t now)
 /* A queue with the old positional bounds: a pool too big to bind (BIG workers) and no
  * reserve, so only the queue bounds, the share and the linger act. */
 static void qinit(struct fairq *q, size_t queue_max, size_t tenant_queue_max, size_t share,
-                  int64_t linger, uint64_t seed)
+                  int64_t linger)
 {
     struct fairq_limits l = {.queue_max = queue_max,
                              .tenant_queue_max = tenant_queue_max,
                              .slots = {.size = BIG, .cap = share, .reserve = 0},
                              .linger_us = linger};
-    fairq_init(q, &l, seed);
+    fairq_init(q, &l);
 }
 
 static void qlimits(struct fairq *q, size_t queue_max, size_t tenant_queue_max, size_t share)
@@ -92,7 +93,7 @@ static void newcomer_is_served_within_one_turn(void **state)
 {
     (void)state;
     struct fairq q;
-    qinit(&q, BIG, BIG, BIG, 1000, 42);
+    qinit(&q, BIG, BIG, BIG, 1000);
     static struct job a[500];
     struct job b, c;
     for (int i = 0; i < 500; i++)
@@ -120,7 +121,7 @@ static void backlogged_tenants_alternate(void **state)
 {
     (void)state;
     struct fairq q;
-    qinit(&q, BIG, BIG, BIG, 1000, 7);
+    qinit(&q, BIG, BIG, BIG, 1000);
     struct job j[3][20];
     const char *names[3] = {"A", "B", "C"};
     for (int t = 0; t < 3; t++)
@@ -143,7 +144,7 @@ static void items_of_one_tenant_leave_in_push_order(void **state)
 {
     (void)state;
     struct fairq q;
-    qinit(&q, BIG, BIG, BIG, 1000, 9);
+    qinit(&q, BIG, BIG, BIG, 1000);
     struct job a[50], b[50];
     for (int i = 0; i < 50; i++) {
         assert_int_equal(push(&q, &a[i], "A", i, 1 + i), FAIRQ_OK);
@@ -170,7 +171,7 @@ static void full_queue_refuses_and_changes_nothing(void **state)
 {
     (void)state;
     struct fairq q;
-    qinit(&q, 3, BIG, BIG, 1000, 1);
+    qinit(&q, 3, BIG, BIG, 1000);
     struct job j[4];
     assert_int_equal(push(&q, &j[0], "A", 0, 1), FAIRQ_OK);
     assert_int_equal(push(&q, &j[1], "B", 0, 1), FAIRQ_OK);
@@ -198,7 +199,7 @@ static void slack_admits_items_an_idle_worker_takes_at_once(void **state)
 {
     (void)state;
     struct fairq q;
-    qinit(&q, 0, 0, BIG, 1000, 1);
+    qinit(&q, 0, 0, BIG, 1000);
     struct job j[3] = {{.tenant = "A"}, {.tenant = "B"}, {.tenant = "C"}};
     assert_int_equal(fairq_push(&q, "A", &j[0].item, 0, 0), FAIRQ_FULL);
     assert_int_equal(fairq_push(&q, "A", &j[0].item, 0, 2), FAIRQ_OK);
@@ -210,7 +211,7 @@ static void slack_admits_items_an_idle_worker_takes_at_once(void **state)
     fairq_destroy(&q);
 
     /* No slack for a tenant at its share while others are active: its item would wait. */
-    qinit(&q, 0, 0, 1, 1000, 1);
+    qinit(&q, 0, 0, 1, 1000);
     struct job k[3] = {{.tenant = "A"}, {.tenant = "B"}, {.tenant = "A"}};
     assert_int_equal(fairq_push(&q, "A", &k[0].item, 0, 2), FAIRQ_OK);
     struct fairq_item *a = fairq_pop(&q, 1); /* A holds one worker: its share */
@@ -226,7 +227,7 @@ static void tenant_queue_bound_refuses_only_that_tenant(void **state)
 {
     (void)state;
     struct fairq q;
-    qinit(&q, BIG, 2, BIG, 1000, 1);
+    qinit(&q, BIG, 2, BIG, 1000);
     struct job a[3], b[2];
     assert_int_equal(push(&q, &a[0], "A", 0, 1), FAIRQ_OK);
     assert_int_equal(push(&q, &a[1], "A", 1, 1), FAIRQ_OK);
@@ -254,7 +255,7 @@ static void share_cap_binds_only_while_others_are_active(void **state)
 {
     (void)state;
     struct fairq q;
-    qinit(&q, BIG, BIG, 2, 1000, 3);
+    qinit(&q, BIG, BIG, 2, 1000);
     struct job a[5], b;
 
     /* Alone, A may have every item in flight, past its share of 2. */
@@ -314,7 +315,7 @@ static void a_newcomer_takes_the_worker_a_busy_tenant_must_leave(void **state)
                              .slots = {.size = 4, .cap = 2, .reserve = 1},
                              .linger_us = linger};
     struct fairq q;
-    fairq_init(&q, &l, 37);
+    fairq_init(&q, &l);
     struct job a[6], b;
     for (int i = 0; i < 6; i++)
         assert_int_equal(push(&q, &a[i], "A", i, 1), FAIRQ_OK);
@@ -403,7 +404,7 @@ static void brief_requests_take_one_worker_past_the_share_until_they_turn_slow(v
                              .linger_us = 1000,
                              .brief_us = 5000};
     struct fairq q;
-    fairq_init(&q, &l, 41);
+    fairq_init(&q, &l);
     struct job a[4], b, b2, c, w[FAIRQ_BRIEF_SAMPLES + 1];
     struct job warm[FAIRQ_BRIEF_SAMPLES];
     for (int i = 0; i < FAIRQ_BRIEF_SAMPLES; i++) {
@@ -456,7 +457,7 @@ static void a_brief_tenant_alone_leaves_the_reserve_to_a_newcomer(void **state)
                              .linger_us = 1000,
                              .brief_us = 5000};
     struct fairq q;
-    fairq_init(&q, &l, 47);
+    fairq_init(&q, &l);
     struct job w[FAIRQ_BRIEF_SAMPLES + 1], burst[10], n;
     struct fairq_tenant *ta = cycle_brief(&q, "A", w, 10);
     for (int i = 0; i < 10; i++)
@@ -490,7 +491,7 @@ static void a_burst_begun_at_once_is_held_to_its_share_until_one_of_it_ends(void
                              .linger_us = 1000000,
                              .brief_us = 5000};
     struct fairq q;
-    fairq_init(&q, &l, 49);
+    fairq_init(&q, &l);
     struct job warm[FAIRQ_BRIEF_SAMPLES], b, a[4];
     for (int i = 0; i < FAIRQ_BRIEF_SAMPLES; i++) {
         assert_true(fairq_take(&q, "A", &warm[i].item, 1));
@@ -534,7 +535,7 @@ static void set_limits_recomputes_the_brief_verdicts(void **state)
                              .linger_us = 1000,
                              .brief_us = 5000};
     struct fairq q;
-    fairq_init(&q, &l, 51);
+    fairq_init(&q, &l);
     struct job w[FAIRQ_BRIEF_SAMPLES + 1];
     struct fairq_tenant *ta = cycle_brief(&q, "A", w, 1);
     l.brief_us = 0;
@@ -552,7 +553,7 @@ static void idle_tenant_lingers_then_sweep_lifts_the_cap(void **state)
     (void)state;
     const int64_t linger = 1000;
     struct fairq q;
-    qinit(&q, BIG, BIG, 1, linger, 5);
+    qinit(&q, BIG, BIG, 1, linger);
     struct job b, a[3];
     /* B runs one item and finishes at t=100. */
     assert_int_equal(push(&q, &b, "B", 0, 100), FAIRQ_OK);
@@ -582,7 +583,7 @@ static void sweep_frees_only_tenants_idle_for_linger(void **state)
     (void)state;
     const int64_t linger = 500;
     struct fairq q;
-    qinit(&q, BIG, BIG, BIG, linger, 11);
+    qinit(&q, BIG, BIG, BIG, linger);
     struct job queued, flying, idle_old, idle_new;
     assert_int_equal(push(&q, &queued, "queued", 0, 10), FAIRQ_OK);
     assert_int_equal(push(&q, &flying, "flying", 0, 10), FAIRQ_OK);
@@ -628,7 +629,7 @@ static void expire_takes_exactly_items_older_than_cutoff(void **state)
 {
     (void)state;
     struct fairq q;
-    qinit(&q, BIG, BIG, BIG, 1000, 13);
+    qinit(&q, BIG, BIG, BIG, 1000);
     struct job a[3], b[2], c[1];
     /* A at 10, 20, 30; B at 15, 25; C at 5 (all of C will expire). */
     assert_int_equal(push(&q, &c[0], "C", 0, 5), FAIRQ_OK);
@@ -677,7 +678,7 @@ static void drain_returns_every_queued_item_and_keeps_in_flight(void **state)
 {
     (void)state;
     struct fairq q;
-    qinit(&q, BIG, BIG, BIG, 1000, 17);
+    qinit(&q, BIG, BIG, BIG, 1000);
     struct job j[10];
     const char *names[3] = {"A", "B", "C"};
     for (int i = 0; i < 10; i++)
@@ -706,7 +707,7 @@ static void top_lists_busiest_tenants_first_within_bound(void **state)
 {
     (void)state;
     struct fairq q;
-    qinit(&q, BIG, BIG, BIG, 1000, 19);
+    qinit(&q, BIG, BIG, BIG, 1000);
     /* Tenant t<k> gets load k (queued, part of it in flight), pushed in a scrambled order. */
     static struct job j[200];
     int used = 0;
@@ -747,10 +748,13 @@ static void top_lists_busiest_tenants_first_within_bound(void **state)
     assert_string_equal(top[0]->key, "t10");
 
     fairq_drain(&q);
-    for (size_t b = 0; b < q.nbuckets; b++)
-        for (struct fairq_tenant *t = q.buckets[b]; t; t = t->hnext)
-            while (t->in_flight)
-                fairq_done(&q, t, 4);
+    struct htable_iter it;
+    htable_iter_init(&it, &q.tenants);
+    for (struct htable_node *n; (n = htable_iter_next(&it)) != NULL;) {
+        struct fairq_tenant *t = container_of(n, struct fairq_tenant, hnode);
+        while (t->in_flight)
+            fairq_done(&q, t, 4);
+    }
     fairq_destroy(&q);
 }
 
@@ -759,8 +763,8 @@ static void hash_table_grows_and_keeps_every_tenant(void **state)
     (void)state;
     enum { N = 3000 };
     struct fairq q;
-    qinit(&q, BIG, BIG, BIG, 1000, 23);
-    size_t initial = q.nbuckets;
+    qinit(&q, BIG, BIG, BIG, 1000);
+    size_t initial = q.tenants.nbuckets;
     struct job *j = calloc(2 * N, sizeof(*j));
     assert_non_null(j);
     for (int i = 0; i < N; i++) {
@@ -769,8 +773,8 @@ static void hash_table_grows_and_keeps_every_tenant(void **state)
         assert_int_equal(push(&q, &j[i], name, 0, 1), FAIRQ_OK);
     }
     assert_int_equal(q.ntenants, N);
-    assert_true(q.nbuckets > initial);
-    assert_true(q.nbuckets >= N);
+    assert_true(q.tenants.nbuckets > initial);
+    assert_true(q.tenants.nbuckets >= N);
     /* Each tenant is still found after the rehashes: a second push joins its FIFO. */
     for (int i = 0; i < N; i++) {
         char name[16];
@@ -803,7 +807,7 @@ static void long_keys_are_one_tenant(void **state)
 {
     (void)state;
     struct fairq q;
-    qinit(&q, BIG, 2, BIG, 1000, 29);
+    qinit(&q, BIG, 2, BIG, 1000);
     char key[FAIRQ_KEY_MAX + 40];
     memset(key, 'k', sizeof(key) - 1);
     key[sizeof(key) - 1] = '\0';
@@ -824,7 +828,7 @@ static void set_limits_applies_to_new_pushes_only(void **state)
 {
     (void)state;
     struct fairq q;
-    qinit(&q, BIG, BIG, 0, 1000, 31);
+    qinit(&q, BIG, BIG, 0, 1000);
     /* A share of 0 means 1: a tenant always gets at least one worker. */
     assert_int_equal(q.lim.slots.cap, 1);
     struct job j[6];
@@ -856,7 +860,7 @@ static void qinit_slots(struct fairq *q, size_t size, size_t cap, size_t reserve
                              .tenant_queue_max = BIG,
                              .slots = {.size = size, .cap = cap, .reserve = reserve},
                              .linger_us = 1000};
-    fairq_init(q, &l, 43);
+    fairq_init(q, &l);
 }
 
 /* fairq_take serves at once, counted in flight as fairq_pop counts, and stamps both times. */
@@ -1001,7 +1005,7 @@ static void pop_stamps_begun_when_it_serves(void **state)
 {
     (void)state;
     struct fairq q;
-    qinit(&q, BIG, BIG, BIG, 1000, 45);
+    qinit(&q, BIG, BIG, BIG, 1000);
     struct job a, b;
     assert_int_equal(push(&q, &a, "A", 0, 5), FAIRQ_OK);
     assert_int_equal(push(&q, &b, "B", 0, 6), FAIRQ_OK);

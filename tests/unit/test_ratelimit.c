@@ -354,12 +354,12 @@ static void full_table_sends_a_clients_new_keys_to_its_addresss_bucket(void **st
 }
 
 /* An address whose untracked keys share another bucket than addr's. */
-static void other_bucket(const struct ratelimit *rl, const char *addr, char *out, size_t len)
+static void other_bucket(const char *addr, char *out, size_t len)
 {
-    size_t mine = ratelimit_overflow_bucket(rl, addr);
+    size_t mine = ratelimit_overflow_bucket(addr);
     for (int i = 2; i < 100000; i++) {
         snprintf(out, len, "ip:198.51.100.%d", i);
-        if (ratelimit_overflow_bucket(rl, out) != mine)
+        if (ratelimit_overflow_bucket(out) != mine)
             return;
     }
     fail_msg("every address hashes to one bucket");
@@ -386,7 +386,7 @@ static void a_client_that_filled_the_table_exhausts_only_its_own_overflow_bucket
     /* A new tenant from another address is not tracked either, but its bucket is untouched: its
      * whole burst is there. */
     char other[64];
-    other_bucket(rl, ADDR, other, sizeof(other));
+    other_bucket(ADDR, other, sizeof(other));
     int64_t theirs = 0;
     for (int i = 0; i < (int)n + 2; i++) {
         check_limit_from(rl, "newcomer", other, n, T0, &r);
@@ -397,7 +397,7 @@ static void a_client_that_filled_the_table_exhausts_only_its_own_overflow_bucket
      * (spent) bucket, and the buckets are a fixed array whatever the addresses. */
     check_limit_from(rl, "flood-again", ADDR, n, T0, &r);
     assert_false(r.allowed);
-    assert_true(ratelimit_overflow_bucket(rl, other) < RATELIMIT_OVERFLOW_BUCKETS);
+    assert_true(ratelimit_overflow_bucket(other) < RATELIMIT_OVERFLOW_BUCKETS);
     struct ratelimit_stats st;
     ratelimit_stats(rl, &st);
     assert_int_equal(st.keys, 16);

@@ -11,6 +11,7 @@
  * handed to a worker.
  */
 #include "workpool.h"
+#include "compiler.h"
 #include "mclock.h"
 
 #include <errno.h>
@@ -64,7 +65,7 @@ struct ctx {
 
 static struct job *job_of(struct fairq_item *it)
 {
-    return (struct job *)((char *)it - offsetof(struct job, item));
+    return container_of(it, struct job, item);
 }
 
 static void ctx_init(struct ctx *c)
