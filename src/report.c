@@ -153,6 +153,7 @@ static const struct report_field report_fields[] = {
     {FAIR, "connectionReserve", REPORT_I64, RT(conn_reserve)},
     {FAIR, "lingerMs", REPORT_I64, RT(cfg.tenant_linger_ms)},
     {FAIR, "briefRequestMs", REPORT_I64, RT(cfg.brief_request_ms)},
+    {FAIR, "queueByCost", REPORT_I64, RT(cfg.fair_queue_cost)},
     {FAIR, "rejectedTenantShare", REPORT_U64, RT(wp.rejected_tenant),
      "bulkhead_tenant_share_rejections_total", NULL, "counter",
      "Requests refused because the tenant's share of the queue was full."},

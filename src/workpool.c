@@ -186,7 +186,8 @@ static struct fairq_limits workpool_q_limits(const struct workpool_limits *lim)
                              .tenant_queue_max = lim->tenant_queue_max,
                              .slots = lim->share,
                              .linger_us = lim->linger_us,
-                             .brief_us = lim->brief_us};
+                             .brief_us = lim->brief_us,
+                             .by_cost = lim->by_cost};
     q.slots.size = lim->threads;
     return q;
 }
@@ -358,6 +359,11 @@ int workpool_set_limits(struct workpool *wp, const struct workpool_limits *lim)
 bool workpool_tenant_brief(const void *tenant)
 {
     return fairq_tenant_brief(tenant, mclock_now_us());
+}
+
+void workpool_tenant_charge(struct fairq_tenant *tenant, int64_t cost_us)
+{
+    fairq_tenant_charge(tenant, cost_us);
 }
 
 bool workpool_others_active(const struct workpool *wp)

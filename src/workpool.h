@@ -44,6 +44,7 @@ struct workpool_limits {
     int64_t brief_us;          /* a tenant whose items held a worker less than this, on recent
                                   average, and one of which ended less than this ago, is brief
                                   (fairq.h); 0 = nobody is */
+    bool by_cost;              /* serve the tenant of least recent database time first (fairq.h) */
 };
 
 /* A consistent snapshot for metrics. */
@@ -92,6 +93,11 @@ bool workpool_others_active(const struct workpool *wp);
  * (fairq.h; lock-free, reads the clock; any thread, while that item runs or waits on its
  * worker). */
 bool workpool_tenant_brief(const void *tenant);
+
+/* The item in flight of tenant (its fairq_item.tenant) used cost_us of database time: its
+ * tenant's recent cost for the queue's order (fairq.h). Any thread, before the item's slot is
+ * given back (lock-free). */
+void workpool_tenant_charge(struct fairq_tenant *tenant, int64_t cost_us);
 
 void workpool_stats(struct workpool *wp, struct workpool_stats *out);
 
