@@ -208,6 +208,7 @@ costq_rows() {
     local c label
     for c in 0 1; do
         label=$([ "$c" = 0 ] && echo "requests (round-robin, fair_queue_cost 0)" || echo "cost (least recent database time first, fair_queue_cost 1)")
+        [ -n "${BENCH_COSTQ_SHARE:-}" ] && label+=", free's tenant_share_pct $BENCH_COSTQ_SHARE"
         eval "echo \"| fair queue by $label: three cheap tenants of free (wrk -c3 each, cheap reads) beside an expensive one (wrk -c12, 200 ms statements): the cheap, summed / worst p99 | \$COSTQ_CHEAP_RPS_$c req/s (non-2xx \$COSTQ_CHEAP_BAD_$c), p99 \$COSTQ_CHEAP_P99_$c ms | | | reported |\""
         eval "echo \"| ... the expensive one | \$COSTQ_HEAVY_RPS_$c req/s (non-2xx \$COSTQ_HEAVY_BAD_$c), p99 \$COSTQ_HEAVY_P99_$c ms | | | reported |\""
     done
