@@ -551,10 +551,11 @@ static json_t *report_busiest(const struct report_tier *t)
     json_t *a = json_array();
     for (size_t i = 0; i < t->ntop; i++)
         json_array_append_new(
-            a, json_pack("{s:s, s:I, s:I, s:I, s:f, s:b}", "tenant", t->top[i].key, "inFlight",
+            a, json_pack("{s:s, s:I, s:I, s:I, s:f, s:b, s:f}", "tenant", t->top[i].key, "inFlight",
                          (json_int_t)t->top[i].in_flight, "queued", (json_int_t)t->top[i].queued,
                          "connections", (json_int_t)t->top_conns[i], "holdMs",
-                         (double)t->top[i].hold_avg_us / 1000.0, "brief", t->top[i].brief));
+                         (double)t->top[i].hold_avg_us / 1000.0, "brief", t->top[i].brief,
+                         "recentDbMs", t->top[i].recent_db_us / 1000.0));
     return a;
 }
 

@@ -400,6 +400,7 @@ size_t workpool_top_tenants(struct workpool *wp, struct workpool_tenant_load *ou
         snprintf(out[i].key, sizeof(out[i].key), "%s", top[i]->key);
         out[i].id = top[i];
         out[i].hold_avg_us = top[i]->hold_avg_us;
+        out[i].recent_db_us = fairq_tenant_cost(top[i], now);
         out[i].brief = fairq_tenant_brief(top[i], now);
         out[i].in_flight = top[i]->in_flight;
         out[i].queued = top[i]->queued;
