@@ -8,7 +8,9 @@
 # Settings: BENCH_DURATION (s per measurement, 10), BENCH_RUNS (3), BENCH_CONC (32, warm-up),
 # BENCH_DATA_CONC (the data rows' concurrencies, "16 64"), BENCH_LAT_THREADS (wrk threads of the
 # data rows and the scaling table, 1),
-# BENCH_SECTIONS (default "data health isolation storms fairness scaling choices shared"). A run of only some
+# BENCH_SECTIONS (default "data health isolation storms fairness scaling choices shared costq
+# tenants"; costq: the fair queue by requests vs by cost, bench/fairness.sh; tenants: issue 29's
+# rows, bench/tenants.sh run as it is and its rows copied). A run of only some
 # sections writes bench/results/partial-<date>.md and leaves latest.md and the README alone.
 set -u
 cd "$(dirname "$0")/.."
@@ -21,8 +23,8 @@ RESULTS=$ROOT/bench/results
 BIN=$ROOT/build/bulkhead
 MINIMAL=$ROOT/build/bench/minimal
 PGBIN=/usr/lib/postgresql/15/bin
-SECTIONS=${BENCH_SECTIONS:-data health isolation storms fairness scaling choices shared}
-ALL_SECTIONS="data health isolation storms fairness scaling choices shared"
+SECTIONS=${BENCH_SECTIONS:-data health isolation storms fairness scaling choices shared costq tenants}
+ALL_SECTIONS="data health isolation storms fairness scaling choices shared costq tenants"
 has() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 . "$ROOT/bench/common.sh"
 . "$ROOT/bench/fairness.sh"
@@ -263,6 +265,15 @@ fi
 has storms && section_storms
 has fairness && section_fairness
 has shared && section_shared # 9. the shared rate limit (bench/shared.sh)
+has costq && section_costq   # 10. the fair queue by requests vs by cost (bench/fairness.sh)
+# 11. Issue 29's rows (accounting's cost, budgets): bench/tenants.sh with this run's settings, on
+# its own PostgreSQL; its table rows are copied below.
+section_tenants() {
+    BENCH_DURATION=$DUR BENCH_RUNS=$RUNS "$ROOT/bench/tenants.sh" >"$WORK/tenants.out" 2>&1 ||
+        echo "bench: bench/tenants.sh failed (see $WORK/tenants.out)" >&2
+}
+tenants_rows() { grep -E '^\| (accounting|budgets|\.\.\. the)' "$WORK/tenants.out"; }
+has tenants && section_tenants
 
 H_R=$(ratio "$H_OURS" "$H_MIN")
 R_R=$(ratio "$R_OURS" "$R_MIN")
@@ -293,6 +304,8 @@ OUT=$RESULTS/$STAMP.md
     has storms && storms_rows
     has fairness && fairness_rows
     has shared && shared_rows
+    has costq && costq_rows
+    has tenants && tenants_rows
     echo
     echo "load-test.sh verdict: $([ "$LT_STATUS" -eq 0 ] && echo PASS || echo FAIL); fairness inside free: $FAIR"
     echo

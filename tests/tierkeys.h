@@ -36,6 +36,7 @@ static const struct tierkey tierkeys[] = {
     {"tenant_queue_pct", offsetof(struct tier_cfg, tenant_queue_pct)},
     {"tenant_reserve_pct", offsetof(struct tier_cfg, tenant_reserve_pct)},
     {"brief_request_ms", offsetof(struct tier_cfg, brief_request_ms)},
+    {"fair_queue_cost", offsetof(struct tier_cfg, fair_queue_cost)},
     {"tenant_linger_ms", offsetof(struct tier_cfg, tenant_linger_ms)},
     {"priority", offsetof(struct tier_cfg, priority)},
     {"capacity_floor_pct", offsetof(struct tier_cfg, capacity_floor_pct)},

@@ -3,13 +3,16 @@
  *
  * Tenants live in a hash table (htable.h, keyed: clients name them) while active. Tenants with
  * queued items also sit on a circular doubly linked ring; fairq_pop walks the ring from the cursor
- * and serves the first tenant allowed to run, then moves the cursor past it: one item per tenant
- * per turn.
+ * and serves the first tenant allowed to run (by cost: the one of least cost_rank among those
+ * allowed, the first of them from the cursor on a tie), then moves the cursor past it: one item
+ * per tenant per turn. The walk by cost visits every tenant with queued items, as the
+ * round-robin walk does when all of them are at their share: at most queue_max of them.
  */
 #include "fairq.h"
 #include "compiler.h"
 #include "xalloc.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,6 +71,7 @@ static struct fairq_tenant *fairq_lookup(struct fairq *q, const char *key, bool 
         return NULL;
     struct fairq_tenant *t = xcalloc(1, sizeof(*t));
     strncpy(t->key, key, FAIRQ_KEY_MAX);
+    t->cost_rank = -HUGE_VAL;
     htable_insert(&q->tenants, &t->hnode, h);
     q->ntenants++;
     return t;
@@ -150,6 +154,41 @@ static struct fairq_item *fairq_take_head(struct fairq *q, struct fairq_tenant *
     return it;
 }
 
+double fairq_tenant_cost(const struct fairq_tenant *t, int64_t now_us)
+{
+    if (t->cost_us <= 0)
+        return 0;
+    int64_t dt = now_us - t->cost_at_us;
+    return dt > 0 ? t->cost_us * exp2(-(double)dt / FAIRQ_COST_HALF_LIFE_US) : t->cost_us;
+}
+
+/* Add delta_us (negative: a correction) to t's recent cost at now_us, and rank it again. */
+static void fairq_cost_add(struct fairq_tenant *t, double delta_us, int64_t now_us)
+{
+    double c = fairq_tenant_cost(t, now_us) + delta_us;
+    t->cost_us = c > 0 ? c : 0;
+    t->cost_at_us = now_us;
+    /* log2(cost x 2^(now / half-life)): the cost decayed back to time 0, in the log so that
+     * it never overflows. */
+    t->cost_rank = c > 0 ? log2(c) + (double)now_us / FAIRQ_COST_HALF_LIFE_US : -HUGE_VAL;
+}
+
+/* item of t begins now (fairq_pop, fairq_take): count it in flight and charge it t's mean
+ * cost, corrected at its fairq_done. */
+static void fairq_begin(struct fairq *q, struct fairq_tenant *t, struct fairq_item *item,
+                        int64_t now_us)
+{
+    item->begun_us = now_us;
+    t->in_flight++;
+    t->served++;
+    q->in_flight++;
+    t->last_active_us = now_us;
+    if (t->cost_avg_us > 0) {
+        t->cost_pending_us += t->cost_avg_us;
+        fairq_cost_add(t, (double)t->cost_avg_us, now_us);
+    }
+}
+
 bool fairq_take(struct fairq *q, const char *key, struct fairq_item *item, int64_t now_us)
 {
     struct fairq_tenant *t = fairq_lookup(q, key, false);
@@ -164,36 +203,40 @@ bool fairq_take(struct fairq *q, const char *key, struct fairq_item *item, int64
     item->next = NULL;
     item->tenant = t;
     item->enqueued_us = now_us;
-    item->begun_us = now_us;
-    t->in_flight++;
-    t->served++;
-    q->in_flight++;
-    t->last_active_us = now_us;
+    fairq_begin(q, t, item, now_us);
     return true;
 }
 
-struct fairq_item *fairq_pop(struct fairq *q, int64_t now_us)
+/* The tenant of the ring to serve now, or NULL. share.h's rule: a tenant that may not take a
+ * worker now is passed over. */
+static struct fairq_tenant *fairq_next(const struct fairq *q, int64_t now_us)
 {
-    struct fairq_tenant *start = q->cursor;
+    struct fairq_tenant *start = q->cursor, *best = NULL;
     if (!start)
         return NULL;
     struct fairq_tenant *t = start;
     do {
-        /* share.h's rule: a tenant that may not take a worker now is passed over. */
         if (share_may_take(&q->lim.slots, t->in_flight, q->in_flight, fairq_others_active(q, t),
                            fairq_tenant_brief(t, now_us))) {
-            q->cursor = t->rnext;
-            struct fairq_item *it = fairq_take_head(q, t);
-            it->begun_us = now_us;
-            t->in_flight++;
-            t->served++;
-            q->in_flight++;
-            t->last_active_us = now_us;
-            return it;
+            if (!q->lim.by_cost)
+                return t;
+            if (!best || t->cost_rank < best->cost_rank)
+                best = t;
         }
         t = t->rnext;
     } while (t != start);
-    return NULL;
+    return best;
+}
+
+struct fairq_item *fairq_pop(struct fairq *q, int64_t now_us)
+{
+    struct fairq_tenant *t = fairq_next(q, now_us);
+    if (!t)
+        return NULL;
+    q->cursor = t->rnext;
+    struct fairq_item *it = fairq_take_head(q, t);
+    fairq_begin(q, t, it, now_us);
+    return it;
 }
 
 /* Recompute t's brief verdict (fairq.h) after its mean or its last end changed, as the time
@@ -206,8 +249,33 @@ static void fairq_brief_update(const struct fairq *q, struct fairq_tenant *t)
     atomic_store_explicit(&t->brief_until_us, until, memory_order_relaxed);
 }
 
+/* An item of t is done: count what its runner reported (fairq_tenant_charge) in place of the
+ * mean charged when it began, and learn the mean from it. The charges of t's items in flight
+ * are corrected by their mean: exact while they were the same. */
+static void fairq_cost_done(struct fairq_tenant *t, int64_t now_us)
+{
+    int64_t cost = atomic_exchange_explicit(&t->cost_unfolded_us, 0, memory_order_relaxed);
+    int64_t estimate = t->in_flight ? t->cost_pending_us / t->in_flight : 0;
+    t->cost_pending_us -= estimate;
+    if (cost != estimate)
+        fairq_cost_add(t, (double)(cost - estimate), now_us);
+    if (t->cost_samples == 0)
+        t->cost_avg_us = cost;
+    else
+        t->cost_avg_us += (cost - t->cost_avg_us) / 4;
+    if (t->cost_samples < UINT32_MAX)
+        t->cost_samples++;
+}
+
+void fairq_tenant_charge(struct fairq_tenant *t, int64_t cost_us)
+{
+    if (cost_us > 0)
+        atomic_fetch_add_explicit(&t->cost_unfolded_us, cost_us, memory_order_relaxed);
+}
+
 void fairq_done(struct fairq *q, struct fairq_tenant *t, int64_t now_us)
 {
+    fairq_cost_done(t, now_us);
     t->in_flight--;
     q->in_flight--;
     t->last_active_us = now_us;

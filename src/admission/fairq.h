@@ -1,10 +1,19 @@
 /*
- * fairq: a tier's waiting room, served round-robin across tenants.
+ * fairq: a tier's waiting room, served round-robin across tenants, or by their recent cost.
  *
  * Each tenant with work has its own FIFO; the queue serves tenants in turn (deficit round-robin
  * with unit cost), so a tenant with 500 waiting requests does not put a tenant with one behind
  * all of them. Bounds: the whole queue (queue_max) and each tenant's share of it. While more
  * than one tenant is active, a tenant already holding its share of the workers is skipped.
+ *
+ * By cost (limits.by_cost, the tier's fair_queue_cost): the tenant served next is the one whose
+ * items cost least recently, ties in ring order. A tenant's cost is a sum of what its items
+ * cost (the database time their runner reports with fairq_tenant_charge) decaying by half every
+ * FAIRQ_COST_HALF_LIFE_US. An item is charged its tenant's mean cost when it is popped (so a
+ * tenant with expensive statements running does not win the next turns while they run) and
+ * the difference to what it really cost when it is done (CockroachDB's admission control
+ * orders its tenants by the fewest tokens used the same way: an estimate at admission,
+ * corrected when the work is done).
  *
  * A tenant is "active" from its first request until linger_us after its last one finished, so a
  * tenant sending a steady trickle keeps a busy neighbour capped between its requests.
@@ -32,8 +41,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FAIRQ_KEY_MAX       80 /* longest tenant key, bytes */
-#define FAIRQ_BRIEF_SAMPLES 4  /* items a tenant must have finished before it can be brief */
+#define FAIRQ_KEY_MAX           80 /* longest tenant key, bytes */
+#define FAIRQ_BRIEF_SAMPLES     4  /* items a tenant must have finished before it can be brief */
+#define FAIRQ_COST_HALF_LIFE_US 1000000 /* a tenant's recent cost halves every second */
 
 struct fairq_tenant;
 
@@ -63,6 +73,18 @@ struct fairq_tenant {
      * lock held at every end and hold measured, read without it by the connection pool while
      * one of the tenant's items runs (fairq_tenant_brief). */
     atomic_int_least64_t brief_until_us;
+    /* Its recent cost (by cost, see above): cost_us as it was at cost_at_us, decaying since;
+     * cost_rank orders tenants at any one time (log2 of the cost decayed to time 0: decay
+     * scales every tenant's cost alike, so ranks computed at different times compare). */
+    double cost_us;
+    int64_t cost_at_us;
+    double cost_rank;        /* -HUGE_VAL while cost_us is 0 */
+    int64_t cost_avg_us;     /* recent mean cost of one item (EWMA 1/4): charged at pop */
+    uint32_t cost_samples;   /* items done since it became active (saturates) */
+    int64_t cost_pending_us; /* those charges for its items in flight, not yet corrected */
+    /* Costs reported by runners (fairq_tenant_charge, any thread, lock-free) and not yet
+     * counted: the owner folds them in at the item's fairq_done. */
+    atomic_int_least64_t cost_unfolded_us;
 };
 
 struct fairq_limits {
@@ -72,6 +94,8 @@ struct fairq_limits {
     int64_t linger_us;         /* how long an idle tenant still counts as active */
     int64_t brief_us;          /* brief (see above) needs a recent mean hold below this and an
                                   end this recent; 0: nobody is brief */
+    bool by_cost;              /* serve the tenant of least recent cost first (see above);
+                                  false: round-robin */
 };
 
 struct fairq {
@@ -109,6 +133,13 @@ void fairq_done(struct fairq *q, struct fairq_tenant *t, int64_t now_us);
 
 /* An item of t held a worker for held_us: update t's mean hold (before its fairq_done). */
 void fairq_record_hold(struct fairq *q, struct fairq_tenant *t, int64_t held_us);
+
+/* An item of t in flight cost cost_us (its statement's database time): counted at the item's
+ * fairq_done. Any thread, while the item is in flight (lock-free, one atomic add). */
+void fairq_tenant_charge(struct fairq_tenant *t, int64_t cost_us);
+
+/* t's recent cost (see above) at now_us, in microseconds. */
+double fairq_tenant_cost(const struct fairq_tenant *t, int64_t now_us);
 
 /* Whether t's requests are brief at now_us (any thread, while one of t's items is in flight:
  * lock-free, one atomic load). */

@@ -80,6 +80,10 @@ static const struct tier_key tier_keys[] = {
      "less than this ago, may take one worker and one connection past its share (never the "
      "reserve); 0 = none",
      TOFF(brief_request_ms)},
+    {"fair_queue_cost", 0, 0, 1,
+     "1: the queue serves next the tenant whose statements used the least database time recently "
+     "(a sum halving every second); 0: tenants in turn, one request each",
+     TOFF(fair_queue_cost)},
     {"priority", 10, 0, 1000,
      "rank over the shared capacity: while a tier of higher priority is active, this one is "
      "limited when that tier's latency threatens its objective and this one presses",

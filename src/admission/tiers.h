@@ -43,6 +43,8 @@ struct tier_cfg {
     int64_t tenant_queue_pct;       /* most of the queue one tenant may fill */
     int64_t tenant_reserve_pct;     /* workers/connections kept for tenants holding none */
     int64_t brief_request_ms;       /* brief below this (fairq.h): one slot past the share */
+    int64_t fair_queue_cost;        /* 1: the queue serves the least recent database time first
+                                       (fairq.h); 0: round-robin */
     int64_t priority;               /* rank over the shared capacity; higher is served first */
     int64_t capacity_floor_pct;     /* least it is cut to, % of db_max in requests at once */
     int64_t capacity_tolerance_pct; /* its median's growth over its level (%) before lower

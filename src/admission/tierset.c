@@ -41,7 +41,8 @@ struct workpool_limits tierset_pool_limits(const struct tier_cfg *c)
                                 .tenant_queue_max = (size_t)tiers_tenant_queue_cap(c),
                                 .share = tiers_worker_policy(c),
                                 .linger_us = c->tenant_linger_ms * 1000,
-                                .brief_us = c->brief_request_ms * 1000};
+                                .brief_us = c->brief_request_ms * 1000,
+                                .by_cost = c->fair_queue_cost != 0};
     return l;
 }
 

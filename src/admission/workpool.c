@@ -185,7 +185,8 @@ static struct fairq_limits workpool_q_limits(const struct workpool_limits *lim)
                              .tenant_queue_max = lim->tenant_queue_max,
                              .slots = lim->share,
                              .linger_us = lim->linger_us,
-                             .brief_us = lim->brief_us};
+                             .brief_us = lim->brief_us,
+                             .by_cost = lim->by_cost};
     q.slots.size = lim->threads;
     return q;
 }
@@ -356,6 +357,11 @@ bool workpool_tenant_brief(const void *tenant)
     return fairq_tenant_brief(tenant, mclock_now_us());
 }
 
+void workpool_tenant_charge(struct fairq_tenant *tenant, int64_t cost_us)
+{
+    fairq_tenant_charge(tenant, cost_us);
+}
+
 bool workpool_others_active(const struct workpool *wp)
 {
     return atomic_load_explicit(&wp->tenants_active, memory_order_relaxed) > 1;
@@ -390,6 +396,7 @@ size_t workpool_top_tenants(struct workpool *wp, struct workpool_tenant_load *ou
         snprintf(out[i].key, sizeof(out[i].key), "%s", top[i]->key);
         out[i].id = top[i];
         out[i].hold_avg_us = top[i]->hold_avg_us;
+        out[i].recent_db_us = fairq_tenant_cost(top[i], now);
         out[i].brief = fairq_tenant_brief(top[i], now);
         out[i].in_flight = top[i]->in_flight;
         out[i].queued = top[i]->queued;

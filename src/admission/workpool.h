@@ -4,16 +4,18 @@
  * A "worker" is a slot: threads = slots, and an item holds one from the time it begins to its
  * end, whether it runs on a worker thread or on an event thread without blocking (see
  * workpool_begin). HTTP threads submit work and never wait: a full queue is refused at once.
- * Worker threads pop work in tenant round-robin order (fairq) and run it; the janitor expires work
- * that waited longer than the tier's queue timeout. Each tier has its own pool, so a tier can only
- * ever exhaust its own threads.
+ * Worker threads pop work in tenant round-robin order, or by recent cost (fairq), and run it;
+ * the janitor expires work that waited longer than the tier's queue timeout. Each tier has its
+ * own pool, so a tier can only ever exhaust its own threads.
  *
  * DESIGN: one mutex guards the fairq, the thread targets, the idle-worker stack, the handed
  * items and `stopping`. Each worker parks on its own condition variable (new work wakes exactly
  * one, the most recently idle). Work runs with no lock held. The counters and the active-tenant
  * count are atomics read without the mutex (metrics, and the connection pool's lock-free
- * workpool_others_active). Callbacks: run (worker thread) executes an item; drop (the caller of
- * workpool_expire/workpool_stop) answers an item that will never run.
+ * workpool_others_active); a runner reports its item's cost with one atomic add
+ * (workpool_tenant_charge), folded in under the mutex when the item is done. Callbacks: run
+ * (worker thread) executes an item; drop (the caller of workpool_expire/workpool_stop) answers
+ * an item that will never run.
  */
 #ifndef BULKHEAD_WORKPOOL_H
 #define BULKHEAD_WORKPOOL_H
@@ -44,6 +46,7 @@ struct workpool_limits {
     int64_t brief_us;          /* a tenant whose items held a worker less than this, on recent
                                   average, and one of which ended less than this ago, is brief
                                   (fairq.h); 0 = nobody is */
+    bool by_cost;              /* serve the tenant of least recent database time first (fairq.h) */
 };
 
 /* A consistent snapshot for metrics. */
@@ -94,6 +97,11 @@ bool workpool_others_active(const struct workpool *wp);
  * worker). */
 bool workpool_tenant_brief(const void *tenant);
 
+/* The item in flight of tenant (its fairq_item.tenant) used cost_us of database time: its
+ * tenant's recent cost for the queue's order (fairq.h). Any thread, before the item's slot is
+ * given back (lock-free). */
+void workpool_tenant_charge(struct fairq_tenant *tenant, int64_t cost_us);
+
 void workpool_stats(struct workpool *wp, struct workpool_stats *out);
 
 /* Up to n busiest tenants: key, in-flight and queued counts. */
@@ -103,6 +111,7 @@ struct workpool_tenant_load {
                        compare only, never dereference: the tenant may be gone already */
     uint32_t in_flight, queued;
     int64_t hold_avg_us; /* recent mean time its items held a worker */
+    double recent_db_us; /* its recent database time, as the order by cost sees it (fairq.h) */
     bool brief;          /* its requests count as brief now */
 };
 size_t workpool_top_tenants(struct workpool *wp, struct workpool_tenant_load *out, size_t n);

@@ -210,6 +210,8 @@ static void apiwork_settle(struct request *r, struct dbconn *conn, PGresult *res
     struct tier_rt *t = r->tier;
     const struct tier_cfg *c = tierset_cfg(t);
     enum breaker_permit permit = r->permit;
+    /* The statement's database time, for the queue's order by cost (its slot is still held). */
+    workpool_tenant_charge(r->item.tenant, r->query_us);
     if (end.conn == APIWORK_CONN_KEEP || end.conn == APIWORK_CONN_CLOSE)
         dbpool_release(t->db, conn, end.conn == APIWORK_CONN_CLOSE);
     if (end.verdict == APIWORK_NO_VERDICT)

@@ -154,6 +154,7 @@ static const struct report_field report_fields[] = {
     {FAIR, "connectionReserve", REPORT_I64, RT(conn_reserve)},
     {FAIR, "lingerMs", REPORT_I64, RT(cfg.tenant_linger_ms)},
     {FAIR, "briefRequestMs", REPORT_I64, RT(cfg.brief_request_ms)},
+    {FAIR, "queueByCost", REPORT_I64, RT(cfg.fair_queue_cost)},
     {FAIR, "rejectedTenantShare", REPORT_U64, RT(wp.rejected_tenant),
      "bulkhead_tenant_share_rejections_total", NULL, "counter",
      "Requests refused because the tenant's share of the queue was full."},
@@ -595,10 +596,11 @@ static json_t *report_busiest(const struct report_tier *t)
     json_t *a = json_array();
     for (size_t i = 0; i < t->ntop; i++)
         json_array_append_new(
-            a, json_pack("{s:s, s:I, s:I, s:I, s:f, s:b}", "tenant", t->top[i].key, "inFlight",
+            a, json_pack("{s:s, s:I, s:I, s:I, s:f, s:b, s:f}", "tenant", t->top[i].key, "inFlight",
                          (json_int_t)t->top[i].in_flight, "queued", (json_int_t)t->top[i].queued,
                          "connections", (json_int_t)t->top_conns[i], "holdMs",
-                         (double)t->top[i].hold_avg_us / 1000.0, "brief", t->top[i].brief));
+                         (double)t->top[i].hold_avg_us / 1000.0, "brief", t->top[i].brief,
+                         "recentDbMs", t->top[i].recent_db_us / 1000.0));
     return a;
 }
 

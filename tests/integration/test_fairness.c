@@ -6,8 +6,9 @@
  * every worker and connection but the newcomers' reserve does not delay a quiet tenant's first
  * request, drains to its share while that tenant is active, and gets the pool back after the
  * linger; alone, a tenant uses everything but the reserve, and a tenant whose cheap reads made it
- * brief still leaves the reserve to a newcomer when it bursts slow requests. States and counts,
- * no timings.
+ * brief still leaves the reserve to a newcomer when it bursts slow requests. With
+ * fair_queue_cost, a tenant that used more database time is served after one that used less,
+ * where round-robin serves it first. States, counts and order, no timings.
  */
 #include "harness.h"
 
@@ -464,6 +465,94 @@ static void a_tenant_alone_uses_the_whole_pool_but_the_reserve(void **state)
     assert_int_equal(h_count(b.st, 30, 200) + h_count(b.st, 30, 503), 30);
 }
 
+/* ---- issue 29 item 4: the queue by cost -------------------------------------------------- */
+
+/* Two tiers alike but for the order: one worker, one connection, no share or reserve (only the
+ * order decides who is served next), tenants remembered a minute, waits long. */
+#define COSTQ_TIER(cost)                                                                           \
+    "{\"workers\": 1, \"db_max\": 1, \"queue_max\": 20, \"rate_limit\": 0,"                        \
+    " \"tenant_share_pct\": 100, \"tenant_queue_pct\": 100, \"tenant_reserve_pct\": 0,"            \
+    " \"tenant_linger_ms\": 60000, \"queue_timeout_ms\": 60000, \"db_acquire_timeout_ms\": 60000," \
+    " \"breaker_timeout_ms\": 60000, \"fair_queue_cost\": " cost "}"
+#define COSTQ_TIERS "{\"bycost\": " COSTQ_TIER("1") ", \"inturn\": " COSTQ_TIER("0") "}"
+
+/* One request in its own thread; ended: the order in which it was answered among its peers. */
+struct costq_call {
+    const struct h_server *srv;
+    const char *tier_h, *tenant_h, *path;
+    atomic_int *seq;
+    long status;
+    int ended;
+};
+
+static void *costq_call_main(void *arg)
+{
+    struct costq_call *c = arg;
+    const char *h[] = {c->tier_h, c->tenant_h, NULL};
+    struct h_resp r;
+    h_get(h_url(c->srv, c->path), h, &r);
+    c->status = r.status;
+    c->ended = atomic_fetch_add(c->seq, 1);
+    h_resp_free(&r);
+    return NULL;
+}
+
+/* In tier: "heavy" has used 200 ms of database time; with the only worker held by a third
+ * tenant, heavy queues a request, then "light" (no database time yet) one. Both last 200 ms,
+ * so the one served second is answered 200 ms after the other (with a cheap read second, the
+ * two answers came a few ms apart, and the client threads saw them swapped under ASan).
+ * Returns whether light's was answered before heavy's. */
+static bool costq_light_first(const struct h_server *s, const char *tier)
+{
+    char tier_h[64];
+    snprintf(tier_h, sizeof(tier_h), "X-Tenant-Tier: %s", tier);
+    const char *hh[] = {tier_h, "X-Tenant-Id: heavy", NULL};
+    struct h_resp r;
+    h_get(h_url(s, "/api/data?delay_ms=200"), hh, &r);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+
+    atomic_int seq = 0;
+    struct costq_call calls[3] = {
+        {s, tier_h, "X-Tenant-Id: blocker", "/api/data?delay_ms=1000", &seq, 0, 0},
+        {s, tier_h, "X-Tenant-Id: heavy", "/api/data?delay_ms=200", &seq, 0, 0},
+        {s, tier_h, "X-Tenant-Id: light", "/api/data?delay_ms=200", &seq, 0, 0}};
+    pthread_t th[3];
+    pthread_create(&th[0], NULL, costq_call_main, &calls[0]);
+    assert_true(H_WAIT(h_metric(s->base, tier, "threadPool", "active") == 1, 10000));
+    pthread_create(&th[1], NULL, costq_call_main, &calls[1]);
+    assert_true(H_WAIT(h_metric(s->base, tier, "threadPool", "queued") == 1, 10000));
+    pthread_create(&th[2], NULL, costq_call_main, &calls[2]);
+    assert_true(H_WAIT(h_metric(s->base, tier, "threadPool", "queued") == 2, 10000));
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(calls[i].status, 200);
+    }
+    assert_int_equal(calls[0].ended, 0); /* the blocker held the only worker throughout */
+    printf("# %s: answered blocker %d, heavy %d, light %d\n", tier, calls[0].ended, calls[1].ended,
+           calls[2].ended);
+    return calls[2].ended < calls[1].ended;
+}
+
+/*
+ * fair_queue_cost 1: a tenant whose statements held a connection 200 ms waits behind one that
+ * used none, although it queued first; with 0 (round-robin) the same queue serves it first.
+ */
+static void a_tenant_that_used_more_database_time_is_served_after_one_that_used_less(void **state)
+{
+    (void)state;
+    char tiers_env[1200];
+    assert_int_equal(h_tiers_env("fair-costq.json", COSTQ_TIERS, tiers_env, sizeof(tiers_env)), 0);
+    const char *env[] = {tiers_env, "ACCESS_LOG=false", NULL};
+    struct h_server s2;
+    assert_int_equal(h_server_start(&s2, suite.db_url, env), 0);
+    assert_int_equal(h_metric(s2.base, "bycost", "fairness", "queueByCost"), 1);
+    assert_int_equal(h_metric(s2.base, "inturn", "fairness", "queueByCost"), 0);
+    assert_true(costq_light_first(&s2, "bycost"));
+    assert_false(costq_light_first(&s2, "inturn"));
+    h_server_stop(&s2, SIGTERM, 20000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -471,6 +560,7 @@ int main(void)
         cmocka_unit_test(a_tenant_alone_uses_the_whole_pool_but_the_reserve),
         cmocka_unit_test(a_quiet_tenant_is_served_beside_a_slow_one_holding_the_tier),
         cmocka_unit_test(a_tenant_turned_brief_cannot_burst_into_the_reserve),
+        cmocka_unit_test(a_tenant_that_used_more_database_time_is_served_after_one_that_used_less),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
