@@ -8,6 +8,7 @@
 # Settings: BENCH_DURATION (s per measurement, 10), BENCH_RUNS (3), BENCH_CONC (32, warm-up),
 # BENCH_DATA_CONC (the data rows' concurrencies, "16 64"), BENCH_LAT_THREADS (wrk threads of the
 # data rows and the scaling table, 1),
+# BENCH_CGROUP (auto: one cpu cgroup for all it starts, see bench/common.sh; off),
 # BENCH_SECTIONS (default "data health isolation storms fairness scaling choices shared costq
 # tenants"; costq: the fair queue by requests vs by cost, bench/fairness.sh; tenants: issue 29's
 # rows, bench/tenants.sh run as it is and its rows copied). A run of only some
@@ -289,7 +290,7 @@ OUT=$RESULTS/$STAMP.md
     echo "Machine: $(nproc) CPUs ($(lscpu 2>/dev/null | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }')),"
     echo "$(free -g | awk '/Mem:/ { print $2 " GiB RAM" }'), Linux $(uname -r); PostgreSQL $("$PGBIN/postgres" --version | awk '{ print $3 }'),"
     echo "libmicrohttpd $(dpkg-query -W -f='${Version}' libmicrohttpd12 2>/dev/null), wrk $(dpkg-query -W -f='${Version}' wrk 2>/dev/null), hey $(dpkg-query -W -f='${Version}' hey 2>/dev/null)."
-    echo "The load generators, PostgreSQL and the server share these CPUs."
+    echo "The load generators, PostgreSQL and the server share these CPUs; scheduling: $BENCH_SCHED."
     echo
     echo "| measurement | bulkhead | reference | ratio | target |"
     echo "|---|---|---|---|---|"
