@@ -8,7 +8,7 @@
 # Settings: BENCH_DURATION (s per measurement, 10), BENCH_RUNS (3), BENCH_CONC (32, warm-up),
 # BENCH_DATA_CONC (the data rows' concurrencies, "16 64"), BENCH_LAT_THREADS (wrk threads of the
 # data rows and the scaling table, 1),
-# BENCH_SECTIONS (default "data health isolation storms fairness scaling choices shared"). A run of only some
+# BENCH_SECTIONS (default "data health isolation storms fairness scaling choices shared conns"). A run of only some
 # sections writes bench/results/partial-<date>.md and leaves latest.md and the README alone.
 set -u
 cd "$(dirname "$0")/.."
@@ -21,13 +21,14 @@ RESULTS=$ROOT/bench/results
 BIN=$ROOT/build/bulkhead
 MINIMAL=$ROOT/build/bench/minimal
 PGBIN=/usr/lib/postgresql/15/bin
-SECTIONS=${BENCH_SECTIONS:-data health isolation storms fairness scaling choices shared}
-ALL_SECTIONS="data health isolation storms fairness scaling choices shared"
+SECTIONS=${BENCH_SECTIONS:-data health isolation storms fairness scaling choices shared conns}
+ALL_SECTIONS="data health isolation storms fairness scaling choices shared conns"
 has() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 . "$ROOT/bench/common.sh"
 . "$ROOT/bench/fairness.sh"
 . "$ROOT/bench/storms.sh"
 . "$ROOT/bench/shared.sh"
+. "$ROOT/bench/conns.sh"
 mkdir -p "$RESULTS"
 rm -rf "$WORK"
 mkdir -p "$WORK"
@@ -263,6 +264,7 @@ fi
 has storms && section_storms
 has fairness && section_fairness
 has shared && section_shared # 9. the shared rate limit (bench/shared.sh)
+has conns && section_conns   # 10. the HTTP layer side by side (bench/conns.sh)
 
 H_R=$(ratio "$H_OURS" "$H_MIN")
 R_R=$(ratio "$R_OURS" "$R_MIN")
@@ -294,6 +296,7 @@ OUT=$RESULTS/$STAMP.md
     has fairness && fairness_rows
     has shared && shared_rows
     echo
+    has conns && { conns_table; echo; }
     echo "load-test.sh verdict: $([ "$LT_STATUS" -eq 0 ] && echo PASS || echo FAIL); fairness inside free: $FAIR"
     echo
     echo "load-test.sh calibration: ${CALIBRATION:-not run}"
