@@ -9,25 +9,27 @@
 #   - CPU per request: utime + stime of the server over wrk -t1 -c64 on /health, DUR s, over
 #     the requests served (median of RUNS interleaved rounds);
 #   - slow clients (not minimal): idleconns -s CONNS_SLOW_EVERY_S holds CONNS_SLOW connections
+#     (each count in turn: the issue's 4000, and 5000, past bulkhead's default cap of 4096)
 #     from 127.0.0.1, each a partial head and then one byte every 5 s, reopened when closed;
 #     beside them a normal client (hey -c1, a new connection per request, 100 req/s, DUR s,
 #     5 s timeout): requests served, errors, p99; the same client alone first;
 #   - the error bodies: status, Content-Type and the start of the body for a 20 KB and a 64 KB
 #     request head and a malformed request line (curl -i).
-# bulkhead runs twice: with its defaults (the slow-client row, as deployed) and with
+# bulkhead runs three times: with its defaults (the slow-client row, as deployed), with
 # HTTP_MAX_CONNECTIONS and HTTP_IDLE_TIMEOUT_S raised so that it can hold CONNS_IDLE idle
-# connections at all; every idle row uses idle timeouts of 600 s (h2o's http1 request timeout,
+# connections at all, and the same with the smallest HTTP_CONNECTION_MEMORY (4096: how far
+# libmicrohttpd's per-connection pool can shrink); every idle row uses idle timeouts of 600 s (h2o's http1 request timeout,
 # nginx's keepalive_timeout) so that none closes a connection while they are counted.
 #
 # Sourced by bench/run.sh (BENCH_SECTIONS "conns": section_conns, then conns_table), which
 # provides pids, free_port, $DB, $BIN, $MINIMAL, $WORK, DUR and RUNS; or run alone, which
 # starts its own PostgreSQL and writes bench/results/partial-<date>.md:
 #   flock -o /work/.machine.lock bench/conns.sh
-# Settings: CONNS_IDLE (10000), CONNS_SLOW (4000), CONNS_SLOW_EVERY_S (5), BENCH_DURATION (10),
+# Settings: CONNS_IDLE (10000), CONNS_SLOW ("4000 5000"), CONNS_SLOW_EVERY_S (5), BENCH_DURATION (10),
 # BENCH_RUNS (3).
 
 CONNS_IDLE=${CONNS_IDLE:-10000}
-CONNS_SLOW=${CONNS_SLOW:-4000}
+CONNS_SLOW=${CONNS_SLOW:-4000 5000}
 CONNS_SLOW_EVERY_S=${CONNS_SLOW_EVERY_S:-5}
 CONNS_NAMES="bulkhead minimal nginx h2o"
 
@@ -112,6 +114,8 @@ conns_start_all() {
     local p
     conns_bulkhead bulkhead HTTP_MAX_CONNECTIONS=$((CONNS_IDLE + 2000)) HTTP_IDLE_TIMEOUT_S=600
     conns_bulkhead bulkhead-default
+    conns_bulkhead bulkhead-4k HTTP_MAX_CONNECTIONS=$((CONNS_IDLE + 2000)) HTTP_IDLE_TIMEOUT_S=600 \
+        HTTP_CONNECTION_MEMORY=4096
     p=$(free_port)
     "$MINIMAL" "$p" $((CONNS_IDLE + 2000)) &
     pids+=($!)
@@ -179,13 +183,13 @@ conns_client() {
         END { printf "%d %d %s\n", ok, bad, (ok > 0 ? sprintf("%.2f", p99) : "-") }'
 }
 
-# Slow clients beside a normal one: "alone(served errors p99) beside(served errors p99)
+# conns_slow name count: slow clients beside a normal one: "alone(served errors p99) beside(served errors p99)
 # slow_opened slow_open_at_end slow_closed slow_reopened".
 conns_slow() {
-    local url=${CURL[$1]} port c out=$WORK/slow-$1.out alone beside
+    local url=${CURL[$1]} port c out=$WORK/slow-$1-$2.out alone beside
     port=${url##*:}
     alone=$(conns_client "$url")
-    "$IDLECONNS" -s "$CONNS_SLOW_EVERY_S" 127.0.0.1 "$port" "$CONNS_SLOW" >"$out" 2>&1 &
+    "$IDLECONNS" -s "$CONNS_SLOW_EVERY_S" 127.0.0.1 "$port" "$2" >"$out" 2>&1 &
     c=$!
     conns_wait_line "$out" '^ready' 180
     sleep $((CONNS_SLOW_EVERY_S + 1))
@@ -235,7 +239,7 @@ section_conns() {
     conns_start_all || { CONNS_SKIPPED=" (a server did not start)"; return 0; }
     declare -gA C_IDLE C_CPU C_SLOW C_ERR
     echo "conns: $(date -u +%T) idle connections ($CONNS_IDLE each)" >&2
-    for n in $CONNS_NAMES; do C_IDLE[$n]=$(conns_idle "$n"); done
+    for n in $CONNS_NAMES bulkhead-4k; do C_IDLE[$n]=$(conns_idle "$n"); done
     echo "conns: $(date -u +%T) CPU per request, $RUNS rounds of $DUR s" >&2
     local r
     for n in $CONNS_NAMES; do : >"$WORK/cpu-$n"; done
@@ -245,8 +249,7 @@ section_conns() {
     for n in $CONNS_NAMES; do
         C_CPU[$n]="$(cut -d' ' -f1 "$WORK/cpu-$n" | conns_median) $(cut -d' ' -f2 "$WORK/cpu-$n" | conns_median)"
     done
-    echo "conns: $(date -u +%T) slow clients ($CONNS_SLOW, a byte every $CONNS_SLOW_EVERY_S s)" >&2
-    for n in bulkhead-default nginx-default h2o-default; do C_SLOW[$n]=$(conns_slow "$n"); done
+    # The error answers first, from servers that have held nothing yet.
     echo "conns: $(date -u +%T) error answers" >&2
     head -c 20000 /dev/zero | tr '\0' a | sed 's/^/X-Big: /' >"$WORK/h20k"
     head -c 65536 /dev/zero | tr '\0' a | sed 's/^/X-Big: /' >"$WORK/h64k"
@@ -255,6 +258,11 @@ section_conns() {
         C_ERR[$n:64k]=$(conns_error "${CURL[$n]}/health" -H @"$WORK/h64k")
         C_ERR[$n:line]=$(conns_error raw "${CURL[$n]##*:}" 'GET /health HTTP/1.1 junk')
         C_ERR[$n:garbage]=$(conns_error raw "${CURL[$n]##*:}" 'GARBAGE')
+    done
+    local k
+    for k in $CONNS_SLOW; do
+        echo "conns: $(date -u +%T) slow clients ($k, a byte every $CONNS_SLOW_EVERY_S s)" >&2
+        for n in bulkhead-default nginx-default h2o-default; do C_SLOW[$n:$k]=$(conns_slow "$n" "$k"); done
     done
     for n in "${!CPID[@]}"; do kill -TERM "${CMASTER[$n]:-${CPID[$n]}}" 2>/dev/null; done
 }
@@ -279,35 +287,39 @@ conns_table() {
     done
     read -r b _ <<<"${C_IDLE[bulkhead]}"
     echo "$f bulkhead <= 2048 B: $(conns_target "$b" 2048) |"
+    read -r b r a0 a1 <<<"${C_IDLE[bulkhead-4k]}"
+    echo "| ... bulkhead with HTTP_CONNECTION_MEMORY=4096, the smallest it allows (libmicrohttpd's pool: 8 KB) | $b B ($r replied; $a0 -> $a1 MB) | | | | reported |"
     f="| server CPU per request, GET /health, wrk -t1 -c64 (utime + stime / requests; req/s) |"
     for n in $CONNS_NAMES; do
         read -r b r <<<"${C_CPU[$n]}"
         f+=" $b us ($r req/s) |"
     done
     echo "$f reported |"
-    local alone beside held
-    alone="| a normal client's /health alone (hey -c1, new connection per request, 100 req/s, ${DUR} s): served / errors / p99 |"
-    beside="| ... beside $CONNS_SLOW slow clients from one address (a partial head, then a byte every $CONNS_SLOW_EVERY_S s) |"
-    held="| ... the slow clients: connected / still held at the end / closed by the server / reopened |"
-    for n in bulkhead-default minimal nginx-default h2o-default; do
-        if [ "$n" = minimal ]; then
-            alone+=" not run |" beside+=" not run |" held+=" not run |"
-            continue
-        fi
+    local alone beside held k ok
+    for k in $CONNS_SLOW; do
+        alone="| a normal client's /health alone (hey -c1, new connection per request, 100 req/s, ${DUR} s): served / errors / p99 |"
+        beside="| ... beside $k slow clients from one address (a partial head, then a byte every $CONNS_SLOW_EVERY_S s) |"
+        held="| ... the $k slow clients: connected / still held at the end / closed by the server / reopened |"
+        for n in bulkhead-default minimal nginx-default h2o-default; do
+            if [ "$n" = minimal ]; then
+                alone+=" not run |" beside+=" not run |" held+=" not run |"
+                continue
+            fi
+            # shellcheck disable=SC2086
+            set -- ${C_SLOW[$n:$k]}
+            alone+=" $1 / $2 / $3 ms |"
+            beside+=" $4 / $5 / $6 ms |"
+            held+=" $7 / $8 / $9 / ${10} |"
+        done
         # shellcheck disable=SC2086
-        set -- ${C_SLOW[$n]}
-        alone+=" $1 / $2 / $3 ms |"
-        beside+=" $4 / $5 / $6 ms |"
-        held+=" $7 / $8 / $9 / ${10} |"
+        set -- ${C_SLOW[bulkhead-default:$k]}
+        ok="**missed**"
+        [ "$5" = 0 ] && [ "$4" -gt 0 ] && [ "$6" != - ] && [ "$(conns_target "$6" 10)" = met ] && ok=met
+        echo "$alone reported |"
+        echo "$beside bulkhead served, p99 <= 10 ms: $ok |"
+        echo "$held reported |"
     done
-    # shellcheck disable=SC2086
-    set -- ${C_SLOW[bulkhead-default]}
-    local ok="**missed**"
-    [ "$5" = 0 ] && [ "$4" -gt 0 ] && [ "$6" != - ] && [ "$(conns_target "$6" 10)" = met ] && ok=met
-    echo "$alone reported |"
-    echo "$beside bulkhead served, p99 <= 10 ms: $ok |"
-    echo "$held reported |"
-    local k label
+    local label
     for k in 20k 64k line garbage; do
         case $k in
         20k) label="request head of 20 KB (one 20,000-byte header; curl -i)" ;;
@@ -349,7 +361,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     {
         echo "# bulkhead benchmark, $STAMP"
         echo
-        echo "Command: \`bench/conns.sh\` (BENCH_DURATION=$DUR, BENCH_RUNS=$RUNS, CONNS_IDLE=$CONNS_IDLE, CONNS_SLOW=$CONNS_SLOW)."
+        echo "Command: \`bench/conns.sh\` (BENCH_DURATION=$DUR, BENCH_RUNS=$RUNS, CONNS_IDLE=$CONNS_IDLE, CONNS_SLOW=\"$CONNS_SLOW\")."
         echo
         echo "Machine: $(nproc) CPUs ($(lscpu 2>/dev/null | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }')),"
         echo "$(free -g | awk '/Mem:/ { print $2 " GiB RAM" }'), Linux $(uname -r). The load generators and the servers share these CPUs."
