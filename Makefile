@@ -121,6 +121,17 @@ $(BUILD)/bench/evloop: bench/evloop.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LDLIBS_ALL)
 
+# Issue 32's connection-holding client and the h2o column (bench/conns.sh measures them).
+# h2o-minimal is built only when libh2o-evloop-dev is there (scripts/deps.sh's bench set).
+$(BUILD)/bench/idleconns: bench/idleconns.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $<
+$(BUILD)/bench/h2o-minimal: bench/h2o-minimal.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $$(pkg-config --cflags libh2o-evloop) -o $@ $< \
+	    $$(pkg-config --libs libh2o-evloop) -lssl -lcrypto $(LDLIBS_ALL)
+BENCH_H2O := $(if $(shell pkg-config --exists libh2o-evloop 2>/dev/null && echo y),$(BUILD)/bench/h2o-minimal)
+
 run: 
 	@scripts/deps.sh build run
 	@$(MAKE) --no-print-directory $(BUILD)/bulkhead
@@ -136,7 +147,8 @@ check:
 
 bench:
 	@scripts/deps.sh build bench
-	@$(MAKE) --no-print-directory $(BUILD)/bulkhead $(BUILD)/bench/minimal $(BUILD)/bench/evloop
+	@$(MAKE) --no-print-directory $(BUILD)/bulkhead $(BUILD)/bench/minimal $(BUILD)/bench/evloop \
+	    $(BUILD)/bench/idleconns $(BENCH_H2O)
 	@bench/run.sh
 
 fuzz:

@@ -6,7 +6,10 @@
  * headers, a JSON body of the same size); every other path answers like /health.
  * It does nothing else: no routing table, no metrics, no logging, no rate limiter.
  *
- *   minimal PORT
+ *   minimal PORT [CONNECTION_LIMIT]
+ *
+ * CONNECTION_LIMIT is libmicrohttpd's cap (4096 by default, bulkhead's HTTP_MAX_CONNECTIONS);
+ * bench/conns.sh raises it to hold 10,000 idle connections.
  */
 #include <microhttpd.h>
 #include <signal.h>
@@ -55,15 +58,16 @@ static enum MHD_Result minimal_access(void *cls, struct MHD_Connection *c, const
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: minimal PORT\n");
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: minimal PORT [CONNECTION_LIMIT]\n");
         return 2;
     }
+    unsigned limit = argc == 3 ? (unsigned)atoi(argv[2]) : 4096u;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC,
         (uint16_t)atoi(argv[1]), NULL, NULL, minimal_access, NULL, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)(n > 1 ? n : 1), MHD_OPTION_CONNECTION_LIMIT, 4096u,
+        (unsigned)(n > 1 ? n : 1), MHD_OPTION_CONNECTION_LIMIT, limit,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
     if (!d)
         return 1;

@@ -10,8 +10,9 @@
 # data rows and the scaling table, 1),
 # BENCH_CGROUP (auto: one cpu cgroup for all it starts, see bench/common.sh; off),
 # BENCH_SECTIONS (default "data health isolation storms fairness scaling choices shared costq
-# tenants"; costq: the fair queue by requests vs by cost, bench/fairness.sh; tenants: issue 29's
-# rows, bench/tenants.sh run as it is and its rows copied). A run of only some
+# tenants conns"; costq: the fair queue by requests vs by cost, bench/fairness.sh; tenants: issue
+# 29's rows, bench/tenants.sh run as it is and its rows copied; conns: the HTTP layer side by
+# side, bench/conns.sh). A run of only some
 # sections writes bench/results/partial-<date>.md and leaves latest.md and the README alone.
 set -u
 cd "$(dirname "$0")/.."
@@ -24,13 +25,14 @@ RESULTS=$ROOT/bench/results
 BIN=$ROOT/build/bulkhead
 MINIMAL=$ROOT/build/bench/minimal
 PGBIN=/usr/lib/postgresql/15/bin
-SECTIONS=${BENCH_SECTIONS:-data health isolation storms fairness scaling choices shared costq tenants}
-ALL_SECTIONS="data health isolation storms fairness scaling choices shared costq tenants"
+SECTIONS=${BENCH_SECTIONS:-data health isolation storms fairness scaling choices shared costq tenants conns}
+ALL_SECTIONS="data health isolation storms fairness scaling choices shared costq tenants conns"
 has() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 . "$ROOT/bench/common.sh"
 . "$ROOT/bench/fairness.sh"
 . "$ROOT/bench/storms.sh"
 . "$ROOT/bench/shared.sh"
+. "$ROOT/bench/conns.sh"
 mkdir -p "$RESULTS"
 rm -rf "$WORK"
 mkdir -p "$WORK"
@@ -275,6 +277,7 @@ section_tenants() {
 }
 tenants_rows() { grep -E '^\| (accounting|budgets|\.\.\. the)' "$WORK/tenants.out"; }
 has tenants && section_tenants
+has conns && section_conns   # 12. the HTTP layer side by side (bench/conns.sh)
 
 H_R=$(ratio "$H_OURS" "$H_MIN")
 R_R=$(ratio "$R_OURS" "$R_MIN")
@@ -308,6 +311,7 @@ OUT=$RESULTS/$STAMP.md
     has costq && costq_rows
     has tenants && tenants_rows
     echo
+    has conns && { conns_table; echo; }
     echo "load-test.sh verdict: $([ "$LT_STATUS" -eq 0 ] && echo PASS || echo FAIL); fairness inside free: $FAIR"
     echo
     echo "load-test.sh calibration: ${CALIBRATION:-not run}"
