@@ -208,11 +208,11 @@ static const struct report_field report_fields[] = {
      "Requests refused (503 shed) because a higher tier needed the shared capacity."},
 
     {BUDGET, "scope", REPORT_TEXT, RT(budget_scope)},
-    {BUDGET, "fleetWorkers", REPORT_I64, RT(budget_total_workers), "bulkhead_fleet_budget_total",
+    {BUDGET, "fleetWorkers", REPORT_I64, RT(budget_total_workers), "bulkhead_fleet_budget",
      "resource=\"workers\"", "gauge",
      "The tier's workers and connections, as totals for the fleet (budget_scope fleet) or for "
      "this instance (instance)."},
-    {BUDGET, "fleetConnections", REPORT_I64, RT(budget_total_conns), "bulkhead_fleet_budget_total",
+    {BUDGET, "fleetConnections", REPORT_I64, RT(budget_total_conns), "bulkhead_fleet_budget",
      "resource=\"connections\""},
     {BUDGET, "workers", REPORT_I64, RT(budget_workers), "bulkhead_fleet_budget_share",
      "resource=\"workers\"", "gauge",
