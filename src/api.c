@@ -8,7 +8,7 @@
  *   -> [2] a slot of the tier, or its queue (503 bulkhead_full) -> [3] connection (503
  *   pool_timeout) -> statement (500/504) -> breaker verdict. Nothing here blocks: the HTTP
  *   (event) thread never waits on a slot, a connection or the database; the statement side is
- *   apiwork.c.
+ *   datapath.c.
  *
  * A refusal gives back what admission took before it (the capacity gate, the breaker permit),
  * then goes out or, when the tarpit says so, is held: its request waits, suspended and holding
@@ -18,7 +18,7 @@
  */
 #include "api.h"
 #include "admin.h"
-#include "apiwork.h"
+#include "datapath.h"
 #include "apierr.h"
 #include "assets.h"
 #include "auth.h"
@@ -388,7 +388,7 @@ static bool api_db_budget(struct request *r, const struct tier_cfg *c)
     return false;
 }
 
-/* The reply of refusal e (rc: apiwork_submit's, for a full tier), built when it goes out. */
+/* The reply of refusal e (rc: datapath_submit's, for a full tier), built when it goes out. */
 static void api_refusal_reply(struct request *r, enum apierr e, int rc)
 {
     const struct tier_cfg *c = tierset_cfg(r->tier);
@@ -464,7 +464,7 @@ static int64_t api_hold_until(const struct api_deps *d, struct request *r, enum 
 }
 
 /*
- * r was refused with e at admission (rc: apiwork_submit's). The capacity gate it passed is
+ * r was refused with e at admission (rc: datapath_submit's). The capacity gate it passed is
  * left at once, charged nothing (it did no work, and a held refusal must not keep its tier's
  * slot); then r is held by the tarpit, or answered. `suspended`: r is suspended already (it was
  * on its way to a slot, or it is being admitted again); answered, it is resumed here. Returns
@@ -512,7 +512,7 @@ static bool api_admit_limited(const struct api_deps *d, struct request *r, bool 
     /* Suspend before queueing: a worker may finish before this thread returns. */
     if (!suspended)
         request_defer(r);
-    int rc = apiwork_submit(d, r);
+    int rc = datapath_submit(&d->data, r);
     if (rc == 0)
         return true; /* whoever runs it owns r now */
     breaker_release(t->breaker, r->permit);

@@ -6,7 +6,7 @@
  * out or the client left). It is answered in one of two ways:
  *   - at once on the HTTP thread (health, metrics, every rejection): request_reply*;
  *   - later: the HTTP thread calls request_defer (the connection is suspended) and hands the
- *     request on (apiwork.c: its statement runs on an event thread's loop or on a worker
+ *     request on (datapath.c: its statement runs on an event thread's loop or on a worker
  *     thread); whoever runs it fills the reply and calls request_resume, after which it must
  *     not touch the request again.
  * Between request_defer and request_resume only the one running it (or the janitor, dropping
@@ -24,6 +24,7 @@
 
 #include "breaker.h"
 #include "dbbudget.h"
+#include "dbpipe.h"
 #include "dbpool.h"
 #include "evloop.h"
 #include "fairq.h"
@@ -36,7 +37,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct apiwork_lane;
 struct dbconn;
 struct tier_rt;
 struct request;
@@ -115,18 +115,17 @@ struct request {
     struct dbbudget_verdict budget;
     unsigned shadow;
 
-    /* /api/data run on an event thread (apiwork.c); that thread's while the statement runs. */
+    /* /api/data run on an event thread (datapath.c); that thread's while the statement runs. */
     struct evloop_thread *work_loop; /* the loop running it */
     struct evloop_watch watch;       /* the statement's socket, or the acquire deadline, or (in
                                         a lane) the call's deadline */
     struct dbpool_wait dbwait;       /* waiting for a connection */
     struct evloop_task task;         /* the pool's answer, posted to work_loop */
     struct dbconn *db;               /* held while the statement runs there, else NULL */
-    const void *work_ctx;            /* the api_deps it runs with */
+    const void *work_ctx;            /* the datapath_cfg it runs with (api_deps in admission) */
     int64_t sent_us;                 /* when the statement was sent (on a lane: queued) */
     int64_t db_retries;              /* reads retried after meeting a dead connection */
-    struct apiwork_lane *lane;       /* the pipelined connection its read is on, or NULL */
-    struct request *lane_next;       /* the next statement on that lane (sent or queued) */
+    struct dbpipe_stmt pipe_stmt;    /* its read's statement on a lane (dbpipe.h) */
 
     int64_t t_start_us; /* monotonic: its loop's turn that read it woke (evloop_turn_us) */
     int64_t queue_us;   /* time waited for a worker; -1 = never queued */

@@ -18,7 +18,8 @@
 #include "server.h"
 #include "admin.h"
 #include "api.h"
-#include "apiwork.h"
+#include "datapath.h"
+#include "datastmt.h"
 #include "auth.h"
 #include "breaker.h"
 #include "capctl.h"
@@ -71,8 +72,8 @@ static int server_tier_start(struct server *srv, struct tier_rt *t, const struct
     t->rl = ratelimit_create(c->rate_limit, c->rate_window_s, (size_t)srv->cfg.rl_max_keys);
     t->budget = dbbudget_create((size_t)srv->cfg.rl_max_keys);
 
-    struct workpool_ops ops = apiwork_ops_template;
-    ops.ctx = &srv->api;
+    struct workpool_ops ops = datapath_ops_template;
+    ops.ctx = &srv->api.data;
     struct workpool_limits lim = tierset_pool_limits(c);
     int rc = workpool_create(c->name, &lim, &ops, &t->pool);
     if (rc) {
@@ -84,9 +85,9 @@ static int server_tier_start(struct server *srv, struct tier_rt *t, const struct
         .conn = {.conninfo = srv->cfg.database_url,
                  .appname = t->appname,
                  .statement_timeout_ms = server_statement_backstop_ms(c),
-                 .setup_sql = apiwork_session_sql,
-                 .stmts = apiwork_statements,
-                 .nstmts = apiwork_statement_count},
+                 .setup_sql = datastmt_session_sql,
+                 .stmts = datastmt_statements,
+                 .nstmts = datastmt_statement_count},
         .max = (size_t)c->db_max,
         .share = tiers_conn_policy(c),
         .others_active = server_others_active,
@@ -495,9 +496,9 @@ static void server_wire(struct server *srv)
                                  .tenants = srv->tenants,
                                  .proxies = srv->proxies,
                                  .nproxies = srv->nproxies,
-                                 .retry_reads = srv->cfg.retry_reads,
-                                 .lane_depth = srv->cfg.pipeline_depth,
-                                 .lane_join_us = srv->cfg.pipeline_join_ms * 1000,
+                                 .data = {.retry_reads = srv->cfg.retry_reads,
+                                          .lane_depth = srv->cfg.pipeline_depth,
+                                          .lane_join_us = srv->cfg.pipeline_join_ms * 1000},
                                  .admin = srv->admin,
                                  .test_params = srv->cfg.test_params == CONFIG_TEST_PARAMS_ON ||
                                                 (srv->cfg.test_params == CONFIG_TEST_PARAMS_AUTO &&

@@ -15,7 +15,7 @@
  */
 #include "admin.h"
 #include "api.h"
-#include "apiwork.h"
+#include "datapath.h"
 #include "breaker.h"
 #include "capctl.h"
 #include "config.h"
@@ -120,8 +120,8 @@ static int setup(void **state)
     if (config_load_from(&t.cfg, cfg_get, NULL, err, sizeof(err)))
         return -1;
     t.cfg.api_port = 0; /* any free port */
-    struct workpool_ops ops = apiwork_ops_template;
-    ops.ctx = &t.deps;
+    struct workpool_ops ops = datapath_ops_template;
+    ops.ctx = &t.deps.data;
     t.ts = fakeset_create(tiers_json, &ops);
     t.history = history_create(t.ts);
     t.hooks = (struct request_hooks){
