@@ -69,9 +69,4 @@ bool api_dispatch_ops(const struct api_deps *d, struct request *r);
  * an orchestrator sees the process alive and not ready (http_opts.drain_exempt). */
 bool api_is_probe(const char *url);
 
-/* The tarpit's release callback (tarpit_cfg.release; any thread): a held request's time has
- * come; it is posted to its event thread, which admits it again (served, held again, or
- * answered with its refusal). */
-void api_release_held(void *item, void *ctx);
-
 #endif

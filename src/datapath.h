@@ -15,7 +15,7 @@
 
 #include <stdint.h>
 
-struct request;
+struct datareq;
 
 /* The data path's settings (from the configuration, or a test); read-only while it runs. */
 struct datapath_cfg {
@@ -32,7 +32,7 @@ struct datapath_cfg {
  * Otherwise it is queued (workpool_submit). 0: whoever runs it resumes it; else as
  * workpool_submit (r untouched).
  */
-int datapath_submit(const struct datapath_cfg *cfg, struct request *r)
+int datapath_submit(const struct datapath_cfg *cfg, struct datareq *q)
     __attribute__((warn_unused_result));
 
 /* The tier worker callbacks; ctx is the struct datapath_cfg. Worker thread (run), janitor or

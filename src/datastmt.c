@@ -2,6 +2,7 @@
  * datastmt: /api/data's statements and the end of an attempt (see datastmt.h).
  */
 #include "datastmt.h"
+#include "datareq.h"
 #include "breaker.h"
 #include "dbpool.h"
 #include "log.h"
@@ -53,12 +54,12 @@ static void datastmt_pqclear(void *res)
     PQclear(res);
 }
 
-void datastmt_pick(const struct request *r, struct datastmt *s)
+void datastmt_pick(const struct datareq *q, struct datastmt *s)
 {
-    const struct tier_cfg *c = tierset_cfg(r->tier);
-    const struct request_args *a = &r->args;
-    const char *tenant = (r->tenant[0] == 'i' && r->tenant[1] == 'd') ? r->tenant + 3 : NULL;
-    if (r->method == METHOD_POST) {
+    const struct tier_cfg *c = tierset_cfg(q->tier);
+    const struct datareq_args *a = &q->args;
+    const char *tenant = (q->tenant[0] == 'i' && q->tenant[1] == 'd') ? q->tenant + 3 : NULL;
+    if (q->r->method == METHOD_POST) {
         *s = (struct datastmt){STMT_WRITE, 3, {c->name, tenant, a->payload}, "", ""};
         return;
     }
@@ -75,25 +76,25 @@ void datastmt_pick(const struct request *r, struct datastmt *s)
 }
 
 /* Reply with the statement's result. */
-static void datastmt_reply_rows(struct request *r, PGresult *res)
+static void datastmt_reply_rows(struct datareq *q, PGresult *res)
 {
     if (PQntuples(res) < 1) {
         PQclear(res);
-        apierr_replyf(r, APIERR_DATABASE_ERROR, "the statement returned no row");
+        apierr_replyf(q->r, APIERR_DATABASE_ERROR, "the statement returned no row");
         return;
     }
     const char *json = PQgetvalue(res, 0, 0);
     size_t len = (size_t)PQgetlength(res, 0, 0);
-    bool post = r->method == METHOD_POST;
+    bool post = q->r->method == METHOD_POST;
     char next[32] = "";
     if (!post && PQnfields(res) >= 3 && !PQgetisnull(res, 0, 1) &&
-        strtoll(PQgetvalue(res, 0, 2), NULL, 10) == r->args.limit)
+        strtoll(PQgetvalue(res, 0, 2), NULL, 10) == q->args.limit)
         snprintf(next, sizeof(next), "%s", PQgetvalue(res, 0, 1));
     /* The result's memory is the body: PQclear runs when the response is sent. */
-    request_reply_owned(r, post ? MHD_HTTP_CREATED : MHD_HTTP_OK, OUTCOME_OK, json, len,
+    request_reply_owned(q->r, post ? MHD_HTTP_CREATED : MHD_HTTP_OK, OUTCOME_OK, json, len,
                         datastmt_pqclear, res);
     if (next[0])
-        request_add_header(r, "X-Next-Cursor", next);
+        request_add_header(q->r, "X-Next-Cursor", next);
 }
 
 struct datastmt_end datastmt_classify(int rc, bool have_conn)
@@ -120,24 +121,24 @@ struct datastmt_end datastmt_classify(int rc, bool have_conn)
 }
 
 /* The reply for an attempt that failed with row e (err: the database's words). */
-static void datastmt_reply_failure(struct request *r, const struct tier_cfg *c, enum apierr e,
+static void datastmt_reply_failure(struct datareq *q, const struct tier_cfg *c, enum apierr e,
                                    const char *err)
 {
     if (e == APIERR_TIMEOUT)
-        apierr_replyf(r, e, "the query passed tier %s's %" PRId64 " ms timeout", c->name,
+        apierr_replyf(q->r, e, "the query passed tier %s's %" PRId64 " ms timeout", c->name,
                       c->breaker_timeout_ms);
     else if (e == APIERR_DATABASE_ERROR)
-        apierr_replyf(r, e, "%s", err);
+        apierr_replyf(q->r, e, "%s", err);
     else
-        apierr_reply(r, e);
+        apierr_reply(q->r, e);
 }
 
-void datastmt_settle(struct request *r, struct dbconn *conn, PGresult *res, struct datastmt_end end,
+void datastmt_settle(struct datareq *q, struct dbconn *conn, PGresult *res, struct datastmt_end end,
                      const char *err)
 {
-    struct tier_rt *t = r->tier;
+    struct tier_rt *t = q->tier;
     const struct tier_cfg *c = tierset_cfg(t);
-    enum breaker_permit permit = r->permit;
+    enum breaker_permit permit = q->permit;
     if (end.conn == DATASTMT_CONN_KEEP || end.conn == DATASTMT_CONN_CLOSE)
         dbpool_release(t->db, conn, end.conn == DATASTMT_CONN_CLOSE);
     if (end.verdict == DATASTMT_NO_VERDICT)
@@ -147,9 +148,9 @@ void datastmt_settle(struct request *r, struct dbconn *conn, PGresult *res, stru
     if (end.log_event)
         log_warn(end.log_event, "tier %s: %s", c->name, err);
     if (end.err == APIERR_COUNT)
-        datastmt_reply_rows(r, res);
+        datastmt_reply_rows(q, res);
     else
-        datastmt_reply_failure(r, c, end.err, err);
+        datastmt_reply_failure(q, c, end.err, err);
 }
 
 void datastmt_drop_dead(struct dbpool *db, struct dbconn *conn)

@@ -18,7 +18,7 @@
 #include <stdint.h>
 
 struct dbpool;
-struct request;
+struct datareq;
 
 #define DATASTMT_CANCEL_GRACE_US 1000000 /* time for a cancelled statement to end cleanly */
 
@@ -37,7 +37,7 @@ struct datastmt {
     char b1[32], b2[32]; /* the numbers among v */
 };
 
-void datastmt_pick(const struct request *r, struct datastmt *s);
+void datastmt_pick(const struct datareq *q, struct datastmt *s);
 
 /* What becomes of an attempt's connection once it is over. */
 enum datastmt_conn {
@@ -72,7 +72,7 @@ struct datastmt_end datastmt_classify(int rc, bool have_conn);
  * after the resume, as a cancel may take up to DATASTMT_CANCEL_GRACE_US and the client must not
  * wait for it). res (the result, with end.err APIERR_COUNT) becomes the reply's body.
  */
-void datastmt_settle(struct request *r, struct dbconn *conn, PGresult *res, struct datastmt_end end,
+void datastmt_settle(struct datareq *q, struct dbconn *conn, PGresult *res, struct datastmt_end end,
                      const char *err);
 
 /* A connection was found dead under a statement: close it, and the pool's idle ones. */
