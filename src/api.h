@@ -1,11 +1,11 @@
 /*
- * api: the endpoints, and the four layers of the request path for /api/data.
+ * api: the endpoints, and the entry of /api/data.
  *
  * api_dispatch runs on the HTTP thread once a request is complete: it routes, answers cheap
- * endpoints directly, validates /api/data requests (a 4xx changes nothing: it is decided before
- * any limit is consumed), applies the rate limit and the breaker, and queues the work. The
- * queued work runs on its event thread or a tier worker (datapath.c) against the tier's connection
- * pool.
+ * endpoints directly, and validates /api/data requests (a 4xx changes nothing: it is decided
+ * before any limit is consumed), then hands them to admission (admission.c: capacity, rate
+ * limit, budget, breaker), which hands what it admits to the data path (datapath.c: the
+ * statement on its event thread or a tier worker).
  *
  * Everything it uses comes in struct api_deps: the api knows the modules it calls, never the
  * server that built them, so a test can hand it a fake tier set and no database.
