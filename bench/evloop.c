@@ -45,7 +45,7 @@ static const char ev_sql[] =
     "SELECT coalesce(json_agg(r ORDER BY r.id), '[]')::text, max(r.id), count(*) FROM (SELECT "
     "id, tier, tenant, payload, created_at FROM tenant_data WHERE tier = 'enterprise' AND id > 0 "
     "ORDER BY id LIMIT 10) r";
-/* bulkhead's session settings (src/api/apiwork.c), so the body is the same bytes. */
+/* bulkhead's session settings (src/api/datastmt.c), so the body is the same bytes. */
 static const char ev_session_sql[] =
     "SET TimeZone = 'UTC'; SET plan_cache_mode = force_generic_plan";
 static const char ev_health_body[] = "{\"status\":\"healthy\"}";

@@ -18,7 +18,10 @@
 #include "server.h"
 #include "admin.h"
 #include "api.h"
-#include "apiwork.h"
+#include "admission.h"
+#include "datapath.h"
+#include "datareq.h"
+#include "datastmt.h"
 #include "auth.h"
 #include "breaker.h"
 #include "capctl.h"
@@ -90,8 +93,8 @@ static int server_tier_start(struct server *srv, struct tier_rt *t, const struct
     t->rl = ratelimit_create(c->rate_limit, c->rate_window_s, (size_t)srv->cfg.rl_max_keys);
     t->budget = dbbudget_create((size_t)srv->cfg.rl_max_keys);
 
-    struct workpool_ops ops = apiwork_ops_template;
-    ops.ctx = &srv->api;
+    struct workpool_ops ops = datapath_ops_template;
+    ops.ctx = &srv->api.data;
     struct workpool_limits lim = tierset_pool_limits(c);
     int rc = workpool_create(c->name, &lim, &ops, &t->pool);
     if (rc) {
@@ -103,9 +106,9 @@ static int server_tier_start(struct server *srv, struct tier_rt *t, const struct
         .conn = {.conninfo = srv->cfg.database_url,
                  .appname = t->appname,
                  .statement_timeout_ms = server_statement_backstop_ms(c),
-                 .setup_sql = apiwork_session_sql,
-                 .stmts = apiwork_statements,
-                 .nstmts = apiwork_statement_count},
+                 .setup_sql = datastmt_session_sql,
+                 .stmts = datastmt_statements,
+                 .nstmts = datastmt_statement_count},
         .max = (size_t)c->db_max,
         .share = tiers_conn_policy(c),
         .others_active = server_others_active,
@@ -357,36 +360,39 @@ static enum tenantstat_reason server_refusal(const struct request *r)
  * and count it (tenantstat.h). The time charged is the time its statement held a connection,
  * known only now: a tenant over its budget is in debt from here on.
  */
-static void server_tenant_done(struct server *srv, const struct request *r, int64_t now)
+static void server_tenant_done(struct server *srv, const struct request *r, const struct datareq *q,
+                               int64_t now)
 {
-    struct tier_rt *t = r->tier;
+    struct tier_rt *t = q->tier;
     int64_t db_us = r->query_us > 0 ? r->query_us : 0;
-    if (db_us && r->budget.limit_ms > 0) /* the budget checked at admission (api.c) */
-        (void)dbbudget_charge(t->budget, r->tenant, r->budget.limit_ms, db_us, now);
+    if (db_us && q->budget.limit_ms > 0) /* the budget checked at admission (admission.c) */
+        (void)dbbudget_charge(t->budget, q->tenant, q->budget.limit_ms, db_us, now);
     if (!srv->tenants)
         return;
-    int64_t begun = r->item.begun_us;
+    int64_t begun = q->item.begun_us;
     struct tenantstat_sample s = {
         .db_us = db_us,
         .queue_us = r->queue_us > 0 ? r->queue_us : 0,
-        .pool_us = r->sent_us > begun && begun > 0 && r->query_us >= 0 ? r->sent_us - begun : 0,
+        .pool_us = q->sent_us > begun && begun > 0 && r->query_us >= 0 ? q->sent_us - begun : 0,
         .refused = server_refusal(r),
-        .shadow = r->shadow};
-    tenantstat_record(srv->tenants, t->index, r->tenant, &s, now);
+        .shadow = q->shadow};
+    tenantstat_record(srv->tenants, t->index, q->tenant, &s, now);
 }
 
 static void server_request_done(void *ctx, const struct request *r, int64_t total_us)
 {
     struct server *srv = ctx;
-    struct metrics_tier *m = r->tier ? &r->tier->m : &srv->m_untiered;
+    const struct datareq *q = datareq_of(r); /* NULL but for /api/data */
+    struct tier_rt *tier = q ? q->tier : NULL;
+    struct metrics_tier *m = tier ? &tier->m : &srv->m_untiered;
     metrics_observe(m, r->outcome, (int)r->status, total_us, r->queue_us, r->query_us);
-    if (r->tier && r->tenant[0])
-        server_tenant_done(srv, r, mclock_now_us());
-    if (r->cap_entered_us) {
+    if (tier && q->tenant[0])
+        server_tenant_done(srv, r, q, mclock_now_us());
+    if (q && q->cap_entered_us) {
         int64_t now = mclock_now_us();
-        capctl_leave(srv->capacity, r->tier->index, r->cap_entered_us, now);
+        capctl_leave(srv->capacity, tier->index, q->cap_entered_us, now);
         if (r->outcome == OUTCOME_OK) /* its latency, not the time it waited for its turn */
-            capctl_observe(srv->capacity, r->tier->index, total_us - r->held_us, now);
+            capctl_observe(srv->capacity, tier->index, total_us - q->held_us, now);
     }
 }
 
@@ -606,9 +612,9 @@ static void server_wire(struct server *srv)
                                  .tenants = srv->tenants,
                                  .proxies = srv->proxies,
                                  .nproxies = srv->nproxies,
-                                 .retry_reads = srv->cfg.retry_reads,
-                                 .lane_depth = srv->cfg.pipeline_depth,
-                                 .lane_join_us = srv->cfg.pipeline_join_ms * 1000,
+                                 .data = {.retry_reads = srv->cfg.retry_reads,
+                                          .lane_depth = srv->cfg.pipeline_depth,
+                                          .lane_join_us = srv->cfg.pipeline_join_ms * 1000},
                                  .admin = srv->admin,
                                  .test_params = srv->cfg.test_params == CONFIG_TEST_PARAMS_ON ||
                                                 (srv->cfg.test_params == CONFIG_TEST_PARAMS_AUTO &&
@@ -720,7 +726,7 @@ static int server_start_backends(struct server *srv)
         const struct tarpit_cfg tc = {.max_clients = (size_t)srv->cfg.tarpit_max_clients,
                                       .max_held = (size_t)srv->cfg.tarpit_max_held,
                                       .max_hold_us = srv->cfg.tarpit_max_hold * 1000,
-                                      .release = api_release_held};
+                                      .release = admission_release_held};
         rc = tarpit_create(&tc, &srv->tarpit);
         if (rc)
             log_error("tarpit", "cannot start the tarpit thread: %s", strerror(-rc));

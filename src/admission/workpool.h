@@ -66,7 +66,7 @@ int workpool_submit(struct workpool *wp, const char *tenant, struct fairq_item *
     __attribute__((warn_unused_result));
 
 /*
- * The event-thread way (apiwork.c), for an item that can run without blocking a thread:
+ * The event-thread way (datapath.c), for an item that can run without blocking a thread:
  * workpool_begin counts it in flight at once when its tenant has nothing waiting and may take
  * a slot (0; -EBUSY: submit it instead; -ESHUTDOWN). If it then has to block after all,
  * workpool_hand gives it to a worker thread, which runs it ahead of the queue (it holds its slot

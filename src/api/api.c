@@ -1,30 +1,21 @@
 /*
- * api: routing, /api/data's request path, and the simple endpoints (see api.h).
+ * api: routing, the simple endpoints, and /api/data's first checks (see api.h).
  *
- * Order of checks for /api/data, cheapest and least committal first:
- *   tier and tenant (400/401) -> arguments and body (400/413/415) -> admission: [0] the
- *   capacity gate (503 shed) -> [1] rate limit (429) -> [1b] database-time budget (429
- *   db_time_exhausted) -> [4] breaker permit (503 circuit_open)
- *   -> [2] a slot of the tier, or its queue (503 bulkhead_full) -> [3] connection (503
- *   pool_timeout) -> statement (500/504) -> breaker verdict. Nothing here blocks: the HTTP
- *   (event) thread never waits on a slot, a connection or the database; the statement side is
- *   apiwork.c.
- *
- * A refusal gives back what admission took before it (the capacity gate, the breaker permit),
- * then goes out or, when the tarpit says so, is held: its request waits, suspended and holding
- * nothing, and is admitted again from [0] on its own event thread when its time comes (a rate
- * limit's turn, or the Retry-After its client did not wait for). The one thing it keeps is a
- * rate-limit token it was granted: admitted again, it does not pay twice.
+ * /api/data, cheapest and least committal first: tier and tenant (400/401) -> arguments and
+ * body (400/413/415) -> admission (admission.c: capacity gate, rate limit, database-time
+ * budget, breaker, a slot of the tier) -> the statement (datapath.c). A 4xx here changes
+ * nothing: it is decided before any limit is consumed. The request's /api/data state is its
+ * own (datareq.h), created here as the request is routed there.
  */
 #include "api.h"
 #include "admin.h"
-#include "apiwork.h"
+#include "admission.h"
 #include "apierr.h"
 #include "assets.h"
 #include "auth.h"
 #include "breaker.h"
 #include "capctl.h"
-#include "compiler.h"
+#include "datareq.h"
 #include "dbbudget.h"
 #include "evloop.h"
 #include "health.h"
@@ -64,48 +55,6 @@ static void api_method_not_allowed(struct request *r, const char *allow)
 {
     apierr_replyf(r, APIERR_METHOD_NOT_ALLOWED, "allowed methods: %s", allow);
     request_add_header(r, MHD_HTTP_HEADER_ALLOW, allow);
-}
-
-/*
- * The client's address. Behind a trusted proxy (TRUSTED_PROXIES) the client is the rightmost
- * untrusted X-Forwarded-For entry; from anyone else X-Forwarded-For is ignored, since a client
- * can write what it likes there. Several X-Forwarded-For fields are one list in their order
- * (RFC 9110 5.3): a proxy that adds a field of its own rather than appending to the client's is
- * read right, not the client's first field.
- */
-static void api_client_addr(const struct api_deps *d, struct request *r, char *out, size_t len)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    char addr[INET6_ADDRSTRLEN] = "unknown";
-    if (ci && ci->client_addr) {
-        const struct sockaddr *sa = ci->client_addr;
-        if (sa->sa_family == AF_INET)
-            inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, addr,
-                      sizeof(addr));
-        else if (sa->sa_family == AF_INET6)
-            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, addr,
-                      sizeof(addr));
-    }
-    if (d->nproxies && params_cidr_contains(d->proxies, d->nproxies, addr)) {
-        char fwd[INET6_ADDRSTRLEN];
-        char *xff = request_header_list(r, "X-Forwarded-For");
-        if (params_forwarded_client(xff, d->proxies, d->nproxies, fwd, sizeof(fwd)))
-            snprintf(addr, sizeof(addr), "%s", fwd);
-        free(xff);
-    }
-    snprintf(out, len, "%s", addr);
-}
-
-/* The client as "ip:<key>": the tenant key when no tenant id is given, and the name of every
- * address-keyed limit and hold. An IPv6 client is its network of CLIENT_IPV6_PREFIX bits
- * (params_client_key): one host commonly holds a whole /64 and could rotate through it. */
-static void api_client_key(const struct api_deps *d, struct request *r, char *out, size_t len)
-{
-    char addr[INET6_ADDRSTRLEN], key[PARAMS_CLIENT_KEY_MAX];
-    api_client_addr(d, r, addr, sizeof(addr));
-    params_client_key(addr, d->ipv6_prefix, key, sizeof(key));
-    snprintf(out, len, "ip:%s", key);
 }
 
 /* ---- /health, /livez, /readyz ------------------------------------------------------------ */
@@ -200,6 +149,7 @@ static void api_invalid_tier(const struct api_deps *d, struct request *r, bool g
 /* Pick the tier and the tenant. Returns false after replying with an error. */
 static bool api_identify(const struct api_deps *d, struct request *r)
 {
+    struct datareq *q = datareq_of(r);
     if (d->auth) {
         /* AUTH_MODE=apikey: the key decides the tenant and its tier. */
         struct auth_identity id;
@@ -213,37 +163,39 @@ static bool api_identify(const struct api_deps *d, struct request *r)
             apierr_reply(r, APIERR_UNAUTHORIZED);
             return false;
         }
-        r->tier = tierset_find(d->tiers, id.tier);
-        if (!r->tier) {
+        q->tier = tierset_find(d->tiers, id.tier);
+        if (!q->tier) {
             apierr_reply(r, APIERR_TIER_UNAVAILABLE);
             return false;
         }
-        snprintf(r->tenant, sizeof(r->tenant), "id:%s", id.tenant);
-        r->tenant_label = r->tenant + 3;
-        r->args.own_rate_limit = id.own_rate_limit;
-        r->args.rate_limit = id.rate_limit;
-        r->args.own_db_time = id.own_db_time;
-        r->args.db_time_ms_per_min = id.db_time_ms_per_min;
+        r->tier_name = q->tier->name;
+        snprintf(q->tenant, sizeof(q->tenant), "id:%s", id.tenant);
+        r->tenant_label = q->tenant + 3;
+        q->args.own_rate_limit = id.own_rate_limit;
+        q->args.rate_limit = id.rate_limit;
+        q->args.own_db_time = id.own_db_time;
+        q->args.db_time_ms_per_min = id.db_time_ms_per_min;
         return true;
     }
 
     const char *tier = request_header(r, "X-Tenant-Tier");
-    r->tier = tier ? tierset_find(d->tiers, tier) : NULL;
-    if (!r->tier) {
+    q->tier = tier ? tierset_find(d->tiers, tier) : NULL;
+    if (!q->tier) {
         api_invalid_tier(d, r, tier != NULL);
         return false;
     }
+    r->tier_name = q->tier->name;
     const char *tenant = request_header(r, "X-Tenant-ID");
     if (tenant) {
         if (!params_tenant_valid(tenant)) {
             apierr_reply(r, APIERR_INVALID_TENANT);
             return false;
         }
-        snprintf(r->tenant, sizeof(r->tenant), "id:%s", tenant);
+        snprintf(q->tenant, sizeof(q->tenant), "id:%s", tenant);
     } else {
-        api_client_key(d, r, r->tenant, sizeof(r->tenant));
+        admission_client_key(d, r, q->tenant, sizeof(q->tenant));
     }
-    r->tenant_label = r->tenant + 3;
+    r->tenant_label = q->tenant + 3;
     return true;
 }
 
@@ -274,7 +226,8 @@ static bool api_test_params_off(const struct api_deps *d, struct request *r)
 
 static bool api_parse_read_args(const struct api_deps *d, struct request *r)
 {
-    struct request_args *a = &r->args;
+    struct datareq *q = datareq_of(r);
+    struct datareq_args *a = &q->args;
     a->limit = API_LIMIT_DEFAULT;
     const char *v;
     if (api_test_params_off(d, r))
@@ -302,335 +255,18 @@ static bool api_parse_read_args(const struct api_deps *d, struct request *r)
 
 static bool api_parse_write_body(struct request *r)
 {
+    struct datareq *q = datareq_of(r);
     if (!params_media_type_is(request_header(r, MHD_HTTP_HEADER_CONTENT_TYPE),
                               "application/json")) {
         apierr_reply(r, APIERR_UNSUPPORTED_MEDIA_TYPE);
         return false;
     }
     char why[200];
-    if (params_payload(r->body, r->body_len, &r->args.payload, why, sizeof(why))) {
+    if (params_payload(r->body, r->body_len, &q->args.payload, why, sizeof(why))) {
         apierr_replyf(r, APIERR_INVALID_BODY, "%s", why);
         return false;
     }
     return true;
-}
-
-/* The rate limit that applies to r: the tenant's own if it has one, else the tier's. */
-static int64_t api_limit_of(const struct request *r, const struct tier_cfg *c)
-{
-    return r->args.own_rate_limit ? r->args.rate_limit : c->rate_limit;
-}
-
-enum api_limited {
-    API_LIMIT_PASS,    /* admitted */
-    API_LIMIT_REFUSED, /* refused: r->rl says when a request would pass */
-    API_LIMIT_WAITING, /* the shared limiter holds r until its verdict (api_limit_decided) */
-};
-
-static void api_limit_decided(void *ctx, const struct ratelimit_result *verdict);
-
-/* Layer 1. HTTP thread. With the shared limiter (RATE_LIMIT_BACKEND=redis) r may have to wait
- * for Redis's answer (its tenant's lease here is used up): then it is r's limiter's until
- * api_limit_decided, and r must be suspended by the caller. */
-static enum api_limited api_rate_limit(const struct api_deps *d, struct request *r,
-                                       const struct tier_cfg *c)
-{
-    int64_t limit = api_limit_of(r, c);
-    if (limit <= 0)
-        return API_LIMIT_PASS; /* unlimited: no limiter work at all */
-    struct tier_rt *t = r->tier;
-    int64_t now = mclock_now_us();
-    int rc = d->redis ? rlsync_check(d->redis, c->name, r->tenant, limit, c->rate_window_s, now,
-                                     &r->rl, api_limit_decided, r)
-                      : -ENOSPC;
-    if (rc == 1) {
-        r->work_ctx = d; /* for api_limit_resume */
-        return API_LIMIT_WAITING;
-    }
-    if (rc == 0) {
-        ratelimit_count(t->rl, r->rl.allowed);
-    } else if (ratelimit_check_limit(t->rl, r->tenant, limit, now, &r->rl)) {
-        /* The table is full: the tenant shares the bucket of its address. */
-        char addr[PARAMS_CLIENT_KEY_MAX + 4];
-        api_client_key(d, r, addr, sizeof(addr));
-        ratelimit_check_overflow(t->rl, addr, limit, now, &r->rl);
-    }
-    r->rl_applied = true;
-    r->retry_after_us = r->rl.retry_after_us;
-    return r->rl.allowed ? API_LIMIT_PASS : API_LIMIT_REFUSED;
-}
-
-/* A limit in shadow mode would have refused r with `why`: count it (tenantstat, at the end) and
- * log it, and let r pass. */
-static void api_shadow(struct request *r, const struct tier_cfg *c, enum tenantstat_reason why)
-{
-    r->shadow |= 1u << why;
-    log_info("shadow_refusal", "tier %s: tenant %s would be refused %s (shadow mode)", c->name,
-             r->tenant_label, tenantstat_reason_name(why));
-}
-
-/* Layer 1b, the database-time budget: the tenant's own if it has one, else its tier's.
- * Returns false when refused (r->budget says until when). The budget is charged when the
- * request ends (server.c: r->budget.limit_ms), by the time its statement held a connection. */
-static bool api_db_budget(struct request *r, const struct tier_cfg *c)
-{
-    int64_t limit = r->args.own_db_time ? r->args.db_time_ms_per_min : c->db_time_ms_per_min;
-    if (limit <= 0 || !r->tier->budget)
-        return true;
-    dbbudget_check(r->tier->budget, r->tenant, limit, mclock_now_us(), &r->budget);
-    r->budget_applied = !c->db_time_shadow; /* a shadow budget shows the client nothing */
-    if (r->budget.allowed)
-        return true;
-    if (c->db_time_shadow) {
-        api_shadow(r, c, TENANTSTAT_DB_TIME_EXHAUSTED);
-        return true;
-    }
-    r->retry_after_us = r->budget.retry_after_us;
-    return false;
-}
-
-/* The reply of refusal e (rc: apiwork_submit's, for a full tier), built when it goes out. */
-static void api_refusal_reply(struct request *r, enum apierr e, int rc)
-{
-    const struct tier_cfg *c = tierset_cfg(r->tier);
-    switch (e) {
-    case APIERR_SHED:
-        apierr_replyf(r, e,
-                      "tier %s is limited: a tier of higher priority needs the shared capacity",
-                      c->name);
-        break;
-    case APIERR_RATE_LIMITED:
-        if (r->args.own_rate_limit)
-            apierr_replyf(r, e, "tenant %s is allowed %" PRId64 " requests per %" PRId64 " s",
-                          r->tenant_label, api_limit_of(r, c), c->rate_window_s);
-        else
-            apierr_replyf(r, e, "tier %s allows %" PRId64 " requests per %" PRId64 " s per tenant",
-                          c->name, api_limit_of(r, c), c->rate_window_s);
-        break;
-    case APIERR_DB_TIME_EXHAUSTED:
-        apierr_replyf(r, e,
-                      "tenant %s used its %" PRId64 " ms of database time per minute (%s %s); "
-                      "it is refused until the refill has paid its debt back",
-                      r->tenant_label, r->budget.limit_ms,
-                      r->args.own_db_time ? "its own budget, in tier" : "tier", c->name);
-        break;
-    case APIERR_CIRCUIT_OPEN:
-        apierr_replyf(r, e, "tier %s is failing; its circuit breaker is open", c->name);
-        break;
-    case APIERR_BULKHEAD_FULL:
-        if (rc == -EDQUOT)
-            apierr_replyf(r, e, "this tenant's share of tier %s's queue is full", c->name);
-        else
-            apierr_replyf(r, e, "tier %s's worker queue is full", c->name);
-        break;
-    default:
-        apierr_reply(r, e);
-        break;
-    }
-}
-
-/*
- * What the tarpit makes of refusal e of r at now: the time to hold r until (<= now: answer it
- * now), with r->retry_after_us set to the Retry-After that holds when it is answered.
- */
-static int64_t api_hold_until(const struct api_deps *d, struct request *r, enum apierr e,
-                              int64_t now)
-{
-    enum apierr_hold hold = apierr_held(e);
-    if (!d->tarpit || hold == APIERR_HOLD_NONE)
-        return now;
-    const char *tier = tierset_cfg(r->tier)->name;
-    char by_tenant[TIERS_NAME_MAX + FAIRQ_KEY_MAX + 2], by_addr[TIERS_NAME_MAX + 64], addr[56];
-    snprintf(by_tenant, sizeof(by_tenant), "%s|%s", tier, r->tenant);
-    struct tarpit_refusal rf = {.key1 = by_tenant, .held_us = r->held_us};
-    if (hold == APIERR_HOLD_TENANT) {
-        /* A rate limit: its exact wait, and its turns one interval apart. */
-        rf.wait_us = r->rl.retry_after_us;
-        rf.interval_us = ratelimit_interval_us(r->rl.limit, r->rl.window_s);
-    } else {
-        /* About the tier: the client was told whole seconds; the address is the client too. */
-        rf.wait_us = apierr_retry_s(e, r->retry_after_us) * 1000000;
-        api_client_key(d, r, addr, sizeof(addr));
-        snprintf(by_addr, sizeof(by_addr), "%s|%s", tier, addr);
-        if (strcmp(r->tenant, addr) != 0)
-            rf.key2 = by_addr;
-    }
-    struct tarpit_verdict v;
-    tarpit_check(d->tarpit, &rf, now, &v);
-    if (hold == APIERR_HOLD_TENANT) {
-        r->retry_after_us = v.retry_us; /* its turn, behind those already waiting */
-        r->rl.retry_after_us = v.retry_us;
-    }
-    return v.until_us;
-}
-
-/*
- * r was refused with e at admission (rc: apiwork_submit's). The capacity gate it passed is
- * left at once, charged nothing (it did no work, and a held refusal must not keep its tier's
- * slot); then r is held by the tarpit, or answered. `suspended`: r is suspended already (it was
- * on its way to a slot, or it is being admitted again); answered, it is resumed here. Returns
- * true when held: the tarpit owns r until it releases it.
- */
-static bool api_refuse(const struct api_deps *d, struct request *r, bool suspended, enum apierr e,
-                       int rc)
-{
-    struct tier_rt *t = r->tier;
-    int64_t now = mclock_now_us();
-    if (r->cap_entered_us) {
-        capctl_leave(d->capacity, t->index, now, now);
-        r->cap_entered_us = 0;
-    }
-    int64_t until = api_hold_until(d, r, e, now);
-    if (until > now) {
-        if (!suspended)
-            request_defer(r); /* before the tarpit sees it: it may release it at once */
-        suspended = true;
-        r->work_ctx = d;
-        r->held_us += until - now;
-        if (tarpit_hold(d->tarpit, r, until))
-            return true;
-        r->held_us -= until - now; /* too many held: answered at once after all */
-    }
-    api_refusal_reply(r, e, rc);
-    if (r->held_us)
-        r->outcome = OUTCOME_HELD; /* a refusal answered after a hold */
-    if (suspended)
-        request_resume(r);
-    return false;
-}
-
-/*
- * After the rate limit: [4] a breaker permit, then [2] a worker. `suspended`: as api_admit's.
- * Returns true when r was handed on (to a worker, or to the tarpit).
- */
-static bool api_admit_limited(const struct api_deps *d, struct request *r, bool suspended)
-{
-    struct tier_rt *t = r->tier;
-    r->permit = breaker_acquire(t->breaker, mclock_now_us(), &r->retry_after_us);
-    if (r->permit == BREAKER_DENY)
-        return api_refuse(d, r, suspended, APIERR_CIRCUIT_OPEN, 0);
-
-    /* Suspend before queueing: a worker may finish before this thread returns. */
-    if (!suspended)
-        request_defer(r);
-    int rc = apiwork_submit(d, r);
-    if (rc == 0)
-        return true; /* whoever runs it owns r now */
-    breaker_release(t->breaker, r->permit);
-    return api_refuse(d, r, true, rc == -ESHUTDOWN ? APIERR_SHUTTING_DOWN : APIERR_BULKHEAD_FULL,
-                      rc);
-}
-
-/*
- * The rate limit's verdict is known (refused: it would refuse r): apply it, or in shadow mode
- * only count it; then the database-time budget, then api_admit_limited. `suspended`: as
- * api_admit's. Returns true when r was handed on.
- */
-static bool api_after_limit(const struct api_deps *d, struct request *r, bool suspended,
-                            bool refused)
-{
-    const struct tier_cfg *c = tierset_cfg(r->tier);
-    if (refused) {
-        if (!c->rate_limit_shadow)
-            return api_refuse(d, r, suspended, APIERR_RATE_LIMITED, 0);
-        api_shadow(r, c, TENANTSTAT_RATE_LIMITED);
-        r->rl_applied = false; /* a shadow limit shows the client nothing */
-        r->retry_after_us = 0;
-    } else if (c->rate_limit_shadow) {
-        r->rl_applied = false;
-    }
-    if (!api_db_budget(r, c))
-        return api_refuse(d, r, suspended, APIERR_DB_TIME_EXHAUSTED, 0);
-    return api_admit_limited(d, r, suspended);
-}
-
-/*
- * Admission, from [0] on: on the HTTP thread for a new request, and again on the same thread
- * (api_readmit) for one the tarpit held. Returns true when r was handed on (to a worker, back
- * to the tarpit, or to the shared limiter until its verdict): from then on whoever has it owns
- * it.
- */
-static bool api_admit(const struct api_deps *d, struct request *r, bool suspended)
-{
-    struct tier_rt *t = r->tier;
-    const struct tier_cfg *c = tierset_cfg(t);
-    /* A request the limiter admitted in an earlier attempt (then refused by the breaker or a
-     * full tier, and held) keeps the place it was given: one request, one token. */
-    bool charged = r->rl.allowed;
-    r->rl_applied = charged; /* the headers of the verdict, once it reached the limiter */
-    /* [0] The shared capacity: a higher tier may need it (capctl.h). First, since a tier that
-     * is shed should cost as little as a refusal can. */
-    int64_t now = mclock_now_us(), retry_us = 0;
-    if (d->capacity && !capctl_enter(d->capacity, t->index, now, &retry_us)) {
-        r->retry_after_us = retry_us;
-        return api_refuse(d, r, suspended, APIERR_SHED, 0);
-    }
-    r->cap_entered_us = d->capacity ? now : 0;
-    if (!charged) {
-        switch (api_rate_limit(d, r, c)) {
-        case API_LIMIT_REFUSED:
-            return api_after_limit(d, r, suspended, true);
-        case API_LIMIT_WAITING:
-            /* Its verdict comes back to this thread (api_limit_resume), so only after this
-             * returns: suspending it now is in time. It keeps its capacity slot meanwhile. */
-            if (!suspended)
-                request_defer(r);
-            return true;
-        case API_LIMIT_PASS:
-            break;
-        }
-    }
-    return api_after_limit(d, r, suspended, false);
-}
-
-/* A verdict of the shared limiter for a request that waited for it (r->task may not be free:
- * the verdict is copied on the limiter's thread, where r must not be touched). */
-struct api_limit_wait {
-    struct evloop_task task; /* first: api_limit_resume on r's HTTP thread */
-    struct request *r;
-    struct ratelimit_result verdict;
-};
-
-/* r's HTTP thread: the rest of r's admission, with the verdict it waited for (r is suspended). */
-static void api_limit_resume(struct evloop_task *task)
-{
-    struct api_limit_wait *w = (struct api_limit_wait *)(void *)task;
-    struct request *r = w->r;
-    r->rl = w->verdict;
-    free(w);
-    const struct api_deps *d = r->work_ctx;
-    ratelimit_count(r->tier->rl, r->rl.allowed);
-    r->rl_applied = true;
-    r->retry_after_us = r->rl.retry_after_us;
-    api_after_limit(d, r, true, !r->rl.allowed);
-}
-
-/* The shared limiter's thread (rlsync): hand the verdict to r's HTTP thread, touching nothing
- * of r but the loop it belongs to. */
-static void api_limit_decided(void *ctx, const struct ratelimit_result *verdict)
-{
-    struct request *r = ctx;
-    struct api_limit_wait *w = xmalloc(sizeof(*w));
-    w->task = (struct evloop_task){.fn = api_limit_resume};
-    w->r = r;
-    w->verdict = *verdict;
-    evloop_post(r->loop, &w->task);
-}
-
-/* r's event thread: the tarpit released it; admit it again (it is suspended). */
-static void api_readmit(struct evloop_task *task)
-{
-    struct request *r = container_of(task, struct request, task);
-    api_admit(r->work_ctx, r, true);
-}
-
-/* The tarpit's thread: a held request is due. Admission is its event thread's to run. */
-void api_release_held(void *item, void *ctx)
-{
-    (void)ctx;
-    struct request *r = item;
-    r->task.fn = api_readmit;
-    evloop_post(r->loop, &r->task);
 }
 
 /* Returns true when r was handed on (to a worker, or the tarpit): from then on it owns it. */
@@ -640,11 +276,12 @@ static bool api_data(const struct api_deps *d, struct request *r)
         api_method_not_allowed(r, "GET, HEAD, POST");
         return false;
     }
+    datareq_new(r);
     if (!api_identify(d, r))
         return false;
     if (r->method == METHOD_POST ? !api_parse_write_body(r) : !api_parse_read_args(d, r))
         return false;
-    return api_admit(d, r, false);
+    return admission_admit(d, r, false);
 }
 
 /* ---- metrics, dashboard ------------------------------------------------------------------ */
@@ -747,7 +384,7 @@ static bool api_dashboard_data(const struct api_deps *d, struct request *r)
 static bool api_admin(const struct api_deps *d, struct request *r)
 {
     char client[INET6_ADDRSTRLEN];
-    api_client_addr(d, r, client, sizeof(client));
+    admission_client_addr(d, r, client, sizeof(client));
     return admin_handle(d->admin, client, r);
 }
 

@@ -1,10 +1,11 @@
 /*
- * api: the endpoints, and the four layers of the request path for /api/data.
+ * api: the endpoints, and the entry of /api/data.
  *
  * api_dispatch runs on the HTTP thread once a request is complete: it routes, answers cheap
- * endpoints directly, validates /api/data requests (a 4xx changes nothing: it is decided before
- * any limit is consumed), applies the rate limit and the breaker, and queues the work. The
- * queued work runs on a tier worker (apiwork.c) against the tier's connection pool.
+ * endpoints directly, and validates /api/data requests (a 4xx changes nothing: it is decided
+ * before any limit is consumed), then hands them to admission (admission.c: capacity, rate
+ * limit, budget, breaker), which hands what it admits to the data path (datapath.c: the
+ * statement on its event thread or a tier worker).
  *
  * Everything it uses comes in struct api_deps: the api knows the modules it calls, never the
  * server that built them, so a test can hand it a fake tier set and no database.
@@ -12,6 +13,7 @@
 #ifndef BULKHEAD_API_H
 #define BULKHEAD_API_H
 
+#include "datapath.h"
 #include "params.h"
 
 #include <stdatomic.h>
@@ -46,13 +48,11 @@ struct api_deps {
     struct tenantstat *tenants;           /* per-tenant accounting (NULL: none, in tests) */
     const struct params_cidr *proxies;    /* TRUSTED_PROXIES */
     size_t nproxies;
-    int64_t retry_reads;  /* DB_READ_RETRIES */
-    int64_t lane_depth;   /* DB_PIPELINE_DEPTH */
-    int64_t lane_join_us; /* DB_PIPELINE_JOIN_MS, in us */
-    struct admin *admin;  /* NULL unless ADMIN_TOKEN is set: /admin is off */
-    bool test_params;     /* force_error and delay_ms are accepted (TEST_PARAMS) */
-    unsigned ipv6_prefix; /* CLIENT_IPV6_PREFIX: an IPv6 client is its network of these bits */
-    bool ops_port;        /* OPS_PORT is set: operator endpoints answer on it alone */
+    struct datapath_cfg data; /* the data path's settings (also its workers' ctx) */
+    struct admin *admin;      /* NULL unless ADMIN_TOKEN is set: /admin is off */
+    bool test_params;         /* force_error and delay_ms are accepted (TEST_PARAMS) */
+    unsigned ipv6_prefix;     /* CLIENT_IPV6_PREFIX: an IPv6 client is its network of these bits */
+    bool ops_port;            /* OPS_PORT is set: operator endpoints answer on it alone */
 };
 
 /* HTTP thread. Returns false with r READY (reply set), or true when r was suspended and handed
@@ -68,10 +68,5 @@ bool api_dispatch_ops(const struct api_deps *d, struct request *r);
 /* Any thread: whether url is a probe (/livez, /readyz), answered even while draining so that
  * an orchestrator sees the process alive and not ready (http_opts.drain_exempt). */
 bool api_is_probe(const char *url);
-
-/* The tarpit's release callback (tarpit_cfg.release; any thread): a held request's time has
- * come; it is posted to its event thread, which admits it again (served, held again, or
- * answered with its refusal). */
-void api_release_held(void *item, void *ctx);
 
 #endif

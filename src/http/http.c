@@ -48,6 +48,8 @@ struct http {
     int listen_fd;                /* owned until quiesced, then closed (-1) */
     struct evloop *loops;         /* owned: the HTTP threads */
     unsigned n;                   /* threads, one daemon each */
+    bool *closed;                 /* owned; closed[i]: a connection of daemon i closed during
+                                     its run (http_notify; loop i's alone) */
     struct MHD_Daemon *daemons[]; /* owned; daemon i is driven by loop i */
 };
 
@@ -238,28 +240,25 @@ static int http_listen(const struct http_settings *set, int64_t port, bool *v6, 
     return 0;
 }
 
-/* A connection of this thread's daemon closed during its run (http_notify). */
-static _Thread_local bool http_closed;
-
 static void http_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
                         enum MHD_ConnectionNotificationCode toe)
 {
-    (void)cls;
     (void)conn;
     (void)socket_context;
+    bool *closed = cls; /* the daemon's flag: it runs on its loop's thread alone */
     if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
-        http_closed = true;
+        *closed = true;
 }
 
 static void http_run(void *ctx, unsigned i)
 {
     struct http *h = ctx;
-    http_closed = false;
+    h->closed[i] = false;
     MHD_run(h->daemons[i]);
     /* A daemon at its connection cap takes the listening socket out of its epoll set, and puts
      * it back only at the start of a run: after a close, run once more so that a client
      * waiting in the backlog is accepted now, not at the next event. */
-    if (http_closed)
+    if (h->closed[i])
         MHD_run(h->daemons[i]);
 }
 
@@ -286,7 +285,7 @@ static struct MHD_Daemon *http_daemon(struct http *h, unsigned i, bool v6)
     struct MHD_OptionItem mhd_opts[] = {
         {MHD_OPTION_LISTEN_SOCKET, h->listen_fd, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)http_completed, h},
-        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)http_notify, h},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)http_notify, &h->closed[i]},
         {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)limit, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)set->idle_timeout, NULL},
         /* Room for a head over the limit to reach http_head_ok (see the top of this file). */
@@ -303,6 +302,7 @@ int http_start(const struct http_opts *opts, struct http **out)
     const struct http_settings *set = &opts->set;
     unsigned n = http_threads(opts);
     struct http *h = xcalloc(1, sizeof(*h) + n * sizeof(h->daemons[0]));
+    h->closed = xcalloc(n, sizeof(h->closed[0]));
     h->opts = *opts;
     if (!h->opts.name)
         h->opts.name = "http";
@@ -388,6 +388,7 @@ void http_stop(struct http *h)
     for (unsigned i = 0; i < h->n; i++)
         if (h->daemons[i])
             MHD_stop_daemon(h->daemons[i]);
+    free(h->closed);
     free(h);
 }
 

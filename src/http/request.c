@@ -6,7 +6,6 @@
 #include "evloop.h"
 #include "log.h"
 #include "mclock.h"
-#include "tierset.h"
 #include "xalloc.h"
 
 #include <arpa/inet.h>
@@ -137,8 +136,7 @@ int request_arg(const struct request *r, const char *name, const char **value)
     return 0;
 }
 
-/* Append the literal s to buf[*len..cap), NUL-terminated; cut short (never overrun) at cap. */
-static void request_put(char *buf, size_t cap, size_t *len, const char *s)
+void request_put(char *buf, size_t cap, size_t *len, const char *s)
 {
     size_t n = strlen(s);
     if (*len + n + 1 > cap)
@@ -148,8 +146,7 @@ static void request_put(char *buf, size_t cap, size_t *len, const char *s)
     buf[*len] = '\0';
 }
 
-/* "%" PRId64 into buf (at least 21 bytes), without printf. */
-static const char *request_i64(char *buf, size_t cap, int64_t v)
+const char *request_i64(char *buf, size_t cap, int64_t v)
 {
     char *p = buf + cap - 1;
     *p = '\0';
@@ -161,77 +158,6 @@ static const char *request_i64(char *buf, size_t cap, int64_t v)
     if (v < 0)
         *--p = '-';
     return p;
-}
-
-/*
- * The rate limit's verdict, in the fields of draft-ietf-httpapi-ratelimit-headers (07 and
- * later: structured-field lists, one item named after the tier) and, for clients that have not
- * moved yet, the three fields of the older drafts:
- *   RateLimit-Policy: "free";q=100;w=60      quota, window (s)
- *   RateLimit: "free";r=42;t=1               available now; seconds until that grows (a 429:
- *                                            its Retry-After)
- *   RateLimit-Limit: 100, RateLimit-Remaining: 42, RateLimit-Reset: 35 (until the full burst)
- * Tier names are [a-z0-9_-], so they need no escaping inside a structured-field string.
- */
-static void request_ratelimit_headers(const struct request *r, struct MHD_Response *resp)
-{
-    const struct ratelimit_result *rl = &r->rl;
-    const char *policy = r->tier ? r->tier->name : "default";
-    char v[TIERS_NAME_MAX + 64], n1[24], n2[24];
-    size_t len = 0;
-    request_put(v, sizeof(v), &len, "\"");
-    request_put(v, sizeof(v), &len, policy);
-    request_put(v, sizeof(v), &len, "\";q=");
-    request_put(v, sizeof(v), &len, request_i64(n1, sizeof(n1), rl->limit));
-    request_put(v, sizeof(v), &len, ";w=");
-    request_put(v, sizeof(v), &len, request_i64(n2, sizeof(n2), rl->window_s));
-    MHD_add_response_header(resp, "RateLimit-Policy", v);
-    len = 0;
-    request_put(v, sizeof(v), &len, "\"");
-    request_put(v, sizeof(v), &len, policy);
-    request_put(v, sizeof(v), &len, "\";r=");
-    request_put(v, sizeof(v), &len, request_i64(n1, sizeof(n1), rl->remaining));
-    request_put(v, sizeof(v), &len, ";t=");
-    request_put(v, sizeof(v), &len,
-                request_i64(n2, sizeof(n2), request_retry_seconds(ratelimit_next_us(rl))));
-    MHD_add_response_header(resp, "RateLimit", v);
-    /* Deprecated (draft 06 and before), kept while clients move. */
-    MHD_add_response_header(resp, "RateLimit-Limit", request_i64(n1, sizeof(n1), rl->limit));
-    MHD_add_response_header(resp, "RateLimit-Remaining",
-                            request_i64(n1, sizeof(n1), rl->remaining));
-    MHD_add_response_header(resp, "RateLimit-Reset",
-                            request_i64(n1, sizeof(n1), request_retry_seconds(rl->reset_us)));
-}
-
-/*
- * The database-time budget (dbbudget.h), a second policy in the same fields, in ms of database
- * time per 60 s: RateLimit-Policy: "free_db_time";q=600;w=60 and RateLimit:
- * "free_db_time";r=120;t=0 (r: ms left; t: a 429's Retry-After, else 0 as the bucket refills
- * continuously).
- */
-static void request_budget_headers(const struct request *r, struct MHD_Response *resp)
-{
-    const struct dbbudget_verdict *b = &r->budget;
-    const char *policy = r->tier ? r->tier->name : "default";
-    char v[TIERS_NAME_MAX + 80], n1[24], n2[24];
-    size_t len = 0;
-    request_put(v, sizeof(v), &len, "\"");
-    request_put(v, sizeof(v), &len, policy);
-    request_put(v, sizeof(v), &len, "_db_time\";q=");
-    request_put(v, sizeof(v), &len, request_i64(n1, sizeof(n1), b->limit_ms));
-    request_put(v, sizeof(v), &len, ";w=");
-    request_put(v, sizeof(v), &len, request_i64(n2, sizeof(n2), DBBUDGET_WINDOW_S));
-    MHD_add_response_header(resp, "RateLimit-Policy", v);
-    len = 0;
-    request_put(v, sizeof(v), &len, "\"");
-    request_put(v, sizeof(v), &len, policy);
-    request_put(v, sizeof(v), &len, "_db_time\";r=");
-    request_put(v, sizeof(v), &len, request_i64(n1, sizeof(n1), b->remaining_ms));
-    request_put(v, sizeof(v), &len, ";t=");
-    request_put(
-        v, sizeof(v), &len,
-        request_i64(n2, sizeof(n2), b->allowed ? 0 : request_retry_seconds(b->retry_after_us)));
-    MHD_add_response_header(resp, "RateLimit", v);
 }
 
 static void request_set(struct request *r, unsigned status, enum metrics_outcome outcome,
@@ -250,10 +176,8 @@ static void request_set(struct request *r, unsigned status, enum metrics_outcome
     r->reply_retry_s = 0;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
-    if (r->rl_applied)
-        request_ratelimit_headers(r, resp);
-    if (r->budget_applied)
-        request_budget_headers(r, resp);
+    if (r->handler_ops && r->handler_ops->reply_headers)
+        r->handler_ops->reply_headers(r, r->handler);
 }
 
 void request_reply_json(struct request *r, unsigned status, enum metrics_outcome outcome,
@@ -325,6 +249,12 @@ void request_reply_error(struct request *r, unsigned status, enum metrics_outcom
                                 request_i64(num, sizeof(num), retry_after_s));
 }
 
+void request_set_handler(struct request *r, const struct request_handler_ops *ops, void *state)
+{
+    r->handler_ops = ops;
+    r->handler = state;
+}
+
 void request_add_header(struct request *r, const char *name, const char *value)
 {
     if (r->resp)
@@ -371,7 +301,7 @@ void request_finish(struct request *r, enum MHD_RequestTerminationCode toe)
     if (log_access_wanted(success, total)) {
         struct log_access a = {
             .request_id = r->request_id,
-            .tier = r->tier ? r->tier->name : NULL,
+            .tier = r->tier_name,
             .tenant = r->tenant_label,
             .method = r->method_name,
             .path = r->url,
@@ -385,8 +315,9 @@ void request_finish(struct request *r, enum MHD_RequestTerminationCode toe)
     }
     if (r->resp)
         MHD_destroy_response(r->resp);
+    if (r->handler_ops && r->handler_ops->free)
+        r->handler_ops->free(r->handler);
     free(r->body);
-    free(r->args.payload);
     free(r);
     hooks->freed(hooks->ctx);
 }

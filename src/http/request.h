@@ -6,7 +6,7 @@
  * out or the client left). It is answered in one of two ways:
  *   - at once on the HTTP thread (health, metrics, every rejection): request_reply*;
  *   - later: the HTTP thread calls request_defer (the connection is suspended) and hands the
- *     request on (apiwork.c: its statement runs on an event thread's loop or on a worker
+ *     request on (datapath.c: its statement runs on an event thread's loop or on a worker
  *     thread); whoever runs it fills the reply and calls request_resume, after which it must
  *     not touch the request again.
  * Between request_defer and request_resume only the one running it (or the janitor, dropping
@@ -22,13 +22,8 @@
 #ifndef BULKHEAD_REQUEST_H
 #define BULKHEAD_REQUEST_H
 
-#include "breaker.h"
-#include "dbbudget.h"
-#include "dbpool.h"
 #include "evloop.h"
-#include "fairq.h"
 #include "metrics.h"
-#include "ratelimit.h"
 
 #include <microhttpd.h>
 #include <stdatomic.h>
@@ -36,9 +31,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct apiwork_lane;
-struct dbconn;
-struct tier_rt;
 struct request;
 
 /* What the owner of the requests (the server) is told about them. Set before the first
@@ -65,20 +57,13 @@ enum request_state {
 #define REQUEST_ID_MAX      64
 #define REQUEST_MAX_HEADERS 12
 
-/* What /api/data was asked to do; parsed and validated on the HTTP thread. */
-struct request_args {
-    bool force_error;
-    int64_t delay_ms;     /* 0 = no delay */
-    int64_t limit;        /* page size */
-    int64_t cursor;       /* rows with id > cursor */
-    char *payload;        /* POST: the payload object as compact JSON, owned */
-    int64_t tenant_db_id; /* apikey mode: the tenant's row id; 0 = none */
-    bool own_rate_limit;  /* apikey mode: the tenant's override wins over the tier's limit */
-    int64_t rate_limit;   /* with own_rate_limit: per the tier's window, 0 = unlimited */
-
-    /* apikey mode: the tenant's own database-time budget (ms per minute, 0 = none) wins. */
-    bool own_db_time;
-    int64_t db_time_ms_per_min;
+/* A handler's hooks on a request it took (request_set_handler). Both may be NULL. */
+struct request_handler_ops {
+    /* Each time a reply is set (request_reply*): add the handler's fields to it
+     * (request_add_header), e.g. the verdicts of the limits it applied. */
+    void (*reply_headers)(struct request *r, void *state);
+    /* The request is freed (after its access line): free state. */
+    void (*free)(void *state);
 };
 
 struct request {
@@ -91,42 +76,20 @@ struct request {
     /* Atomic: the worker's request_resume stores READY (after the reply, so a thread that
      * loads READY sees the reply) while the HTTP thread may look at it in a spurious call. */
     _Atomic(enum request_state) state;
-    struct fairq_item item; /* the tier queue's link (no allocation to enqueue) */
 
     char request_id[REQUEST_ID_MAX + 1];
-    struct tier_rt *tier;           /* the tier serving it, or NULL */
-    char tenant[FAIRQ_KEY_MAX + 1]; /* rate-limit and fairness key; "" before it is known */
-    const char *tenant_label;       /* for logs: the tenant id without the "id:"/"ip:" prefix */
-    struct request_args args;
+    /* For its access line, set by its handler (not owned; they outlive the request): */
+    const char *tier_name;    /* the tier serving it, or NULL */
+    const char *tenant_label; /* the tenant id without the "id:"/"ip:" prefix, or NULL */
+    /* The handler's own state (h2o's way: the request knows nothing of it), and its hooks. */
+    const struct request_handler_ops *handler_ops;
+    void *handler; /* owned through handler_ops->free */
 
     char *body; /* owned; request body as received (POST) */
     size_t body_len, body_cap;
     bool body_too_large; /* more than HTTP_MAX_BODY_BYTES arrived */
 
-    enum breaker_permit permit; /* held from breaker_acquire until recorded or released */
-    int64_t cap_entered_us;     /* admitted by the capacity controller at; 0 = not admitted */
-    int64_t retry_after_us;     /* a refusal's Retry-After, set by the limiter or breaker */
-    bool rl_applied;            /* the tier is rate-limited: send RateLimit-* headers */
-    struct ratelimit_result rl; /* the verdict behind those headers */
-
-    /* The database-time budget's verdict at admission (api.c), and the limits in shadow mode
-     * that let it pass (a bit per tenantstat_reason), counted when it ends (server.c). */
-    bool budget_applied; /* the tenant has a budget that is enforced: send its policy */
-    struct dbbudget_verdict budget;
-    unsigned shadow;
-
-    /* /api/data run on an event thread (apiwork.c); that thread's while the statement runs. */
-    struct evloop_thread *work_loop; /* the loop running it */
-    struct evloop_watch watch;       /* the statement's socket, or the acquire deadline, or (in
-                                        a lane) the call's deadline */
-    struct dbpool_wait dbwait;       /* waiting for a connection */
-    struct evloop_task task;         /* the pool's answer, posted to work_loop */
-    struct dbconn *db;               /* held while the statement runs there, else NULL */
-    const void *work_ctx;            /* the api_deps it runs with */
-    int64_t sent_us;                 /* when the statement was sent (on a lane: queued) */
-    int64_t db_retries;              /* reads retried after meeting a dead connection */
-    struct apiwork_lane *lane;       /* the pipelined connection its read is on, or NULL */
-    struct request *lane_next;       /* the next statement on that lane (sent or queued) */
+    int64_t retry_after_us; /* a refusal's Retry-After, set by the layer that refused */
 
     int64_t t_start_us; /* monotonic: its loop's turn that read it woke (evloop_turn_us) */
     int64_t queue_us;   /* time waited for a worker; -1 = never queued */
@@ -137,7 +100,6 @@ struct request {
     enum metrics_outcome outcome;
     int error;                 /* apierr row + 1 of an error reply (apierr.c), 0 for others */
     int64_t reply_retry_s;     /* the Retry-After the reply carries, 0 = none */
-    int64_t held_us;           /* how long the tarpit held it; 0 = not held */
     struct MHD_Response *resp; /* owned until queued */
 };
 
@@ -174,6 +136,15 @@ void request_reply_error(struct request *r, unsigned status, enum metrics_outcom
                          int64_t retry_after_s);
 /* Add a header to the reply set by the last request_reply* call. */
 void request_add_header(struct request *r, const char *name, const char *value);
+
+/* HTTP thread: the handler that took r keeps state on it, with hooks (request_handler_ops). */
+void request_set_handler(struct request *r, const struct request_handler_ops *ops, void *state);
+
+/* Builders' helpers (no printf on the refusal path): append the literal s to buf[*len..cap),
+ * NUL-terminated, cut short (never overrun) at cap; "%" PRId64 of v into buf (at least 21
+ * bytes), returning where it starts. */
+void request_put(char *buf, size_t cap, size_t *len, const char *s);
+const char *request_i64(char *buf, size_t cap, int64_t v);
 
 /* HTTP thread: suspend the connection before handing the request to a worker. */
 void request_defer(struct request *r);

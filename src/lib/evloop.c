@@ -58,6 +58,9 @@ struct evloop_thread {
     /* _shared: inbox_mutex guards the inbox. */
     pthread_mutex_t inbox_mutex;
     struct evloop_task *inbox, *inbox_tail; /* posted, not yet run */
+    /* evloop_storage's slots and how to free them (loop thread only). */
+    void *slot[EVLOOP_SLOTS];
+    void (*slot_dispose[EVLOOP_SLOTS])(void *);
 };
 
 struct evloop {
@@ -75,7 +78,11 @@ struct evloop {
     struct evloop_thread t[]; /* n of them */
 };
 
+/* The loop that runs on this thread: truly per thread (how a thread finds its loop); every
+ * per-loop state hangs off the loop (evloop_storage). */
 static _Thread_local struct evloop_thread *evloop_self;
+/* Slot numbers given so far (evloop_storage). */
+static atomic_size_t evloop_slots_given;
 /* epoll_pwait2 failed with ENOSYS or EPERM once: every loop uses epoll_wait from then on. */
 static atomic_bool evloop_ms_waits;
 
@@ -143,6 +150,35 @@ static void evloop_heap_fix(struct evloop_thread *t, size_t i)
         evloop_sift_up(t, i);
     else
         evloop_sift_down(t, i);
+}
+
+void **evloop_storage(struct evloop_thread *t, atomic_size_t *key, void (*dispose)(void *))
+{
+    size_t k = atomic_load_explicit(key, memory_order_acquire);
+    if (!k) {
+        size_t fresh = atomic_fetch_add_explicit(&evloop_slots_given, 1, memory_order_relaxed) + 1;
+        if (fresh > EVLOOP_SLOTS) {
+            fprintf(stderr, "bulkhead: more than %d users of evloop_storage\n", EVLOOP_SLOTS);
+            abort();
+        }
+        /* Two loops may ask at once: the first number stored is everybody's. */
+        k = atomic_compare_exchange_strong_explicit(key, &k, fresh, memory_order_acq_rel,
+                                                    memory_order_acquire)
+                ? fresh
+                : k;
+    }
+    t->slot_dispose[k - 1] = dispose;
+    return &t->slot[k - 1];
+}
+
+/* The loop ends: free what its users keep in its slots. */
+static void evloop_dispose_slots(struct evloop_thread *t)
+{
+    for (size_t i = 0; i < EVLOOP_SLOTS; i++) {
+        if (t->slot[i] && t->slot_dispose[i])
+            t->slot_dispose[i](t->slot[i]);
+        t->slot[i] = NULL;
+    }
 }
 
 static void evloop_unlink(struct evloop_watch *w)
@@ -428,6 +464,7 @@ static void *evloop_main(void *arg)
         evloop_run_deferred(t);
         evloop_run_inbox(t);
     } while (t->nheap);
+    evloop_dispose_slots(t);
     evloop_self = NULL;
     return NULL;
 }

@@ -29,6 +29,7 @@
 
 #include "metrics.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -116,5 +117,15 @@ int evloop_watch(struct evloop_thread *t, struct evloop_watch *w, uint64_t *watc
 
 /* Loop thread: disarm an armed watch without firing it (its socket goes elsewhere). O(log n). */
 void evloop_unwatch(struct evloop_watch *w);
+
+/*
+ * Per-loop storage (h2o's context storage), for a module that keeps state per loop instead of
+ * in _Thread_local variables: the slot of loop t that *key names. *key is the module's static,
+ * 0 until the first call gives it a number, the same on every loop; at most EVLOOP_SLOTS
+ * modules. The slot starts NULL; dispose, given with the slot's first use on a loop, runs on
+ * that loop's thread as it ends (after its last work) when the slot is not NULL. Loop thread.
+ */
+#define EVLOOP_SLOTS 8
+void **evloop_storage(struct evloop_thread *t, atomic_size_t *key, void (*dispose)(void *));
 
 #endif

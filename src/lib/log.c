@@ -246,7 +246,8 @@ void log_sampling(double fraction, int64_t slow_us)
     log_cfg.slow_us = slow_us > 0 ? slow_us : 0;
 }
 
-/* This thread's next pseudo-random draw (xorshift64*). */
+/* This thread's next pseudo-random draw (xorshift64*). Per thread by nature, not per loop:
+ * workers and the janitor log too, and a draw must take no lock. */
 static uint64_t log_draw(void)
 {
     static _Thread_local uint64_t state;
@@ -326,7 +327,8 @@ void log_json_escape(char *dst, size_t cap, size_t *len, const char *s, size_t m
 }
 
 /* The date and time to the second, formatted once a second per thread: gmtime_r takes a
- * process-wide lock and strftime is slow, and every access line needs a timestamp. */
+ * process-wide lock and strftime is slow, and every access line needs a timestamp. Per thread
+ * by nature (any thread logs), so a thread-local, not per-loop storage. */
 static _Thread_local struct {
     time_t sec;    /* the second text describes; 0 = nothing cached yet */
     char text[24]; /* "2026-11-28T07:01:02" */

@@ -15,7 +15,9 @@
  */
 #include "admin.h"
 #include "api.h"
-#include "apiwork.h"
+#include "admission.h"
+#include "datapath.h"
+#include "datareq.h"
 #include "breaker.h"
 #include "capctl.h"
 #include "config.h"
@@ -85,10 +87,12 @@ static void hook_begin(void *ctx)
 static void hook_done(void *ctx, const struct request *r, int64_t total_us)
 {
     (void)ctx;
-    metrics_observe(r->tier ? &r->tier->m : &t.untiered, r->outcome, (int)r->status, total_us,
+    const struct datareq *q = datareq_of(r);
+    struct tier_rt *tier = q ? q->tier : NULL;
+    metrics_observe(tier ? &tier->m : &t.untiered, r->outcome, (int)r->status, total_us,
                     r->queue_us, r->query_us);
-    if (r->cap_entered_us) /* as the server does */
-        capctl_leave(t.capacity, r->tier->index, r->cap_entered_us, mclock_now_us());
+    if (q && q->cap_entered_us) /* as the server does */
+        capctl_leave(t.capacity, tier->index, q->cap_entered_us, mclock_now_us());
 }
 
 static void hook_freed(void *ctx)
@@ -120,8 +124,8 @@ static int setup(void **state)
     if (config_load_from(&t.cfg, cfg_get, NULL, err, sizeof(err)))
         return -1;
     t.cfg.api_port = 0; /* any free port */
-    struct workpool_ops ops = apiwork_ops_template;
-    ops.ctx = &t.deps;
+    struct workpool_ops ops = datapath_ops_template;
+    ops.ctx = &t.deps.data;
     t.ts = fakeset_create(tiers_json, &ops);
     t.history = history_create(t.ts);
     t.hooks = (struct request_hooks){
@@ -152,8 +156,10 @@ static int setup(void **state)
             .priority = (int64_t)i, .max = 2, .floor = 0.1, .tolerance = 1.0};
         capctl_configure(t.capacity, i, &tc);
     }
-    const struct tarpit_cfg tc = {
-        .max_clients = 1000, .max_held = 16, .max_hold_us = 60000000, .release = api_release_held};
+    const struct tarpit_cfg tc = {.max_clients = 1000,
+                                  .max_held = 16,
+                                  .max_hold_us = 60000000,
+                                  .release = admission_release_held};
     if (tarpit_create(&tc, &t.tarpit))
         return -1;
     t.deps = (struct api_deps){.tiers = t.ts,

@@ -12,7 +12,8 @@
  * kept busy shows up in its own lag histogram, an idle one keeps probing), and the deadline
  * heap: the order timers fire in (deadline, then arming; disarmed and re-armed ones), and what
  * many deadlines passing at once cost, counted in comparisons (evloop_deadline_compares), not
- * timed. Every wait is on the test's condition variable, bounded by WAIT_S; nothing sleeps.
+ * timed; and per-loop storage (each loop its own slot, kept between calls, disposed once as it
+ * ends). Every wait is on the test's condition variable, bounded by WAIT_S; nothing sleeps.
  */
 #include "evloop.h"
 #include "compiler.h"
@@ -22,6 +23,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -963,6 +965,59 @@ static void timers_fire_by_deadline_then_arming_order(void **state)
     stop(&c);
 }
 
+/* ---- per-loop storage ---------------------------------------------------------------- */
+
+/* Slot users: what each loop's slot held, and how often each loop's value was disposed.
+ * Written on the loops' threads one at a time (evloop_call), read after it returned or after
+ * the loops were joined. */
+static atomic_size_t slot_key;
+struct slot_value {
+    unsigned index; /* the loop that made it */
+};
+static struct slot_value *slot_seen[NLOOPS];
+static int slot_disposed[NLOOPS];
+
+static void slot_dispose(void *v)
+{
+    struct slot_value *sv = v;
+    slot_disposed[sv->index]++;
+    free(sv);
+}
+
+static void slot_fn(void *arg, unsigned i)
+{
+    (void)arg;
+    void **slot = evloop_storage(evloop_current(), &slot_key, slot_dispose);
+    if (!*slot) {
+        struct slot_value *sv = malloc(sizeof(*sv));
+        assert_non_null(sv);
+        sv->index = i;
+        *slot = sv;
+    }
+    slot_seen[i] = *slot;
+}
+
+static void each_loop_keeps_its_own_storage_until_it_ends(void **state)
+{
+    (void)state;
+    struct ctx c;
+    start(&c);
+    evloop_call(c.l, slot_fn, NULL);
+    struct slot_value *first[NLOOPS];
+    for (unsigned i = 0; i < NLOOPS; i++) {
+        assert_non_null(slot_seen[i]);
+        assert_int_equal(slot_seen[i]->index, i); /* its own, not another loop's */
+        first[i] = slot_seen[i];
+    }
+    evloop_call(c.l, slot_fn, NULL);
+    for (unsigned i = 0; i < NLOOPS; i++)
+        assert_ptr_equal(slot_seen[i], first[i]); /* kept from one call to the next */
+    assert_true(atomic_load(&slot_key) > 0);
+    stop(&c);
+    for (unsigned i = 0; i < NLOOPS; i++)
+        assert_int_equal(slot_disposed[i], 1); /* freed once, as its loop ended */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -981,6 +1036,7 @@ int main(void)
         cmocka_unit_test(a_loop_kept_busy_shows_its_lag_and_an_idle_one_keeps_probing),
         cmocka_unit_test(many_deadlines_passing_at_once_cost_k_log_n_comparisons),
         cmocka_unit_test(timers_fire_by_deadline_then_arming_order),
+        cmocka_unit_test(each_loop_keeps_its_own_storage_until_it_ends),
     };
     return cmocka_run_group_tests_name("evloop", tests, NULL, NULL);
 }
