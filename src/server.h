@@ -6,19 +6,22 @@
  * the callbacks and dependency structs they declare, starts them in order and stops them in
  * reverse.
  *
- *   http ──dispatch──> api ──> ratelimit, breaker, workpool ... worker: dbpool, breaker
+ *   http ──dispatch──> api ──> admission ──> datapath ──> dbpool, dbpipe (lanes), breaker
  *   ops (OPS_PORT, one thread) ──dispatch_ops──> api: /metrics, /dashboard, /admin, probes
  *     │                 └──> report (snapshot) ──> JSON, Prometheus; history (dashboard)
  *     └─ request ──hooks (begin, done, freed)──> server: counters, in-flight, shutdown drain
- *   janitor ──chores──> server: queue timeouts, pool kicks, dashboard samples, limiter sweep
+ *   janitor ──chores──> server: queue timeouts, pool kicks, dashboard samples, limiter sweep,
+ *                       capacity control, fleet exchange and budgets
  *
- * Request path (every arrow on the HTTP thread until the queue):
+ * Request path of /api/data (on the event thread that read it, unless said otherwise):
  *
- *   client -> http (libmicrohttpd) -> api: route, tier, tenant, validate
- *        -> [1] ratelimit (429) -> [4] breaker permit (503 circuit_open)
- *        -> [2] workpool queue (503 bulkhead_full) ... worker thread:
- *        -> [3] dbpool connection (503 pool_timeout) -> PostgreSQL (504 on timeout)
- *        -> breaker verdict -> resume the connection -> response -> access log
+ *   client -> http (libmicrohttpd) -> api: route, tier, tenant, arguments (datareq)
+ *        -> admission: capacity gate (503 shed) -> [1] rate limit (429, or held by the tarpit)
+ *           -> database-time budget (429 db_time_exhausted) -> [4] breaker permit (503)
+ *        -> datapath: [2] the tier's worker slot (fair queue; 503 bulkhead_full)
+ *           -> [3] a pool connection (503 pool_timeout) -> PostgreSQL, on this event thread
+ *              (pipelined on a tenant's lane, dbpipe) or on a worker thread (blocking work)
+ *        -> datastmt: breaker verdict, connection back, reply -> access log
  *
  * DESIGN: tiers are created at start and live until exit; their settings are swapped whole on
  * SIGHUP (server_reload, main thread) through the tier set, whose readers take snapshots (see

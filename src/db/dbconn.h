@@ -2,12 +2,15 @@
  * dbconn: one libpq connection, driven with deadlines.
  *
  * Every network wait (connect, prepare, query, cancel) is bounded by the caller's deadline, so
- * a stalled or dead database costs a worker at most its deadline. A query past its deadline
- * returns -ETIMEDOUT at once; dbconn_cancel then cancels it in PostgreSQL and tells whether the
- * connection can be reused. Statements are prepared once per connection, at open. A connection
- * may also be given a stop pipe: once it is readable every wait ends at once with -ECANCELED
- * (the threads that must end at shutdown whatever the database does: the key refresher, the
- * admin worker, the health prober). dbconn_query runs SQL that is not prepared, for them.
+ * a stalled or dead database costs its caller (a worker thread, a pool's connector thread, the
+ * admin worker, the key refresher, the health prober) at most its deadline. An event thread
+ * drives a connection without blocking instead (dbpipe.h), through its PGconn (pg) and socket. A
+ * query past its deadline returns -ETIMEDOUT at once; dbconn_cancel then cancels it in PostgreSQL
+ * and tells whether the connection can be reused. Statements are prepared once per connection, at
+ * open. A connection may also be given a stop pipe: once it is readable every wait ends at once
+ * with -ECANCELED (the threads that must end at shutdown whatever the database does: the key
+ * refresher, the admin worker, the health prober). dbconn_query runs SQL that is not prepared, for
+ * them.
  *
  * A cancel is a new connection to the server, and libpq 15's PQcancel blocks with no deadline
  * of its own: it sets the connection's keepalives and tcp_user_timeout on its socket (TCP only),
@@ -20,7 +23,8 @@
  * connection is reported unusable (closing it ends the statement too:
  * client_connection_check_interval, and the statement_timeout backstop).
  *
- * A dbconn is used by one thread at a time (the worker holding it from its pool).
+ * A dbconn is used by one thread at a time (whoever holds it from its pool: a worker, or an
+ * event thread's lane).
  */
 #ifndef BULKHEAD_DBCONN_H
 #define BULKHEAD_DBCONN_H

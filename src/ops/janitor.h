@@ -3,11 +3,13 @@
  *
  * It knows no other module: whoever starts it hands it a list of chores, each a function and a
  * period, and the janitor runs each one about every period (a chore that fell behind runs once
- * and then keeps its period, never in a burst). The server's chores: every 50 ms answer queued
- * requests that waited past their tier's queue timeout and let connection waiters re-check
- * their tenant's share; every HISTORY_INTERVAL_MS a dashboard sample; every 5 s drop expired
- * rate-limit keys; every second close pool connections found dead or idle too long. (Named after
- * PgBouncer's janitor, which does the same kind of housekeeping.)
+ * and then keeps its period, never in a burst). The server's chores (server.c): every 50 ms
+ * answer queued requests that waited past their tier's queue timeout and let connection waiters
+ * re-check their tenant's share; every HISTORY_INTERVAL_MS a dashboard sample; every 5 s drop
+ * expired rate-limit keys; every second close pool connections found dead or idle too long;
+ * every CAPACITY_INTERVAL_MS the capacity controller's verdict, with the fleet view and the
+ * fleet budgets' shares applied (the fleet exchange itself runs on fleet.c's own thread).
+ * (Named after PgBouncer's janitor, which does the same kind of housekeeping.)
  */
 #ifndef BULKHEAD_JANITOR_H
 #define BULKHEAD_JANITOR_H

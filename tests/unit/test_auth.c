@@ -144,13 +144,7 @@ static void hash_depends_on_every_byte_of_the_key(void **state)
 static char url[300]; /* the shared cluster's "bulkhead" database */
 static PGconn *admin; /* the test's own connection: makes the changes */
 
-#define NEED_PG()                                                                                  \
-    do {                                                                                           \
-        if (!admin) {                                                                              \
-            print_message("BH_TEST_PG_PORT is not set: no PostgreSQL to test against\n");          \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
+#define NEED_PG() UNITDB_NEED(admin)
 
 static void admin_exec(const char *sql, const char *arg)
 {

@@ -47,13 +47,7 @@ static const struct dbconn_stmt stmts[] = {
     {"stubborn", "SELECT bh_test_stubborn($1::float8)"},
 };
 
-#define NEED_PG()                                                                                  \
-    do {                                                                                           \
-        if (!admin) {                                                                              \
-            print_message("BH_TEST_PG_PORT is not set: no PostgreSQL to test against\n");          \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
+#define NEED_PG() UNITDB_NEED(admin)
 
 static void nap_ms(int ms)
 {

@@ -20,6 +20,7 @@
 #include "evloop.h"
 #include "mclock.h"
 #include "pgproxy.h"
+#include "unitdb.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -52,13 +53,7 @@ static const struct dbconn_stmt stmts[] = {
     {"fail", "SELECT 1 / ($1::int - $1::int)"},
 };
 
-#define NEED_PG()                                                                                  \
-    do {                                                                                           \
-        if (!admin) {                                                                              \
-            print_message("BH_TEST_PG_PORT is not set: no PostgreSQL to test against\n");          \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
+#define NEED_PG() UNITDB_NEED(admin)
 
 /* One test's loop, pipe and what its callbacks saw. The mutex guards every field the callbacks
  * write (they run on the loop's thread); cv is broadcast on each. */
@@ -503,24 +498,13 @@ static void a_pipe_is_joined_by_its_own_key_with_room_and_a_young_head(void **st
 static int group_setup(void **state)
 {
     (void)state;
-    const char *port = getenv("BH_TEST_PG_PORT");
-    if (!port || !*port)
-        return 0; /* every test skips */
-    snprintf(url, sizeof(url), "postgresql://postgres@127.0.0.1:%s/bulkhead", port);
-    admin = PQconnectdb(url);
-    if (PQstatus(admin) != CONNECTION_OK) {
-        fprintf(stderr, "cannot reach PostgreSQL at %s: %s", url, PQerrorMessage(admin));
-        return -1;
-    }
-    return 0;
+    return unitdb_open(url, sizeof(url), &admin); /* no cluster: every test skips */
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    if (admin)
-        PQfinish(admin);
-    return 0;
+    return unitdb_close(&admin);
 }
 
 int main(void)

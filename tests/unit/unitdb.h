@@ -15,4 +15,13 @@ int unitdb_open(char *url, size_t urllen, PGconn **admin);
 /* Closes *admin if open; 0 (a cmocka teardown's answer). */
 int unitdb_close(PGconn **admin);
 
+/* In a cmocka test: skip it when there is no cluster (admin is the connection unitdb_open set). */
+#define UNITDB_NEED(admin)                                                                         \
+    do {                                                                                           \
+        if (!(admin)) {                                                                            \
+            print_message("BH_TEST_PG_PORT is not set: no PostgreSQL to test against\n");          \
+            skip();                                                                                \
+        }                                                                                          \
+    } while (0)
+
 #endif
