@@ -291,8 +291,7 @@ static void two_instances_split_a_fleet_budget_within_its_total(void **state)
     assert_true(claims("claim_workers") <= 18);
     assert_true(claims("claim_conns") <= 9);
     assert_true(prom_has(&a, "bulkhead_fleet_budget_share{tier=\"pro\",resource=\"workers\"} 9\n"));
-    assert_true(
-        prom_has(&a, "bulkhead_fleet_budget{tier=\"pro\",resource=\"connections\"} 10\n"));
+    assert_true(prom_has(&a, "bulkhead_fleet_budget{tier=\"pro\",resource=\"connections\"} 10\n"));
     assert_true(h_prom(a.base, "bulkhead_fleet_budget_instances", "tier=\"pro\"") == 2);
 }
 
