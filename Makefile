@@ -19,7 +19,9 @@ SAN ?=
 CC ?= cc
 ROOT := $(CURDIR)
 
-PKGS := libmicrohttpd libpq jansson hiredis libcrypto libsodium
+PKGS := libpq jansson hiredis libcrypto libsodium
+# libhttp-parser (Debian's libhttp-parser-dev) ships no pkg-config file.
+HTTP_PARSER_LIBS := -lhttp_parser
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -38,7 +40,9 @@ ifneq ($(SAN),)
 CFLAGS_ALL += -fsanitize=$(SAN) -fno-omit-frame-pointer
 LDSAN = -fsanitize=$(SAN)
 endif
-LDLIBS_ALL = $(PKG_LIBS) -pthread -lm $(LDSAN)
+LDLIBS_ALL = $(PKG_LIBS) $(HTTP_PARSER_LIBS) -pthread -lm $(LDSAN)
+# The bench's bare responders (bench/minimal.c, bench/evloop.c) are libmicrohttpd's.
+MHD_LIBS = $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
 
 SRCS := $(wildcard src/*.c src/*/*.c)
 LIB_SRCS := $(filter-out src/main.c,$(SRCS))
@@ -114,12 +118,12 @@ test-build: $(BUILD)/bulkhead $(UNIT_BINS) $(INTEG_BINS)
 # The benchmark's yardstick: a bare libmicrohttpd responder of the same shape.
 $(BUILD)/bench/minimal: bench/minimal.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(LDLIBS_ALL)
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -o $@ $< $(LDLIBS_ALL) $(MHD_LIBS)
 
 # Issue 17's probe: the /api/data path driven from event loops (bench/evloop.sh measures it).
 $(BUILD)/bench/evloop: bench/evloop.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -o $@ $< $(LDLIBS_ALL)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LDLIBS_ALL) $(MHD_LIBS)
 
 # Issue 32's connection-holding client and the h2o column (bench/conns.sh measures them).
 # h2o-minimal is built only when libh2o-evloop-dev is there (scripts/deps.sh's bench set).

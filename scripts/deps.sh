@@ -7,7 +7,7 @@
 # installed; when not root, the apt-get line is printed and the script exits 1.
 set -eu
 
-pkgs_build="gcc make pkg-config libc6-dev libmicrohttpd-dev libpq-dev libjansson-dev libhiredis-dev libssl-dev libsodium-dev"
+pkgs_build="gcc make pkg-config libc6-dev libhttp-parser-dev libpq-dev libjansson-dev libhiredis-dev libssl-dev libsodium-dev"
 pkgs_run="postgresql-15 postgresql-client-15 util-linux"
 pkgs_test="libcmocka-dev libcurl4-openssl-dev postgresql-15 postgresql-client-15 redis-server nginx-light \
 chromium fonts-dejavu-core docker-compose clang libclang-rt-14-dev procps iproute2 curl prometheus"
@@ -17,10 +17,10 @@ chromium fonts-dejavu-core docker-compose clang libclang-rt-14-dev procps iprout
 # kustomize v2, which deploy/kubernetes/ is written for too; Node.js and npm install the
 # schema checker's packages (tests/kube/package.json).
 cmds_test="kubectl:kubernetes-client node:nodejs npm:npm"
-pkgs_bench="wrk hey postgresql-15 postgresql-client-15 procps curl iproute2 nginx-light libh2o-evloop-dev"
+pkgs_bench="libmicrohttpd-dev wrk hey postgresql-15 postgresql-client-15 procps curl iproute2 nginx-light libh2o-evloop-dev"
 # What the server image needs: shared libraries, curl for HEALTHCHECK. Nothing else: no load
 # generators in a production image.
-pkgs_runtime="libmicrohttpd12 libpq5 libjansson4 libhiredis0.14 libssl3 libsodium23 curl ca-certificates"
+pkgs_runtime="libhttp-parser2.9 libpq5 libjansson4 libhiredis0.14 libssl3 libsodium23 curl ca-certificates"
 # The image that runs load-test.sh against the stack (Dockerfile target "loadtest").
 pkgs_loadtest="hey wrk curl ca-certificates"
 

@@ -64,14 +64,28 @@ static const struct cfg_def cfg_table[] = {
     {"HTTP_THREADS", CFG_INT, "0", 0, 64, NULL,
      "HTTP event threads (0: one per usable CPU, container CPU quota rounded up)",
      OFF(http_threads)},
-    {"HTTP_MAX_CONNECTIONS", CFG_INT, "4096", 1, 1000000, NULL,
-     "client connections served at once; more wait in the listen backlog until one closes",
+    {"HTTP_MAX_CONNECTIONS", CFG_INT, "65536", 1, 1000000, NULL,
+     "client connections served at once (each loop takes its part); at the cap the oldest idle "
+     "keep-alive connection is closed for a new client, and with none idle the new one waits in "
+     "the listen backlog until one closes",
      OFF(http_max_conns)},
+    {"HTTP_MAX_CONNECTIONS_PER_ADDRESS", CFG_INT, "0", 0, 1000000, NULL,
+     "connections one client address (the socket's) may hold; the next gets 429 "
+     "too_many_connections and is closed. TRUSTED_PROXIES are exempt (0: no cap)",
+     OFF(http_max_per_addr)},
     {"HTTP_IDLE_TIMEOUT_S", CFG_INT, "30", 1, 3600, NULL,
-     "seconds an idle or slow client may hold a connection", OFF(http_idle_timeout)},
+     "seconds an idle keep-alive connection is kept (and a reply's write may stall)",
+     OFF(http_idle_timeout)},
+    {"HTTP_HEAD_TIMEOUT_MS", CFG_INT, "10000", 100, 600000, NULL,
+     "time a request head (request line and headers) has from its first byte: 408 and closed "
+     "after it, however steadily the bytes trickle",
+     OFF(http_head_timeout)},
+    {"HTTP_BODY_TIMEOUT_MS", CFG_INT, "30000", 100, 600000, NULL,
+     "time a request body has from the end of its head: 408 and closed after it",
+     OFF(http_body_timeout)},
     {"HTTP_CONNECTION_MEMORY", CFG_INT, "16384", 4096, 1048576, NULL,
-     "largest request head (request line and headers) served: 431 or 414 above; each connection "
-     "may use twice this",
+     "largest request head (request line and headers) served: 431 or 414 above; a connection's "
+     "read buffer grows to it while a head arrives and is given back when the request ends",
      OFF(http_conn_memory)},
     {"HTTP_MAX_BODY_BYTES", CFG_INT, "65536", 256, 16777216, NULL,
      "largest request body accepted; larger ones get 413 before they are read", OFF(http_max_body)},
@@ -626,6 +640,10 @@ struct http_settings config_http_settings(const struct config *cfg)
                                   .threads = cfg->http_threads,
                                   .max_conns = cfg->http_max_conns,
                                   .idle_timeout = cfg->http_idle_timeout,
+                                  .head_timeout = cfg->http_head_timeout,
+                                  .body_timeout = cfg->http_body_timeout,
+                                  .max_per_addr = cfg->http_max_per_addr,
                                   .conn_memory = cfg->http_conn_memory,
-                                  .max_body = cfg->http_max_body};
+                                  .max_body = cfg->http_max_body,
+                                  .trusted_proxies = cfg->trusted_proxies};
 }

@@ -27,10 +27,13 @@ struct config {
     char *api_bind;            /* listen address (IPv4 or IPv6 literal) */
     int64_t ops_port;          /* the operators' port; 0 = operator endpoints on api_port */
     char *tiers_file;          /* JSON tier table; "" = the built-in seed table */
-    int64_t http_threads;      /* libmicrohttpd event threads; 0 = one per CPU */
+    int64_t http_threads;      /* HTTP event threads; 0 = one per CPU */
     int64_t http_max_conns;    /* concurrent client connections before refusing */
     int64_t http_idle_timeout; /* seconds before an idle or slow client is dropped */
-    int64_t http_conn_memory;  /* largest request head; libmicrohttpd gets twice this */
+    int64_t http_head_timeout; /* ms for a whole request head */
+    int64_t http_body_timeout; /* ms for a whole request body */
+    int64_t http_max_per_addr; /* connections per client address (0: no cap) */
+    int64_t http_conn_memory;  /* largest request head */
     int64_t http_max_body;     /* largest request body accepted (413 above) */
     int64_t shutdown_timeout;  /* ms to finish in-flight requests on SIGTERM */
     int64_t health_interval;   /* ms between database health probes */

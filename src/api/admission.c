@@ -52,18 +52,8 @@
  */
 void admission_client_addr(const struct api_deps *d, struct request *r, char *out, size_t len)
 {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    char addr[INET6_ADDRSTRLEN] = "unknown";
-    if (ci && ci->client_addr) {
-        const struct sockaddr *sa = ci->client_addr;
-        if (sa->sa_family == AF_INET)
-            inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, addr,
-                      sizeof(addr));
-        else if (sa->sa_family == AF_INET6)
-            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, addr,
-                      sizeof(addr));
-    }
+    char addr[INET6_ADDRSTRLEN];
+    snprintf(addr, sizeof(addr), "%s", r->client_addr ? r->client_addr : "unknown");
     if (d->nproxies && params_cidr_contains(d->proxies, d->nproxies, addr)) {
         char fwd[INET6_ADDRSTRLEN];
         char *xff = request_header_list(r, "X-Forwarded-For");

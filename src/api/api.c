@@ -54,7 +54,7 @@ static const char health_ok_body[] = "{\"status\":\"healthy\"}";
 static void api_method_not_allowed(struct request *r, const char *allow)
 {
     apierr_replyf(r, APIERR_METHOD_NOT_ALLOWED, "allowed methods: %s", allow);
-    request_add_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+    request_add_header(r, "Allow", allow);
 }
 
 /* ---- /health, /livez, /readyz ------------------------------------------------------------ */
@@ -71,9 +71,8 @@ static const char ready_body[] = "{\"status\":\"ready\"}";
 static bool api_livez(const struct api_deps *d, struct request *r)
 {
     (void)d;
-    request_reply_static(r, MHD_HTTP_OK, OUTCOME_OK, "application/json", live_body,
-                         sizeof(live_body) - 1);
-    request_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    request_reply_static(r, 200, OUTCOME_OK, "application/json", live_body, sizeof(live_body) - 1);
+    request_add_header(r, "Cache-Control", "no-store");
     return false;
 }
 
@@ -82,9 +81,9 @@ static bool api_readyz(const struct api_deps *d, struct request *r)
     bool db = health_ok(d->health);
     bool draining = d->draining && atomic_load_explicit(d->draining, memory_order_relaxed);
     if (db && !draining) {
-        request_reply_static(r, MHD_HTTP_OK, OUTCOME_OK, "application/json", ready_body,
+        request_reply_static(r, 200, OUTCOME_OK, "application/json", ready_body,
                              sizeof(ready_body) - 1);
-        request_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+        request_add_header(r, "Cache-Control", "no-store");
         return false;
     }
     char why[256] = "";
@@ -100,9 +99,8 @@ static bool api_readyz(const struct api_deps *d, struct request *r)
                           "request_id", r->request_id);
     char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
-    request_reply_owned(r, MHD_HTTP_SERVICE_UNAVAILABLE, OUTCOME_UNAVAILABLE, text, strlen(text),
-                        free, text);
-    request_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    request_reply_owned(r, 503, OUTCOME_UNAVAILABLE, text, strlen(text), free, text);
+    request_add_header(r, "Cache-Control", "no-store");
     return false;
 }
 
@@ -114,7 +112,7 @@ bool api_is_probe(const char *url)
 static bool api_health(const struct api_deps *d, struct request *r)
 {
     if (health_ok(d->health)) {
-        request_reply_static(r, MHD_HTTP_OK, OUTCOME_OK, "application/json", health_ok_body,
+        request_reply_static(r, 200, OUTCOME_OK, "application/json", health_ok_body,
                              sizeof(health_ok_body) - 1);
         return false;
     }
@@ -125,9 +123,8 @@ static bool api_health(const struct api_deps *d, struct request *r)
                   reason[0] ? reason : "database not answering", "request_id", r->request_id);
     char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
-    request_reply_owned(r, MHD_HTTP_SERVICE_UNAVAILABLE, OUTCOME_UNAVAILABLE, text, strlen(text),
-                        free, text);
-    request_add_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    request_reply_owned(r, 503, OUTCOME_UNAVAILABLE, text, strlen(text), free, text);
+    request_add_header(r, "Retry-After", "1");
     return false;
 }
 
@@ -153,7 +150,7 @@ static bool api_identify(const struct api_deps *d, struct request *r)
     if (d->auth) {
         /* AUTH_MODE=apikey: the key decides the tenant and its tier. */
         struct auth_identity id;
-        int rc = auth_identify(d->auth, request_header(r, MHD_HTTP_HEADER_AUTHORIZATION),
+        int rc = auth_identify(d->auth, request_header(r, "Authorization"),
                                request_header(r, "X-API-Key"), &id);
         if (rc == -EAGAIN) {
             apierr_reply(r, APIERR_AUTH_UNAVAILABLE);
@@ -256,8 +253,7 @@ static bool api_parse_read_args(const struct api_deps *d, struct request *r)
 static bool api_parse_write_body(struct request *r)
 {
     struct datareq *q = datareq_of(r);
-    if (!params_media_type_is(request_header(r, MHD_HTTP_HEADER_CONTENT_TYPE),
-                              "application/json")) {
+    if (!params_media_type_is(request_header(r, "Content-Type"), "application/json")) {
         apierr_reply(r, APIERR_UNSUPPORTED_MEDIA_TYPE);
         return false;
     }
@@ -292,7 +288,7 @@ static bool api_bulkheads(const struct api_deps *d, struct request *r)
     report_read(d->metrics, snap);
     char *text = report_json(snap);
     free(snap);
-    request_reply_owned(r, MHD_HTTP_OK, OUTCOME_OK, text, strlen(text), free, text);
+    request_reply_owned(r, 200, OUTCOME_OK, text, strlen(text), free, text);
     return false;
 }
 
@@ -317,11 +313,9 @@ static bool api_prometheus(const struct api_deps *d, struct request *r)
         len += n;
         free(more);
     }
-    request_reply_owned(r, MHD_HTTP_OK, OUTCOME_OK, text, len, free, text);
+    request_reply_owned(r, 200, OUTCOME_OK, text, len, free, text);
     /* request_set put application/json; the exposition format has its own type. */
-    MHD_del_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8");
+    request_set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
     return false;
 }
 
@@ -351,17 +345,17 @@ static bool api_tenants(const struct api_deps *d, struct request *r)
     }
     int by = by_name ? tenantstat_field_by_name(by_name) : TENANTSTAT_DB_US;
     char *text = tenantview_json(d->tenants, d->tiers, tier, by, (size_t)limit, mclock_now_us());
-    request_reply_owned(r, MHD_HTTP_OK, OUTCOME_OK, text, strlen(text), free, text);
-    request_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    request_reply_owned(r, 200, OUTCOME_OK, text, strlen(text), free, text);
+    request_add_header(r, "Cache-Control", "no-store");
     return false;
 }
 
 static bool api_dashboard(const struct api_deps *d, struct request *r)
 {
     (void)d;
-    request_reply_static(r, MHD_HTTP_OK, OUTCOME_OK, "text/html; charset=utf-8",
-                         assets_dashboard_html, assets_dashboard_html_len);
-    request_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    request_reply_static(r, 200, OUTCOME_OK, "text/html; charset=utf-8", assets_dashboard_html,
+                         assets_dashboard_html_len);
+    request_add_header(r, "Cache-Control", "no-store");
     return false;
 }
 
@@ -376,8 +370,8 @@ static bool api_dashboard_data(const struct api_deps *d, struct request *r)
     struct report_process live;
     report_read_process(d->metrics, &live);
     char *text = history_json(d->history, &live, since);
-    request_reply_owned(r, MHD_HTTP_OK, OUTCOME_OK, text, strlen(text), free, text);
-    request_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    request_reply_owned(r, 200, OUTCOME_OK, text, strlen(text), free, text);
+    request_add_header(r, "Cache-Control", "no-store");
     return false;
 }
 

@@ -92,8 +92,7 @@ static void datastmt_reply_rows(struct datareq *q, PGresult *res)
         strtoll(PQgetvalue(res, 0, 2), NULL, 10) == q->args.limit)
         snprintf(next, sizeof(next), "%s", PQgetvalue(res, 0, 1));
     /* The result's memory is the body: PQclear runs when the response is sent. */
-    request_reply_owned(q->r, post ? MHD_HTTP_CREATED : MHD_HTTP_OK, OUTCOME_OK, json, len,
-                        datastmt_pqclear, res);
+    request_reply_owned(q->r, post ? 201 : 200, OUTCOME_OK, json, len, datastmt_pqclear, res);
     if (next[0])
         request_add_header(q->r, "X-Next-Cursor", next);
 }

@@ -48,6 +48,10 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                              .message = "the body must be {\"payload\": {...}}",
                              .when = "the POST body is not `{\"payload\": {...}}`; an admin "
                                      "body is not JSON, has an unknown field, or lacks one"},
+    [APIERR_BAD_REQUEST] = {"bad_request", 400, CLIENT, .message = "not an HTTP/1.1 request",
+                            .when = "the bytes are not an HTTP/1.x request (a malformed request "
+                                    "line or header field, a body that cannot be framed); the "
+                                    "message quotes the parser. The connection is closed"},
     [APIERR_MISSING_HOST] = {"missing_host", 400, CLIENT,
                              .message = "an HTTP/1.1 request needs a Host header",
                              .when = "an HTTP/1.1 request without `Host` (RFC 9112 3.2)"},
@@ -76,6 +80,12 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                                    .message = "method not allowed",
                                    .when = "the endpoint does not take this method; with "
                                            "`Allow`"},
+    [APIERR_REQUEST_TIMEOUT] = {"request_timeout", 408, CLIENT,
+                                .message = "the request was not complete in time",
+                                .when = "the request head was not complete within "
+                                        "`HTTP_HEAD_TIMEOUT_MS` of its first byte, or its body "
+                                        "within `HTTP_BODY_TIMEOUT_MS` of the head. The "
+                                        "connection is closed"},
     [APIERR_TENANT_EXISTS] = {"tenant_exists", 409, CLIENT,
                               .message = "a tenant with that name already exists",
                               .when = "`POST /admin/tenants` with a name already taken (revoked "
@@ -120,6 +130,12 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                                                "client's address within 60 s (then one more "
                                                "every 6 s): its token is not compared; "
                                                "Retry-After: until one more attempt is allowed"},
+    [APIERR_TOO_MANY_CONNECTIONS] = {"too_many_connections", 429, CLIENT, APIERR_RETRY_SECOND,
+                                     .message = "this address holds too many connections",
+                                     .when = "the client's address (the socket's; "
+                                             "`TRUSTED_PROXIES` exempt) holds "
+                                             "`HTTP_MAX_CONNECTIONS_PER_ADDRESS` connections "
+                                             "already; answered on accept, then closed"},
     [APIERR_HEADERS_TOO_LARGE] = {"headers_too_large", 431, CLIENT,
                                   .message = "the request's header fields are too large",
                                   .when = "the request head passes `HTTP_CONNECTION_MEMORY`, "
@@ -168,6 +184,10 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                         .message = "the query passed the tier's call timeout",
                         .when = "the query passed `breaker_timeout_ms` and was cancelled (a "
                                 "breaker failure)"},
+    [APIERR_VERSION_NOT_SUPPORTED] = {"http_version_not_supported", 505, CLIENT,
+                                      .message = "only HTTP/1.0 and HTTP/1.1 are served",
+                                      .when = "a request line with an HTTP version other than "
+                                              "1.x. The connection is closed"},
 };
 
 #undef CLIENT

@@ -1,193 +1,297 @@
 /*
- * http: libmicrohttpd glue (see http.h).
+ * http: the listener, the loops and the connection limits (see http.h).
  *
- * libmicrohttpd calls http_access several times per request: once when the headers are in,
- * once per body chunk, and once more when the body is complete. Replies are queued on the last
- * of these calls (or after a resume), never on the first: a reply queued before the request
- * is read makes libmicrohttpd close a keep-alive connection. The exceptions are deliberate:
- * 411 for a chunked body, 413 for a declared oversized body and 503 during shutdown close the
- * connection on purpose. (libmicrohttpd cannot queue a reply while a body is arriving, which is
- * why a body must declare its size: only then can it be refused before it is read.)
- *
- * The head is judged first (reqhead.h): too large, no Host, or ambiguous, it is answered in
- * JSON and the connection closed. libmicrohttpd refuses some heads itself, with a short HTML
- * body this server cannot change (it has no hook for them): a head past the memory it was
- * given, an HTTP version other than 1.x, a malformed request line or Content-Length. It is
- * given twice HTTP_CONNECTION_MEMORY, so that a head just over the limit (a long cookie or
- * token) still reaches reqhead and gets the JSON 431 or 414; only one over twice the limit
- * meets libmicrohttpd's own.
+ * Each loop has an epoll set of its own for its connections and the listening socket (the
+ * loop's source in evloop.h terms); the loop's run drains it without waiting. A connection is
+ * registered once, edge-triggered, and conn.c does the rest.
  */
 #include "http.h"
-#include "apierr.h"
+#include "compiler.h"
+#include "conn.h"
 #include "cpus.h"
 #include "evloop.h"
+#include "h1.h"
+#include "htable.h"
 #include "log.h"
-#include "reqhead.h"
+#include "mclock.h"
+#include "params.h"
 #include "request.h"
 #include "xalloc.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <microhttpd.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
-#include <stdarg.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-#define HTTP_BACKLOG 1024
+#define HTTP_BACKLOG      1024
+#define HTTP_ACCEPT_BATCH 64         /* connections one turn accepts at most */
+#define HTTP_EVENTS       128        /* events one turn takes from a loop's set */
+#define HTTP_EMFILE_RETRY 100000     /* us before accepting again when out of descriptors */
+#define HTTP_PARSER_HEAD  (2u << 20) /* the parser's own head limit, above any buffer's */
+
+/* One client address: its connections, and when each refusal was last logged for it. */
+struct http_addr {
+    struct htable_node node;
+    struct conn_addr a;
+    unsigned conns; /* connections counted against the cap */
+    unsigned refs;  /* connections that point here (refused ones too) */
+    bool exempt;    /* a trusted proxy: no cap */
+    int64_t logged_us[CONN_REFUSAL_COUNT];
+};
+
+struct http_loop {
+    struct conn_loop cl; /* its connections (first: conn.c's callbacks get it) */
+    struct http *h;
+    unsigned index;
+    int ep;                    /* owned: connections and the listening socket */
+    unsigned cap;              /* its part of HTTP_MAX_CONNECTIONS */
+    bool listening;            /* the listening socket is in ep */
+    bool quiesced;             /* never again */
+    bool emfile;               /* accept ran out of descriptors: waiting for retry */
+    struct evloop_watch retry; /* accept again after HTTP_EMFILE_RETRY */
+};
 
 struct http {
     struct http_opts opts; /* copied; what it points to is not owned */
-    size_t max_body;       /* HTTP_MAX_BODY_BYTES */
-    size_t max_head;       /* HTTP_CONNECTION_MEMORY: the largest head served */
+    struct conn_env env;
     uint16_t port;
-    int listen_fd;                /* owned until quiesced, then closed (-1) */
-    struct evloop *loops;         /* owned: the HTTP threads */
-    unsigned n;                   /* threads, one daemon each */
-    bool *closed;                 /* owned; closed[i]: a connection of daemon i closed during
-                                     its run (http_notify; loop i's alone) */
-    struct MHD_Daemon *daemons[]; /* owned; daemon i is driven by loop i */
+    int listen_fd;        /* owned until quiesced, then closed (-1) */
+    struct evloop *loops; /* owned: the HTTP threads */
+    unsigned n;
+    struct params_cidr proxies[PARAMS_CIDRS_MAX]; /* TRUSTED_PROXIES: no per-address cap */
+    size_t nproxies;
+    unsigned max_per_addr; /* 0: no cap */
+    /* _shared: addr_mutex guards addrs and every entry's counts and log times. */
+    pthread_mutex_t addr_mutex;
+    struct htable addrs;     /* struct http_addr, owned */
+    struct http_loop loop[]; /* n of them */
 };
 
-static void http_mhd_log(void *cls, const char *fmt, va_list ap)
+static struct http_loop *http_loop_of(struct conn_loop *cl)
 {
-    (void)cls;
-    char msg[512];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    size_t n = strlen(msg);
-    while (n && msg[n - 1] == '\n')
-        msg[--n] = '\0';
-    log_debug("http", "libmicrohttpd: %s", msg);
+    return container_of(cl, struct http_loop, cl);
 }
 
-/* A declared Content-Length above the limit is refused before any of the body is read. */
-static bool http_declared_too_large(struct request *r, size_t max)
-{
-    const char *cl = request_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (!cl)
-        return false;
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(cl, &end, 10);
-    return errno == ERANGE || (end && *end == '\0' && v > max);
-}
+/* ---- listening on and off (loop thread) --------------------------------------------------- */
 
-static enum MHD_Result http_head_field(void *cls, enum MHD_ValueKind kind, const char *key,
-                                       size_t key_size, const char *value, size_t value_size)
+static void http_listen_on(struct http_loop *hl)
 {
-    (void)kind;
-    (void)key_size;
-    (void)value_size;
-    reqhead_field(cls, key, value ? value : "");
-    return MHD_YES;
-}
-
-/* The request target's length, less what decoding shrank: path, then "?k=v&..." */
-static enum MHD_Result http_target_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-                                       size_t key_size, const char *value, size_t value_size)
-{
-    (void)kind;
-    (void)key;
-    (void)value;
-    *(size_t *)cls += key_size + value_size + 2;
-    return MHD_YES;
-}
-
-/* Judge the head (reqhead.h). Returns false with r's reply set when it is refused. */
-static bool http_head_ok(const struct http *h, struct request *r, const char *url,
-                         const char *version)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
-    size_t target = strlen(url);
-    MHD_get_connection_values_n(r->conn, MHD_GET_ARGUMENT_KIND, http_target_arg, &target);
-    struct reqhead head;
-    reqhead_init(&head, ci ? ci->header_size : 0, target, version);
-    MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, http_head_field, &head);
-    const char *why = NULL;
-    enum apierr e = reqhead_verdict(&head, h->max_head, &why);
-    if (e == APIERR_COUNT)
-        return true;
-    if (e == APIERR_HEADERS_TOO_LARGE || e == APIERR_URI_TOO_LONG)
-        apierr_replyf(r, e, "%s: a request head is limited to %zu bytes", why, h->max_head);
-    else
-        apierr_replyf(r, e, "%s", why);
-    /* The framing may be the very thing in doubt: nothing more is read from this client. */
-    request_add_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
-    return false;
-}
-
-static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *url,
-                                   const char *method, const char *version, const char *upload_data,
-                                   size_t *upload_size, void **con_cls)
-{
-    struct http *h = cls;
-    struct request *r = *con_cls;
-    size_t max_body = h->max_body;
-
-    if (!r) {
-        r = request_new(h->opts.hooks, conn, url, method);
-        *con_cls = r;
-        if (!http_head_ok(h, r, url, version))
-            return request_send(r);
-        if (atomic_load_explicit(h->opts.draining, memory_order_relaxed) &&
-            !(h->opts.drain_exempt && h->opts.drain_exempt(url))) {
-            apierr_reply(r, APIERR_SHUTTING_DOWN);
-            request_add_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
-            return request_send(r);
-        }
-        if (request_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
-            /* libmicrohttpd cannot answer in the middle of a body, so a body of unknown size
-             * could only be refused after reading all of it: require its size up front. */
-            apierr_reply(r, APIERR_LENGTH_REQUIRED);
-            return request_send(r);
-        }
-        if (http_declared_too_large(r, max_body)) {
-            r->body_too_large = true;
-            apierr_replyf(r, APIERR_PAYLOAD_TOO_LARGE, "request bodies are limited to %zu bytes",
-                          max_body);
-            return request_send(r);
-        }
-        return MHD_YES;
-    }
-    if (r->state == REQUEST_SENT) {
-        /* A reply went out early (413); swallow whatever body still arrives. */
-        *upload_size = 0;
-        return MHD_YES;
-    }
-    if (*upload_size) {
-        /* The declared length was checked on the first call, so this cannot overflow unless
-         * the client sends more than it declared, which libmicrohttpd does not pass on. */
-        if (!request_body_append(r, upload_data, *upload_size, max_body))
-            return MHD_NO;
-        *upload_size = 0;
-        return MHD_YES;
-    }
-    /* Once dispatch has handed r on, a worker may be writing it: its answer says so, and the
-     * worker's resume makes libmicrohttpd call again with the reply set. Until then only the
-     * atomic state may be read (libmicrohttpd does make spurious calls while suspended). */
-    if (r->state == REQUEST_NEW && h->opts.dispatch(h->opts.ctx, r))
-        return MHD_YES;
-    if (r->state == REQUEST_DEFERRED)
-        return MHD_YES; /* a spurious call while suspended */
-    return request_send(r);
-}
-
-static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                           enum MHD_RequestTerminationCode toe)
-{
-    (void)cls;
-    (void)conn;
-    struct request *r = *con_cls;
-    if (!r)
+    if (hl->listening || hl->quiesced || hl->emfile || hl->h->listen_fd < 0)
         return;
-    *con_cls = NULL;
-    request_finish(r, toe);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = NULL};
+    if (epoll_ctl(hl->ep, EPOLL_CTL_ADD, hl->h->listen_fd, &ev) == 0)
+        hl->listening = true;
+    else
+        log_warn("http", "%s: cannot watch the listening socket: %s", hl->h->opts.name,
+                 strerror(errno));
 }
+
+static void http_listen_off(struct http_loop *hl)
+{
+    if (!hl->listening)
+        return;
+    epoll_ctl(hl->ep, EPOLL_CTL_DEL, hl->h->listen_fd, NULL);
+    hl->listening = false;
+}
+
+/* Whether the loop can take a connection now: below its part of the cap, or with an idle
+ * keep-alive connection to close for it. */
+static bool http_has_room(const struct http_loop *hl)
+{
+    return hl->cl.nconns < hl->cap || hl->cl.nidle > 0;
+}
+
+static void http_retry_accept(struct evloop_watch *w, enum evloop_event ev)
+{
+    struct http_loop *hl = container_of(w, struct http_loop, retry);
+    hl->emfile = false;
+    if (ev != EVLOOP_STOP && http_has_room(hl))
+        http_listen_on(hl);
+}
+
+/* ---- client addresses --------------------------------------------------------------------- */
+
+static void http_addr_of(const struct sockaddr_storage *ss, struct conn_addr *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->family = ss->ss_family;
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)ss;
+        memcpy(a->bytes, &s6->sin6_addr, 16);
+        inet_ntop(AF_INET6, &s6->sin6_addr, a->text, sizeof(a->text));
+    } else if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)(const void *)ss;
+        memcpy(a->bytes, &s4->sin_addr, 4);
+        inet_ntop(AF_INET, &s4->sin_addr, a->text, sizeof(a->text));
+    } else {
+        snprintf(a->text, sizeof(a->text), "unknown");
+    }
+}
+
+/* The address's entry, made on first use, with one more reference; counted against the cap
+ * unless it is full (*refused then). */
+static struct http_addr *http_addr_take(struct http *h, const struct conn_addr *a, bool *refused)
+{
+    uint64_t hash = htable_hash(a->bytes, sizeof(a->bytes)) ^ a->family;
+    pthread_mutex_lock(&h->addr_mutex);
+    struct http_addr *e = NULL;
+    for (struct htable_node *n = htable_first(&h->addrs, hash); n; n = htable_next(n, hash)) {
+        struct http_addr *x = container_of(n, struct http_addr, node);
+        if (x->a.family == a->family && !memcmp(x->a.bytes, a->bytes, sizeof(a->bytes))) {
+            e = x;
+            break;
+        }
+    }
+    if (!e) {
+        e = xcalloc(1, sizeof(*e));
+        e->a = *a;
+        e->exempt = h->nproxies && params_cidr_contains(h->proxies, h->nproxies, a->text);
+        htable_insert(&h->addrs, &e->node, hash);
+    }
+    e->refs++;
+    *refused = h->max_per_addr && !e->exempt && e->conns >= h->max_per_addr;
+    if (!*refused)
+        e->conns++;
+    pthread_mutex_unlock(&h->addr_mutex);
+    return e;
+}
+
+static void http_addr_drop(struct http *h, struct http_addr *e, bool counted)
+{
+    pthread_mutex_lock(&h->addr_mutex);
+    if (counted)
+        e->conns--;
+    if (--e->refs == 0) {
+        htable_remove(&h->addrs, &e->node);
+        free(e);
+    }
+    pthread_mutex_unlock(&h->addr_mutex);
+}
+
+/* ---- conn.c's callbacks (loop thread) ----------------------------------------------------- */
+
+static void http_closed(struct conn_loop *cl, struct conn *c)
+{
+    struct http_loop *hl = http_loop_of(cl);
+    http_addr_drop(hl->h, c->addr_entry, c->addr_counted);
+    if (http_has_room(hl))
+        http_listen_on(hl);
+}
+
+static void http_idled(struct conn_loop *cl)
+{
+    http_listen_on(http_loop_of(cl)); /* an idle connection can make room */
+}
+
+static const char *const http_refusal_what[CONN_REFUSAL_COUNT] = {
+    [CONN_HEAD_TIMEOUT] = "request heads not complete within HTTP_HEAD_TIMEOUT_MS (408)",
+    [CONN_BODY_TIMEOUT] = "request bodies not complete within HTTP_BODY_TIMEOUT_MS (408)",
+    [CONN_MALFORMED] = "requests that are not HTTP/1.x or have too large a head",
+    [CONN_ADDR_CAP] = "connections over HTTP_MAX_CONNECTIONS_PER_ADDRESS refused (429)",
+    [CONN_EVICTED] = "idle keep-alive connections closed for new clients at HTTP_MAX_CONNECTIONS",
+};
+
+/* Logged once per address and HTTP_LOG_PERIOD_US (a flood must not flood the log). */
+static void http_refused(struct conn_loop *cl, struct conn *c, enum conn_refusal why)
+{
+    struct http *h = http_loop_of(cl)->h;
+    struct http_addr *e = c->addr_entry;
+    int64_t now = mclock_now_us();
+    pthread_mutex_lock(&h->addr_mutex);
+    bool log = !e->logged_us[why] || now - e->logged_us[why] >= HTTP_LOG_PERIOD_US;
+    if (log)
+        e->logged_us[why] = now;
+    pthread_mutex_unlock(&h->addr_mutex);
+    if (log)
+        log_warn("http",
+                 "%s: client %s: %s (logged once a minute per address; counted in "
+                 "bulkhead_http_refusals_total)",
+                 h->opts.name, c->addr->text, http_refusal_what[why]);
+}
+
+/* ---- the loop's turn ---------------------------------------------------------------------- */
+
+static void http_accept(struct http_loop *hl)
+{
+    struct http *h = hl->h;
+    for (int k = 0; k < HTTP_ACCEPT_BATCH; k++) {
+        if (!http_has_room(hl)) {
+            http_listen_off(hl); /* back when a connection closes or goes idle */
+            return;
+        }
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(h->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: the client waits in the backlog; try again soon, or when
+                 * one of ours closes. */
+                http_listen_off(hl);
+                hl->emfile = true;
+                if (evloop_watch(hl->cl.t, &hl->retry, NULL, mclock_now_us() + HTTP_EMFILE_RETRY))
+                    hl->emfile = false;
+            }
+            return;
+        }
+        if (hl->cl.nconns >= hl->cap)
+            conn_evict_oldest(&hl->cl);
+        struct conn_addr a;
+        http_addr_of(&ss, &a);
+        bool refused;
+        struct http_addr *e = http_addr_take(h, &a, &refused);
+        struct conn *c = conn_open(&hl->cl, fd, e, &e->a);
+        c->addr_counted = !refused;
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                                 .data.ptr = c};
+        if (epoll_ctl(hl->ep, EPOLL_CTL_ADD, fd, &ev)) {
+            log_warn("http", "cannot watch a connection: %s", strerror(errno));
+            conn_refuse(c, APIERR_SHUTTING_DOWN, NULL);
+            continue;
+        }
+        if (refused) {
+            atomic_fetch_add_explicit(&hl->cl.refusals[CONN_ADDR_CAP], 1, memory_order_relaxed);
+            http_refused(&hl->cl, c, CONN_ADDR_CAP);
+            char msg[120];
+            snprintf(msg, sizeof(msg), "this address holds %u connections already",
+                     h->max_per_addr);
+            conn_refuse(c, APIERR_TOO_MANY_CONNECTIONS, msg);
+        }
+    }
+}
+
+static void http_run(void *ctx, unsigned i)
+{
+    struct http *h = ctx;
+    struct http_loop *hl = &h->loop[i];
+    if (hl->cl.stopping)
+        return;
+    struct epoll_event evs[HTTP_EVENTS];
+    int n = epoll_wait(hl->ep, evs, HTTP_EVENTS, 0);
+    for (int k = 0; k < n; k++) {
+        if (!evs[k].data.ptr)
+            http_accept(hl);
+        else
+            conn_event(evs[k].data.ptr, evs[k].events);
+    }
+}
+
+static int64_t http_timeout_us(void *ctx, unsigned i)
+{
+    (void)ctx;
+    (void)i;
+    return -1; /* every deadline is a watch in the loop's own heap */
+}
+
+/* ---- start and stop ----------------------------------------------------------------------- */
 
 unsigned http_thread_count(const struct http_settings *set)
 {
@@ -201,25 +305,25 @@ static unsigned http_threads(const struct http_opts *opts)
     return n > EVLOOP_MAX ? EVLOOP_MAX : n;
 }
 
-/* The listening socket the daemons share (each accepts from it on its own thread). */
-static int http_listen(const struct http_settings *set, int64_t port, bool *v6, int *out)
+/* The listening socket the loops share. */
+static int http_listen(const struct http_settings *set, int64_t port, int *out)
 {
     struct sockaddr_in sin = {0};
     struct sockaddr_in6 sin6 = {0};
     struct sockaddr *sa;
     socklen_t salen;
+    bool v6 = false;
     if (inet_pton(AF_INET, set->bind, &sin.sin_addr) == 1) {
         sin.sin_family = AF_INET;
         sin.sin_port = htons((uint16_t)port);
         sa = (struct sockaddr *)&sin;
         salen = sizeof(sin);
-        *v6 = false;
     } else if (inet_pton(AF_INET6, set->bind, &sin6.sin6_addr) == 1) {
         sin6.sin6_family = AF_INET6;
         sin6.sin6_port = htons((uint16_t)port);
         sa = (struct sockaddr *)&sin6;
         salen = sizeof(sin6);
-        *v6 = true;
+        v6 = true;
     } else {
         log_error("config", "API_BIND: \"%s\" is not an IPv4 or IPv6 address", set->bind);
         return -EINVAL;
@@ -229,7 +333,7 @@ static int http_listen(const struct http_settings *set, int64_t port, bool *v6, 
         return -errno;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (*v6)
+    if (v6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, sa, salen) || listen(fd, HTTP_BACKLOG)) {
         int rc = -errno;
@@ -240,79 +344,65 @@ static int http_listen(const struct http_settings *set, int64_t port, bool *v6, 
     return 0;
 }
 
-static void http_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
-                        enum MHD_ConnectionNotificationCode toe)
-{
-    (void)conn;
-    (void)socket_context;
-    bool *closed = cls; /* the daemon's flag: it runs on its loop's thread alone */
-    if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
-        *closed = true;
-}
-
-static void http_run(void *ctx, unsigned i)
+/* Loop thread, before its first turn's work: the loop's own pointer. */
+static void http_bind_loop(void *ctx, unsigned i)
 {
     struct http *h = ctx;
-    h->closed[i] = false;
-    MHD_run(h->daemons[i]);
-    /* A daemon at its connection cap takes the listening socket out of its epoll set, and puts
-     * it back only at the start of a run: after a close, run once more so that a client
-     * waiting in the backlog is accepted now, not at the next event. */
-    if (h->closed[i])
-        MHD_run(h->daemons[i]);
-}
-
-static int64_t http_timeout_us(void *ctx, unsigned i)
-{
-    struct http *h = ctx;
-    MHD_UNSIGNED_LONG_LONG ms;
-    if (MHD_get_timeout(h->daemons[i], &ms) != MHD_YES)
-        return -1;
-    return ms > 1000 ? 1000000 : (int64_t)ms * 1000;
-}
-
-/* Loop i's daemon: libmicrohttpd in external epoll mode, accepting from the shared socket. */
-static struct MHD_Daemon *http_daemon(struct http *h, unsigned i, bool v6)
-{
-    const struct http_settings *set = &h->opts.set;
-    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
-    if (v6)
-        flags |= MHD_USE_IPv6;
-    /* Each daemon takes its part of the connection cap, as libmicrohttpd's own pool does. */
-    unsigned limit = (unsigned)set->max_conns / h->n + (i < (unsigned)set->max_conns % h->n);
-    if (limit == 0)
-        limit = 1;
-    struct MHD_OptionItem mhd_opts[] = {
-        {MHD_OPTION_LISTEN_SOCKET, h->listen_fd, NULL},
-        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)http_completed, h},
-        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)http_notify, &h->closed[i]},
-        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)limit, NULL},
-        {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)set->idle_timeout, NULL},
-        /* Room for a head over the limit to reach http_head_ok (see the top of this file). */
-        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)(2 * set->conn_memory), NULL},
-        {MHD_OPTION_END, 0, NULL},
-    };
-    /* The logger goes first so that libmicrohttpd's start-up messages reach it too. */
-    return MHD_start_daemon(flags, 0, NULL, NULL, http_access, h, MHD_OPTION_EXTERNAL_LOGGER,
-                            http_mhd_log, h, MHD_OPTION_ARRAY, mhd_opts, MHD_OPTION_END);
+    h->loop[i].cl.t = evloop_current();
+    http_listen_on(&h->loop[i]);
 }
 
 int http_start(const struct http_opts *opts, struct http **out)
 {
     const struct http_settings *set = &opts->set;
     unsigned n = http_threads(opts);
-    struct http *h = xcalloc(1, sizeof(*h) + n * sizeof(h->daemons[0]));
-    h->closed = xcalloc(n, sizeof(h->closed[0]));
+    struct http *h = xcalloc(1, sizeof(*h) + n * sizeof(h->loop[0]));
     h->opts = *opts;
     if (!h->opts.name)
         h->opts.name = "http";
     opts = &h->opts;
-    h->max_body = (size_t)set->max_body;
-    h->max_head = (size_t)set->conn_memory;
     h->n = n;
     h->listen_fd = -1;
-    bool v6 = false;
-    int rc = http_listen(set, opts->port, &v6, &h->listen_fd);
+    pthread_mutex_init(&h->addr_mutex, NULL);
+    htable_init(&h->addrs, 64);
+    h->env = (struct conn_env){.hooks = opts->hooks,
+                               .draining = opts->draining,
+                               .drain_exempt = opts->drain_exempt,
+                               .dispatch = opts->dispatch,
+                               .ctx = opts->ctx,
+                               .max_head = (size_t)set->conn_memory,
+                               .max_body = (size_t)set->max_body,
+                               .idle_us = set->idle_timeout * 1000000,
+                               .head_us = set->head_timeout * 1000,
+                               .body_us = set->body_timeout * 1000};
+    h->max_per_addr = set->max_per_addr > 0 ? (unsigned)set->max_per_addr : 0;
+    h1_global_init(HTTP_PARSER_HEAD);
+    for (unsigned i = 0; i < n; i++) {
+        struct http_loop *hl = &h->loop[i];
+        hl->h = h;
+        hl->index = i;
+        hl->ep = -1;
+        /* Each loop takes its part of the cap (the kernel spreads new connections over the
+         * loops waiting on the shared socket). */
+        hl->cap = (unsigned)set->max_conns / n + (i < (unsigned)set->max_conns % n);
+        if (hl->cap == 0)
+            hl->cap = 1;
+        hl->retry.fd = -1;
+        hl->retry.fire = http_retry_accept;
+        hl->cl.env = &h->env;
+        hl->cl.closed = http_closed;
+        hl->cl.refused = http_refused;
+        hl->cl.idled = http_idled;
+    }
+    char why[200];
+    if (set->trusted_proxies &&
+        params_parse_cidrs(set->trusted_proxies, h->proxies, PARAMS_CIDRS_MAX, &h->nproxies, why,
+                           sizeof(why))) {
+        log_error("config", "TRUSTED_PROXIES: %s", why);
+        http_stop(h);
+        return -EINVAL;
+    }
+    int rc = http_listen(set, opts->port, &h->listen_fd);
     if (rc) {
         if (rc != -EINVAL)
             log_error("http_start",
@@ -328,15 +418,14 @@ int http_start(const struct http_opts *opts, struct http **out)
                                                  : ((struct sockaddr_in *)&ss)->sin_port);
     int sources[EVLOOP_MAX];
     for (unsigned i = 0; i < n; i++) {
-        h->daemons[i] = http_daemon(h, i, v6);
-        const union MHD_DaemonInfo *info =
-            h->daemons[i] ? MHD_get_daemon_info(h->daemons[i], MHD_DAEMON_INFO_EPOLL_FD) : NULL;
-        if (!info) {
-            log_error("http_start", "libmicrohttpd did not start (see its log above)");
+        h->loop[i].ep = epoll_create1(EPOLL_CLOEXEC);
+        if (h->loop[i].ep < 0) {
+            rc = -errno;
+            log_error("http_start", "epoll_create1: %s", strerror(-rc));
             http_stop(h);
-            return -ENOMEM;
+            return rc;
         }
-        sources[i] = info->epoll_fd;
+        sources[i] = h->loop[i].ep;
     }
     struct evloop_ops ops = {.run = http_run,
                              .timeout_us = http_timeout_us,
@@ -349,50 +438,79 @@ int http_start(const struct http_opts *opts, struct http **out)
         http_stop(h);
         return rc;
     }
+    evloop_call(h->loops, http_bind_loop, h);
     log_info("http_start", "%s: listening on %s:%u with %u HTTP threads", opts->name, set->bind,
              h->port, n);
     *out = h;
     return 0;
 }
 
-/* Loop thread: this daemon stops accepting (the socket is closed once all have). */
+/* Loop thread: this loop stops accepting (the socket is closed once all have). */
 static void http_quiesce_one(void *ctx, unsigned i)
 {
     struct http *h = ctx;
-    MHD_quiesce_daemon(h->daemons[i]);
+    http_listen_off(&h->loop[i]);
+    h->loop[i].quiesced = true;
 }
 
 void http_quiesce(struct http *h)
 {
     if (!h || h->listen_fd < 0)
         return;
-    if (h->loops) {
+    if (h->loops)
         evloop_call(h->loops, http_quiesce_one, h);
-    } else {
-        for (unsigned i = 0; i < h->n; i++)
-            if (h->daemons[i])
-                MHD_quiesce_daemon(h->daemons[i]);
-    }
     close(h->listen_fd);
     h->listen_fd = -1;
+}
+
+/* Loop thread: no deadline is armed from here on (the loop's last turns fire the armed ones
+ * EVLOOP_STOP and must find none armed again). */
+static void http_stopping_one(void *ctx, unsigned i)
+{
+    struct http *h = ctx;
+    h->loop[i].cl.stopping = true;
 }
 
 void http_stop(struct http *h)
 {
     if (!h)
         return;
-    /* Every daemon lets go of the shared socket before any stops (a daemon that stops while
-     * it still listens closes the socket under the others). */
     http_quiesce(h);
+    if (h->loops)
+        evloop_call(h->loops, http_stopping_one, h);
     evloop_stop(h->loops);
-    for (unsigned i = 0; i < h->n; i++)
-        if (h->daemons[i])
-            MHD_stop_daemon(h->daemons[i]);
-    free(h->closed);
+    /* The loops have ended: what is left closes here (a request not answered yet is the
+     * client's loss: 499 in its access line). */
+    for (unsigned i = 0; i < h->n; i++) {
+        conn_close_all(&h->loop[i].cl);
+        conn_loop_free(&h->loop[i].cl);
+        if (h->loop[i].ep >= 0)
+            close(h->loop[i].ep);
+    }
+    htable_destroy(&h->addrs);
+    pthread_mutex_destroy(&h->addr_mutex);
     free(h);
 }
 
 uint16_t http_port(const struct http *h)
 {
     return h->port;
+}
+
+void http_stats(const struct http *h, struct http_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (unsigned i = 0; h && i < h->n; i++) {
+        const struct conn_loop *cl = &h->loop[i].cl;
+        out->open += atomic_load_explicit(&cl->nopen, memory_order_relaxed);
+        out->accepted += atomic_load_explicit(&cl->accepted, memory_order_relaxed);
+        out->head_timeouts +=
+            atomic_load_explicit(&cl->refusals[CONN_HEAD_TIMEOUT], memory_order_relaxed);
+        out->body_timeouts +=
+            atomic_load_explicit(&cl->refusals[CONN_BODY_TIMEOUT], memory_order_relaxed);
+        out->malformed += atomic_load_explicit(&cl->refusals[CONN_MALFORMED], memory_order_relaxed);
+        out->addr_refused +=
+            atomic_load_explicit(&cl->refusals[CONN_ADDR_CAP], memory_order_relaxed);
+        out->evicted += atomic_load_explicit(&cl->refusals[CONN_EVICTED], memory_order_relaxed);
+    }
 }

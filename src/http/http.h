@@ -1,14 +1,21 @@
 /*
- * http: libmicrohttpd on the event threads (evloop.h): one daemon per thread in external epoll
- * mode, all accepting from one listening socket, each driven by its thread's loop.
+ * http: bulkhead's HTTP/1.1 server on the event threads (evloop.h): the listening socket, the
+ * loops, accepting, and the limits on connections (the whole server's, per loop; per client
+ * address). One connection's life is conn.h's; parsing is h1.h's; a request's is request.h's.
  *
- * It turns libmicrohttpd's callbacks into the request life cycle of request.h: create on the
- * first call, read the body on the next ones (refusing oversized bodies with 413 before they are
- * buffered), hand the complete request to the dispatch callback (the api), queue the reply on a
- * later call (so keep-alive survives), and finish the request in the completion callback. The
- * HTTP layer's own limits (connections, idle timeout, header memory) are its settings (struct
- * http_settings: the server fills them from config); a head that is too large, lacks Host or is
- * ambiguous is refused before dispatch (reqhead.h).
+ * Every loop accepts from one shared listening socket (EPOLLEXCLUSIVE: one loop is woken per
+ * connection) and owns the connections it accepted. A loop takes its part of
+ * HTTP_MAX_CONNECTIONS; at its part it closes its oldest idle keep-alive connection for a new
+ * client, and with none idle it stops accepting until one closes (the client waits in the
+ * kernel's backlog: never a reset). A client address holds at most
+ * HTTP_MAX_CONNECTIONS_PER_ADDRESS (TRUSTED_PROXIES exempt): the next one is answered 429
+ * too_many_connections and closed. Every refusal is counted (http_stats) and logged once per
+ * address and HTTP_LOG_PERIOD_US.
+ *
+ * DESIGN: a loop's connections, its listening state and its part of the cap are its thread's
+ * alone; the per-address table is shared by the loops under its mutex (taken once per accept
+ * and once per close); counters are relaxed atomics. Quiesce and stop reach the loops through
+ * evloop_call.
  */
 #ifndef BULKHEAD_HTTP_H
 #define BULKHEAD_HTTP_H
@@ -22,14 +29,18 @@ struct metrics_hist;
 struct request;
 struct request_hooks;
 
-/* The HTTP layer's settings: API_BIND and HTTP_* (config.h). */
+/* The HTTP layer's settings: API_BIND, HTTP_* and TRUSTED_PROXIES (config.h). */
 struct http_settings {
-    const char *bind;     /* IPv4 or IPv6 literal to listen on; must outlive the daemon */
+    const char *bind;     /* IPv4 or IPv6 literal to listen on; must outlive the server */
     int64_t threads;      /* event threads; 0 = one per usable CPU */
-    int64_t max_conns;    /* concurrent client connections before refusing */
-    int64_t idle_timeout; /* seconds before an idle or slow client is dropped */
-    int64_t conn_memory;  /* largest request head; libmicrohttpd gets twice this */
+    int64_t max_conns;    /* client connections at once (the loops share them) */
+    int64_t idle_timeout; /* seconds an idle keep-alive connection (or a stalled write) lasts */
+    int64_t head_timeout; /* ms for a whole request head, from its first byte */
+    int64_t body_timeout; /* ms for a whole request body, from the head's end */
+    int64_t max_per_addr; /* connections one client address may hold (0: no cap) */
+    int64_t conn_memory;  /* largest request head (431/414 above) */
     int64_t max_body;     /* largest request body accepted (413 above) */
+    const char *trusted_proxies; /* addresses exempt from max_per_addr ("" none) */
 };
 
 struct http_opts {
@@ -37,19 +48,31 @@ struct http_opts {
     struct http_settings set;              /* API_BIND, HTTP_* */
     int64_t port;                          /* API_PORT or OPS_PORT, on API_BIND (0: any free) */
     unsigned threads;                      /* event threads; 0: HTTP_THREADS (one per CPU) */
-    const struct request_hooks *hooks;     /* given to every request; must outlive the daemon */
+    const struct request_hooks *hooks;     /* given to every request; must outlive the server */
     const atomic_bool *draining;           /* while true, new requests get 503 shutting_down */
     bool (*drain_exempt)(const char *url); /* except these (the probes), or NULL: none */
-    /* HTTP thread: a request is complete. Returns false with its reply set, or true when it
-     * was suspended and handed on: whoever resumes it owns it until then. */
+    /* Loop thread: a request is complete. Returns false with its reply set, or true when it
+     * was handed on (request_defer): whoever resumes it owns it until then. */
     bool (*dispatch)(void *ctx, struct request *r);
     void *ctx;
     /* Thread i adds its event loop's lag (evloop.h) to loop_lag[i], every HTTP_LAG_PROBE_US;
-     * http_thread_count(&set) of them, owned by the caller, outliving the daemon. */
+     * http_thread_count(&set) of them, owned by the caller, outliving the server. */
     struct metrics_hist *loop_lag;
 };
 
-#define HTTP_LAG_PROBE_US 10000 /* how often each HTTP thread measures its loop's lag */
+#define HTTP_LAG_PROBE_US  10000    /* how often each HTTP thread measures its loop's lag */
+#define HTTP_LOG_PERIOD_US 60000000 /* a refusal is logged once per address and this */
+
+/* What the connections met, summed over the loops (relaxed reads). */
+struct http_stats {
+    uint64_t open;          /* connections open now */
+    uint64_t accepted;      /* connections accepted since start */
+    uint64_t head_timeouts; /* heads not complete within HTTP_HEAD_TIMEOUT_MS (408) */
+    uint64_t body_timeouts; /* bodies not complete within HTTP_BODY_TIMEOUT_MS (408) */
+    uint64_t malformed;     /* not HTTP/1.x, or a head too large (400, 414, 431, 505) */
+    uint64_t addr_refused;  /* over HTTP_MAX_CONNECTIONS_PER_ADDRESS (429) */
+    uint64_t evicted;       /* idle keep-alive connections closed for a new client */
+};
 
 /* How many HTTP threads http_start starts for set (HTTP_THREADS, or one per usable CPU). */
 unsigned http_thread_count(const struct http_settings *set);
@@ -65,5 +88,8 @@ void http_stop(struct http *h);
 
 /* The port actually bound. */
 uint16_t http_port(const struct http *h);
+
+/* Any thread: the counters (h may be NULL: zeros). */
+void http_stats(const struct http *h, struct http_stats *out);
 
 #endif

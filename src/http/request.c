@@ -1,14 +1,15 @@
 /*
- * request: reply building, suspend/resume hand-off and the end-of-request bookkeeping
+ * request: the head's lookups, reply building, the hand-off and the end-of-request bookkeeping
  * (see request.h for who owns a request when).
  */
 #include "request.h"
+#include "conn.h"
 #include "evloop.h"
+#include "h1.h"
 #include "log.h"
 #include "mclock.h"
 #include "xalloc.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdatomic.h>
@@ -33,31 +34,112 @@ static bool request_id_valid(const char *s)
     return n > 0;
 }
 
-struct request *request_new(const struct request_hooks *hooks, struct MHD_Connection *conn,
-                            const char *url, const char *method)
+static int request_hex(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Decode %XX (and '+' as a space when plus) in place; a malformed escape stays as it is.
+ * Returns whether a %00 was decoded (the string then ends there for C). */
+static bool request_unescape(char *s, bool plus)
+{
+    bool nul = false;
+    char *w = s;
+    for (char *p = s; *p; p++) {
+        int hi, lo;
+        if (*p == '%' && (hi = request_hex(p[1])) >= 0 && (lo = request_hex(p[2])) >= 0) {
+            *w = (char)(hi * 16 + lo);
+            nul |= *w == '\0';
+            w++;
+            p += 2;
+        } else {
+            *w++ = plus && *p == '+' ? ' ' : *p;
+        }
+    }
+    *w = '\0';
+    return nul;
+}
+
+/* "a=1&b&c=%20" into r->args (one allocation: the array, then the text). */
+static void request_parse_query(struct request *r, const char *q)
+{
+    size_t qlen = strlen(q);
+    unsigned n = 1;
+    for (const char *p = q; *p; p++)
+        n += *p == '&';
+    char *block = xmalloc(n * sizeof(struct request_arg) + qlen + 1);
+    struct request_arg *args = (struct request_arg *)(void *)block;
+    char *text = block + n * sizeof(struct request_arg);
+    memcpy(text, q, qlen + 1);
+    unsigned k = 0;
+    for (char *p = text; p;) {
+        char *amp = strchr(p, '&');
+        if (amp)
+            *amp = '\0';
+        if (*p) {
+            char *eq = strchr(p, '=');
+            if (eq)
+                *eq = '\0';
+            request_unescape(p, true);
+            args[k] = (struct request_arg){.name = p};
+            if (eq) {
+                args[k].nul = request_unescape(eq + 1, true);
+                args[k].value = eq + 1;
+            }
+            k++;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    r->query = block;
+    r->args = args;
+    r->nargs = k;
+}
+
+struct request *request_new(const struct request_hooks *hooks, struct conn *conn,
+                            const struct h1 *head, const char *client_addr)
 {
     struct request *r = xcalloc(1, sizeof(*r));
     r->hooks = hooks;
     r->conn = conn;
     r->loop = evloop_current();
-    r->url = url;
-    r->method_name = method;
-    if (!strcmp(method, "GET"))
-        r->method = METHOD_GET;
-    else if (!strcmp(method, "HEAD"))
-        r->method = METHOD_HEAD;
-    else if (!strcmp(method, "POST"))
-        r->method = METHOD_POST;
-    else
-        r->method = METHOD_OTHER;
+    r->head = head;
+    r->client_addr = client_addr;
+    r->url = "-";
+    r->method_name = "-";
+    r->method = METHOD_OTHER;
+    if (head) {
+        /* The target is the connection's, and this request its only reader: split and
+         * decoded in place. */
+        char *target = head->buf + head->url;
+        char *q = strchr(target, '?');
+        if (q) {
+            *q = '\0';
+            request_parse_query(r, q + 1);
+        }
+        request_unescape(target, false);
+        r->url = target;
+        r->method_name = h1_method(head);
+        if (!strcmp(r->method_name, "GET"))
+            r->method = METHOD_GET;
+        else if (!strcmp(r->method_name, "HEAD"))
+            r->method = METHOD_HEAD;
+        else if (!strcmp(r->method_name, "POST"))
+            r->method = METHOD_POST;
+    }
     /* From when its loop's turn woke: the time it waited for the loop counts, as the client
-     * sees it (the nearest libmicrohttpd lets us get to when its bytes became readable). */
+     * sees it. */
     r->t_start_us = r->loop ? evloop_turn_us(r->loop) : mclock_now_us();
     r->queue_us = -1;
     r->query_us = -1;
     r->status = 500;
     r->outcome = OUTCOME_ERROR;
-    const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    const char *rid = request_header(r, "X-Request-Id");
     if (rid && request_id_valid(rid)) {
         snprintf(r->request_id, sizeof(r->request_id), "%s", rid);
     } else {
@@ -89,51 +171,46 @@ bool request_body_append(struct request *r, const char *data, size_t len, size_t
 
 const char *request_header(const struct request *r, const char *name)
 {
-    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
-}
-
-struct request_join {
-    const char *name;
-    char *out; /* grown with xrealloc */
-    size_t len;
-};
-
-static enum MHD_Result request_join_field(void *cls, enum MHD_ValueKind kind, const char *key,
-                                          size_t key_size, const char *value, size_t value_size)
-{
-    (void)kind;
-    (void)key_size;
-    struct request_join *j = cls;
-    if (strcasecmp(key, j->name) || !value)
-        return MHD_YES;
-    j->out = xrealloc(j->out, j->len + value_size + 3);
-    if (j->len) {
-        memcpy(j->out + j->len, ", ", 2);
-        j->len += 2;
-    }
-    memcpy(j->out + j->len, value, value_size);
-    j->len += value_size;
-    j->out[j->len] = '\0';
-    return MHD_YES;
+    const struct h1 *h = r->head;
+    if (!h)
+        return NULL;
+    for (unsigned i = 0; i < h->nfields; i++)
+        if (!strcasecmp(h1_str(h, h->fields[i].name), name))
+            return h1_str(h, h->fields[i].value);
+    return NULL;
 }
 
 char *request_header_list(const struct request *r, const char *name)
 {
-    struct request_join j = {.name = name};
-    MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, request_join_field, &j);
-    return j.out;
+    const struct h1 *h = r->head;
+    char *out = NULL;
+    size_t len = 0;
+    for (unsigned i = 0; h && i < h->nfields; i++) {
+        if (strcasecmp(h1_str(h, h->fields[i].name), name))
+            continue;
+        size_t n = h->fields[i].value_len;
+        out = xrealloc(out, len + n + 3);
+        if (len) {
+            memcpy(out + len, ", ", 2);
+            len += 2;
+        }
+        memcpy(out + len, h1_str(h, h->fields[i].value), n);
+        len += n;
+        out[len] = '\0';
+    }
+    return out;
 }
 
 int request_arg(const struct request *r, const char *name, const char **value)
 {
-    size_t len = 0;
     *value = NULL;
-    if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name), value,
-                                      &len) != MHD_YES)
-        return -ENOENT;
-    if (*value && strlen(*value) != len)
-        return -EINVAL;
-    return 0;
+    for (unsigned i = 0; i < r->nargs; i++) {
+        if (strcasecmp(r->args[i].name, name))
+            continue;
+        *value = r->args[i].value;
+        return r->args[i].nul ? -EINVAL : 0;
+    }
+    return -ENOENT;
 }
 
 void request_put(char *buf, size_t cap, size_t *len, const char *s)
@@ -160,22 +237,34 @@ const char *request_i64(char *buf, size_t cap, int64_t v)
     return p;
 }
 
-static void request_set(struct request *r, unsigned status, enum metrics_outcome outcome,
-                        struct MHD_Response *resp, const char *content_type)
+/* The reply's body is let go (a later verdict replaces it, or the request ends). */
+static void request_drop_body(struct request *r)
 {
-    if (!resp) {
-        fprintf(stderr, "bulkhead: libmicrohttpd could not allocate a response\n");
-        abort();
-    }
-    if (r->resp)
-        MHD_destroy_response(r->resp); /* a later verdict replaces an earlier one */
-    r->resp = resp;
+    if (r->out_free)
+        r->out_free(r->out_cls);
+    r->out_free = NULL;
+    r->out_body = NULL;
+    r->out_len = 0;
+}
+
+static void request_set(struct request *r, unsigned status, enum metrics_outcome outcome,
+                        const char *content_type, const char *body, size_t len,
+                        void (*free_cb)(void *), void *cls)
+{
+    request_drop_body(r); /* a later verdict replaces an earlier one */
+    r->has_reply = true;
+    r->close = false;
+    r->fields_len = 0;
+    r->out_body = body;
+    r->out_len = len;
+    r->out_free = free_cb;
+    r->out_cls = cls;
+    r->content_type = content_type;
     r->status = status;
     r->outcome = outcome;
     r->error = 0; /* apierr sets these after the reply it builds */
     r->reply_retry_s = 0;
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    request_add_header(r, "X-Request-Id", r->request_id);
     if (r->handler_ops && r->handler_ops->reply_headers)
         r->handler_ops->reply_headers(r, r->handler);
 }
@@ -183,25 +272,22 @@ static void request_set(struct request *r, unsigned status, enum metrics_outcome
 void request_reply_json(struct request *r, unsigned status, enum metrics_outcome outcome,
                         const char *json, size_t len)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, (void *)json, MHD_RESPMEM_MUST_COPY);
-    request_set(r, status, outcome, resp, "application/json");
+    char *copy = xmalloc(len + 1);
+    memcpy(copy, json, len);
+    copy[len] = '\0';
+    request_set(r, status, outcome, "application/json", copy, len, free, copy);
 }
 
 void request_reply_static(struct request *r, unsigned status, enum metrics_outcome outcome,
                           const char *content_type, const char *body, size_t len)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_PERSISTENT);
-    request_set(r, status, outcome, resp, content_type);
+    request_set(r, status, outcome, content_type, body, len, NULL, NULL);
 }
 
 void request_reply_owned(struct request *r, unsigned status, enum metrics_outcome outcome,
                          const char *body, size_t len, void (*free_cb)(void *), void *cls)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer_with_free_callback_cls(len, (void *)body, free_cb, cls);
-    request_set(r, status, outcome, resp, "application/json");
+    request_set(r, status, outcome, "application/json", body, len, free_cb, cls);
 }
 
 int64_t request_retry_seconds(int64_t us)
@@ -245,8 +331,7 @@ void request_reply_error(struct request *r, unsigned status, enum metrics_outcom
     request_put(body, sizeof(body), &len, "}");
     request_reply_json(r, status, outcome, body, len);
     if (retry_after_s > 0)
-        MHD_add_response_header(r->resp, MHD_HTTP_HEADER_RETRY_AFTER,
-                                request_i64(num, sizeof(num), retry_after_s));
+        request_add_header(r, "Retry-After", request_i64(num, sizeof(num), retry_after_s));
 }
 
 void request_set_handler(struct request *r, const struct request_handler_ops *ops, void *state)
@@ -255,43 +340,142 @@ void request_set_handler(struct request *r, const struct request_handler_ops *op
     r->handler = state;
 }
 
+/* Append s (n bytes) to the growable text *buf (*len of *cap used). */
+static void request_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t c = *cap ? *cap : 256;
+        while (c < *len + n + 1)
+            c *= 2;
+        *buf = xrealloc(*buf, c);
+        *cap = c;
+    }
+    memcpy(*buf + *len, s, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+}
+
 void request_add_header(struct request *r, const char *name, const char *value)
 {
-    if (r->resp)
-        MHD_add_response_header(r->resp, name, value);
+    if (!r->has_reply)
+        return;
+    if (!strcasecmp(name, "Connection")) {
+        r->close |= !strcasecmp(value, "close");
+        return; /* the connection writes its own */
+    }
+    request_append(&r->fields, &r->fields_len, &r->fields_cap, name, strlen(name));
+    request_append(&r->fields, &r->fields_len, &r->fields_cap, ": ", 2);
+    request_append(&r->fields, &r->fields_len, &r->fields_cap, value, strlen(value));
+    request_append(&r->fields, &r->fields_len, &r->fields_cap, "\r\n", 2);
+}
+
+void request_set_content_type(struct request *r, const char *content_type)
+{
+    r->content_type = content_type;
+}
+
+static const char *request_reason(unsigned status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
+    }
+}
+
+void request_wire(struct request *r, bool keep_alive, bool http10_keep_alive, const char *date,
+                  size_t *body_len)
+{
+    char line[64], num[24];
+    size_t cap = 0;
+    r->wire_len = 0;
+    free(r->wire);
+    r->wire = NULL;
+    int n =
+        snprintf(line, sizeof(line), "HTTP/1.1 %u %s\r\n", r->status, request_reason(r->status));
+    request_append(&r->wire, &r->wire_len, &cap, line, (size_t)n);
+    bool no_content = r->status == 204 || r->status == 304;
+    if (r->content_type && !no_content) {
+        request_append(&r->wire, &r->wire_len, &cap, "Content-Type: ", 14);
+        request_append(&r->wire, &r->wire_len, &cap, r->content_type, strlen(r->content_type));
+        request_append(&r->wire, &r->wire_len, &cap, "\r\n", 2);
+    }
+    if (r->fields_len)
+        request_append(&r->wire, &r->wire_len, &cap, r->fields, r->fields_len);
+    if (!no_content) {
+        const char *len = request_i64(num, sizeof(num), (int64_t)r->out_len);
+        request_append(&r->wire, &r->wire_len, &cap, "Content-Length: ", 16);
+        request_append(&r->wire, &r->wire_len, &cap, len, strlen(len));
+        request_append(&r->wire, &r->wire_len, &cap, "\r\n", 2);
+    }
+    request_append(&r->wire, &r->wire_len, &cap, date, strlen(date));
+    if (!keep_alive)
+        request_append(&r->wire, &r->wire_len, &cap, "Connection: close\r\n", 19);
+    else if (http10_keep_alive)
+        request_append(&r->wire, &r->wire_len, &cap, "Connection: Keep-Alive\r\n", 24);
+    request_append(&r->wire, &r->wire_len, &cap, "\r\n", 2);
+    *body_len = r->method == METHOD_HEAD || no_content ? 0 : r->out_len;
 }
 
 void request_defer(struct request *r)
 {
-    r->state = REQUEST_DEFERRED;
-    MHD_suspend_connection(r->conn);
+    atomic_store_explicit(&r->state, REQUEST_DEFERRED, memory_order_relaxed);
 }
 
 void request_resume(struct request *r)
 {
-    struct MHD_Connection *c = r->conn;
-    struct evloop_thread *loop = r->loop;
-    r->state = REQUEST_READY;
-    /* From here on the HTTP thread owns r again; resuming is the last touch. */
-    MHD_resume_connection(c);
-    if (loop)
-        evloop_wake(loop); /* libmicrohttpd would not look at it before its next event */
+    struct conn *c = r->conn;
+    atomic_store_explicit(&r->state, REQUEST_READY, memory_order_release);
+    /* From here on the loop thread owns r again; this is the last touch. */
+    conn_resume(c);
 }
 
-enum MHD_Result request_send(struct request *r)
-{
-    r->state = REQUEST_SENT;
-    enum MHD_Result ret = MHD_queue_response(r->conn, r->status, r->resp);
-    MHD_destroy_response(r->resp);
-    r->resp = NULL;
-    return ret;
-}
-
-void request_finish(struct request *r, enum MHD_RequestTerminationCode toe)
+void request_finish(struct request *r, bool sent)
 {
     const struct request_hooks *hooks = r->hooks;
     int64_t total = mclock_now_us() - r->t_start_us;
-    if (r->state != REQUEST_SENT && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+    if (!sent && atomic_load_explicit(&r->state, memory_order_relaxed) != REQUEST_SENT) {
         /* The client left before a reply was sent. */
         r->status = 499;
         r->outcome = OUTCOME_CLIENT_ERROR;
@@ -313,10 +497,12 @@ void request_finish(struct request *r, enum MHD_RequestTerminationCode toe)
         };
         log_access(&a);
     }
-    if (r->resp)
-        MHD_destroy_response(r->resp);
+    request_drop_body(r);
     if (r->handler_ops && r->handler_ops->free)
         r->handler_ops->free(r->handler);
+    free(r->fields);
+    free(r->wire);
+    free(r->query);
     free(r->body);
     free(r);
     hooks->freed(hooks->ctx);

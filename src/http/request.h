@@ -1,23 +1,22 @@
 /*
- * request: one HTTP request's life, from the first byte to the access-log line.
+ * request: one HTTP request's life, from its head to the access-log line.
  *
- * A request is created by the HTTP thread when libmicrohttpd reports a new request, owned by
- * that connection, and freed when libmicrohttpd reports it complete (after the response went
- * out or the client left). It is answered in one of two ways:
- *   - at once on the HTTP thread (health, metrics, every rejection): request_reply*;
- *   - later: the HTTP thread calls request_defer (the connection is suspended) and hands the
- *     request on (datapath.c: its statement runs on an event thread's loop or on a worker
- *     thread); whoever runs it fills the reply and calls request_resume, after which it must
- *     not touch the request again.
+ * A request is created by its connection's loop thread when the head is read (conn.c), owned
+ * by that connection, and freed once the reply went out or the client left. It is answered in
+ * one of two ways:
+ *   - at once on the loop thread (health, metrics, every rejection): request_reply*;
+ *   - later: the loop thread calls request_defer and hands the request on (datapath.c: its
+ *     statement runs on an event thread's loop or on a worker thread); whoever runs it fills
+ *     the reply and calls request_resume, after which it must not touch the request again.
  * Between request_defer and request_resume only the one running it (or the janitor, dropping
- * it from the queue) touches the request. The HTTP thread learns that it handed the request on from
- * its dispatch callback, never by reading the request; the one exception is `state`, an atomic
- * it may load when libmicrohttpd calls it spuriously for a suspended connection.
+ * it from the queue) touches the request. The loop thread learns that it handed the request
+ * on from its dispatch callback, never by reading the request.
  *
  * DESIGN: a request is one thread's at a time (above); the hand-offs are request_defer plus
  * the queue's or a loop's inbox mutex one way, and request_resume (state stored after the
- * reply) plus libmicrohttpd's resume and a wake of the owning loop the other. The hooks run on
- * the HTTP thread.
+ * reply) plus the connection's task posted to its loop (conn.h) the other. The hooks run on
+ * the loop thread. The head's strings (url, fields) live in the connection's buffer, which
+ * stays with the request until it ends.
  */
 #ifndef BULKHEAD_REQUEST_H
 #define BULKHEAD_REQUEST_H
@@ -25,16 +24,17 @@
 #include "evloop.h"
 #include "metrics.h"
 
-#include <microhttpd.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+struct conn;
+struct h1;
 struct request;
 
 /* What the owner of the requests (the server) is told about them. Set before the first
- * request and read-only afterwards; every hook runs on the HTTP thread of the request. */
+ * request and read-only afterwards; every hook runs on the loop thread of the request. */
 struct request_hooks {
     const char *instance_id;  /* prefixes the request ids made up here */
     void (*begin)(void *ctx); /* a request was created */
@@ -48,10 +48,16 @@ struct request_hooks {
 enum request_method { METHOD_GET, METHOD_HEAD, METHOD_POST, METHOD_OTHER };
 
 enum request_state {
-    REQUEST_NEW,      /* headers read; body may be arriving */
-    REQUEST_DEFERRED, /* suspended, owned by the tier's queue or a worker */
-    REQUEST_READY,    /* reply set; the HTTP thread queues it on its next call */
-    REQUEST_SENT      /* reply queued to libmicrohttpd */
+    REQUEST_NEW,      /* head read (and body); its handler runs on the loop thread */
+    REQUEST_DEFERRED, /* handed on: owned by the tier's queue, a worker or another loop */
+    REQUEST_READY,    /* reply set after a hand-off; the connection sends it */
+    REQUEST_SENT      /* the reply is going out (or went) */
+};
+
+/* A query argument, decoded ('+' and %XX); value NULL for "?flag" with no '='. */
+struct request_arg {
+    const char *name, *value;
+    bool nul; /* the value held %00, which no parser here would see */
 };
 
 #define REQUEST_ID_MAX      64
@@ -68,13 +74,17 @@ struct request_handler_ops {
 
 struct request {
     const struct request_hooks *hooks; /* not owned */
-    struct MHD_Connection *conn;       /* not owned; valid until the completion callback */
-    struct evloop_thread *loop;        /* the HTTP thread that owns conn (evloop.h) */
-    const char *url;                   /* libmicrohttpd's copy, valid for the request's life */
+    struct conn *conn;                 /* the connection it came on (not owned) */
+    struct evloop_thread *loop;        /* the loop thread that owns conn (evloop.h) */
+    const struct h1 *head;             /* its head in conn's buffer, or NULL (refused unread) */
+    const char *url;                   /* the path, %-decoded (in conn's buffer), or "-" */
+    char *query;                       /* owned: the decoded arguments' text */
+    struct request_arg *args;          /* owned (one block with query); nargs of them */
+    unsigned nargs;
+    const char *client_addr; /* the socket's peer, printed (conn's; not owned) */
     enum request_method method;
     const char *method_name;
-    /* Atomic: the worker's request_resume stores READY (after the reply, so a thread that
-     * loads READY sees the reply) while the HTTP thread may look at it in a spurious call. */
+    /* Atomic: a worker's request_resume stores READY after the reply (release). */
     _Atomic(enum request_state) state;
 
     char request_id[REQUEST_ID_MAX + 1];
@@ -98,19 +108,31 @@ struct request {
     /* The reply. */
     unsigned status;
     enum metrics_outcome outcome;
-    int error;                 /* apierr row + 1 of an error reply (apierr.c), 0 for others */
-    int64_t reply_retry_s;     /* the Retry-After the reply carries, 0 = none */
-    struct MHD_Response *resp; /* owned until queued */
+    int error;                /* apierr row + 1 of an error reply (apierr.c), 0 for others */
+    int64_t reply_retry_s;    /* the Retry-After the reply carries, 0 = none */
+    bool has_reply;           /* a request_reply* call set the reply below */
+    bool close;               /* the reply says Connection: close */
+    const char *content_type; /* static */
+    char *fields;             /* owned: "Name: value\r\n" lines added to the reply */
+    size_t fields_len, fields_cap;
+    const char *out_body; /* the reply's body (out_len bytes), freed by out_free(out_cls) */
+    size_t out_len;
+    void (*out_free)(void *);
+    void *out_cls;
+    char *wire; /* owned: the status line and fields as sent (request_wire) */
+    size_t wire_len;
 };
 
-/* HTTP thread: a new request on conn. */
-struct request *request_new(const struct request_hooks *hooks, struct MHD_Connection *conn,
-                            const char *url, const char *method);
+/* Loop thread: a new request on conn with the head just read (its strings NUL-terminated), or
+ * with head NULL for a refusal of bytes that are not a request (url "-"). */
+struct request *request_new(const struct request_hooks *hooks, struct conn *conn,
+                            const struct h1 *head, const char *client_addr);
 
 /* Append body bytes; false once the body passed max (the bytes are dropped). */
 bool request_body_append(struct request *r, const char *data, size_t len, size_t max);
 
-/* Request header value or NULL (HTTP thread, or a worker while deferred). */
+/* Request header value or NULL (loop thread, or a worker while deferred); the first of its
+ * name. */
 const char *request_header(const struct request *r, const char *name);
 /* Every field called name, in order, joined by ", " as one list (RFC 9110 5.3), or NULL when
  * there is none; the caller frees it. */
@@ -125,7 +147,7 @@ void request_reply_json(struct request *r, unsigned status, enum metrics_outcome
 /* Reply with a body that outlives the response (a static string): no copy. */
 void request_reply_static(struct request *r, unsigned status, enum metrics_outcome outcome,
                           const char *content_type, const char *body, size_t len);
-/* Reply with a body owned by cls: free_cb(cls) runs when libmicrohttpd is done with it. */
+/* Reply with a body owned by cls: free_cb(cls) runs when the reply is done with it. */
 void request_reply_owned(struct request *r, unsigned status, enum metrics_outcome outcome,
                          const char *body, size_t len, void (*free_cb)(void *), void *cls);
 /* {"error": code, "message": msg[, members], "request_id": ...}; retry_after_s > 0 adds
@@ -134,10 +156,13 @@ void request_reply_owned(struct request *r, unsigned status, enum metrics_outcom
 void request_reply_error(struct request *r, unsigned status, enum metrics_outcome outcome,
                          const char *code, const char *message, const char *members,
                          int64_t retry_after_s);
-/* Add a header to the reply set by the last request_reply* call. */
+/* Add a header to the reply set by the last request_reply* call ("Connection: close" marks
+ * the connection to close after it). */
 void request_add_header(struct request *r, const char *name, const char *value);
+/* Replace the reply's Content-Type (a static string). */
+void request_set_content_type(struct request *r, const char *content_type);
 
-/* HTTP thread: the handler that took r keeps state on it, with hooks (request_handler_ops). */
+/* Loop thread: the handler that took r keeps state on it, with hooks (request_handler_ops). */
 void request_set_handler(struct request *r, const struct request_handler_ops *ops, void *state);
 
 /* Builders' helpers (no printf on the refusal path): append the literal s to buf[*len..cap),
@@ -146,16 +171,20 @@ void request_set_handler(struct request *r, const struct request_handler_ops *op
 void request_put(char *buf, size_t cap, size_t *len, const char *s);
 const char *request_i64(char *buf, size_t cap, int64_t v);
 
-/* HTTP thread: suspend the connection before handing the request to a worker. */
+/* Loop thread: mark r handed on, before handing it to a worker (or another loop). */
 void request_defer(struct request *r);
-/* Any thread, after request_defer: the reply is set, let the HTTP thread send it. */
+/* Any thread, after request_defer: the reply is set, let the loop thread send it. */
 void request_resume(struct request *r);
 
-/* HTTP thread: queue the reply (called by the http module). */
-enum MHD_Result request_send(struct request *r);
+/* Loop thread (conn.c): the reply's status line and fields, Date and Content-Length included,
+ * in r->wire; a HEAD request's body is left out (*body_len 0). */
+void request_wire(struct request *r, bool keep_alive, bool http10_keep_alive, const char *date,
+                  size_t *body_len);
 
-/* HTTP thread, from the completion callback: count (hooks->done), log, free (hooks->freed). */
-void request_finish(struct request *r, enum MHD_RequestTerminationCode toe);
+/* Loop thread (conn.c): the request ended; sent says whether its reply went out whole (if not,
+ * and none was being sent, the client left: 499). Count (hooks->done), log, free
+ * (hooks->freed). */
+void request_finish(struct request *r, bool sent);
 
 /* Whole seconds for Retry-After: at least 1, rounded up. */
 int64_t request_retry_seconds(int64_t us);

@@ -152,7 +152,7 @@ static bool admin_is_read(const struct request *r)
 static bool admin_not_allowed(struct request *r, const char *allow)
 {
     apierr_replyf(r, APIERR_METHOD_NOT_ALLOWED, "allowed methods: %s", allow);
-    request_add_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+    request_add_header(r, "Allow", allow);
     return false;
 }
 
@@ -193,8 +193,7 @@ static bool admin_name(struct admin *a, struct request *r, const char *text, cha
 static bool admin_body(struct admin *a, struct request *r, enum tenantreq_kind kind,
                        struct adminwork_job *job)
 {
-    if (!params_media_type_is(request_header(r, MHD_HTTP_HEADER_CONTENT_TYPE),
-                              "application/json")) {
+    if (!params_media_type_is(request_header(r, "Content-Type"), "application/json")) {
         apierr_replyf(r, APIERR_UNSUPPORTED_MEDIA_TYPE, "the body must be application/json");
         return false;
     }
@@ -308,7 +307,7 @@ static bool admin_breaker(struct admin *a, struct request *r, const char *path)
                           "mode", breaker_mode_name(s.mode));
     char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
-    request_reply_owned(r, MHD_HTTP_OK, OUTCOME_OK, text, strlen(text), free, text);
+    request_reply_owned(r, 200, OUTCOME_OK, text, strlen(text), free, text);
     return false;
 }
 
@@ -390,8 +389,8 @@ static bool admin_usage(struct admin *a, struct request *r, const char *path)
         return false;
     }
     char *body = tenantview_usage_json(a->tenants, a->tiers, tenant, mclock_now_us());
-    request_reply_owned(r, MHD_HTTP_OK, OUTCOME_OK, body, strlen(body), free, body);
-    request_add_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    request_reply_owned(r, 200, OUTCOME_OK, body, strlen(body), free, body);
+    request_add_header(r, "Cache-Control", "no-store");
     return false;
 }
 
@@ -443,7 +442,7 @@ bool admin_handle(struct admin *a, const char *client, struct request *r)
                       ADMIN_AUTH_FAILURES, ADMIN_AUTH_WINDOW_S);
         return false;
     }
-    const char *given = params_bearer(request_header(r, MHD_HTTP_HEADER_AUTHORIZATION));
+    const char *given = params_bearer(request_header(r, "Authorization"));
     if (!given || !params_equal_ct(given, a->token)) {
         admin_auth_failed(a, client, now);
         atomic_fetch_add_explicit(&a->refused, 1, memory_order_relaxed);

@@ -107,17 +107,17 @@ static void adminwork_answer(const struct adminwork_job *job, struct tenantdb_re
                  job->op == ADMINWORK_CREATE ? job->req.name : job->name, job->actor, job->address,
                  r->request_id, res->before ? res->before : "null", res->json);
     if (job->op == ADMINWORK_REVOKE) {
-        request_reply_static(r, MHD_HTTP_NO_CONTENT, OUTCOME_OK, "application/json", "", 0);
+        request_reply_static(r, 204, OUTCOME_OK, "application/json", "", 0);
         return;
     }
     char *body = res->json;
     res->json = NULL;
-    unsigned status = MHD_HTTP_OK;
+    unsigned status = 200;
     if (res->key[0]) {
         char *with_key = adminwork_with_key(body, res->key);
         free(body);
         body = with_key;
-        status = MHD_HTTP_CREATED;
+        status = 201;
     }
     request_reply_owned(r, status, OUTCOME_OK, body, strlen(body), adminwork_free_text, body);
 }

@@ -1,0 +1,168 @@
+/*
+ * conn: one client connection on an event loop (evloop.h): its reads, the request it carries,
+ * the reply's writes, keep-alive and the deadlines that bound each stage.
+ *
+ * A connection costs a struct conn while idle: the read buffer and the parser's field table
+ * are taken when a request's first byte arrives (a buffer of CONN_BUF_SIZE from the loop's
+ * free list, grown up to HTTP_CONNECTION_MEMORY for a long head) and given back when the reply
+ * has gone out, so 10,000 idle keep-alive connections cost 10,000 structs. Its state says
+ * what it waits for, and which deadline is armed (one evloop timer per connection):
+ *
+ *   IDLE --first byte--> HEAD --head read--> BODY --body read--> BUSY --reply set--> WRITE
+ *     ^ idle timeout       | head deadline      | body deadline    | (its handler's)     |
+ *     +---------------------------------- reply written, keep-alive ---------------------+
+ *   any refusal (400/408/431/505/...), Connection: close, or drain: WRITE then LINGER
+ *   (write side shut, input read and dropped until the client closes or CONN_LINGER_US).
+ *
+ * An idle connection that has served a request (keep-alive) sits on its loop's idle list,
+ * oldest first: under connection pressure http.c closes the oldest (conn_evict_oldest).
+ * Sockets are edge-triggered in the loop's connection epoll set (registered once, for reads and
+ * writes), so a request costs no epoll_ctl.
+ *
+ * DESIGN: a connection and everything on it belong to its loop's thread. A request handed on
+ * (request_defer: to a worker, the tarpit, a statement on another loop) comes back through
+ * request_resume, which calls conn_resume: on the loop's own thread inside dispatch it only
+ * notes it (the connection replies when dispatch returns); on the loop's thread later it defers
+ * the reply to the end of the turn (evloop_defer); from any other thread it posts the
+ * connection's task to its loop (evloop_post: the inbox mutex orders the reply before it). A
+ * connection is never closed while its request is handed on (BUSY has no deadline and ignores
+ * socket events), so the task always finds it. The counters are relaxed atomics read from any
+ * thread.
+ */
+#ifndef BULKHEAD_CONN_H
+#define BULKHEAD_CONN_H
+
+#include "apierr.h"
+#include "evloop.h"
+#include "h1.h"
+
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct request;
+struct request_hooks;
+
+#define CONN_BUF_SIZE  2048    /* a request's first buffer (most heads fit) */
+#define CONN_FREE_BUFS 64      /* buffers of that size a loop keeps for the next requests */
+#define CONN_LINGER_US 2000000 /* longest wait for a refused client to close first */
+
+/* What every connection of a listener shares; set before the loops start, then read-only. */
+struct conn_env {
+    const struct request_hooks *hooks;     /* given to every request */
+    const atomic_bool *draining;           /* while true, new requests get 503 shutting_down */
+    bool (*drain_exempt)(const char *url); /* except these (the probes), or NULL */
+    bool (*dispatch)(void *ctx, struct request *r); /* see http.h */
+    void *ctx;
+    size_t max_head; /* HTTP_CONNECTION_MEMORY: the largest head served */
+    size_t max_body; /* HTTP_MAX_BODY_BYTES */
+    int64_t idle_us; /* HTTP_IDLE_TIMEOUT_S: idle keep-alive, stalled writes */
+    int64_t head_us; /* HTTP_HEAD_TIMEOUT_MS: the whole head, from its 1st byte */
+    int64_t body_us; /* HTTP_BODY_TIMEOUT_MS: the whole body, from the head */
+};
+
+/* Why a connection was refused or closed by the server; counted per loop, logged once per
+ * address and period (http.c). */
+enum conn_refusal {
+    CONN_HEAD_TIMEOUT, /* the head was not complete within HTTP_HEAD_TIMEOUT_MS: 408 */
+    CONN_BODY_TIMEOUT, /* the body was not complete within HTTP_BODY_TIMEOUT_MS: 408 */
+    CONN_MALFORMED,    /* not HTTP/1.x, or a head over HTTP_CONNECTION_MEMORY: 400/431/414/505 */
+    CONN_ADDR_CAP,     /* the address holds HTTP_MAX_CONNECTIONS_PER_ADDRESS: 429 */
+    CONN_EVICTED,      /* idle keep-alive, closed for a new client at HTTP_MAX_CONNECTIONS */
+    CONN_REFUSAL_COUNT
+};
+
+/* The client's address as accepted (the socket's peer). */
+struct conn_addr {
+    sa_family_t family; /* AF_INET or AF_INET6 */
+    uint8_t bytes[16];  /* the address (4 bytes for IPv4) */
+    char text[46];      /* printed (INET6_ADDRSTRLEN) */
+};
+
+enum conn_state {
+    CONN_IDLE,   /* between requests: no buffer; idle deadline; on the idle list once it served */
+    CONN_HEAD,   /* a head is arriving: buffer taken; head deadline from its first byte */
+    CONN_BODY,   /* the body is arriving: body deadline from the head's end */
+    CONN_BUSY,   /* its request is with a handler (maybe handed on); no deadline of ours */
+    CONN_WRITE,  /* the reply is going out; a stall deadline (the idle timeout) */
+    CONN_LINGER, /* the last reply went out; input dropped until EOF or CONN_LINGER_US */
+    CONN_CLOSED, /* closed: freed by its task at the end of the turn (callers up the stack
+                    may still look at it) */
+};
+
+struct conn_loop;
+
+struct conn {
+    struct conn_loop *loop; /* its loop's state (not owned) */
+    int fd;                 /* owned */
+    enum conn_state state;
+    bool served;         /* it finished a request: idle now means keep-alive idle (evictable) */
+    bool may_read;       /* the socket may hold unread bytes (an edge arrived while busy) */
+    bool keep_alive;     /* the request in progress allows another after it */
+    bool in_dispatch;    /* the loop is inside dispatch for its request */
+    bool resumed_inline; /* its request was resumed during dispatch, on this thread */
+    bool task_queued;    /* task is deferred on this loop (loop thread only) */
+    bool parse_pending;  /* bytes of a pipelined request wait in the buffer (task) */
+    struct evloop_watch timer; /* the stage's deadline (fd -1: a timer alone) */
+    /* The connection's work for later: the reply of a request resumed later (conn_resume),
+     * the next pipelined request or bytes left in the socket (keep-alive), or its free. */
+    struct evloop_task task;
+    struct conn *prev, *next;           /* the loop's list of connections */
+    struct conn *idle_prev, *idle_next; /* the loop's idle list, while served and idle */
+    struct h1 rx;                       /* the request being read; rx.buf NULL while idle */
+    struct request *req;                /* owned from its head to its reply's end (or handed on) */
+    size_t out_off;                     /* bytes of the reply written */
+    int64_t stage_deadline_us;          /* HEAD or BODY: when the whole stage must be done */
+    void *addr_entry;                   /* http.c's count for its address (not owned) */
+    bool addr_counted;                  /* it counts against its address's cap (http.c) */
+    const struct conn_addr *addr;       /* in addr_entry: lives as long as the connection */
+};
+
+/* One loop's connections (embedded in http.c's per-loop state; loop thread only, except the
+ * counters). */
+struct conn_loop {
+    const struct conn_env *env;
+    struct evloop_thread *t;            /* the loop (set before its first connection) */
+    bool stopping;                      /* http_stop has begun: no deadline is armed any more */
+    bool final;                         /* the loop has ended: a close frees at once */
+    struct conn *all;                   /* every connection */
+    struct conn *idle_head, *idle_tail; /* keep-alive idle connections, oldest first */
+    unsigned nconns, nidle;
+    char *free_bufs[CONN_FREE_BUFS]; /* owned: CONN_BUF_SIZE each */
+    unsigned nfree;
+    int64_t date_s; /* the second date was printed for */
+    char date[40];  /* "Date: ...\r\n" of that second */
+    /* http.c: a connection closed (its address count, listening again), and a refusal (its
+     * log line, once per address and period). */
+    void (*closed)(struct conn_loop *l, struct conn *c);
+    void (*refused)(struct conn_loop *l, struct conn *c, enum conn_refusal why);
+    void (*idled)(struct conn_loop *l); /* a connection joined the idle list (evictable) */
+    atomic_uint_least64_t refusals[CONN_REFUSAL_COUNT]; /* counted here, any thread reads */
+    atomic_uint_least64_t accepted;                     /* connections taken */
+    atomic_uint nopen;                                  /* nconns, for other threads */
+};
+
+/* Loop thread: a new connection on fd (non-blocking; its epoll registration is the caller's:
+ * edge-triggered EPOLLIN | EPOLLOUT | EPOLLRDHUP with data.ptr = the connection). */
+struct conn *conn_open(struct conn_loop *l, int fd, void *addr_entry, const struct conn_addr *a);
+
+/* Loop thread: refuse a connection just accepted with error e (JSON), then close it. */
+void conn_refuse(struct conn *c, enum apierr e, const char *message);
+
+/* Loop thread: the socket reported events (EPOLLIN, EPOLLOUT, ...). */
+void conn_event(struct conn *c, uint32_t events);
+
+/* Loop thread: close the oldest keep-alive idle connection; false when there is none. */
+bool conn_evict_oldest(struct conn_loop *l);
+
+/* Loop thread (after the loop stopped): close every connection. */
+void conn_close_all(struct conn_loop *l);
+
+/* Loop thread: free the buffers kept for reuse. */
+void conn_loop_free(struct conn_loop *l);
+
+/* Any thread: c's request was resumed (request_resume): send its reply on c's loop. */
+void conn_resume(struct conn *c);
+
+#endif
