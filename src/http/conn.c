@@ -524,8 +524,6 @@ static void conn_reply(struct conn *c)
 {
     struct conn_loop *l = c->loop;
     struct request *r = c->req;
-    if (atomic_load_explicit(l->env->draining, memory_order_relaxed))
-        c->keep_alive = false; /* drain: this reply is the connection's last */
     if (r->close)
         c->keep_alive = false;
     bool http10_ka = c->keep_alive && c->rx.buf && h1_minor(&c->rx) == 0;
