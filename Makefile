@@ -165,7 +165,7 @@ fuzz:
 FUZZ_CC ?= clang
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_NEEDS_fuzz_params := params
-FUZZ_NEEDS_fuzz_dotenv := config fileio log xalloc
+FUZZ_NEEDS_fuzz_dotenv := dotenv fileio xalloc
 FUZZ_NEEDS_fuzz_tiers := tiers share assets fileio xalloc
 FUZZ_NEEDS_fuzz_payload := params
 FUZZ_NEEDS_fuzz_redisurl := rlredis log xalloc
