@@ -248,6 +248,7 @@ static void server_wire(struct server *srv)
                                            .started_wall_us = srv->started_wall_us,
                                            .instance_id = srv->instance_id,
                                            .loop_lag = srv->loop_lag,
+                                           .http = &srv->http_counters,
                                            .nloops = http_thread_count(&http_set)};
     srv->api = (struct api_deps){.tiers = srv->tiers,
                                  .metrics = &srv->sources,
@@ -400,7 +401,8 @@ static int server_start_threads(struct server *srv)
                            .drain_exempt = api_is_probe,
                            .dispatch = server_dispatch,
                            .ctx = &srv->api,
-                           .loop_lag = srv->loop_lag};
+                           .loop_lag = srv->loop_lag,
+                           .counters = &srv->http_counters};
     rc = http_start(&ho, &srv->http);
     if (rc || !srv->cfg.ops_port)
         return rc;
@@ -409,6 +411,7 @@ static int server_start_threads(struct server *srv)
     ho.threads = 1;
     ho.dispatch = server_dispatch_ops;
     ho.loop_lag = NULL; /* the ops listener's one thread is not an API loop */
+    ho.counters = NULL; /* nor are its connections the API's */
     return http_start(&ho, &srv->ops);
 }
 

@@ -124,9 +124,19 @@ static void conn_disarm(struct conn *c)
     evloop_unwatch(&c->timer);
 }
 
+void conn_counter_add(struct http_counters *k, enum conn_refusal why)
+{
+    atomic_uint_least64_t *n = why == CONN_HEAD_TIMEOUT   ? &k->head_timeouts
+                               : why == CONN_BODY_TIMEOUT ? &k->body_timeouts
+                               : why == CONN_MALFORMED    ? &k->malformed
+                               : why == CONN_ADDR_CAP     ? &k->addr_refused
+                                                          : &k->evicted;
+    atomic_fetch_add_explicit(n, 1, memory_order_relaxed);
+}
+
 static void conn_count(struct conn *c, enum conn_refusal why)
 {
-    atomic_fetch_add_explicit(&c->loop->refusals[why], 1, memory_order_relaxed);
+    conn_counter_add(c->loop->counters, why);
     if (c->loop->refused)
         c->loop->refused(c->loop, c, why);
 }
@@ -644,8 +654,8 @@ struct conn *conn_open(struct conn_loop *l, int fd, void *addr_entry, const stru
         l->all->prev = c;
     l->all = c;
     l->nconns++;
-    atomic_store_explicit(&l->nopen, l->nconns, memory_order_relaxed);
-    atomic_fetch_add_explicit(&l->accepted, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&l->counters->open, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&l->counters->accepted, 1, memory_order_relaxed);
     /* Until its first request a new connection is idle, but not evictable (served false). */
     conn_arm(c, l->env->idle_us);
     return c;
@@ -674,7 +684,7 @@ static void conn_close(struct conn *c)
     if (c->next)
         c->next->prev = c->prev;
     l->nconns--;
-    atomic_store_explicit(&l->nopen, l->nconns, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&l->counters->open, 1, memory_order_relaxed);
     if (l->closed)
         l->closed(l, c);
     c->state = CONN_CLOSED;

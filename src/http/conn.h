@@ -35,6 +35,7 @@
 #include "apierr.h"
 #include "evloop.h"
 #include "h1.h"
+#include "http.h"
 
 #include <netinet/in.h>
 #include <stdatomic.h>
@@ -138,9 +139,7 @@ struct conn_loop {
     void (*closed)(struct conn_loop *l, struct conn *c);
     void (*refused)(struct conn_loop *l, struct conn *c, enum conn_refusal why);
     void (*idled)(struct conn_loop *l); /* a connection joined the idle list (evictable) */
-    atomic_uint_least64_t refusals[CONN_REFUSAL_COUNT]; /* counted here, any thread reads */
-    atomic_uint_least64_t accepted;                     /* connections taken */
-    atomic_uint nopen;                                  /* nconns, for other threads */
+    struct http_counters *counters; /* shared by the loops (http.h), not owned */
 };
 
 /* Loop thread: a new connection on fd (non-blocking; its epoll registration is the caller's:
@@ -161,6 +160,9 @@ void conn_close_all(struct conn_loop *l);
 
 /* Loop thread: free the buffers kept for reuse. */
 void conn_loop_free(struct conn_loop *l);
+
+/* Count a refusal in k. */
+void conn_counter_add(struct http_counters *k, enum conn_refusal why);
 
 /* Any thread: c's request was resumed (request_resume): send its reply on c's loop. */
 void conn_resume(struct conn *c);

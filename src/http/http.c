@@ -70,8 +70,10 @@ struct http {
     unsigned max_per_addr; /* 0: no cap */
     /* _shared: addr_mutex guards addrs and every entry's counts and log times. */
     pthread_mutex_t addr_mutex;
-    struct htable addrs;     /* struct http_addr, owned */
-    struct http_loop loop[]; /* n of them */
+    struct htable addrs;            /* struct http_addr, owned */
+    struct http_counters own;       /* the counters when the caller gives none */
+    struct http_counters *counters; /* opts.counters or &own */
+    struct http_loop loop[];        /* n of them */
 };
 
 static struct http_loop *http_loop_of(struct conn_loop *cl)
@@ -258,7 +260,7 @@ static void http_accept(struct http_loop *hl)
             continue;
         }
         if (refused) {
-            atomic_fetch_add_explicit(&hl->cl.refusals[CONN_ADDR_CAP], 1, memory_order_relaxed);
+            conn_counter_add(h->counters, CONN_ADDR_CAP);
             http_refused(&hl->cl, c, CONN_ADDR_CAP);
             char msg[120];
             snprintf(msg, sizeof(msg), "this address holds %u connections already",
@@ -376,6 +378,7 @@ int http_start(const struct http_opts *opts, struct http **out)
                                .head_us = set->head_timeout * 1000,
                                .body_us = set->body_timeout * 1000};
     h->max_per_addr = set->max_per_addr > 0 ? (unsigned)set->max_per_addr : 0;
+    h->counters = opts->counters ? opts->counters : &h->own;
     h1_global_init(HTTP_PARSER_HEAD);
     for (unsigned i = 0; i < n; i++) {
         struct http_loop *hl = &h->loop[i];
@@ -390,6 +393,7 @@ int http_start(const struct http_opts *opts, struct http **out)
         hl->retry.fd = -1;
         hl->retry.fire = http_retry_accept;
         hl->cl.env = &h->env;
+        hl->cl.counters = h->counters;
         hl->cl.closed = http_closed;
         hl->cl.refused = http_refused;
         hl->cl.idled = http_idled;
@@ -497,20 +501,7 @@ uint16_t http_port(const struct http *h)
     return h->port;
 }
 
-void http_stats(const struct http *h, struct http_stats *out)
+const struct http_counters *http_counters_of(const struct http *h)
 {
-    memset(out, 0, sizeof(*out));
-    for (unsigned i = 0; h && i < h->n; i++) {
-        const struct conn_loop *cl = &h->loop[i].cl;
-        out->open += atomic_load_explicit(&cl->nopen, memory_order_relaxed);
-        out->accepted += atomic_load_explicit(&cl->accepted, memory_order_relaxed);
-        out->head_timeouts +=
-            atomic_load_explicit(&cl->refusals[CONN_HEAD_TIMEOUT], memory_order_relaxed);
-        out->body_timeouts +=
-            atomic_load_explicit(&cl->refusals[CONN_BODY_TIMEOUT], memory_order_relaxed);
-        out->malformed += atomic_load_explicit(&cl->refusals[CONN_MALFORMED], memory_order_relaxed);
-        out->addr_refused +=
-            atomic_load_explicit(&cl->refusals[CONN_ADDR_CAP], memory_order_relaxed);
-        out->evicted += atomic_load_explicit(&cl->refusals[CONN_EVICTED], memory_order_relaxed);
-    }
+    return h->counters;
 }

@@ -58,20 +58,25 @@ struct http_opts {
     /* Thread i adds its event loop's lag (evloop.h) to loop_lag[i], every HTTP_LAG_PROBE_US;
      * http_thread_count(&set) of them, owned by the caller, outliving the server. */
     struct metrics_hist *loop_lag;
+    /* Where the connections are counted (owned by the caller, outliving the server), or NULL:
+     * in the server's own (http_counters_of). */
+    struct http_counters *counters;
 };
 
 #define HTTP_LAG_PROBE_US  10000    /* how often each HTTP thread measures its loop's lag */
 #define HTTP_LOG_PERIOD_US 60000000 /* a refusal is logged once per address and this */
 
-/* What the connections met, summed over the loops (relaxed reads). */
-struct http_stats {
-    uint64_t open;          /* connections open now */
-    uint64_t accepted;      /* connections accepted since start */
-    uint64_t head_timeouts; /* heads not complete within HTTP_HEAD_TIMEOUT_MS (408) */
-    uint64_t body_timeouts; /* bodies not complete within HTTP_BODY_TIMEOUT_MS (408) */
-    uint64_t malformed;     /* not HTTP/1.x, or a head too large (400, 414, 431, 505) */
-    uint64_t addr_refused;  /* over HTTP_MAX_CONNECTIONS_PER_ADDRESS (429) */
-    uint64_t evicted;       /* idle keep-alive connections closed for a new client */
+/* What the connections met: relaxed atomics, written by the loops, read by anyone. The caller
+ * may own them (http_opts.counters: they outlive the server, so a reader never meets freed
+ * memory); open is a gauge, the rest count up. */
+struct http_counters {
+    atomic_uint_least64_t open;          /* connections open now */
+    atomic_uint_least64_t accepted;      /* connections accepted since start */
+    atomic_uint_least64_t head_timeouts; /* heads not complete in time (408) */
+    atomic_uint_least64_t body_timeouts; /* bodies not complete in time (408) */
+    atomic_uint_least64_t malformed;     /* not HTTP/1.x, or a head too large (400/414/431/505) */
+    atomic_uint_least64_t addr_refused;  /* over HTTP_MAX_CONNECTIONS_PER_ADDRESS (429) */
+    atomic_uint_least64_t evicted;       /* idle keep-alive closed for a new client */
 };
 
 /* How many HTTP threads http_start starts for set (HTTP_THREADS, or one per usable CPU). */
@@ -89,7 +94,7 @@ void http_stop(struct http *h);
 /* The port actually bound. */
 uint16_t http_port(const struct http *h);
 
-/* Any thread: the counters (h may be NULL: zeros). */
-void http_stats(const struct http *h, struct http_stats *out);
+/* The counters h writes to. */
+const struct http_counters *http_counters_of(const struct http *h);
 
 #endif

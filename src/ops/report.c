@@ -6,6 +6,7 @@
  * tell the series apart), so a family's samples stay together as the format requires.
  */
 #include "report.h"
+#include "http.h"
 #include "admin.h"
 #include "capctl.h"
 #include "fleet.h"
@@ -264,6 +265,12 @@ enum {
 
 #define RP(field) .offset = offsetof(struct report_process, field)
 
+#define REPORT_HTTP_HELP                                                                           \
+    "Connections the HTTP layer refused or closed, by reason: head_timeout and body_timeout "      \
+    "(408), malformed (400, 414, 431, 505), per_address (429, "                                    \
+    "HTTP_MAX_CONNECTIONS_PER_ADDRESS), evicted (idle keep-alive closed for a new client at "      \
+    "HTTP_MAX_CONNECTIONS)."
+
 static const struct report_proc_field report_proc_fields[] = {
     {"bulkhead_ratelimit_backend_up", NULL, "gauge",
      "1 when the shared Redis rate-limit backend answers (absent in memory mode).", RP(redis_up),
@@ -317,6 +324,20 @@ static const struct report_proc_field report_proc_fields[] = {
     {"bulkhead_tarpit_untracked_total", NULL, "counter",
      "Refusals whose client was not remembered: TARPIT_MAX_CLIENTS were.", RP(tarpit_untracked),
      REPORT_NEEDS_TARPIT},
+    {"bulkhead_http_connections", NULL, "gauge", "Client connections open on the API port.",
+     RP(http_open)},
+    {"bulkhead_http_connections_accepted_total", NULL, "counter",
+     "Client connections accepted on the API port.", RP(http_accepted)},
+    {"bulkhead_http_refusals_total", "reason=\"head_timeout\"", "counter", REPORT_HTTP_HELP,
+     RP(http_head_timeouts)},
+    {"bulkhead_http_refusals_total", "reason=\"body_timeout\"", "counter", REPORT_HTTP_HELP,
+     RP(http_body_timeouts)},
+    {"bulkhead_http_refusals_total", "reason=\"malformed\"", "counter", REPORT_HTTP_HELP,
+     RP(http_malformed)},
+    {"bulkhead_http_refusals_total", "reason=\"per_address\"", "counter", REPORT_HTTP_HELP,
+     RP(http_addr_refused)},
+    {"bulkhead_http_refusals_total", "reason=\"evicted\"", "counter", REPORT_HTTP_HELP,
+     RP(http_evicted)},
     {"bulkhead_fleet_up", NULL, "gauge",
      "1 while this instance exchanges tier states with the fleet (0: local control).", RP(fleet_up),
      REPORT_NEEDS_FLEET},
@@ -375,6 +396,16 @@ void report_read_process(const struct report_sources *src, struct report_process
     out->in_flight = src->in_flight ? (uint64_t)atomic_load(src->in_flight) : 0;
     out->draining = src->draining && atomic_load(src->draining);
     procstat_read(&out->ps);
+    if (src->http) {
+        const struct http_counters *k = src->http;
+        out->http_open = atomic_load_explicit(&k->open, memory_order_relaxed);
+        out->http_accepted = atomic_load_explicit(&k->accepted, memory_order_relaxed);
+        out->http_head_timeouts = atomic_load_explicit(&k->head_timeouts, memory_order_relaxed);
+        out->http_body_timeouts = atomic_load_explicit(&k->body_timeouts, memory_order_relaxed);
+        out->http_malformed = atomic_load_explicit(&k->malformed, memory_order_relaxed);
+        out->http_addr_refused = atomic_load_explicit(&k->addr_refused, memory_order_relaxed);
+        out->http_evicted = atomic_load_explicit(&k->evicted, memory_order_relaxed);
+    }
     out->nloops = src->loop_lag ? src->nloops : 0;
     if (out->nloops > REPORT_LOOPS_MAX)
         out->nloops = REPORT_LOOPS_MAX;

@@ -40,6 +40,8 @@ struct fleet;
 
 /* Where the numbers come from. Set up by the server (or a test) and read-only while in use;
  * the optional sources are NULL when absent. */
+struct http_counters;
+
 struct report_sources {
     struct tierset *tiers;               /* every tier's parts and counters */
     const struct metrics_tier *untiered; /* requests that reached no tier (404, bad tier) */
@@ -56,6 +58,7 @@ struct report_sources {
     const char *instance_id;             /* random per process */
     const struct metrics_hist *loop_lag; /* nloops HTTP event loops' lag (evloop.h), or NULL */
     unsigned nloops;
+    const struct http_counters *http; /* the API listener's connections, or NULL */
 };
 
 /* One tier, as read. */
@@ -111,6 +114,9 @@ struct report_process {
     bool have_fleet;
     uint64_t fleet_up, fleet_instances, fleet_exchanges, fleet_failures, fleet_rtt_us;
     uint64_t tarpit_held, tarpit_holding, tarpit_overflow, tarpit_clients, tarpit_untracked;
+    uint64_t http_open, http_accepted; /* the API listener's connections (http.h) */
+    uint64_t http_head_timeouts, http_body_timeouts, http_malformed, http_addr_refused;
+    uint64_t http_evicted;
     uint64_t untiered_outcomes[OUTCOME_COUNT];
     uint64_t untiered_statuses[METRICS_STATUS_COUNT];
     struct procstat ps;                                  /* CPU, memory, descriptors, threads */
