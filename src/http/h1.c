@@ -73,6 +73,13 @@ static int h1_on_headers_complete(http_parser *p)
         else
             h->buf[f->value + f->value_len] = '\0';
     }
+    /* The parser counts content_length down as the body arrives: keep what was declared. */
+    if (p->flags & F_CHUNKED)
+        h->declared = -1;
+    else if (p->content_length == ULLONG_MAX)
+        h->declared = 0;
+    else
+        h->declared = p->content_length > INT64_MAX ? INT64_MAX : (int64_t)p->content_length;
     http_parser_pause(p, 1);
     return 0;
 }
@@ -252,9 +259,5 @@ bool h1_keep_alive(const struct h1 *h)
 
 int64_t h1_body_length(const struct h1 *h)
 {
-    if (h->parser.flags & F_CHUNKED)
-        return -1;
-    if (h->parser.content_length == ULLONG_MAX)
-        return 0;
-    return h->parser.content_length > INT64_MAX ? INT64_MAX : (int64_t)h->parser.content_length;
+    return h->declared;
 }

@@ -55,6 +55,7 @@ struct h1 {
     bool in_value;       /* the last callback was a field value (a new name starts a field) */
     bool line_seen;      /* the method token was looked at (h1_method_token) */
     uint32_t method_len; /* a method the parser does not know (at offset 0), or 0 */
+    int64_t declared;    /* the body declared by the head: Content-Length, -1 chunked, 0 none */
     bool te_seen;        /* a Transfer-Encoding field was seen (the ambiguity's message) */
     bool began;          /* the parser saw the request's first byte */
     bool done;           /* H1_DONE was returned */
