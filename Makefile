@@ -172,13 +172,14 @@ FUZZ_NEEDS_fuzz_redisurl := rlredis log xalloc
 FUZZ_NEEDS_fuzz_logescape := log xalloc
 FUZZ_NEEDS_fuzz_proxies := params
 FUZZ_NEEDS_fuzz_tenantreq := tenantreq tiers share params assets fileio xalloc
+FUZZ_NEEDS_fuzz_h1 := h1 xalloc
 FUZZ_WARN := $(filter-out -Wlogical-op -Wduplicated-% -Wjump-misses-init -Wformat-signedness \
                -Wstringop-% -Wformat-overflow% -Wformat-truncation% -Wrestrict \
                -Wnull-dereference=%,$(WARN))
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=all \
               $(FUZZ_WARN) -pthread -DASSET_ROOT='"$(ROOT)"' $(SRC_INC) -Itests/fuzz \
               $(shell pkg-config --cflags jansson hiredis 2>/dev/null)
-FUZZ_LIBS = $(shell pkg-config --libs jansson hiredis 2>/dev/null) -pthread
+FUZZ_LIBS = $(shell pkg-config --libs jansson hiredis 2>/dev/null) $(HTTP_PARSER_LIBS) -pthread
 
 fuzz-build: $(addprefix build/fuzz/,$(FUZZ_TARGETS))
 

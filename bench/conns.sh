@@ -9,7 +9,8 @@
 #   - CPU per request: utime + stime of the server over wrk -t1 -c64 on /health, DUR s, over
 #     the requests served (median of RUNS interleaved rounds);
 #   - slow clients (not minimal): idleconns -s CONNS_SLOW_EVERY_S holds CONNS_SLOW connections
-#     (each count in turn: the issue's 4000, and 5000, past bulkhead's default cap of 4096)
+#     (each count in turn: the issue's 4000, and 5000, past libmicrohttpd's default cap of 4096
+#     that bulkhead had before its own HTTP layer)
 #     from 127.0.0.1, each a partial head and then one byte every 5 s, reopened when closed;
 #     beside them a normal client (hey -c1, a new connection per request, 100 req/s, DUR s,
 #     5 s timeout): requests served, errors, p99; the same client alone first;
@@ -17,8 +18,8 @@
 #     request head and a malformed request line (curl -i).
 # bulkhead runs three times: with its defaults (the slow-client row, as deployed), with
 # HTTP_MAX_CONNECTIONS and HTTP_IDLE_TIMEOUT_S raised so that it can hold CONNS_IDLE idle
-# connections at all, and the same with the smallest HTTP_CONNECTION_MEMORY (4096: how far
-# libmicrohttpd's per-connection pool can shrink); every idle row uses idle timeouts of 600 s (h2o's http1 request timeout,
+# connections at all, and the same with the smallest HTTP_CONNECTION_MEMORY (4096: under
+# libmicrohttpd its per-connection pool; now only the longest head a buffer grows to); every idle row uses idle timeouts of 600 s (h2o's http1 request timeout,
 # nginx's keepalive_timeout) so that none closes a connection while they are counted.
 #
 # Sourced by bench/run.sh (BENCH_SECTIONS "conns": section_conns, then conns_table), which
@@ -288,7 +289,7 @@ conns_table() {
     read -r b _ <<<"${C_IDLE[bulkhead]}"
     echo "$f bulkhead <= 2048 B: $(conns_target "$b" 2048) |"
     read -r b r a0 a1 <<<"${C_IDLE[bulkhead-4k]}"
-    echo "| ... bulkhead with HTTP_CONNECTION_MEMORY=4096, the smallest it allows (libmicrohttpd's pool: 8 KB) | $b B ($r replied; $a0 -> $a1 MB) | | | | reported |"
+    echo "| ... bulkhead with HTTP_CONNECTION_MEMORY=4096, the smallest it allows (the longest head; an idle connection holds no buffer) | $b B ($r replied; $a0 -> $a1 MB) | | | | reported |"
     f="| server CPU per request, GET /health, wrk -t1 -c64 (utime + stime / requests; req/s) |"
     for n in $CONNS_NAMES; do
         read -r b r <<<"${C_CPU[$n]}"
@@ -336,7 +337,7 @@ conns_table() {
     echo "the idle row's nginx has keepalive_timeout 600 and h2o a 600 s request timeout, the other rows their defaults"
     echo "(nginx: client_header_timeout 60 s, keepalive_timeout 75 s here; h2o: http1 request timeout 10 s)."
     echo "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), libh2o-evloop $(dpkg-query -W -f='${Version}' libh2o-evloop0.13 2>/dev/null),"
-    echo "libmicrohttpd $(dpkg-query -W -f='${Version}' libmicrohttpd12 2>/dev/null)."
+    echo "libmicrohttpd $(dpkg-query -W -f='${Version}' libmicrohttpd12 2>/dev/null) (bench/minimal), libhttp-parser $(dpkg-query -W -f='${Version}' libhttp-parser2.9 2>/dev/null) (bulkhead)."
 }
 
 # Run alone: its own PostgreSQL and a partial results file.

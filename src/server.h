@@ -17,7 +17,7 @@
  *
  * Request path of /api/data (on the event thread that read it, unless said otherwise):
  *
- *   client -> http (libmicrohttpd) -> api: route, tier, tenant, arguments (datareq)
+ *   client -> http (conn, h1: its own HTTP/1.1) -> api: route, tier, tenant, arguments (datareq)
  *        -> admission: capacity gate (503 shed) -> [1] rate limit (429, or held by the tarpit)
  *           -> database-time budget (429 db_time_exhausted) -> [4] breaker permit (503)
  *        -> datapath: [2] the tier's worker slot (fair queue; 503 bulkhead_full)

@@ -183,6 +183,11 @@ static void http_closed(struct conn_loop *cl, struct conn *c)
 {
     struct http_loop *hl = http_loop_of(cl);
     http_addr_drop(hl->h, c->addr_entry, c->addr_counted);
+    if (hl->emfile && !hl->cl.stopping) {
+        /* A descriptor is free again: accept now rather than at the retry. */
+        evloop_unwatch(&hl->retry);
+        hl->emfile = false;
+    }
     if (http_has_room(hl))
         http_listen_on(hl);
 }

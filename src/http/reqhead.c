@@ -60,7 +60,7 @@ void reqhead_field(struct reqhead *h, const char *name, const char *value)
         bool number = reqhead_length(value, &v);
         if (h->content_lengths++ == 0)
             h->first_length = v;
-        /* A first one that is not a number is libmicrohttpd's to refuse (it frames the body
+        /* A first one that is not a number is the parser's to refuse (it frames the body
          * by it); any other must say the same. */
         else if (!number || v != h->first_length)
             h->lengths_disagree = true;

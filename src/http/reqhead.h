@@ -6,8 +6,8 @@
  * request-smuggling vector; a gateway that appends rather than replaces a header would
  * otherwise leave the client's own value first, where a lookup finds it).
  *
- * The http module feeds the fields in one pass (reqhead_field) and asks for the verdict;
- * nothing here knows libmicrohttpd, so the rules are unit-tested on plain strings. A reqhead
+ * The connection (conn.c) feeds the fields in one pass (reqhead_field) and asks the verdict;
+ * nothing here knows the parser, so the rules are unit-tested on plain strings. A reqhead
  * lives on the stack of the HTTP thread that reads the head.
  */
 #ifndef BULKHEAD_REQHEAD_H

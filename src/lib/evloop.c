@@ -3,7 +3,7 @@
  *
  * Each iteration waits for the nearest of: the source's timeout, the earliest watch deadline,
  * an event. Ready watches fire in the order epoll reports them, passed deadlines after them,
- * then the source runs (libmicrohttpd sends what the watches answered and reads new requests),
+ * then the source runs (the HTTP layer reads new requests and writes replies),
  * then the work deferred to the end of the turn (evloop_defer).
  * The armed watches are a binary min-heap in an array (heap[0] the earliest deadline, a
  * watch's heap_index its place, ties in arming order), so the wait's timeout reads the root and
@@ -31,7 +31,7 @@
 #include <unistd.h>
 
 #define EVLOOP_BATCH 64
-#define EVLOOP_STACK (512 * 1024) /* libmicrohttpd's callbacks run here, and request handling */
+#define EVLOOP_STACK (512 * 1024) /* the HTTP layer and request handling run here */
 
 struct evloop_thread {
     struct evloop *l;
@@ -324,8 +324,7 @@ static void evloop_expire(struct evloop_thread *t)
 void evloop_wake(struct evloop_thread *t)
 {
     if (t == evloop_self) {
-        /* From the loop itself, maybe inside the source's run (libmicrohttpd's callbacks): the
-         * next turn does not sleep. */
+        /* From the loop itself, maybe inside the source's run: the next turn does not sleep. */
         t->again = true;
         return;
     }

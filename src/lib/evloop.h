@@ -2,10 +2,10 @@
  * evloop: the HTTP event threads, each an epoll loop that also waits on PostgreSQL sockets.
  *
  * N threads, each with its own epoll set holding one "source" descriptor given at start (the
- * thread's libmicrohttpd daemon's epoll set, see http.c), a control eventfd, and the sockets
+ * thread's epoll set of client connections, see http.c), a control eventfd, and the sockets
  * of the statements this thread has in flight (watches). After every batch of events the
- * owner's run callback drives the source (MHD_run), so a request answered by a watch on this
- * thread goes out without changing thread.
+ * owner's run callback drives the source (http.c reads and writes its connections), so a
+ * request answered by a watch on this thread goes out without changing thread.
  *
  * A loop keeps its armed watches in a binary min-heap by deadline (as libuv keeps its timers),
  * so the next deadline is read in O(1) and k deadlines passing at once cost O(k log n).
@@ -93,8 +93,7 @@ int64_t evloop_turn_us(const struct evloop_thread *t);
  * O(k log n) of them with n armed). */
 uint64_t evloop_deadline_compares(const struct evloop_thread *t);
 
-/* Any thread: make loop t run its source soon (libmicrohttpd 0.9.75 has no wake-up of its own
- * for a connection resumed from another thread in external epoll mode). */
+/* Any thread: make loop t run its source soon. */
 void evloop_wake(struct evloop_thread *t);
 
 /* Any thread: run task->fn on loop t soon, in the order posted. A loop that stops runs what
