@@ -248,7 +248,7 @@ static void server_wire(struct server *srv)
                                            .started_wall_us = srv->started_wall_us,
                                            .instance_id = srv->instance_id,
                                            .loop_lag = srv->loop_lag,
-                                           .http = &srv->http_counters,
+                                           .http = &srv->conns,
                                            .nloops = http_thread_count(&http_set)};
     srv->api = (struct api_deps){.tiers = srv->tiers,
                                  .metrics = &srv->sources,
@@ -402,7 +402,7 @@ static int server_start_threads(struct server *srv)
                            .dispatch = server_dispatch,
                            .ctx = &srv->api,
                            .loop_lag = srv->loop_lag,
-                           .counters = &srv->http_counters};
+                           .counters = &srv->conns};
     rc = http_start(&ho, &srv->http);
     if (rc || !srv->cfg.ops_port)
         return rc;

@@ -69,22 +69,22 @@ struct server_budget {
 };
 
 struct server {
-    struct config cfg;                  /* owned; environment settings */
-    struct tierset *tiers;              /* owned, with every tier's parts */
-    struct metrics_tier m_untiered;     /* requests that never reached a tier (404, bad tier) */
-    struct health *health;              /* owned */
-    struct rlsync *redis;               /* owned; NULL unless RATE_LIMIT_BACKEND=redis */
-    struct auth *auth;                  /* owned; NULL unless AUTH_MODE=apikey */
-    struct http *http;                  /* owned: API_PORT */
-    struct http_counters http_counters; /* API_PORT's connections (report reads them) */
-    struct http *ops;                   /* owned; NULL unless OPS_PORT is set */
-    struct janitor *janitor;            /* owned */
-    struct history *history;            /* owned: per-second samples for the dashboard */
-    struct tarpit *tarpit;              /* owned; NULL unless TARPIT=true */
-    struct admin *admin;                /* owned; NULL unless ADMIN_TOKEN is set */
-    struct capctl *capacity;            /* owned: the capacity controller over the tiers */
-    struct fleet *fleet;                /* owned; NULL unless FLEET and CAPACITY_CONTROL are true */
-    uint64_t fleet_seen;                /* the fleet's exchanges at the last tick (janitor only) */
+    struct config cfg;              /* owned; environment settings */
+    struct tierset *tiers;          /* owned, with every tier's parts */
+    struct metrics_tier m_untiered; /* requests that never reached a tier (404, bad tier) */
+    struct health *health;          /* owned */
+    struct rlsync *redis;           /* owned; NULL unless RATE_LIMIT_BACKEND=redis */
+    struct auth *auth;              /* owned; NULL unless AUTH_MODE=apikey */
+    struct http *http;              /* owned: API_PORT */
+    struct http_counters conns;     /* API_PORT's connections (report reads them) */
+    struct http *ops;               /* owned; NULL unless OPS_PORT is set */
+    struct janitor *janitor;        /* owned */
+    struct history *history;        /* owned: per-second samples for the dashboard */
+    struct tarpit *tarpit;          /* owned; NULL unless TARPIT=true */
+    struct admin *admin;            /* owned; NULL unless ADMIN_TOKEN is set */
+    struct capctl *capacity;        /* owned: the capacity controller over the tiers */
+    struct fleet *fleet;            /* owned; NULL unless FLEET and CAPACITY_CONTROL are true */
+    uint64_t fleet_seen;            /* the fleet's exchanges at the last tick (janitor only) */
     struct server_budget budget[TIERS_MAX]; /* fleet budgets applied (janitor only) */
     struct tenantstat *tenants;             /* owned; NULL unless TENANT_ACCOUNTING=true */
     struct report_snap *sample; /* owned: the janitor's scratch reading (janitor only) */
