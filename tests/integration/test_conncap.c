@@ -1,9 +1,11 @@
 /*
  * test_conncap: what HTTP_MAX_CONNECTIONS does to the connection past the cap, as the README
- * says. With libmicrohttpd's epoll loop the cap is not a refusal: at the cap the server stops
- * accepting, the next client completes its TCP handshake and waits in the kernel's listen
- * backlog (`ss` shows it in the listening socket's accept queue, Recv-Q), and it is accepted and
- * answered as soon as a served connection closes. Never a reset, never an error status.
+ * says. The cap is not a refusal: at the cap, with no idle keep-alive connection to close for
+ * it (these connections have not finished a request yet), the server stops accepting, the next
+ * client completes its TCP handshake and waits in the kernel's listen backlog (`ss` shows it
+ * in the listening socket's accept queue, Recv-Q), and it is accepted and answered as soon as a
+ * served connection closes. Never a reset, never an error status. (At the cap with idle
+ * keep-alive connections, the oldest is closed instead: test_slowclients.)
  */
 #include "harness.h"
 
