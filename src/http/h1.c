@@ -29,9 +29,20 @@ static int h1_on_url(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* Fields after the head are a chunked body's trailer: not kept (RFC 9112 7.1.2 lets a
+ * recipient discard them). They could not be: the body's bytes are dropped from the buffer as
+ * they are parsed (h1_compact), so a trailer's offsets would not stay right, and the head's
+ * field table is read by the request while the body arrives. */
+static bool h1_in_trailer(const struct h1 *h)
+{
+    return h->head_len != 0;
+}
+
 static int h1_on_field(http_parser *p, const char *at, size_t len)
 {
     struct h1 *h = h1_of(p);
+    if (h1_in_trailer(h))
+        return 0;
     if (h->in_value || h->nfields == 0) {
         if (h->nfields == h->fields_cap) {
             h->fields_cap = h->fields_cap ? 2 * h->fields_cap : 16;
@@ -47,6 +58,8 @@ static int h1_on_field(http_parser *p, const char *at, size_t len)
 static int h1_on_value(http_parser *p, const char *at, size_t len)
 {
     struct h1 *h = h1_of(p);
+    if (h1_in_trailer(h))
+        return 0;
     struct h1_field *f = &h->fields[h->nfields - 1];
     if (!h->in_value) {
         f->value = (uint32_t)(at - h->buf);

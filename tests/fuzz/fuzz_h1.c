@@ -2,8 +2,9 @@
  * fuzz_h1: the request parser's glue (h1.c) on arbitrary bytes, fed in pieces whose sizes the
  * first byte chooses, into a buffer that grows (moves) as a connection's does. Invariants: a
  * parse ends in one of its results; at the head's end every field and the target lie inside the
- * head and are NUL-terminated where their lengths say; the body handed out never exceeds what
- * the head declared; after the message, the bytes left are exactly what was not parsed.
+ * head and are NUL-terminated where their lengths say; a chunked trailer adds no field; the body
+ * handed out never exceeds what the head declared; after the message, the bytes left are exactly
+ * what was not parsed.
  */
 #include "fuzz.h"
 #include "h1.h"
@@ -51,6 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     h.body = fuzz_body;
     fuzz_body_bytes = 0;
     int64_t declared = 0;
+    unsigned head_fields = 0;
     bool head = false, done = false;
     size_t off = 0;
     while (off < size && !done) {
@@ -79,6 +81,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 fuzz_check_head(&h);
                 head = true;
                 declared = h1_body_length(&h);
+                head_fields = h.nfields;
                 h1_resume(&h);
                 continue;
             }
@@ -87,6 +90,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 FUZZ_CHECK(h.fed <= h.len);
                 done = true;
             }
+            if (head)
+                FUZZ_CHECK(h.nfields == head_fields); /* a trailer is not kept */
             if (head && declared >= 0)
                 FUZZ_CHECK(fuzz_body_bytes <= (size_t)declared);
             if (r == H1_ERROR) {
