@@ -200,7 +200,8 @@ enqueue_pass() { # pass
         done
         # A report in a server's log fails the run (the scan at the end).
         for name in ${TSAN_INTEGRATION:-test_core test_reload test_ratelimit test_breaker \
-            test_observability test_tenancy test_redis test_dashboard test_tenants test_slowclients}; do
+            test_observability test_tenancy test_redis test_dashboard test_tenants test_slowclients \
+            test_pipelining}; do
             bin=$b/tests/integration/$name
             selected "$name" && [ -x "$bin" ] && enqueue "tsan|tap|$(job_name "$bin")|$bin"
         done

@@ -303,6 +303,7 @@ static void conn_dispatch(struct conn *c)
 /* Parse what was read; go as far as the bytes allow. */
 static void conn_parse(struct conn *c)
 {
+    c->parse_pending = false; /* whoever parses first takes the bytes */
     for (;;) {
         enum h1_result res = h1_parse(&c->rx);
         if (c->state == CONN_BODY)
@@ -554,15 +555,9 @@ static void conn_task(struct evloop_task *task)
     case CONN_CLOSED:
         free(c);
         return;
-    case CONN_BUSY:
-        if (c->req) /* a request resumed later: its reply goes out */
-            conn_reply(c);
-        return;
     case CONN_HEAD:
-        if (c->parse_pending) {
-            c->parse_pending = false;
+        if (c->parse_pending)
             conn_parse(c);
-        }
         if (c->may_read && c->state == CONN_HEAD)
             conn_read(c);
         return;
@@ -575,6 +570,20 @@ static void conn_task(struct evloop_task *task)
     }
 }
 
+/* A handed-on request came back (conn_resume): its reply goes out. Only a request whose
+ * reply is set: the task belongs to the request handed on, never to local work. */
+static void conn_resume_task(struct evloop_task *task)
+{
+    struct conn *c = container_of(task, struct conn, resume);
+    struct request *r = c->req;
+    if (c->state != CONN_BUSY || !r ||
+        atomic_load_explicit(&r->state, memory_order_acquire) != REQUEST_READY) {
+        log_warn("http", "a resumed request found its connection in another state");
+        return;
+    }
+    conn_reply(c);
+}
+
 void conn_resume(struct conn *c)
 {
     struct evloop_thread *t = c->loop->t;
@@ -582,10 +591,10 @@ void conn_resume(struct conn *c)
         if (c->in_dispatch)
             c->resumed_inline = true;
         else
-            conn_later(c);
+            evloop_defer(t, &c->resume);
         return;
     }
-    evloop_post(t, &c->task);
+    evloop_post(t, &c->resume);
 }
 
 /* ---- events, deadlines, open and close ---------------------------------------------------- */
@@ -649,6 +658,7 @@ struct conn *conn_open(struct conn_loop *l, int fd, void *addr_entry, const stru
     c->timer.fd = -1;
     c->timer.fire = conn_deadline;
     c->task.fn = conn_task;
+    c->resume.fn = conn_resume_task;
     c->next = l->all;
     if (l->all)
         l->all->prev = c;

@@ -23,8 +23,10 @@
  * (request_defer: to a worker, the tarpit, a statement on another loop) comes back through
  * request_resume, which calls conn_resume: on the loop's own thread inside dispatch it only
  * notes it (the connection replies when dispatch returns); on the loop's thread later it defers
- * the reply to the end of the turn (evloop_defer); from any other thread it posts the
- * connection's task to its loop (evloop_post: the inbox mutex orders the reply before it). A
+ * the reply to the end of the turn (evloop_defer); from any other thread it posts it to the
+ * loop (evloop_post: the inbox mutex orders the reply before it). The reply has a task of its
+ * own (resume), sent only for a request in REQUEST_READY; the connection's local work (the next
+ * pipelined request, a read put off, its free) is another task, never posted. A
  * connection is never closed while its request is handed on (BUSY has no deadline and ignores
  * socket events), so the task always finds it. The counters are relaxed atomics read from any
  * thread.
@@ -106,9 +108,13 @@ struct conn {
     bool task_queued;    /* task is deferred on this loop (loop thread only) */
     bool parse_pending;  /* bytes of a pipelined request wait in the buffer (task) */
     struct evloop_watch timer; /* the stage's deadline (fd -1: a timer alone) */
-    /* The connection's work for later: the reply of a request resumed later (conn_resume),
-     * the next pipelined request or bytes left in the socket (keep-alive), or its free. */
+    /* The connection's own work for later, deferred on its loop (task_queued): the next
+     * pipelined request or bytes left in the socket (keep-alive), or its free. */
     struct evloop_task task;
+    /* The reply of a handed-on request, once resumed (conn_resume): posted from another
+     * thread, or deferred on the loop's. Apart from task: a task sits in one list at a time,
+     * and a pipelined request's parse must never send another request's reply. */
+    struct evloop_task resume;
     struct conn *prev, *next;           /* the loop's list of connections */
     struct conn *idle_prev, *idle_next; /* the loop's idle list, while served and idle */
     struct h1 rx;                       /* the request being read; rx.buf NULL while idle */
@@ -139,7 +145,7 @@ struct conn_loop {
     void (*closed)(struct conn_loop *l, struct conn *c);
     void (*refused)(struct conn_loop *l, struct conn *c, enum conn_refusal why);
     void (*idled)(struct conn_loop *l); /* a connection joined the idle list (evictable) */
-    struct http_counters *counters; /* shared by the loops (http.h), not owned */
+    struct http_counters *counters;     /* shared by the loops (http.h), not owned */
 };
 
 /* Loop thread: a new connection on fd (non-blocking; its epoll registration is the caller's:
