@@ -603,11 +603,16 @@ void conn_event(struct conn *c, uint32_t events)
 {
     if (c->state == CONN_CLOSED)
         return;
+    bool readable = events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP);
     if (c->state == CONN_WRITE && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+        /* Edge-triggered: a read reported with the room to write is not reported again. It
+         * follows the reply (conn_next). */
+        if (readable)
+            c->may_read = true;
         conn_write(c);
-        return; /* a read, if any, follows the reply */
+        return;
     }
-    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) {
+    if (readable) {
         if (c->state == CONN_BUSY || c->state == CONN_WRITE)
             c->may_read = true;
         else
