@@ -275,7 +275,7 @@ section_tenants() {
     BENCH_DURATION=$DUR BENCH_RUNS=$RUNS "$ROOT/bench/tenants.sh" >"$WORK/tenants.out" 2>&1 ||
         echo "bench: bench/tenants.sh failed (see $WORK/tenants.out)" >&2
 }
-tenants_rows() { grep -E '^\| (accounting|budgets|\.\.\. the)' "$WORK/tenants.out"; }
+tenants_rows() { grep -E '^\| (accounting|budgets|\.\.\. (the|throughput))' "$WORK/tenants.out"; }
 has tenants && section_tenants
 has conns && section_conns   # 12. the HTTP layer side by side (bench/conns.sh)
 
