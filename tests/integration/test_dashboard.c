@@ -870,6 +870,32 @@ static void fleet_text(const char *tier, char *out, size_t len)
     cdp_eval_str(&browser, expr, out, len);
 }
 
+/* The page as it is now, as a PNG in $BH_TEST_ARTIFACTS/<file> (for people: no assertion on
+ * its pixels); its size in bytes, 0 on failure. */
+static size_t save_screenshot(const char *file)
+{
+    json_t *r =
+        cdp_call(&browser, "Page.captureScreenshot", json_pack("{s:s}", "format", "png"), true);
+    const char *b64 = r ? json_string_value(json_object_get(r, "data")) : NULL;
+    if (!b64) {
+        json_decref(r);
+        return 0;
+    }
+    unsigned char *png = malloc(strlen(b64));
+    size_t n = b64_decode(b64, png);
+    json_decref(r);
+    const char *dir = getenv("BH_TEST_ARTIFACTS");
+    char path[400];
+    snprintf(path, sizeof(path), "%s/%s", dir ? dir : "build/test-artifacts", file);
+    FILE *f = fopen(path, "wb");
+    bool ok = f && fwrite(png, 1, n, f) == n;
+    if (f && fclose(f))
+        ok = false;
+    free(png);
+    fprintf(stderr, "screenshot: %s (%zu bytes)\n", path, n);
+    return ok ? n : 0;
+}
+
 struct elsewhere {
     const struct h_server *b;
 };
@@ -923,6 +949,8 @@ static void fleet_panel_shows_the_instances_the_medium_and_a_fleet_share(void **
     /* Enterprise busy on B only: A's page says it is active elsewhere in the fleet. */
     struct elsewhere w = {&b};
     assert_true(h_wait_until(enterprise_shown_active_elsewhere, &w, 20000));
+    json_decref(cdp_eval(&browser, "document.getElementById('fleet').scrollIntoView()"));
+    assert_true(save_screenshot("dashboard-fleet.png") > 0);
 
     /* The medium lost (its table locked by another session: every exchange waits out its
      * deadline): local control, with the reason; back up once the lock goes. */
