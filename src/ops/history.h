@@ -35,7 +35,9 @@ void history_record(struct history *h, const struct report_snap *s);
 /*
  * Samples with seq > since as a JSON document (malloc'd text; the caller frees it):
  *   {"server": {"version", "instance", "startedMs", "nowMs", "healthy", "reason", "dbProbeMs",
- *               "inFlight", "draining", "eventLoops"},      live: `live`, read at the call
+ *               "inFlight", "draining", "eventLoops",       live: `live`, read at the call
+ *               "fleet": null (FLEET off) or {"up", "instances" (the others seen), "exchanges",
+ *                        "failures", "exchangeMs", "reason" (while not up), "changedMs"}},
  *    "tiers": ["free", ...], "intervalMs": 1000,
  *    "last": <newest seq>,                                   poll again with since=last
  *    "samples": [{"seq", "t" (Unix ms), "tiers": {"<name>": {

@@ -402,6 +402,8 @@ void report_read_process(const struct report_sources *src, struct report_process
         out->fleet_exchanges = fs.exchanges;
         out->fleet_failures = fs.failures;
         out->fleet_rtt_us = (uint64_t)fs.rtt_us;
+        memcpy(out->fleet_reason, fs.reason, sizeof(out->fleet_reason));
+        out->fleet_changed_wall_us = fs.changed_wall_us;
     }
     if (src->auth) {
         struct auth_stats as;

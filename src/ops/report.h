@@ -110,6 +110,8 @@ struct report_process {
     bool have_tarpit;
     bool have_fleet;
     uint64_t fleet_up, fleet_instances, fleet_exchanges, fleet_failures, fleet_rtt_us;
+    char fleet_reason[160];        /* while not up: why (fleet_stats) */
+    int64_t fleet_changed_wall_us; /* when fleet_up last changed */
     uint64_t tarpit_held, tarpit_holding, tarpit_overflow, tarpit_clients, tarpit_untracked;
     uint64_t untiered_outcomes[OUTCOME_COUNT];
     uint64_t untiered_statuses[METRICS_STATUS_COUNT];
