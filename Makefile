@@ -161,11 +161,11 @@ fuzz:
 FUZZ_CC ?= clang
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_NEEDS_fuzz_params := params
-FUZZ_NEEDS_fuzz_dotenv := config fileio log xalloc
+FUZZ_NEEDS_fuzz_dotenv := dotenv fileio xalloc
 FUZZ_NEEDS_fuzz_tiers := tiers share assets fileio xalloc
 FUZZ_NEEDS_fuzz_payload := params
-FUZZ_NEEDS_fuzz_redisurl := rlredis log xalloc
-FUZZ_NEEDS_fuzz_logescape := log xalloc
+FUZZ_NEEDS_fuzz_redisurl := rlredis log logwriter xalloc
+FUZZ_NEEDS_fuzz_logescape := log logwriter xalloc
 FUZZ_NEEDS_fuzz_proxies := params
 FUZZ_NEEDS_fuzz_tenantreq := tenantreq tiers share params assets fileio xalloc
 FUZZ_WARN := $(filter-out -Wlogical-op -Wduplicated-% -Wjump-misses-init -Wformat-signedness \

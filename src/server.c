@@ -1,5 +1,7 @@
 /*
- * server: start-up, signal handling, live reload and graceful shutdown (see server.h).
+ * server: start-up, signal handling, live reload and graceful shutdown (see server.h); a tier's
+ * parts are built by tierparts.c, the request hooks are reqhooks.c, the janitor's chores
+ * chores.c.
  *
  * Start order: health probe, tiers (breaker, limiter, workers, pool) and the capacity controller,
  * API keys (after bringing the tenants schema up to date), Redis limiter, tarpit, admin worker,
@@ -19,14 +21,9 @@
 #include "admin.h"
 #include "api.h"
 #include "admission.h"
-#include "datapath.h"
-#include "datareq.h"
-#include "datastmt.h"
 #include "auth.h"
-#include "breaker.h"
 #include "capctl.h"
-#include "apierr.h"
-#include "dbbudget.h"
+#include "chores.h"
 #include "dbconn.h"
 #include "dbpool.h"
 #include "fleet.h"
@@ -36,11 +33,12 @@
 #include "janitor.h"
 #include "log.h"
 #include "mclock.h"
-#include "ratelimit.h"
+#include "reqhooks.h"
 #include "rlsync.h"
 #include "tarpit.h"
 #include "tenantdb.h"
 #include "tenantstat.h"
+#include "tierparts.h"
 #include "tierset.h"
 #include "workpool.h"
 #include "xalloc.h"
@@ -53,113 +51,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-
-static bool server_others_active(const void *ctx)
-{
-    return workpool_others_active(ctx);
-}
-
-/* The session's statement_timeout for tier c's connections: a server-side backstop a little
- * past the call timeout, so a statement whose cancel got lost still ends. */
-static int64_t server_statement_backstop_ms(const struct tier_cfg *c)
-{
-    return c->breaker_timeout_ms + 1000;
-}
-
-/* c as this instance's pools see it: with budget_scope "fleet", workers and db_max are the
- * fleet's totals and the pools get this instance's share (lease, or the minimum share without
- * one); else c itself. */
-static struct tier_cfg server_tier_share(const struct tier_cfg *c, const struct fleet_lease *l)
-{
-    struct tier_cfg s = *c;
-    if (c->budget_scope != TIERS_SCOPE_FLEET)
-        return s;
-    s.workers = tiers_min_share(c->workers, c->budget_min_pct);
-    s.db_max = tiers_min_share(c->db_max, c->budget_min_pct);
-    if (l && l->workers > s.workers)
-        s.workers = l->workers < c->workers ? l->workers : c->workers;
-    if (l && l->conns > s.db_max)
-        s.db_max = l->conns < c->db_max ? l->conns : c->db_max;
-    return s;
-}
-
-/* Create tier t's parts from its first settings: c_total as configured, its pools at this
- * instance's share (a fleet-scoped tier starts at its minimum, before it has seen the fleet). */
-static int server_tier_start(struct server *srv, struct tier_rt *t, const struct tier_cfg *c_total)
-{
-    const struct tier_cfg share = server_tier_share(c_total, NULL), *c = &share;
-    struct breaker_cfg bc = tierset_breaker_cfg(c);
-    t->breaker = breaker_create(c->name, &bc);
-    t->rl = ratelimit_create(c->rate_limit, c->rate_window_s, (size_t)srv->cfg.rl_max_keys);
-    t->budget = dbbudget_create((size_t)srv->cfg.rl_max_keys);
-
-    struct workpool_ops ops = datapath_ops_template;
-    ops.ctx = &srv->api.data;
-    struct workpool_limits lim = tierset_pool_limits(c);
-    int rc = workpool_create(c->name, &lim, &ops, &t->pool);
-    if (rc) {
-        log_error("tier_start", "tier %s: cannot start %" PRId64 " worker threads: %s", c->name,
-                  c->workers, strerror(-rc));
-        return rc;
-    }
-    struct dbpool_opts po = {
-        .conn = {.conninfo = srv->cfg.database_url,
-                 .appname = t->appname,
-                 .statement_timeout_ms = server_statement_backstop_ms(c),
-                 .setup_sql = datastmt_session_sql,
-                 .stmts = datastmt_statements,
-                 .nstmts = datastmt_statement_count},
-        .max = (size_t)c->db_max,
-        .share = tiers_conn_policy(c),
-        .others_active = server_others_active,
-        .brief = workpool_tenant_brief,
-        .connect_timeout_us = c->breaker_timeout_ms * 1000,
-        .others_ctx = t->pool,
-    };
-    return dbpool_create(&po, &t->db);
-}
-
-/* What tier c's settings mean for the capacity controller. */
-static struct capctl_tier_cfg server_capacity_cfg(const struct tier_cfg *c)
-{
-    return (struct capctl_tier_cfg){.priority = c->priority,
-                                    .max = (double)c->db_max,
-                                    .floor =
-                                        (double)c->db_max * (double)c->capacity_floor_pct / 100.0,
-                                    .tolerance = (double)c->capacity_tolerance_pct / 100.0,
-                                    .margin_us = c->capacity_margin_us,
-                                    .objective_us = tiers_latency_objective_ms(c) * 1000};
-}
-
-/* Tier t's pools and controller at share (server_tier_share): workers, connections, queue and
- * fairness shares. Grows at once; a shrink retires threads and closes connections as they are
- * returned (workpool_set_limits, dbpool_set_limits). Main thread (reload) or janitor (a new
- * fleet share). */
-static void server_tier_limits(struct server *srv, struct tier_rt *t, const struct tier_cfg *share)
-{
-    struct capctl_tier_cfg tc = server_capacity_cfg(share);
-    capctl_configure(srv->capacity, t->index, &tc);
-    struct workpool_limits lim = tierset_pool_limits(share);
-    if (workpool_set_limits(t->pool, &lim))
-        log_error("tier_limits", "tier %s: could not start every new worker thread", t->name);
-    dbpool_set_limits(t->db, (size_t)share->db_max, tiers_conn_policy(share),
-                      share->breaker_timeout_ms * 1000, server_statement_backstop_ms(share));
-}
-
-/* Free tier t's parts (any of them may be missing after a failed start). */
-static void server_tier_free(struct tier_rt *t)
-{
-    workpool_destroy(t->pool);
-    dbpool_destroy(t->db);
-    ratelimit_destroy(t->rl);
-    dbbudget_destroy(t->budget);
-    breaker_destroy(t->breaker);
-    t->pool = NULL;
-    t->db = NULL;
-    t->rl = NULL;
-    t->budget = NULL;
-    t->breaker = NULL;
-}
 
 #define SERVER_CHECK_TIMEOUT_MS 5000    /* a start-up (or SIGHUP) check's connect and query */
 #define SERVER_REPLY_GRACE_US   1000000 /* after the workers stop, for their replies to leave */
@@ -304,7 +195,7 @@ static void server_teardown(struct server *srv)
     rlsync_destroy(srv->redis);
     health_stop(srv->health);
     for (size_t i = 0; srv->tiers && i < tierset_count(srv->tiers); i++)
-        server_tier_free(tierset_tier(srv->tiers, i));
+        tierparts_free(tierset_tier(srv->tiers, i));
     tierset_destroy(srv->tiers);
     pthread_cond_destroy(&srv->drained);
     pthread_mutex_destroy(&srv->drain_mutex);
@@ -323,91 +214,6 @@ static void server_teardown(struct server *srv)
     srv->health = NULL;
 }
 
-/* ---- request hooks (HTTP threads) -------------------------------------------------------- */
-
-static void server_request_begin(void *ctx)
-{
-    struct server *srv = ctx;
-    atomic_fetch_add_explicit(&srv->in_flight, 1, memory_order_relaxed);
-}
-
-/* Why r was refused, for the accounting (TENANTSTAT_NONE: it was not). */
-static enum tenantstat_reason server_refusal(const struct request *r)
-{
-    switch (r->error ? (enum apierr)(r->error - 1) : APIERR_COUNT) {
-    case APIERR_RATE_LIMITED:
-        return TENANTSTAT_RATE_LIMITED;
-    case APIERR_DB_TIME_EXHAUSTED:
-        return TENANTSTAT_DB_TIME_EXHAUSTED;
-    case APIERR_SHED:
-        return TENANTSTAT_SHED;
-    case APIERR_BULKHEAD_FULL:
-        return TENANTSTAT_BULKHEAD_FULL;
-    case APIERR_QUEUE_TIMEOUT:
-        return TENANTSTAT_QUEUE_TIMEOUT;
-    case APIERR_POOL_TIMEOUT:
-        return TENANTSTAT_POOL_TIMEOUT;
-    case APIERR_CIRCUIT_OPEN:
-        return TENANTSTAT_CIRCUIT_OPEN;
-    default:
-        return TENANTSTAT_NONE;
-    }
-}
-
-/*
- * HTTP thread, as an /api/data request of a known tenant ends: charge its statement's database
- * time to its budget (dbbudget.h; in shadow mode too, so that what it would refuse is counted)
- * and count it (tenantstat.h). The time charged is the time its statement held a connection,
- * known only now: a tenant over its budget is in debt from here on.
- */
-static void server_tenant_done(struct server *srv, const struct request *r, const struct datareq *q,
-                               int64_t now)
-{
-    struct tier_rt *t = q->tier;
-    int64_t db_us = r->query_us > 0 ? r->query_us : 0;
-    if (db_us && q->budget.limit_ms > 0) /* the budget checked at admission (admission.c) */
-        (void)dbbudget_charge(t->budget, q->tenant, q->budget.limit_ms, db_us, now);
-    if (!srv->tenants)
-        return;
-    int64_t begun = q->item.begun_us;
-    struct tenantstat_sample s = {
-        .db_us = db_us,
-        .queue_us = r->queue_us > 0 ? r->queue_us : 0,
-        .pool_us = q->sent_us > begun && begun > 0 && r->query_us >= 0 ? q->sent_us - begun : 0,
-        .refused = server_refusal(r),
-        .shadow = q->shadow};
-    tenantstat_record(srv->tenants, t->index, q->tenant, &s, now);
-}
-
-static void server_request_done(void *ctx, const struct request *r, int64_t total_us)
-{
-    struct server *srv = ctx;
-    const struct datareq *q = datareq_of(r); /* NULL but for /api/data */
-    struct tier_rt *tier = q ? q->tier : NULL;
-    struct metrics_tier *m = tier ? &tier->m : &srv->m_untiered;
-    metrics_observe(m, r->outcome, (int)r->status, total_us, r->queue_us, r->query_us);
-    if (tier && q->tenant[0])
-        server_tenant_done(srv, r, q, mclock_now_us());
-    if (q && q->cap_entered_us) {
-        int64_t now = mclock_now_us();
-        capctl_leave(srv->capacity, tier->index, q->cap_entered_us, now);
-        if (r->outcome == OUTCOME_OK) /* its latency, not the time it waited for its turn */
-            capctl_observe(srv->capacity, tier->index, total_us - q->held_us, now);
-    }
-}
-
-/* The last one out wakes a shutdown waiting for it. */
-static void server_request_freed(void *ctx)
-{
-    struct server *srv = ctx;
-    int left = atomic_fetch_sub_explicit(&srv->in_flight, 1, memory_order_acq_rel) - 1;
-    if (left == 0 && atomic_load_explicit(&srv->draining, memory_order_acquire)) {
-        pthread_mutex_lock(&srv->drain_mutex);
-        pthread_cond_broadcast(&srv->drained);
-        pthread_mutex_unlock(&srv->drain_mutex);
-    }
-}
-
 static bool server_dispatch(void *ctx, struct request *r)
 {
     return api_dispatch(ctx, r);
@@ -417,163 +223,6 @@ static bool server_dispatch_ops(void *ctx, struct request *r)
 {
     return api_dispatch_ops(ctx, r);
 }
-
-/* ---- janitor chores ---------------------------------------------------------------------- */
-
-#define SERVER_QUEUE_CHECK_US 50000   /* queue timeouts are answered within this */
-#define SERVER_SWEEP_US       5000000 /* expired rate-limit keys are dropped this often */
-#define SERVER_IDLE_CHECK_US  1000000 /* dead or long-idle connections are closed this often */
-
-/* Answer requests that waited past their tier's queue timeout; let connection waiters
- * re-check their tenant's share (the set of active tenants may have changed). */
-static void server_chore_queues(void *ctx, int64_t now)
-{
-    struct server *srv = ctx;
-    for (size_t i = 0; i < tierset_count(srv->tiers); i++) {
-        struct tier_rt *t = tierset_tier(srv->tiers, i);
-        workpool_expire(t->pool, now - tierset_cfg(t)->queue_timeout_ms * 1000, now);
-        dbpool_kick(t->db);
-    }
-    admin_expire(srv->admin, now);
-}
-
-/* Close the pool connections the database closed or killed while idle, and those idle past
- * their tier's db_idle_timeout_ms, without waiting for a request to find them. */
-static void server_chore_idle_conns(void *ctx, int64_t now)
-{
-    struct server *srv = ctx;
-    for (size_t i = 0; i < tierset_count(srv->tiers); i++) {
-        struct tier_rt *t = tierset_tier(srv->tiers, i);
-        size_t dead = dbpool_reap_idle(t->db, now, tierset_cfg(t)->db_idle_timeout_ms * 1000);
-        if (dead)
-            log_warn("db_idle",
-                     "tier %s: %zu idle connections were killed or closed by the database; "
-                     "closed, reopened on demand",
-                     t->name, dead);
-    }
-}
-
-static void server_chore_sample(void *ctx, int64_t now)
-{
-    (void)now;
-    struct server *srv = ctx;
-    report_read(&srv->sources, srv->sample);
-    history_record(srv->history, srv->sample);
-}
-
-/* The fleet's view of each tier, for the controller's next verdict (local control without it). */
-static void server_fleet_in(struct server *srv, const char *const *names, size_t n)
-{
-    struct fleet_sum sum[TIERS_MAX];
-    bool live = fleet_view(srv->fleet, names, n, sum);
-    struct fleet_stats st;
-    fleet_stats(srv->fleet, &st);
-    bool fresh = st.exchanges != srv->fleet_seen;
-    srv->fleet_seen = st.exchanges;
-    for (size_t i = 0; i < n; i++) {
-        const struct capctl_remote r = {.active = sum[i].active > 0,
-                                        .threatened = sum[i].threatened > 0,
-                                        .pressing = sum[i].pressing > 0,
-                                        .fresh = fresh,
-                                        .pressure = sum[i].pressure};
-        capctl_remote(srv->capacity, i, live ? &r : NULL);
-    }
-}
-
-/* A fleet-scoped tier's totals, demand and what its pools hold, for the next exchange. */
-static void server_fleet_budget_out(struct server *srv, size_t i, struct fleet_tier *out)
-{
-    struct tier_rt *t = tierset_tier(srv->tiers, i);
-    const struct tier_cfg *c = tierset_cfg(t);
-    if (c->budget_scope != TIERS_SCOPE_FLEET)
-        return;
-    struct workpool_stats ws;
-    struct dbpool_stats ds;
-    workpool_stats(t->pool, &ws);
-    dbpool_stats(t->db, &ds);
-    size_t open = ds.active + ds.idle + ds.opening;
-    out->budget_workers = c->workers;
-    out->budget_conns = c->db_max;
-    out->min_workers = tiers_min_share(c->workers, c->budget_min_pct);
-    out->min_conns = tiers_min_share(c->db_max, c->budget_min_pct);
-    out->demand = (int64_t)(ws.busy + ws.queued);
-    /* A shrink takes effect as work is returned: until then the pools hold more. */
-    out->held_workers = (int64_t)(ws.busy > ws.threads ? ws.busy : ws.threads);
-    out->held_conns = (int64_t)(open > ds.max ? open : ds.max);
-}
-
-/* This instance's tiers as the controller left them, for the others. */
-static void server_fleet_out(struct server *srv, const char *const *names, size_t n, int64_t now)
-{
-    struct fleet_tier out[TIERS_MAX];
-    for (size_t i = 0; i < n; i++) {
-        struct capctl_tier_stats cs;
-        capctl_stats(srv->capacity, i, &cs);
-        /* A threat is published if any verdict since the last exchange found one: threats
-         * under a storm come and go within an interval or two, and an exchange that sampled
-         * only the current verdict would miss most of them. */
-        bool threat = cs.threatened || (cs.last_threat_us > 0 &&
-                                        now - cs.last_threat_us <= srv->cfg.fleet_interval * 1000);
-        out[i] = (struct fleet_tier){.active = cs.active,
-                                     .threatened = threat,
-                                     .pressing = cs.pressing,
-                                     .pressure = threat ? cs.threat_pressure : 0,
-                                     .usage = cs.usage,
-                                     .in_progress = cs.in_progress,
-                                     .shed = cs.shed};
-        snprintf(out[i].name, sizeof(out[i].name), "%s", names[i]);
-        server_fleet_budget_out(srv, i, &out[i]);
-    }
-    fleet_publish(srv->fleet, out, n);
-}
-
-/* A fleet-scoped tier's share in force, applied to its pools when it or the settings changed
- * (after a reload, server_tier_apply applied it already; applying it again changes nothing). */
-static void server_budgets_apply(struct server *srv, const char *const *names, size_t n)
-{
-    struct fleet_lease l[TIERS_MAX];
-    fleet_leases(srv->fleet, names, n, l);
-    const struct tier_table *tab = tierset_snapshot(srv->tiers);
-    for (size_t i = 0; i < n; i++) {
-        const struct tier_cfg *c = &tab->tiers[i];
-        if (c->budget_scope != TIERS_SCOPE_FLEET)
-            continue;
-        struct tier_cfg share = server_tier_share(c, &l[i]);
-        struct server_budget *a = &srv->budget[i];
-        if (a->from == tab && a->workers == share.workers && a->conns == share.db_max)
-            continue;
-        server_tier_limits(srv, tierset_tier(srv->tiers, i), &share);
-        *a = (struct server_budget){.from = tab, .workers = share.workers, .conns = share.db_max};
-    }
-}
-
-static void server_chore_capacity(void *ctx, int64_t now)
-{
-    struct server *srv = ctx;
-    const char *names[TIERS_MAX];
-    size_t n = tierset_count(srv->tiers);
-    for (size_t i = 0; i < n; i++)
-        names[i] = tierset_tier(srv->tiers, i)->name;
-    if (srv->fleet) {
-        server_fleet_in(srv, names, n);
-        server_budgets_apply(srv, names, n);
-    }
-    capctl_tick(srv->capacity, now, names);
-    if (srv->fleet)
-        server_fleet_out(srv, names, n, now);
-}
-
-static void server_chore_sweep(void *ctx, int64_t now)
-{
-    struct server *srv = ctx;
-    for (size_t i = 0; i < tierset_count(srv->tiers); i++) {
-        ratelimit_sweep(tierset_tier(srv->tiers, i)->rl, now);
-        dbbudget_sweep(tierset_tier(srv->tiers, i)->budget, now);
-    }
-    if (srv->tarpit)
-        tarpit_sweep(srv->tarpit, now);
-}
-
 /* ---- start ------------------------------------------------------------------------------- */
 
 /* What every module is handed; filled before any thread that uses it starts. */
@@ -581,9 +230,9 @@ static void server_wire(struct server *srv)
 {
     struct http_settings http_set = config_http_settings(&srv->cfg);
     srv->hooks = (struct request_hooks){.instance_id = srv->instance_id,
-                                        .begin = server_request_begin,
-                                        .done = server_request_done,
-                                        .freed = server_request_freed,
+                                        .begin = reqhooks_begin,
+                                        .done = reqhooks_done,
+                                        .freed = reqhooks_freed,
                                         .ctx = srv};
     srv->sources = (struct report_sources){.tiers = srv->tiers,
                                            .untiered = &srv->m_untiered,
@@ -628,7 +277,7 @@ static int server_start_tiers(struct server *srv, const struct tier_table *tiers
 {
     int rc = tierset_create(tiers, &srv->tiers);
     for (size_t i = 0; rc == 0 && i < tiers->count; i++)
-        rc = server_tier_start(srv, tierset_tier(srv->tiers, i), &tiers->tiers[i]);
+        rc = tierparts_start(srv, tierset_tier(srv->tiers, i), &tiers->tiers[i]);
     if (rc)
         return rc;
     /* A cut tier is back at its max within 1 s of the tiers above it ceasing to threaten
@@ -643,8 +292,8 @@ static int server_start_tiers(struct server *srv, const struct tier_table *tiers
         srv->tenants = tenantstat_create(tiers->count);
     rc = capctl_create(&cc, tiers->count, &srv->capacity);
     for (size_t i = 0; rc == 0 && i < tiers->count; i++) {
-        struct tier_cfg share = server_tier_share(&tiers->tiers[i], NULL);
-        struct capctl_tier_cfg tc = server_capacity_cfg(&share);
+        struct tier_cfg share = tierparts_share(&tiers->tiers[i], NULL);
+        struct capctl_tier_cfg tc = tierparts_capacity_cfg(&share);
         capctl_configure(srv->capacity, i, &tc);
     }
     return rc;
@@ -738,14 +387,9 @@ static int server_start_backends(struct server *srv)
  * one (OPS_PORT: one event thread of its own, so a scrape never waits behind API traffic). */
 static int server_start_threads(struct server *srv)
 {
-    const struct janitor_chore chores[] = {
-        {SERVER_QUEUE_CHECK_US, server_chore_queues, srv},
-        {HISTORY_INTERVAL_MS * 1000, server_chore_sample, srv},
-        {SERVER_SWEEP_US, server_chore_sweep, srv},
-        {SERVER_IDLE_CHECK_US, server_chore_idle_conns, srv},
-        {srv->cfg.capacity_interval * 1000, server_chore_capacity, srv},
-    };
-    int rc = janitor_start(chores, sizeof(chores) / sizeof(chores[0]), &srv->janitor);
+    struct janitor_chore chores[CHORES_COUNT];
+    chores_table(srv, chores);
+    int rc = janitor_start(chores, CHORES_COUNT, &srv->janitor);
     if (rc)
         return rc;
     struct http_opts ho = {.name = "http",
@@ -818,21 +462,6 @@ fail:
 
 /* ---- reload (main thread) ------------------------------------------------------------------ */
 
-/* Hand tier t's new settings c to its parts (they change live). */
-static void server_tier_apply(struct server *srv, struct tier_rt *t, const struct tier_cfg *old,
-                              const struct tier_cfg *c)
-{
-    struct fleet_lease l = {0};
-    if (srv->fleet)
-        fleet_leases(srv->fleet, (const char *const[]){t->name}, 1, &l);
-    struct tier_cfg share = server_tier_share(c, &l);
-    server_tier_limits(srv, t, &share);
-    ratelimit_set(t->rl, c->rate_limit, c->rate_window_s);
-    struct breaker_cfg ob = tierset_breaker_cfg(old), nb = tierset_breaker_cfg(c);
-    if (memcmp(&ob, &nb, sizeof(ob)) != 0)
-        breaker_configure(t->breaker, &nb);
-}
-
 int server_reload(struct server *srv)
 {
     if (!srv->cfg.tiers_file[0]) {
@@ -852,7 +481,7 @@ int server_reload(struct server *srv)
     }
     const struct tier_table *old = tierset_snapshot(srv->tiers);
     for (size_t i = 0; i < next.count; i++)
-        server_tier_apply(srv, tierset_tier(srv->tiers, i), &old->tiers[i], &next.tiers[i]);
+        tierparts_apply(srv, tierset_tier(srv->tiers, i), &old->tiers[i], &next.tiers[i]);
     tierset_publish(srv->tiers, &next);
     log_info("reload", "SIGHUP: tier settings reloaded from %s", srv->cfg.tiers_file);
     server_log_config(srv);
@@ -881,18 +510,6 @@ void server_wait(struct server *srv)
     }
 }
 
-/* Wait until no request is in flight or the deadline passes. Returns requests left. */
-static int server_drain(struct server *srv, int64_t deadline_us)
-{
-    pthread_mutex_lock(&srv->drain_mutex);
-    int left;
-    struct timespec ts = mclock_timespec(deadline_us);
-    while ((left = atomic_load(&srv->in_flight)) > 0 && mclock_now_us() < deadline_us)
-        pthread_cond_timedwait(&srv->drained, &srv->drain_mutex, &ts);
-    pthread_mutex_unlock(&srv->drain_mutex);
-    return left;
-}
-
 void server_stop(struct server *srv)
 {
     int64_t start = mclock_now_us();
@@ -901,7 +518,7 @@ void server_stop(struct server *srv)
     http_quiesce(srv->ops);
     /* Held refusals are answered now rather than at their time: nobody waits on a tarpit. */
     tarpit_stop(srv->tarpit);
-    int left = server_drain(srv, start + srv->cfg.shutdown_timeout * 1000);
+    int left = reqhooks_drain(srv, start + srv->cfg.shutdown_timeout * 1000);
     if (left > 0)
         log_warn("shutdown",
                  "%d requests still running after %" PRId64 " ms; answering queued ones 503", left,
@@ -912,7 +529,7 @@ void server_stop(struct server *srv)
     for (size_t i = 0; i < tierset_count(srv->tiers); i++)
         workpool_stop(tierset_tier(srv->tiers, i)->pool);
     /* Their replies still have to be sent before the HTTP threads go. */
-    server_drain(srv, mclock_now_us() + SERVER_REPLY_GRACE_US);
+    reqhooks_drain(srv, mclock_now_us() + SERVER_REPLY_GRACE_US);
     server_teardown(srv);
     log_info("shutdown", "stopped cleanly in %" PRId64 " ms", (mclock_now_us() - start) / 1000);
 }

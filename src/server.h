@@ -4,13 +4,15 @@
  * pool, rate limiter, breaker, counters) and the shared services (HTTP, health probe, janitor,
  * Redis limiter, API-key cache, admin worker, dashboard history); it wires them together through
  * the callbacks and dependency structs they declare, starts them in order and stops them in
- * reverse.
+ * reverse. Three modules beside it work on its parts: tierparts (a tier's parts built, resized
+ * and freed), reqhooks (the request hooks and the shutdown drain) and chores (the janitor's
+ * periodic work).
  *
  *   http ──dispatch──> api ──> admission ──> datapath ──> dbpool, dbpipe (lanes), breaker
  *   ops (OPS_PORT, one thread) ──dispatch_ops──> api: /metrics, /dashboard, /admin, probes
  *     │                 └──> report (snapshot) ──> JSON, Prometheus; history (dashboard)
- *     └─ request ──hooks (begin, done, freed)──> server: counters, in-flight, shutdown drain
- *   janitor ──chores──> server: queue timeouts, pool kicks, dashboard samples, limiter sweep,
+ *     └─ request ──hooks (begin, done, freed)──> reqhooks: counters, in-flight, shutdown drain
+ *   janitor ──chores──> chores: queue timeouts, pool kicks, dashboard samples, limiter sweep,
  *                       capacity control, fleet exchange and budgets
  *
  * Request path of /api/data (on the event thread that read it, unless said otherwise):
@@ -26,7 +28,7 @@
  * DESIGN: tiers are created at start and live until exit; their settings are swapped whole on
  * SIGHUP (server_reload, main thread) through the tier set, whose readers take snapshots (see
  * tierset.h). A tier of budget_scope "fleet" has its pools resized live to its fleet share by
- * the janitor (server_budgets_apply, from fleet_leases) and by a reload; both go through the
+ * the janitor (chores.c, from fleet_leases) and by a reload; both go through the
  * pools' own locked set_limits, and the janitor applies again whenever the settings table it
  * applied from was replaced, so the last word is the current share. in_flight and draining are
  * atomics read by the HTTP threads; drain_mutex with `drained` lets shutdown wait for the last

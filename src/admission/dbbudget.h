@@ -22,7 +22,7 @@
  * calls, the same arithmetic in a Redis script, behind this seam; not built yet.
  *
  * DESIGN: the times live in a keytab (KEYTAB_SHARDS shards, each with its own mutex): the check
- * (api.c, at admission) and a charge (server.c, as the request ends) both run on HTTP threads,
+ * (api.c, at admission) and a charge (reqhooks.c, as the request ends) both run on HTTP threads,
  * the sweep on the janitor's; each locks the tenant's shard only. Counters are atomics. Every
  * call takes its clock.
  */

@@ -35,7 +35,7 @@ struct tier_rt {
     char name[TIERS_NAME_MAX + 1]; /* never changes */
     struct tierset *set;           /* the set it belongs to */
     char appname[64];              /* application_name of its connections: bulkhead-<name> */
-    /* Parts: set and freed by whoever built the set (server.c, or a test's fake set); NULL
+    /* Parts: set and freed by whoever built the set (tierparts.c, or a test's fake set); NULL
      * until then. */
     struct workpool *pool;   /* logic bulkhead */
     struct dbpool *db;       /* database bulkhead */

@@ -145,7 +145,7 @@ static void admission_shadow(struct request *r, const struct tier_cfg *c,
 
 /* Layer 1b, the database-time budget: the tenant's own if it has one, else its tier's.
  * Returns false when refused (q->budget says until when). The budget is charged when the
- * request ends (server.c: q->budget.limit_ms), by the time its statement held a connection. */
+ * request ends (reqhooks.c: q->budget.limit_ms), by the time its statement held a connection. */
 static bool admission_db_budget(struct request *r, const struct tier_cfg *c)
 {
     struct datareq *q = datareq_of(r);

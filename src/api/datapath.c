@@ -28,6 +28,7 @@
 #include "breaker.h"
 #include "datareq.h"
 #include "datastmt.h"
+#include "dbcancel.h"
 #include "dbpipe.h"
 #include "dbpool.h"
 #include "evloop.h"
@@ -84,7 +85,7 @@ static void datapath_leave(struct datareq *q, struct dbconn *conn, PGresult *res
     datastmt_settle(q, conn, res, end, err);
     request_resume(q->r);
     if (end.conn == DATASTMT_CONN_CANCEL)
-        dbpool_release(db, conn, dbconn_cancel(conn, mclock_now_us() + DATASTMT_CANCEL_GRACE_US));
+        dbpool_release(db, conn, dbcancel_run(conn, mclock_now_us() + DATASTMT_CANCEL_GRACE_US));
 }
 
 static void datapath_run(struct fairq_item *item, void *ctx)

@@ -8,7 +8,7 @@
  *
  * DESIGN: as its request (request.h): one thread's at a time. Admission (api.c) fills it on
  * the HTTP thread; from datapath_submit on, whoever runs the request owns it until
- * request_resume; server.c reads it as the request ends (the done hook), on the HTTP thread.
+ * request_resume; reqhooks.c reads it as the request ends (the done hook), on the HTTP thread.
  */
 #ifndef BULKHEAD_DATAREQ_H
 #define BULKHEAD_DATAREQ_H
@@ -59,7 +59,7 @@ struct datareq {
     bool rl_applied;             /* the tier is rate-limited: send RateLimit-* headers */
     struct ratelimit_result rl;  /* the verdict behind those headers */
     /* The database-time budget's verdict at admission, and the limits in shadow mode that let
-     * it pass (a bit per tenantstat_reason), counted when it ends (server.c). */
+     * it pass (a bit per tenantstat_reason), counted when it ends (reqhooks.c). */
     bool budget_applied; /* the tenant has a budget that is enforced: send its policy */
     struct dbbudget_verdict budget;
     unsigned shadow;

@@ -26,6 +26,7 @@
  * fails nobody: the waiters wait on for released ones, and the next connect waits the backoff.
  */
 #include "dbpool.h"
+#include "dbcancel.h"
 #include "mclock.h"
 #include "xalloc.h"
 
@@ -539,7 +540,7 @@ static void *dbpool_canceller_main(void *arg)
 {
     struct dbpool_canceller *k = arg;
     struct dbpool *p = k->p;
-    dbpool_release(p, k->c, dbconn_cancel(k->c, k->deadline_us) != 0);
+    dbpool_release(p, k->c, dbcancel_run(k->c, k->deadline_us) != 0);
     free(k);
     dbpool_thread_done(p); /* last */
     return NULL;

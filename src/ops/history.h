@@ -3,7 +3,7 @@
  *
  * Every HISTORY_INTERVAL_MS the janitor takes a snapshot (report_read) and hands it to
  * history_record, which keeps what the dashboard charts, per tier: the requests of that
- * interval by outcome, p50/p99 latency over the interval, and the fields report.c's table marks
+ * interval by outcome, p50/p99 latency over the interval, and the fields reportdef.c's table marks
  * as sampled (pool and queue levels, breaker state), in a ring of HISTORY_SAMPLES; and the
  * process's: the worst HTTP event loop's lag over the interval (evloop.h). The
  * dashboard polls history_json with the last sample number it has, so each poll carries only

@@ -3,7 +3,7 @@
  *
  * It knows no other module: whoever starts it hands it a list of chores, each a function and a
  * period, and the janitor runs each one about every period (a chore that fell behind runs once
- * and then keeps its period, never in a burst). The server's chores (server.c): every 50 ms
+ * and then keeps its period, never in a burst). The server's chores (chores.c): every 50 ms
  * answer queued requests that waited past their tier's queue timeout and let connection waiters
  * re-check their tenant's share; every HISTORY_INTERVAL_MS a dashboard sample; every 5 s drop
  * expired rate-limit keys; every second close pool connections found dead or idle too long;

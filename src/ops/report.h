@@ -5,8 +5,8 @@
  *
  * report_read takes the snapshot: each source (pools, breaker, limiter, counters, health,
  * Redis, API keys) is read once, under its own lock or with atomics, without stopping the
- * request path. The renderers only format it, by walking one field list (report_fields in
- * report.c): a row says where a tier's value sits in the snapshot, its JSON section and key,
+ * request path. The renderers only format it, by walking one field list (reportdef_fields in
+ * reportdef.c): a row says where a tier's value sits in the snapshot, its JSON section and key,
  * its Prometheus name, label, type and help, and whether the dashboard samples it. A new tier
  * metric is one row there.
  */

@@ -1,14 +1,15 @@
 /*
- * fuzz_dotenv: config_parse_dotenv on arbitrary bytes. Whatever it accepts must be well-formed
+ * fuzz_dotenv: dotenv_parse on arbitrary bytes. Whatever it accepts must be well-formed
  * assignments (a valid name, a value without newline or NUL), no more than one per line, and
  * writing them back as quoted lines must parse to the same assignments. A refusal names a line
  * that exists.
  */
-#include "config.h"
+#include "dotenv.h"
 #include "fuzz.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdbool.h>
 
 struct pairs {
     char **names, **values;
@@ -79,7 +80,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct pairs p = {0};
     char err[200];
     err[0] = '\0';
-    int rc = config_parse_dotenv(text, size, collect, &p, err, sizeof(err));
+    int rc = dotenv_parse(text, size, collect, &p, err, sizeof(err));
     FUZZ_CHECK(rc == 0 || rc == -EINVAL);
     if (rc) {
         unsigned line = 0;
@@ -101,7 +102,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *again = serialise(&p, &len);
     if (again) {
         struct pairs q = {0};
-        FUZZ_CHECK(config_parse_dotenv(again, len, collect, &q, err, sizeof(err)) == 0);
+        FUZZ_CHECK(dotenv_parse(again, len, collect, &q, err, sizeof(err)) == 0);
         FUZZ_CHECK(q.n == p.n);
         for (size_t i = 0; i < p.n; i++) {
             FUZZ_CHECK(strcmp(p.names[i], q.names[i]) == 0);

@@ -18,7 +18,7 @@
  * - deploy/nginx.conf re-resolves the replicas through Docker's DNS and refuses /admin,
  *   /metrics and /dashboard on the public listener (test_scaleout runs it).
  */
-#include "config.h"
+#include "dotenv.h"
 #include "harness.h"
 
 #include <setjmp.h>
@@ -134,8 +134,7 @@ static void env_example_names_every_setting_with_its_default(void **state)
     assert_non_null(text);
     char err[200];
     /* The server's own .env parser reads it. */
-    assert_int_equal(config_parse_dotenv(text, strlen(text), collect, &listed, err, sizeof(err)),
-                     0);
+    assert_int_equal(dotenv_parse(text, strlen(text), collect, &listed, err, sizeof(err)), 0);
     printf("# bulkhead config knows %d variables; .env.example lists %d\n", known.n, listed.n);
     assert_true(known.n >= 20);
     for (int i = 0; i < known.n; i++) {

@@ -7,6 +7,7 @@
  * never prints a secret.
  */
 #include "config.h"
+#include "dotenv.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -517,7 +518,7 @@ static int dotenv(const char *text, struct assigns *a, char *err, size_t errlen)
 {
     memset(a, 0, sizeof(*a));
     err[0] = '\0';
-    return config_parse_dotenv(text, strlen(text), collect, a, err, errlen);
+    return dotenv_parse(text, strlen(text), collect, a, err, errlen);
 }
 
 static void dotenv_skips_comments_and_blank_lines(void **state)
@@ -607,16 +608,14 @@ static void dotenv_refuses_nul_bytes_naming_the_line(void **state)
     struct assigns a;
     memset(&a, 0, sizeof(a));
     char err[200];
-    assert_int_equal(config_parse_dotenv(text, sizeof(text) - 1, collect, &a, err, sizeof(err)),
-                     -EINVAL);
+    assert_int_equal(dotenv_parse(text, sizeof(text) - 1, collect, &a, err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "line 2: contains a NUL byte");
     assert_int_equal(a.calls, 0); /* nothing is assigned from a text with a NUL */
     static const char lead[] = "\0A=1";
-    assert_int_equal(config_parse_dotenv(lead, sizeof(lead) - 1, collect, &a, err, sizeof(err)),
-                     -EINVAL);
+    assert_int_equal(dotenv_parse(lead, sizeof(lead) - 1, collect, &a, err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "line 1: contains a NUL byte");
     /* The length is honoured: bytes past it are not read. */
-    assert_int_equal(config_parse_dotenv("A=1\nB=2", 3, collect, &a, err, sizeof(err)), 0);
+    assert_int_equal(dotenv_parse("A=1\nB=2", 3, collect, &a, err, sizeof(err)), 0);
     assert_string_equal(a.text, "A=1\n");
 }
 
@@ -643,7 +642,7 @@ static void dotenv_file_sets_unset_variables_without_overriding(void **state)
     const char *path = write_env_file("BH_T_NEW=from-file\nBH_T_SET=from-file\n"
                                       "BH_T_EMPTY=from-file\nBH_T_DUP=first\nBH_T_DUP=last\n");
     char err[256];
-    assert_int_equal(config_load_dotenv(path, err, sizeof(err)), 0);
+    assert_int_equal(dotenv_load(path, err, sizeof(err)), 0);
     unlink(path);
     assert_string_equal(getenv("BH_T_NEW"), "from-file");
     assert_string_equal(getenv("BH_T_SET"), "from-env");
@@ -663,7 +662,7 @@ static void dotenv_file_empty_values_set_nothing(void **state)
     assert_int_equal(setenv("BH_T_KEEP", "from-env", 1), 0);
     const char *path = write_env_file("BH_T_BLANK=\nBH_T_QUOTED=\"\"\nBH_T_KEEP=\n");
     char err[256];
-    assert_int_equal(config_load_dotenv(path, err, sizeof(err)), 0);
+    assert_int_equal(dotenv_load(path, err, sizeof(err)), 0);
     unlink(path);
     assert_null(getenv("BH_T_BLANK"));
     assert_null(getenv("BH_T_QUOTED"));
@@ -787,20 +786,20 @@ static void dotenv_file_with_a_bad_line_sets_nothing(void **state)
     unsetenv("BH_T_GOOD");
     const char *path = write_env_file("BH_T_GOOD=1\n\nnot an assignment\n");
     char err[256], want[256];
-    assert_int_equal(config_load_dotenv(path, err, sizeof(err)), -EINVAL);
+    assert_int_equal(dotenv_load(path, err, sizeof(err)), -EINVAL);
     snprintf(want, sizeof(want), "%s: line 3: expected NAME=VALUE", path);
     assert_string_equal(err, want);
     assert_null(getenv("BH_T_GOOD"));
     unlink(path);
-    assert_int_equal(config_load_dotenv(path, err, sizeof(err)), -ENOENT);
+    assert_int_equal(dotenv_load(path, err, sizeof(err)), -ENOENT);
     /* A path that exists but cannot be read is an error, not "no file". */
-    assert_int_equal(config_load_dotenv("/tmp", err, sizeof(err)), -EISDIR);
+    assert_int_equal(dotenv_load("/tmp", err, sizeof(err)), -EISDIR);
     assert_string_equal(err, "/tmp: Is a directory");
-    assert_int_equal(config_load_dotenv("/dev/null/x", err, sizeof(err)), -ENOTDIR);
+    assert_int_equal(dotenv_load("/dev/null/x", err, sizeof(err)), -ENOTDIR);
     assert_string_equal(err, "/dev/null/x: Not a directory");
     /* An empty file is fine and sets nothing. */
     path = write_env_file("");
-    assert_int_equal(config_load_dotenv(path, err, sizeof(err)), 0);
+    assert_int_equal(dotenv_load(path, err, sizeof(err)), 0);
     unlink(path);
 }
 

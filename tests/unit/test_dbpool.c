@@ -11,6 +11,7 @@
  * a statement sent and read in steps (dbconn_send, dbconn_read), with a relay (pgproxy) that
  * holds back the statement's end so that its error and its end come in separate reads.
  */
+#include "dbcancel.h"
 #include "dbconn.h"
 #include "dbpool.h"
 #include "mclock.h"
@@ -1385,7 +1386,7 @@ static void exec_past_deadline_times_out_and_cancel_keeps_connection(void **stat
 
     /* Cancelled in PostgreSQL, read to its end: the same backend answers the next query. */
     t0 = mclock_now_us();
-    assert_int_equal(dbconn_cancel(c, t0 + 5 * SEC), 0);
+    assert_int_equal(dbcancel_run(c, t0 + 5 * SEC), 0);
     assert_true(mclock_now_us() - t0 < 5 * SEC);
     assert_int_equal(q_int(c, "one", NULL), 1);
     assert_int_equal(q_int(c, "pid", NULL), pid);
@@ -1592,7 +1593,7 @@ static void a_cancelled_pipeline_ends_every_statement_and_keeps_the_connection(v
     }
     wait_sleeping(pid); /* the first one runs */
     int64_t t0 = mclock_now_us();
-    assert_int_equal(dbconn_cancel(c, t0 + 10 * SEC), 0);
+    assert_int_equal(dbcancel_run(c, t0 + 10 * SEC), 0);
     assert_true(mclock_now_us() - t0 < 10 * SEC); /* not 30 s sleeps */
     assert_int_equal(c->pipe_pending, 0);
     assert_int_equal(c->pipe_syncs, 0);
