@@ -27,7 +27,6 @@ chmod 755 "$WORK"
 bench_need acctcost valgrind callgrind_control hey curl "$BIN"
 bench_pg_start acctcost
 
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.0f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # serve name NAME=value...: a server under callgrind; its URL in SURL, its PID in SPID.
 serve() {
@@ -93,7 +92,7 @@ done
 for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
 
 per() { # mode side -> median instructions per request
-    awk -v m="$1" -v s="$2" -v n="$N" '$2 == m && $3 == s { printf "%.0f\n", ($4 - $5) / n }' "$WORK/rows" | median
+    awk -v m="$1" -v s="$2" -v n="$N" '$2 == m && $3 == s { printf "%.0f\n", ($4 - $5) / n }' "$WORK/rows" | median '%.0f'
 }
 STAMP=$(date -u +%Y-%m-%dT%H%MZ)
 OUT=$RESULTS/acctcost-$STAMP.md

@@ -41,7 +41,6 @@ chmod 755 "$WORK"
 bench_need tenants wrk hey curl jq "$BIN"
 bench_pg_start tenants
 
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 mark() { awk -v v="$1" -v t="$2" -v dir="${3:-ge}" 'BEGIN { ok = dir == "ge" ? v >= t : v <= t; print ok ? "met" : "**missed**" }'; }
 
 # wrk -> "rps non2xx"
