@@ -285,7 +285,8 @@ collect() { # spec seconds
             note_fail "$pass/$name: exited with status $rc without a failed test (crash, timeout or sanitizer report?), see $log"
         fi
         if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|WARNING: ThreadSanitizer' "$log"; then
-            note_fail "$pass/$name: sanitizer report in $log"
+            note_fail "$pass/$name: sanitizer report in $log
+$(san_excerpt "$log")"
         fi
         printf '  %-8s %-34s %3d ok %3d failed %4ds\n' "$pass" "$name" "$ok" "$nok" "$secs"
         ;;
@@ -307,6 +308,16 @@ collect() { # spec seconds
         fi
         ;;
     esac
+}
+
+# The first sanitizer report of a log, shortened so that a CI log that keeps only the summary
+# still shows it: its lines up to its summary, the first five frames of each stack.
+san_excerpt() { # log
+    awk '/WARNING: ThreadSanitizer|ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:/ { on = 1 }
+         !on || /^ *$/ { next }
+         /^ *#[0-9]+ / { n = $1; sub("#", "", n); if (n + 0 < 5) print "      " substr($0, 1, 200); next }
+         { print "      " substr($0, 1, 300) }
+         /SUMMARY:/ { exit }' "$1" | head -40
 }
 
 # Each failed test of a TAP log, NUL-terminated: its "not ok" line, cmocka's message and
@@ -404,7 +415,8 @@ mv "$TIMES.new" "$TIMES"
 while IFS= read -r f; do
     if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|WARNING: ThreadSanitizer' "$f"; then
         cp "$f" "$LOGS/"
-        note_fail "sanitizer report in server log $f (copied to $LOGS)"
+        note_fail "sanitizer report in server log $f (copied to $LOGS)
+$(san_excerpt "$f")"
     fi
 done < <(find "$WORK" -name 'server-*.log' 2>/dev/null)
 
