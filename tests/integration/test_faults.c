@@ -411,6 +411,22 @@ static void database_crash_restart_under_load_loses_no_acknowledged_write(void *
 
 /* ---- 3. killed connections and stalls ---------------------------------------------------- */
 
+/* Ten reads of a tier in a row, each answered 200 (the last status otherwise). */
+struct in_a_row {
+    const struct h_server *s;
+    const char *tier;
+    long last;
+};
+
+static bool ten_in_a_row(void *arg)
+{
+    struct in_a_row *w = arg;
+    for (int i = 0; i < 10; i++)
+        if ((w->last = tier_get(w->s, w->tier, "/api/data?limit=5")) != 200)
+            return false;
+    return true;
+}
+
 static void killed_connections_under_load_are_replaced(void **state)
 {
     (void)state;
@@ -460,13 +476,17 @@ static void killed_connections_under_load_are_replaced(void **state)
     assert_true(read_bad * 100 <= reads);
     load_free(&l);
 
-    /* Once the kills stop, the tiers recover (a connect failed by a kill holds the pool's next
-     * connect back a moment, and a breaker opened by the storm half-opens after its reset:
-     * bounded waits), then every request is served. */
+    /* Once the kills stop, the tiers recover: within a bound, each serves ten reads in a row. (A
+     * connect failed by a kill holds the pool's next connect back a moment; a breaker opened by
+     * the storm half-opens after its reset; the capacity controller, which saw enterprise's
+     * latency threatened by the storm, sheds free a while longer: in a loaded ASan run free was
+     * shed at "limit 0.91 of 2" for 2 s after the last kill.) */
     for (int t = 0; t < 3; t++) {
-        assert_true(H_WAIT(tier_get(&s, tiers3[t], "/api/data?limit=5") == 200, 30000));
-        for (int i = 0; i < 10; i++)
-            assert_int_equal(tier_get(&s, tiers3[t], "/api/data?limit=5"), 200);
+        struct in_a_row w = {&s, tiers3[t], 0};
+        bool recovered = h_wait_until(ten_in_a_row, &w, 30000);
+        printf("# %s after the kills: %s (last status %ld)\n", tiers3[t],
+               recovered ? "ten reads in a row served" : "NOT recovered", w.last);
+        assert_true(recovered);
     }
     assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
 }
