@@ -102,3 +102,9 @@ bench_pg_start() {
     done
     [ -n "$DB" ] || { cat "$WORK/pg-start.log" >&2; echo "$1: PostgreSQL did not start" >&2; exit 1; }
 }
+
+# median [FORMAT]: the median of the numbers on stdin, one per line (0 when none); the mean of
+# the middle two, printed with FORMAT (%.3f), when their count is even.
+median() {
+    sort -n | awk -v f="${1:-%.3f}" '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else printf f "\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}

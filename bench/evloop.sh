@@ -111,8 +111,7 @@ one_round() { # conc
     pgbench_measure "$c"
 }
 
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-col() { cut -d' ' -f"$2" "$WORK/$1" | median; }
+col() { cut -d' ' -f"$2" "$WORK/$1" | median '%.6g'; }
 
 # Warm up: the pools' connections, the caches, every process faulted in.
 DUR_SAVE=$DUR
@@ -149,7 +148,7 @@ for c in $CONCS; do
         ratio=$(awk -v a="$rps" -v b="$pgt" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
         # The noise moves both sides of a round together: the paired ratio is the steadier one.
         paired=$(paste -d' ' "$WORK/$name-$c" "$WORK/pgbench-$c" | awk '{ print ($4 > 0 ? $1 / $4 : 0) }' \
-            | median | awk '{ printf "%.2f", $1 }')
+            | median '%.6g' | awk '{ printf "%.2f", $1 }')
         echo "| $c | $(label "$name") | $rps | $ratio / $paired | $cpu us | $bad | $pgt | $pgcpu us |"
     done
 done

@@ -17,7 +17,7 @@ chromium fonts-dejavu-core docker-compose clang libclang-rt-14-dev procps iprout
 # kustomize v2, which deploy/kubernetes/ is written for too; Node.js and npm install the
 # schema checker's packages (tests/kube/package.json).
 cmds_test="kubectl:kubernetes-client node:nodejs npm:npm"
-pkgs_bench="libmicrohttpd-dev wrk hey postgresql-15 postgresql-client-15 procps curl iproute2 nginx-light libh2o-evloop-dev"
+pkgs_bench="libmicrohttpd-dev wrk hey postgresql-15 postgresql-client-15 procps curl iproute2 nginx-light libh2o-evloop-dev valgrind"
 # What the server image needs: shared libraries, curl for HEALTHCHECK. Nothing else: no load
 # generators in a production image.
 pkgs_runtime="libhttp-parser2.9 libpq5 libjansson4 libhiredis0.14 libssl3 libsodium23 curl ca-certificates"

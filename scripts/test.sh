@@ -193,7 +193,7 @@ enqueue_pass() { # pass
         fi
         ;;
     tsan)
-        for name in fairq workpool dbpool dbconn dbpipe auth evloop share ratelimit tarpit breaker rlredis rlsync \
+        for name in fairq workpool dbpool dbwaitq dbidle dbopen dbconn dbpipe auth evloop evloop_timers share ratelimit tarpit breaker rlredis rlsync \
             log tierset janitor api report history tenantstat dbbudget capctl fleet; do
             bin=$b/tests/unit/test_$name
             selected "test_$name" && [ -x "$bin" ] && enqueue "tsan|tap|$(job_name "$bin")|$bin"
@@ -286,7 +286,8 @@ collect() { # spec seconds
             note_fail "$pass/$name: exited with status $rc without a failed test (crash, timeout or sanitizer report?), see $log"
         fi
         if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|WARNING: ThreadSanitizer' "$log"; then
-            note_fail "$pass/$name: sanitizer report in $log"
+            note_fail "$pass/$name: sanitizer report in $log
+$(san_excerpt "$log")"
         fi
         printf '  %-8s %-34s %3d ok %3d failed %4ds\n' "$pass" "$name" "$ok" "$nok" "$secs"
         ;;
@@ -308,6 +309,16 @@ collect() { # spec seconds
         fi
         ;;
     esac
+}
+
+# The first sanitizer report of a log, shortened so that a CI log that keeps only the summary
+# still shows it: its lines up to its summary, the first five frames of each stack.
+san_excerpt() { # log
+    awk '/WARNING: ThreadSanitizer|ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:/ { on = 1 }
+         !on || /^ *$/ { next }
+         /^ *#[0-9]+ / { n = $1; sub("#", "", n); if (n + 0 < 5) print "      " substr($0, 1, 200); next }
+         { print "      " substr($0, 1, 300) }
+         /SUMMARY:/ { exit }' "$1" | head -40
 }
 
 # Each failed test of a TAP log, NUL-terminated: its "not ok" line, cmocka's message and
@@ -405,7 +416,8 @@ mv "$TIMES.new" "$TIMES"
 while IFS= read -r f; do
     if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|WARNING: ThreadSanitizer' "$f"; then
         cp "$f" "$LOGS/"
-        note_fail "sanitizer report in server log $f (copied to $LOGS)"
+        note_fail "sanitizer report in server log $f (copied to $LOGS)
+$(san_excerpt "$f")"
     fi
 done < <(find "$WORK" -name 'server-*.log' 2>/dev/null)
 

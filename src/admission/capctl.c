@@ -2,8 +2,8 @@
  * capctl: latency histograms per tier, the interval verdict against the tier's objective, and
  * the admission gate (see capctl.h for the rule and the threads).
  *
- * A tier's latencies land in a histogram of quarter-octave buckets (bucket k holds
- * [2^(k/4), 2^((k+1)/4)) us, so a quantile is known to within 19 %). The controller keeps the
+ * A tier's latencies land in a histogram of quarter-octave buckets (lathist.h: a quantile is
+ * known to within 19 %). The controller keeps the
  * histogram as of its last verdict and reads the difference: an interval's typical latency
  * (the mean of its fastest nine tenths: a closed-loop client's rate follows the mean, and the
  * slowest tenth is the objective's business) and its p99. A tier with too few latencies gets no
@@ -12,6 +12,7 @@
  * fast).
  */
 #include "capctl.h"
+#include "lathist.h"
 #include "log.h"
 #include "xalloc.h"
 
@@ -22,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CAPCTL_BUCKETS  100     /* up to 2^25 us: half a minute */
 #define CAPCTL_UNIT     1000000 /* limits travel to the request path in millionths */
 #define CAPCTL_USAGE_US 100000  /* time constant of the usage's smoothing */
 #define CAPCTL_OWN_MIN  3       /* clear latencies (and a quarter of a verdict's) to learn from */
@@ -37,17 +37,17 @@ struct cc_tier {
     _Atomic int64_t last_seen_us; /* the last request's arrival */
     _Atomic int64_t busy_us;      /* the time admitted requests held their slot, in total */
     _Atomic int64_t last_end_us;  /* when its last admitted request ended */
-    atomic_uint_least64_t hist[CAPCTL_BUCKETS];
-    atomic_uint_least64_t clear[CAPCTL_BUCKETS]; /* those that ended with nothing below running */
-    _Atomic uint32_t below;                      /* the tiers of lower priority, as bits */
+    atomic_uint_least64_t hist[LATHIST_BUCKETS];
+    atomic_uint_least64_t clear[LATHIST_BUCKETS]; /* those that ended with nothing below running */
+    _Atomic uint32_t below;                       /* the tiers of lower priority, as bits */
     atomic_bool remote_pressing; /* it presses its limit on another instance (fleet) */
     atomic_uint_least64_t admitted, shed;
 
     /* Controller: guarded by capctl.mutex. */
     struct capctl_tier_cfg cfg;
     double limit;
-    uint64_t prev[CAPCTL_BUCKETS]; /* the histogram at the last verdict */
-    uint64_t prev_clear[CAPCTL_BUCKETS];
+    uint64_t prev[LATHIST_BUCKETS]; /* the histogram at the last verdict */
+    uint64_t prev_clear[LATHIST_BUCKETS];
     uint64_t nclear;               /* the verdict's latencies with nothing below running */
     double clear_mean_us;          /* ... and their typical latency */
     int waited;                    /* intervals since the last verdict */
@@ -191,28 +191,10 @@ void capctl_leave(struct capctl *c, size_t i, int64_t entered_us, int64_t now_us
         ;
 }
 
-/* The quarter-octave bucket of us: 4 * floor(log2 us) plus the quarter it falls in. */
-static size_t cc_bucket(int64_t us)
-{
-    if (us < 1)
-        return 0;
-    int e = 63 - __builtin_clzll((unsigned long long)us);
-    uint64_t m = e >= 10 ? (uint64_t)us >> (e - 10) : (uint64_t)us << (10 - e); /* [1024, 2048) */
-    size_t q = (m >= 1218) + (m >= 1448) + (m >= 1722); /* 2^(1/4), 2^(2/4), 2^(3/4) */
-    size_t k = 4 * (size_t)e + q;
-    return k < CAPCTL_BUCKETS ? k : CAPCTL_BUCKETS - 1;
-}
-
-/* The middle of bucket k, in us. */
-static double cc_bucket_mid(size_t k)
-{
-    return exp2(((double)k + 0.5) / 4.0);
-}
-
 void capctl_observe(struct capctl *c, size_t i, int64_t latency_us, int64_t now_us)
 {
     struct cc_tier *t = &c->tier[i];
-    size_t k = cc_bucket(latency_us);
+    size_t k = lathist_bucket(latency_us);
     atomic_fetch_add_explicit(&t->hist[k], 1, memory_order_relaxed);
     /* Clear: no lower tier had a request in progress at any time during this one (none now,
      * and the last to end ended before this one began). */
@@ -230,38 +212,13 @@ void capctl_observe(struct capctl *c, size_t i, int64_t latency_us, int64_t now_
 
 /* ---- the verdict ------------------------------------------------------------------------- */
 
-/* The value of rank r (1-based) among the n latencies of d[] (a histogram's difference). */
-static double cc_rank(const uint64_t *d, uint64_t r)
-{
-    uint64_t seen = 0;
-    for (size_t k = 0; k < CAPCTL_BUCKETS; k++) {
-        seen += d[k];
-        if (seen >= r)
-            return cc_bucket_mid(k);
-    }
-    return cc_bucket_mid(CAPCTL_BUCKETS - 1);
-}
-
-/* The mean of the fastest nine tenths of the n latencies of d[]. */
-static double cc_typical(const uint64_t *d, uint64_t n)
-{
-    uint64_t want = (9 * n + 9) / 10, got = 0;
-    double sum = 0;
-    for (size_t k = 0; k < CAPCTL_BUCKETS && got < want; k++) {
-        uint64_t take = d[k] < want - got ? d[k] : want - got;
-        sum += (double)take * cc_bucket_mid(k);
-        got += take;
-    }
-    return got ? sum / (double)got : 0;
-}
-
 /* Read tier t's latencies since its last verdict; set t->verdict, and with it the verdict's
  * typical latency and p99 (with fewer than 100 latencies, the p99 is the slowest of them), and
  * the typical latency of its clear latencies (nothing below running). */
 static void cc_read(const struct capctl *c, struct cc_tier *t)
 {
-    uint64_t now[CAPCTL_BUCKETS], d[CAPCTL_BUCKETS], n = 0;
-    for (size_t k = 0; k < CAPCTL_BUCKETS; k++) {
+    uint64_t now[LATHIST_BUCKETS], d[LATHIST_BUCKETS], n = 0;
+    for (size_t k = 0; k < LATHIST_BUCKETS; k++) {
         now[k] = atomic_load_explicit(&t->hist[k], memory_order_relaxed);
         d[k] = now[k] - t->prev[k];
         n += d[k];
@@ -270,17 +227,17 @@ static void cc_read(const struct capctl *c, struct cc_tier *t)
     t->verdict = n >= c->cfg.min_samples || (n > 0 && ++t->waited >= CAPCTL_MAX_WAIT);
     if (!t->verdict)
         return;
-    t->mean_us = cc_typical(d, n);
-    t->p99_us = cc_rank(d, (99 * n + 99) / 100);
+    t->mean_us = lathist_typical(d, n);
+    t->p99_us = lathist_rank(d, (99 * n + 99) / 100);
     memcpy(t->prev, now, sizeof(now));
     t->waited = 0;
     t->nclear = 0;
-    for (size_t k = 0; k < CAPCTL_BUCKETS; k++) {
+    for (size_t k = 0; k < LATHIST_BUCKETS; k++) {
         now[k] = atomic_load_explicit(&t->clear[k], memory_order_relaxed);
         d[k] = now[k] - t->prev_clear[k];
         t->nclear += d[k];
     }
-    t->clear_mean_us = cc_typical(d, t->nclear);
+    t->clear_mean_us = lathist_typical(d, t->nclear);
     memcpy(t->prev_clear, now, sizeof(now));
 }
 

@@ -5,23 +5,14 @@
  * a stalled or dead database costs its caller (a worker thread, a pool's connector thread, the
  * admin worker, the key refresher, the health prober) at most its deadline. An event thread
  * drives a connection without blocking instead (dbpipe.h), through its PGconn (pg) and socket. A
- * query past its deadline returns -ETIMEDOUT at once; dbconn_cancel then cancels it in PostgreSQL
+ * query past its deadline returns -ETIMEDOUT at once; dbcancel_run then cancels it in PostgreSQL
  * and tells whether the connection can be reused. Statements are prepared once per connection, at
  * open. A connection may also be given a stop pipe: once it is readable every wait ends at once
  * with -ECANCELED (the threads that must end at shutdown whatever the database does: the key
  * refresher, the admin worker, the health prober). dbconn_query runs SQL that is not prepared, for
  * them.
  *
- * A cancel is a new connection to the server, and libpq 15's PQcancel blocks with no deadline
- * of its own: it sets the connection's keepalives and tcp_user_timeout on its socket (TCP only),
- * which bound a wait for a server that stopped answering after the connect (tcp_user_timeout,
- * 10 s here), but not a connect() whose SYNs go unanswered (the kernel's SYN retries, about
- * 2 min on Linux's defaults) nor a peer that accepts and never answers (a hung postmaster, a
- * proxy). So dbconn sends it from a short-lived thread of its own and waits for it until the
- * caller's deadline at most; past that the sender is left to end by itself. At most
- * DBCONN_CANCEL_SENDERS are in flight in the process: past that no cancel is sent and the
- * connection is reported unusable (closing it ends the statement too:
- * client_connection_check_interval, and the statement_timeout backstop).
+ * A statement past its deadline is cancelled by dbcancel (dbcancel.h).
  *
  * A dbconn is used by one thread at a time (whoever holds it from its pool: a worker, or an
  * event thread's lane).
@@ -104,7 +95,7 @@ int dbconn_query(struct dbconn *c, const char *sql, int nparams, const char *con
 
 /* The same in two steps, for an event loop: send the statement (0 or -ECONNRESET), then call
  * dbconn_read each time the socket (PQsocket) is readable: -EINPROGRESS until the statement
- * ended, then as dbconn_exec. A statement dropped half-read is ended by dbconn_cancel. */
+ * ended, then as dbconn_exec. A statement dropped half-read is ended by dbcancel_run. */
 int dbconn_send(struct dbconn *c, const char *stmt, int nparams, const char *const *values,
                 char *err, size_t errlen) __attribute__((warn_unused_result));
 int dbconn_read(struct dbconn *c, PGresult **res, char *err, size_t errlen)
@@ -121,7 +112,7 @@ int dbconn_read(struct dbconn *c, PGresult **res, char *err, size_t errlen)
  * the oldest statement in flight, as dbconn_exec's, or -EAGAIN, or -ECONNRESET for all of them
  * (the connection is lost), or -ENODATA once nothing is in flight (every statement and Sync
  * read), or -EPROTO (out of step). dbconn_pipe_exit then (0, or -EBUSY: close the
- * connection). dbconn_cancel handles a
+ * connection). dbcancel_run handles a
  * connection in pipeline mode too: every statement is read to its end. */
 int dbconn_pipe_enter(struct dbconn *c) __attribute__((warn_unused_result));
 int dbconn_pipe_send(struct dbconn *c, const char *stmt, int nparams, const char *const *values,
@@ -134,16 +125,13 @@ int dbconn_pipe_next(struct dbconn *c, PGresult **res, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 int dbconn_pipe_exit(struct dbconn *c) __attribute__((warn_unused_result));
 
-/* After -ETIMEDOUT: cancel the running statement and read its end, until deadline_us at most
- * (the cancel's own connection included). Returns 0 when the connection is clean and reusable,
- * negative when it must be closed. In pipeline mode the statements still in flight are read to
- * their end: one cancel for the statement running, none for those its batch will not run, and
- * a statement still running DBCONN_RECANCEL_FIRST_MS after its cancel (which may have reached
- * the backend between two statements and been lost) gets another, then again after twice as
- * long each time. c->cancels counts them. */
-#define DBCONN_RECANCEL_FIRST_MS 250
-#define DBCONN_CANCEL_SENDERS    16 /* cancel requests in flight at once, in the process */
-int dbconn_cancel(struct dbconn *c, int64_t deadline_us);
+/* Wait until pg's socket is ready for events, deadline_us passes (-ETIMEDOUT) or stop_fd (-1:
+ * none) is readable (-ECANCELED); -ECONNRESET without a socket. */
+int dbconn_wait(PGconn *pg, int stop_fd, short events, int64_t deadline_us);
+
+/* Read the statement in flight to its end, waiting at most until deadline_us: 0 (and *res, if
+ * res, the caller clears it), or a negative errno with the reason in err. */
+int dbconn_collect(struct dbconn *c, int64_t deadline_us, PGresult **res, char *err, size_t errlen);
 
 /* An idle connection that has anything to read was closed or killed by the server. */
 bool dbconn_is_dead(struct dbconn *c);

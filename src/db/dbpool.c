@@ -24,28 +24,26 @@
  * finds nothing to take fails at once with that error and no connect is started (so a refusing
  * database is not sent a connect per request). While connections are busy, a failed connect
  * fails nobody: the waiters wait on for released ones, and the next connect waits the backoff.
+ *
+ * The pieces this policy works on are modules of their own, each guarded by the pool's mutex:
+ * the waiters (dbwaitq), the idle list and its reaper (dbidle), and the threads (dbopen), which
+ * call back dbpool_connected and dbpool_cancelled with their outcome.
  */
 #include "dbpool.h"
+#include "dbidle.h"
+#include "dbopen.h"
+#include "dbwaitq.h"
 #include "mclock.h"
 #include "xalloc.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
-#define DBPOOL_CONNECTOR_STACK    (256 * 1024) /* libpq's connect and the session's setup */
-#define DBPOOL_CONNECT_BACKOFF_US 100000       /* after a failed connect, before the next */
-#define DBPOOL_CONNECT_GRACE_US   50000        /* a connect's failure reaches its waiter */
-
-/* A thread waiting in dbpool_acquire: its wait, and where it sleeps (w.done is NULL). */
-struct dbpool_sync {
-    struct dbpool_wait w;
-    pthread_cond_t cond; /* signalled when w.answered is set */
-};
+#define DBPOOL_CONNECT_BACKOFF_US 100000 /* after a failed connect, before the next */
+#define DBPOOL_CONNECT_GRACE_US   50000  /* a connect's failure reaches its waiter */
 
 struct dbpool {
     struct dbpool_opts o;
@@ -53,8 +51,7 @@ struct dbpool {
 
     /* _shared: the mutex guards everything below. */
     pthread_mutex_t mutex;
-    struct dbconn *idle; /* idle connections, most recently used first */
-    size_t nidle;
+    struct dbidle idle;   /* idle connections (dbidle.h) */
     struct dbconn **busy; /* held connections (owner set), nbusy of them; owned array */
     size_t nbusy, busy_cap;
     size_t nopeners;         /* slots being connected by connector threads */
@@ -64,12 +61,9 @@ struct dbpool {
     size_t open;             /* idle + busy + opening; at most max */
     size_t max;
     struct share_policy share; /* share.size == max */
-    struct dbpool_wait *whead, *wtail;
-    struct dbpool_wait *answered; /* asynchronous waits answered, their callbacks not yet run */
-    size_t nwaiting;
+    struct dbwaitq waiters;    /* waiting acquires and answers to run (dbwaitq.h) */
     bool stopping;
-    size_t connectors;              /* connector and canceller threads not yet finished */
-    pthread_cond_t connectors_done; /* signalled when connectors drops to 0 (destroy) */
+    struct dbopen threads; /* connector and canceller threads (dbopen.h) */
 
     atomic_uint_least64_t acquired, timeouts, connects, connect_failures, closed_broken;
     atomic_uint_least64_t closed_idle;
@@ -93,7 +87,7 @@ static bool dbpool_may_take(const struct dbpool *p, const void *owner)
 {
     bool others = p->o.others_active && p->o.others_active(p->o.others_ctx);
     bool brief = p->o.brief && p->o.brief(owner);
-    return share_may_take(&p->share, dbpool_held_locked(p, owner), p->open - p->nidle, others,
+    return share_may_take(&p->share, dbpool_held_locked(p, owner), p->open - p->idle.n, others,
                           brief);
 }
 
@@ -118,20 +112,6 @@ static void dbpool_busy_remove(struct dbpool *p, struct dbconn *c)
     c->owner = NULL;
 }
 
-static void dbpool_unlink_waiter(struct dbpool *p, struct dbpool_wait *w)
-{
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        p->whead = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    else
-        p->wtail = w->prev;
-    w->next = w->prev = NULL;
-    p->nwaiting--;
-}
-
 /* Whether c was opened with settings a reload has changed since (it is closed, not reused). */
 static bool dbpool_outdated(const struct dbpool *p, const struct dbconn *c)
 {
@@ -143,11 +123,8 @@ static bool dbpool_outdated(const struct dbpool *p, const struct dbconn *c)
 static struct dbconn *dbpool_pop_idle(struct dbpool *p, struct dbconn **dead, bool trust)
 {
     int64_t now = trust ? mclock_now_us() : 0;
-    while (p->idle) {
-        struct dbconn *c = p->idle;
-        p->idle = c->next;
-        c->next = NULL;
-        p->nidle--;
+    struct dbconn *c;
+    while ((c = dbidle_pop(&p->idle))) {
         bool outdated = dbpool_outdated(p, c);
         if (!outdated && ((trust && now - c->released_us < DBPOOL_TRUST_RECENT_US &&
                            PQstatus(c->pg) == CONNECTION_OK) ||
@@ -174,28 +151,14 @@ static bool dbpool_may_open(const struct dbpool *p)
 /* Nothing busy, idle or being opened: no waiter can be served but by a new connect. */
 static bool dbpool_empty(const struct dbpool *p)
 {
-    return !p->nbusy && !p->idle && !p->nopeners;
-}
-
-/* Waiter w's answer: granted a connection, or failed. Mutex held. */
-static void dbpool_wake(struct dbpool *p, struct dbpool_wait *w)
-{
-    w->answered = true;
-    dbpool_unlink_waiter(p, w);
-    if (w->done) {
-        w->next = p->answered;
-        p->answered = w;
-    } else {
-        pthread_cond_signal(&((struct dbpool_sync *)(void *)w)->cond);
-    }
+    return !p->nbusy && !p->idle.head && !p->nopeners;
 }
 
 /* Unlock, then run the callbacks of the asynchronous waits answered meanwhile (no lock held:
  * a callback may take or release a connection of this pool). */
 static void dbpool_unlock(struct dbpool *p)
 {
-    struct dbpool_wait *list = p->answered;
-    p->answered = NULL;
+    struct dbpool_wait *list = dbwaitq_take_answered(&p->waiters);
     pthread_mutex_unlock(&p->mutex);
     while (list) {
         struct dbpool_wait *w = list;
@@ -216,8 +179,8 @@ static void dbpool_start_connect(struct dbpool *p, int64_t deadline_us);
 static void dbpool_dispatch(struct dbpool *p, struct dbconn **dead)
 {
     size_t covered = p->nopeners; /* waiters the running connects will serve */
-    struct dbpool_wait *w = p->whead;
-    while (w && (p->idle || dbpool_may_open(p) || covered)) {
+    struct dbpool_wait *w = p->waiters.head;
+    while (w && (p->idle.head || dbpool_may_open(p) || covered)) {
         struct dbpool_wait *next = w->next;
         if (w->answered) /* answered by a failed connect started just now: the list moved on */
             break;
@@ -226,7 +189,7 @@ static void dbpool_dispatch(struct dbpool *p, struct dbconn **dead)
             if (c) {
                 dbpool_busy_add(p, c, w->owner);
                 w->granted = c;
-                dbpool_wake(p, w);
+                dbwaitq_wake(&p->waiters, w);
             } else if (covered) {
                 covered--;
             } else if (dbpool_may_open(p)) {
@@ -243,6 +206,71 @@ static void dbpool_close_list(struct dbconn *dead)
         struct dbconn *next = dead->next;
         dbconn_close(dead);
         dead = next;
+    }
+}
+
+/* A connect failed with err. Mutex held, its slot given back. */
+static void dbpool_connect_failed(struct dbpool *p, const char *err)
+{
+    atomic_fetch_add_explicit(&p->connect_failures, 1, memory_order_relaxed);
+    p->fail_us = mclock_now_us();
+    snprintf(p->fail_err, sizeof(p->fail_err), "%s", err);
+    if (dbpool_empty(p))
+        dbwaitq_fail_all(&p->waiters, -ECONNRESET, err);
+}
+
+/* Connector thread (dbopen's opened), no lock held: a connect for the pool ended; c goes to the
+ * first waiter allowed to take it, or to the idle list. */
+static void dbpool_connected(void *ctx, struct dbconn *c, int rc, const char *err)
+{
+    struct dbpool *p = ctx;
+    struct dbconn *dead = NULL;
+    pthread_mutex_lock(&p->mutex);
+    p->nopeners--;
+    if (rc == 0 && !p->stopping && p->open <= p->max) {
+        atomic_fetch_add_explicit(&p->connects, 1, memory_order_relaxed);
+        p->fail_us = 0;
+        c->released_us = c->opened_us;
+        dbidle_push(&p->idle, c);
+    } else {
+        p->open--;
+        if (rc == 0) /* stopping, or max lowered meanwhile */
+            dead = c;
+        else if (rc == -EPIPE) /* not the database refusing: the dispatch below tries again */
+            atomic_fetch_add_explicit(&p->connect_failures, 1, memory_order_relaxed);
+        else
+            dbpool_connect_failed(p, err);
+    }
+    if (!p->stopping)
+        dbpool_dispatch(p, &dead);
+    dbpool_unlock(p);
+    dbpool_close_list(dead);
+}
+
+/* Canceller thread (dbopen's cancelled), no lock held: c's statement is over. */
+static void dbpool_cancelled(void *ctx, struct dbconn *c, bool broken)
+{
+    dbpool_release(ctx, c, broken);
+}
+
+/* Reserve a slot and start a connector thread for it. Mutex held; may_open. The connect gets
+ * connect_timeout_us, or the waiter's time (until deadline_us) if that is longer. */
+static void dbpool_start_connect(struct dbpool *p, int64_t deadline_us)
+{
+    struct dbconn_params prm = p->o.conn;
+    prm.statement_timeout_ms = atomic_load(&p->statement_timeout_ms);
+    int64_t end_us = mclock_now_us() + atomic_load(&p->connect_timeout_us);
+    if (end_us < deadline_us)
+        end_us = deadline_us;
+    if (end_us > p->connects_end_us)
+        p->connects_end_us = end_us;
+    p->nopeners++;
+    p->open++;
+    if (dbopen_connect(&p->threads, &prm, end_us)) {
+        /* No thread: the slot is given back and this is a failed connect. */
+        p->nopeners--;
+        p->open--;
+        dbpool_connect_failed(p, "connect failed: cannot start a connector thread");
     }
 }
 
@@ -264,130 +292,9 @@ int dbpool_create(const struct dbpool_opts *opts, struct dbpool **out)
     atomic_init(&p->connect_timeout_us, p->o.connect_timeout_us);
     atomic_init(&p->statement_timeout_ms, p->o.conn.statement_timeout_ms);
     pthread_mutex_init(&p->mutex, NULL);
-    pthread_cond_init(&p->connectors_done, NULL);
+    dbopen_init(&p->threads, &p->mutex, p, dbpool_connected, dbpool_cancelled);
     *out = p;
     return 0;
-}
-
-struct dbpool_connector {
-    struct dbpool *p;
-    int64_t deadline_us;
-    int64_t statement_timeout_ms; /* the pool's when the connect started */
-};
-
-/* A connect failed with err. Mutex held, its slot given back. */
-static void dbpool_connect_failed(struct dbpool *p, const char *err)
-{
-    atomic_fetch_add_explicit(&p->connect_failures, 1, memory_order_relaxed);
-    p->fail_us = mclock_now_us();
-    snprintf(p->fail_err, sizeof(p->fail_err), "%s", err);
-    if (!dbpool_empty(p))
-        return;
-    for (struct dbpool_wait *w = p->whead, *next; w; w = next) {
-        next = w->next;
-        w->rc = -ECONNRESET;
-        snprintf(w->err, sizeof(w->err), "%s", err);
-        dbpool_wake(p, w);
-    }
-}
-
-/* Start a detached pool thread (connector or canceller) running fn(arg); 0 or pthread_create's
- * error. The caller counted it in p->connectors already. */
-static int dbpool_thread_start(void *(*fn)(void *), void *arg)
-{
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, DBPOOL_CONNECTOR_STACK);
-    pthread_t tid;
-    int rc = pthread_create(&tid, &attr, fn, arg);
-    pthread_attr_destroy(&attr);
-    return rc;
-}
-
-/* A pool thread's last act (or its start's failure, unlocked): dbpool_destroy may free the
- * pool as soon as the count it waits for is seen at 0. */
-static void dbpool_thread_done(struct dbpool *p)
-{
-    pthread_mutex_lock(&p->mutex);
-    if (--p->connectors == 0)
-        pthread_cond_broadcast(&p->connectors_done);
-    pthread_mutex_unlock(&p->mutex);
-}
-
-/* Connector thread: open one connection in the slot reserved for it, then hand it on. */
-static void *dbpool_connector_main(void *arg)
-{
-    struct dbpool_connector *k = arg;
-    struct dbpool *p = k->p;
-    struct dbconn *c = NULL;
-    char err[256] = "";
-    struct dbconn_params prm = p->o.conn;
-    prm.statement_timeout_ms = k->statement_timeout_ms;
-    int rc = dbconn_open(&prm, k->deadline_us, &c, err, sizeof(err));
-    struct dbconn *dead = NULL;
-    pthread_mutex_lock(&p->mutex);
-    p->nopeners--;
-    if (rc == 0 && !p->stopping && p->open <= p->max) {
-        atomic_fetch_add_explicit(&p->connects, 1, memory_order_relaxed);
-        p->fail_us = 0;
-        c->released_us = c->opened_us;
-        c->next = p->idle;
-        p->idle = c;
-        p->nidle++;
-    } else {
-        p->open--;
-        if (rc == 0) /* stopping, or max lowered meanwhile */
-            dead = c;
-        else if (rc == -EPIPE) /* not the database refusing: the dispatch below tries again */
-            atomic_fetch_add_explicit(&p->connect_failures, 1, memory_order_relaxed);
-        else
-            dbpool_connect_failed(p, err);
-    }
-    if (!p->stopping)
-        dbpool_dispatch(p, &dead);
-    dbpool_unlock(p);
-    dbpool_close_list(dead);
-    free(k);
-    dbpool_thread_done(p); /* last */
-    return NULL;
-}
-
-/* Reserve a slot and start a connector thread for it. Mutex held; may_open. The connect gets
- * connect_timeout_us, or the waiter's time (until deadline_us) if that is longer. */
-static void dbpool_start_connect(struct dbpool *p, int64_t deadline_us)
-{
-    struct dbpool_connector *k = xcalloc(1, sizeof(*k));
-    k->p = p;
-    k->statement_timeout_ms = atomic_load(&p->statement_timeout_ms);
-    k->deadline_us = mclock_now_us() + atomic_load(&p->connect_timeout_us);
-    if (k->deadline_us < deadline_us)
-        k->deadline_us = deadline_us;
-    if (k->deadline_us > p->connects_end_us)
-        p->connects_end_us = k->deadline_us;
-    p->nopeners++;
-    p->open++;
-    p->connectors++;
-    if (dbpool_thread_start(dbpool_connector_main, k)) {
-        /* No thread: the slot is given back and this is a failed connect. */
-        p->nopeners--;
-        p->open--;
-        p->connectors--;
-        free(k);
-        dbpool_connect_failed(p, "connect failed: cannot start a connector thread");
-    }
-}
-
-static void dbpool_enqueue(struct dbpool *p, struct dbpool_wait *w)
-{
-    w->next = NULL;
-    w->prev = p->wtail;
-    if (p->wtail)
-        p->wtail->next = w;
-    else
-        p->whead = w;
-    p->wtail = w;
-    p->nwaiting++;
 }
 
 /* What an acquire can do without waiting. Mutex held. 0 and *out; -ESHUTDOWN or -ECONNRESET
@@ -402,7 +309,7 @@ static int dbpool_try_locked(struct dbpool *p, struct dbpool_wait *w, struct dbc
     }
     /* Waiters allowed to take a connection go first; one that is not allowed (its tenant at
      * its share, or only the reserve left) is passed over, never waited behind. */
-    if (p->nwaiting)
+    if (p->waiters.n)
         dbpool_dispatch(p, dead);
     if (dbpool_may_take(p, w->owner)) {
         struct dbconn *c = dbpool_pop_idle(p, dead, w->trust_recent);
@@ -424,7 +331,7 @@ static int dbpool_try_locked(struct dbpool *p, struct dbpool_wait *w, struct dbc
     w->granted = NULL;
     w->rc = 0;
     w->err[0] = '\0';
-    dbpool_enqueue(p, w);
+    dbwaitq_push(&p->waiters, w);
     dbpool_dispatch(p, dead);
     return -EINPROGRESS;
 }
@@ -439,7 +346,7 @@ static bool dbpool_expire_locked(struct dbpool *p, struct dbpool_wait *w)
         w->deadline_us = p->connects_end_us + DBPOOL_CONNECT_GRACE_US;
         return true;
     }
-    dbpool_unlink_waiter(p, w);
+    dbwaitq_unlink(&p->waiters, w);
     atomic_fetch_add_explicit(&p->timeouts, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&p->wait_us_total, mclock_now_us() - w->start_us,
                               memory_order_relaxed);
@@ -450,13 +357,13 @@ int dbpool_acquire(struct dbpool *p, const void *owner, int64_t deadline_us, str
                    char *err, size_t errlen)
 {
     struct dbconn *dead = NULL;
-    struct dbpool_sync sw = {.w = {.owner = owner, .deadline_us = deadline_us}};
+    struct dbwaitq_sync sw = {.w = {.owner = owner, .deadline_us = deadline_us}};
     mclock_cond_init(&sw.cond); /* the dispatch in dbpool_try_locked may signal it */
     pthread_mutex_lock(&p->mutex);
     int rc = dbpool_try_locked(p, &sw.w, out, &dead, err, errlen);
     if (rc == -EINPROGRESS) {
         while (!sw.w.answered) {
-            if (p->answered) {
+            if (p->waiters.answered) {
                 /* Answers to event threads given meanwhile: run them before sleeping. */
                 dbpool_unlock(p);
                 pthread_mutex_lock(&p->mutex);
@@ -514,7 +421,7 @@ int dbpool_try_acquire(struct dbpool *p, const void *owner, struct dbconn **out)
     struct dbconn *dead = NULL, *c = NULL;
     pthread_mutex_lock(&p->mutex);
     /* Waiters go first: a connection that could be taken now would have been given to one. */
-    if (!p->stopping && !p->nwaiting && dbpool_may_take(p, owner)) {
+    if (!p->stopping && !p->waiters.n && dbpool_may_take(p, owner)) {
         c = dbpool_pop_idle(p, &dead, false);
         if (c)
             dbpool_busy_add(p, c, owner);
@@ -528,38 +435,13 @@ int dbpool_try_acquire(struct dbpool *p, const void *owner, struct dbconn **out)
     return 0;
 }
 
-struct dbpool_canceller {
-    struct dbpool *p;
-    struct dbconn *c;
-    int64_t deadline_us;
-};
-
-/* Canceller thread: end the statement, then give the connection back (closed if unclean). */
-static void *dbpool_canceller_main(void *arg)
-{
-    struct dbpool_canceller *k = arg;
-    struct dbpool *p = k->p;
-    dbpool_release(p, k->c, dbconn_cancel(k->c, k->deadline_us) != 0);
-    free(k);
-    dbpool_thread_done(p); /* last */
-    return NULL;
-}
-
 void dbpool_cancel_release(struct dbpool *p, struct dbconn *c, int64_t deadline_us)
 {
-    struct dbpool_canceller *k = xcalloc(1, sizeof(*k));
-    *k = (struct dbpool_canceller){.p = p, .c = c, .deadline_us = deadline_us};
     pthread_mutex_lock(&p->mutex);
     /* Nobody's while it is cancelled: its tenant may be gone before the cancel ends. */
     c->owner = NULL;
-    p->connectors++;
     pthread_mutex_unlock(&p->mutex);
-    if (dbpool_thread_start(dbpool_canceller_main, k)) {
-        /* No thread: the statement is ended by closing its connection. */
-        free(k);
-        dbpool_release(p, c, true);
-        dbpool_thread_done(p);
-    }
+    dbopen_cancel(&p->threads, c, deadline_us); /* then dbpool_cancelled releases it */
 }
 
 void dbpool_release(struct dbpool *p, struct dbconn *c, bool broken)
@@ -575,9 +457,7 @@ void dbpool_release(struct dbpool *p, struct dbconn *c, bool broken)
             atomic_fetch_add_explicit(&p->closed_broken, 1, memory_order_relaxed);
     } else {
         c->released_us = mclock_now_us();
-        c->next = p->idle;
-        p->idle = c;
-        p->nidle++;
+        dbidle_push(&p->idle, c);
     }
     dbpool_dispatch(p, &dead);
     dbpool_unlock(p);
@@ -593,7 +473,7 @@ void dbpool_kick(struct dbpool *p)
 {
     struct dbconn *dead = NULL;
     pthread_mutex_lock(&p->mutex);
-    if (p->nwaiting)
+    if (p->waiters.n)
         dbpool_dispatch(p, &dead);
     dbpool_unlock(p);
     dbpool_close_list(dead);
@@ -611,10 +491,8 @@ void dbpool_set_limits(struct dbpool *p, size_t max, struct share_policy share,
     p->share.size = p->max;
     if (p->share.cap < 1)
         p->share.cap = p->max;
-    while (p->open > p->max && p->idle) {
-        struct dbconn *c = p->idle;
-        p->idle = c->next;
-        p->nidle--;
+    while (p->open > p->max && p->idle.head) {
+        struct dbconn *c = dbidle_pop(&p->idle);
         p->open--;
         c->next = dead;
         dead = c;
@@ -627,91 +505,32 @@ void dbpool_set_limits(struct dbpool *p, size_t max, struct share_policy share,
 void dbpool_close_idle(struct dbpool *p)
 {
     pthread_mutex_lock(&p->mutex);
-    struct dbconn *dead = p->idle;
-    p->open -= p->nidle;
-    p->idle = NULL;
-    p->nidle = 0;
+    size_t n;
+    struct dbconn *dead = dbidle_take_all(&p->idle, &n);
+    p->open -= n;
     dbpool_dispatch(p, &dead);
     dbpool_unlock(p);
     dbpool_close_list(dead);
 }
 
-/* An idle connection as dbpool_reap_idle saw it: it is closed only if it is still on the idle
- * list, released at the same time (not taken and given back since; one closed meanwhile and
- * another allocated at its address would need the same released_us, to the microsecond). */
-struct dbpool_seen {
-    struct dbconn *c;    /* compared, never dereferenced unless found idle again */
-    int64_t released_us; /* its released_us then */
-    bool dead;           /* its socket was readable, or it was not usable */
-};
-
-/* Unlink the idle connections of seen[0..n) still idle as seen, onto *dead. Mutex held.
- * Returns how many of them were dead. */
-static size_t dbpool_reap_locked(struct dbpool *p, const struct dbpool_seen *seen, size_t n,
-                                 struct dbconn **dead)
-{
-    size_t found_dead = 0;
-    for (struct dbconn **pp = &p->idle; *pp;) {
-        struct dbconn *c = *pp;
-        const struct dbpool_seen *s = NULL;
-        for (size_t i = 0; i < n && !s; i++)
-            if (seen[i].c == c && seen[i].released_us == c->released_us)
-                s = &seen[i];
-        if (!s) {
-            pp = &c->next;
-            continue;
-        }
-        *pp = c->next;
-        p->nidle--;
-        p->open--;
-        c->next = *dead;
-        *dead = c;
-        atomic_fetch_add_explicit(s->dead ? &p->closed_broken : &p->closed_idle, 1,
-                                  memory_order_relaxed);
-        found_dead += s->dead;
-    }
-    return found_dead;
-}
-
 size_t dbpool_reap_idle(struct dbpool *p, int64_t now_us, int64_t idle_timeout_us)
 {
+    struct dbidle_seen *seen = NULL;
     pthread_mutex_lock(&p->mutex);
-    size_t n = p->stopping ? 0 : p->nidle;
-    if (n == 0) {
-        pthread_mutex_unlock(&p->mutex);
-        return 0;
-    }
-    struct dbpool_seen *seen = xcalloc(n, sizeof(*seen));
-    struct pollfd *fds = xcalloc(n, sizeof(*fds));
-    size_t i = 0;
-    for (struct dbconn *c = p->idle; c && i < n; c = c->next, i++) {
-        seen[i] = (struct dbpool_seen){
-            .c = c, .released_us = c->released_us, .dead = PQstatus(c->pg) != CONNECTION_OK};
-        fds[i] = (struct pollfd){.fd = PQsocket(c->pg), .events = POLLIN};
-        if (fds[i].fd < 0)
-            seen[i].dead = true;
-    }
+    size_t n = p->stopping ? 0 : dbidle_snapshot(&p->idle, &seen);
     pthread_mutex_unlock(&p->mutex);
-
-    /* An idle connection has nothing to read unless the server closed or killed it. A socket
-     * taken meanwhile may be readable for its statement's result: such a connection is no
-     * longer idle as seen, and is left alone below. */
-    int ready = poll(fds, (nfds_t)n, 0);
-    size_t k = 0;
-    for (size_t j = 0; j < n; j++) {
-        seen[j].dead = seen[j].dead || (ready > 0 && fds[j].revents != 0);
-        bool expired = idle_timeout_us > 0 && now_us - seen[j].released_us >= idle_timeout_us;
-        if (seen[j].dead || expired)
-            seen[k++] = seen[j];
-    }
-    free(fds);
+    size_t k = n ? dbidle_probe(seen, n, now_us, idle_timeout_us) : 0;
     if (k == 0) {
         free(seen);
         return 0;
     }
     struct dbconn *dead = NULL;
+    size_t found_dead;
     pthread_mutex_lock(&p->mutex);
-    size_t found_dead = dbpool_reap_locked(p, seen, k, &dead);
+    size_t closed = dbidle_unlink_seen(&p->idle, seen, k, &dead, &found_dead);
+    p->open -= closed;
+    atomic_fetch_add_explicit(&p->closed_broken, found_dead, memory_order_relaxed);
+    atomic_fetch_add_explicit(&p->closed_idle, closed - found_dead, memory_order_relaxed);
     dbpool_dispatch(p, &dead); /* the freed slots may let a waiter's connect start */
     dbpool_unlock(p);
     free(seen);
@@ -724,8 +543,8 @@ void dbpool_stats(struct dbpool *p, struct dbpool_stats *out)
     pthread_mutex_lock(&p->mutex);
     out->max = p->max;
     out->active = p->nbusy;
-    out->idle = p->nidle;
-    out->pending = p->nwaiting;
+    out->idle = p->idle.n;
+    out->pending = p->waiters.n;
     out->opening = p->nopeners;
     out->reserve = p->share.reserve;
     pthread_mutex_unlock(&p->mutex);
@@ -751,16 +570,10 @@ void dbpool_stop(struct dbpool *p)
 {
     pthread_mutex_lock(&p->mutex);
     p->stopping = true;
-    while (p->whead) {
-        struct dbpool_wait *w = p->whead;
-        w->rc = -ESHUTDOWN;
-        snprintf(w->err, sizeof(w->err), "shutting down");
-        dbpool_wake(p, w);
-    }
-    struct dbconn *dead = p->idle;
-    p->open -= p->nidle;
-    p->idle = NULL;
-    p->nidle = 0;
+    dbwaitq_fail_all(&p->waiters, -ESHUTDOWN, "shutting down");
+    size_t n;
+    struct dbconn *dead = dbidle_take_all(&p->idle, &n);
+    p->open -= n;
     dbpool_unlock(p);
     dbpool_close_list(dead);
 }
@@ -773,11 +586,10 @@ void dbpool_destroy(struct dbpool *p)
      * or leaves it on the idle list. */
     pthread_mutex_lock(&p->mutex);
     p->stopping = true;
-    while (p->connectors)
-        pthread_cond_wait(&p->connectors_done, &p->mutex);
+    dbopen_wait(&p->threads);
     pthread_mutex_unlock(&p->mutex);
-    pthread_cond_destroy(&p->connectors_done);
-    dbpool_close_list(p->idle);
+    dbopen_destroy(&p->threads);
+    dbpool_close_list(p->idle.head);
     free(p->busy);
     free(p->conninfo);
     free(p->appname);

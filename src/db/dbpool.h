@@ -22,6 +22,8 @@
  * through dbpool_kick. The janitor's dbpool_reap_idle closes idle connections the server killed
  * (or that idled too long) without waiting for a request to find them: it polls every idle
  * socket at once with no lock held, and closes only those still idle as they were polled.
+ * The waiter FIFO (dbwaitq.h), the idle list and its reaper (dbidle.h) and the connector and
+ * canceller threads (dbopen.h) are modules of their own, guarded by this same mutex.
  */
 #ifndef BULKHEAD_DBPOOL_H
 #define BULKHEAD_DBPOOL_H

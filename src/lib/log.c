@@ -11,27 +11,14 @@
  * so sampling takes no lock and a pattern in the traffic cannot line up with it as a counter's
  * every-Nth could.
  *
- * DESIGN: a write(2) per line from every HTTP thread made them queue on the file's locks in the
- * kernel, which cost more than everything else about logging. So an access line, once
- * formatted, is appended whole to one pending buffer under log_out.mutex (a memcpy), and a
- * writer thread (started by log_setup, every signal blocked) swaps that buffer out and writes
- * it in chunks of whole lines no larger than PIPE_BUF, so a line is never split even on a pipe.
- * The writer lets lines gather for LOG_GATHER_US after the first one, so under load it wakes
- * once per batch, not once per line; an access line reaches the output within a few ms.
- * Events are rare and tests and operators read them at once: log_event writes what is pending
- * and its own line before it returns, under the mutex, so order is kept. A caller waits only
- * when the pending buffer is full (the output is slower than the lines: the back-pressure a
- * blocking write gave). exit() drains the buffer (atexit). Lock order: log_out.mutex only.
+ * A line is formatted on the caller's stack and handed whole to logwriter, the one output
+ * (access lines batched by its writer thread, events written before log_event returns).
  */
 #include "log.h"
+#include "logwriter.h"
 #include "xalloc.h"
 
-#include <errno.h>
-#include <limits.h>
 #include <math.h>
-#include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -40,13 +27,10 @@
 #include <strings.h>
 #include <sys/time.h>
 #include <time.h>
-#include <unistd.h>
 
 #define LOG_LINE_MAX  4000 /* below PIPE_BUF, so a line is written atomically to a pipe */
 #define LOG_FIELD_MAX 512  /* longest user-supplied field kept in a line */
 #define LOG_FIELD_OUT 600  /* most bytes one field takes once escaped (6 per byte at worst) */
-#define LOG_BUF_SIZE  (256 * 1024) /* pending access lines before callers wait */
-#define LOG_GATHER_US 5000         /* the writer lets lines gather this long before a batch */
 /* Escaped text stops this far before the end of the line, so what follows it (closing quotes,
  * the status, the outcome, the timings, the closing brace) always fits and a line cut short
  * is still well-formed. */
@@ -57,179 +41,24 @@ static struct {
     enum log_format fmt;
     enum log_level level;
     bool access;
-    int fd;
     uint64_t sample_below; /* a success is logged when a draw is below this; UINT64_MAX: all */
     int64_t slow_us;       /* always log requests this slow; 0: none is */
-} log_cfg = {LOG_FORMAT_JSON, LOG_LEVEL_INFO, true, 1, UINT64_MAX, 0};
-
-/* The pending lines and the writer thread; see DESIGN above. */
-static struct {
-    pthread_mutex_t mutex; /* guards everything below */
-    pthread_cond_t work;   /* the writer waits here for lines (or stop) */
-    pthread_cond_t idle;   /* callers wait here for room, or for the writer to finish a batch */
-    char *pending;         /* lines not yet taken by the writer: one of log_bufs */
-    char *spare;           /* the other one, written by the writer between swaps */
-    size_t len;            /* bytes in pending */
-    bool writing;          /* the writer is writing spare outside the lock */
-    bool running;          /* the writer thread exists; false: callers write directly */
-    bool stop;             /* exit: drain and end */
-    pthread_t thread;
-} log_out = {.mutex = PTHREAD_MUTEX_INITIALIZER,
-             .work = PTHREAD_COND_INITIALIZER,
-             .idle = PTHREAD_COND_INITIALIZER};
-static char log_bufs[2][LOG_BUF_SIZE]; /* pending and spare, swapped by the writer */
+} log_cfg = {LOG_FORMAT_JSON, LOG_LEVEL_INFO, true, UINT64_MAX, 0};
 
 static const char *const log_level_names[] = {"debug", "info", "warn", "error"};
 
-/* Write all of buf to fd (any thread); errors are dropped, there is nowhere to report them. */
-static void log_write_all(const char *buf, size_t len)
+void log_setup(enum log_format fmt, enum log_level level, bool access, int fd)
 {
-    while (len > 0) {
-        ssize_t w = write(log_cfg.fd, buf, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && errno == EAGAIN) {
-            struct pollfd p = {.fd = log_cfg.fd, .events = POLLOUT};
-            poll(&p, 1, 1000);
-            continue;
-        }
-        if (w <= 0)
-            return;
-        buf += w;
-        len -= (size_t)w;
-    }
-}
-
-/* Write whole lines, at most PIPE_BUF bytes a call, so no line is split on a pipe. */
-static void log_write_lines(const char *buf, size_t len)
-{
-    while (len > 0) {
-        size_t n = len;
-        if (n > PIPE_BUF) {
-            const char *nl = memrchr(buf, '\n', PIPE_BUF);
-            n = nl ? (size_t)(nl - buf) + 1 : PIPE_BUF;
-        }
-        log_write_all(buf, n);
-        buf += n;
-        len -= n;
-    }
-}
-
-/* Writer thread: take the pending lines, write them outside the lock, until stopped. */
-static void *log_writer_main(void *arg)
-{
-    (void)arg;
-    pthread_mutex_lock(&log_out.mutex);
-    for (;;) {
-        while (!log_out.len && !log_out.stop)
-            pthread_cond_wait(&log_out.work, &log_out.mutex);
-        if (!log_out.len && log_out.stop)
-            break; /* stopped and drained */
-        /* Let a batch gather: one wake-up and a few writes for many lines, not one each. A
-         * half-full buffer or stop ends the wait early. */
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += LOG_GATHER_US * 1000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-        while (!log_out.stop && log_out.len > 0 && log_out.len < LOG_BUF_SIZE / 2)
-            if (pthread_cond_timedwait(&log_out.work, &log_out.mutex, &until) == ETIMEDOUT)
-                break;
-        if (!log_out.len)
-            continue; /* an event wrote them meanwhile */
-        char *batch = log_out.pending;
-        size_t n = log_out.len;
-        log_out.pending = log_out.spare;
-        log_out.spare = batch;
-        log_out.len = 0;
-        log_out.writing = true;
-        pthread_cond_broadcast(&log_out.idle); /* room again */
-        pthread_mutex_unlock(&log_out.mutex);
-        log_write_lines(batch, n);
-        pthread_mutex_lock(&log_out.mutex);
-        log_out.writing = false;
-        pthread_cond_broadcast(&log_out.idle);
-    }
-    pthread_mutex_unlock(&log_out.mutex);
-    return NULL;
-}
-
-/* atexit: write what is pending and end the writer. */
-static void log_writer_stop(void)
-{
-    pthread_mutex_lock(&log_out.mutex);
-    if (!log_out.running) {
-        pthread_mutex_unlock(&log_out.mutex);
-        return;
-    }
-    log_out.stop = true;
-    pthread_cond_signal(&log_out.work);
-    pthread_mutex_unlock(&log_out.mutex);
-    pthread_join(log_out.thread, NULL);
-    pthread_mutex_lock(&log_out.mutex);
-    /* A line appended while the writer was ending, and callers waiting for room. */
-    log_write_lines(log_out.pending, log_out.len);
-    log_out.len = 0;
-    log_out.running = false;
-    pthread_cond_broadcast(&log_out.idle);
-    pthread_mutex_unlock(&log_out.mutex);
-}
-
-/* With log_out.mutex held: write every line handed on so far, in order (the batch the writer
- * took is older than what is pending, so it finishes first). */
-static void log_drain_locked(void)
-{
-    while (log_out.writing)
-        pthread_cond_wait(&log_out.idle, &log_out.mutex);
-    log_write_lines(log_out.pending, log_out.len);
-    log_out.len = 0;
-    pthread_cond_broadcast(&log_out.idle);
+    /* Lines already handed on go to the old output first. */
+    logwriter_setup(fd);
+    log_cfg.fmt = fmt;
+    log_cfg.level = level;
+    log_cfg.access = access;
 }
 
 void log_flush(void)
 {
-    pthread_mutex_lock(&log_out.mutex);
-    log_drain_locked();
-    pthread_mutex_unlock(&log_out.mutex);
-}
-
-void log_setup(enum log_format fmt, enum log_level level, bool access, int fd)
-{
-    /* Lines already handed on go to the old output; the writer reads log_cfg only while it
-     * writes, which the drain waits out, so the change is made under the mutex. */
-    pthread_mutex_lock(&log_out.mutex);
-    log_drain_locked();
-    log_cfg.fmt = fmt;
-    log_cfg.level = level;
-    log_cfg.access = access;
-    log_cfg.fd = fd;
-    pthread_mutex_unlock(&log_out.mutex);
-    if (log_out.running)
-        return;
-    log_out.pending = log_bufs[0];
-    log_out.spare = log_bufs[1];
-    /* The writer's gathering wait runs on the monotonic clock. */
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_destroy(&log_out.work);
-    pthread_cond_init(&log_out.work, &ca);
-    pthread_condattr_destroy(&ca);
-    /* The writer must never take a signal meant for the main thread's sigwait. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&log_out.thread, NULL, log_writer_main, NULL);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0)
-        return; /* no writer: every caller writes its own lines */
-    pthread_setname_np(log_out.thread, "log");
-    log_out.running = true;
-    static bool registered;
-    if (!registered && atexit(log_writer_stop) == 0)
-        registered = true;
+    logwriter_flush();
 }
 
 bool log_access_enabled(void)
@@ -361,38 +190,14 @@ static size_t log_timestamp(char *buf, size_t cap)
     return n;
 }
 
-/*
- * End the line and hand it on (any thread). An access line (sync false) is appended to the
- * pending buffer; an event (sync true) is written before this returns, after what is pending.
- */
+/* End the line and hand it on (any thread): an access line (sync false) is batched, an event
+ * (sync true) written before this returns (logwriter.h). */
 static void log_write(char *line, size_t len, bool sync)
 {
     if (len >= LOG_LINE_MAX - 1)
         len = LOG_LINE_MAX - 2;
     line[len++] = '\n';
-    pthread_mutex_lock(&log_out.mutex);
-    /* Room for an access line, unless there is no writer to make it. */
-    while (!sync && log_out.running && log_out.len + len > LOG_BUF_SIZE)
-        pthread_cond_wait(&log_out.idle, &log_out.mutex);
-    if (!log_out.running) {
-        /* Before log_setup, after exit began, or no writer thread: write it here. */
-        log_write_all(line, len);
-        pthread_mutex_unlock(&log_out.mutex);
-        return;
-    }
-    if (sync) {
-        log_drain_locked();
-        log_write_all(line, len);
-        pthread_mutex_unlock(&log_out.mutex);
-        return;
-    }
-    size_t before = log_out.len;
-    memcpy(log_out.pending + log_out.len, line, len);
-    log_out.len += len;
-    /* Wake the writer for the first line of a batch, and when the batch is half full. */
-    if (before == 0 || (before < LOG_BUF_SIZE / 2 && log_out.len >= LOG_BUF_SIZE / 2))
-        pthread_cond_signal(&log_out.work);
-    pthread_mutex_unlock(&log_out.mutex);
+    logwriter_put(line, len, sync);
 }
 
 /* Append printf output, clamped to the line buffer. */

@@ -2,14 +2,13 @@
  * log: lifecycle/error events and per-request access lines, one line each on stdout.
  *
  * Lines are JSON (LOG_FORMAT=json, the default: one object per line, easy to ship) or text. A
- * line is formatted on the caller's stack, then handed on whole, so lines never interleave:
- * an access line is copied into one pending buffer (under the log's one mutex) that a writer
- * thread writes out in batches of whole lines a few ms later, so an HTTP thread never waits on
- * the output (unless the buffer is full); an event is written, after whatever is pending,
- * before log_event returns. Access lines can be sampled (log_sampling): a fraction of the
- * successful requests get one, every refusal, error and slow request does. The log settings are
- * the process's one global state: set by log_setup and log_sampling before the threads that log
- * start, read-only afterwards. DESIGN: see log.c.
+ * line is formatted on the caller's stack, then handed on whole to logwriter (logwriter.h), so
+ * lines never interleave: an access line is batched by a writer thread a few ms later, so an
+ * HTTP thread never waits on the output (unless the buffer is full); an event is written,
+ * after whatever is pending, before log_event returns. Access lines can be sampled (log_sampling):
+ * a fraction of the successful requests get one, every refusal, error and slow request does. The
+ * log settings are the process's one global state: set by log_setup and log_sampling before the
+ * threads that log start, read-only afterwards. DESIGN: see log.c and logwriter.c.
  */
 #ifndef BULKHEAD_LOG_H
 #define BULKHEAD_LOG_H

@@ -192,6 +192,7 @@ static void fleet_failed(struct fleet *f, const char *why)
     pthread_mutex_lock(&f->mutex);
     f->stats.failures++;
     f->npeers = 0;
+    snprintf(f->stats.reason, sizeof(f->stats.reason), "%s", why);
     fleet_set_up(f, false, why);
     pthread_mutex_unlock(&f->mutex);
 }
@@ -576,7 +577,12 @@ void fleet_stats(struct fleet *f, struct fleet_stats *out)
 {
     pthread_mutex_lock(&f->mutex);
     *out = f->stats;
-    if (out->up && mclock_now_us() - f->last_ok_us > f->ttl_us)
+    if (out->up && mclock_now_us() - f->last_ok_us > f->ttl_us) {
         out->up = false; /* the thread is stuck in a call: as good as down */
+        snprintf(out->reason, sizeof(out->reason), "no exchange answered within %lld ms",
+                 (long long)(f->ttl_us / 1000));
+    } else if (out->up) {
+        out->reason[0] = '\0';
+    }
     pthread_mutex_unlock(&f->mutex);
 }

@@ -90,6 +90,7 @@ struct fleet_stats {
     uint64_t dropped;        /* rows ignored (malformed, or past FLEET_MAX_INSTANCES) */
     int64_t rtt_us;          /* the last exchange's round trip */
     int64_t changed_wall_us; /* when `up` last changed (wall clock) */
+    char reason[160];        /* while not up: the last failure ("" before the first exchange) */
 };
 
 /* One tier's fleet budget on this instance: the share in force and how many share it. */

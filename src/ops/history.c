@@ -115,6 +115,22 @@ static json_t *history_tier_json(const struct history_tier *s)
     return out;
 }
 
+/* The fleet view's medium (src/ops/fleet.c), or null when FLEET is off. */
+static json_t *history_fleet_json(const struct report_process *p)
+{
+    if (!p->have_fleet)
+        return json_null();
+    json_t *o = json_object();
+    json_object_set_new(o, "up", json_boolean(p->fleet_up));
+    json_object_set_new(o, "instances", json_integer((json_int_t)p->fleet_instances));
+    json_object_set_new(o, "exchanges", json_integer((json_int_t)p->fleet_exchanges));
+    json_object_set_new(o, "failures", json_integer((json_int_t)p->fleet_failures));
+    json_object_set_new(o, "exchangeMs", json_real((double)p->fleet_rtt_us / 1000.0));
+    json_object_set_new(o, "reason", p->fleet_up ? json_null() : json_string(p->fleet_reason));
+    json_object_set_new(o, "changedMs", json_integer(p->fleet_changed_wall_us / 1000));
+    return o;
+}
+
 /* The live process state for the dashboard's header. */
 static json_t *history_server_json(const struct report_process *p)
 {
@@ -134,6 +150,7 @@ static json_t *history_server_json(const struct report_process *p)
     json_object_set_new(o, "inFlight", json_integer((json_int_t)p->in_flight));
     json_object_set_new(o, "draining", json_boolean(p->draining));
     json_object_set_new(o, "eventLoops", json_integer((json_int_t)p->nloops));
+    json_object_set_new(o, "fleet", history_fleet_json(p));
     /* Deprecated spellings of the same values. */
     json_object_set_new(o, "started_ms", json_integer(started_ms));
     json_object_set_new(o, "now_ms", json_integer(now_ms));

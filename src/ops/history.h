@@ -3,7 +3,7 @@
  *
  * Every HISTORY_INTERVAL_MS the janitor takes a snapshot (report_read) and hands it to
  * history_record, which keeps what the dashboard charts, per tier: the requests of that
- * interval by outcome, p50/p99 latency over the interval, and the fields report.c's table marks
+ * interval by outcome, p50/p99 latency over the interval, and the fields reportdef.c's table marks
  * as sampled (pool and queue levels, breaker state), in a ring of HISTORY_SAMPLES; and the
  * process's: the worst HTTP event loop's lag over the interval (evloop.h). The
  * dashboard polls history_json with the last sample number it has, so each poll carries only
@@ -35,7 +35,9 @@ void history_record(struct history *h, const struct report_snap *s);
 /*
  * Samples with seq > since as a JSON document (malloc'd text; the caller frees it):
  *   {"server": {"version", "instance", "startedMs", "nowMs", "healthy", "reason", "dbProbeMs",
- *               "inFlight", "draining", "eventLoops"},      live: `live`, read at the call
+ *               "inFlight", "draining", "eventLoops",       live: `live`, read at the call
+ *               "fleet": null (FLEET off) or {"up", "instances" (the others seen), "exchanges",
+ *                        "failures", "exchangeMs", "reason" (while not up), "changedMs"}},
  *    "tiers": ["free", ...], "intervalMs": 1000,
  *    "last": <newest seq>,                                   poll again with since=last
  *    "samples": [{"seq", "t" (Unix ms), "tiers": {"<name>": {

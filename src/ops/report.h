@@ -5,8 +5,8 @@
  *
  * report_read takes the snapshot: each source (pools, breaker, limiter, counters, health,
  * Redis, API keys) is read once, under its own lock or with atomics, without stopping the
- * request path. The renderers only format it, by walking one field list (report_fields in
- * report.c): a row says where a tier's value sits in the snapshot, its JSON section and key,
+ * request path. The renderers only format it, by walking one field list (reportdef_fields in
+ * reportdef.c): a row says where a tier's value sits in the snapshot, its JSON section and key,
  * its Prometheus name, label, type and help, and whether the dashboard samples it. A new tier
  * metric is one row there.
  */
@@ -113,6 +113,8 @@ struct report_process {
     bool have_tarpit;
     bool have_fleet;
     uint64_t fleet_up, fleet_instances, fleet_exchanges, fleet_failures, fleet_rtt_us;
+    char fleet_reason[160];        /* while not up: why (fleet_stats) */
+    int64_t fleet_changed_wall_us; /* when fleet_up last changed */
     uint64_t tarpit_held, tarpit_holding, tarpit_overflow, tarpit_clients, tarpit_untracked;
     uint64_t http_open, http_accepted; /* the API listener's connections (http.h) */
     uint64_t http_head_timeouts, http_body_timeouts, http_malformed, http_addr_refused;

@@ -10,6 +10,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,6 +25,17 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <cmocka.h>
+
+/* BH_TEST_FILTER="<glob>": run only the tests of this binary whose name matches (cmocka's
+ * filter), e.g. to repeat one test under a sanitizer. */
+__attribute__((constructor)) static void h_test_filter(void)
+{
+    const char *f = getenv("BH_TEST_FILTER");
+    if (f && *f)
+        cmocka_set_test_filter(f);
+}
 
 int64_t h_now_ms(void)
 {

@@ -9,8 +9,12 @@
  * it, the counters growing as samples arrive, "disconnected" once the server is gone. Behind the
  * shipped load balancer (nginx over this server and a second one, tests/integration/nginxproc),
  * where the polls alternate between instances, the page keeps both histories and shows their
- * sum (every request of both, exactly), the worst breaker, and never loses samples. A
- * 1440x900 screenshot is written to $BH_TEST_ARTIFACTS/dashboard.png.
+ * sum (every request of both, exactly), the worst breaker, and never loses samples. The Fleet
+ * panel, on two instances of their own database with pro's budget a fleet total: the medium up,
+ * 2 instances, pro's 9 of 20 workers and 4 of 10 connections as a lease, enterprise busy on the
+ * other instance shown active there; the fleet's table locked: local control with its reason
+ * and pro at its minimum, then up again; with FLEET=false, "Not configured". A 1440x900
+ * screenshot is written to $BH_TEST_ARTIFACTS/dashboard.png.
  *
  * Chromium is required (scripts/deps.sh test installs it): without it the test fails.
  */
@@ -838,6 +842,175 @@ static void behind_a_balancer_the_page_keeps_every_instance(void **state)
     assert_int_equal(h_server_stop(&srv2, SIGTERM, 20000), 0);
 }
 
+/* ---- the fleet panel (issue 28 item 4) ------------------------------------------------- */
+
+/* pro's workers and connections are fleet totals: two idle instances hold 9 and 4 each
+ * (README: Fleet budgets; test_fleet checks the rule, this test what the page says of it). */
+#define FLEET_TIERS                                                                                \
+    "{\"free\": {\"rate_limit\": 0},"                                                              \
+    " \"pro\": {\"budget_scope\": \"fleet\", \"workers\": 20, \"db_max\": 10},"                    \
+    " \"enterprise\": {}}"
+
+static int start_fleet_instance(struct h_server *s, const char *db_url, const char *tiers_env)
+{
+    const char *env[] = {tiers_env,      "FLEET=true",       "FLEET_INTERVAL_MS=50",
+                         "TARPIT=false", "ACCESS_LOG=false", NULL};
+    return h_server_start(s, db_url, env);
+}
+
+/* The fleet panel's text (innerText: what is on screen), or its row of tier. */
+static void fleet_text(const char *tier, char *out, size_t len)
+{
+    char expr[200];
+    if (tier)
+        snprintf(expr, sizeof(expr),
+                 "document.querySelector('#fleet tr[data-tier=\"%s\"]').innerText", tier);
+    else
+        snprintf(expr, sizeof(expr), "document.getElementById('fleet').innerText");
+    cdp_eval_str(&browser, expr, out, len);
+}
+
+/* The page as it is now, as a PNG in $BH_TEST_ARTIFACTS/<file> (for people: no assertion on
+ * its pixels); its size in bytes, 0 on failure. */
+static size_t save_screenshot(const char *file)
+{
+    json_t *r =
+        cdp_call(&browser, "Page.captureScreenshot", json_pack("{s:s}", "format", "png"), true);
+    const char *b64 = r ? json_string_value(json_object_get(r, "data")) : NULL;
+    if (!b64) {
+        json_decref(r);
+        return 0;
+    }
+    unsigned char *png = malloc(strlen(b64));
+    size_t n = b64_decode(b64, png);
+    json_decref(r);
+    const char *dir = getenv("BH_TEST_ARTIFACTS");
+    char path[400];
+    snprintf(path, sizeof(path), "%s/%s", dir ? dir : "build/test-artifacts", file);
+    FILE *f = fopen(path, "wb");
+    bool ok = f && fwrite(png, 1, n, f) == n;
+    if (f && fclose(f))
+        ok = false;
+    free(png);
+    fprintf(stderr, "screenshot: %s (%zu bytes)\n", path, n);
+    return ok ? n : 0;
+}
+
+struct elsewhere {
+    const struct h_server *b;
+};
+
+/* One enterprise request on B, then: does the page on A show enterprise active elsewhere? */
+static bool enterprise_shown_active_elsewhere(void *arg)
+{
+    struct elsewhere *w = arg;
+    const char *h[] = {"X-Tenant-Tier: enterprise", "X-Tenant-ID: on-b", NULL};
+    struct h_resp r;
+    h_get(h_url(w->b, "/api/data?limit=1"), h, &r);
+    h_resp_free(&r);
+    return page_true(&(struct page_wait){
+        "/^enterprise\\tactive/.test("
+        "document.querySelector('#fleet tr[data-tier=\"enterprise\"]').innerText)"});
+}
+
+static void fleet_panel_shows_the_instances_the_medium_and_a_fleet_share(void **state)
+{
+    (void)state;
+    assert_true(browser.pid > 0);
+    traffic_stop();
+    char db_url[300], tiers_env[600];
+    assert_int_equal(h_db_create("dashfleet", db_url, sizeof(db_url)), 0);
+    assert_int_equal(h_tiers_env("dashfleet", FLEET_TIERS, tiers_env, sizeof(tiers_env)), 0);
+    struct h_server a = {.pid = 0}, b = {.pid = 0};
+    assert_int_equal(start_fleet_instance(&a, db_url, tiers_env), 0);
+    assert_int_equal(start_fleet_instance(&b, db_url, tiers_env), 0);
+    assert_int_equal(cdp_navigate(&browser, h_url(&a, "/dashboard")), 0);
+
+    /* The medium up, the two instances, pro's share of the fleet totals as a lease. */
+    assert_true(wait_page("document.getElementById('fleet').dataset.fleet === 'up' && "
+                          "document.getElementById('fleet').dataset.instances === '2' && "
+                          "/9 workers · 4 connections.*\\tlease$/.test(document.querySelector("
+                          "'#fleet tr[data-tier=\"pro\"]').innerText)",
+                          30000));
+    char s[2048];
+    fleet_text(NULL, s, sizeof(s));
+    h_diag("the fleet panel on A:");
+    h_diag(s);
+    assert_non_null(strstr(s, "FLEET")); /* the heading, as shown (upper case) */
+    assert_non_null(strstr(s, "Medium up · PostgreSQL (bulkhead_fleet)"));
+    assert_non_null(strstr(s, "2 instances (this one and 1 other)"));
+    fleet_text("pro", s, sizeof(s));
+    assert_string_equal(s, "pro\tidle\tfleet: 20 workers · 10 connections over 2 instances\t"
+                           "9 workers · 4 connections (45% · 40%)\tlease");
+    /* A tier whose budget is its own: the seed's free, 10 workers and 5 connections. */
+    fleet_text("free", s, sizeof(s));
+    assert_non_null(strstr(s, "per instance: 10 workers · 5 connections\tall of its own\t–"));
+
+    /* Enterprise busy on B only: A's page says it is active elsewhere in the fleet. */
+    struct elsewhere w = {&b};
+    assert_true(h_wait_until(enterprise_shown_active_elsewhere, &w, 20000));
+    json_decref(cdp_eval(&browser, "document.getElementById('fleet').scrollIntoView()"));
+    assert_true(save_screenshot("dashboard-fleet.png") > 0);
+
+    /* The medium lost (its table locked by another session: every exchange waits out its
+     * deadline): local control, with the reason; back up once the lock goes. */
+    PGconn *lock = PQconnectdb(db_url);
+    PGresult *res = PQexec(lock, "BEGIN; LOCK TABLE bulkhead_fleet IN ACCESS EXCLUSIVE MODE");
+    bool locked = PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
+    bool local =
+        locked && wait_page("document.getElementById('fleet').dataset.fleet === 'local'", 30000);
+    char down[2048] = "", pro_down[512] = "";
+    if (local) {
+        fleet_text(NULL, down, sizeof(down));
+        /* The lease lapses one interval before the ttl: pro is back at its minimum. */
+        wait_page("/minimum \\(no lease\\)$/.test(document.querySelector("
+                  "'#fleet tr[data-tier=\"pro\"]').innerText)",
+                  30000);
+        fleet_text("pro", pro_down, sizeof(pro_down));
+    }
+    res = PQexec(lock, "COMMIT");
+    PQclear(res);
+    PQfinish(lock);
+    h_diag("the medium lost:");
+    h_diag(down);
+    h_diag(pro_down);
+    assert_true(locked);
+    assert_true(local);
+    assert_non_null(strstr(down, "Local control · "));
+    assert_null(strstr(down, "Local control · the medium does not answer")); /* a reason */
+    assert_non_null(strstr(down, "instances unknown without the medium"));
+    assert_non_null(strstr(pro_down, "fleet: 20 workers · 10 connections\t2 workers · 1 "
+                                     "connection (10% · 10%)\tminimum (no lease)"));
+    assert_true(wait_page("document.getElementById('fleet').dataset.fleet === 'up' && "
+                          "document.getElementById('fleet').dataset.instances === '2'",
+                          30000));
+
+    assert_int_equal(h_server_stop(&b, SIGTERM, 20000), 0);
+    assert_int_equal(h_server_stop(&a, SIGTERM, 20000), 0);
+}
+
+static void fleet_panel_says_when_the_fleet_is_off(void **state)
+{
+    (void)state;
+    assert_true(browser.pid > 0);
+    char env[500];
+    snprintf(env, sizeof(env), "TIERS_FILE=%s", suite.tiers_path);
+    const char *e[] = {env, "FLEET=false", "ACCESS_LOG=false", NULL};
+    struct h_server alone = {.pid = 0};
+    assert_int_equal(h_server_start(&alone, suite.db_url, e), 0);
+    assert_int_equal(cdp_navigate(&browser, h_url(&alone, "/dashboard")), 0);
+    assert_true(wait_page("document.getElementById('fleet').dataset.fleet === 'off'", 30000));
+    char s[1024];
+    fleet_text(NULL, s, sizeof(s));
+    h_diag("FLEET=false:");
+    h_diag(s);
+    assert_non_null(strstr(s, "Not configured (FLEET=false)"));
+    assert_null(strstr(s, "Medium up"));
+    assert_null(strstr(s, "lease"));
+    assert_int_equal(h_server_stop(&alone, SIGTERM, 20000), 0);
+}
+
 static void page_shows_disconnected_and_keeps_retrying(void **state)
 {
     (void)state;
@@ -871,6 +1044,8 @@ int main(void)
         cmocka_unit_test(page_updates_about_every_second),
         cmocka_unit_test(screenshot_is_written_as_an_artefact),
         cmocka_unit_test(behind_a_balancer_the_page_keeps_every_instance),
+        cmocka_unit_test(fleet_panel_shows_the_instances_the_medium_and_a_fleet_share),
+        cmocka_unit_test(fleet_panel_says_when_the_fleet_is_off),
         cmocka_unit_test(page_shows_disconnected_and_keeps_retrying),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

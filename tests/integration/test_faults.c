@@ -411,6 +411,22 @@ static void database_crash_restart_under_load_loses_no_acknowledged_write(void *
 
 /* ---- 3. killed connections and stalls ---------------------------------------------------- */
 
+/* Ten reads of a tier in a row, each answered 200 (the last status otherwise). */
+struct in_a_row {
+    const struct h_server *s;
+    const char *tier;
+    long last;
+};
+
+static bool ten_in_a_row(void *arg)
+{
+    struct in_a_row *w = arg;
+    for (int i = 0; i < 10; i++)
+        if ((w->last = tier_get(w->s, w->tier, "/api/data?limit=5")) != 200)
+            return false;
+    return true;
+}
+
 static void killed_connections_under_load_are_replaced(void **state)
 {
     (void)state;
@@ -460,10 +476,18 @@ static void killed_connections_under_load_are_replaced(void **state)
     assert_true(read_bad * 100 <= reads);
     load_free(&l);
 
-    /* Once the kills stop, every request is served. */
-    for (int t = 0; t < 3; t++)
-        for (int i = 0; i < 10; i++)
-            assert_int_equal(tier_get(&s, tiers3[t], "/api/data?limit=5"), 200);
+    /* Once the kills stop, the tiers recover: within a bound, each serves ten reads in a row. (A
+     * connect failed by a kill holds the pool's next connect back a moment; a breaker opened by
+     * the storm half-opens after its reset; the capacity controller, which saw enterprise's
+     * latency threatened by the storm, sheds free a while longer: in a loaded ASan run free was
+     * shed at "limit 0.91 of 2" for 2 s after the last kill.) */
+    for (int t = 0; t < 3; t++) {
+        struct in_a_row w = {&s, tiers3[t], 0};
+        bool recovered = h_wait_until(ten_in_a_row, &w, 30000);
+        printf("# %s after the kills: %s (last status %ld)\n", tiers3[t],
+               recovered ? "ten reads in a row served" : "NOT recovered", w.last);
+        assert_true(recovered);
+    }
     assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
 }
 
@@ -536,8 +560,10 @@ static void a_stalled_backend_answers_504_and_its_connection_is_replaced(void **
     struct h_server s;
     const char *e[] = {tiers_env, NULL};
     assert_int_equal(h_server_start(&s, db_url, e), 0);
-    /* "stall": one worker, one connection, breaker_timeout_ms 500. */
-    assert_int_equal(tier_get(&s, "stall", "/api/data?limit=1"), 200);
+    /* "stall": one worker, one connection, breaker_timeout_ms 500. Its connection opened first
+     * (a connect beside the rest of the suite once took longer than the 1 s acquire wait: 503),
+     * so the test's request finds it idle. */
+    assert_true(H_WAIT(tier_get(&s, "stall", "/api/data?limit=1") == 200, 30000));
     int pid = fk_backend_pid(db_url, "bulkhead-stall");
     assert_true(pid > 0);
     int64_t broken0 = h_metric(s.base, "stall", "connectionPool", "closedBroken");
@@ -564,18 +590,17 @@ static void a_stalled_backend_answers_504_and_its_connection_is_replaced(void **
     assert_int_equal(h_metric(s.base, "stall", "circuitBreaker", "timeouts"), timeouts0 + 1);
 
     /* The only worker serves the next request on a new connection. Its connect has the tier's
-     * 500 ms too: on a machine busy with the rest of the suite one took longer (503
-     * database_unavailable), so a second attempt is allowed, and counted. */
-    long st = tier_get(&s, "stall", "/api/data?limit=1");
-    int tries = 1;
-    if (st == 503) {
+     * 500 ms too: on a machine busy with the rest of the suite some took longer (503
+     * database_unavailable), so the request is tried again (within a bound), and each attempt
+     * opens at most one connection. */
+    long st = 0;
+    int tries = 0;
+    for (int64_t end = h_now_ms() + 30000; st != 200 && h_now_ms() < end; tries++)
         st = tier_get(&s, "stall", "/api/data?limit=1");
-        tries++;
-    }
+    printf("# the next request: %ld after %d attempt(s)\n", st, tries);
     assert_int_equal(st, 200);
-    int64_t failures = h_metric(s.base, "stall", "connectionPool", "connectFailures");
-    assert_int_equal(h_metric(s.base, "stall", "connectionPool", "connects"),
-                     connects0 + tries - (tries > 1 && failures == 0 ? 1 : 0));
+    int64_t opened = h_metric(s.base, "stall", "connectionPool", "connects") - connects0;
+    assert_true(opened >= 1 && opened <= tries);
     assert_int_equal(h_metric(s.base, "stall", "threadPool", "active"), 0);
     int newpid = fk_backend_pid(db_url, "bulkhead-stall");
     assert_true(newpid > 0 && newpid != pid);

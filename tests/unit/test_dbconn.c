@@ -12,6 +12,7 @@
  * - dbconn_query: a deadline ends it with -ETIMEDOUT, a stop pipe with -ECANCELED at once, even
  *   during a connect that gets no answer.
  */
+#include "dbcancel.h"
 #include "dbconn.h"
 #include "mclock.h"
 #include "pgproxy.h"
@@ -153,7 +154,7 @@ static bool run_bounded(struct bounded *b)
 
 static int cancel_fn(struct bounded *b)
 {
-    return dbconn_cancel(b->c, b->deadline_us);
+    return dbcancel_run(b->c, b->deadline_us);
 }
 
 static void a_cancel_the_server_never_answers_ends_at_the_deadline(void **state)
@@ -177,7 +178,7 @@ static void a_cancel_the_server_never_answers_ends_at_the_deadline(void **state)
     struct bounded b = {.fn = cancel_fn, .c = c, .deadline_us = mclock_now_us() + 500 * MS};
     int64_t t0 = mclock_now_us();
     if (!run_bounded(&b))
-        fail_msg("dbconn_cancel still waiting %d s after its 0.5 s deadline", WAIT_S);
+        fail_msg("dbcancel_run still waiting %d s after its 0.5 s deadline", WAIT_S);
     print_message("# a cancel nobody answers: %d after %.3f s (deadline 0.5 s)\n", b.rc,
                   (double)(mclock_now_us() - t0) / 1e6);
     assert_true(b.rc < 0); /* not known to have ended: the connection is closed */
@@ -204,7 +205,7 @@ static void a_cancelled_batch_gets_one_cancel_not_one_per_statement(void **state
         assert_int_equal(dbconn_pipe_send(c, "sleep", 1, thirty, err, sizeof(err)), 0);
     assert_int_equal(dbconn_pipe_sync(c, err, sizeof(err)), 0);
     wait_running(pid, true);
-    assert_int_equal(dbconn_cancel(c, mclock_now_us() + 10 * SEC), 0);
+    assert_int_equal(dbcancel_run(c, mclock_now_us() + 10 * SEC), 0);
     print_message("# a batch of 8 cancelled: %llu cancel requests\n",
                   (unsigned long long)c->cancels);
     /* The first statement is cancelled; the seven behind it in its batch never run. One
@@ -230,11 +231,11 @@ static void a_statement_that_ignores_cancels_gets_them_less_and_less_often(void 
     assert_int_equal(dbconn_pipe_sync(c, err, sizeof(err)), 0);
     wait_running(pid, true); /* in its loop's pg_sleep: inside the block that catches cancels */
     int64_t t0 = mclock_now_us();
-    assert_int_equal(dbconn_cancel(c, t0 + 10 * SEC), 0);
+    assert_int_equal(dbcancel_run(c, t0 + 10 * SEC), 0);
     double took_ms = (double)(mclock_now_us() - t0) / 1000.0;
-    /* The re-sends wait DBCONN_RECANCEL_FIRST_MS, then twice as long each time: in t ms at
+    /* The re-sends wait DBCANCEL_RECANCEL_FIRST_MS, then twice as long each time: in t ms at
      * most 1 + log2(1 + t / first) cancels. A re-send every 100 ms would be about t / 100. */
-    double most = 1.0 + floor(log2(1.0 + took_ms / DBCONN_RECANCEL_FIRST_MS));
+    double most = 1.0 + floor(log2(1.0 + took_ms / DBCANCEL_RECANCEL_FIRST_MS));
     print_message("# a statement ignoring cancels for 1.5 s: %llu cancel requests in %.0f ms "
                   "(at most %.0f)\n",
                   (unsigned long long)c->cancels, took_ms, most);

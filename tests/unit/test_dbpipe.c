@@ -15,6 +15,7 @@
  * - a loop that stops completes what is in flight -ESHUTDOWN, once;
  * - dbpipe_find joins only a pipe of the same owner and key, with room and a young head.
  */
+#include "dbcancel.h"
 #include "dbconn.h"
 #include "dbpipe.h"
 #include "evloop.h"
@@ -422,7 +423,7 @@ static void a_statement_past_its_deadline_times_out_and_the_others_are_cancelled
     assert_int_equal(fx.how, DBPIPE_END_CANCEL);
     assert_int_equal(fx.done_at_release, 0); /* handed back before the first completion */
     /* The owner cancels it: every statement read to its end, the connection clean. */
-    assert_int_equal(dbconn_cancel(fx.kept, mclock_now_us() + 10 * SEC), 0);
+    assert_int_equal(dbcancel_run(fx.kept, mclock_now_us() + 10 * SEC), 0);
     assert_false(sleeping(pid));
     finish(3);
 }

@@ -4,7 +4,8 @@
  * Covered: a sample counts the requests of its own interval (not the totals) and the latency
  * quantiles of that interval; a poll gets only samples newer than the one it names; the ring
  * keeps the last HISTORY_SAMPLES; the document's keys are those of /metrics/bulkheads, and the
- * deprecated snake_case keys still carry the same values.
+ * deprecated snake_case keys still carry the same values; the server's fleet medium is null
+ * without FLEET, and says why while it is not up.
  */
 #include "history.h"
 #include "report.h"
@@ -177,6 +178,38 @@ static void keys_are_the_metrics_ones_and_the_deprecated_ones_agree(void **state
     json_decref(doc);
 }
 
+static void the_fleet_medium_is_null_when_off_and_says_why_when_down(void **state)
+{
+    struct fixture *f = *state;
+    json_t *doc = poll_since(f, 0);
+    assert_true(json_is_null(json_object_get(json_object_get(doc, "server"), "fleet")));
+    json_decref(doc);
+
+    f->s->proc.have_fleet = true;
+    f->s->proc.fleet_up = 1;
+    f->s->proc.fleet_instances = 2;
+    f->s->proc.fleet_exchanges = 40;
+    f->s->proc.fleet_rtt_us = 1500;
+    doc = poll_since(f, 0);
+    json_t *fl = json_object_get(json_object_get(doc, "server"), "fleet");
+    assert_true(json_is_true(json_object_get(fl, "up")));
+    assert_int_equal(json_integer_value(json_object_get(fl, "instances")), 2);
+    assert_int_equal(json_integer_value(json_object_get(fl, "exchanges")), 40);
+    assert_true(json_real_value(json_object_get(fl, "exchangeMs")) == 1.5);
+    assert_true(json_is_null(json_object_get(fl, "reason")));
+    json_decref(doc);
+
+    f->s->proc.fleet_up = 0;
+    f->s->proc.fleet_failures = 1;
+    snprintf(f->s->proc.fleet_reason, sizeof(f->s->proc.fleet_reason), "statement timeout");
+    doc = poll_since(f, 0);
+    fl = json_object_get(json_object_get(doc, "server"), "fleet");
+    assert_true(json_is_false(json_object_get(fl, "up")));
+    assert_int_equal(json_integer_value(json_object_get(fl, "failures")), 1);
+    assert_string_equal(json_string_value(json_object_get(fl, "reason")), "statement timeout");
+    json_decref(doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -187,6 +220,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_poll_gets_only_newer_samples, setup, teardown),
         cmocka_unit_test_setup_teardown(the_ring_keeps_the_last_samples, setup, teardown),
         cmocka_unit_test_setup_teardown(keys_are_the_metrics_ones_and_the_deprecated_ones_agree,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(the_fleet_medium_is_null_when_off_and_says_why_when_down,
                                         setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
