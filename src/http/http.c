@@ -249,12 +249,14 @@ static void http_accept(struct http_loop *hl)
             }
             return;
         }
-        if (hl->cl.nconns >= hl->cap)
-            conn_evict_oldest(&hl->cl);
         struct conn_addr a;
         http_addr_of(&ss, &a);
         bool refused;
         struct http_addr *e = http_addr_take(h, &a, &refused);
+        /* Room is made only for a connection that will be served: one refused for its
+         * address must not cost another client its idle connection. */
+        if (!refused && hl->cl.nconns >= hl->cap)
+            conn_evict_oldest(&hl->cl);
         struct conn *c = conn_open(&hl->cl, fd, e, &e->a);
         c->addr_counted = !refused;
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,

@@ -4,8 +4,9 @@
  * its bytes come, and counted; one address holds at most HTTP_MAX_CONNECTIONS_PER_ADDRESS
  * connections (the next is answered 429 and closed, and counted) unless it is a trusted proxy;
  * at HTTP_MAX_CONNECTIONS a new client is served by closing the oldest idle keep-alive
- * connection, and counted. States and counts only: the one time bound is the configured
- * deadline itself (the trickle must outlast it).
+ * connection, and counted, but never for a connection refused for its address. States and
+ * counts only: the one time bound is the configured deadline itself (the trickle must outlast
+ * it).
  */
 #include "harness.h"
 
@@ -226,12 +227,40 @@ static void at_the_connection_cap_the_oldest_idle_connection_makes_room(void **s
     assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
 }
 
+/* A connection refused for its address makes no room: the idle connection it would have
+ * evicted at HTTP_MAX_CONNECTIONS is still served afterwards. */
+static void a_connection_refused_for_its_address_evicts_nobody(void **state)
+{
+    (void)state;
+    struct h_server s;
+    const char *env[] = {"HTTP_MAX_CONNECTIONS=1", "HTTP_MAX_CONNECTIONS_PER_ADDRESS=1",
+                         "HTTP_THREADS=1", NULL};
+    assert_int_equal(h_server_start(&s, db_url, env), 0);
+    int kept = raw_connect(s.port);
+    assert_true(kept >= 0);
+    assert_int_equal(ask_health(kept), 200);
+    int extra = raw_connect(s.port);
+    assert_true(extra >= 0);
+    char reply[4096];
+    read_all(extra, reply, sizeof(reply));
+    close(extra);
+    int code = 0;
+    sscanf(reply, "HTTP/1.%*d %d", &code);
+    assert_int_equal(code, 429);
+    /* The idle connection was not closed for it. */
+    assert_int_equal(ask_health(kept), 200);
+    close(kept);
+    assert_true(h_prom(s.base, "bulkhead_http_refusals_total", "reason=\"evicted\"") == 0);
+    assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_trickling_head_gets_408_at_the_head_deadline_and_is_counted),
         cmocka_unit_test(one_address_holds_at_most_its_cap_and_a_trusted_proxy_is_exempt),
         cmocka_unit_test(at_the_connection_cap_the_oldest_idle_connection_makes_room),
+        cmocka_unit_test(a_connection_refused_for_its_address_evicts_nobody),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
