@@ -61,6 +61,12 @@ static int h1_on_value(http_parser *p, const char *at, size_t len)
     if (h1_in_trailer(h))
         return 0;
     struct h1_field *f = &h->fields[h->nfields - 1];
+    if (h->in_value && (size_t)(at - h->buf) != (size_t)f->value + f->value_len) {
+        /* A value that goes on after a line break (obs-fold, RFC 9112 5.2): refused, as a
+         * field the server would read differently from a proxy in front of it. */
+        h->folded = true;
+        return 1;
+    }
     if (!h->in_value) {
         f->value = (uint32_t)(at - h->buf);
         h->in_value = true;
@@ -250,6 +256,8 @@ bool h1_target_is_long(const struct h1 *h)
 
 const char *h1_error_text(const struct h1 *h)
 {
+    if (h->folded)
+        return "a header field value folded over lines (obs-fold)";
     return http_errno_description(HTTP_PARSER_ERRNO(&h->parser));
 }
 

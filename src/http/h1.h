@@ -35,7 +35,7 @@ enum h1_result {
 
 enum h1_error {
     H1_OK,
-    H1_MALFORMED,      /* 400: a request line or field the parser refuses */
+    H1_MALFORMED,      /* 400: a request line or field the parser refuses, or a folded value */
     H1_VERSION,        /* 505: an HTTP version other than 1.x */
     H1_HEAD_TOO_LARGE, /* 431 (or 414 when the target is most of it): h1_head_full */
     H1_BODY_FRAMING,   /* 400: a body the parser cannot frame (a bad chunk, a bad length) */
@@ -57,6 +57,7 @@ struct h1 {
     uint32_t method_len; /* a method the parser does not know (at offset 0), or 0 */
     int64_t declared;    /* the body declared by the head: Content-Length, -1 chunked, 0 none */
     bool te_seen;        /* a Transfer-Encoding field was seen (the ambiguity's message) */
+    bool folded;         /* a field value went on over a line break (H1_MALFORMED) */
     bool began;          /* the parser saw the request's first byte */
     bool done;           /* H1_DONE was returned */
     enum h1_error error;

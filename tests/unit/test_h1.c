@@ -5,7 +5,7 @@
  * pipelined request's bytes in the buffer; a method the parser does not know still parses (for
  * a 405); a repeated Content-Length, or one beside Transfer-Encoding, is ambiguous; a version
  * other than 1.x and garbage are errors of their own kind; a chunked body's trailer fields are
- * dropped and leave the head's fields as they were.
+ * dropped and leave the head's fields as they were; a folded field value is malformed.
  */
 #include "h1.h"
 
@@ -212,6 +212,22 @@ static void a_chunked_trailer_is_dropped_and_leaves_the_head_alone(void **state)
     }
 }
 
+/* obs-fold: a value continued on the next line is refused, not kept with its line break. */
+static void a_folded_field_value_is_malformed(void **state)
+{
+    (void)state;
+    static const char req[] = "GET / HTTP/1.1\r\nX-A: foo\r\n bar\r\nHost: x\r\n\r\n";
+    for (size_t step = 1; step <= sizeof(req); step++) {
+        struct h1 h;
+        struct body b;
+        start(&h, &b);
+        assert_int_equal(feed(&h, req, step), H1_ERROR);
+        assert_int_equal(h.error, H1_MALFORMED);
+        assert_non_null(strstr(h1_error_text(&h), "obs-fold"));
+        finish(&h);
+    }
+}
+
 int main(void)
 {
     h1_global_init(1u << 20);
@@ -223,6 +239,7 @@ int main(void)
         cmocka_unit_test(other_versions_and_garbage_are_errors_of_their_own),
         cmocka_unit_test(http10_closes_unless_it_asks_to_keep),
         cmocka_unit_test(a_chunked_trailer_is_dropped_and_leaves_the_head_alone),
+        cmocka_unit_test(a_folded_field_value_is_malformed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
