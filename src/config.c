@@ -78,7 +78,8 @@ static const struct cfg_def cfg_table[] = {
      OFF(http_idle_timeout)},
     {"HTTP_HEAD_TIMEOUT_MS", CFG_INT, "10000", 100, 600000, NULL,
      "time a request head (request line and headers) has from its first byte: 408 and closed "
-     "after it, however steadily the bytes trickle",
+     "after it, however steadily the bytes trickle; a new connection that sends nothing is "
+     "closed this long after its accept",
      OFF(http_head_timeout)},
     {"HTTP_BODY_TIMEOUT_MS", CFG_INT, "30000", 100, 600000, NULL,
      "time a request body has from the end of its head: 408 and closed after it",

@@ -671,8 +671,11 @@ struct conn *conn_open(struct conn_loop *l, int fd, void *addr_entry, const stru
     l->nconns++;
     atomic_fetch_add_explicit(&l->counters->open, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&l->counters->accepted, 1, memory_order_relaxed);
-    /* Until its first request a new connection is idle, but not evictable (served false). */
-    conn_arm(c, l->env->idle_us);
+    /* Until its first request a new connection is idle, but not evictable (served false), and
+     * its first request's head is due within HTTP_HEAD_TIMEOUT_MS of the accept (HAProxy's
+     * timeout http-request): a client that connects and says nothing is closed then, not
+     * after HTTP_IDLE_TIMEOUT_S. */
+    conn_arm(c, l->env->head_us);
     return c;
 }
 

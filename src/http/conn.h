@@ -84,7 +84,8 @@ struct conn_addr {
 };
 
 enum conn_state {
-    CONN_IDLE,   /* between requests: no buffer; idle deadline; on the idle list once it served */
+    CONN_IDLE,   /* between requests: no buffer; idle deadline (the head deadline from accept,
+                    before its first request); on the idle list once it served */
     CONN_HEAD,   /* a head is arriving: buffer taken; head deadline from its first byte */
     CONN_BODY,   /* the body is arriving: body deadline from the head's end */
     CONN_BUSY,   /* its request is with a handler (maybe handed on); no deadline of ours */

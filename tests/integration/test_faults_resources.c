@@ -205,7 +205,9 @@ static void descriptor_exhaustion_refuses_database_work_and_recovers(void **stat
     (void)state;
     struct h_server *s = &srv;
     /* LOG_LEVEL stays at info. */
-    const char *e[] = {tiers_env, "ACCESS_LOG=false", "HTTP_THREADS=2", NULL};
+    /* The clients hold their connections without a byte: no head deadline ends them first. */
+    const char *e[] = {tiers_env, "ACCESS_LOG=false", "HTTP_THREADS=2",
+                       "HTTP_HEAD_TIMEOUT_MS=600000", NULL};
     assert_int_equal(h_server_start(s, db_url, e), 0);
     /* Idle once settled, as below: the limit is then idle + HEADROOM for the whole test. */
     assert_true(H_WAIT(fk_status(s->base, "/health", NULL) == 200, 20000));
@@ -259,7 +261,11 @@ static void a_connection_cap_below_the_descriptor_limit_keeps_the_database_reach
 {
     (void)state;
     struct h_server *s = &srv;
-    const char *e[] = {tiers_env, "ACCESS_LOG=false", "HTTP_THREADS=2", "HTTP_MAX_CONNECTIONS=16",
+    const char *e[] = {tiers_env,
+                       "ACCESS_LOG=false",
+                       "HTTP_THREADS=2",
+                       "HTTP_MAX_CONNECTIONS=16",
+                       "HTTP_HEAD_TIMEOUT_MS=600000",
                        NULL};
     assert_int_equal(h_server_start(s, db_url, e), 0);
     /* Idle once the server has settled: the health prober's connection and the like are opened

@@ -4,9 +4,9 @@
  * its bytes come, and counted; one address holds at most HTTP_MAX_CONNECTIONS_PER_ADDRESS
  * connections (the next is answered 429 and closed, and counted) unless it is a trusted proxy;
  * at HTTP_MAX_CONNECTIONS a new client is served by closing the oldest idle keep-alive
- * connection, and counted, but never for a connection refused for its address. States and
- * counts only: the one time bound is the configured deadline itself (the trickle must outlast
- * it).
+ * connection, and counted, but never for a connection refused for its address; a connection
+ * that sends nothing is closed at the head deadline from its accept. States and counts only:
+ * the one time bound is the configured deadline itself (the trickle must outlast it).
  */
 #include "harness.h"
 
@@ -254,6 +254,22 @@ static void a_connection_refused_for_its_address_evicts_nobody(void **state)
     assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
 }
 
+/* A client that connects and sends nothing is closed at the head deadline from the accept,
+ * not held for the idle timeout. */
+static void a_silent_new_connection_is_closed_at_the_head_deadline(void **state)
+{
+    (void)state;
+    struct h_server s;
+    const char *env[] = {"HTTP_HEAD_TIMEOUT_MS=1000", "HTTP_IDLE_TIMEOUT_S=120", "HTTP_THREADS=1",
+                         NULL};
+    assert_int_equal(h_server_start(&s, db_url, env), 0);
+    int fd = raw_connect(s.port);
+    assert_true(fd >= 0);
+    assert_true(closed_by_server(fd)); /* within 5 s: long before the idle timeout */
+    close(fd);
+    assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -261,6 +277,7 @@ int main(void)
         cmocka_unit_test(one_address_holds_at_most_its_cap_and_a_trusted_proxy_is_exempt),
         cmocka_unit_test(at_the_connection_cap_the_oldest_idle_connection_makes_room),
         cmocka_unit_test(a_connection_refused_for_its_address_evicts_nobody),
+        cmocka_unit_test(a_silent_new_connection_is_closed_at_the_head_deadline),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
