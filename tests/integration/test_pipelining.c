@@ -226,7 +226,7 @@ static bool all_threads_stopped(pid_t pid)
     while (stopped && (e = readdir(d))) {
         if (e->d_name[0] == '.')
             continue;
-        char stat[128], line[512];
+        char stat[sizeof(path) + 256 + 8], line[512];
         snprintf(stat, sizeof(stat), "%s/%s/stat", path, e->d_name);
         FILE *f = fopen(stat, "r");
         if (!f)
