@@ -672,10 +672,9 @@ struct conn *conn_open(struct conn_loop *l, int fd, void *addr_entry, const stru
     atomic_fetch_add_explicit(&l->counters->open, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&l->counters->accepted, 1, memory_order_relaxed);
     /* Until its first request a new connection is idle, but not evictable (served false), and
-     * its first request's head is due within HTTP_HEAD_TIMEOUT_MS of the accept (HAProxy's
-     * timeout http-request): a client that connects and says nothing is closed then, not
-     * after HTTP_IDLE_TIMEOUT_S. */
-    conn_arm(c, l->env->head_us);
+     * a client that connects and says nothing is closed at HTTP_HEAD_TIMEOUT_MS from the
+     * accept (HAProxy's timeout http-request), or at HTTP_IDLE_TIMEOUT_S if that is sooner. */
+    conn_arm(c, l->env->head_us < l->env->idle_us ? l->env->head_us : l->env->idle_us);
     return c;
 }
 
