@@ -68,15 +68,21 @@ declare -A EXPECT=(
     [release/test_redis_auth]=52 [release/test_fairness]=50 [release/test_redis]=48
     [release/test_reload]=47 [release/test_dashboard]=40 [release/test_faults]=34
     [release/test_scaleout]=24 [release/test_faults_resources]=24 [release/test_storms]=19
-    [release/unit-test_dbpool]=17 [release/test_breaker]=16 [release/test_tenancy]=10
+    [release/unit-test_dbpool]=5 [release/unit-test_dbpool_share]=4
+    [release/unit-test_dbpool_health]=4 [release/unit-test_dbpool_event]=2 [release/unit-test_dbconn_stmt]=2
+    [release/test_breaker]=16 [release/test_tenancy]=10
     [release/test_ratelimit]=10 [release/test_observability]=10 [release/test_core]=10
     [release/compose]=5
     [asan/test_redis_auth]=57 [asan/test_fairness]=53 [asan/test_reload]=48 [asan/test_redis]=47
-    [asan/unit-test_dbpool]=41 [asan/test_faults]=37 [asan/test_dashboard]=31
+    [asan/unit-test_dbpool]=11 [asan/unit-test_dbpool_share]=8
+    [asan/unit-test_dbpool_health]=8 [asan/unit-test_dbpool_event]=7 [asan/unit-test_dbconn_stmt]=7
+    [asan/test_faults]=37 [asan/test_dashboard]=31
     [asan/test_faults_resources]=28 [asan/test_storms]=25 [asan/test_scaleout]=23
     [asan/test_breaker]=19 [asan/test_tenancy]=14 [asan/test_admin]=14 [asan/test_deploy]=13
     [asan/test_core]=12 [asan/test_budget]=11
-    [tsan/test_redis]=53 [tsan/test_reload]=46 [tsan/unit-test_dbpool]=46 [tsan/test_dashboard]=34
+    [tsan/test_redis]=53 [tsan/test_reload]=46 [tsan/unit-test_dbpool]=18 [tsan/unit-test_dbpool_share]=8
+    [tsan/unit-test_dbpool_health]=8 [tsan/unit-test_dbpool_event]=4 [tsan/unit-test_dbconn_stmt]=8
+    [tsan/test_dashboard]=34
     [tsan/test_breaker]=24 [tsan/test_tenancy]=17 [tsan/test_core]=13
 )
 if [ -f "$TIMES" ]; then
@@ -193,7 +199,7 @@ enqueue_pass() { # pass
         fi
         ;;
     tsan)
-        for name in fairq workpool dbpool dbwaitq dbidle dbopen dbconn dbpipe auth evloop evloop_timers share ratelimit tarpit breaker rlredis rlsync \
+        for name in fairq workpool dbpool dbpool_share dbpool_health dbpool_event dbconn_stmt dbwaitq dbidle dbopen dbconn dbpipe auth evloop evloop_timers share ratelimit tarpit breaker rlredis rlsync \
             log tierset janitor api report history tenantstat dbbudget capctl fleet; do
             bin=$b/tests/unit/test_$name
             selected "test_$name" && [ -x "$bin" ] && enqueue "tsan|tap|$(job_name "$bin")|$bin"
