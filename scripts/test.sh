@@ -31,7 +31,7 @@ FILTER=${BH_TESTS:-}
 NCPU=$(nproc 2>/dev/null || echo 2)
 JOBS=${BH_JOBS:-$((2 * NCPU))}
 MAKE_JOBS=${BH_MAKE_JOBS:-$NCPU}
-ASAN_SKIP="test_kube test_deploy" # integration tests the ASan pass leaves to the release pass
+ASAN_SKIP="test_kube test_deploy test_deploy_compose" # integration tests the ASan pass leaves to the release pass
 WORK=$ROOT/build/test-work
 LOGS=$ROOT/build/test-logs
 TIMES=$ROOT/build/test-times
@@ -67,6 +67,7 @@ note_fail() {
 declare -A EXPECT=(
     [release/test_redis_auth]=52 [release/test_fairness]=50 [release/test_redis]=48
     [release/test_reload]=47 [release/test_dashboard]=40 [release/test_faults]=34
+    [release/test_deploy]=17 [release/test_deploy_compose]=15
     [release/test_scaleout]=24 [release/test_faults_resources]=24 [release/test_storms]=19
     [release/unit-test_dbpool]=5 [release/unit-test_dbpool_share]=4
     [release/unit-test_dbpool_health]=4 [release/unit-test_dbpool_event]=2 [release/unit-test_dbconn_stmt]=2
