@@ -66,8 +66,8 @@ note_fail() {
 # order matters: the longest start first, so the run does not end waiting on one long job.
 declare -A EXPECT=(
     [release/test_redis_auth]=52 [release/test_fairness]=50 [release/test_redis]=48
-    [release/test_reload]=47 [release/test_dashboard]=40 [release/test_faults]=34
-    [release/test_deploy]=17 [release/test_deploy_compose]=15
+    [release/test_reload]=47 [release/test_dashboard]=40 [release/test_faults]=13
+    [release/test_faults_conns]=22 [release/test_deploy]=17 [release/test_deploy_compose]=15
     [release/test_scaleout]=24 [release/test_faults_resources]=24 [release/test_storms]=19
     [release/unit-test_dbpool]=5 [release/unit-test_dbpool_share]=4
     [release/unit-test_dbpool_health]=4 [release/unit-test_dbpool_event]=2 [release/unit-test_dbconn_stmt]=2
@@ -77,7 +77,7 @@ declare -A EXPECT=(
     [asan/test_redis_auth]=57 [asan/test_fairness]=53 [asan/test_reload]=48 [asan/test_redis]=47
     [asan/unit-test_dbpool]=11 [asan/unit-test_dbpool_share]=8
     [asan/unit-test_dbpool_health]=8 [asan/unit-test_dbpool_event]=7 [asan/unit-test_dbconn_stmt]=7
-    [asan/test_faults]=37 [asan/test_dashboard]=31
+    [asan/test_faults]=17 [asan/test_faults_conns]=29 [asan/test_dashboard]=31
     [asan/test_faults_resources]=28 [asan/test_storms]=25 [asan/test_scaleout]=23
     [asan/test_breaker]=19 [asan/test_tenancy]=14 [asan/test_admin]=14 [asan/test_deploy]=13
     [asan/test_core]=12 [asan/test_budget]=11
