@@ -73,20 +73,20 @@ declare -A EXPECT=(
     [release/unit-test_dbpool_health]=4 [release/unit-test_dbpool_event]=2 [release/unit-test_dbconn_stmt]=2
     [release/test_breaker]=16 [release/test_tenancy]=10
     [release/test_ratelimit]=10 [release/test_observability]=10 [release/test_core]=10
-    [release/test_observability_logs]=9
+    [release/test_observability_logs]=9 [release/test_breaker_deadline]=5
     [release/compose]=5
     [asan/test_redis_auth]=57 [asan/test_fairness]=53 [asan/test_reload]=48 [asan/test_redis]=47
     [asan/unit-test_dbpool]=11 [asan/unit-test_dbpool_share]=8
     [asan/unit-test_dbpool_health]=8 [asan/unit-test_dbpool_event]=7 [asan/unit-test_dbconn_stmt]=7
     [asan/test_faults]=17 [asan/test_faults_conns]=29 [asan/test_dashboard]=31
     [asan/test_faults_resources]=28 [asan/test_storms]=25 [asan/test_scaleout]=23
-    [asan/test_breaker]=19 [asan/test_observability_logs]=12
+    [asan/test_breaker]=19 [asan/test_breaker_deadline]=15 [asan/test_observability_logs]=12
     [asan/test_tenancy]=14 [asan/test_admin]=14 [asan/test_deploy]=13
     [asan/test_core]=12 [asan/test_budget]=11
     [tsan/test_redis]=53 [tsan/test_reload]=46 [tsan/unit-test_dbpool]=18 [tsan/unit-test_dbpool_share]=8
     [tsan/unit-test_dbpool_health]=8 [tsan/unit-test_dbpool_event]=4 [tsan/unit-test_dbconn_stmt]=8
     [tsan/test_dashboard]=34
-    [tsan/test_breaker]=24 [tsan/test_observability_logs]=16
+    [tsan/test_breaker]=24 [tsan/test_breaker_deadline]=14 [tsan/test_observability_logs]=16
     [tsan/test_tenancy]=17 [tsan/test_core]=13
 )
 if [ -f "$TIMES" ]; then
@@ -210,7 +210,7 @@ enqueue_pass() { # pass
         done
         # A report in a server's log fails the run (the scan at the end).
         for name in ${TSAN_INTEGRATION:-test_core test_reload test_ratelimit test_breaker \
-            test_observability test_observability_logs test_tenancy test_redis \
+            test_breaker_deadline test_observability test_observability_logs test_tenancy test_redis \
             test_dashboard test_tenants}; do
             bin=$b/tests/integration/$name
             selected "$name" && [ -x "$bin" ] && enqueue "tsan|tap|$(job_name "$bin")|$bin"
