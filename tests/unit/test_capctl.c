@@ -4,7 +4,8 @@
  * - work-conserving: a tier with nothing above it is never limited, however slow;
  * - light, jittery load never cuts, however sparse the tier above and however far its latency
  *   sits above the level it had while hot (issue 31), and a tier that does not press is never
- *   cut even when the tier above threatens its objective;
+ *   cut even when the tier above threatens its objective; a slowdown the tier above's clear
+ *   requests share is not blamed on the tiers below (it cuts nobody), one beside them is;
  * - a storm cuts the lowest pressing tier first, down to its floor and never below, then the
  *   next one up; enterprise is never cut; a p99 past the objective threatens on its own;
  * - the storm's end: growth back to the maximum within the stated bound, also while the tier
@@ -86,6 +87,49 @@ static void a_tier_that_does_not_press_is_not_cut(void **state)
     assert_int_equal(s.shed[CCFX_FREE], 0);
     /* Nothing presses below it: its level follows, within seconds it is not threatened. */
     assert_false(ccfx_stats(&s, CCFX_ENT).threatened);
+    capctl_destroy(s.c);
+}
+
+/* 40 free requests a second at 10 ms: 0.4 in progress, so it presses, and enterprise's sparse
+ * requests overlap one of them about a third of the time. */
+#define FREE_STEADY                                                                                \
+    {                                                                                              \
+        4, 10000, 1000, 0                                                                          \
+    }
+
+static void a_slowdown_its_clear_requests_share_is_not_blamed_on_the_tiers_below(void **state)
+{
+    (void)state;
+    struct ccfx_sim s;
+    ccfx_sim_init(&s, ccfx_tiers);
+    ccfx_sim_run(&s, 50, (struct ccfx_flow[]){FREE_STEADY, CCFX_QUIET, CCFX_ENT_SPARSE});
+    assert_true(ccfx_stats(&s, CCFX_FREE).pressing && ccfx_stats(&s, CCFX_FREE).gated);
+    assert_true(ccfx_limit_of(&s, CCFX_FREE) == 5);
+    /* The machine turns six times slower for everybody (another process, the database's own
+     * work): enterprise's requests with nothing of free beside them are as slow as the rest.
+     * Enterprise threatens its objective, and blames nobody: free is not cut. */
+    const struct ccfx_flow ent_slow = {3, 2000, 500, 0};
+    bool threatened = false;
+    for (int k = 0; k < 50; k++) {
+        ccfx_sim_interval(&s, (struct ccfx_flow[]){FREE_STEADY, CCFX_QUIET, ent_slow});
+        threatened |= ccfx_stats(&s, CCFX_ENT).threatened;
+        assert_true(ccfx_limit_of(&s, CCFX_FREE) == 5);
+        assert_false(ccfx_stats(&s, CCFX_ENT).blamed);
+    }
+    assert_true(threatened);
+    assert_int_equal(s.shed[CCFX_FREE], 0);
+    /* The same rates, back to its own speed, but slowed by 5 ms whenever a free request runs
+     * beside it: its clear requests are not slow, the threat is free's, and free is cut. */
+    ccfx_sim_run(&s, 100, (struct ccfx_flow[]){FREE_STEADY, CCFX_QUIET, CCFX_ENT_SPARSE});
+    assert_true(ccfx_limit_of(&s, CCFX_FREE) == 5);
+    const struct ccfx_flow ent_beside = {3, 350, 150, 5000};
+    bool blamed = false;
+    for (int k = 0; k < 50 && ccfx_limit_of(&s, CCFX_FREE) == 5; k++) {
+        ccfx_sim_interval(&s, (struct ccfx_flow[]){FREE_STEADY, CCFX_QUIET, ent_beside});
+        blamed |= ccfx_stats(&s, CCFX_ENT).blamed;
+    }
+    assert_true(blamed);
+    assert_true(ccfx_limit_of(&s, CCFX_FREE) < 5);
     capctl_destroy(s.c);
 }
 
@@ -376,6 +420,7 @@ int main(void)
         cmocka_unit_test(a_tier_with_nobody_above_is_never_limited),
         cmocka_unit_test(light_jittery_load_never_cuts_however_sparse_the_tier_above),
         cmocka_unit_test(a_tier_that_does_not_press_is_not_cut),
+        cmocka_unit_test(a_slowdown_its_clear_requests_share_is_not_blamed_on_the_tiers_below),
         cmocka_unit_test(a_storm_cuts_the_lowest_pressing_tier_first_and_never_below_its_floor),
         cmocka_unit_test(a_p99_past_the_objective_threatens_on_its_own),
         cmocka_unit_test(after_a_storm_free_is_back_at_its_max_within_two_seconds),
