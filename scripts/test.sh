@@ -211,7 +211,7 @@ enqueue_pass() { # pass
         # A report in a server's log fails the run (the scan at the end).
         for name in ${TSAN_INTEGRATION:-test_core test_reload test_ratelimit test_breaker \
             test_breaker_deadline test_observability test_observability_logs test_tenancy test_redis \
-            test_dashboard test_tenants}; do
+            test_dashboard test_dashboard_fleet test_tenants}; do
             bin=$b/tests/integration/$name
             selected "$name" && [ -x "$bin" ] && enqueue "tsan|tap|$(job_name "$bin")|$bin"
         done
