@@ -31,7 +31,7 @@ FILTER=${BH_TESTS:-}
 NCPU=$(nproc 2>/dev/null || echo 2)
 JOBS=${BH_JOBS:-$((2 * NCPU))}
 MAKE_JOBS=${BH_MAKE_JOBS:-$NCPU}
-ASAN_SKIP="test_kube test_deploy" # integration tests the ASan pass leaves to the release pass
+ASAN_SKIP="test_kube test_deploy test_deploy_compose" # integration tests the ASan pass leaves to the release pass
 WORK=$ROOT/build/test-work
 LOGS=$ROOT/build/test-logs
 TIMES=$ROOT/build/test-times
@@ -66,18 +66,28 @@ note_fail() {
 # order matters: the longest start first, so the run does not end waiting on one long job.
 declare -A EXPECT=(
     [release/test_redis_auth]=52 [release/test_fairness]=50 [release/test_redis]=48
-    [release/test_reload]=47 [release/test_dashboard]=40 [release/test_faults]=34
+    [release/test_reload]=47 [release/test_dashboard]=40 [release/test_faults]=13
+    [release/test_faults_conns]=22 [release/test_deploy]=17 [release/test_deploy_compose]=15
     [release/test_scaleout]=24 [release/test_faults_resources]=24 [release/test_storms]=19
-    [release/unit-test_dbpool]=17 [release/test_breaker]=16 [release/test_tenancy]=10
+    [release/unit-test_dbpool]=5 [release/unit-test_dbpool_share]=4
+    [release/unit-test_dbpool_health]=4 [release/unit-test_dbpool_event]=2 [release/unit-test_dbconn_stmt]=2
+    [release/test_breaker]=16 [release/test_tenancy]=10
     [release/test_ratelimit]=10 [release/test_observability]=10 [release/test_core]=10
+    [release/test_observability_logs]=9 [release/test_breaker_deadline]=5
     [release/compose]=5
     [asan/test_redis_auth]=57 [asan/test_fairness]=53 [asan/test_reload]=48 [asan/test_redis]=47
-    [asan/unit-test_dbpool]=41 [asan/test_faults]=37 [asan/test_dashboard]=31
+    [asan/unit-test_dbpool]=11 [asan/unit-test_dbpool_share]=8
+    [asan/unit-test_dbpool_health]=8 [asan/unit-test_dbpool_event]=7 [asan/unit-test_dbconn_stmt]=7
+    [asan/test_faults]=17 [asan/test_faults_conns]=29 [asan/test_dashboard]=31
     [asan/test_faults_resources]=28 [asan/test_storms]=25 [asan/test_scaleout]=23
-    [asan/test_breaker]=19 [asan/test_tenancy]=14 [asan/test_admin]=14 [asan/test_deploy]=13
+    [asan/test_breaker]=19 [asan/test_breaker_deadline]=15 [asan/test_observability_logs]=12
+    [asan/test_tenancy]=14 [asan/test_admin]=14 [asan/test_deploy]=13
     [asan/test_core]=12 [asan/test_budget]=11
-    [tsan/test_redis]=53 [tsan/test_reload]=46 [tsan/unit-test_dbpool]=46 [tsan/test_dashboard]=34
-    [tsan/test_breaker]=24 [tsan/test_tenancy]=17 [tsan/test_core]=13
+    [tsan/test_redis]=53 [tsan/test_reload]=46 [tsan/unit-test_dbpool]=18 [tsan/unit-test_dbpool_share]=8
+    [tsan/unit-test_dbpool_health]=8 [tsan/unit-test_dbpool_event]=4 [tsan/unit-test_dbconn_stmt]=8
+    [tsan/test_dashboard]=34
+    [tsan/test_breaker]=24 [tsan/test_breaker_deadline]=14 [tsan/test_observability_logs]=16
+    [tsan/test_tenancy]=17 [tsan/test_core]=13
 )
 if [ -f "$TIMES" ]; then
     while read -r key secs; do [ -n "$key" ] && EXPECT[$key]=$secs; done <"$TIMES"
@@ -193,15 +203,16 @@ enqueue_pass() { # pass
         fi
         ;;
     tsan)
-        for name in fairq workpool dbpool dbwaitq dbidle dbopen dbconn dbpipe auth evloop evloop_timers share ratelimit tarpit breaker rlredis rlsync \
-            log tierset janitor api report history tenantstat dbbudget capctl fleet; do
+        for name in fairq fairq_share fairq_take fairq_cost workpool workpool_stop workpool_share workpool_resize workpool_event dbpool dbpool_share dbpool_health dbpool_event dbconn_stmt dbwaitq dbidle dbopen dbconn dbpipe auth evloop evloop_timers share ratelimit tarpit breaker rlredis rlsync \
+            log tierset janitor api api_tarpit report history tenantstat dbbudget capctl capctl_gate capctl_fleet fleet; do
             bin=$b/tests/unit/test_$name
             selected "test_$name" && [ -x "$bin" ] && enqueue "tsan|tap|$(job_name "$bin")|$bin"
         done
         # A report in a server's log fails the run (the scan at the end).
         for name in ${TSAN_INTEGRATION:-test_core test_reload test_ratelimit test_breaker \
-            test_observability test_tenancy test_redis test_dashboard test_tenants test_slowclients \
-            test_pipelining}; do
+            test_breaker_deadline test_observability test_observability_logs test_tenancy test_redis \
+            test_dashboard test_dashboard_fleet test_tenants \
+            test_slowclients test_pipelining}; do
             bin=$b/tests/integration/$name
             selected "$name" && [ -x "$bin" ] && enqueue "tsan|tap|$(job_name "$bin")|$bin"
         done

@@ -109,15 +109,17 @@ static void chores_fleet_out(struct server *srv, const char *const *names, size_
     for (size_t i = 0; i < n; i++) {
         struct capctl_tier_stats cs;
         capctl_stats(srv->capacity, i, &cs);
-        /* A threat is published if any verdict since the last exchange found one: threats
+        /* A threat (one blamed on the tiers below: another instance's lower tiers cannot be
+         * the cause of one this instance's clear requests share either) is published if any
+         * verdict since the last exchange found one: threats
          * under a storm come and go within an interval or two, and an exchange that sampled
          * only the current verdict would miss most of them. */
-        bool threat = cs.threatened || (cs.last_threat_us > 0 &&
-                                        now - cs.last_threat_us <= srv->cfg.fleet_interval * 1000);
+        bool threat = cs.blamed || (cs.last_blame_us > 0 &&
+                                    now - cs.last_blame_us <= srv->cfg.fleet_interval * 1000);
         out[i] = (struct fleet_tier){.active = cs.active,
                                      .threatened = threat,
                                      .pressing = cs.pressing,
-                                     .pressure = threat ? cs.threat_pressure : 0,
+                                     .pressure = threat ? cs.blame_pressure : 0,
                                      .usage = cs.usage,
                                      .in_progress = cs.in_progress,
                                      .shed = cs.shed};

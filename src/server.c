@@ -526,6 +526,11 @@ void server_stop(struct server *srv)
         log_warn("shutdown",
                  "%d requests still running after %" PRId64 " ms; answering queued ones 503", left,
                  srv->cfg.shutdown_timeout);
+    /* The janitor stops before the pools: it resizes them for fleet leases (a resize racing
+     * workpool_stop was a ThreadSanitizer report in CI), and what it does for requests (queue
+     * expiry) the pools' stop does now for every queued one. */
+    janitor_stop(srv->janitor);
+    srv->janitor = NULL;
     /* The admin worker's wait on the database ends now (503); the tiers' workers answer their
      * queued requests 503 and finish the calls they are in, each by its deadline. */
     admin_stop(srv->admin);

@@ -59,10 +59,13 @@ struct cc_tier {
     double judged_thr_us;          /* ... and its threshold (0: none) */
     int64_t level_at_us;           /* when the level last took a verdict */
     bool threatened;               /* the last verdict threatens the objective */
+    bool blamed;                   /* ... and its clear latencies do not: the tiers below may */
     double pressure;               /* its measured / target (> 1 when threatened) */
     int64_t threatened_us;         /* time spent threatened, in total */
     int64_t last_threat_us;        /* the last tick that found it threatened */
     double threat_pressure;        /* its pressure then */
+    int64_t last_blame_us;         /* the last tick that found it threatened and blamed below */
+    double blame_pressure;         /* its pressure then */
     int64_t threat_end_us;         /* the tick that found the last threat over */
     int64_t prev_busy_us;          /* busy_us at the last tick */
     double usage;                  /* requests in progress on average, smoothed */
@@ -264,8 +267,12 @@ static void cc_judge(const struct capctl *c, struct cc_tier *t, int64_t now)
     double by_p99 = t->cfg.objective_us > 0 ? t->p99_us / (double)t->cfg.objective_us : 0;
     t->pressure = by_mean > by_p99 ? by_mean : by_p99;
     t->threatened = t->pressure > 1;
-
     bool own = t->nclear >= CAPCTL_OWN_MIN && 4 * t->nclear >= t->pending;
+    /* Attribution: a threat the verdict's clear latencies share (enough of them, typically
+     * past the threshold too) is not the lower tiers' doing, as nothing below ran beside them:
+     * the machine or the database is slow for everybody. It is reported and cuts nobody. */
+    t->blamed = t->threatened && !(own && thr > 0 && t->clear_mean_us > thr);
+
     double target = own ? t->clear_mean_us : t->mean_us;
     if (t->level_us <= 0) {
         t->level_us = target;
@@ -336,7 +343,7 @@ static void cc_assess(struct capctl *c, int64_t now_us, int64_t dt_us, bool *act
         if (t->verdict)
             cc_judge(c, t, now_us);
         if (idle)
-            t->threatened = false;
+            t->threatened = t->blamed = false;
         if (threatened && dt_us > 0)
             t->threatened_us += dt_us;
         if (t->threatened) {
@@ -344,17 +351,22 @@ static void cc_assess(struct capctl *c, int64_t now_us, int64_t dt_us, bool *act
             t->threat_pressure = t->pressure;
         } else if (threatened)
             t->threat_end_us = now_us;
+        if (t->blamed) {
+            t->last_blame_us = now_us;
+            t->blame_pressure = t->pressure;
+        }
     }
 }
 
-/* The worst pressure among the active tiers above priority p that threaten their objective:
- * fresh: only those whose verdict of this interval does. 0 when none does. */
+/* The worst pressure among the active tiers above priority p that threaten their objective
+ * and blame the tiers below: fresh: only those whose verdict of this interval does. 0 when none
+ * does. */
 static double cc_threat_above(const struct capctl *c, const bool *active, int64_t p, bool fresh)
 {
     double worst = 0;
     for (size_t i = 0; i < c->ntiers; i++) {
         const struct cc_tier *u = &c->tier[i];
-        if (active[i] && u->cfg.priority > p && u->threatened && (u->verdict || !fresh) &&
+        if (active[i] && u->cfg.priority > p && u->blamed && (u->verdict || !fresh) &&
             u->pressure > worst)
             worst = u->pressure;
         /* Another instance's threat counts the same, once per exchange that reports it. */
@@ -396,14 +408,15 @@ static int cc_cut(struct capctl *c, const bool *active)
     return pick;
 }
 
-/* When a tier above priority p that is active last threatened its objective (0: never). */
+/* When a tier above priority p that is active last threatened its objective, blaming the tiers
+ * below (0: never). */
 static int64_t cc_last_threat_above(const struct capctl *c, const bool *active, int64_t p)
 {
     int64_t last = 0;
     for (size_t i = 0; i < c->ntiers; i++) {
         const struct cc_tier *u = &c->tier[i];
-        if (active[i] && u->cfg.priority > p && u->last_threat_us > last)
-            last = u->last_threat_us;
+        if (active[i] && u->cfg.priority > p && u->last_blame_us > last)
+            last = u->last_blame_us;
         if (u->cfg.priority > p && u->remote_threat_us > last)
             last = u->remote_threat_us;
     }
@@ -563,6 +576,9 @@ void capctl_stats(struct capctl *c, size_t i, struct capctl_tier_stats *out)
     out->active = t->active;
     out->last_threat_us = t->last_threat_us;
     out->threat_pressure = t->threat_pressure;
+    out->blamed = t->blamed;
+    out->last_blame_us = t->last_blame_us;
+    out->blame_pressure = t->blame_pressure;
     out->pressure = t->pressure;
     out->remote_active = t->remote.active;
     out->remote_threatened = t->remote.threatened;

@@ -23,7 +23,11 @@
  * busy loop's, and that is not congestion). It follows their typical latency within about a
  * second. When too few of a verdict's latencies are clear (a tier below always has something
  * running: a storm), the level follows all of them, falling within a second but rising only as
- * slowly as level_us, so a storm is not learnt as normal. And a tier's *usage* is the requests
+ * slowly as level_us, so a storm is not learnt as normal. A threat is *blamed* on the tiers
+ * below only when the verdict's clear latencies do not share it: when enough of them are clear
+ * (as above) and they too are typically past the threshold, the machine or the database is slow
+ * for everybody (another process, a sanitizer, a vacuum), nothing below can be what slows it,
+ * and the threat is reported but cuts nobody. And a tier's *usage* is the requests
  * it had in progress, on average, recently (the time its requests held their slots, per unit
  * of time). It *presses* when its usage is at least half its limit, or at least
  * CAPCTL_PRESS_USAGE (a quarter of one request's time): only a pressing tier can be what
@@ -35,22 +39,23 @@
  *   - a tier is "gated" while a tier of higher priority is active (had a request within
  *     active_us); only a gated tier is ever limited, so capacity nobody above wants is never
  *     withheld (work-conserving: free alone gets everything its bulkheads allow);
- *   - when an active tier gives a verdict that threatens its objective, the lowest-priority
- *     gated, pressing tier below it that is above its floor is cut: its limit is multiplied
+ *   - when an active tier gives a verdict that threatens its objective and blames the tiers
+ *     below, the lowest-priority gated, pressing tier below it that is above its floor is
+ *     cut: its limit is multiplied
  *     by max(decrease, the threatened tier's target / measured), one tier per interval;
  *   - a tier whose limit refused nothing in the interval, and that used less than would
  *     press it, is back at its maximum at once: its traffic is light, the storm is over;
  *   - every other limit below its maximum grows while no tier above it threatens its
- *     objective (as of its last verdict, whatever its sample count since) or while the tier
- *     does not press: from nothing to its maximum in recovery_us; but while it presses and a
- *     tier above threatened within CAPCTL_CALM_US, CAPCTL_PROBE times slower (it probes for
- *     room during a storm, and gets it all back once the storm is over).
- * The limit is the tier's effective concurrency: requests admitted and not finished. At or
- * above the tier's max it binds nothing; at 1 or more it caps requests in progress; between
- * CAPCTL_MIN_LIMIT and 1 the tier gets that fraction of one request's time (pacing: after a
- * request that took d, the next waits d x (1/limit - 1), never more than CAPCTL_PAUSE_MAX_US,
- * and a pause is rescaled whenever the limit changes); at 0 (a floor of 0) the tier is closed
- * while gated. A cut below CAPCTL_MIN_LIMIT goes to the floor.
+ *     objective blaming the tiers below (as of its last verdict, whatever its sample count since)
+ * or while the tier does not press: from nothing to its maximum in recovery_us; but while it
+ * presses and a tier above threatened within CAPCTL_CALM_US, CAPCTL_PROBE times slower (it probes
+ * for room during a storm, and gets it all back once the storm is over). The limit is the tier's
+ * effective concurrency: requests admitted and not finished. At or above the tier's max it binds
+ * nothing; at 1 or more it caps requests in progress; between CAPCTL_MIN_LIMIT and 1 the tier gets
+ * that fraction of one request's time (pacing: after a request that took d, the next waits d x
+ * (1/limit - 1), never more than CAPCTL_PAUSE_MAX_US, and a pause is rescaled whenever the limit
+ * changes); at 0 (a floor of 0) the tier is closed while gated. A cut below CAPCTL_MIN_LIMIT goes
+ * to the floor.
  *
  * Requests over the limit are refused at once (503 shed) before any worker or connection is
  * used; capctl_enter says when to retry.
@@ -121,6 +126,10 @@ struct capctl_tier_stats {
     bool active;            /* had a request within active_us (as of the last tick) */
     int64_t last_threat_us; /* the last tick that found it threatening its objective (0: none) */
     double threat_pressure; /* its pressure then */
+    bool blamed;            /* threatened, and its clear requests were not: lower tiers may be
+                               cut for it (a threat they share is the machine's, not theirs) */
+    int64_t last_blame_us;  /* the last tick that found it so (0: none) */
+    double blame_pressure;  /* its pressure then */
     double pressure;        /* the last verdict's latency / what it may be (> 1: threatened) */
     bool remote_active;     /* the fleet: another instance has this tier active */
     bool remote_threatened; /* ... threatening its objective */

@@ -39,6 +39,12 @@ struct workpool {
     char name[40];
     struct workpool_ops ops;
 
+    /* Held for the whole of a resize (workpool_set_limits) and of workpool_stop, so the two never
+     * overlap: a resize joins retired threads with the mutex below released, and stop joins
+     * every thread without it (the janitor resizes a pool for a fleet lease while the main
+     * thread may be stopping it). Workers never take it. Taken before the mutex below. */
+    pthread_mutex_t resize;
+
     /* _shared: the mutex guards everything in this block. */
     pthread_mutex_t mutex;
     struct workpool_thread *parked; /* idle workers, most recently idle on top */
@@ -201,6 +207,7 @@ int workpool_create(const char *name, const struct workpool_limits *lim,
     wp->ops = *ops;
     struct fairq_limits ql = workpool_q_limits(lim);
     fairq_init(&wp->q, &ql);
+    pthread_mutex_init(&wp->resize, NULL);
     pthread_mutex_init(&wp->mutex, NULL);
     for (size_t i = 0; i < WORKPOOL_MAX_THREADS; i++)
         pthread_cond_init(&wp->threads[i].cond, NULL);
@@ -340,6 +347,7 @@ int workpool_set_limits(struct workpool *wp, const struct workpool_limits *lim)
     if (lim->threads == 0 || lim->threads > WORKPOOL_MAX_THREADS)
         return -EINVAL;
     struct fairq_limits ql = workpool_q_limits(lim);
+    pthread_mutex_lock(&wp->resize);
     pthread_mutex_lock(&wp->mutex);
     fairq_set_limits(&wp->q, &ql);
     size_t old = wp->target;
@@ -349,6 +357,7 @@ int workpool_set_limits(struct workpool *wp, const struct workpool_limits *lim)
         rc = workpool_spawn(wp, old, lim->threads);
     workpool_unpark_all(wp); /* retire surplus threads, try new share limits */
     pthread_mutex_unlock(&wp->mutex);
+    pthread_mutex_unlock(&wp->resize);
     return rc;
 }
 
@@ -371,6 +380,7 @@ void workpool_stats(struct workpool *wp, struct workpool_stats *out)
 {
     pthread_mutex_lock(&wp->mutex);
     out->threads = wp->target;
+    out->running = wp->running;
     out->busy = wp->q.in_flight;
     out->queued = wp->q.queued;
     out->queue_max = wp->q.lim.queue_max;
@@ -407,6 +417,7 @@ size_t workpool_top_tenants(struct workpool *wp, struct workpool_tenant_load *ou
 
 void workpool_stop(struct workpool *wp)
 {
+    pthread_mutex_lock(&wp->resize);
     pthread_mutex_lock(&wp->mutex);
     wp->stopping = true;
     struct fairq_item *list = fairq_drain(&wp->q);
@@ -420,6 +431,7 @@ void workpool_stop(struct workpool *wp)
             wp->threads[i].started = false;
         }
     }
+    pthread_mutex_unlock(&wp->resize);
 }
 
 void workpool_destroy(struct workpool *wp)
@@ -430,5 +442,6 @@ void workpool_destroy(struct workpool *wp)
     for (size_t i = 0; i < WORKPOOL_MAX_THREADS; i++)
         pthread_cond_destroy(&wp->threads[i].cond);
     pthread_mutex_destroy(&wp->mutex);
+    pthread_mutex_destroy(&wp->resize);
     free(wp);
 }

@@ -52,7 +52,8 @@ struct workpool_limits {
 /* A consistent snapshot for metrics. */
 struct workpool_stats {
     size_t threads, busy, queued, queue_max, tenants;
-    size_t idle; /* slots free: threads less items in flight (begun or popped) */
+    size_t running; /* threads not yet retired (above threads while a shrink is under way) */
+    size_t idle;    /* slots free: threads less items in flight (begun or popped) */
     uint64_t submitted, completed, rejected_full, rejected_tenant, expired;
 };
 

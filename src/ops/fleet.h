@@ -58,7 +58,8 @@ struct fleet;
 struct fleet_tier {
     char name[FLEET_NAME_MAX];
     bool active;         /* had a request within the capacity controller's active time */
-    bool threatened;     /* its last verdict threatens its latency objective */
+    bool threatened;     /* its last verdict threatens its latency objective, blaming the
+                            tiers below (capctl.h) */
     bool pressing;       /* uses enough of its limit that it may be cut */
     double pressure;     /* when threatened, its measured latency / objective (> 1) */
     double usage;        /* requests in progress, on average, recently */

@@ -148,6 +148,10 @@ const struct reportdef_field reportdef_fields[] = {
     {CAPACITY, "threatened", REPORTDEF_BOOL, RT(cap.threatened), "bulkhead_capacity_threatened",
      NULL, "gauge", "1 while the tier's latency threatens its objective (lower tiers may be cut).",
      true},
+    {CAPACITY, "threatFromBelow", REPORTDEF_BOOL, RT(cap.blamed),
+     "bulkhead_capacity_threat_from_below", NULL, "gauge",
+     "1 while the tier threatens its objective and its clear requests (nothing of a lower tier "
+     "beside them) do not: only such a threat cuts the lower tiers."},
     {CAPACITY, "threatenedSeconds", REPORTDEF_REAL, RT(cap_threatened_s),
      "bulkhead_capacity_threatened_seconds_total", NULL, "counter",
      "Time the tier's latency threatened its objective."},

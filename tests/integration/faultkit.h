@@ -8,7 +8,8 @@
  *   track per tier the longest gap between two successes and the first success after a mark.
  * - Faults: PostgreSQL restarts (pg_ctl, fast or immediate), killed tier connections
  *   (pg_terminate_backend), the backend pid serving a tier; a relay in front of PostgreSQL
- *   that can stop forwarding (the network drops every packet, as far as the server can tell).
+ *   that can stop forwarding (the network drops every packet, as far as the server can tell):
+ *   the module fkrelay, included here.
  * - /proc readings of the server: VmRSS, Threads, open descriptors, CPU time.
  *
  * DESIGN: a client thread owns its curl handle and its acked[] array (read by others only after
@@ -18,6 +19,7 @@
 #ifndef BULKHEAD_TEST_FAULTKIT_H
 #define BULKHEAD_TEST_FAULTKIT_H
 
+#include "fkrelay.h"
 #include "harness.h"
 
 #include <pthread.h>
@@ -56,32 +58,6 @@ int fk_pg_ctl(const struct h_pg *pg, const char *action);
 int64_t fk_kill_tier_backends(const char *url);
 /* The pid of the (one) backend with this application_name in url's database, or -1. */
 int fk_backend_pid(const char *url, const char *appname);
-
-/* ---- a relay that can go silent ------------------------------------------------------------ */
-
-/*
- * A TCP relay from a free port of 127.0.0.1 to a PostgreSQL port, for every connection a server
- * opens. fk_relay_cut stops it forwarding anything, either way, without closing a connection:
- * what either side sends stays unread, new connections complete in the listen backlog and get
- * no answer, and TCP keepalives are answered by the relay's kernel; to the server the database
- * is silent, as with packets dropped on the way, except that no TCP timeout ever fires. The
- * relay notes each connection's application_name from its startup packet.
- *
- * DESIGN: one relay thread owns the sockets and moves the bytes; the mutex guards the
- * connection list and `cut`, which the test thread reads (fk_relay_waiting) and sets (waking the
- * thread through an eventfd).
- */
-struct fk_relay;
-/* Listen and relay to 127.0.0.1:upstream_port. 0 or -1. */
-int fk_relay_start(int upstream_port, struct fk_relay **out);
-int fk_relay_port(const struct fk_relay *r);
-/* Stop forwarding (true) or forward again (false). */
-void fk_relay_cut(struct fk_relay *r, bool cut);
-/* Whether a connection of this application_name waits on bytes the cut holds back: a statement
- * (or a connect) it sent, or the database's answer to one sent just before the cut. */
-bool fk_relay_waiting(struct fk_relay *r, const char *appname);
-/* Close every connection and free. */
-void fk_relay_stop(struct fk_relay *r);
 
 /* ---- metrics and probes -------------------------------------------------------------------- */
 

@@ -6,8 +6,9 @@
  *   database with init-db.sql applied, BH_TEST_DB_TEMPLATE, named with BH_TEST_DB_PREFIX so that
  *   the passes running at once never share one). Tests that stop or restart PostgreSQL start
  *   a private cluster with h_pg_start.
- * - The server: h_server_start runs $BULKHEAD_BIN (build/bulkhead, or a sanitizer build) on a
- *   free port with the given environment, waits until /health answers, and logs to a file.
+ * - The server: h_server_start (hserver.h) runs $BULKHEAD_BIN (build/bulkhead, or a sanitizer
+ *   build) on a free port with the given environment, waits until /health answers, and logs to
+ *   a file.
  * - A suite: h_suite_start makes the database and starts the one server most test files need
  *   (with a tier file and more environment if asked); h_suite_stop stops it.
  * - HTTP: blocking requests (h_request) and bursts of concurrent ones (h_burst) with libcurl;
@@ -17,6 +18,8 @@
  */
 #ifndef BULKHEAD_TEST_HARNESS_H
 #define BULKHEAD_TEST_HARNESS_H
+
+#include "hserver.h"
 
 #include <jansson.h>
 #include <libpq-fe.h>
@@ -48,18 +51,8 @@ int64_t h_sql_int(const char *url, const char *sql);
 /* Run SQL; 0 or -1. */
 int h_sql_exec(const char *url, const char *sql);
 
-/* ---- the server ------------------------------------------------------------------------ */
+/* ---- around the server (hserver.h): its binary, files and URLs ---------------------------- */
 
-struct h_server {
-    pid_t pid;
-    int port;
-    char base[64]; /* http://127.0.0.1:PORT */
-    char log[256]; /* its stdout/stderr */
-};
-
-/* env: NULL-terminated "NAME=value" strings added to the environment. Waits for /health to
- * answer (any status) within 20 s. 0 or -1. */
-int h_server_start(struct h_server *s, const char *database_url, const char *const *env);
 /* The project's root (BH_ROOT, default ".") and this test's work folder (BH_TEST_WORK, default
  * /tmp). */
 const char *h_root(void);
@@ -72,9 +65,6 @@ void h_diag(const char *text);
 /* The absolute path of the binary under test ($BULKHEAD_BIN, relative to BH_ROOT; default
  * build/bulkhead), in a static buffer. */
 const char *h_bin(void);
-/* Same, but require_healthy=false also accepts a server that cannot reach its database. */
-int h_server_start_ex(struct h_server *s, const char *database_url, const char *const *env,
-                      bool wait_ready);
 /* The seed's tiers, but free's 100 requests are per hour rather than per minute: a test that
  * counts admissions over seconds sees no refill. */
 #define H_TIERS_HOURLY                                                                             \
@@ -88,14 +78,8 @@ int h_server_start_ex(struct h_server *s, const char *database_url, const char *
 int h_tiers_env(const char *name, const char *json, char *env, size_t envlen);
 /* s->base + path, in one of a few per-thread rotating buffers (valid for a handful of calls). */
 const char *h_url(const struct h_server *s, const char *path);
-/* Send sig and wait up to timeout_ms for exit. Returns the exit status, 128+signal, or -1. */
-int h_server_stop(struct h_server *s, int sig, int timeout_ms);
 /* The whole file, NUL-terminated (caller frees), or NULL. */
 char *h_read_file(const char *path);
-/* Whether the server's log contains needle (now). */
-bool h_server_log_has(const struct h_server *s, const char *needle);
-/* Count lines of the log containing needle. */
-int h_server_log_count(const struct h_server *s, const char *needle);
 
 /* ---- a suite: one database and one server --------------------------------------------------- */
 

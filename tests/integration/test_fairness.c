@@ -354,7 +354,7 @@ static void *slow_burst_main(void *arg)
 {
     struct slow_burst *b = arg;
     const char *h[] = {"X-Tenant-Tier: free", "X-Tenant-Id: bursty", NULL};
-    h_burst("GET", h_url(b->srv, "/api/data?delay_ms=2000"), h, 10, 10, b->st, NULL);
+    h_burst("GET", h_url(b->srv, "/api/data?delay_ms=5000"), h, 10, 10, b->st, NULL);
     return NULL;
 }
 
@@ -372,12 +372,15 @@ static bool burst_settled(void *arg)
         w->max_in_flight = v.in_flight;
     if (v.conns > w->max_conns)
         w->max_conns = v.conns;
-    return v.in_flight + v.queued == 10 && v.conns == 4;
+    /* How many connections are open by then depends on how fast PostgreSQL accepts them
+     * beside the rest of the suite (once, not all four before the first request ended): the
+     * bound on them is checked on the maximum seen. */
+    return v.in_flight == 9 && v.queued == 1 && v.conns >= 1;
 }
 
 /*
  * A tenant sends cheap reads (it is brief: they held a worker for a few milliseconds), then ten
- * 2 s requests at once. Being brief buys no more than one slot past its share beside others and
+ * 5 s requests at once. Being brief buys no more than one slot past its share beside others and
  * never the reserve: alone, the burst holds 9 of the 10 workers and 4 of the 5 connections (its
  * tenth request waits), and a newcomer's read is answered while none of the burst has ended.
  * Before issue 26 the burst took all 10 workers and all 5 connections, and the newcomer waited
@@ -389,7 +392,7 @@ static void a_tenant_turned_brief_cannot_burst_into_the_reserve(void **state)
     char tiers_env[400];
     assert_int_equal(h_tiers_env("fair-brief.json", BRIEF_TIERS, tiers_env, sizeof(tiers_env)), 0);
     const char *env[] = {tiers_env, "ACCESS_LOG=false", NULL};
-    struct h_server s2;
+    static struct h_server s2; /* static, as the burst's thread may outlive a failed test */
     assert_int_equal(h_server_start(&s2, suite.db_url, env), 0);
 
     const char *hb[] = {"X-Tenant-Tier: free", "X-Tenant-Id: bursty", NULL};
@@ -403,7 +406,8 @@ static void a_tenant_turned_brief_cannot_burst_into_the_reserve(void **state)
     assert_true(H_WAIT(h_metric(s2.base, "free", "threadPool", "completed") == 6, 10000));
     int64_t ended = 6;
 
-    struct slow_burst burst = {.srv = &s2};
+    static struct slow_burst burst;
+    burst = (struct slow_burst){.srv = &s2};
     pthread_t bt;
     pthread_create(&bt, NULL, slow_burst_main, &burst);
     struct burst_watch w = {.srv = &s2};

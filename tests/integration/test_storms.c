@@ -193,13 +193,14 @@ static void a_fresh_tenant_id_does_not_escape_a_full_tier(void **state)
     }
 }
 
-/* One GET of tier small as tenant, from the forwarded address 10.9.0.3; the status. */
-static long get_small(const char *tenant, const char *query)
+/* One GET of tier small as tenant, from the forwarded address addr; the status. */
+static long get_small(const char *tenant, const char *addr, const char *query)
 {
-    char th[96], url[64];
+    char th[96], fh[64], url[64];
     snprintf(th, sizeof(th), "X-Tenant-Id: %s", tenant);
+    snprintf(fh, sizeof(fh), "X-Forwarded-For: %s", addr);
     snprintf(url, sizeof(url), "/api/data?limit=1%s", query);
-    const char *h[] = {"X-Tenant-Tier: small", th, "X-Forwarded-For: 10.9.0.3", NULL};
+    const char *h[] = {"X-Tenant-Tier: small", th, fh, NULL};
     struct h_resp r;
     h_get(h_url(&suite.srv, url), h, &r);
     long st = r.status;
@@ -217,26 +218,83 @@ static long status_of(const char *path, const char *const *headers)
     return st;
 }
 
-/* One GET of tier small in its own thread (joined before the test asserts). */
-struct held_get {
-    const char *tenant;
+/* One GET of tier small in its own thread (joined before the test asserts): its status, and
+ * when it was answered. Static, as a failed test's thread may outlive its frame. */
+struct small_get {
+    char tenant[32], addr[32];
+    const char *query;
     long status;
+    int64_t done_ms;
 };
 
-static void *held_get_main(void *arg)
+static struct small_get small_busy, small_again;
+
+static void *small_get_main(void *arg)
 {
-    struct held_get *g = arg;
-    g->status = get_small(g->tenant, "");
+    struct small_get *g = arg;
+    g->status = get_small(g->tenant, g->addr, g->query);
+    g->done_ms = h_now_ms();
     return NULL;
 }
 
-/* The busy request's status: static, as a failed test's thread may outlive its frame. */
-static long small_busy;
-
-static void *slow_small(void *arg)
+static void small_get_start(pthread_t *t, struct small_get *g, const char *tenant, const char *addr,
+                            const char *query)
 {
-    *(long *)arg = get_small("busy", "&delay_ms=1");
-    return NULL;
+    *g = (struct small_get){.query = query};
+    snprintf(g->tenant, sizeof(g->tenant), "%s", tenant);
+    snprintf(g->addr, sizeof(g->addr), "%s", addr);
+    pthread_create(t, NULL, small_get_main, g);
+}
+
+/* One try of a_held_request_keeps_the_rate_limit_token_it_was_granted, from its own address
+ * and tenants. Returns whether its premise held: the busy request was answered before the
+ * held one's turn could come (a second after the refusal, whose request was sent at
+ * first_sent). */
+static bool held_token_try(int k)
+{
+    char addr[32], busy_t[32], first_t[32], again_t[32];
+    snprintf(addr, sizeof(addr), "10.9.1.%d", k);
+    snprintf(busy_t, sizeof(busy_t), "busy-%d", k);
+    snprintf(first_t, sizeof(first_t), "first-%d", k);
+    snprintf(again_t, sizeof(again_t), "again-%d", k);
+    /* small's one worker is busy, its statement waiting on a lock the test holds... */
+    PGconn *lock = PQconnectdb(suite.db_url);
+    PGresult *res = PQexec(lock, "BEGIN; LOCK TABLE tenant_data IN ACCESS EXCLUSIVE MODE");
+    bool locked = PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
+    pthread_t t, ta;
+    small_get_start(&t, &small_busy, busy_t, addr, "&delay_ms=1");
+    bool busy = H_WAIT(h_metric(base(), "small", "threadPool", "active") == 1, 20000);
+    int64_t allowed0 = h_metric(base(), "small", "rateLimiter", "allowed");
+    /* ...so a request past the limiter is refused as bulkhead_full, at once the first time... */
+    int64_t first_sent = h_now_ms();
+    long first = get_small(first_t, addr, "");
+    /* ...and held when its client (the same address) is back early. The lock goes while it is
+     * held: admitted again a second later, the worker free by then, it is served on the token
+     * it was granted. */
+    small_get_start(&ta, &small_again, again_t, addr, "");
+    bool holding = H_WAIT(h_prom(base(), "bulkhead_tarpit_holding", NULL) == 1, 20000);
+    PQclear(PQexec(lock, "COMMIT"));
+    PQfinish(lock);
+    pthread_join(t, NULL);
+    pthread_join(ta, NULL);
+    assert_true(locked);
+    assert_true(busy);
+    assert_int_equal(first, 503);
+    assert_true(holding);
+    assert_int_equal(small_busy.status, 200);
+    bool premise = small_busy.done_ms < first_sent + 1000;
+    printf("# try %d: the busy request answered %lld ms after the refused one was sent; the held "
+           "one %ld\n",
+           k, (long long)(small_busy.done_ms - first_sent), small_again.status);
+    if (!premise && small_again.status == 503)
+        return false; /* admitted again while the worker was still busy: refused, rightly */
+    assert_int_equal(small_again.status, 200);
+    assert_int_equal(h_metric(base(), "small", "rateLimiter", "allowed"), allowed0 + 2);
+    assert_int_equal(h_metric(base(), "small", "rateLimiter", "rejected"), 0);
+    /* Its tenant has one of its two left. */
+    assert_int_equal(get_small(again_t, "10.9.2.1", ""), 200);
+    return true;
 }
 
 static void a_held_request_keeps_the_rate_limit_token_it_was_granted(void **state)
@@ -247,39 +305,12 @@ static void a_held_request_keeps_the_rate_limit_token_it_was_granted(void **stat
     const char *hw[] = {"X-Tenant-Tier: small", "X-Tenant-Id: warm", "X-Forwarded-For: 10.9.0.4",
                         NULL};
     assert_true(H_WAIT(status_of("/api/data?limit=1", hw) == 200, 20000));
-    /* small's one worker is busy, its statement waiting on a lock the test holds... */
-    PGconn *lock = PQconnectdb(suite.db_url);
-    PGresult *res = PQexec(lock, "BEGIN; LOCK TABLE tenant_data IN ACCESS EXCLUSIVE MODE");
-    bool locked = PQresultStatus(res) == PGRES_COMMAND_OK;
-    PQclear(res);
-    pthread_t t;
-    small_busy = 0;
-    pthread_create(&t, NULL, slow_small, &small_busy);
-    bool busy = H_WAIT(h_metric(base(), "small", "threadPool", "active") == 1, 20000);
-    int64_t allowed0 = h_metric(base(), "small", "rateLimiter", "allowed");
-    /* ...so a request past the limiter is refused as bulkhead_full, at once the first time... */
-    long first = get_small("first", "");
-    /* ...and held when its client (the same address) is back early. The lock goes while it is
-     * held: admitted again a second later, the worker free by then, it is served on the token
-     * it was granted. */
-    struct held_get again = {.tenant = "again"};
-    pthread_t ta;
-    pthread_create(&ta, NULL, held_get_main, &again);
-    bool holding = H_WAIT(h_prom(base(), "bulkhead_tarpit_holding", NULL) == 1, 20000);
-    PQclear(PQexec(lock, "COMMIT"));
-    PQfinish(lock);
-    pthread_join(t, NULL);
-    pthread_join(ta, NULL);
-    assert_true(locked);
-    assert_true(busy);
-    assert_int_equal(first, 503);
-    assert_true(holding);
-    assert_int_equal(again.status, 200);
-    assert_int_equal(small_busy, 200);
-    assert_int_equal(h_metric(base(), "small", "rateLimiter", "allowed"), allowed0 + 2);
-    assert_int_equal(h_metric(base(), "small", "rateLimiter", "rejected"), 0);
-    /* Its tenant has one of its two left. */
-    assert_int_equal(get_small("again", ""), 200);
+    /* A machine too slow to answer the busy request within the held one's second breaks the
+     * premise, not the property: such a try is made again, three at most. */
+    bool done = false;
+    for (int k = 1; k <= 3 && !done; k++)
+        done = held_token_try(k);
+    assert_true(done);
 }
 
 static void a_rate_limit_is_the_tenants_own_business(void **state)

@@ -1,6 +1,6 @@
 /*
  * pgproxy: a one-connection TCP relay between libpq and PostgreSQL that can hold back the
- * server's messages, so a test decides what a client's read finds (test_dbpool's step-by-step
+ * server's messages, so a test decides what a client's read finds (test_dbconn_stmt's step-by-step
  * reads: an error that arrives before the end of its statement).
  *
  * It listens on a free port of 127.0.0.1, accepts one client, connects it to the server and

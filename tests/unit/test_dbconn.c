@@ -2,7 +2,7 @@
  * test_dbconn: the bounds of one deadline-driven connection (dbconn.h) against a real
  * PostgreSQL (scripts/test.sh's shared cluster, BH_TEST_PG_PORT; skipped without it): what a
  * cancel costs and how long it may take, and the waits a stop pipe or a deadline ends.
- * test_dbpool covers the rest of dbconn with the pool.
+ * test_dbconn_stmt covers the rest of dbconn (statements, pipelines, reads in steps).
  *
  * - A cancel the server never answers (a relay that never accepts the cancel's connection)
  *   ends at the caller's deadline; the connection is reported unusable.
