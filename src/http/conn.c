@@ -33,41 +33,38 @@ static void conn_reply(struct conn *c);
 
 /* ---- lists and buffers ------------------------------------------------------------------- */
 
-static void conn_idle_add(struct conn *c)
+static void conn_list_add(struct conn *c, struct conn_list *list)
 {
     struct conn_loop *l = c->loop;
-    c->idle_prev = l->idle_tail;
-    c->idle_next = NULL;
-    if (l->idle_tail)
-        l->idle_tail->idle_next = c;
+    c->on = list;
+    c->lprev = list->tail;
+    c->lnext = NULL;
+    if (list->tail)
+        list->tail->lnext = c;
     else
-        l->idle_head = c;
-    l->idle_tail = c;
-    l->nidle++;
-    if (l->idled)
-        l->idled(l);
+        list->head = c;
+    list->tail = c;
+    list->n++;
+    if (l->evictable)
+        l->evictable(l);
 }
 
-static bool conn_is_idle_listed(const struct conn *c)
+static void conn_list_remove(struct conn *c)
 {
-    return c->idle_prev || c->loop->idle_head == c;
-}
-
-static void conn_idle_remove(struct conn *c)
-{
-    struct conn_loop *l = c->loop;
-    if (!conn_is_idle_listed(c))
+    struct conn_list *list = c->on;
+    if (!list)
         return;
-    if (c->idle_prev)
-        c->idle_prev->idle_next = c->idle_next;
+    if (c->lprev)
+        c->lprev->lnext = c->lnext;
     else
-        l->idle_head = c->idle_next;
-    if (c->idle_next)
-        c->idle_next->idle_prev = c->idle_prev;
+        list->head = c->lnext;
+    if (c->lnext)
+        c->lnext->lprev = c->lprev;
     else
-        l->idle_tail = c->idle_prev;
-    c->idle_prev = c->idle_next = NULL;
-    l->nidle--;
+        list->tail = c->lprev;
+    c->lprev = c->lnext = NULL;
+    c->on = NULL;
+    list->n--;
 }
 
 static char *conn_buf_take(struct conn_loop *l)
@@ -159,9 +156,11 @@ static void conn_refuse_now(struct conn *c, enum apierr e, const char *message)
     conn_reply(c);
 }
 
-void conn_refuse(struct conn *c, enum apierr e, const char *message)
+void conn_refuse(struct conn *c, enum apierr e, const char *message, bool linger)
 {
     conn_refuse_now(c, e, message);
+    if (!linger)
+        conn_close(c);
 }
 
 /* The head cannot be read: a parse error, or too large for the buffer. */
@@ -408,7 +407,7 @@ static void conn_read(struct conn *c)
         int64_t now = mclock_now_us();
         if (c->state == CONN_IDLE) {
             /* A request's first byte: the head's deadline runs from here. */
-            conn_idle_remove(c);
+            conn_list_remove(c);
             c->state = CONN_HEAD;
             c->stage_deadline_us = now + l->env->head_us;
         }
@@ -471,7 +470,7 @@ static void conn_next(struct conn *c)
         conn_buf_give(c);
         c->state = CONN_IDLE;
         c->served = true;
-        conn_idle_add(c);
+        conn_list_add(c, &l->idle);
         conn_arm(c, l->env->idle_us);
         if (c->may_read)
             conn_later(c);
@@ -491,6 +490,7 @@ static void conn_written(struct conn *c)
     conn_buf_give(c);
     shutdown(c->fd, SHUT_WR);
     c->state = CONN_LINGER;
+    conn_list_add(c, &c->loop->linger);
     conn_arm(c, CONN_LINGER_US);
     conn_read(c);
 }
@@ -686,7 +686,7 @@ static void conn_close(struct conn *c)
     if (c->state == CONN_CLOSED)
         return;
     conn_disarm(c);
-    conn_idle_remove(c);
+    conn_list_remove(c);
     if (c->req) {
         struct request *r = c->req;
         c->req = NULL;
@@ -712,9 +712,16 @@ static void conn_close(struct conn *c)
     conn_later_free(c); /* a task queued already frees it when it runs */
 }
 
-bool conn_evict_oldest(struct conn_loop *l)
+bool conn_evict_oldest(struct conn_loop *l, bool idle_too)
 {
-    struct conn *c = l->idle_head;
+    /* A lingering connection has had its answer: closing it costs its client at most that
+     * answer's tail (a reset), where an idle one costs a client its kept connection. */
+    struct conn *c = l->linger.head;
+    if (c) {
+        conn_close(c);
+        return true;
+    }
+    c = idle_too ? l->idle.head : NULL;
     if (!c)
         return false;
     conn_count(c, CONN_EVICTED);

@@ -14,8 +14,11 @@
  *   any refusal (400/408/431/505/...), Connection: close, or drain: WRITE then LINGER
  *   (write side shut, input read and dropped until the client closes or CONN_LINGER_US).
  *
- * An idle connection that has served a request (keep-alive) sits on its loop's idle list,
- * oldest first: under connection pressure http.c closes the oldest (conn_evict_oldest).
+ * An idle connection that has served a request (keep-alive) sits on its loop's idle list, and a
+ * lingering one (its last reply out) on its linger list, oldest first: under connection pressure
+ * http.c closes the oldest lingering one, which has had its answer, and only then, for a client
+ * that will be served, the oldest idle one (conn_evict_oldest). So refused connections, a flood
+ * of them included, never hold the cap for CONN_LINGER_US.
  * Sockets are edge-triggered in the loop's connection epoll set (registered once, for reads and
  * writes), so a request costs no epoll_ctl.
  *
@@ -90,12 +93,20 @@ enum conn_state {
     CONN_BODY,   /* the body is arriving: body deadline from the head's end */
     CONN_BUSY,   /* its request is with a handler (maybe handed on); no deadline of ours */
     CONN_WRITE,  /* the reply is going out; a stall deadline (the idle timeout) */
-    CONN_LINGER, /* the last reply went out; input dropped until EOF or CONN_LINGER_US */
+    CONN_LINGER, /* the last reply went out; input dropped until EOF or CONN_LINGER_US; on
+                    the linger list (evictable first) */
     CONN_CLOSED, /* closed: freed by its task at the end of the turn (callers up the stack
                     may still look at it) */
 };
 
 struct conn_loop;
+struct conn;
+
+/* A list of a loop's connections, oldest first (idle keep-alive, or lingering). */
+struct conn_list {
+    struct conn *head, *tail;
+    unsigned n;
+};
 
 struct conn {
     struct conn_loop *loop; /* its loop's state (not owned) */
@@ -116,27 +127,29 @@ struct conn {
      * thread, or deferred on the loop's. Apart from task: a task sits in one list at a time,
      * and a pipelined request's parse must never send another request's reply. */
     struct evloop_task resume;
-    struct conn *prev, *next;           /* the loop's list of connections */
-    struct conn *idle_prev, *idle_next; /* the loop's idle list, while served and idle */
-    struct h1 rx;                       /* the request being read; rx.buf NULL while idle */
-    struct request *req;                /* owned from its head to its reply's end (or handed on) */
-    size_t out_off;                     /* bytes of the reply written */
-    int64_t stage_deadline_us;          /* HEAD or BODY: when the whole stage must be done */
-    void *addr_entry;                   /* http.c's count for its address (not owned) */
-    bool addr_counted;                  /* it counts against its address's cap (http.c) */
-    const struct conn_addr *addr;       /* in addr_entry: lives as long as the connection */
+    struct conn *prev, *next;     /* the loop's list of connections */
+    struct conn_list *on;         /* the loop's idle or linger list it is on, or NULL */
+    struct conn *lprev, *lnext;   /* its neighbours on that list */
+    struct h1 rx;                 /* the request being read; rx.buf NULL while idle */
+    struct request *req;          /* owned from its head to its reply's end (or handed on) */
+    size_t out_off;               /* bytes of the reply written */
+    int64_t stage_deadline_us;    /* HEAD or BODY: when the whole stage must be done */
+    void *addr_entry;             /* http.c's count for its address (not owned) */
+    bool addr_counted;            /* it counts against its address's cap (http.c) */
+    const struct conn_addr *addr; /* in addr_entry: lives as long as the connection */
 };
 
 /* One loop's connections (embedded in http.c's per-loop state; loop thread only, except the
  * counters). */
 struct conn_loop {
     const struct conn_env *env;
-    struct evloop_thread *t;            /* the loop (set before its first connection) */
-    bool stopping;                      /* http_stop has begun: no deadline is armed any more */
-    bool final;                         /* the loop has ended: a close frees at once */
-    struct conn *all;                   /* every connection */
-    struct conn *idle_head, *idle_tail; /* keep-alive idle connections, oldest first */
-    unsigned nconns, nidle;
+    struct evloop_thread *t; /* the loop (set before its first connection) */
+    bool stopping;           /* http_stop has begun: no deadline is armed any more */
+    bool final;              /* the loop has ended: a close frees at once */
+    struct conn *all;        /* every connection */
+    struct conn_list idle;   /* keep-alive idle connections (served, CONN_IDLE) */
+    struct conn_list linger; /* CONN_LINGER: answered, waiting for the client to close */
+    unsigned nconns;
     char *free_bufs[CONN_FREE_BUFS]; /* owned: CONN_BUF_SIZE each */
     unsigned nfree;
     int64_t date_s; /* the second date was printed for */
@@ -145,22 +158,26 @@ struct conn_loop {
      * log line, once per address and period). */
     void (*closed)(struct conn_loop *l, struct conn *c);
     void (*refused)(struct conn_loop *l, struct conn *c, enum conn_refusal why);
-    void (*idled)(struct conn_loop *l); /* a connection joined the idle list (evictable) */
-    struct http_counters *counters;     /* shared by the loops (http.h), not owned */
+    void (*evictable)(struct conn_loop *l); /* a connection joined the idle or linger list */
+    struct http_counters *counters;         /* shared by the loops (http.h), not owned */
 };
 
 /* Loop thread: a new connection on fd (non-blocking; its epoll registration is the caller's:
  * edge-triggered EPOLLIN | EPOLLOUT | EPOLLRDHUP with data.ptr = the connection). */
 struct conn *conn_open(struct conn_loop *l, int fd, void *addr_entry, const struct conn_addr *a);
 
-/* Loop thread: refuse a connection just accepted with error e (JSON), then close it. */
-void conn_refuse(struct conn *c, enum apierr e, const char *message);
+/* Loop thread: refuse a connection just accepted with error e (JSON), then close it: after a
+ * linger (CONN_LINGER_US at most; evictable meanwhile), or at once when !linger (a connection
+ * over the cap, which nothing could be closed for). */
+void conn_refuse(struct conn *c, enum apierr e, const char *message, bool linger);
 
 /* Loop thread: the socket reported events (EPOLLIN, EPOLLOUT, ...). */
 void conn_event(struct conn *c, uint32_t events);
 
-/* Loop thread: close the oldest keep-alive idle connection; false when there is none. */
-bool conn_evict_oldest(struct conn_loop *l);
+/* Loop thread: make room for a new connection: close the oldest lingering connection, or with
+ * none and idle_too, the oldest keep-alive idle one (counted CONN_EVICTED). False when there
+ * was nothing to close. */
+bool conn_evict_oldest(struct conn_loop *l, bool idle_too);
 
 /* Loop thread (after the loop stopped): close every connection. */
 void conn_close_all(struct conn_loop *l);

@@ -103,11 +103,11 @@ static void http_listen_off(struct http_loop *hl)
     hl->listening = false;
 }
 
-/* Whether the loop can take a connection now: below its part of the cap, or with an idle
- * keep-alive connection to close for it. */
+/* Whether the loop can take a connection now: below its part of the cap, or with a lingering
+ * or idle keep-alive connection to close for it. */
 static bool http_has_room(const struct http_loop *hl)
 {
-    return hl->cl.nconns < hl->cap || hl->cl.nidle > 0;
+    return hl->cl.nconns < hl->cap || hl->cl.linger.n > 0 || hl->cl.idle.n > 0;
 }
 
 static void http_retry_accept(struct evloop_watch *w, enum evloop_event ev)
@@ -192,9 +192,9 @@ static void http_closed(struct conn_loop *cl, struct conn *c)
         http_listen_on(hl);
 }
 
-static void http_idled(struct conn_loop *cl)
+static void http_evictable(struct conn_loop *cl)
 {
-    http_listen_on(http_loop_of(cl)); /* an idle connection can make room */
+    http_listen_on(http_loop_of(cl)); /* an idle or lingering connection can make room */
 }
 
 static const char *const http_refusal_what[CONN_REFUSAL_COUNT] = {
@@ -253,17 +253,18 @@ static void http_accept(struct http_loop *hl)
         http_addr_of(&ss, &a);
         bool refused;
         struct http_addr *e = http_addr_take(h, &a, &refused);
-        /* Room is made only for a connection that will be served: one refused for its
-         * address must not cost another client its idle connection. */
-        if (!refused && hl->cl.nconns >= hl->cap)
-            conn_evict_oldest(&hl->cl);
+        /* At the cap, room is made from a lingering connection (answered already), else,
+         * only for a connection that will be served, from the oldest idle one: one refused for
+         * its address must not cost another client its idle connection. A refused one that
+         * nothing was closed for is answered and closed at once: the cap holds. */
+        bool over = hl->cl.nconns >= hl->cap && !conn_evict_oldest(&hl->cl, !refused);
         struct conn *c = conn_open(&hl->cl, fd, e, &e->a);
         c->addr_counted = !refused;
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                                  .data.ptr = c};
         if (epoll_ctl(hl->ep, EPOLL_CTL_ADD, fd, &ev)) {
             log_warn("http", "cannot watch a connection: %s", strerror(errno));
-            conn_refuse(c, APIERR_SHUTTING_DOWN, NULL);
+            conn_refuse(c, APIERR_SHUTTING_DOWN, NULL, false);
             continue;
         }
         if (refused) {
@@ -272,7 +273,7 @@ static void http_accept(struct http_loop *hl)
             char msg[120];
             snprintf(msg, sizeof(msg), "this address holds %u connections already",
                      h->max_per_addr);
-            conn_refuse(c, APIERR_TOO_MANY_CONNECTIONS, msg);
+            conn_refuse(c, APIERR_TOO_MANY_CONNECTIONS, msg, !over);
         }
     }
 }
@@ -403,7 +404,7 @@ int http_start(const struct http_opts *opts, struct http **out)
         hl->cl.counters = h->counters;
         hl->cl.closed = http_closed;
         hl->cl.refused = http_refused;
-        hl->cl.idled = http_idled;
+        hl->cl.evictable = http_evictable;
     }
     char why[200];
     if (set->trusted_proxies &&
