@@ -503,5 +503,6 @@ struct http_settings config_http_settings(const struct config *cfg)
                                   .max_per_addr = cfg->http_max_per_addr,
                                   .conn_memory = cfg->http_conn_memory,
                                   .max_body = cfg->http_max_body,
-                                  .trusted_proxies = cfg->trusted_proxies};
+                                  .trusted_proxies = cfg->trusted_proxies,
+                                  .ipv6_prefix = cfg->client_ipv6_prefix};
 }

@@ -147,7 +147,7 @@ static void conn_refuse_now(struct conn *c, enum apierr e, const char *message)
     const struct conn_env *env = c->loop->env;
     conn_disarm(c);
     if (!c->req)
-        c->req = request_new(env->hooks, c, NULL, c->addr->text);
+        c->req = request_new(env->hooks, c, NULL, c->addr.text);
     if (message)
         apierr_replyf(c->req, e, "%s", message);
     else
@@ -256,7 +256,7 @@ static bool conn_head_done(struct conn *c)
         h1_rebuffer(&c->rx, xrealloc(c->rx.buf, cap), cap);
     }
     /* Strings now: the head's own NULs were written by the parser glue. */
-    c->req = request_new(l->env->hooks, c, &c->rx, c->addr->text);
+    c->req = request_new(l->env->hooks, c, &c->rx, c->addr.text);
     c->keep_alive = h1_keep_alive(&c->rx);
     if (!conn_head_ok(c)) {
         c->keep_alive = false;
@@ -659,7 +659,7 @@ struct conn *conn_open(struct conn_loop *l, int fd, void *addr_entry, const stru
     c->fd = fd;
     c->state = CONN_IDLE;
     c->addr_entry = addr_entry;
-    c->addr = a;
+    c->addr = *a;
     c->timer.fd = -1;
     c->timer.fire = conn_deadline;
     c->task.fn = conn_task;

@@ -127,16 +127,16 @@ struct conn {
      * thread, or deferred on the loop's. Apart from task: a task sits in one list at a time,
      * and a pipelined request's parse must never send another request's reply. */
     struct evloop_task resume;
-    struct conn *prev, *next;     /* the loop's list of connections */
-    struct conn_list *on;         /* the loop's idle or linger list it is on, or NULL */
-    struct conn *lprev, *lnext;   /* its neighbours on that list */
-    struct h1 rx;                 /* the request being read; rx.buf NULL while idle */
-    struct request *req;          /* owned from its head to its reply's end (or handed on) */
-    size_t out_off;               /* bytes of the reply written */
-    int64_t stage_deadline_us;    /* HEAD or BODY: when the whole stage must be done */
-    void *addr_entry;             /* http.c's count for its address (not owned) */
-    bool addr_counted;            /* it counts against its address's cap (http.c) */
-    const struct conn_addr *addr; /* in addr_entry: lives as long as the connection */
+    struct conn *prev, *next;   /* the loop's list of connections */
+    struct conn_list *on;       /* the loop's idle or linger list it is on, or NULL */
+    struct conn *lprev, *lnext; /* its neighbours on that list */
+    struct h1 rx;               /* the request being read; rx.buf NULL while idle */
+    struct request *req;        /* owned from its head to its reply's end (or handed on) */
+    size_t out_off;             /* bytes of the reply written */
+    int64_t stage_deadline_us;  /* HEAD or BODY: when the whole stage must be done */
+    void *addr_entry;           /* http.c's count for its address (not owned) */
+    bool addr_counted;          /* it counts against its address's cap (http.c) */
+    struct conn_addr addr;      /* the client's (its requests point at its text) */
 };
 
 /* One loop's connections (embedded in http.c's per-loop state; loop thread only, except the

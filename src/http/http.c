@@ -36,13 +36,14 @@
 #define HTTP_EMFILE_RETRY 100000     /* us before accepting again when out of descriptors */
 #define HTTP_PARSER_HEAD  (2u << 20) /* the parser's own head limit, above any buffer's */
 
-/* One client address: its connections, and when each refusal was last logged for it. */
+/* One client, as every address-keyed limit names it (params_client_key: an IPv4 address, an
+ * IPv6 client's network of CLIENT_IPV6_PREFIX bits): its connections, and when each refusal
+ * was last logged for it. */
 struct http_addr {
     struct htable_node node;
-    struct conn_addr a;
+    char key[PARAMS_CLIENT_KEY_MAX];
     unsigned conns; /* connections counted against the cap */
-    unsigned refs;  /* connections that point here (refused ones too) */
-    bool exempt;    /* a trusted proxy: no cap */
+    unsigned refs;  /* connections that point here (refused and exempt ones too) */
     int64_t logged_us[CONN_REFUSAL_COUNT];
 };
 
@@ -68,6 +69,7 @@ struct http {
     struct params_cidr proxies[PARAMS_CIDRS_MAX]; /* TRUSTED_PROXIES: no per-address cap */
     size_t nproxies;
     unsigned max_per_addr; /* 0: no cap */
+    unsigned ipv6_prefix;  /* CLIENT_IPV6_PREFIX: the bits of an IPv6 address keyed on */
     /* _shared: addr_mutex guards addrs and every entry's counts and log times. */
     pthread_mutex_t addr_mutex;
     struct htable addrs;            /* struct http_addr, owned */
@@ -137,29 +139,35 @@ static void http_addr_of(const struct sockaddr_storage *ss, struct conn_addr *a)
     }
 }
 
-/* The address's entry, made on first use, with one more reference; counted against the cap
- * unless it is full (*refused then). */
-static struct http_addr *http_addr_take(struct http *h, const struct conn_addr *a, bool *refused)
+/* The client's entry (keyed as the rate limiter and the tarpit key it), made on first use,
+ * with one more reference. The connection counts against the cap (*counted) unless it comes
+ * from a trusted proxy (exempt: decided by its own address, not its network's) or the cap is
+ * reached (*refused). */
+static struct http_addr *http_addr_take(struct http *h, const struct conn_addr *a, bool *refused,
+                                        bool *counted)
 {
-    uint64_t hash = htable_hash(a->bytes, sizeof(a->bytes)) ^ a->family;
+    char key[PARAMS_CLIENT_KEY_MAX];
+    params_client_key(a->text, h->ipv6_prefix, key, sizeof(key));
+    bool exempt = h->nproxies && params_cidr_contains(h->proxies, h->nproxies, a->text);
+    uint64_t hash = htable_hash_str(key);
     pthread_mutex_lock(&h->addr_mutex);
     struct http_addr *e = NULL;
     for (struct htable_node *n = htable_first(&h->addrs, hash); n; n = htable_next(n, hash)) {
         struct http_addr *x = container_of(n, struct http_addr, node);
-        if (x->a.family == a->family && !memcmp(x->a.bytes, a->bytes, sizeof(a->bytes))) {
+        if (!strcmp(x->key, key)) {
             e = x;
             break;
         }
     }
     if (!e) {
         e = xcalloc(1, sizeof(*e));
-        e->a = *a;
-        e->exempt = h->nproxies && params_cidr_contains(h->proxies, h->nproxies, a->text);
+        memcpy(e->key, key, sizeof(key));
         htable_insert(&h->addrs, &e->node, hash);
     }
     e->refs++;
-    *refused = h->max_per_addr && !e->exempt && e->conns >= h->max_per_addr;
-    if (!*refused)
+    *refused = h->max_per_addr && !exempt && e->conns >= h->max_per_addr;
+    *counted = h->max_per_addr && !exempt && !*refused;
+    if (*counted)
         e->conns++;
     pthread_mutex_unlock(&h->addr_mutex);
     return e;
@@ -218,9 +226,9 @@ static void http_refused(struct conn_loop *cl, struct conn *c, enum conn_refusal
     pthread_mutex_unlock(&h->addr_mutex);
     if (log)
         log_warn("http",
-                 "%s: client %s: %s (logged once a minute per address; counted in "
+                 "%s: client %s (%s): %s (logged once a minute per client; counted in "
                  "bulkhead_http_refusals_total)",
-                 h->opts.name, c->addr->text, http_refusal_what[why]);
+                 h->opts.name, c->addr.text, e->key, http_refusal_what[why]);
 }
 
 /* ---- the loop's turn ---------------------------------------------------------------------- */
@@ -251,15 +259,15 @@ static void http_accept(struct http_loop *hl)
         }
         struct conn_addr a;
         http_addr_of(&ss, &a);
-        bool refused;
-        struct http_addr *e = http_addr_take(h, &a, &refused);
+        bool refused, counted;
+        struct http_addr *e = http_addr_take(h, &a, &refused, &counted);
         /* At the cap, room is made from a lingering connection (answered already), else,
          * only for a connection that will be served, from the oldest idle one: one refused for
          * its address must not cost another client its idle connection. A refused one that
          * nothing was closed for is answered and closed at once: the cap holds. */
         bool over = hl->cl.nconns >= hl->cap && !conn_evict_oldest(&hl->cl, !refused);
-        struct conn *c = conn_open(&hl->cl, fd, e, &e->a);
-        c->addr_counted = !refused;
+        struct conn *c = conn_open(&hl->cl, fd, e, &a);
+        c->addr_counted = counted;
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                                  .data.ptr = c};
         if (epoll_ctl(hl->ep, EPOLL_CTL_ADD, fd, &ev)) {
@@ -386,6 +394,7 @@ int http_start(const struct http_opts *opts, struct http **out)
                                .head_us = set->head_timeout * 1000,
                                .body_us = set->body_timeout * 1000};
     h->max_per_addr = set->max_per_addr > 0 ? (unsigned)set->max_per_addr : 0;
+    h->ipv6_prefix = (unsigned)set->ipv6_prefix;
     h->counters = opts->counters ? opts->counters : &h->own;
     h1_global_init(HTTP_PARSER_HEAD);
     for (unsigned i = 0; i < n; i++) {

@@ -8,7 +8,8 @@
  * HTTP_MAX_CONNECTIONS; at its part it closes its oldest idle keep-alive connection for a new
  * client, and with none idle it stops accepting until one closes (the client waits in the
  * kernel's backlog: never a reset). A client address holds at most
- * HTTP_MAX_CONNECTIONS_PER_ADDRESS (TRUSTED_PROXIES exempt): the next one is answered 429
+ * HTTP_MAX_CONNECTIONS_PER_ADDRESS (TRUSTED_PROXIES exempt; an IPv6 client is its network of
+ * CLIENT_IPV6_PREFIX bits, as for every address-keyed limit): the next one is answered 429
  * too_many_connections and closed. Every refusal is counted (http_stats) and logged once per
  * address and HTTP_LOG_PERIOD_US.
  *
@@ -41,6 +42,7 @@ struct http_settings {
     int64_t conn_memory;  /* largest request head (431/414 above) */
     int64_t max_body;     /* largest request body accepted (413 above) */
     const char *trusted_proxies; /* addresses exempt from max_per_addr ("" none) */
+    int64_t ipv6_prefix; /* CLIENT_IPV6_PREFIX: an IPv6 client is its network of these bits */
 };
 
 struct http_opts {

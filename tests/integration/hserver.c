@@ -48,7 +48,10 @@ int h_server_start_ex(struct h_server *s, const char *database_url, const char *
         work = "/tmp";
     memset(s, 0, sizeof(*s));
     s->port = h_free_port();
-    snprintf(s->base, sizeof(s->base), "http://127.0.0.1:%d", s->port);
+    bool v6 = false; /* API_BIND an IPv6 address (::, ::1): reached on ::1 */
+    for (const char *const *e = env; e && *e; e++)
+        v6 |= !strncmp(*e, "API_BIND=", 9) && strchr(*e + 9, ':');
+    snprintf(s->base, sizeof(s->base), v6 ? "http://[::1]:%d" : "http://127.0.0.1:%d", s->port);
     snprintf(s->log, sizeof(s->log), "%s/server-%d-%d-%d.log", work, (int)getpid(), s->port, seq++);
     char abs_bin[600];
     snprintf(abs_bin, sizeof(abs_bin), "%s", h_bin());

@@ -15,7 +15,7 @@
 struct h_server {
     pid_t pid;
     int port;
-    char base[64]; /* http://127.0.0.1:PORT */
+    char base[64]; /* http://127.0.0.1:PORT (http://[::1]:PORT for an IPv6 API_BIND in env) */
     char log[256]; /* its stdout/stderr */
 };
 

@@ -5,12 +5,14 @@
  * connections (the next is answered 429 and closed, and counted) unless it is a trusted proxy;
  * at HTTP_MAX_CONNECTIONS a new client is served by closing the oldest idle keep-alive
  * connection, and counted, but never for a connection refused for its address; a connection
- * that sends nothing is closed at the head deadline from its accept. States and counts only:
+ * that sends nothing is closed at the head deadline from its accept; an IPv6 client is its
+ * network of CLIENT_IPV6_PREFIX bits for the per-address cap. States and counts only:
  * the one time bound is the configured deadline itself (the trickle must outlast it).
  */
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <setjmp.h>
@@ -270,6 +272,115 @@ static void a_silent_new_connection_is_closed_at_the_head_deadline(void **state)
     assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
 }
 
+/* A global IPv6 address of this machine other than ::1 (a second client address), or false. */
+static bool other_ipv6(struct in6_addr *out)
+{
+    struct ifaddrs *all;
+    bool found = false;
+    if (getifaddrs(&all))
+        return false;
+    for (struct ifaddrs *i = all; i && !found; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET6)
+            continue;
+        const struct in6_addr *a =
+            &((const struct sockaddr_in6 *)(const void *)i->ifa_addr)->sin6_addr;
+        if (!IN6_IS_ADDR_LOOPBACK(a) && !IN6_IS_ADDR_LINKLOCAL(a)) {
+            *out = *a;
+            found = true;
+        }
+    }
+    freeifaddrs(all);
+    return found;
+}
+
+/* A connection from a (one of this machine's addresses) to the server listening on a. */
+static int connect6(int port, const struct in6_addr *a)
+{
+    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 me = {.sin6_family = AF_INET6, .sin6_addr = *a};
+    struct sockaddr_in6 sa = {
+        .sin6_family = AF_INET6, .sin6_addr = *a, .sin6_port = htons((uint16_t)port)};
+    if (fd < 0 || bind(fd, (struct sockaddr *)&me, sizeof(me)) ||
+        connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* A connection from a that has been served a /health: the harness's last connection from ::1
+ * (the start's /health) may still count against the cap until the server sees it closed. */
+static int served6(int port, const struct in6_addr *a)
+{
+    for (int i = 0; i < 100; i++) {
+        int fd = connect6(port, a);
+        if (fd >= 0 && ask_health(fd) == 200)
+            return fd;
+        if (fd >= 0)
+            close(fd);
+    }
+    return -1;
+}
+
+/* The status of the first answer on a connection that sends nothing (a refusal's), or 0. */
+static int refusal_status(int fd)
+{
+    char reply[4096];
+    read_all(fd, reply, sizeof(reply));
+    int code = 0;
+    sscanf(reply, "HTTP/1.%*d %d", &code);
+    return code;
+}
+
+/* ::1 and the machine's other IPv6 address are one client with CLIENT_IPV6_PREFIX=0 (one
+ * network of every address) and two with the default 64: the per-address cap keys them as the
+ * rate limiter and the tarpit do. (Two addresses of one /64 would need an address added to an
+ * interface; the machine's own two are in different /64s, so the test sets the prefix.) */
+static void an_ipv6_client_is_its_network_for_the_per_address_cap(void **state)
+{
+    (void)state;
+    struct in6_addr other;
+    if (!other_ipv6(&other)) {
+        printf("# no IPv6 address besides ::1 on this machine: the keying is test_params's\n");
+        skip();
+    }
+    char text[INET6_ADDRSTRLEN];
+    inet_ntop(AF_INET6, &other, text, sizeof(text));
+    struct h_server s;
+    const char *one[] = {"API_BIND=::", "HTTP_MAX_CONNECTIONS_PER_ADDRESS=1",
+                         "CLIENT_IPV6_PREFIX=0", "HTTP_THREADS=1", NULL};
+    assert_int_equal(h_server_start(&s, db_url, one), 0);
+    int held = served6(s.port, &in6addr_loopback);
+    assert_true(held >= 0);
+    int fd = connect6(s.port, &other);
+    assert_true(fd >= 0);
+    int code = refusal_status(fd);
+    printf("# CLIENT_IPV6_PREFIX=0, ::1 holding its one connection: %s got %d\n", text, code);
+    assert_int_equal(code, 429);
+    close(fd);
+    close(held);
+    assert_true(h_server_log_has(&s, "(::/0)"));
+    assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
+
+    const char *sixty_four[] = {"API_BIND=::", "HTTP_MAX_CONNECTIONS_PER_ADDRESS=1",
+                                "HTTP_THREADS=1", NULL};
+    assert_int_equal(h_server_start(&s, db_url, sixty_four), 0);
+    held = served6(s.port, &in6addr_loopback);
+    assert_true(held >= 0);
+    fd = connect6(s.port, &other);
+    assert_true(fd >= 0);
+    assert_int_equal(ask_health(fd), 200); /* another /64: another client */
+    int again = connect6(s.port, &in6addr_loopback);
+    assert_true(again >= 0);
+    assert_int_equal(refusal_status(again), 429); /* ::1's /64 is at its cap */
+    close(again);
+    close(fd);
+    close(held);
+    assert_true(h_server_log_has(&s, "(::/64)"));
+    assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -278,6 +389,7 @@ int main(void)
         cmocka_unit_test(at_the_connection_cap_the_oldest_idle_connection_makes_room),
         cmocka_unit_test(a_connection_refused_for_its_address_evicts_nobody),
         cmocka_unit_test(a_silent_new_connection_is_closed_at_the_head_deadline),
+        cmocka_unit_test(an_ipv6_client_is_its_network_for_the_per_address_cap),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
