@@ -20,7 +20,9 @@
  * that will be served, the oldest idle one (conn_evict_oldest). So refused connections, a flood
  * of them included, never hold the cap for CONN_LINGER_US.
  * Sockets are edge-triggered in the loop's connection epoll set (registered once, for reads and
- * writes), so a request costs no epoll_ctl.
+ * writes), so a request costs no epoll_ctl. conn.c holds a connection's life and its loop's
+ * bookkeeping; connrx.c the request coming in (reads, parse, dispatch), conntx.c the reply
+ * going out (writes, keep-alive, linger): one connection, three modules, one thread.
  *
  * DESIGN: a connection and everything on it belong to its loop's thread. A request handed on
  * (request_defer: to a worker, the tarpit, a statement on another loop) comes back through
@@ -190,5 +192,32 @@ void conn_counter_add(struct http_counters *k, enum conn_refusal why);
 
 /* Any thread: c's request was resumed (request_resume): send its reply on c's loop. */
 void conn_resume(struct conn *c);
+
+/* ---- for the connection's own modules (connrx, conntx): loop thread ---------------------- */
+
+/* Put c on the loop's idle or linger list (evictable: l->evictable is told), or take it off
+ * the one it is on (none: nothing). */
+void conn_list_add(struct conn *c, struct conn_list *list);
+void conn_list_remove(struct conn *c);
+
+/* A request's read buffer (CONN_BUF_SIZE), and giving it back (with the parser's table). */
+char *conn_buf_take(struct conn_loop *l);
+void conn_buf_give(struct conn *c);
+
+/* The one deadline: after_us from now; a head's or body's (its stage deadline, or
+ * HTTP_IDLE_TIMEOUT_S of silence from now, whichever is sooner); none. */
+void conn_arm(struct conn *c, int64_t after_us);
+void conn_arm_stage(struct conn *c, int64_t now);
+void conn_disarm(struct conn *c);
+
+/* Count a refusal of c (and log it, once per client and period: http.c). */
+void conn_count(struct conn *c, enum conn_refusal why);
+
+/* Run c's task at the end of the turn (once, however often asked). */
+void conn_later(struct conn *c);
+
+/* Close now; the struct is freed at the end of the turn (callers up the stack may still look
+ * at its state), or at once when the loop has ended. */
+void conn_close(struct conn *c);
 
 #endif
