@@ -204,7 +204,7 @@ enqueue_pass() { # pass
         ;;
     tsan)
         for name in fairq fairq_share fairq_take fairq_cost workpool workpool_stop workpool_share workpool_resize workpool_event dbpool dbpool_share dbpool_health dbpool_event dbconn_stmt dbwaitq dbidle dbopen dbconn dbpipe auth evloop evloop_timers share ratelimit tarpit breaker rlredis rlsync \
-            log tierset janitor api api_tarpit report history tenantstat dbbudget capctl capctl_gate capctl_fleet fleet; do
+            log tierset janitor conn api api_tarpit report history tenantstat dbbudget capctl capctl_gate capctl_fleet fleet; do
             bin=$b/tests/unit/test_$name
             selected "test_$name" && [ -x "$bin" ] && enqueue "tsan|tap|$(job_name "$bin")|$bin"
         done

@@ -14,8 +14,10 @@
 #include "request.h"
 #include "xalloc.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* ---- lists and buffers ------------------------------------------------------------------- */
@@ -197,6 +199,17 @@ void conn_resume(struct conn *c)
 
 /* ---- events, deadlines, open and close ---------------------------------------------------- */
 
+/* The client's end arrived while its request is with a handler: gone, unless bytes come before
+ * the end (a pipelined request: known only once they are read). A half-close is an end too, as
+ * nginx takes it: nothing tells it from a client that left. */
+static void conn_note_end(struct conn *c)
+{
+    char b;
+    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        c->client_left = true;
+}
+
 void conn_event(struct conn *c, uint32_t events)
 {
     if (c->state == CONN_CLOSED)
@@ -210,12 +223,15 @@ void conn_event(struct conn *c, uint32_t events)
         conntx_write(c);
         return;
     }
-    if (readable) {
-        if (c->state == CONN_BUSY || c->state == CONN_WRITE)
-            c->may_read = true;
-        else
-            connrx_read(c);
-    }
+    if (!readable)
+        return;
+    if (c->state == CONN_BUSY || c->state == CONN_WRITE)
+        c->may_read = true;
+    else
+        connrx_read(c); /* may hand a request on (BUSY) and leave the end unread */
+    /* Edge-triggered, the end is reported once: now, before the reply comes back. */
+    if (c->state == CONN_BUSY && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+        conn_note_end(c);
 }
 
 static void conn_deadline(struct evloop_watch *w, enum evloop_event ev)
@@ -276,21 +292,12 @@ struct conn *conn_open(struct conn_loop *l, int fd, void *addr_entry, const stru
     return c;
 }
 
-/* Close now; the struct is freed at the end of the turn (its callers may still look at its
- * state), or at once when the loop has ended. */
-void conn_close(struct conn *c)
+/* Take c off its loop: its deadline, its lists, its socket, its counts. */
+static void conn_detach(struct conn *c)
 {
     struct conn_loop *l = c->loop;
-    if (c->state == CONN_CLOSED)
-        return;
     conn_disarm(c);
     conn_list_remove(c);
-    if (c->req) {
-        struct request *r = c->req;
-        c->req = NULL;
-        request_finish(r, false);
-    }
-    conn_buf_give(c);
     close(c->fd);
     if (c->prev)
         c->prev->next = c->next;
@@ -303,6 +310,20 @@ void conn_close(struct conn *c)
     if (l->closed)
         l->closed(l, c);
     c->state = CONN_CLOSED;
+}
+
+void conn_close(struct conn *c)
+{
+    struct conn_loop *l = c->loop;
+    if (c->state == CONN_CLOSED)
+        return;
+    if (c->req) {
+        struct request *r = c->req;
+        c->req = NULL;
+        request_finish(r, false);
+    }
+    conn_buf_give(c);
+    conn_detach(c);
     if (l->final) {
         free(c);
         return;
@@ -332,13 +353,28 @@ void conn_close_all(struct conn_loop *l)
     l->final = true;
     while (l->all) {
         struct conn *c = l->all;
+        enum request_state handed = REQUEST_DEFERRED;
         if (c->state == CONN_BUSY && c->req &&
-            atomic_load_explicit(&c->req->state, memory_order_acquire) == REQUEST_DEFERRED) {
-            /* Handed on and never resumed (the server stops its workers first, so this is a
-             * bug elsewhere): its owner may still write it; leave it, and its socket. */
-            log_warn("http", "a request was still handed on at shutdown");
+            atomic_compare_exchange_strong_explicit(&c->req->state, &handed, REQUEST_ORPHANED,
+                                                    memory_order_acq_rel, memory_order_acquire)) {
+            /* Handed on and not back (the server stops its workers first: a late owner). The
+             * owner may still read the request, whose head is in this buffer, and will resume
+             * it: the memory stays with it (request_resume frees both), the socket closes. A
+             * request resumed already (READY, its task never run) is closed below: 499. */
+            log_warn("http", "a request was still handed on at shutdown: its client gets no "
+                             "answer (499 when it comes back)");
             c->req = NULL;
+            conn_detach(c);
+            c->loop = NULL; /* the loop's memory goes with http_stop */
+            continue;
         }
         conn_close(c);
     }
+}
+
+void conn_orphan_free(struct conn *c)
+{
+    h1_free(&c->rx);
+    free(c->rx.buf);
+    free(c);
 }

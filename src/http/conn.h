@@ -32,9 +32,10 @@
  * loop (evloop_post: the inbox mutex orders the reply before it). The reply has a task of its
  * own (resume), sent only for a request in REQUEST_READY; the connection's local work (the next
  * pipelined request, a read put off, its free) is another task, never posted. A
- * connection is never closed while its request is handed on (BUSY has no deadline and ignores
- * socket events), so the task always finds it. The counters are relaxed atomics read from any
- * thread.
+ * connection is never closed while its request is handed on (BUSY has no deadline; a socket
+ * event only notes that bytes or the client's end wait), so the task always finds it; at
+ * shutdown one still handed on is orphaned instead (conn_close_all). The counters are relaxed
+ * atomics read from any thread.
  */
 #ifndef BULKHEAD_CONN_H
 #define BULKHEAD_CONN_H
@@ -121,6 +122,7 @@ struct conn {
     bool resumed_inline; /* its request was resumed during dispatch, on this thread */
     bool task_queued;    /* task is deferred on this loop (loop thread only) */
     bool parse_pending;  /* bytes of a pipelined request wait in the buffer (task) */
+    bool client_left;    /* the client's end came while BUSY: its reply is dropped (499) */
     struct evloop_watch timer; /* the stage's deadline (fd -1: a timer alone) */
     /* The connection's own work for later, deferred on its loop (task_queued): the next
      * pipelined request or bytes left in the socket (keep-alive), or its free. */
@@ -181,8 +183,13 @@ void conn_event(struct conn *c, uint32_t events);
  * was nothing to close. */
 bool conn_evict_oldest(struct conn_loop *l, bool idle_too);
 
-/* Loop thread (after the loop stopped): close every connection. */
+/* Loop thread (after the loop stopped): close every connection. A request still handed on is
+ * orphaned (REQUEST_ORPHANED): its socket closes, its connection's memory stays with it until
+ * request_resume frees it (conn_orphan_free). */
 void conn_close_all(struct conn_loop *l);
+
+/* Any thread: free a connection orphaned by conn_close_all, its request finished. */
+void conn_orphan_free(struct conn *c);
 
 /* Loop thread: free the buffers kept for reuse. */
 void conn_loop_free(struct conn_loop *l);

@@ -123,6 +123,12 @@ void conntx_reply(struct conn *c)
 {
     struct conn_loop *l = c->loop;
     struct request *r = c->req;
+    if (c->client_left) {
+        /* It left while its request was handed on: nobody reads this (a first write into a
+         * closed socket would still succeed and count as sent); the client's loss, 499. */
+        conn_close(c);
+        return;
+    }
     if (r->close)
         c->keep_alive = false;
     bool http10_ka = c->keep_alive && c->rx.buf && h1_minor(&c->rx) == 0;

@@ -466,8 +466,15 @@ void request_defer(struct request *r)
 void request_resume(struct request *r)
 {
     struct conn *c = r->conn;
-    atomic_store_explicit(&r->state, REQUEST_READY, memory_order_release);
-    /* From here on the loop thread owns r again; this is the last touch. */
+    /* From here on the loop thread owns r again; this is the last touch. Unless its loop has
+     * stopped meanwhile (conn_close_all made it REQUEST_ORPHANED): nobody will send the reply,
+     * and r and its connection's memory (its head lives there) end here. */
+    if (atomic_exchange_explicit(&r->state, REQUEST_READY, memory_order_acq_rel) ==
+        REQUEST_ORPHANED) {
+        request_finish(r, false);
+        conn_orphan_free(c);
+        return;
+    }
     conn_resume(c);
 }
 

@@ -15,8 +15,9 @@
  * DESIGN: a request is one thread's at a time (above); the hand-offs are request_defer plus
  * the queue's or a loop's inbox mutex one way, and request_resume (state stored after the
  * reply) plus the connection's task posted to its loop (conn.h) the other. The hooks run on
- * the loop thread. The head's strings (url, fields) live in the connection's buffer, which
- * stays with the request until it ends.
+ * the loop thread, or, for a request orphaned at shutdown, on the thread that resumes it (the
+ * server's hooks take that: reqhooks.h). The head's strings (url, fields) live in the
+ * connection's buffer, which stays with the request until it ends.
  */
 #ifndef BULKHEAD_REQUEST_H
 #define BULKHEAD_REQUEST_H
@@ -51,7 +52,9 @@ enum request_state {
     REQUEST_NEW,      /* head read (and body); its handler runs on the loop thread */
     REQUEST_DEFERRED, /* handed on: owned by the tier's queue, a worker or another loop */
     REQUEST_READY,    /* reply set after a hand-off; the connection sends it */
-    REQUEST_SENT      /* the reply is going out (or went) */
+    REQUEST_SENT,     /* the reply is going out (or went) */
+    REQUEST_ORPHANED  /* still handed on when its loop stopped (conn_close_all): its socket
+                         closed; request_resume finishes it (499) and frees its connection */
 };
 
 /* A query argument, decoded ('+' and %XX); value NULL for "?flag" with no '='. */

@@ -6,8 +6,9 @@
  * of them (2,048 bytes) so that the connection reads again while a request is with a handler.
  * A request that arrives while a reply larger than the socket buffers is blocked, in the same
  * event as the room to write the rest, is read and answered (edge-triggered epoll reports
- * neither again). No timing bound: a missing reply shows as the connection closed by the idle
- * timeout first.
+ * neither again). A client that leaves while its request is handed on is logged 499 (its reply
+ * is dropped, not written into the closed socket as a 200). No timing bound: a missing reply
+ * shows as the connection closed by the idle timeout first.
  */
 #include "harness.h"
 
@@ -212,6 +213,44 @@ static long server_unacked(int server_port, int client_port)
     return found;
 }
 
+/* The server's socket for the client's port: bytes received that the server has not read yet
+ * (/proc/net/tcp's rx_queue); -1 when not found. */
+static long server_unread(int server_port, int client_port)
+{
+    FILE *f = fopen("/proc/net/tcp", "r");
+    if (!f)
+        return -1;
+    char line[512];
+    long found = -1;
+    while (found < 0 && fgets(line, sizeof(line), f)) {
+        unsigned lport, rport;
+        unsigned long rx;
+        if (sscanf(line, " %*d: %*x:%x %*x:%x %*x %*x:%lx", &lport, &rport, &rx) == 3 &&
+            (int)lport == server_port && (int)rport == client_port)
+            found = (long)rx;
+    }
+    fclose(f);
+    return found;
+}
+
+/* The status in the access line of request id, or 0 while there is none. */
+static int access_status(const struct h_server *s, const char *id)
+{
+    FILE *f = fopen(s->log, "r");
+    if (!f)
+        return 0;
+    char needle[96], line[4096];
+    snprintf(needle, sizeof(needle), "\"request_id\":\"%s\"", id);
+    int status = 0;
+    while (!status && fgets(line, sizeof(line), f)) {
+        char *st = strstr(line, "\"status\":");
+        if (strstr(line, "\"type\":\"access\"") && strstr(line, needle) && st)
+            status = atoi(st + 9);
+    }
+    fclose(f);
+    return status;
+}
+
 /* Whether every thread of process pid has stopped (SIGSTOP takes effect on each thread as it
  * runs next: until then a loop thread may still take the events that are ready). */
 static bool all_threads_stopped(pid_t pid)
@@ -333,11 +372,48 @@ static void a_request_arriving_with_room_to_write_is_not_lost(void **state)
     assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
 }
 
+/* A client that closes its connection while its request is with a worker (delay_ms) has left:
+ * its access line says 499. Before, the reply was written into the closed socket (a first write
+ * succeeds) and logged 200. Twice: the close after the server read the request (the end comes
+ * while the request is handed on), and at once (the end may come in the same read as the
+ * request). */
+static void a_client_that_leaves_during_a_handed_on_request_is_logged_499(void **state)
+{
+    (void)state;
+    struct h_server s;
+    const char *env[] = {"HTTP_THREADS=1", NULL};
+    assert_int_equal(h_server_start(&s, db_url, env), 0);
+    for (int round = 0; round < 2; round++) {
+        char id[32], req[512];
+        snprintf(id, sizeof(id), "leaver-%d", round);
+        int len = snprintf(req, sizeof(req),
+                           "GET /api/data?delay_ms=1000&limit=1 HTTP/1.1\r\nHost: x\r\n"
+                           "X-Tenant-Tier: enterprise\r\nX-Tenant-Id: leaver\r\n"
+                           "X-Request-Id: %s\r\n\r\n",
+                           id);
+        int fd = raw_connect(s.port, 0);
+        assert_true(fd >= 0);
+        struct sockaddr_in me;
+        socklen_t me_len = sizeof(me);
+        assert_int_equal(getsockname(fd, (struct sockaddr *)&me, &me_len), 0);
+        assert_true(write_all(fd, req, (size_t)len));
+        if (round == 0) /* the server has read it (and handed it on, in the same turn) */
+            assert_true(H_WAIT(server_unread(s.port, ntohs(me.sin_port)) == 0, 10000));
+        close(fd);
+        assert_true(H_WAIT(access_status(&s, id) != 0, 20000));
+        printf("# %s: the client closed %s: logged %d\n", id,
+               round == 0 ? "after the server read its request" : "at once", access_status(&s, id));
+        assert_int_equal(access_status(&s, id), 499);
+    }
+    assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(many_pipelined_requests_in_one_write_are_answered_in_order),
         cmocka_unit_test(a_request_arriving_with_room_to_write_is_not_lost),
+        cmocka_unit_test(a_client_that_leaves_during_a_handed_on_request_is_logged_499),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
