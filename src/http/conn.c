@@ -215,6 +215,8 @@ void conn_event(struct conn *c, uint32_t events)
     if (c->state == CONN_CLOSED)
         return;
     bool readable = events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP);
+    if (events & (EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+        c->end_seen = true; /* reported once (edge-triggered): connrx reads on to it */
     if (c->state == CONN_WRITE && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
         /* Edge-triggered: a read reported with the room to write is not reported again. It
          * follows the reply (conn_next). */

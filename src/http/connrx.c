@@ -240,6 +240,12 @@ void connrx_read(struct conn *c)
             c->may_read = true; /* later, once its reply is out */
             return;
         }
+        if (c->parse_pending) {
+            /* A pipelined request waits in the buffer (conn's task parses it): it goes first,
+             * and an end read now must not close the connection before it is answered. */
+            c->may_read = true;
+            return;
+        }
         if (!connrx_room(c))
             return;
         size_t want = c->rx.cap - c->rx.len;
@@ -265,7 +271,9 @@ void connrx_read(struct conn *c)
         conn_arm_stage(c, now);
         c->rx.len += (size_t)n;
         connrx_parse(c);
-        if ((size_t)n < want)
-            return; /* drained: the next bytes bring a new edge */
+        /* Drained: the next bytes bring a new edge. Not the end, if it was reported with
+         * these bytes: read on to it (the close), or the connection would idle. */
+        if ((size_t)n < want && !c->end_seen)
+            return;
     }
 }

@@ -7,8 +7,9 @@
  * A request that arrives while a reply larger than the socket buffers is blocked, in the same
  * event as the room to write the rest, is read and answered (edge-triggered epoll reports
  * neither again). A client that leaves while its request is handed on is logged 499 (its reply
- * is dropped, not written into the closed socket as a 200). No timing bound: a missing reply
- * shows as the connection closed by the idle timeout first.
+ * is dropped, not written into the closed socket as a 200); one whose request and end come in
+ * one read is answered and closed, not kept idle. No timing bound: a missing reply shows as the
+ * connection closed by the idle timeout first.
  */
 #include "harness.h"
 
@@ -408,12 +409,47 @@ static void a_client_that_leaves_during_a_handed_on_request_is_logged_499(void *
     assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
 }
 
+/* Two pipelined requests and the client's end in one read (sent while the server is stopped):
+ * both are answered, the second before the end is acted on, and the connection is closed at
+ * once, not kept idle until HTTP_IDLE_TIMEOUT_S (600 s here: before, the read that took the
+ * requests also took the only report of the end). */
+static void a_request_and_the_end_in_one_read_are_answered_and_closed(void **state)
+{
+    (void)state;
+    struct h_server s;
+    const char *env[] = {"HTTP_THREADS=1", "HTTP_IDLE_TIMEOUT_S=600", NULL};
+    assert_int_equal(h_server_start(&s, db_url, env), 0);
+    static const char req[] = "GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: last-1\r\n\r\n"
+                              "GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: last-2\r\n\r\n";
+    int fd = raw_connect(s.port, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(kill(s.pid, SIGSTOP), 0);
+    assert_true(H_WAIT(all_threads_stopped(s.pid), 10000));
+    assert_true(write_all(fd, req, sizeof(req) - 1));
+    assert_int_equal(shutdown(fd, SHUT_WR), 0);
+    assert_int_equal(kill(s.pid, SIGCONT), 0);
+    struct reply r[2];
+    assert_int_equal(read_replies(fd, r, 2, NULL, 0), 2);
+    assert_int_equal(r[0].status, 200);
+    assert_string_equal(r[0].id, "last-1");
+    assert_int_equal(r[1].status, 200);
+    assert_string_equal(r[1].id, "last-2");
+    replies_free(r, 2);
+    char b;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 10000), 1); /* 10 s: far below the idle timeout */
+    assert_int_equal(read(fd, &b, 1), 0);
+    close(fd);
+    assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(many_pipelined_requests_in_one_write_are_answered_in_order),
         cmocka_unit_test(a_request_arriving_with_room_to_write_is_not_lost),
         cmocka_unit_test(a_client_that_leaves_during_a_handed_on_request_is_logged_499),
+        cmocka_unit_test(a_request_and_the_end_in_one_read_are_answered_and_closed),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
