@@ -77,7 +77,9 @@ static int h1_on_value(http_parser *p, const char *at, size_t len)
 }
 
 /* The head is complete: terminate the strings in place (each is followed by a byte of the
- * head's syntax, ' ', ':' or CR, that the parser has taken) and stop. */
+ * head's syntax, ' ', ':' or CR, that the parser has taken, or by the value's trailing
+ * whitespace) and stop. A value's trailing whitespace is not part of it (RFC 9110 5.5: OWS
+ * around a value is excluded; the parser drops the leading only): "pro " is "pro". */
 static int h1_on_headers_complete(http_parser *p)
 {
     struct h1 *h = h1_of(p);
@@ -86,6 +88,9 @@ static int h1_on_headers_complete(http_parser *p)
         h->buf[h->method_len] = '\0'; /* the space after it */
     for (unsigned i = 0; i < h->nfields; i++) {
         struct h1_field *f = &h->fields[i];
+        while (f->value_len && (h->buf[f->value + f->value_len - 1] == ' ' ||
+                                h->buf[f->value + f->value_len - 1] == '\t'))
+            f->value_len--;
         h->buf[f->name + f->name_len] = '\0';
         if (!f->value_len)
             f->value = f->name + f->name_len; /* an empty value: the name's NUL */

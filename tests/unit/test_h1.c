@@ -5,7 +5,8 @@
  * pipelined request's bytes in the buffer; a method the parser does not know still parses (for
  * a 405); a repeated Content-Length, or one beside Transfer-Encoding, is ambiguous; a version
  * other than 1.x and garbage are errors of their own kind; a chunked body's trailer fields are
- * dropped and leave the head's fields as they were; a folded field value is malformed.
+ * dropped and leave the head's fields as they were; a folded field value is malformed; a
+ * value's surrounding whitespace is not part of it.
  */
 #include "h1.h"
 
@@ -228,6 +229,26 @@ static void a_folded_field_value_is_malformed(void **state)
     }
 }
 
+/* OWS around a value (RFC 9110 5.5) is not the value's: "pro \t" is "pro" (libmicrohttpd
+ * trimmed it too; kept, a tier "pro " was unknown). */
+static void a_field_values_surrounding_whitespace_is_not_part_of_it(void **state)
+{
+    (void)state;
+    static const char req[] = "GET / HTTP/1.1\r\nX-Tenant-Tier: \t pro \t\r\nX-Blank: \t \r\n"
+                              "X-In: a b\r\nHost: x\r\n\r\n";
+    for (size_t step = 1; step <= sizeof(req); step++) {
+        struct h1 h;
+        struct body b;
+        start(&h, &b);
+        assert_int_equal(feed(&h, req, step), H1_DONE);
+        assert_string_equal(field(&h, "X-Tenant-Tier"), "pro");
+        assert_string_equal(field(&h, "X-Blank"), "");
+        assert_string_equal(field(&h, "X-In"), "a b");
+        assert_string_equal(field(&h, "Host"), "x");
+        finish(&h);
+    }
+}
+
 int main(void)
 {
     h1_global_init(1u << 20);
@@ -240,6 +261,7 @@ int main(void)
         cmocka_unit_test(http10_closes_unless_it_asks_to_keep),
         cmocka_unit_test(a_chunked_trailer_is_dropped_and_leaves_the_head_alone),
         cmocka_unit_test(a_folded_field_value_is_malformed),
+        cmocka_unit_test(a_field_values_surrounding_whitespace_is_not_part_of_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
