@@ -136,6 +136,17 @@ void conn_refuse(struct conn *c, enum apierr e, const char *message, bool linger
         conn_close(c);
 }
 
+void conn_idle(struct conn *c)
+{
+    conn_buf_give(c);
+    c->state = CONN_IDLE;
+    c->served = true;
+    conn_list_add(c, &c->loop->idle);
+    conn_arm(c, c->loop->env->idle_us);
+    if (c->may_read)
+        conn_later(c);
+}
+
 /* ---- tasks --------------------------------------------------------------------------------- */
 
 void conn_later(struct conn *c)

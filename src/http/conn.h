@@ -221,6 +221,10 @@ void conn_disarm(struct conn *c);
 /* Count a refusal of c (and log it, once per client and period: http.c). */
 void conn_count(struct conn *c, enum conn_refusal why);
 
+/* A served connection waits for its next request: no buffer, on the idle list, the idle
+ * deadline (bytes that arrived meanwhile are read by its task). */
+void conn_idle(struct conn *c);
+
 /* Run c's task at the end of the turn (once, however often asked). */
 void conn_later(struct conn *c);
 

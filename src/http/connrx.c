@@ -168,6 +168,11 @@ void connrx_parse(struct conn *c)
             h1_compact(&c->rx);
         switch (res) {
         case H1_MORE:
+            if (c->state == CONN_HEAD && c->served && !c->rx.began && c->rx.fed == c->rx.len)
+                /* Only empty lines, which a client may send after a request (RFC 9112 2.2): no
+                 * request has begun, so the connection is idle again (evictable, its idle
+                 * deadline), not waiting HTTP_HEAD_TIMEOUT_MS for a head to answer 408. */
+                conn_idle(c);
             return;
         case H1_ERROR:
             if (c->req) { /* a body the parser cannot frame */

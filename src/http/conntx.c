@@ -40,6 +40,7 @@ static void conntx_next(struct conn *c)
 {
     struct conn_loop *l = c->loop;
     size_t left = c->rx.len - c->rx.fed;
+    c->served = true;
     if (left) {
         /* A pipelined request: its bytes move to the front of the same buffer. */
         char *buf = c->rx.buf;
@@ -54,13 +55,7 @@ static void conntx_next(struct conn *c)
         c->parse_pending = true;
         conn_later(c);
     } else {
-        conn_buf_give(c);
-        c->state = CONN_IDLE;
-        c->served = true;
-        conn_list_add(c, &l->idle);
-        conn_arm(c, l->env->idle_us);
-        if (c->may_read)
-            conn_later(c);
+        conn_idle(c);
     }
 }
 

@@ -8,8 +8,9 @@
  * event as the room to write the rest, is read and answered (edge-triggered epoll reports
  * neither again). A client that leaves while its request is handed on is logged 499 (its reply
  * is dropped, not written into the closed socket as a 200); one whose request and end come in
- * one read is answered and closed, not kept idle. No timing bound: a missing reply shows as the
- * connection closed by the idle timeout first.
+ * one read is answered and closed, not kept idle; a stray CRLF after a request leaves the
+ * connection idle (evictable), not waiting for a head. No timing bound: a missing reply shows as
+ * the connection closed by the idle timeout first.
  */
 #include "harness.h"
 
@@ -443,6 +444,58 @@ static void a_request_and_the_end_in_one_read_are_answered_and_closed(void **sta
     assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
 }
 
+/* A stray CRLF after a keep-alive request (RFC 9112 2.2 lets a client send one), in its own
+ * write or in the request's, begins no request: the connection is idle again, so at
+ * HTTP_MAX_CONNECTIONS=1 a new client is served by closing it (no bytes: evicted), where before
+ * it waited for a head until HTTP_HEAD_TIMEOUT_MS (600 s here), not evictable, then got 408. */
+static void a_stray_crlf_after_a_request_leaves_the_connection_idle(void **state)
+{
+    (void)state;
+    struct h_server s;
+    const char *env[] = {"HTTP_THREADS=1", "HTTP_MAX_CONNECTIONS=1", "HTTP_HEAD_TIMEOUT_MS=600000",
+                         "HTTP_IDLE_TIMEOUT_S=600", NULL};
+    assert_int_equal(h_server_start(&s, db_url, env), 0);
+    static const char ask[] = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    static const char ask_crlf[] = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n\r\n";
+    static const char other[] = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    for (int round = 0; round < 2; round++) {
+        int fd = raw_connect(s.port, 0);
+        assert_true(fd >= 0);
+        struct sockaddr_in me;
+        socklen_t me_len = sizeof(me);
+        assert_int_equal(getsockname(fd, (struct sockaddr *)&me, &me_len), 0);
+        if (round == 0)
+            assert_true(write_all(fd, ask, sizeof(ask) - 1));
+        else
+            assert_true(write_all(fd, ask_crlf, sizeof(ask_crlf) - 1));
+        struct reply r[1];
+        assert_int_equal(read_replies(fd, r, 1, NULL, 0), 1);
+        assert_int_equal(r[0].status, 200);
+        replies_free(r, 1);
+        if (round == 0)
+            assert_true(write_all(fd, "\r\n", 2));
+        assert_true(H_WAIT(server_unread(s.port, ntohs(me.sin_port)) == 0, 10000));
+        int next = raw_connect(s.port, 0);
+        assert_true(next >= 0);
+        assert_true(write_all(next, other, sizeof(other) - 1));
+        assert_int_equal(read_replies(next, r, 1, NULL, 0), 1);
+        assert_int_equal(r[0].status, 200);
+        replies_free(r, 1);
+        close(next);
+        char buf[512];
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        assert_int_equal(poll(&p, 1, 10000), 1);
+        ssize_t got = read(fd, buf, sizeof(buf));
+        printf("# round %d: the stray CRLF's connection got %zd bytes when the cap needed it\n",
+               round, got);
+        assert_int_equal(got, 0); /* closed for the new client, not answered 408 */
+        close(fd);
+    }
+    assert_true(h_prom(s.base, "bulkhead_http_refusals_total", "reason=\"evicted\"") >= 2);
+    assert_true(h_prom(s.base, "bulkhead_http_refusals_total", "reason=\"head_timeout\"") == 0);
+    assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -450,6 +503,7 @@ int main(void)
         cmocka_unit_test(a_request_arriving_with_room_to_write_is_not_lost),
         cmocka_unit_test(a_client_that_leaves_during_a_handed_on_request_is_logged_499),
         cmocka_unit_test(a_request_and_the_end_in_one_read_are_answered_and_closed),
+        cmocka_unit_test(a_stray_crlf_after_a_request_leaves_the_connection_idle),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
