@@ -41,6 +41,12 @@ static void connrx_refuse_head(struct conn *c)
                                     : "more than one Content-Length header");
         return;
     case H1_HEAD_TOO_LARGE:
+        if (c->rx.too_many) {
+            snprintf(msg, sizeof(msg), "a request head is limited to %d header fields",
+                     H1_MAX_FIELDS);
+            conntx_refuse(c, APIERR_HEADERS_TOO_LARGE, msg);
+            return;
+        }
         snprintf(msg, sizeof(msg), "%s: a request head is limited to %zu bytes",
                  h1_target_is_long(&c->rx) ? "the request target is too long"
                                            : "the request's header fields are too large",

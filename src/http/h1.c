@@ -44,6 +44,12 @@ static int h1_on_field(http_parser *p, const char *at, size_t len)
     if (h1_in_trailer(h))
         return 0;
     if (h->in_value || h->nfields == 0) {
+        if (h->nfields == H1_MAX_FIELDS) {
+            /* The table is the head's only cost beyond its bytes: 16 bytes a field, and a
+             * 16 KiB head of "a:" lines would be 4,000 of them. */
+            h->too_many = true;
+            return 1;
+        }
         if (h->nfields == h->fields_cap) {
             h->fields_cap = h->fields_cap ? 2 * h->fields_cap : 16;
             h->fields = xrealloc(h->fields, h->fields_cap * sizeof(h->fields[0]));
@@ -231,10 +237,10 @@ enum h1_result h1_parse(struct h1 *h)
     if (e == HPE_OK && h->fed < h->len)
         e = HPE_UNKNOWN; /* an upgrade (CONNECT, Upgrade:): not served */
     if (e != HPE_OK) {
-        h->error = e == HPE_HEADER_OVERFLOW             ? H1_HEAD_TOO_LARGE
-                   : e == HPE_UNEXPECTED_CONTENT_LENGTH ? H1_AMBIGUOUS
-                   : h->head_len                        ? H1_BODY_FRAMING
-                                                        : H1_MALFORMED;
+        h->error = e == HPE_HEADER_OVERFLOW || h->too_many ? H1_HEAD_TOO_LARGE
+                   : e == HPE_UNEXPECTED_CONTENT_LENGTH    ? H1_AMBIGUOUS
+                   : h->head_len                           ? H1_BODY_FRAMING
+                                                           : H1_MALFORMED;
         return H1_ERROR;
     }
     return H1_MORE;
@@ -256,7 +262,7 @@ void h1_compact(struct h1 *h)
 
 bool h1_target_is_long(const struct h1 *h)
 {
-    return h->nfields == 0 || h->url_len > h->len / 2;
+    return !h->too_many && (h->nfields == 0 || h->url_len > h->len / 2);
 }
 
 const char *h1_error_text(const struct h1 *h)

@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define H1_MAX_FIELDS 100 /* header fields a head may have (431 past it: Apache's default) */
+
 /* A header field: offsets into the buffer (name and value, each NUL-terminated after H1_HEAD). */
 struct h1_field {
     uint32_t name, name_len, value, value_len;
@@ -37,7 +39,8 @@ enum h1_error {
     H1_OK,
     H1_MALFORMED,      /* 400: a request line or field the parser refuses, or a folded value */
     H1_VERSION,        /* 505: an HTTP version other than 1.x */
-    H1_HEAD_TOO_LARGE, /* 431 (or 414 when the target is most of it): h1_head_full */
+    H1_HEAD_TOO_LARGE, /* 431 (or 414 when the target is most of it): h1_head_full, or more
+                          than H1_MAX_FIELDS fields (too_many) */
     H1_BODY_FRAMING,   /* 400: a body the parser cannot frame (a bad chunk, a bad length) */
     H1_AMBIGUOUS,      /* 400 ambiguous_request: Content-Length repeated, or beside
                           Transfer-Encoding (the parser refuses both) */
@@ -58,6 +61,7 @@ struct h1 {
     int64_t declared;    /* the body declared by the head: Content-Length, -1 chunked, 0 none */
     bool te_seen;        /* a Transfer-Encoding field was seen (the ambiguity's message) */
     bool folded;         /* a field value went on over a line break (H1_MALFORMED) */
+    bool too_many;       /* a field past H1_MAX_FIELDS began (H1_HEAD_TOO_LARGE) */
     bool began;          /* the parser saw the request's first byte */
     bool done;           /* H1_DONE was returned */
     enum h1_error error;

@@ -186,6 +186,27 @@ static void a_head_over_the_limit_gets_json_431_or_414(void **state)
     still_serving();
 }
 
+/* More than 100 header fields (H1_MAX_FIELDS), however small the head, is 431 in JSON; 100 are
+ * served. */
+static void a_head_of_more_than_100_fields_gets_431(void **state)
+{
+    (void)state;
+    for (int n = 100; n <= 101; n++) { /* Host, n - 2 of "a:", Connection */
+        char req[2048], reply[8192] = "";
+        size_t len = (size_t)snprintf(req, sizeof(req), "GET /health HTTP/1.1\r\nHost: x\r\n");
+        for (int i = 2; i < n; i++)
+            len += (size_t)snprintf(req + len, sizeof(req) - len, "a:\r\n");
+        len += (size_t)snprintf(req + len, sizeof(req) - len, "Connection: close\r\n\r\n");
+        int code = raw_exchange(req, len, reply, sizeof(reply));
+        assert_int_equal(code, n == 100 ? 200 : 431);
+        if (n == 101) {
+            assert_non_null(strstr(json_body(reply), "\"error\":\"headers_too_large\""));
+            assert_non_null(strstr(json_body(reply), "limited to 100 header fields"));
+        }
+    }
+    still_serving();
+}
+
 /* Far past the limit (40 KB, 64 KB) the answer is the same JSON 431: the connection's buffer
  * stops at the limit and the server answers what it read, then drops the rest. */
 static void oversized_headers_get_431(void **state)
@@ -407,6 +428,7 @@ int main(void)
         cmocka_unit_test(malformed_requests_are_refused_or_dropped),
         cmocka_unit_test(a_head_over_the_limit_gets_json_431_or_414),
         cmocka_unit_test(oversized_headers_get_431),
+        cmocka_unit_test(a_head_of_more_than_100_fields_gets_431),
         cmocka_unit_test(a_missing_or_repeated_host_gets_400_json),
         cmocka_unit_test(ambiguous_requests_get_400_json),
         cmocka_unit_test(repeated_forwarded_for_fields_are_one_list),

@@ -6,7 +6,7 @@
  * a 405); a repeated Content-Length, or one beside Transfer-Encoding, is ambiguous; a version
  * other than 1.x and garbage are errors of their own kind; a chunked body's trailer fields are
  * dropped and leave the head's fields as they were; a folded field value is malformed; a
- * value's surrounding whitespace is not part of it.
+ * value's surrounding whitespace is not part of it; a head has at most H1_MAX_FIELDS fields.
  */
 #include "h1.h"
 
@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -249,6 +250,32 @@ static void a_field_values_surrounding_whitespace_is_not_part_of_it(void **state
     }
 }
 
+/* H1_MAX_FIELDS fields parse; one more is a head too large (431), whatever its size. */
+static void a_head_past_the_field_cap_is_too_large(void **state)
+{
+    (void)state;
+    for (int extra = 0; extra <= 1; extra++) {
+        char req[2048];
+        size_t len = (size_t)snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: x\r\n");
+        for (int i = 1; i < H1_MAX_FIELDS + extra; i++)
+            len += (size_t)snprintf(req + len, sizeof(req) - len, "a:\r\n");
+        snprintf(req + len, sizeof(req) - len, "\r\n");
+        struct h1 h;
+        struct body b;
+        start(&h, &b);
+        if (!extra) {
+            assert_int_equal(feed(&h, req, 7), H1_DONE);
+            assert_int_equal(h.nfields, H1_MAX_FIELDS);
+        } else {
+            assert_int_equal(feed(&h, req, 7), H1_ERROR);
+            assert_int_equal(h.error, H1_HEAD_TOO_LARGE);
+            assert_true(h.too_many);
+            assert_false(h1_target_is_long(&h));
+        }
+        finish(&h);
+    }
+}
+
 int main(void)
 {
     h1_global_init(1u << 20);
@@ -262,6 +289,7 @@ int main(void)
         cmocka_unit_test(a_chunked_trailer_is_dropped_and_leaves_the_head_alone),
         cmocka_unit_test(a_folded_field_value_is_malformed),
         cmocka_unit_test(a_field_values_surrounding_whitespace_is_not_part_of_it),
+        cmocka_unit_test(a_head_past_the_field_cap_is_too_large),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
