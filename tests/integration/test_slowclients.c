@@ -149,11 +149,19 @@ static void one_address_holds_at_most_its_cap_and_a_trusted_proxy_is_exempt(void
     struct h_server s;
     const char *env[] = {"HTTP_MAX_CONNECTIONS_PER_ADDRESS=3", "HTTP_THREADS=2", NULL};
     assert_int_equal(h_server_start(&s, db_url, env), 0);
+    /* Three served (the harness's last connection, the start's /health, counts until the
+     * server has seen it closed: a refused try is made again; ASan run, 2026-12-07). */
     int fds[3];
     for (int i = 0; i < 3; i++) {
-        fds[i] = raw_connect(s.port);
+        fds[i] = -1;
+        for (int k = 0; k < 100 && fds[i] < 0; k++) {
+            int fd = raw_connect(s.port);
+            if (ask_health(fd) == 200)
+                fds[i] = fd;
+            else
+                close(fd);
+        }
         assert_true(fds[i] >= 0);
-        assert_int_equal(ask_health(fds[i]), 200);
     }
     /* The fourth is answered at once, in JSON, and closed. */
     int extra = raw_connect(s.port);
