@@ -6,10 +6,10 @@
  * that leaves marks (a rate-limited burst and failing calls that open free's breaker) and keeps
  * light traffic flowing while the page is open. Chromium is driven over the DevTools protocol
  * on a pipe (the module cdp), so the test reads the page's state in real time: every tier
- * shown, free's breaker as /metrics/bulkheads reports it, the counters growing as samples
- * arrive, "disconnected" once the server is gone. Before the browser, the page's parts: each
- * file of web/ it names is served under /dashboard/ with its type, as it is in the checkout,
- * and nothing else is. A 1440x900 screenshot is written to
+ * shown, free's breaker as /metrics/bulkheads reports it, each tier's heaviest tenants, the
+ * counters growing as samples arrive, "disconnected" once the server is gone. Before the
+ * browser, the page's parts: each file of web/ it names is served under /dashboard/ with its
+ * type, as it is in the checkout, and nothing else is. A 1440x900 screenshot is written to
  * $BH_TEST_ARTIFACTS/dashboard.png. The page behind a balancer and the Fleet panel are
  * test_dashboard_fleet's.
  *
@@ -324,6 +324,12 @@ static void page_loads_and_shows_every_tier(void **state)
                                   "+document.querySelector('[data-tier=\"enterprise\"]')"
                                   ".dataset.threads"),
                      12);
+    /* "Who uses this tier" (its own poll of /metrics/tenants): a table per tier, the steady
+     * traffic's tenants in them. */
+    assert_true(dsfx_wait_page("document.querySelectorAll('#who-grid table[data-tier]').length "
+                               "=== 5 && document.getElementById('who-grid').textContent"
+                               ".includes('steady-')",
+                               10000));
 }
 
 static void breaker_state_matches_the_server(void **state)
