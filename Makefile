@@ -86,8 +86,9 @@ $(BUILD)/obj/%.o: %.c
 	@echo "  CC      $(call src_of,$*)"
 	@$(CC) $(CFLAGS_ALL) -c -o $@ $(call src_of,$*)
 
-# The embedded files are not seen by -MMD.
-$(BUILD)/obj/assets.o: config/tiers.json web/dashboard.html init-db.sql
+# The embedded files are not seen by -MMD (every file of web/ is the dashboard's: a new one also
+# needs its ASSETS_EMBED line in assets.c and its row in api.c's table).
+$(BUILD)/obj/assets.o: config/tiers.json $(wildcard web/*) init-db.sql
 
 $(BUILD)/tests/support/%.o: tests/%.c
 	@mkdir -p $(dir $@)
@@ -189,7 +190,7 @@ build/fuzz/obj/%.o: %.c
 	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c -o $@ \
 	    $(call src_of,$*)
 
-build/fuzz/obj/assets.o: config/tiers.json web/dashboard.html init-db.sql
+build/fuzz/obj/assets.o: config/tiers.json $(wildcard web/*) init-db.sql
 
 .SECONDEXPANSION:
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h \

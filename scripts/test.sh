@@ -238,7 +238,7 @@ job_env() { # pass
         ;;
     tsan)
         echo "BULKHEAD_BIN=build/tsan/bulkhead"
-        echo "TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1"
+        echo "TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$ROOT/tests/tsan.supp"
         ;;
     esac
 }

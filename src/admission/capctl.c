@@ -3,13 +3,12 @@
  * the admission gate (see capctl.h for the rule and the threads).
  *
  * A tier's latencies land in a histogram of quarter-octave buckets (lathist.h: a quantile is
- * known to within 19 %). The controller keeps the
- * histogram as of its last verdict and reads the difference: an interval's typical latency
- * (the mean of its fastest nine tenths: a closed-loop client's rate follows the mean, and the
- * slowest tenth is the objective's business) and its p99. A tier with too few latencies gets no
- * verdict until it has enough or CAPCTL_MAX_WAIT intervals have passed. Its level is an
- * exponentially weighted mean of its verdicts' typical latencies (capctl.h says which, and how
- * fast).
+ * known to within 19 %). The controller keeps the histogram as of its last verdict and reads
+ * the difference: an interval's typical latency (the mean of its fastest nine tenths: a
+ * closed-loop client's rate follows the mean, and the slowest tenth is the objective's
+ * business) and its p99. A tier with too few latencies gets no verdict until it has enough or
+ * CAPCTL_MAX_WAIT intervals have passed. Its level is an exponentially weighted mean of its
+ * verdicts' typical latencies (capctl.h says which, and how fast).
  */
 #include "capctl.h"
 #include "lathist.h"
@@ -484,11 +483,11 @@ static bool cc_log_episode(struct cc_tier *t, const char *name, int64_t now)
         t->episode_threatened_us = t->threatened_us;
         if (name)
             log_info("capacity_objective",
-                     "tier %s: threatening its objective: typical latency %.3f ms (level %.3f ms, "
-                     "threshold %.3f ms), p99 %.3f ms (objective %.0f ms)",
-                     name, t->mean_us / 1000.0, t->judged_level_us / 1000.0,
-                     t->judged_thr_us / 1000.0, t->p99_us / 1000.0,
-                     (double)t->cfg.objective_us / 1000.0);
+                     "tier %s: threatening its objective%s: typical latency %.3f ms (level %.3f "
+                     "ms, threshold %.3f ms), p99 %.3f ms (objective %.0f ms)",
+                     name, t->blamed ? "" : " (its clear requests too: nothing below is cut)",
+                     t->mean_us / 1000.0, t->judged_level_us / 1000.0, t->judged_thr_us / 1000.0,
+                     t->p99_us / 1000.0, (double)t->cfg.objective_us / 1000.0);
         return true;
     }
     if (!t->episode || t->threatened || now - t->last_threat_us < CAPCTL_EPISODE_QUIET_US)
@@ -549,9 +548,8 @@ int capctl_tick(struct capctl *c, int64_t now_us, const char *const *names)
             cc_grow(c, active, t, dt, now_us);
         cc_publish(t);
         cc_repace(t, was[i], now_us);
+        t->remote.fresh = false; /* a remote threat cuts once per exchange */
     }
-    for (size_t i = 0; i < c->ntiers; i++)
-        c->tier[i].remote.fresh = false; /* a remote threat cuts once per exchange */
     int changed = cc_log_changes(c, names, now_us);
     pthread_mutex_unlock(&c->mutex);
     return changed;

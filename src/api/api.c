@@ -350,11 +350,53 @@ static bool api_tenants(const struct api_deps *d, struct request *r)
     return false;
 }
 
+/* The dashboard's files (web/, embedded by assets.c): the page and the parts it names. All
+ * no-store, so a page never runs beside the parts of another build (an upgrade, or two
+ * instances of different versions behind a balancer). */
+static const char api_html[] = "text/html; charset=utf-8";
+static const char api_css[] = "text/css; charset=utf-8";
+static const char api_js[] = "text/javascript; charset=utf-8";
+
+static const struct api_file {
+    const char *path;
+    const char *type;
+    const char *body;
+    const size_t *len;
+} api_files[] = {
+    {"/dashboard", api_html, assets_dashboard_html, &assets_dashboard_html_len},
+    {"/dashboard/dashboard.css", api_css, assets_dashboard_css, &assets_dashboard_css_len},
+    {"/dashboard/dashboard-state.js", api_js, assets_dashboard_state_js,
+     &assets_dashboard_state_js_len},
+    {"/dashboard/dashboard-tiers.js", api_js, assets_dashboard_tiers_js,
+     &assets_dashboard_tiers_js_len},
+    {"/dashboard/dashboard-charts.js", api_js, assets_dashboard_charts_js,
+     &assets_dashboard_charts_js_len},
+    {"/dashboard/dashboard-fleet.js", api_js, assets_dashboard_fleet_js,
+     &assets_dashboard_fleet_js_len},
+    {"/dashboard/dashboard-tenants.js", api_js, assets_dashboard_tenants_js,
+     &assets_dashboard_tenants_js_len},
+    {"/dashboard/dashboard-page.js", api_js, assets_dashboard_page_js,
+     &assets_dashboard_page_js_len},
+};
+
+/* GET /dashboard and /dashboard/<file>: an unknown file is a 404 whatever the method, as an
+ * unknown path is; a known one answers GET and HEAD only. */
 static bool api_dashboard(const struct api_deps *d, struct request *r)
 {
     (void)d;
-    request_reply_static(r, 200, OUTCOME_OK, "text/html; charset=utf-8", assets_dashboard_html,
-                         assets_dashboard_html_len);
+    const struct api_file *f = NULL;
+    for (size_t i = 0; i < sizeof(api_files) / sizeof(api_files[0]) && !f; i++)
+        if (!strcmp(r->url, api_files[i].path))
+            f = &api_files[i];
+    if (!f) {
+        apierr_reply(r, APIERR_NOT_FOUND);
+        return false;
+    }
+    if (r->method != METHOD_GET && r->method != METHOD_HEAD) {
+        api_method_not_allowed(r, "GET, HEAD");
+        return false;
+    }
+    request_reply_static(r, 200, OUTCOME_OK, f->type, f->body, *f->len);
     request_add_header(r, "Cache-Control", "no-store");
     return false;
 }
@@ -410,10 +452,12 @@ static const struct api_route api_routes[] = {
     {"/metrics", false, "GET, HEAD", true, API_OPS, api_prometheus},
     {"/dashboard", false, "GET, HEAD", true, API_OPS, api_dashboard},
     {"/dashboard/data", false, "GET, HEAD", true, API_OPS, api_dashboard_data},
+    {"/dashboard/", true, "GET, HEAD", false, API_OPS, api_dashboard}, /* its files (api_files) */
     {"/admin/", true, "POST", false, API_OPS, api_admin},
 };
 
-/* Route r, as received on listener `on` (API_PUBLIC or API_OPS). */
+/* Route r, as received on listener `on` (API_PUBLIC or API_OPS): the first route that matches,
+ * so an exact path comes before a prefix that covers it. */
 static bool api_route(const struct api_deps *d, struct request *r, enum api_listeners on)
 {
     const struct api_route *route = NULL;

@@ -61,8 +61,9 @@ struct api_deps {
 bool api_dispatch(const struct api_deps *d, struct request *r);
 
 /* The same for a request on the operators' port (OPS_PORT): /metrics, /metrics/bulkheads,
- * /metrics/tenants, /dashboard, /admin and the probes answer there; anything else is a 404. With
- * OPS_PORT set, api_dispatch answers those operator paths 404 in turn, and the probes on both. */
+ * /metrics/tenants, /dashboard (and its files under /dashboard/), /admin and the probes answer
+ * there; anything else is a 404. With OPS_PORT set, api_dispatch answers those operator paths
+ * 404 in turn, and the probes on both. */
 bool api_dispatch_ops(const struct api_deps *d, struct request *r);
 
 /* Any thread: whether url is a probe (/livez, /readyz), answered even while draining so that

@@ -77,6 +77,18 @@ const char *dsfx_breaker_state(const char *tier, char *buf, size_t len)
     return h_metric_text(dsfx_suite.srv.base, tier, "circuitBreaker", "state", buf, len);
 }
 
+int dsfx_open_free_breaker(void)
+{
+    char st[32] = "";
+    int failed = 0;
+    for (int i = 0; i < 30 && strcmp(dsfx_breaker_state("free", st, sizeof(st)), "OPEN"); i++) {
+        char tenant[32];
+        snprintf(tenant, sizeof(tenant), "failing-%d", i);
+        failed += dsfx_get_as("/api/data?force_error=true", "free", tenant) == 500;
+    }
+    return failed;
+}
+
 int dsfx_setup(void **state)
 {
     (void)state;

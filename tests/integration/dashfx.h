@@ -38,6 +38,10 @@ long dsfx_get_as(const char *path, const char *tier, const char *tenant);
 
 const char *dsfx_breaker_state(const char *tier, char *buf, size_t len);
 
+/* Open free's breaker on the suite's server (it stays open: breaker_reset_ms is ten minutes):
+ * failing calls from distinct tenants until it is OPEN, 30 at most. Returns how many failed. */
+int dsfx_open_free_breaker(void);
+
 int dsfx_setup(void **state);
 
 int dsfx_teardown(void **state);

@@ -166,8 +166,8 @@ static void client_errors_and_rejections_are_not_failures(void **state)
     json_decref(cb1);
 
     /* tiny: 1 worker, no queue, 3 per minute. A burst is refused by the rate limiter (429)
-     * and by the full bulkhead (503; one the tarpit held may be served when admitted again):
-     * neither is a failure of the tier. */
+     * and by the full bulkhead (503; a 200 if the worker is free again by then): neither is a
+     * failure of the tier. */
     const char *h[] = {"X-Tenant-Tier: tiny", "X-Tenant-Id: rejected", NULL};
     long st[10];
     assert_int_equal(

@@ -6,8 +6,10 @@
  * that leaves marks (a rate-limited burst and failing calls that open free's breaker) and keeps
  * light traffic flowing while the page is open. Chromium is driven over the DevTools protocol
  * on a pipe (the module cdp), so the test reads the page's state in real time: every tier
- * shown, free's breaker as /metrics/bulkheads reports it, the counters growing as samples
- * arrive, "disconnected" once the server is gone. A 1440x900 screenshot is written to
+ * shown, free's breaker as /metrics/bulkheads reports it, each tier's heaviest tenants, the
+ * counters growing as samples arrive, "disconnected" once the server is gone. Before the
+ * browser, the page's parts: each file of web/ it names is served under /dashboard/ with its
+ * type, as it is in the checkout, and nothing else is. A 1440x900 screenshot is written to
  * $BH_TEST_ARTIFACTS/dashboard.png. The page behind a balancer and the Fleet panel are
  * test_dashboard_fleet's.
  *
@@ -18,6 +20,7 @@
 #include "harness.h"
 #include "nginxproc.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -78,29 +81,159 @@ static void *traffic_main(void *arg)
 
 /* ---- tests ---------------------------------------------------------------------------- */
 
-static void dashboard_is_one_self_contained_page(void **state)
+/* Nothing is loaded from anywhere else: no URL with a scheme, no @import, url() only to
+ * fragments of the page itself (an SVG gradient). */
+static void assert_loads_nothing_from_elsewhere(const char *text)
+{
+    assert_null(strstr(text, "http://"));
+    assert_null(strstr(text, "https://"));
+    assert_null(strstr(text, "@import"));
+    for (const char *u = strstr(text, "url("); u; u = strstr(u + 4, "url("))
+        assert_int_equal(u[4], '#');
+}
+
+/* The value of attribute `name` in the tag starting at tag (up to its '>'), or false. */
+static bool tag_attr(const char *tag, const char *name, char *out, size_t len)
+{
+    const char *end = strchr(tag, '>');
+    char key[32];
+    snprintf(key, sizeof(key), " %s=\"", name);
+    const char *v = strstr(tag, key);
+    if (!end || !v || v > end)
+        return false;
+    v += strlen(key);
+    const char *q = strchr(v, '"');
+    if (!q || q > end || (size_t)(q - v) >= len)
+        return false;
+    memcpy(out, v, (size_t)(q - v));
+    out[q - v] = '\0';
+    return true;
+}
+
+#define MAX_PARTS 16
+
+/* The parts the page names, in its order: <link rel="stylesheet" href> and <script src>. Every
+ * <script> has a src: the page is markup only. */
+static size_t page_parts(const char *html, char parts[MAX_PARTS][64])
+{
+    size_t n = 0;
+    char v[64];
+    for (const char *p = strchr(html, '<'); p; p = strchr(p + 1, '<')) {
+        bool link = !strncmp(p, "<link ", 6), script = !strncmp(p, "<script", 7);
+        if (link && tag_attr(p, "rel", v, sizeof(v)) && !strcmp(v, "stylesheet"))
+            assert_true(tag_attr(p, "href", parts[n], sizeof(parts[n])));
+        else if (script)
+            assert_true(tag_attr(p, "src", parts[n], sizeof(parts[n])));
+        else
+            continue;
+        assert_true(++n < MAX_PARTS);
+    }
+    return n;
+}
+
+static void the_page_is_markup_and_serves_every_part_it_names(void **state)
 {
     (void)state;
     struct h_resp r;
+    char v[128];
     assert_int_equal(h_get(h_url(&dsfx_suite.srv, "/dashboard"), NULL, &r), 0);
     assert_int_equal(r.status, 200);
-    char v[128];
     assert_non_null(h_header(&r, "Content-Type", v, sizeof(v)));
-    assert_true(!strncmp(v, "text/html", 9));
+    assert_string_equal(v, "text/html; charset=utf-8");
     assert_non_null(h_header(&r, "Cache-Control", v, sizeof(v)));
     assert_string_equal(v, "no-store");
-    assert_true(r.len > 10000);
-    assert_non_null(strstr(r.body, "<script>"));
-    /* Nothing is loaded from anywhere else: no URL with a scheme, no src= or stylesheet link. */
-    assert_null(strstr(r.body, "http://"));
-    assert_null(strstr(r.body, "https://"));
-    assert_null(strstr(r.body, "<script src"));
-    assert_null(strstr(r.body, "rel=\"stylesheet\""));
-    assert_null(strstr(r.body, "@import"));
-    /* url() only to fragments of the page itself (an SVG gradient). */
-    for (const char *u = strstr(r.body, "url("); u; u = strstr(u + 4, "url("))
-        assert_int_equal(u[4], '#');
+    assert_null(strstr(r.body, "<style"));
+    assert_loads_nothing_from_elsewhere(r.body);
+    char parts[MAX_PARTS][64];
+    size_t n = page_parts(r.body, parts);
     h_resp_free(&r);
+
+    /* Exactly the other files of web/, each once, from the server itself. */
+    char dir[400];
+    snprintf(dir, sizeof(dir), "%s/web", h_root());
+    size_t files = 0;
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d));)
+        if (e->d_name[0] != '.' && strcmp(e->d_name, "dashboard.html"))
+            files++;
+    closedir(d);
+    assert_int_equal(n, files);
+    size_t css = 0, js = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < i; j++)
+            assert_string_not_equal(parts[i], parts[j]);
+        assert_true(!strncmp(parts[i], "/dashboard/", 11));
+        const char *name = parts[i] + 11;
+        const char *dot = strrchr(name, '.');
+        assert_non_null(dot);
+        bool is_css = !strcmp(dot, ".css");
+        assert_true(is_css || !strcmp(dot, ".js"));
+        if (is_css)
+            css++;
+        else
+            js++;
+        char path[500];
+        snprintf(path, sizeof(path), "%s/%s", dir, name);
+        char *want = h_read_file(path);
+        assert_non_null(want);
+        size_t len = strlen(want);
+        for (int head = 0; head < 2; head++) {
+            assert_int_equal(
+                h_request(head ? "HEAD" : "GET", h_url(&dsfx_suite.srv, parts[i]), NULL, NULL, &r),
+                0);
+            if (r.status != 200)
+                fail_msg("%s %s: %ld", head ? "HEAD" : "GET", parts[i], r.status);
+            assert_non_null(h_header(&r, "Content-Type", v, sizeof(v)));
+            assert_string_equal(v, is_css ? "text/css; charset=utf-8"
+                                          : "text/javascript; charset=utf-8");
+            assert_non_null(h_header(&r, "Cache-Control", v, sizeof(v)));
+            assert_string_equal(v, "no-store");
+            if (!head) {
+                /* The file of the checkout, byte for byte. */
+                assert_int_equal(r.len, len);
+                assert_memory_equal(r.body, want, len);
+                assert_loads_nothing_from_elsewhere(r.body);
+            }
+            h_resp_free(&r);
+        }
+        free(want);
+    }
+    assert_int_equal(css, 1);
+    assert_true(js >= 1);
+    printf("# /dashboard names %zu parts (%zu style, %zu scripts), each served with its type\n", n,
+           css, js);
+
+    /* Anything else under /dashboard/ is a 404 JSON as any unknown path, whatever the method;
+     * a part answers GET and HEAD only. */
+    static const struct {
+        const char *method, *path;
+        long status;
+    } other[] = {
+        {"GET", "/dashboard/", 404},
+        {"GET", "/dashboard/nothing.js", 404},
+        {"GET", "/dashboard/dashboard.html", 404},
+        {"GET", "/dashboard/data/x", 404},
+        {"POST", "/dashboard/nothing.js", 404},
+        {"POST", "/dashboard/dashboard.css", 405},
+    };
+    for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
+        assert_int_equal(h_request(other[i].method, h_url(&dsfx_suite.srv, other[i].path), NULL,
+                                   other[i].method[0] == 'P' ? "" : NULL, &r),
+                         0);
+        if (r.status != other[i].status)
+            fail_msg("%s %s: %ld", other[i].method, other[i].path, r.status);
+        json_t *b = h_json(&r);
+        assert_non_null(b);
+        assert_string_equal(json_string_value(json_object_get(b, "error")),
+                            other[i].status == 404 ? "not_found" : "method_not_allowed");
+        if (other[i].status == 405) {
+            assert_non_null(h_header(&r, "Allow", v, sizeof(v)));
+            assert_string_equal(v, "GET, HEAD");
+        }
+        json_decref(b);
+        h_resp_free(&r);
+    }
 }
 
 static void traffic_leaves_marks(void **state)
@@ -116,13 +249,7 @@ static void traffic_leaves_marks(void **state)
     assert_true(limited >= 1);
     /* Failing calls from distinct tenants open free's breaker once they are half its calls. */
     char st[32] = "";
-    int failed = 0;
-    for (int i = 0; i < 30 && strcmp(dsfx_breaker_state("free", st, sizeof(st)), "OPEN"); i++) {
-        char tenant[32];
-        snprintf(tenant, sizeof(tenant), "failing-%d", i);
-        failed += dsfx_get_as("/api/data?force_error=true", "free", tenant) == 500;
-    }
-    assert_true(failed >= 5);
+    assert_true(dsfx_open_free_breaker() >= 5);
     assert_string_equal(dsfx_breaker_state("free", st, sizeof(st)), "OPEN");
     assert_string_equal(dsfx_breaker_state("pro", st, sizeof(st)), "CLOSED");
     assert_int_equal(dsfx_get_as("/api/data", "free", "after"), 503); /* circuit_open */
@@ -191,6 +318,12 @@ static void page_loads_and_shows_every_tier(void **state)
                                   "+document.querySelector('[data-tier=\"enterprise\"]')"
                                   ".dataset.threads"),
                      12);
+    /* "Who uses this tier" (its own poll of /metrics/tenants): a table per tier, the steady
+     * traffic's tenants in them. */
+    assert_true(dsfx_wait_page("document.querySelectorAll('#who-grid table[data-tier]').length "
+                               "=== 5 && document.getElementById('who-grid').textContent"
+                               ".includes('steady-')",
+                               10000));
 }
 
 static void breaker_state_matches_the_server(void **state)
@@ -332,7 +465,7 @@ static void page_shows_disconnected_and_keeps_retrying(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(dashboard_is_one_self_contained_page),
+        cmocka_unit_test(the_page_is_markup_and_serves_every_part_it_names),
         cmocka_unit_test(traffic_leaves_marks),
         cmocka_unit_test(page_loads_and_shows_every_tier),
         cmocka_unit_test(breaker_state_matches_the_server),

@@ -98,6 +98,8 @@ static void behind_a_balancer_the_page_keeps_every_instance(void **state)
     (void)state;
     assert_true(dsfx_browser.pid > 0);
     dsfx_traffic_stop(); /* from here on, only the requests below */
+    /* free's breaker open on the first instance only (the page must show the worst). */
+    assert_true(dsfx_open_free_breaker() >= 5);
     char env[500];
     snprintf(env, sizeof(env), "TIERS_FILE=%s", dsfx_suite.tiers_path);
     const char *e[] = {env, "ACCESS_LOG=false", NULL};

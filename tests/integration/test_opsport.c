@@ -1,11 +1,11 @@
 /*
  * test_opsport: OPS_PORT, the operators' listener (issue 30). With it set, /metrics,
- * /metrics/bulkheads, /metrics/tenants, /dashboard, /dashboard/data and /admin answer on the
- * operators' port only, and the public port answers them 404 in JSON, however the path is spelled,
- * and changes nothing (a forced-open breaker through the public port stays closed); the API answers
- * on the public port only; the probes and /health answer on both. A server without OPS_PORT serves
- * everything on one port (every other integration test), and OPS_PORT equal to API_PORT is
- * refused at start.
+ * /metrics/bulkheads, /metrics/tenants, /dashboard (and its files), /dashboard/data and /admin
+ * answer on the operators' port only, and the public port answers them 404 in JSON, however the
+ * path is spelled, and changes nothing (a forced-open breaker through the public port stays
+ * closed); the API answers on the public port only; the probes and /health answer on both. A server
+ * without OPS_PORT serves everything on one port (every other integration test), and OPS_PORT equal
+ * to API_PORT is refused at start.
  */
 #include "harness.h"
 
@@ -81,6 +81,8 @@ static void the_public_port_refuses_operator_paths_and_changes_nothing(void **st
         {"GET", "/metrics/bulkheads"},
         {"GET", "/metrics/tenants"},
         {"GET", "/dashboard"},
+        {"GET", "/dashboard/dashboard.css"},
+        {"GET", "/dashboard/dashboard-page.js"},
         {"GET", "/dashboard/data?since=0"},
         {"POST", "/admin/breaker/free/open"},
         {"GET", "/admin/tenants"},
@@ -129,6 +131,9 @@ static void the_operators_port_serves_operator_paths_and_the_probes_only(void **
         {"GET", "/metrics/bulkheads", 200},
         {"GET", "/metrics/tenants", 200},
         {"GET", "/dashboard", 200},
+        {"GET", "/dashboard/dashboard.css", 200},
+        {"GET", "/dashboard/dashboard-page.js", 200},
+        {"GET", "/dashboard/nothing.js", 404},
         {"GET", "/dashboard/data?since=0", 200},
         {"GET", "/livez", 200},
         {"GET", "/readyz", 200},

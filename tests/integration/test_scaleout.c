@@ -305,10 +305,21 @@ static void a_killed_instance_costs_no_request_in_any_tier(void **state)
     assert_non_null(strstr(log, needle));
     free(log);
 
-    /* The surviving instance still knows the tenant spent its 100: it learnt it from Redis. */
-    struct h_resp r;
-    assert_int_equal(via_nginx("free", "lb-1", &r), 429);
-    h_resp_free(&r);
+    /* The surviving instance refuses the tenant that spent its 100: Redis has its count. If it
+     * has forgotten the tenant meanwhile (its local entry swept: a slow run under ASan), it
+     * admits one request on a fresh lease before Redis's count arrives, as for any tenant it
+     * never saw, and no more. */
+    long last = 0;
+    int admitted = 0;
+    for (int i = 0; i < 20 && last != 429; i++) {
+        struct h_resp r;
+        last = via_nginx("free", "lb-1", &r);
+        admitted += last == 200;
+        h_resp_free(&r);
+    }
+    printf("# the spent tenant after the kill: %d admitted before the refusal\n", admitted);
+    assert_int_equal(last, 429);
+    assert_true(admitted <= 1);
 }
 
 int main(void)
