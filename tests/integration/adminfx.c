@@ -39,6 +39,17 @@ const char *const adfx_base_env[] = {"AUTH_MODE=apikey",
 
 const char *adfx_db = "admin";
 
+size_t adfx_env(const char **env, size_t cap)
+{
+    size_t n = 0;
+    for (; adfx_base_env[n]; n++) {
+        assert_true(n + 2 < cap);
+        env[n] = adfx_base_env[n];
+    }
+    env[n++] = adfx_tiers_env;
+    return n;
+}
+
 int adfx_setup(void **state)
 {
     (void)state;
@@ -48,10 +59,7 @@ int adfx_setup(void **state)
     static char redis_env[120];
     snprintf(redis_env, sizeof(redis_env), "REDIS_URL=%s", redis.url);
     const char *env[12];
-    size_t n = 0;
-    for (; adfx_base_env[n]; n++)
-        env[n] = adfx_base_env[n];
-    env[n++] = adfx_tiers_env;
+    size_t n = adfx_env(env, 12);
     env[n++] = "RATE_LIMIT_BACKEND=redis";
     env[n++] = redis_env;
     /* Exact counts across instances need every decision made in Redis: no fallback to the

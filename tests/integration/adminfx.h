@@ -30,6 +30,10 @@ extern char adfx_tiers_env[400];
  * the failed authentications of one test do not limit the next one's requests. */
 extern const char *const adfx_base_env[];
 
+/* env[] gets adfx_base_env and adfx_tiers_env (cap: env's size, which must leave room for them
+ * and a NULL); returns how many, so the caller appends its own and then NULL. */
+size_t adfx_env(const char **env, size_t cap);
+
 /* The suite's database name ("admin"; each test file its own: the files of a pass run at once). */
 extern const char *adfx_db;
 

@@ -192,10 +192,7 @@ static void an_override_of_5_admits_exactly_5_in_a_burst(void **state)
     /* The same with the in-memory limiter, on an instance of its own. */
     struct h_server m;
     const char *env[8];
-    size_t n = 0;
-    for (; adfx_base_env[n]; n++)
-        env[n] = adfx_base_env[n];
-    env[n++] = adfx_tiers_env;
+    size_t n = adfx_env(env, 8);
     env[n] = NULL;
     assert_int_equal(h_server_start(&m, adfx_db_url, env), 0);
     adfx_create(0, "burst5m", "free", 5, k, sizeof(k));

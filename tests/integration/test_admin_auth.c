@@ -128,10 +128,7 @@ static void back_to_back_revocations_reach_an_instance_with_an_hour_long_cache(v
                                             "application_name = 'bulkhead-auth'");
     struct h_server m;
     const char *env[10];
-    size_t n = 0;
-    for (; adfx_base_env[n]; n++)
-        env[n] = adfx_base_env[n];
-    env[n++] = adfx_tiers_env;
+    size_t n = adfx_env(env, 10);
     env[n++] = "AUTH_CACHE_TTL_MS=3600000"; /* the last one wins */
     env[n] = NULL;
     assert_int_equal(h_server_start(&m, adfx_db_url, env), 0);

@@ -363,6 +363,9 @@ static void a_client_that_waits_as_told_is_never_held(void **state)
     const char *h[] = {"X-Tenant-Tier: pro", "X-Tenant-Id: patient", NULL};
     static long st[1000];
     h_burst("GET", h_url(&suite.srv, "/api/data?limit=1"), h, 1000, 16, st, NULL);
+    for (int i = 0; i < 1000; i++)
+        if (st[i] != 200)
+            printf("# request %d of the burst: status %ld (0: no answer)\n", i, st[i]);
     assert_int_equal(h_count(st, 1000, 200), 1000);
     assert_true(H_WAIT(h_prom(base(), "bulkhead_tarpit_holding", NULL) == 0, 20000));
     /* ...then ask when one more is admitted, and wait that long: admitted at once, not held. */
