@@ -6,6 +6,10 @@
 #   - memory per idle keep-alive connection: RSS growth of the server (nginx: its worker) while
 #     build/bench/idleconns holds CONNS_IDLE connections, one GET /health each, then idle,
 #     divided by the connections (kernel socket buffers are not in RSS, for any of them);
+#   - many active connections (bulkhead only): wrk -t2 -c CONNS_MANY on /api/data enterprise with
+#     a 2 s timeout, requests past it counted; judged with TARPIT=false (wrk retries a 503 at
+#     once: with the tarpit, as deployed, such early retries are held until their Retry-After,
+#     reported beside it);
 #   - CPU per request: utime + stime of the server over wrk -t1 -c64 on /health, DUR s, over
 #     the requests served (median of RUNS interleaved rounds);
 #   - slow clients (not minimal): idleconns -s CONNS_SLOW_EVERY_S holds CONNS_SLOW connections
@@ -26,12 +30,13 @@
 # provides pids, free_port, $DB, $BIN, $MINIMAL, $WORK, DUR and RUNS; or run alone, which
 # starts its own PostgreSQL and writes bench/results/partial-<date>.md:
 #   flock -o /work/.machine.lock bench/conns.sh
-# Settings: CONNS_IDLE (10000), CONNS_SLOW ("4000 5000"), CONNS_SLOW_EVERY_S (5), BENCH_DURATION (10),
+# Settings: CONNS_IDLE (10000), CONNS_MANY (10000), CONNS_SLOW ("4000 5000"), CONNS_SLOW_EVERY_S (5), BENCH_DURATION (10),
 # BENCH_RUNS (3).
 
 CONNS_IDLE=${CONNS_IDLE:-10000}
 CONNS_SLOW=${CONNS_SLOW:-4000 5000}
 CONNS_SLOW_EVERY_S=${CONNS_SLOW_EVERY_S:-5}
+CONNS_MANY=${CONNS_MANY:-10000}
 CONNS_NAMES="bulkhead minimal nginx h2o"
 
 conns_rss_kb() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
@@ -113,7 +118,7 @@ conns_pid() {
 conns_start_all() {
     declare -gA CPID CURL CMASTER
     local p
-    conns_bulkhead bulkhead HTTP_MAX_CONNECTIONS=$((CONNS_IDLE + 2000)) HTTP_IDLE_TIMEOUT_S=600
+    conns_bulkhead bulkhead HTTP_MAX_CONNECTIONS=$((CONNS_IDLE + 2000)) HTTP_IDLE_TIMEOUT_S=600 TARPIT=false
     conns_bulkhead bulkhead-default
     conns_bulkhead bulkhead-4k HTTP_MAX_CONNECTIONS=$((CONNS_IDLE + 2000)) HTTP_IDLE_TIMEOUT_S=600 \
         HTTP_CONNECTION_MEMORY=4096
@@ -173,6 +178,34 @@ conns_cpu() {
     awk -v c0="$c0" -v c1="$c1" '/ requests in / { n = $1 } /^Requests\/sec:/ { r = $2 }
         END { printf "%.1f %.0f\n", (n > 0 ? (c1 - c0) * 1e6 / n : 0), r }' <<<"$out"
 }
+
+# Many active connections on /api/data (enterprise): wrk -t2 -c CONNS_MANY, DUR s, a 2 s timeout,
+# on the bulkhead that may hold them: "req_per_s non2xx connect_errors read_write_errors
+# timeouts p99_ms peak_rss_mb".
+conns_many() {
+    local url=${CURL[$1]} pid=${CPID[$1]} out=$WORK/many-$1.out s peak=0 r d0 d1
+    d0=$(conns_listen_drops)
+    wrk -t2 -c"$CONNS_MANY" -d"${DUR}s" --timeout 2s --latency -H "X-Tenant-Tier: enterprise" \
+        "$url/api/data?limit=10" >"$out" 2>&1 &
+    s=$!
+    while kill -0 "$s" 2>/dev/null; do
+        r=$(conns_rss_kb "$pid")
+        [ "${r:-0}" -gt "$peak" ] && peak=$r
+        sleep 0.5
+    done
+    wait "$s" 2>/dev/null
+    d1=$(conns_listen_drops)
+    awk -v peak="$peak" -v drops=$((d1 - d0)) '
+        /^Requests\/sec:/ { rps = $2 } /Non-2xx/ { bad = $NF }
+        /Socket errors:/ { gsub(/,/, ""); conn = $4; rw = $6 + $8; to = $10 }
+        /^ +99%/ { v = $2; m = 1; if (v ~ /us$/) m = 0.001; else if (v ~ /ms$/) m = 1; else if (v ~ /s$/) m = 1000
+                   sub(/[a-z]+$/, "", v); p99 = v * m }
+        END { printf "%.0f %d %d %d %d %.1f %.1f %d\n", rps, bad, conn, rw, to, p99, peak / 1024, drops }' "$out"
+    sleep 2
+}
+
+# Handshakes the kernel dropped for a full accept queue, machine-wide so far (nstat).
+conns_listen_drops() { nstat -az TcpExtListenDrops 2>/dev/null | awk '/ListenDrops/ { print $2; f = 1 } END { if (!f) print 0 }'; }
 
 # A normal client, DUR s: "served errors p99_ms".
 conns_client() {
@@ -250,6 +283,9 @@ section_conns() {
     for n in $CONNS_NAMES; do
         C_CPU[$n]="$(cut -d' ' -f1 "$WORK/cpu-$n" | conns_median) $(cut -d' ' -f2 "$WORK/cpu-$n" | conns_median)"
     done
+    echo "conns: $(date -u +%T) /api/data at c=$CONNS_MANY" >&2
+    C_MANY=$(conns_many bulkhead)
+    C_MANY_DEFAULT=$(conns_many bulkhead-default)
     # The error answers first, from servers that have held nothing yet.
     echo "conns: $(date -u +%T) error answers" >&2
     head -c 20000 /dev/zero | tr '\0' a | sed 's/^/X-Big: /' >"$WORK/h20k"
@@ -269,6 +305,20 @@ section_conns() {
 }
 
 conns_target() { awk -v v="$1" -v t="$2" 'BEGIN { print (v + 0 <= t ? "met" : "**missed**") }'; }
+
+# Server CPU per /api/data request (the data section's figures, when it ran in the same run)
+# beside the floors measured in the same run: the cheapest HTTP server's CPU per /health (above)
+# plus pgbench's client CPU per transaction (libpq and the protocol, the data section).
+conns_data_cpu_rows() {
+    local c us pg http n v
+    http=$(for n in minimal nginx h2o; do read -r v _ <<<"${C_CPU[$n]}"; echo "$v"; done | sort -n | head -1)
+    for c in 16 64; do
+        [ -s "$WORK/data-$c" ] || continue
+        us=$(cut -d' ' -f5 "$WORK/data-$c" | conns_median)
+        pg=$(cut -d' ' -f7 "$WORK/data-$c" | conns_median)
+        echo "| server CPU per /api/data request, c=$c (the data section, utime + stime over requests) / the floor: the cheapest server's CPU per /health above + pgbench's client per transaction | $us us | floor $(awk -v a="$http" -v b="$pg" 'BEGIN { printf "%.1f", a + b }') us ($http + $pg) | | | <= 10 us: $(conns_target "$us" 10); <= the floor: $(awk -v u="$us" -v a="$http" -v b="$pg" 'BEGIN { print (u <= a + b ? "met" : "**missed**") }') |"
+    done
+}
 
 # The table (markdown), after section_conns.
 conns_table() {
@@ -296,7 +346,15 @@ conns_table() {
         f+=" $b us ($r req/s) |"
     done
     echo "$f reported |"
-    local alone beside held k ok
+    local rps bad conn rw to p99 peak drops ok
+    read -r rps bad conn rw to p99 peak drops <<<"$C_MANY"
+    ok="**missed**"
+    [ "$to" = 0 ] && [ "$conn" = 0 ] && [ "$rps" != 0 ] && ok=met
+    echo "| /api/data enterprise at c=$CONNS_MANY (wrk -t2, ${DUR} s, 2 s timeout; refusals answered at once, TARPIT=false): req/s, non-2xx (503 bulkhead_full past the tier's 60 workers and queue of 240), connect errors, read/write errors, past 2 s, p99, peak RSS, handshakes the kernel dropped (nstat TcpExtListenDrops) | $rps req/s, non-2xx $bad, connect $conn, read/write $rw, **past 2 s $to**, p99 $p99 ms, RSS $peak MB, handshakes dropped at a full accept queue $drops | | | | none past 2 s: $ok |"
+    read -r rps bad conn rw to p99 peak drops <<<"$C_MANY_DEFAULT"
+    echo "| ... the same with the defaults: wrk retries each 503 at once, and the tarpit holds such early retries until their Retry-After (1 s), by design | $rps req/s, non-2xx $bad, connect $conn, read/write $rw, past 2 s $to, p99 $p99 ms, RSS $peak MB, handshakes dropped $drops | | | | reported |"
+    conns_data_cpu_rows
+    local alone beside held k
     for k in $CONNS_SLOW; do
         alone="| a normal client's /health alone (hey -c1, new connection per request, 100 req/s, ${DUR} s): served / errors / p99 |"
         beside="| ... beside $k slow clients from one address (a partial head, then a byte every $CONNS_SLOW_EVERY_S s) |"
@@ -333,7 +391,7 @@ conns_table() {
         echo "$f JSON |"
     done
     echo
-    echo "bulkhead runs with its defaults except in the idle row (HTTP_MAX_CONNECTIONS=$((CONNS_IDLE + 2000)), HTTP_IDLE_TIMEOUT_S=600);"
+    echo "bulkhead runs with its defaults except in the idle row and the judged c=$CONNS_MANY row (HTTP_MAX_CONNECTIONS=$((CONNS_IDLE + 2000)), HTTP_IDLE_TIMEOUT_S=600, TARPIT=false);"
     echo "the idle row's nginx has keepalive_timeout 600 and h2o a 600 s request timeout, the other rows their defaults"
     echo "(nginx: client_header_timeout 60 s, keepalive_timeout 75 s here; h2o: http1 request timeout 10 s)."
     echo "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), libh2o-evloop $(dpkg-query -W -f='${Version}' libh2o-evloop0.13 2>/dev/null),"

@@ -210,7 +210,8 @@ static const char *const http_refusal_what[CONN_REFUSAL_COUNT] = {
     [CONN_BODY_TIMEOUT] = "request bodies not complete within HTTP_BODY_TIMEOUT_MS (408)",
     [CONN_MALFORMED] = "requests that are not HTTP/1.x or have too large a head",
     [CONN_ADDR_CAP] = "connections over HTTP_MAX_CONNECTIONS_PER_ADDRESS refused (429)",
-    [CONN_EVICTED] = "idle keep-alive connections closed for new clients at HTTP_MAX_CONNECTIONS",
+    [CONN_EVICTED] = "idle connections (kept alive, or silent since accept) closed for new "
+                     "clients at HTTP_MAX_CONNECTIONS",
 };
 
 /* Logged once per address and HTTP_LOG_PERIOD_US (a flood must not flood the log). */
@@ -282,7 +283,12 @@ static void http_accept(struct http_loop *hl)
             snprintf(msg, sizeof(msg), "this address holds %u connections already",
                      h->max_per_addr);
             conn_refuse(c, APIERR_TOO_MANY_CONNECTIONS, msg, !over);
+            continue;
         }
+        /* Silent since its accept, it is as idle as a kept-alive one (nginx marks it reusable):
+         * at the cap, a client that connects and sends nothing makes room for one that sends
+         * its request. Its first byte takes it off the list (connrx_read). */
+        conn_list_add(c, &hl->cl.idle);
     }
 }
 
