@@ -5,7 +5,6 @@
 #include "apierr.h"
 #include "capctl.h"
 #include "datareq.h"
-#include "dbbudget.h"
 #include "mclock.h"
 #include "metrics.h"
 #include "server.h"
@@ -47,18 +46,15 @@ static enum tenantstat_reason reqhooks_refusal(const struct request *r)
 }
 
 /*
- * HTTP thread, as an /api/data request of a known tenant ends: charge its statement's database
- * time to its budget (dbbudget.h; in shadow mode too, so that what it would refuse is counted)
- * and count it (tenantstat.h). The time charged is the time its statement held a connection,
- * known only now: a tenant over its budget is in debt from here on.
+ * HTTP thread, as an /api/data request of a known tenant ends: count it (tenantstat.h). Its
+ * statement's database time was charged to its budget as the statement ended, before its reply
+ * (datastmt_settle).
  */
 static void reqhooks_tenant_done(struct server *srv, const struct request *r,
                                  const struct datareq *q, int64_t now)
 {
     struct tier_rt *t = q->tier;
     int64_t db_us = r->query_us > 0 ? r->query_us : 0;
-    if (db_us && q->budget.limit_ms > 0) /* the budget checked at admission (admission.c) */
-        (void)dbbudget_charge(t->budget, q->tenant, q->budget.limit_ms, db_us, now);
     if (!srv->tenants)
         return;
     int64_t begun = q->item.begun_us;

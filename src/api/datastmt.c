@@ -5,6 +5,7 @@
 #include "workpool.h"
 #include "datareq.h"
 #include "breaker.h"
+#include "dbbudget.h"
 #include "dbpool.h"
 #include "log.h"
 #include "mclock.h"
@@ -139,8 +140,14 @@ void datastmt_settle(struct datareq *q, struct dbconn *conn, PGresult *res, stru
     struct tier_rt *t = q->tier;
     const struct tier_cfg *c = tierset_cfg(t);
     enum breaker_permit permit = q->permit;
-    /* The statement's database time, for the queue's order by cost (its slot is still held). */
+    /* The statement's database time, for the queue's order by cost (its slot is still held),
+     * and to its tenant's budget (dbbudget.h; in shadow mode too, so that what it would refuse
+     * is counted): here, before the reply is set, so that a client's next request, sent once
+     * it has this reply, is admitted knowing this one's debt. */
     workpool_tenant_charge(q->item.tenant, q->r->query_us);
+    if (q->r->query_us > 0 && q->budget.limit_ms > 0 && q->tenant[0])
+        (void)dbbudget_charge(t->budget, q->tenant, q->budget.limit_ms, q->r->query_us,
+                              mclock_now_us());
     if (end.conn == DATASTMT_CONN_KEEP || end.conn == DATASTMT_CONN_CLOSE)
         dbpool_release(t->db, conn, end.conn == DATASTMT_CONN_CLOSE);
     if (end.verdict == DATASTMT_NO_VERDICT)
