@@ -106,6 +106,11 @@ static const struct apierr_row apierr_table[APIERR_COUNT] = {
                                        .message = "the body must be application/json",
                                        .when = "a POST or PATCH body that is not "
                                                "`application/json`"},
+    [APIERR_EXPECTATION_FAILED] = {"expectation_failed", 417, CLIENT,
+                                   .message = "the only expectation served is Expect: "
+                                              "100-continue",
+                                   .when = "an `Expect` field other than `100-continue`. The "
+                                           "connection is closed"},
     [APIERR_RATE_LIMITED] = {"rate_limited", 429, OUTCOME_RATE_LIMITED, APIERR_RETRY_WAIT,
                              .message = "the tenant's rate limit is used up",
                              .when =

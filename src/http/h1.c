@@ -86,10 +86,35 @@ static int h1_on_value(http_parser *p, const char *at, size_t len)
  * head's syntax, ' ', ':' or CR, that the parser has taken, or by the value's trailing
  * whitespace) and stop. A value's trailing whitespace is not part of it (RFC 9110 5.5: OWS
  * around a value is excluded; the parser drops the leading only): "pro " is "pro". */
+/* An absolute-form target ("http://api.example/health?x=1", RFC 9112 3.2.2: a server must
+ * accept it) becomes its origin form ("/health?x=1") in place; with no path ("http://a?x=1"),
+ * the authority's last byte becomes the "/" the path is. The authority is not used (nor is
+ * Host: routing is by path). Other targets are left as they are. */
+static void h1_origin_form(struct h1 *h)
+{
+    char *t = h->buf + h->url;
+    size_t skip;
+    if (!strncasecmp(t, "http://", 7))
+        skip = 7;
+    else if (!strncasecmp(t, "https://", 8))
+        skip = 8;
+    else
+        return;
+    size_t auth = strcspn(t + skip, "/?#");
+    if (auth == 0)
+        return; /* no authority: left to fail as any other odd target */
+    size_t at = skip + auth;
+    if (t[at] != '/')
+        t[--at] = '/';
+    h->url += (uint32_t)at;
+    h->url_len -= (uint32_t)at;
+}
+
 static int h1_on_headers_complete(http_parser *p)
 {
     struct h1 *h = h1_of(p);
     h->buf[h->url + h->url_len] = '\0';
+    h1_origin_form(h);
     if (h->method_len)
         h->buf[h->method_len] = '\0'; /* the space after it */
     for (unsigned i = 0; i < h->nfields; i++) {

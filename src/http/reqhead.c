@@ -55,6 +55,11 @@ void reqhead_field(struct reqhead *h, const char *name, const char *value)
     }
     if (!strcasecmp(name, "Transfer-Encoding")) {
         h->transfer_encoding = true;
+    } else if (!strcasecmp(name, "Expect")) {
+        /* 100-continue is the one expectation defined (RFC 9110 10.1.1); the parser glue has
+         * dropped the value's surrounding whitespace. */
+        if (strcasecmp(value, "100-continue") != 0)
+            h->expect_unknown = true;
     } else if (!strcasecmp(name, "Content-Length")) {
         unsigned long long v = 0;
         bool number = reqhead_length(value, &v);
@@ -95,6 +100,10 @@ enum apierr reqhead_verdict(const struct reqhead *h, size_t max_head, const char
     if (h->lengths_disagree) {
         *why = "Content-Length fields that disagree";
         return APIERR_AMBIGUOUS_REQUEST;
+    }
+    if (h->expect_unknown) {
+        *why = "the only expectation served is Expect: 100-continue";
+        return APIERR_EXPECTATION_FAILED;
     }
     *why = NULL;
     return APIERR_COUNT;

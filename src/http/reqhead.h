@@ -37,6 +37,7 @@ struct reqhead {
     unsigned long long first_length;     /* the first one's value */
     bool lengths_disagree;               /* another one differs, or is not a number */
     bool transfer_encoding;              /* a Transfer-Encoding field is present */
+    bool expect_unknown;                 /* an Expect other than 100-continue */
 };
 
 /* Start reading a head: its size as received (0 when unknown), the target's size and the

@@ -138,6 +138,7 @@ static void malformed_requests_are_refused_or_dropped(void **state)
         {"GET /health HTTP/9.9\r\nHost: x\r\n\r\n", 505, "http_version_not_supported"},
         {"\x01\x02\x03\x04 / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"},
         {"GET /api/data%zz HTTP/1.1\r\nHost: x\r\n\r\n", 404, "not_found"},
+        {"GET /health HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n", 417, "expectation_failed"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char reply[8192] = "";
@@ -153,6 +154,20 @@ static void malformed_requests_are_refused_or_dropped(void **state)
         assert_non_null(strcasestr(reply, "Content-Type: application/json"));
         still_serving();
     }
+}
+
+/* A target in absolute form (what a client talking to a proxy sends, and RFC 9112 3.2.2 says a
+ * server must accept) is served by its path, the authority ignored (404 before: the whole URL
+ * was taken as the path). */
+static void an_absolute_form_target_is_served_by_its_path(void **state)
+{
+    (void)state;
+    static const char req[] = "GET http://api.example:8080/health HTTP/1.1\r\nHost: x\r\n"
+                              "Connection: close\r\n\r\n";
+    char reply[8192] = "";
+    assert_int_equal(raw_exchange(req, strlen(req), reply, sizeof(reply)), 200);
+    assert_non_null(strstr(json_body(reply), "\"status\":\"healthy\""));
+    still_serving();
 }
 
 /* Send a GET of path with one header "X-Big: <n x 'a'>", or with n bytes of query when
@@ -426,6 +441,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(malformed_requests_are_refused_or_dropped),
+        cmocka_unit_test(an_absolute_form_target_is_served_by_its_path),
         cmocka_unit_test(a_head_over_the_limit_gets_json_431_or_414),
         cmocka_unit_test(oversized_headers_get_431),
         cmocka_unit_test(a_head_of_more_than_100_fields_gets_431),

@@ -276,6 +276,34 @@ static void a_head_past_the_field_cap_is_too_large(void **state)
     }
 }
 
+/* An absolute-form target (RFC 9112 3.2.2) is routed by its path: its origin form, in place;
+ * with no path, "/". Any other target is left alone. */
+static void an_absolute_form_target_becomes_its_origin_form(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *target, *want;
+    } cases[] = {
+        {"http://api.example/health", "/health"},
+        {"HTTPS://api.example:8443/api/data?limit=5", "/api/data?limit=5"},
+        {"http://api.example?x=1", "/?x=1"},
+        {"http://api.example", "/"},
+        {"/plain?q=http://x/y", "/plain?q=http://x/y"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char req[256];
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", cases[i].target);
+        for (size_t step = 1; step <= 9; step += 4) {
+            struct h1 h;
+            struct body b;
+            start(&h, &b);
+            assert_int_equal(feed(&h, req, step), H1_DONE);
+            assert_string_equal(h1_str(&h, h.url), cases[i].want);
+            finish(&h);
+        }
+    }
+}
+
 int main(void)
 {
     h1_global_init(1u << 20);
@@ -290,6 +318,7 @@ int main(void)
         cmocka_unit_test(a_folded_field_value_is_malformed),
         cmocka_unit_test(a_field_values_surrounding_whitespace_is_not_part_of_it),
         cmocka_unit_test(a_head_past_the_field_cap_is_too_large),
+        cmocka_unit_test(an_absolute_form_target_becomes_its_origin_form),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

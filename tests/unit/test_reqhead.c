@@ -123,6 +123,18 @@ static void content_lengths_must_agree_and_not_meet_transfer_encoding(void **sta
     assert_int_equal(verdict(&why, "Transfer-Encoding", "chunked", NULL), APIERR_COUNT);
 }
 
+/* Expect: 100-continue (any case) goes on; any other expectation is 417. */
+static void an_expectation_other_than_100_continue_is_417(void **state)
+{
+    (void)state;
+    const char *why = NULL;
+    assert_int_equal(verdict(&why, "Expect", "100-continue", NULL), APIERR_COUNT);
+    assert_int_equal(verdict(&why, "expect", "100-Continue", NULL), APIERR_COUNT);
+    assert_int_equal(verdict(&why, "Expect", "200-ok", NULL), APIERR_EXPECTATION_FAILED);
+    assert_non_null(why);
+    assert_int_equal(apierr_status(APIERR_EXPECTATION_FAILED), 417);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -131,6 +143,7 @@ int main(void)
         cmocka_unit_test(http11_needs_host_and_http10_does_not),
         cmocka_unit_test(a_repeated_identity_header_is_ambiguous_whatever_its_case),
         cmocka_unit_test(content_lengths_must_agree_and_not_meet_transfer_encoding),
+        cmocka_unit_test(an_expectation_other_than_100_continue_is_417),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
