@@ -65,10 +65,9 @@ static const struct cfg_def cfg_table[] = {
      "HTTP event threads (0: one per usable CPU, container CPU quota rounded up)",
      OFF(http_threads)},
     {"HTTP_MAX_CONNECTIONS", CFG_INT, "65536", 1, 1000000, NULL,
-     "client connections served at once (each loop takes its part); at the cap a connection "
-     "lingering after its answer, else the oldest idle one (kept alive, or silent since its "
-     "accept) is closed for a new client, and with neither the new one waits in the listen "
-     "backlog until one closes",
+     "client connections served at once (all the event loops together); at the cap the oldest idle "
+     "keep-alive connection is closed for a new client, and with none idle the new one waits in "
+     "the listen backlog until one closes",
      OFF(http_max_conns)},
     {"HTTP_MAX_CONNECTIONS_PER_ADDRESS", CFG_INT, "0", 0, 1000000, NULL,
      "connections one client address (the socket's) may hold; the next gets 429 "

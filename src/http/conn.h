@@ -14,8 +14,7 @@
  *   any refusal (400/408/431/505/...), Connection: close, or drain: WRITE then LINGER
  *   (write side shut, input read and dropped until the client closes or CONN_LINGER_US).
  *
- * An idle connection (kept alive after a request, or silent since its accept, as nginx counts it
- * reusable) sits on its loop's idle list, and a
+ * An idle connection that has served a request (keep-alive) sits on its loop's idle list, and a
  * lingering one (its last reply out) on its linger list, oldest first: under connection pressure
  * http.c closes the oldest lingering one, which has had its answer, and only then, for a client
  * that will be served, the oldest idle one (conn_evict_oldest). So refused connections, a flood
@@ -153,7 +152,7 @@ struct conn_loop {
     bool stopping;           /* http_stop has begun: no deadline is armed any more */
     bool final;              /* the loop has ended: a close frees at once */
     struct conn *all;        /* every connection */
-    struct conn_list idle;   /* idle connections (CONN_IDLE: kept alive, or silent since accept) */
+    struct conn_list idle;   /* keep-alive idle connections (served, CONN_IDLE) */
     struct conn_list linger; /* CONN_LINGER: answered, waiting for the client to close */
     unsigned nconns;
     char *free_bufs[CONN_FREE_BUFS]; /* owned: CONN_BUF_SIZE each */

@@ -23,6 +23,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +53,6 @@ struct http_loop {
     struct http *h;
     unsigned index;
     int ep;                    /* owned: connections and the listening socket */
-    unsigned cap;              /* its part of HTTP_MAX_CONNECTIONS */
     bool listening;            /* the listening socket is in ep */
     bool quiesced;             /* never again */
     bool emfile;               /* accept ran out of descriptors: waiting for retry */
@@ -69,6 +69,8 @@ struct http {
     struct params_cidr proxies[PARAMS_CIDRS_MAX]; /* TRUSTED_PROXIES: no per-address cap */
     size_t nproxies;
     unsigned max_per_addr; /* 0: no cap */
+    unsigned max_conns;    /* HTTP_MAX_CONNECTIONS, for all the loops together */
+    atomic_uint open;      /* _shared: connections open on all the loops (the cap's count) */
     unsigned ipv6_prefix;  /* CLIENT_IPV6_PREFIX: the bits of an IPv6 address keyed on */
     /* _shared: addr_mutex guards addrs and every entry's counts and log times. */
     pthread_mutex_t addr_mutex;
@@ -105,11 +107,23 @@ static void http_listen_off(struct http_loop *hl)
     hl->listening = false;
 }
 
-/* Whether the loop can take a connection now: below its part of the cap, or with a lingering
- * or idle keep-alive connection to close for it. */
-static bool http_has_room(const struct http_loop *hl)
+/* Whether the loop can take a connection now: the server below the cap, or the loop with a
+ * lingering or idle keep-alive connection to close for it. */
+static bool http_has_room(struct http_loop *hl)
 {
-    return hl->cl.nconns < hl->cap || hl->cl.linger.n > 0 || hl->cl.idle.n > 0;
+    return atomic_load_explicit(&hl->h->open, memory_order_relaxed) < hl->h->max_conns ||
+           hl->cl.linger.n > 0 || hl->cl.idle.n > 0;
+}
+
+/* Take a place under the cap for a new connection; false when all are taken. */
+static bool http_place(struct http *h)
+{
+    unsigned n = atomic_load_explicit(&h->open, memory_order_relaxed);
+    while (n < h->max_conns)
+        if (atomic_compare_exchange_weak_explicit(&h->open, &n, n + 1, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return true;
+    return false;
 }
 
 static void http_retry_accept(struct evloop_watch *w, enum evloop_event ev)
@@ -190,6 +204,7 @@ static void http_addr_drop(struct http *h, struct http_addr *e, bool counted)
 static void http_closed(struct conn_loop *cl, struct conn *c)
 {
     struct http_loop *hl = http_loop_of(cl);
+    atomic_fetch_sub_explicit(&hl->h->open, 1, memory_order_relaxed);
     http_addr_drop(hl->h, c->addr_entry, c->addr_counted);
     if (hl->emfile && !hl->cl.stopping) {
         /* A descriptor is free again: accept now rather than at the retry. */
@@ -210,8 +225,7 @@ static const char *const http_refusal_what[CONN_REFUSAL_COUNT] = {
     [CONN_BODY_TIMEOUT] = "request bodies not complete within HTTP_BODY_TIMEOUT_MS (408)",
     [CONN_MALFORMED] = "requests that are not HTTP/1.x or have too large a head",
     [CONN_ADDR_CAP] = "connections over HTTP_MAX_CONNECTIONS_PER_ADDRESS refused (429)",
-    [CONN_EVICTED] = "idle connections (kept alive, or silent since accept) closed for new "
-                     "clients at HTTP_MAX_CONNECTIONS",
+    [CONN_EVICTED] = "idle keep-alive connections closed for new clients at HTTP_MAX_CONNECTIONS",
 };
 
 /* Logged once per address and HTTP_LOG_PERIOD_US (a flood must not flood the log). */
@@ -262,11 +276,19 @@ static void http_accept(struct http_loop *hl)
         http_addr_of(&ss, &a);
         bool refused, counted;
         struct http_addr *e = http_addr_take(h, &a, &refused, &counted);
-        /* At the cap, room is made from a lingering connection (answered already), else,
-         * only for a connection that will be served, from the oldest idle one: one refused for
-         * its address must not cost another client its idle connection. A refused one that
-         * nothing was closed for is answered and closed at once: the cap holds. */
-        bool over = hl->cl.nconns >= hl->cap && !conn_evict_oldest(&hl->cl, !refused);
+        /* The cap counts the connections of all the loops: below it, nothing is closed for a
+         * newcomer, however many this loop holds. At it, room is made from this loop's
+         * lingering connection (answered already), else, only for a connection that will be
+         * served, from its oldest idle one: one refused for its address must not cost another
+         * client its idle connection. A refused one that nothing was closed for is answered and
+         * closed at once: the cap holds. The place freed is taken at once; should another loop
+         * take it first, this connection is one over the cap until one closes. */
+        bool over = false;
+        if (!http_place(h)) {
+            over = !conn_evict_oldest(&hl->cl, !refused) || !http_place(h);
+            if (over)
+                atomic_fetch_add_explicit(&h->open, 1, memory_order_relaxed);
+        }
         struct conn *c = conn_open(&hl->cl, fd, e, &a);
         c->addr_counted = counted;
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
@@ -283,12 +305,7 @@ static void http_accept(struct http_loop *hl)
             snprintf(msg, sizeof(msg), "this address holds %u connections already",
                      h->max_per_addr);
             conn_refuse(c, APIERR_TOO_MANY_CONNECTIONS, msg, !over);
-            continue;
         }
-        /* Silent since its accept, it is as idle as a kept-alive one (nginx marks it reusable):
-         * at the cap, a client that connects and sends nothing makes room for one that sends
-         * its request. Its first byte takes it off the list (connrx_read). */
-        conn_list_add(c, &hl->cl.idle);
     }
 }
 
@@ -400,6 +417,7 @@ int http_start(const struct http_opts *opts, struct http **out)
                                .head_us = set->head_timeout * 1000,
                                .body_us = set->body_timeout * 1000};
     h->max_per_addr = set->max_per_addr > 0 ? (unsigned)set->max_per_addr : 0;
+    h->max_conns = (unsigned)set->max_conns;
     h->ipv6_prefix = (unsigned)set->ipv6_prefix;
     h->counters = opts->counters ? opts->counters : &h->own;
     h1_global_init(HTTP_PARSER_HEAD);
@@ -408,11 +426,6 @@ int http_start(const struct http_opts *opts, struct http **out)
         hl->h = h;
         hl->index = i;
         hl->ep = -1;
-        /* Each loop takes its part of the cap (the kernel spreads new connections over the
-         * loops waiting on the shared socket). */
-        hl->cap = (unsigned)set->max_conns / n + (i < (unsigned)set->max_conns % n);
-        if (hl->cap == 0)
-            hl->cap = 1;
         hl->retry.fd = -1;
         hl->retry.fire = http_retry_accept;
         hl->cl.env = &h->env;

@@ -4,19 +4,21 @@
  * address). One connection's life is conn.h's; parsing is h1.h's; a request's is request.h's.
  *
  * Every loop accepts from one shared listening socket (EPOLLEXCLUSIVE: one loop is woken per
- * connection) and owns the connections it accepted. A loop takes its part of
- * HTTP_MAX_CONNECTIONS; at its part it closes its oldest idle keep-alive connection for a new
- * client, and with none idle it stops accepting until one closes (the client waits in the
- * kernel's backlog: never a reset). A client address holds at most
+ * connection) and owns the connections it accepted. HTTP_MAX_CONNECTIONS counts the
+ * connections of all the loops together: below it a loop accepts however many it holds itself;
+ * at it, the accepting loop closes its oldest idle keep-alive connection for a new client, and
+ * with none idle it stops accepting until one of its own closes or goes idle (the client waits
+ * in the kernel's backlog: never a reset; a loop that closes one listens again, so a place freed
+ * anywhere is taken). A client address holds at most
  * HTTP_MAX_CONNECTIONS_PER_ADDRESS (TRUSTED_PROXIES exempt; an IPv6 client is its network of
  * CLIENT_IPV6_PREFIX bits, as for every address-keyed limit): the next one is answered 429
  * too_many_connections and closed. Every refusal is counted (http_stats) and logged once per
  * address and HTTP_LOG_PERIOD_US.
  *
- * DESIGN: a loop's connections, its listening state and its part of the cap are its thread's
- * alone; the per-address table is shared by the loops under its mutex (taken once per accept
- * and once per close); counters are relaxed atomics. Quiesce and stop reach the loops through
- * evloop_call.
+ * DESIGN: a loop's connections and its listening state are its thread's alone; the cap's count
+ * is one atomic shared by the loops (a place is taken by compare-and-swap); the per-address table
+ * is shared by the loops under its mutex (taken once per accept and once per close); counters are
+ * relaxed atomics. Quiesce and stop reach the loops through evloop_call.
  */
 #ifndef BULKHEAD_HTTP_H
 #define BULKHEAD_HTTP_H

@@ -412,20 +412,28 @@ static void idle_and_slow_clients_are_dropped_while_others_are_served(void **sta
 static void the_connection_cap_holds_and_recovers(void **state)
 {
     (void)state;
-    /* HTTP_MAX_CONNECTIONS=24: hold 24 idle connections open. */
+    /* HTTP_MAX_CONNECTIONS=24: hold 24 idle connections open. They send nothing: the suite's
+     * HTTP_IDLE_TIMEOUT_S=2 closes them 2 s after their accept, which frees the places, so the
+     * 25th's wait is checked only within that time (on a slow machine the connects themselves
+     * can take most of it: then it is not checked, and said). */
+    int64_t t0 = h_now_ms();
     int fds[24];
     for (int i = 0; i < 24; i++) {
         fds[i] = raw_connect();
         assert_true(fds[i] >= 0);
     }
-    /* A 25th client is not served while the cap is reached (it waits in the listen backlog;
-     * the held connections are not yet idle long enough to be dropped). */
+    /* A 25th client is not served while the cap is reached (it waits in the listen backlog). */
     int extra = raw_connect();
     const char *req = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
     assert_true(write(extra, req, strlen(req)) > 0);
     char reply[4096] = "";
     struct pollfd p = {.fd = extra, .events = POLLIN};
-    assert_int_equal(poll(&p, 1, 800), 0);
+    int64_t left = t0 + 1700 - h_now_ms();
+    if (left > 200)
+        assert_int_equal(poll(&p, 1, (int)(left < 800 ? left : 800)), 0);
+    else
+        printf("# the 24 connections took %lld ms: the wait past the cap is not checked\n",
+               (long long)(h_now_ms() - t0));
     /* Freeing the slots lets it through. */
     for (int i = 0; i < 24; i++)
         close(fds[i]);

@@ -237,34 +237,6 @@ static void at_the_connection_cap_the_oldest_idle_connection_makes_room(void **s
     assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
 }
 
-/* A client that connected and sent nothing is idle too (nginx counts it reusable): at the cap,
- * the oldest such connection is closed for a client with a request. Before: the newcomer waited
- * in the listen backlog behind connections that never send a byte (until the head deadline). */
-static void at_the_connection_cap_a_silent_connection_makes_room(void **state)
-{
-    (void)state;
-    struct h_server s;
-    const char *env[] = {"HTTP_MAX_CONNECTIONS=2", "HTTP_THREADS=1", "HTTP_HEAD_TIMEOUT_MS=600000",
-                         "HTTP_IDLE_TIMEOUT_S=600", NULL};
-    assert_int_equal(h_server_start(&s, db_url, env), 0);
-    int silent[2];
-    for (int i = 0; i < 2; i++) {
-        silent[i] = raw_connect(s.port);
-        assert_true(silent[i] >= 0);
-    }
-    int third = raw_connect(s.port);
-    assert_true(third >= 0);
-    assert_int_equal(ask_health(third), 200);
-    assert_true(closed_by_server(silent[0]));
-    /* The younger silent one is still there, and served when it speaks. */
-    assert_int_equal(ask_health(silent[1]), 200);
-    close(third);
-    close(silent[0]);
-    close(silent[1]);
-    assert_true(h_prom(s.base, "bulkhead_http_refusals_total", "reason=\"evicted\"") >= 1);
-    assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
-}
-
 /* A connection refused for its address makes no room: the idle connection it would have
  * evicted at HTTP_MAX_CONNECTIONS is still served afterwards. */
 static void a_connection_refused_for_its_address_evicts_nobody(void **state)
@@ -423,7 +395,6 @@ int main(void)
         cmocka_unit_test(a_trickling_head_gets_408_at_the_head_deadline_and_is_counted),
         cmocka_unit_test(one_address_holds_at_most_its_cap_and_a_trusted_proxy_is_exempt),
         cmocka_unit_test(at_the_connection_cap_the_oldest_idle_connection_makes_room),
-        cmocka_unit_test(at_the_connection_cap_a_silent_connection_makes_room),
         cmocka_unit_test(a_connection_refused_for_its_address_evicts_nobody),
         cmocka_unit_test(a_silent_new_connection_is_closed_at_the_head_deadline),
         cmocka_unit_test(an_ipv6_client_is_its_network_for_the_per_address_cap),
