@@ -31,7 +31,7 @@ struct tarpit {
     size_t nheld;
     bool stopping;
 
-    atomic_uint_least64_t held, overflow, untracked;
+    atomic_uint_least64_t held, overflow, untracked, left;
 };
 
 static void tp_swap(struct tp_held *a, struct tp_held *b)
@@ -212,6 +212,11 @@ bool tarpit_hold(struct tarpit *tp, void *item, int64_t until_us)
     return true;
 }
 
+void tarpit_count_left(struct tarpit *tp)
+{
+    atomic_fetch_add_explicit(&tp->left, 1, memory_order_relaxed);
+}
+
 size_t tarpit_sweep(struct tarpit *tp, int64_t now_us)
 {
     return keytab_sweep(tp->told, now_us) + keytab_sweep(tp->turns, now_us);
@@ -225,6 +230,7 @@ void tarpit_stats(struct tarpit *tp, struct tarpit_stats *out)
     out->held = atomic_load_explicit(&tp->held, memory_order_relaxed);
     out->overflow = atomic_load_explicit(&tp->overflow, memory_order_relaxed);
     out->untracked = atomic_load_explicit(&tp->untracked, memory_order_relaxed);
+    out->left = atomic_load_explicit(&tp->left, memory_order_relaxed);
     out->clients = keytab_count(tp->told) + keytab_count(tp->turns);
 }
 

@@ -60,6 +60,7 @@ struct tarpit_stats {
     uint64_t held;      /* requests held, ever (a request held twice counts twice) */
     uint64_t overflow;  /* refusals that would have been held but were answered at once */
     uint64_t untracked; /* clients not remembered: the table was full */
+    uint64_t left;      /* held requests whose client left meanwhile (tarpit_count_left) */
     size_t holding;     /* held now */
     size_t clients;     /* keys tracked (times told, and turns) */
 };
@@ -94,6 +95,10 @@ void tarpit_check(struct tarpit *tp, const struct tarpit_refusal *rf, int64_t no
  * tarpit is stopping: answer it at once. */
 bool tarpit_hold(struct tarpit *tp, void *item, int64_t until_us)
     __attribute__((warn_unused_result));
+
+/* Any thread: a request released by the tarpit was not admitted again because its client had
+ * left while it was held (the caller's finding; counted in the stats as left). */
+void tarpit_count_left(struct tarpit *tp);
 
 /* Forget clients whose time has passed (janitor). Returns how many. */
 size_t tarpit_sweep(struct tarpit *tp, int64_t now_us);

@@ -11,7 +11,9 @@
  * then goes out or, when the tarpit says so, is held: its request waits, suspended and holding
  * nothing, and is admitted again from [0] on its own event thread when its time comes (a rate
  * limit's turn, or the Retry-After its client did not wait for). The one thing it keeps is a
- * rate-limit token it was granted: admitted again, it does not pay twice.
+ * rate-limit token it was granted: admitted again, it does not pay twice. A held request (or one
+ * waiting for the shared limiter) whose client left meanwhile is not admitted at all: nobody
+ * would read its reply, so it is finished at once, taking no slot and running no statement.
  */
 #include "admission.h"
 #include "compiler.h"
@@ -354,6 +356,27 @@ bool admission_admit(const struct api_deps *d, struct request *r, bool suspended
     return admission_after_limit(d, r, suspended, false);
 }
 
+/*
+ * r's event thread, r suspended (held by the tarpit, or waiting for the shared limiter): its
+ * client left meanwhile (request_client_left). Admitting it would take a slot, a breaker permit
+ * and a statement for a reply nobody reads, so it is finished here: the capacity gate (entered
+ * by one that waited for the limiter) is left charged nothing, and the reply, whatever it says,
+ * is dropped by its connection (499, no query time). Not an apierr: no client ever reads it.
+ */
+static void admission_abandon(const struct api_deps *d, struct request *r)
+{
+    struct datareq *q = datareq_of(r);
+    if (q->cap_entered_us) {
+        int64_t now = mclock_now_us();
+        capctl_leave(d->capacity, q->tier->index, now, now);
+        q->cap_entered_us = 0;
+    }
+    request_reply_error(r, 499, OUTCOME_CLIENT_ERROR, "client_closed_request",
+                        "the client closed its connection before its request was admitted", NULL,
+                        0);
+    request_resume(r);
+}
+
 /* A verdict of the shared limiter for a request that waited for it (q->task may not be free:
  * the verdict is copied on the limiter's thread, where r must not be touched). */
 struct admission_limit_wait {
@@ -374,6 +397,10 @@ static void admission_limit_resume(struct evloop_task *task)
     ratelimit_count(q->tier->rl, q->rl.allowed);
     q->rl_applied = true;
     r->retry_after_us = q->rl.retry_after_us;
+    if (request_client_left(r)) {
+        admission_abandon(d, r);
+        return;
+    }
     admission_after_limit(d, r, true, !q->rl.allowed);
 }
 
@@ -389,11 +416,18 @@ static void admission_limit_decided(void *ctx, const struct ratelimit_result *ve
     evloop_post(r->loop, &w->task);
 }
 
-/* r's event thread: the tarpit released it; admit it again (it is suspended). */
+/* r's event thread: the tarpit released it; admit it again (it is suspended), unless its
+ * client left while it was held. */
 static void admission_readmit(struct evloop_task *task)
 {
     struct datareq *q = container_of(task, struct datareq, task);
-    admission_admit(q->deps, q->r, true);
+    const struct api_deps *d = q->deps;
+    if (request_client_left(q->r)) {
+        tarpit_count_left(d->tarpit);
+        admission_abandon(d, q->r);
+        return;
+    }
+    admission_admit(d, q->r, true);
 }
 
 /* The tarpit's thread: a held request is due. Admission is its event thread's to run. */

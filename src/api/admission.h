@@ -23,7 +23,8 @@ bool admission_admit(const struct api_deps *d, struct request *r, bool suspended
 
 /* The tarpit's release callback (tarpit_cfg.release; any thread): a held request's time has
  * come; it is posted to its event thread, which admits it again (served, held again, or
- * answered with its refusal). */
+ * answered with its refusal), or, when its client left during the hold, finishes it unadmitted
+ * (499; counted by tarpit_count_left). */
 void admission_release_held(void *item, void *ctx);
 
 /* r's client address (the rightmost untrusted X-Forwarded-For entry behind TRUSTED_PROXIES),

@@ -123,7 +123,8 @@ struct conn {
     bool task_queued;    /* task is deferred on this loop (loop thread only) */
     bool parse_pending;  /* bytes of a pipelined request wait in the buffer (task) */
     bool end_seen;       /* the client's end (or an error) was reported: read on to it */
-    bool client_left;    /* the client's end came while BUSY: its reply is dropped (499) */
+    bool client_left;    /* the client's end came while BUSY: its reply is dropped (499);
+                            its request's owner may ask (request_client_left) */
     struct evloop_watch timer; /* the stage's deadline (fd -1: a timer alone) */
     /* The connection's own work for later, deferred on its loop (task_queued): the next
      * pipelined request or bytes left in the socket (keep-alive), or its free. */

@@ -478,6 +478,11 @@ void request_resume(struct request *r)
     conn_resume(c);
 }
 
+bool request_client_left(const struct request *r)
+{
+    return r->conn && r->conn->client_left;
+}
+
 void request_finish(struct request *r, bool sent)
 {
     const struct request_hooks *hooks = r->hooks;

@@ -179,6 +179,13 @@ void request_defer(struct request *r);
 /* Any thread, after request_defer: the reply is set, let the loop thread send it. */
 void request_resume(struct request *r);
 
+/* r's loop thread (r->loop) only, r handed on and owned by the caller: whether r's client has
+ * left (its connection saw the client's end with nothing before it: conn.h's client_left).
+ * Its reply will be dropped (499), so an owner may finish r at once rather than do its work.
+ * The connection sets this on the same thread, as it learns of the end; a worker or another
+ * loop must not ask (it would race with that write). Once true, it stays true. */
+bool request_client_left(const struct request *r);
+
 /* Loop thread (conn.c): the reply's status line and fields, Date and Content-Length included,
  * in r->wire; a HEAD request's body is left out (*body_len 0). */
 void request_wire(struct request *r, bool keep_alive, bool http10_keep_alive, const char *date,

@@ -102,6 +102,7 @@ void report_read_process(const struct report_sources *src, struct report_process
         out->tarpit_overflow = ts.overflow;
         out->tarpit_clients = ts.clients;
         out->tarpit_untracked = ts.untracked;
+        out->tarpit_left = ts.left;
     }
     for (int o = 0; o < OUTCOME_COUNT; o++)
         out->untiered_outcomes[o] = atomic_load(&src->untiered->outcomes[o]);

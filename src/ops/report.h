@@ -115,7 +115,8 @@ struct report_process {
     uint64_t fleet_up, fleet_instances, fleet_exchanges, fleet_failures, fleet_rtt_us;
     char fleet_reason[160];        /* while not up: why (fleet_stats) */
     int64_t fleet_changed_wall_us; /* when fleet_up last changed */
-    uint64_t tarpit_held, tarpit_holding, tarpit_overflow, tarpit_clients, tarpit_untracked;
+    uint64_t tarpit_held, tarpit_holding, tarpit_overflow, tarpit_clients, tarpit_untracked,
+        tarpit_left;
     uint64_t http_open, http_accepted; /* the API listener's connections (http.h) */
     uint64_t http_head_timeouts, http_body_timeouts, http_malformed, http_addr_refused;
     uint64_t http_evicted;

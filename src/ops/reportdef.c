@@ -263,6 +263,10 @@ const struct reportdef_proc_field reportdef_proc_fields[] = {
     {"bulkhead_tarpit_untracked_total", NULL, "counter",
      "Refusals whose client was not remembered: TARPIT_MAX_CLIENTS were.", RP(tarpit_untracked),
      REPORTDEF_NEEDS_TARPIT},
+    {"bulkhead_tarpit_left_total", NULL, "counter",
+     "Held requests whose client left during the hold: finished at their time without being "
+     "admitted (no slot, no statement; 499).",
+     RP(tarpit_left), REPORTDEF_NEEDS_TARPIT},
     {"bulkhead_http_connections", NULL, "gauge", "Client connections open on the API port.",
      RP(http_open)},
     {"bulkhead_http_connections_accepted_total", NULL, "counter",

@@ -6,12 +6,15 @@
  * (none is answered 429, each refusal is held exactly once). The capacity controller with the
  * tarpit on: a tenant's refusal held by the tarpit keeps no slot of its tier, so while free is cut
  * to one request at a time other free tenants are still served. The test parameters can be
- * turned off in header mode (TEST_PARAMS=off), and are on by default there. States and counts,
- * no timing thresholds.
+ * turned off in header mode (TEST_PARAMS=off), and are on by default there. A request held by
+ * the tarpit whose client leaves during the hold is not admitted at its turn: logged 499 with no
+ * query time, its statement never run. States and counts, no timing thresholds.
  */
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -21,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -320,12 +325,90 @@ static void a_held_refusal_keeps_no_slot_so_free_is_still_served(void **state)
     assert_int_equal(served, 5);
 }
 
+/* ---- a held request whose client left ---------------------------------------------------- */
+
+/* free: one request per 2 s per tenant, so a tenant's second request at once is early for its
+ * turn, under 2 s away, and held until then (TARPIT_MAX_HOLD_MS is 5 s). */
+#define LEFT_TIERS                                                                                 \
+    "{\"free\": {\"rate_limit\": 1, \"rate_window_s\": 2}, \"pro\": {}, \"enterprise\": {}}"
+
+/* The access line of request id into line; false while there is none. */
+static bool access_line(const struct h_server *s, const char *id, char *line, size_t len)
+{
+    FILE *f = fopen(s->log, "r");
+    if (!f)
+        return false;
+    char needle[96];
+    snprintf(needle, sizeof(needle), "\"request_id\":\"%s\"", id);
+    bool found = false;
+    while (!found && fgets(line, (int)len, f))
+        found = strstr(line, "\"type\":\"access\"") && strstr(line, needle);
+    fclose(f);
+    return found;
+}
+
+/* A number field of a JSON log line (NAN when absent). */
+static double line_num(const char *line, const char *field)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "\"%s\":", field);
+    const char *at = strstr(line, key);
+    return at ? strtod(at + strlen(key), NULL) : NAN;
+}
+
+static void a_held_request_whose_client_left_is_not_admitted_at_its_turn(void **state)
+{
+    (void)state;
+    char tiers[400];
+    assert_int_equal(h_tiers_env("tiers-admission-left.json", LEFT_TIERS, tiers, sizeof(tiers)), 0);
+    const char *env[] = {tiers, NULL};
+    struct h_server s;
+    assert_int_equal(h_server_start(&s, suite.db_url, env), 0);
+    /* The tenant spends its one request. */
+    assert_int_equal(get_on(&s, NULL, "free", "leaver", NULL, 0, NULL), 200);
+    /* Counted as it ends, just after its reply went out. */
+    const double queries0 = 1;
+    assert_true(
+        H_WAIT(h_prom(s.base, "bulkhead_query_duration_seconds_count", "tier=\"free\"") == queries0,
+               10000));
+    int64_t allowed0 = h_metric(s.base, "free", "rateLimiter", "allowed");
+
+    /* Its next one at once, a slow read: early for its turn, held. Its client leaves meanwhile. */
+    static const char req[] = "GET /api/data?limit=1&delay_ms=200 HTTP/1.1\r\nHost: x\r\n"
+                              "X-Tenant-Tier: free\r\nX-Tenant-Id: leaver\r\n"
+                              "X-Request-Id: held-leaver\r\n\r\n";
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s.port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)(sizeof(req) - 1));
+    assert_true(H_WAIT(h_prom(s.base, "bulkhead_tarpit_holding", NULL) == 1, 10000));
+    close(fd);
+
+    /* At its turn it is finished, not admitted: 499 with no query time, and no statement ran
+     * in its tier (before: admitted, its statement run, then its reply dropped: 499 with the
+     * statement's time). */
+    char line[4096];
+    assert_true(H_WAIT(access_line(&s, "held-leaver", line, sizeof(line)), 20000));
+    printf("# %s", line);
+    assert_true(line_num(line, "status") == 499);
+    assert_true(line_num(line, "query_ms") == 0);
+    assert_true(h_prom(s.base, "bulkhead_query_duration_seconds_count", "tier=\"free\"") ==
+                queries0);
+    assert_int_equal(h_metric(s.base, "free", "rateLimiter", "allowed"), allowed0);
+    assert_true(h_prom(s.base, "bulkhead_tarpit_left_total", NULL) == 1);
+    assert_true(h_prom(s.base, "bulkhead_tarpit_holding", NULL) == 0);
+    assert_int_equal(h_server_stop(&s, SIGTERM, 20000), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_tenant_over_its_burst_is_served_at_its_rate),
         cmocka_unit_test(the_test_parameters_are_on_in_header_mode_and_can_be_turned_off),
         cmocka_unit_test(a_held_refusal_keeps_no_slot_so_free_is_still_served),
+        cmocka_unit_test(a_held_request_whose_client_left_is_not_admitted_at_its_turn),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -2,7 +2,8 @@
  * test_api_tarpit: the tarpit on the request path (api.h, tarpit.h), in process over real HTTP
  * on apifx's fake tier set: a request refused before its turn is held by the tarpit and
  * admitted again when its turn comes, in arrival order, holding no capacity slot while held
- * (capctl's in_progress).
+ * (capctl's in_progress); one whose client left during the hold is finished at its turn without
+ * being admitted (the limiter and the workers never see it again).
  */
 #include "apifx.h"
 #include "admin.h"
@@ -26,8 +27,10 @@
 
 #include "../promtext.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -38,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -122,6 +126,52 @@ static void a_request_early_for_its_turn_is_held_and_admitted_then(void **state)
     assert_int_equal(held() - held0, after.rejected - before.rejected);
 }
 
+static uint64_t left(void)
+{
+    struct tarpit_stats st;
+    tarpit_stats(apifx_srv.tarpit, &st);
+    return st.left;
+}
+
+static void a_held_request_whose_client_left_is_not_admitted_again(void **state)
+{
+    (void)state;
+    /* paced: the tenant's burst of two, then one early for its turn (a second away), held. */
+    struct apifx_reply r;
+    for (int i = 0; i < 2; i++) {
+        apifx_fetch("GET", "/api/data", "X-Tenant-Tier: paced", "X-Tenant-Id: gone", &r);
+        assert_int_equal(r.status, 503);
+    }
+    struct ratelimit_stats before = limiter("paced");
+    struct workpool_stats wp0;
+    workpool_stats(tierset_find(apifx_srv.ts, "paced")->pool, &wp0);
+    uint64_t left0 = left();
+    static const char req[] = "GET /api/data HTTP/1.1\r\nHost: x\r\nX-Tenant-Tier: paced\r\n"
+                              "X-Tenant-Id: gone\r\n\r\n";
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)http_port(apifx_srv.http))};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)(sizeof(req) - 1));
+    wait_holding(1);
+    /* The client leaves while it is held. At its turn it is finished (its connection drops the
+     * reply: 499), never admitted again: no rate-limit verdict, no slot of its tier. */
+    close(fd);
+    for (int i = 0; i < 30000 && atomic_load(&apifx_srv.in_flight) != 0; i++)
+        usleep(1000);
+    assert_int_equal(atomic_load(&apifx_srv.in_flight), 0);
+    struct ratelimit_stats after = limiter("paced");
+    struct workpool_stats wp1;
+    workpool_stats(tierset_find(apifx_srv.ts, "paced")->pool, &wp1);
+    assert_int_equal(after.allowed, before.allowed);
+    assert_int_equal(after.rejected, before.rejected + 1); /* its one refusal, before the hold */
+    assert_int_equal(wp1.submitted, wp0.submitted);
+    assert_int_equal(left(), left0 + 1);
+    assert_int_equal(holding(), 0);
+}
+
 static void a_held_refusal_keeps_no_capacity_slot(void **state)
 {
     (void)state;
@@ -161,6 +211,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_request_early_for_its_turn_is_held_and_admitted_then),
+        cmocka_unit_test(a_held_request_whose_client_left_is_not_admitted_again),
         cmocka_unit_test(a_held_refusal_keeps_no_capacity_slot),
     };
     return cmocka_run_group_tests(tests, apifx_setup, apifx_teardown);
