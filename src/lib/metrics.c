@@ -12,8 +12,8 @@ const int64_t metrics_hist_bounds_us[METRICS_HIST_BUCKETS] = {
 /* Every status the server answers (apierr.c's table, 200/201/204, 499 for a client that left),
  * so "other" stays empty unless something unforeseen happens. */
 const int metrics_status_codes[METRICS_STATUS_COUNT] = {200, 201, 204, 400, 401, 403, 404, 405,
-                                                        408, 409, 411, 413, 414, 415, 429, 431,
-                                                        499, 500, 502, 503, 504, 505, 0};
+                                                        408, 409, 411, 413, 414, 415, 417, 429,
+                                                        431, 499, 500, 502, 503, 504, 505, 0};
 
 static const char *const outcome_names[OUTCOME_COUNT] = {
     "ok",    "rate_limited", "bulkhead_full", "queue_timeout", "pool_timeout", "circuit_open",

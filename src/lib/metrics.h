@@ -44,7 +44,7 @@ struct metrics_hist {
 };
 
 /* HTTP status codes counted one by one; anything else is counted as "other". */
-#define METRICS_STATUS_COUNT 23
+#define METRICS_STATUS_COUNT 24
 extern const int metrics_status_codes[METRICS_STATUS_COUNT]; /* last entry 0 = other */
 
 struct metrics_tier {

@@ -436,9 +436,9 @@ static double responses(const char *tier, const char *code)
 static void every_status_code_has_its_label(void **state)
 {
     (void)state;
-    static const char *const codes[] = {"200", "201", "204", "400", "401", "403", "404",
-                                        "405", "408", "409", "411", "413", "414", "415",
-                                        "429", "431", "499", "500", "503", "504", "505"};
+    static const char *const codes[] = {"200", "201", "204", "400", "401", "403", "404", "405",
+                                        "408", "409", "411", "413", "414", "415", "417", "429",
+                                        "431", "499", "500", "503", "504", "505"};
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
         assert_false(isnan(responses("none", codes[i])));
     double before = responses("none", "411"), other = responses("none", "other");

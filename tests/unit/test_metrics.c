@@ -172,7 +172,7 @@ static void status_codes_map_to_their_slot_or_other(void **state)
         assert_int_equal(status_index(others[i]), METRICS_STATUS_COUNT - 1);
     /* Every status the server answers has its own slot (issue 18: 411 and 499 were "other"). */
     const int answered[] = {200, 201, 204, 400, 401, 403, 404, 405, 409, 411,
-                            413, 414, 415, 429, 431, 499, 500, 503, 504};
+                            413, 414, 415, 417, 429, 431, 499, 500, 503, 504};
     for (size_t i = 0; i < sizeof(answered) / sizeof(answered[0]); i++)
         assert_true(status_index(answered[i]) < METRICS_STATUS_COUNT - 1);
     for (int e = 0; e < APIERR_COUNT; e++)
